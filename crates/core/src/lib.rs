@@ -1,0 +1,7 @@
+//! Shared foundations of fleetcore: the storage trait every capability persists through (with its
+//! embedded implementation) and the traits through which capabilities reach each other.
+
+pub mod auth;
+pub mod store;
+
+pub use store::{KvStore, RedbStore, StoreError, WriteBatch};

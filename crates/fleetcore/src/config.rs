@@ -1,0 +1,273 @@
+//! `fleetcore serve` settings: command-line flags, `FLEETCORE_*` environment variables and the
+//! TOML file share one definition, so a key cannot exist in one place and not the others.
+//! Precedence: flag, then environment (both handled by clap), then file, then default.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use fleetcore_identity::AdminCredentials;
+use fleetcore_mqtt::broker::BrokerConfig;
+use serde::Deserialize;
+
+/// Options of `fleetcore serve`. Every field is optional here so that the file, the
+/// environment and the flags can be layered; [`ServeArgs::resolve`] applies the defaults.
+#[derive(clap::Args, Deserialize, Debug, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeArgs {
+    /// TOML configuration file. Its keys are the option names with `_` (e.g. `max_packet_size = 65536`).
+    #[arg(long, env = "FLEETCORE_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+
+    /// Data folder: store, CA, server certificate, credentials. [default: ./fleetcore-data]
+    #[arg(long, env = "FLEETCORE_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// HTTP address: AWS-compatible APIs, /health, /metrics. [default: 127.0.0.1:8080]
+    #[arg(long, env = "FLEETCORE_HTTP", value_name = "ADDR")]
+    http: Option<String>,
+
+    /// MQTT over TLS; clients must present a certificate signed by the data folder's CA.
+    /// `off` disables it. [default: 0.0.0.0:8883]
+    #[arg(long, env = "FLEETCORE_MQTTS", value_name = "ADDR")]
+    mqtts: Option<String>,
+
+    /// MQTT over plain TCP (off unless given). Without --allow-anonymous every client is refused
+    /// here, since plain TCP carries no certificate.
+    #[arg(long, env = "FLEETCORE_MQTT", value_name = "ADDR")]
+    mqtt: Option<String>,
+
+    /// MQTT over WebSocket, plain (off unless given). Same anonymous rule as --mqtt.
+    #[arg(long, env = "FLEETCORE_WS", value_name = "ADDR")]
+    ws: Option<String>,
+
+    /// MQTT over WebSocket over TLS, client certificate required (off unless given).
+    #[arg(long, env = "FLEETCORE_WSS", value_name = "ADDR")]
+    wss: Option<String>,
+
+    /// Accept clients without a certificate on the plain listeners (--mqtt, --ws). For labs and CI.
+    #[arg(long, env = "FLEETCORE_ALLOW_ANONYMOUS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    allow_anonymous: Option<bool>,
+
+    /// Host names and IP addresses the server certificate is issued for, comma separated.
+    /// [default: localhost,127.0.0.1]
+    #[arg(long, env = "FLEETCORE_SERVER_NAMES", value_name = "NAMES", value_delimiter = ',')]
+    server_names: Option<Vec<String>>,
+
+    /// Largest MQTT packet accepted from a client, in bytes. [default: 1048576]
+    #[arg(long, env = "FLEETCORE_MAX_PACKET_SIZE", value_name = "BYTES")]
+    max_packet_size: Option<usize>,
+
+    /// Longest topic name or filter, in bytes. [default: 256]
+    #[arg(long, env = "FLEETCORE_MAX_TOPIC_LENGTH", value_name = "BYTES")]
+    max_topic_length: Option<usize>,
+
+    /// QoS 1/2 messages in flight per client and direction (advertised as Receive Maximum). [default: 128]
+    #[arg(long, env = "FLEETCORE_MAX_INFLIGHT", value_name = "N")]
+    max_inflight: Option<u16>,
+
+    /// Messages queued per session beyond the inflight window, online or offline. [default: 10000]
+    #[arg(long, env = "FLEETCORE_MAX_QUEUED_MESSAGES", value_name = "N")]
+    max_queued_messages: Option<usize>,
+
+    /// New connections accepted per second per listener; 0 for no limit. [default: 0]
+    #[arg(long, env = "FLEETCORE_MAX_CONNECTIONS_PER_SECOND", value_name = "N")]
+    max_connections_per_second: Option<u32>,
+
+    /// Seconds a new connection has to complete its TLS/WebSocket handshake and CONNECT. [default: 10]
+    #[arg(long, env = "FLEETCORE_CONNECT_TIMEOUT", value_name = "SECS")]
+    connect_timeout: Option<u64>,
+
+    /// Topic aliases a client may use towards the server (MQTT 5). [default: 64]
+    #[arg(long, env = "FLEETCORE_TOPIC_ALIAS_MAXIMUM", value_name = "N")]
+    topic_alias_maximum: Option<u16>,
+
+    /// Access key id of the admin credentials (written to <data-dir>/credentials).
+    #[arg(long, env = "FLEETCORE_ACCESS_KEY_ID", value_name = "ID")]
+    access_key_id: Option<String>,
+
+    /// Secret access key of the admin credentials.
+    #[arg(long, env = "FLEETCORE_SECRET_ACCESS_KEY", value_name = "SECRET", hide_env_values = true)]
+    secret_access_key: Option<String>,
+
+    /// Log filter, e.g. `info` or `fleetcore_mqtt=debug`. [default: info]
+    #[arg(long, env = "FLEETCORE_LOG", value_name = "FILTER")]
+    log: Option<String>,
+}
+
+/// Resolved settings of `fleetcore serve`.
+#[derive(Debug)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub http: SocketAddr,
+    pub mqtts: Option<SocketAddr>,
+    pub mqtt: Option<SocketAddr>,
+    pub ws: Option<SocketAddr>,
+    pub wss: Option<SocketAddr>,
+    pub allow_anonymous: bool,
+    pub server_names: Vec<String>,
+    pub broker: BrokerConfig,
+    pub credentials: Option<AdminCredentials>,
+    pub log: String,
+}
+
+/// Fills every `None` of `$over` from `$under`.
+macro_rules! layer {
+    ($over:ident, $under:ident, $($field:ident),+ $(,)?) => {
+        $( if $over.$field.is_none() { $over.$field = $under.$field.take(); } )+
+    };
+}
+
+fn address(key: &str, value: Option<String>, default: Option<&str>) -> anyhow::Result<Option<SocketAddr>> {
+    let Some(text) = value.or_else(|| default.map(str::to_string)) else {
+        return Ok(None);
+    };
+    let text = text.trim();
+    if text.is_empty() || text.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let addr = text
+        .to_socket_addrs()
+        .with_context(|| format!("{key}: `{text}` is not an address (HOST:PORT, or `off`)"))?
+        .next()
+        .with_context(|| format!("{key}: `{text}` resolves to no address"))?;
+    Ok(Some(addr))
+}
+
+impl ServeArgs {
+    /// Layers the config file under these flags and applies defaults.
+    pub fn resolve(mut self) -> anyhow::Result<Settings> {
+        if let Some(path) = self.config.take() {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading config file {}", path.display()))?;
+            let mut file: ServeArgs = toml::from_str(&text)
+                .with_context(|| format!("in config file {}", path.display()))?;
+            let under = &mut file;
+            let over = &mut self;
+            layer!(
+                over, under, data_dir, http, mqtts, mqtt, ws, wss, allow_anonymous, server_names,
+                max_packet_size, max_topic_length, max_inflight, max_queued_messages,
+                max_connections_per_second, connect_timeout, topic_alias_maximum, access_key_id,
+                secret_access_key, log,
+            );
+        }
+        let defaults = BrokerConfig::default();
+        let broker = BrokerConfig {
+            max_packet_size: self.max_packet_size.unwrap_or(defaults.max_packet_size),
+            max_topic_length: self.max_topic_length.unwrap_or(defaults.max_topic_length),
+            max_inflight: self.max_inflight.unwrap_or(defaults.max_inflight),
+            max_queued_messages: self.max_queued_messages.unwrap_or(defaults.max_queued_messages),
+            max_connections_per_second: self
+                .max_connections_per_second
+                .unwrap_or(defaults.max_connections_per_second),
+            connect_timeout: self
+                .connect_timeout
+                .map_or(defaults.connect_timeout, Duration::from_secs),
+            topic_alias_maximum: self.topic_alias_maximum.unwrap_or(defaults.topic_alias_maximum),
+            ..defaults
+        };
+        if broker.max_packet_size < 64 || broker.max_packet_size > 268_435_455 {
+            bail!("max_packet_size must be between 64 and 268435455 bytes (the MQTT limit)");
+        }
+        if broker.max_inflight == 0 {
+            bail!("max_inflight must be at least 1 (MQTT forbids a Receive Maximum of 0)");
+        }
+        if broker.max_queued_messages == 0 {
+            bail!("max_queued_messages must be at least 1");
+        }
+        if broker.max_topic_length == 0 || broker.max_topic_length > 65_535 {
+            bail!("max_topic_length must be between 1 and 65535 bytes");
+        }
+        let credentials = match (self.access_key_id, self.secret_access_key) {
+            (Some(access_key_id), Some(secret_access_key)) => Some(AdminCredentials {
+                access_key_id,
+                secret_access_key,
+            }),
+            (None, None) => None,
+            _ => bail!("access_key_id and secret_access_key must be given together"),
+        };
+        let server_names = self
+            .server_names
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| vec!["localhost".into(), "127.0.0.1".into()]);
+        Ok(Settings {
+            data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("fleetcore-data")),
+            http: address("http", self.http, Some("127.0.0.1:8080"))?
+                .context("http cannot be off: /health and the API live there")?,
+            mqtts: address("mqtts", self.mqtts, Some("0.0.0.0:8883"))?,
+            mqtt: address("mqtt", self.mqtt, None)?,
+            ws: address("ws", self.ws, None)?,
+            wss: address("wss", self.wss, None)?,
+            allow_anonymous: self.allow_anonymous.unwrap_or(false),
+            server_names,
+            broker,
+            credentials,
+            log: self.log.unwrap_or_else(|| "info".into()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    fn parse(argv: &[&str]) -> ServeArgs {
+        Cli::try_parse_from(std::iter::once("serve").chain(argv.iter().copied()))
+            .expect("parse")
+            .args
+    }
+
+    #[test]
+    fn defaults_follow_the_design_contract() {
+        let s = parse(&[]).resolve().expect("resolve");
+        assert_eq!(s.http, "127.0.0.1:8080".parse().expect("addr"));
+        assert_eq!(s.mqtts, Some("0.0.0.0:8883".parse().expect("addr")));
+        assert_eq!((s.mqtt, s.ws, s.wss), (None, None, None));
+        assert!(!s.allow_anonymous);
+        assert_eq!(s.data_dir, PathBuf::from("fleetcore-data"));
+        assert_eq!(s.server_names, ["localhost", "127.0.0.1"]);
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("fleetcore.toml");
+        std::fs::write(
+            &file,
+            "mqtt = \"127.0.0.1:1999\"\nmax_packet_size = 2048\nallow_anonymous = true\nmqtts = \"off\"\n",
+        )
+        .expect("write");
+        let config = file.to_str().expect("utf8");
+        let s = parse(&["--config", config, "--max-packet-size", "4096"])
+            .resolve()
+            .expect("resolve");
+        assert_eq!(s.broker.max_packet_size, 4096);
+        assert_eq!(s.mqtt, Some("127.0.0.1:1999".parse().expect("addr")));
+        assert_eq!(s.mqtts, None);
+        assert!(s.allow_anonymous);
+    }
+
+    #[test]
+    fn unknown_file_keys_and_bad_values_are_clear_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "max_pakcet_size = 1\n").expect("write");
+        let err = parse(&["--config", file.to_str().expect("utf8")])
+            .resolve()
+            .expect_err("unknown key");
+        assert!(format!("{err:#}").contains("max_pakcet_size"), "{err:#}");
+        let err = parse(&["--mqtt", "nowhere"]).resolve().expect_err("bad addr");
+        assert!(format!("{err:#}").contains("mqtt"), "{err:#}");
+        let err = parse(&["--max-inflight", "0"]).resolve().expect_err("zero");
+        assert!(format!("{err:#}").contains("max_inflight"), "{err:#}");
+    }
+}

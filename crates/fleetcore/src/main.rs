@@ -1,0 +1,51 @@
+//! The fleetcore binary: the command line, configuration, and the wiring of the capabilities
+//! into one running server.
+
+mod auth;
+mod bench;
+mod config;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+/// fleetcore: the AWS IoT reference architecture as one self-hosted program.
+///
+/// Devices connect over MQTT (3.1.1 and 5.0; TCP, TLS with client certificates, WebSocket);
+/// the control plane speaks the AWS wire APIs on one HTTP port.
+#[derive(Parser, Debug)]
+#[command(name = "fleetcore", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server: MQTT listeners, the HTTP API, /health and /metrics.
+    ///
+    /// Every option can also be set in the TOML file given by --config (same name with `_`
+    /// instead of `-`) or in an environment variable FLEETCORE_<NAME>. Flags win over the
+    /// environment, which wins over the file.
+    Serve(Box<config::ServeArgs>),
+    /// Load-test any MQTT broker: publishers, subscribers, rate, QoS; reports throughput,
+    /// loss and latency percentiles.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Serve(args) => {
+            let settings = args.resolve()?;
+            serve::init_logging(&settings.log);
+            runtime.block_on(serve::run(settings))
+        }
+        Command::Bench(args) => {
+            serve::init_logging("warn");
+            runtime.block_on(bench::run(args))
+        }
+    }
+}

@@ -1,0 +1,170 @@
+"""QoS 0/1/2 delivery: real-client flows, the packet-level QoS 2 handshake, exactly-once under
+a retransmitted PUBLISH, and redelivery (DUP) of unacknowledged messages on reconnect."""
+
+import pytest
+
+import mqttwire as w
+from conftest import VERSIONS
+
+N = 20
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("qos", [0, 1, 2])
+def test_qos_flow_in_order_exactly_once(clients, uid, version, qos):
+    topic = f"t/{uid}/q"
+    sub = clients(version)
+    pub = clients(version)
+    assert sub.subscribe(topic, qos=qos) == [qos]
+    for i in range(N):
+        pub.publish(topic, f"m{i}".encode(), qos=qos)
+    msgs = sub.wait_messages(N, topic=topic)
+    if qos > 0:
+        # fence: nothing more (no duplicate) arrives behind the N messages
+        pub.publish(topic, b"end", qos=qos)
+        sub.wait_payload(b"end")
+        msgs = [m for m in sub.matching(topic=topic) if m.payload != b"end"]
+    assert [m.payload for m in msgs] == [f"m{i}".encode() for i in range(N)]
+    assert {m.qos for m in msgs} == {qos}
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("pub_qos,sub_qos", [(2, 0), (2, 1), (1, 0), (0, 2), (1, 2)])
+def test_delivered_qos_is_the_minimum(clients, uid, version, pub_qos, sub_qos):
+    topic = f"t/{uid}/min"
+    sub = clients(version)
+    pub = clients(version)
+    sub.subscribe(topic, qos=sub_qos)
+    pub.publish(topic, b"x", qos=pub_qos)
+    assert sub.wait_message(topic=topic).qos == min(pub_qos, sub_qos)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_qos1_publish_is_acknowledged_with_its_packet_id(raw, uid, version):
+    sub = raw(version)
+    sub.connect(f"s-{uid}")
+    sub.subscribe([(f"t/{uid}/a", 1)])
+    pub = raw(version)
+    pub.connect(f"p-{uid}")
+    for pid in (1, 7, 65535):
+        pub.publish(f"t/{uid}/a", f"m{pid}", qos=1, pid=pid)
+        ack = pub.expect(w.PUBACK)
+        assert ack.pid == pid and ack.rc == 0, ack
+        got = sub.expect(w.PUBLISH)
+        assert got.payload == f"m{pid}".encode() and got.qos == 1 and got.pid
+        sub.send(w.puback(got.pid, version))
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_qos2_packet_flow_and_exactly_once_under_retransmission(raw, uid, version):
+    topic = f"t/{uid}/q2"
+    sub = raw(version)
+    assert sub.connect(f"s-{uid}").rc == 0
+    assert sub.subscribe([(topic, 2)]).rcs == [2]
+    pub = raw(version)
+    assert pub.connect(f"p-{uid}").rc == 0
+
+    # publisher side: PUBLISH -> PUBREC; a retransmitted PUBLISH (DUP) before PUBREL -> PUBREC
+    # again; PUBREL -> PUBCOMP
+    pub.publish(topic, b"once", qos=2, pid=10)
+    rec = pub.expect(w.PUBREC)
+    assert rec.pid == 10 and rec.rc == 0, rec
+    pub.publish(topic, b"once", qos=2, pid=10, dup=True)
+    rec2 = pub.expect(w.PUBREC)
+    assert rec2.pid == 10 and rec2.rc == 0, rec2
+    pub.send(w.pubrel(10, version))
+    comp = pub.expect(w.PUBCOMP)
+    assert comp.pid == 10 and comp.rc == 0, comp
+
+    # subscriber side: PUBLISH -> (PUBREC) -> PUBREL -> (PUBCOMP)
+    got = sub.expect(w.PUBLISH)
+    assert (got.payload, got.qos, got.dup) == (b"once", 2, False), got
+    sub.send(w.pubrec(got.pid, version))
+    rel = sub.expect(w.PUBREL)
+    assert rel.pid == got.pid and rel.flags == 0x02, rel
+    sub.send(w.pubcomp(got.pid, version))
+
+    # a second message completes the same way; the first was not delivered twice
+    pub.publish(topic, b"fence", qos=2, pid=11)
+    assert pub.expect(w.PUBREC).pid == 11
+    pub.send(w.pubrel(11, version))
+    assert pub.expect(w.PUBCOMP).pid == 11
+    nxt = sub.expect(w.PUBLISH)
+    assert nxt.payload == b"fence", f"duplicate delivery of a QoS 2 message: {nxt}"
+    sub.send(w.pubrec(nxt.pid, version))
+    assert sub.expect(w.PUBREL).pid == nxt.pid
+    sub.send(w.pubcomp(nxt.pid, version))
+
+
+def _persistent_connect(rc: w.RawClient, client_id: str):
+    props = {"SessionExpiryInterval": 300} if rc.version == w.V5 else None
+    return rc.connect(client_id, clean=False, props=props)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_unacked_qos1_is_redelivered_with_dup_on_reconnect(raw, clients, uid, version):
+    topic = f"t/{uid}/redeliver"
+    cid = f"s-{uid}"
+    sub = raw(version)
+    assert _persistent_connect(sub, cid).rc == 0
+    assert sub.subscribe([(topic, 1)]).rcs == [1]
+    clients(version).publish(topic, b"redeliver-me", qos=1)
+    first = sub.expect(w.PUBLISH)
+    assert first.payload == b"redeliver-me" and first.dup is False and first.qos == 1
+    sub.abort()  # no PUBACK, no DISCONNECT
+
+    again = raw(version)
+    ack = _persistent_connect(again, cid)
+    assert ack.rc == 0 and ack.session_present is True, ack
+    p = again.expect(w.PUBLISH)
+    assert (p.payload, p.pid, p.dup, p.qos) == (b"redeliver-me", first.pid, True, 1), p
+    again.send(w.puback(p.pid, version))
+    again.disconnect()
+
+    # acknowledged now: a further reconnect does not bring it back
+    third = raw(version)
+    assert _persistent_connect(third, cid).session_present is True
+    clients(version).publish(topic, b"fence", qos=1)
+    p = third.expect(w.PUBLISH)
+    assert p.payload == b"fence", f"acknowledged message redelivered: {p}"
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_qos2_pubrel_is_resent_on_reconnect(raw, clients, uid, version):
+    topic = f"t/{uid}/rel"
+    cid = f"s-{uid}"
+    sub = raw(version)
+    assert _persistent_connect(sub, cid).rc == 0
+    sub.subscribe([(topic, 2)])
+    clients(version).publish(topic, b"q2", qos=2)
+    p = sub.expect(w.PUBLISH)
+    sub.send(w.pubrec(p.pid, version))
+    assert sub.expect(w.PUBREL).pid == p.pid  # the broker has our PUBREC
+    sub.abort()  # no PUBCOMP
+
+    again = raw(version)
+    assert _persistent_connect(again, cid).session_present is True
+    rel = again.expect(w.PUBREL)
+    assert rel.pid == p.pid, rel
+    again.send(w.pubcomp(rel.pid, version))
+    clients(version).publish(topic, b"fence", qos=2)
+    nxt = again.expect(w.PUBLISH)
+    assert nxt.payload == b"fence", f"QoS 2 message delivered again after PUBREC: {nxt}"
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_pingreq_pingresp(raw, uid, version):
+    c = raw(version)
+    c.connect(f"c-{uid}", keepalive=5)
+    for _ in range(3):
+        c.send(w.pingreq())
+        assert c.recv().type == w.PINGRESP
+
+
+def test_v5_puback_no_matching_subscribers_is_success_class(raw, uid):
+    """With nobody subscribed a v5 broker may answer 0x10; either way it is not an error."""
+    c = raw(w.V5)
+    c.connect(f"c-{uid}")
+    c.publish(f"t/{uid}/nobody", b"x", qos=1, pid=3)
+    ack = c.expect(w.PUBACK)
+    assert ack.pid == 3 and ack.rc in (0x00, 0x10), ack

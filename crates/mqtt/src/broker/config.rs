@@ -1,0 +1,43 @@
+//! Broker limits. Every limit is configurable because the right value depends on the fleet: a
+//! plant of sensors sending 200-byte readings wants small limits; a gateway relaying camera
+//! stills wants large packets.
+
+use std::time::Duration;
+
+/// Limits and protocol settings of the broker.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Largest packet accepted from a client, in bytes (advertised as Maximum Packet Size).
+    pub max_packet_size: usize,
+    /// Longest topic name or filter, in bytes.
+    pub max_topic_length: usize,
+    /// QoS 1/2 messages in flight per direction per client: advertised as Receive Maximum, and
+    /// the cap on unacknowledged deliveries to a client (lowered to the client's own maximum).
+    pub max_inflight: u16,
+    /// Messages queued per session beyond the inflight window, online or offline.
+    pub max_queued_messages: usize,
+    /// New connections accepted per second per listener; 0 means no limit.
+    pub max_connections_per_second: u32,
+    /// Time a new connection has to complete its CONNECT.
+    pub connect_timeout: Duration,
+    /// Topic aliases a client may use towards the broker (advertised as Topic Alias Maximum).
+    pub topic_alias_maximum: u16,
+    /// How long a publisher waits for an online subscriber's full queue before the message is
+    /// dropped for that subscriber (counted in `fleetcore_mqtt_messages_dropped_total`).
+    pub slow_subscriber_timeout: Duration,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            max_packet_size: 1024 * 1024,
+            max_topic_length: 256,
+            max_inflight: 128,
+            max_queued_messages: 10_000,
+            max_connections_per_second: 0,
+            connect_timeout: Duration::from_secs(10),
+            topic_alias_maximum: 64,
+            slow_subscriber_timeout: Duration::from_secs(5),
+        }
+    }
+}

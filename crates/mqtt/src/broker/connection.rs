@@ -1,0 +1,916 @@
+//! One client connection: reads and decodes packets, applies them to its session through the
+//! router, and writes acknowledgements and deliveries back, batching writes.
+//!
+//! The connection is a single task that owns its session state. It never blocks on another
+//! session: when a receiver's queue is full it stops reading its own socket (backpressure on the
+//! publisher) but keeps draining its own mailbox, so two clients publishing to each other cannot
+//! deadlock.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use fleetcore_core::auth::{AuthOutcome, Authenticator, ClientCredentials, Refusal, TransportKind};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Notify, OwnedMutexGuard, watch};
+
+use super::message::{Delivery, Message};
+use super::metrics::DropReason;
+use super::router::{Blocked, Router};
+use super::session::{
+    Inflight, InflightStage, NEVER_EXPIRES, PendingWill, SessionHandle, SessionState,
+};
+use crate::protocol::{
+    self, AckProperties, ConnAck, ConnAckProperties, Connect, DecodeError, Disconnect,
+    DisconnectProperties, Packet, ProtocolVersion, PubAck, Publish, QoS, SubAck, Subscribe,
+    UnsubAck, Unsubscribe, Utf8, reason,
+};
+use crate::topic;
+
+/// A byte stream a client is connected over (TCP, TLS, WebSocket).
+pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> ClientStream for T {}
+
+/// What the transport knows about a new connection.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    /// How the client connected.
+    pub transport: TransportKind,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// DER of the verified client certificate (TLS transports).
+    pub peer_certificate: Option<Vec<u8>>,
+}
+
+/// Flush the write buffer once it holds this much, even if more deliveries are waiting.
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
+/// Deliveries taken from the mailbox per lock.
+const POP_BATCH: usize = 64;
+
+/// Why a connection ends.
+#[derive(Debug)]
+enum Exit {
+    /// The client sent DISCONNECT; `keep_will` for MQTT 5 reason 0x04.
+    Disconnected { keep_will: bool },
+    /// The client broke the protocol or a limit: the reason code goes in our DISCONNECT.
+    Violation { code: u8, why: &'static str },
+    /// The socket closed or failed.
+    Closed,
+    /// Another connection took the session.
+    TakenOver,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+fn violation(code: u8, why: &'static str) -> Exit {
+    Exit::Violation { code, why }
+}
+
+/// A publish waiting for room in full receivers before it is acknowledged.
+struct PendingFanout {
+    blocked: Vec<Blocked>,
+    ack: Option<Packet>,
+    deadline: Instant,
+}
+
+struct Connection {
+    router: Arc<Router>,
+    io: Box<dyn ClientStream>,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    version: ProtocolVersion,
+    connection_id: u64,
+    client_id: Arc<str>,
+    session: Arc<SessionHandle>,
+    state: OwnedMutexGuard<SessionState>,
+    owner: watch::Receiver<u64>,
+    shutdown: watch::Receiver<bool>,
+    will: Option<PendingWill>,
+    keep_alive: Option<Duration>,
+    last_packet: Instant,
+    /// Outbound QoS 1/2 window: our maximum lowered to the client's Receive Maximum.
+    window: usize,
+    client_max_packet: usize,
+    client_alias_max: u16,
+    inbound_aliases: HashMap<u16, Utf8>,
+    outbound_aliases: HashMap<Utf8, u16>,
+    pending: Option<PendingFanout>,
+    space: Arc<Notify>,
+    targets: Vec<Blocked>,
+    popped: Vec<Delivery>,
+}
+
+/// Serves one client from its first byte to the end of the connection.
+pub async fn serve(
+    router: Arc<Router>,
+    authenticator: Arc<dyn Authenticator>,
+    mut io: Box<dyn ClientStream>,
+    info: ConnectionInfo,
+    shutdown: watch::Receiver<bool>,
+) {
+    let metrics = router.metrics().clone();
+    metrics.connections.increment(1.0);
+    metrics.connections_total.increment(1);
+    let mut rbuf = BytesMut::with_capacity(4096);
+    let max_packet = router.config().max_packet_size;
+    let first = tokio::time::timeout(
+        router.config().connect_timeout,
+        read_packet(&mut io, &mut rbuf, ProtocolVersion::V5, max_packet),
+    )
+    .await;
+    let connect = match first {
+        Ok(Ok(Some(Packet::Connect(c)))) => c,
+        Ok(Err(DecodeError::UnsupportedProtocolVersion(level))) => {
+            metrics.connections_refused.increment(1);
+            tracing::debug!(peer = %info.peer, level, "unsupported protocol level");
+            let (version, code) = if level < 5 {
+                (ProtocolVersion::V311, reason::UNSUPPORTED_PROTOCOL_VERSION)
+            } else {
+                (ProtocolVersion::V5, reason::UNSUPPORTED_PROTOCOL_VERSION)
+            };
+            refuse(&mut io, version, code).await;
+            metrics.connections.decrement(1.0);
+            return;
+        }
+        Ok(Err(e)) => {
+            metrics.protocol_errors.increment(1);
+            tracing::debug!(peer = %info.peer, error = %e, "bad first packet");
+            metrics.connections.decrement(1.0);
+            return;
+        }
+        Ok(Ok(Some(_))) => {
+            metrics.protocol_errors.increment(1);
+            tracing::debug!(peer = %info.peer, "first packet was not CONNECT");
+            metrics.connections.decrement(1.0);
+            return;
+        }
+        Ok(Ok(None)) | Err(_) => {
+            tracing::debug!(peer = %info.peer, "no CONNECT before the connect timeout or close");
+            metrics.connections.decrement(1.0);
+            return;
+        }
+    };
+    let connection_id = router.next_connection_id();
+    match accept(&router, authenticator.as_ref(), &mut io, &info, *connect, connection_id).await {
+        Some(accepted) => {
+            let conn = Connection::new(router, io, rbuf, accepted, connection_id, shutdown);
+            conn.run().await;
+        }
+        None => metrics.connections_refused.increment(1),
+    }
+    metrics.connections.decrement(1.0);
+}
+
+/// Reads until one whole packet is decoded. `Ok(None)` on a clean close.
+async fn read_packet(
+    io: &mut Box<dyn ClientStream>,
+    rbuf: &mut BytesMut,
+    version: ProtocolVersion,
+    max_packet: usize,
+) -> Result<Option<Packet>, DecodeError> {
+    loop {
+        if let Some(p) = protocol::decode(rbuf, version, max_packet)? {
+            return Ok(Some(p));
+        }
+        match io.read_buf(rbuf).await {
+            Ok(0) | Err(_) => return Ok(None),
+            Ok(_) => {}
+        }
+    }
+}
+
+async fn write_packet(io: &mut Box<dyn ClientStream>, packet: &Packet, version: ProtocolVersion) {
+    let mut buf = BytesMut::new();
+    protocol::encode(packet, version, &mut buf);
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = io.write_all(&buf).await;
+        let _ = io.flush().await;
+        let _ = io.shutdown().await;
+    })
+    .await;
+}
+
+async fn refuse(io: &mut Box<dyn ClientStream>, version: ProtocolVersion, code: u8) {
+    let connack = Packet::ConnAck(ConnAck {
+        session_present: false,
+        reason: code,
+        properties: ConnAckProperties::default(),
+    });
+    write_packet(io, &connack, version).await;
+}
+
+struct Accepted {
+    version: ProtocolVersion,
+    client_id: Arc<str>,
+    attached: super::router::Attached,
+    will: Option<PendingWill>,
+    keep_alive: u16,
+    window: usize,
+    client_max_packet: usize,
+    client_alias_max: u16,
+    connack: ConnAck,
+}
+
+fn assigned_client_id(connection_id: u64) -> String {
+    let salt = RandomState::new().hash_one(connection_id);
+    format!("fc-{connection_id:x}-{salt:016x}")
+}
+
+/// Validates CONNECT, authenticates, claims the session and sends CONNACK. `None` if refused
+/// (the refusal was sent).
+async fn accept(
+    router: &Arc<Router>,
+    authenticator: &dyn Authenticator,
+    io: &mut Box<dyn ClientStream>,
+    info: &ConnectionInfo,
+    connect: Connect,
+    connection_id: u64,
+) -> Option<Accepted> {
+    let version = connect.protocol;
+    let config = router.config();
+    if connect.properties.authentication_method.is_some() {
+        refuse(io, version, reason::BAD_AUTHENTICATION_METHOD).await;
+        return None;
+    }
+    let mut assigned = None;
+    let client_id: Arc<str> = if connect.client_id.is_empty() {
+        if version == ProtocolVersion::V311 && !connect.clean_start {
+            refuse(io, version, reason::CLIENT_IDENTIFIER_NOT_VALID).await;
+            return None;
+        }
+        let id = assigned_client_id(connection_id);
+        assigned = Utf8::new(id.clone());
+        Arc::from(id)
+    } else {
+        Arc::from(connect.client_id.as_str())
+    };
+    let credentials = ClientCredentials {
+        client_id: &client_id,
+        username: connect.username.as_deref(),
+        peer_certificate: info.peer_certificate.as_deref(),
+        transport: info.transport,
+    };
+    let principal = match authenticator.authenticate(&credentials) {
+        AuthOutcome::Allowed { principal } => principal,
+        AuthOutcome::Refused(refusal) => {
+            let code = match &refusal {
+                Refusal::NotAuthorized(why) => {
+                    tracing::info!(peer = %info.peer, client_id = %client_id, why, "connection not authorized");
+                    reason::NOT_AUTHORIZED
+                }
+                Refusal::BadCredentials(why) => {
+                    tracing::info!(peer = %info.peer, client_id = %client_id, why, "bad credentials");
+                    reason::BAD_USERNAME_OR_PASSWORD
+                }
+            };
+            refuse(io, version, code).await;
+            return None;
+        }
+    };
+    let will = match connect.will {
+        None => None,
+        Some(w) => {
+            if !topic::valid_topic_name(&w.topic, config.max_topic_length) {
+                refuse(io, version, reason::TOPIC_NAME_INVALID).await;
+                return None;
+            }
+            let delay = w.properties.will_delay_interval.unwrap_or(0);
+            Some(PendingWill {
+                message: Message {
+                    topic: w.topic,
+                    payload: w.payload,
+                    qos: w.qos,
+                    retain: w.retain,
+                    properties: protocol::PublishProperties {
+                        payload_format_indicator: w.properties.payload_format_indicator,
+                        message_expiry_interval: w.properties.message_expiry_interval,
+                        topic_alias: None,
+                        response_topic: w.properties.response_topic,
+                        correlation_data: w.properties.correlation_data,
+                        user_properties: w.properties.user_properties,
+                        subscription_identifiers: Vec::new(),
+                        content_type: w.properties.content_type,
+                    },
+                    expires_at: None,
+                    origin: Some(Arc::clone(&client_id)),
+                },
+                delay,
+            })
+        }
+    };
+    let expiry = match version {
+        ProtocolVersion::V5 => connect.properties.session_expiry_interval.unwrap_or(0),
+        ProtocolVersion::V311 if connect.clean_start => 0,
+        ProtocolVersion::V311 => NEVER_EXPIRES,
+    };
+    let attached = router
+        .attach(
+            Arc::clone(&client_id),
+            connect.clean_start,
+            expiry,
+            version,
+            connection_id,
+        )
+        .await;
+    tracing::debug!(peer = %info.peer, client_id = %client_id, principal, transport = info.transport.as_str(), "client connected");
+    let properties = match version {
+        ProtocolVersion::V311 => ConnAckProperties::default(),
+        ProtocolVersion::V5 => ConnAckProperties {
+            receive_maximum: Some(config.max_inflight),
+            maximum_packet_size: u32::try_from(config.max_packet_size).ok(),
+            topic_alias_maximum: Some(config.topic_alias_maximum),
+            assigned_client_identifier: assigned,
+            retain_available: Some(1),
+            wildcard_subscription_available: Some(1),
+            subscription_identifiers_available: Some(1),
+            shared_subscription_available: Some(1),
+            ..ConnAckProperties::default()
+        },
+    };
+    let window = usize::from(
+        config
+            .max_inflight
+            .min(connect.properties.receive_maximum.unwrap_or(u16::MAX)),
+    );
+    Some(Accepted {
+        version,
+        client_id,
+        connack: ConnAck {
+            session_present: attached.session_present,
+            reason: reason::SUCCESS,
+            properties,
+        },
+        attached,
+        will,
+        keep_alive: connect.keep_alive,
+        window: window.max(1),
+        client_max_packet: connect
+            .properties
+            .maximum_packet_size
+            .map_or(usize::MAX, |m| m as usize),
+        client_alias_max: match version {
+            ProtocolVersion::V5 => connect.properties.topic_alias_maximum.unwrap_or(0),
+            ProtocolVersion::V311 => 0,
+        },
+    })
+}
+
+impl Connection {
+    fn new(
+        router: Arc<Router>,
+        io: Box<dyn ClientStream>,
+        rbuf: BytesMut,
+        accepted: Accepted,
+        connection_id: u64,
+        shutdown: watch::Receiver<bool>,
+    ) -> Connection {
+        let mut wbuf = BytesMut::with_capacity(8192);
+        protocol::encode(&Packet::ConnAck(accepted.connack), accepted.version, &mut wbuf);
+        Connection {
+            router,
+            io,
+            rbuf,
+            wbuf,
+            version: accepted.version,
+            connection_id,
+            client_id: accepted.client_id,
+            session: accepted.attached.session,
+            state: accepted.attached.state,
+            owner: accepted.attached.owner,
+            shutdown,
+            will: accepted.will,
+            keep_alive: (accepted.keep_alive > 0)
+                .then(|| Duration::from_millis(u64::from(accepted.keep_alive) * 1500)),
+            last_packet: Instant::now(),
+            window: accepted.window,
+            client_max_packet: accepted.client_max_packet,
+            client_alias_max: accepted.client_alias_max,
+            inbound_aliases: HashMap::new(),
+            outbound_aliases: HashMap::new(),
+            pending: None,
+            space: Arc::new(Notify::new()),
+            targets: Vec::new(),
+            popped: Vec::new(),
+        }
+    }
+
+    async fn run(mut self) {
+        self.resend_inflight();
+        let exit = self.serve_packets().await;
+        let metrics = self.router.metrics().clone();
+        let (keep_will, taken_over, goodbye) = match &exit {
+            Exit::Disconnected { keep_will } => (*keep_will, false, None),
+            Exit::Violation { code, why } => {
+                metrics.protocol_errors.increment(1);
+                tracing::info!(client_id = %self.client_id, code, why, "closing connection");
+                (true, false, Some(*code))
+            }
+            Exit::Closed => (true, false, None),
+            Exit::TakenOver => (true, true, Some(reason::SESSION_TAKEN_OVER)),
+            Exit::Shutdown => (false, false, Some(reason::SERVER_SHUTTING_DOWN)),
+        };
+        if let (Some(code), ProtocolVersion::V5) = (goodbye, self.version) {
+            let why = match &exit {
+                Exit::Violation { why, .. } => Utf8::new(*why),
+                _ => None,
+            };
+            let packet = Packet::Disconnect(Disconnect {
+                reason: code,
+                properties: DisconnectProperties {
+                    reason_string: why,
+                    ..DisconnectProperties::default()
+                },
+            });
+            self.wbuf.clear();
+            write_packet(&mut self.io, &packet, self.version).await;
+        } else {
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.io.shutdown()).await;
+        }
+        // Deliveries taken from the mailbox but not yet written go back for the next connection.
+        let Connection {
+            router,
+            session,
+            state,
+            will,
+            ..
+        } = self;
+        let will = if keep_will { will } else { None };
+        tracing::debug!(client_id = %session.client_id(), ?exit, "client disconnected");
+        router.detach(session, state, will, taken_over);
+    }
+
+    /// Sends again, with DUP, every message in flight when the session was last connected.
+    fn resend_inflight(&mut self) {
+        let inflight: Vec<Inflight> = self.state.inflight.iter().cloned().collect();
+        for i in inflight {
+            match i.stage {
+                InflightStage::AwaitingAck(d) => {
+                    let publish = self.build_publish(&d, i.packet_id, true, Instant::now());
+                    publish.encode(self.version, &mut self.wbuf);
+                }
+                InflightStage::AwaitingComp => {
+                    let rel = Packet::PubRel(PubAck {
+                        packet_id: i.packet_id,
+                        ..PubAck::default()
+                    });
+                    protocol::encode(&rel, self.version, &mut self.wbuf);
+                }
+            }
+        }
+    }
+
+    async fn serve_packets(&mut self) -> Exit {
+        loop {
+            self.drain_mailbox();
+            if !self.wbuf.is_empty()
+                && let Err(exit) = self.flush().await
+            {
+                return exit;
+            }
+            if self.pending.is_none() {
+                match protocol::decode(&mut self.rbuf, self.version, self.router.config().max_packet_size) {
+                    Ok(Some(packet)) => {
+                        self.last_packet = Instant::now();
+                        if let Err(exit) = self.handle(packet) {
+                            return exit;
+                        }
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(e) => return violation(e.reason_code(), decode_error_text(&e)),
+                }
+            }
+            let keep_alive_deadline = self.keep_alive.map(|k| self.last_packet + k);
+            let pending_deadline = self.pending.as_ref().map(|p| p.deadline);
+            let session = Arc::clone(&self.session);
+            let space = Arc::clone(&self.space);
+            let blocked = self.pending.is_some();
+            tokio::select! {
+                biased;
+                changed = self.owner.changed() => {
+                    if changed.is_err() || *self.owner.borrow_and_update() != self.connection_id {
+                        return Exit::TakenOver;
+                    }
+                }
+                _ = self.shutdown.changed() => return Exit::Shutdown,
+                read = self.io.read_buf(&mut self.rbuf), if !blocked => match read {
+                    Ok(0) | Err(_) => return Exit::Closed,
+                    Ok(n) => self.router.metrics().bytes_received.increment(n as u64),
+                },
+                _ = space.notified(), if blocked => self.retry_pending(false),
+                _ = sleep_until(pending_deadline), if blocked => self.retry_pending(true),
+                _ = session.wake().notified() => {}
+                _ = sleep_until(keep_alive_deadline), if keep_alive_deadline.is_some() => {
+                    return violation(reason::KEEP_ALIVE_TIMEOUT, "keep alive timeout");
+                }
+            }
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), Exit> {
+        let n = self.wbuf.len();
+        tokio::select! {
+            biased;
+            changed = self.owner.changed() => {
+                if changed.is_err() || *self.owner.borrow_and_update() != self.connection_id {
+                    return Err(Exit::TakenOver);
+                }
+                // Spurious change notification: write on the next turn.
+                return Ok(());
+            }
+            _ = self.shutdown.changed() => return Err(Exit::Shutdown),
+            written = async { self.io.write_all(&self.wbuf).await?; self.io.flush().await } => {
+                if written.is_err() {
+                    return Err(Exit::Closed);
+                }
+            }
+        }
+        self.wbuf.clear();
+        self.router.metrics().bytes_sent.increment(n as u64);
+        Ok(())
+    }
+
+    fn handle(&mut self, packet: Packet) -> Result<(), Exit> {
+        match packet {
+            Packet::Publish(p) => self.on_publish(p),
+            Packet::PubAck(ack) => {
+                if let Some(i) = self.state.inflight_position(ack.packet_id)
+                    && matches!(&self.state.inflight[i].stage, InflightStage::AwaitingAck(d) if d.qos == QoS::AtLeastOnce)
+                {
+                    self.state.inflight.remove(i);
+                }
+                Ok(())
+            }
+            Packet::PubRec(rec) => {
+                let position = self.state.inflight_position(rec.packet_id);
+                let mut reply = PubAck {
+                    packet_id: rec.packet_id,
+                    ..PubAck::default()
+                };
+                match position {
+                    Some(i) if rec.reason >= 0x80 => {
+                        // The receiver refused the message: it is done with.
+                        self.state.inflight.remove(i);
+                        return Ok(());
+                    }
+                    Some(i) => self.state.inflight[i].stage = InflightStage::AwaitingComp,
+                    None => reply.reason = reason::PACKET_IDENTIFIER_NOT_FOUND,
+                }
+                self.send(&Packet::PubRel(reply));
+                Ok(())
+            }
+            Packet::PubComp(comp) => {
+                if let Some(i) = self.state.inflight_position(comp.packet_id) {
+                    self.state.inflight.remove(i);
+                }
+                Ok(())
+            }
+            Packet::PubRel(rel) => {
+                let known = self.state.awaiting_release.remove(&rel.packet_id);
+                let comp = PubAck {
+                    packet_id: rel.packet_id,
+                    reason: if known {
+                        reason::SUCCESS
+                    } else {
+                        reason::PACKET_IDENTIFIER_NOT_FOUND
+                    },
+                    ..PubAck::default()
+                };
+                self.send(&Packet::PubComp(comp));
+                Ok(())
+            }
+            Packet::Subscribe(s) => self.on_subscribe(s),
+            Packet::Unsubscribe(u) => {
+                self.on_unsubscribe(u);
+                Ok(())
+            }
+            Packet::PingReq => {
+                self.send(&Packet::PingResp);
+                Ok(())
+            }
+            Packet::Disconnect(d) => self.on_disconnect(d),
+            Packet::Auth(_) => Err(violation(
+                reason::PROTOCOL_ERROR,
+                "AUTH without an authentication method in CONNECT",
+            )),
+            Packet::Connect(_) => Err(violation(reason::PROTOCOL_ERROR, "second CONNECT")),
+            Packet::ConnAck(_)
+            | Packet::SubAck(_)
+            | Packet::UnsubAck(_)
+            | Packet::PingResp => Err(violation(
+                reason::PROTOCOL_ERROR,
+                "server-to-client packet sent by the client",
+            )),
+        }
+    }
+
+    fn send(&mut self, packet: &Packet) {
+        protocol::encode(packet, self.version, &mut self.wbuf);
+    }
+
+    fn on_publish(&mut self, mut p: Publish) -> Result<(), Exit> {
+        let config = self.router.config();
+        self.router.metrics().messages_received.increment(1);
+        if let Some(alias) = p.properties.topic_alias.take() {
+            if alias == 0 || alias > config.topic_alias_maximum {
+                return Err(violation(reason::TOPIC_ALIAS_INVALID, "topic alias out of range"));
+            }
+            if p.topic.is_empty() {
+                match self.inbound_aliases.get(&alias) {
+                    Some(t) => p.topic = t.clone(),
+                    None => {
+                        return Err(violation(reason::PROTOCOL_ERROR, "unknown topic alias"));
+                    }
+                }
+            } else {
+                self.inbound_aliases.insert(alias, p.topic.clone());
+            }
+        }
+        if p.topic.is_empty() {
+            return Err(violation(reason::PROTOCOL_ERROR, "empty topic name"));
+        }
+        if !topic::valid_topic_name(&p.topic, config.max_topic_length) {
+            return Err(violation(reason::TOPIC_NAME_INVALID, "invalid topic name"));
+        }
+        let ack = match p.qos {
+            QoS::AtMostOnce => None,
+            QoS::AtLeastOnce => Some(Packet::PubAck(PubAck {
+                packet_id: p.packet_id,
+                ..PubAck::default()
+            })),
+            QoS::ExactlyOnce => {
+                let rec = Packet::PubRec(PubAck {
+                    packet_id: p.packet_id,
+                    ..PubAck::default()
+                });
+                if self.state.awaiting_release.contains(&p.packet_id) {
+                    // A resend of a message we already have: acknowledge, do not route again.
+                    self.send(&rec);
+                    return Ok(());
+                }
+                if self.state.awaiting_release.len() >= usize::from(config.max_inflight) {
+                    return Err(violation(
+                        reason::RECEIVE_MAXIMUM_EXCEEDED,
+                        "more QoS 2 messages in flight than Receive Maximum",
+                    ));
+                }
+                self.state.awaiting_release.insert(p.packet_id);
+                Some(rec)
+            }
+        };
+        let now = Instant::now();
+        p.properties.subscription_identifiers.clear();
+        let message = Arc::new(Message {
+            expires_at: Message::expiry_from_interval(p.properties.message_expiry_interval, now),
+            topic: p.topic,
+            payload: p.payload,
+            qos: p.qos,
+            retain: p.retain,
+            properties: p.properties,
+            origin: Some(Arc::clone(&self.client_id)),
+        });
+        if message.retain {
+            self.router.retain(&message);
+        }
+        let mut targets = std::mem::take(&mut self.targets);
+        self.router.targets(&message, &mut targets);
+        let mut blocked = Vec::new();
+        for (session, delivery) in targets.drain(..) {
+            if let Some(d) = self.router.offer(&session, delivery, Some(&self.space)) {
+                blocked.push((session, d));
+            }
+        }
+        self.targets = targets;
+        if blocked.is_empty() {
+            if let Some(ack) = ack {
+                self.send(&ack);
+            }
+        } else {
+            self.pending = Some(PendingFanout {
+                blocked,
+                ack,
+                deadline: now + config.slow_subscriber_timeout,
+            });
+        }
+        Ok(())
+    }
+
+    /// Offers the blocked deliveries again; at the deadline, drops what still does not fit.
+    fn retry_pending(&mut self, deadline_passed: bool) {
+        let Some(mut pending) = self.pending.take() else {
+            return;
+        };
+        let mut still = Vec::new();
+        for (session, delivery) in pending.blocked.drain(..) {
+            if deadline_passed {
+                self.router
+                    .metrics()
+                    .dropped(DropReason::QueueFull, session.client_id());
+                continue;
+            }
+            if let Some(d) = self.router.offer(&session, delivery, Some(&self.space)) {
+                still.push((session, d));
+            }
+        }
+        if still.is_empty() {
+            if let Some(ack) = pending.ack.take() {
+                self.send(&ack);
+            }
+        } else {
+            pending.blocked = still;
+            self.pending = Some(pending);
+        }
+    }
+
+    fn on_subscribe(&mut self, s: Subscribe) -> Result<(), Exit> {
+        let mut reasons = Vec::with_capacity(s.filters.len());
+        let mut retained = Vec::new();
+        for f in &s.filters {
+            if f.options.no_local && f.filter.starts_with("$share/") {
+                return Err(violation(
+                    reason::PROTOCOL_ERROR,
+                    "No Local on a shared subscription",
+                ));
+            }
+            let router = Arc::clone(&self.router);
+            match router.subscribe(
+                &self.session,
+                &mut self.state,
+                &f.filter,
+                f.options,
+                s.properties.subscription_identifier,
+            ) {
+                Ok(subscribed) => {
+                    reasons.push(f.options.qos as u8);
+                    retained.extend(subscribed.retained);
+                }
+                Err(code) => reasons.push(code),
+            }
+        }
+        self.send(&Packet::SubAck(SubAck {
+            packet_id: s.packet_id,
+            reasons,
+            properties: AckProperties::default(),
+        }));
+        // Retained messages follow the SUBACK, behind what is already queued.
+        for d in retained {
+            self.session.restore(d);
+        }
+        Ok(())
+    }
+
+    fn on_unsubscribe(&mut self, u: Unsubscribe) {
+        let mut reasons = Vec::with_capacity(u.filters.len());
+        for f in &u.filters {
+            let router = Arc::clone(&self.router);
+            let existed = router.unsubscribe(&self.session, &mut self.state, f);
+            reasons.push(if existed {
+                reason::SUCCESS
+            } else {
+                reason::NO_SUBSCRIPTION_EXISTED
+            });
+        }
+        self.send(&Packet::UnsubAck(UnsubAck {
+            packet_id: u.packet_id,
+            reasons,
+            properties: AckProperties::default(),
+        }));
+    }
+
+    fn on_disconnect(&mut self, d: Disconnect) -> Result<(), Exit> {
+        if self.version == ProtocolVersion::V5 {
+            if let Some(expiry) = d.properties.session_expiry_interval {
+                if self.state.expiry_interval == 0 && expiry != 0 {
+                    return Err(violation(
+                        reason::PROTOCOL_ERROR,
+                        "session expiry set at DISCONNECT after CONNECT set 0",
+                    ));
+                }
+                self.state.expiry_interval = expiry;
+            }
+            return Err(Exit::Disconnected {
+                keep_will: d.reason == reason::DISCONNECT_WITH_WILL,
+            });
+        }
+        Err(Exit::Disconnected { keep_will: false })
+    }
+
+    /// Moves queued deliveries into the write buffer, as far as the inflight window and the
+    /// write batch size allow.
+    fn drain_mailbox(&mut self) {
+        let now = Instant::now();
+        while self.wbuf.len() < WRITE_BATCH_BYTES {
+            let window_full = self.state.inflight.len() >= self.window;
+            let mut popped = std::mem::take(&mut self.popped);
+            self.session.pop_into(&mut popped, POP_BATCH);
+            if popped.is_empty() {
+                self.popped = popped;
+                return;
+            }
+            let mut rest = popped.drain(..);
+            let mut stopped = false;
+            while let Some(d) = rest.next() {
+                if d.qos != QoS::AtMostOnce
+                    && (window_full || self.state.inflight.len() >= self.window)
+                {
+                    self.session.unpop(std::iter::once(d).chain(rest.by_ref()));
+                    stopped = true;
+                    break;
+                }
+                self.deliver(d, now);
+            }
+            drop(rest);
+            self.popped = popped;
+            if stopped {
+                return;
+            }
+        }
+    }
+
+    fn deliver(&mut self, d: Delivery, now: Instant) {
+        let metrics = self.router.metrics();
+        if d.message.is_expired(now) {
+            metrics.dropped(DropReason::Expired, &self.client_id);
+            return;
+        }
+        let packet_id = match d.qos {
+            QoS::AtMostOnce => 0,
+            _ => match self.state.allocate_packet_id() {
+                Some(id) => id,
+                None => {
+                    metrics.dropped(DropReason::QueueFull, &self.client_id);
+                    return;
+                }
+            },
+        };
+        let mut publish = self.build_publish(&d, packet_id, false, now);
+        if self.version == ProtocolVersion::V5 {
+            // The full topic is the larger form, so a packet that fits now fits with an alias.
+            if publish.encoded_len(self.version) > self.client_max_packet {
+                metrics.dropped(DropReason::TooLarge, &self.client_id);
+                return;
+            }
+            apply_outbound_alias(&mut self.outbound_aliases, self.client_alias_max, &mut publish);
+        }
+        publish.encode(self.version, &mut self.wbuf);
+        metrics.messages_sent.increment(1);
+        if d.qos != QoS::AtMostOnce {
+            self.state.inflight.push_back(Inflight {
+                packet_id,
+                stage: InflightStage::AwaitingAck(d),
+            });
+        }
+    }
+
+    fn build_publish(&self, d: &Delivery, packet_id: u16, dup: bool, now: Instant) -> Publish {
+        let mut properties = protocol::PublishProperties::default();
+        if self.version == ProtocolVersion::V5 {
+            properties = d.message.properties.clone();
+            properties.message_expiry_interval = d.message.remaining_expiry(now);
+            properties.subscription_identifiers = d.subscription_ids.clone();
+        }
+        Publish {
+            dup,
+            qos: d.qos,
+            retain: d.retain,
+            topic: d.message.topic.clone(),
+            packet_id,
+            properties,
+            payload: d.message.payload.clone(),
+        }
+    }
+}
+
+/// Replaces the topic by an alias the client already knows, or teaches it a new one while the
+/// client's Topic Alias Maximum allows.
+fn apply_outbound_alias(aliases: &mut HashMap<Utf8, u16>, max: u16, publish: &mut Publish) {
+    if max == 0 {
+        return;
+    }
+    if let Some(alias) = aliases.get(&publish.topic) {
+        publish.properties.topic_alias = Some(*alias);
+        publish.topic = Utf8::default();
+    } else if aliases.len() < usize::from(max) {
+        let alias = aliases.len() as u16 + 1;
+        aliases.insert(publish.topic.clone(), alias);
+        publish.properties.topic_alias = Some(alias);
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn decode_error_text(e: &DecodeError) -> &'static str {
+    match e.reason_code() {
+        reason::PACKET_TOO_LARGE => "packet too large",
+        reason::PROTOCOL_ERROR => "protocol error",
+        _ => "malformed packet",
+    }
+}

@@ -1,0 +1,156 @@
+//! The MQTT broker: listeners, connections, sessions and the router, started as one service.
+
+mod config;
+mod connection;
+mod message;
+mod metrics;
+mod persist;
+mod retained;
+mod router;
+mod session;
+mod subscriptions;
+mod transport;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fleetcore_core::KvStore;
+use fleetcore_core::auth::Authenticator;
+use tokio::sync::{mpsc, watch};
+
+pub use config::BrokerConfig;
+pub use message::{Delivery, Message};
+pub use metrics::BrokerMetrics;
+pub use router::{LoadReport, Router};
+pub use transport::ListenerKind;
+
+/// How long shutdown waits for connections to say goodbye before saving state anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// A running broker. Dropping it does not stop it; call [`Broker::shutdown`].
+pub struct Broker {
+    router: Arc<Router>,
+    persister: Arc<persist::Persister>,
+    authenticator: Arc<dyn Authenticator>,
+    shutdown: watch::Sender<bool>,
+    /// Every listener and connection task holds a clone; shutdown waits until all are gone.
+    alive: mpsc::Sender<()>,
+    all_done: mpsc::Receiver<()>,
+}
+
+impl Broker {
+    /// Starts the broker's state: opens the persisted retained messages and sessions in `store`
+    /// and starts the background writer. Listeners are added with [`Broker::listen`].
+    pub fn start(
+        config: BrokerConfig,
+        store: Arc<dyn KvStore>,
+        authenticator: Arc<dyn Authenticator>,
+    ) -> Result<(Broker, LoadReport), fleetcore_core::StoreError> {
+        let persister = persist::Persister::new(store);
+        tokio::spawn(Arc::clone(&persister).run());
+        let router = Router::new(config, Arc::clone(&persister), BrokerMetrics::register());
+        let report = router.load()?;
+        let (shutdown, _) = watch::channel(false);
+        let (alive, all_done) = mpsc::channel(1);
+        Ok((
+            Broker {
+                router,
+                persister,
+                authenticator,
+                shutdown,
+                alive,
+                all_done,
+            },
+            report,
+        ))
+    }
+
+    /// The router, for in-process clients.
+    pub fn router(&self) -> &Arc<Router> {
+        &self.router
+    }
+
+    /// Binds `addr` and serves `kind` connections on it until shutdown. Returns the bound
+    /// address (useful with port 0).
+    pub async fn listen(&self, addr: SocketAddr, kind: ListenerKind) -> io::Result<SocketAddr> {
+        let listener = transport::bind(addr).await?;
+        let local = listener.local_addr()?;
+        let router = Arc::clone(&self.router);
+        let authenticator = Arc::clone(&self.authenticator);
+        let mut shutdown = self.shutdown.subscribe();
+        let alive = self.alive.clone();
+        tokio::spawn(async move {
+            let config = router.config().clone();
+            let mut rate = transport::RateLimit::new(config.max_connections_per_second);
+            loop {
+                let accepted = tokio::select! {
+                    _ = shutdown.changed() => break,
+                    accepted = listener.accept() => accepted,
+                };
+                let (tcp, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, listener = %local, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                if !rate.admit(Instant::now()) {
+                    router.metrics().connections_refused.increment(1);
+                    tracing::debug!(%peer, "connection rate limit reached");
+                    drop(tcp);
+                    continue;
+                }
+                let router = Arc::clone(&router);
+                let authenticator = Arc::clone(&authenticator);
+                let kind = kind.clone();
+                let shutdown = shutdown.clone();
+                let alive = alive.clone();
+                tokio::spawn(async move {
+                    let max_message = router.config().max_packet_size + 8;
+                    let handshake = tokio::time::timeout(
+                        router.config().connect_timeout,
+                        transport::handshake(&kind, tcp, peer, max_message),
+                    )
+                    .await;
+                    match handshake {
+                        Ok(Ok((stream, info))) => {
+                            connection::serve(router, authenticator, stream, info, shutdown).await
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "transport handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "transport handshake timed out"),
+                    }
+                    drop(alive);
+                });
+            }
+            drop(alive);
+        });
+        Ok(local)
+    }
+
+    /// Stops accepting, disconnects every client (MQTT 5 clients get reason 0x8B), then saves
+    /// persistent sessions and retained messages.
+    pub async fn shutdown(self) -> Result<(), fleetcore_core::StoreError> {
+        let Broker {
+            router,
+            persister,
+            shutdown,
+            alive,
+            mut all_done,
+            ..
+        } = self;
+        let _ = shutdown.send(true);
+        drop(alive);
+        if tokio::time::timeout(SHUTDOWN_GRACE, all_done.recv())
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still open after the shutdown grace period");
+        }
+        router.save_all().await?;
+        persister.flush().await
+    }
+}

@@ -1,0 +1,593 @@
+//! The router owns the broker's shared state: sessions, the subscription tree and the retained
+//! messages. Network connections and in-process clients reach it through the same methods.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::{Notify, OwnedMutexGuard, watch};
+
+use super::config::BrokerConfig;
+use super::message::{Delivery, Message};
+use super::metrics::{BrokerMetrics, DropReason};
+use super::persist::{self, Clock, Persister, StoredMessage};
+use super::retained::RetainedStore;
+use super::session::{
+    NEVER_EXPIRES, PendingWill, PushOutcome, SessionHandle, SessionState, SubscriptionRecord,
+};
+use super::subscriptions::{Match, Subscriber, SubscriptionTree};
+use crate::protocol::{ProtocolVersion, RetainHandling, SubscriptionOptions, reason};
+use crate::topic::{self, FilterKind};
+
+/// A session claimed by a connection.
+pub struct Attached {
+    /// The session.
+    pub session: Arc<SessionHandle>,
+    /// Its state, held for the life of the connection.
+    pub state: OwnedMutexGuard<SessionState>,
+    /// Whether an earlier session was resumed (CONNACK Session Present).
+    pub session_present: bool,
+    /// Changes when another connection takes the session over.
+    pub owner: watch::Receiver<u64>,
+}
+
+/// A delivery that could not be queued yet because the receiver's queue is full.
+pub type Blocked = (Arc<SessionHandle>, Delivery);
+
+/// The outcome of a SUBSCRIBE to one filter.
+pub struct Subscribed {
+    /// Retained messages to send now, as deliveries for this subscription.
+    pub retained: Vec<Delivery>,
+}
+
+/// The broker's shared state.
+pub struct Router {
+    config: BrokerConfig,
+    tree: RwLock<SubscriptionTree>,
+    retained: RwLock<RetainedStore>,
+    sessions: Mutex<HashMap<Arc<str>, Arc<SessionHandle>>>,
+    persister: Arc<Persister>,
+    metrics: BrokerMetrics,
+    next_connection_id: AtomicU64,
+}
+
+fn split_filter(filter: &str) -> Option<(Option<&str>, &str)> {
+    match topic::parse_filter(filter).ok()? {
+        FilterKind::Plain(f) => Some((None, f)),
+        FilterKind::Shared { group, filter } => Some((Some(group), filter)),
+    }
+}
+
+impl Router {
+    /// A router with empty state; call [`Router::load`] to restore saved state.
+    pub fn new(config: BrokerConfig, persister: Arc<Persister>, metrics: BrokerMetrics) -> Arc<Router> {
+        Arc::new(Router {
+            config,
+            tree: RwLock::new(SubscriptionTree::new()),
+            retained: RwLock::new(RetainedStore::new()),
+            sessions: Mutex::new(HashMap::new()),
+            persister,
+            metrics,
+            next_connection_id: AtomicU64::new(1),
+        })
+    }
+
+    /// The broker's limits.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    /// The broker's metrics.
+    pub fn metrics(&self) -> &BrokerMetrics {
+        &self.metrics
+    }
+
+    /// A new connection id (never 0, which stands for "no owner").
+    pub fn next_connection_id(&self) -> u64 {
+        self.next_connection_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn update_gauges(&self) {
+        self.metrics.sessions.set(self.sessions.lock().len() as f64);
+        self.metrics.subscriptions.set(self.tree.read().len() as f64);
+        self.metrics.retained.set(self.retained.read().len() as f64);
+    }
+
+    /// Restores retained messages and persistent sessions saved by an earlier run. Must run
+    /// inside the runtime (it starts session expiry timers).
+    pub fn load(self: &Arc<Self>) -> Result<LoadReport, fleetcore_core::StoreError> {
+        let clock = Clock::now();
+        let store = Arc::clone(self.persister.store());
+        let mut report = LoadReport::default();
+        for (key, value) in store.scan_prefix(persist::RETAINED_TABLE, b"")? {
+            match persist::decode_retained(&value, &clock) {
+                Ok(m) if !m.is_expired(clock_now(&clock)) => {
+                    self.retained.write().restore(Arc::new(m));
+                    report.retained += 1;
+                }
+                Ok(_) => self.persister.delete(persist::RETAINED_TABLE, key),
+                Err(e) => {
+                    tracing::warn!(error = %e, "skipping unreadable retained message");
+                    report.skipped += 1;
+                }
+            }
+        }
+        let messages: HashMap<Vec<u8>, Vec<u8>> = store
+            .scan_prefix(persist::SESSION_MESSAGES_TABLE, b"")?
+            .into_iter()
+            .collect();
+        for (key, value) in store.scan_prefix(persist::SESSIONS_TABLE, b"")? {
+            let Ok(client_id) = String::from_utf8(key.clone()) else {
+                report.skipped += 1;
+                continue;
+            };
+            let stored = match persist::decode_session(&value) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, client_id, "skipping unreadable session");
+                    report.skipped += 1;
+                    continue;
+                }
+            };
+            let mut state = SessionState::new(stored.expiry_interval, stored.protocol);
+            let disconnected_at = clock
+                .to_instant(stored.disconnected_at_ms)
+                .unwrap_or_else(|| clock_now(&clock));
+            state.disconnected_at = Some(disconnected_at);
+            let handle = SessionHandle::new(
+                Arc::from(client_id.as_str()),
+                self.config.max_queued_messages,
+                state,
+            );
+            let mut state = handle.try_lock_state().ok_or_else(|| fleetcore_core::StoreError::Backend {
+                operation: "load",
+                message: "fresh session state locked".into(),
+            })?;
+            for (filter, record) in stored.subscriptions {
+                let Some((group, plain)) = split_filter(&filter) else {
+                    continue;
+                };
+                self.tree.write().insert(
+                    plain,
+                    group,
+                    Subscriber {
+                        session: Arc::clone(&handle),
+                        options: record.options,
+                        id: record.id,
+                    },
+                );
+                state.subscriptions.insert(filter, record);
+            }
+            if let Some(bytes) = messages.get(&key) {
+                match persist::decode_session_messages(bytes, &clock) {
+                    Ok(list) => {
+                        for m in list {
+                            match m {
+                                StoredMessage::Queued(d) => handle.restore(d),
+                                StoredMessage::Inflight(i) => state.inflight.push_back(i),
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, client_id, "dropping unreadable queued messages"),
+                }
+                // The messages now live in memory; a later crash must not deliver them twice.
+                self.persister.delete(persist::SESSION_MESSAGES_TABLE, key.clone());
+            }
+            let expiry = state.expiry_interval;
+            drop(state);
+            self.sessions.lock().insert(Arc::clone(handle.client_id()), Arc::clone(&handle));
+            report.sessions += 1;
+            if expiry != NEVER_EXPIRES {
+                let elapsed = clock_now(&clock).saturating_duration_since(disconnected_at);
+                let left = Duration::from_secs(u64::from(expiry)).saturating_sub(elapsed);
+                let epoch = handle.next_epoch();
+                self.schedule_expiry(handle, epoch, left);
+            }
+        }
+        self.update_gauges();
+        Ok(report)
+    }
+
+    /// Claims the session of `client_id` for a new connection, waiting for a previous
+    /// connection with the same client id to let go (it is told to by the claim).
+    pub async fn attach(
+        self: &Arc<Self>,
+        client_id: Arc<str>,
+        clean_start: bool,
+        expiry_interval: u32,
+        protocol: ProtocolVersion,
+        connection_id: u64,
+    ) -> Attached {
+        loop {
+            let (session, existed) = {
+                let mut sessions = self.sessions.lock();
+                match sessions.get(&client_id) {
+                    Some(s) => (Arc::clone(s), true),
+                    None => {
+                        let s = SessionHandle::new(
+                            Arc::clone(&client_id),
+                            self.config.max_queued_messages,
+                            SessionState::new(expiry_interval, protocol),
+                        );
+                        sessions.insert(Arc::clone(&client_id), Arc::clone(&s));
+                        (s, false)
+                    }
+                }
+            };
+            let owner = session.claim(connection_id);
+            let mut state = session.lock_state().await;
+            let still_registered = self
+                .sessions
+                .lock()
+                .get(&client_id)
+                .is_some_and(|s| Arc::ptr_eq(s, &session));
+            if !still_registered {
+                // It expired or ended while we waited; start over with a fresh one.
+                continue;
+            }
+            session.next_epoch();
+            let resumed = existed && !clean_start && !state.ended;
+            if !resumed {
+                self.clear_session(&session, &mut state);
+            }
+            state.ended = false;
+            state.expiry_interval = expiry_interval;
+            state.protocol = protocol;
+            state.disconnected_at = None;
+            session.set_online(true);
+            if expiry_interval > 0 {
+                self.save_session(&session, &state);
+            } else {
+                self.persister
+                    .delete(persist::SESSIONS_TABLE, client_id.as_bytes().to_vec());
+            }
+            self.update_gauges();
+            return Attached {
+                session,
+                state,
+                session_present: resumed,
+                owner,
+            };
+        }
+    }
+
+    /// Ends a connection's hold on its session: publishes or schedules the will, and ends or
+    /// keeps the session according to its expiry interval.
+    pub fn detach(
+        self: &Arc<Self>,
+        session: Arc<SessionHandle>,
+        mut state: OwnedMutexGuard<SessionState>,
+        will: Option<PendingWill>,
+        taken_over: bool,
+    ) {
+        let epoch = session.next_epoch();
+        session.set_online(false);
+        let now = Instant::now();
+        state.disconnected_at = Some(now);
+        let expiry = state.expiry_interval;
+        if let Some(will) = will {
+            let delay = will.delay.min(expiry);
+            if delay == 0 {
+                self.publish(will.into_message(Instant::now()));
+            } else {
+                let router = Arc::clone(self);
+                let session = Arc::clone(&session);
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(u64::from(delay))).await;
+                    if session.epoch() == epoch {
+                        router.publish(will.into_message(Instant::now()));
+                    }
+                });
+            }
+        }
+        if expiry == 0 {
+            self.clear_session(&session, &mut state);
+            state.ended = true;
+            if !taken_over {
+                self.forget(&session);
+            }
+        } else {
+            self.save_session(&session, &state);
+            if expiry != NEVER_EXPIRES {
+                self.schedule_expiry(
+                    Arc::clone(&session),
+                    epoch,
+                    Duration::from_secs(u64::from(expiry)),
+                );
+            }
+        }
+        drop(state);
+        self.update_gauges();
+    }
+
+    fn schedule_expiry(self: &Arc<Self>, session: Arc<SessionHandle>, epoch: u64, after: Duration) {
+        let router = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            if session.epoch() != epoch {
+                return;
+            }
+            let Some(mut state) = session.try_lock_state() else {
+                return;
+            };
+            if session.epoch() != epoch {
+                return;
+            }
+            router.clear_session(&session, &mut state);
+            state.ended = true;
+            router.forget(&session);
+            drop(state);
+            router.update_gauges();
+        });
+    }
+
+    /// Removes a session from the registry and the store.
+    fn forget(&self, session: &Arc<SessionHandle>) {
+        let mut sessions = self.sessions.lock();
+        if sessions
+            .get(session.client_id())
+            .is_some_and(|s| Arc::ptr_eq(s, session))
+        {
+            sessions.remove(session.client_id());
+        }
+        drop(sessions);
+        let key = session.client_id().as_bytes().to_vec();
+        self.persister.delete(persist::SESSIONS_TABLE, key.clone());
+        self.persister.delete(persist::SESSION_MESSAGES_TABLE, key);
+    }
+
+    /// Drops every subscription, queued and inflight message of a session.
+    fn clear_session(&self, session: &Arc<SessionHandle>, state: &mut SessionState) {
+        if !state.subscriptions.is_empty() {
+            let mut tree = self.tree.write();
+            for filter in state.subscriptions.keys() {
+                if let Some((group, plain)) = split_filter(filter) {
+                    tree.remove(plain, group, session.client_id());
+                }
+            }
+        }
+        state.subscriptions.clear();
+        state.inflight.clear();
+        state.awaiting_release.clear();
+        session.clear_queue();
+    }
+
+    fn save_session(&self, session: &SessionHandle, state: &SessionState) {
+        let clock = Clock::now();
+        self.persister.put(
+            persist::SESSIONS_TABLE,
+            session.client_id().as_bytes().to_vec(),
+            persist::encode_session(state, &clock),
+        );
+    }
+
+    /// Adds or replaces a subscription. `Err` carries the SUBACK reason code of a refusal.
+    pub fn subscribe(
+        &self,
+        session: &Arc<SessionHandle>,
+        state: &mut SessionState,
+        filter: &str,
+        options: SubscriptionOptions,
+        id: Option<u32>,
+    ) -> Result<Subscribed, u8> {
+        if filter.len() > self.config.max_topic_length {
+            return Err(reason::TOPIC_FILTER_INVALID);
+        }
+        let Some((group, plain)) = split_filter(filter) else {
+            return Err(reason::TOPIC_FILTER_INVALID);
+        };
+        let existed = self.tree.write().insert(
+            plain,
+            group,
+            Subscriber {
+                session: Arc::clone(session),
+                options,
+                id,
+            },
+        );
+        state
+            .subscriptions
+            .insert(filter.to_string(), SubscriptionRecord { options, id });
+        if state.expiry_interval > 0 {
+            self.save_session(session, state);
+        }
+        let send_retained = group.is_none()
+            && match options.retain_handling {
+                RetainHandling::OnSubscribe => true,
+                RetainHandling::OnNewSubscription => !existed,
+                RetainHandling::Never => false,
+            };
+        let retained = if send_retained {
+            self.retained
+                .read()
+                .matching(plain, Instant::now())
+                .into_iter()
+                .map(|message| Delivery {
+                    qos: message.qos.min(options.qos),
+                    retain: true,
+                    subscription_ids: id.into_iter().collect(),
+                    message,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.update_gauges();
+        Ok(Subscribed { retained })
+    }
+
+    /// Removes a subscription; true if it existed.
+    pub fn unsubscribe(
+        &self,
+        session: &Arc<SessionHandle>,
+        state: &mut SessionState,
+        filter: &str,
+    ) -> bool {
+        let existed = state.subscriptions.remove(filter).is_some();
+        if existed {
+            if let Some((group, plain)) = split_filter(filter) {
+                self.tree.write().remove(plain, group, session.client_id());
+            }
+            if state.expiry_interval > 0 {
+                self.save_session(session, state);
+            }
+            self.update_gauges();
+        }
+        existed
+    }
+
+    /// Sets or clears the retained message of `message.topic` (an empty payload clears).
+    pub fn retain(&self, message: &Arc<Message>) {
+        if !self.retained.write().apply(message) {
+            return;
+        }
+        let key = message.topic.as_bytes().to_vec();
+        if message.payload.is_empty() {
+            self.persister.delete(persist::RETAINED_TABLE, key);
+        } else {
+            let clock = Clock::now();
+            self.persister
+                .put(persist::RETAINED_TABLE, key, persist::encode_retained(message, &clock));
+        }
+        self.metrics.retained.set(self.retained.read().len() as f64);
+    }
+
+    /// Finds every session `message` goes to, one delivery per session (overlapping
+    /// subscriptions of one session merge: highest QoS, all subscription identifiers).
+    pub fn targets(&self, message: &Arc<Message>, out: &mut Vec<Blocked>) {
+        let tree = self.tree.read();
+        let origin = message.origin.as_deref();
+        let mut add = |s: &Subscriber| {
+            if s.options.no_local && origin == Some(&**s.session.client_id()) {
+                return;
+            }
+            out.push((
+                Arc::clone(&s.session),
+                Delivery {
+                    message: Arc::clone(message),
+                    qos: message.qos.min(s.options.qos),
+                    retain: s.options.retain_as_published && message.retain,
+                    subscription_ids: s.id.into_iter().collect(),
+                },
+            ));
+        };
+        tree.for_each_match(&message.topic, &mut |m| match m {
+            Match::Plain(s) => add(s),
+            Match::Shared(g) => {
+                if let Some(s) = g.pick() {
+                    add(s)
+                }
+            }
+        });
+        drop(tree);
+        if out.len() > 1 {
+            merge_same_session(out);
+        }
+    }
+
+    /// Offers `delivery` to `session`; returns it when the session is online and full, with
+    /// `waiter` registered for a wake-up.
+    pub fn offer(
+        &self,
+        session: &Arc<SessionHandle>,
+        delivery: Delivery,
+        waiter: Option<&Arc<Notify>>,
+    ) -> Option<Delivery> {
+        match session.push(delivery, waiter) {
+            PushOutcome::Queued => None,
+            PushOutcome::Full(d) => Some(d),
+            PushOutcome::Dropped => {
+                let reason = if session.is_online() {
+                    DropReason::QueueFull
+                } else {
+                    DropReason::Offline
+                };
+                self.metrics.dropped(reason, session.client_id());
+                None
+            }
+        }
+    }
+
+    /// Publishes a server-originated message (a will, a message from an in-process client):
+    /// retains it if asked, and queues it for every subscriber without waiting for room.
+    pub fn publish(&self, message: Arc<Message>) {
+        if message.retain {
+            self.retain(&message);
+        }
+        let mut targets = Vec::new();
+        self.targets(&message, &mut targets);
+        for (session, delivery) in targets {
+            if self.offer(&session, delivery, None).is_some() {
+                self.metrics.dropped(DropReason::QueueFull, session.client_id());
+            }
+        }
+    }
+
+    /// Saves every persistent session with its queued and inflight messages, then commits all
+    /// pending writes. Called at graceful shutdown, after the connections have closed.
+    pub async fn save_all(&self) -> Result<(), fleetcore_core::StoreError> {
+        let clock = Clock::now();
+        let sessions: Vec<Arc<SessionHandle>> = self.sessions.lock().values().cloned().collect();
+        for session in sessions {
+            let Some(state) = session.try_lock_state() else {
+                continue;
+            };
+            if state.expiry_interval == 0 || state.ended {
+                continue;
+            }
+            let key = session.client_id().as_bytes().to_vec();
+            self.persister.put(
+                persist::SESSIONS_TABLE,
+                key.clone(),
+                persist::encode_session(&state, &clock),
+            );
+            let inflight: Vec<_> = state.inflight.iter().cloned().collect();
+            let queued = session.queued_snapshot();
+            if inflight.is_empty() && queued.is_empty() {
+                self.persister.delete(persist::SESSION_MESSAGES_TABLE, key);
+            } else {
+                self.persister.put(
+                    persist::SESSION_MESSAGES_TABLE,
+                    key,
+                    persist::encode_session_messages(&inflight, &queued, &clock),
+                );
+            }
+        }
+        self.persister.flush().await
+    }
+}
+
+/// What [`Router::load`] restored.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LoadReport {
+    /// Retained messages restored.
+    pub retained: usize,
+    /// Persistent sessions restored.
+    pub sessions: usize,
+    /// Records that could not be read and were skipped.
+    pub skipped: usize,
+}
+
+fn clock_now(_clock: &Clock) -> Instant {
+    Instant::now()
+}
+
+/// Merges deliveries to the same session (a session whose subscriptions overlap gets one copy,
+/// MQTT 5 §3.3.4).
+fn merge_same_session(out: &mut Vec<Blocked>) {
+    out.sort_by_key(|(s, _)| Arc::as_ptr(s) as usize);
+    let mut merged: Vec<Blocked> = Vec::with_capacity(out.len());
+    for (session, delivery) in out.drain(..) {
+        match merged.last_mut() {
+            Some((last, d)) if Arc::ptr_eq(last, &session) => {
+                d.qos = d.qos.max(delivery.qos);
+                d.retain |= delivery.retain;
+                d.subscription_ids.extend(delivery.subscription_ids);
+            }
+            _ => merged.push((session, delivery)),
+        }
+    }
+    *out = merged;
+}

@@ -1,0 +1,308 @@
+//! A session: the mailbox publishers push deliveries into, and the state that the live
+//! connection owns (subscriptions, inflight messages, pending QoS 2 receipts, the will).
+//!
+//! The mailbox is the only part other tasks touch on the message path: a short
+//! `parking_lot` lock per push. Everything else is held by the connection through an owned
+//! async lock for its whole life, so a takeover simply waits for the old connection to let go.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use tokio::sync::{Notify, OwnedMutexGuard, watch};
+
+use super::message::{Delivery, Message};
+use crate::protocol::{ProtocolVersion, QoS, SubscriptionOptions};
+
+/// Session expiry interval meaning "never expires" (MQTT 5 §3.1.2.11.2).
+pub const NEVER_EXPIRES: u32 = u32::MAX;
+
+/// Result of offering a delivery to a session's mailbox.
+#[derive(Debug)]
+pub enum PushOutcome {
+    /// Queued; the connection (if any) was woken.
+    Queued,
+    /// The session is online and its queue is full: the delivery is handed back, and the
+    /// publisher's waker is registered to be notified when room frees up.
+    Full(Delivery),
+    /// Dropped: QoS 0 for an offline session, or the offline queue is full.
+    Dropped,
+}
+
+struct Mailbox {
+    queue: VecDeque<Delivery>,
+    online: bool,
+    /// Publishers waiting for room, each woken once when the queue drains below capacity.
+    waiting: Vec<Arc<Notify>>,
+}
+
+/// The shared handle of a session: identity, mailbox and the lock on its state.
+pub struct SessionHandle {
+    client_id: Arc<str>,
+    capacity: usize,
+    mailbox: Mutex<Mailbox>,
+    /// Wakes the connection when deliveries arrive.
+    wake: Notify,
+    /// The id of the connection that owns the session; a new value tells the old one it was
+    /// taken over.
+    owner: watch::Sender<u64>,
+    /// Bumped on every attach and every end, so delayed wills and expiry timers can tell
+    /// whether the session they were scheduled for is still the same.
+    epoch: AtomicU64,
+    state: Arc<tokio::sync::Mutex<SessionState>>,
+}
+
+impl std::fmt::Debug for SessionHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionHandle")
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionHandle {
+    /// A new, offline session with an empty state.
+    pub fn new(client_id: Arc<str>, capacity: usize, state: SessionState) -> Arc<SessionHandle> {
+        let (owner, _) = watch::channel(0);
+        Arc::new(SessionHandle {
+            client_id,
+            capacity,
+            mailbox: Mutex::new(Mailbox {
+                queue: VecDeque::new(),
+                online: false,
+                waiting: Vec::new(),
+            }),
+            wake: Notify::new(),
+            owner,
+            epoch: AtomicU64::new(0),
+            state: Arc::new(tokio::sync::Mutex::new(state)),
+        })
+    }
+
+    /// The MQTT client identifier.
+    pub fn client_id(&self) -> &Arc<str> {
+        &self.client_id
+    }
+
+    /// True while a connection is attached.
+    pub fn is_online(&self) -> bool {
+        self.mailbox.lock().online
+    }
+
+    /// Offers a delivery. `waiter` is notified when a full queue drains (only registered when
+    /// the outcome is `Full`).
+    pub fn push(&self, delivery: Delivery, waiter: Option<&Arc<Notify>>) -> PushOutcome {
+        let mut mb = self.mailbox.lock();
+        if !mb.online && delivery.qos == QoS::AtMostOnce {
+            return PushOutcome::Dropped;
+        }
+        if mb.queue.len() >= self.capacity {
+            if !mb.online {
+                return PushOutcome::Dropped;
+            }
+            if let Some(w) = waiter {
+                mb.waiting.push(Arc::clone(w));
+            }
+            return PushOutcome::Full(delivery);
+        }
+        mb.queue.push_back(delivery);
+        let wake = mb.online && mb.queue.len() == 1;
+        drop(mb);
+        if wake {
+            self.wake.notify_one();
+        }
+        PushOutcome::Queued
+    }
+
+    /// Adds a delivery regardless of capacity (used when restoring a saved session).
+    pub fn restore(&self, delivery: Delivery) {
+        self.mailbox.lock().queue.push_back(delivery);
+    }
+
+    /// Moves up to `max` deliveries into `out`, waking publishers that waited for room.
+    pub fn pop_into(&self, out: &mut Vec<Delivery>, max: usize) {
+        let mut mb = self.mailbox.lock();
+        let n = max.min(mb.queue.len());
+        out.extend(mb.queue.drain(..n));
+        if n > 0 && !mb.waiting.is_empty() {
+            for w in mb.waiting.drain(..) {
+                w.notify_one();
+            }
+        }
+    }
+
+    /// Puts deliveries back at the front of the queue, keeping their order (they could not be
+    /// sent yet because the inflight window is full).
+    pub fn unpop(&self, deliveries: impl DoubleEndedIterator<Item = Delivery>) {
+        let mut mb = self.mailbox.lock();
+        for d in deliveries.rev() {
+            mb.queue.push_front(d);
+        }
+    }
+
+    /// Number of queued deliveries.
+    pub fn queued(&self) -> usize {
+        self.mailbox.lock().queue.len()
+    }
+
+    /// A copy of the queued deliveries (for saving the session).
+    pub fn queued_snapshot(&self) -> Vec<Delivery> {
+        self.mailbox.lock().queue.iter().cloned().collect()
+    }
+
+    /// Drops every queued delivery (clean start).
+    pub fn clear_queue(&self) {
+        let mut mb = self.mailbox.lock();
+        mb.queue.clear();
+        for w in mb.waiting.drain(..) {
+            w.notify_one();
+        }
+    }
+
+    /// Marks the session online or offline; going offline wakes waiting publishers so they
+    /// re-offer their deliveries to the offline queue instead of waiting.
+    pub fn set_online(&self, online: bool) {
+        let mut mb = self.mailbox.lock();
+        mb.online = online;
+        if !online {
+            for w in mb.waiting.drain(..) {
+                w.notify_one();
+            }
+        }
+    }
+
+    /// The notifier the live connection waits on for new deliveries.
+    pub fn wake(&self) -> &Notify {
+        &self.wake
+    }
+
+    /// Claims the session for connection `conn_id`, telling any previous owner to go.
+    pub fn claim(&self, conn_id: u64) -> watch::Receiver<u64> {
+        self.owner.send_replace(conn_id);
+        self.owner.subscribe()
+    }
+
+    /// Waits until the previous owner has released the state, then holds it.
+    pub async fn lock_state(&self) -> OwnedMutexGuard<SessionState> {
+        Arc::clone(&self.state).lock_owned().await
+    }
+
+    /// The state lock, for checks made while the session is offline.
+    pub fn try_lock_state(&self) -> Option<OwnedMutexGuard<SessionState>> {
+        Arc::clone(&self.state).try_lock_owned().ok()
+    }
+
+    /// Starts a new epoch and returns it.
+    pub fn next_epoch(&self) -> u64 {
+        self.epoch.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// The current epoch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+}
+
+/// A subscription as the session remembers it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubscriptionRecord {
+    /// Options given at subscribe time.
+    pub options: SubscriptionOptions,
+    /// MQTT 5 subscription identifier.
+    pub id: Option<u32>,
+}
+
+/// Where an outbound QoS 1/2 message stands.
+#[derive(Debug, Clone)]
+pub enum InflightStage {
+    /// QoS 1 sent, waiting for PUBACK; or QoS 2 sent, waiting for PUBREC.
+    AwaitingAck(Delivery),
+    /// QoS 2 PUBREC received and PUBREL sent, waiting for PUBCOMP.
+    AwaitingComp,
+}
+
+/// One unacknowledged outbound message.
+#[derive(Debug, Clone)]
+pub struct Inflight {
+    /// Its packet identifier.
+    pub packet_id: u16,
+    /// Its stage.
+    pub stage: InflightStage,
+}
+
+/// The will of the current connection.
+#[derive(Debug)]
+pub struct PendingWill {
+    /// The message to publish; its expiry is counted from the moment it is published, so it is
+    /// kept without `expires_at` until then.
+    pub message: Message,
+    /// MQTT 5 Will Delay Interval in seconds.
+    pub delay: u32,
+}
+
+impl PendingWill {
+    /// The message as published now.
+    pub fn into_message(self, now: Instant) -> Arc<Message> {
+        let mut message = self.message;
+        message.expires_at =
+            Message::expiry_from_interval(message.properties.message_expiry_interval, now);
+        Arc::new(message)
+    }
+}
+
+/// Session state owned by the live connection, and kept while the session is offline.
+#[derive(Debug)]
+pub struct SessionState {
+    /// Subscriptions keyed by the full filter as subscribed (including `$share/g/`).
+    pub subscriptions: HashMap<String, SubscriptionRecord>,
+    /// Outbound QoS 1/2 messages not yet fully acknowledged, in send order.
+    pub inflight: VecDeque<Inflight>,
+    /// Inbound QoS 2 packet ids received and not yet released.
+    pub awaiting_release: HashSet<u16>,
+    /// The next packet id to try for an outbound message.
+    pub next_packet_id: u16,
+    /// Session Expiry Interval in seconds (0: ends with the connection).
+    pub expiry_interval: u32,
+    /// Protocol of the last connection, used to decide how to resend.
+    pub protocol: ProtocolVersion,
+    /// When the last connection ended, for expiry.
+    pub disconnected_at: Option<Instant>,
+    /// True once the session ended (expired, or its clean connection closed) while a new
+    /// connection was already waiting for it: that connection must not report it present.
+    pub ended: bool,
+}
+
+impl SessionState {
+    /// A fresh session.
+    pub fn new(expiry_interval: u32, protocol: ProtocolVersion) -> SessionState {
+        SessionState {
+            subscriptions: HashMap::new(),
+            inflight: VecDeque::new(),
+            awaiting_release: HashSet::new(),
+            next_packet_id: 1,
+            expiry_interval,
+            protocol,
+            disconnected_at: None,
+            ended: false,
+        }
+    }
+
+    /// Allocates a packet id that is not in flight. `None` only if all 65535 are.
+    pub fn allocate_packet_id(&mut self) -> Option<u16> {
+        for _ in 0..u16::MAX {
+            let id = self.next_packet_id;
+            self.next_packet_id = if id == u16::MAX { 1 } else { id + 1 };
+            if !self.inflight.iter().any(|i| i.packet_id == id) {
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    /// Finds the inflight entry for `packet_id`.
+    pub fn inflight_position(&self, packet_id: u16) -> Option<usize> {
+        self.inflight.iter().position(|i| i.packet_id == packet_id)
+    }
+}
