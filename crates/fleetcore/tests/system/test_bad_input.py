@@ -65,6 +65,9 @@ MALFORMED = {
     "remaining-length-5-bytes": lambda v: b"\x30\xff\xff\xff\xff\x01",
     "second-connect": lambda v: w.connect("again", version=v),
 }
+# Mosquitto 2.0.11 answers these with PINGRESP instead of closing (it does not check the
+# reserved flags or the zero length of PINGREQ); 3.1.1 §2.2.2 / v5 §3.12 make them malformed.
+MOSQUITTO_LENIENT = {"pingreq-with-body", "pingreq-bad-flags"}
 TOPIC_CASES = {"publish-wildcard-topic", "publish-invalid-utf8-topic", "publish-nul-in-topic"}
 MALFORMED_V5_ONLY = {
     "duplicate-property": lambda v: w.packet(w.PUBLISH, 0, w.mqtt_str("t/x") + _v5_props_raw(b"\x01\x00\x01\x01") + b"p"),
@@ -78,6 +81,8 @@ MALFORMED_V5_ONLY = {
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("case", sorted(MALFORMED))
 def test_malformed_packet_after_connect(raw, clients, broker, uid, version, case):
+    if MODE == "mosquitto" and case in MOSQUITTO_LENIENT:
+        pytest.skip("Mosquitto 2.0.11 accepts a PINGREQ with a body or reserved flags set")
     c = raw(version)
     assert c.connect(f"bad-{uid}").rc == 0
     c.try_send(MALFORMED[case](version))
@@ -184,14 +189,15 @@ def test_oversize_packet(broker_factory, raw, clients, uid, version):
         assert ack.props.get("MaximumPacketSize") == 1024, ack
     c.publish(f"big/{uid}", b"ok" * 400, qos=1, pid=1)  # ~830 bytes: fits
     assert c.expect(w.PUBACK).pid == 1
+    sub.wait_message(topic=f"big/{uid}")
     c.try_send(w.publish(f"big/{uid}", b"X" * 2000, qos=1, pid=2, version=version))
     seen = c.wait_closed(5)
     if version == V5:
         assert seen and seen[-1].type == w.DISCONNECT and seen[-1].rc == 0x95, seen
     else:
         assert seen == [], seen
-    assert [len(p) for p in sub.payloads(topic=f"big/{uid}")] == [800]
     assert_healthy(b, clients, version)
+    assert [len(p) for p in sub.payloads(topic=f"big/{uid}")] == [800], "oversize message forwarded"
 
 
 def test_oversize_connect_is_closed(broker_factory, raw, clients, uid):
@@ -274,6 +280,9 @@ def test_connected_client_is_not_hit_by_connect_timeout(slow_broker, raw, uid):
 # ---------------------------------------------------------------------------------------------
 # flow control: a client that ignores our Receive Maximum
 
+@pytest.mark.fleetcore_only("Mosquitto 2.0.11 answers the excess QoS 2 PUBLISH with PUBREC 0x97 "
+                            "(quota exceeded) and keeps the connection; [MQTT-3.3.4-9] wants "
+                            "DISCONNECT 0x93")
 def test_exceeding_receive_maximum_is_disconnected(broker_factory, raw, clients, uid):
     b = broker_factory("--max-inflight", "2")
     c = raw(V5, broker=b)

@@ -160,24 +160,37 @@ fn read(r: &mut Reader) -> Result<Property, DecodeError> {
 }
 
 /// The property block of one packet: a length then that many bytes of properties.
-pub(crate) struct PropertyReader {
-    block: Reader,
+///
+/// It reads from the packet's own reader up to the block's end rather than splitting the block
+/// off as a separate `Bytes`, which would cost a reference-count round trip per packet.
+pub(crate) struct PropertyReader<'r> {
+    r: &'r mut Reader,
+    /// What `r.remaining()` will be once the block has been read.
+    end: usize,
 }
 
-impl PropertyReader {
-    /// Reads the Property Length and splits off the block it covers.
-    pub(crate) fn new(r: &mut Reader) -> Result<PropertyReader, DecodeError> {
+impl<'r> PropertyReader<'r> {
+    /// Reads the Property Length and checks the block fits in the packet.
+    pub(crate) fn new(r: &'r mut Reader) -> Result<PropertyReader<'r>, DecodeError> {
         let len = r.varint()?;
-        if len > r.remaining() {
-            return Err(malformed("property length exceeds the packet"));
-        }
-        Ok(PropertyReader { block: Reader::new(r.take(len)?) })
+        let end = r
+            .remaining()
+            .checked_sub(len)
+            .ok_or_else(|| malformed("property length exceeds the packet"))?;
+        Ok(PropertyReader { r, end })
     }
 
     /// The next property, or `None` at the end of the block. A property whose value runs past
     /// the block is malformed.
     pub(crate) fn next(&mut self) -> Result<Option<Property>, DecodeError> {
-        if self.block.is_empty() { Ok(None) } else { read(&mut self.block).map(Some) }
+        if self.r.remaining() <= self.end {
+            return Ok(None);
+        }
+        let p = read(self.r)?;
+        if self.r.remaining() < self.end {
+            return Err(malformed("property runs past the property length"));
+        }
+        Ok(Some(p))
     }
 }
 
