@@ -46,6 +46,9 @@ pub enum WriteOp {
     },
 }
 
+/// Key-value pairs returned by a scan, in key order.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Writes applied atomically and durably by [`KvStore::apply`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WriteBatch {
@@ -110,11 +113,7 @@ pub trait KvStore: Send + Sync + 'static {
     /// Reads one value.
     fn get(&self, table: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Reads every entry whose key starts with `prefix`, in key order.
-    fn scan_prefix(
-        &self,
-        table: &'static str,
-        prefix: &[u8],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn scan_prefix(&self, table: &'static str, prefix: &[u8]) -> Result<Entries, StoreError>;
     /// Applies all writes atomically; when it returns Ok they are on disk.
     fn apply(&self, batch: WriteBatch) -> Result<(), StoreError>;
 }
@@ -151,7 +150,10 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 
 impl KvStore for RedbStore {
     fn get(&self, name: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| StoreError::backend("read", e))?;
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| StoreError::backend("read", e))?;
         let t = match txn.open_table(table(name)) {
             Ok(t) => t,
             Err(TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -161,12 +163,11 @@ impl KvStore for RedbStore {
         Ok(value.map(|v| v.value().to_vec()))
     }
 
-    fn scan_prefix(
-        &self,
-        name: &'static str,
-        prefix: &[u8],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| StoreError::backend("read", e))?;
+    fn scan_prefix(&self, name: &'static str, prefix: &[u8]) -> Result<Entries, StoreError> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| StoreError::backend("read", e))?;
         let t = match txn.open_table(table(name)) {
             Ok(t) => t,
             Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
@@ -196,7 +197,11 @@ impl KvStore for RedbStore {
             .map_err(|e| StoreError::backend("begin write", e))?;
         for op in batch.ops {
             match op {
-                WriteOp::Put { table: name, key, value } => {
+                WriteOp::Put {
+                    table: name,
+                    key,
+                    value,
+                } => {
                     let mut t = txn
                         .open_table(table(name))
                         .map_err(|e| StoreError::backend("open table", e))?;
@@ -210,13 +215,18 @@ impl KvStore for RedbStore {
                     t.remove(key.as_slice())
                         .map_err(|e| StoreError::backend("remove", e))?;
                 }
-                WriteOp::DeletePrefix { table: name, prefix } => {
+                WriteOp::DeletePrefix {
+                    table: name,
+                    prefix,
+                } => {
                     let mut t = txn
                         .open_table(table(name))
                         .map_err(|e| StoreError::backend("open table", e))?;
                     let end = prefix_end(&prefix);
                     match &end {
-                        Some(end) => t.retain_in::<&[u8], _>(prefix.as_slice()..end.as_slice(), |_, _| false),
+                        Some(end) => {
+                            t.retain_in::<&[u8], _>(prefix.as_slice()..end.as_slice(), |_, _| false)
+                        }
                         None => t.retain_in::<&[u8], _>(prefix.as_slice().., |_, _| false),
                     }
                     .map_err(|e| StoreError::backend("delete prefix", e))?;

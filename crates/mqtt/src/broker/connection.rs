@@ -49,6 +49,10 @@ pub struct ConnectionInfo {
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
 /// Deliveries taken from the mailbox per lock.
 const POP_BATCH: usize = 64;
+/// Read buffer size while a connection is active.
+const READ_CHUNK: usize = 8 * 1024;
+/// A connection quiet for this long gives its buffers back.
+const IDLE_RELEASE: Duration = Duration::from_secs(1);
 
 /// Why a connection ends.
 #[derive(Debug)]
@@ -91,6 +95,10 @@ struct Connection {
     will: Option<PendingWill>,
     keep_alive: Option<Duration>,
     last_packet: Instant,
+    /// When the bytes of an incomplete packet started arriving.
+    partial_since: Option<Instant>,
+    /// Last read or write, for releasing buffers of idle connections.
+    last_activity: Instant,
     /// Outbound QoS 1/2 window: our maximum lowered to the client's Receive Maximum.
     window: usize,
     client_max_packet: usize,
@@ -114,7 +122,7 @@ pub async fn serve(
     let metrics = router.metrics().clone();
     metrics.connections.increment(1.0);
     metrics.connections_total.increment(1);
-    let mut rbuf = BytesMut::with_capacity(4096);
+    let mut rbuf = BytesMut::with_capacity(1024);
     let max_packet = router.config().max_packet_size;
     let first = tokio::time::timeout(
         router.config().connect_timeout,
@@ -154,7 +162,16 @@ pub async fn serve(
         }
     };
     let connection_id = router.next_connection_id();
-    match accept(&router, authenticator.as_ref(), &mut io, &info, *connect, connection_id).await {
+    match accept(
+        &router,
+        authenticator.as_ref(),
+        &mut io,
+        &info,
+        *connect,
+        connection_id,
+    )
+    .await
+    {
         Some(accepted) => {
             let conn = Connection::new(router, io, rbuf, accepted, connection_id, shutdown);
             conn.run().await;
@@ -367,8 +384,12 @@ impl Connection {
         connection_id: u64,
         shutdown: watch::Receiver<bool>,
     ) -> Connection {
-        let mut wbuf = BytesMut::with_capacity(8192);
-        protocol::encode(&Packet::ConnAck(accepted.connack), accepted.version, &mut wbuf);
+        let mut wbuf = BytesMut::new();
+        protocol::encode(
+            &Packet::ConnAck(accepted.connack),
+            accepted.version,
+            &mut wbuf,
+        );
         Connection {
             router,
             io,
@@ -385,6 +406,8 @@ impl Connection {
             keep_alive: (accepted.keep_alive > 0)
                 .then(|| Duration::from_millis(u64::from(accepted.keep_alive) * 1500)),
             last_packet: Instant::now(),
+            last_activity: Instant::now(),
+            partial_since: None,
             window: accepted.window,
             client_max_packet: accepted.client_max_packet,
             client_alias_max: accepted.client_alias_max,
@@ -471,20 +494,48 @@ impl Connection {
                 return exit;
             }
             if self.pending.is_none() {
-                match protocol::decode(&mut self.rbuf, self.version, self.router.config().max_packet_size) {
+                match protocol::decode(
+                    &mut self.rbuf,
+                    self.version,
+                    self.router.config().max_packet_size,
+                ) {
                     Ok(Some(packet)) => {
                         self.last_packet = Instant::now();
+                        self.partial_since = None;
                         if let Err(exit) = self.handle(packet) {
                             return exit;
                         }
                         continue;
                     }
-                    Ok(None) => {}
+                    Ok(None) if self.rbuf.is_empty() => self.partial_since = None,
+                    Ok(None) => {
+                        self.partial_since.get_or_insert_with(Instant::now);
+                    }
                     Err(e) => return violation(e.reason_code(), decode_error_text(&e)),
                 }
             }
             let keep_alive_deadline = self.keep_alive.map(|k| self.last_packet + k);
             let pending_deadline = self.pending.as_ref().map(|p| p.deadline);
+            let holds_buffers = self.rbuf.capacity() > 0 || self.wbuf.capacity() > 0;
+            let idle_deadline = holds_buffers.then(|| self.last_activity + IDLE_RELEASE);
+            // A packet started must be finished within the connect timeout, keep-alive or not:
+            // a client trickling one byte at a time does not hold a buffer forever.
+            let partial_deadline = self
+                .partial_since
+                .map(|t| t + self.router.config().connect_timeout);
+            // One timer for all deadlines keeps the connection's future small.
+            let next_deadline = [
+                keep_alive_deadline,
+                pending_deadline,
+                idle_deadline,
+                partial_deadline,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            if self.pending.is_none() && self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
+                self.rbuf.reserve(READ_CHUNK);
+            }
             let session = Arc::clone(&self.session);
             let space = Arc::clone(&self.space);
             let blocked = self.pending.is_some();
@@ -498,16 +549,43 @@ impl Connection {
                 _ = self.shutdown.changed() => return Exit::Shutdown,
                 read = self.io.read_buf(&mut self.rbuf), if !blocked => match read {
                     Ok(0) | Err(_) => return Exit::Closed,
-                    Ok(n) => self.router.metrics().bytes_received.increment(n as u64),
+                    Ok(n) => {
+                        self.last_activity = Instant::now();
+                        self.router.metrics().bytes_received.increment(n as u64);
+                    }
                 },
                 _ = space.notified(), if blocked => self.retry_pending(false),
-                _ = sleep_until(pending_deadline), if blocked => self.retry_pending(true),
-                _ = session.wake().notified() => {}
-                _ = sleep_until(keep_alive_deadline), if keep_alive_deadline.is_some() => {
-                    return violation(reason::KEEP_ALIVE_TIMEOUT, "keep alive timeout");
+                _ = session.wake().notified() => self.last_activity = Instant::now(),
+                _ = sleep_until(next_deadline), if next_deadline.is_some() => {
+                    let now = Instant::now();
+                    if partial_deadline.is_some_and(|d| now >= d) {
+                        return violation(reason::MALFORMED_PACKET, "packet not completed in time");
+                    }
+                    if keep_alive_deadline.is_some_and(|d| now >= d) {
+                        return violation(reason::KEEP_ALIVE_TIMEOUT, "keep alive timeout");
+                    }
+                    if pending_deadline.is_some_and(|d| now >= d) {
+                        self.retry_pending(true);
+                    }
+                    if idle_deadline.is_some_and(|d| now >= d) {
+                        self.release_idle_buffers();
+                    }
                 }
             }
         }
+    }
+
+    /// Frees the read and write buffers of a connection that has been quiet for a while: an
+    /// idle connection then costs its task and session, not 8+ KiB of buffers.
+    fn release_idle_buffers(&mut self) {
+        if self.rbuf.is_empty() {
+            self.rbuf = BytesMut::new();
+        }
+        if self.wbuf.is_empty() {
+            self.wbuf = BytesMut::new();
+        }
+        self.targets = Vec::new();
+        self.popped = Vec::new();
     }
 
     async fn flush(&mut self) -> Result<(), Exit> {
@@ -529,6 +607,7 @@ impl Connection {
             }
         }
         self.wbuf.clear();
+        self.last_activity = Instant::now();
         self.router.metrics().bytes_sent.increment(n as u64);
         Ok(())
     }
@@ -597,13 +676,12 @@ impl Connection {
                 "AUTH without an authentication method in CONNECT",
             )),
             Packet::Connect(_) => Err(violation(reason::PROTOCOL_ERROR, "second CONNECT")),
-            Packet::ConnAck(_)
-            | Packet::SubAck(_)
-            | Packet::UnsubAck(_)
-            | Packet::PingResp => Err(violation(
-                reason::PROTOCOL_ERROR,
-                "server-to-client packet sent by the client",
-            )),
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                Err(violation(
+                    reason::PROTOCOL_ERROR,
+                    "server-to-client packet sent by the client",
+                ))
+            }
         }
     }
 
@@ -616,7 +694,10 @@ impl Connection {
         self.router.metrics().messages_received.increment(1);
         if let Some(alias) = p.properties.topic_alias.take() {
             if alias == 0 || alias > config.topic_alias_maximum {
-                return Err(violation(reason::TOPIC_ALIAS_INVALID, "topic alias out of range"));
+                return Err(violation(
+                    reason::TOPIC_ALIAS_INVALID,
+                    "topic alias out of range",
+                ));
             }
             if p.topic.is_empty() {
                 match self.inbound_aliases.get(&alias) {
@@ -853,7 +934,11 @@ impl Connection {
                 metrics.dropped(DropReason::TooLarge, &self.client_id);
                 return;
             }
-            apply_outbound_alias(&mut self.outbound_aliases, self.client_alias_max, &mut publish);
+            apply_outbound_alias(
+                &mut self.outbound_aliases,
+                self.client_alias_max,
+                &mut publish,
+            );
         }
         publish.encode(self.version, &mut self.wbuf);
         metrics.messages_sent.increment(1);

@@ -50,9 +50,7 @@ pub struct BrokerMetrics {
 impl BrokerMetrics {
     /// Registers the broker's metrics with the global recorder.
     pub fn register() -> BrokerMetrics {
-        let dropped = |reason: &'static str| {
-            counter!("fleetcore_mqtt_messages_dropped_total", "reason" => reason)
-        };
+        let dropped = |reason: &'static str| counter!("fleetcore_mqtt_messages_dropped_total", "reason" => reason);
         BrokerMetrics {
             connections: gauge!("fleetcore_mqtt_connections"),
             connections_total: counter!("fleetcore_mqtt_connections_accepted_total"),

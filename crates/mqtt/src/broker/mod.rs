@@ -120,7 +120,9 @@ impl Broker {
                         Ok(Ok((stream, info))) => {
                             connection::serve(router, authenticator, stream, info, shutdown).await
                         }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "transport handshake failed"),
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "transport handshake failed")
+                        }
                         Err(_) => tracing::debug!(%peer, "transport handshake timed out"),
                     }
                     drop(alive);

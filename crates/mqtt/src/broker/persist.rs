@@ -64,12 +64,10 @@ impl Clock {
     }
 
     /// Wall-clock milliseconds of `at` (0 stands for "none").
-    pub fn to_unix_ms(&self, at: Option<Instant>) -> u64 {
+    pub fn unix_ms_of(&self, at: Option<Instant>) -> u64 {
         match at {
             None => 0,
-            Some(at) if at >= self.instant => {
-                self.unix_ms + (at - self.instant).as_millis() as u64
-            }
+            Some(at) if at >= self.instant => self.unix_ms + (at - self.instant).as_millis() as u64,
             Some(at) => self
                 .unix_ms
                 .saturating_sub((self.instant - at).as_millis() as u64)
@@ -78,7 +76,7 @@ impl Clock {
     }
 
     /// The instant of stored wall-clock milliseconds (0 stands for "none").
-    pub fn to_instant(&self, unix_ms: u64) -> Option<Instant> {
+    pub fn instant_of(&self, unix_ms: u64) -> Option<Instant> {
         if unix_ms == 0 {
             return None;
         }
@@ -92,7 +90,7 @@ impl Clock {
 }
 
 fn put_message(buf: &mut BytesMut, message: &Message, clock: &Clock) {
-    buf.put_u64(clock.to_unix_ms(message.expires_at));
+    buf.put_u64(clock.unix_ms_of(message.expires_at));
     let publish = Publish {
         dup: false,
         qos: message.qos,
@@ -126,7 +124,7 @@ fn get_message(buf: &mut Bytes, clock: &Clock) -> Result<Message, CorruptRecord>
             qos: p.qos,
             retain: p.retain,
             properties: p.properties,
-            expires_at: clock.to_instant(expires),
+            expires_at: clock.instant_of(expires),
             origin: None,
         }),
         _ => Err(corrupt("message")),
@@ -193,7 +191,7 @@ pub fn encode_session(state: &SessionState, clock: &Clock) -> Vec<u8> {
         ProtocolVersion::V5 => 5,
     });
     buf.put_u32(state.expiry_interval);
-    buf.put_u64(clock.to_unix_ms(state.disconnected_at));
+    buf.put_u64(clock.unix_ms_of(state.disconnected_at));
     buf.put_u32(state.subscriptions.len() as u32);
     for (filter, record) in &state.subscriptions {
         buf.put_u16(filter.len() as u16);
@@ -228,7 +226,9 @@ pub fn decode_session(bytes: &[u8]) -> Result<StoredSession, CorruptRecord> {
         if buf.remaining() < len + 5 {
             return Err(err());
         }
-        let filter = std::str::from_utf8(&buf[..len]).map_err(|_| err())?.to_string();
+        let filter = std::str::from_utf8(&buf[..len])
+            .map_err(|_| err())?
+            .to_string();
         buf.advance(len);
         let options = options_from_byte(buf.get_u8()).ok_or_else(err)?;
         let id = match buf.get_u32() {
@@ -487,14 +487,28 @@ mod tests {
             subscription_ids: vec![3],
         };
         let inflight = vec![
-            Inflight { packet_id: 5, stage: InflightStage::AwaitingAck(d(b"1")) },
-            Inflight { packet_id: 6, stage: InflightStage::AwaitingComp },
+            Inflight {
+                packet_id: 5,
+                stage: InflightStage::AwaitingAck(d(b"1")),
+            },
+            Inflight {
+                packet_id: 6,
+                stage: InflightStage::AwaitingComp,
+            },
         ];
         let bytes = encode_session_messages(&inflight, &[d(b"2")], &clock);
         let back = decode_session_messages(&bytes, &clock).expect("decode");
         assert_eq!(back.len(), 3);
-        assert!(matches!(&back[0], StoredMessage::Inflight(Inflight { packet_id: 5, stage: InflightStage::AwaitingAck(d) }) if d.message.payload == "1" && d.subscription_ids == [3]));
-        assert!(matches!(&back[1], StoredMessage::Inflight(Inflight { packet_id: 6, stage: InflightStage::AwaitingComp })));
+        assert!(
+            matches!(&back[0], StoredMessage::Inflight(Inflight { packet_id: 5, stage: InflightStage::AwaitingAck(d) }) if d.message.payload == "1" && d.subscription_ids == [3])
+        );
+        assert!(matches!(
+            &back[1],
+            StoredMessage::Inflight(Inflight {
+                packet_id: 6,
+                stage: InflightStage::AwaitingComp
+            })
+        ));
         assert!(matches!(&back[2], StoredMessage::Queued(d) if d.message.payload == "2"));
         assert!(decode_session_messages(&bytes[..bytes.len() - 1], &clock).is_err());
     }

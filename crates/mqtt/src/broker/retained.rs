@@ -40,7 +40,13 @@ impl RetainedStore {
     pub fn matching(&self, filter: &str, now: Instant) -> Vec<Arc<Message>> {
         let live = |m: &&Arc<Message>| !m.is_expired(now);
         if !filter.contains(['+', '#']) {
-            return self.by_topic.get(filter).filter(live).cloned().into_iter().collect();
+            return self
+                .by_topic
+                .get(filter)
+                .filter(live)
+                .cloned()
+                .into_iter()
+                .collect();
         }
         self.by_topic
             .iter()

@@ -62,7 +62,11 @@ fn split_filter(filter: &str) -> Option<(Option<&str>, &str)> {
 
 impl Router {
     /// A router with empty state; call [`Router::load`] to restore saved state.
-    pub fn new(config: BrokerConfig, persister: Arc<Persister>, metrics: BrokerMetrics) -> Arc<Router> {
+    pub fn new(
+        config: BrokerConfig,
+        persister: Arc<Persister>,
+        metrics: BrokerMetrics,
+    ) -> Arc<Router> {
         Arc::new(Router {
             config,
             tree: RwLock::new(SubscriptionTree::new()),
@@ -91,7 +95,9 @@ impl Router {
 
     fn update_gauges(&self) {
         self.metrics.sessions.set(self.sessions.lock().len() as f64);
-        self.metrics.subscriptions.set(self.tree.read().len() as f64);
+        self.metrics
+            .subscriptions
+            .set(self.tree.read().len() as f64);
         self.metrics.retained.set(self.retained.read().len() as f64);
     }
 
@@ -103,7 +109,7 @@ impl Router {
         let mut report = LoadReport::default();
         for (key, value) in store.scan_prefix(persist::RETAINED_TABLE, b"")? {
             match persist::decode_retained(&value, &clock) {
-                Ok(m) if !m.is_expired(clock_now(&clock)) => {
+                Ok(m) if !m.is_expired(Instant::now()) => {
                     self.retained.write().restore(Arc::new(m));
                     report.retained += 1;
                 }
@@ -133,18 +139,21 @@ impl Router {
             };
             let mut state = SessionState::new(stored.expiry_interval, stored.protocol);
             let disconnected_at = clock
-                .to_instant(stored.disconnected_at_ms)
-                .unwrap_or_else(|| clock_now(&clock));
+                .instant_of(stored.disconnected_at_ms)
+                .unwrap_or_else(Instant::now);
             state.disconnected_at = Some(disconnected_at);
             let handle = SessionHandle::new(
                 Arc::from(client_id.as_str()),
                 self.config.max_queued_messages,
                 state,
             );
-            let mut state = handle.try_lock_state().ok_or_else(|| fleetcore_core::StoreError::Backend {
-                operation: "load",
-                message: "fresh session state locked".into(),
-            })?;
+            let mut state =
+                handle
+                    .try_lock_state()
+                    .ok_or_else(|| fleetcore_core::StoreError::Backend {
+                        operation: "load",
+                        message: "fresh session state locked".into(),
+                    })?;
             for (filter, record) in stored.subscriptions {
                 let Some((group, plain)) = split_filter(&filter) else {
                     continue;
@@ -170,17 +179,22 @@ impl Router {
                             }
                         }
                     }
-                    Err(e) => tracing::warn!(error = %e, client_id, "dropping unreadable queued messages"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, client_id, "dropping unreadable queued messages")
+                    }
                 }
                 // The messages now live in memory; a later crash must not deliver them twice.
-                self.persister.delete(persist::SESSION_MESSAGES_TABLE, key.clone());
+                self.persister
+                    .delete(persist::SESSION_MESSAGES_TABLE, key.clone());
             }
             let expiry = state.expiry_interval;
             drop(state);
-            self.sessions.lock().insert(Arc::clone(handle.client_id()), Arc::clone(&handle));
+            self.sessions
+                .lock()
+                .insert(Arc::clone(handle.client_id()), Arc::clone(&handle));
             report.sessions += 1;
             if expiry != NEVER_EXPIRES {
-                let elapsed = clock_now(&clock).saturating_duration_since(disconnected_at);
+                let elapsed = Instant::now().saturating_duration_since(disconnected_at);
                 let left = Duration::from_secs(u64::from(expiry)).saturating_sub(elapsed);
                 let epoch = handle.next_epoch();
                 self.schedule_expiry(handle, epoch, left);
@@ -448,8 +462,11 @@ impl Router {
             self.persister.delete(persist::RETAINED_TABLE, key);
         } else {
             let clock = Clock::now();
-            self.persister
-                .put(persist::RETAINED_TABLE, key, persist::encode_retained(message, &clock));
+            self.persister.put(
+                persist::RETAINED_TABLE,
+                key,
+                persist::encode_retained(message, &clock),
+            );
         }
         self.metrics.retained.set(self.retained.read().len() as f64);
     }
@@ -520,7 +537,8 @@ impl Router {
         self.targets(&message, &mut targets);
         for (session, delivery) in targets {
             if self.offer(&session, delivery, None).is_some() {
-                self.metrics.dropped(DropReason::QueueFull, session.client_id());
+                self.metrics
+                    .dropped(DropReason::QueueFull, session.client_id());
             }
         }
     }
@@ -568,10 +586,6 @@ pub struct LoadReport {
     pub sessions: usize,
     /// Records that could not be read and were skipped.
     pub skipped: usize,
-}
-
-fn clock_now(_clock: &Clock) -> Instant {
-    Instant::now()
 }
 
 /// Merges deliveries to the same session (a session whose subscriptions overlap gets one copy,

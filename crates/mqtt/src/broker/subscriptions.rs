@@ -203,7 +203,10 @@ fn remove_at(node: &mut Node, levels: &[&str], group: Option<&str>, client_id: &
 }
 
 fn remove_member(list: &mut Vec<Subscriber>, client_id: &str) -> bool {
-    match list.iter().position(|s| &**s.session.client_id() == client_id) {
+    match list
+        .iter()
+        .position(|s| &**s.session.client_id() == client_id)
+    {
         Some(i) => {
             list.swap_remove(i);
             true

@@ -125,7 +125,10 @@ fn leaf_certificate(tls: &tokio_rustls::server::TlsStream<TcpStream>) -> Option<
 const SUBPROTOCOLS: [&str; 2] = ["mqtt", "mqttv3.1"];
 
 #[allow(clippy::result_large_err)] // the error type is tungstenite's callback contract
-fn choose_subprotocol(request: &Request, mut response: Response) -> Result<Response, ErrorResponse> {
+fn choose_subprotocol(
+    request: &Request,
+    mut response: Response,
+) -> Result<Response, ErrorResponse> {
     let Some(offered) = request.headers().get("sec-websocket-protocol") else {
         // No subprotocol offered: accept, as Mosquitto does, for clients that omit it.
         return Ok(response);
@@ -143,7 +146,8 @@ fn choose_subprotocol(request: &Request, mut response: Response) -> Result<Respo
             Ok(response)
         }
         None => {
-            let mut refusal = ErrorResponse::new(Some("MQTT over WebSocket needs subprotocol mqtt".into()));
+            let mut refusal =
+                ErrorResponse::new(Some("MQTT over WebSocket needs subprotocol mqtt".into()));
             *refusal.status_mut() = StatusCode::BAD_REQUEST;
             Err(refusal)
         }
@@ -157,9 +161,10 @@ where
     let config = WebSocketConfig::default()
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message));
-    let ws = tokio_tungstenite::accept_hdr_async_with_config(stream, choose_subprotocol, Some(config))
-        .await
-        .map_err(io::Error::other)?;
+    let ws =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, choose_subprotocol, Some(config))
+            .await
+            .map_err(io::Error::other)?;
     Ok(WsStream {
         inner: ws,
         pending: Bytes::new(),
