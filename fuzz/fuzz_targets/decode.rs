@@ -44,13 +44,20 @@ fuzz_target!(|data: &[u8]| {
 fn round_trip(packet: &Packet, version: ProtocolVersion) {
     let mut out = BytesMut::new();
     encode(packet, version, &mut out);
-    assert_eq!(out.len(), encoded_len(packet, version), "encoded_len disagrees for {packet:?}");
+    assert_eq!(
+        out.len(),
+        encoded_len(packet, version),
+        "encoded_len disagrees for {packet:?}"
+    );
     // The re-encoding may be a few bytes longer than the original (e.g. AUTH with a lone reason
     // code gains a property length), so it is decoded without our small limit.
     let mut again = out.clone();
     match decode(&mut again, version, MAX_PACKET_SIZE) {
         Ok(Some(decoded)) => {
-            assert_eq!(&decoded, packet, "round trip changed the packet; encoding {out:?}");
+            assert_eq!(
+                &decoded, packet,
+                "round trip changed the packet; encoding {out:?}"
+            );
             assert!(again.is_empty(), "re-encoding has trailing bytes");
         }
         other => panic!("{packet:?} re-encoded as {out:?} decodes to {other:?}"),

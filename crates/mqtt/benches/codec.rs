@@ -80,11 +80,13 @@ fn encode_one(bencher: Bencher, version: ProtocolVersion) {
     let publish = sample(version, 1);
     // The connection's write buffer is reused, so its growth is not part of the steady state.
     let mut buf = BytesMut::with_capacity(4096);
-    bencher.counter(BytesCount::new(publish.encoded_len(version))).bench_local(|| {
-        buf.clear();
-        black_box(&publish).encode(version, &mut buf);
-        black_box(buf.len())
-    });
+    bencher
+        .counter(BytesCount::new(publish.encoded_len(version)))
+        .bench_local(|| {
+            buf.clear();
+            black_box(&publish).encode(version, &mut buf);
+            black_box(buf.len())
+        });
 }
 
 #[divan::bench]

@@ -81,7 +81,9 @@ pub fn parse_filter(s: &str) -> Result<FilterKind<'_>, TopicError> {
             Err(TopicError::InvalidFilter)
         };
     };
-    let (group, filter) = shared.split_once('/').ok_or(TopicError::MissingSharedFilter)?;
+    let (group, filter) = shared
+        .split_once('/')
+        .ok_or(TopicError::MissingSharedFilter)?;
     if group.is_empty() {
         return Err(TopicError::EmptyShareName);
     }
@@ -137,10 +139,14 @@ mod tests {
 
     #[test]
     fn topic_filters() {
-        for ok in ["#", "+", "a/#", "+/+", "a/+/b", "/", "//", "a//#", "+/#", "$SYS/#", "a b/c"] {
+        for ok in [
+            "#", "+", "a/#", "+/+", "a/+/b", "/", "//", "a//#", "+/#", "$SYS/#", "a b/c",
+        ] {
             assert!(valid_topic_filter(ok, 100), "{ok}");
         }
-        for bad in ["", "a/#/b", "#/a", "a#", "a/b#", "+a", "a/+b", "a/b+", "##", "++"] {
+        for bad in [
+            "", "a/#/b", "#/a", "a#", "a/b#", "+a", "a/+b", "a/b+", "##", "++",
+        ] {
             assert!(!valid_topic_filter(bad, 100), "{bad}");
         }
         assert!(!valid_topic_filter("a/b/c", 4));
@@ -150,18 +156,42 @@ mod tests {
     #[test]
     fn shared_filters() {
         assert_eq!(parse_filter("a/+"), Ok(FilterKind::Plain("a/+")));
-        assert_eq!(parse_filter("$share/g/a/#"), Ok(FilterKind::Shared { group: "g", filter: "a/#" }));
-        assert_eq!(parse_filter("$share/g//"), Ok(FilterKind::Shared { group: "g", filter: "/" }));
+        assert_eq!(
+            parse_filter("$share/g/a/#"),
+            Ok(FilterKind::Shared {
+                group: "g",
+                filter: "a/#"
+            })
+        );
+        assert_eq!(
+            parse_filter("$share/g//"),
+            Ok(FilterKind::Shared {
+                group: "g",
+                filter: "/"
+            })
+        );
         assert_eq!(parse_filter("$share//a"), Err(TopicError::EmptyShareName));
-        assert_eq!(parse_filter("$share/g+/a"), Err(TopicError::InvalidShareName));
-        assert_eq!(parse_filter("$share/#/a"), Err(TopicError::InvalidShareName));
-        assert_eq!(parse_filter("$share/g"), Err(TopicError::MissingSharedFilter));
+        assert_eq!(
+            parse_filter("$share/g+/a"),
+            Err(TopicError::InvalidShareName)
+        );
+        assert_eq!(
+            parse_filter("$share/#/a"),
+            Err(TopicError::InvalidShareName)
+        );
+        assert_eq!(
+            parse_filter("$share/g"),
+            Err(TopicError::MissingSharedFilter)
+        );
         assert_eq!(parse_filter("$share/g/"), Err(TopicError::InvalidFilter));
         assert_eq!(parse_filter("$share/g/a#"), Err(TopicError::InvalidFilter));
         assert_eq!(parse_filter("a/#/b"), Err(TopicError::InvalidFilter));
         // Not the shared prefix: ordinary filters.
         assert_eq!(parse_filter("$share"), Ok(FilterKind::Plain("$share")));
-        assert_eq!(parse_filter("$shared/g/a"), Ok(FilterKind::Plain("$shared/g/a")));
+        assert_eq!(
+            parse_filter("$shared/g/a"),
+            Ok(FilterKind::Plain("$shared/g/a"))
+        );
     }
 
     #[test]
@@ -226,13 +256,14 @@ mod tests {
 
         fn filter() -> impl Strategy<Value = String> {
             let level = prop_oneof![level(), Just("+".to_string())];
-            (prop::collection::vec(level, 1..5), any::<bool>()).prop_map(|(mut l, hash)| {
-                if hash {
-                    l.push("#".into());
-                }
-                l.join("/")
-            })
-            .prop_filter("non-empty", |f| !f.is_empty())
+            (prop::collection::vec(level, 1..5), any::<bool>())
+                .prop_map(|(mut l, hash)| {
+                    if hash {
+                        l.push("#".into());
+                    }
+                    l.join("/")
+                })
+                .prop_filter("non-empty", |f| !f.is_empty())
         }
 
         proptest! {

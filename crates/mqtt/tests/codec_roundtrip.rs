@@ -23,7 +23,10 @@ fn topic_name() -> impl Strategy<Value = Utf8> {
 }
 
 fn filter() -> impl Strategy<Value = Utf8> {
-    prop_oneof![utf8(), "(\\+|#|[a-z$/]{0,4}){1,3}".prop_map(|s| Utf8::new(s).unwrap_or_default())]
+    prop_oneof![
+        utf8(),
+        "(\\+|#|[a-z$/]{0,4}){1,3}".prop_map(|s| Utf8::new(s).unwrap_or_default())
+    ]
 }
 
 fn binary() -> impl Strategy<Value = Bytes> {
@@ -51,7 +54,11 @@ fn sub_id() -> impl Strategy<Value = u32> {
 }
 
 fn qos() -> impl Strategy<Value = QoS> {
-    prop_oneof![Just(QoS::AtMostOnce), Just(QoS::AtLeastOnce), Just(QoS::ExactlyOnce)]
+    prop_oneof![
+        Just(QoS::AtMostOnce),
+        Just(QoS::AtLeastOnce),
+        Just(QoS::ExactlyOnce)
+    ]
 }
 
 fn packet_id() -> impl Strategy<Value = u16> {
@@ -63,23 +70,28 @@ fn reason_of(codes: &'static [u8]) -> impl Strategy<Value = u8> {
 }
 
 const CONNACK_REASONS: &[u8] = &[
-    0x00, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A, 0x8C, 0x90, 0x95,
-    0x97, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9F,
+    0x00, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A, 0x8C, 0x90, 0x95, 0x97,
+    0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9F,
 ];
 const PUBACK_REASONS: &[u8] = &[0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99];
 const PUBREL_REASONS: &[u8] = &[0x00, 0x92];
-const SUBACK_REASONS: &[u8] =
-    &[0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2];
+const SUBACK_REASONS: &[u8] = &[
+    0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2,
+];
 const UNSUBACK_REASONS: &[u8] = &[0x00, 0x11, 0x80, 0x83, 0x87, 0x8F, 0x91];
 const DISCONNECT_REASONS: &[u8] = &[
-    0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8D, 0x8E, 0x8F, 0x90, 0x93, 0x94,
-    0x95, 0x96, 0x97, 0x98, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x9F, 0xA0, 0xA1, 0xA2,
+    0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8D, 0x8E, 0x8F, 0x90, 0x93, 0x94, 0x95,
+    0x96, 0x97, 0x98, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x9F, 0xA0, 0xA1, 0xA2,
 ];
 const AUTH_REASONS: &[u8] = &[0x00, 0x18, 0x19];
 
 fn ack_properties() -> impl Strategy<Value = AckProperties> {
-    (prop::option::of(utf8()), user_properties())
-        .prop_map(|(reason_string, user_properties)| AckProperties { reason_string, user_properties })
+    (prop::option::of(utf8()), user_properties()).prop_map(|(reason_string, user_properties)| {
+        AckProperties {
+            reason_string,
+            user_properties,
+        }
+    })
 }
 
 fn will() -> impl Strategy<Value = LastWill> {
@@ -92,19 +104,27 @@ fn will() -> impl Strategy<Value = LastWill> {
         prop::option::of(binary()),
         user_properties(),
     )
-        .prop_map(|(delay, pfi, expiry, content_type, response_topic, correlation, user)| {
-            WillProperties {
-                will_delay_interval: delay,
-                payload_format_indicator: pfi,
-                message_expiry_interval: expiry,
-                content_type,
-                response_topic,
-                correlation_data: correlation,
-                user_properties: user,
-            }
-        });
+        .prop_map(
+            |(delay, pfi, expiry, content_type, response_topic, correlation, user)| {
+                WillProperties {
+                    will_delay_interval: delay,
+                    payload_format_indicator: pfi,
+                    message_expiry_interval: expiry,
+                    content_type,
+                    response_topic,
+                    correlation_data: correlation,
+                    user_properties: user,
+                }
+            },
+        );
     (topic_name(), binary(), qos(), any::<bool>(), props).prop_map(
-        |(topic, payload, qos, retain, properties)| LastWill { topic, payload, qos, retain, properties },
+        |(topic, payload, qos, retain, properties)| LastWill {
+            topic,
+            payload,
+            qos,
+            retain,
+            properties,
+        },
     )
 }
 
@@ -120,18 +140,20 @@ fn connect(protocol: ProtocolVersion) -> impl Strategy<Value = Packet> {
         prop::option::of(utf8()),
         prop::option::of(binary()),
     )
-        .prop_map(|(sei, rm, mps, tam, rri, rpi, user, method, data)| ConnectProperties {
-            session_expiry_interval: sei,
-            receive_maximum: rm,
-            maximum_packet_size: mps,
-            topic_alias_maximum: tam,
-            request_response_information: rri,
-            request_problem_information: rpi,
-            user_properties: user,
-            // Authentication data needs a method.
-            authentication_data: data.filter(|_| method.is_some()),
-            authentication_method: method,
-        });
+        .prop_map(
+            |(sei, rm, mps, tam, rri, rpi, user, method, data)| ConnectProperties {
+                session_expiry_interval: sei,
+                receive_maximum: rm,
+                maximum_packet_size: mps,
+                topic_alias_maximum: tam,
+                request_response_information: rri,
+                request_problem_information: rpi,
+                user_properties: user,
+                // Authentication data needs a method.
+                authentication_data: data.filter(|_| method.is_some()),
+                authentication_method: method,
+            },
+        );
     (
         any::<bool>(),
         any::<u16>(),
@@ -141,20 +163,22 @@ fn connect(protocol: ProtocolVersion) -> impl Strategy<Value = Packet> {
         prop::option::of(binary()),
         props,
     )
-        .prop_map(move |(clean_start, keep_alive, client_id, will, username, password, properties)| {
-            // 3.1.1 forbids a password without a user name.
-            let password = password.filter(|_| protocol == V5 || username.is_some());
-            Packet::Connect(Box::new(Connect {
-                protocol,
-                clean_start,
-                keep_alive,
-                client_id,
-                will,
-                username,
-                password,
-                properties,
-            }))
-        })
+        .prop_map(
+            move |(clean_start, keep_alive, client_id, will, username, password, properties)| {
+                // 3.1.1 forbids a password without a user name.
+                let password = password.filter(|_| protocol == V5 || username.is_some());
+                Packet::Connect(Box::new(Connect {
+                    protocol,
+                    clean_start,
+                    keep_alive,
+                    client_id,
+                    will,
+                    username,
+                    password,
+                    properties,
+                }))
+            },
+        )
 }
 
 fn connack() -> impl Strategy<Value = Packet> {
@@ -219,36 +243,54 @@ fn publish(version: ProtocolVersion) -> impl Strategy<Value = Publish> {
         prop::collection::vec(sub_id(), 0..3),
         prop::option::of(utf8()),
     )
-        .prop_map(|(pfi, expiry, alias, rt, cd, user, ids, ct)| PublishProperties {
-            payload_format_indicator: pfi,
-            message_expiry_interval: expiry,
-            topic_alias: alias,
-            response_topic: rt,
-            correlation_data: cd,
-            user_properties: user,
-            subscription_identifiers: ids,
-            content_type: ct,
-        });
-    (any::<bool>(), qos(), any::<bool>(), topic_name(), any::<bool>(), packet_id(), props, binary())
-        .prop_map(move |(dup, qos, retain, topic, drop_topic, pid, properties, payload)| {
-            let qos0 = qos == QoS::AtMostOnce;
-            // MQTT 5 may leave the topic empty when an alias stands in for it.
-            let use_alias = version == V5 && drop_topic && properties.topic_alias.is_some();
-            Publish {
-                dup: dup && !qos0,
-                qos,
-                retain,
-                topic: if use_alias { Utf8::default() } else { topic },
-                packet_id: if qos0 { 0 } else { pid },
-                properties,
-                payload,
-            }
-        })
+        .prop_map(
+            |(pfi, expiry, alias, rt, cd, user, ids, ct)| PublishProperties {
+                payload_format_indicator: pfi,
+                message_expiry_interval: expiry,
+                topic_alias: alias,
+                response_topic: rt,
+                correlation_data: cd,
+                user_properties: user,
+                subscription_identifiers: ids,
+                content_type: ct,
+            },
+        );
+    (
+        any::<bool>(),
+        qos(),
+        any::<bool>(),
+        topic_name(),
+        any::<bool>(),
+        packet_id(),
+        props,
+        binary(),
+    )
+        .prop_map(
+            move |(dup, qos, retain, topic, drop_topic, pid, properties, payload)| {
+                let qos0 = qos == QoS::AtMostOnce;
+                // MQTT 5 may leave the topic empty when an alias stands in for it.
+                let use_alias = version == V5 && drop_topic && properties.topic_alias.is_some();
+                Publish {
+                    dup: dup && !qos0,
+                    qos,
+                    retain,
+                    topic: if use_alias { Utf8::default() } else { topic },
+                    packet_id: if qos0 { 0 } else { pid },
+                    properties,
+                    payload,
+                }
+            },
+        )
 }
 
 fn pub_ack(reasons: &'static [u8]) -> impl Strategy<Value = PubAck> {
-    (packet_id(), reason_of(reasons), ack_properties())
-        .prop_map(|(packet_id, reason, properties)| PubAck { packet_id, reason, properties })
+    (packet_id(), reason_of(reasons), ack_properties()).prop_map(
+        |(packet_id, reason, properties)| PubAck {
+            packet_id,
+            reason,
+            properties,
+        },
+    )
 }
 
 fn subscribe() -> impl Strategy<Value = Packet> {
@@ -269,12 +311,20 @@ fn subscribe() -> impl Strategy<Value = Packet> {
         options.no_local &= !filter.starts_with("$share/");
         SubscribeFilter { filter, options }
     });
-    (packet_id(), prop::collection::vec(entry, 1..4), prop::option::of(sub_id()), user_properties())
+    (
+        packet_id(),
+        prop::collection::vec(entry, 1..4),
+        prop::option::of(sub_id()),
+        user_properties(),
+    )
         .prop_map(|(packet_id, filters, sid, user)| {
             Packet::Subscribe(Subscribe {
                 packet_id,
                 filters,
-                properties: SubscribeProperties { subscription_identifier: sid, user_properties: user },
+                properties: SubscribeProperties {
+                    subscription_identifier: sid,
+                    user_properties: user,
+                },
             })
         })
 }
@@ -289,25 +339,40 @@ fn packet(version: ProtocolVersion) -> BoxedStrategy<Packet> {
         pub_ack(PUBREL_REASONS).prop_map(Packet::PubRel),
         pub_ack(PUBREL_REASONS).prop_map(Packet::PubComp),
         subscribe(),
-        (packet_id(), prop::collection::vec(reason_of(SUBACK_REASONS), 1..4), ack_properties())
+        (
+            packet_id(),
+            prop::collection::vec(reason_of(SUBACK_REASONS), 1..4),
+            ack_properties()
+        )
             .prop_map(|(packet_id, reasons, properties)| Packet::SubAck(SubAck {
                 packet_id,
                 reasons,
                 properties
             })),
-        (packet_id(), prop::collection::vec(filter(), 1..4), user_properties()).prop_map(
-            |(packet_id, filters, user_properties)| Packet::Unsubscribe(Unsubscribe {
-                packet_id,
-                filters,
-                user_properties
-            })
-        ),
-        (packet_id(), prop::collection::vec(reason_of(UNSUBACK_REASONS), 1..4), ack_properties())
-            .prop_map(|(packet_id, reasons, properties)| Packet::UnsubAck(UnsubAck {
-                packet_id,
-                reasons,
-                properties
-            })),
+        (
+            packet_id(),
+            prop::collection::vec(filter(), 1..4),
+            user_properties()
+        )
+            .prop_map(|(packet_id, filters, user_properties)| Packet::Unsubscribe(
+                Unsubscribe {
+                    packet_id,
+                    filters,
+                    user_properties
+                }
+            )),
+        (
+            packet_id(),
+            prop::collection::vec(reason_of(UNSUBACK_REASONS), 1..4),
+            ack_properties()
+        )
+            .prop_map(
+                |(packet_id, reasons, properties)| Packet::UnsubAck(UnsubAck {
+                    packet_id,
+                    reasons,
+                    properties
+                })
+            ),
         Just(Packet::PingReq),
         Just(Packet::PingResp),
         (
@@ -316,15 +381,17 @@ fn packet(version: ProtocolVersion) -> BoxedStrategy<Packet> {
             ack_properties(),
             prop::option::of(utf8())
         )
-            .prop_map(|(reason, sei, ack, server_reference)| Packet::Disconnect(Disconnect {
-                reason,
-                properties: DisconnectProperties {
-                    session_expiry_interval: sei,
-                    reason_string: ack.reason_string,
-                    user_properties: ack.user_properties,
-                    server_reference,
-                },
-            })),
+            .prop_map(|(reason, sei, ack, server_reference)| Packet::Disconnect(
+                Disconnect {
+                    reason,
+                    properties: DisconnectProperties {
+                        session_expiry_interval: sei,
+                        reason_string: ack.reason_string,
+                        user_properties: ack.user_properties,
+                        server_reference,
+                    },
+                }
+            )),
     ];
     match version {
         // AUTH does not exist in 3.1.1.
@@ -350,7 +417,10 @@ fn packet(version: ProtocolVersion) -> BoxedStrategy<Packet> {
 /// and reason codes go through the 3.1.1 mapping.
 fn normalize_v311(packet: Packet) -> Packet {
     fn ack(a: PubAck) -> PubAck {
-        PubAck { packet_id: a.packet_id, ..PubAck::default() }
+        PubAck {
+            packet_id: a.packet_id,
+            ..PubAck::default()
+        }
     }
     match packet {
         Packet::Connect(mut c) => {
@@ -368,7 +438,10 @@ fn normalize_v311(packet: Packet) -> Packet {
             },
             properties: ConnAckProperties::default(),
         }),
-        Packet::Publish(p) => Packet::Publish(Publish { properties: PublishProperties::default(), ..p }),
+        Packet::Publish(p) => Packet::Publish(Publish {
+            properties: PublishProperties::default(),
+            ..p
+        }),
         Packet::PubAck(a) => Packet::PubAck(ack(a)),
         Packet::PubRec(a) => Packet::PubRec(ack(a)),
         Packet::PubRel(a) => Packet::PubRel(ack(a)),
@@ -379,7 +452,10 @@ fn normalize_v311(packet: Packet) -> Packet {
                 .filters
                 .into_iter()
                 .map(|f| SubscribeFilter {
-                    options: SubscriptionOptions { qos: f.options.qos, ..Default::default() },
+                    options: SubscriptionOptions {
+                        qos: f.options.qos,
+                        ..Default::default()
+                    },
                     filter: f.filter,
                 })
                 .collect(),
@@ -387,10 +463,17 @@ fn normalize_v311(packet: Packet) -> Packet {
         }),
         Packet::SubAck(s) => Packet::SubAck(SubAck {
             packet_id: s.packet_id,
-            reasons: s.reasons.into_iter().map(|r| if r >= 0x80 { 0x80 } else { r }).collect(),
+            reasons: s
+                .reasons
+                .into_iter()
+                .map(|r| if r >= 0x80 { 0x80 } else { r })
+                .collect(),
             properties: AckProperties::default(),
         }),
-        Packet::Unsubscribe(u) => Packet::Unsubscribe(Unsubscribe { user_properties: vec![], ..u }),
+        Packet::Unsubscribe(u) => Packet::Unsubscribe(Unsubscribe {
+            user_properties: vec![],
+            ..u
+        }),
         Packet::UnsubAck(u) => Packet::UnsubAck(UnsubAck {
             packet_id: u.packet_id,
             reasons: vec![],
@@ -421,7 +504,10 @@ fn decode_all(bytes: &[u8], version: ProtocolVersion) -> Result<Vec<Packet>, Dec
 }
 
 fn config() -> ProptestConfig {
-    ProptestConfig { cases: 2000, ..ProptestConfig::default() }
+    ProptestConfig {
+        cases: 2000,
+        ..ProptestConfig::default()
+    }
 }
 
 proptest! {

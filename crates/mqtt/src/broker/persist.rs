@@ -422,7 +422,7 @@ impl Persister {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::PublishProperties;
+    use crate::protocol::{PublishProperties, Utf8};
 
     fn message(topic: &str, payload: &'static [u8]) -> Message {
         Message {

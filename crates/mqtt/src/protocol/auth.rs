@@ -12,7 +12,10 @@ use super::{Auth, AuthProperties, DecodeError, Encode, ProtocolVersion, reason};
 
 /// Reason codes AUTH may carry (MQTT 5 §3.15.2.1).
 fn allowed(code: u8) -> bool {
-    matches!(code, reason::SUCCESS | reason::CONTINUE_AUTHENTICATION | reason::RE_AUTHENTICATE)
+    matches!(
+        code,
+        reason::SUCCESS | reason::CONTINUE_AUTHENTICATION | reason::RE_AUTHENTICATE
+    )
 }
 
 impl Auth {
@@ -66,8 +69,16 @@ impl AuthProperties {
 
 impl PropertySet for AuthProperties {
     fn write_to<S: Sink>(&self, s: &mut S) {
-        properties::put_utf8(s, id::AUTHENTICATION_METHOD, self.authentication_method.as_ref());
-        properties::put_binary(s, id::AUTHENTICATION_DATA, self.authentication_data.as_ref());
+        properties::put_utf8(
+            s,
+            id::AUTHENTICATION_METHOD,
+            self.authentication_method.as_ref(),
+        );
+        properties::put_binary(
+            s,
+            id::AUTHENTICATION_DATA,
+            self.authentication_data.as_ref(),
+        );
         properties::put_utf8(s, id::REASON_STRING, self.reason_string.as_ref());
         properties::put_user(s, &self.user_properties);
     }
@@ -77,8 +88,8 @@ impl PropertySet for AuthProperties {
 mod tests {
     use bytes::Bytes;
 
-    use super::super::test_support::*;
     use super::super::Packet;
+    use super::super::test_support::*;
     use super::*;
     use ProtocolVersion::{V5, V311};
 
@@ -97,18 +108,33 @@ mod tests {
             },
         });
         assert_eq!(round_trip(&cont, V5), cont);
-        let bare = Packet::Auth(Auth { reason: reason::RE_AUTHENTICATE, ..Auth::default() });
+        let bare = Packet::Auth(Auth {
+            reason: reason::RE_AUTHENTICATE,
+            ..Auth::default()
+        });
         assert_eq!(&to_bytes(&bare, V5)[..], &[0xF0, 0x02, 0x19, 0x00]);
         assert_eq!(decode_one(&[0xF0, 0x01, 0x19], V5), Ok(bare));
     }
 
     #[test]
     fn rules() {
-        assert!(matches!(decode_one(&[0xF0, 0x00], V311), Err(DecodeError::MalformedPacket(_))));
-        assert!(matches!(decode_one(&[0xF0, 0x01, 0x80], V5), Err(DecodeError::ProtocolError(_))));
-        assert_eq!(decode_one(&[0xF0, 0x04, 0x18, 0x02, 0x11, 0x00], V5).map_err(|e| e.reason_code()), Err(0x81));
         assert!(matches!(
-            decode_one(&[0xF0, 0x08, 0x18, 0x06, 0x15, 0x00, 0x00, 0x15, 0x00, 0x00], V5),
+            decode_one(&[0xF0, 0x00], V311),
+            Err(DecodeError::MalformedPacket(_))
+        ));
+        assert!(matches!(
+            decode_one(&[0xF0, 0x01, 0x80], V5),
+            Err(DecodeError::ProtocolError(_))
+        ));
+        assert_eq!(
+            decode_one(&[0xF0, 0x04, 0x18, 0x02, 0x11, 0x00], V5).map_err(|e| e.reason_code()),
+            Err(0x81)
+        );
+        assert!(matches!(
+            decode_one(
+                &[0xF0, 0x08, 0x18, 0x06, 0x15, 0x00, 0x00, 0x15, 0x00, 0x00],
+                V5
+            ),
             Err(DecodeError::ProtocolError(_))
         ));
     }

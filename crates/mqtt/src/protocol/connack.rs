@@ -86,7 +86,11 @@ impl ConnAck {
             return Err(protocol_error("session present on a refused connection"));
         }
         r.end()?;
-        Ok(ConnAck { session_present, reason, properties })
+        Ok(ConnAck {
+            session_present,
+            reason,
+            properties,
+        })
     }
 }
 
@@ -97,7 +101,9 @@ impl Encode for ConnAck {
 
     fn write_body<S: Sink>(&self, version: ProtocolVersion, s: &mut S) {
         // Session present is only meaningful, and only allowed, on success.
-        s.put_byte(u8::from(self.session_present && self.reason == reason::SUCCESS));
+        s.put_byte(u8::from(
+            self.session_present && self.reason == reason::SUCCESS,
+        ));
         match version {
             ProtocolVersion::V311 => s.put_byte(to_v311(self.reason)),
             ProtocolVersion::V5 => {
@@ -114,7 +120,9 @@ impl ConnAckProperties {
         let mut props = PropertyReader::new(r)?;
         while let Some(p) = props.next()? {
             match p {
-                Property::SessionExpiryInterval(v) => set_once(&mut out.session_expiry_interval, v)?,
+                Property::SessionExpiryInterval(v) => {
+                    set_once(&mut out.session_expiry_interval, v)?
+                }
                 Property::ReceiveMaximum(v) => set_once(&mut out.receive_maximum, v)?,
                 Property::MaximumQos(v) => set_once(&mut out.maximum_qos, v)?,
                 Property::RetainAvailable(v) => set_once(&mut out.retain_available, v)?,
@@ -154,18 +162,46 @@ impl PropertySet for ConnAckProperties {
         put_u8(s, id::MAXIMUM_QOS, self.maximum_qos);
         put_u8(s, id::RETAIN_AVAILABLE, self.retain_available);
         put_u32(s, id::MAXIMUM_PACKET_SIZE, self.maximum_packet_size);
-        put_utf8(s, id::ASSIGNED_CLIENT_IDENTIFIER, self.assigned_client_identifier.as_ref());
+        put_utf8(
+            s,
+            id::ASSIGNED_CLIENT_IDENTIFIER,
+            self.assigned_client_identifier.as_ref(),
+        );
         put_u16(s, id::TOPIC_ALIAS_MAXIMUM, self.topic_alias_maximum);
         put_utf8(s, id::REASON_STRING, self.reason_string.as_ref());
         put_user(s, &self.user_properties);
-        put_u8(s, id::WILDCARD_SUBSCRIPTION_AVAILABLE, self.wildcard_subscription_available);
-        put_u8(s, id::SUBSCRIPTION_IDENTIFIER_AVAILABLE, self.subscription_identifiers_available);
-        put_u8(s, id::SHARED_SUBSCRIPTION_AVAILABLE, self.shared_subscription_available);
+        put_u8(
+            s,
+            id::WILDCARD_SUBSCRIPTION_AVAILABLE,
+            self.wildcard_subscription_available,
+        );
+        put_u8(
+            s,
+            id::SUBSCRIPTION_IDENTIFIER_AVAILABLE,
+            self.subscription_identifiers_available,
+        );
+        put_u8(
+            s,
+            id::SHARED_SUBSCRIPTION_AVAILABLE,
+            self.shared_subscription_available,
+        );
         put_u16(s, id::SERVER_KEEP_ALIVE, self.server_keep_alive);
-        put_utf8(s, id::RESPONSE_INFORMATION, self.response_information.as_ref());
+        put_utf8(
+            s,
+            id::RESPONSE_INFORMATION,
+            self.response_information.as_ref(),
+        );
         put_utf8(s, id::SERVER_REFERENCE, self.server_reference.as_ref());
-        put_utf8(s, id::AUTHENTICATION_METHOD, self.authentication_method.as_ref());
-        put_binary(s, id::AUTHENTICATION_DATA, self.authentication_data.as_ref());
+        put_utf8(
+            s,
+            id::AUTHENTICATION_METHOD,
+            self.authentication_method.as_ref(),
+        );
+        put_binary(
+            s,
+            id::AUTHENTICATION_DATA,
+            self.authentication_data.as_ref(),
+        );
     }
 }
 
@@ -179,7 +215,10 @@ mod tests {
     use ProtocolVersion::{V5, V311};
 
     fn refused(code: u8) -> Packet {
-        Packet::ConnAck(ConnAck { reason: code, ..ConnAck::default() })
+        Packet::ConnAck(ConnAck {
+            reason: code,
+            ..ConnAck::default()
+        })
     }
 
     #[test]
@@ -198,21 +237,46 @@ mod tests {
             let bytes = to_bytes(&refused(v5), V311);
             assert_eq!(&bytes[..], &[0x20, 0x02, 0x00, v3], "reason {v5:#x}");
         }
-        assert_eq!(decode_one(&[0x20, 0x02, 0x00, 0x03], V311), Ok(refused(0x88)));
-        assert_eq!(decode_one(&[0x20, 0x02, 0x00, 0x01], V311), Ok(refused(0x84)));
-        assert!(matches!(decode_one(&[0x20, 0x02, 0x00, 0x06], V311), Err(DecodeError::ProtocolError(_))));
+        assert_eq!(
+            decode_one(&[0x20, 0x02, 0x00, 0x03], V311),
+            Ok(refused(0x88))
+        );
+        assert_eq!(
+            decode_one(&[0x20, 0x02, 0x00, 0x01], V311),
+            Ok(refused(0x84))
+        );
+        assert!(matches!(
+            decode_one(&[0x20, 0x02, 0x00, 0x06], V311),
+            Err(DecodeError::ProtocolError(_))
+        ));
     }
 
     #[test]
     fn session_present_rules() {
-        let ok = Packet::ConnAck(ConnAck { session_present: true, ..ConnAck::default() });
+        let ok = Packet::ConnAck(ConnAck {
+            session_present: true,
+            ..ConnAck::default()
+        });
         assert_eq!(&to_bytes(&ok, V311)[..], &[0x20, 0x02, 0x01, 0x00]);
         assert_eq!(round_trip(&ok, V5), ok);
-        assert!(matches!(decode_one(&[0x20, 0x02, 0x01, 0x05], V311), Err(DecodeError::ProtocolError(_))));
-        assert!(matches!(decode_one(&[0x20, 0x03, 0x01, 0x87, 0x00], V5), Err(DecodeError::ProtocolError(_))));
-        assert!(matches!(decode_one(&[0x20, 0x02, 0x02, 0x00], V311), Err(DecodeError::MalformedPacket(_))));
+        assert!(matches!(
+            decode_one(&[0x20, 0x02, 0x01, 0x05], V311),
+            Err(DecodeError::ProtocolError(_))
+        ));
+        assert!(matches!(
+            decode_one(&[0x20, 0x03, 0x01, 0x87, 0x00], V5),
+            Err(DecodeError::ProtocolError(_))
+        ));
+        assert!(matches!(
+            decode_one(&[0x20, 0x02, 0x02, 0x00], V311),
+            Err(DecodeError::MalformedPacket(_))
+        ));
         // The encoder never claims a session on refusal.
-        let bad = Packet::ConnAck(ConnAck { session_present: true, reason: 0x87, ..ConnAck::default() });
+        let bad = Packet::ConnAck(ConnAck {
+            session_present: true,
+            reason: 0x87,
+            ..ConnAck::default()
+        });
         assert_eq!(&to_bytes(&bad, V5)[..], &[0x20, 0x03, 0x00, 0x87, 0x00]);
     }
 
@@ -247,15 +311,30 @@ mod tests {
 
     #[test]
     fn v5_rules() {
-        assert!(matches!(decode_one(&[0x20, 0x03, 0x00, 0x01, 0x00], V5), Err(DecodeError::ProtocolError(_))));
-        assert_eq!(decode_one(&[0x20, 0x05, 0x00, 0x00, 0x02, 0x24, 0x00], V5).is_ok(), true);
+        assert!(matches!(
+            decode_one(&[0x20, 0x03, 0x00, 0x01, 0x00], V5),
+            Err(DecodeError::ProtocolError(_))
+        ));
+        assert!(decode_one(&[0x20, 0x05, 0x00, 0x00, 0x02, 0x24, 0x00], V5).is_ok());
         assert!(matches!(
             decode_one(&[0x20, 0x05, 0x00, 0x00, 0x02, 0x24, 0x02], V5),
             Err(DecodeError::ProtocolError(_))
         ));
-        assert_eq!(decode_one(&[0x20, 0x05, 0x00, 0x00, 0x02, 0x01, 0x00], V5), Err(not_allowed()));
-        assert!(matches!(decode_one(&[0x20, 0x02, 0x00, 0x00], V5), Err(DecodeError::MalformedPacket(_))));
-        assert!(matches!(decode_one(&[0x20, 0x04, 0x00, 0x00, 0x00, 0x00], V5), Err(DecodeError::MalformedPacket(_))));
-        assert!(matches!(decode_one(&[0x20, 0x03, 0x00, 0x00, 0x00], V311), Err(DecodeError::MalformedPacket(_))));
+        assert_eq!(
+            decode_one(&[0x20, 0x05, 0x00, 0x00, 0x02, 0x01, 0x00], V5),
+            Err(not_allowed())
+        );
+        assert!(matches!(
+            decode_one(&[0x20, 0x02, 0x00, 0x00], V5),
+            Err(DecodeError::MalformedPacket(_))
+        ));
+        assert!(matches!(
+            decode_one(&[0x20, 0x04, 0x00, 0x00, 0x00, 0x00], V5),
+            Err(DecodeError::MalformedPacket(_))
+        ));
+        assert!(matches!(
+            decode_one(&[0x20, 0x03, 0x00, 0x00, 0x00], V311),
+            Err(DecodeError::MalformedPacket(_))
+        ));
     }
 }

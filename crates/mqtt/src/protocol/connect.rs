@@ -5,8 +5,7 @@ use super::header::kind;
 use super::primitives::{Reader, Sink, malformed, protocol_error};
 use super::properties::{self, Property, PropertyReader, PropertySet, id, not_allowed, set_once};
 use super::{
-    Connect, ConnectProperties, DecodeError, Encode, LastWill, ProtocolVersion, QoS,
-    WillProperties,
+    Connect, ConnectProperties, DecodeError, Encode, LastWill, ProtocolVersion, QoS, WillProperties,
 };
 
 const PROTOCOL_NAME: &[u8] = b"MQTT";
@@ -64,24 +63,42 @@ impl Connect {
             return Err(malformed("password without user name"));
         }
         let keep_alive = r.u16()?;
-        let properties =
-            if v5 { ConnectProperties::decode(&mut r)? } else { ConnectProperties::default() };
+        let properties = if v5 {
+            ConnectProperties::decode(&mut r)?
+        } else {
+            ConnectProperties::default()
+        };
 
         let client_id = r.utf8()?;
         let will = if has_will {
-            let properties =
-                if v5 { WillProperties::decode(&mut r)? } else { WillProperties::default() };
+            let properties = if v5 {
+                WillProperties::decode(&mut r)?
+            } else {
+                WillProperties::default()
+            };
             let topic = r.utf8()?;
             if topic.is_empty() || crate::topic::has_wildcard(&topic) {
-                return Err(DecodeError::TopicNameInvalid("will topic is empty or has a wildcard"));
+                return Err(DecodeError::TopicNameInvalid(
+                    "will topic is empty or has a wildcard",
+                ));
             }
             let payload = r.binary()?;
-            Some(LastWill { topic, payload, qos: will_qos, retain: will_retain, properties })
+            Some(LastWill {
+                topic,
+                payload,
+                qos: will_qos,
+                retain: will_retain,
+                properties,
+            })
         } else {
             None
         };
         let username = if has_username { Some(r.utf8()?) } else { None };
-        let password = if has_password { Some(r.binary()?) } else { None };
+        let password = if has_password {
+            Some(r.binary()?)
+        } else {
+            None
+        };
         r.end()?;
 
         Ok(Connect {
@@ -155,7 +172,9 @@ impl ConnectProperties {
         let mut props = PropertyReader::new(r)?;
         while let Some(p) = props.next()? {
             match p {
-                Property::SessionExpiryInterval(v) => set_once(&mut out.session_expiry_interval, v)?,
+                Property::SessionExpiryInterval(v) => {
+                    set_once(&mut out.session_expiry_interval, v)?
+                }
                 Property::ReceiveMaximum(v) => set_once(&mut out.receive_maximum, v)?,
                 Property::MaximumPacketSize(v) => set_once(&mut out.maximum_packet_size, v)?,
                 Property::TopicAliasMaximum(v) => set_once(&mut out.topic_alias_maximum, v)?,
@@ -173,7 +192,9 @@ impl ConnectProperties {
         }
         if out.authentication_data.is_some() && out.authentication_method.is_none() {
             // §3.1.2.11.10
-            return Err(protocol_error("authentication data without authentication method"));
+            return Err(protocol_error(
+                "authentication data without authentication method",
+            ));
         }
         Ok(out)
     }
@@ -185,11 +206,27 @@ impl PropertySet for ConnectProperties {
         properties::put_u16(s, id::RECEIVE_MAXIMUM, self.receive_maximum);
         properties::put_u32(s, id::MAXIMUM_PACKET_SIZE, self.maximum_packet_size);
         properties::put_u16(s, id::TOPIC_ALIAS_MAXIMUM, self.topic_alias_maximum);
-        properties::put_u8(s, id::REQUEST_RESPONSE_INFORMATION, self.request_response_information);
-        properties::put_u8(s, id::REQUEST_PROBLEM_INFORMATION, self.request_problem_information);
+        properties::put_u8(
+            s,
+            id::REQUEST_RESPONSE_INFORMATION,
+            self.request_response_information,
+        );
+        properties::put_u8(
+            s,
+            id::REQUEST_PROBLEM_INFORMATION,
+            self.request_problem_information,
+        );
         properties::put_user(s, &self.user_properties);
-        properties::put_utf8(s, id::AUTHENTICATION_METHOD, self.authentication_method.as_ref());
-        properties::put_binary(s, id::AUTHENTICATION_DATA, self.authentication_data.as_ref());
+        properties::put_utf8(
+            s,
+            id::AUTHENTICATION_METHOD,
+            self.authentication_method.as_ref(),
+        );
+        properties::put_binary(
+            s,
+            id::AUTHENTICATION_DATA,
+            self.authentication_data.as_ref(),
+        );
     }
 }
 
@@ -200,8 +237,12 @@ impl WillProperties {
         while let Some(p) = props.next()? {
             match p {
                 Property::WillDelayInterval(v) => set_once(&mut out.will_delay_interval, v)?,
-                Property::PayloadFormatIndicator(v) => set_once(&mut out.payload_format_indicator, v)?,
-                Property::MessageExpiryInterval(v) => set_once(&mut out.message_expiry_interval, v)?,
+                Property::PayloadFormatIndicator(v) => {
+                    set_once(&mut out.payload_format_indicator, v)?
+                }
+                Property::MessageExpiryInterval(v) => {
+                    set_once(&mut out.message_expiry_interval, v)?
+                }
                 Property::ContentType(v) => set_once(&mut out.content_type, v)?,
                 Property::ResponseTopic(v) => set_once(&mut out.response_topic, v)?,
                 Property::CorrelationData(v) => set_once(&mut out.correlation_data, v)?,
@@ -216,7 +257,11 @@ impl WillProperties {
 impl PropertySet for WillProperties {
     fn write_to<S: Sink>(&self, s: &mut S) {
         properties::put_u32(s, id::WILL_DELAY_INTERVAL, self.will_delay_interval);
-        properties::put_u8(s, id::PAYLOAD_FORMAT_INDICATOR, self.payload_format_indicator);
+        properties::put_u8(
+            s,
+            id::PAYLOAD_FORMAT_INDICATOR,
+            self.payload_format_indicator,
+        );
         properties::put_u32(s, id::MESSAGE_EXPIRY_INTERVAL, self.message_expiry_interval);
         properties::put_utf8(s, id::CONTENT_TYPE, self.content_type.as_ref());
         properties::put_utf8(s, id::RESPONSE_TOPIC, self.response_topic.as_ref());
@@ -229,8 +274,8 @@ impl PropertySet for WillProperties {
 mod tests {
     use bytes::Bytes;
 
-    use super::super::test_support::*;
     use super::super::Packet;
+    use super::super::test_support::*;
     use super::*;
     use ProtocolVersion::{V5, V311};
 
@@ -261,9 +306,15 @@ mod tests {
     #[test]
     fn v311_minimal_bytes() {
         let bytes = to_bytes(&Packet::Connect(Box::new(minimal(V311))), V5);
-        assert_eq!(&bytes[..], b"\x10\x0e\x00\x04MQTT\x04\x02\x00\x3c\x00\x02c1");
+        assert_eq!(
+            &bytes[..],
+            b"\x10\x0e\x00\x04MQTT\x04\x02\x00\x3c\x00\x02c1"
+        );
         // Decoded as 3.1.1 even though the caller assumed v5.
-        assert_eq!(decode_one(&bytes, V5), Ok(Packet::Connect(Box::new(minimal(V311)))));
+        assert_eq!(
+            decode_one(&bytes, V5),
+            Ok(Packet::Connect(Box::new(minimal(V311))))
+        );
     }
 
     #[test]
@@ -301,7 +352,11 @@ mod tests {
             ..minimal(V5)
         };
         let p = Packet::Connect(Box::new(c.clone()));
-        assert_eq!(round_trip(&p, V311), p, "CONNECT is encoded for its own protocol level");
+        assert_eq!(
+            round_trip(&p, V311),
+            p,
+            "CONNECT is encoded for its own protocol level"
+        );
         // The same connect as 3.1.1 loses the properties only.
         let mut old = c;
         old.protocol = V311;
@@ -316,14 +371,29 @@ mod tests {
     #[test]
     fn unsupported_levels() {
         let mqtt3 = b"\x10\x0c\x00\x06MQIsdp\x03\x02\x00\x3c";
-        assert_eq!(decode_one(mqtt3, V5), Err(DecodeError::UnsupportedProtocolVersion(3)));
+        assert_eq!(
+            decode_one(mqtt3, V5),
+            Err(DecodeError::UnsupportedProtocolVersion(3))
+        );
         let level6 = b"\x10\x0a\x00\x04MQTT\x06\x02\x00\x3c";
-        assert_eq!(decode_one(level6, V5), Err(DecodeError::UnsupportedProtocolVersion(6)));
+        assert_eq!(
+            decode_one(level6, V5),
+            Err(DecodeError::UnsupportedProtocolVersion(6))
+        );
         let level3 = b"\x10\x0a\x00\x04MQTT\x03\x02\x00\x3c";
-        assert_eq!(decode_one(level3, V311), Err(DecodeError::UnsupportedProtocolVersion(3)));
-        assert_eq!(DecodeError::UnsupportedProtocolVersion(3).reason_code(), 0x84);
+        assert_eq!(
+            decode_one(level3, V311),
+            Err(DecodeError::UnsupportedProtocolVersion(3))
+        );
+        assert_eq!(
+            DecodeError::UnsupportedProtocolVersion(3).reason_code(),
+            0x84
+        );
         let http = b"\x10\x0a\x00\x04HTTP\x04\x02\x00\x3c";
-        assert_eq!(decode_one(http, V5), Err(malformed("unknown protocol name")));
+        assert_eq!(
+            decode_one(http, V5),
+            Err(malformed("unknown protocol name"))
+        );
     }
 
     #[test]
@@ -344,7 +414,9 @@ mod tests {
             Err(malformed("will QoS 3"))
         );
         let ok = decode_one(&v311(0x04 | 0x10, b"\x00\x00\x00\x01t\x00\x01m"), V5);
-        assert!(matches!(ok, Ok(Packet::Connect(c)) if c.will.as_ref().map(|w| w.qos) == Some(QoS::ExactlyOnce)));
+        assert!(
+            matches!(ok, Ok(Packet::Connect(c)) if c.will.as_ref().map(|w| w.qos) == Some(QoS::ExactlyOnce))
+        );
         assert!(matches!(
             decode_one(&v311(0x04, b"\x00\x00\x00\x01#\x00\x00"), V5),
             Err(DecodeError::TopicNameInvalid(_))
@@ -358,7 +430,10 @@ mod tests {
             Err(malformed("password without user name"))
         );
         // MQTT 5 allows it.
-        let c = Connect { password: Some(Bytes::from_static(b"pw")), ..minimal(V5) };
+        let c = Connect {
+            password: Some(Bytes::from_static(b"pw")),
+            ..minimal(V5)
+        };
         let p = Packet::Connect(Box::new(c));
         assert_eq!(round_trip(&p, V5), p);
     }
@@ -369,8 +444,14 @@ mod tests {
             decode_one(&v311(0x02, b"\x00\x00\x00"), V5),
             Err(malformed("trailing bytes after the packet's fields"))
         );
-        assert!(matches!(decode_one(&v311(0x82, b"\x00\x00"), V5), Err(DecodeError::MalformedPacket(_))));
-        assert!(matches!(decode_one(b"\x10\x03\x00\x04M", V5), Err(DecodeError::MalformedPacket(_))));
+        assert!(matches!(
+            decode_one(&v311(0x82, b"\x00\x00"), V5),
+            Err(DecodeError::MalformedPacket(_))
+        ));
+        assert!(matches!(
+            decode_one(b"\x10\x03\x00\x04M", V5),
+            Err(DecodeError::MalformedPacket(_))
+        ));
     }
 
     #[test]
@@ -386,18 +467,38 @@ mod tests {
             decode_one(&out, V311)
         };
         assert!(v5(b"\x21\x00\x01\x27\x00\x00\x00\x01").is_ok());
-        assert_eq!(v5(b"\x21\x00\x00"), Err(protocol_error("receive maximum 0")));
-        assert_eq!(v5(b"\x27\x00\x00\x00\x00"), Err(protocol_error("maximum packet size 0")));
-        assert!(matches!(v5(b"\x11\x00\x00\x00\x01\x11\x00\x00\x00\x01"), Err(DecodeError::ProtocolError(_))));
-        assert!(matches!(v5(b"\x19\x02"), Err(DecodeError::ProtocolError(_))));
-        assert!(matches!(v5(b"\x17\x02"), Err(DecodeError::ProtocolError(_))));
+        assert_eq!(
+            v5(b"\x21\x00\x00"),
+            Err(protocol_error("receive maximum 0"))
+        );
+        assert_eq!(
+            v5(b"\x27\x00\x00\x00\x00"),
+            Err(protocol_error("maximum packet size 0"))
+        );
+        assert!(matches!(
+            v5(b"\x11\x00\x00\x00\x01\x11\x00\x00\x00\x01"),
+            Err(DecodeError::ProtocolError(_))
+        ));
+        assert!(matches!(
+            v5(b"\x19\x02"),
+            Err(DecodeError::ProtocolError(_))
+        ));
+        assert!(matches!(
+            v5(b"\x17\x02"),
+            Err(DecodeError::ProtocolError(_))
+        ));
         assert_eq!(v5(b"\x23\x00\x01"), Err(not_allowed()));
         assert_eq!(
             v5(b"\x16\x00\x00"),
-            Err(protocol_error("authentication data without authentication method"))
+            Err(protocol_error(
+                "authentication data without authentication method"
+            ))
         );
         assert!(v5(b"\x26\x00\x01k\x00\x01v\x26\x00\x01k\x00\x01v").is_ok());
         // A property block longer than the packet.
-        assert!(matches!(v5(b"\x11\x00"), Err(DecodeError::MalformedPacket(_))));
+        assert!(matches!(
+            v5(b"\x11\x00"),
+            Err(DecodeError::MalformedPacket(_))
+        ));
     }
 }

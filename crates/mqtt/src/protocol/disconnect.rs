@@ -45,7 +45,10 @@ fn allowed(code: u8) -> bool {
 
 impl Disconnect {
     /// Decodes a DISCONNECT body.
-    pub(crate) fn decode(mut r: Reader, version: ProtocolVersion) -> Result<Disconnect, DecodeError> {
+    pub(crate) fn decode(
+        mut r: Reader,
+        version: ProtocolVersion,
+    ) -> Result<Disconnect, DecodeError> {
         let mut out = Disconnect::default();
         if version == ProtocolVersion::V5 && !r.is_empty() {
             out.reason = r.u8()?;
@@ -88,7 +91,9 @@ impl DisconnectProperties {
         let mut props = PropertyReader::new(r)?;
         while let Some(p) = props.next()? {
             match p {
-                Property::SessionExpiryInterval(v) => set_once(&mut out.session_expiry_interval, v)?,
+                Property::SessionExpiryInterval(v) => {
+                    set_once(&mut out.session_expiry_interval, v)?
+                }
                 Property::ReasonString(v) => set_once(&mut out.reason_string, v)?,
                 Property::User(k, v) => out.user_properties.push((k, v)),
                 Property::ServerReference(v) => set_once(&mut out.server_reference, v)?,
@@ -110,8 +115,8 @@ impl PropertySet for DisconnectProperties {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::*;
     use super::super::Packet;
+    use super::super::test_support::*;
     use super::*;
     use ProtocolVersion::{V5, V311};
 
@@ -120,10 +125,16 @@ mod tests {
         let normal = Packet::Disconnect(Disconnect::default());
         assert_eq!(&to_bytes(&normal, V5)[..], &[0xE0, 0x00]);
         assert_eq!(decode_one(&[0xE0, 0x00], V5), Ok(normal));
-        let with_will = Packet::Disconnect(Disconnect { reason: 0x04, ..Disconnect::default() });
+        let with_will = Packet::Disconnect(Disconnect {
+            reason: 0x04,
+            ..Disconnect::default()
+        });
         assert_eq!(&to_bytes(&with_will, V5)[..], &[0xE0, 0x01, 0x04]);
         assert_eq!(decode_one(&[0xE0, 0x01, 0x04], V5), Ok(with_will));
-        assert_eq!(decode_one(&[0xE0, 0x02, 0x00, 0x00], V5), Ok(Packet::Disconnect(Disconnect::default())));
+        assert_eq!(
+            decode_one(&[0xE0, 0x02, 0x00, 0x00], V5),
+            Ok(Packet::Disconnect(Disconnect::default()))
+        );
     }
 
     #[test]
@@ -143,10 +154,25 @@ mod tests {
 
     #[test]
     fn rules() {
-        assert!(matches!(decode_one(&[0xE0, 0x01, 0x00], V311), Err(DecodeError::MalformedPacket(_))));
-        assert!(matches!(decode_one(&[0xE0, 0x01, 0x05], V5), Err(DecodeError::ProtocolError(_))));
-        assert_eq!(decode_one(&[0xE0, 0x04, 0x00, 0x02, 0x24, 0x01], V5), Err(not_allowed()));
-        assert!(matches!(decode_one(&[0xE0, 0x03, 0x00, 0x00, 0x00], V5), Err(DecodeError::MalformedPacket(_))));
-        assert!(matches!(decode_one(&[0xE1, 0x00], V5), Err(DecodeError::MalformedPacket(_))));
+        assert!(matches!(
+            decode_one(&[0xE0, 0x01, 0x00], V311),
+            Err(DecodeError::MalformedPacket(_))
+        ));
+        assert!(matches!(
+            decode_one(&[0xE0, 0x01, 0x05], V5),
+            Err(DecodeError::ProtocolError(_))
+        ));
+        assert_eq!(
+            decode_one(&[0xE0, 0x04, 0x00, 0x02, 0x24, 0x01], V5),
+            Err(not_allowed())
+        );
+        assert!(matches!(
+            decode_one(&[0xE0, 0x03, 0x00, 0x00, 0x00], V5),
+            Err(DecodeError::MalformedPacket(_))
+        ));
+        assert!(matches!(
+            decode_one(&[0xE1, 0x00], V5),
+            Err(DecodeError::MalformedPacket(_))
+        ));
     }
 }

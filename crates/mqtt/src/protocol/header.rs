@@ -58,7 +58,9 @@ impl PacketType {
             _ => 0,
         };
         if flags != expected {
-            return Err(malformed("reserved fixed header flags have the wrong value"));
+            return Err(malformed(
+                "reserved fixed header flags have the wrong value",
+            ));
         }
         Ok(match byte >> 4 {
             kind::CONNECT => PacketType::Connect,
@@ -169,24 +171,43 @@ mod tests {
 
     #[test]
     fn reserved_types() {
-        assert!(matches!(PacketType::parse(0x00, V5), Err(DecodeError::MalformedPacket(_))));
-        assert!(matches!(PacketType::parse(0xF0, V311), Err(DecodeError::MalformedPacket(_))));
+        assert!(matches!(
+            PacketType::parse(0x00, V5),
+            Err(DecodeError::MalformedPacket(_))
+        ));
+        assert!(matches!(
+            PacketType::parse(0xF0, V311),
+            Err(DecodeError::MalformedPacket(_))
+        ));
         assert_eq!(PacketType::parse(0xF0, V5), Ok(PacketType::Auth));
     }
 
     #[test]
     fn publish_flags() {
-        assert!(matches!(PacketType::parse(0x36, V5), Err(DecodeError::MalformedPacket(_))));
-        assert!(matches!(PacketType::parse(0x38, V311), Err(DecodeError::MalformedPacket(_))));
+        assert!(matches!(
+            PacketType::parse(0x36, V5),
+            Err(DecodeError::MalformedPacket(_))
+        ));
+        assert!(matches!(
+            PacketType::parse(0x38, V311),
+            Err(DecodeError::MalformedPacket(_))
+        ));
         assert_eq!(
             PacketType::parse(0x3D, V5),
-            Ok(PacketType::Publish { dup: true, qos: QoS::ExactlyOnce, retain: true })
+            Ok(PacketType::Publish {
+                dup: true,
+                qos: QoS::ExactlyOnce,
+                retain: true
+            })
         );
     }
 
     #[test]
     fn packet_id_zero_is_a_protocol_error() {
-        assert_eq!(check_packet_id(0), Err(DecodeError::ProtocolError("packet identifier 0")));
+        assert_eq!(
+            check_packet_id(0),
+            Err(DecodeError::ProtocolError("packet identifier 0"))
+        );
         assert_eq!(check_packet_id(7), Ok(7));
     }
 }

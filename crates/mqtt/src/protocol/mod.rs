@@ -105,7 +105,10 @@ pub fn decode(
     };
     let size = header.header_len + header.remaining_len;
     if size > max_packet_size {
-        return Err(DecodeError::PacketTooLarge { size, max: max_packet_size });
+        return Err(DecodeError::PacketTooLarge {
+            size,
+            max: max_packet_size,
+        });
     }
     if buf.len() < size {
         return Ok(None);
@@ -233,7 +236,10 @@ pub(crate) mod test_support {
     use super::*;
 
     /// Decodes `bytes` as a complete stream holding exactly one packet.
-    pub(crate) fn decode_one(bytes: &[u8], version: ProtocolVersion) -> Result<Packet, DecodeError> {
+    pub(crate) fn decode_one(
+        bytes: &[u8],
+        version: ProtocolVersion,
+    ) -> Result<Packet, DecodeError> {
         let mut buf = BytesMut::from(bytes);
         match decode(&mut buf, version, MAX_PACKET_SIZE)? {
             Some(p) => {
@@ -277,15 +283,27 @@ mod tests {
     fn reason_codes() {
         assert_eq!(DecodeError::MalformedPacket("x").reason_code(), 0x81);
         assert_eq!(DecodeError::ProtocolError("x").reason_code(), 0x82);
-        assert_eq!(DecodeError::PacketTooLarge { size: 2, max: 1 }.reason_code(), 0x95);
-        assert_eq!(DecodeError::UnsupportedProtocolVersion(3).reason_code(), 0x84);
+        assert_eq!(
+            DecodeError::PacketTooLarge { size: 2, max: 1 }.reason_code(),
+            0x95
+        );
+        assert_eq!(
+            DecodeError::UnsupportedProtocolVersion(3).reason_code(),
+            0x84
+        );
         assert_eq!(DecodeError::TopicNameInvalid("x").reason_code(), 0x90);
         assert_eq!(DecodeError::TopicAliasInvalid.reason_code(), 0x94);
     }
 
     #[test]
     fn incomplete_input_leaves_buffer_untouched() {
-        let bytes = to_bytes(&Packet::PubAck(PubAck { packet_id: 9, ..PubAck::default() }), V5);
+        let bytes = to_bytes(
+            &Packet::PubAck(PubAck {
+                packet_id: 9,
+                ..PubAck::default()
+            }),
+            V5,
+        );
         for cut in 0..bytes.len() {
             let mut buf = BytesMut::from(&bytes[..cut]);
             assert_eq!(decode(&mut buf, V5, MAX_PACKET_SIZE), Ok(None));
@@ -312,7 +330,10 @@ mod tests {
         let mut buf = BytesMut::from(&[0x30, 0x80, 0x80, 0x01][..]);
         assert_eq!(
             decode(&mut buf, V5, 1024),
-            Err(DecodeError::PacketTooLarge { size: 4 + 16_384, max: 1024 })
+            Err(DecodeError::PacketTooLarge {
+                size: 4 + 16_384,
+                max: 1024
+            })
         );
         assert_eq!(buf.len(), 4);
         // The limit counts the fixed header: 2 + 3 = 5 bytes fits 5, not 4.
@@ -338,12 +359,19 @@ mod tests {
         for first in [0x00u8, 0x11, 0x60, 0x80, 0xA0, 0xC1, 0x36] {
             let mut buf = BytesMut::from(&[first][..]);
             assert!(
-                matches!(decode(&mut buf, V5, MAX_PACKET_SIZE), Err(DecodeError::MalformedPacket(_))),
+                matches!(
+                    decode(&mut buf, V5, MAX_PACKET_SIZE),
+                    Err(DecodeError::MalformedPacket(_))
+                ),
                 "{first:#x}"
             );
         }
         assert!(matches!(
-            decode(&mut BytesMut::from(&[0xF0, 0x00][..]), V311, MAX_PACKET_SIZE),
+            decode(
+                &mut BytesMut::from(&[0xF0, 0x00][..]),
+                V311,
+                MAX_PACKET_SIZE
+            ),
             Err(DecodeError::MalformedPacket(_))
         ));
     }

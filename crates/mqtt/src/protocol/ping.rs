@@ -6,7 +6,11 @@ use super::{DecodeError, Encode, ProtocolVersion};
 
 /// Checks that a ping has no body.
 pub(crate) fn decode(r: Reader) -> Result<(), DecodeError> {
-    if r.is_empty() { Ok(()) } else { Err(malformed("ping packets have no body")) }
+    if r.is_empty() {
+        Ok(())
+    } else {
+        Err(malformed("ping packets have no body"))
+    }
 }
 
 /// Which ping to encode; the variants of `Packet` carry no data to implement [`Encode`] on.
@@ -42,7 +46,13 @@ mod tests {
 
     #[test]
     fn ping_with_body_is_malformed() {
-        assert!(matches!(decode_one(&[0xC0, 0x01, 0x00], V5), Err(DecodeError::MalformedPacket(_))));
-        assert!(matches!(decode_one(&[0xD0, 0x01, 0x00], V311), Err(DecodeError::MalformedPacket(_))));
+        assert!(matches!(
+            decode_one(&[0xC0, 0x01, 0x00], V5),
+            Err(DecodeError::MalformedPacket(_))
+        ));
+        assert!(matches!(
+            decode_one(&[0xD0, 0x01, 0x00], V311),
+            Err(DecodeError::MalformedPacket(_))
+        ));
     }
 }

@@ -256,7 +256,9 @@ mod tests {
 
     #[test]
     fn varint_boundaries_round_trip() {
-        for v in [0, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152, VARINT_MAX] {
+        for v in [
+            0, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152, VARINT_MAX,
+        ] {
             let mut buf = BytesMut::new();
             buf.put_varint(v);
             assert_eq!(buf.len(), varint_len(v));
@@ -288,7 +290,10 @@ mod tests {
 
     #[test]
     fn varint_non_minimal_is_malformed() {
-        assert!(matches!(peek_varint(&[0x80, 0x00]), Err(DecodeError::MalformedPacket(_))));
+        assert!(matches!(
+            peek_varint(&[0x80, 0x00]),
+            Err(DecodeError::MalformedPacket(_))
+        ));
         assert!(matches!(
             peek_varint(&[0xFF, 0x80, 0x00]),
             Err(DecodeError::MalformedPacket(_))

@@ -151,10 +151,9 @@ fn read(r: &mut Reader) -> Result<Property, DecodeError> {
             r,
             "subscription identifier available must be 0 or 1",
         )?),
-        id::SHARED_SUBSCRIPTION_AVAILABLE => P::SharedSubscriptionAvailable(flag(
-            r,
-            "shared subscription available must be 0 or 1",
-        )?),
+        id::SHARED_SUBSCRIPTION_AVAILABLE => {
+            P::SharedSubscriptionAvailable(flag(r, "shared subscription available must be 0 or 1")?)
+        }
         _ => return Err(malformed("unknown property identifier")),
     })
 }
@@ -299,7 +298,10 @@ mod tests {
 
     #[test]
     fn property_length_beyond_packet_is_malformed() {
-        assert_eq!(read_all(&[0x05, 0x01, 0x00]), Err(malformed("property length exceeds the packet")));
+        assert_eq!(
+            read_all(&[0x05, 0x01, 0x00]),
+            Err(malformed("property length exceeds the packet"))
+        );
     }
 
     #[test]
@@ -313,8 +315,14 @@ mod tests {
 
     #[test]
     fn unknown_identifier_is_malformed() {
-        assert_eq!(read_all(&[0x02, 0x04, 0x00]), Err(malformed("unknown property identifier")));
-        assert!(matches!(read_all(&[0x02, 0x81, 0x01]), Err(DecodeError::MalformedPacket(_))));
+        assert_eq!(
+            read_all(&[0x02, 0x04, 0x00]),
+            Err(malformed("unknown property identifier"))
+        );
+        assert!(matches!(
+            read_all(&[0x02, 0x81, 0x01]),
+            Err(DecodeError::MalformedPacket(_))
+        ));
     }
 
     #[test]
@@ -343,7 +351,10 @@ mod tests {
             read_all(&[0x02, id::SUBSCRIPTION_IDENTIFIER, 0]),
             Err(DecodeError::ProtocolError("subscription identifier 0"))
         ));
-        assert_eq!(read_all(&[0x03, id::TOPIC_ALIAS, 0, 0]), Err(DecodeError::TopicAliasInvalid));
+        assert_eq!(
+            read_all(&[0x03, id::TOPIC_ALIAS, 0, 0]),
+            Err(DecodeError::TopicAliasInvalid)
+        );
         assert!(matches!(
             read_all(&[0x02, id::MAXIMUM_QOS, 2]),
             Err(DecodeError::ProtocolError(_))
@@ -357,7 +368,17 @@ mod tests {
     #[test]
     fn reads_values() {
         assert_eq!(
-            read_all(&[0x08, id::SUBSCRIPTION_IDENTIFIER, 0x80, 0x01, id::TOPIC_ALIAS, 0, 9, 0x01, 1]),
+            read_all(&[
+                0x08,
+                id::SUBSCRIPTION_IDENTIFIER,
+                0x80,
+                0x01,
+                id::TOPIC_ALIAS,
+                0,
+                9,
+                0x01,
+                1
+            ]),
             Ok(vec![
                 Property::SubscriptionIdentifier(128),
                 Property::TopicAlias(9),
@@ -370,6 +391,9 @@ mod tests {
     fn duplicate_detection() {
         let mut slot = None;
         assert_eq!(set_once(&mut slot, 1), Ok(()));
-        assert_eq!(set_once(&mut slot, 2), Err(protocol_error("property appears more than once")));
+        assert_eq!(
+            set_once(&mut slot, 2),
+            Err(protocol_error("property appears more than once"))
+        );
     }
 }

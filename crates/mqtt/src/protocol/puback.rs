@@ -12,6 +12,10 @@ use super::{AckProperties, DecodeError, Encode, ProtocolVersion, PubAck, reason}
 
 /// Which of the four acknowledgements a [`PubAck`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[expect(
+    clippy::enum_variant_names,
+    reason = "the variants are the packets' names"
+)]
 pub(crate) enum AckKind {
     PubAck,
     PubRec,
@@ -61,7 +65,10 @@ impl PubAck {
         version: ProtocolVersion,
         kind: AckKind,
     ) -> Result<PubAck, DecodeError> {
-        let mut ack = PubAck { packet_id: check_packet_id(r.u16()?)?, ..PubAck::default() };
+        let mut ack = PubAck {
+            packet_id: check_packet_id(r.u16()?)?,
+            ..PubAck::default()
+        };
         if version == ProtocolVersion::V5 && !r.is_empty() {
             ack.reason = r.u8()?;
             if !kind.allows(ack.reason) {
@@ -142,15 +149,40 @@ mod tests {
 
     #[test]
     fn short_forms() {
-        let ok = PubAck { packet_id: 7, ..PubAck::default() };
-        assert_eq!(&to_bytes(&Packet::PubAck(ok.clone()), V5)[..], &[0x40, 0x02, 0x00, 0x07]);
-        assert_eq!(&to_bytes(&Packet::PubRel(ok.clone()), V5)[..], &[0x62, 0x02, 0x00, 0x07]);
-        let nf = PubAck { packet_id: 7, reason: reason::PACKET_IDENTIFIER_NOT_FOUND, ..PubAck::default() };
-        assert_eq!(&to_bytes(&Packet::PubComp(nf.clone()), V5)[..], &[0x70, 0x03, 0x00, 0x07, 0x92]);
-        assert_eq!(decode_one(&[0x70, 0x03, 0x00, 0x07, 0x92], V5), Ok(Packet::PubComp(nf)));
+        let ok = PubAck {
+            packet_id: 7,
+            ..PubAck::default()
+        };
+        assert_eq!(
+            &to_bytes(&Packet::PubAck(ok.clone()), V5)[..],
+            &[0x40, 0x02, 0x00, 0x07]
+        );
+        assert_eq!(
+            &to_bytes(&Packet::PubRel(ok.clone()), V5)[..],
+            &[0x62, 0x02, 0x00, 0x07]
+        );
+        let nf = PubAck {
+            packet_id: 7,
+            reason: reason::PACKET_IDENTIFIER_NOT_FOUND,
+            ..PubAck::default()
+        };
+        assert_eq!(
+            &to_bytes(&Packet::PubComp(nf.clone()), V5)[..],
+            &[0x70, 0x03, 0x00, 0x07, 0x92]
+        );
+        assert_eq!(
+            decode_one(&[0x70, 0x03, 0x00, 0x07, 0x92], V5),
+            Ok(Packet::PubComp(nf))
+        );
         // Reason and an empty property block, the long way round.
-        assert_eq!(decode_one(&[0x50, 0x04, 0x00, 0x07, 0x00, 0x00], V5), Ok(Packet::PubRec(ok.clone())));
-        assert_eq!(decode_one(&[0x40, 0x02, 0x00, 0x07], V5), Ok(Packet::PubAck(ok)));
+        assert_eq!(
+            decode_one(&[0x50, 0x04, 0x00, 0x07, 0x00, 0x00], V5),
+            Ok(Packet::PubRec(ok.clone()))
+        );
+        assert_eq!(
+            decode_one(&[0x40, 0x02, 0x00, 0x07], V5),
+            Ok(Packet::PubAck(ok))
+        );
     }
 
     #[test]
@@ -158,8 +190,14 @@ mod tests {
         for p in [
             Packet::PubAck(full()),
             Packet::PubRec(full()),
-            Packet::PubRel(PubAck { reason: 0x92, ..full() }),
-            Packet::PubComp(PubAck { reason: 0, ..full() }),
+            Packet::PubRel(PubAck {
+                reason: 0x92,
+                ..full()
+            }),
+            Packet::PubComp(PubAck {
+                reason: 0,
+                ..full()
+            }),
         ] {
             assert_eq!(round_trip(&p, V5), p);
         }
@@ -171,7 +209,10 @@ mod tests {
         assert_eq!(&bytes[..], &[0x50, 0x02, 0x12, 0x34]);
         assert_eq!(
             decode_one(&bytes, V311),
-            Ok(Packet::PubRec(PubAck { packet_id: 0x1234, ..PubAck::default() }))
+            Ok(Packet::PubRec(PubAck {
+                packet_id: 0x1234,
+                ..PubAck::default()
+            }))
         );
         assert!(matches!(
             decode_one(&[0x40, 0x03, 0x00, 0x01, 0x00], V311),
@@ -181,8 +222,14 @@ mod tests {
 
     #[test]
     fn invalid_reason_is_a_protocol_error() {
-        assert!(matches!(decode_one(&[0x40, 0x03, 0x00, 0x01, 0x92], V5), Err(DecodeError::ProtocolError(_))));
-        assert!(matches!(decode_one(&[0x62, 0x03, 0x00, 0x01, 0x10], V5), Err(DecodeError::ProtocolError(_))));
+        assert!(matches!(
+            decode_one(&[0x40, 0x03, 0x00, 0x01, 0x92], V5),
+            Err(DecodeError::ProtocolError(_))
+        ));
+        assert!(matches!(
+            decode_one(&[0x62, 0x03, 0x00, 0x01, 0x10], V5),
+            Err(DecodeError::ProtocolError(_))
+        ));
     }
 
     #[test]
@@ -202,13 +249,21 @@ mod tests {
         );
         // Reason string twice.
         assert!(matches!(
-            decode_one(&[0x40, 0x0A, 0x00, 0x01, 0x00, 0x06, 0x1F, 0x00, 0x00, 0x1F, 0x00, 0x00], V5),
+            decode_one(
+                &[
+                    0x40, 0x0A, 0x00, 0x01, 0x00, 0x06, 0x1F, 0x00, 0x00, 0x1F, 0x00, 0x00
+                ],
+                V5
+            ),
             Err(DecodeError::ProtocolError(_))
         ));
         assert!(matches!(
             decode_one(&[0x40, 0x05, 0x00, 0x01, 0x00, 0x00, 0xFF], V5),
             Err(DecodeError::MalformedPacket(_))
         ));
-        assert!(matches!(decode_one(&[0x40, 0x01, 0x00], V5), Err(DecodeError::MalformedPacket(_))));
+        assert!(matches!(
+            decode_one(&[0x40, 0x01, 0x00], V5),
+            Err(DecodeError::MalformedPacket(_))
+        ));
     }
 }

@@ -34,7 +34,9 @@ impl Publish {
         if topic.is_empty() {
             match version {
                 // [MQTT-4.7.3-1]: topic names are at least one character long.
-                ProtocolVersion::V311 => return Err(DecodeError::TopicNameInvalid("empty topic name")),
+                ProtocolVersion::V311 => {
+                    return Err(DecodeError::TopicNameInvalid("empty topic name"));
+                }
                 // An alias stands in for the topic (§3.3.2.1); without one it is a protocol error.
                 ProtocolVersion::V5 if properties.topic_alias.is_none() => {
                     return Err(protocol_error("empty topic name without a topic alias"));
@@ -45,7 +47,15 @@ impl Publish {
             // [MQTT-3.3.2-2]
             return Err(DecodeError::TopicNameInvalid("wildcard in topic name"));
         }
-        Ok(Publish { dup, qos, retain, topic, packet_id, properties, payload: r.rest() })
+        Ok(Publish {
+            dup,
+            qos,
+            retain,
+            topic,
+            packet_id,
+            properties,
+            payload: r.rest(),
+        })
     }
 
     /// Appends this PUBLISH encoded for `version` to `buf`, without building a [`Packet`].
@@ -91,8 +101,12 @@ impl PublishProperties {
         let mut props = PropertyReader::new(r)?;
         while let Some(p) = props.next()? {
             match p {
-                Property::PayloadFormatIndicator(v) => set_once(&mut out.payload_format_indicator, v)?,
-                Property::MessageExpiryInterval(v) => set_once(&mut out.message_expiry_interval, v)?,
+                Property::PayloadFormatIndicator(v) => {
+                    set_once(&mut out.payload_format_indicator, v)?
+                }
+                Property::MessageExpiryInterval(v) => {
+                    set_once(&mut out.message_expiry_interval, v)?
+                }
                 Property::TopicAlias(v) => set_once(&mut out.topic_alias, v)?,
                 Property::ResponseTopic(v) => set_once(&mut out.response_topic, v)?,
                 Property::CorrelationData(v) => set_once(&mut out.correlation_data, v)?,
@@ -109,7 +123,11 @@ impl PublishProperties {
 
 impl PropertySet for PublishProperties {
     fn write_to<S: Sink>(&self, s: &mut S) {
-        properties::put_u8(s, id::PAYLOAD_FORMAT_INDICATOR, self.payload_format_indicator);
+        properties::put_u8(
+            s,
+            id::PAYLOAD_FORMAT_INDICATOR,
+            self.payload_format_indicator,
+        );
         properties::put_u32(s, id::MESSAGE_EXPIRY_INTERVAL, self.message_expiry_interval);
         properties::put_u16(s, id::TOPIC_ALIAS, self.topic_alias);
         properties::put_utf8(s, id::RESPONSE_TOPIC, self.response_topic.as_ref());
@@ -144,7 +162,10 @@ mod tests {
 
     #[test]
     fn v311_bytes() {
-        let p = Publish { retain: true, ..publish(QoS::AtLeastOnce) };
+        let p = Publish {
+            retain: true,
+            ..publish(QoS::AtLeastOnce)
+        };
         let bytes = to_bytes(&Packet::Publish(p.clone()), V311);
         assert_eq!(&bytes[..], b"\x33\x0c\x00\x03a/b\x00\x0ahello");
         assert_eq!(decode_one(&bytes, V311), Ok(Packet::Publish(p)));
@@ -172,7 +193,10 @@ mod tests {
             },
             ..publish(QoS::ExactlyOnce)
         };
-        assert_eq!(round_trip(&Packet::Publish(p.clone()), V5), Packet::Publish(p.clone()));
+        assert_eq!(
+            round_trip(&Packet::Publish(p.clone()), V5),
+            Packet::Publish(p.clone())
+        );
         let mut direct = BytesMut::new();
         p.encode(V5, &mut direct);
         assert_eq!(direct.len(), p.encoded_len(V5));
@@ -188,8 +212,14 @@ mod tests {
         let Ok(Some(Packet::Publish(p))) = super::super::decode(&mut buf, V5, 1024) else {
             panic!("no publish");
         };
-        for ptr in [p.payload.as_ptr() as usize, p.topic.as_bytes().as_ptr() as usize] {
-            assert!((base..end).contains(&ptr), "field was copied out of the receive buffer");
+        for ptr in [
+            p.payload.as_ptr() as usize,
+            p.topic.as_bytes().as_ptr() as usize,
+        ] {
+            assert!(
+                (base..end).contains(&ptr),
+                "field was copied out of the receive buffer"
+            );
         }
         assert_eq!(p.properties.user_properties.capacity(), 0);
         assert_eq!(p.properties.subscription_identifiers.capacity(), 0);
@@ -213,21 +243,37 @@ mod tests {
             decode_one(b"\x30\x05\x00\x01#\x00x", V5),
             Err(DecodeError::TopicNameInvalid("wildcard in topic name"))
         );
-        assert_eq!(decode_one(b"\x30\x02\x00\x00", V311), Err(DecodeError::TopicNameInvalid("empty topic name")));
+        assert_eq!(
+            decode_one(b"\x30\x02\x00\x00", V311),
+            Err(DecodeError::TopicNameInvalid("empty topic name"))
+        );
         assert_eq!(
             decode_one(b"\x30\x03\x00\x00\x00", V5),
-            Err(DecodeError::ProtocolError("empty topic name without a topic alias"))
+            Err(DecodeError::ProtocolError(
+                "empty topic name without a topic alias"
+            ))
         );
         // An empty topic with an alias is how v5 clients save bandwidth.
         let aliased = decode_one(b"\x30\x06\x00\x00\x03\x23\x00\x05", V5);
-        assert!(matches!(aliased, Ok(Packet::Publish(Publish { ref topic, .. })) if topic.is_empty()));
-        assert_eq!(decode_one(b"\x30\x06\x00\x00\x03\x23\x00\x00", V5), Err(DecodeError::TopicAliasInvalid));
+        assert!(
+            matches!(aliased, Ok(Packet::Publish(Publish { ref topic, .. })) if topic.is_empty())
+        );
+        assert_eq!(
+            decode_one(b"\x30\x06\x00\x00\x03\x23\x00\x00", V5),
+            Err(DecodeError::TopicAliasInvalid)
+        );
     }
 
     #[test]
     fn invalid_utf8_topic_is_malformed() {
-        assert!(matches!(decode_one(b"\x30\x04\x00\x02\xC0\xAF", V311), Err(DecodeError::MalformedPacket(_))));
-        assert!(matches!(decode_one(b"\x30\x03\x00\x01\x00", V311), Err(DecodeError::MalformedPacket(_))));
+        assert!(matches!(
+            decode_one(b"\x30\x04\x00\x02\xC0\xAF", V311),
+            Err(DecodeError::MalformedPacket(_))
+        ));
+        assert!(matches!(
+            decode_one(b"\x30\x03\x00\x01\x00", V311),
+            Err(DecodeError::MalformedPacket(_))
+        ));
     }
 
     #[test]
@@ -243,18 +289,30 @@ mod tests {
             Err(DecodeError::ProtocolError("subscription identifier 0"))
         );
         // Session expiry interval is a CONNECT/CONNACK/DISCONNECT property.
-        assert_eq!(decode_one(b"\x30\x09\x00\x01a\x05\x11\x00\x00\x00\x01", V5), Err(not_allowed()));
+        assert_eq!(
+            decode_one(b"\x30\x09\x00\x01a\x05\x11\x00\x00\x00\x01", V5),
+            Err(not_allowed())
+        );
         assert!(matches!(
             decode_one(b"\x30\x06\x00\x01a\x02\x01\x02", V5),
             Err(DecodeError::ProtocolError(_))
         ));
         // Property length runs past the packet.
-        assert!(matches!(decode_one(b"\x30\x05\x00\x01a\x09\x01", V5), Err(DecodeError::MalformedPacket(_))));
+        assert!(matches!(
+            decode_one(b"\x30\x05\x00\x01a\x09\x01", V5),
+            Err(DecodeError::MalformedPacket(_))
+        ));
     }
 
     #[test]
     fn truncated_publish_is_malformed() {
-        assert!(matches!(decode_one(b"\x32\x04\x00\x01a\x00", V311), Err(DecodeError::MalformedPacket(_))));
-        assert!(matches!(decode_one(b"\x30\x01\x00", V311), Err(DecodeError::MalformedPacket(_))));
+        assert!(matches!(
+            decode_one(b"\x32\x04\x00\x01a\x00", V311),
+            Err(DecodeError::MalformedPacket(_))
+        ));
+        assert!(matches!(
+            decode_one(b"\x30\x01\x00", V311),
+            Err(DecodeError::MalformedPacket(_))
+        ));
     }
 }

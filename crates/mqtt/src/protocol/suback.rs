@@ -12,7 +12,10 @@ const V311_FAILURE: u8 = 0x80;
 fn allowed(code: u8, version: ProtocolVersion) -> bool {
     use reason::*;
     match version {
-        ProtocolVersion::V311 => matches!(code, GRANTED_QOS_0 | GRANTED_QOS_1 | GRANTED_QOS_2 | V311_FAILURE),
+        ProtocolVersion::V311 => matches!(
+            code,
+            GRANTED_QOS_0 | GRANTED_QOS_1 | GRANTED_QOS_2 | V311_FAILURE
+        ),
         ProtocolVersion::V5 => matches!(
             code,
             GRANTED_QOS_0
@@ -46,7 +49,11 @@ impl SubAck {
         if !reasons.iter().all(|&code| allowed(code, version)) {
             return Err(protocol_error("reason code not valid for SUBACK"));
         }
-        Ok(SubAck { packet_id, reasons, properties })
+        Ok(SubAck {
+            packet_id,
+            reasons,
+            properties,
+        })
     }
 }
 
@@ -65,7 +72,11 @@ impl Encode for SubAck {
             ProtocolVersion::V311 => {
                 for &code in &self.reasons {
                     // Every MQTT 5 failure code collapses to 3.1.1's single failure code.
-                    s.put_byte(if code >= V311_FAILURE { V311_FAILURE } else { code });
+                    s.put_byte(if code >= V311_FAILURE {
+                        V311_FAILURE
+                    } else {
+                        code
+                    });
                 }
             }
         }
@@ -74,24 +85,34 @@ impl Encode for SubAck {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::*;
     use super::super::Packet;
+    use super::super::test_support::*;
     use super::*;
     use ProtocolVersion::{V5, V311};
 
     fn suback(reasons: &[u8]) -> SubAck {
-        SubAck { packet_id: 3, reasons: reasons.to_vec(), properties: AckProperties::default() }
+        SubAck {
+            packet_id: 3,
+            reasons: reasons.to_vec(),
+            properties: AckProperties::default(),
+        }
     }
 
     #[test]
     fn v311_maps_failures_to_0x80() {
         let p = Packet::SubAck(SubAck {
-            properties: AckProperties { reason_string: Some(s("no")), user_properties: vec![] },
+            properties: AckProperties {
+                reason_string: Some(s("no")),
+                user_properties: vec![],
+            },
             ..suback(&[0, 1, 2, 0x87, 0xA2])
         });
         let bytes = to_bytes(&p, V311);
         assert_eq!(&bytes[..], &[0x90, 0x07, 0x00, 0x03, 0, 1, 2, 0x80, 0x80]);
-        assert_eq!(decode_one(&bytes, V311), Ok(Packet::SubAck(suback(&[0, 1, 2, 0x80, 0x80]))));
+        assert_eq!(
+            decode_one(&bytes, V311),
+            Ok(Packet::SubAck(suback(&[0, 1, 2, 0x80, 0x80])))
+        );
     }
 
     #[test]
@@ -104,10 +125,25 @@ mod tests {
 
     #[test]
     fn invalid_codes_and_empty() {
-        assert!(matches!(decode_one(&[0x90, 0x03, 0x00, 0x01, 0x87], V311), Err(DecodeError::ProtocolError(_))));
-        assert!(matches!(decode_one(&[0x90, 0x04, 0x00, 0x01, 0x00, 0x03], V5), Err(DecodeError::ProtocolError(_))));
-        assert_eq!(decode_one(&[0x90, 0x02, 0x00, 0x01], V311), Err(protocol_error("SUBACK without reason codes")));
-        assert_eq!(decode_one(&[0x90, 0x03, 0x00, 0x01, 0x00], V5), Err(protocol_error("SUBACK without reason codes")));
-        assert_eq!(decode_one(&[0x90, 0x03, 0x00, 0x00, 0x00], V311), Err(protocol_error("packet identifier 0")));
+        assert!(matches!(
+            decode_one(&[0x90, 0x03, 0x00, 0x01, 0x87], V311),
+            Err(DecodeError::ProtocolError(_))
+        ));
+        assert!(matches!(
+            decode_one(&[0x90, 0x04, 0x00, 0x01, 0x00, 0x03], V5),
+            Err(DecodeError::ProtocolError(_))
+        ));
+        assert_eq!(
+            decode_one(&[0x90, 0x02, 0x00, 0x01], V311),
+            Err(protocol_error("SUBACK without reason codes"))
+        );
+        assert_eq!(
+            decode_one(&[0x90, 0x03, 0x00, 0x01, 0x00], V5),
+            Err(protocol_error("SUBACK without reason codes"))
+        );
+        assert_eq!(
+            decode_one(&[0x90, 0x03, 0x00, 0x00, 0x00], V311),
+            Err(protocol_error("packet identifier 0"))
+        );
     }
 }

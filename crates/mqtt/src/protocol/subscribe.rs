@@ -32,7 +32,10 @@ impl SubscriptionOptions {
                 return Err(malformed("requested QoS byte has reserved bits set"));
             }
             let qos = QoS::from_u8(byte).ok_or_else(|| malformed("requested QoS 3"))?;
-            return Ok(SubscriptionOptions { qos, ..SubscriptionOptions::default() });
+            return Ok(SubscriptionOptions {
+                qos,
+                ..SubscriptionOptions::default()
+            });
         }
         if byte & opt::RESERVED_V5 != 0 {
             return Err(malformed("subscription options reserved bits set")); // [MQTT-3.8.3-5]
@@ -74,7 +77,10 @@ impl SubscriptionOptions {
 
 impl Subscribe {
     /// Decodes a SUBSCRIBE body.
-    pub(crate) fn decode(mut r: Reader, version: ProtocolVersion) -> Result<Subscribe, DecodeError> {
+    pub(crate) fn decode(
+        mut r: Reader,
+        version: ProtocolVersion,
+    ) -> Result<Subscribe, DecodeError> {
         let packet_id = check_packet_id(r.u16()?)?;
         let properties = match version {
             ProtocolVersion::V5 => SubscribeProperties::decode(&mut r)?,
@@ -92,7 +98,11 @@ impl Subscribe {
         if filters.is_empty() {
             return Err(protocol_error("SUBSCRIBE without topic filters")); // [MQTT-3.8.3-2]
         }
-        Ok(Subscribe { packet_id, filters, properties })
+        Ok(Subscribe {
+            packet_id,
+            filters,
+            properties,
+        })
     }
 }
 
@@ -120,7 +130,9 @@ impl SubscribeProperties {
         while let Some(p) = props.next()? {
             match p {
                 // Unlike in PUBLISH, a SUBSCRIBE carries at most one identifier.
-                Property::SubscriptionIdentifier(v) => set_once(&mut out.subscription_identifier, v)?,
+                Property::SubscriptionIdentifier(v) => {
+                    set_once(&mut out.subscription_identifier, v)?
+                }
                 Property::User(k, v) => out.user_properties.push((k, v)),
                 _ => return Err(not_allowed()),
             }
@@ -150,7 +162,10 @@ mod tests {
             packet_id: 1,
             filters: filters
                 .iter()
-                .map(|(f, options)| SubscribeFilter { filter: s(f), options: *options })
+                .map(|(f, options)| SubscribeFilter {
+                    filter: s(f),
+                    options: *options,
+                })
                 .collect(),
             properties: SubscribeProperties::default(),
         }
@@ -158,7 +173,10 @@ mod tests {
 
     #[test]
     fn v311_bytes() {
-        let qos1 = SubscriptionOptions { qos: QoS::AtLeastOnce, ..Default::default() };
+        let qos1 = SubscriptionOptions {
+            qos: QoS::AtLeastOnce,
+            ..Default::default()
+        };
         let p = Packet::Subscribe(sub(&[("a/+", qos1)]));
         let bytes = to_bytes(&p, V311);
         assert_eq!(&bytes[..], b"\x82\x08\x00\x01\x00\x03a/+\x01");
@@ -173,7 +191,10 @@ mod tests {
             retain_as_published: true,
             retain_handling: RetainHandling::Never,
         };
-        let mut s5 = sub(&[("a/#", opts), ("$share/g/x", SubscriptionOptions::default())]);
+        let mut s5 = sub(&[
+            ("a/#", opts),
+            ("$share/g/x", SubscriptionOptions::default()),
+        ]);
         s5.properties.subscription_identifier = Some(268_435_455);
         s5.properties.user_properties = vec![(s("k"), s("v"))];
         let p = Packet::Subscribe(s5);
@@ -190,13 +211,31 @@ mod tests {
     #[test]
     fn option_bits() {
         // v3.1.1: anything above the QoS bits is malformed, as is QoS 3.
-        assert!(matches!(decode_one(b"\x82\x06\x00\x01\x00\x01a\x04", V311), Err(DecodeError::MalformedPacket(_))));
-        assert!(matches!(decode_one(b"\x82\x06\x00\x01\x00\x01a\x03", V311), Err(DecodeError::MalformedPacket(_))));
+        assert!(matches!(
+            decode_one(b"\x82\x06\x00\x01\x00\x01a\x04", V311),
+            Err(DecodeError::MalformedPacket(_))
+        ));
+        assert!(matches!(
+            decode_one(b"\x82\x06\x00\x01\x00\x01a\x03", V311),
+            Err(DecodeError::MalformedPacket(_))
+        ));
         // v5: reserved bits 7-6 malformed, retain handling 3 and QoS 3 protocol errors.
-        assert!(matches!(decode_one(b"\x82\x07\x00\x01\x00\x00\x01a\x40", V5), Err(DecodeError::MalformedPacket(_))));
-        assert!(matches!(decode_one(b"\x82\x07\x00\x01\x00\x00\x01a\x80", V5), Err(DecodeError::MalformedPacket(_))));
-        assert_eq!(decode_one(b"\x82\x07\x00\x01\x00\x00\x01a\x30", V5), Err(protocol_error("retain handling 3")));
-        assert!(matches!(decode_one(b"\x82\x07\x00\x01\x00\x00\x01a\x03", V5), Err(DecodeError::ProtocolError(_))));
+        assert!(matches!(
+            decode_one(b"\x82\x07\x00\x01\x00\x00\x01a\x40", V5),
+            Err(DecodeError::MalformedPacket(_))
+        ));
+        assert!(matches!(
+            decode_one(b"\x82\x07\x00\x01\x00\x00\x01a\x80", V5),
+            Err(DecodeError::MalformedPacket(_))
+        ));
+        assert_eq!(
+            decode_one(b"\x82\x07\x00\x01\x00\x00\x01a\x30", V5),
+            Err(protocol_error("retain handling 3"))
+        );
+        assert!(matches!(
+            decode_one(b"\x82\x07\x00\x01\x00\x00\x01a\x03", V5),
+            Err(DecodeError::ProtocolError(_))
+        ));
         assert!(decode_one(b"\x82\x07\x00\x01\x00\x00\x01a\x2e", V5).is_ok());
     }
 
@@ -210,9 +249,15 @@ mod tests {
 
     #[test]
     fn packet_id_zero_and_truncation() {
-        assert_eq!(decode_one(b"\x82\x06\x00\x00\x00\x01a\x00", V311), Err(protocol_error("packet identifier 0")));
+        assert_eq!(
+            decode_one(b"\x82\x06\x00\x00\x00\x01a\x00", V311),
+            Err(protocol_error("packet identifier 0"))
+        );
         // Filter without its options byte.
-        assert!(matches!(decode_one(b"\x82\x05\x00\x01\x00\x01a", V311), Err(DecodeError::MalformedPacket(_))));
+        assert!(matches!(
+            decode_one(b"\x82\x05\x00\x01\x00\x01a", V311),
+            Err(DecodeError::MalformedPacket(_))
+        ));
     }
 
     #[test]
@@ -226,6 +271,9 @@ mod tests {
             decode_one(b"\x82\x09\x00\x01\x02\x0b\x00\x00\x01a\x00", V5),
             Err(protocol_error("subscription identifier 0"))
         );
-        assert_eq!(decode_one(b"\x82\x09\x00\x01\x02\x01\x00\x00\x01a\x00", V5), Err(not_allowed()));
+        assert_eq!(
+            decode_one(b"\x82\x09\x00\x01\x02\x01\x00\x00\x01a\x00", V5),
+            Err(not_allowed())
+        );
     }
 }

@@ -27,7 +27,11 @@ impl UnsubAck {
         let packet_id = check_packet_id(r.u16()?)?;
         if version == ProtocolVersion::V311 {
             r.end()?;
-            return Ok(UnsubAck { packet_id, reasons: Vec::new(), properties: AckProperties::default() });
+            return Ok(UnsubAck {
+                packet_id,
+                reasons: Vec::new(),
+                properties: AckProperties::default(),
+            });
         }
         let properties = AckProperties::decode(&mut r)?;
         let reasons = r.rest().to_vec();
@@ -37,7 +41,11 @@ impl UnsubAck {
         if !reasons.iter().all(|&code| allowed(code)) {
             return Err(protocol_error("reason code not valid for UNSUBACK"));
         }
-        Ok(UnsubAck { packet_id, reasons, properties })
+        Ok(UnsubAck {
+            packet_id,
+            reasons,
+            properties,
+        })
     }
 }
 
@@ -57,8 +65,8 @@ impl Encode for UnsubAck {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::*;
     use super::super::Packet;
+    use super::super::test_support::*;
     use super::*;
     use ProtocolVersion::{V5, V311};
 
@@ -67,22 +75,38 @@ mod tests {
         let p = Packet::UnsubAck(UnsubAck {
             packet_id: 5,
             reasons: vec![0x11],
-            properties: AckProperties { reason_string: Some(s("r")), user_properties: vec![] },
+            properties: AckProperties {
+                reason_string: Some(s("r")),
+                user_properties: vec![],
+            },
         });
         let bytes = to_bytes(&p, V311);
         assert_eq!(&bytes[..], &[0xB0, 0x02, 0x00, 0x05]);
         assert_eq!(
             decode_one(&bytes, V311),
-            Ok(Packet::UnsubAck(UnsubAck { packet_id: 5, reasons: vec![], properties: AckProperties::default() }))
+            Ok(Packet::UnsubAck(UnsubAck {
+                packet_id: 5,
+                reasons: vec![],
+                properties: AckProperties::default()
+            }))
         );
         assert_eq!(round_trip(&p, V5), p);
-        assert!(matches!(decode_one(&[0xB0, 0x03, 0x00, 0x05, 0x00], V311), Err(DecodeError::MalformedPacket(_))));
+        assert!(matches!(
+            decode_one(&[0xB0, 0x03, 0x00, 0x05, 0x00], V311),
+            Err(DecodeError::MalformedPacket(_))
+        ));
     }
 
     #[test]
     fn v5_rules() {
-        assert_eq!(decode_one(&[0xB0, 0x03, 0x00, 0x05, 0x00], V5), Err(protocol_error("UNSUBACK without reason codes")));
-        assert!(matches!(decode_one(&[0xB0, 0x04, 0x00, 0x05, 0x00, 0x01], V5), Err(DecodeError::ProtocolError(_))));
+        assert_eq!(
+            decode_one(&[0xB0, 0x03, 0x00, 0x05, 0x00], V5),
+            Err(protocol_error("UNSUBACK without reason codes"))
+        );
+        assert!(matches!(
+            decode_one(&[0xB0, 0x04, 0x00, 0x05, 0x00, 0x01], V5),
+            Err(DecodeError::ProtocolError(_))
+        ));
         assert!(decode_one(&[0xB0, 0x05, 0x00, 0x05, 0x00, 0x00, 0x91], V5).is_ok());
     }
 }

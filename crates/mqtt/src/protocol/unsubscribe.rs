@@ -8,7 +8,10 @@ use super::{DecodeError, Encode, ProtocolVersion, Unsubscribe, UserProperty};
 
 impl Unsubscribe {
     /// Decodes an UNSUBSCRIBE body.
-    pub(crate) fn decode(mut r: Reader, version: ProtocolVersion) -> Result<Unsubscribe, DecodeError> {
+    pub(crate) fn decode(
+        mut r: Reader,
+        version: ProtocolVersion,
+    ) -> Result<Unsubscribe, DecodeError> {
         let packet_id = check_packet_id(r.u16()?)?;
         let mut user_properties = Vec::new();
         if version == ProtocolVersion::V5 {
@@ -27,7 +30,11 @@ impl Unsubscribe {
         if filters.is_empty() {
             return Err(protocol_error("UNSUBSCRIBE without topic filters")); // [MQTT-3.10.3-2]
         }
-        Ok(Unsubscribe { packet_id, filters, user_properties })
+        Ok(Unsubscribe {
+            packet_id,
+            filters,
+            user_properties,
+        })
     }
 }
 
@@ -58,8 +65,8 @@ impl Encode for Unsubscribe {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::*;
     use super::super::Packet;
+    use super::super::test_support::*;
     use super::*;
     use ProtocolVersion::{V5, V311};
 
@@ -74,7 +81,10 @@ mod tests {
         assert_eq!(round_trip(&p, V5), p);
         let bytes = to_bytes(&p, V311);
         assert_eq!(&bytes[..], b"\xa2\x09\x00\x02\x00\x03a/#\x00\x00");
-        let plain = Unsubscribe { user_properties: vec![], ..u };
+        let plain = Unsubscribe {
+            user_properties: vec![],
+            ..u
+        };
         assert_eq!(decode_one(&bytes, V311), Ok(Packet::Unsubscribe(plain)));
     }
 
@@ -83,10 +93,22 @@ mod tests {
         let none = Err(protocol_error("UNSUBSCRIBE without topic filters"));
         assert_eq!(decode_one(b"\xa2\x02\x00\x01", V311), none);
         assert_eq!(decode_one(b"\xa2\x03\x00\x01\x00", V5), none);
-        assert_eq!(decode_one(b"\xa2\x05\x00\x00\x00\x01a", V311), Err(protocol_error("packet identifier 0")));
-        assert_eq!(decode_one(b"\xa2\x09\x00\x01\x03\x1f\x00\x00\x00\x01a", V5), Err(not_allowed()));
-        assert!(matches!(decode_one(b"\xa2\x05\x00\x01\x00\x05a", V311), Err(DecodeError::MalformedPacket(_))));
+        assert_eq!(
+            decode_one(b"\xa2\x05\x00\x00\x00\x01a", V311),
+            Err(protocol_error("packet identifier 0"))
+        );
+        assert_eq!(
+            decode_one(b"\xa2\x09\x00\x01\x03\x1f\x00\x00\x00\x01a", V5),
+            Err(not_allowed())
+        );
+        assert!(matches!(
+            decode_one(b"\xa2\x05\x00\x01\x00\x05a", V311),
+            Err(DecodeError::MalformedPacket(_))
+        ));
         // Wrong fixed header flags.
-        assert!(matches!(decode_one(b"\xa0\x05\x00\x01\x00\x01a", V311), Err(DecodeError::MalformedPacket(_))));
+        assert!(matches!(
+            decode_one(b"\xa0\x05\x00\x01\x00\x01a", V311),
+            Err(DecodeError::MalformedPacket(_))
+        ));
     }
 }
