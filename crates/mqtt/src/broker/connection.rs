@@ -487,7 +487,7 @@ impl Connection {
 
     async fn serve_packets(&mut self) -> Exit {
         loop {
-            self.drain_mailbox();
+            let more_to_send = self.drain_mailbox();
             if !self.wbuf.is_empty()
                 && let Err(exit) = self.flush().await
             {
@@ -533,7 +533,10 @@ impl Connection {
             .into_iter()
             .flatten()
             .min();
-            if self.pending.is_none() && self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
+            // An idle connection has no read buffer; its first read takes a small one (tokio
+            // reserves 64 bytes) and the next turn grows it to a full chunk.
+            let spare = self.rbuf.capacity() - self.rbuf.len();
+            if self.rbuf.capacity() > 0 && spare < READ_CHUNK / 4 {
                 self.rbuf.reserve(READ_CHUNK);
             }
             let session = Arc::clone(&self.session);
@@ -554,6 +557,8 @@ impl Connection {
                         self.router.metrics().bytes_received.increment(n as u64);
                     }
                 },
+                // More deliveries wait: poll the socket once (above), then go on sending.
+                _ = std::future::ready(()), if more_to_send => {}
                 _ = space.notified(), if blocked => self.retry_pending(false),
                 _ = session.wake().notified() => self.last_activity = Instant::now(),
                 _ = sleep_until(next_deadline), if next_deadline.is_some() => {
@@ -578,6 +583,9 @@ impl Connection {
     /// Frees the read and write buffers of a connection that has been quiet for a while: an
     /// idle connection then costs its task and session, not 8+ KiB of buffers.
     fn release_idle_buffers(&mut self) {
+        // Restart the idle clock so a buffer that cannot be released (it holds part of a
+        // packet) is looked at again in a second, not in a busy loop.
+        self.last_activity = Instant::now();
         if self.rbuf.is_empty() {
             self.rbuf = BytesMut::new();
         }
@@ -880,33 +888,36 @@ impl Connection {
     }
 
     /// Moves queued deliveries into the write buffer, as far as the inflight window and the
-    /// write batch size allow.
-    fn drain_mailbox(&mut self) {
+    /// write batch size allow. Returns true when it stopped only because the batch is full, so
+    /// the caller must come back without waiting for a wake-up (the mailbox signals only its
+    /// empty-to-non-empty transition).
+    fn drain_mailbox(&mut self) -> bool {
         let now = Instant::now();
-        while self.wbuf.len() < WRITE_BATCH_BYTES {
-            let window_full = self.state.inflight.len() >= self.window;
+        loop {
+            if self.wbuf.len() >= WRITE_BATCH_BYTES {
+                return self.session.queued() > 0;
+            }
             let mut popped = std::mem::take(&mut self.popped);
             self.session.pop_into(&mut popped, POP_BATCH);
             if popped.is_empty() {
                 self.popped = popped;
-                return;
+                return false;
             }
             let mut rest = popped.drain(..);
-            let mut stopped = false;
+            let mut window_full = false;
             while let Some(d) = rest.next() {
-                if d.qos != QoS::AtMostOnce
-                    && (window_full || self.state.inflight.len() >= self.window)
-                {
+                if d.qos != QoS::AtMostOnce && self.state.inflight.len() >= self.window {
                     self.session.unpop(std::iter::once(d).chain(rest.by_ref()));
-                    stopped = true;
+                    window_full = true;
                     break;
                 }
                 self.deliver(d, now);
             }
             drop(rest);
             self.popped = popped;
-            if stopped {
-                return;
+            if window_full {
+                // Acknowledgements will free the window; reading them drives the next drain.
+                return false;
             }
         }
     }
