@@ -53,7 +53,12 @@ pub struct ServeArgs {
 
     /// Host names and IP addresses the server certificate is issued for, comma separated.
     /// [default: localhost,127.0.0.1]
-    #[arg(long, env = "FLEETCORE_SERVER_NAMES", value_name = "NAMES", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "FLEETCORE_SERVER_NAMES",
+        value_name = "NAMES",
+        value_delimiter = ','
+    )]
     server_names: Option<Vec<String>>,
 
     /// Largest MQTT packet accepted from a client, in bytes. [default: 1048576]
@@ -80,6 +85,12 @@ pub struct ServeArgs {
     #[arg(long, env = "FLEETCORE_CONNECT_TIMEOUT", value_name = "SECS")]
     connect_timeout: Option<u64>,
 
+    /// Seconds a publisher waits for room in a subscriber's full queue (backpressure) before
+    /// the message is dropped for that subscriber; a subscriber that took nothing for this long
+    /// is treated as stuck and dropped for at once. [default: 2]
+    #[arg(long, env = "FLEETCORE_SLOW_SUBSCRIBER_TIMEOUT", value_name = "SECS")]
+    slow_subscriber_timeout: Option<u64>,
+
     /// Topic aliases a client may use towards the server (MQTT 5). [default: 64]
     #[arg(long, env = "FLEETCORE_TOPIC_ALIAS_MAXIMUM", value_name = "N")]
     topic_alias_maximum: Option<u16>,
@@ -89,7 +100,12 @@ pub struct ServeArgs {
     access_key_id: Option<String>,
 
     /// Secret access key of the admin credentials.
-    #[arg(long, env = "FLEETCORE_SECRET_ACCESS_KEY", value_name = "SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "FLEETCORE_SECRET_ACCESS_KEY",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
     secret_access_key: Option<String>,
 
     /// Log filter, e.g. `info` or `fleetcore_mqtt=debug`. [default: info]
@@ -120,7 +136,11 @@ macro_rules! layer {
     };
 }
 
-fn address(key: &str, value: Option<String>, default: Option<&str>) -> anyhow::Result<Option<SocketAddr>> {
+fn address(
+    key: &str,
+    value: Option<String>,
+    default: Option<&str>,
+) -> anyhow::Result<Option<SocketAddr>> {
     let Some(text) = value.or_else(|| default.map(str::to_string)) else {
         return Ok(None);
     };
@@ -147,10 +167,27 @@ impl ServeArgs {
             let under = &mut file;
             let over = &mut self;
             layer!(
-                over, under, data_dir, http, mqtts, mqtt, ws, wss, allow_anonymous, server_names,
-                max_packet_size, max_topic_length, max_inflight, max_queued_messages,
-                max_connections_per_second, connect_timeout, topic_alias_maximum, access_key_id,
-                secret_access_key, log,
+                over,
+                under,
+                data_dir,
+                http,
+                mqtts,
+                mqtt,
+                ws,
+                wss,
+                allow_anonymous,
+                server_names,
+                max_packet_size,
+                max_topic_length,
+                max_inflight,
+                max_queued_messages,
+                max_connections_per_second,
+                connect_timeout,
+                slow_subscriber_timeout,
+                topic_alias_maximum,
+                access_key_id,
+                secret_access_key,
+                log,
             );
         }
         let defaults = BrokerConfig::default();
@@ -158,15 +195,21 @@ impl ServeArgs {
             max_packet_size: self.max_packet_size.unwrap_or(defaults.max_packet_size),
             max_topic_length: self.max_topic_length.unwrap_or(defaults.max_topic_length),
             max_inflight: self.max_inflight.unwrap_or(defaults.max_inflight),
-            max_queued_messages: self.max_queued_messages.unwrap_or(defaults.max_queued_messages),
+            max_queued_messages: self
+                .max_queued_messages
+                .unwrap_or(defaults.max_queued_messages),
             max_connections_per_second: self
                 .max_connections_per_second
                 .unwrap_or(defaults.max_connections_per_second),
             connect_timeout: self
                 .connect_timeout
                 .map_or(defaults.connect_timeout, Duration::from_secs),
-            topic_alias_maximum: self.topic_alias_maximum.unwrap_or(defaults.topic_alias_maximum),
-            ..defaults
+            topic_alias_maximum: self
+                .topic_alias_maximum
+                .unwrap_or(defaults.topic_alias_maximum),
+            slow_subscriber_timeout: self
+                .slow_subscriber_timeout
+                .map_or(defaults.slow_subscriber_timeout, Duration::from_secs),
         };
         if broker.max_packet_size < 64 || broker.max_packet_size > 268_435_455 {
             bail!("max_packet_size must be between 64 and 268435455 bytes (the MQTT limit)");
@@ -193,7 +236,9 @@ impl ServeArgs {
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| vec!["localhost".into(), "127.0.0.1".into()]);
         Ok(Settings {
-            data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("fleetcore-data")),
+            data_dir: self
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from("fleetcore-data")),
             http: address("http", self.http, Some("127.0.0.1:8080"))?
                 .context("http cannot be off: /health and the API live there")?,
             mqtts: address("mqtts", self.mqtts, Some("0.0.0.0:8883"))?,
@@ -265,7 +310,9 @@ mod tests {
             .resolve()
             .expect_err("unknown key");
         assert!(format!("{err:#}").contains("max_pakcet_size"), "{err:#}");
-        let err = parse(&["--mqtt", "nowhere"]).resolve().expect_err("bad addr");
+        let err = parse(&["--mqtt", "nowhere"])
+            .resolve()
+            .expect_err("bad addr");
         assert!(format!("{err:#}").contains("mqtt"), "{err:#}");
         let err = parse(&["--max-inflight", "0"]).resolve().expect_err("zero");
         assert!(format!("{err:#}").contains("max_inflight"), "{err:#}");

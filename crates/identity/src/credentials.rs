@@ -165,8 +165,14 @@ mod tests {
     fn parse_reads_only_the_fleetcore_profile() {
         let text = "[default]\naws_access_key_id = X\naws_secret_access_key = Y\n[fleetcore]\naws_access_key_id=A\naws_secret_access_key= B \n";
         let c = AdminCredentials::parse(text).expect("parse");
-        assert_eq!((c.access_key_id.as_str(), c.secret_access_key.as_str()), ("A", "B"));
-        assert_eq!(AdminCredentials::parse("[default]\naws_access_key_id = X\n"), None);
+        assert_eq!(
+            (c.access_key_id.as_str(), c.secret_access_key.as_str()),
+            ("A", "B")
+        );
+        assert_eq!(
+            AdminCredentials::parse("[default]\naws_access_key_id = X\n"),
+            None
+        );
     }
 
     #[test]

@@ -90,7 +90,9 @@ pub enum IdentityError {
     #[error("system random number generator failed")]
     Random,
     /// The credentials file exists but has no `fleetcore` profile with both keys.
-    #[error("{path} has no [fleetcore] profile with aws_access_key_id and aws_secret_access_key; fix or delete it")]
+    #[error(
+        "{path} has no [fleetcore] profile with aws_access_key_id and aws_secret_access_key; fix or delete it"
+    )]
     InvalidCredentialsFile {
         /// The file.
         path: std::path::PathBuf,

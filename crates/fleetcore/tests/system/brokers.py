@@ -51,6 +51,14 @@ def wait_until(pred, timeout: float, interval: float = 0.05, what: str = "condit
         time.sleep(interval)
 
 
+def let_time_pass(until: float) -> None:
+    """Wait until time.monotonic() reaches `until`. Only for tests of time itself (an expiry or
+    a delay must elapse), never to wait for the broker to finish something: use wait_until."""
+    remaining = until - time.monotonic()
+    if remaining > 0:
+        time.sleep(remaining)
+
+
 class BrokerStartError(AssertionError):
     pass
 
@@ -120,7 +128,8 @@ class Broker:
     # -- lifecycle
     def command(self) -> list[str]:
         if self.kind == "mosquitto":
-            return ["mosquitto", "-c", str(self.workdir / "mosquitto.conf")]
+            exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"  # Debian: /usr/sbin
+            return [exe, "-c", str(self.workdir / "mosquitto.conf")]
         cmd = [str(FLEETCORE_BIN), "serve"]
         if self.config_toml is not None:
             cfg = self.workdir / "fleetcore.toml"
@@ -140,6 +149,7 @@ class Broker:
     def _child_env(self) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETCORE_")}
         env.setdefault("RUST_LOG", "info")
+        env.setdefault("NO_COLOR", "1")  # plain log text for failure reports
         env.setdefault("RUST_BACKTRACE", "1")
         env.update(self.env)
         return env

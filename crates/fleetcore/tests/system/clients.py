@@ -294,7 +294,9 @@ _fence_ids = itertools.count(1)
 def fence(sub: Client, pub: Client, topic: str, qos: int = 1, timeout: float = DEFAULT_TIMEOUT) -> None:
     """Publish a marker from `pub` on `topic` (which `sub` is subscribed to) and wait for `sub` to
     get it: whatever `pub` published before it, in order, has been routed by then. Used to make
-    "X was not delivered" checks deterministic instead of waiting an arbitrary time."""
+    "X was not delivered" checks deterministic instead of waiting an arbitrary time. Use the QoS
+    of the messages being fenced: paho hands over a QoS 2 message only at PUBREL, so a lower-QoS
+    marker may overtake QoS 2 messages still in their handshake."""
     marker = f"fence-{next(_fence_ids)}-{time.monotonic_ns()}".encode()
     pub.publish(topic, marker, qos=qos)
     sub.wait_payload(marker, timeout)

@@ -559,3 +559,130 @@ class RawClient:
         except OSError:
             pass
         self.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# the same over a WebSocket (RFC 6455), for handshake and framing tests
+
+class WsRawClient(RawClient):
+    """RawClient over a WebSocket: `send` wraps bytes in one masked binary frame (or several, with
+    `send_frames`); received frames are unwrapped into the same byte stream the parser reads."""
+
+    def __init__(self, host: str, port: int, version: int = V311, timeout: float = 5.0,
+                 path: str = "/mqtt", subprotocol: str | None = "mqtt", sock=None):
+        import base64
+        import os as _os
+        super().__init__(host, port, version, timeout, sock=sock)
+        key = base64.b64encode(_os.urandom(16)).decode()
+        req = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n")
+        if subprotocol:
+            req += f"Sec-WebSocket-Protocol: {subprotocol}\r\n"
+        self.sock.sendall((req + "\r\n").encode())
+        raw = bytearray()
+        deadline = time.monotonic() + timeout
+        while b"\r\n\r\n" not in raw:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise Closed(f"closed during the WebSocket handshake: {bytes(raw)!r}")
+            raw += chunk
+        head, _, rest = bytes(raw).partition(b"\r\n\r\n")
+        lines = head.decode(errors="replace").split("\r\n")
+        self.status_line = lines[0]
+        self.headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+        self.status = int(self.status_line.split()[1])
+        self.frame_buf = bytearray(rest)
+        if self.status == 101:
+            import hashlib
+            want = base64.b64encode(hashlib.sha1(
+                (key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
+            assert self.headers.get("sec-websocket-accept") == want, self.headers
+
+    @staticmethod
+    def frame(payload: bytes, opcode: int = 0x2, fin: bool = True) -> bytes:
+        import os as _os
+        head = bytearray([(0x80 if fin else 0) | opcode])
+        n = len(payload)
+        if n < 126:
+            head.append(0x80 | n)
+        elif n < 65536:
+            head.append(0x80 | 126)
+            head += struct.pack("!H", n)
+        else:
+            head.append(0x80 | 127)
+            head += struct.pack("!Q", n)
+        mask = _os.urandom(4)
+        head += mask
+        return bytes(head) + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(self.frame(data))
+
+    def try_send(self, data: bytes) -> bool:
+        try:
+            self.send(data)
+            return True
+        except OSError:
+            return False
+
+    def send_frames(self, chunks: list[bytes]) -> None:
+        """One MQTT byte stream split over several WebSocket frames, as a client may do."""
+        for c in chunks:
+            self.sock.sendall(self.frame(c))
+
+    def _fill(self, deadline: float) -> None:
+        while True:
+            got = self._take_frame()
+            if got is not None:
+                opcode, payload = got
+                if opcode in (0x0, 0x1, 0x2):
+                    self.buf += payload
+                    return
+                if opcode == 0x8:
+                    self.closed = True
+                    raise Closed(f"WebSocket close frame {payload[:2].hex()}")
+                if opcode == 0x9:  # ping -> pong
+                    self.sock.sendall(self.frame(payload, opcode=0xA))
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("no packet before the deadline")
+            self.sock.settimeout(remaining)
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout as e:
+                raise TimeoutError("no packet before the deadline") from e
+            except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError) as e:
+                self.closed = True
+                raise Closed(str(e)) from e
+            if not chunk:
+                self.closed = True
+                raise Closed("EOF")
+            self.frame_buf += chunk
+
+    def _take_frame(self):
+        b = self.frame_buf
+        if len(b) < 2:
+            return None
+        opcode = b[0] & 0x0F
+        masked = b[1] & 0x80
+        n = b[1] & 0x7F
+        i = 2
+        if n == 126:
+            if len(b) < 4:
+                return None
+            n = struct.unpack("!H", b[2:4])[0]
+            i = 4
+        elif n == 127:
+            if len(b) < 10:
+                return None
+            n = struct.unpack("!Q", b[2:10])[0]
+            i = 10
+        if masked:
+            raise MalformedError("server frames must not be masked (RFC 6455 5.1)")
+        if len(b) < i + n:
+            return None
+        payload = bytes(b[i:i + n])
+        del b[:i + n]
+        return opcode, payload

@@ -5,7 +5,7 @@ import pytest
 
 import mqttwire as w
 from brokers import MODE
-from clients import V5, V311
+from clients import V5
 from conftest import VERSIONS
 
 
@@ -94,6 +94,14 @@ def test_anonymous_refused_without_allow_anonymous(broker_factory, raw, client_c
     ack = _connack_then_close(c)
     expected = 0x87 if version == V5 else 0x05
     assert ack is not None and ack.rc == expected, f"expected CONNACK {expected:#x}, got {ack}"
+    # the plain WebSocket listener follows the same rule
+    ws = w.WsRawClient(b.host, b.ports["ws"], version)
+    try:
+        ws.send(w.connect(f"anon-ws-{uid}", version=version))
+        ack = _connack_then_close(ws)
+        assert ack is not None and ack.rc == expected, f"ws: expected CONNACK {expected:#x}, got {ack}"
+    finally:
+        ws.close()
     # the broker itself is fine: a client with a certificate gets in over mTLS
     good = clients(version, broker=b, tls=client_cert(b, f"dev-{uid}"))
     assert good.connack[0] == 0

@@ -7,7 +7,7 @@ import time
 import pytest
 
 import mqttwire as w
-from brokers import MODE
+from brokers import MODE, let_time_pass
 from clients import V5, fence, sub_opts
 
 
@@ -218,10 +218,7 @@ def test_message_expiry_for_offline_session(clients, uid):
     pub.publish(t, b"short", qos=1, properties={"MessageExpiryInterval": 1})
     pub.publish(t, b"long", qos=1, properties={"MessageExpiryInterval": 30})
     pub.publish(t, b"forever", qos=1)
-    # Let 2.5 s pass while the session is offline: time itself is what is tested here.
-    remaining = t_pub + 2.5 - time.monotonic()
-    if remaining > 0:
-        time.sleep(remaining)
+    let_time_pass(t_pub + 2.5)  # the session stays offline while the 1 s expiry runs out
     back = clients(V5, client_id=cid, clean=False, session_expiry=300)
     assert back.session_present
     back.wait_payload(b"forever")
@@ -247,9 +244,7 @@ def test_retained_message_expires(clients, uid):
     pub = clients(V5)
     pub.publish(t, b"stale-soon", qos=1, retain=True, properties={"MessageExpiryInterval": 1})
     t_pub = time.monotonic()
-    remaining = t_pub + 2.5 - time.monotonic()
-    if remaining > 0:
-        time.sleep(remaining)  # let the retained message's 1 s lifetime pass
+    let_time_pass(t_pub + 2.5)  # the retained message's 1 s lifetime runs out
     sub = clients(V5)
     sub.subscribe(t, qos=1)
     sub.subscribe(f"{t}-fence", qos=1)

@@ -12,8 +12,10 @@ def _subscribe_and_collect(clients, version, flt, fence_pub, fence_topic, qos=1)
     arrived, so every retained message the broker was going to send has been sent."""
     sub = clients(version)
     sub.subscribe(flt, qos=qos)
-    sub.subscribe(fence_topic, qos=1)
-    fence(sub, fence_pub, fence_topic)
+    # the fence goes at the same QoS: paho hands a QoS 2 message over only at PUBREL, so a QoS 1
+    # marker could overtake QoS 2 retained messages still in their handshake
+    sub.subscribe(fence_topic, qos=qos)
+    fence(sub, fence_pub, fence_topic, qos=qos)
     return sub
 
 

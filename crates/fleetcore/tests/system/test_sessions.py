@@ -6,7 +6,7 @@ import time
 import pytest
 
 import mqttwire as w
-from brokers import MODE
+from brokers import MODE, let_time_pass
 from clients import V5, V311, fence
 from conftest import VERSIONS
 
@@ -97,11 +97,7 @@ def test_v5_session_gone_after_expiry(clients, uid):
     t_disc = time.monotonic()
     pub = clients(V5)
     pub.publish(f"s/{uid}", b"queued-then-expired", qos=1)
-    # Let the 2 s session expiry pass (plus margin for a once-a-second expiry sweep).
-    # This waits for time itself to pass, not for the broker to finish something.
-    remaining = t_disc + 3.5 - time.monotonic()
-    if remaining > 0:
-        time.sleep(remaining)
+    let_time_pass(t_disc + 3.5)  # the 2 s session expiry, plus margin for a once-a-second sweep
     b = _persistent(clients, V5, cid, expiry=2)
     assert b.session_present is False
     b.subscribe(f"s/{uid}-fence", qos=1)
@@ -111,7 +107,11 @@ def test_v5_session_gone_after_expiry(clients, uid):
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_offline_queue_bounded_by_max_queued_messages(broker_factory, clients, uid, version):
-    b = broker_factory("--max-queued-messages", "5")
+    # fleetcore counts max_queued_messages beyond the in-flight window, Mosquitto counts the
+    # offline queue alone: either way an offline session holds between QUEUED and
+    # QUEUED + INFLIGHT messages, the oldest ones, and drops the rest.
+    QUEUED, INFLIGHT, SENT = 5, 2, 20
+    b = broker_factory("--max-queued-messages", str(QUEUED), "--max-inflight", str(INFLIGHT))
     t = f"s/{uid}"
     cid = f"s-{uid}"
     sub = _persistent(clients, version, cid, broker=b)
@@ -119,17 +119,19 @@ def test_offline_queue_bounded_by_max_queued_messages(broker_factory, clients, u
     sub.disconnect()
     dropped_before = _dropped(b)
     pub = clients(version, broker=b)
-    for i in range(12):
+    for i in range(SENT):
         pub.publish(t, f"m{i}".encode(), qos=1)
     back = _persistent(clients, version, cid, broker=b)
     assert back.session_present is True
     back.subscribe(f"{t}-fence", qos=1)
     fence(back, pub, f"{t}-fence")
     got = back.payloads(topic=t)
-    # the first five were kept; the rest were dropped (not delivered late, not delivered twice)
-    assert got == [f"m{i}".encode() for i in range(5)], got
+    assert QUEUED <= len(got) <= QUEUED + INFLIGHT, f"{len(got)} of {SENT} kept: {got}"
+    # the oldest were kept, in order; the rest dropped (not delivered late, not twice)
+    assert got == [f"m{i}".encode() for i in range(len(got))], got
     if MODE == "fleetcore":
-        assert _dropped(b) - dropped_before >= 7, "drops not counted in fleetcore_mqtt_messages_dropped_total"
+        assert _dropped(b) - dropped_before >= SENT - len(got), \
+            "drops not counted in fleetcore_mqtt_messages_dropped_total"
 
 
 def _dropped(b):
@@ -180,3 +182,62 @@ def test_takeover_by_clean_session_drops_old_subscriptions(raw, clients, uid, ve
     pub.publish(f"s/{uid}", b"old-sub", qos=1)
     fence(second, pub, f"s/{uid}-fence")
     assert second.matching(topic=f"s/{uid}") == []
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_online_slow_consumer_queue_bounded(broker_factory, raw, clients, uid, version):
+    """A connected subscriber that does not acknowledge: at most INFLIGHT messages in flight plus
+    QUEUED waiting; the rest are dropped rather than held in memory without bound."""
+    QUEUED, INFLIGHT, SENT = 3, 2, 8
+    b = broker_factory("--max-queued-messages", str(QUEUED), "--max-inflight", str(INFLIGHT))
+    t = f"s/{uid}"
+    c = raw(version, broker=b)
+    assert c.connect(f"slow-{uid}").rc == 0
+    c.subscribe([(t, 1), (f"{t}-fence", 1)])
+    pub = clients(version, broker=b)
+    for i in range(SENT):
+        pub.publish(t, f"m{i}".encode(), qos=1, timeout=30)
+    got = []
+    while True:  # drain, acknowledging, until nothing more comes for a while
+        try:
+            p = c.recv(1.0)
+        except TimeoutError:
+            break
+        if p.type == w.PUBLISH:
+            got.append(p.payload)
+            c.send(w.puback(p.pid, version))
+    pub.publish(f"{t}-fence", b"fence", qos=1)
+    while True:
+        p = c.expect(w.PUBLISH)
+        c.send(w.puback(p.pid, version))
+        if p.payload == b"fence":
+            break
+        got.append(p.payload)
+    assert QUEUED <= len(got) <= QUEUED + INFLIGHT, f"{len(got)} of {SENT} delivered: {got}"
+    assert got == [f"m{i}".encode() for i in range(len(got))], got
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_stuck_subscriber_does_not_stall_publishers_or_other_subscribers(broker_factory, raw, clients, uid, version):
+    """One subscriber that never reads (a device on a dead link) must not slow the topic down for
+    everyone: its queue overflows and drops, while publishers keep getting their PUBACKs and the
+    healthy subscriber keeps getting every message."""
+    b = broker_factory("--max-queued-messages", "3", "--max-inflight", "2")
+    t = f"s/{uid}"
+    stuck = raw(version, broker=b)
+    assert stuck.connect(f"stuck-{uid}").rc == 0
+    stuck.subscribe([(t, 1)])  # and never reads again
+    healthy = clients(version, broker=b)
+    healthy.subscribe(t, qos=1)
+    pub = clients(version, broker=b)
+    deadline = time.monotonic() + 10
+    for i in range(20):
+        # lock-step, so the healthy subscriber's own (small) queue never fills
+        left = deadline - time.monotonic()
+        assert left > 0, f"only {i}/20 messages through in 10 s: the stuck subscriber holds up the topic"
+        try:
+            pub.publish(t, f"m{i}".encode(), qos=1, timeout=left)
+        except AssertionError:
+            raise AssertionError(f"publish {i} not acknowledged within 10 s of the start: "
+                                 "the stuck subscriber holds up the publisher") from None
+        healthy.wait_payload(f"m{i}".encode(), timeout=max(0.1, deadline - time.monotonic()))

@@ -118,3 +118,16 @@ def test_topic_names_are_case_sensitive_and_utf8(clients, uid, version):
     pub.publish(f"{u}/Grüße/a", b"upper", qos=1)
     msg = sub.wait_message()
     assert (msg.topic, msg.payload) == (f"{u}/Grüße/a", b"upper")
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_fan_out_to_many_subscribers(clients, uid, version):
+    t = f"fan/{uid}"
+    subs = [clients(version) for _ in range(40)]
+    for s in subs:
+        s.subscribe(t, qos=1)
+    pub = clients(version)
+    for i in range(3):
+        pub.publish(t, f"m{i}".encode(), qos=1)
+    for s in subs:
+        assert [m.payload for m in s.wait_messages(3, topic=t)] == [b"m0", b"m1", b"m2"]

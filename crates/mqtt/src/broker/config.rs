@@ -23,7 +23,9 @@ pub struct BrokerConfig {
     /// Topic aliases a client may use towards the broker (advertised as Topic Alias Maximum).
     pub topic_alias_maximum: u16,
     /// How long a publisher waits for an online subscriber's full queue before the message is
-    /// dropped for that subscriber (counted in `fleetcore_mqtt_messages_dropped_total`).
+    /// dropped for that subscriber (counted in `fleetcore_mqtt_messages_dropped_total`). A
+    /// subscriber that has taken nothing from its full queue for this long counts as stuck:
+    /// publishers then drop for it at once instead of waiting.
     pub slow_subscriber_timeout: Duration,
 }
 
@@ -37,7 +39,7 @@ impl Default for BrokerConfig {
             max_connections_per_second: 0,
             connect_timeout: Duration::from_secs(10),
             topic_alias_maximum: 64,
-            slow_subscriber_timeout: Duration::from_secs(5),
+            slow_subscriber_timeout: Duration::from_secs(2),
         }
     }
 }

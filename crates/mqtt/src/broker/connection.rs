@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use fleetcore_core::auth::{AuthOutcome, Authenticator, ClientCredentials, Refusal, TransportKind};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, OwnedMutexGuard, watch};
@@ -49,8 +49,10 @@ pub struct ConnectionInfo {
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
 /// Deliveries taken from the mailbox per lock.
 const POP_BATCH: usize = 64;
-/// Read buffer size while a connection is active.
+/// Largest read buffer of a busy connection.
 const READ_CHUNK: usize = 8 * 1024;
+/// Read buffer of a quiet connection: a PINGREQ, an acknowledgement, a small PUBLISH.
+const MIN_READ: usize = 256;
 /// A connection quiet for this long gives its buffers back.
 const IDLE_RELEASE: Duration = Duration::from_secs(1);
 
@@ -90,11 +92,12 @@ struct Connection {
     client_id: Arc<str>,
     session: Arc<SessionHandle>,
     state: OwnedMutexGuard<SessionState>,
-    owner: watch::Receiver<u64>,
-    shutdown: watch::Receiver<bool>,
-    will: Option<PendingWill>,
+    /// Boxed: rarely present, and large (a whole message).
+    will: Option<Box<PendingWill>>,
     keep_alive: Option<Duration>,
     last_packet: Instant,
+    /// Size of the next read buffer: grows while reads fill it, back to the minimum when idle.
+    read_size: usize,
     /// When the bytes of an incomplete packet started arriving.
     partial_since: Option<Instant>,
     /// Last read or write, for releasing buffers of idle connections.
@@ -105,7 +108,7 @@ struct Connection {
     client_alias_max: u16,
     inbound_aliases: HashMap<u16, Utf8>,
     outbound_aliases: HashMap<Utf8, u16>,
-    pending: Option<PendingFanout>,
+    pending: Option<Box<PendingFanout>>,
     space: Arc<Notify>,
     targets: Vec<Blocked>,
     popped: Vec<Delivery>,
@@ -115,56 +118,83 @@ struct Connection {
 pub async fn serve(
     router: Arc<Router>,
     authenticator: Arc<dyn Authenticator>,
-    mut io: Box<dyn ClientStream>,
+    io: Box<dyn ClientStream>,
     info: ConnectionInfo,
     shutdown: watch::Receiver<bool>,
 ) {
-    let metrics = router.metrics().clone();
-    metrics.connections.increment(1.0);
-    metrics.connections_total.increment(1);
-    let mut rbuf = BytesMut::with_capacity(1024);
-    let max_packet = router.config().max_packet_size;
-    let first = tokio::time::timeout(
-        router.config().connect_timeout,
-        read_packet(&mut io, &mut rbuf, ProtocolVersion::V5, max_packet),
-    )
+    let connections = router.metrics().connections.clone();
+    connections.increment(1.0);
+    router.metrics().connections_total.increment(1);
+    let connection_id = router.next_connection_id();
+    // Everything up to CONNACK runs in a boxed future: its state (the CONNECT packet, the
+    // handshake with the session) is freed once the client is in, instead of staying in the
+    // task of every idle connection.
+    let admitted = Box::pin(admit(
+        router,
+        authenticator.as_ref(),
+        io,
+        info,
+        connection_id,
+        shutdown,
+    ))
     .await;
+    if let Some(connection) = admitted {
+        connection.run().await;
+    }
+    connections.decrement(1.0);
+}
+
+/// Reads CONNECT (within the connect timeout), authenticates, claims the session and queues
+/// CONNACK. `None` when the client is refused or gone.
+async fn admit(
+    router: Arc<Router>,
+    authenticator: &dyn Authenticator,
+    mut io: Box<dyn ClientStream>,
+    info: ConnectionInfo,
+    connection_id: u64,
+    mut shutdown: watch::Receiver<bool>,
+) -> Option<Connection> {
+    let metrics = router.metrics();
+    let mut rbuf = BytesMut::new();
+    let max_packet = router.config().max_packet_size;
+    let first = tokio::select! {
+        _ = shutdown.changed() => return None,
+        first = tokio::time::timeout(
+            router.config().connect_timeout,
+            read_packet(&mut io, &mut rbuf, ProtocolVersion::V5, max_packet),
+        ) => first,
+    };
     let connect = match first {
         Ok(Ok(Some(Packet::Connect(c)))) => c,
         Ok(Err(DecodeError::UnsupportedProtocolVersion(level))) => {
             metrics.connections_refused.increment(1);
             tracing::debug!(peer = %info.peer, level, "unsupported protocol level");
-            let (version, code) = if level < 5 {
-                (ProtocolVersion::V311, reason::UNSUPPORTED_PROTOCOL_VERSION)
+            let version = if level < 5 {
+                ProtocolVersion::V311
             } else {
-                (ProtocolVersion::V5, reason::UNSUPPORTED_PROTOCOL_VERSION)
+                ProtocolVersion::V5
             };
-            refuse(&mut io, version, code).await;
-            metrics.connections.decrement(1.0);
-            return;
+            refuse(&mut io, version, reason::UNSUPPORTED_PROTOCOL_VERSION).await;
+            return None;
         }
         Ok(Err(e)) => {
             metrics.protocol_errors.increment(1);
             tracing::debug!(peer = %info.peer, error = %e, "bad first packet");
-            metrics.connections.decrement(1.0);
-            return;
+            return None;
         }
         Ok(Ok(Some(_))) => {
             metrics.protocol_errors.increment(1);
             tracing::debug!(peer = %info.peer, "first packet was not CONNECT");
-            metrics.connections.decrement(1.0);
-            return;
+            return None;
         }
         Ok(Ok(None)) | Err(_) => {
             tracing::debug!(peer = %info.peer, "no CONNECT before the connect timeout or close");
-            metrics.connections.decrement(1.0);
-            return;
+            return None;
         }
     };
-    let connection_id = router.next_connection_id();
     match accept(
         &router,
-        authenticator.as_ref(),
+        authenticator,
         &mut io,
         &info,
         *connect,
@@ -172,13 +202,12 @@ pub async fn serve(
     )
     .await
     {
-        Some(accepted) => {
-            let conn = Connection::new(router, io, rbuf, accepted, connection_id, shutdown);
-            conn.run().await;
+        Some(accepted) => Some(Connection::new(router, io, rbuf, accepted, connection_id)),
+        None => {
+            metrics.connections_refused.increment(1);
+            None
         }
-        None => metrics.connections_refused.increment(1),
     }
-    metrics.connections.decrement(1.0);
 }
 
 /// Reads until one whole packet is decoded. `Ok(None)` on a clean close.
@@ -223,7 +252,7 @@ struct Accepted {
     version: ProtocolVersion,
     client_id: Arc<str>,
     attached: super::router::Attached,
-    will: Option<PendingWill>,
+    will: Option<Box<PendingWill>>,
     keep_alive: u16,
     window: usize,
     client_max_packet: usize,
@@ -295,7 +324,7 @@ async fn accept(
                 return None;
             }
             let delay = w.properties.will_delay_interval.unwrap_or(0);
-            Some(PendingWill {
+            Some(Box::new(PendingWill {
                 message: Message {
                     topic: w.topic,
                     payload: w.payload,
@@ -315,7 +344,7 @@ async fn accept(
                     origin: Some(Arc::clone(&client_id)),
                 },
                 delay,
-            })
+            }))
         }
     };
     let expiry = match version {
@@ -323,7 +352,7 @@ async fn accept(
         ProtocolVersion::V311 if connect.clean_start => 0,
         ProtocolVersion::V311 => NEVER_EXPIRES,
     };
-    let attached = router
+    let Some(attached) = router
         .attach(
             Arc::clone(&client_id),
             connect.clean_start,
@@ -331,7 +360,11 @@ async fn accept(
             version,
             connection_id,
         )
-        .await;
+        .await
+    else {
+        refuse(io, version, reason::SERVER_UNAVAILABLE).await;
+        return None;
+    };
     tracing::debug!(peer = %info.peer, client_id = %client_id, principal, transport = info.transport.as_str(), "client connected");
     let properties = match version {
         ProtocolVersion::V311 => ConnAckProperties::default(),
@@ -382,7 +415,6 @@ impl Connection {
         rbuf: BytesMut,
         accepted: Accepted,
         connection_id: u64,
-        shutdown: watch::Receiver<bool>,
     ) -> Connection {
         let mut wbuf = BytesMut::new();
         protocol::encode(
@@ -400,14 +432,13 @@ impl Connection {
             client_id: accepted.client_id,
             session: accepted.attached.session,
             state: accepted.attached.state,
-            owner: accepted.attached.owner,
-            shutdown,
             will: accepted.will,
             keep_alive: (accepted.keep_alive > 0)
                 .then(|| Duration::from_millis(u64::from(accepted.keep_alive) * 1500)),
             last_packet: Instant::now(),
             last_activity: Instant::now(),
             partial_since: None,
+            read_size: MIN_READ,
             window: accepted.window,
             client_max_packet: accepted.client_max_packet,
             client_alias_max: accepted.client_alias_max,
@@ -448,7 +479,7 @@ impl Connection {
                 },
             });
             self.wbuf.clear();
-            write_packet(&mut self.io, &packet, self.version).await;
+            Box::pin(write_packet(&mut self.io, &packet, self.version)).await;
         } else {
             let _ = tokio::time::timeout(Duration::from_secs(1), self.io.shutdown()).await;
         }
@@ -460,7 +491,7 @@ impl Connection {
             will,
             ..
         } = self;
-        let will = if keep_will { will } else { None };
+        let will = if keep_will { will.map(|w| *w) } else { None };
         tracing::debug!(client_id = %session.client_id(), ?exit, "client disconnected");
         router.detach(session, state, will, taken_over);
     }
@@ -533,26 +564,29 @@ impl Connection {
             .into_iter()
             .flatten()
             .min();
-            // An idle connection has no read buffer; its first read takes a small one (tokio
-            // reserves 64 bytes) and the next turn grows it to a full chunk.
+            // Read buffers grow with the traffic: a quiet client reads into a few hundred bytes,
+            // a busy one into READ_CHUNK (doubled each time a read fills the buffer).
             let spare = self.rbuf.capacity() - self.rbuf.len();
-            if self.rbuf.capacity() > 0 && spare < READ_CHUNK / 4 {
-                self.rbuf.reserve(READ_CHUNK);
+            if spare < self.read_size / 2 {
+                self.rbuf.reserve(self.read_size);
             }
+            let spare = self.rbuf.capacity() - self.rbuf.len();
             let session = Arc::clone(&self.session);
             let space = Arc::clone(&self.space);
             let blocked = self.pending.is_some();
             tokio::select! {
                 biased;
-                changed = self.owner.changed() => {
-                    if changed.is_err() || *self.owner.borrow_and_update() != self.connection_id {
-                        return Exit::TakenOver;
+                _ = session.kicked().notified() => {
+                    if let Some(exit) = self.dispossessed() {
+                        return exit;
                     }
                 }
-                _ = self.shutdown.changed() => return Exit::Shutdown,
                 read = self.io.read_buf(&mut self.rbuf), if !blocked => match read {
                     Ok(0) | Err(_) => return Exit::Closed,
                     Ok(n) => {
+                        if n == spare {
+                            self.read_size = (self.read_size * 2).min(READ_CHUNK);
+                        }
                         self.last_activity = Instant::now();
                         self.router.metrics().bytes_received.increment(n as u64);
                     }
@@ -594,24 +628,54 @@ impl Connection {
         }
         self.targets = Vec::new();
         self.popped = Vec::new();
+        self.read_size = MIN_READ;
     }
 
+    /// Why the connection must end, if it no longer owns its session: another connection
+    /// claimed it, or the server is shutting down.
+    fn dispossessed(&self) -> Option<Exit> {
+        if self.session.is_owned_by(self.connection_id) {
+            None
+        } else if self.router.is_shutting_down() {
+            Some(Exit::Shutdown)
+        } else {
+            Some(Exit::TakenOver)
+        }
+    }
+
+    /// Writes the whole write buffer, giving up only if the session is taken from this
+    /// connection. Uses `write` (cancel-safe: bytes are either written and counted, or not
+    /// written) so that a kick arriving mid-buffer never makes a byte go out twice.
     async fn flush(&mut self) -> Result<(), Exit> {
         let n = self.wbuf.len();
-        tokio::select! {
-            biased;
-            changed = self.owner.changed() => {
-                if changed.is_err() || *self.owner.borrow_and_update() != self.connection_id {
-                    return Err(Exit::TakenOver);
+        let session = Arc::clone(&self.session);
+        while !self.wbuf.is_empty() {
+            tokio::select! {
+                biased;
+                _ = session.kicked().notified() => {
+                    // A stale kick (a permit left by our own claim) changes nothing.
+                    if let Some(exit) = self.dispossessed() {
+                        return Err(exit);
+                    }
                 }
-                // Spurious change notification: write on the next turn.
-                return Ok(());
+                written = self.io.write(&self.wbuf) => match written {
+                    Ok(0) | Err(_) => return Err(Exit::Closed),
+                    Ok(k) => self.wbuf.advance(k),
+                },
             }
-            _ = self.shutdown.changed() => return Err(Exit::Shutdown),
-            written = async { self.io.write_all(&self.wbuf).await?; self.io.flush().await } => {
-                if written.is_err() {
-                    return Err(Exit::Closed);
+        }
+        loop {
+            tokio::select! {
+                biased;
+                _ = session.kicked().notified() => {
+                    if let Some(exit) = self.dispossessed() {
+                        return Err(exit);
+                    }
                 }
+                flushed = self.io.flush() => match flushed {
+                    Ok(()) => break,
+                    Err(_) => return Err(Exit::Closed),
+                },
             }
         }
         self.wbuf.clear();
@@ -778,11 +842,11 @@ impl Connection {
                 self.send(&ack);
             }
         } else {
-            self.pending = Some(PendingFanout {
+            self.pending = Some(Box::new(PendingFanout {
                 blocked,
                 ack,
                 deadline: now + config.slow_subscriber_timeout,
-            });
+            }));
         }
         Ok(())
     }
@@ -896,6 +960,17 @@ impl Connection {
         loop {
             if self.wbuf.len() >= WRITE_BATCH_BYTES {
                 return self.session.queued() > 0;
+            }
+            if self.state.inflight.len() >= self.window
+                && self
+                    .session
+                    .front_qos()
+                    .is_some_and(|q| q != QoS::AtMostOnce)
+            {
+                // Nothing can go before an acknowledgement; not popping also keeps the
+                // mailbox's progress clock honest, so a receiver that stopped acknowledging is
+                // recognised as stuck.
+                return false;
             }
             let mut popped = std::mem::take(&mut self.popped);
             self.session.pop_into(&mut popped, POP_BATCH);

@@ -111,9 +111,11 @@ impl Broker {
                 let alive = alive.clone();
                 tokio::spawn(async move {
                     let max_message = router.config().max_packet_size + 8;
+                    // Boxed: the TLS and WebSocket handshake state is large and short-lived;
+                    // inline, it would stay in every connection's task for its whole life.
                     let handshake = tokio::time::timeout(
                         router.config().connect_timeout,
-                        transport::handshake(&kind, tcp, peer, max_message),
+                        Box::pin(transport::handshake(&kind, tcp, peer, max_message)),
                     )
                     .await;
                     match handshake {
@@ -145,6 +147,7 @@ impl Broker {
             ..
         } = self;
         let _ = shutdown.send(true);
+        router.begin_shutdown();
         drop(alive);
         if tokio::time::timeout(SHUTDOWN_GRACE, all_done.recv())
             .await

@@ -3,11 +3,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::{Notify, OwnedMutexGuard, watch};
+use tokio::sync::{Notify, OwnedMutexGuard};
 
 use super::config::BrokerConfig;
 use super::message::{Delivery, Message};
@@ -29,8 +29,6 @@ pub struct Attached {
     pub state: OwnedMutexGuard<SessionState>,
     /// Whether an earlier session was resumed (CONNACK Session Present).
     pub session_present: bool,
-    /// Changes when another connection takes the session over.
-    pub owner: watch::Receiver<u64>,
 }
 
 /// A delivery that could not be queued yet because the receiver's queue is full.
@@ -51,6 +49,8 @@ pub struct Router {
     persister: Arc<Persister>,
     metrics: BrokerMetrics,
     next_connection_id: AtomicU64,
+    /// Set (under the sessions lock) when shutdown begins: no session is attached after it.
+    shutting_down: AtomicBool,
 }
 
 fn split_filter(filter: &str) -> Option<(Option<&str>, &str)> {
@@ -75,6 +75,7 @@ impl Router {
             persister,
             metrics,
             next_connection_id: AtomicU64::new(1),
+            shutting_down: AtomicBool::new(false),
         })
     }
 
@@ -142,11 +143,7 @@ impl Router {
                 .instant_of(stored.disconnected_at_ms)
                 .unwrap_or_else(Instant::now);
             state.disconnected_at = Some(disconnected_at);
-            let handle = SessionHandle::new(
-                Arc::from(client_id.as_str()),
-                self.config.max_queued_messages,
-                state,
-            );
+            let handle = self.new_session(Arc::from(client_id.as_str()), state);
             let mut state =
                 handle
                     .try_lock_state()
@@ -204,8 +201,32 @@ impl Router {
         Ok(report)
     }
 
+    fn new_session(&self, client_id: Arc<str>, state: SessionState) -> Arc<SessionHandle> {
+        SessionHandle::new(
+            client_id,
+            self.config.max_queued_messages,
+            self.config.slow_subscriber_timeout,
+            state,
+        )
+    }
+
+    /// True once shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Starts shutdown: no new session is attached, and every connected client is told to go.
+    pub fn begin_shutdown(&self) {
+        let sessions = self.sessions.lock();
+        self.shutting_down.store(true, Ordering::Release);
+        for session in sessions.values() {
+            session.claim(0);
+        }
+    }
+
     /// Claims the session of `client_id` for a new connection, waiting for a previous
-    /// connection with the same client id to let go (it is told to by the claim).
+    /// connection with the same client id to let go (it is told to by the claim). `None` once
+    /// the server is shutting down.
     pub async fn attach(
         self: &Arc<Self>,
         client_id: Arc<str>,
@@ -213,24 +234,28 @@ impl Router {
         expiry_interval: u32,
         protocol: ProtocolVersion,
         connection_id: u64,
-    ) -> Attached {
+    ) -> Option<Attached> {
         loop {
             let (session, existed) = {
                 let mut sessions = self.sessions.lock();
-                match sessions.get(&client_id) {
+                if self.is_shutting_down() {
+                    return None;
+                }
+                let found = match sessions.get(&client_id) {
                     Some(s) => (Arc::clone(s), true),
                     None => {
-                        let s = SessionHandle::new(
+                        let s = self.new_session(
                             Arc::clone(&client_id),
-                            self.config.max_queued_messages,
                             SessionState::new(expiry_interval, protocol),
                         );
                         sessions.insert(Arc::clone(&client_id), Arc::clone(&s));
                         (s, false)
                     }
-                }
+                };
+                // Claimed under the lock, so begin_shutdown cannot miss this connection.
+                found.0.claim(connection_id);
+                found
             };
-            let owner = session.claim(connection_id);
             let mut state = session.lock_state().await;
             let still_registered = self
                 .sessions
@@ -258,12 +283,11 @@ impl Router {
                     .delete(persist::SESSIONS_TABLE, client_id.as_bytes().to_vec());
             }
             self.update_gauges();
-            return Attached {
+            return Some(Attached {
                 session,
                 state,
                 session_present: resumed,
-                owner,
-            };
+            });
         }
     }
 

@@ -8,10 +8,10 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use tokio::sync::{Notify, OwnedMutexGuard, watch};
+use tokio::sync::{Notify, OwnedMutexGuard};
 
 use super::message::{Delivery, Message};
 use crate::protocol::{ProtocolVersion, QoS, SubscriptionOptions};
@@ -34,6 +34,9 @@ pub enum PushOutcome {
 struct Mailbox {
     queue: VecDeque<Delivery>,
     online: bool,
+    /// When the connection last took deliveries: a receiver that has not for a while is stuck,
+    /// and publishers stop waiting for it.
+    last_pop: Instant,
     /// Publishers waiting for room, each woken once when the queue drains below capacity.
     waiting: Vec<Arc<Notify>>,
 }
@@ -42,12 +45,16 @@ struct Mailbox {
 pub struct SessionHandle {
     client_id: Arc<str>,
     capacity: usize,
+    /// How long a full, online receiver may go without taking deliveries before publishers
+    /// drop for it instead of waiting.
+    stuck_after: Duration,
     mailbox: Mutex<Mailbox>,
     /// Wakes the connection when deliveries arrive.
     wake: Notify,
-    /// The id of the connection that owns the session; a new value tells the old one it was
-    /// taken over.
-    owner: watch::Sender<u64>,
+    /// The id of the connection that owns the session (0: none, or the server is shutting
+    /// down); changed together with a `kick`, which tells the current owner to look.
+    owner: AtomicU64,
+    kick: Notify,
     /// Bumped on every attach and every end, so delayed wills and expiry timers can tell
     /// whether the session they were scheduled for is still the same.
     epoch: AtomicU64,
@@ -64,18 +71,25 @@ impl std::fmt::Debug for SessionHandle {
 
 impl SessionHandle {
     /// A new, offline session with an empty state.
-    pub fn new(client_id: Arc<str>, capacity: usize, state: SessionState) -> Arc<SessionHandle> {
-        let (owner, _) = watch::channel(0);
+    pub fn new(
+        client_id: Arc<str>,
+        capacity: usize,
+        stuck_after: Duration,
+        state: SessionState,
+    ) -> Arc<SessionHandle> {
         Arc::new(SessionHandle {
             client_id,
             capacity,
+            stuck_after,
             mailbox: Mutex::new(Mailbox {
                 queue: VecDeque::new(),
                 online: false,
+                last_pop: Instant::now(),
                 waiting: Vec::new(),
             }),
             wake: Notify::new(),
-            owner,
+            owner: AtomicU64::new(0),
+            kick: Notify::new(),
             epoch: AtomicU64::new(0),
             state: Arc::new(tokio::sync::Mutex::new(state)),
         })
@@ -92,14 +106,16 @@ impl SessionHandle {
     }
 
     /// Offers a delivery. `waiter` is notified when a full queue drains (only registered when
-    /// the outcome is `Full`).
+    /// the outcome is `Full`). A full online receiver that has taken nothing for
+    /// `stuck_after` is treated like an offline one: the delivery is dropped at once, so one
+    /// dead subscriber cannot hold up a topic.
     pub fn push(&self, delivery: Delivery, waiter: Option<&Arc<Notify>>) -> PushOutcome {
         let mut mb = self.mailbox.lock();
         if !mb.online && delivery.qos == QoS::AtMostOnce {
             return PushOutcome::Dropped;
         }
         if mb.queue.len() >= self.capacity {
-            if !mb.online {
+            if !mb.online || mb.last_pop.elapsed() >= self.stuck_after {
                 return PushOutcome::Dropped;
             }
             if let Some(w) = waiter {
@@ -121,11 +137,17 @@ impl SessionHandle {
         self.mailbox.lock().queue.push_back(delivery);
     }
 
+    /// QoS of the next queued delivery, if any.
+    pub fn front_qos(&self) -> Option<QoS> {
+        self.mailbox.lock().queue.front().map(|d| d.qos)
+    }
+
     /// Moves up to `max` deliveries into `out`, waking publishers that waited for room.
     pub fn pop_into(&self, out: &mut Vec<Delivery>, max: usize) {
         let mut mb = self.mailbox.lock();
         let n = max.min(mb.queue.len());
         out.extend(mb.queue.drain(..n));
+        mb.last_pop = Instant::now();
         if n > 0 && !mb.waiting.is_empty() {
             for w in mb.waiting.drain(..) {
                 w.notify_one();
@@ -166,6 +188,7 @@ impl SessionHandle {
     pub fn set_online(&self, online: bool) {
         let mut mb = self.mailbox.lock();
         mb.online = online;
+        mb.last_pop = Instant::now();
         if !online {
             for w in mb.waiting.drain(..) {
                 w.notify_one();
@@ -178,10 +201,21 @@ impl SessionHandle {
         &self.wake
     }
 
-    /// Claims the session for connection `conn_id`, telling any previous owner to go.
-    pub fn claim(&self, conn_id: u64) -> watch::Receiver<u64> {
-        self.owner.send_replace(conn_id);
-        self.owner.subscribe()
+    /// Claims the session for connection `conn_id` (0 to send every owner away), telling
+    /// the current owner to look.
+    pub fn claim(&self, conn_id: u64) {
+        self.owner.store(conn_id, Ordering::Release);
+        self.kick.notify_one();
+    }
+
+    /// True while connection `conn_id` owns the session.
+    pub fn is_owned_by(&self, conn_id: u64) -> bool {
+        self.owner.load(Ordering::Acquire) == conn_id
+    }
+
+    /// Notified when the owner changes (the permit may be stale: check `is_owned_by`).
+    pub fn kicked(&self) -> &Notify {
+        &self.kick
     }
 
     /// Waits until the previous owner has released the state, then holds it.

@@ -223,7 +223,12 @@ mod tests {
 
     fn sub(id: &str) -> Subscriber {
         Subscriber {
-            session: SessionHandle::new(id.into(), 10, SessionState::new(0, ProtocolVersion::V5)),
+            session: SessionHandle::new(
+                id.into(),
+                10,
+                std::time::Duration::from_secs(1),
+                SessionState::new(0, ProtocolVersion::V5),
+            ),
             options: SubscriptionOptions::default(),
             id: None,
         }

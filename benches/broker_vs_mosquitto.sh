@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Side-by-side MQTT benchmark: fleetcore's broker against Mosquitto (Debian), on the same
+# machine, in the same run, driven by the same load generator (`fleetcore bench`). Prints a
+# table of each figure with its ratio to Mosquitto; raw JSON lands in $OUT.
+#
+#   benches/broker_vs_mosquitto.sh            # everything, 10 s per throughput run, 3 rounds
+#   DURATION=5 ROUNDS=1 benches/broker_vs_mosquitto.sh
+#
+# Throughput runs alternate brokers round by round and report the median round, so slow drift of
+# a noisy machine hits both. Memory runs start each broker fresh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-3}
+IDLE=${IDLE:-10000}
+SHARED=${SHARED:-$(cd .. && pwd)/shared}
+OUT=${OUT:-target/bench-results/$(date -u +%Y%m%dT%H%M%SZ)}
+mkdir -p "$OUT"
+ulimit -n 65536
+
+command -v mosquitto >/dev/null || { apt-get update -qq && apt-get install -y -qq mosquitto >/dev/null; }
+cargo build --release -p fleetcore -q
+BIN=$PWD/target/release/fleetcore
+export RUST_BACKTRACE=0
+
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+wait_port() { # host port
+  for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0; sleep 0.1; done
+  echo "nothing listening on $1:$2" >&2; return 1
+}
+
+FC_DATA=$(mktemp -d /tmp/fc-bench.XXXXXX)
+start_fleetcore() { # plain-port tls-port http-port -> pid
+  "$BIN" serve --data-dir "$FC_DATA" --mqtt "127.0.0.1:$1" --mqtts "127.0.0.1:$2" \
+    --http "127.0.0.1:$3" --allow-anonymous --log warn >>"$OUT/fleetcore.log" 2>&1 &
+  local pid=$!
+  PIDS+=("$pid")
+  wait_port 127.0.0.1 "$1" >&2
+  echo "$pid"
+}
+start_mosquitto() { # port [tls] -> pid
+  local pid
+  if [ "${2:-}" = tls ]; then
+    pid=$("$SHARED/tools/mosquitto-anchor.sh" "$1" tls "$FC_DATA/ca/ca.pem" "$FC_DATA/tls/server.pem" "$FC_DATA/tls/server.key")
+  else
+    pid=$("$SHARED/tools/mosquitto-anchor.sh" "$1")
+  fi
+  PIDS+=("$pid")
+  echo "$pid"
+}
+stop() { kill "$1" 2>/dev/null || true; while kill -0 "$1" 2>/dev/null; do sleep 0.1; done; }
+
+bench() { # name port args...
+  local name=$1 port=$2; shift 2
+  "$BIN" bench --port "$port" --json "$@" >"$OUT/$name.json" 2>>"$OUT/bench.log" || true
+}
+
+# Certificates: fleetcore's first start creates the CA and the server certificate; a client
+# certificate for the TLS runs is signed with that CA by openssl.
+FC=$(start_fleetcore 18901 18902 18903); stop "$FC"
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=bench \
+  -keyout "$OUT/client.key" -out "$OUT/client.csr" 2>/dev/null
+openssl x509 -req -in "$OUT/client.csr" -CA "$FC_DATA/ca/ca.pem" -CAkey "$FC_DATA/ca/ca.key" \
+  -CAcreateserial -CAserial "$OUT/ca.srl" -days 1 -out "$OUT/client.pem" 2>/dev/null
+TLS_ARGS=(--tls --ca "$FC_DATA/ca/ca.pem" --cert "$OUT/client.pem" --key "$OUT/client.key" --host localhost)
+
+echo "== throughput and latency ($ROUNDS rounds x ${DURATION}s)" >&2
+MQ=$(start_mosquitto 18910)
+FC=$(start_fleetcore 18911 18912 18913)
+for round in $(seq 1 "$ROUNDS"); do
+  for who in mosquitto fleetcore; do
+    port=18910; [ $who = fleetcore ] && port=18911
+    bench "fanin_qos0.$who.$round" $port --publishers 8 --subscribers 1 --qos 0 --duration "$DURATION"
+    bench "fanin_qos1.$who.$round" $port --publishers 8 --subscribers 1 --qos 1 --duration "$DURATION"
+    bench "latency_qos1_5k.$who.$round" $port --publishers 8 --subscribers 1 --qos 1 --rate 5000 --duration "$DURATION"
+  done
+done
+stop "$MQ"; stop "$FC"
+
+echo "== memory per idle connection ($IDLE connections, fresh brokers)" >&2
+MQ=$(start_mosquitto 18920)
+bench "idle_plain.mosquitto.1" 18920 --connections "$IDLE" --idle --broker-pid "$MQ" --duration 3
+stop "$MQ"
+FC=$(start_fleetcore 18921 18922 18923)
+bench "idle_plain.fleetcore.1" 18921 --connections "$IDLE" --idle --broker-pid "$FC" --duration 3
+stop "$FC"
+MQ=$(start_mosquitto 18924 tls)
+bench "idle_mtls.mosquitto.1" 18924 "${TLS_ARGS[@]}" --connections "$IDLE" --idle --broker-pid "$MQ" --duration 3
+stop "$MQ"
+FC=$(start_fleetcore 18925 18926 18927)
+bench "idle_mtls.fleetcore.1" 18926 "${TLS_ARGS[@]}" --connections "$IDLE" --idle --broker-pid "$FC" --duration 3
+stop "$FC"
+
+python3 - "$OUT" <<'PY'
+import json, statistics, sys, glob, os
+out = sys.argv[1]
+runs = {}
+for path in glob.glob(os.path.join(out, "*.json")):
+    name, who, _round = os.path.basename(path)[:-5].split(".")
+    try:
+        runs.setdefault((name, who), []).append(json.load(open(path)))
+    except ValueError:
+        pass
+def med(name, who, f):
+    vals = [f(r) for r in runs.get((name, who), []) if f(r) is not None]
+    return statistics.median(vals) if vals else None
+rows = [
+    ("QoS 0 fan-in 8->1, 256 B: received msg/s", "fanin_qos0", lambda r: r["received_per_s"], True),
+    ("QoS 0 fan-in: loss %", "fanin_qos0", lambda r: r["loss_pct"], False),
+    ("QoS 1 fan-in 8->1, 256 B: received msg/s", "fanin_qos1", lambda r: r["received_per_s"], True),
+    ("QoS 1 fan-in: loss %", "fanin_qos1", lambda r: r["loss_pct"], False),
+    ("QoS 1 at 5,000 msg/s: p50 latency us", "latency_qos1_5k", lambda r: r["latency_us"]["p50"], False),
+    ("QoS 1 at 5,000 msg/s: p99 latency us", "latency_qos1_5k", lambda r: r["latency_us"]["p99"], False),
+    ("QoS 1 at 5,000 msg/s: p99.9 latency us", "latency_qos1_5k", lambda r: r["latency_us"]["p999"], False),
+    ("idle plain: RSS KiB per connection", "idle_plain", lambda r: (r.get("broker_memory") or {}).get("kib_per_connection"), False),
+    ("idle mTLS: RSS KiB per connection", "idle_mtls", lambda r: (r.get("broker_memory") or {}).get("kib_per_connection"), False),
+]
+print(f"| figure | fleetcore | Mosquitto | fleetcore / Mosquitto |")
+print(f"|---|---|---|---|")
+for label, name, f, _higher in rows:
+    a, b = med(name, "fleetcore", f), med(name, "mosquitto", f)
+    ratio = f"{a / b:.2f}x" if a is not None and b not in (None, 0) else "-"
+    fmt = lambda v: "-" if v is None else (f"{v:,.0f}" if abs(v) >= 100 else f"{v:.2f}")
+    print(f"| {label} | {fmt(a)} | {fmt(b)} | {ratio} |")
+print(f"\nraw results: {out}")
+PY
