@@ -1,6 +1,10 @@
 //! The HTTP listener of fleetcore. It serves `/health` and `/metrics` today; the AWS-compatible
 //! control-plane services join this same router as they are built.
 
+pub mod error;
+
+pub use error::{ApiError, Protocol};
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
