@@ -1,6 +1,10 @@
 //! How the broker asks who a connecting client is, without knowing how identities are kept.
 //! The identity capability implements [`Authenticator`]; the binary wires it into the broker.
 
+use std::sync::Arc;
+
+use crate::access::ConnectionGrant;
+
 /// The network path a client came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransportKind {
@@ -49,10 +53,12 @@ pub enum Refusal {
 }
 
 /// The outcome of authenticating a connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthOutcome {
-    /// The client is who `principal` names.
-    Allowed { principal: String },
+    /// The client is who `principal` names, and may do what `grant` allows.
+    Allowed {
+        principal: String,
+        grant: Arc<dyn ConnectionGrant>,
+    },
     /// The connection is refused.
     Refused(Refusal),
 }

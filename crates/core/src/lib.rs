@@ -1,7 +1,10 @@
 //! Shared foundations of fleetcore: the storage trait every capability persists through (with its
 //! embedded implementation) and the traits through which capabilities reach each other.
 
+pub mod access;
+pub mod arn;
 pub mod auth;
 pub mod store;
 
+pub use arn::{AccountContext, Arn, ArnError};
 pub use store::{KvStore, RedbStore, StoreError, WriteBatch};

@@ -1,6 +1,9 @@
 //! Who a connecting MQTT client is: the subject of its verified client certificate, or, on
 //! listeners without TLS and only when the operator allowed it, an anonymous client.
 
+use std::sync::Arc;
+
+use fleetcore_core::access::AllowAll;
 use fleetcore_core::auth::{AuthOutcome, Authenticator, ClientCredentials, Refusal};
 use fleetcore_identity::peer_identity;
 
@@ -19,6 +22,7 @@ impl Authenticator for CertificateAuthenticator {
             Some(der) => match peer_identity(der) {
                 Ok(identity) => AuthOutcome::Allowed {
                     principal: identity.principal().to_string(),
+                    grant: Arc::new(AllowAll),
                 },
                 Err(e) => AuthOutcome::Refused(Refusal::NotAuthorized(format!(
                     "unreadable client certificate: {e}"
@@ -26,6 +30,7 @@ impl Authenticator for CertificateAuthenticator {
             },
             None if self.allow_anonymous => AuthOutcome::Allowed {
                 principal: ANONYMOUS.to_string(),
+                grant: Arc::new(AllowAll),
             },
             None => AuthOutcome::Refused(Refusal::NotAuthorized(
                 "a client certificate is required (start with --allow-anonymous to accept clients without one)".into(),

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
+use fleetcore_core::access::{ConnectionGrant, MqttAction};
 use fleetcore_core::auth::{AuthOutcome, Authenticator, ClientCredentials, Refusal, TransportKind};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, OwnedMutexGuard, watch};
@@ -90,6 +91,8 @@ struct Connection {
     version: ProtocolVersion,
     connection_id: u64,
     client_id: Arc<str>,
+    /// What the client's identity may do; asked on every publish, subscribe and delivery.
+    grant: Arc<dyn ConnectionGrant>,
     session: Arc<SessionHandle>,
     state: OwnedMutexGuard<SessionState>,
     /// Boxed: rarely present, and large (a whole message).
@@ -251,6 +254,7 @@ async fn refuse(io: &mut Box<dyn ClientStream>, version: ProtocolVersion, code: 
 struct Accepted {
     version: ProtocolVersion,
     client_id: Arc<str>,
+    grant: Arc<dyn ConnectionGrant>,
     attached: super::router::Attached,
     will: Option<Box<PendingWill>>,
     keep_alive: u16,
@@ -299,8 +303,8 @@ async fn accept(
         peer_certificate: info.peer_certificate.as_deref(),
         transport: info.transport,
     };
-    let principal = match authenticator.authenticate(&credentials) {
-        AuthOutcome::Allowed { principal } => principal,
+    let (principal, grant) = match authenticator.authenticate(&credentials) {
+        AuthOutcome::Allowed { principal, grant } => (principal, grant),
         AuthOutcome::Refused(refusal) => {
             let code = match &refusal {
                 Refusal::NotAuthorized(why) => {
@@ -388,6 +392,7 @@ async fn accept(
     Some(Accepted {
         version,
         client_id,
+        grant,
         connack: ConnAck {
             session_present: attached.session_present,
             reason: reason::SUCCESS,
@@ -430,6 +435,7 @@ impl Connection {
             version: accepted.version,
             connection_id,
             client_id: accepted.client_id,
+            grant: accepted.grant,
             session: accepted.attached.session,
             state: accepted.attached.state,
             will: accepted.will,
@@ -631,11 +637,18 @@ impl Connection {
         self.read_size = MIN_READ;
     }
 
-    /// Why the connection must end, if it no longer owns its session: another connection
-    /// claimed it, or the server is shutting down.
+    /// Why the connection must end after a kick: another connection claimed the session, the
+    /// server is shutting down, or the client's identity may no longer be connected (its
+    /// certificate was revoked, its policy detached; the grant re-checks on every kick).
     fn dispossessed(&self) -> Option<Exit> {
         if self.session.is_owned_by(self.connection_id) {
-            None
+            match self.grant.revalidate() {
+                Ok(()) => None,
+                Err(why) => {
+                    tracing::info!(client_id = %self.client_id, why, "connection no longer authorized");
+                    Some(violation(reason::NOT_AUTHORIZED, "no longer authorized"))
+                }
+            }
         } else if self.router.is_shutting_down() {
             Some(Exit::Shutdown)
         } else {
@@ -788,6 +801,37 @@ impl Connection {
         if !topic::valid_topic_name(&p.topic, config.max_topic_length) {
             return Err(violation(reason::TOPIC_NAME_INVALID, "invalid topic name"));
         }
+        let action = if p.retain {
+            MqttAction::RetainPublish
+        } else {
+            MqttAction::Publish
+        };
+        if !self.grant.allows(action, &p.topic) {
+            self.router
+                .metrics()
+                .denied(action, &self.client_id, &p.topic);
+            // MQTT 5 answers with reason 0x87 and keeps the connection; 3.1.1 has no way to say
+            // no to a PUBLISH, so the connection ends, as AWS IoT does.
+            let refusal = PubAck {
+                packet_id: p.packet_id,
+                reason: reason::NOT_AUTHORIZED,
+                ..PubAck::default()
+            };
+            return match (self.version, p.qos) {
+                (ProtocolVersion::V311, _) => {
+                    Err(violation(reason::NOT_AUTHORIZED, "publish not authorized"))
+                }
+                (ProtocolVersion::V5, QoS::AtMostOnce) => Ok(()),
+                (ProtocolVersion::V5, QoS::AtLeastOnce) => {
+                    self.send(&Packet::PubAck(refusal));
+                    Ok(())
+                }
+                (ProtocolVersion::V5, QoS::ExactlyOnce) => {
+                    self.send(&Packet::PubRec(refusal));
+                    Ok(())
+                }
+            };
+        }
         let ack = match p.qos {
             QoS::AtMostOnce => None,
             QoS::AtLeastOnce => Some(Packet::PubAck(PubAck {
@@ -887,6 +931,14 @@ impl Connection {
                     reason::PROTOCOL_ERROR,
                     "No Local on a shared subscription",
                 ));
+            }
+            if !self.grant.allows(MqttAction::Subscribe, &f.filter) {
+                self.router
+                    .metrics()
+                    .denied(MqttAction::Subscribe, &self.client_id, &f.filter);
+                // The 3.1.1 encoder writes 0x80 (failure) for any code from 0x80 up.
+                reasons.push(reason::NOT_AUTHORIZED);
+                continue;
             }
             let router = Arc::clone(&self.router);
             match router.subscribe(
@@ -1001,6 +1053,10 @@ impl Connection {
         let metrics = self.router.metrics();
         if d.message.is_expired(now) {
             metrics.dropped(DropReason::Expired, &self.client_id);
+            return;
+        }
+        if !self.grant.allows(MqttAction::Receive, &d.message.topic) {
+            metrics.denied(MqttAction::Receive, &self.client_id, &d.message.topic);
             return;
         }
         let packet_id = match d.qos {

@@ -1,6 +1,7 @@
 //! The broker's metrics, registered once so the message path increments a cached handle instead
 //! of looking a name up per message. Names follow Prometheus conventions (`_total` counters).
 
+use fleetcore_core::access::MqttAction;
 use metrics::{Counter, Gauge, counter, gauge};
 
 /// Why a message was not delivered to a subscriber.
@@ -39,6 +40,7 @@ pub struct BrokerMetrics {
     pub sessions: Gauge,
     /// Retained topics.
     pub retained: Gauge,
+    denied: [Counter; 4],
     /// Subscriptions.
     pub subscriptions: Gauge,
     dropped_queue_full: Counter,
@@ -67,7 +69,21 @@ impl BrokerMetrics {
             dropped_offline: dropped("offline"),
             dropped_expired: dropped("expired"),
             dropped_too_large: dropped("too_large"),
+            denied: MqttAction::ALL.map(|action| {
+                counter!("fleetcore_mqtt_authorization_denied_total", "action" => action.as_str())
+            }),
         }
+    }
+
+    /// Counts (and logs) an action a client's policy did not allow.
+    pub fn denied(&self, action: MqttAction, client_id: &str, resource: &str) {
+        tracing::info!(
+            client_id,
+            action = action.as_str(),
+            resource,
+            "not authorized"
+        );
+        self.denied[action.index()].increment(1);
     }
 
     /// Counts (and, at debug level, logs) a message not delivered to `client_id`.

@@ -224,6 +224,18 @@ impl Router {
         }
     }
 
+    /// Asks every connected client to check again that it may stay connected (identity state
+    /// changed: a certificate revoked, a policy detached). Each connection re-asks its grant
+    /// on its own task; the router only wakes them.
+    pub fn revalidate_all(&self) {
+        let sessions: Vec<Arc<SessionHandle>> = self.sessions.lock().values().cloned().collect();
+        for session in sessions {
+            if session.is_online() {
+                session.kicked().notify_one();
+            }
+        }
+    }
+
     /// Claims the session of `client_id` for a new connection, waiting for a previous
     /// connection with the same client id to let go (it is told to by the claim). `None` once
     /// the server is shutting down.
