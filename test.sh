@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of fleetcore: formatting, clippy, the Rust tests, the whole-system tests (the
-# real binary on loopback, talked to by paho-mqtt and the Mosquitto command-line clients), and a
-# short fuzz smoke run when a nightly toolchain is there. Installs what a fresh Debian 12 machine
-# lacks. Extra arguments go to pytest, e.g. ./test.sh -k retained
+# real binary on loopback, talked to by paho-mqtt, the Mosquitto command-line clients, boto3 and
+# the aws CLI), and a short fuzz smoke run when a nightly toolchain is there. Installs what a
+# fresh Debian 12 machine lacks. Extra arguments go to pytest, e.g. ./test.sh -k retained
 #
 #   FLEETCORE_TEST_BROKER=mosquitto ./test.sh   run only the generic system tests, against
 #                                                Mosquitto (proves the tests themselves right)
@@ -79,7 +79,10 @@ if ! venv_ok; then
   rm -rf .venv  # absent, or left over from another machine's python
   python3 -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check 'paho-mqtt>=2,<3' pytest cryptography
+# botocore 1.42.50 is the last release with the iotanalytics client (gone from 1.42.51; iotevents
+# lasts until 1.43.x); boto3 1.42.50 and awscli 1.44.40 are the releases built on it.
+.venv/bin/python -m pip install -q --disable-pip-version-check 'paho-mqtt>=2,<3' pytest cryptography \
+  'botocore==1.42.50' 'boto3==1.42.50' 'awscli==1.44.40'
 done_stage
 
 # ------------------------------------------------------------------------------------------

@@ -1,9 +1,18 @@
-//! The HTTP listener of fleetcore. It serves `/health` and `/metrics` today; the AWS-compatible
-//! control-plane services join this same router as they are built.
+//! The HTTP listener of fleetcore: `/health` and `/metrics`, and the AWS-compatible control
+//! plane behind them ([`ControlPlane`]): Signature V4 verification ([`sigv4`]), routing by
+//! service, AWS error shapes ([`ApiError`]), and one module per service ([`iot`]).
 
+pub mod context;
+pub mod dispatch;
 pub mod error;
+pub mod extract;
+pub mod iot;
+pub mod sigv4;
 
+pub use context::RequestContext;
+pub use dispatch::ControlPlane;
 pub use error::{ApiError, Protocol};
+pub use sigv4::Credentials;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,7 +47,7 @@ impl ApiState {
     }
 }
 
-/// The HTTP router: `/health` and `/metrics`.
+/// The HTTP router: `/health` and `/metrics` only ([`ControlPlane::into_router`] adds the APIs).
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/health", get(health))

@@ -51,6 +51,12 @@ pub struct ServeArgs {
     #[arg(long, env = "FLEETCORE_ALLOW_ANONYMOUS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     allow_anonymous: Option<bool>,
 
+    /// IoT policy that governs anonymous clients (with --allow-anonymous): CONNECT, PUBLISH,
+    /// SUBSCRIBE and delivery as for a certificate with that policy attached. Without it,
+    /// anonymous clients may do everything.
+    #[arg(long, env = "FLEETCORE_ANONYMOUS_POLICY", value_name = "NAME")]
+    anonymous_policy: Option<String>,
+
     /// Host names and IP addresses the server certificate is issued for, comma separated.
     /// [default: localhost,127.0.0.1]
     #[arg(
@@ -108,6 +114,15 @@ pub struct ServeArgs {
     )]
     secret_access_key: Option<String>,
 
+    /// Region of the control plane: requests must be signed for it, and ARNs carry it.
+    /// [default: us-east-1]
+    #[arg(long, env = "FLEETCORE_REGION", value_name = "REGION")]
+    region: Option<String>,
+
+    /// Account id carried by ARNs (12 digits). [default: 000000000000]
+    #[arg(long, env = "FLEETCORE_ACCOUNT_ID", value_name = "ID")]
+    account_id: Option<String>,
+
     /// Log filter, e.g. `info` or `fleetcore_mqtt=debug`. [default: info]
     #[arg(long, env = "FLEETCORE_LOG", value_name = "FILTER")]
     log: Option<String>,
@@ -123,9 +138,12 @@ pub struct Settings {
     pub ws: Option<SocketAddr>,
     pub wss: Option<SocketAddr>,
     pub allow_anonymous: bool,
+    pub anonymous_policy: Option<String>,
     pub server_names: Vec<String>,
     pub broker: BrokerConfig,
     pub credentials: Option<AdminCredentials>,
+    pub region: String,
+    pub account_id: String,
     pub log: String,
 }
 
@@ -176,6 +194,7 @@ impl ServeArgs {
                 ws,
                 wss,
                 allow_anonymous,
+                anonymous_policy,
                 server_names,
                 max_packet_size,
                 max_topic_length,
@@ -187,6 +206,8 @@ impl ServeArgs {
                 topic_alias_maximum,
                 access_key_id,
                 secret_access_key,
+                region,
+                account_id,
                 log,
             );
         }
@@ -231,6 +252,18 @@ impl ServeArgs {
             (None, None) => None,
             _ => bail!("access_key_id and secret_access_key must be given together"),
         };
+        let region = self.region.unwrap_or_else(|| "us-east-1".into());
+        if region.is_empty()
+            || !region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            bail!("region `{region}` must be lower-case letters, digits and `-`, e.g. us-east-1");
+        }
+        let account_id = self.account_id.unwrap_or_else(|| "000000000000".into());
+        if account_id.len() != 12 || !account_id.bytes().all(|b| b.is_ascii_digit()) {
+            bail!("account_id `{account_id}` must be 12 digits, e.g. 000000000000");
+        }
         let server_names = self
             .server_names
             .filter(|n| !n.is_empty())
@@ -246,9 +279,12 @@ impl ServeArgs {
             ws: address("ws", self.ws, None)?,
             wss: address("wss", self.wss, None)?,
             allow_anonymous: self.allow_anonymous.unwrap_or(false),
+            anonymous_policy: self.anonymous_policy.filter(|p| !p.is_empty()),
             server_names,
             broker,
             credentials,
+            region,
+            account_id,
             log: self.log.unwrap_or_else(|| "info".into()),
         })
     }
@@ -280,6 +316,39 @@ mod tests {
         assert!(!s.allow_anonymous);
         assert_eq!(s.data_dir, PathBuf::from("fleetcore-data"));
         assert_eq!(s.server_names, ["localhost", "127.0.0.1"]);
+        assert_eq!(
+            (s.region.as_str(), s.account_id.as_str()),
+            ("us-east-1", "000000000000")
+        );
+    }
+
+    #[test]
+    fn region_and_account_id_come_from_flags_or_the_file_and_are_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("fleetcore.toml");
+        std::fs::write(
+            &file,
+            "region = \"eu-west-1\"\naccount_id = \"123456789012\"\n",
+        )
+        .expect("write");
+        let config = file.to_str().expect("utf8");
+        let s = parse(&["--config", config]).resolve().expect("resolve");
+        assert_eq!(
+            (s.region.as_str(), s.account_id.as_str()),
+            ("eu-west-1", "123456789012")
+        );
+        let s = parse(&["--config", config, "--region", "ap-south-1"])
+            .resolve()
+            .expect("resolve");
+        assert_eq!(s.region, "ap-south-1");
+        let err = parse(&["--account-id", "42"])
+            .resolve()
+            .expect_err("short id");
+        assert!(format!("{err:#}").contains("account_id"), "{err:#}");
+        let err = parse(&["--region", "US East"])
+            .resolve()
+            .expect_err("bad region");
+        assert!(format!("{err:#}").contains("region"), "{err:#}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod auth;
 mod bench;
+mod cli;
 mod config;
 mod serve;
 
@@ -27,6 +28,12 @@ enum Command {
     /// instead of `-`) or in an environment variable FLEETCORE_<NAME>. Flags win over the
     /// environment, which wins over the file.
     Serve(Box<config::ServeArgs>),
+    /// Manage things in the registry (calls the server's API with its credentials file).
+    #[command(subcommand)]
+    Thing(cli::ThingCommand),
+    /// Manage device certificates (calls the server's API with its credentials file).
+    #[command(subcommand)]
+    Cert(cli::CertCommand),
     /// Load-test any MQTT broker: publishers, subscribers, rate, QoS; reports throughput,
     /// loss and latency percentiles.
     Bench(bench::BenchArgs),
@@ -42,6 +49,14 @@ fn main() -> anyhow::Result<()> {
             let settings = args.resolve()?;
             serve::init_logging(&settings.log);
             runtime.block_on(serve::run(settings))
+        }
+        Command::Thing(command) => {
+            serve::init_logging("warn");
+            runtime.block_on(command.run())
+        }
+        Command::Cert(command) => {
+            serve::init_logging("warn");
+            runtime.block_on(command.run())
         }
         Command::Bench(args) => {
             serve::init_logging("warn");

@@ -5,14 +5,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use fleetcore_api::ApiState;
-use fleetcore_core::RedbStore;
-use fleetcore_identity::{AdminCredentials, ClientAuth, Pki, credentials::credentials_path};
+use fleetcore_api::iot::IotState;
+use fleetcore_api::{ApiState, ControlPlane};
+use fleetcore_core::{AccountContext, KvStore, RedbStore};
+use fleetcore_identity::policy::{Policies, ResourceArns};
+use fleetcore_identity::{
+    AdminCredentials, AttachmentCheck, ClientVerifier, IdentityService, Pki,
+    credentials::credentials_path,
+};
 use fleetcore_mqtt::broker::{Broker, ListenerKind};
 use metrics_exporter_prometheus::PrometheusBuilder;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use rustls::server::danger::ClientCertVerifier;
 use tokio::sync::oneshot;
 
-use crate::auth::CertificateAuthenticator;
+use crate::auth::IdentityAuthenticator;
 use crate::config::Settings;
 
 /// Sets up logging to stderr with `filter` (RUST_LOG wins when set).
@@ -48,7 +56,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         names = ?settings.server_names,
         "certificates ready"
     );
-    let (_credentials, source) =
+    let (credentials, source) =
         AdminCredentials::load_or_create(data_dir, settings.credentials.clone())
             .context("preparing the admin credentials")?;
     tracing::info!(file = %credentials_path(data_dir).display(), ?source, "admin credentials ready (profile fleetcore)");
@@ -63,11 +71,57 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             store_path.display()
         )
     })?;
-    let authenticator = Arc::new(CertificateAuthenticator {
+    let store: Arc<dyn KvStore> = Arc::new(store);
+    let pki = Arc::new(pki);
+    let account = AccountContext::new(&settings.region, &settings.account_id);
+    let identity = Arc::new(IdentityService::new(
+        Arc::clone(&store),
+        Arc::clone(&pki),
+        account,
+    ));
+    let policies = Arc::new(Policies::new(Arc::clone(&store)));
+    identity.set_attachment_check(Arc::clone(&policies) as Arc<dyn AttachmentCheck>);
+    if let Some(name) = &settings.anonymous_policy
+        && policies.get(name).is_err()
+    {
+        tracing::warn!(policy = %name, "the anonymous policy does not exist (yet): anonymous clients are refused until it is created");
+    }
+    let verifier = ClientVerifier::new(&trusted_roots(&pki, &identity)?)
+        .context("building the client certificate verifier")?;
+    let authenticator = Arc::new(IdentityAuthenticator {
+        identity: Arc::clone(&identity),
+        policies: Arc::clone(&policies),
+        arns: ResourceArns::new(&settings.region, &settings.account_id),
         allow_anonymous: settings.allow_anonymous,
+        anonymous_policy: settings.anonymous_policy.clone(),
     });
-    let (broker, loaded) = Broker::start(settings.broker.clone(), Arc::new(store), authenticator)
-        .context("restoring broker state")?;
+    let (broker, loaded) =
+        Broker::start(settings.broker.clone(), Arc::clone(&store), authenticator)
+            .context("restoring broker state")?;
+    // Identity changes take effect on live connections at once: each connection re-asks its
+    // grant (certificate still ACTIVE? policies still allow?), and the TLS listeners trust
+    // exactly the ACTIVE registered CAs plus the built-in one.
+    {
+        let router = Arc::clone(broker.router());
+        let (identity_for_roots, pki, verifier) = (
+            Arc::clone(&identity),
+            Arc::clone(&pki),
+            Arc::clone(&verifier),
+        );
+        identity.on_change(Arc::new(move || {
+            match trusted_roots(&pki, &identity_for_roots) {
+                Ok(roots) => {
+                    if let Err(e) = verifier.set_roots(&roots) {
+                        tracing::error!(error = %e, "could not update the trusted CAs");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "could not read the registered CAs"),
+            }
+            router.revalidate_all();
+        }));
+        let router = Arc::clone(broker.router());
+        policies.on_change(Arc::new(move || router.revalidate_all()));
+    }
     tracing::info!(
         retained = loaded.retained,
         sessions = loaded.sessions,
@@ -75,7 +129,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         "broker state restored"
     );
 
-    let tls = || pki.server_config(ClientAuth::Required);
+    let tls =
+        || pki.server_config_with_verifier(Arc::clone(&verifier) as Arc<dyn ClientCertVerifier>);
     let listeners = [
         ("mqtt", settings.mqtt, None),
         ("mqtts", settings.mqtts, Some(true)),
@@ -102,10 +157,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .with_context(|| format!("binding the HTTP listener on {}", settings.http))?;
     let http_addr = http.local_addr()?;
     let api_state = ApiState::new(prometheus.clone());
+    let control_plane = control_plane(&settings, credentials, &identity, &policies);
     let (stop_http, http_stopped) = oneshot::channel::<()>();
     let http_task = tokio::spawn(fleetcore_api::serve(
         http,
-        fleetcore_api::router(api_state.clone()),
+        control_plane.into_router(api_state.clone()),
         async move {
             let _ = http_stopped.await;
         },
@@ -118,7 +174,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         }
     });
     api_state.set_ready(true);
-    tracing::info!(address = %http_addr, "HTTP API, /health and /metrics ready");
+    tracing::info!(address = %http_addr, region = %settings.region, account_id = %settings.account_id, "HTTP API (SigV4), /health and /metrics ready");
 
     wait_for_signal().await?;
     tracing::info!("shutting down");
@@ -137,6 +193,51 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     upkeep.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The AWS-compatible services on the HTTP listener, verified against the admin credentials.
+/// The CAs client certificates may chain to: the built-in CA and every ACTIVE registered CA.
+fn trusted_roots(
+    pki: &Pki,
+    identity: &IdentityService,
+) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let mut roots = vec![pki.ca_cert_der().clone()];
+    for ca in identity
+        .active_ca_certificates()
+        .context("reading the registered CA certificates")?
+    {
+        match CertificateDer::from_pem_slice(ca.pem.as_bytes()) {
+            Ok(der) if der != roots[0] => roots.push(der),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(ca = %ca.id, error = %e, "skipping an unreadable registered CA")
+            }
+        }
+    }
+    Ok(roots)
+}
+
+fn control_plane(
+    settings: &Settings,
+    credentials: AdminCredentials,
+    identity: &Arc<IdentityService>,
+    policies: &Arc<Policies>,
+) -> ControlPlane {
+    let account = AccountContext::new(&settings.region, &settings.account_id);
+    // DescribeEndpoint answers the first name the server certificate is issued for.
+    let endpoint_host = settings
+        .server_names
+        .first()
+        .map_or("localhost", String::as_str);
+    let iot = IotState::new(endpoint_host, account)
+        .with_identity(Arc::clone(identity))
+        .with_policies(Arc::clone(policies));
+    let credentials = fleetcore_api::Credentials {
+        access_key_id: credentials.access_key_id,
+        secret_access_key: credentials.secret_access_key,
+    };
+    ControlPlane::new(credentials, &settings.region, &settings.account_id)
+        .service("iot", fleetcore_api::iot::routes(iot))
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

@@ -7,12 +7,19 @@
 
 #![warn(missing_docs)]
 
+pub mod certificates;
+mod client_verifier;
 pub mod credentials;
 mod error;
 pub mod pki;
+pub mod registry;
+pub mod service;
+pub mod policy;
 
+pub use client_verifier::ClientVerifier;
 pub use credentials::{AdminCredentials, CredentialsSource};
 pub use error::IdentityError;
+pub use service::{AttachmentCheck, ConnectRefusal, IdentityService};
 pub use pki::{
     ClientAuth, IssuedCertificate, PeerIdentity, Pki, Provenance, ReissueReason, certificate_id,
     peer_identity,

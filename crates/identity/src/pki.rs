@@ -213,6 +213,16 @@ impl Pki {
             }
             ClientAuth::None => WebPkiClientVerifier::no_client_auth(),
         };
+        self.server_config_with_verifier(verifier)
+    }
+
+    /// rustls server config whose client certificates are checked by `verifier` (e.g. a
+    /// [`crate::ClientVerifier`] that also trusts registered CAs). TLS 1.2 and 1.3.
+    pub fn server_config_with_verifier(
+        &self,
+        verifier: Arc<dyn ClientCertVerifier>,
+    ) -> Result<Arc<ServerConfig>, IdentityError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
             .with_client_cert_verifier(verifier)

@@ -9,13 +9,18 @@ prove the tests themselves right. Tests marked `fleetcore_only` are skipped in t
 from __future__ import annotations
 
 import atexit
+import configparser
 import faulthandler
 import itertools
+import json
 import os
 import re
 import secrets
+import shutil
+import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -144,12 +149,127 @@ def raw(broker):
         rc.close()
 
 
+# A policy that allows every IoT action on every resource: the MQTT tests are about the protocol,
+# not about policies (test_access.py is), so their certificates get this one.
+ALLOW_ALL_POLICY = "test-allow-all"
+ALLOW_ALL_DOCUMENT = json.dumps({"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Action": "iot:*", "Resource": "*"}]})
+
+
+def register_device_certificate(b: Broker, cert_pem: Path, policy: str | None = ALLOW_ALL_POLICY) -> str | None:
+    """Registers a certificate signed by the broker's CA (RegisterCertificateWithoutCA, ACTIVE)
+    and attaches `policy` (the allow-all test policy by default), as an operator would before a
+    device may connect over mTLS. Returns the certificate ARN; a no-op against Mosquitto."""
+    if MODE != "fleetcore":
+        return None
+    import boto3
+    from botocore.config import Config
+    key, secret = admin_credentials(b)
+    iot = boto3.session.Session(aws_access_key_id=key, aws_secret_access_key=secret,
+                                region_name=AWS_REGION).client(
+        "iot", endpoint_url=b.http_base, config=Config(retries={"mode": "standard", "max_attempts": 1}))
+    if policy == ALLOW_ALL_POLICY:
+        try:
+            iot.create_policy(policyName=ALLOW_ALL_POLICY, policyDocument=ALLOW_ALL_DOCUMENT)
+        except iot.exceptions.ResourceAlreadyExistsException:
+            pass
+    arn = iot.register_certificate_without_ca(certificatePem=Path(cert_pem).read_text(),
+                                              status="ACTIVE")["certificateArn"]
+    if policy:
+        iot.attach_policy(policyName=policy, target=arn)
+    return arn
+
+
 @pytest.fixture
 def client_cert(tmp_path):
-    """client_cert(broker, cn) -> (cert.pem, key.pem) signed by that broker's CA."""
-    def make(b: Broker, cn: str):
-        return pki.make_client_cert(b.ca_pem, b.ca_key, cn, tmp_path / "client-certs")
+    """client_cert(broker, cn, register=True) -> (cert.pem, key.pem) signed by that broker's CA
+    and, against fleetcore, registered ACTIVE with the allow-all test policy attached."""
+    def make(b: Broker, cn: str, register: bool = True):
+        cert, key = pki.make_client_cert(b.ca_pem, b.ca_key, cn, tmp_path / "client-certs")
+        if register:
+            register_device_certificate(b, cert)
+        return cert, key
     return make
+
+
+# ---------------------------------------------------------------------------------------------
+# AWS clients against the control plane (fleetcore only: Mosquitto has none)
+
+AWS_REGION = "us-east-1"
+
+
+def _need_control_plane():
+    if MODE != "fleetcore":
+        pytest.skip("the AWS-compatible control plane is fleetcore's")
+
+
+def admin_credentials(b: Broker) -> tuple[str, str]:
+    """(access key id, secret) of profile `fleetcore` in the broker's `<data dir>/credentials`."""
+    cp = configparser.ConfigParser()
+    cp.read(b.data_dir / "credentials")
+    return cp["fleetcore"]["aws_access_key_id"], cp["fleetcore"]["aws_secret_access_key"]
+
+
+@pytest.fixture
+def aws(request):
+    """Factory of boto3 clients signed with the broker's admin credentials: aws("iot",
+    broker=other, region=..., access_key_id=..., secret_access_key=..., **botocore Config kwargs).
+    No retries, so a refused request fails at once."""
+    _need_control_plane()
+    import boto3
+    from botocore.config import Config
+
+    default_broker = request.getfixturevalue("broker")
+
+    def make(service: str, broker: Broker | None = None, region: str = AWS_REGION,
+             access_key_id: str | None = None, secret_access_key: str | None = None, **config):
+        b = broker or default_broker
+        key, secret = admin_credentials(b)
+        session = boto3.session.Session(
+            aws_access_key_id=access_key_id or key,
+            aws_secret_access_key=secret_access_key or secret,
+            region_name=region)
+        cfg = {"retries": {"mode": "standard", "max_attempts": 1}, "connect_timeout": 5,
+               "read_timeout": 30, **config}
+        return session.client(service, endpoint_url=b.http_base, config=Config(**cfg))
+
+    return make
+
+
+@pytest.fixture
+def aws_cli(request):
+    """Runs the aws CLI against the broker: aws_cli("iot", "describe-endpoint", broker=other,
+    check=True, env={...}). Credentials come from the broker's credentials file (profile
+    fleetcore), as a user would set them up. Returns the parsed JSON output (None when empty), or
+    with check=False the CompletedProcess."""
+    _need_control_plane()
+    exe = Path(sys.executable).parent / "aws"
+    if not exe.exists():
+        exe = Path(shutil.which("aws") or exe)
+    default_broker = request.getfixturevalue("broker")
+
+    def run(*args, broker: Broker | None = None, check: bool = True, env=None, timeout: float = 60):
+        b = broker or default_broker
+        child_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        child_env.update({
+            "AWS_SHARED_CREDENTIALS_FILE": str(b.data_dir / "credentials"),
+            "AWS_PROFILE": "fleetcore",
+            "AWS_DEFAULT_REGION": AWS_REGION,
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_PAGER": "",
+            "AWS_RETRY_MODE": "standard",
+            "AWS_MAX_ATTEMPTS": "1",
+        })
+        child_env.update(env or {})
+        cmd = [str(exe), "--endpoint-url", b.http_base, *map(str, args), "--output", "json"]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=child_env)
+        if not check:
+            return done
+        assert done.returncode == 0, f"{' '.join(cmd)} exited {done.returncode}\n{done.stderr}"
+        return json.loads(done.stdout) if done.stdout.strip() else None
+
+    return run
 
 
 # ---------------------------------------------------------------------------------------------
