@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-3}
 IDLE=${IDLE:-10000}
-SCENARIOS=${SCENARIOS:-throughput memory}
+SCENARIOS=${SCENARIOS:-throughput memory access}
 SHARED=${SHARED:-$(cd .. && pwd)/shared}
 OUT=${OUT:-target/bench-results/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
@@ -36,12 +36,14 @@ wait_port() { # host port
 }
 
 FC_DATA=$(mktemp -d /tmp/fc-bench.XXXXXX)
-start_fleetcore() { # plain-port tls-port http-port -> pid
-  "$BIN" serve --data-dir "$FC_DATA" --mqtt "127.0.0.1:$1" --mqtts "127.0.0.1:$2" \
-    --http "127.0.0.1:$3" --allow-anonymous --log warn >>"$OUT/fleetcore.log" 2>&1 &
+start_fleetcore() { # plain-port tls-port http-port [extra serve flags...] -> pid
+  local plain=$1 tls=$2 http=$3; shift 3
+  "$BIN" serve --data-dir "$FC_DATA" --mqtt "127.0.0.1:$plain" --mqtts "127.0.0.1:$tls" \
+    --http "127.0.0.1:$http" --allow-anonymous --log warn "$@" >>"$OUT/fleetcore.log" 2>&1 &
   local pid=$!
   PIDS+=("$pid")
-  wait_port 127.0.0.1 "$1" >&2
+  wait_port 127.0.0.1 "$plain" >&2
+  wait_port 127.0.0.1 "$http" >&2
   echo "$pid"
 }
 start_mosquitto() { # port [tls] -> pid
@@ -63,13 +65,38 @@ bench() { # name port args...
 
 # Certificates: fleetcore's first start creates the CA and the server certificate; a client
 # certificate for the TLS runs is signed with that CA by openssl.
-FC=$(start_fleetcore 18901 18902 18903); stop "$FC"
+FC=$(start_fleetcore 18901 18902 18903)
 openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=bench \
   -keyout "$OUT/client.key" -out "$OUT/client.csr" 2>/dev/null
 printf 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n' >"$OUT/client.ext"
 openssl x509 -req -in "$OUT/client.csr" -CA "$FC_DATA/ca/ca.pem" -CAkey "$FC_DATA/ca/ca.key" \
   -CAcreateserial -CAserial "$OUT/ca.srl" -days 1 -extfile "$OUT/client.ext" -out "$OUT/client.pem" 2>/dev/null
 TLS_ARGS=(--tls --ca "$FC_DATA/ca/ca.pem" --cert "$OUT/client.pem" --key "$OUT/client.key" --host localhost)
+# fleetcore admits a certificate only when it is registered, ACTIVE and has a policy that allows
+# the connection: register the bench certificate with an allow-all policy, and create the
+# realistic device policy the authorization-cost runs evaluate for anonymous clients.
+[ -x .venv/bin/python ] || { python3 -m venv .venv && .venv/bin/pip install -q 'boto3==1.42.50' 'botocore==1.42.50'; }
+.venv/bin/python - "$FC_DATA" 18903 "$OUT/client.pem" <<'PY'
+import configparser, json, sys, boto3
+data, port, cert = sys.argv[1], sys.argv[2], sys.argv[3]
+cp = configparser.ConfigParser(); cp.read(f"{data}/credentials")
+iot = boto3.client("iot", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+                   aws_access_key_id=cp["fleetcore"]["aws_access_key_id"],
+                   aws_secret_access_key=cp["fleetcore"]["aws_secret_access_key"])
+arn = "arn:aws:iot:us-east-1:000000000000"
+iot.create_policy(policyName="bench-allow-all", policyDocument=json.dumps(
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iot:*", "Resource": "*"}]}))
+# The shape of the reference device policy, keyed on the client id: connect as yourself,
+# publish and receive under bench/, subscribe to bench filters, and one explicit Deny.
+iot.create_policy(policyName="bench-device", policyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Action": "iot:Connect", "Resource": f"{arn}:client/${{iot:ClientId}}"},
+    {"Effect": "Allow", "Action": ["iot:Publish", "iot:Receive"], "Resource": f"{arn}:topic/bench/*"},
+    {"Effect": "Allow", "Action": "iot:Subscribe", "Resource": f"{arn}:topicfilter/bench/*"},
+    {"Effect": "Deny", "Action": "iot:Publish", "Resource": f"{arn}:topic/bench/forbidden/*"}]}))
+c = iot.register_certificate_without_ca(certificatePem=open(cert).read(), status="ACTIVE")
+iot.attach_policy(policyName="bench-allow-all", target=c["certificateArn"])
+PY
+stop "$FC"
 
 if [[ " $SCENARIOS " == *" throughput "* ]]; then
 echo "== throughput and latency ($ROUNDS rounds x ${DURATION}s)" >&2
@@ -102,6 +129,26 @@ bench "idle_mtls.fleetcore.1" 18926 "${TLS_ARGS[@]}" --connections "$IDLE" --idl
 stop "$FC"
 fi
 
+if [[ " $SCENARIOS " == *" access "* ]]; then
+echo "== authorization cost and TLS handshakes ($ROUNDS rounds)" >&2
+# Same plain-TCP QoS 1 fan-in, once with anonymous clients allowed everything and once governed
+# by the device policy (every PUBLISH and every delivery asks the policy grant).
+for round in $(seq 1 "$ROUNDS"); do
+  FC=$(start_fleetcore 18931 18932 18933)
+  bench "authz_off.fleetcore.$round" 18931 --publishers 8 --subscribers 1 --qos 1 --duration "$DURATION"
+  stop "$FC"
+  FC=$(start_fleetcore 18931 18932 18933 --anonymous-policy bench-device)
+  bench "authz_on.fleetcore.$round" 18931 --publishers 8 --subscribers 1 --qos 1 --duration "$DURATION"
+  stop "$FC"
+  MQ=$(start_mosquitto 18934 tls)
+  bench "handshakes.mosquitto.$round" 18934 "${TLS_ARGS[@]}" --connections 2000 --idle --duration 1
+  stop "$MQ"
+  FC=$(start_fleetcore 18935 18936 18937)
+  bench "handshakes.fleetcore.$round" 18936 "${TLS_ARGS[@]}" --connections 2000 --idle --duration 1
+  stop "$FC"
+done
+fi
+
 python3 - "$OUT" <<'PY'
 import json, statistics, sys, glob, os
 out = sys.argv[1]
@@ -130,6 +177,7 @@ rows = [
     ("QoS 1 at 5,000 msg/s: p99.9 latency us", "latency_qos1_5k", lambda r: r["latency_us"]["p999"], False),
     ("idle plain: RSS KiB per connection", "idle_plain", idle_kib, False),
     ("idle mTLS: RSS KiB per connection", "idle_mtls", idle_kib, False),
+    ("mTLS handshakes (CONNECT included) per s, 2,000 connections", "handshakes", lambda r: r.get("connects_per_s"), True),
 ]
 print(f"| figure | fleetcore | Mosquitto | fleetcore / Mosquitto |")
 print(f"|---|---|---|---|")
@@ -138,5 +186,11 @@ for label, name, f, _higher in rows:
     ratio = f"{a / b:.2f}x" if a is not None and b not in (None, 0) else "-"
     fmt = lambda v: "-" if v is None else (f"{v:,.0f}" if abs(v) >= 100 else f"{v:.2f}")
     print(f"| {label} | {fmt(a)} | {fmt(b)} | {ratio} |")
+off = med("authz_off", "fleetcore", lambda r: r["received_per_s"])
+on = med("authz_on", "fleetcore", lambda r: r["received_per_s"])
+if off and on:
+    print(f"\n| QoS 1 fan-in 8->1, plain TCP | without policy | with the device policy | cost |")
+    print(f"|---|---|---|---|")
+    print(f"| received msg/s | {off:,.0f} | {on:,.0f} | {100 * (1 - on / off):.1f} % |")
 print(f"\nraw results: {out}")
 PY
