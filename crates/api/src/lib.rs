@@ -30,6 +30,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 pub struct ApiState {
     ready: Arc<AtomicBool>,
     metrics: PrometheusHandle,
+    ca_pem: Arc<str>,
 }
 
 impl ApiState {
@@ -38,7 +39,14 @@ impl ApiState {
         ApiState {
             ready: Arc::new(AtomicBool::new(false)),
             metrics,
+            ca_pem: Arc::from(""),
         }
+    }
+
+    /// Serves `pem` (the CA that signed the server's TLS certificate) at `/ca.pem`.
+    pub fn with_ca_pem(mut self, pem: &str) -> ApiState {
+        self.ca_pem = Arc::from(pem);
+        self
     }
 
     /// Marks every listener up (true) or the server going down (false).
@@ -47,12 +55,26 @@ impl ApiState {
     }
 }
 
-/// The HTTP router: `/health` and `/metrics` only ([`ControlPlane::into_router`] adds the APIs).
+/// The HTTP router: `/health`, `/metrics` and `/ca.pem` only ([`ControlPlane::into_router`]
+/// adds the APIs). The CA certificate is public (devices need it to verify the server), so
+/// like the other two it needs no signature.
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .route("/ca.pem", get(ca_pem))
         .with_state(state)
+}
+
+async fn ca_pem(State(state): State<ApiState>) -> axum::response::Response {
+    if state.ca_pem.is_empty() {
+        return (StatusCode::NOT_FOUND, "no CA configured\n").into_response();
+    }
+    (
+        [(header::CONTENT_TYPE, "application/x-pem-file")],
+        state.ca_pem.to_string(),
+    )
+        .into_response()
 }
 
 async fn health(State(state): State<ApiState>) -> impl IntoResponse {

@@ -156,7 +156,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the HTTP listener on {}", settings.http))?;
     let http_addr = http.local_addr()?;
-    let api_state = ApiState::new(prometheus.clone());
+    let api_state = ApiState::new(prometheus.clone()).with_ca_pem(pki.ca_pem());
     let control_plane = control_plane(&settings, credentials, &identity, &policies);
     let (stop_http, http_stopped) = oneshot::channel::<()>();
     let http_task = tokio::spawn(fleetcore_api::serve(

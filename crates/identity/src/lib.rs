@@ -12,15 +12,15 @@ mod client_verifier;
 pub mod credentials;
 mod error;
 pub mod pki;
+pub mod policy;
 pub mod registry;
 pub mod service;
-pub mod policy;
 
 pub use client_verifier::ClientVerifier;
 pub use credentials::{AdminCredentials, CredentialsSource};
 pub use error::IdentityError;
-pub use service::{AttachmentCheck, ConnectRefusal, IdentityService};
 pub use pki::{
     ClientAuth, IssuedCertificate, PeerIdentity, Pki, Provenance, ReissueReason, certificate_id,
     peer_identity,
 };
+pub use service::{AttachmentCheck, ConnectRefusal, IdentityService};

@@ -35,7 +35,7 @@ pub enum CertCommand {
 
 fn write_file(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -43,6 +43,10 @@ fn write_file(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
         .mode(mode)
         .open(path)
         .with_context(|| format!("writing {}", path.display()))?;
+    // `mode` applies only when the file is created: an existing file keeps its own mode, which
+    // for a private key may be world-readable.
+    file.set_permissions(std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting the mode of {}", path.display()))?;
     file.write_all(contents.as_bytes())
         .with_context(|| format!("writing {}", path.display()))
 }
@@ -64,7 +68,21 @@ impl CertCommand {
             endpoint,
         } = self;
         let client = ApiClient::new(&endpoint)?;
-        // Fail before creating anything if the thing or the policy does not exist.
+        // Everything that can fail is looked up before anything is created: the CA, the
+        // endpoint, the thing, the policy.
+        let ca = ca_pem(&client, &endpoint.data_dir).await?;
+        let host = client
+            .call(
+                "iot",
+                Method::GET,
+                "/endpoint?endpointType=iot%3AData-ATS",
+                &[],
+                None,
+            )
+            .await
+            .ok()
+            .and_then(|v| v["endpointAddress"].as_str().map(str::to_string))
+            .unwrap_or_else(|| "localhost".into());
         client
             .call(
                 "iot",
@@ -122,58 +140,64 @@ impl CertCommand {
                 .await
                 .context("attaching the policy to the certificate")?;
         }
-        let ca = ca_pem(&client, &endpoint.data_dir).await?;
-        let host = client
-            .call(
-                "iot",
-                Method::GET,
-                "/endpoint?endpointType=iot%3AData-ATS",
-                &[],
-                None,
-            )
-            .await
-            .ok()
-            .and_then(|v| v["endpointAddress"].as_str().map(str::to_string))
-            .unwrap_or_else(|| "localhost".into());
-
         std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
         write_file(&out.join("cert.pem"), certificate, 0o644)?;
         write_file(&out.join("private.key"), key, 0o600)?;
         write_file(&out.join("ca.pem"), &ca, 0o644)?;
-        let dir = out.display();
+        let file = |name: &str| shell_quote(&out.join(name).display().to_string());
+        let (ca_file, cert_file, key_file) =
+            (file("ca.pem"), file("cert.pem"), file("private.key"));
         println!("certificate {arn}");
-        println!("files       {dir}/cert.pem {dir}/private.key {dir}/ca.pem");
+        println!("files       {cert_file} {key_file} {ca_file}");
         println!(
-            "try:\n  mosquitto_pub --cafile {dir}/ca.pem --cert {dir}/cert.pem --key {dir}/private.key \\\n    -h {host} -p {mqtts_port} -i {thing} -t devices/{thing}/telemetry -m '{{\"temperature\": 21}}'"
+            "try:\n  mosquitto_pub --cafile {ca_file} --cert {cert_file} --key {key_file} \\\n    -h {} -p {mqtts_port} -i {} -t {} -m '{{\"temperature\": 21}}'",
+            shell_quote(&host),
+            shell_quote(&thing),
+            shell_quote(&format!("devices/{thing}/telemetry")),
         );
         Ok(())
     }
 }
 
 /// The CA that signed the server's certificate (and the new one): from the data folder when the
-/// CLI runs beside the server, else the first registered CA certificate.
+/// CLI runs beside the server, else from the server's public `/ca.pem`.
 async fn ca_pem(client: &ApiClient, data_dir: &Path) -> anyhow::Result<String> {
     if let Ok(pem) = std::fs::read_to_string(data_dir.join("ca").join("ca.pem")) {
         return Ok(pem);
     }
-    let list = client
-        .call("iot", Method::GET, "/cacertificates", &[], None)
+    let pem = client
+        .get_public("/ca.pem")
         .await
-        .context("listing CA certificates")?;
-    let Some(id) = list
-        .pointer("/certificates/0/certificateId")
-        .and_then(Value::as_str)
-    else {
-        bail!("the server lists no CA certificate; copy ca/ca.pem from its data folder");
-    };
-    let described = client
-        .call(
-            "iot",
-            Method::GET,
-            &format!("/cacertificate/{}", label(id)),
-            &[],
-            None,
-        )
-        .await?;
-    Ok(text(&described, "/certificateDescription/certificatePem")?.to_string())
+        .context("fetching the server's CA certificate (/ca.pem)")?;
+    if !pem.contains("BEGIN CERTIFICATE") {
+        bail!("the server's /ca.pem is not a PEM certificate");
+    }
+    Ok(pem)
+}
+
+/// Quotes `s` for a POSIX shell when it holds anything but plain path characters.
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-:=@,+%".contains(&b))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_quote;
+
+    #[test]
+    fn shell_quote_leaves_plain_paths_and_quotes_the_rest() {
+        assert_eq!(shell_quote("/tmp/dev-1/ca.pem"), "/tmp/dev-1/ca.pem");
+        assert_eq!(
+            shell_quote("/tmp/my devices/ca.pem"),
+            "'/tmp/my devices/ca.pem'"
+        );
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+    }
 }

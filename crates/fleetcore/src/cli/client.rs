@@ -71,6 +71,28 @@ impl ApiClient {
         })
     }
 
+    /// GETs an unauthenticated path of the server (e.g. `/ca.pem`) as text.
+    pub async fn get_public(&self, path: &str) -> anyhow::Result<String> {
+        let stream = TcpStream::connect(&self.endpoint)
+            .await
+            .with_context(|| format!("connecting to the fleetcore server at {}", self.endpoint))?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri(path)
+            .header("host", &self.endpoint)
+            .body(Full::new(Bytes::new()))?;
+        let response = sender.send_request(request).await?;
+        let status = response.status();
+        let bytes = response.into_body().collect().await?.to_bytes();
+        if !status.is_success() {
+            bail!("GET {path}: HTTP {}", status.as_u16());
+        }
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
     /// Calls one REST-JSON operation of `service`; returns the JSON answer (or `Null` for an
     /// empty body). An AWS error becomes an error naming its code and message.
     pub async fn call(

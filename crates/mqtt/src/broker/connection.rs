@@ -327,6 +327,19 @@ async fn accept(
                 refuse(io, version, reason::TOPIC_NAME_INVALID).await;
                 return None;
             }
+            // The will is a publish the client makes later: it needs the same permission now,
+            // or any client could publish (and retain) once to any topic by disconnecting.
+            let action = if w.retain {
+                MqttAction::RetainPublish
+            } else {
+                MqttAction::Publish
+            };
+            if !grant.allows(action, &w.topic) {
+                router.metrics().denied(action, &client_id, &w.topic);
+                tracing::info!(peer = %info.peer, client_id = %client_id, topic = %w.topic, "will topic not authorized");
+                refuse(io, version, reason::NOT_AUTHORIZED).await;
+                return None;
+            }
             let delay = w.properties.will_delay_interval.unwrap_or(0);
             Some(Box::new(PendingWill {
                 message: Message {

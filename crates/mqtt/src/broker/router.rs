@@ -507,16 +507,15 @@ impl Router {
         self.metrics.retained.set(self.retained.read().len() as f64);
     }
 
-    /// Finds every session `message` goes to, one delivery per session (overlapping
-    /// subscriptions of one session merge: highest QoS, all subscription identifiers).
+    /// Finds every session `message` goes to. Overlapping plain subscriptions of one session
+    /// merge into one delivery (highest QoS, all subscription identifiers; MQTT 5 §3.3.4);
+    /// each matching shared group adds one delivery of its own, even to a session that also
+    /// has a plain subscription (MQTT 5 §4.8.2).
     pub fn targets(&self, message: &Arc<Message>, out: &mut Vec<Blocked>) {
         let tree = self.tree.read();
         let origin = message.origin.as_deref();
-        let mut add = |s: &Subscriber| {
-            if s.options.no_local && origin == Some(&**s.session.client_id()) {
-                return;
-            }
-            out.push((
+        let delivery = |s: &Subscriber| {
+            (
                 Arc::clone(&s.session),
                 Delivery {
                     message: Arc::clone(message),
@@ -524,13 +523,18 @@ impl Router {
                     retain: s.options.retain_as_published && message.retain,
                     subscription_ids: s.id.into_iter().collect(),
                 },
-            ));
+            )
         };
+        let mut shared = Vec::new();
         tree.for_each_match(&message.topic, &mut |m| match m {
-            Match::Plain(s) => add(s),
+            Match::Plain(s) => {
+                if !(s.options.no_local && origin == Some(&**s.session.client_id())) {
+                    out.push(delivery(s));
+                }
+            }
             Match::Shared(g) => {
                 if let Some(s) = g.pick() {
-                    add(s)
+                    shared.push(delivery(s));
                 }
             }
         });
@@ -538,6 +542,7 @@ impl Router {
         if out.len() > 1 {
             merge_same_session(out);
         }
+        out.append(&mut shared);
     }
 
     /// Offers `delivery` to `session`; returns it when the session is online and full, with
