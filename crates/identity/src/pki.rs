@@ -233,6 +233,15 @@ impl Pki {
         Ok(Arc::new(config))
     }
 
+    /// Signs a certificate request with the CA (CreateCertificateFromCsr): the caller decides
+    /// the request's final parameters; the CA's key never leaves this struct.
+    pub fn sign_request(
+        &self,
+        request: rcgen::CertificateSigningRequestParams,
+    ) -> Result<rcgen::Certificate, IdentityError> {
+        Ok(request.signed_by(&self.ca.issuer)?)
+    }
+
     /// Issues a client certificate for `common_name`, signed by the CA and valid for `days`
     /// days from now, with a new ECDSA P-256 key.
     pub fn issue_client_certificate(

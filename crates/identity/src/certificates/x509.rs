@@ -2,8 +2,7 @@
 //! certificate signing requests with the data dir's CA.
 
 use rcgen::{
-    CertificateSigningRequestParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SerialNumber,
+    CertificateSigningRequestParams, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose, SerialNumber,
 };
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
@@ -127,7 +126,6 @@ pub(crate) fn sign_csr(pki: &Pki, csr_pem: &str) -> Result<Vec<u8>, RegistryErro
     let request = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| {
         RegistryError::invalid(format!("certificateSigningRequest is not a valid CSR: {e}"))
     })?;
-    let issuer = ca_issuer(pki)?;
     let now = OffsetDateTime::now_utc();
     let mut params = request.params;
     params.is_ca = IsCa::ExplicitNoCa;
@@ -137,27 +135,13 @@ pub(crate) fn sign_csr(pki: &Pki, csr_pem: &str) -> Result<Vec<u8>, RegistryErro
     params.not_after = pki.ca_not_after();
     params.serial_number = Some(random_serial()?);
     params.use_authority_key_identifier_extension = true;
-    let signed = CertificateSigningRequestParams {
-        params,
-        public_key: request.public_key,
-    }
-    .signed_by(&issuer)
-    .map_err(|e| RegistryError::Internal(format!("signing the certificate failed: {e}")))?;
+    let signed = pki
+        .sign_request(CertificateSigningRequestParams {
+            params,
+            public_key: request.public_key,
+        })
+        .map_err(|e| RegistryError::Internal(format!("signing the certificate failed: {e}")))?;
     Ok(signed.der().to_vec())
-}
-
-/// The CA as an rcgen issuer. `Pki` keeps its signing key private, so the key is read from the
-/// data dir's `ca/ca.key` (the file `Pki` loaded it from) for each signature.
-fn ca_issuer(pki: &Pki) -> Result<Issuer<'static, KeyPair>, RegistryError> {
-    let path = pki.ca_key_path();
-    let key_pem = std::fs::read_to_string(&path).map_err(|e| {
-        RegistryError::Internal(format!("reading the CA key {}: {e}", path.display()))
-    })?;
-    let key = KeyPair::from_pem(&key_pem).map_err(|e| {
-        RegistryError::Internal(format!("the CA key {} is unusable: {e}", path.display()))
-    })?;
-    Issuer::from_ca_cert_der(pki.ca_cert_der(), key)
-        .map_err(|e| RegistryError::Internal(format!("the CA certificate is unusable: {e}")))
 }
 
 /// A random positive 16-byte serial number.
@@ -221,7 +205,7 @@ mod tests {
 
     #[test]
     fn reencoded_pem_round_trips() {
-        let key = KeyPair::generate().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
         let cert = rcgen::CertificateParams::new(vec!["x".to_owned()])
             .unwrap()
             .self_signed(&key)
