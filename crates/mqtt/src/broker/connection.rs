@@ -93,6 +93,9 @@ struct Connection {
     client_id: Arc<str>,
     /// What the client's identity may do; asked on every publish, subscribe and delivery.
     grant: Arc<dyn ConnectionGrant>,
+    /// Re-checks of the grant already done (see `SessionHandle::request_revalidation`). Starts
+    /// at 0, so a resumed session that saw re-checks before re-checks once, never misses one.
+    revalidations_seen: u64,
     session: Arc<SessionHandle>,
     state: OwnedMutexGuard<SessionState>,
     /// Boxed: rarely present, and large (a whole message).
@@ -449,6 +452,7 @@ impl Connection {
             connection_id,
             client_id: accepted.client_id,
             grant: accepted.grant,
+            revalidations_seen: 0,
             session: accepted.attached.session,
             state: accepted.attached.state,
             will: accepted.will,
@@ -652,9 +656,16 @@ impl Connection {
 
     /// Why the connection must end after a kick: another connection claimed the session, the
     /// server is shutting down, or the client's identity may no longer be connected (its
-    /// certificate was revoked, its policy detached; the grant re-checks on every kick).
-    fn dispossessed(&self) -> Option<Exit> {
+    /// certificate was revoked, its policy detached).
+    fn dispossessed(&mut self) -> Option<Exit> {
         if self.session.is_owned_by(self.connection_id) {
+            // Only a requested re-check re-resolves the grant: the kick may be the permit our
+            // own claim left, or meant for a previous owner.
+            let requested = self.session.revalidations();
+            if requested == self.revalidations_seen {
+                return None;
+            }
+            self.revalidations_seen = requested;
             match self.grant.revalidate() {
                 Ok(()) => None,
                 Err(why) => {

@@ -231,7 +231,7 @@ impl Router {
         let sessions: Vec<Arc<SessionHandle>> = self.sessions.lock().values().cloned().collect();
         for session in sessions {
             if session.is_online() {
-                session.kicked().notify_one();
+                session.request_revalidation();
             }
         }
     }

@@ -55,6 +55,9 @@ pub struct SessionHandle {
     /// down); changed together with a `kick`, which tells the current owner to look.
     owner: AtomicU64,
     kick: Notify,
+    /// Bumped (with a kick) when the owner must re-check its authorization; lets a kick that
+    /// only announces a takeover skip the re-check.
+    revalidations: AtomicU64,
     /// Bumped on every attach and every end, so delayed wills and expiry timers can tell
     /// whether the session they were scheduled for is still the same.
     epoch: AtomicU64,
@@ -90,6 +93,7 @@ impl SessionHandle {
             wake: Notify::new(),
             owner: AtomicU64::new(0),
             kick: Notify::new(),
+            revalidations: AtomicU64::new(0),
             epoch: AtomicU64::new(0),
             state: Arc::new(tokio::sync::Mutex::new(state)),
         })
@@ -213,7 +217,19 @@ impl SessionHandle {
         self.owner.load(Ordering::Acquire) == conn_id
     }
 
-    /// Notified when the owner changes (the permit may be stale: check `is_owned_by`).
+    /// Asks the current owner to re-check its authorization.
+    pub fn request_revalidation(&self) {
+        self.revalidations.fetch_add(1, Ordering::AcqRel);
+        self.kick.notify_one();
+    }
+
+    /// How many re-checks were asked for so far.
+    pub fn revalidations(&self) -> u64 {
+        self.revalidations.load(Ordering::Acquire)
+    }
+
+    /// Notified when the owner changes or a re-check is asked for (the permit may be stale:
+    /// check `is_owned_by` and `revalidations`).
     pub fn kicked(&self) -> &Notify {
         &self.kick
     }
