@@ -287,8 +287,7 @@ impl Writer {
             }
         }
         let appends: Vec<ShardAppend> = order.iter().filter_map(|k| appends.remove(k)).collect();
-        let written = appends.iter().try_for_each(ShardAppend::write_and_sync);
-        match written {
+        match write_and_sync(&appends) {
             Ok(()) => Ok(appends),
             Err(error) => Err((appends, storage("appending records", error))),
         }
@@ -630,19 +629,40 @@ impl ShardAppend {
         chunk.last_sequence = sequence;
         chunk.last_arrival_ms = arrival_ms;
     }
+}
 
-    fn write_and_sync(&self) -> io::Result<()> {
-        for chunk in &self.chunks {
-            chunk.segment.write_at(chunk.start_len, &chunk.bytes)?;
-        }
-        for chunk in &self.chunks {
-            chunk.segment.sync()?;
-        }
-        if self.chunks.iter().any(|chunk| chunk.created) {
-            sync_dir(self.log.dir())?;
-        }
-        Ok(())
+/// Writes every chunk, then makes them durable: one fdatasync per touched segment file (run in
+/// parallel when several files are touched, so shards do not queue behind each other), plus the
+/// directory of every shard that got a new segment.
+fn write_and_sync(appends: &[ShardAppend]) -> io::Result<()> {
+    let chunks = || appends.iter().flat_map(|append| &append.chunks);
+    for chunk in chunks() {
+        chunk.segment.write_at(chunk.start_len, &chunk.bytes)?;
     }
+    let mut syncs: Vec<Box<dyn Fn() -> io::Result<()> + Send + Sync + '_>> = Vec::new();
+    for chunk in chunks() {
+        syncs.push(Box::new(|| chunk.segment.sync()));
+    }
+    for append in appends {
+        if append.chunks.iter().any(|chunk| chunk.created) {
+            syncs.push(Box::new(|| sync_dir(append.log.dir())));
+        }
+    }
+    if syncs.len() == 1 {
+        return syncs[0]();
+    }
+    std::thread::scope(|scope| {
+        let running: Vec<_> = syncs.iter().map(|sync| scope.spawn(sync)).collect();
+        running
+            .into_iter()
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|_| Err(io::Error::other("a sync thread panicked")))
+            })
+            .collect::<io::Result<Vec<()>>>()
+            .map(drop)
+    })
 }
 
 impl Chunk {
