@@ -446,22 +446,18 @@ impl Stream for EmbeddedStreams {
         let cutoff = self.shared.now_ms().saturating_sub(located.retention_ms);
         let log = located.log.clone();
         let tip = log.tip();
-        let stored =
+        let read =
             tokio::task::spawn_blocking(move || log.read(from.0, cutoff, limit, MAX_READ_BYTES))
                 .await
                 .map_err(|error| storage("reading", error))?
                 .map_err(|error| storage("reading", error))?;
-        let (next, last_arrival) = match stored.last() {
-            Some(last) => (Position(last.sequence + 1), Some(last.arrival_ms)),
-            None => (from, None),
-        };
-        let end_of_shard = tip.closed
-            && stored.len() < limit
-            && tip.last_sequence.is_none_or(|last| next.0 > last);
-        let millis_behind_latest =
-            last_arrival.map_or(0, |arrival| tip.last_arrival_ms.saturating_sub(arrival));
+        let next = Position(read.next);
+        let end_of_shard = tip.closed && tip.last_sequence.is_none_or(|last| next.0 > last);
+        let millis_behind_latest = read.records.last().map_or(0, |last| {
+            tip.last_arrival_ms.saturating_sub(last.arrival_ms)
+        });
         Ok(ReadBatch {
-            records: stored.into_iter().map(to_record).collect(),
+            records: read.records.into_iter().map(to_record).collect(),
             next,
             end_of_shard,
             millis_behind_latest,

@@ -198,12 +198,11 @@ impl Segment {
         remove_if_present(&self.path)
     }
 
-    /// Reads records with sequence number at least `from` and arrival at least `cutoff_ms`,
-    /// until `visit` breaks. Only the committed part is read; damage there is an error.
+    /// Reads records with sequence number at least `from` until `visit` breaks. Only the
+    /// committed part is read; damage there is an error.
     pub fn read(
         &self,
         from: u128,
-        cutoff_ms: u64,
         mut visit: impl FnMut(StoredRecord) -> ControlFlow<()>,
     ) -> io::Result<()> {
         let state = self.state.read();
@@ -214,7 +213,7 @@ impl Segment {
         };
         drop(state);
         let scan = self.scan(start, len, |record, _| {
-            if record.sequence < from || record.arrival_ms < cutoff_ms {
+            if record.sequence < from {
                 return ControlFlow::Continue(());
             }
             match visit(record) {
