@@ -13,15 +13,17 @@
 //! re-created stream never repeats a number), the counter is shared by the stream's shards and
 //! reserved ahead in the catalog (so a restart never repeats one either).
 
+mod batch;
 mod catalog;
 mod frame;
+mod recovery;
 mod segment;
 mod shard_log;
 mod writer;
 
 use std::collections::HashMap;
-use std::fs::{self, File};
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
@@ -30,11 +32,9 @@ use async_trait::async_trait;
 use parking_lot::RwLock;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use self::catalog::{
-    Catalog, GroupMeta, LeaseMeta, RESERVATION, StreamMeta, from_unix_ms, unix_ms,
-};
+use self::catalog::{Catalog, GroupMeta, LeaseMeta, StreamMeta, from_unix_ms, unix_ms};
 use self::shard_log::ShardLog;
-use self::writer::{Command, Cursor, Put, Writer};
+use self::writer::{Command, Put, Writer};
 use crate::routing;
 use crate::{
     Lease, MAX_READ_RECORDS, NewRecord, Position, PutOutcome, ReadBatch, Record, ShardId,
@@ -143,9 +143,10 @@ impl EmbeddedStreams {
         config: EmbeddedConfig,
     ) -> Result<EmbeddedStreams, StreamError> {
         let dir = dir.into();
-        let (shared, cursors, lock) = tokio::task::spawn_blocking(move || recover(dir, config))
-            .await
-            .map_err(|error| storage("opening streams", error))??;
+        let (shared, cursors, lock) =
+            tokio::task::spawn_blocking(move || recovery::recover(dir, config))
+                .await
+                .map_err(|error| storage("opening streams", error))??;
         let shared = Arc::new(shared);
         let (commands, receiver) = mpsc::channel(1024);
         let writer = Writer::new(shared.clone(), receiver, cursors);
@@ -233,86 +234,6 @@ async fn retention_timer(commands: mpsc::WeakSender<Command>, interval: Duration
         };
         let _ = commands.try_send(Command::Retain(None));
     }
-}
-
-type Recovered = (Shared, HashMap<u64, Cursor>, File);
-
-/// Opens the directory: takes its lock, loads the catalog, recovers every shard's log and
-/// reserves a fresh range of sequence numbers for each stream.
-fn recover(dir: PathBuf, config: EmbeddedConfig) -> Result<Recovered, StreamError> {
-    let fail = |error: std::io::Error| storage(&format!("opening {}", dir.display()), error);
-    fs::create_dir_all(&dir).map_err(fail)?;
-    let lock = File::create(dir.join("LOCK")).map_err(fail)?;
-    lock.try_lock().map_err(|_| {
-        StreamError::Storage(format!("{} is in use by another process", dir.display()))
-    })?;
-    let catalog = Catalog::open(&dir).map_err(fail)?;
-    let streams = catalog.read(|data| data.streams.clone());
-    let mut logs = HashMap::new();
-    let mut cursors = HashMap::new();
-    for stream in streams.values() {
-        let mut cursor = Cursor {
-            next: stream.reserved,
-            last_arrival_ms: 0,
-        };
-        for shard in &stream.shards {
-            let shard_dir = dir.join(stream.dir_name()).join(shard.dir_name());
-            let log = ShardLog::open(shard_dir, shard.ending_sequence.is_some()).map_err(fail)?;
-            let tip = log.tip();
-            if let Some(last) = tip.last_sequence
-                && last >> 64 == u128::from(stream.epoch)
-            {
-                cursor.next = cursor.next.max(last as u64 + 1);
-            }
-            cursor.last_arrival_ms = cursor.last_arrival_ms.max(tip.last_arrival_ms);
-            logs.insert((stream.epoch, shard.id), Arc::new(log));
-        }
-        cursors.insert(stream.epoch, cursor);
-    }
-    catalog.change(|data| {
-        for stream in data.streams.values_mut() {
-            if let Some(cursor) = cursors.get(&stream.epoch) {
-                stream.reserved = cursor.next + RESERVATION;
-            }
-        }
-        Ok(((), true))
-    })?;
-    remove_leftovers(&dir, &streams).map_err(fail)?;
-    let shared = Shared {
-        dir,
-        config,
-        catalog,
-        logs: RwLock::new(logs),
-    };
-    Ok((shared, cursors, lock))
-}
-
-/// Removes directories of streams and shards the catalog no longer names (a crash during a
-/// delete or an expiry leaves them).
-fn remove_leftovers(
-    dir: &Path,
-    streams: &std::collections::BTreeMap<String, StreamMeta>,
-) -> std::io::Result<()> {
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        if !entry.file_type()?.is_dir() {
-            continue;
-        }
-        let name = entry.file_name().to_string_lossy().into_owned();
-        match streams.values().find(|stream| stream.dir_name() == name) {
-            None => fs::remove_dir_all(entry.path())?,
-            Some(stream) => {
-                for shard_dir in fs::read_dir(entry.path())? {
-                    let shard_dir = shard_dir?;
-                    let shard_name = shard_dir.file_name().to_string_lossy().into_owned();
-                    if !stream.shards.iter().any(|s| s.dir_name() == shard_name) {
-                        fs::remove_dir_all(shard_dir.path())?;
-                    }
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 fn to_record(record: frame::StoredRecord) -> Record {
@@ -606,128 +527,4 @@ impl Stream for EmbeddedStreams {
 }
 
 #[cfg(test)]
-mod tests {
-    use bytes::Bytes;
-
-    use super::segment::faults;
-    use super::*;
-
-    fn spec(shards: u32) -> StreamSpec {
-        StreamSpec {
-            name: "s".into(),
-            mode: StreamMode::Provisioned,
-            shard_count: shards,
-            retention_hours: 24,
-        }
-    }
-
-    fn record(key: &str, data: &str) -> NewRecord {
-        NewRecord {
-            partition_key: key.into(),
-            explicit_hash_key: None,
-            data: Bytes::copy_from_slice(data.as_bytes()),
-        }
-    }
-
-    async fn all(streams: &EmbeddedStreams) -> Vec<String> {
-        let batch = streams
-            .read("s", ShardId(0), Position(0), 10_000)
-            .await
-            .expect("read");
-        batch
-            .records
-            .iter()
-            .map(|r| String::from_utf8_lossy(&r.data).into_owned())
-            .collect()
-    }
-
-    fn segment_bytes(dir: &Path) -> u64 {
-        let mut total = 0;
-        for stream in fs::read_dir(dir).expect("dir").flatten() {
-            if stream.path().is_dir() {
-                for shard in fs::read_dir(stream.path()).expect("stream").flatten() {
-                    for file in fs::read_dir(shard.path()).expect("shard").flatten() {
-                        if file.path().extension().is_some_and(|e| e == "seg") {
-                            total += file.metadata().expect("meta").len();
-                        }
-                    }
-                }
-            }
-        }
-        total
-    }
-
-    #[tokio::test]
-    async fn a_full_disk_fails_the_put_and_leaves_the_log_as_it_was() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("streams");
-        let streams = EmbeddedStreams::open(&path, EmbeddedConfig::default())
-            .await
-            .expect("open");
-        streams.create_stream(spec(1)).await.expect("create");
-        let first = streams
-            .put_records("s", vec![record("k", "a"), record("k", "b")])
-            .await
-            .expect("put");
-        let before = segment_bytes(&path);
-        faults::fill_disk_once(&path);
-        let failed = streams
-            .put_records("s", vec![record("k", "lost-1"), record("k", "lost-2")])
-            .await;
-        assert!(matches!(failed, Err(StreamError::Storage(_))), "{failed:?}");
-        assert_eq!(
-            segment_bytes(&path),
-            before,
-            "the half-written tail was cut back"
-        );
-        assert_eq!(all(&streams).await, ["a", "b"]);
-        let after = streams
-            .put_records("s", vec![record("k", "c")])
-            .await
-            .expect("put after the disk has room again");
-        let (first, after) = (
-            first[1].as_ref().expect("ok").sequence,
-            after[0].as_ref().expect("ok").sequence,
-        );
-        assert!(
-            after.0 > first.0 + 2,
-            "numbers of the failed records are not reused"
-        );
-        drop(streams);
-        let streams = EmbeddedStreams::open(&path, EmbeddedConfig::default())
-            .await
-            .expect("reopen");
-        assert_eq!(all(&streams).await, ["a", "b", "c"]);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_puts_share_fsyncs() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("streams");
-        let streams = Arc::new(
-            EmbeddedStreams::open(&path, EmbeddedConfig::default())
-                .await
-                .expect("open"),
-        );
-        streams.create_stream(spec(1)).await.expect("create");
-        faults::count_syncs_under(&path);
-        let puts = 64;
-        let tasks: Vec<_> = (0..puts)
-            .map(|i| {
-                let streams = streams.clone();
-                tokio::spawn(async move {
-                    streams
-                        .put_records("s", vec![record("k", &i.to_string())])
-                        .await
-                        .expect("put")
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await.expect("join");
-        }
-        let syncs = faults::syncs_under(&path);
-        assert_eq!(all(&streams).await.len(), puts);
-        assert!(syncs >= 1 && syncs < puts, "{syncs} fsyncs for {puts} puts");
-    }
-}
+mod tests;
