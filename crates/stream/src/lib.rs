@@ -12,6 +12,7 @@
 //! position is all a reader has to remember; Kinesis' iterator types resolve to one through
 //! [`Stream::resolve`].
 
+mod jetstream;
 mod types;
 
 pub use types::{
@@ -19,6 +20,8 @@ pub use types::{
     SequenceNumber, ShardId, ShardInfo, StartingPosition, StreamError, StreamInfo, StreamMode,
     StreamSpec, StreamStatus,
 };
+
+pub use jetstream::{JetStreamStreams, MAX_SHARDS_PER_STREAM};
 
 use std::time::Duration;
 
