@@ -436,20 +436,19 @@ impl Stream for JetStreamStreams {
                 "Stream {name} would have more than {MAX_SHARDS_PER_STREAM} shards, open and closed."
             )));
         }
-        let mut next_id = meta.shards.iter().map(|s| s.id).max().map_or(0, |m| m + 1);
+        let next_id = meta.shards.iter().map(|s| s.id).max().map_or(0, |m| m + 1);
         if next_id + target > sequence::MAX_SHARD_ID {
             return Err(StreamError::LimitExceeded("shard ids exhausted".into()));
         }
         let mut children = Vec::new();
-        for range in layout::uniform_ranges(target) {
+        for (range, id) in layout::uniform_ranges(target).into_iter().zip(next_id..) {
             let mut parents = Vec::new();
             for parent in &open {
                 if layout::overlaps(&parent.range()?, &range) {
                     parents.push(parent.id);
                 }
             }
-            children.push(ShardMeta::new(next_id, range, &parents));
-            next_id += 1;
+            children.push(ShardMeta::new(id, range, &parents));
         }
         // Close the parents at their current last record: nothing more is put into them
         // while the gate is held, and after the metadata update puts go to the children.
