@@ -244,7 +244,7 @@ async fn reshard_closes_parents_and_children_cover_the_key_space() {
     assert!(open.iter().any(|s| s.id == after[0].shard));
     assert!(matches!(
         streams.update_shard_count("grow", 7).await,
-        Err(StreamError::LimitExceeded(_))
+        Err(StreamError::InvalidArgument(_))
     ));
 }
 

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::meta::{StreamMeta, hex, now_ms};
 use super::storage;
-use crate::{Position, ShardId, StreamError};
+use crate::{Lease, Position, ShardId, StreamError};
 
 /// KV bucket of leases and checkpoints.
 pub(super) const LEASE_BUCKET: &str = "fleetcore_stream_leases";
@@ -20,7 +20,7 @@ pub(super) const LEASE_BUCKET: &str = "fleetcore_stream_leases";
 const ATTEMPTS: usize = 8;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Lease {
+struct LeaseEntry {
     owner: String,
     expires_ms: u64,
     /// The checkpoint position, as a decimal string.
@@ -42,7 +42,7 @@ fn key(meta: &StreamMeta, group: &str, shard: ShardId) -> Result<String, StreamE
     ))
 }
 
-async fn read(store: &kv::Store, key: &str) -> Result<Option<(Lease, u64)>, StreamError> {
+async fn read(store: &kv::Store, key: &str) -> Result<Option<(LeaseEntry, u64)>, StreamError> {
     match store.entry(key).await.map_err(storage)? {
         Some(entry) if entry.operation == kv::Operation::Put => {
             let lease = serde_json::from_slice(&entry.value)
@@ -54,7 +54,7 @@ async fn read(store: &kv::Store, key: &str) -> Result<Option<(Lease, u64)>, Stre
     }
 }
 
-fn json(lease: &Lease) -> bytes::Bytes {
+fn json(lease: &LeaseEntry) -> bytes::Bytes {
     bytes::Bytes::from(serde_json::to_vec(lease).unwrap_or_default())
 }
 
@@ -67,7 +67,7 @@ enum Cas {
 async fn write(
     store: &kv::Store,
     key: &str,
-    lease: &Lease,
+    lease: &LeaseEntry,
     revision: Option<u64>,
 ) -> Result<Cas, StreamError> {
     match revision {
@@ -103,7 +103,7 @@ pub(super) async fn acquire(
             Some((lease, revision)) => (lease.checkpoint.clone(), Some(*revision)),
             None => (None, None),
         };
-        let lease = Lease {
+        let lease = LeaseEntry {
             owner: owner.to_string(),
             expires_ms: now + ttl.as_millis() as u64,
             checkpoint,
@@ -113,6 +113,62 @@ pub(super) async fn acquire(
         }
     }
     Ok(false)
+}
+
+pub(super) async fn steal(
+    store: &kv::Store,
+    meta: &StreamMeta,
+    group: &str,
+    shard: ShardId,
+    current: &str,
+    owner: &str,
+    ttl: Duration,
+) -> Result<bool, StreamError> {
+    let key = key(meta, group, shard)?;
+    for _ in 0..ATTEMPTS {
+        let Some((mut lease, revision)) = read(store, &key).await? else {
+            return Ok(false);
+        };
+        if lease.owner != current {
+            return Ok(false);
+        }
+        lease.owner = owner.to_string();
+        lease.expires_ms = now_ms() + ttl.as_millis() as u64;
+        if let Cas::Done = write(store, &key, &lease, Some(revision)).await? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Every lease of `group` on the stream, live or expired.
+pub(super) async fn list(
+    store: &kv::Store,
+    meta: &StreamMeta,
+    group: &str,
+) -> Result<Vec<Lease>, StreamError> {
+    let prefix = key(meta, group, ShardId(0))?;
+    let prefix = &prefix[..prefix.len() - 1];
+    let mut keys = store.keys().await.map_err(storage)?;
+    let mut found = Vec::new();
+    while let Some(key) = keys.next().await {
+        let key = key.map_err(storage)?;
+        if let Some(shard) = key.strip_prefix(prefix).and_then(|s| s.parse::<u32>().ok()) {
+            found.push((ShardId(shard), key));
+        }
+    }
+    let mut leases = Vec::with_capacity(found.len());
+    for (shard, key) in found {
+        if let Some((entry, _)) = read(store, &key).await? {
+            leases.push(Lease {
+                shard,
+                owner: entry.owner,
+                expires: std::time::UNIX_EPOCH + Duration::from_millis(entry.expires_ms),
+            });
+        }
+    }
+    leases.sort_by_key(|l| l.shard);
+    Ok(leases)
 }
 
 pub(super) async fn checkpoint(

@@ -8,7 +8,6 @@
 //! entry revision. A put is acknowledged once JetStream acknowledged every record (stored in
 //! its file store). Only JetStream APIs of nats-server 2.9 are used.
 
-mod layout;
 mod leases;
 mod meta;
 mod read;
@@ -25,17 +24,14 @@ use futures_util::StreamExt;
 use tokio::sync::RwLock;
 
 use self::meta::{META_BUCKET, ShardMeta, StreamMeta};
+use crate::routing::{self, ON_DEMAND_SHARDS};
 use crate::{
-    Appended, MAX_PARTITION_KEY_CHARS, MAX_RECORD_BYTES, NewRecord, Position, PutOutcome,
-    ReadBatch, RecordFailure, ShardId, StartingPosition, Stream, StreamError, StreamInfo,
-    StreamMode, StreamSpec,
+    Appended, Lease, MAX_RECORD_BYTES, NewRecord, Position, PutOutcome, ReadBatch, RecordFailure,
+    ShardId, StartingPosition, Stream, StreamError, StreamInfo, StreamMode, StreamSpec,
 };
 
-/// Most shards a stream may have, open and closed together.
-pub const MAX_SHARDS_PER_STREAM: u32 = 500;
-
-/// Shards an on-demand stream starts with (as Kinesis).
-const ON_DEMAND_SHARDS: u32 = 4;
+/// Most shards a stream may have, open and closed together (each is a JetStream stream).
+pub const MAX_SHARDS_PER_STREAM: u32 = 2048;
 
 /// A [`Stream`] store on a NATS JetStream server (2.9 or later).
 pub struct JetStreamStreams {
@@ -240,77 +236,32 @@ fn storage(e: impl std::fmt::Display) -> StreamError {
     StreamError::Storage(e.to_string())
 }
 
+/// True if two hash key ranges share a key.
+fn overlaps(a: &crate::HashKeyRange, b: &crate::HashKeyRange) -> bool {
+    a.start <= b.end && b.start <= a.end
+}
+
 fn not_found(name: &str) -> StreamError {
     StreamError::NotFound(format!("Stream {name} not found."))
-}
-
-fn check_name(name: &str) -> Result<(), StreamError> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(StreamError::InvalidArgument(format!(
-            "Stream name {name:?} must be 1 to 128 characters of a-z, A-Z, 0-9, '_', '.' and '-'."
-        )))
-    }
-}
-
-fn check_retention(hours: u32) -> Result<(), StreamError> {
-    if (24..=8760).contains(&hours) {
-        Ok(())
-    } else {
-        Err(StreamError::InvalidArgument(format!(
-            "Retention period {hours} hours is outside 24..=8760."
-        )))
-    }
-}
-
-fn check_record(record: &NewRecord) -> Result<(), StreamError> {
-    let chars = record.partition_key.chars().count();
-    if chars == 0 || chars > MAX_PARTITION_KEY_CHARS {
-        return Err(StreamError::InvalidArgument(format!(
-            "Partition key must be 1 to {MAX_PARTITION_KEY_CHARS} characters, not {chars}."
-        )));
-    }
-    if record.data.len() > MAX_RECORD_BYTES {
-        return Err(StreamError::InvalidArgument(format!(
-            "Record data of {} bytes is larger than {MAX_RECORD_BYTES} bytes.",
-            record.data.len()
-        )));
-    }
-    Ok(())
 }
 
 #[async_trait]
 impl Stream for JetStreamStreams {
     async fn create_stream(&self, spec: StreamSpec) -> Result<StreamInfo, StreamError> {
-        check_name(&spec.name)?;
-        check_retention(spec.retention_hours)?;
+        routing::validate_stream_name(&spec.name)?;
+        routing::validate_retention(spec.retention_hours)?;
         let shard_count = match spec.mode {
             StreamMode::OnDemand => ON_DEMAND_SHARDS,
             StreamMode::Provisioned => spec.shard_count,
         };
-        if shard_count == 0 {
-            return Err(StreamError::InvalidArgument(
-                "ShardCount must be at least 1.".into(),
-            ));
-        }
-        if shard_count > MAX_SHARDS_PER_STREAM {
-            return Err(StreamError::LimitExceeded(format!(
-                "ShardCount {shard_count} is over the limit of {MAX_SHARDS_PER_STREAM} shards per stream."
-            )));
-        }
+        routing::validate_shard_count(shard_count)?;
         let mut meta = StreamMeta {
             name: spec.name.clone(),
             epoch: 0,
             on_demand: spec.mode == StreamMode::OnDemand,
             retention_hours: spec.retention_hours,
             created_ms: meta::now_ms(),
-            shards: layout::uniform_ranges(shard_count)
+            shards: routing::uniform_ranges(shard_count)
                 .into_iter()
                 .zip(0u32..)
                 .map(|(range, id)| ShardMeta::new(id, range, &[]))
@@ -393,7 +344,7 @@ impl Stream for JetStreamStreams {
     }
 
     async fn set_retention(&self, name: &str, hours: u32) -> Result<StreamInfo, StreamError> {
-        check_retention(hours)?;
+        routing::validate_retention(hours)?;
         let gate = self.gate(name);
         let _exclusive = gate.write().await;
         let (mut meta, revision) = self.load(name).await?;
@@ -423,11 +374,7 @@ impl Stream for JetStreamStreams {
             .cloned()
             .collect();
         let current = open.len() as u32;
-        if target == 0 || target > current.saturating_mul(2) || target < current.div_ceil(2) {
-            return Err(StreamError::LimitExceeded(format!(
-                "UpdateShardCount from {current} to {target} shards: the target must be between half and double the current count."
-            )));
-        }
+        routing::validate_reshard(current, target)?;
         if target == current {
             return meta.info();
         }
@@ -441,10 +388,10 @@ impl Stream for JetStreamStreams {
             return Err(StreamError::LimitExceeded("shard ids exhausted".into()));
         }
         let mut children = Vec::new();
-        for (range, id) in layout::uniform_ranges(target).into_iter().zip(next_id..) {
+        for (range, id) in routing::uniform_ranges(target).into_iter().zip(next_id..) {
             let mut parents = Vec::new();
             for parent in &open {
-                if layout::overlaps(&parent.range()?, &range) {
+                if overlaps(&parent.range()?, &range) {
                     parents.push(parent.id);
                 }
             }
@@ -487,9 +434,7 @@ impl Stream for JetStreamStreams {
         name: &str,
         records: Vec<NewRecord>,
     ) -> Result<Vec<PutOutcome>, StreamError> {
-        for record in &records {
-            check_record(record)?;
-        }
+        routing::validate_put(&records)?;
         let gate = self.gate(name);
         let _shared = gate.read().await;
         let meta = self.cached(name).await?;
@@ -499,9 +444,7 @@ impl Stream for JetStreamStreams {
         }
         let mut pending = Vec::with_capacity(records.len());
         for record in &records {
-            let key = record
-                .explicit_hash_key
-                .unwrap_or_else(|| layout::hash_key(&record.partition_key));
+            let key = routing::routing_key(record);
             let Some(&(_, shard)) = open.iter().find(|(range, _)| range.contains(key)) else {
                 return Err(StreamError::Storage(format!(
                     "no open shard of {name} owns hash key {key}"
@@ -632,6 +575,24 @@ impl Stream for JetStreamStreams {
     ) -> Result<(), StreamError> {
         let (meta, _) = self.with_shard(name, shard).await?;
         leases::checkpoint(&self.leases, &meta, group, shard, owner, position).await
+    }
+
+    async fn leases(&self, name: &str, group: &str) -> Result<Vec<Lease>, StreamError> {
+        let meta = self.cached(name).await?;
+        leases::list(&self.leases, &meta, group).await
+    }
+
+    async fn steal_lease(
+        &self,
+        name: &str,
+        group: &str,
+        shard: ShardId,
+        current: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StreamError> {
+        let (meta, _) = self.with_shard(name, shard).await?;
+        leases::steal(&self.leases, &meta, group, shard, current, owner, ttl).await
     }
 
     async fn checkpoint_of(
