@@ -26,8 +26,9 @@ use crate::error::ApiError;
 pub use errors::invalid_argument;
 use token::TokenCodec;
 
-/// Largest PutRecords body: 500 records of up to 5 MiB in total, base64 (4/3) plus envelope.
-pub const BODY_LIMIT: usize = (5 << 20) * 4 / 3 + (512 << 10);
+/// Largest request body: a PutRecords of [`fleetcore_stream::MAX_PUT_BYTES`] in base64 (4/3),
+/// plus the JSON envelope of 500 records.
+pub const BODY_LIMIT: usize = fleetcore_stream::MAX_PUT_BYTES * 4 / 3 + (512 << 10);
 
 /// What the `kinesis` handlers share.
 #[derive(Clone)]

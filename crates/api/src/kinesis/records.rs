@@ -6,8 +6,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use fleetcore_stream::{
-    MAX_PARTITION_KEY_CHARS, MAX_RECORD_BYTES, NewRecord, Position, PutOutcome, RecordFailure,
-    SequenceNumber, ShardId, StartingPosition,
+    MAX_PARTITION_KEY_CHARS, MAX_PUT_BYTES, MAX_PUT_RECORDS, MAX_READ_RECORDS, MAX_RECORD_BYTES,
+    NewRecord, Position, PutOutcome, RecordFailure, SequenceNumber, ShardId, StartingPosition,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -20,12 +20,6 @@ use super::token::{Token, TokenKind, millis};
 use crate::context::RequestContext;
 use crate::error::ApiError;
 use axum::http::StatusCode;
-
-/// Most records in one PutRecords.
-const MAX_PUT_RECORDS: usize = 500;
-
-/// Most bytes (data and partition keys) in one PutRecords.
-const MAX_PUT_RECORDS_BYTES: usize = 5 << 20;
 
 /// A record as sent: base64 data, partition key, optional explicit hash key.
 #[derive(Debug, Default, Deserialize)]
@@ -163,9 +157,9 @@ pub(super) async fn put_records(
         .iter()
         .map(|r| r.data.len() + r.partition_key.len())
         .sum();
-    if total > MAX_PUT_RECORDS_BYTES {
+    if total > MAX_PUT_BYTES {
         return Err(invalid_argument(format!(
-            "The records total {total} bytes, more than the limit of {MAX_PUT_RECORDS_BYTES} bytes per PutRecords."
+            "The records total {total} bytes, more than the limit of {MAX_PUT_BYTES} bytes per PutRecords."
         )));
     }
     let outcomes: Vec<PutOutcome> = state
@@ -286,7 +280,8 @@ pub(super) async fn get_records(
     let text = input
         .shard_iterator
         .ok_or_else(|| invalid_argument("ShardIterator is required."))?;
-    let limit = bounded("Limit", input.limit, 1, 10_000, 10_000)?;
+    let max = MAX_READ_RECORDS as i64;
+    let limit = bounded("Limit", input.limit, 1, max, max)?;
     let token = state
         .tokens
         .open(&text, TokenKind::Iterator, SystemTime::now())

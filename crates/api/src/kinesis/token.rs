@@ -70,6 +70,15 @@ impl TokenCodec {
         }
     }
 
+    /// A codec keyed with a key derived from `secret` (the admin secret key): tokens stay
+    /// valid across restarts and cannot be made without the secret.
+    pub fn from_secret(secret: &str) -> TokenCodec {
+        let mut mac =
+            <Hmac<Sha256>>::new_from_slice(secret.as_bytes()).unwrap_or_else(|_| unreachable!());
+        mac.update(b"fleetcore kinesis tokens v1");
+        TokenCodec::new(&mac.finalize().into_bytes())
+    }
+
     /// Another iterator lifetime (tests of expiry).
     pub fn with_iterator_ttl(mut self, ttl: Duration) -> TokenCodec {
         self.iterator_ttl = ttl;
