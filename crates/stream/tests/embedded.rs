@@ -589,3 +589,36 @@ async fn a_second_open_of_the_same_directory_is_refused() {
         Err(StreamError::Storage(_))
     ));
 }
+
+#[tokio::test]
+async fn a_closed_shard_whose_records_expired_still_reaches_its_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (offset, config) = manual_clock();
+    let streams = EmbeddedStreams::open(dir.path(), config)
+        .await
+        .expect("open");
+    streams.create_stream(spec("s", 1)).await.expect("create");
+    streams
+        .put_records(
+            "s",
+            (0..30)
+                .map(|i| record("k", &format!("{i:0>300}")))
+                .collect(),
+        )
+        .await
+        .expect("put");
+    streams.update_shard_count("s", 2).await.expect("split");
+    offset.store(25 * 3_600_000, Ordering::Relaxed);
+    let from = streams
+        .resolve("s", ShardId(0), StartingPosition::TrimHorizon)
+        .await
+        .expect("trim horizon");
+    let batch = streams.read("s", ShardId(0), from, 10).await.expect("read");
+    assert!(batch.records.is_empty());
+    assert!(batch.end_of_shard, "readers can move on to the children");
+    // Once retention ran, the closed shard is gone from the description.
+    streams.apply_retention().await.expect("retention");
+    let info = streams.describe_stream("s").await.expect("describe");
+    assert_eq!(info.shards.len(), 2);
+    assert!(info.shards.iter().all(|s| s.is_open()));
+}
