@@ -247,12 +247,39 @@ pub(super) async fn get_shard_iterator(
             )));
         }
     };
+    if let StartingPosition::AtSequence(seq) | StartingPosition::AfterSequence(seq) = start {
+        check_in_shard(state, &name, shard, seq).await?;
+    }
     let position = state
         .streams
         .resolve(&name, shard, start)
         .await
         .map_err(from_stream)?;
     Ok(json!({"ShardIterator": iterator(state, &name, shard, position)}))
+}
+
+/// Refuses a sequence number outside the shard's range (before its first number, or after the
+/// last one of a closed shard), whatever the backend's numbering.
+async fn check_in_shard(
+    state: &KinesisState,
+    name: &str,
+    shard: ShardId,
+    seq: SequenceNumber,
+) -> Result<(), ApiError> {
+    let info = state
+        .streams
+        .describe_stream(name)
+        .await
+        .map_err(from_stream)?;
+    let Some(found) = info.shards.iter().find(|s| s.id == shard) else {
+        return Ok(()); // resolve answers ResourceNotFoundException
+    };
+    if seq < found.starting_sequence || found.ending_sequence.is_some_and(|end| seq > end) {
+        return Err(invalid_argument(format!(
+            "StartingSequenceNumber {seq} used in GetShardIterator on shard {shard} in stream {name} is invalid because it did not come from this shard."
+        )));
+    }
+    Ok(())
 }
 
 fn iterator(state: &KinesisState, name: &str, shard: ShardId, position: Position) -> String {

@@ -311,6 +311,12 @@ def test_update_shard_count_closes_parents_and_children_take_over(start, kinesis
             seen.setdefault(r["PartitionKey"], []).append(r["Data"])
     assert seen == {f"k{i}": [f"old-{i}".encode(), f"new-{i}".encode()] for i in range(100)}
 
+    # a parent's sequence number is no position in a child
+    parent_seq = read_shard(k, "grow", closed[0]["ShardId"])[0][0]["SequenceNumber"]
+    assert error_of(k.get_shard_iterator, StreamName="grow", ShardId=open_[-1]["ShardId"],
+                    ShardIteratorType="AT_SEQUENCE_NUMBER",
+                    StartingSequenceNumber=parent_seq)[:2] == ("InvalidArgumentException", 400)
+
     # shrink back: 3 -> 2
     k.update_shard_count(StreamName="grow", TargetShardCount=2, ScalingType="UNIFORM_SCALING")
     summary = k.describe_stream_summary(StreamName="grow")["StreamDescriptionSummary"]
