@@ -11,6 +11,8 @@ use fleetcore_identity::AdminCredentials;
 use fleetcore_mqtt::broker::BrokerConfig;
 use serde::Deserialize;
 
+use crate::streams::{StreamArgs, StreamBackend};
+
 /// Options of `fleetcore serve`. Every field is optional here so that the file, the
 /// environment and the flags can be layered; [`ServeArgs::resolve`] applies the defaults.
 #[derive(clap::Args, Deserialize, Debug, Default)]
@@ -126,6 +128,10 @@ pub struct ServeArgs {
     /// Log filter, e.g. `info` or `fleetcore_mqtt=debug`. [default: info]
     #[arg(long, env = "FLEETCORE_LOG", value_name = "FILTER")]
     log: Option<String>,
+
+    /// The stream store (`[stream]` table in the file: `backend`, `servers`).
+    #[command(flatten)]
+    stream: StreamArgs,
 }
 
 /// Resolved settings of `fleetcore serve`.
@@ -145,6 +151,7 @@ pub struct Settings {
     pub region: String,
     pub account_id: String,
     pub log: String,
+    pub stream: StreamBackend,
 }
 
 /// Fills every `None` of `$over` from `$under`.
@@ -210,6 +217,7 @@ impl ServeArgs {
                 account_id,
                 log,
             );
+            over.stream.layer(&mut under.stream);
         }
         let defaults = BrokerConfig::default();
         let broker = BrokerConfig {
@@ -286,6 +294,7 @@ impl ServeArgs {
             region,
             account_id,
             log: self.log.unwrap_or_else(|| "info".into()),
+            stream: self.stream.resolve()?,
         })
     }
 }
@@ -368,6 +377,38 @@ mod tests {
         assert_eq!(s.mqtt, Some("127.0.0.1:1999".parse().expect("addr")));
         assert_eq!(s.mqtts, None);
         assert!(s.allow_anonymous);
+    }
+
+    #[test]
+    fn the_stream_table_selects_the_backend_and_flags_win() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("fleetcore.toml");
+        std::fs::write(
+            &file,
+            "log = \"info\"\n[stream]\nbackend = \"jetstream\"\nservers = \"nats://10.0.0.1:4222\"\n",
+        )
+        .expect("write");
+        let config = file.to_str().expect("utf8");
+        let s = parse(&["--config", config]).resolve().expect("resolve");
+        assert_eq!(
+            s.stream,
+            StreamBackend::JetStream {
+                servers: "nats://10.0.0.1:4222".into()
+            }
+        );
+        let s = parse(&["--config", config, "--stream-backend", "embedded"])
+            .resolve()
+            .expect("resolve");
+        assert_eq!(s.stream, StreamBackend::Embedded);
+        assert_eq!(
+            parse(&[]).resolve().expect("default").stream,
+            StreamBackend::Embedded
+        );
+        std::fs::write(&file, "[stream]\nbackend = \"kafka\"\n").expect("write");
+        let err = parse(&["--config", config])
+            .resolve()
+            .expect_err("unknown backend");
+        assert!(format!("{err:#}").contains("kafka"), "{err:#}");
     }
 
     #[test]

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use fleetcore_api::iot::IotState;
+use fleetcore_api::kinesis::KinesisState;
+use fleetcore_api::kinesis::token::TokenCodec;
 use fleetcore_api::{ApiState, ControlPlane};
 use fleetcore_core::{AccountContext, KvStore, RedbStore};
 use fleetcore_identity::policy::{Policies, ResourceArns};
@@ -14,6 +16,7 @@ use fleetcore_identity::{
     credentials::credentials_path,
 };
 use fleetcore_mqtt::broker::{Broker, ListenerKind};
+use fleetcore_stream::Stream;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -72,6 +75,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         )
     })?;
     let store: Arc<dyn KvStore> = Arc::new(store);
+    let streams = crate::streams::open(&settings.stream, data_dir).await?;
+    tracing::info!(backend = ?settings.stream, "stream store ready");
     let pki = Arc::new(pki);
     let account = AccountContext::new(&settings.region, &settings.account_id);
     let identity = Arc::new(IdentityService::new(
@@ -157,7 +162,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .with_context(|| format!("binding the HTTP listener on {}", settings.http))?;
     let http_addr = http.local_addr()?;
     let api_state = ApiState::new(prometheus.clone()).with_ca_pem(pki.ca_pem());
-    let control_plane = control_plane(&settings, credentials, &identity, &policies);
+    let control_plane = control_plane(&settings, credentials, &identity, &policies, &streams);
     let (stop_http, http_stopped) = oneshot::channel::<()>();
     let http_task = tokio::spawn(fleetcore_api::serve(
         http,
@@ -222,6 +227,7 @@ fn control_plane(
     credentials: AdminCredentials,
     identity: &Arc<IdentityService>,
     policies: &Arc<Policies>,
+    streams: &Arc<dyn Stream>,
 ) -> ControlPlane {
     let account = AccountContext::new(&settings.region, &settings.account_id);
     // DescribeEndpoint answers the first name the server certificate is issued for.
@@ -232,12 +238,21 @@ fn control_plane(
     let iot = IotState::new(endpoint_host, account)
         .with_identity(Arc::clone(identity))
         .with_policies(Arc::clone(policies));
+    // Iterators are sealed with a key derived from the admin secret, so they survive a restart.
+    let tokens = TokenCodec::from_secret(&credentials.secret_access_key)
+        .with_iterator_ttl(crate::streams::iterator_ttl());
+    let kinesis = KinesisState::new(Arc::clone(streams), tokens);
     let credentials = fleetcore_api::Credentials {
         access_key_id: credentials.access_key_id,
         secret_access_key: credentials.secret_access_key,
     };
     ControlPlane::new(credentials, &settings.region, &settings.account_id)
         .service("iot", fleetcore_api::iot::routes(iot))
+        .service_with_body_limit(
+            "kinesis",
+            fleetcore_api::kinesis::routes(kinesis),
+            fleetcore_api::kinesis::BODY_LIMIT,
+        )
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

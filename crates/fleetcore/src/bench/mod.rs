@@ -14,6 +14,7 @@
 
 mod conn;
 mod idle;
+mod kinesis;
 mod payload;
 mod publisher;
 mod report;
@@ -147,6 +148,10 @@ pub struct BenchArgs {
     /// Prefix of client identifiers [default: fcbench-<our pid>].
     #[arg(long, value_name = "PREFIX")]
     pub client_prefix: Option<String>,
+
+    /// Another load than MQTT.
+    #[command(subcommand)]
+    pub target: Option<BenchTarget>,
 }
 
 /// How to reach a TLS listener.
@@ -315,8 +320,18 @@ fn positive_secs(v: f64, flag: &str) -> Result<Duration, String> {
     }
 }
 
+/// Loads other than MQTT.
+#[derive(clap::Subcommand, Debug)]
+pub enum BenchTarget {
+    /// PutRecords and GetRecords throughput of fleetcore's Kinesis API.
+    Kinesis(kinesis::KinesisBenchArgs),
+}
+
 /// Runs the benchmark the arguments describe and prints its report.
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(BenchTarget::Kinesis(kinesis)) = args.target.take() {
+        return kinesis::run(kinesis).await;
+    }
     let plan = args.validate().map_err(anyhow::Error::msg)?;
     let target = Arc::new(build_target(&args, &plan).await?);
     let broker = format!("{}:{}", args.host, args.port);
