@@ -12,12 +12,17 @@
 //! position is all a reader has to remember; Kinesis' iterator types resolve to one through
 //! [`Stream::resolve`].
 
+pub mod consumer;
+pub mod embedded;
+pub mod routing;
 mod types;
 
+pub use consumer::{ConsumerBatch, ConsumerConfig, ConsumerGroup};
+pub use embedded::{EmbeddedConfig, EmbeddedStreams};
 pub use types::{
-    Appended, HashKeyRange, NewRecord, Position, PutOutcome, ReadBatch, Record, RecordFailure,
-    SequenceNumber, ShardId, ShardInfo, StartingPosition, StreamError, StreamInfo, StreamMode,
-    StreamSpec, StreamStatus,
+    Appended, HashKeyRange, Lease, NewRecord, Position, PutOutcome, ReadBatch, Record,
+    RecordFailure, SequenceNumber, ShardId, ShardInfo, StartingPosition, StreamError, StreamInfo,
+    StreamMode, StreamSpec, StreamStatus,
 };
 
 use std::time::Duration;
@@ -29,6 +34,15 @@ pub const MAX_RECORD_BYTES: usize = 1 << 20;
 
 /// Longest partition key, in Unicode characters (Kinesis: 256).
 pub const MAX_PARTITION_KEY_CHARS: usize = 256;
+
+/// Most records in one `put_records` call (Kinesis PutRecords: 500).
+pub const MAX_PUT_RECORDS: usize = 500;
+
+/// Most bytes (payloads plus partition keys) in one `put_records` call (Kinesis: 10 MiB).
+pub const MAX_PUT_BYTES: usize = 10 << 20;
+
+/// Most records one `read` returns (Kinesis GetRecords: 10,000); larger limits are clamped.
+pub const MAX_READ_RECORDS: usize = 10_000;
 
 /// A durable sharded stream store: stream management, appends, reads, and the checkpoints and
 /// leases consumer groups keep.
@@ -113,6 +127,22 @@ pub trait Stream: Send + Sync + 'static {
         owner: &str,
         position: Position,
     ) -> Result<(), StreamError>;
+
+    /// Every lease `group` holds or held on the stream's shards, live or expired (consumers use
+    /// it to see how many owners share the work).
+    async fn leases(&self, name: &str, group: &str) -> Result<Vec<Lease>, StreamError>;
+
+    /// Takes the lease of `shard` from `current` (live or expired) for `owner`, for `ttl`, so
+    /// consumers can even out the load. False if `current` no longer holds it.
+    async fn steal_lease(
+        &self,
+        name: &str,
+        group: &str,
+        shard: ShardId,
+        current: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StreamError>;
 
     /// Where `group` resumes reading `shard`: its last checkpoint, if any.
     async fn checkpoint_of(

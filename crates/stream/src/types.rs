@@ -37,6 +37,10 @@ impl FromStr for SequenceNumber {
 pub struct Position(pub u128);
 
 impl Position {
+    /// The checkpoint a consumer group writes once it has processed every record of a closed
+    /// shard (KCL's `SHARD_END`): its children may be read from then on.
+    pub const SHARD_END: Position = Position(u128::MAX);
+
     /// The position of the record `sequence` itself.
     pub fn at(sequence: SequenceNumber) -> Position {
         Position(sequence.0)
@@ -211,6 +215,24 @@ pub struct Record {
     pub partition_key: String,
     /// The payload.
     pub data: Bytes,
+}
+
+/// A consumer group's lease of one shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The leased shard.
+    pub shard: ShardId,
+    /// Who holds it.
+    pub owner: String,
+    /// When it lapses unless renewed.
+    pub expires: SystemTime,
+}
+
+impl Lease {
+    /// True while the lease has not lapsed at `now`.
+    pub fn is_live(&self, now: SystemTime) -> bool {
+        self.expires > now
+    }
 }
 
 /// Kinesis' shard iterator types, before resolution to a [`Position`].
