@@ -16,6 +16,6 @@ mod service;
 
 pub use error::ArchiveError;
 pub use service::{
-    Archive, ArchiveSettings, CreateDeliveryStream, DeliveryStream, MAX_BATCH_BYTES, MAX_BATCH_RECORDS,
-    MAX_RECORD_BYTES, RecordRefusal, Source, internal_stream_name,
+    Archive, ArchiveSettings, CreateDeliveryStream, DeliveryStream, MAX_BATCH_BYTES,
+    MAX_BATCH_RECORDS, MAX_RECORD_BYTES, RecordRefusal, Source, internal_stream_name,
 };

@@ -26,8 +26,6 @@ pub struct PendingObject {
     pub body: Vec<u8>,
     /// Records it holds.
     pub records: usize,
-    /// Their input bytes.
-    pub input_bytes: usize,
     /// For error objects, the error output type.
     pub error_output_type: Option<&'static str>,
 }
@@ -93,8 +91,11 @@ pub fn build_objects(
             } => {
                 let data: Vec<&[u8]> = indices.iter().map(|&i| &records[i].data[..]).collect();
                 let converted = crate::parquet::convert(&data, columns.as_deref(), *compression)?;
-                let failed_here: Vec<usize> =
-                    converted.failures.iter().map(|(i, _)| indices[*i]).collect();
+                let failed_here: Vec<usize> = converted
+                    .failures
+                    .iter()
+                    .map(|(i, _)| indices[*i])
+                    .collect();
                 for (i, why) in converted.failures {
                     failed.push(Failed {
                         index: indices[i],
@@ -110,13 +111,27 @@ pub fn build_objects(
                     .filter(|i| !failed_here.contains(i))
                     .collect();
                 objects.push(pending(
-                    stream, version, &group, &plan.extension, file, records, &kept, None,
+                    stream,
+                    version,
+                    &group,
+                    &plan.extension,
+                    file,
+                    records,
+                    &kept,
+                    None,
                 ));
                 continue;
             }
         };
         objects.push(pending(
-            stream, version, &group, &plan.extension, body, records, &indices, None,
+            stream,
+            version,
+            &group,
+            &plan.extension,
+            body,
+            records,
+            &indices,
+            None,
         ));
     }
 
@@ -141,9 +156,12 @@ pub fn build_objects(
             .entry(group)
             .or_insert_with(|| (f.kind, Vec::new(), Vec::new()));
         entry.1.push(f.index);
-        entry
-            .2
-            .push(error_record(&record.data, record.arrival, f.code, &f.message));
+        entry.2.push(error_record(
+            &record.data,
+            record.arrival,
+            f.code,
+            &f.message,
+        ));
     }
     for (group, (kind, indices, lines)) in error_groups {
         let body = json_lines(lines.iter().map(Vec::as_slice), error_compression)
@@ -197,7 +215,6 @@ fn pending(
         key,
         body,
         records: indices.len(),
-        input_bytes: indices.iter().map(|&i| records[i].data.len()).sum(),
         error_output_type,
     }
 }
@@ -249,7 +266,11 @@ mod tests {
             objects[0].key
         );
         assert!(objects[1].key.contains("hour=04/"), "{}", objects[1].key);
-        assert!(objects.iter().all(|o| o.key.ends_with(".gz") && o.records == 1));
+        assert!(
+            objects
+                .iter()
+                .all(|o| o.key.ends_with(".gz") && o.records == 1)
+        );
     }
 
     #[test]
@@ -276,9 +297,11 @@ mod tests {
             keys,
             [("dev=a", 2), ("dev=b", 1), ("err/partitioning-failed", 1)]
         );
-        let err: serde_json::Value =
-            serde_json::from_slice(&objects[2].body).expect("error line");
-        assert_eq!(err["errorCode"], "DynamicPartitioning.MetadataExtractionFailed");
+        let err: serde_json::Value = serde_json::from_slice(&objects[2].body).expect("error line");
+        assert_eq!(
+            err["errorCode"],
+            "DynamicPartitioning.MetadataExtractionFailed"
+        );
         assert_eq!(objects[2].error_output_type, Some(PARTITIONING_FAILED));
     }
 }

@@ -188,7 +188,10 @@ impl Archive {
     }
 
     /// CreateDeliveryStream.
-    pub async fn create(&self, request: CreateDeliveryStream) -> Result<DeliveryStream, ArchiveError> {
+    pub async fn create(
+        &self,
+        request: CreateDeliveryStream,
+    ) -> Result<DeliveryStream, ArchiveError> {
         check_name(&request.name)?;
         let plan = request.destination.plan(&request.tags)?;
         let _guard = self.changes.lock().await;
@@ -206,12 +209,15 @@ impl Archive {
         let source = match request.kinesis_source {
             Some((stream_arn, role_arn)) => {
                 let stream = stream_name_from_arn(&stream_arn)?;
-                self.streams.describe_stream(&stream).await.map_err(|e| match e {
-                    StreamError::NotFound(_) => ArchiveError::InvalidArgument(format!(
-                        "the source stream {stream_arn} does not exist"
-                    )),
-                    other => other.into(),
-                })?;
+                self.streams
+                    .describe_stream(&stream)
+                    .await
+                    .map_err(|e| match e {
+                        StreamError::NotFound(_) => ArchiveError::InvalidArgument(format!(
+                            "the source stream {stream_arn} does not exist"
+                        )),
+                        other => other.into(),
+                    })?;
                 Source::KinesisStream {
                     stream_arn,
                     stream,
@@ -238,7 +244,8 @@ impl Archive {
             tags: request.tags,
         };
         let mut batch = WriteBatch::new();
-        let value = serde_json::to_vec(&stream).map_err(|e| ArchiveError::Internal(e.to_string()))?;
+        let value =
+            serde_json::to_vec(&stream).map_err(|e| ArchiveError::Internal(e.to_string()))?;
         batch.put(TABLE, stream.name.as_bytes().to_vec(), value);
         self.apply(batch).await?;
         self.launch(stream.clone(), plan);

@@ -141,19 +141,35 @@ pub struct ServeArgs {
 pub struct LakeArgs {
     /// S3-compatible endpoint URL of the lake, e.g. http://127.0.0.1:9000 (`[lake] endpoint`).
     /// [default: the local folder <data dir>/lake]
-    #[arg(long = "lake-endpoint", env = "FLEETCORE_LAKE_ENDPOINT", value_name = "URL")]
+    #[arg(
+        id = "lake_endpoint",
+        long = "lake-endpoint",
+        env = "FLEETCORE_LAKE_ENDPOINT",
+        value_name = "URL"
+    )]
     endpoint: Option<String>,
 
     /// Signing region of the lake's endpoint (`[lake] region`). [default: us-east-1]
-    #[arg(long = "lake-region", env = "FLEETCORE_LAKE_REGION", value_name = "REGION")]
+    #[arg(
+        id = "lake_region",
+        long = "lake-region",
+        env = "FLEETCORE_LAKE_REGION",
+        value_name = "REGION"
+    )]
     region: Option<String>,
 
     /// Access key id for the lake's endpoint (`[lake] access_key_id`).
-    #[arg(long = "lake-access-key-id", env = "FLEETCORE_LAKE_ACCESS_KEY_ID", value_name = "ID")]
+    #[arg(
+        id = "lake_access_key_id",
+        long = "lake-access-key-id",
+        env = "FLEETCORE_LAKE_ACCESS_KEY_ID",
+        value_name = "ID"
+    )]
     access_key_id: Option<String>,
 
     /// Secret access key for the lake's endpoint (`[lake] secret_access_key`).
     #[arg(
+        id = "lake_secret_access_key",
         long = "lake-secret-access-key",
         env = "FLEETCORE_LAKE_SECRET_ACCESS_KEY",
         value_name = "SECRET",
@@ -163,12 +179,17 @@ pub struct LakeArgs {
 
     /// Path-style requests (endpoint/bucket/key, as MinIO and moto expect) instead of
     /// virtual-hosted ones (`[lake] path_style`). [default: true]
-    #[arg(long = "lake-path-style", env = "FLEETCORE_LAKE_PATH_STYLE", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    #[arg(id = "lake_path_style", long = "lake-path-style", env = "FLEETCORE_LAKE_PATH_STYLE", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     path_style: Option<bool>,
 
     /// Undelivered DirectPut MiB per delivery stream before PutRecord answers
     /// ServiceUnavailableException (`[lake] backlog_limit_mb`). [default: 256]
-    #[arg(long = "lake-backlog-limit-mb", env = "FLEETCORE_LAKE_BACKLOG_LIMIT_MB", value_name = "MB")]
+    #[arg(
+        id = "lake_backlog_limit_mb",
+        long = "lake-backlog-limit-mb",
+        env = "FLEETCORE_LAKE_BACKLOG_LIMIT_MB",
+        value_name = "MB"
+    )]
     backlog_limit_mb: Option<usize>,
 }
 

@@ -181,11 +181,7 @@ fn input<T: DeserializeOwned>(body: Value) -> Result<T, ApiError> {
 }
 
 fn invalid(message: impl Into<String>) -> ApiError {
-    ApiError::new(
-        "InvalidArgumentException",
-        StatusCode::BAD_REQUEST,
-        message,
-    )
+    ApiError::new("InvalidArgumentException", StatusCode::BAD_REQUEST, message)
 }
 
 /// The one place archive errors become Firehose error codes.
