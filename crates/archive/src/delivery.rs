@@ -24,6 +24,10 @@ use crate::lake::Lake;
 use crate::metrics;
 use crate::objects::{PendingObject, build_objects};
 
+/// How long a stopping task waits for more records from its source before the final flush.
+/// [`ConsumerGroup::next`] is cancel-safe: a read is handed out in the same poll it completes.
+const DRAIN_WAIT: Duration = Duration::from_millis(300);
+
 /// Bytes accepted by DirectPut and not yet delivered. PutRecord refuses new records
 /// (`ServiceUnavailableException`) while it is over the limit.
 #[derive(Debug)]
@@ -163,6 +167,16 @@ impl Delivery {
                 },
             }
             if let FlushOutcome::Abandoned = self.flush(&mut buffer).await {
+                return;
+            }
+        }
+        // Stopping: take in what the source already holds (a graceful stop leaves nothing
+        // behind for the next start), then flush.
+        while let Ok(Ok(batch)) = tokio::time::timeout(DRAIN_WAIT, self.group.next()).await {
+            buffer.add(batch);
+            if buffer.bytes >= self.plan.buffer_bytes
+                && let FlushOutcome::Abandoned = self.flush(&mut buffer).await
+            {
                 return;
             }
         }

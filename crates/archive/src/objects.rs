@@ -30,6 +30,13 @@ pub struct PendingObject {
     pub error_output_type: Option<&'static str>,
 }
 
+/// Failed records that share an error object.
+struct ErrorGroup {
+    kind: &'static str,
+    indices: Vec<usize>,
+    lines: Vec<Vec<u8>>,
+}
+
 struct Failed {
     index: usize,
     kind: &'static str,
@@ -139,8 +146,7 @@ pub fn build_objects(
         RecordFormat::JsonLines(c) => c,
         RecordFormat::Parquet { .. } => Compression::Uncompressed,
     };
-    let mut error_groups: BTreeMap<String, (&'static str, Vec<usize>, Vec<Vec<u8>>)> =
-        BTreeMap::new();
+    let mut error_groups: BTreeMap<String, ErrorGroup> = BTreeMap::new();
     for f in failed {
         let record = &records[f.index];
         let ctx = ExpandContext {
@@ -152,18 +158,24 @@ pub fn build_objects(
             .error_prefix
             .expand(&ctx)
             .map_err(|e| format!("ErrorOutputPrefix: {}", e.0))?;
-        let entry = error_groups
-            .entry(group)
-            .or_insert_with(|| (f.kind, Vec::new(), Vec::new()));
-        entry.1.push(f.index);
-        entry.2.push(error_record(
-            &record.data,
-            record.arrival,
-            f.code,
-            &f.message,
-        ));
+        let entry = error_groups.entry(group).or_insert_with(|| ErrorGroup {
+            kind: f.kind,
+            indices: Vec::new(),
+            lines: Vec::new(),
+        });
+        entry.indices.push(f.index);
+        let line = error_record(&record.data, record.arrival, f.code, &f.message);
+        entry.lines.push(line);
     }
-    for (group, (kind, indices, lines)) in error_groups {
+    for (
+        group,
+        ErrorGroup {
+            kind,
+            indices,
+            lines,
+        },
+    ) in error_groups
+    {
         let body = json_lines(lines.iter().map(Vec::as_slice), error_compression)
             .map_err(|e| format!("encoding: {e}"))?;
         objects.push(pending(
