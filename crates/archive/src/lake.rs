@@ -17,7 +17,7 @@ use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, Retry
 use parking_lot::Mutex;
 
 /// Where the lake is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum LakeConfig {
     /// A folder; each bucket is a subfolder.
     Local {
@@ -37,6 +37,29 @@ pub enum LakeConfig {
         /// Path-style requests (`endpoint/bucket/key`, MinIO and moto) instead of virtual-hosted.
         path_style: bool,
     },
+}
+
+/// Shows everything but the secret key.
+impl std::fmt::Debug for LakeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LakeConfig::Local { root } => f.debug_struct("Local").field("root", root).finish(),
+            LakeConfig::S3 {
+                endpoint,
+                region,
+                access_key_id,
+                path_style,
+                ..
+            } => f
+                .debug_struct("S3")
+                .field("endpoint", endpoint)
+                .field("region", region)
+                .field("access_key_id", access_key_id)
+                .field("secret_access_key", &"<redacted>")
+                .field("path_style", path_style)
+                .finish(),
+        }
+    }
 }
 
 /// Object writer over the configured lake; one `object_store` client per bucket.

@@ -107,6 +107,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     )
     .await
     .context("starting the delivery streams")?;
+    tracing::info!(lake = ?settings.lake, "delivery streams started");
     let verifier = ClientVerifier::new(&trusted_roots(&pki, &identity)?)
         .context("building the client certificate verifier")?;
     let authenticator = Arc::new(IdentityAuthenticator {
