@@ -251,7 +251,7 @@ impl Delivery {
                 .duration_since(oldest)
                 .unwrap_or_default()
                 .as_secs_f64();
-            metrics::delivered(&self.name, taken.records.len(), taken.bytes, freshness);
+            metrics::freshness(&self.name, freshness);
         }
         FlushOutcome::Delivered
     }
@@ -282,8 +282,9 @@ impl Delivery {
     }
 
     fn count(&self, object: &PendingObject) {
-        if let Some(kind) = object.error_output_type {
-            metrics::error_records(&self.name, kind, object.records);
+        match object.error_output_type {
+            Some(kind) => metrics::error_records(&self.name, kind, object.records),
+            None => metrics::delivered(&self.name, object.records, object.input_bytes),
         }
     }
 

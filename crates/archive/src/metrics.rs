@@ -5,7 +5,7 @@
 //! | `fleetcore_archive_incoming_records_total{delivery_stream}` | counter | records accepted by PutRecord/PutRecordBatch |
 //! | `fleetcore_archive_incoming_bytes_total{delivery_stream}` | counter | their bytes |
 //! | `fleetcore_archive_throttled_records_total{delivery_stream}` | counter | records refused with ServiceUnavailableException (backlog full) |
-//! | `fleetcore_archive_delivered_records_total{delivery_stream}` | counter | records written to the lake (data objects) |
+//! | `fleetcore_archive_delivered_records_total{delivery_stream}` | counter | records written to the lake in data objects (counted when the object is written) |
 //! | `fleetcore_archive_delivered_bytes_total{delivery_stream}` | counter | their input bytes |
 //! | `fleetcore_archive_objects_total{delivery_stream,outcome}` | counter | object writes, `outcome` = `success` / `failure` |
 //! | `fleetcore_archive_error_records_total{delivery_stream,error_output_type}` | counter | records written to the error output |
@@ -37,12 +37,17 @@ pub fn object(stream: &str, success: bool) {
     .increment(1);
 }
 
-/// A flush delivered `records` records of `bytes` input bytes, the oldest `freshness` old.
-pub fn delivered(stream: &str, records: usize, bytes: usize, freshness_seconds: f64) {
+/// A data object of `records` records and `bytes` input bytes was written.
+pub fn delivered(stream: &str, records: usize, bytes: usize) {
     let labels = [("delivery_stream", stream.to_string())];
     counter!("fleetcore_archive_delivered_records_total", &labels).increment(records as u64);
     counter!("fleetcore_archive_delivered_bytes_total", &labels).increment(bytes as u64);
-    gauge!("fleetcore_archive_data_freshness_seconds", &labels).set(freshness_seconds);
+}
+
+/// A flush completed; its oldest record had arrived `seconds` ago.
+pub fn freshness(stream: &str, seconds: f64) {
+    gauge!("fleetcore_archive_data_freshness_seconds", "delivery_stream" => stream.to_string())
+        .set(seconds);
 }
 
 /// Records written to the error output.

@@ -26,6 +26,8 @@ pub struct PendingObject {
     pub body: Vec<u8>,
     /// Records it holds.
     pub records: usize,
+    /// Their input bytes.
+    pub input_bytes: usize,
     /// For error objects, the error output type.
     pub error_output_type: Option<&'static str>,
 }
@@ -227,6 +229,7 @@ fn pending(
         key,
         body,
         records: indices.len(),
+        input_bytes: indices.iter().map(|&i| records[i].data.len()).sum(),
         error_output_type,
     }
 }

@@ -129,6 +129,12 @@ def test_operations_and_gzip_objects_in_the_hive_layout(firehose_broker, aws, ui
     got = sorted(json.loads(line)["n"] for line in records_in(b, "lake-ops"))
     assert got == list(range(50))
 
+    delivered = f'fleetcore_archive_delivered_records_total{{delivery_stream="{name}"}}'
+    wait_until(lambda: b.metrics().get(delivered) == 50, 10, what="the delivery metrics")
+    metrics = b.metrics()
+    assert metrics[f'fleetcore_archive_incoming_records_total{{delivery_stream="{name}"}}'] == 50
+    assert metrics[f'fleetcore_archive_objects_total{{delivery_stream="{name}",outcome="success"}}'] >= 1
+
     fh.delete_delivery_stream(DeliveryStreamName=name)
     with pytest.raises(fh.exceptions.ResourceNotFoundException):
         fh.describe_delivery_stream(DeliveryStreamName=name)
@@ -137,10 +143,6 @@ def test_operations_and_gzip_objects_in_the_hive_layout(firehose_broker, aws, ui
     with pytest.raises(fh.exceptions.ResourceNotFoundException):
         fh.delete_delivery_stream(DeliveryStreamName=name)
     assert fh.list_delivery_streams()["DeliveryStreamNames"] == [name + "-2"]
-
-    metrics = b.metrics()
-    assert metrics.get("fleetcore_archive_delivered_records_total", 0) >= 50
-    assert metrics.get("fleetcore_archive_objects_total", 0) >= 1
 
 
 @pytest.mark.parametrize("destination, why", [
