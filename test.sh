@@ -85,6 +85,10 @@ fi
 # lasts until 1.43.x); boto3 1.42.50 and awscli 1.44.40 are the releases built on it.
 .venv/bin/python -m pip install -q --disable-pip-version-check 'paho-mqtt>=2,<3' pytest cryptography \
   'botocore==1.42.50' 'boto3==1.42.50' 'awscli==1.44.40'
+# archive tests: moto_server is the S3-compatible destination (started on loopback by the tests),
+# pyarrow reads the Parquet objects, cramjam the Snappy (framing format) ones.
+.venv/bin/python -m pip install -q --disable-pip-version-check 'moto[server]' pyarrow cramjam \
+  'botocore==1.42.50' 'boto3==1.42.50'
 done_stage
 
 # ------------------------------------------------------------------------------------------

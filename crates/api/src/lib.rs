@@ -6,6 +6,7 @@ pub mod context;
 pub mod dispatch;
 pub mod error;
 pub mod extract;
+pub mod firehose;
 pub mod iot;
 pub mod kinesis;
 pub mod sigv4;

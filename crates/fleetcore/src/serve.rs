@@ -9,6 +9,7 @@ use fleetcore_api::iot::IotState;
 use fleetcore_api::kinesis::KinesisState;
 use fleetcore_api::kinesis::token::TokenCodec;
 use fleetcore_api::{ApiState, ControlPlane};
+use fleetcore_archive::{Archive, ArchiveSettings};
 use fleetcore_core::{AccountContext, KvStore, RedbStore};
 use fleetcore_identity::policy::{Policies, ResourceArns};
 use fleetcore_identity::{
@@ -91,6 +92,21 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     {
         tracing::warn!(policy = %name, "the anonymous policy does not exist (yet): anonymous clients are refused until it is created");
     }
+    // The archive (Firehose) delivers from the streams.
+    let archive = Archive::start(
+        Arc::clone(&store),
+        Arc::clone(&streams),
+        ArchiveSettings {
+            lake: settings.lake.clone(),
+            region: settings.region.clone(),
+            account_id: settings.account_id.clone(),
+            backlog_limit_bytes: settings.lake_backlog_limit_bytes,
+            shutdown_grace: Duration::from_secs(20),
+        },
+    )
+    .await
+    .context("starting the delivery streams")?;
+    tracing::info!(lake = ?settings.lake, "delivery streams started");
     let verifier = ClientVerifier::new(&trusted_roots(&pki, &identity)?)
         .context("building the client certificate verifier")?;
     let authenticator = Arc::new(IdentityAuthenticator {
@@ -162,7 +178,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .with_context(|| format!("binding the HTTP listener on {}", settings.http))?;
     let http_addr = http.local_addr()?;
     let api_state = ApiState::new(prometheus.clone()).with_ca_pem(pki.ca_pem());
-    let control_plane = control_plane(&settings, credentials, &identity, &policies, &streams);
+    let control_plane = control_plane(&settings, credentials, &identity, &policies, &streams)
+        .service_with_body_limit(
+            "firehose",
+            fleetcore_api::firehose::routes(Arc::clone(&archive)),
+            fleetcore_api::firehose::BODY_LIMIT,
+        );
     let (stop_http, http_stopped) = oneshot::channel::<()>();
     let http_task = tokio::spawn(fleetcore_api::serve(
         http,
@@ -195,6 +216,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server task failed"),
         Err(_) => tracing::warn!("HTTP server did not stop in time"),
     }
+    // No request comes in any more: flush every delivery stream's buffer to the lake.
+    archive.shutdown().await;
     upkeep.abort();
     tracing::info!("stopped");
     Ok(())
