@@ -1,0 +1,585 @@
+//! The shadow service: requests from MQTT (through the broker's service tap) and HTTP go into
+//! one bounded queue; a worker thread drains it in batches, applies each batch in memory (one
+//! thread, so updates to a shadow are serialized and none is lost), commits the batch in one
+//! store transaction (one fsync for the whole batch: group commit), and only then answers.
+//!
+//! Backpressure: the queue is bounded. When it is full the request is refused at once with
+//! code 429 (`/rejected` over MQTT, `ThrottlingException` over HTTP); the broker's connection
+//! task never waits and memory never grows without bound.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use fleetcore_core::{KvStore, WriteBatch};
+use fleetcore_mqtt::broker::{Message, Router, ServiceTap};
+use fleetcore_mqtt::protocol::{PublishProperties, QoS, Utf8};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use crate::ShadowError;
+use crate::document::{Limits, ShadowDocument};
+use crate::request::{SectionPatch, parse_plain, parse_update};
+use crate::response;
+use crate::store::{ShadowRecord, ShadowStore, VERSION_MEMORY_SECS};
+use crate::topic::{Operation, REQUEST_FILTERS, RequestTopic, ShadowId};
+
+/// Settings of the shadow service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShadowConfig {
+    /// Document limits.
+    pub limits: Limits,
+    /// Requests waiting for the worker; more are refused with 429.
+    pub queue_capacity: usize,
+    /// Most requests applied and committed together.
+    pub max_batch: usize,
+    /// Committed shadows kept in memory (the store is read on a miss).
+    pub cache_capacity: usize,
+}
+
+impl Default for ShadowConfig {
+    fn default() -> ShadowConfig {
+        ShadowConfig {
+            limits: Limits::default(),
+            queue_capacity: 16 * 1024,
+            max_batch: 2048,
+            cache_capacity: 100_000,
+        }
+    }
+}
+
+/// Seconds since the Unix epoch (shadow timestamps are seconds).
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+type HttpReply = oneshot::Sender<Result<Value, ShadowError>>;
+
+/// Where the answer to a request goes.
+enum Reply {
+    /// Over MQTT, on the shadow's response topics.
+    Mqtt,
+    /// To an HTTP handler (and, for update and delete, the MQTT notifications too).
+    Http(HttpReply),
+}
+
+struct Job {
+    id: ShadowId,
+    operation: Operation,
+    payload: Bytes,
+    reply: Reply,
+}
+
+enum Work {
+    Job(Job),
+    Stop,
+}
+
+/// The shadow service's handle: cheap to clone.
+#[derive(Clone)]
+pub struct ShadowService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    queue: SyncSender<Work>,
+    store: ShadowStore,
+    router: Arc<Router>,
+    stopped: AtomicBool,
+    worker: Mutex<Option<JoinHandle<()>>>,
+    metrics: Metrics,
+}
+
+#[derive(Clone)]
+struct Metrics {
+    accepted: metrics::Counter,
+    rejected: metrics::Counter,
+    throttled: metrics::Counter,
+    commits: metrics::Counter,
+    batch_size: metrics::Histogram,
+}
+
+impl Metrics {
+    fn register() -> Metrics {
+        Metrics {
+            accepted: metrics::counter!("fleetcore_shadow_requests_total", "result" => "accepted"),
+            rejected: metrics::counter!("fleetcore_shadow_requests_total", "result" => "rejected"),
+            throttled: metrics::counter!("fleetcore_shadow_requests_total", "result" => "throttled"),
+            commits: metrics::counter!("fleetcore_shadow_commits_total"),
+            batch_size: metrics::histogram!("fleetcore_shadow_batch_size"),
+        }
+    }
+}
+
+impl ShadowService {
+    /// Starts the service on `store` and registers it as a tap on `router` for the shadow
+    /// request topics (see [`REQUEST_FILTERS`]).
+    pub fn start(
+        config: ShadowConfig,
+        store: Arc<dyn KvStore>,
+        router: Arc<Router>,
+    ) -> std::io::Result<ShadowService> {
+        let (queue, jobs) = sync_channel(config.queue_capacity.max(1));
+        let inner = Arc::new(Inner {
+            queue,
+            store: ShadowStore::new(store),
+            router: Arc::clone(&router),
+            stopped: AtomicBool::new(false),
+            worker: Mutex::new(None),
+            metrics: Metrics::register(),
+        });
+        let worker = Worker {
+            inner: Arc::clone(&inner),
+            config,
+            cache: HashMap::new(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("shadow-worker".into())
+            .spawn(move || worker.run(jobs))?;
+        if let Ok(mut slot) = inner.worker.lock() {
+            *slot = Some(handle);
+        }
+        let service = ShadowService { inner };
+        router.add_tap(
+            REQUEST_FILTERS.iter().map(|f| f.to_string()).collect(),
+            Arc::new(service.clone()),
+        );
+        Ok(service)
+    }
+
+    /// Runs one request for an HTTP caller; the answer is the response document. Update and
+    /// delete also publish their MQTT notifications, as AWS does.
+    pub async fn request(
+        &self,
+        id: ShadowId,
+        operation: Operation,
+        payload: Bytes,
+    ) -> Result<Value, ShadowError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner.submit(Job {
+            id,
+            operation,
+            payload,
+            reply: Reply::Http(tx),
+        })?;
+        rx.await.map_err(|_| ShadowError::Unavailable)?
+    }
+
+    /// The committed document of a shadow as GetThingShadow shows it (with delta), or `None`.
+    /// For in-process readers such as the rules engine's `get_thing_shadow()`.
+    pub fn get(
+        &self,
+        thing: &str,
+        shadow_name: Option<&str>,
+    ) -> Result<Option<Value>, ShadowError> {
+        let id = ShadowId::new(thing, shadow_name)?;
+        let record = self.inner.store.load(&id)?;
+        Ok(record
+            .as_ref()
+            .and_then(ShadowRecord::live)
+            .map(|doc| response::get_accepted(doc, now_secs(), None)))
+    }
+
+    /// Names of `thing`'s named shadows (not the classic one), a page of at most `page_size`
+    /// after `next_token`; the second value is the token of the next page.
+    pub fn list_named(
+        &self,
+        thing: &str,
+        next_token: Option<&str>,
+        page_size: usize,
+    ) -> Result<(Vec<String>, Option<String>), ShadowError> {
+        crate::topic::validate_thing_name(thing)?;
+        let (names, more) = self
+            .inner
+            .store
+            .named_shadows(thing, next_token, page_size.max(1))?;
+        let next = if more { names.last().cloned() } else { None };
+        Ok((names, next))
+    }
+
+    /// Stops the worker after the requests already queued; later requests get 503.
+    pub async fn shutdown(&self) {
+        self.inner.stopped.store(true, Ordering::Release);
+        let inner = Arc::clone(&self.inner);
+        let joined = tokio::task::spawn_blocking(move || {
+            let _ = inner.queue.send(Work::Stop);
+            let handle = inner.worker.lock().ok().and_then(|mut h| h.take());
+            if let Some(handle) = handle {
+                let _ = handle.join();
+            }
+        })
+        .await;
+        if let Err(e) = joined {
+            tracing::warn!(error = %e, "the shadow worker did not stop cleanly");
+        }
+    }
+}
+
+impl Inner {
+    fn submit(&self, job: Job) -> Result<(), ShadowError> {
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(ShadowError::Unavailable);
+        }
+        match self.queue.try_send(Work::Job(job)) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => {
+                self.metrics.throttled.increment(1);
+                Err(ShadowError::Throttled)
+            }
+            Err(TrySendError::Disconnected(_)) => Err(ShadowError::Unavailable),
+        }
+    }
+
+    fn publish(&self, topic: String, payload: &Value) {
+        let Some(topic) = Utf8::new(topic) else {
+            return;
+        };
+        let payload = serde_json::to_vec(payload).unwrap_or_default();
+        self.router.publish(Arc::new(Message {
+            topic,
+            payload: Bytes::from(payload),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: PublishProperties::default(),
+            expires_at: None,
+            origin: None,
+        }));
+    }
+
+    fn reject_mqtt(
+        &self,
+        prefix: &str,
+        operation: Operation,
+        error: &ShadowError,
+        token: Option<&str>,
+    ) {
+        self.metrics.rejected.increment(1);
+        self.publish(
+            format!("{prefix}/{}/rejected", operation.as_str()),
+            &response::rejected(error, now_secs(), token),
+        );
+    }
+}
+
+/// The client token of a payload, for rejections that happen before it is parsed properly.
+fn token_of(payload: &[u8]) -> Option<String> {
+    parse_plain(payload).ok().and_then(|p| p.client_token)
+}
+
+impl ServiceTap for ShadowService {
+    fn on_message(&self, message: &Arc<Message>) {
+        let Some(request) = RequestTopic::parse(&message.topic) else {
+            return;
+        };
+        let id = match ShadowId::new(request.thing, request.name) {
+            Ok(id) => id,
+            Err(error) => {
+                self.inner.reject_mqtt(
+                    &request.prefix(),
+                    request.operation,
+                    &error,
+                    token_of(&message.payload).as_deref(),
+                );
+                return;
+            }
+        };
+        let job = Job {
+            id,
+            operation: request.operation,
+            payload: message.payload.clone(),
+            reply: Reply::Mqtt,
+        };
+        if let Err(error) = self.inner.submit(job) {
+            self.inner.reject_mqtt(
+                &request.prefix(),
+                request.operation,
+                &error,
+                token_of(&message.payload).as_deref(),
+            );
+        }
+    }
+}
+
+/// What an accepted request answers.
+enum Answer {
+    Updated {
+        accepted: Value,
+        delta: Option<Value>,
+        documents: Value,
+    },
+    Got(Value),
+    Deleted(Value),
+}
+
+struct Outcome {
+    job: Job,
+    result: Result<Answer, (ShadowError, Option<String>)>,
+}
+
+struct Worker {
+    inner: Arc<Inner>,
+    config: ShadowConfig,
+    /// Committed records (`None`: known absent).
+    cache: HashMap<ShadowId, Option<ShadowRecord>>,
+}
+
+impl Worker {
+    fn run(mut self, jobs: Receiver<Work>) {
+        let mut batch = Vec::with_capacity(self.config.max_batch);
+        let mut stop = false;
+        while !stop {
+            match jobs.recv() {
+                Ok(Work::Job(job)) => batch.push(job),
+                Ok(Work::Stop) | Err(_) => break,
+            }
+            while batch.len() < self.config.max_batch {
+                match jobs.try_recv() {
+                    Ok(Work::Job(job)) => batch.push(job),
+                    Ok(Work::Stop) => {
+                        stop = true;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.process(std::mem::take(&mut batch));
+        }
+        tracing::debug!("shadow worker stopped");
+    }
+
+    fn load(
+        &self,
+        working: &mut HashMap<ShadowId, Option<ShadowRecord>>,
+        id: &ShadowId,
+    ) -> Result<(), ShadowError> {
+        if working.contains_key(id) {
+            return Ok(());
+        }
+        let record = match self.cache.get(id) {
+            Some(cached) => cached.clone(),
+            None => self.inner.store.load(id)?,
+        };
+        working.insert(id.clone(), record);
+        Ok(())
+    }
+
+    /// Applies a batch in memory, commits it once, then answers every request.
+    fn process(&mut self, batch: Vec<Job>) {
+        self.inner.metrics.batch_size.record(batch.len() as f64);
+        let now = now_secs();
+        let mut working: HashMap<ShadowId, Option<ShadowRecord>> = HashMap::new();
+        let mut dirty: Vec<ShadowId> = Vec::new();
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for job in batch {
+            let result = self
+                .load(&mut working, &job.id)
+                .map_err(|e| (e, token_of(&job.payload)))
+                .and_then(|()| {
+                    let slot = working
+                        .get_mut(&job.id)
+                        .ok_or((ShadowError::Unavailable, None))?;
+                    let (answer, changed) = self.apply(&job, slot, now)?;
+                    if changed && !dirty.contains(&job.id) {
+                        dirty.push(job.id.clone());
+                    }
+                    Ok(answer)
+                });
+            outcomes.push(Outcome { job, result });
+        }
+        if !dirty.is_empty() {
+            let mut writes = WriteBatch::new();
+            for id in &dirty {
+                if let Some(Some(record)) = working.get(id) {
+                    ShadowStore::put(&mut writes, id, record);
+                }
+            }
+            match self.inner.store.commit(writes) {
+                Ok(()) => {
+                    self.inner.metrics.commits.increment(1);
+                    if self.cache.len() + dirty.len() > self.config.cache_capacity {
+                        self.cache.clear();
+                    }
+                    for id in dirty {
+                        if let Some(record) = working.remove(&id) {
+                            self.cache.insert(id, record);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "committing shadow updates failed");
+                    let message = e.to_string();
+                    for outcome in &mut outcomes {
+                        if outcome.result.is_ok() {
+                            let token = token_of(&outcome.job.payload);
+                            outcome.result = Err((
+                                ShadowError::Store(fleetcore_core::StoreError::Backend {
+                                    operation: "commit",
+                                    message: message.clone(),
+                                }),
+                                token,
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        for outcome in outcomes {
+            self.answer(outcome);
+        }
+    }
+
+    /// Runs one request against the working copy of its shadow; true when it changed it.
+    fn apply(
+        &self,
+        job: &Job,
+        slot: &mut Option<ShadowRecord>,
+        now: u64,
+    ) -> Result<(Answer, bool), (ShadowError, Option<String>)> {
+        let limits = &self.config.limits;
+        match job.operation {
+            Operation::Update => {
+                let request =
+                    parse_update(&job.payload, limits).map_err(|r| (r.error, r.client_token))?;
+                let token = request.client_token.as_deref();
+                let fail = |e| (e, request.client_token.clone());
+                let (mut document, previous) = match slot {
+                    Some(r) if r.deleted_at.is_none() => (r.document.clone(), Some(&r.document)),
+                    Some(r)
+                        if r.deleted_at
+                            .is_some_and(|at| now.saturating_sub(at) < VERSION_MEMORY_SECS) =>
+                    {
+                        (
+                            ShadowDocument {
+                                version: r.document.version,
+                                ..ShadowDocument::default()
+                            },
+                            None,
+                        )
+                    }
+                    _ => (ShadowDocument::default(), None),
+                };
+                if request.version.is_some_and(|v| v != document.version) {
+                    return Err(fail(ShadowError::VersionConflict));
+                }
+                let applied = document.apply(&request, now, limits).map_err(fail)?;
+                let accepted = response::update_accepted(
+                    &request.state,
+                    applied.touched,
+                    document.version,
+                    now,
+                    token,
+                );
+                let delta = match request.desired {
+                    SectionPatch::Absent => None,
+                    _ => response::delta(&document, now, token),
+                };
+                let documents = response::documents(previous, &document, now, token);
+                *slot = Some(ShadowRecord {
+                    document,
+                    deleted_at: None,
+                });
+                Ok((
+                    Answer::Updated {
+                        accepted,
+                        delta,
+                        documents,
+                    },
+                    true,
+                ))
+            }
+            Operation::Get => {
+                let request = parse_plain(&job.payload).map_err(|r| (r.error, r.client_token))?;
+                let token = request.client_token;
+                match slot.as_ref().and_then(ShadowRecord::live) {
+                    Some(document) => Ok((
+                        Answer::Got(response::get_accepted(document, now, token.as_deref())),
+                        false,
+                    )),
+                    None => Err((
+                        ShadowError::NotFound(job.id.display_name().to_string()),
+                        token,
+                    )),
+                }
+            }
+            Operation::Delete => {
+                let request = parse_plain(&job.payload).map_err(|r| (r.error, r.client_token))?;
+                let token = request.client_token;
+                let Some(document) = slot.as_ref().and_then(ShadowRecord::live) else {
+                    return Err((
+                        ShadowError::NotFound(job.id.display_name().to_string()),
+                        token,
+                    ));
+                };
+                let version = document.version;
+                if request.version.is_some_and(|v| v != version) {
+                    return Err((ShadowError::VersionConflict, token));
+                }
+                *slot = Some(ShadowRecord {
+                    document: ShadowDocument {
+                        version,
+                        ..ShadowDocument::default()
+                    },
+                    deleted_at: Some(now),
+                });
+                Ok((
+                    Answer::Deleted(response::delete_accepted(version, now, token.as_deref())),
+                    true,
+                ))
+            }
+        }
+    }
+
+    fn answer(&self, outcome: Outcome) {
+        let Outcome { job, result } = outcome;
+        let prefix = job.id.topic_prefix();
+        let op = job.operation.as_str();
+        let inner = &self.inner;
+        match result {
+            Ok(answer) => {
+                inner.metrics.accepted.increment(1);
+                let mqtt = matches!(job.reply, Reply::Mqtt);
+                let body = match answer {
+                    Answer::Updated {
+                        accepted,
+                        delta,
+                        documents,
+                    } => {
+                        inner.publish(format!("{prefix}/update/accepted"), &accepted);
+                        if let Some(delta) = delta {
+                            inner.publish(format!("{prefix}/update/delta"), &delta);
+                        }
+                        inner.publish(format!("{prefix}/update/documents"), &documents);
+                        accepted
+                    }
+                    Answer::Got(document) => {
+                        if mqtt {
+                            inner.publish(format!("{prefix}/get/accepted"), &document);
+                        }
+                        document
+                    }
+                    Answer::Deleted(document) => {
+                        inner.publish(format!("{prefix}/delete/accepted"), &document);
+                        document
+                    }
+                };
+                if let Reply::Http(tx) = job.reply {
+                    let _ = tx.send(Ok(body));
+                }
+            }
+            Err((error, token)) => match job.reply {
+                Reply::Mqtt => inner.reject_mqtt(&prefix, job.operation, &error, token.as_deref()),
+                Reply::Http(tx) => {
+                    inner.metrics.rejected.increment(1);
+                    tracing::debug!(operation = op, shadow = %prefix, error = %error, "shadow request rejected");
+                    let _ = tx.send(Err(error));
+                }
+            },
+        }
+    }
+}
