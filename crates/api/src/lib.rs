@@ -7,6 +7,7 @@ pub mod dispatch;
 pub mod error;
 pub mod extract;
 pub mod iot;
+pub mod iotdata;
 pub mod sigv4;
 
 pub use context::RequestContext;

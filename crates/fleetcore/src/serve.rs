@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use fleetcore_api::iot::IotState;
+use fleetcore_api::iotdata::{self, IotDataState};
 use fleetcore_api::{ApiState, ControlPlane};
 use fleetcore_core::{AccountContext, KvStore, RedbStore};
 use fleetcore_identity::policy::{Policies, ResourceArns};
@@ -14,6 +15,7 @@ use fleetcore_identity::{
     credentials::credentials_path,
 };
 use fleetcore_mqtt::broker::{Broker, ListenerKind};
+use fleetcore_shadow::{Limits, ShadowConfig, ShadowService};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -95,9 +97,29 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         allow_anonymous: settings.allow_anonymous,
         anonymous_policy: settings.anonymous_policy.clone(),
     });
-    let (broker, loaded) =
-        Broker::start(settings.broker.clone(), Arc::clone(&store), authenticator)
-            .context("restoring broker state")?;
+    let (broker, loaded) = Broker::start(
+        settings.broker.clone(),
+        Arc::clone(&store),
+        Arc::clone(&authenticator) as Arc<dyn fleetcore_core::auth::Authenticator>,
+    )
+    .context("restoring broker state")?;
+    let shadows = ShadowService::start(
+        ShadowConfig {
+            limits: Limits {
+                max_state_bytes: settings.shadow_max_state_bytes,
+                ..Limits::default()
+            },
+            ..ShadowConfig::default()
+        },
+        Arc::clone(&store),
+        Arc::clone(broker.router()),
+    )
+    .context("starting the shadow service")?;
+    let iotdata_state = IotDataState {
+        shadows: shadows.clone(),
+        broker: Arc::clone(broker.router()),
+        arns: ResourceArns::new(&settings.region, &settings.account_id),
+    };
     // Identity changes take effect on live connections at once: each connection re-asks its
     // grant (certificate still ACTIVE? policies still allow?), and the TLS listeners trust
     // exactly the ACTIVE registered CAs plus the built-in one.
@@ -152,12 +174,36 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         tracing::info!(listener = name, address = %bound, "listening");
     }
 
+    let (stop_https, https_stopped) = oneshot::channel::<()>();
+    let https_task = match settings.https {
+        Some(addr) => {
+            let authenticator = Arc::clone(&authenticator);
+            let (listener, bound) = iotdata::device::bind(
+                addr,
+                tls()?,
+                Arc::new(move |der: &[u8]| authenticator.device_caller(der)),
+            )
+            .await
+            .with_context(|| format!("binding the device HTTPS listener on {addr}"))?;
+            tracing::info!(listener = "https", address = %bound, "listening");
+            Some(tokio::spawn(iotdata::device::serve(
+                listener,
+                iotdata::routes(iotdata_state.clone()),
+                async move {
+                    let _ = https_stopped.await;
+                },
+            )))
+        }
+        None => None,
+    };
+
     let http = fleetcore_api::bind(settings.http)
         .await
         .with_context(|| format!("binding the HTTP listener on {}", settings.http))?;
     let http_addr = http.local_addr()?;
     let api_state = ApiState::new(prometheus.clone()).with_ca_pem(pki.ca_pem());
-    let control_plane = control_plane(&settings, credentials, &identity, &policies);
+    let control_plane = control_plane(&settings, credentials, &identity, &policies)
+        .service("iotdata", iotdata::routes(iotdata_state));
     let (stop_http, http_stopped) = oneshot::channel::<()>();
     let http_task = tokio::spawn(fleetcore_api::serve(
         http,
@@ -183,6 +229,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .shutdown()
         .await
         .context("saving broker state at shutdown")?;
+    shadows.shutdown().await;
+    let _ = stop_https.send(());
+    if let Some(task) = https_task
+        && tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .is_err()
+    {
+        tracing::warn!("device HTTPS server did not stop in time");
+    }
     let _ = stop_http.send(());
     match tokio::time::timeout(Duration::from_secs(5), http_task).await {
         Ok(Ok(Ok(()))) => {}
