@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -145,12 +145,15 @@ impl ShadowService {
         if let Ok(mut slot) = inner.worker.lock() {
             *slot = Some(handle);
         }
-        let service = ShadowService { inner };
+        // The tap holds the service weakly: the router must not keep it (and so itself,
+        // through the service's handle on it) alive.
         router.add_tap(
             REQUEST_FILTERS.iter().map(|f| f.to_string()).collect(),
-            Arc::new(service.clone()),
+            Arc::new(ShadowTap {
+                inner: Arc::downgrade(&inner),
+            }),
         );
-        Ok(service)
+        Ok(ShadowService { inner })
     }
 
     /// Runs one request for an HTTP caller; the answer is the response document. Update and
@@ -272,15 +275,23 @@ fn token_of(payload: &[u8]) -> Option<String> {
     parse_plain(payload).ok().and_then(|p| p.client_token)
 }
 
-impl ServiceTap for ShadowService {
+/// The service as the broker sees it: requests come in through [`ServiceTap::on_message`].
+struct ShadowTap {
+    inner: Weak<Inner>,
+}
+
+impl ServiceTap for ShadowTap {
     fn on_message(&self, message: &Arc<Message>) {
         let Some(request) = RequestTopic::parse(&message.topic) else {
+            return;
+        };
+        let Some(inner) = self.inner.upgrade() else {
             return;
         };
         let id = match ShadowId::new(request.thing, request.name) {
             Ok(id) => id,
             Err(error) => {
-                self.inner.reject_mqtt(
+                inner.reject_mqtt(
                     &request.prefix(),
                     request.operation,
                     &error,
@@ -295,8 +306,8 @@ impl ServiceTap for ShadowService {
             payload: message.payload.clone(),
             reply: Reply::Mqtt,
         };
-        if let Err(error) = self.inner.submit(job) {
-            self.inner.reject_mqtt(
+        if let Err(error) = inner.submit(job) {
+            inner.reject_mqtt(
                 &request.prefix(),
                 request.operation,
                 &error,
