@@ -75,21 +75,20 @@ pub struct Applied {
 
 impl ShadowDocument {
     /// Applies an update in place (the caller checked the version) and checks the limits on
-    /// the result; on error the document is left as it was.
+    /// the result. On error the document is left half-changed: apply to a working copy and
+    /// drop it on error (the service does).
     pub fn apply(
         &mut self,
         request: &UpdateRequest,
         timestamp: u64,
         limits: &Limits,
     ) -> Result<Applied, ShadowError> {
-        let mut next = self.clone();
-        next.desired.apply(&request.desired, timestamp);
-        next.reported.apply(&request.reported, timestamp);
-        if next.state_size() > limits.max_state_bytes {
+        self.desired.apply(&request.desired, timestamp);
+        self.reported.apply(&request.reported, timestamp);
+        if self.state_size() > limits.max_state_bytes {
             return Err(ShadowError::TooLarge);
         }
-        next.version += 1;
-        *self = next;
+        self.version += 1;
         let mut touched = Object::new();
         for (name, patch) in [
             ("desired", &request.desired),

@@ -103,6 +103,7 @@ struct Metrics {
     throttled: metrics::Counter,
     commits: metrics::Counter,
     batch_size: metrics::Histogram,
+    commit_seconds: metrics::Histogram,
 }
 
 impl Metrics {
@@ -113,6 +114,7 @@ impl Metrics {
             throttled: metrics::counter!("fleetcore_shadow_requests_total", "result" => "throttled"),
             commits: metrics::counter!("fleetcore_shadow_commits_total"),
             batch_size: metrics::histogram!("fleetcore_shadow_batch_size"),
+            commit_seconds: metrics::histogram!("fleetcore_shadow_commit_seconds"),
         }
     }
 }
@@ -410,7 +412,13 @@ impl Worker {
                     ShadowStore::put(&mut writes, id, record);
                 }
             }
-            match self.inner.store.commit(writes) {
+            let started = std::time::Instant::now();
+            let committed = self.inner.store.commit(writes);
+            self.inner
+                .metrics
+                .commit_seconds
+                .record(started.elapsed().as_secs_f64());
+            match committed {
                 Ok(()) => {
                     self.inner.metrics.commits.increment(1);
                     if self.cache.len() + dirty.len() > self.config.cache_capacity {

@@ -1,6 +1,6 @@
 //! `fleetcore bench --shadow`: device-shadow load. Each publisher is a device with a thing of
 //! its own (`<prefix>-t<i>`); it subscribes to its classic shadow's
-//! `$aws/things/<thing>/shadow/update/+` (accepted, rejected, delta, documents) and sends
+//! `$aws/things/<thing>/shadow/update/{accepted,rejected,delta}` and sends
 //! updates that change `desired` and `reported` (`{"desired":{"seq":n},"reported":{"seq":n-1}}`),
 //! so every accepted update also produces a delta. Up to `--inflight` updates per device are
 //! outstanding (sent, not yet answered on `/accepted` or `/rejected`).
@@ -149,10 +149,14 @@ pub(crate) async fn run(
     .context("a device could not connect")?;
     let mut subscribed = Vec::with_capacity(devices.len());
     for (i, mut link) in (0u32..).zip(devices) {
-        let filter = format!("$aws/things/{}/shadow/update/+", thing_of(i));
-        link.subscribe(&filter, QoS::AtLeastOnce, timeout)
-            .await
-            .with_context(|| format!("subscribing to {filter}"))?;
+        // What a device listens to: its answers and its delta (not `/documents`, which is for
+        // applications).
+        for answer in ["accepted", "rejected", "delta"] {
+            let filter = format!("$aws/things/{}/shadow/update/{answer}", thing_of(i));
+            link.subscribe(&filter, QoS::AtLeastOnce, timeout)
+                .await
+                .with_context(|| format!("subscribing to {filter}"))?;
+        }
         subscribed.push(link);
     }
 

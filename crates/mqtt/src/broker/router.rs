@@ -581,7 +581,8 @@ impl Router {
 
     /// Hands an authorized message to the taps whose filters match its topic.
     pub fn tap(&self, message: &Arc<Message>) {
-        let taps = self.taps.read();
+        // Recursive: a tap may answer with `publish`, which comes back here on this thread.
+        let taps = self.taps.read_recursive();
         for entry in taps.iter() {
             entry.offer(message);
         }

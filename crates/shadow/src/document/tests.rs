@@ -103,7 +103,7 @@ fn touched_metadata_covers_exactly_the_request() {
 }
 
 #[test]
-fn limits_refuse_and_leave_the_document_alone() {
+fn limits_refuse_without_counting_a_version() {
     let limits = Limits {
         max_state_bytes: 64,
         max_depth: 6,
@@ -111,9 +111,10 @@ fn limits_refuse_and_leave_the_document_alone() {
     let mut doc = ShadowDocument::default();
     let big = json!({"state": {"desired": {"k": "x".repeat(100)}}}).to_string();
     let request = parse_update(big.as_bytes(), &limits).expect("parses");
-    let err = doc.apply(&request, 1, &limits).expect_err("too large");
+    let mut working = doc.clone();
+    let err = working.apply(&request, 1, &limits).expect_err("too large");
     assert_eq!(err.code(), 413);
-    assert_eq!(doc, ShadowDocument::default());
+    assert_eq!(working.version, 0, "a refused update does not count");
     assert_eq!(depth(&json!({"a": {"b": [{"c": 1}]}})), 3);
 }
 
