@@ -108,7 +108,7 @@ fn limits_refuse_without_counting_a_version() {
         max_state_bytes: 64,
         max_depth: 6,
     };
-    let mut doc = ShadowDocument::default();
+    let doc = ShadowDocument::default();
     let big = json!({"state": {"desired": {"k": "x".repeat(100)}}}).to_string();
     let request = parse_update(big.as_bytes(), &limits).expect("parses");
     let mut working = doc.clone();
