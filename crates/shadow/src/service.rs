@@ -1,15 +1,22 @@
 //! The shadow service: requests from MQTT (through the broker's service tap) and HTTP go into
-//! one bounded queue; a worker thread drains it in batches, applies each batch in memory (one
-//! thread, so updates to a shadow are serialized and none is lost), commits the batch in one
-//! store transaction (one fsync for the whole batch: group commit), and only then answers.
+//! one bounded queue, and two threads work through it in batches (group commit):
+//!
+//! 1. the worker drains up to `max_batch` requests and applies them in memory, in order (one
+//!    thread, so updates to a shadow are serialized and none is lost);
+//! 2. the committer writes the batch's changed documents in ONE store transaction (one fsync
+//!    for the whole batch), and only then publishes the answers.
+//!
+//! The worker applies the next batch while the committer writes the previous one (at most
+//! [`PIPELINE_DEPTH`] batches in flight). If a commit fails, that batch and every batch built
+//! on it are answered with 500, and the worker reloads from the store.
 //!
 //! Backpressure: the queue is bounded. When it is full the request is refused at once with
 //! code 429 (`/rejected` over MQTT, `ThrottlingException` over HTTP); the broker's connection
 //! task never waits and memory never grows without bound.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, TrySendError, channel, sync_channel};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -51,6 +58,9 @@ impl Default for ShadowConfig {
         }
     }
 }
+
+/// Batches applied in memory and waiting for (or in) their commit.
+const PIPELINE_DEPTH: usize = 1;
 
 /// Seconds since the Unix epoch (shadow timestamps are seconds).
 pub fn now_secs() -> u64 {
@@ -94,6 +104,9 @@ struct Inner {
     stopped: AtomicBool,
     worker: Mutex<Option<JoinHandle<()>>>,
     metrics: Metrics,
+    /// Bumped by the committer when a commit fails: batches built before the worker saw the
+    /// bump rest on state that never reached the disk, and are refused.
+    epoch: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -135,15 +148,31 @@ impl ShadowService {
             stopped: AtomicBool::new(false),
             worker: Mutex::new(None),
             metrics: Metrics::register(),
+            epoch: AtomicU64::new(0),
         });
+        // Two stages: the worker applies batches in memory, the committer commits each batch
+        // and then answers it. The worker runs at most PIPELINE_DEPTH batches ahead.
+        let (to_committer, pending) = sync_channel(PIPELINE_DEPTH);
+        let (done_tx, done) = channel();
+        let committer = Committer {
+            inner: Arc::clone(&inner),
+            done: done_tx,
+        };
+        let committer = std::thread::Builder::new()
+            .name("shadow-commit".into())
+            .spawn(move || committer.run(pending))?;
         let worker = Worker {
             inner: Arc::clone(&inner),
             config,
             cache: HashMap::new(),
+            epoch: 0,
+            to_committer: Some(to_committer),
+            done,
+            in_flight: 0,
         };
         let handle = std::thread::Builder::new()
             .name("shadow-worker".into())
-            .spawn(move || worker.run(jobs))?;
+            .spawn(move || worker.run(jobs, committer))?;
         if let Ok(mut slot) = inner.worker.lock() {
             *slot = Some(handle);
         }
@@ -335,15 +364,32 @@ struct Outcome {
     result: Result<Answer, (ShadowError, Option<String>)>,
 }
 
+/// A batch applied in memory, on its way to the disk.
+struct Pending {
+    /// The epoch the batch was built in.
+    epoch: u64,
+    writes: WriteBatch,
+    outcomes: Vec<Outcome>,
+}
+
+/// First stage: applies batches in memory, in arrival order (one thread, so updates to a
+/// shadow are serialized).
 struct Worker {
     inner: Arc<Inner>,
     config: ShadowConfig,
-    /// Committed records (`None`: known absent).
+    /// Records as the batches applied so far leave them (`None`: known absent); the ones not
+    /// yet committed are in flight to the committer.
     cache: HashMap<ShadowId, Option<ShadowRecord>>,
+    /// The epoch the cache belongs to.
+    epoch: u64,
+    to_committer: Option<SyncSender<Pending>>,
+    /// One message per batch the committer finished.
+    done: Receiver<()>,
+    in_flight: usize,
 }
 
 impl Worker {
-    fn run(mut self, jobs: Receiver<Work>) {
+    fn run(mut self, jobs: Receiver<Work>, committer: JoinHandle<()>) {
         let mut batch = Vec::with_capacity(self.config.max_batch);
         let mut stop = false;
         while !stop {
@@ -363,7 +409,20 @@ impl Worker {
             }
             self.process(std::mem::take(&mut batch));
         }
+        // Closing the channel lets the committer finish what it has and stop.
+        self.to_committer = None;
+        let _ = committer.join();
         tracing::debug!("shadow worker stopped");
+    }
+
+    /// Waits until the committer has finished every batch sent to it.
+    fn settle(&mut self) {
+        while self.in_flight > 0 {
+            if self.done.recv().is_err() {
+                break;
+            }
+            self.in_flight -= 1;
+        }
     }
 
     fn load(
@@ -382,8 +441,20 @@ impl Worker {
         Ok(())
     }
 
-    /// Applies a batch in memory, commits it once, then answers every request.
+    /// Applies a batch in memory and hands it to the committer, which answers it once it is
+    /// on disk.
     fn process(&mut self, batch: Vec<Job>) {
+        while self.done.try_recv().is_ok() {
+            self.in_flight = self.in_flight.saturating_sub(1);
+        }
+        let epoch = self.inner.epoch.load(Ordering::Acquire);
+        if epoch != self.epoch || self.cache.len() >= self.config.cache_capacity {
+            // After a failed commit the cache holds state that never reached the disk; when
+            // full it is emptied. Either way the store must be current before it is read.
+            self.settle();
+            self.cache.clear();
+            self.epoch = self.inner.epoch.load(Ordering::Acquire);
+        }
         self.inner.metrics.batch_size.record(batch.len() as f64);
         let now = now_secs();
         let mut working: HashMap<ShadowId, Option<ShadowRecord>> = HashMap::new();
@@ -405,51 +476,25 @@ impl Worker {
                 });
             outcomes.push(Outcome { job, result });
         }
-        if !dirty.is_empty() {
-            let mut writes = WriteBatch::new();
-            for id in &dirty {
-                if let Some(Some(record)) = working.get(id) {
-                    ShadowStore::put(&mut writes, id, record);
-                }
-            }
-            let started = std::time::Instant::now();
-            let committed = self.inner.store.commit(writes);
-            self.inner
-                .metrics
-                .commit_seconds
-                .record(started.elapsed().as_secs_f64());
-            match committed {
-                Ok(()) => {
-                    self.inner.metrics.commits.increment(1);
-                    if self.cache.len() + dirty.len() > self.config.cache_capacity {
-                        self.cache.clear();
-                    }
-                    for id in dirty {
-                        if let Some(record) = working.remove(&id) {
-                            self.cache.insert(id, record);
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "committing shadow updates failed");
-                    let message = e.to_string();
-                    for outcome in &mut outcomes {
-                        if outcome.result.is_ok() {
-                            let token = token_of(&outcome.job.payload);
-                            outcome.result = Err((
-                                ShadowError::Store(fleetcore_core::StoreError::Backend {
-                                    operation: "commit",
-                                    message: message.clone(),
-                                }),
-                                token,
-                            ));
-                        }
-                    }
-                }
+        let mut writes = WriteBatch::new();
+        for id in &dirty {
+            if let Some(Some(record)) = working.get(id) {
+                ShadowStore::put(&mut writes, id, record);
             }
         }
-        for outcome in outcomes {
-            self.answer(outcome);
+        for (id, record) in working {
+            self.cache.insert(id, record);
+        }
+        let pending = Pending {
+            epoch: self.epoch,
+            writes,
+            outcomes,
+        };
+        let Some(to_committer) = &self.to_committer else {
+            return;
+        };
+        if to_committer.send(pending).is_ok() {
+            self.in_flight += 1;
         }
     }
 
@@ -551,6 +596,69 @@ impl Worker {
                     true,
                 ))
             }
+        }
+    }
+}
+
+/// Second stage: commits each batch in one transaction, then answers its requests.
+struct Committer {
+    inner: Arc<Inner>,
+    done: Sender<()>,
+}
+
+impl Committer {
+    fn run(self, pending: Receiver<Pending>) {
+        while let Ok(batch) = pending.recv() {
+            self.commit_and_answer(batch);
+            let _ = self.done.send(());
+        }
+    }
+
+    fn commit_and_answer(&self, batch: Pending) {
+        let Pending {
+            epoch,
+            writes,
+            mut outcomes,
+        } = batch;
+        let failure = if epoch != self.inner.epoch.load(Ordering::Acquire) {
+            Some("an earlier shadow commit failed".to_string())
+        } else if writes.is_empty() {
+            None
+        } else {
+            let started = std::time::Instant::now();
+            let committed = self.inner.store.commit(writes);
+            let metrics = &self.inner.metrics;
+            metrics
+                .commit_seconds
+                .record(started.elapsed().as_secs_f64());
+            match committed {
+                Ok(()) => {
+                    metrics.commits.increment(1);
+                    None
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "committing shadow updates failed");
+                    self.inner.epoch.fetch_add(1, Ordering::AcqRel);
+                    Some(e.to_string())
+                }
+            }
+        };
+        if let Some(message) = failure {
+            for outcome in &mut outcomes {
+                if outcome.result.is_ok() {
+                    let token = token_of(&outcome.job.payload);
+                    outcome.result = Err((
+                        ShadowError::Store(fleetcore_core::StoreError::Backend {
+                            operation: "commit",
+                            message: message.clone(),
+                        }),
+                        token,
+                    ));
+                }
+            }
+        }
+        for outcome in outcomes {
+            self.answer(outcome);
         }
     }
 

@@ -209,3 +209,69 @@ async fn the_tap_sees_claimed_topics_and_the_service_ignores_its_own_outputs() {
     );
     shadows.shutdown().await;
 }
+
+/// A store whose commits fail while `failing` is set.
+struct FlakyStore {
+    inner: RedbStore,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl KvStore for FlakyStore {
+    fn get(
+        &self,
+        table: &'static str,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, fleetcore_core::StoreError> {
+        self.inner.get(table, key)
+    }
+
+    fn scan_prefix(
+        &self,
+        table: &'static str,
+        prefix: &[u8],
+    ) -> Result<fleetcore_core::store::Entries, fleetcore_core::StoreError> {
+        self.inner.scan_prefix(table, prefix)
+    }
+
+    fn apply(&self, batch: fleetcore_core::WriteBatch) -> Result<(), fleetcore_core::StoreError> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(fleetcore_core::StoreError::Backend {
+                operation: "commit",
+                message: "disk full".into(),
+            });
+        }
+        self.inner.apply(batch)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_commit_is_answered_500_and_leaves_no_trace() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flaky = Arc::new(FlakyStore {
+        inner: RedbStore::open(&dir.path().join("store.redb")).expect("open"),
+        failing: std::sync::atomic::AtomicBool::new(false),
+    });
+    let (_broker, shadows) = start(Arc::clone(&flaky) as Arc<dyn KvStore>);
+    let id = ShadowId::new("t3", None).expect("id");
+    let first = update(&shadows, &id, r#"{"state":{"reported":{"a":1}}}"#)
+        .await
+        .expect("first");
+    assert_eq!(first["version"], 1);
+    flaky
+        .failing
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let failed = update(&shadows, &id, r#"{"state":{"reported":{"a":2,"b":1}}}"#)
+        .await
+        .expect_err("the commit fails");
+    assert_eq!(failed.code(), 500);
+    flaky
+        .failing
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let next = update(&shadows, &id, r#"{"state":{"reported":{"c":1}}}"#)
+        .await
+        .expect("next");
+    assert_eq!(next["version"], 2, "the failed update did not count");
+    let doc = shadows.get("t3", None).expect("get").expect("exists");
+    assert_eq!(doc["state"]["reported"], json!({"a": 1, "c": 1}));
+    shadows.shutdown().await;
+}
