@@ -56,7 +56,7 @@ async fn run(
     let id = ShadowId::new(&thing, name.as_deref())?;
     caller.authorize(action, &state.arns.thing(&id.thing))?;
     let answer = state.shadows.request(id, operation, payload).await?;
-    Ok(json_response(&answer))
+    Ok(([(header::CONTENT_TYPE, "application/json")], answer).into_response())
 }
 
 async fn get_shadow(
