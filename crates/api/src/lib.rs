@@ -9,6 +9,7 @@ pub mod extract;
 pub mod firehose;
 pub mod iot;
 pub mod kinesis;
+pub mod iotdata;
 pub mod sigv4;
 
 pub use context::RequestContext;

@@ -50,6 +50,15 @@ pub struct ServeArgs {
     #[arg(long, env = "FLEETCORE_WSS", value_name = "ADDR")]
     wss: Option<String>,
 
+    /// Device HTTPS (the iot-data API over mutual TLS: shadows and publish, authorized by the
+    /// client certificate's IoT policies). Off unless given.
+    #[arg(long, env = "FLEETCORE_HTTPS", value_name = "ADDR")]
+    https: Option<String>,
+
+    /// Largest shadow state (desired + reported, as JSON), in bytes. [default: 8192]
+    #[arg(long, env = "FLEETCORE_SHADOW_MAX_STATE_BYTES", value_name = "BYTES")]
+    shadow_max_state_bytes: Option<usize>,
+
     /// Accept clients without a certificate on the plain listeners (--mqtt, --ws). For labs and CI.
     #[arg(long, env = "FLEETCORE_ALLOW_ANONYMOUS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     allow_anonymous: Option<bool>,
@@ -208,6 +217,8 @@ pub struct Settings {
     pub mqtt: Option<SocketAddr>,
     pub ws: Option<SocketAddr>,
     pub wss: Option<SocketAddr>,
+    pub https: Option<SocketAddr>,
+    pub shadow_max_state_bytes: usize,
     pub allow_anonymous: bool,
     pub anonymous_policy: Option<String>,
     pub server_names: Vec<String>,
@@ -267,6 +278,8 @@ impl ServeArgs {
                 mqtt,
                 ws,
                 wss,
+                https,
+                shadow_max_state_bytes,
                 allow_anonymous,
                 anonymous_policy,
                 server_names,
@@ -350,6 +363,10 @@ impl ServeArgs {
         if account_id.len() != 12 || !account_id.bytes().all(|b| b.is_ascii_digit()) {
             bail!("account_id `{account_id}` must be 12 digits, e.g. 000000000000");
         }
+        let shadow_max_state_bytes = self.shadow_max_state_bytes.unwrap_or(8 * 1024);
+        if shadow_max_state_bytes == 0 {
+            bail!("shadow_max_state_bytes must be at least 1");
+        }
         let server_names = self
             .server_names
             .filter(|n| !n.is_empty())
@@ -392,6 +409,8 @@ impl ServeArgs {
             mqtt: address("mqtt", self.mqtt, None)?,
             ws: address("ws", self.ws, None)?,
             wss: address("wss", self.wss, None)?,
+            https: address("https", self.https, None)?,
+            shadow_max_state_bytes,
             allow_anonymous: self.allow_anonymous.unwrap_or(false),
             anonymous_policy: self.anonymous_policy.filter(|p| !p.is_empty()),
             server_names,

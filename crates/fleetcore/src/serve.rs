@@ -8,6 +8,7 @@ use anyhow::Context;
 use fleetcore_api::iot::IotState;
 use fleetcore_api::kinesis::KinesisState;
 use fleetcore_api::kinesis::token::TokenCodec;
+use fleetcore_api::iotdata::{self, IotDataState};
 use fleetcore_api::{ApiState, ControlPlane};
 use fleetcore_archive::{Archive, ArchiveSettings};
 use fleetcore_core::{AccountContext, KvStore, RedbStore};
@@ -18,6 +19,7 @@ use fleetcore_identity::{
 };
 use fleetcore_mqtt::broker::{Broker, ListenerKind};
 use fleetcore_stream::Stream;
+use fleetcore_shadow::{Limits, ShadowConfig, ShadowService};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -116,9 +118,29 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         allow_anonymous: settings.allow_anonymous,
         anonymous_policy: settings.anonymous_policy.clone(),
     });
-    let (broker, loaded) =
-        Broker::start(settings.broker.clone(), Arc::clone(&store), authenticator)
-            .context("restoring broker state")?;
+    let (broker, loaded) = Broker::start(
+        settings.broker.clone(),
+        Arc::clone(&store),
+        Arc::clone(&authenticator) as Arc<dyn fleetcore_core::auth::Authenticator>,
+    )
+    .context("restoring broker state")?;
+    let shadows = ShadowService::start(
+        ShadowConfig {
+            limits: Limits {
+                max_state_bytes: settings.shadow_max_state_bytes,
+                ..Limits::default()
+            },
+            ..ShadowConfig::default()
+        },
+        Arc::clone(&store),
+        Arc::clone(broker.router()),
+    )
+    .context("starting the shadow service")?;
+    let iotdata_state = IotDataState {
+        shadows: shadows.clone(),
+        broker: Arc::clone(broker.router()),
+        arns: ResourceArns::new(&settings.region, &settings.account_id),
+    };
     // Identity changes take effect on live connections at once: each connection re-asks its
     // grant (certificate still ACTIVE? policies still allow?), and the TLS listeners trust
     // exactly the ACTIVE registered CAs plus the built-in one.
@@ -173,6 +195,29 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         tracing::info!(listener = name, address = %bound, "listening");
     }
 
+    let (stop_https, https_stopped) = oneshot::channel::<()>();
+    let https_task = match settings.https {
+        Some(addr) => {
+            let authenticator = Arc::clone(&authenticator);
+            let (listener, bound) = iotdata::device::bind(
+                addr,
+                tls()?,
+                Arc::new(move |der: &[u8]| authenticator.device_caller(der)),
+            )
+            .await
+            .with_context(|| format!("binding the device HTTPS listener on {addr}"))?;
+            tracing::info!(listener = "https", address = %bound, "listening");
+            Some(tokio::spawn(iotdata::device::serve(
+                listener,
+                iotdata::routes(iotdata_state.clone()),
+                async move {
+                    let _ = https_stopped.await;
+                },
+            )))
+        }
+        None => None,
+    };
+
     let http = fleetcore_api::bind(settings.http)
         .await
         .with_context(|| format!("binding the HTTP listener on {}", settings.http))?;
@@ -183,7 +228,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             "firehose",
             fleetcore_api::firehose::routes(Arc::clone(&archive)),
             fleetcore_api::firehose::BODY_LIMIT,
-        );
+        )
+        .service("iotdata", iotdata::routes(iotdata_state));
     let (stop_http, http_stopped) = oneshot::channel::<()>();
     let http_task = tokio::spawn(fleetcore_api::serve(
         http,
@@ -209,6 +255,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .shutdown()
         .await
         .context("saving broker state at shutdown")?;
+    shadows.shutdown().await;
+    let _ = stop_https.send(());
+    if let Some(task) = https_task
+        && tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .is_err()
+    {
+        tracing::warn!("device HTTPS server did not stop in time");
+    }
     let _ = stop_http.send(());
     match tokio::time::timeout(Duration::from_secs(5), http_task).await {
         Ok(Ok(Ok(()))) => {}

@@ -893,6 +893,7 @@ impl Connection {
             properties: p.properties,
             origin: Some(Arc::clone(&self.client_id)),
         });
+        self.router.tap(&message);
         if message.retain {
             self.router.retain(&message);
         }

@@ -9,6 +9,7 @@ mod retained;
 mod router;
 mod session;
 mod subscriptions;
+mod tap;
 mod transport;
 
 use std::io;
@@ -24,6 +25,7 @@ pub use config::BrokerConfig;
 pub use message::{Delivery, Message};
 pub use metrics::BrokerMetrics;
 pub use router::{LoadReport, Router};
+pub use tap::ServiceTap;
 pub use transport::ListenerKind;
 
 /// How long shutdown waits for connections to say goodbye before saving state anyway.

@@ -18,6 +18,7 @@ use super::session::{
     NEVER_EXPIRES, PendingWill, PushOutcome, SessionHandle, SessionState, SubscriptionRecord,
 };
 use super::subscriptions::{Match, Subscriber, SubscriptionTree};
+use super::tap::{ServiceTap, TapEntry};
 use crate::protocol::{ProtocolVersion, RetainHandling, SubscriptionOptions, reason};
 use crate::topic::{self, FilterKind};
 
@@ -51,6 +52,8 @@ pub struct Router {
     next_connection_id: AtomicU64,
     /// Set (under the sessions lock) when shutdown begins: no session is attached after it.
     shutting_down: AtomicBool,
+    /// In-process services that see the messages on the topics they claim.
+    taps: RwLock<Vec<TapEntry>>,
 }
 
 fn split_filter(filter: &str) -> Option<(Option<&str>, &str)> {
@@ -76,6 +79,7 @@ impl Router {
             metrics,
             next_connection_id: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
+            taps: RwLock::new(Vec::new()),
         })
     }
 
@@ -568,9 +572,27 @@ impl Router {
         }
     }
 
+    /// Registers an in-process service that is handed every message published (by clients or
+    /// with [`Router::publish`]) on a topic matching one of `filters`; the message still goes
+    /// to the subscribers as usual.
+    pub fn add_tap(&self, filters: Vec<String>, tap: Arc<dyn ServiceTap>) {
+        self.taps.write().push(TapEntry::new(filters, tap));
+    }
+
+    /// Hands an authorized message to the taps whose filters match its topic.
+    pub fn tap(&self, message: &Arc<Message>) {
+        // Recursive: a tap may answer with `publish`, which comes back here on this thread.
+        let taps = self.taps.read_recursive();
+        for entry in taps.iter() {
+            entry.offer(message);
+        }
+    }
+
     /// Publishes a server-originated message (a will, a message from an in-process client):
-    /// retains it if asked, and queues it for every subscriber without waiting for room.
+    /// hands it to the taps, retains it if asked, and queues it for every subscriber without
+    /// waiting for room.
     pub fn publish(&self, message: Arc<Message>) {
+        self.tap(&message);
         if message.retain {
             self.retain(&message);
         }
