@@ -14,6 +14,7 @@ use fleetcore_identity::{
     credentials::credentials_path,
 };
 use fleetcore_mqtt::broker::{Broker, ListenerKind};
+use fleetcore_rules::registry::RuleRegistry;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -80,6 +81,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         account,
     ));
     let policies = Arc::new(Policies::new(Arc::clone(&store)));
+    let rules =
+        Arc::new(RuleRegistry::open(Arc::clone(&store)).context("loading the topic rules")?);
     identity.set_attachment_check(Arc::clone(&policies) as Arc<dyn AttachmentCheck>);
     if let Some(name) = &settings.anonymous_policy
         && policies.get(name).is_err()
@@ -157,7 +160,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .with_context(|| format!("binding the HTTP listener on {}", settings.http))?;
     let http_addr = http.local_addr()?;
     let api_state = ApiState::new(prometheus.clone()).with_ca_pem(pki.ca_pem());
-    let control_plane = control_plane(&settings, credentials, &identity, &policies);
+    let control_plane = control_plane(&settings, credentials, &identity, &policies, &rules);
     let (stop_http, http_stopped) = oneshot::channel::<()>();
     let http_task = tokio::spawn(fleetcore_api::serve(
         http,
@@ -222,6 +225,7 @@ fn control_plane(
     credentials: AdminCredentials,
     identity: &Arc<IdentityService>,
     policies: &Arc<Policies>,
+    rules: &Arc<RuleRegistry>,
 ) -> ControlPlane {
     let account = AccountContext::new(&settings.region, &settings.account_id);
     // DescribeEndpoint answers the first name the server certificate is issued for.
@@ -231,7 +235,8 @@ fn control_plane(
         .map_or("localhost", String::as_str);
     let iot = IotState::new(endpoint_host, account)
         .with_identity(Arc::clone(identity))
-        .with_policies(Arc::clone(policies));
+        .with_policies(Arc::clone(policies))
+        .with_rules(Arc::clone(rules));
     let credentials = fleetcore_api::Credentials {
         access_key_id: credentials.access_key_id,
         secret_access_key: credentials.secret_access_key,
