@@ -128,9 +128,12 @@ fn byte_offset(text: &str, at: Location) -> Option<usize> {
     None
 }
 
-/// Where `needle` first appears in `text` (sqlparser gives quoted table names no position).
+/// Where `needle` first appears after the FROM keyword in `text` (sqlparser gives quoted
+/// table names no position).
 fn locate(text: &str, needle: &str) -> Location {
-    let Some(at) = text.find(needle) else {
+    let from = text.to_ascii_uppercase().rfind("FROM").unwrap_or(0);
+    let found = text[from..].find(needle).map(|i| i + from);
+    let Some(at) = found.or_else(|| text.find(needle)) else {
         return Location::new(1, 1);
     };
     let before = &text[..at];
@@ -258,6 +261,7 @@ impl Compiler {
         if select_value {
             return match items {
                 [ast::SelectItem::UnnamedExpr(e)] => Ok(Projection::Value(self.expr(e, 0)?)),
+                [ast::SelectItem::Wildcard(_)] => Ok(Projection::Value(Expr::Payload)),
                 [ast::SelectItem::ExprWithAlias { alias, .. }] => Err(unsupported(
                     "SELECT VALUE takes one expression without AS",
                     alias.span,

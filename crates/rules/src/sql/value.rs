@@ -138,14 +138,15 @@ impl<'a> Val<'a> {
         }
     }
 
-    /// The value as a string ("To String": strings as they are, numbers and Booleans in their
-    /// JSON form, everything else Undefined).
+    /// The value as a string ("To String": strings as they are; numbers, Booleans, arrays and
+    /// objects in their JSON form; Null and Undefined are Undefined).
     pub(crate) fn to_str(&self) -> Option<Cow<'_, str>> {
         match self.json()? {
             Value::String(s) => Some(Cow::Borrowed(s.as_str())),
             Value::Number(n) => Some(Cow::Owned(n.to_string())),
             Value::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
-            _ => None,
+            json @ (Value::Array(_) | Value::Object(_)) => Some(Cow::Owned(json.to_string())),
+            Value::Null => None,
         }
     }
 }
