@@ -168,3 +168,55 @@ fn check_all_statements(topic: &str, bytes: &[u8]) {
         }
     }
 }
+
+#[test]
+fn long_operator_chains_are_refused_without_overflowing_the_stack() {
+    for op in ["+", " AND ", " OR ", "*", " = "] {
+        let chain = vec!["a"; 10_000].join(op);
+        let sql = format!("SELECT {chain} AS x FROM 'a' WHERE {chain}");
+        let _ = Statement::compile(&sql, SqlVersion::V2016_03_23);
+    }
+    let nested = format!("SELECT {}1{} FROM 'a'", "(".repeat(5000), ")".repeat(5000));
+    assert!(Statement::compile(&nested, SqlVersion::V2016_03_23).is_err());
+    let calls = format!(
+        "SELECT {}1{} FROM 'a'",
+        "abs(".repeat(5000),
+        ")".repeat(5000)
+    );
+    assert!(Statement::compile(&calls, SqlVersion::V2016_03_23).is_err());
+}
+
+#[test]
+fn the_deepest_accepted_statements_evaluate() {
+    let chain = vec!["a"; 256].join(" + ");
+    let nested = format!("{}a{}", "abs(".repeat(20), ")".repeat(20));
+    for sql in [
+        format!("SELECT {chain} AS x FROM 'a'"),
+        format!("SELECT VALUE {nested} FROM 'a'"),
+        format!(
+            "SELECT VALUE {}a{} FROM 'a'",
+            "(1 + ".repeat(20),
+            ")".repeat(20)
+        ),
+        format!(
+            "SELECT * FROM 'a' WHERE {}",
+            vec!["a = 1"; 128].join(" AND ")
+        ),
+    ] {
+        let statement = Statement::compile(&sql, SqlVersion::V2016_03_23).expect("accepted");
+        let message = MessageContext {
+            topic: "a",
+            payload: br#"{"a":1}"#,
+            ..MessageContext::default()
+        };
+        let payload = Payload::parse(message.payload);
+        let outcome = statement.evaluate(&message, &payload, &RuleEnv::default());
+        assert!(
+            matches!(outcome, Ok(Outcome::Json(_))),
+            "{sql}: {outcome:?}"
+        );
+    }
+    let too_many = format!("SELECT {} AS x FROM 'a'", vec!["a"; 300].join(" + "));
+    let err = Statement::compile(&too_many, SqlVersion::V2016_03_23).expect_err("refused");
+    assert!(err.message.contains("more than 256 operators"), "{err}");
+}

@@ -17,8 +17,16 @@ use crate::topic;
 /// Longest statement accepted (AWS's `SQL` shape has no documented limit; rules are small).
 pub const MAX_SQL_LEN: usize = 64 * 1024;
 
-/// Deepest expression nesting accepted (sqlparser stops earlier, at 50 levels).
+/// Deepest expression nesting accepted, brackets or compiled tree (sqlparser stops nested
+/// calls earlier, at 50 levels).
 const MAX_DEPTH: usize = 64;
+
+/// Most operators in one statement: bounds the depth of left-deep chains (`a + a + ... + a`),
+/// which sqlparser does not count.
+const MAX_OPERATORS: usize = 256;
+
+/// Deepest compiled tree: an operator chain nests one level per operator.
+const MAX_TREE_DEPTH: usize = MAX_OPERATORS + MAX_DEPTH;
 
 pub(crate) fn compile(sql: &str, version: SqlVersion) -> Result<Statement, SqlError> {
     if sql.len() > MAX_SQL_LEN {
@@ -85,13 +93,57 @@ pub(crate) fn compile(sql: &str, version: SqlVersion) -> Result<Statement, SqlEr
     })
 }
 
-/// `SELECT VALUE expr` is AWS syntax that sqlparser does not know: the `VALUE` word right after
-/// `SELECT` is blanked (same length, so positions stay right) and remembered.
+/// Looks at the tokens before parsing: refuses statements whose operator chains or brackets
+/// would build a syntax tree deep enough to exhaust the stack (sqlparser builds `a+a+...+a` as
+/// a left-deep tree without counting its depth), and handles `SELECT VALUE expr`, AWS syntax
+/// that sqlparser does not know: the `VALUE` word right after `SELECT` is blanked (same length,
+/// so positions stay right) and remembered.
 fn strip_select_value(sql: &str) -> Result<(String, bool), SqlError> {
     let dialect = GenericDialect {};
     let tokens = Tokenizer::new(&dialect, sql)
         .tokenize_with_location()
         .map_err(|e| SqlError::at(e.message, e.location))?;
+    let mut operators = 0;
+    let mut depth = 0usize;
+    for t in &tokens {
+        match &t.token {
+            Token::LParen | Token::LBracket | Token::LBrace => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(SqlError::at("brackets are nested too deeply", t.span.start));
+                }
+            }
+            Token::RParen | Token::RBracket | Token::RBrace => depth = depth.saturating_sub(1),
+            Token::Plus
+            | Token::Minus
+            | Token::Mul
+            | Token::Div
+            | Token::Mod
+            | Token::Eq
+            | Token::DoubleEq
+            | Token::Neq
+            | Token::Lt
+            | Token::Gt
+            | Token::LtEq
+            | Token::GtEq
+            | Token::Spaceship => operators += 1,
+            Token::Word(w)
+                if w.quote_style.is_none()
+                    && ["AND", "OR", "NOT"]
+                        .iter()
+                        .any(|k| w.value.eq_ignore_ascii_case(k)) =>
+            {
+                operators += 1;
+            }
+            _ => {}
+        }
+        if operators > MAX_OPERATORS {
+            return Err(SqlError::at(
+                format!("the statement has more than {MAX_OPERATORS} operators"),
+                t.span.start,
+            ));
+        }
+    }
     let mut words = tokens
         .iter()
         .filter(|t| !matches!(t.token, Token::Whitespace(_)));
@@ -307,8 +359,11 @@ impl Compiler {
         Ok(Projection::Items(out))
     }
 
+    /// Recursive over the AST; `#[recursive]` grows the stack when a deep (but accepted)
+    /// statement needs more than the thread has.
+    #[recursive::recursive]
     fn expr(&self, e: &ast::Expr, depth: usize) -> Result<Expr, SqlError> {
-        if depth > MAX_DEPTH {
+        if depth > MAX_TREE_DEPTH {
             return Err(unsupported("expressions are nested too deeply", e.span()));
         }
         let sub = |x: &ast::Expr| self.expr(x, depth + 1).map(Box::new);

@@ -10,10 +10,10 @@ use super::value::{Num, Val, arith, compare, equal, negate};
 use crate::message::{MessageContext, Outcome, Payload, RuleEnv};
 
 /// What one evaluation can see.
-pub(crate) struct Scope<'a> {
+pub(crate) struct Scope<'a, 'e> {
     pub message: &'a MessageContext<'a>,
     pub payload: &'a Payload,
-    pub env: &'a RuleEnv,
+    pub env: &'e RuleEnv,
     /// SQL 2016-03-23: whole Decimals are Ints.
     pub whole_as_int: bool,
 }
@@ -26,7 +26,7 @@ pub enum EvalError {
     PayloadNotAnObject,
 }
 
-impl<'a> Scope<'a> {
+impl<'a> Scope<'a, '_> {
     /// `WHERE`: only a Boolean true (or the string "true") lets the message through.
     pub(crate) fn holds(&self, condition: &'a Expr) -> bool {
         self.eval(condition).to_bool() == Some(true)
@@ -68,6 +68,9 @@ impl<'a> Scope<'a> {
         }
     }
 
+    /// Recursive over the tree (at most a few hundred levels, bounded at compile time);
+    /// `#[recursive]` grows the stack if the thread's is short.
+    #[recursive::recursive]
     pub(crate) fn eval(&self, expr: &'a Expr) -> Val<'a> {
         match expr {
             Expr::Literal(v) => Val::Ref(v),

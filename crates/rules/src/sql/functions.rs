@@ -155,7 +155,7 @@ pub(crate) fn compile_regex(pattern: &str) -> Result<Regex, String> {
 }
 
 /// Runs `call` on evaluated `args` (as many as its arity allows).
-pub(crate) fn call<'a>(call: &'a Call, args: Vec<Val<'a>>, scope: &Scope<'a>) -> Val<'a> {
+pub(crate) fn call<'a>(call: &'a Call, args: Vec<Val<'a>>, scope: &Scope<'a, '_>) -> Val<'a> {
     let whole = scope.whole_as_int;
     let arg = |i: usize| args.get(i).unwrap_or(&Val::Undefined);
     match call.func {
@@ -251,7 +251,7 @@ pub(crate) fn call<'a>(call: &'a Call, args: Vec<Val<'a>>, scope: &Scope<'a>) ->
     }
 }
 
-fn topic<'a>(scope: &Scope<'a>, n: Option<&Val<'_>>) -> Val<'a> {
+fn topic<'a>(scope: &Scope<'a, '_>, n: Option<&Val<'_>>) -> Val<'a> {
     let topic = scope.message.topic;
     let Some(n) = n else {
         return Val::string(topic);

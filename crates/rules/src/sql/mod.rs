@@ -123,7 +123,7 @@ impl Statement {
         &'a self,
         message: &'a MessageContext<'a>,
         payload: &'a Payload,
-        env: &'a RuleEnv,
+        env: &RuleEnv,
     ) -> Result<Outcome<'a>, EvalError> {
         let scope = eval::Scope {
             message,
