@@ -186,12 +186,24 @@ fn long_operator_chains_are_refused_without_overflowing_the_stack() {
     assert!(Statement::compile(&calls, SqlVersion::V2016_03_23).is_err());
 }
 
+/// Runs on a 1 MiB stack (half of a tokio worker's) to show deep statements get room to run.
 #[test]
 fn the_deepest_accepted_statements_evaluate() {
+    std::thread::Builder::new()
+        .stack_size(1 << 20)
+        .spawn(deepest_accepted_statements_evaluate)
+        .expect("thread")
+        .join()
+        .expect("no panic");
+}
+
+fn deepest_accepted_statements_evaluate() {
     let chain = vec!["a"; 256].join(" + ");
+    let shallow_chain = vec!["a"; 48].join(" + ");
     let nested = format!("{}a{}", "abs(".repeat(20), ")".repeat(20));
     for sql in [
         format!("SELECT {chain} AS x FROM 'a'"),
+        format!("SELECT {shallow_chain} AS x FROM 'a' WHERE {shallow_chain} > 0"),
         format!("SELECT VALUE {nested} FROM 'a'"),
         format!(
             "SELECT VALUE {}a{} FROM 'a'",

@@ -1,6 +1,8 @@
 //! From SQL text to a compiled [`Statement`]: sqlparser parses, this module checks that only
 //! the AWS IoT dialect is used and builds the expression tree. Every refusal names a position.
 
+use std::cell::Cell;
+
 use sqlparser::ast::{
     self, AccessExpr, BinaryOperator, CastKind, CeilFloorKind, DateTimeField, FunctionArg,
     FunctionArgExpr, FunctionArguments, GroupByExpr, SetExpr, Spanned, Subscript, UnaryOperator,
@@ -76,7 +78,10 @@ pub(crate) fn compile(sql: &str, version: SqlVersion) -> Result<Statement, SqlEr
         ));
     };
     check_select_clauses(select)?;
-    let compiler = Compiler { version };
+    let compiler = Compiler {
+        version,
+        deepest: Cell::new(0),
+    };
     let topic_filter = from_clause(&text, select)?;
     let projection = compiler.projection(&select.projection, select_value, select.span())?;
     let condition = select
@@ -85,6 +90,7 @@ pub(crate) fn compile(sql: &str, version: SqlVersion) -> Result<Statement, SqlEr
         .map(|w| compiler.expr(w, 0))
         .transpose()?;
     Ok(Statement {
+        depth: compiler.deepest.get(),
         sql: sql.to_string(),
         version,
         topic_filter,
@@ -150,6 +156,17 @@ fn strip_select_value(sql: &str) -> Result<(String, bool), SqlError> {
     let is_select = matches!(words.next(), Some(t) if matches!(&t.token, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("SELECT")));
     let value = words.next().filter(|t| {
         matches!(&t.token, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("VALUE"))
+    });
+    // `SELECT value FROM ...`, `SELECT value, x ...`, `SELECT value AS v ...`: a field named value
+    let value = value.filter(|_| match words.next().map(|t| &t.token) {
+        None | Some(Token::Comma | Token::Period | Token::LBracket) => false,
+        Some(Token::Word(w)) => {
+            !(w.quote_style.is_none()
+                && ["FROM", "AS"]
+                    .iter()
+                    .any(|k| w.value.eq_ignore_ascii_case(k)))
+        }
+        Some(_) => true,
     });
     match value {
         Some(t) if is_select => {
@@ -301,6 +318,8 @@ fn from_clause(sql: &str, select: &ast::Select) -> Result<String, SqlError> {
 
 struct Compiler {
     version: SqlVersion,
+    /// The deepest expression level met, kept in the statement to size the stack at run time.
+    deepest: Cell<usize>,
 }
 
 impl Compiler {
@@ -363,6 +382,7 @@ impl Compiler {
     /// statement needs more than the thread has.
     #[recursive::recursive]
     fn expr(&self, e: &ast::Expr, depth: usize) -> Result<Expr, SqlError> {
+        self.deepest.set(self.deepest.get().max(depth));
         if depth > MAX_TREE_DEPTH {
             return Err(unsupported("expressions are nested too deeply", e.span()));
         }

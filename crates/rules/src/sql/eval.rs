@@ -68,9 +68,8 @@ impl<'a> Scope<'a, '_> {
         }
     }
 
-    /// Recursive over the tree (at most a few hundred levels, bounded at compile time);
-    /// `#[recursive]` grows the stack if the thread's is short.
-    #[recursive::recursive]
+    /// Recursive over the tree: at most a few hundred levels (bounded at compile time), and
+    /// `Statement::evaluate` makes room on the stack for deep trees before it starts.
     pub(crate) fn eval(&self, expr: &'a Expr) -> Val<'a> {
         match expr {
             Expr::Literal(v) => Val::Ref(v),

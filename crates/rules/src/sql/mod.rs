@@ -57,6 +57,14 @@ impl FromStr for SqlVersion {
     }
 }
 
+/// Statements at most this deep evaluate on the caller's stack as is (a few KiB per level).
+const SHALLOW_DEPTH: usize = 48;
+
+/// Stack a deeper statement is guaranteed before it runs, and the size of the segment
+/// allocated when the thread has less left.
+const DEEP_RED_ZONE: usize = 2 << 20;
+const DEEP_STACK: usize = 8 << 20;
+
 /// A statement refused at compile time, with where the problem is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("line {line}:{column}: {message}")]
@@ -83,6 +91,8 @@ impl SqlError {
 /// number of messages.
 #[derive(Debug, Clone)]
 pub struct Statement {
+    /// The deepest expression level, to know when evaluation needs a larger stack.
+    depth: usize,
     sql: String,
     version: SqlVersion,
     topic_filter: String,
@@ -94,7 +104,9 @@ impl Statement {
     /// Parses and checks `sql`: unknown functions, wrong arities, unsupported syntax, invalid
     /// topic filters and invalid literal regular expressions are refused here.
     pub fn compile(sql: &str, version: SqlVersion) -> Result<Statement, SqlError> {
-        compile::compile(sql, version)
+        // sqlparser's tree walks (spans, display, drop) recurse as deep as the statement nests:
+        // compiling (rare) always gets a roomy stack.
+        stacker::maybe_grow(DEEP_RED_ZONE, DEEP_STACK, || compile::compile(sql, version))
     }
 
     /// The statement's text, as given.
@@ -131,11 +143,20 @@ impl Statement {
             env,
             whole_as_int: self.version != SqlVersion::V2015_10_08,
         };
-        if let Some(condition) = &self.condition
-            && !scope.holds(condition)
-        {
-            return Ok(Outcome::NoMatch);
+        let run = || {
+            if let Some(condition) = &self.condition
+                && !scope.holds(condition)
+            {
+                return Ok(Outcome::NoMatch);
+            }
+            scope.project(&self.projection)
+        };
+        if self.depth <= SHALLOW_DEPTH {
+            run()
+        } else {
+            // Deep statements (long operator chains) could outgrow a small thread stack; this
+            // check costs once per message and only for them.
+            stacker::maybe_grow(DEEP_RED_ZONE, DEEP_STACK, run)
         }
-        scope.project(&self.projection)
     }
 }
