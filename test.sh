@@ -157,4 +157,13 @@ else
   [ -f "$root/fuzz/mqtt.dict" ] && libfuzzer_args+=(-dict="$root/fuzz/mqtt.dict")
   cargo +nightly fuzz run decode "${fuzz_args[@]}" -- "${libfuzzer_args[@]}"
   done_stage "${fuzz_seconds}s, no crash"
+  if grep -q 'name *= *"rule_sql"' fuzz/Cargo.toml; then
+    # rule SQL (compile + evaluate): a few seconds; its seeds and dictionary live in fuzz/
+    rule_sql_seconds=$(( fuzz_seconds < 10 ? fuzz_seconds : 10 ))
+    stage "cargo +nightly fuzz run rule_sql (${rule_sql_seconds}s)"
+    mkdir -p "$root/fuzz/corpus/rule_sql"
+    cargo +nightly fuzz run rule_sql "$root/fuzz/corpus/rule_sql" "$root/fuzz/seeds/rule_sql" -- \
+      -max_total_time="$rule_sql_seconds" -dict="$root/fuzz/rule_sql.dict"
+    done_stage "${rule_sql_seconds}s, no crash"
+  fi
 fi

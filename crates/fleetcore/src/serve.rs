@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use fleetcore_api::iot::IotState;
+use fleetcore_api::iotdata::{self, IotDataState};
 use fleetcore_api::kinesis::KinesisState;
 use fleetcore_api::kinesis::token::TokenCodec;
-use fleetcore_api::iotdata::{self, IotDataState};
 use fleetcore_api::{ApiState, ControlPlane};
 use fleetcore_archive::{Archive, ArchiveSettings};
 use fleetcore_core::{AccountContext, KvStore, RedbStore};
@@ -18,8 +18,9 @@ use fleetcore_identity::{
     credentials::credentials_path,
 };
 use fleetcore_mqtt::broker::{Broker, ListenerKind};
-use fleetcore_stream::Stream;
+use fleetcore_rules::registry::RuleRegistry;
 use fleetcore_shadow::{Limits, ShadowConfig, ShadowService};
+use fleetcore_stream::Stream;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -88,6 +89,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         account,
     ));
     let policies = Arc::new(Policies::new(Arc::clone(&store)));
+    let rules =
+        Arc::new(RuleRegistry::open(Arc::clone(&store)).context("loading the topic rules")?);
     identity.set_attachment_check(Arc::clone(&policies) as Arc<dyn AttachmentCheck>);
     if let Some(name) = &settings.anonymous_policy
         && policies.get(name).is_err()
@@ -223,13 +226,20 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .with_context(|| format!("binding the HTTP listener on {}", settings.http))?;
     let http_addr = http.local_addr()?;
     let api_state = ApiState::new(prometheus.clone()).with_ca_pem(pki.ca_pem());
-    let control_plane = control_plane(&settings, credentials, &identity, &policies, &streams)
-        .service_with_body_limit(
-            "firehose",
-            fleetcore_api::firehose::routes(Arc::clone(&archive)),
-            fleetcore_api::firehose::BODY_LIMIT,
-        )
-        .service("iotdata", iotdata::routes(iotdata_state));
+    let control_plane = control_plane(
+        &settings,
+        credentials,
+        &identity,
+        &policies,
+        &streams,
+        &rules,
+    )
+    .service_with_body_limit(
+        "firehose",
+        fleetcore_api::firehose::routes(Arc::clone(&archive)),
+        fleetcore_api::firehose::BODY_LIMIT,
+    )
+    .service("iotdata", iotdata::routes(iotdata_state));
     let (stop_http, http_stopped) = oneshot::channel::<()>();
     let http_task = tokio::spawn(fleetcore_api::serve(
         http,
@@ -306,6 +316,7 @@ fn control_plane(
     identity: &Arc<IdentityService>,
     policies: &Arc<Policies>,
     streams: &Arc<dyn Stream>,
+    rules: &Arc<RuleRegistry>,
 ) -> ControlPlane {
     let account = AccountContext::new(&settings.region, &settings.account_id);
     // DescribeEndpoint answers the first name the server certificate is issued for.
@@ -315,7 +326,8 @@ fn control_plane(
         .map_or("localhost", String::as_str);
     let iot = IotState::new(endpoint_host, account)
         .with_identity(Arc::clone(identity))
-        .with_policies(Arc::clone(policies));
+        .with_policies(Arc::clone(policies))
+        .with_rules(Arc::clone(rules));
     // Iterators are sealed with a key derived from the admin secret, so they survive a restart.
     let tokens = TokenCodec::from_secret(&credentials.secret_access_key)
         .with_iterator_ttl(crate::streams::iterator_ttl());
