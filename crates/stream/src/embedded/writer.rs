@@ -1,0 +1,710 @@
+//! The writer thread: the one place that appends to segment files and changes the shard layout.
+//!
+//! Group commit: the thread takes every command waiting in its queue, appends the records of all
+//! waiting puts (one positional write per touched segment), makes them durable with one
+//! fdatasync per touched segment file, and only then publishes them to readers and answers the
+//! callers. While it syncs, new puts queue up and form the next batch. A failed write or sync
+//! cuts every touched segment back to where the batch began and fails the whole batch.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+
+use super::Shared;
+use super::catalog::{RESERVATION, ShardMeta, StreamMeta, sync_dir};
+use super::frame;
+use super::segment::{INDEX_INTERVAL, IndexEntry, Segment};
+use super::shard_log::ShardLog;
+use crate::routing::{self, uniform_ranges};
+use crate::{
+    Appended, NewRecord, PutOutcome, SequenceNumber, ShardId, StreamError, StreamInfo, StreamSpec,
+};
+
+/// Most commands taken into one batch.
+const MAX_BATCH_COMMANDS: usize = 256;
+
+/// Where the next sequence number of a stream comes from.
+#[derive(Debug, Clone, Copy)]
+pub struct Cursor {
+    /// Low 64 bits of the next sequence number.
+    pub next: u64,
+    /// Arrival time of the newest record (arrival times never go backwards within a stream).
+    pub last_arrival_ms: u64,
+}
+
+/// A put waiting for the writer.
+pub struct Put {
+    pub stream: String,
+    pub records: Vec<NewRecord>,
+    pub reply: oneshot::Sender<Result<Vec<PutOutcome>, StreamError>>,
+    /// Holds the put's share of the bounded write queue until it is answered.
+    pub _permit: OwnedSemaphorePermit,
+}
+
+/// What the writer thread is asked to do.
+pub enum Command {
+    Put(Put),
+    Create(StreamSpec, oneshot::Sender<Result<StreamInfo, StreamError>>),
+    Delete(String, oneshot::Sender<Result<(), StreamError>>),
+    Reshard(
+        String,
+        u32,
+        oneshot::Sender<Result<StreamInfo, StreamError>>,
+    ),
+    /// Apply retention (sent periodically, or on demand with a reply when done).
+    Retain(Option<oneshot::Sender<()>>),
+}
+
+/// The writer thread's state.
+pub struct Writer {
+    shared: Arc<Shared>,
+    commands: mpsc::Receiver<Command>,
+    cursors: HashMap<u64, Cursor>,
+}
+
+/// Records of one batch bound for one segment.
+struct Chunk {
+    segment: Arc<Segment>,
+    /// Created by this batch (not yet visible to readers).
+    created: bool,
+    start_len: u64,
+    bytes: Vec<u8>,
+    index: Vec<IndexEntry>,
+    last_index_offset: Option<u64>,
+    last_sequence: u128,
+    last_arrival_ms: u64,
+}
+
+/// Records of one batch bound for one shard.
+struct ShardAppend {
+    log: Arc<ShardLog>,
+    chunks: Vec<Chunk>,
+}
+
+/// Where each record of a put goes.
+struct Route {
+    log_key: (u64, u32),
+    shard: ShardId,
+    sequence: u128,
+    arrival_ms: u64,
+}
+
+fn storage(context: &str, error: io::Error) -> StreamError {
+    StreamError::Storage(format!("{context}: {error}"))
+}
+
+impl Writer {
+    pub fn new(
+        shared: Arc<Shared>,
+        commands: mpsc::Receiver<Command>,
+        cursors: HashMap<u64, Cursor>,
+    ) -> Writer {
+        Writer {
+            shared,
+            commands,
+            cursors,
+        }
+    }
+
+    /// Runs until every sender is gone.
+    pub fn run(mut self) {
+        while let Some(first) = self.commands.blocking_recv() {
+            let mut puts = Vec::new();
+            let mut next = Some(first);
+            while let Some(command) = next.take() {
+                match command {
+                    Command::Put(put) => puts.push(put),
+                    other => {
+                        self.flush(std::mem::take(&mut puts));
+                        self.execute(other);
+                    }
+                }
+                if puts.len() < MAX_BATCH_COMMANDS {
+                    next = self.commands.try_recv().ok();
+                }
+            }
+            self.flush(puts);
+        }
+    }
+
+    fn execute(&mut self, command: Command) {
+        match command {
+            Command::Put(put) => self.flush(vec![put]),
+            Command::Create(spec, reply) => {
+                let _ = reply.send(self.create(spec));
+            }
+            Command::Delete(name, reply) => {
+                let _ = reply.send(self.delete(&name));
+            }
+            Command::Reshard(name, target, reply) => {
+                let _ = reply.send(self.reshard(&name, target));
+            }
+            Command::Retain(done) => {
+                self.retain();
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
+
+    /// Appends, syncs and answers a batch of puts.
+    fn flush(&mut self, puts: Vec<Put>) {
+        if puts.is_empty() {
+            return;
+        }
+        let now_ms = self.shared.now_ms();
+        let cursors = &mut self.cursors;
+        let planned = self.shared.catalog.update(|data| {
+            let mut changed = false;
+            let routes: Vec<Result<Vec<Route>, StreamError>> = puts
+                .iter()
+                .map(|put| {
+                    let stream = data.streams.get_mut(&put.stream).ok_or_else(|| {
+                        StreamError::NotFound(format!("stream {} not found", put.stream))
+                    })?;
+                    let cursor = cursors.entry(stream.epoch).or_insert(Cursor {
+                        next: stream.reserved,
+                        last_arrival_ms: 0,
+                    });
+                    let routes = route(stream, cursor, &put.records, now_ms)?;
+                    if cursor.next >= stream.reserved {
+                        stream.reserved = cursor.next + RESERVATION;
+                        changed = true;
+                    }
+                    Ok(routes)
+                })
+                .collect();
+            Ok((routes, changed))
+        });
+        let (routes, snapshot) = match planned {
+            Ok(planned) => planned,
+            Err(error) => {
+                for put in puts {
+                    let _ = put.reply.send(Err(error.clone()));
+                }
+                return;
+            }
+        };
+        let mut accepted = Vec::with_capacity(puts.len());
+        for (put, routes) in puts.into_iter().zip(routes) {
+            let routes = routes.and_then(|routes| {
+                let logs = self.shared.logs.read();
+                for route in &routes {
+                    match logs.get(&route.log_key) {
+                        Some(log) if log.is_poisoned() => {
+                            return Err(StreamError::Storage(format!(
+                                "{} could not roll back a failed write and refuses appends until restart",
+                                route.shard
+                            )));
+                        }
+                        Some(_) => {}
+                        None => {
+                            return Err(StreamError::NotFound(format!("{} not found", route.shard)));
+                        }
+                    }
+                }
+                Ok(routes)
+            });
+            match routes {
+                Ok(routes) => accepted.push((put, routes)),
+                Err(error) => {
+                    let _ = put.reply.send(Err(error));
+                }
+            }
+        }
+        if accepted.is_empty() {
+            return;
+        }
+        let result = self.append(&accepted).and_then(|appends| {
+            match self.shared.catalog.persist(snapshot) {
+                Ok(()) => Ok(appends),
+                Err(error) => Err((appends, error)),
+            }
+        });
+        match result {
+            Ok(appends) => {
+                publish(appends);
+                for (put, routes) in accepted {
+                    let outcomes = routes
+                        .iter()
+                        .map(|route| {
+                            Ok(Appended {
+                                shard: route.shard,
+                                sequence: SequenceNumber(route.sequence),
+                            })
+                        })
+                        .collect();
+                    let _ = put.reply.send(Ok(outcomes));
+                }
+            }
+            Err((appends, error)) => {
+                tracing::error!(%error, "appending to streams failed; the batch was rolled back");
+                roll_back(appends);
+                for (put, _) in accepted {
+                    let _ = put.reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+
+    /// Encodes, writes and syncs the accepted puts. On failure returns what was touched, so it
+    /// can be rolled back.
+    #[allow(clippy::type_complexity)]
+    fn append(
+        &self,
+        accepted: &[(Put, Vec<Route>)],
+    ) -> Result<Vec<ShardAppend>, (Vec<ShardAppend>, StreamError)> {
+        let mut appends: HashMap<(u64, u32), ShardAppend> = HashMap::new();
+        let mut order = Vec::new();
+        let segment_bytes = self.shared.config.segment_bytes;
+        for (put, routes) in accepted {
+            for (record, route) in put.records.iter().zip(routes) {
+                let append = match appends.get_mut(&route.log_key) {
+                    Some(append) => append,
+                    None => {
+                        let log = self.shared.logs.read().get(&route.log_key).cloned();
+                        let Some(log) = log else {
+                            let touched = order.iter().filter_map(|k| appends.remove(k)).collect();
+                            let error = StreamError::NotFound(format!("{} not found", route.shard));
+                            return Err((touched, error));
+                        };
+                        order.push(route.log_key);
+                        appends.entry(route.log_key).or_insert(ShardAppend {
+                            log,
+                            chunks: Vec::new(),
+                        })
+                    }
+                };
+                let size = frame::frame_len(&record.partition_key, record.data.len()) as u64;
+                if let Err(error) = append.reserve(size, route.sequence, segment_bytes) {
+                    let touched = order.iter().filter_map(|k| appends.remove(k)).collect();
+                    return Err((touched, storage("creating a segment", error)));
+                }
+                append.push(route.sequence, route.arrival_ms, record);
+            }
+        }
+        let appends: Vec<ShardAppend> = order.iter().filter_map(|k| appends.remove(k)).collect();
+        let written = appends.iter().try_for_each(ShardAppend::write_and_sync);
+        match written {
+            Ok(()) => Ok(appends),
+            Err(error) => Err((appends, storage("appending records", error))),
+        }
+    }
+
+    fn create(&mut self, spec: StreamSpec) -> Result<StreamInfo, StreamError> {
+        let shard_count = match spec.mode {
+            crate::StreamMode::OnDemand => routing::ON_DEMAND_SHARDS,
+            crate::StreamMode::Provisioned => spec.shard_count,
+        };
+        let now_ms = self.shared.now_ms();
+        let (name, stream) = self.shared.catalog.change(|data| {
+            if data.streams.contains_key(&spec.name) {
+                return Err(StreamError::AlreadyExists(format!(
+                    "stream {} already exists",
+                    spec.name
+                )));
+            }
+            let epoch = data.next_epoch.max(now_ms);
+            data.next_epoch = epoch + 1;
+            let mut stream = StreamMeta {
+                epoch,
+                on_demand: spec.mode == crate::StreamMode::OnDemand,
+                retention_hours: spec.retention_hours,
+                created_ms: now_ms,
+                reserved: RESERVATION,
+                next_shard: shard_count,
+                shards: Vec::new(),
+                groups: Default::default(),
+            };
+            stream.shards = uniform_ranges(shard_count)
+                .into_iter()
+                .enumerate()
+                .map(|(id, range)| ShardMeta {
+                    id: id as u32,
+                    parent: None,
+                    adjacent_parent: None,
+                    hash_start: range.start,
+                    hash_end: range.end,
+                    starting_sequence: stream.sequence(0),
+                    ending_sequence: None,
+                    closed_ms: None,
+                })
+                .collect();
+            data.streams.insert(spec.name.clone(), stream.clone());
+            Ok(((spec.name.clone(), stream), true))
+        })?;
+        self.cursors.insert(
+            stream.epoch,
+            Cursor {
+                next: 0,
+                last_arrival_ms: 0,
+            },
+        );
+        self.open_logs(&stream, &stream.shards)?;
+        Ok(stream.info(&name))
+    }
+
+    /// Creates the logs of new shards and makes their directories durable.
+    fn open_logs(&self, stream: &StreamMeta, shards: &[ShardMeta]) -> Result<(), StreamError> {
+        let stream_dir = self.shared.dir.join(stream.dir_name());
+        for shard in shards {
+            let log = ShardLog::open(stream_dir.join(shard.dir_name()), false)
+                .map_err(|error| storage("creating a shard", error))?;
+            self.shared
+                .logs
+                .write()
+                .insert((stream.epoch, shard.id), Arc::new(log));
+        }
+        sync_dir(&stream_dir)
+            .and_then(|()| sync_dir(&self.shared.dir))
+            .map_err(|error| storage("creating a shard", error))
+    }
+
+    fn delete(&mut self, name: &str) -> Result<(), StreamError> {
+        let stream = self.shared.catalog.change(|data| {
+            let stream = data
+                .streams
+                .remove(name)
+                .ok_or_else(|| StreamError::NotFound(format!("stream {name} not found")))?;
+            Ok((stream, true))
+        })?;
+        self.cursors.remove(&stream.epoch);
+        let logs: Vec<Arc<ShardLog>> = {
+            let mut logs = self.shared.logs.write();
+            stream
+                .shards
+                .iter()
+                .filter_map(|shard| logs.remove(&(stream.epoch, shard.id)))
+                .collect()
+        };
+        for log in &logs {
+            log.close();
+        }
+        let dir = self.shared.dir.join(stream.dir_name());
+        match std::fs::remove_dir_all(&dir) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => {
+                // The catalog no longer names the stream, so the next open removes the rest.
+                tracing::warn!(%error, dir = %dir.display(), "could not remove a deleted stream's files");
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn reshard(&mut self, name: &str, target: u32) -> Result<StreamInfo, StreamError> {
+        let now_ms = self.shared.now_ms();
+        let cursors = &mut self.cursors;
+        let logs = self.shared.logs.read().clone();
+        let (closed, opened, stream) = self.shared.catalog.change(|data| {
+            let stream = data
+                .streams
+                .get_mut(name)
+                .ok_or_else(|| StreamError::NotFound(format!("stream {name} not found")))?;
+            let open: Vec<usize> = (0..stream.shards.len())
+                .filter(|&i| stream.shards[i].ending_sequence.is_none())
+                .collect();
+            routing::validate_reshard(open.len() as u32, target)?;
+            let cursor = cursors.entry(stream.epoch).or_insert(Cursor {
+                next: stream.reserved,
+                last_arrival_ms: 0,
+            });
+            // The number between the parents' last and the children's first sequence number
+            // is never handed out; an empty parent ends on it.
+            let boundary = stream.sequence(cursor.next);
+            cursor.next += 1;
+            if cursor.next >= stream.reserved {
+                stream.reserved = cursor.next + RESERVATION;
+            }
+            let children_start = stream.sequence(cursor.next);
+            let mut closed = Vec::new();
+            for &i in &open {
+                let shard = &mut stream.shards[i];
+                let last = logs
+                    .get(&(stream.epoch, shard.id))
+                    .and_then(|log| log.tip().last_sequence);
+                shard.ending_sequence = Some(last.unwrap_or(boundary));
+                shard.closed_ms = Some(now_ms);
+                closed.push(shard.id);
+            }
+            let parents: Vec<ShardMeta> = open.iter().map(|&i| stream.shards[i].clone()).collect();
+            let mut opened = Vec::new();
+            for range in uniform_ranges(target) {
+                let overlapping: Vec<u32> = parents
+                    .iter()
+                    .filter(|p| p.hash_start <= range.end && range.start <= p.hash_end)
+                    .map(|p| p.id)
+                    .collect();
+                let child = ShardMeta {
+                    id: stream.next_shard,
+                    parent: overlapping.first().copied(),
+                    adjacent_parent: overlapping.get(1).copied(),
+                    hash_start: range.start,
+                    hash_end: range.end,
+                    starting_sequence: children_start,
+                    ending_sequence: None,
+                    closed_ms: None,
+                };
+                stream.next_shard += 1;
+                opened.push(child.clone());
+                stream.shards.push(child);
+            }
+            Ok(((closed, opened, stream.clone()), true))
+        })?;
+        for id in closed {
+            if let Some(log) = logs.get(&(stream.epoch, id)) {
+                log.close();
+            }
+        }
+        self.open_logs(&stream, &opened)?;
+        Ok(stream.info(name))
+    }
+
+    /// Deletes segments past retention; forgets closed shards with nothing left.
+    fn retain(&mut self) {
+        let now_ms = self.shared.now_ms();
+        let streams = self.shared.catalog.read(|data| data.streams.clone());
+        for (name, stream) in streams {
+            let cutoff = now_ms.saturating_sub(u64::from(stream.retention_hours) * 3_600_000);
+            let mut emptied = Vec::new();
+            for shard in &stream.shards {
+                let Some(log) = self.shared.log(stream.epoch, shard.id) else {
+                    continue;
+                };
+                if let Err(error) = self.retain_shard(&stream, shard, &log, cutoff) {
+                    tracing::warn!(%error, stream = %name, shard = %ShardId(shard.id), "retention failed");
+                    continue;
+                }
+                if shard.closed_ms.is_some_and(|closed| closed < cutoff) && log_is_empty(&log) {
+                    emptied.push((shard.id, log));
+                }
+            }
+            if emptied.is_empty() {
+                continue;
+            }
+            let forgotten = self.shared.catalog.change(|data| {
+                let Some(meta) = data.streams.get_mut(&name) else {
+                    return Ok((false, false));
+                };
+                if meta.epoch != stream.epoch {
+                    return Ok((false, false));
+                }
+                meta.shards
+                    .retain(|s| !emptied.iter().any(|(id, _)| *id == s.id));
+                for group in meta.groups.values_mut() {
+                    for (id, _) in &emptied {
+                        group.checkpoints.remove(id);
+                        group.leases.remove(id);
+                    }
+                }
+                Ok((true, true))
+            });
+            if let Ok(true) = forgotten {
+                for (id, log) in emptied {
+                    self.shared.logs.write().remove(&(stream.epoch, id));
+                    if let Err(error) = log.remove_all() {
+                        tracing::warn!(%error, "could not remove an expired shard's directory");
+                    }
+                }
+            }
+        }
+    }
+
+    fn retain_shard(
+        &mut self,
+        stream: &StreamMeta,
+        shard: &ShardMeta,
+        log: &ShardLog,
+        cutoff: u64,
+    ) -> io::Result<()> {
+        if shard.ending_sequence.is_none()
+            && let Some(active) = log.active()
+            && active.last_sequence().is_some()
+            && active.last_arrival_ms() < cutoff
+        {
+            // Roll an expired active segment so it can go; the new one starts at the next
+            // sequence number the stream hands out.
+            let next = self
+                .cursors
+                .get(&stream.epoch)
+                .map_or(stream.reserved, |c| c.next);
+            let segment = Segment::create(log.dir(), stream.sequence(next))?;
+            sync_dir(log.dir())?;
+            active.seal()?;
+            log.push_segment(Arc::new(segment));
+        }
+        log.remove_expired(cutoff).map(drop)
+    }
+}
+
+fn log_is_empty(log: &ShardLog) -> bool {
+    log.active().is_none()
+}
+
+/// Picks the shard and sequence number of every record of one put.
+fn route(
+    stream: &StreamMeta,
+    cursor: &mut Cursor,
+    records: &[NewRecord],
+    now_ms: u64,
+) -> Result<Vec<Route>, StreamError> {
+    let open: Vec<&ShardMeta> = stream
+        .shards
+        .iter()
+        .filter(|s| s.ending_sequence.is_none())
+        .collect();
+    let arrival_ms = now_ms.max(cursor.last_arrival_ms);
+    cursor.last_arrival_ms = arrival_ms;
+    records
+        .iter()
+        .map(|record| {
+            let key = routing::routing_key(record);
+            let shard = open
+                .iter()
+                .find(|s| s.hash_start <= key && key <= s.hash_end)
+                .ok_or_else(|| {
+                    StreamError::Storage(format!("no open shard holds hash key {key}"))
+                })?;
+            let sequence = stream.sequence(cursor.next);
+            cursor.next += 1;
+            Ok(Route {
+                log_key: (stream.epoch, shard.id),
+                shard: ShardId(shard.id),
+                sequence,
+                arrival_ms,
+            })
+        })
+        .collect()
+}
+
+impl ShardAppend {
+    /// Makes room for a frame of `size` bytes whose record has `sequence`: starts the first
+    /// chunk, or a new segment when the current one would grow past `segment_bytes`.
+    fn reserve(&mut self, size: u64, sequence: u128, segment_bytes: u64) -> io::Result<()> {
+        let current = match self.chunks.last() {
+            Some(chunk) => Some((
+                chunk.start_len + chunk.bytes.len() as u64,
+                chunk.segment.clone(),
+            )),
+            None => self.log.active().map(|segment| (segment.len(), segment)),
+        };
+        let segment = match current {
+            Some((len, segment)) if len == 0 || len + size <= segment_bytes => {
+                if self.chunks.is_empty() {
+                    self.chunks.push(Chunk::new(segment, false));
+                }
+                return Ok(());
+            }
+            _ => Segment::create(self.log.dir(), sequence)?,
+        };
+        self.chunks.push(Chunk::new(Arc::new(segment), true));
+        Ok(())
+    }
+
+    /// Encodes a record into the last chunk (after [`ShardAppend::reserve`]).
+    fn push(&mut self, sequence: u128, arrival_ms: u64, record: &NewRecord) {
+        let Some(chunk) = self.chunks.last_mut() else {
+            return;
+        };
+        let offset = chunk.start_len + chunk.bytes.len() as u64;
+        if chunk
+            .last_index_offset
+            .is_none_or(|last| offset - last >= INDEX_INTERVAL)
+        {
+            chunk.index.push(IndexEntry {
+                sequence,
+                arrival_ms,
+                offset,
+            });
+            chunk.last_index_offset = Some(offset);
+        }
+        frame::encode(
+            &mut chunk.bytes,
+            sequence,
+            arrival_ms,
+            &record.partition_key,
+            &record.data,
+        );
+        chunk.last_sequence = sequence;
+        chunk.last_arrival_ms = arrival_ms;
+    }
+
+    fn write_and_sync(&self) -> io::Result<()> {
+        for chunk in &self.chunks {
+            chunk.segment.write_at(chunk.start_len, &chunk.bytes)?;
+        }
+        for chunk in &self.chunks {
+            chunk.segment.sync()?;
+        }
+        if self.chunks.iter().any(|chunk| chunk.created) {
+            sync_dir(self.log.dir())?;
+        }
+        Ok(())
+    }
+}
+
+impl Chunk {
+    fn new(segment: Arc<Segment>, created: bool) -> Chunk {
+        let start_len = segment.len();
+        let last_index_offset = segment.last_index_offset();
+        Chunk {
+            segment,
+            created,
+            start_len,
+            bytes: Vec::new(),
+            index: Vec::new(),
+            last_index_offset,
+            last_sequence: 0,
+            last_arrival_ms: 0,
+        }
+    }
+}
+
+/// Shows durable appends to readers and wakes waiters.
+fn publish(appends: Vec<ShardAppend>) {
+    for append in appends {
+        let mut tip = None;
+        for chunk in &append.chunks {
+            if chunk.bytes.is_empty() {
+                continue;
+            }
+            if chunk.created {
+                if let Some(previous) = append.log.active()
+                    && let Err(error) = previous.seal()
+                {
+                    tracing::warn!(%error, "could not write a segment index");
+                }
+                append.log.push_segment(chunk.segment.clone());
+            }
+            chunk.segment.commit(
+                chunk.start_len + chunk.bytes.len() as u64,
+                &chunk.index,
+                chunk.last_sequence,
+                chunk.last_arrival_ms,
+            );
+            tip = Some((chunk.last_sequence, chunk.last_arrival_ms));
+        }
+        if let Some((sequence, arrival_ms)) = tip {
+            append.log.advance(sequence, arrival_ms);
+        }
+    }
+}
+
+/// Cuts every touched segment back to its length before the batch; removes new segments.
+fn roll_back(appends: Vec<ShardAppend>) {
+    for append in appends {
+        for chunk in &append.chunks {
+            let result = if chunk.created {
+                chunk.segment.remove_files()
+            } else {
+                chunk.segment.truncate(chunk.start_len)
+            };
+            if let Err(error) = result {
+                tracing::error!(%error, dir = %append.log.dir().display(), "could not roll back a failed append; the shard refuses appends until restart");
+                append.log.poison();
+            }
+        }
+    }
+}
