@@ -3,6 +3,7 @@
 //! ([`message`]), and the durable registry of topic rules behind the `iot` rule API
 //! ([`registry`]). Rule actions are stored and validated here; running them comes later.
 
+pub mod ingest;
 pub mod message;
 pub mod registry;
 pub mod sql;

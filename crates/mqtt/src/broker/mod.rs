@@ -2,6 +2,7 @@
 
 mod config;
 mod connection;
+mod ingest;
 mod message;
 mod metrics;
 mod persist;
@@ -22,6 +23,7 @@ use fleetcore_core::auth::Authenticator;
 use tokio::sync::{mpsc, watch};
 
 pub use config::BrokerConfig;
+pub use ingest::{IngestLog, Ingested, Publisher};
 pub use message::{Delivery, Message};
 pub use metrics::BrokerMetrics;
 pub use router::{LoadReport, Router};

@@ -2,14 +2,15 @@
 //! messages. Network connections and in-process clients reach it through the same methods.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::{Notify, OwnedMutexGuard};
+use tokio::sync::{Notify, OwnedMutexGuard, watch};
 
 use super::config::BrokerConfig;
+use super::ingest::{IngestLog, Ingested, Publisher};
 use super::message::{Delivery, Message};
 use super::metrics::{BrokerMetrics, DropReason};
 use super::persist::{self, Clock, Persister, StoredMessage};
@@ -54,6 +55,8 @@ pub struct Router {
     shutting_down: AtomicBool,
     /// In-process services that see the messages on the topics they claim.
     taps: RwLock<Vec<TapEntry>>,
+    /// The durable log the rules engine reads, once installed.
+    ingest: OnceLock<Arc<dyn IngestLog>>,
 }
 
 fn split_filter(filter: &str) -> Option<(Option<&str>, &str)> {
@@ -80,6 +83,7 @@ impl Router {
             next_connection_id: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
             taps: RwLock::new(Vec::new()),
+            ingest: OnceLock::new(),
         })
     }
 
@@ -588,11 +592,30 @@ impl Router {
         }
     }
 
+    /// Installs the durable ingest log (once; later calls are ignored).
+    pub fn set_ingest_log(&self, log: Arc<dyn IngestLog>) {
+        let _ = self.ingest.set(log);
+    }
+
+    /// Hands an authorized message to the ingest log, if one is installed.
+    pub fn ingest(&self, message: &Arc<Message>, publisher: Publisher<'_>) -> Ingested {
+        match self.ingest.get() {
+            Some(log) => log.ingest(message, publisher),
+            None => Ingested::NotWanted,
+        }
+    }
+
+    /// The ingest log's durable watermark, if a log is installed.
+    pub fn ingest_watermark(&self) -> Option<watch::Receiver<u64>> {
+        self.ingest.get().map(|log| log.durable())
+    }
+
     /// Publishes a server-originated message (a will, a message from an in-process client):
     /// hands it to the taps, retains it if asked, and queues it for every subscriber without
     /// waiting for room.
     pub fn publish(&self, message: Arc<Message>) {
         self.tap(&message);
+        self.ingest(&message, Publisher::default());
         if message.retain {
             self.retain(&message);
         }
