@@ -79,6 +79,8 @@ fn json_value() -> impl Strategy<Value = Value> {
         any::<f64>()
             .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
         "[a-z0-9 ]{0,8}".prop_map(Value::String),
+        "\\PC{0,8}".prop_map(Value::String),
+        "[+-][0-9é:]{0,5}".prop_map(Value::String),
         Just(Value::String("2016-05-24".into())),
     ];
     leaf.prop_recursive(4, 48, 6, |inner| {

@@ -279,3 +279,22 @@ def test_rules_survive_restart(broker_factory, aws, uid):
     assert error_of(exc)[:2] == ("ResourceNotFoundException", 404)
     # The compiled statement is back too: the topic filter still answers list filtering.
     assert [r["ruleName"] for r in list_all(iot, topic="devices/d1/telemetry")] == [name]
+
+
+def test_aws_cli_round_trip(aws_cli, uid):
+    name = rule_name(uid)
+    body = json.dumps(payload(f"SELECT * FROM 'cli/{uid}/#' WHERE level > 3"))
+    assert aws_cli("iot", "create-topic-rule", "--rule-name", name, "--topic-rule-payload", body) is None
+    got = aws_cli("iot", "get-topic-rule", "--rule-name", name)
+    assert got["rule"]["sql"] == f"SELECT * FROM 'cli/{uid}/#' WHERE level > 3"
+    listed = aws_cli("iot", "list-topic-rules", "--topic", f"cli/{uid}/a/b")
+    assert [r["ruleName"] for r in listed["rules"]] == [name]
+    aws_cli("iot", "disable-topic-rule", "--rule-name", name)
+    assert aws_cli("iot", "get-topic-rule", "--rule-name", name)["rule"]["ruleDisabled"] is True
+    bad = aws_cli("iot", "create-topic-rule", "--rule-name", f"{name}_bad", "--topic-rule-payload",
+                  json.dumps(payload("SELECT * FROM 'a' WHERE")), check=False)
+    assert bad.returncode != 0
+    assert "SqlParseException" in bad.stderr, bad.stderr
+    aws_cli("iot", "delete-topic-rule", "--rule-name", name)
+    gone = aws_cli("iot", "get-topic-rule", "--rule-name", name, check=False)
+    assert gone.returncode != 0 and "ResourceNotFoundException" in gone.stderr

@@ -170,7 +170,12 @@ fn strip_select_value(sql: &str) -> Result<(String, bool), SqlError> {
     });
     match value {
         Some(t) if is_select => {
-            let start = byte_offset(sql, t.span.start).unwrap_or(0);
+            let start = byte_offset(sql, t.span.start)
+                .filter(|&i| {
+                    sql.get(i..i + "VALUE".len())
+                        .is_some_and(|w| w.eq_ignore_ascii_case("VALUE"))
+                })
+                .ok_or_else(|| SqlError::at("cannot read SELECT VALUE here", t.span.start))?;
             let mut text = sql.to_string();
             text.replace_range(start..start + "VALUE".len(), "     ");
             Ok((text, true))

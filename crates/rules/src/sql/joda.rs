@@ -372,7 +372,7 @@ pub(crate) fn zone_offset(zone: &str) -> Option<UtcOffset> {
     let body = &rest[1..];
     let (h, m) = match body.split_once(':') {
         Some((h, m)) => (h.parse::<i32>().ok()?, m.parse::<i32>().ok()?),
-        None if body.len() == 4 => (body[..2].parse().ok()?, body[2..].parse().ok()?),
+        None if body.len() == 4 => (body.get(..2)?.parse().ok()?, body.get(2..)?.parse().ok()?),
         None => (body.parse().ok()?, 0),
     };
     if !(0..=18).contains(&h) || !(0..60).contains(&m) {
@@ -449,5 +449,14 @@ mod tests {
             Some(-28_800)
         );
         assert_eq!(zone_offset("America/New_York"), None);
+        assert_eq!(
+            zone_offset("+1\u{e9}1"),
+            None,
+            "not a char boundary: no panic"
+        );
+        assert_eq!(
+            zone_offset("+0530").map(|o| o.whole_seconds()),
+            Some(19_800)
+        );
     }
 }
