@@ -148,10 +148,12 @@ async fn the_tap_sees_claimed_topics_and_the_service_ignores_its_own_outputs() {
     let (broker, shadows) = start(open(dir.path()));
     let router = Arc::clone(broker.router());
     let recorder = Arc::new(Recorder(Mutex::new(Vec::new())));
-    router.add_tap(
-        vec!["$aws/things/+/shadow/#".into()],
-        Arc::clone(&recorder) as Arc<dyn ServiceTap>,
-    );
+    router
+        .add_tap(
+            vec!["$aws/things/+/shadow/#".into()],
+            Arc::clone(&recorder) as Arc<dyn ServiceTap>,
+        )
+        .expect("a tap slot");
 
     router.publish(message(
         "devices/t2/shadow/update",
