@@ -32,7 +32,10 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(working.version, document.version + 1);
                 assert!(working.state_size() <= limits.max_state_bytes);
                 assert!(same_keys(&working.desired.state, &working.desired.metadata));
-                assert!(same_keys(&working.reported.state, &working.reported.metadata));
+                assert!(same_keys(
+                    &working.reported.state,
+                    &working.reported.metadata
+                ));
                 let delta = working.delta();
                 assert!(delta.keys().all(|k| working.desired.state.contains_key(k)));
                 document = working;
