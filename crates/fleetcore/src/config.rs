@@ -577,6 +577,31 @@ mod tests {
     }
 
     #[test]
+    fn device_https_and_shadow_limit() {
+        let s = parse(&[]).resolve().expect("resolve");
+        assert_eq!((s.https, s.shadow_max_state_bytes), (None, 8192));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("fleetcore.toml");
+        std::fs::write(
+            &file,
+            "https = \"127.0.0.1:8443\"\nshadow_max_state_bytes = 16384\n",
+        )
+        .expect("write");
+        let s = parse(&["--config", file.to_str().expect("utf8")])
+            .resolve()
+            .expect("resolve");
+        assert_eq!(s.https, Some("127.0.0.1:8443".parse().expect("addr")));
+        assert_eq!(s.shadow_max_state_bytes, 16384);
+        let err = parse(&["--shadow-max-state-bytes", "0"])
+            .resolve()
+            .expect_err("zero");
+        assert!(
+            format!("{err:#}").contains("shadow_max_state_bytes"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
     fn unknown_file_keys_and_bad_values_are_clear_errors() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("bad.toml");

@@ -244,6 +244,44 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
+            let _ = parse_update(&bytes, &Limits::default());
+            let _ = parse_plain(&bytes);
+        }
+
+        #[test]
+        fn accepted_requests_respect_the_limits(
+            depth_wanted in 1usize..10,
+            token in "[a-z]{0,80}",
+            version in proptest::option::of(0u64..5),
+        ) {
+            // `depth_wanted` levels of objects in `desired` (the section object is the first)
+            let mut inner = serde_json::json!(1);
+            for _ in 1..depth_wanted {
+                inner = serde_json::json!({ "k": inner });
+            }
+            let desired = serde_json::json!({ "k": inner });
+            let mut request = serde_json::json!({"state": {"desired": desired}, "clientToken": token});
+            if let Some(v) = version {
+                request["version"] = serde_json::json!(v);
+            }
+            let limits = Limits::default();
+            match parse_update(request.to_string().as_bytes(), &limits) {
+                Ok(u) => {
+                    proptest::prop_assert!(depth_wanted <= limits.max_depth);
+                    proptest::prop_assert!(token.len() <= MAX_CLIENT_TOKEN);
+                    proptest::prop_assert_eq!(u.version, version);
+                }
+                Err(r) => {
+                    proptest::prop_assert_eq!(r.error.code(), 400);
+                    proptest::prop_assert!(depth_wanted > limits.max_depth || token.len() > MAX_CLIENT_TOKEN);
+                }
+            }
+        }
+    }
+
     #[test]
     fn plain_requests() {
         assert_eq!(parse_plain(b"").expect("empty"), PlainRequest::default());

@@ -178,13 +178,17 @@ impl ShadowService {
         }
         // The tap holds the service weakly: the router must not keep it (and so itself,
         // through the service's handle on it) alive.
-        router.add_tap(
-            REQUEST_FILTERS.iter().map(|f| f.to_string()).collect(),
-            Arc::new(ShadowTap {
-                inner: Arc::downgrade(&inner),
-            }),
-        );
-        Ok(ShadowService { inner })
+        let service = ShadowService { inner };
+        let tap = Arc::new(ShadowTap {
+            inner: Arc::downgrade(&service.inner),
+        });
+        let filters = REQUEST_FILTERS.iter().map(|f| f.to_string()).collect();
+        if let Err(e) = router.add_tap(filters, tap) {
+            // Stop the threads just started: the service could never receive MQTT requests.
+            let _ = service.inner.queue.send(Work::Stop);
+            return Err(std::io::Error::other(e));
+        }
+        Ok(service)
     }
 
     /// Runs one request for an HTTP caller; the answer is the response document (JSON).

@@ -213,6 +213,29 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_topic_parses_without_panic_and_requests_round_trip(
+            topic in "(\\$aws/things/|devices/)?[a-z/+#$]{0,40}",
+            thing in "[a-zA-Z0-9:_-]{1,20}",
+            name in proptest::option::of("[a-zA-Z0-9:_$-]{1,20}"),
+            op in proptest::sample::select(vec![Operation::Get, Operation::Update, Operation::Delete]),
+        ) {
+            let _ = RequestTopic::parse(&topic);
+            let id = ShadowId::new(&thing, name.as_deref()).expect("valid names");
+            let request = format!("{}/{}", id.topic_prefix(), op.as_str());
+            let parsed = RequestTopic::parse(&request).expect("a request topic");
+            proptest::prop_assert_eq!(parsed.thing, thing.as_str());
+            proptest::prop_assert_eq!(parsed.name, name.as_deref());
+            proptest::prop_assert_eq!(parsed.operation, op);
+            proptest::prop_assert_eq!(parsed.prefix(), id.topic_prefix());
+            for output in ["accepted", "rejected", "delta", "documents"] {
+                let answer = format!("{request}/{output}");
+                proptest::prop_assert!(RequestTopic::parse(&answer).is_none());
+            }
+        }
+    }
+
     #[test]
     fn names_follow_the_model_patterns() {
         assert!(ShadowId::new("thing-1:a_b", Some("$cfg")).is_ok());

@@ -148,10 +148,12 @@ async fn the_tap_sees_claimed_topics_and_the_service_ignores_its_own_outputs() {
     let (broker, shadows) = start(open(dir.path()));
     let router = Arc::clone(broker.router());
     let recorder = Arc::new(Recorder(Mutex::new(Vec::new())));
-    router.add_tap(
-        vec!["$aws/things/+/shadow/#".into()],
-        Arc::clone(&recorder) as Arc<dyn ServiceTap>,
-    );
+    router
+        .add_tap(
+            vec!["$aws/things/+/shadow/#".into()],
+            Arc::clone(&recorder) as Arc<dyn ServiceTap>,
+        )
+        .expect("a tap slot");
 
     router.publish(message(
         "devices/t2/shadow/update",
@@ -274,5 +276,105 @@ async fn a_failed_commit_is_answered_500_and_leaves_no_trace() {
     assert_eq!(next["version"], 2, "the failed update did not count");
     let doc = shadows.get("t3", None).expect("get").expect("exists");
     assert_eq!(doc["state"]["reported"], json!({"a": 1, "c": 1}));
+    shadows.shutdown().await;
+}
+
+/// A store whose commits wait until the gate opens.
+struct GatedStore {
+    inner: RedbStore,
+    open: std::sync::Mutex<bool>,
+    changed: std::sync::Condvar,
+}
+
+impl GatedStore {
+    fn set(&self, open: bool) {
+        *self.open.lock().unwrap_or_else(|e| e.into_inner()) = open;
+        self.changed.notify_all();
+    }
+}
+
+impl KvStore for GatedStore {
+    fn get(
+        &self,
+        table: &'static str,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, fleetcore_core::StoreError> {
+        self.inner.get(table, key)
+    }
+
+    fn scan_prefix(
+        &self,
+        table: &'static str,
+        prefix: &[u8],
+    ) -> Result<fleetcore_core::store::Entries, fleetcore_core::StoreError> {
+        self.inner.scan_prefix(table, prefix)
+    }
+
+    fn apply(&self, batch: fleetcore_core::WriteBatch) -> Result<(), fleetcore_core::StoreError> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        while !*open {
+            open = self.changed.wait(open).unwrap_or_else(|e| e.into_inner());
+        }
+        drop(open);
+        self.inner.apply(batch)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_is_refused_with_429_and_loses_nothing_accepted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(GatedStore {
+        inner: RedbStore::open(&dir.path().join("store.redb")).expect("open"),
+        open: std::sync::Mutex::new(false),
+        changed: std::sync::Condvar::new(),
+    });
+    let (broker, _) = Broker::start(
+        BrokerConfig::default(),
+        Arc::clone(&store) as Arc<dyn KvStore>,
+        Arc::new(Anyone),
+    )
+    .expect("broker");
+    let config = ShadowConfig {
+        queue_capacity: 1,
+        max_batch: 1,
+        ..ShadowConfig::default()
+    };
+    let shadows = ShadowService::start(
+        config,
+        Arc::clone(&store) as Arc<dyn KvStore>,
+        Arc::clone(broker.router()),
+    )
+    .expect("service");
+    let id = ShadowId::new("t4", None).expect("id");
+    // With the disk stuck, the pipeline fills (one batch committing, one waiting, one held by
+    // the worker, one in the queue); everything after that is refused at once.
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let (shadows, id) = (shadows.clone(), id.clone());
+        tasks.push(tokio::spawn(async move {
+            update(
+                &shadows,
+                &id,
+                &format!(r#"{{"state":{{"reported":{{"i":{i}}}}}}}"#),
+            )
+            .await
+        }));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    store.set(true);
+    let (mut versions, mut throttled) = (Vec::new(), 0);
+    for t in tasks {
+        match t.await.expect("join") {
+            Ok(answer) => versions.push(answer["version"].as_u64().expect("version")),
+            Err(ShadowError::Throttled) => throttled += 1,
+            Err(other) => panic!("unexpected {other}"),
+        }
+    }
+    assert!(throttled >= 6, "only {throttled} refused");
+    assert_eq!(ShadowError::Throttled.code(), 429);
+    versions.sort_unstable();
+    assert_eq!(versions, (1..=versions.len() as u64).collect::<Vec<u64>>());
+    let doc = shadows.get("t4", None).expect("get").expect("exists");
+    assert_eq!(doc["version"], versions.len() as u64);
     shadows.shutdown().await;
 }

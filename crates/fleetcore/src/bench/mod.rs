@@ -130,7 +130,9 @@ pub struct BenchArgs {
     /// Device-shadow mode (fleetcore or any AWS IoT-compatible broker): each of --publishers
     /// is a device updating its own classic shadow over MQTT, with up to --inflight updates
     /// awaiting `/update/accepted` (or paced to --rate in total); reports accepted updates per
-    /// second and the update -> accepted and update -> delta latencies.
+    /// second and the update -> accepted and update -> delta latencies. --subscribers,
+    /// --topic, --filter, --qos and --size do not apply (devices publish at QoS 1 to
+    /// `$aws/things/<prefix>-t<i>/shadow/update`).
     #[arg(long, conflicts_with = "idle")]
     pub shadow: bool,
 

@@ -27,7 +27,7 @@ pub use ingest::{IngestLog, Ingested, Publisher};
 pub use message::{Delivery, Message};
 pub use metrics::BrokerMetrics;
 pub use router::{LoadReport, Router};
-pub use tap::ServiceTap;
+pub use tap::{MAX_TAPS, ServiceTap, TooManyTaps};
 pub use transport::ListenerKind;
 
 /// How long shutdown waits for connections to say goodbye before saving state anyway.

@@ -19,7 +19,7 @@ use super::session::{
     NEVER_EXPIRES, PendingWill, PushOutcome, SessionHandle, SessionState, SubscriptionRecord,
 };
 use super::subscriptions::{Match, Subscriber, SubscriptionTree};
-use super::tap::{ServiceTap, TapEntry};
+use super::tap::{ServiceTap, TapEntry, Taps, TooManyTaps};
 use crate::protocol::{ProtocolVersion, RetainHandling, SubscriptionOptions, reason};
 use crate::topic::{self, FilterKind};
 
@@ -54,7 +54,7 @@ pub struct Router {
     /// Set (under the sessions lock) when shutdown begins: no session is attached after it.
     shutting_down: AtomicBool,
     /// In-process services that see the messages on the topics they claim.
-    taps: RwLock<Vec<TapEntry>>,
+    taps: Taps,
     /// The durable log the rules engine reads, once installed.
     ingest: OnceLock<Arc<dyn IngestLog>>,
 }
@@ -82,7 +82,7 @@ impl Router {
             metrics,
             next_connection_id: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
-            taps: RwLock::new(Vec::new()),
+            taps: Taps::new(),
             ingest: OnceLock::new(),
         })
     }
@@ -578,18 +578,18 @@ impl Router {
 
     /// Registers an in-process service that is handed every message published (by clients or
     /// with [`Router::publish`]) on a topic matching one of `filters`; the message still goes
-    /// to the subscribers as usual.
-    pub fn add_tap(&self, filters: Vec<String>, tap: Arc<dyn ServiceTap>) {
-        self.taps.write().push(TapEntry::new(filters, tap));
+    /// to the subscribers as usual. At most [`super::tap::MAX_TAPS`] taps.
+    pub fn add_tap(
+        &self,
+        filters: Vec<String>,
+        tap: Arc<dyn ServiceTap>,
+    ) -> Result<(), TooManyTaps> {
+        self.taps.add(TapEntry::new(filters, tap))
     }
 
     /// Hands an authorized message to the taps whose filters match its topic.
     pub fn tap(&self, message: &Arc<Message>) {
-        // Recursive: a tap may answer with `publish`, which comes back here on this thread.
-        let taps = self.taps.read_recursive();
-        for entry in taps.iter() {
-            entry.offer(message);
-        }
+        self.taps.offer(message);
     }
 
     /// Installs the durable ingest log (once; later calls are ignored).
