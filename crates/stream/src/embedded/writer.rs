@@ -15,6 +15,7 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use super::Shared;
 use super::batch::{self, Route};
 use super::catalog::{RESERVATION, ShardMeta, StreamMeta, sync_dir};
+use super::metrics::StreamMetrics;
 use super::segment::Segment;
 use super::shard_log::ShardLog;
 use crate::routing::{self, uniform_ranges};
@@ -62,6 +63,7 @@ pub struct Writer {
     shared: Arc<Shared>,
     commands: mpsc::Receiver<Command>,
     cursors: HashMap<u64, Cursor>,
+    metrics: StreamMetrics,
 }
 
 fn storage(context: &str, error: io::Error) -> StreamError {
@@ -78,6 +80,7 @@ impl Writer {
             shared,
             commands,
             cursors,
+            metrics: StreamMetrics::register(),
         }
     }
 
@@ -196,6 +199,7 @@ impl Writer {
         if accepted.is_empty() {
             return;
         }
+        let started = std::time::Instant::now();
         let result = batch::append(&self.shared, &accepted).and_then(|appends| {
             match self.shared.catalog.persist(snapshot) {
                 Ok(()) => Ok(appends),
@@ -204,6 +208,9 @@ impl Writer {
         });
         match result {
             Ok(appends) => {
+                let records = accepted.iter().map(|(_, routes)| routes.len()).sum();
+                self.metrics
+                    .committed(records, batch::bytes(&appends), started.elapsed());
                 batch::publish(appends);
                 for (put, routes) in accepted {
                     let outcomes = routes
@@ -220,6 +227,7 @@ impl Writer {
             }
             Err((appends, error)) => {
                 tracing::error!(%error, "appending to streams failed; the batch was rolled back");
+                self.metrics.failed();
                 batch::roll_back(appends);
                 for (put, _) in accepted {
                     let _ = put.reply.send(Err(error.clone()));
@@ -469,7 +477,9 @@ impl Writer {
             active.seal()?;
             log.push_segment(Arc::new(segment));
         }
-        log.remove_expired(cutoff).map(drop)
+        let removed = log.remove_expired(cutoff)?;
+        self.metrics.expired(removed);
+        Ok(())
     }
 }
 
