@@ -63,6 +63,8 @@ pub struct Writer {
     shared: Arc<Shared>,
     commands: mpsc::Receiver<Command>,
     cursors: HashMap<u64, Cursor>,
+    /// The catalog in memory reserves more sequence numbers than the file does.
+    reservation_unsaved: bool,
     metrics: StreamMetrics,
 }
 
@@ -80,6 +82,7 @@ impl Writer {
             shared,
             commands,
             cursors,
+            reservation_unsaved: false,
             metrics: StreamMetrics::register(),
         }
     }
@@ -137,8 +140,9 @@ impl Writer {
             .map(|put| batch::hash_keys(&put.records))
             .collect();
         let cursors = &mut self.cursors;
+        // A reservation that moved but was not written yet is written with this batch.
+        let mut changed = self.reservation_unsaved;
         let planned = self.shared.catalog.update(|data| {
-            let mut changed = false;
             let routes: Vec<Result<Vec<Route>, StreamError>> = puts
                 .iter()
                 .zip(&keys)
@@ -196,6 +200,7 @@ impl Writer {
                 }
             }
         }
+        self.reservation_unsaved = snapshot.is_some();
         if accepted.is_empty() {
             return;
         }
@@ -206,6 +211,9 @@ impl Writer {
                 Err(error) => Err((appends, error)),
             }
         });
+        if result.is_ok() {
+            self.reservation_unsaved = false;
+        }
         match result {
             Ok(appends) => {
                 let records = accepted.iter().map(|(_, routes)| routes.len()).sum();
