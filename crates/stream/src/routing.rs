@@ -176,6 +176,17 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn every_key_falls_in_exactly_one_uniform_range(count in 1u32..=MAX_SHARDS, key: u128) {
+            let ranges = uniform_ranges(count);
+            proptest::prop_assert_eq!(ranges.iter().filter(|r| r.contains(key)).count(), 1);
+            let widths: Vec<u128> = ranges.iter().map(|r| r.end - r.start).collect();
+            let (min, max) = (widths.iter().min(), widths.iter().max());
+            proptest::prop_assert!(max.zip(min).is_some_and(|(max, min)| max - min <= 1));
+        }
+    }
+
     #[test]
     fn record_limits() {
         let record = |key: &str, len: usize| NewRecord {

@@ -2,8 +2,6 @@
 //! `mod suite;` and runs each function with a factory that opens the backend on the test's own
 //! storage (opening it again after every handle was dropped is a restart).
 
-#![allow(dead_code)]
-
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
