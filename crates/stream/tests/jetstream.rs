@@ -374,3 +374,58 @@ async fn records_near_the_limits() {
         Err(StreamError::InvalidArgument(_))
     ));
 }
+
+#[tokio::test]
+async fn acknowledged_records_survive_a_nats_server_crash_and_the_client_reconnects() {
+    let mut nats = NatsServer::start();
+    let streams = JetStreamStreams::connect(&nats.url).await.expect("connect");
+    streams
+        .create_stream(spec("durable", 2))
+        .await
+        .expect("create");
+    let before = put(
+        &streams,
+        "durable",
+        (0..100)
+            .map(|i| record(&format!("k{i}"), &format!("b{i}")))
+            .collect(),
+    )
+    .await;
+    nats.restart();
+    // the same client reconnects by itself; puts fail until it has
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let after = loop {
+        match streams
+            .put_records("durable", vec![record("k1", "after")])
+            .await
+        {
+            Ok(outcomes) if outcomes.iter().all(Result::is_ok) => break outcomes,
+            _ => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no reconnect within 20 s"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let after = after[0].clone().expect("stored");
+    for shard in [ShardId(0), ShardId(1)] {
+        let batch = streams
+            .read("durable", shard, Position(0), 1000)
+            .await
+            .expect("read");
+        let mut expected: Vec<_> = before
+            .iter()
+            .filter(|a| a.shard == shard)
+            .map(|a| a.sequence)
+            .collect();
+        if after.shard == shard {
+            expected.push(after.sequence);
+        }
+        assert_eq!(
+            batch.records.iter().map(|r| r.sequence).collect::<Vec<_>>(),
+            expected
+        );
+    }
+}
