@@ -314,6 +314,27 @@ pub(super) async fn get_records(
         .open(&text, TokenKind::Iterator, SystemTime::now())
         .map_err(bad_iterator)?;
     let shard = ShardId(token.shard);
+    let info = state
+        .streams
+        .describe_stream(&token.stream)
+        .await
+        .map_err(from_stream)?;
+    let gone = || {
+        not_found(format!(
+            "The stream {} of this shard iterator was deleted.",
+            token.stream
+        ))
+    };
+    // Positions start at the shard's first number; one below it is from a deleted stream of
+    // the same name (numbers of a re-created stream are higher).
+    let shard_info = info
+        .shards
+        .iter()
+        .find(|s| s.id == shard)
+        .ok_or_else(gone)?;
+    if token.position < shard_info.starting_sequence.0 {
+        return Err(gone());
+    }
     let batch = state
         .streams
         .read(&token.stream, shard, Position(token.position), limit)
@@ -336,11 +357,6 @@ pub(super) async fn get_records(
         "MillisBehindLatest": batch.millis_behind_latest,
     });
     if batch.end_of_shard {
-        let info = state
-            .streams
-            .describe_stream(&token.stream)
-            .await
-            .map_err(from_stream)?;
         let children: Vec<Value> = info
             .shards
             .iter()

@@ -431,8 +431,11 @@ def test_bad_requests_get_the_kinesis_error_shapes(start, kinesis, backend):
     # a NextToken with the stream named too
     token = k.list_shards(StreamName="errs", MaxResults=1)["NextToken"]
     assert error_of(k.list_shards, StreamName="errs", NextToken=token)[0] == "InvalidArgumentException"
-    # iterators of a deleted stream
+    # iterators of a deleted stream, also once a stream of the same name exists again
     k.delete_stream(StreamName="errs")
+    assert error_of(k.get_records, ShardIterator=it)[0] == "ResourceNotFoundException"
+    create(k, "errs", shards=2)
+    k.put_record(StreamName="errs", Data=b"new", PartitionKey="p", ExplicitHashKey="0")
     assert error_of(k.get_records, ShardIterator=it)[0] == "ResourceNotFoundException"
 
 

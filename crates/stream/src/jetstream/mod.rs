@@ -493,8 +493,9 @@ impl Stream for JetStreamStreams {
         let (meta, _) = self.with_shard(name, shard).await?;
         let js_name = js_stream(meta.epoch, shard.0);
         match start {
+            // The shard's first number: reads skip what retention removed.
             StartingPosition::TrimHorizon => {
-                Ok(Position::at(sequence::encode(meta.epoch, shard, 0)))
+                Ok(Position::at(sequence::encode(meta.epoch, shard, 1)))
             }
             StartingPosition::Latest => {
                 let last = read::last_sequence(&self.js, &js_name).await?;
