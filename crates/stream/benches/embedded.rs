@@ -27,53 +27,79 @@ const BATCH: usize = 500;
 const FRAME_OVERHEAD: usize = 8 + 26 + 12;
 const TOTAL_RECORDS: usize = 1_000_000;
 
+/// (shards, concurrent producers) of each put scenario.
+const SCENARIOS: [(u32, usize); 4] = [(1, 1), (1, 4), (4, 4), (4, 16)];
+
 fn main() {
     let base = std::env::var_os("FLEETCORE_BENCH_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
     let dir = tempfile::tempdir_in(&base).expect("bench directory");
     println!(
-        "directory: {}; {TOTAL_RECORDS} records of {RECORD_BYTES} B per run",
+        "directory: {}; {TOTAL_RECORDS} records of {RECORD_BYTES} B per run, {rounds} rounds",
         dir.path().display()
-    );
-    let anchor = anchor(dir.path());
-    report(
-        "anchor: write + fdatasync per 500-record batch",
-        anchor,
-        None,
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
-    runtime.block_on(async {
-        for (shards, producers) in [(1, 1), (1, 4), (4, 4), (4, 16)] {
+    // Per round: the anchor, then each scenario's put and read; medians at the end.
+    let mut anchors = Vec::new();
+    let mut puts = vec![Vec::new(); SCENARIOS.len()];
+    let mut reads = vec![Vec::new(); SCENARIOS.len()];
+    for round in 0..rounds {
+        println!("round {}", round + 1);
+        let anchor = anchor(dir.path());
+        report(
+            "anchor: write + fdatasync per 500-record batch",
+            anchor,
+            None,
+        );
+        anchors.push(anchor);
+        for (i, (shards, producers)) in SCENARIOS.into_iter().enumerate() {
             let path = dir.path().join(format!("streams-{shards}-{producers}"));
-            let streams = Arc::new(
-                EmbeddedStreams::open(&path, EmbeddedConfig::default())
-                    .await
-                    .expect("open"),
-            );
-            streams
-                .create_stream(StreamSpec {
-                    name: "bench".into(),
-                    mode: StreamMode::Provisioned,
-                    shard_count: shards,
-                    retention_hours: 24,
-                })
-                .await
-                .expect("create");
-            let put = put(&streams, producers).await;
+            let (put, read) = runtime.block_on(scenario(&path, shards, producers));
+            std::fs::remove_dir_all(&path).expect("clean up");
             report(
                 &format!("put_records, {shards} shard(s), {producers} producer(s)"),
                 put,
                 Some(anchor),
             );
-            let read = read(&streams, shards).await;
             report(&format!("read, {shards} shard(s)"), read, None);
+            puts[i].push((put, anchor));
+            reads[i].push(read);
         }
-    });
+    }
+    println!("medians over {rounds} rounds");
+    report(
+        "anchor: write + fdatasync per 500-record batch",
+        median(&anchors),
+        None,
+    );
+    for (i, (shards, producers)) in SCENARIOS.into_iter().enumerate() {
+        let put = median(&puts[i].iter().map(|(put, _)| *put).collect::<Vec<_>>());
+        let mut ratios: Vec<f64> = puts[i]
+            .iter()
+            .map(|(put, anchor)| anchor.as_secs_f64() / put.as_secs_f64())
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        report(
+            &format!("put_records, {shards} shard(s), {producers} producer(s)"),
+            put,
+            None,
+        );
+        println!(
+            "{:<50} median {:.2}x anchor (same round)",
+            "",
+            ratios[ratios.len() / 2]
+        );
+        report(&format!("read, {shards} shard(s)"), median(&reads[i]), None);
+    }
 }
 
 fn report(label: &str, elapsed: Duration, anchor: Option<Duration>) {
@@ -86,6 +112,32 @@ fn report(label: &str, elapsed: Duration, anchor: Option<Duration>) {
         ),
         None => println!("{label:<50} {rate:>10.0} records/s {mb:>7.1} MB/s"),
     }
+}
+
+fn median(times: &[Duration]) -> Duration {
+    let mut sorted = times.to_vec();
+    sorted.sort();
+    sorted[sorted.len() / 2]
+}
+
+async fn scenario(path: &std::path::Path, shards: u32, producers: usize) -> (Duration, Duration) {
+    let streams = Arc::new(
+        EmbeddedStreams::open(path, EmbeddedConfig::default())
+            .await
+            .expect("open"),
+    );
+    streams
+        .create_stream(StreamSpec {
+            name: "bench".into(),
+            mode: StreamMode::Provisioned,
+            shard_count: shards,
+            retention_hours: 24,
+        })
+        .await
+        .expect("create");
+    let put = put(&streams, producers).await;
+    let read = read(&streams, shards).await;
+    (put, read)
 }
 
 /// Time to write and fdatasync TOTAL_RECORDS worth of frames, one batch at a time.

@@ -89,11 +89,16 @@ pub fn append(
     }
 }
 
-/// Picks the shard and sequence number of every record of one put.
+/// The hash keys of a put's records (computed before the catalog is locked).
+pub fn hash_keys(records: &[NewRecord]) -> Vec<u128> {
+    records.iter().map(routing::routing_key).collect()
+}
+
+/// Picks the shard and sequence number of every record of one put, by its hash key.
 pub fn route(
     stream: &StreamMeta,
     cursor: &mut Cursor,
-    records: &[NewRecord],
+    keys: &[u128],
     now_ms: u64,
 ) -> Result<Vec<Route>, StreamError> {
     let open: Vec<&ShardMeta> = stream
@@ -103,10 +108,8 @@ pub fn route(
         .collect();
     let arrival_ms = now_ms.max(cursor.last_arrival_ms);
     cursor.last_arrival_ms = arrival_ms;
-    records
-        .iter()
-        .map(|record| {
-            let key = routing::routing_key(record);
+    keys.iter()
+        .map(|&key| {
             let shard = open
                 .iter()
                 .find(|s| s.hash_start <= key && key <= s.hash_end)

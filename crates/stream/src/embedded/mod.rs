@@ -90,10 +90,15 @@ impl Shared {
 
     /// The stream's epoch and retention, the shard's log, and whether the shard exists.
     fn locate(&self, name: &str, shard: ShardId) -> Result<Located, StreamError> {
-        let (epoch, retention_hours, starting) = self.catalog.read(|data| {
+        let (epoch, retention_hours, starting, ending) = self.catalog.read(|data| {
             let stream = stream_of(&data.streams, name)?;
             let meta = stream.shard(shard)?;
-            Ok::<_, StreamError>((stream.epoch, stream.retention_hours, meta.starting_sequence))
+            Ok::<_, StreamError>((
+                stream.epoch,
+                stream.retention_hours,
+                meta.starting_sequence,
+                meta.ending_sequence,
+            ))
         })?;
         let log = self
             .log(epoch, shard.0)
@@ -101,7 +106,9 @@ impl Shared {
         Ok(Located {
             log,
             retention_ms: u64::from(retention_hours) * 3_600_000,
+            shard,
             starting,
+            ending,
         })
     }
 }
@@ -109,7 +116,23 @@ impl Shared {
 struct Located {
     log: Arc<ShardLog>,
     retention_ms: u64,
+    shard: ShardId,
     starting: u128,
+    ending: Option<u128>,
+}
+
+impl Located {
+    /// Refuses a sequence number the shard can never have held (as Kinesis'
+    /// GetShardIterator does).
+    fn check(&self, sequence: crate::SequenceNumber) -> Result<(), StreamError> {
+        if sequence.0 < self.starting || self.ending.is_some_and(|end| sequence.0 > end) {
+            return Err(StreamError::InvalidArgument(format!(
+                "sequence number {sequence} is not in {}",
+                self.shard
+            )));
+        }
+        Ok(())
+    }
 }
 
 fn stream_of<'a>(
@@ -341,8 +364,14 @@ impl Stream for EmbeddedStreams {
         Ok(match start {
             StartingPosition::TrimHorizon => Position(located.starting),
             StartingPosition::Latest => latest(),
-            StartingPosition::AtSequence(sequence) => Position::at(sequence),
-            StartingPosition::AfterSequence(sequence) => Position::after(sequence),
+            StartingPosition::AtSequence(sequence) => {
+                located.check(sequence)?;
+                Position::at(sequence)
+            }
+            StartingPosition::AfterSequence(sequence) => {
+                located.check(sequence)?;
+                Position::after(sequence)
+            }
             StartingPosition::AtTimestamp(time) => {
                 let log = located.log.clone();
                 let at_ms = unix_ms(time);

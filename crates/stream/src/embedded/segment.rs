@@ -283,7 +283,7 @@ impl Segment {
             let mut pos = 0;
             want = READ_CHUNK;
             while pos < chunk.len() {
-                match frame::decode(&chunk.slice(pos..)) {
+                match frame::decode(&chunk, pos) {
                     Decoded::Frame(record, used) => {
                         if let ControlFlow::Break(damage) = visit(record, offset + pos as u64) {
                             return Ok(ScanEnd {

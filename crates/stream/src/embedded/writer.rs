@@ -129,12 +129,17 @@ impl Writer {
             return;
         }
         let now_ms = self.shared.now_ms();
+        let keys: Vec<Vec<u128>> = puts
+            .iter()
+            .map(|put| batch::hash_keys(&put.records))
+            .collect();
         let cursors = &mut self.cursors;
         let planned = self.shared.catalog.update(|data| {
             let mut changed = false;
             let routes: Vec<Result<Vec<Route>, StreamError>> = puts
                 .iter()
-                .map(|put| {
+                .zip(&keys)
+                .map(|(put, keys)| {
                     let stream = data.streams.get_mut(&put.stream).ok_or_else(|| {
                         StreamError::NotFound(format!("stream {} not found", put.stream))
                     })?;
@@ -142,7 +147,7 @@ impl Writer {
                         next: stream.reserved,
                         last_arrival_ms: 0,
                     });
-                    let routes = batch::route(stream, cursor, &put.records, now_ms)?;
+                    let routes = batch::route(stream, cursor, keys, now_ms)?;
                     if cursor.next >= stream.reserved {
                         stream.reserved = cursor.next + RESERVATION;
                         changed = true;
