@@ -46,10 +46,19 @@ async fn put(
 async fn records_round_trip_in_order_per_shard() {
     let nats = NatsServer::start();
     let streams = JetStreamStreams::connect(&nats.url).await.expect("connect");
+    assert!(streams.list_streams().await.expect("list").is_empty());
+    assert!(streams.leases("nothing", "g").await.is_err());
     let info = streams
         .create_stream(spec("orders", 2))
         .await
         .expect("create");
+    assert!(
+        streams
+            .leases("orders", "g")
+            .await
+            .expect("no leases")
+            .is_empty()
+    );
     assert_eq!(info.status, StreamStatus::Active);
     assert_eq!(info.shards.len(), 2);
     assert_eq!(info.shards[0].hash_range.start, 0);
