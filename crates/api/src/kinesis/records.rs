@@ -378,3 +378,61 @@ pub(super) async fn get_records(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn input(data: &str, key: &str, hash: Option<String>) -> RecordInput {
+        RecordInput {
+            data: Some(data.to_string()),
+            partition_key: Some(key.to_string()),
+            explicit_hash_key: hash,
+        }
+    }
+
+    #[test]
+    fn records_are_checked_against_the_kinesis_limits() {
+        let ok = input(
+            "aGk=",
+            "k",
+            Some("340282366920938463463374607431768211455".into()),
+        );
+        let record = ok.into_record().expect("valid");
+        assert_eq!(record.data, Bytes::from_static(b"hi"));
+        assert_eq!(record.explicit_hash_key, Some(u128::MAX));
+        for bad in [
+            input("aGk=", "", None),
+            input("aGk=", &"k".repeat(257), None),
+            input("not base64!", "k", None),
+            input(
+                "aGk=",
+                "k",
+                Some("340282366920938463463374607431768211456".into()),
+            ),
+            input("aGk=", "k", Some("".into())),
+            input("aGk=", "k", Some("+1".into())),
+        ] {
+            assert_eq!(
+                bad.into_record().expect_err("invalid").code,
+                "InvalidArgumentException"
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn explicit_hash_keys_parse_exactly_the_decimal_u128s(text in "\\PC{0,45}") {
+            let parsed = input("", "k", Some(text.clone())).into_record();
+            let expected = (!text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| text.parse::<u128>().ok())
+                .flatten();
+            match (parsed, expected) {
+                (Ok(record), Some(value)) => prop_assert_eq!(record.explicit_hash_key, Some(value)),
+                (Err(e), None) => prop_assert_eq!(e.code, "InvalidArgumentException"),
+                (got, want) => prop_assert!(false, "{:?} vs {:?}", got.map(|r| r.explicit_hash_key), want),
+            }
+        }
+    }
+}
