@@ -555,3 +555,19 @@ def test_sigkill_during_put_load_loses_no_acknowledged_record(start, kinesis):
     # the stream takes new records after the crash, numbered after the old ones
     new = k.put_record(StreamName="crash", Data=b"after", PartitionKey="w0-0")
     assert int(new["SequenceNumber"]) > max(s for sh, s, _ in acked_now if sh == new["ShardId"])
+
+
+def test_the_aws_cli_puts_and_gets_records(broker_factory, aws_cli):
+    b = broker_factory()
+    aws_cli("kinesis", "create-stream", "--stream-name", "cli", "--shard-count", "1", broker=b)
+    aws_cli("kinesis", "wait", "stream-exists", "--stream-name", "cli", broker=b)
+    put = aws_cli("kinesis", "put-record", "--stream-name", "cli", "--partition-key", "p",
+                  "--data", "hello cli", broker=b)  # CLI v1 sends --data as raw bytes
+    assert put["ShardId"] == "shardId-000000000000"
+    it = aws_cli("kinesis", "get-shard-iterator", "--stream-name", "cli", "--shard-id",
+                 "shardId-000000000000", "--shard-iterator-type", "TRIM_HORIZON", broker=b)
+    out = aws_cli("kinesis", "get-records", "--shard-iterator", it["ShardIterator"], broker=b)
+    assert [base64.b64decode(r["Data"]) for r in out["Records"]] == [b"hello cli"]
+    assert out["Records"][0]["SequenceNumber"] == put["SequenceNumber"]
+    done = aws_cli("kinesis", "describe-stream", "--stream-name", "nope", broker=b, check=False)
+    assert done.returncode != 0 and "ResourceNotFoundException" in done.stderr
