@@ -382,6 +382,43 @@ async fn records_near_the_limits() {
         streams.put_records("big", vec![too_big]).await,
         Err(StreamError::InvalidArgument(_))
     ));
+
+    // 12 MiB of records: a read stops at 10 MiB, the next one goes on from there
+    let megs: Vec<NewRecord> = (0..12u8)
+        .map(|i| NewRecord {
+            partition_key: "m".into(),
+            explicit_hash_key: None,
+            data: Bytes::from(vec![i; fleetcore_stream::MAX_RECORD_BYTES - 4096]),
+        })
+        .collect();
+    for chunk in megs.chunks(4) {
+        put(&streams, "big", chunk.to_vec()).await;
+    }
+    let mut from = streams
+        .resolve("big", ShardId(0), StartingPosition::TrimHorizon)
+        .await
+        .expect("resolve");
+    let mut seen = Vec::new();
+    loop {
+        let batch = streams
+            .read("big", ShardId(0), from, 100)
+            .await
+            .expect("read");
+        let bytes: usize = batch.records.iter().map(|r| r.data.len()).sum();
+        assert!(bytes <= 10 << 20, "a read returned {bytes} bytes");
+        if batch.records.is_empty() {
+            break;
+        }
+        seen.extend(
+            batch
+                .records
+                .iter()
+                .skip_while(|r| r.partition_key != "m")
+                .map(|r| r.data[0]),
+        );
+        from = batch.next;
+    }
+    assert_eq!(seen, (0..12u8).collect::<Vec<_>>());
 }
 
 #[tokio::test]
