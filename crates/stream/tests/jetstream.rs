@@ -475,3 +475,56 @@ async fn acknowledged_records_survive_a_nats_server_crash_and_the_client_reconne
         );
     }
 }
+
+#[tokio::test]
+async fn closed_shards_leave_once_expired_and_empty() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let nats = NatsServer::start();
+    let hours = Arc::new(AtomicU64::new(0));
+    let clock = {
+        let hours = Arc::clone(&hours);
+        Arc::new(move || {
+            SystemTime::now() + Duration::from_secs(3600 * hours.load(Ordering::SeqCst))
+        })
+    };
+    let streams = JetStreamStreams::connect_with_clock(&nats.url, clock)
+        .await
+        .expect("connect");
+    streams
+        .create_stream(spec("churn", 2))
+        .await
+        .expect("create");
+    let ids =
+        |info: fleetcore_stream::StreamInfo| info.shards.iter().map(|s| s.id.0).collect::<Vec<_>>();
+    assert_eq!(
+        ids(streams.update_shard_count("churn", 1).await.expect("merge")),
+        [0, 1, 2]
+    );
+    assert_eq!(
+        ids(streams.update_shard_count("churn", 2).await.expect("split")),
+        [0, 1, 2, 3, 4]
+    );
+    put(&streams, "churn", vec![record("kept", "x")]).await;
+    hours.store(25, Ordering::SeqCst);
+    // 0, 1 and 2 closed more than the 24 h retention ago and hold nothing: they go
+    let info = streams.update_shard_count("churn", 1).await.expect("merge");
+    assert_eq!(ids(info), [3, 4, 5]);
+    assert!(matches!(
+        streams.read("churn", ShardId(0), Position(0), 10).await,
+        Err(StreamError::NotFound(_))
+    ));
+    hours.store(50, Ordering::SeqCst);
+    // 3 and 4 are past retention too, but the one holding a record (not expired in
+    // JetStream's own time) stays readable
+    let info = streams.update_shard_count("churn", 2).await.expect("split");
+    let kept: Vec<u32> = ids(info);
+    assert_eq!(kept.len(), 4, "{kept:?}");
+    assert!(kept.contains(&5) && kept.contains(&6) && kept.contains(&7));
+    let holder = kept[0];
+    let batch = streams
+        .read("churn", ShardId(holder), Position(0), 10)
+        .await
+        .expect("read");
+    assert_eq!(batch.records.len(), 1);
+}

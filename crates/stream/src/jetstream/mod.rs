@@ -16,7 +16,7 @@ mod sequence;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::{self, kv, stream::StorageType};
 use async_trait::async_trait;
@@ -24,6 +24,7 @@ use futures_util::StreamExt;
 use tokio::sync::RwLock;
 
 use self::meta::{META_BUCKET, ShardMeta, StreamMeta};
+use crate::embedded::Clock;
 use crate::routing::{self, ON_DEMAND_SHARDS};
 use crate::{
     Appended, Lease, MAX_RECORD_BYTES, NewRecord, Position, PutOutcome, ReadBatch, RecordFailure,
@@ -45,12 +46,23 @@ pub struct JetStreamStreams {
     /// in a shard after it was closed.
     gates: Mutex<HashMap<String, Arc<RwLock<()>>>>,
     readers: read::Readers,
+    /// The time source of shard closing and pruning ([`SystemTime::now`] outside tests).
+    clock: Clock,
 }
 
 impl JetStreamStreams {
     /// Connects to the NATS servers `servers` (comma-separated URLs, e.g.
     /// `nats://127.0.0.1:4222`) and opens (or creates) the metadata buckets.
     pub async fn connect(servers: &str) -> Result<JetStreamStreams, StreamError> {
+        JetStreamStreams::connect_with_clock(servers, Arc::new(SystemTime::now)).await
+    }
+
+    /// [`JetStreamStreams::connect`] with another time source for when shards close and
+    /// expire (tests move it forward).
+    pub async fn connect_with_clock(
+        servers: &str,
+        clock: Clock,
+    ) -> Result<JetStreamStreams, StreamError> {
         let addrs = servers
             .split(',')
             .map(str::trim)
@@ -89,7 +101,33 @@ impl JetStreamStreams {
             leases,
             cache: Mutex::new(HashMap::new()),
             gates: Mutex::new(HashMap::new()),
+            clock,
         })
+    }
+
+    fn now_ms(&self) -> u64 {
+        (self.clock)()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+
+    /// Drops from `meta` the closed shards closed longer than the retention period whose
+    /// records have all expired (as the embedded backend does); returns their ids. Their
+    /// JetStream streams are deleted by the caller once the new description is stored.
+    async fn prune_expired(&self, meta: &mut StreamMeta) -> Result<Vec<u32>, StreamError> {
+        let deadline = self
+            .now_ms()
+            .saturating_sub(meta.retention().as_millis() as u64);
+        let mut expired = Vec::new();
+        for shard in &meta.shards {
+            if shard.closed_ms.is_some_and(|closed| closed < deadline)
+                && read::message_count(&self.js, &js_stream(meta.epoch, shard.id)).await? == 0
+            {
+                expired.push(shard.id);
+            }
+        }
+        meta.shards.retain(|s| !expired.contains(&s.id));
+        Ok(expired)
     }
 
     fn gate(&self, name: &str) -> Arc<RwLock<()>> {
@@ -367,6 +405,7 @@ impl Stream for JetStreamStreams {
         let gate = self.gate(name);
         let _exclusive = gate.write().await;
         let (mut meta, revision) = self.load(name).await?;
+        let expired = self.prune_expired(&mut meta).await?;
         let open: Vec<ShardMeta> = meta
             .shards
             .iter()
@@ -406,8 +445,10 @@ impl Stream for JetStreamStreams {
                 .await
                 .map_err(storage)?;
             let last = stream.info().await.map_err(storage)?.state.last_sequence;
+            let now = self.now_ms();
             if let Some(shard) = meta.shards.iter_mut().find(|s| s.id == parent.id) {
                 shard.closed_at = Some(last);
+                shard.closed_ms = Some(now);
             }
         }
         let mut created = Vec::new();
@@ -426,6 +467,9 @@ impl Stream for JetStreamStreams {
             self.forget(name);
             return Err(e);
         }
+        self.delete_shard_streams(meta.epoch, expired.iter().copied())
+            .await;
+        leases::delete_shards(&self.leases, &meta, &expired).await;
         meta.info()
     }
 

@@ -208,6 +208,12 @@ pub(super) async fn last_sequence(js: &jetstream::Context, name: &str) -> Result
     Ok(stream.cached_info().state.last_sequence)
 }
 
+/// How many messages stream `name` holds now.
+pub(super) async fn message_count(js: &jetstream::Context, name: &str) -> Result<u64, StreamError> {
+    let stream = js.get_stream(name).await.map_err(storage)?;
+    Ok(stream.cached_info().state.messages)
+}
+
 async fn last_timestamp(js: &jetstream::Context, name: &str) -> Result<SystemTime, StreamError> {
     let stream = js.get_stream(name).await.map_err(storage)?;
     Ok(SystemTime::from(stream.cached_info().state.last_timestamp))
