@@ -721,3 +721,77 @@ async fn damaged_or_missing_segment_indexes_are_rebuilt() {
         assert_eq!(batch.records[0].data, Bytes::from(expected[i].clone()));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resharding_under_load_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = EmbeddedConfig {
+        segment_bytes: 16 * 1024,
+        ..EmbeddedConfig::default()
+    };
+    let streams = Arc::new(
+        EmbeddedStreams::open(dir.path(), config)
+            .await
+            .expect("open"),
+    );
+    streams.create_stream(spec("s", 2)).await.expect("create");
+    let progress = Arc::new(AtomicU64::new(0));
+    let producers: Vec<_> = (0..4)
+        .map(|p| {
+            let streams = streams.clone();
+            let progress = progress.clone();
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for b in 0..40 {
+                    let records: Vec<NewRecord> = (0..25)
+                        .map(|i| record(&format!("key-{}", i % 9), &format!("{p}-{b}-{i}")))
+                        .collect();
+                    let outcomes = streams
+                        .put_records("s", records.clone())
+                        .await
+                        .expect("put");
+                    for (record, outcome) in records.into_iter().zip(outcomes) {
+                        acked.push((outcome.expect("appended"), record.data));
+                    }
+                    progress.fetch_add(25, Ordering::Relaxed);
+                }
+                acked
+            })
+        })
+        .collect();
+    for target in [4, 3, 6, 3] {
+        streams
+            .update_shard_count("s", target)
+            .await
+            .expect("reshard");
+    }
+    let mut acked = Vec::new();
+    for producer in producers {
+        acked.extend(producer.await.expect("producer"));
+    }
+    let info = streams.describe_stream("s").await.expect("describe");
+    let mut stored = std::collections::HashMap::new();
+    for shard in &info.shards {
+        let records = read_all(&*streams, "s", shard.id).await;
+        assert!(records.windows(2).all(|w| w[0].sequence < w[1].sequence));
+        if let Some(end) = shard.ending_sequence {
+            assert!(
+                records.iter().all(|r| r.sequence <= end),
+                "{} past its end",
+                shard.id
+            );
+        }
+        for r in records {
+            assert!(r.sequence >= shard.starting_sequence);
+            assert!(shard.hash_range.contains(hash_key(&r.partition_key)));
+            stored.insert((shard.id, r.sequence), r.data);
+        }
+    }
+    assert_eq!(stored.len(), acked.len());
+    for (appended, data) in acked {
+        assert_eq!(
+            stored.get(&(appended.shard, appended.sequence)),
+            Some(&data)
+        );
+    }
+}

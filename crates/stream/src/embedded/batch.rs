@@ -89,6 +89,15 @@ pub fn append(
     }
 }
 
+/// Bytes a batch writes.
+pub fn bytes(appends: &[ShardAppend]) -> usize {
+    appends
+        .iter()
+        .flat_map(|append| &append.chunks)
+        .map(|chunk| chunk.bytes.len())
+        .sum()
+}
+
 /// The hash keys of a put's records (computed before the catalog is locked).
 pub fn hash_keys(records: &[NewRecord]) -> Vec<u128> {
     records.iter().map(routing::routing_key).collect()

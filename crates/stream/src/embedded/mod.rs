@@ -16,6 +16,7 @@
 mod batch;
 mod catalog;
 mod frame;
+mod metrics;
 mod recovery;
 mod segment;
 mod shard_log;

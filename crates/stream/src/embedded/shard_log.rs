@@ -192,7 +192,7 @@ impl ShardLog {
     }
 
     /// Deletes the segments whose newest record arrived before `cutoff_ms`, except the one
-    /// appends go to while the shard is open. Returns how many remain.
+    /// appends go to while the shard is open. Returns how many it deleted.
     pub fn remove_expired(&self, cutoff_ms: u64) -> io::Result<usize> {
         let closed = self.tip().closed;
         let expired: Vec<Arc<Segment>> = {
@@ -208,7 +208,7 @@ impl ShardLog {
         for segment in &expired {
             segment.remove_files()?;
         }
-        Ok(self.segments.read().len())
+        Ok(expired.len())
     }
 
     /// Deletes the whole shard directory (its stream was deleted or it aged out).

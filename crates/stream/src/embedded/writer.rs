@@ -15,6 +15,7 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use super::Shared;
 use super::batch::{self, Route};
 use super::catalog::{RESERVATION, ShardMeta, StreamMeta, sync_dir};
+use super::metrics::StreamMetrics;
 use super::segment::Segment;
 use super::shard_log::ShardLog;
 use crate::routing::{self, uniform_ranges};
@@ -62,6 +63,9 @@ pub struct Writer {
     shared: Arc<Shared>,
     commands: mpsc::Receiver<Command>,
     cursors: HashMap<u64, Cursor>,
+    /// The catalog in memory reserves more sequence numbers than the file does.
+    reservation_unsaved: bool,
+    metrics: StreamMetrics,
 }
 
 fn storage(context: &str, error: io::Error) -> StreamError {
@@ -78,6 +82,8 @@ impl Writer {
             shared,
             commands,
             cursors,
+            reservation_unsaved: false,
+            metrics: StreamMetrics::register(),
         }
     }
 
@@ -134,8 +140,9 @@ impl Writer {
             .map(|put| batch::hash_keys(&put.records))
             .collect();
         let cursors = &mut self.cursors;
+        // A reservation that moved but was not written yet is written with this batch.
+        let mut changed = self.reservation_unsaved;
         let planned = self.shared.catalog.update(|data| {
-            let mut changed = false;
             let routes: Vec<Result<Vec<Route>, StreamError>> = puts
                 .iter()
                 .zip(&keys)
@@ -193,17 +200,25 @@ impl Writer {
                 }
             }
         }
+        self.reservation_unsaved = snapshot.is_some();
         if accepted.is_empty() {
             return;
         }
+        let started = std::time::Instant::now();
         let result = batch::append(&self.shared, &accepted).and_then(|appends| {
             match self.shared.catalog.persist(snapshot) {
                 Ok(()) => Ok(appends),
                 Err(error) => Err((appends, error)),
             }
         });
+        if result.is_ok() {
+            self.reservation_unsaved = false;
+        }
         match result {
             Ok(appends) => {
+                let records = accepted.iter().map(|(_, routes)| routes.len()).sum();
+                self.metrics
+                    .committed(records, batch::bytes(&appends), started.elapsed());
                 batch::publish(appends);
                 for (put, routes) in accepted {
                     let outcomes = routes
@@ -220,6 +235,7 @@ impl Writer {
             }
             Err((appends, error)) => {
                 tracing::error!(%error, "appending to streams failed; the batch was rolled back");
+                self.metrics.failed();
                 batch::roll_back(appends);
                 for (put, _) in accepted {
                     let _ = put.reply.send(Err(error.clone()));
@@ -469,7 +485,9 @@ impl Writer {
             active.seal()?;
             log.push_segment(Arc::new(segment));
         }
-        log.remove_expired(cutoff).map(drop)
+        let removed = log.remove_expired(cutoff)?;
+        self.metrics.expired(removed);
+        Ok(())
     }
 }
 
