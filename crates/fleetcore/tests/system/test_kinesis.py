@@ -186,6 +186,10 @@ def test_put_and_get_records_with_every_iterator_type(start, kinesis):
     assert out["FailedRecordCount"] == 0 and len(out["Records"]) == 200
     for entry, result in zip(entries, out["Records"]):
         assert result["ShardId"] == shard_of(entry["PartitionKey"], shards)
+    # both backends count what they stored under the same metric names
+    metrics = b.metrics()
+    assert metrics.get("fleetcore_stream_records_appended_total", 0) >= 201, metrics
+    assert metrics.get("fleetcore_stream_bytes_appended_total", 0) >= 201 * 2
     # explicit hash keys pick the shard regardless of the partition key
     low = k.put_record(StreamName="rec", Data=b"low", PartitionKey="alpha", ExplicitHashKey="0")
     high = k.put_record(StreamName="rec", Data=b"high", PartitionKey="alpha",

@@ -10,6 +10,7 @@
 
 mod leases;
 mod meta;
+mod metrics;
 mod read;
 mod record;
 mod sequence;
@@ -46,6 +47,7 @@ pub struct JetStreamStreams {
     /// in a shard after it was closed.
     gates: Mutex<HashMap<String, Arc<RwLock<()>>>>,
     readers: read::Readers,
+    metrics: metrics::PutMetrics,
     /// The time source of shard closing and pruning ([`SystemTime::now`] outside tests).
     clock: Clock,
 }
@@ -101,6 +103,7 @@ impl JetStreamStreams {
             leases,
             cache: Mutex::new(HashMap::new()),
             gates: Mutex::new(HashMap::new()),
+            metrics: metrics::PutMetrics::register(),
             clock,
         })
     }
@@ -486,6 +489,7 @@ impl Stream for JetStreamStreams {
         for shard in meta.shards.iter().filter(|s| s.is_open()) {
             open.push((shard.range()?, shard.id));
         }
+        let started = std::time::Instant::now();
         let mut pending = Vec::with_capacity(records.len());
         for record in &records {
             let key = routing::routing_key(record);
@@ -495,16 +499,17 @@ impl Stream for JetStreamStreams {
                 )));
             };
             let payload = record::encode(&record.partition_key, &record.data);
+            let size = payload.len();
             let ack = self
                 .js
                 .publish(js_subject(meta.epoch, shard), payload)
                 .await
                 .map_err(|e| e.to_string());
-            pending.push((shard, ack));
+            pending.push((shard, size, ack));
         }
         let mut outcomes = Vec::with_capacity(pending.len());
-        let mut failed = false;
-        for (shard, ack) in pending {
+        let (mut stored, mut bytes, mut failed) = (0, 0, 0);
+        for (shard, size, ack) in pending {
             let outcome = match ack {
                 Ok(future) => match future.await {
                     Ok(ack) if ack.stream == js_stream(meta.epoch, shard) => Ok(Appended {
@@ -516,12 +521,16 @@ impl Stream for JetStreamStreams {
                 },
                 Err(e) => Err(e),
             };
+            match &outcome {
+                Ok(_) => (stored, bytes) = (stored + 1, bytes + size),
+                Err(_) => failed += 1,
+            }
             outcomes.push(outcome.map_err(|e| {
-                failed = true;
                 RecordFailure::Internal(format!("JetStream did not store the record: {e}"))
             }));
         }
-        if failed {
+        self.metrics.put(stored, bytes, failed, started.elapsed());
+        if failed > 0 {
             // The description may be stale (another node resharded or deleted the stream).
             self.forget(name);
         }
