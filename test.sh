@@ -85,6 +85,10 @@ fi
 # lasts until 1.43.x); boto3 1.42.50 and awscli 1.44.40 are the releases built on it.
 .venv/bin/python -m pip install -q --disable-pip-version-check 'paho-mqtt>=2,<3' pytest cryptography \
   'botocore==1.42.50' 'boto3==1.42.50' 'awscli==1.44.40'
+# archive tests: moto_server is the S3-compatible destination (started on loopback by the tests),
+# pyarrow reads the Parquet objects, cramjam the Snappy (framing format) ones.
+.venv/bin/python -m pip install -q --disable-pip-version-check 'moto[server]' pyarrow cramjam \
+  'botocore==1.42.50' 'boto3==1.42.50'
 done_stage
 
 # ------------------------------------------------------------------------------------------
@@ -153,4 +157,13 @@ else
   [ -f "$root/fuzz/mqtt.dict" ] && libfuzzer_args+=(-dict="$root/fuzz/mqtt.dict")
   cargo +nightly fuzz run decode "${fuzz_args[@]}" -- "${libfuzzer_args[@]}"
   done_stage "${fuzz_seconds}s, no crash"
+  if grep -q 'name *= *"rule_sql"' fuzz/Cargo.toml; then
+    # rule SQL (compile + evaluate): a few seconds; its seeds and dictionary live in fuzz/
+    rule_sql_seconds=$(( fuzz_seconds < 10 ? fuzz_seconds : 10 ))
+    stage "cargo +nightly fuzz run rule_sql (${rule_sql_seconds}s)"
+    mkdir -p "$root/fuzz/corpus/rule_sql"
+    cargo +nightly fuzz run rule_sql "$root/fuzz/corpus/rule_sql" "$root/fuzz/seeds/rule_sql" -- \
+      -max_total_time="$rule_sql_seconds" -dict="$root/fuzz/rule_sql.dict"
+    done_stage "${rule_sql_seconds}s, no crash"
+  fi
 fi

@@ -6,7 +6,9 @@ pub mod context;
 pub mod dispatch;
 pub mod error;
 pub mod extract;
+pub mod firehose;
 pub mod iot;
+pub mod iotdata;
 pub mod kinesis;
 pub mod sigv4;
 

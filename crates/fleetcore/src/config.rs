@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use fleetcore_archive::lake::LakeConfig;
 use fleetcore_identity::AdminCredentials;
 use fleetcore_mqtt::broker::BrokerConfig;
 use serde::Deserialize;
@@ -48,6 +49,15 @@ pub struct ServeArgs {
     /// MQTT over WebSocket over TLS, client certificate required (off unless given).
     #[arg(long, env = "FLEETCORE_WSS", value_name = "ADDR")]
     wss: Option<String>,
+
+    /// Device HTTPS (the iot-data API over mutual TLS: shadows and publish, authorized by the
+    /// client certificate's IoT policies). Off unless given.
+    #[arg(long, env = "FLEETCORE_HTTPS", value_name = "ADDR")]
+    https: Option<String>,
+
+    /// Largest shadow state (desired + reported, as JSON), in bytes. [default: 8192]
+    #[arg(long, env = "FLEETCORE_SHADOW_MAX_STATE_BYTES", value_name = "BYTES")]
+    shadow_max_state_bytes: Option<usize>,
 
     /// Accept clients without a certificate on the plain listeners (--mqtt, --ws). For labs and CI.
     #[arg(long, env = "FLEETCORE_ALLOW_ANONYMOUS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
@@ -132,6 +142,70 @@ pub struct ServeArgs {
     /// The stream store (`[stream]` table in the file: `backend`, `servers`).
     #[command(flatten)]
     stream: StreamArgs,
+
+    /// The data lake Firehose delivery streams write to (`[lake]` in the file).
+    #[command(flatten)]
+    #[serde(default)]
+    lake: LakeArgs,
+}
+
+/// `[lake]`: where delivery streams write objects. Without an endpoint, a local folder
+/// (`<data dir>/lake/<bucket>/`); with one, that S3-compatible store.
+#[derive(clap::Args, Deserialize, Debug, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct LakeArgs {
+    /// S3-compatible endpoint URL of the lake, e.g. http://127.0.0.1:9000 (`[lake] endpoint`).
+    /// [default: the local folder <data dir>/lake]
+    #[arg(
+        id = "lake_endpoint",
+        long = "lake-endpoint",
+        env = "FLEETCORE_LAKE_ENDPOINT",
+        value_name = "URL"
+    )]
+    endpoint: Option<String>,
+
+    /// Signing region of the lake's endpoint (`[lake] region`). [default: us-east-1]
+    #[arg(
+        id = "lake_region",
+        long = "lake-region",
+        env = "FLEETCORE_LAKE_REGION",
+        value_name = "REGION"
+    )]
+    region: Option<String>,
+
+    /// Access key id for the lake's endpoint (`[lake] access_key_id`).
+    #[arg(
+        id = "lake_access_key_id",
+        long = "lake-access-key-id",
+        env = "FLEETCORE_LAKE_ACCESS_KEY_ID",
+        value_name = "ID"
+    )]
+    access_key_id: Option<String>,
+
+    /// Secret access key for the lake's endpoint (`[lake] secret_access_key`).
+    #[arg(
+        id = "lake_secret_access_key",
+        long = "lake-secret-access-key",
+        env = "FLEETCORE_LAKE_SECRET_ACCESS_KEY",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    secret_access_key: Option<String>,
+
+    /// Path-style requests (endpoint/bucket/key, as MinIO and moto expect) instead of
+    /// virtual-hosted ones (`[lake] path_style`). [default: true]
+    #[arg(id = "lake_path_style", long = "lake-path-style", env = "FLEETCORE_LAKE_PATH_STYLE", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    path_style: Option<bool>,
+
+    /// Undelivered DirectPut MiB per delivery stream before PutRecord answers
+    /// ServiceUnavailableException (`[lake] backlog_limit_mb`). [default: 256]
+    #[arg(
+        id = "lake_backlog_limit_mb",
+        long = "lake-backlog-limit-mb",
+        env = "FLEETCORE_LAKE_BACKLOG_LIMIT_MB",
+        value_name = "MB"
+    )]
+    backlog_limit_mb: Option<usize>,
 }
 
 /// Resolved settings of `fleetcore serve`.
@@ -143,6 +217,8 @@ pub struct Settings {
     pub mqtt: Option<SocketAddr>,
     pub ws: Option<SocketAddr>,
     pub wss: Option<SocketAddr>,
+    pub https: Option<SocketAddr>,
+    pub shadow_max_state_bytes: usize,
     pub allow_anonymous: bool,
     pub anonymous_policy: Option<String>,
     pub server_names: Vec<String>,
@@ -152,6 +228,8 @@ pub struct Settings {
     pub account_id: String,
     pub log: String,
     pub stream: StreamBackend,
+    pub lake: LakeConfig,
+    pub lake_backlog_limit_bytes: usize,
 }
 
 /// Fills every `None` of `$over` from `$under`.
@@ -200,6 +278,8 @@ impl ServeArgs {
                 mqtt,
                 ws,
                 wss,
+                https,
+                shadow_max_state_bytes,
                 allow_anonymous,
                 anonymous_policy,
                 server_names,
@@ -218,6 +298,17 @@ impl ServeArgs {
                 log,
             );
             over.stream.layer(&mut under.stream);
+            let (lake_over, lake_under) = (&mut over.lake, &mut under.lake);
+            layer!(
+                lake_over,
+                lake_under,
+                endpoint,
+                region,
+                access_key_id,
+                secret_access_key,
+                path_style,
+                backlog_limit_mb,
+            );
         }
         let defaults = BrokerConfig::default();
         let broker = BrokerConfig {
@@ -272,20 +363,54 @@ impl ServeArgs {
         if account_id.len() != 12 || !account_id.bytes().all(|b| b.is_ascii_digit()) {
             bail!("account_id `{account_id}` must be 12 digits, e.g. 000000000000");
         }
+        let shadow_max_state_bytes = self.shadow_max_state_bytes.unwrap_or(8 * 1024);
+        if shadow_max_state_bytes == 0 {
+            bail!("shadow_max_state_bytes must be at least 1");
+        }
         let server_names = self
             .server_names
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| vec!["localhost".into(), "127.0.0.1".into()]);
+        let data_dir = self
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from("fleetcore-data"));
+        let lake = self.lake;
+        let lake_config = match lake.endpoint.filter(|e| !e.is_empty()) {
+            None => LakeConfig::Local {
+                root: data_dir.join("lake"),
+            },
+            Some(endpoint) => {
+                if !endpoint.starts_with("http://") && !endpoint.starts_with("https://") {
+                    bail!("lake endpoint `{endpoint}` must be an http:// or https:// URL");
+                }
+                let (Some(access_key_id), Some(secret_access_key)) =
+                    (lake.access_key_id, lake.secret_access_key)
+                else {
+                    bail!("a lake endpoint needs lake access_key_id and secret_access_key");
+                };
+                LakeConfig::S3 {
+                    endpoint,
+                    region: lake.region.unwrap_or_else(|| "us-east-1".into()),
+                    access_key_id,
+                    secret_access_key,
+                    path_style: lake.path_style.unwrap_or(true),
+                }
+            }
+        };
+        let backlog_limit_mb = lake.backlog_limit_mb.unwrap_or(256);
+        if backlog_limit_mb == 0 {
+            bail!("lake backlog_limit_mb must be at least 1");
+        }
         Ok(Settings {
-            data_dir: self
-                .data_dir
-                .unwrap_or_else(|| PathBuf::from("fleetcore-data")),
+            data_dir,
             http: address("http", self.http, Some("127.0.0.1:8080"))?
                 .context("http cannot be off: /health and the API live there")?,
             mqtts: address("mqtts", self.mqtts, Some("0.0.0.0:8883"))?,
             mqtt: address("mqtt", self.mqtt, None)?,
             ws: address("ws", self.ws, None)?,
             wss: address("wss", self.wss, None)?,
+            https: address("https", self.https, None)?,
+            shadow_max_state_bytes,
             allow_anonymous: self.allow_anonymous.unwrap_or(false),
             anonymous_policy: self.anonymous_policy.filter(|p| !p.is_empty()),
             server_names,
@@ -295,6 +420,8 @@ impl ServeArgs {
             account_id,
             log: self.log.unwrap_or_else(|| "info".into()),
             stream: self.stream.resolve()?,
+            lake: lake_config,
+            lake_backlog_limit_bytes: backlog_limit_mb << 20,
         })
     }
 }
@@ -409,6 +536,69 @@ mod tests {
             .resolve()
             .expect_err("unknown backend");
         assert!(format!("{err:#}").contains("kafka"), "{err:#}");
+    }
+
+    #[test]
+    fn the_lake_is_a_local_folder_or_an_s3_endpoint_from_the_lake_table() {
+        let s = parse(&["--data-dir", "/d"]).resolve().expect("resolve");
+        assert_eq!(
+            s.lake,
+            LakeConfig::Local {
+                root: PathBuf::from("/d/lake")
+            }
+        );
+        assert_eq!(s.lake_backlog_limit_bytes, 256 << 20);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("fleetcore.toml");
+        std::fs::write(
+            &file,
+            "[lake]\nendpoint = \"http://127.0.0.1:9000\"\naccess_key_id = \"a\"\nsecret_access_key = \"s\"\nbacklog_limit_mb = 8\n",
+        )
+        .expect("write");
+        let config = file.to_str().expect("utf8");
+        let s = parse(&["--config", config, "--lake-region", "eu-west-1"])
+            .resolve()
+            .expect("resolve");
+        assert_eq!(
+            s.lake,
+            LakeConfig::S3 {
+                endpoint: "http://127.0.0.1:9000".into(),
+                region: "eu-west-1".into(),
+                access_key_id: "a".into(),
+                secret_access_key: "s".into(),
+                path_style: true,
+            }
+        );
+        assert_eq!(s.lake_backlog_limit_bytes, 8 << 20);
+        let err = parse(&["--lake-endpoint", "http://x:1"])
+            .resolve()
+            .expect_err("no keys");
+        assert!(format!("{err:#}").contains("access_key_id"), "{err:#}");
+    }
+
+    #[test]
+    fn device_https_and_shadow_limit() {
+        let s = parse(&[]).resolve().expect("resolve");
+        assert_eq!((s.https, s.shadow_max_state_bytes), (None, 8192));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("fleetcore.toml");
+        std::fs::write(
+            &file,
+            "https = \"127.0.0.1:8443\"\nshadow_max_state_bytes = 16384\n",
+        )
+        .expect("write");
+        let s = parse(&["--config", file.to_str().expect("utf8")])
+            .resolve()
+            .expect("resolve");
+        assert_eq!(s.https, Some("127.0.0.1:8443".parse().expect("addr")));
+        assert_eq!(s.shadow_max_state_bytes, 16384);
+        let err = parse(&["--shadow-max-state-bytes", "0"])
+            .resolve()
+            .expect_err("zero");
+        assert!(
+            format!("{err:#}").contains("shadow_max_state_bytes"),
+            "{err:#}"
+        );
     }
 
     #[test]

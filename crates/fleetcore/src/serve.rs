@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use fleetcore_api::iot::IotState;
+use fleetcore_api::iotdata::{self, IotDataState};
 use fleetcore_api::kinesis::KinesisState;
 use fleetcore_api::kinesis::token::TokenCodec;
 use fleetcore_api::{ApiState, ControlPlane};
+use fleetcore_archive::{Archive, ArchiveSettings};
 use fleetcore_core::{AccountContext, KvStore, RedbStore};
 use fleetcore_identity::policy::{Policies, ResourceArns};
 use fleetcore_identity::{
@@ -16,6 +18,8 @@ use fleetcore_identity::{
     credentials::credentials_path,
 };
 use fleetcore_mqtt::broker::{Broker, ListenerKind};
+use fleetcore_rules::registry::RuleRegistry;
+use fleetcore_shadow::{Limits, ShadowConfig, ShadowService};
 use fleetcore_stream::Stream;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use rustls::pki_types::CertificateDer;
@@ -85,12 +89,29 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         account,
     ));
     let policies = Arc::new(Policies::new(Arc::clone(&store)));
+    let rules =
+        Arc::new(RuleRegistry::open(Arc::clone(&store)).context("loading the topic rules")?);
     identity.set_attachment_check(Arc::clone(&policies) as Arc<dyn AttachmentCheck>);
     if let Some(name) = &settings.anonymous_policy
         && policies.get(name).is_err()
     {
         tracing::warn!(policy = %name, "the anonymous policy does not exist (yet): anonymous clients are refused until it is created");
     }
+    // The archive (Firehose) delivers from the streams.
+    let archive = Archive::start(
+        Arc::clone(&store),
+        Arc::clone(&streams),
+        ArchiveSettings {
+            lake: settings.lake.clone(),
+            region: settings.region.clone(),
+            account_id: settings.account_id.clone(),
+            backlog_limit_bytes: settings.lake_backlog_limit_bytes,
+            shutdown_grace: Duration::from_secs(20),
+        },
+    )
+    .await
+    .context("starting the delivery streams")?;
+    tracing::info!(lake = ?settings.lake, "delivery streams started");
     let verifier = ClientVerifier::new(&trusted_roots(&pki, &identity)?)
         .context("building the client certificate verifier")?;
     let authenticator = Arc::new(IdentityAuthenticator {
@@ -100,9 +121,29 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         allow_anonymous: settings.allow_anonymous,
         anonymous_policy: settings.anonymous_policy.clone(),
     });
-    let (broker, loaded) =
-        Broker::start(settings.broker.clone(), Arc::clone(&store), authenticator)
-            .context("restoring broker state")?;
+    let (broker, loaded) = Broker::start(
+        settings.broker.clone(),
+        Arc::clone(&store),
+        Arc::clone(&authenticator) as Arc<dyn fleetcore_core::auth::Authenticator>,
+    )
+    .context("restoring broker state")?;
+    let shadows = ShadowService::start(
+        ShadowConfig {
+            limits: Limits {
+                max_state_bytes: settings.shadow_max_state_bytes,
+                ..Limits::default()
+            },
+            ..ShadowConfig::default()
+        },
+        Arc::clone(&store),
+        Arc::clone(broker.router()),
+    )
+    .context("starting the shadow service")?;
+    let iotdata_state = IotDataState {
+        shadows: shadows.clone(),
+        broker: Arc::clone(broker.router()),
+        arns: ResourceArns::new(&settings.region, &settings.account_id),
+    };
     // Identity changes take effect on live connections at once: each connection re-asks its
     // grant (certificate still ACTIVE? policies still allow?), and the TLS listeners trust
     // exactly the ACTIVE registered CAs plus the built-in one.
@@ -157,12 +198,48 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         tracing::info!(listener = name, address = %bound, "listening");
     }
 
+    let (stop_https, https_stopped) = oneshot::channel::<()>();
+    let https_task = match settings.https {
+        Some(addr) => {
+            let authenticator = Arc::clone(&authenticator);
+            let (listener, bound) = iotdata::device::bind(
+                addr,
+                tls()?,
+                Arc::new(move |der: &[u8]| authenticator.device_caller(der)),
+            )
+            .await
+            .with_context(|| format!("binding the device HTTPS listener on {addr}"))?;
+            tracing::info!(listener = "https", address = %bound, "listening");
+            Some(tokio::spawn(iotdata::device::serve(
+                listener,
+                iotdata::routes(iotdata_state.clone()),
+                async move {
+                    let _ = https_stopped.await;
+                },
+            )))
+        }
+        None => None,
+    };
+
     let http = fleetcore_api::bind(settings.http)
         .await
         .with_context(|| format!("binding the HTTP listener on {}", settings.http))?;
     let http_addr = http.local_addr()?;
     let api_state = ApiState::new(prometheus.clone()).with_ca_pem(pki.ca_pem());
-    let control_plane = control_plane(&settings, credentials, &identity, &policies, &streams);
+    let control_plane = control_plane(
+        &settings,
+        credentials,
+        &identity,
+        &policies,
+        &streams,
+        &rules,
+    )
+    .service_with_body_limit(
+        "firehose",
+        fleetcore_api::firehose::routes(Arc::clone(&archive)),
+        fleetcore_api::firehose::BODY_LIMIT,
+    )
+    .service("iotdata", iotdata::routes(iotdata_state));
     let (stop_http, http_stopped) = oneshot::channel::<()>();
     let http_task = tokio::spawn(fleetcore_api::serve(
         http,
@@ -188,6 +265,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .shutdown()
         .await
         .context("saving broker state at shutdown")?;
+    shadows.shutdown().await;
+    let _ = stop_https.send(());
+    if let Some(task) = https_task
+        && tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .is_err()
+    {
+        tracing::warn!("device HTTPS server did not stop in time");
+    }
     let _ = stop_http.send(());
     match tokio::time::timeout(Duration::from_secs(5), http_task).await {
         Ok(Ok(Ok(()))) => {}
@@ -195,6 +281,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server task failed"),
         Err(_) => tracing::warn!("HTTP server did not stop in time"),
     }
+    // No request comes in any more: flush every delivery stream's buffer to the lake.
+    archive.shutdown().await;
     upkeep.abort();
     tracing::info!("stopped");
     Ok(())
@@ -228,6 +316,7 @@ fn control_plane(
     identity: &Arc<IdentityService>,
     policies: &Arc<Policies>,
     streams: &Arc<dyn Stream>,
+    rules: &Arc<RuleRegistry>,
 ) -> ControlPlane {
     let account = AccountContext::new(&settings.region, &settings.account_id);
     // DescribeEndpoint answers the first name the server certificate is issued for.
@@ -237,7 +326,8 @@ fn control_plane(
         .map_or("localhost", String::as_str);
     let iot = IotState::new(endpoint_host, account)
         .with_identity(Arc::clone(identity))
-        .with_policies(Arc::clone(policies));
+        .with_policies(Arc::clone(policies))
+        .with_rules(Arc::clone(rules));
     // Iterators are sealed with a key derived from the admin secret, so they survive a restart.
     let tokens = TokenCodec::from_secret(&credentials.secret_access_key)
         .with_iterator_ttl(crate::streams::iterator_ttl());

@@ -18,6 +18,7 @@ mod kinesis;
 mod payload;
 mod publisher;
 mod report;
+mod shadow;
 mod subscriber;
 
 use std::io::IsTerminal as _;
@@ -125,6 +126,15 @@ pub struct BenchArgs {
     /// Idle mode: open --connections connections, hold them for --duration, publish nothing.
     #[arg(long, requires = "connections")]
     pub idle: bool,
+
+    /// Device-shadow mode (fleetcore or any AWS IoT-compatible broker): each of --publishers
+    /// is a device updating its own classic shadow over MQTT, with up to --inflight updates
+    /// awaiting `/update/accepted` (or paced to --rate in total); reports accepted updates per
+    /// second and the update -> accepted and update -> delta latencies. --subscribers,
+    /// --topic, --filter, --qos and --size do not apply (devices publish at QoS 1 to
+    /// `$aws/things/<prefix>-t<i>/shadow/update`).
+    #[arg(long, conflicts_with = "idle")]
+    pub shadow: bool,
 
     /// Handshakes (TCP + TLS + CONNECT) in flight at once while connecting. Keep it at or below
     /// the broker's listen backlog (Mosquitto's is 100): beyond it the kernel drops SYNs and
@@ -336,6 +346,9 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     let target = Arc::new(build_target(&args, &plan).await?);
     let broker = format!("{}:{}", args.host, args.port);
     let progress = std::io::stderr().is_terminal();
+    if args.shadow {
+        return shadow::run(&args, &plan, target, broker).await;
+    }
     let report = if args.idle {
         let connections = args.connections.unwrap_or(0);
         let idle_plan = idle::IdlePlan {

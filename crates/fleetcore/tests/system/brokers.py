@@ -25,10 +25,20 @@ STOP_DEADLINE = 20.0
 ALL_BROKERS: list["Broker"] = []
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+    """A port nothing listens on now and that this test run has not handed out before: the
+    kernel may offer a just-released port again, and two listeners of one broker on the same
+    port make it fail at start."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((HOST, 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def port_open(port: int, host: str = HOST) -> bool:

@@ -1,0 +1,21 @@
+//! The archive: Firehose-like delivery streams that buffer records, compress or convert them
+//! to Parquet, and write them as date-partitioned objects into the data lake (a local folder or
+//! an S3-compatible store).
+
+pub mod config;
+mod delivery;
+mod encode;
+pub mod error;
+pub mod lake;
+mod metrics;
+mod objects;
+pub mod parquet;
+pub mod prefix;
+pub mod query;
+mod service;
+
+pub use error::ArchiveError;
+pub use service::{
+    Archive, ArchiveSettings, CreateDeliveryStream, DeliveryStream, MAX_BATCH_BYTES,
+    MAX_BATCH_RECORDS, MAX_RECORD_BYTES, RecordRefusal, Source, internal_stream_name,
+};

@@ -1,0 +1,515 @@
+//! [`Archive`]: the delivery streams of one server. Configurations live in the store (table
+//! `firehose_delivery_streams`, JSON values) and survive restarts; each delivery stream runs one
+//! delivery task.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use fleetcore_core::{KvStore, WriteBatch};
+use fleetcore_stream::{
+    ConsumerConfig, ConsumerGroup, NewRecord, StartingPosition, Stream, StreamError, StreamMode,
+    StreamSpec,
+};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{DeliveryPlan, S3Destination, Tag};
+use crate::delivery::{Backlog, Delivery};
+use crate::error::ArchiveError;
+use crate::lake::{Lake, LakeConfig};
+use crate::metrics;
+
+const TABLE: &str = "firehose_delivery_streams";
+
+/// Largest record Firehose accepts (1,000 KiB).
+pub const MAX_RECORD_BYTES: usize = 1000 * 1024;
+/// Most records in one PutRecordBatch.
+pub const MAX_BATCH_RECORDS: usize = 500;
+/// Most bytes in one PutRecordBatch (4 MiB).
+pub const MAX_BATCH_BYTES: usize = 4 << 20;
+/// Most delivery streams per server.
+pub const MAX_DELIVERY_STREAMS: usize = 500;
+
+/// The consumer group (and lease owner) every delivery task reads its source with.
+const CONSUMER_OWNER: &str = "fleetcore-archive";
+
+/// Settings of the archive from the server's configuration.
+#[derive(Debug, Clone)]
+pub struct ArchiveSettings {
+    /// Where objects go.
+    pub lake: LakeConfig,
+    /// Region in ARNs.
+    pub region: String,
+    /// Account id in ARNs.
+    pub account_id: String,
+    /// Undelivered DirectPut bytes per delivery stream before PutRecord answers
+    /// ServiceUnavailableException.
+    pub backlog_limit_bytes: usize,
+    /// How long a graceful shutdown waits for each delivery task's final flush.
+    pub shutdown_grace: Duration,
+}
+
+/// Where a delivery stream's records come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Source {
+    /// PutRecord / PutRecordBatch, through the internal stream `stream`.
+    DirectPut {
+        /// The internal fleetcore stream.
+        stream: String,
+    },
+    /// A fleetcore (Kinesis) stream.
+    KinesisStream {
+        /// Its ARN as given.
+        stream_arn: String,
+        /// Its name.
+        stream: String,
+        /// The role given (not used).
+        role_arn: String,
+    },
+}
+
+impl Source {
+    /// The stream the delivery task reads.
+    pub fn stream(&self) -> &str {
+        match self {
+            Source::DirectPut { stream } | Source::KinesisStream { stream, .. } => stream,
+        }
+    }
+
+    /// `DirectPut` or `KinesisStreamAsSource`.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Source::DirectPut { .. } => "DirectPut",
+            Source::KinesisStream { .. } => "KinesisStreamAsSource",
+        }
+    }
+}
+
+/// A stored delivery stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryStream {
+    /// Name.
+    pub name: String,
+    /// ARN.
+    pub arn: String,
+    /// Source.
+    pub source: Source,
+    /// Creation time, milliseconds since the epoch.
+    pub created_millis: u64,
+    /// VersionId.
+    pub version: u64,
+    /// The S3 destination as given.
+    pub destination: S3Destination,
+    /// Tags.
+    pub tags: Vec<Tag>,
+}
+
+/// What CreateDeliveryStream asks for.
+#[derive(Debug, Clone)]
+pub struct CreateDeliveryStream {
+    /// Name.
+    pub name: String,
+    /// `Some(arn)` for KinesisStreamAsSource.
+    pub kinesis_source: Option<(String, String)>,
+    /// The destination.
+    pub destination: S3Destination,
+    /// Tags.
+    pub tags: Vec<Tag>,
+}
+
+/// Why one record of a put was refused (PutRecordBatch's per-record `ErrorCode`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordRefusal {
+    /// `ServiceUnavailableException` or `InternalFailure`.
+    pub code: &'static str,
+    /// Why.
+    pub message: String,
+}
+
+struct Running {
+    stream: Arc<DeliveryStream>,
+    backlog: Option<Arc<Backlog>>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// The delivery streams of this server.
+pub struct Archive {
+    store: Arc<dyn KvStore>,
+    streams: Arc<dyn Stream>,
+    lake: Arc<Lake>,
+    settings: ArchiveSettings,
+    running: Mutex<BTreeMap<String, Running>>,
+    /// Serializes create and delete (they touch the store, the stream and the task map).
+    changes: tokio::sync::Mutex<()>,
+}
+
+impl Archive {
+    /// Loads the stored delivery streams and starts their delivery tasks.
+    pub async fn start(
+        store: Arc<dyn KvStore>,
+        streams: Arc<dyn Stream>,
+        settings: ArchiveSettings,
+    ) -> Result<Arc<Archive>, ArchiveError> {
+        let archive = Arc::new(Archive {
+            store,
+            streams,
+            lake: Arc::new(Lake::new(settings.lake.clone())),
+            settings,
+            running: Mutex::new(BTreeMap::new()),
+            changes: tokio::sync::Mutex::new(()),
+        });
+        let stored = archive.store.scan_prefix(TABLE, b"")?;
+        for (key, value) in stored {
+            let stream: DeliveryStream = match serde_json::from_slice(&value) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(key = %String::from_utf8_lossy(&key), error = %e, "skipping an unreadable delivery stream");
+                    continue;
+                }
+            };
+            match stream.destination.plan(&stream.tags) {
+                Ok(plan) => archive.launch(stream, plan),
+                Err(e) => {
+                    tracing::error!(delivery_stream = %stream.name, error = %e, "skipping a delivery stream whose configuration no longer validates");
+                }
+            }
+        }
+        Ok(archive)
+    }
+
+    /// Where objects go.
+    pub fn lake(&self) -> &LakeConfig {
+        self.lake.config()
+    }
+
+    /// CreateDeliveryStream.
+    pub async fn create(
+        &self,
+        request: CreateDeliveryStream,
+    ) -> Result<DeliveryStream, ArchiveError> {
+        check_name(&request.name)?;
+        let plan = request.destination.plan(&request.tags)?;
+        let _guard = self.changes.lock().await;
+        if self.running.lock().contains_key(&request.name) {
+            return Err(ArchiveError::InUse(format!(
+                "Firehose {} under accountId {} already exists",
+                request.name, self.settings.account_id
+            )));
+        }
+        if self.running.lock().len() >= MAX_DELIVERY_STREAMS {
+            return Err(ArchiveError::LimitExceeded(format!(
+                "this server holds at most {MAX_DELIVERY_STREAMS} delivery streams"
+            )));
+        }
+        let source = match request.kinesis_source {
+            Some((stream_arn, role_arn)) => {
+                let stream = stream_name_from_arn(&stream_arn)?;
+                self.streams
+                    .describe_stream(&stream)
+                    .await
+                    .map_err(|e| match e {
+                        StreamError::NotFound(_) => ArchiveError::InvalidArgument(format!(
+                            "the source stream {stream_arn} does not exist"
+                        )),
+                        other => other.into(),
+                    })?;
+                Source::KinesisStream {
+                    stream_arn,
+                    stream,
+                    role_arn,
+                }
+            }
+            None => {
+                let stream = internal_stream_name(&request.name);
+                self.create_internal_stream(&stream).await?;
+                Source::DirectPut { stream }
+            }
+        };
+        let created_millis = millis(SystemTime::now());
+        let stream = DeliveryStream {
+            arn: format!(
+                "arn:aws:firehose:{}:{}:deliverystream/{}",
+                self.settings.region, self.settings.account_id, request.name
+            ),
+            name: request.name,
+            source,
+            created_millis,
+            version: 1,
+            destination: request.destination,
+            tags: request.tags,
+        };
+        let mut batch = WriteBatch::new();
+        let value =
+            serde_json::to_vec(&stream).map_err(|e| ArchiveError::Internal(e.to_string()))?;
+        batch.put(TABLE, stream.name.as_bytes().to_vec(), value);
+        self.apply(batch).await?;
+        self.launch(stream.clone(), plan);
+        tracing::info!(delivery_stream = %stream.name, source = stream.source.type_name(), "delivery stream created");
+        Ok(stream)
+    }
+
+    /// DescribeDeliveryStream.
+    pub fn describe(&self, name: &str) -> Result<Arc<DeliveryStream>, ArchiveError> {
+        self.running
+            .lock()
+            .get(name)
+            .map(|r| Arc::clone(&r.stream))
+            .ok_or_else(|| self.not_found(name))
+    }
+
+    /// ListDeliveryStreams: names after `start` of the given source type, at most `limit`, and
+    /// whether there are more.
+    pub fn list(
+        &self,
+        source_type: Option<&str>,
+        start: Option<&str>,
+        limit: usize,
+    ) -> (Vec<String>, bool) {
+        let running = self.running.lock();
+        let mut names = running
+            .values()
+            .filter(|r| source_type.is_none_or(|t| r.stream.source.type_name() == t))
+            .map(|r| r.stream.name.clone())
+            .filter(|n| start.is_none_or(|s| n.as_str() > s));
+        let page: Vec<String> = names.by_ref().take(limit).collect();
+        let more = names.next().is_some();
+        (page, more)
+    }
+
+    /// DeleteDeliveryStream. Records not yet delivered are discarded, as Firehose warns.
+    pub async fn delete(&self, name: &str) -> Result<(), ArchiveError> {
+        let _guard = self.changes.lock().await;
+        let Some(running) = self.running.lock().remove(name) else {
+            return Err(self.not_found(name));
+        };
+        let _ = running.stop.send(true);
+        running.task.abort();
+        let mut batch = WriteBatch::new();
+        batch.delete(TABLE, name.as_bytes().to_vec());
+        self.apply(batch).await?;
+        if let Source::DirectPut { stream } = &running.stream.source {
+            match self.streams.delete_stream(stream).await {
+                Ok(()) | Err(StreamError::NotFound(_)) => {}
+                Err(e) => {
+                    tracing::warn!(delivery_stream = %name, error = %e, "could not delete the internal stream (it is replaced on the next create)");
+                }
+            }
+        }
+        tracing::info!(delivery_stream = %name, "delivery stream deleted");
+        Ok(())
+    }
+
+    /// PutRecord / PutRecordBatch on a DirectPut delivery stream: durable on return. Returns a
+    /// record id or a refusal per record, in order.
+    pub async fn put_records(
+        &self,
+        name: &str,
+        records: Vec<Bytes>,
+    ) -> Result<Vec<Result<String, RecordRefusal>>, ArchiveError> {
+        let (stream, backlog) = {
+            let running = self.running.lock();
+            let r = running.get(name).ok_or_else(|| self.not_found(name))?;
+            (Arc::clone(&r.stream), r.backlog.clone())
+        };
+        let (Source::DirectPut { stream: internal }, Some(backlog)) = (&stream.source, backlog)
+        else {
+            return Err(ArchiveError::InvalidArgument(
+                "This operation is not permitted on KinesisStreamAsSource delivery stream type."
+                    .into(),
+            ));
+        };
+        if backlog.is_full() {
+            metrics::throttled(name, records.len());
+            return Err(ArchiveError::Unavailable(format!(
+                "Slow down: delivery stream {name} has {} MiB of records not yet delivered (its destination is slow or unreachable).",
+                self.settings.backlog_limit_bytes >> 20
+            )));
+        }
+        let bytes: usize = records.iter().map(Bytes::len).sum();
+        let new: Vec<NewRecord> = records
+            .into_iter()
+            .map(|data| NewRecord {
+                partition_key: "firehose".into(),
+                explicit_hash_key: None,
+                data,
+            })
+            .collect();
+        let count = new.len();
+        let outcomes = self.streams.put_records(internal, new).await?;
+        backlog.add(bytes);
+        metrics::incoming(name, count, bytes);
+        Ok(outcomes
+            .into_iter()
+            .map(|outcome| match outcome {
+                Ok(appended) => Ok(format!(
+                    "{:08}{:048}",
+                    appended.shard.0, appended.sequence.0
+                )),
+                Err(failure) => Err(RecordRefusal {
+                    code: "ServiceUnavailableException",
+                    message: format!("{failure:?}"),
+                }),
+            })
+            .collect())
+    }
+
+    /// Flushes every delivery stream's buffer and stops the delivery tasks.
+    pub async fn shutdown(&self) {
+        let running: Vec<Running> = std::mem::take(&mut *self.running.lock())
+            .into_values()
+            .collect();
+        for r in &running {
+            let _ = r.stop.send(true);
+        }
+        for r in running {
+            let name = r.stream.name.clone();
+            let abort = r.task.abort_handle();
+            if tokio::time::timeout(self.settings.shutdown_grace, r.task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+                tracing::warn!(delivery_stream = %name, "final flush did not finish in time; its records are delivered after restart");
+            }
+        }
+    }
+
+    fn launch(&self, stream: DeliveryStream, plan: DeliveryPlan) {
+        let (start, backlog) = match &stream.source {
+            Source::DirectPut { .. } => (
+                StartingPosition::TrimHorizon,
+                Some(Arc::new(Backlog::new(
+                    &stream.name,
+                    self.settings.backlog_limit_bytes,
+                ))),
+            ),
+            // Like Firehose, a Kinesis source is read from the delivery stream's creation on.
+            Source::KinesisStream { .. } => (
+                StartingPosition::AtTimestamp(
+                    SystemTime::UNIX_EPOCH + Duration::from_millis(stream.created_millis),
+                ),
+                None,
+            ),
+        };
+        let group_name = consumer_group_name(&stream);
+        let group = ConsumerGroup::new(
+            Arc::clone(&self.streams),
+            stream.source.stream(),
+            group_name.clone(),
+            CONSUMER_OWNER,
+            ConsumerConfig {
+                lease_ttl: Duration::from_secs(60),
+                batch_limit: 1000,
+                start,
+            },
+        );
+        let (stop, stop_rx) = watch::channel(false);
+        let delivery = Delivery {
+            name: stream.name.clone(),
+            version: stream.version,
+            plan: Arc::new(plan),
+            lake: Arc::clone(&self.lake),
+            group,
+            streams: Arc::clone(&self.streams),
+            stream_name: stream.source.stream().to_string(),
+            group_name,
+            owner: CONSUMER_OWNER.to_string(),
+            backlog: backlog.clone(),
+            stop: stop_rx,
+        };
+        let task = tokio::spawn(delivery.run());
+        self.running.lock().insert(
+            stream.name.clone(),
+            Running {
+                stream: Arc::new(stream),
+                backlog,
+                stop,
+                task,
+            },
+        );
+    }
+
+    async fn create_internal_stream(&self, stream: &str) -> Result<(), ArchiveError> {
+        let spec = StreamSpec {
+            name: stream.to_string(),
+            mode: StreamMode::Provisioned,
+            shard_count: 1,
+            retention_hours: 24 * 7,
+        };
+        match self.streams.create_stream(spec.clone()).await {
+            Ok(_) => Ok(()),
+            // Left over from a delivery stream of the same name whose deletion did not finish.
+            Err(StreamError::AlreadyExists(_)) => {
+                self.streams.delete_stream(stream).await?;
+                self.streams.create_stream(spec).await?;
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn apply(&self, batch: WriteBatch) -> Result<(), ArchiveError> {
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || store.apply(batch))
+            .await
+            .map_err(|e| ArchiveError::Internal(e.to_string()))??;
+        Ok(())
+    }
+
+    fn not_found(&self, name: &str) -> ArchiveError {
+        ArchiveError::NotFound(format!(
+            "Firehose {name} under account {} not found.",
+            self.settings.account_id
+        ))
+    }
+}
+
+/// The internal stream a DirectPut delivery stream writes into (shown by Kinesis ListStreams).
+pub fn internal_stream_name(delivery_stream: &str) -> String {
+    format!("__firehose.{delivery_stream}")
+}
+
+fn consumer_group_name(stream: &DeliveryStream) -> String {
+    // The creation time makes a re-created delivery stream of the same name a new group.
+    format!("firehose.{}.{}", stream.name, stream.created_millis)
+}
+
+fn check_name(name: &str) -> Result<(), ArchiveError> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+    {
+        return Err(ArchiveError::InvalidArgument(format!(
+            "DeliveryStreamName {name:?} must be 1 to 64 characters of [a-zA-Z0-9_.-]"
+        )));
+    }
+    Ok(())
+}
+
+fn stream_name_from_arn(arn: &str) -> Result<String, ArchiveError> {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    match parts.as_slice() {
+        ["arn", _, "kinesis", _, _, resource] => resource
+            .strip_prefix("stream/")
+            .filter(|n| !n.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| {
+                ArchiveError::InvalidArgument(format!("{arn} is not a Kinesis stream ARN"))
+            }),
+        _ => Err(ArchiveError::InvalidArgument(format!(
+            "KinesisStreamARN {arn:?} is not a Kinesis stream ARN (arn:aws:kinesis:region:account:stream/name)"
+        ))),
+    }
+}
+
+fn millis(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
