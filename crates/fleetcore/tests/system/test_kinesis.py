@@ -575,3 +575,35 @@ def test_the_aws_cli_puts_and_gets_records(broker_factory, aws_cli):
     assert out["Records"][0]["SequenceNumber"] == put["SequenceNumber"]
     done = aws_cli("kinesis", "describe-stream", "--stream-name", "nope", broker=b, check=False)
     assert done.returncode != 0 and "ResourceNotFoundException" in done.stderr
+
+
+def test_firehose_delivers_a_kinesis_stream_into_the_lake(start, kinesis, aws):
+    """The archive reads streams through the same store as the Kinesis API: a
+    KinesisStreamAsSource delivery stream copies every record put with PutRecords into the lake,
+    on either backend."""
+    b, _ = start()
+    k = kinesis(b)
+    create(k, "to-lake", shards=2)
+    fh = aws("firehose", broker=b)
+    fh.create_delivery_stream(
+        DeliveryStreamName="lake-copy", DeliveryStreamType="KinesisStreamAsSource",
+        KinesisStreamSourceConfiguration={
+            "KinesisStreamARN": "arn:aws:kinesis:us-east-1:000000000000:stream/to-lake",
+            "RoleARN": "arn:aws:iam::000000000000:role/firehose"},
+        ExtendedS3DestinationConfiguration={
+            "RoleARN": "arn:aws:iam::000000000000:role/firehose",
+            "BucketARN": "arn:aws:s3:::lake-kinesis",
+            "BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 1}})
+    payloads = [f"rec-{i}".encode() for i in range(150)]
+    k.put_records(StreamName="to-lake",
+                  Records=[{"Data": p, "PartitionKey": f"k{i}"} for i, p in enumerate(payloads)])
+    root = b.data_dir / "lake" / "lake-kinesis"
+
+    def delivered() -> list[bytes]:
+        if not root.exists():
+            return []
+        return [line for p in root.rglob("*") if p.is_file() and "#" not in p.name
+                for line in p.read_bytes().split(b"\n") if line]
+
+    wait_until(lambda: len(delivered()) >= len(payloads), 30, what="the lake copy")
+    assert sorted(delivered()) == sorted(payloads)
