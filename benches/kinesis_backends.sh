@@ -54,5 +54,6 @@ print("|---|---|---|---|")
 for phase, label in (("put", "PutRecords"), ("get", "GetRecords")):
     for key, unit in (("records_per_sec", "records/s"), ("mb_per_sec", "MB/s")):
         e, j = med("embedded", phase, key), med("jetstream", phase, key)
-        print(f"| {label} {unit} | {e:,.2f} | {j:,.2f} | {j / e:.2f}x |")
+        fmt = "{:,.0f}" if key == "records_per_sec" else "{:,.2f}"
+        print(f"| {label} {unit} | {fmt.format(e)} | {fmt.format(j)} | {j / e:.2f}x |")
 PY

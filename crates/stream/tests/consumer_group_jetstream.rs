@@ -50,3 +50,8 @@ async fn a_restarted_group_resumes_from_its_checkpoint() {
 async fn order_per_key_survives_resharding() {
     suite::order_per_key_survives_resharding(JetStream::new()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_latest_group_sees_only_new_records() {
+    suite::a_latest_group_sees_only_new_records(JetStream::new()).await;
+}

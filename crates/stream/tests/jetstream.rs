@@ -46,10 +46,19 @@ async fn put(
 async fn records_round_trip_in_order_per_shard() {
     let nats = NatsServer::start();
     let streams = JetStreamStreams::connect(&nats.url).await.expect("connect");
+    assert!(streams.list_streams().await.expect("list").is_empty());
+    assert!(streams.leases("nothing", "g").await.is_err());
     let info = streams
         .create_stream(spec("orders", 2))
         .await
         .expect("create");
+    assert!(
+        streams
+            .leases("orders", "g")
+            .await
+            .expect("no leases")
+            .is_empty()
+    );
     assert_eq!(info.status, StreamStatus::Active);
     assert_eq!(info.shards.len(), 2);
     assert_eq!(info.shards[0].hash_range.start, 0);
@@ -373,4 +382,149 @@ async fn records_near_the_limits() {
         streams.put_records("big", vec![too_big]).await,
         Err(StreamError::InvalidArgument(_))
     ));
+
+    // 12 MiB of records: a read stops at 10 MiB, the next one goes on from there
+    let megs: Vec<NewRecord> = (0..12u8)
+        .map(|i| NewRecord {
+            partition_key: "m".into(),
+            explicit_hash_key: None,
+            data: Bytes::from(vec![i; fleetcore_stream::MAX_RECORD_BYTES - 4096]),
+        })
+        .collect();
+    for chunk in megs.chunks(4) {
+        put(&streams, "big", chunk.to_vec()).await;
+    }
+    let mut from = streams
+        .resolve("big", ShardId(0), StartingPosition::TrimHorizon)
+        .await
+        .expect("resolve");
+    let mut seen = Vec::new();
+    loop {
+        let batch = streams
+            .read("big", ShardId(0), from, 100)
+            .await
+            .expect("read");
+        let bytes: usize = batch.records.iter().map(|r| r.data.len()).sum();
+        assert!(bytes <= 10 << 20, "a read returned {bytes} bytes");
+        if batch.records.is_empty() {
+            break;
+        }
+        seen.extend(
+            batch
+                .records
+                .iter()
+                .skip_while(|r| r.partition_key != "m")
+                .map(|r| r.data[0]),
+        );
+        from = batch.next;
+    }
+    assert_eq!(seen, (0..12u8).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn acknowledged_records_survive_a_nats_server_crash_and_the_client_reconnects() {
+    let mut nats = NatsServer::start();
+    let streams = JetStreamStreams::connect(&nats.url).await.expect("connect");
+    streams
+        .create_stream(spec("durable", 2))
+        .await
+        .expect("create");
+    let before = put(
+        &streams,
+        "durable",
+        (0..100)
+            .map(|i| record(&format!("k{i}"), &format!("b{i}")))
+            .collect(),
+    )
+    .await;
+    nats.restart();
+    // the same client reconnects by itself; puts fail until it has
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let after = loop {
+        match streams
+            .put_records("durable", vec![record("k1", "after")])
+            .await
+        {
+            Ok(outcomes) if outcomes.iter().all(Result::is_ok) => break outcomes,
+            _ => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no reconnect within 20 s"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let after = after[0].clone().expect("stored");
+    for shard in [ShardId(0), ShardId(1)] {
+        let batch = streams
+            .read("durable", shard, Position(0), 1000)
+            .await
+            .expect("read");
+        let mut expected: Vec<_> = before
+            .iter()
+            .filter(|a| a.shard == shard)
+            .map(|a| a.sequence)
+            .collect();
+        if after.shard == shard {
+            expected.push(after.sequence);
+        }
+        assert_eq!(
+            batch.records.iter().map(|r| r.sequence).collect::<Vec<_>>(),
+            expected
+        );
+    }
+}
+
+#[tokio::test]
+async fn closed_shards_leave_once_expired_and_empty() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let nats = NatsServer::start();
+    let hours = Arc::new(AtomicU64::new(0));
+    let clock = {
+        let hours = Arc::clone(&hours);
+        Arc::new(move || {
+            SystemTime::now() + Duration::from_secs(3600 * hours.load(Ordering::SeqCst))
+        })
+    };
+    let streams = JetStreamStreams::connect_with_clock(&nats.url, clock)
+        .await
+        .expect("connect");
+    streams
+        .create_stream(spec("churn", 2))
+        .await
+        .expect("create");
+    let ids =
+        |info: fleetcore_stream::StreamInfo| info.shards.iter().map(|s| s.id.0).collect::<Vec<_>>();
+    assert_eq!(
+        ids(streams.update_shard_count("churn", 1).await.expect("merge")),
+        [0, 1, 2]
+    );
+    assert_eq!(
+        ids(streams.update_shard_count("churn", 2).await.expect("split")),
+        [0, 1, 2, 3, 4]
+    );
+    put(&streams, "churn", vec![record("kept", "x")]).await;
+    hours.store(25, Ordering::SeqCst);
+    // 0, 1 and 2 closed more than the 24 h retention ago and hold nothing: they go
+    let info = streams.update_shard_count("churn", 1).await.expect("merge");
+    assert_eq!(ids(info), [3, 4, 5]);
+    assert!(matches!(
+        streams.read("churn", ShardId(0), Position(0), 10).await,
+        Err(StreamError::NotFound(_))
+    ));
+    hours.store(50, Ordering::SeqCst);
+    // 3 and 4 are past retention too, but the one holding a record (not expired in
+    // JetStream's own time) stays readable
+    let info = streams.update_shard_count("churn", 2).await.expect("split");
+    let kept: Vec<u32> = ids(info);
+    assert_eq!(kept.len(), 4, "{kept:?}");
+    assert!(kept.contains(&5) && kept.contains(&6) && kept.contains(&7));
+    let holder = kept[0];
+    let batch = streams
+        .read("churn", ShardId(holder), Position(0), 10)
+        .await
+        .expect("read");
+    assert_eq!(batch.records.len(), 1);
 }

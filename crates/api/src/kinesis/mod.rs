@@ -23,7 +23,6 @@ use serde_json::Value;
 
 use crate::context::RequestContext;
 use crate::error::ApiError;
-pub use errors::invalid_argument;
 use token::TokenCodec;
 
 /// Largest request body: a PutRecords of [`fleetcore_stream::MAX_PUT_BYTES`] in base64 (4/3),

@@ -314,6 +314,27 @@ pub(super) async fn get_records(
         .open(&text, TokenKind::Iterator, SystemTime::now())
         .map_err(bad_iterator)?;
     let shard = ShardId(token.shard);
+    let info = state
+        .streams
+        .describe_stream(&token.stream)
+        .await
+        .map_err(from_stream)?;
+    let gone = || {
+        not_found(format!(
+            "The stream {} of this shard iterator was deleted.",
+            token.stream
+        ))
+    };
+    // Positions start at the shard's first number; one below it is from a deleted stream of
+    // the same name (numbers of a re-created stream are higher).
+    let shard_info = info
+        .shards
+        .iter()
+        .find(|s| s.id == shard)
+        .ok_or_else(gone)?;
+    if token.position < shard_info.starting_sequence.0 {
+        return Err(gone());
+    }
     let batch = state
         .streams
         .read(&token.stream, shard, Position(token.position), limit)
@@ -336,11 +357,6 @@ pub(super) async fn get_records(
         "MillisBehindLatest": batch.millis_behind_latest,
     });
     if batch.end_of_shard {
-        let info = state
-            .streams
-            .describe_stream(&token.stream)
-            .await
-            .map_err(from_stream)?;
         let children: Vec<Value> = info
             .shards
             .iter()
@@ -361,4 +377,62 @@ pub(super) async fn get_records(
         out["NextShardIterator"] = json!(iterator(state, &token.stream, shard, batch.next));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn input(data: &str, key: &str, hash: Option<String>) -> RecordInput {
+        RecordInput {
+            data: Some(data.to_string()),
+            partition_key: Some(key.to_string()),
+            explicit_hash_key: hash,
+        }
+    }
+
+    #[test]
+    fn records_are_checked_against_the_kinesis_limits() {
+        let ok = input(
+            "aGk=",
+            "k",
+            Some("340282366920938463463374607431768211455".into()),
+        );
+        let record = ok.into_record().expect("valid");
+        assert_eq!(record.data, Bytes::from_static(b"hi"));
+        assert_eq!(record.explicit_hash_key, Some(u128::MAX));
+        for bad in [
+            input("aGk=", "", None),
+            input("aGk=", &"k".repeat(257), None),
+            input("not base64!", "k", None),
+            input(
+                "aGk=",
+                "k",
+                Some("340282366920938463463374607431768211456".into()),
+            ),
+            input("aGk=", "k", Some("".into())),
+            input("aGk=", "k", Some("+1".into())),
+        ] {
+            assert_eq!(
+                bad.into_record().expect_err("invalid").code,
+                "InvalidArgumentException"
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn explicit_hash_keys_parse_exactly_the_decimal_u128s(text in "\\PC{0,45}") {
+            let parsed = input("", "k", Some(text.clone())).into_record();
+            let expected = (!text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| text.parse::<u128>().ok())
+                .flatten();
+            match (parsed, expected) {
+                (Ok(record), Some(value)) => prop_assert_eq!(record.explicit_hash_key, Some(value)),
+                (Err(e), None) => prop_assert_eq!(e.code, "InvalidArgumentException"),
+                (got, want) => prop_assert!(false, "{:?} vs {:?}", got.map(|r| r.explicit_hash_key), want),
+            }
+        }
+    }
 }

@@ -186,6 +186,10 @@ def test_put_and_get_records_with_every_iterator_type(start, kinesis):
     assert out["FailedRecordCount"] == 0 and len(out["Records"]) == 200
     for entry, result in zip(entries, out["Records"]):
         assert result["ShardId"] == shard_of(entry["PartitionKey"], shards)
+    # both backends count what they stored under the same metric names
+    metrics = b.metrics()
+    assert metrics.get("fleetcore_stream_records_appended_total", 0) >= 201, metrics
+    assert metrics.get("fleetcore_stream_bytes_appended_total", 0) >= 201 * 2
     # explicit hash keys pick the shard regardless of the partition key
     low = k.put_record(StreamName="rec", Data=b"low", PartitionKey="alpha", ExplicitHashKey="0")
     high = k.put_record(StreamName="rec", Data=b"high", PartitionKey="alpha",
@@ -431,8 +435,11 @@ def test_bad_requests_get_the_kinesis_error_shapes(start, kinesis, backend):
     # a NextToken with the stream named too
     token = k.list_shards(StreamName="errs", MaxResults=1)["NextToken"]
     assert error_of(k.list_shards, StreamName="errs", NextToken=token)[0] == "InvalidArgumentException"
-    # iterators of a deleted stream
+    # iterators of a deleted stream, also once a stream of the same name exists again
     k.delete_stream(StreamName="errs")
+    assert error_of(k.get_records, ShardIterator=it)[0] == "ResourceNotFoundException"
+    create(k, "errs", shards=2)
+    k.put_record(StreamName="errs", Data=b"new", PartitionKey="p", ExplicitHashKey="0")
     assert error_of(k.get_records, ShardIterator=it)[0] == "ResourceNotFoundException"
 
 
@@ -552,3 +559,51 @@ def test_sigkill_during_put_load_loses_no_acknowledged_record(start, kinesis):
     # the stream takes new records after the crash, numbered after the old ones
     new = k.put_record(StreamName="crash", Data=b"after", PartitionKey="w0-0")
     assert int(new["SequenceNumber"]) > max(s for sh, s, _ in acked_now if sh == new["ShardId"])
+
+
+def test_the_aws_cli_puts_and_gets_records(broker_factory, aws_cli):
+    b = broker_factory()
+    aws_cli("kinesis", "create-stream", "--stream-name", "cli", "--shard-count", "1", broker=b)
+    aws_cli("kinesis", "wait", "stream-exists", "--stream-name", "cli", broker=b)
+    put = aws_cli("kinesis", "put-record", "--stream-name", "cli", "--partition-key", "p",
+                  "--data", "hello cli", broker=b)  # CLI v1 sends --data as raw bytes
+    assert put["ShardId"] == "shardId-000000000000"
+    it = aws_cli("kinesis", "get-shard-iterator", "--stream-name", "cli", "--shard-id",
+                 "shardId-000000000000", "--shard-iterator-type", "TRIM_HORIZON", broker=b)
+    out = aws_cli("kinesis", "get-records", "--shard-iterator", it["ShardIterator"], broker=b)
+    assert [base64.b64decode(r["Data"]) for r in out["Records"]] == [b"hello cli"]
+    assert out["Records"][0]["SequenceNumber"] == put["SequenceNumber"]
+    done = aws_cli("kinesis", "describe-stream", "--stream-name", "nope", broker=b, check=False)
+    assert done.returncode != 0 and "ResourceNotFoundException" in done.stderr
+
+
+def test_firehose_delivers_a_kinesis_stream_into_the_lake(start, kinesis, aws):
+    """The archive reads streams through the same store as the Kinesis API: a
+    KinesisStreamAsSource delivery stream copies every record put with PutRecords into the lake,
+    on either backend."""
+    b, _ = start()
+    k = kinesis(b)
+    create(k, "to-lake", shards=2)
+    fh = aws("firehose", broker=b)
+    fh.create_delivery_stream(
+        DeliveryStreamName="lake-copy", DeliveryStreamType="KinesisStreamAsSource",
+        KinesisStreamSourceConfiguration={
+            "KinesisStreamARN": "arn:aws:kinesis:us-east-1:000000000000:stream/to-lake",
+            "RoleARN": "arn:aws:iam::000000000000:role/firehose"},
+        ExtendedS3DestinationConfiguration={
+            "RoleARN": "arn:aws:iam::000000000000:role/firehose",
+            "BucketARN": "arn:aws:s3:::lake-kinesis",
+            "BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 1}})
+    payloads = [f"rec-{i}".encode() for i in range(150)]
+    k.put_records(StreamName="to-lake",
+                  Records=[{"Data": p, "PartitionKey": f"k{i}"} for i, p in enumerate(payloads)])
+    root = b.data_dir / "lake" / "lake-kinesis"
+
+    def delivered() -> list[bytes]:
+        if not root.exists():
+            return []
+        return [line for p in root.rglob("*") if p.is_file() and "#" not in p.name
+                for line in p.read_bytes().split(b"\n") if line]
+
+    wait_until(lambda: len(delivered()) >= len(payloads), 30, what="the lake copy")
+    assert sorted(delivered()) == sorted(payloads)

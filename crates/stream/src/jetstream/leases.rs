@@ -219,6 +219,27 @@ pub(super) async fn checkpoint_of(
         .transpose()
 }
 
+/// Removes the leases and checkpoints of dropped shards (best effort).
+pub(super) async fn delete_shards(store: &kv::Store, meta: &StreamMeta, shards: &[u32]) {
+    if shards.is_empty() {
+        return;
+    }
+    let prefix = format!("{}.{}.", StreamMeta::key(&meta.name), meta.epoch);
+    let Ok(mut keys) = store.keys().await else {
+        return;
+    };
+    let mut doomed = Vec::new();
+    while let Some(Ok(key)) = keys.next().await {
+        let shard = key.rsplit('.').next().and_then(|s| s.parse::<u32>().ok());
+        if key.starts_with(&prefix) && shard.is_some_and(|s| shards.contains(&s)) {
+            doomed.push(key);
+        }
+    }
+    for key in doomed {
+        let _ = store.purge(&key).await;
+    }
+}
+
 /// Removes every lease and checkpoint of a deleted stream (best effort: they are keyed by the
 /// stream's epoch, so leftovers are never read by a re-created stream).
 pub(super) async fn delete_all(store: &kv::Store, meta: &StreamMeta) {

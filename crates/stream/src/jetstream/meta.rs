@@ -35,6 +35,9 @@ pub(super) struct ShardMeta {
     pub end: String,
     /// The last JetStream sequence of the shard once it is closed.
     pub closed_at: Option<u64>,
+    /// When it was closed (ms since the Unix epoch).
+    #[serde(default)]
+    pub closed_ms: Option<u64>,
 }
 
 impl ShardMeta {
@@ -46,6 +49,7 @@ impl ShardMeta {
             start: range.start.to_string(),
             end: range.end.to_string(),
             closed_at: None,
+            closed_ms: None,
         }
     }
 

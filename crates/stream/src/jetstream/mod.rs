@@ -10,13 +10,14 @@
 
 mod leases;
 mod meta;
+mod metrics;
 mod read;
 mod record;
 mod sequence;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::{self, kv, stream::StorageType};
 use async_trait::async_trait;
@@ -24,6 +25,7 @@ use futures_util::StreamExt;
 use tokio::sync::RwLock;
 
 use self::meta::{META_BUCKET, ShardMeta, StreamMeta};
+use crate::embedded::Clock;
 use crate::routing::{self, ON_DEMAND_SHARDS};
 use crate::{
     Appended, Lease, MAX_RECORD_BYTES, NewRecord, Position, PutOutcome, ReadBatch, RecordFailure,
@@ -45,12 +47,24 @@ pub struct JetStreamStreams {
     /// in a shard after it was closed.
     gates: Mutex<HashMap<String, Arc<RwLock<()>>>>,
     readers: read::Readers,
+    metrics: metrics::PutMetrics,
+    /// The time source of shard closing and pruning ([`SystemTime::now`] outside tests).
+    clock: Clock,
 }
 
 impl JetStreamStreams {
     /// Connects to the NATS servers `servers` (comma-separated URLs, e.g.
     /// `nats://127.0.0.1:4222`) and opens (or creates) the metadata buckets.
     pub async fn connect(servers: &str) -> Result<JetStreamStreams, StreamError> {
+        JetStreamStreams::connect_with_clock(servers, Arc::new(SystemTime::now)).await
+    }
+
+    /// [`JetStreamStreams::connect`] with another time source for when shards close and
+    /// expire (tests move it forward).
+    pub async fn connect_with_clock(
+        servers: &str,
+        clock: Clock,
+    ) -> Result<JetStreamStreams, StreamError> {
         let addrs = servers
             .split(',')
             .map(str::trim)
@@ -89,7 +103,34 @@ impl JetStreamStreams {
             leases,
             cache: Mutex::new(HashMap::new()),
             gates: Mutex::new(HashMap::new()),
+            metrics: metrics::PutMetrics::register(),
+            clock,
         })
+    }
+
+    fn now_ms(&self) -> u64 {
+        (self.clock)()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+
+    /// Drops from `meta` the closed shards closed longer than the retention period whose
+    /// records have all expired (as the embedded backend does); returns their ids. Their
+    /// JetStream streams are deleted by the caller once the new description is stored.
+    async fn prune_expired(&self, meta: &mut StreamMeta) -> Result<Vec<u32>, StreamError> {
+        let deadline = self
+            .now_ms()
+            .saturating_sub(meta.retention().as_millis() as u64);
+        let mut expired = Vec::new();
+        for shard in &meta.shards {
+            if shard.closed_ms.is_some_and(|closed| closed < deadline)
+                && read::message_count(&self.js, &js_stream(meta.epoch, shard.id)).await? == 0
+            {
+                expired.push(shard.id);
+            }
+        }
+        meta.shards.retain(|s| !expired.contains(&s.id));
+        Ok(expired)
     }
 
     fn gate(&self, name: &str) -> Arc<RwLock<()>> {
@@ -367,6 +408,7 @@ impl Stream for JetStreamStreams {
         let gate = self.gate(name);
         let _exclusive = gate.write().await;
         let (mut meta, revision) = self.load(name).await?;
+        let expired = self.prune_expired(&mut meta).await?;
         let open: Vec<ShardMeta> = meta
             .shards
             .iter()
@@ -406,8 +448,10 @@ impl Stream for JetStreamStreams {
                 .await
                 .map_err(storage)?;
             let last = stream.info().await.map_err(storage)?.state.last_sequence;
+            let now = self.now_ms();
             if let Some(shard) = meta.shards.iter_mut().find(|s| s.id == parent.id) {
                 shard.closed_at = Some(last);
+                shard.closed_ms = Some(now);
             }
         }
         let mut created = Vec::new();
@@ -426,6 +470,9 @@ impl Stream for JetStreamStreams {
             self.forget(name);
             return Err(e);
         }
+        self.delete_shard_streams(meta.epoch, expired.iter().copied())
+            .await;
+        leases::delete_shards(&self.leases, &meta, &expired).await;
         meta.info()
     }
 
@@ -442,6 +489,7 @@ impl Stream for JetStreamStreams {
         for shard in meta.shards.iter().filter(|s| s.is_open()) {
             open.push((shard.range()?, shard.id));
         }
+        let started = std::time::Instant::now();
         let mut pending = Vec::with_capacity(records.len());
         for record in &records {
             let key = routing::routing_key(record);
@@ -451,16 +499,17 @@ impl Stream for JetStreamStreams {
                 )));
             };
             let payload = record::encode(&record.partition_key, &record.data);
+            let size = payload.len();
             let ack = self
                 .js
                 .publish(js_subject(meta.epoch, shard), payload)
                 .await
                 .map_err(|e| e.to_string());
-            pending.push((shard, ack));
+            pending.push((shard, size, ack));
         }
         let mut outcomes = Vec::with_capacity(pending.len());
-        let mut failed = false;
-        for (shard, ack) in pending {
+        let (mut stored, mut bytes, mut failed) = (0, 0, 0);
+        for (shard, size, ack) in pending {
             let outcome = match ack {
                 Ok(future) => match future.await {
                     Ok(ack) if ack.stream == js_stream(meta.epoch, shard) => Ok(Appended {
@@ -472,12 +521,16 @@ impl Stream for JetStreamStreams {
                 },
                 Err(e) => Err(e),
             };
+            match &outcome {
+                Ok(_) => (stored, bytes) = (stored + 1, bytes + size),
+                Err(_) => failed += 1,
+            }
             outcomes.push(outcome.map_err(|e| {
-                failed = true;
                 RecordFailure::Internal(format!("JetStream did not store the record: {e}"))
             }));
         }
-        if failed {
+        self.metrics.put(stored, bytes, failed, started.elapsed());
+        if failed > 0 {
             // The description may be stale (another node resharded or deleted the stream).
             self.forget(name);
         }
@@ -493,8 +546,9 @@ impl Stream for JetStreamStreams {
         let (meta, _) = self.with_shard(name, shard).await?;
         let js_name = js_stream(meta.epoch, shard.0);
         match start {
+            // The shard's first number: reads skip what retention removed.
             StartingPosition::TrimHorizon => {
-                Ok(Position::at(sequence::encode(meta.epoch, shard, 0)))
+                Ok(Position::at(sequence::encode(meta.epoch, shard, 1)))
             }
             StartingPosition::Latest => {
                 let last = read::last_sequence(&self.js, &js_name).await?;

@@ -90,9 +90,9 @@ impl Readers {
         }
         let name = js_stream(epoch, shard.0);
         let key = (epoch, shard.0, start);
-        let (consumer, messages) = match self.take(key) {
+        let (consumer, (messages, clean)) = match self.take(key) {
             Some(consumer) => match fetch(&consumer, limit).await {
-                Ok(messages) => (consumer, messages),
+                Ok(fetched) => (consumer, fetched),
                 // It may have been dropped by the server for being idle: start afresh.
                 Err(_) => self.fresh(&name, start, limit).await?,
             },
@@ -117,7 +117,11 @@ impl Readers {
                 data,
             });
         }
-        self.park((epoch, shard.0, next), consumer);
+        // After a batch cut short, the server may have sent messages we never took: the
+        // consumer is past them, so only a cleanly ended batch's consumer is reused.
+        if clean {
+            self.park((epoch, shard.0, next), consumer);
+        }
         let millis_behind_latest = match records.last() {
             Some(last) if pending > 0 => {
                 let latest = last_timestamp(&self.js, &name).await?;
@@ -140,7 +144,7 @@ impl Readers {
         name: &str,
         start: u64,
         limit: usize,
-    ) -> Result<(Consumer, Vec<jetstream::Message>), StreamError> {
+    ) -> Result<(Consumer, (Vec<jetstream::Message>, bool)), StreamError> {
         let consumer = create_consumer(
             &self.js,
             name,
@@ -174,7 +178,11 @@ async fn create_consumer(
 }
 
 /// What is there now, up to `limit` records and [`MAX_READ_BYTES`]; never waits for more.
-async fn fetch(consumer: &Consumer, limit: usize) -> Result<Vec<jetstream::Message>, StreamError> {
+/// The flag is false when the batch ended with an error after some messages.
+async fn fetch(
+    consumer: &Consumer,
+    limit: usize,
+) -> Result<(Vec<jetstream::Message>, bool), StreamError> {
     let mut batch = consumer
         .fetch()
         .max_messages(limit)
@@ -187,17 +195,23 @@ async fn fetch(consumer: &Consumer, limit: usize) -> Result<Vec<jetstream::Messa
         match message {
             Ok(message) => messages.push(message),
             // The server ends a batch that hit its byte limit with a status.
-            Err(_) if !messages.is_empty() => break,
+            Err(_) if !messages.is_empty() => return Ok((messages, false)),
             Err(e) => return Err(storage(e)),
         }
     }
-    Ok(messages)
+    Ok((messages, true))
 }
 
 /// The JetStream sequence of the newest message of stream `name` (0 if none ever).
 pub(super) async fn last_sequence(js: &jetstream::Context, name: &str) -> Result<u64, StreamError> {
     let stream = js.get_stream(name).await.map_err(storage)?;
     Ok(stream.cached_info().state.last_sequence)
+}
+
+/// How many messages stream `name` holds now.
+pub(super) async fn message_count(js: &jetstream::Context, name: &str) -> Result<u64, StreamError> {
+    let stream = js.get_stream(name).await.map_err(storage)?;
+    Ok(stream.cached_info().state.messages)
 }
 
 async fn last_timestamp(js: &jetstream::Context, name: &str) -> Result<SystemTime, StreamError> {
@@ -221,7 +235,7 @@ pub(super) async fn first_at_or_after(
         },
     )
     .await?;
-    let found = fetch(&consumer, 1).await?;
+    let (found, _) = fetch(&consumer, 1).await?;
     let first = found
         .first()
         .and_then(|m| m.info().ok().map(|i| i.stream_sequence));

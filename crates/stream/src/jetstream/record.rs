@@ -34,6 +34,20 @@ pub(super) fn decode(payload: &Bytes) -> Option<(String, Bytes)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_record_round_trips(key in "\\PC{1,256}", data in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let stored = encode(&key, &data);
+            prop_assert_eq!(decode(&stored), Some((key, Bytes::from(data))));
+        }
+
+        #[test]
+        fn arbitrary_payloads_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = decode(&Bytes::from(bytes));
+        }
+    }
 
     #[test]
     fn records_round_trip_and_foreign_payloads_are_refused() {

@@ -12,6 +12,9 @@ pub struct NatsServer {
     child: Child,
     /// `nats://127.0.0.1:<port>`.
     pub url: String,
+    binary: String,
+    config: PathBuf,
+    port: u16,
     _dir: tempfile::TempDir,
 }
 
@@ -34,33 +37,53 @@ impl NatsServer {
             ),
         )
         .expect("write nats.conf");
-        let child = Command::new(&binary)
-            .arg("-c")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start `{binary}` ({e}): the JetStream tests need nats-server \
-                     (Debian: apt-get install nats-server; test.sh installs it)"
-                )
-            });
+        let child = spawn(&binary, &config);
         let server = NatsServer {
             child,
             url: format!("nats://127.0.0.1:{port}"),
+            binary,
+            config,
+            port,
             _dir: dir,
         };
+        server.wait_listening();
+        server
+    }
+
+    /// Stops the server (SIGKILL) and starts it again on the same port and store.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(&self.binary, &self.config);
+        self.wait_listening();
+    }
+
+    fn wait_listening(&self) {
         let deadline = Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(
                 Instant::now() < deadline,
-                "nats-server did not listen on port {port} within 15 s"
+                "nats-server did not listen on port {} within 15 s",
+                self.port
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        server
     }
+}
+
+fn spawn(binary: &str, config: &std::path::Path) -> Child {
+    Command::new(binary)
+        .arg("-c")
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start `{binary}` ({e}): the JetStream tests need nats-server \
+                 (Debian: apt-get install nats-server; test.sh installs it)"
+            )
+        })
 }
 
 impl Drop for NatsServer {
