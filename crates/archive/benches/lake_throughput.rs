@@ -137,6 +137,52 @@ async fn run(format: &str, input: &[Bytes]) -> serde_json::Value {
     })
 }
 
+/// The encoding alone, in memory, on one thread: the CPU cost of a flush without the stream and
+/// the file system (16 MB objects, as the end-to-end run's buffer).
+fn encode_only(format: &str, input: &[Bytes]) -> serde_json::Value {
+    let mb = input.iter().map(|r| r.len() + 1).sum::<usize>() as f64 / 1e6;
+    let started = Instant::now();
+    let mut out = 0usize;
+    let mut chunk = Vec::new();
+    let mut chunk_bytes = 0;
+    let mut flush = |chunk: &mut Vec<&[u8]>| {
+        out += match format {
+            "gzip" => fleetcore_archive::encode::json_lines(
+                chunk.iter().copied(),
+                fleetcore_archive::config::Compression::Gzip,
+            )
+            .expect("gzip")
+            .len(),
+            _ => fleetcore_archive::parquet::convert(
+                chunk,
+                None,
+                fleetcore_archive::parquet::ParquetCompression::Snappy,
+            )
+            .expect("parquet")
+            .file
+            .map_or(0, |f| f.len()),
+        };
+        chunk.clear();
+    };
+    for r in input {
+        chunk.push(&r[..]);
+        chunk_bytes += r.len();
+        if chunk_bytes >= 16 << 20 {
+            flush(&mut chunk);
+            chunk_bytes = 0;
+        }
+    }
+    flush(&mut chunk);
+    let seconds = started.elapsed().as_secs_f64();
+    json!({
+        "format": format!("{format} (encode only)"),
+        "input_mb": mb,
+        "lake_mb": out as f64 / 1e6,
+        "seconds": seconds,
+        "mb_per_s": mb / seconds,
+    })
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` runs it too, with no env: keep that quick.
     let quick = !std::env::args().any(|a| a == "--bench");
@@ -162,5 +208,6 @@ fn main() {
     for format in formats.split(',') {
         let result = runtime.block_on(run(format, &input));
         println!("{result}");
+        println!("{}", encode_only(format, &input));
     }
 }
