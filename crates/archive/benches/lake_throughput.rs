@@ -4,7 +4,8 @@
 //!
 //! `benches/archive_throughput.sh` runs it beside its anchors (`gzip -1`, pyarrow) on the same
 //! input. Environment: `ARCHIVE_BENCH_MB` (input size, default 64), `ARCHIVE_BENCH_INPUT` (where
-//! the JSON lines input is written for the anchors), `ARCHIVE_BENCH_FORMATS` (`gzip,parquet`).
+//! the JSON lines input is written for the anchors), `ARCHIVE_BENCH_FORMATS` (`gzip,parquet`),
+//! `ARCHIVE_BENCH_PRODUCERS` (concurrent PutRecordBatch callers of 500 records, default 4).
 
 use std::io::Write;
 use std::path::Path;
@@ -113,12 +114,29 @@ async fn run(format: &str, input: &[Bytes]) -> serde_json::Value {
         .expect("create");
     let input_bytes: usize = input.iter().map(|r| r.len() + 1).sum();
     let started = Instant::now();
-    for chunk in input.chunks(500) {
-        let outcomes = archive
-            .put_records("bench", chunk.to_vec())
-            .await
-            .expect("put");
-        assert!(outcomes.iter().all(Result::is_ok));
+    // Several producers, as a fleet's rules and gateways are: their puts share fsyncs.
+    let producers: usize = std::env::var("ARCHIVE_BENCH_PRODUCERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let chunks: Vec<Vec<Bytes>> = input.chunks(500).map(<[Bytes]>::to_vec).collect();
+    let chunks = Arc::new(chunks);
+    let tasks: Vec<_> = (0..producers)
+        .map(|p| {
+            let (archive, chunks) = (Arc::clone(&archive), Arc::clone(&chunks));
+            tokio::spawn(async move {
+                for chunk in chunks.iter().skip(p).step_by(producers) {
+                    let outcomes = archive
+                        .put_records("bench", chunk.clone())
+                        .await
+                        .expect("put");
+                    assert!(outcomes.iter().all(Result::is_ok));
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("producer");
     }
     let put_done = started.elapsed();
     // The final flush takes in the rest of the stream and writes the last objects.
