@@ -54,6 +54,8 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 stage "install missing packages"
 missing=()
 command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+# the JetStream stream backend's tests start their own nats-server (Debian puts it in /usr/sbin)
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
 if [ "$mode" = mosquitto ]; then
   command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 fi
@@ -155,4 +157,13 @@ else
   [ -f "$root/fuzz/mqtt.dict" ] && libfuzzer_args+=(-dict="$root/fuzz/mqtt.dict")
   cargo +nightly fuzz run decode "${fuzz_args[@]}" -- "${libfuzzer_args[@]}"
   done_stage "${fuzz_seconds}s, no crash"
+  if grep -q 'name *= *"rule_sql"' fuzz/Cargo.toml; then
+    # rule SQL (compile + evaluate): a few seconds; its seeds and dictionary live in fuzz/
+    rule_sql_seconds=$(( fuzz_seconds < 10 ? fuzz_seconds : 10 ))
+    stage "cargo +nightly fuzz run rule_sql (${rule_sql_seconds}s)"
+    mkdir -p "$root/fuzz/corpus/rule_sql"
+    cargo +nightly fuzz run rule_sql "$root/fuzz/corpus/rule_sql" "$root/fuzz/seeds/rule_sql" -- \
+      -max_total_time="$rule_sql_seconds" -dict="$root/fuzz/rule_sql.dict"
+    done_stage "${rule_sql_seconds}s, no crash"
+  fi
 fi

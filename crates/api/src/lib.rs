@@ -8,6 +8,8 @@ pub mod error;
 pub mod extract;
 pub mod firehose;
 pub mod iot;
+pub mod iotdata;
+pub mod kinesis;
 pub mod sigv4;
 
 pub use context::RequestContext;

@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use fleetcore_api::iotdata::DeviceCaller;
 use fleetcore_core::access::{AllowAll, ConnectionGrant};
 use fleetcore_core::auth::{AuthOutcome, Authenticator, ClientCredentials, Refusal};
 use fleetcore_identity::policy::{
@@ -82,6 +83,38 @@ fn certificate_subject(
 }
 
 impl IdentityAuthenticator {
+    /// The caller a device certificate (DER, already verified by TLS) stands for on the device
+    /// HTTPS listener. HTTP has no client id: the connection is bound to the certificate's
+    /// thing when exactly one thing is attached to it (so `${iot:Connection.Thing.ThingName}`
+    /// works as over MQTT).
+    pub fn device_caller(&self, der: &[u8]) -> Result<DeviceCaller, String> {
+        let id = certificate_id(der);
+        let common_name = peer_identity(der)
+            .map_err(|e| format!("unreadable client certificate: {e}"))?
+            .common_name;
+        let identity = Arc::clone(&self.identity);
+        let cert = id.clone();
+        let resolver = Arc::new(move || {
+            let things = identity
+                .things_for_certificate(&cert)
+                .map_err(|e| e.to_string())?;
+            let bound = match things.as_slice() {
+                [only] => only.clone(),
+                _ => String::new(),
+            };
+            let mut subject =
+                certificate_subject(&identity, &cert, &bound, common_name.as_deref())?;
+            subject.variables.client_id = None;
+            Ok(subject)
+        });
+        let grant = PolicyGrant::new(Arc::clone(&self.policies), self.arns.clone(), resolver)
+            .map_err(|e| e.to_string())?;
+        Ok(DeviceCaller {
+            certificate_id: id,
+            grant: Arc::new(grant),
+        })
+    }
+
     fn certificate(&self, der: &[u8], client_id: &str) -> AuthOutcome {
         let id = certificate_id(der);
         let common_name = match peer_identity(der) {

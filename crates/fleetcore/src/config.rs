@@ -12,6 +12,8 @@ use fleetcore_identity::AdminCredentials;
 use fleetcore_mqtt::broker::BrokerConfig;
 use serde::Deserialize;
 
+use crate::streams::{StreamArgs, StreamBackend};
+
 /// Options of `fleetcore serve`. Every field is optional here so that the file, the
 /// environment and the flags can be layered; [`ServeArgs::resolve`] applies the defaults.
 #[derive(clap::Args, Deserialize, Debug, Default)]
@@ -47,6 +49,15 @@ pub struct ServeArgs {
     /// MQTT over WebSocket over TLS, client certificate required (off unless given).
     #[arg(long, env = "FLEETCORE_WSS", value_name = "ADDR")]
     wss: Option<String>,
+
+    /// Device HTTPS (the iot-data API over mutual TLS: shadows and publish, authorized by the
+    /// client certificate's IoT policies). Off unless given.
+    #[arg(long, env = "FLEETCORE_HTTPS", value_name = "ADDR")]
+    https: Option<String>,
+
+    /// Largest shadow state (desired + reported, as JSON), in bytes. [default: 8192]
+    #[arg(long, env = "FLEETCORE_SHADOW_MAX_STATE_BYTES", value_name = "BYTES")]
+    shadow_max_state_bytes: Option<usize>,
 
     /// Accept clients without a certificate on the plain listeners (--mqtt, --ws). For labs and CI.
     #[arg(long, env = "FLEETCORE_ALLOW_ANONYMOUS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
@@ -128,6 +139,10 @@ pub struct ServeArgs {
     #[arg(long, env = "FLEETCORE_LOG", value_name = "FILTER")]
     log: Option<String>,
 
+    /// The stream store (`[stream]` table in the file: `backend`, `servers`).
+    #[command(flatten)]
+    stream: StreamArgs,
+
     /// The data lake Firehose delivery streams write to (`[lake]` in the file).
     #[command(flatten)]
     #[serde(default)]
@@ -202,6 +217,8 @@ pub struct Settings {
     pub mqtt: Option<SocketAddr>,
     pub ws: Option<SocketAddr>,
     pub wss: Option<SocketAddr>,
+    pub https: Option<SocketAddr>,
+    pub shadow_max_state_bytes: usize,
     pub allow_anonymous: bool,
     pub anonymous_policy: Option<String>,
     pub server_names: Vec<String>,
@@ -210,6 +227,7 @@ pub struct Settings {
     pub region: String,
     pub account_id: String,
     pub log: String,
+    pub stream: StreamBackend,
     pub lake: LakeConfig,
     pub lake_backlog_limit_bytes: usize,
 }
@@ -260,6 +278,8 @@ impl ServeArgs {
                 mqtt,
                 ws,
                 wss,
+                https,
+                shadow_max_state_bytes,
                 allow_anonymous,
                 anonymous_policy,
                 server_names,
@@ -277,6 +297,7 @@ impl ServeArgs {
                 account_id,
                 log,
             );
+            over.stream.layer(&mut under.stream);
             let (lake_over, lake_under) = (&mut over.lake, &mut under.lake);
             layer!(
                 lake_over,
@@ -342,6 +363,10 @@ impl ServeArgs {
         if account_id.len() != 12 || !account_id.bytes().all(|b| b.is_ascii_digit()) {
             bail!("account_id `{account_id}` must be 12 digits, e.g. 000000000000");
         }
+        let shadow_max_state_bytes = self.shadow_max_state_bytes.unwrap_or(8 * 1024);
+        if shadow_max_state_bytes == 0 {
+            bail!("shadow_max_state_bytes must be at least 1");
+        }
         let server_names = self
             .server_names
             .filter(|n| !n.is_empty())
@@ -384,6 +409,8 @@ impl ServeArgs {
             mqtt: address("mqtt", self.mqtt, None)?,
             ws: address("ws", self.ws, None)?,
             wss: address("wss", self.wss, None)?,
+            https: address("https", self.https, None)?,
+            shadow_max_state_bytes,
             allow_anonymous: self.allow_anonymous.unwrap_or(false),
             anonymous_policy: self.anonymous_policy.filter(|p| !p.is_empty()),
             server_names,
@@ -392,6 +419,7 @@ impl ServeArgs {
             region,
             account_id,
             log: self.log.unwrap_or_else(|| "info".into()),
+            stream: self.stream.resolve()?,
             lake: lake_config,
             lake_backlog_limit_bytes: backlog_limit_mb << 20,
         })
@@ -476,6 +504,38 @@ mod tests {
         assert_eq!(s.mqtt, Some("127.0.0.1:1999".parse().expect("addr")));
         assert_eq!(s.mqtts, None);
         assert!(s.allow_anonymous);
+    }
+
+    #[test]
+    fn the_stream_table_selects_the_backend_and_flags_win() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("fleetcore.toml");
+        std::fs::write(
+            &file,
+            "log = \"info\"\n[stream]\nbackend = \"jetstream\"\nservers = \"nats://10.0.0.1:4222\"\n",
+        )
+        .expect("write");
+        let config = file.to_str().expect("utf8");
+        let s = parse(&["--config", config]).resolve().expect("resolve");
+        assert_eq!(
+            s.stream,
+            StreamBackend::JetStream {
+                servers: "nats://10.0.0.1:4222".into()
+            }
+        );
+        let s = parse(&["--config", config, "--stream-backend", "embedded"])
+            .resolve()
+            .expect("resolve");
+        assert_eq!(s.stream, StreamBackend::Embedded);
+        assert_eq!(
+            parse(&[]).resolve().expect("default").stream,
+            StreamBackend::Embedded
+        );
+        std::fs::write(&file, "[stream]\nbackend = \"kafka\"\n").expect("write");
+        let err = parse(&["--config", config])
+            .resolve()
+            .expect_err("unknown backend");
+        assert!(format!("{err:#}").contains("kafka"), "{err:#}");
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod bench;
 mod cli;
 mod config;
 mod serve;
+mod streams;
 
 use clap::{Parser, Subcommand};
 

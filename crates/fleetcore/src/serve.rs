@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use fleetcore_api::iot::IotState;
+use fleetcore_api::iotdata::{self, IotDataState};
+use fleetcore_api::kinesis::KinesisState;
+use fleetcore_api::kinesis::token::TokenCodec;
 use fleetcore_api::{ApiState, ControlPlane};
 use fleetcore_archive::{Archive, ArchiveSettings};
 use fleetcore_core::{AccountContext, KvStore, RedbStore};
@@ -15,7 +18,9 @@ use fleetcore_identity::{
     credentials::credentials_path,
 };
 use fleetcore_mqtt::broker::{Broker, ListenerKind};
-use fleetcore_stream::{EmbeddedConfig, EmbeddedStreams, Stream};
+use fleetcore_rules::registry::RuleRegistry;
+use fleetcore_shadow::{Limits, ShadowConfig, ShadowService};
+use fleetcore_stream::Stream;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -74,6 +79,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         )
     })?;
     let store: Arc<dyn KvStore> = Arc::new(store);
+    let streams = crate::streams::open(&settings.stream, data_dir).await?;
+    tracing::info!(backend = ?settings.stream, "stream store ready");
     let pki = Arc::new(pki);
     let account = AccountContext::new(&settings.region, &settings.account_id);
     let identity = Arc::new(IdentityService::new(
@@ -82,18 +89,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         account,
     ));
     let policies = Arc::new(Policies::new(Arc::clone(&store)));
+    let rules =
+        Arc::new(RuleRegistry::open(Arc::clone(&store)).context("loading the topic rules")?);
     identity.set_attachment_check(Arc::clone(&policies) as Arc<dyn AttachmentCheck>);
     if let Some(name) = &settings.anonymous_policy
         && policies.get(name).is_err()
     {
         tracing::warn!(policy = %name, "the anonymous policy does not exist (yet): anonymous clients are refused until it is created");
     }
-    // Streams and the archive (Firehose). The embedded stream backend lives in <data dir>/streams.
-    let streams: Arc<dyn Stream> = Arc::new(
-        EmbeddedStreams::open(data_dir.join("streams"), EmbeddedConfig::default())
-            .await
-            .context("opening the streams")?,
-    );
+    // The archive (Firehose) delivers from the streams.
     let archive = Archive::start(
         Arc::clone(&store),
         Arc::clone(&streams),
@@ -117,9 +121,29 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         allow_anonymous: settings.allow_anonymous,
         anonymous_policy: settings.anonymous_policy.clone(),
     });
-    let (broker, loaded) =
-        Broker::start(settings.broker.clone(), Arc::clone(&store), authenticator)
-            .context("restoring broker state")?;
+    let (broker, loaded) = Broker::start(
+        settings.broker.clone(),
+        Arc::clone(&store),
+        Arc::clone(&authenticator) as Arc<dyn fleetcore_core::auth::Authenticator>,
+    )
+    .context("restoring broker state")?;
+    let shadows = ShadowService::start(
+        ShadowConfig {
+            limits: Limits {
+                max_state_bytes: settings.shadow_max_state_bytes,
+                ..Limits::default()
+            },
+            ..ShadowConfig::default()
+        },
+        Arc::clone(&store),
+        Arc::clone(broker.router()),
+    )
+    .context("starting the shadow service")?;
+    let iotdata_state = IotDataState {
+        shadows: shadows.clone(),
+        broker: Arc::clone(broker.router()),
+        arns: ResourceArns::new(&settings.region, &settings.account_id),
+    };
     // Identity changes take effect on live connections at once: each connection re-asks its
     // grant (certificate still ACTIVE? policies still allow?), and the TLS listeners trust
     // exactly the ACTIVE registered CAs plus the built-in one.
@@ -174,17 +198,48 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         tracing::info!(listener = name, address = %bound, "listening");
     }
 
+    let (stop_https, https_stopped) = oneshot::channel::<()>();
+    let https_task = match settings.https {
+        Some(addr) => {
+            let authenticator = Arc::clone(&authenticator);
+            let (listener, bound) = iotdata::device::bind(
+                addr,
+                tls()?,
+                Arc::new(move |der: &[u8]| authenticator.device_caller(der)),
+            )
+            .await
+            .with_context(|| format!("binding the device HTTPS listener on {addr}"))?;
+            tracing::info!(listener = "https", address = %bound, "listening");
+            Some(tokio::spawn(iotdata::device::serve(
+                listener,
+                iotdata::routes(iotdata_state.clone()),
+                async move {
+                    let _ = https_stopped.await;
+                },
+            )))
+        }
+        None => None,
+    };
+
     let http = fleetcore_api::bind(settings.http)
         .await
         .with_context(|| format!("binding the HTTP listener on {}", settings.http))?;
     let http_addr = http.local_addr()?;
     let api_state = ApiState::new(prometheus.clone()).with_ca_pem(pki.ca_pem());
-    let control_plane = control_plane(&settings, credentials, &identity, &policies)
-        .service_with_body_limit(
-            "firehose",
-            fleetcore_api::firehose::routes(Arc::clone(&archive)),
-            fleetcore_api::firehose::BODY_LIMIT,
-        );
+    let control_plane = control_plane(
+        &settings,
+        credentials,
+        &identity,
+        &policies,
+        &streams,
+        &rules,
+    )
+    .service_with_body_limit(
+        "firehose",
+        fleetcore_api::firehose::routes(Arc::clone(&archive)),
+        fleetcore_api::firehose::BODY_LIMIT,
+    )
+    .service("iotdata", iotdata::routes(iotdata_state));
     let (stop_http, http_stopped) = oneshot::channel::<()>();
     let http_task = tokio::spawn(fleetcore_api::serve(
         http,
@@ -210,6 +265,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .shutdown()
         .await
         .context("saving broker state at shutdown")?;
+    shadows.shutdown().await;
+    let _ = stop_https.send(());
+    if let Some(task) = https_task
+        && tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .is_err()
+    {
+        tracing::warn!("device HTTPS server did not stop in time");
+    }
     let _ = stop_http.send(());
     match tokio::time::timeout(Duration::from_secs(5), http_task).await {
         Ok(Ok(Ok(()))) => {}
@@ -251,6 +315,8 @@ fn control_plane(
     credentials: AdminCredentials,
     identity: &Arc<IdentityService>,
     policies: &Arc<Policies>,
+    streams: &Arc<dyn Stream>,
+    rules: &Arc<RuleRegistry>,
 ) -> ControlPlane {
     let account = AccountContext::new(&settings.region, &settings.account_id);
     // DescribeEndpoint answers the first name the server certificate is issued for.
@@ -260,13 +326,23 @@ fn control_plane(
         .map_or("localhost", String::as_str);
     let iot = IotState::new(endpoint_host, account)
         .with_identity(Arc::clone(identity))
-        .with_policies(Arc::clone(policies));
+        .with_policies(Arc::clone(policies))
+        .with_rules(Arc::clone(rules));
+    // Iterators are sealed with a key derived from the admin secret, so they survive a restart.
+    let tokens = TokenCodec::from_secret(&credentials.secret_access_key)
+        .with_iterator_ttl(crate::streams::iterator_ttl());
+    let kinesis = KinesisState::new(Arc::clone(streams), tokens);
     let credentials = fleetcore_api::Credentials {
         access_key_id: credentials.access_key_id,
         secret_access_key: credentials.secret_access_key,
     };
     ControlPlane::new(credentials, &settings.region, &settings.account_id)
         .service("iot", fleetcore_api::iot::routes(iot))
+        .service_with_body_limit(
+            "kinesis",
+            fleetcore_api::kinesis::routes(kinesis),
+            fleetcore_api::kinesis::BODY_LIMIT,
+        )
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

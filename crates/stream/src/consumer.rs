@@ -24,8 +24,9 @@ pub struct ConsumerConfig {
     pub lease_ttl: Duration,
     /// Most records in one batch.
     pub batch_limit: usize,
-    /// Where a shard without a checkpoint is first read (shards created by a reshard are always
-    /// read from their start).
+    /// Where a shard without a checkpoint is first read. `Latest` means "what arrives after this
+    /// member started" on every shard, children of a later reshard included; a sequence number
+    /// applies to the shard it belongs to, other shards are read from their start.
     pub start: StartingPosition,
 }
 
@@ -71,6 +72,8 @@ pub struct ConsumerGroup {
     held: BTreeMap<ShardId, Held>,
     next_refresh: Instant,
     turn: usize,
+    /// When this member was created (what `StartingPosition::Latest` means).
+    started: SystemTime,
 }
 
 impl ConsumerGroup {
@@ -91,6 +94,7 @@ impl ConsumerGroup {
             held: BTreeMap::new(),
             next_refresh: Instant::now(),
             turn: 0,
+            started: SystemTime::now(),
         }
     }
 
@@ -339,12 +343,19 @@ impl ConsumerGroup {
         let cursor = match checkpoint {
             Some(position) => position,
             None => {
-                let start =
-                    if predecessors(shards, shard).next().is_some() || shard.parent.is_some() {
+                let has_parents =
+                    predecessors(shards, shard).next().is_some() || shard.parent.is_some();
+                let start = match self.config.start {
+                    // Resolving LATEST when the shard is taken would skip what a child shard
+                    // received while its parents were being read to their end.
+                    StartingPosition::Latest => StartingPosition::AtTimestamp(self.started),
+                    StartingPosition::AtSequence(_) | StartingPosition::AfterSequence(_)
+                        if has_parents =>
+                    {
                         StartingPosition::TrimHorizon
-                    } else {
-                        self.config.start
-                    };
+                    }
+                    start => start,
+                };
                 self.stream
                     .resolve(&self.stream_name, shard.id, start)
                     .await?

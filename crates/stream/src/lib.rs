@@ -14,6 +14,7 @@
 
 pub mod consumer;
 pub mod embedded;
+mod jetstream;
 pub mod routing;
 mod types;
 
@@ -24,6 +25,8 @@ pub use types::{
     RecordFailure, SequenceNumber, ShardId, ShardInfo, StartingPosition, StreamError, StreamInfo,
     StreamMode, StreamSpec, StreamStatus,
 };
+
+pub use jetstream::{JetStreamStreams, MAX_SHARDS_PER_STREAM};
 
 use std::time::Duration;
 

@@ -5,6 +5,7 @@ mod certificates;
 mod endpoint;
 mod policies;
 mod principals;
+mod rules;
 mod thing_groups;
 mod thing_types;
 mod things;
@@ -15,6 +16,7 @@ use axum::Router;
 use fleetcore_core::AccountContext;
 use fleetcore_identity::IdentityService;
 use fleetcore_identity::policy::Policies;
+use fleetcore_rules::registry::RuleRegistry;
 
 /// What the `iot` handlers share. Cheap to clone: every field is shared.
 #[derive(Clone)]
@@ -29,6 +31,8 @@ pub struct IotState {
     pub identity: Option<Arc<IdentityService>>,
     /// IoT policies, their versions and attachments; set with [`IotState::with_policies`].
     pub policies: Option<Arc<Policies>>,
+    /// Topic rules; set with [`IotState::with_rules`].
+    pub rules: Option<Arc<RuleRegistry>>,
     // Capabilities add their handles here as `Arc<...>` fields (registry, certificates,
     // policies), and set them where the binary builds `IotState` (crates/fleetcore/src/serve.rs).
 }
@@ -41,12 +45,19 @@ impl IotState {
             account,
             identity: None,
             policies: None,
+            rules: None,
         }
     }
 
     /// Serves the registry and certificate operations from `identity`.
     pub fn with_identity(mut self, identity: Arc<IdentityService>) -> IotState {
         self.identity = Some(identity);
+        self
+    }
+
+    /// Serves the topic-rule operations from `rules`.
+    pub fn with_rules(mut self, rules: Arc<RuleRegistry>) -> IotState {
+        self.rules = Some(rules);
         self
     }
 
@@ -67,6 +78,7 @@ pub fn routes(state: IotState) -> Router {
         .merge(certificates::routes())
         .merge(principals::routes())
         .merge(policies::routes())
+        .merge(rules::routes())
         // Each operations module adds one line here, e.g. `.merge(things::routes())`, where
         // `things::routes() -> Router<IotState>`.
         .with_state(state)

@@ -14,9 +14,11 @@
 
 mod conn;
 mod idle;
+mod kinesis;
 mod payload;
 mod publisher;
 mod report;
+mod shadow;
 mod subscriber;
 
 use std::io::IsTerminal as _;
@@ -125,6 +127,13 @@ pub struct BenchArgs {
     #[arg(long, requires = "connections")]
     pub idle: bool,
 
+    /// Device-shadow mode (fleetcore or any AWS IoT-compatible broker): each of --publishers
+    /// is a device updating its own classic shadow over MQTT, with up to --inflight updates
+    /// awaiting `/update/accepted` (or paced to --rate in total); reports accepted updates per
+    /// second and the update -> accepted and update -> delta latencies.
+    #[arg(long, conflicts_with = "idle")]
+    pub shadow: bool,
+
     /// Handshakes (TCP + TLS + CONNECT) in flight at once while connecting. Keep it at or below
     /// the broker's listen backlog (Mosquitto's is 100): beyond it the kernel drops SYNs and
     /// some connections wait a 1 s retransmit.
@@ -147,6 +156,10 @@ pub struct BenchArgs {
     /// Prefix of client identifiers [default: fcbench-<our pid>].
     #[arg(long, value_name = "PREFIX")]
     pub client_prefix: Option<String>,
+
+    /// Another load than MQTT.
+    #[command(subcommand)]
+    pub target: Option<BenchTarget>,
 }
 
 /// How to reach a TLS listener.
@@ -315,12 +328,25 @@ fn positive_secs(v: f64, flag: &str) -> Result<Duration, String> {
     }
 }
 
+/// Loads other than MQTT.
+#[derive(clap::Subcommand, Debug)]
+pub enum BenchTarget {
+    /// PutRecords and GetRecords throughput of fleetcore's Kinesis API.
+    Kinesis(kinesis::KinesisBenchArgs),
+}
+
 /// Runs the benchmark the arguments describe and prints its report.
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(BenchTarget::Kinesis(kinesis)) = args.target.take() {
+        return kinesis::run(kinesis).await;
+    }
     let plan = args.validate().map_err(anyhow::Error::msg)?;
     let target = Arc::new(build_target(&args, &plan).await?);
     let broker = format!("{}:{}", args.host, args.port);
     let progress = std::io::stderr().is_terminal();
+    if args.shadow {
+        return shadow::run(&args, &plan, target, broker).await;
+    }
     let report = if args.idle {
         let connections = args.connections.unwrap_or(0);
         let idle_plan = idle::IdlePlan {

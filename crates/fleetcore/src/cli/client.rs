@@ -71,6 +71,21 @@ impl ApiClient {
         })
     }
 
+    /// The server's HTTP address (`host:port`).
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The region requests are signed for.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// The credentials requests are signed with.
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
     /// GETs an unauthenticated path of the server (e.g. `/ca.pem`) as text.
     pub async fn get_public(&self, path: &str) -> anyhow::Result<String> {
         let stream = TcpStream::connect(&self.endpoint)

@@ -2,7 +2,7 @@
 //! `fleetcore cert ...`. Each is a few signed calls to the same HTTP API boto3 uses.
 
 mod cert;
-mod client;
+pub(crate) mod client;
 mod thing;
 
 pub use cert::CertCommand;

@@ -321,3 +321,23 @@ def _watchdog(request):
     t.start()
     yield
     t.cancel()
+
+
+# ---------------------------------------------------------------------------------------------
+# nats-server for the JetStream stream backend
+
+@pytest.fixture
+def nats_server(tmp_path):
+    """nats_server(max_payload=2 MiB) -> a started private nats-server with JetStream (see
+    natsserver.py); stopped at teardown. Fails, never skips, when nats-server is missing."""
+    from natsserver import NatsServer
+    made: list[NatsServer] = []
+
+    def make(**kw) -> NatsServer:
+        n = NatsServer(tmp_path / f"nats{len(made)}", **kw)
+        made.append(n)
+        return n.start()
+
+    yield make
+    for n in made:
+        n.stop()

@@ -6,7 +6,7 @@
 //! publisher) but keeps draining its own mailbox, so two clients publishing to each other cannot
 //! deadlock.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +18,7 @@ use fleetcore_core::auth::{AuthOutcome, Authenticator, ClientCredentials, Refusa
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, OwnedMutexGuard, watch};
 
+use super::ingest::{Ingested, Publisher};
 use super::message::{Delivery, Message};
 use super::metrics::DropReason;
 use super::router::{Blocked, Router};
@@ -80,7 +81,16 @@ fn violation(code: u8, why: &'static str) -> Exit {
 struct PendingFanout {
     blocked: Vec<Blocked>,
     ack: Option<Packet>,
+    /// The ingest ticket the acknowledgement also waits for.
+    ticket: Option<u64>,
     deadline: Instant,
+}
+
+/// Acknowledgements held back until the ingest log made their messages durable, in the order
+/// of their PUBLISH packets (ticket 0: nothing to wait for, only order to keep).
+struct HeldAcks {
+    queue: VecDeque<(u64, Packet)>,
+    watermark: watch::Receiver<u64>,
 }
 
 struct Connection {
@@ -115,9 +125,25 @@ struct Connection {
     inbound_aliases: HashMap<u16, Utf8>,
     outbound_aliases: HashMap<Utf8, u16>,
     pending: Option<Box<PendingFanout>>,
+    /// Boxed: only present while acknowledgements wait for the ingest log.
+    held_acks: Option<Box<HeldAcks>>,
+    principal: Arc<str>,
     space: Arc<Notify>,
     targets: Vec<Blocked>,
     popped: Vec<Delivery>,
+}
+
+/// Resolves when the ingest watermark moves; never, when nothing is held or the log is gone
+/// (held acknowledgements then stay unsent: they were never made durable).
+async fn watermark_moved(held: &mut Option<Box<HeldAcks>>) {
+    match held {
+        Some(h) => {
+            if h.watermark.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// Serves one client from its first byte to the end of the connection.
@@ -257,6 +283,7 @@ async fn refuse(io: &mut Box<dyn ClientStream>, version: ProtocolVersion, code: 
 struct Accepted {
     version: ProtocolVersion,
     client_id: Arc<str>,
+    principal: Arc<str>,
     grant: Arc<dyn ConnectionGrant>,
     attached: super::router::Attached,
     will: Option<Box<PendingWill>>,
@@ -408,6 +435,7 @@ async fn accept(
     Some(Accepted {
         version,
         client_id,
+        principal: Arc::from(principal),
         grant,
         connack: ConnAck {
             session_present: attached.session_present,
@@ -468,6 +496,8 @@ impl Connection {
             inbound_aliases: HashMap::new(),
             outbound_aliases: HashMap::new(),
             pending: None,
+            held_acks: None,
+            principal: accepted.principal,
             space: Arc::new(Notify::new()),
             targets: Vec::new(),
             popped: Vec::new(),
@@ -547,7 +577,7 @@ impl Connection {
             {
                 return exit;
             }
-            if self.pending.is_none() {
+            if !self.reading_paused() {
                 match protocol::decode(
                     &mut self.rbuf,
                     self.version,
@@ -597,6 +627,8 @@ impl Connection {
             let session = Arc::clone(&self.session);
             let space = Arc::clone(&self.space);
             let blocked = self.pending.is_some();
+            let paused = self.reading_paused();
+            let holding = self.held_acks.is_some();
             tokio::select! {
                 biased;
                 _ = session.kicked().notified() => {
@@ -604,7 +636,7 @@ impl Connection {
                         return exit;
                     }
                 }
-                read = self.io.read_buf(&mut self.rbuf), if !blocked => match read {
+                read = self.io.read_buf(&mut self.rbuf), if !paused => match read {
                     Ok(0) | Err(_) => return Exit::Closed,
                     Ok(n) => {
                         if n == spare {
@@ -617,6 +649,7 @@ impl Connection {
                 // More deliveries wait: poll the socket once (above), then go on sending.
                 _ = std::future::ready(()), if more_to_send => {}
                 _ = space.notified(), if blocked => self.retry_pending(false),
+                _ = watermark_moved(&mut self.held_acks), if holding => self.release_acks(),
                 _ = session.wake().notified() => self.last_activity = Instant::now(),
                 _ = sleep_until(next_deadline), if next_deadline.is_some() => {
                     let now = Instant::now();
@@ -868,8 +901,9 @@ impl Connection {
                     ..PubAck::default()
                 });
                 if self.state.awaiting_release.contains(&p.packet_id) {
-                    // A resend of a message we already have: acknowledge, do not route again.
-                    self.send(&rec);
+                    // A resend of a message we already have: acknowledge (behind any held
+                    // acknowledgement, to keep their order), do not route again.
+                    self.acknowledge(rec, None);
                     return Ok(());
                 }
                 if self.state.awaiting_release.len() >= usize::from(config.max_inflight) {
@@ -893,6 +927,15 @@ impl Connection {
             properties: p.properties,
             origin: Some(Arc::clone(&self.client_id)),
         });
+        self.router.tap(&message);
+        let publisher = Publisher {
+            client_id: Some(&self.client_id),
+            principal: Some(&self.principal),
+        };
+        let ticket = match self.router.ingest(&message, publisher) {
+            Ingested::Accepted(ticket) => Some(ticket),
+            Ingested::NotWanted | Ingested::Shed => None,
+        };
         if message.retain {
             self.router.retain(&message);
         }
@@ -907,16 +950,75 @@ impl Connection {
         self.targets = targets;
         if blocked.is_empty() {
             if let Some(ack) = ack {
-                self.send(&ack);
+                self.acknowledge(ack, ticket);
             }
         } else {
             self.pending = Some(Box::new(PendingFanout {
                 blocked,
                 ack,
+                ticket,
                 deadline: now + config.slow_subscriber_timeout,
             }));
         }
         Ok(())
+    }
+
+    /// Sends `ack` now, or holds it until the ingest log made ticket `ticket` durable; an
+    /// acknowledgement never overtakes one held before it.
+    fn acknowledge(&mut self, ack: Packet, ticket: Option<u64>) {
+        if self.held_acks.is_none() {
+            let Some(ticket) = ticket else {
+                self.send(&ack);
+                return;
+            };
+            let Some(watermark) = self.router.ingest_watermark() else {
+                self.send(&ack);
+                return;
+            };
+            self.held_acks = Some(Box::new(HeldAcks {
+                queue: VecDeque::with_capacity(4),
+                watermark,
+            }));
+            if let Some(held) = self.held_acks.as_mut() {
+                held.queue.push_back((ticket, ack));
+            }
+        } else if let Some(held) = self.held_acks.as_mut() {
+            held.queue.push_back((ticket.unwrap_or(0), ack));
+        }
+        self.release_acks();
+    }
+
+    /// Sends the held acknowledgements whose messages are durable now, in order.
+    fn release_acks(&mut self) {
+        let Some(held) = self.held_acks.as_mut() else {
+            return;
+        };
+        let durable = *held.watermark.borrow_and_update();
+        let mut ready = Vec::new();
+        while let Some((ticket, _)) = held.queue.front() {
+            if *ticket > durable {
+                break;
+            }
+            if let Some((_, ack)) = held.queue.pop_front() {
+                ready.push(ack);
+            }
+        }
+        if held.queue.is_empty() {
+            self.held_acks = None;
+        }
+        for ack in &ready {
+            self.send(ack);
+        }
+    }
+
+    /// True while the socket is not read: a fan-out waits for room, or as many
+    /// acknowledgements wait for the ingest log as the client may have in flight.
+    fn reading_paused(&self) -> bool {
+        self.pending.is_some()
+            || self
+                .held_acks
+                .as_ref()
+                .is_some_and(|h| h.queue.len() >= usize::from(self.router.config().max_inflight))
     }
 
     /// Offers the blocked deliveries again; at the deadline, drops what still does not fit.
@@ -938,7 +1040,7 @@ impl Connection {
         }
         if still.is_empty() {
             if let Some(ack) = pending.ack.take() {
-                self.send(&ack);
+                self.acknowledge(ack, pending.ticket);
             }
         } else {
             pending.blocked = still;

@@ -2,6 +2,7 @@
 
 mod config;
 mod connection;
+mod ingest;
 mod message;
 mod metrics;
 mod persist;
@@ -9,6 +10,7 @@ mod retained;
 mod router;
 mod session;
 mod subscriptions;
+mod tap;
 mod transport;
 
 use std::io;
@@ -21,9 +23,11 @@ use fleetcore_core::auth::Authenticator;
 use tokio::sync::{mpsc, watch};
 
 pub use config::BrokerConfig;
+pub use ingest::{IngestLog, Ingested, Publisher};
 pub use message::{Delivery, Message};
 pub use metrics::BrokerMetrics;
 pub use router::{LoadReport, Router};
+pub use tap::ServiceTap;
 pub use transport::ListenerKind;
 
 /// How long shutdown waits for connections to say goodbye before saving state anyway.

@@ -2,14 +2,15 @@
 //! messages. Network connections and in-process clients reach it through the same methods.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::{Notify, OwnedMutexGuard};
+use tokio::sync::{Notify, OwnedMutexGuard, watch};
 
 use super::config::BrokerConfig;
+use super::ingest::{IngestLog, Ingested, Publisher};
 use super::message::{Delivery, Message};
 use super::metrics::{BrokerMetrics, DropReason};
 use super::persist::{self, Clock, Persister, StoredMessage};
@@ -18,6 +19,7 @@ use super::session::{
     NEVER_EXPIRES, PendingWill, PushOutcome, SessionHandle, SessionState, SubscriptionRecord,
 };
 use super::subscriptions::{Match, Subscriber, SubscriptionTree};
+use super::tap::{ServiceTap, TapEntry};
 use crate::protocol::{ProtocolVersion, RetainHandling, SubscriptionOptions, reason};
 use crate::topic::{self, FilterKind};
 
@@ -51,6 +53,10 @@ pub struct Router {
     next_connection_id: AtomicU64,
     /// Set (under the sessions lock) when shutdown begins: no session is attached after it.
     shutting_down: AtomicBool,
+    /// In-process services that see the messages on the topics they claim.
+    taps: RwLock<Vec<TapEntry>>,
+    /// The durable log the rules engine reads, once installed.
+    ingest: OnceLock<Arc<dyn IngestLog>>,
 }
 
 fn split_filter(filter: &str) -> Option<(Option<&str>, &str)> {
@@ -76,6 +82,8 @@ impl Router {
             metrics,
             next_connection_id: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
+            taps: RwLock::new(Vec::new()),
+            ingest: OnceLock::new(),
         })
     }
 
@@ -568,9 +576,46 @@ impl Router {
         }
     }
 
+    /// Registers an in-process service that is handed every message published (by clients or
+    /// with [`Router::publish`]) on a topic matching one of `filters`; the message still goes
+    /// to the subscribers as usual.
+    pub fn add_tap(&self, filters: Vec<String>, tap: Arc<dyn ServiceTap>) {
+        self.taps.write().push(TapEntry::new(filters, tap));
+    }
+
+    /// Hands an authorized message to the taps whose filters match its topic.
+    pub fn tap(&self, message: &Arc<Message>) {
+        // Recursive: a tap may answer with `publish`, which comes back here on this thread.
+        let taps = self.taps.read_recursive();
+        for entry in taps.iter() {
+            entry.offer(message);
+        }
+    }
+
+    /// Installs the durable ingest log (once; later calls are ignored).
+    pub fn set_ingest_log(&self, log: Arc<dyn IngestLog>) {
+        let _ = self.ingest.set(log);
+    }
+
+    /// Hands an authorized message to the ingest log, if one is installed.
+    pub fn ingest(&self, message: &Arc<Message>, publisher: Publisher<'_>) -> Ingested {
+        match self.ingest.get() {
+            Some(log) => log.ingest(message, publisher),
+            None => Ingested::NotWanted,
+        }
+    }
+
+    /// The ingest log's durable watermark, if a log is installed.
+    pub fn ingest_watermark(&self) -> Option<watch::Receiver<u64>> {
+        self.ingest.get().map(|log| log.durable())
+    }
+
     /// Publishes a server-originated message (a will, a message from an in-process client):
-    /// retains it if asked, and queues it for every subscriber without waiting for room.
+    /// hands it to the taps, retains it if asked, and queues it for every subscriber without
+    /// waiting for room.
     pub fn publish(&self, message: Arc<Message>) {
+        self.tap(&message);
+        self.ingest(&message, Publisher::default());
         if message.retain {
             self.retain(&message);
         }

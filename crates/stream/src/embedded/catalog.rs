@@ -326,3 +326,86 @@ mod decimal_map {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn add_stream(data: &mut CatalogData, name: &str) {
+        data.streams.insert(
+            name.into(),
+            StreamMeta {
+                epoch: 7,
+                on_demand: false,
+                retention_hours: 24,
+                created_ms: 1,
+                reserved: RESERVATION,
+                next_shard: 0,
+                shards: Vec::new(),
+                groups: BTreeMap::new(),
+            },
+        );
+    }
+
+    #[test]
+    fn a_newer_snapshot_on_disk_covers_an_older_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let catalog = Catalog::open(dir.path()).expect("open");
+        let (_, first) = catalog
+            .update(|data| {
+                add_stream(data, "a");
+                Ok(((), true))
+            })
+            .expect("update");
+        let (_, second) = catalog
+            .update(|data| {
+                add_stream(data, "b");
+                Ok(((), true))
+            })
+            .expect("update");
+        catalog.persist(second).expect("persist newer");
+        catalog.persist(first).expect("older is a no-op");
+        let reopened = Catalog::open(dir.path()).expect("reopen");
+        let names: Vec<String> = reopened.read(|data| data.streams.keys().cloned().collect());
+        assert_eq!(names, ["a", "b"]);
+    }
+
+    #[test]
+    fn large_numbers_survive_the_file_and_a_damaged_file_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let catalog = Catalog::open(dir.path()).expect("open");
+        catalog
+            .change(|data| {
+                add_stream(data, "s");
+                let stream = data.streams.get_mut("s").expect("stream");
+                stream.shards.push(ShardMeta {
+                    id: 0,
+                    parent: None,
+                    adjacent_parent: None,
+                    hash_start: 0,
+                    hash_end: u128::MAX,
+                    starting_sequence: u128::MAX - 1,
+                    ending_sequence: Some(u128::MAX - 1),
+                    closed_ms: None,
+                });
+                stream
+                    .groups
+                    .entry("g".into())
+                    .or_default()
+                    .checkpoints
+                    .insert(0, u128::MAX);
+                Ok(((), true))
+            })
+            .expect("change");
+        let reopened = Catalog::open(dir.path()).expect("reopen");
+        reopened.read(|data| {
+            let stream = &data.streams["s"];
+            assert_eq!(stream.shards[0].hash_end, u128::MAX);
+            assert_eq!(stream.shards[0].ending_sequence, Some(u128::MAX - 1));
+            assert_eq!(stream.groups["g"].checkpoints[&0], u128::MAX);
+        });
+        fs::write(dir.path().join("catalog.json"), b"{\"next_epoch\": ").expect("damage");
+        let error = Catalog::open(dir.path()).err().expect("refused");
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+    }
+}

@@ -81,9 +81,10 @@ fn body_len(header: &[u8]) -> Result<usize, &'static str> {
     Ok(len)
 }
 
-/// Decodes the frame at the start of `buf` (a slice of a shared chunk, so payloads are not
-/// copied).
-pub fn decode(buf: &Bytes) -> Decoded {
+/// Decodes the frame at `start` in `chunk` (a shared read buffer, so payloads are slices of it,
+/// not copies).
+pub fn decode(chunk: &Bytes, start: usize) -> Decoded {
+    let buf = &chunk[start.min(chunk.len())..];
     if buf.len() < HEADER_BYTES {
         return Decoded::Incomplete(HEADER_BYTES);
     }
@@ -117,7 +118,7 @@ pub fn decode(buf: &Bytes) -> Decoded {
             sequence: u128::from_le_bytes(sequence),
             arrival_ms: u64::from_le_bytes(arrival),
             partition_key: partition_key.to_owned(),
-            data: buf.slice(HEADER_BYTES + key_end..total),
+            data: chunk.slice(start + HEADER_BYTES + key_end..start + total),
         },
         total,
     )
@@ -140,7 +141,7 @@ mod tests {
             b"payload",
         );
         assert_eq!(out.len(), frame_len("key-é", 7));
-        let Decoded::Frame(record, used) = decode(&Bytes::from(out.clone())) else {
+        let Decoded::Frame(record, used) = decode(&Bytes::from(out.clone()), 0) else {
             panic!("not decoded");
         };
         assert_eq!(used, out.len());
@@ -148,6 +149,12 @@ mod tests {
         assert_eq!(record.arrival_ms, 1_700_000_000_123);
         assert_eq!(record.partition_key, "key-é");
         assert_eq!(&record.data[..], b"payload");
+        // A second frame right after the first decodes at its offset.
+        encode(&mut out, 8, 9, "k2", b"second");
+        let Decoded::Frame(second, _) = decode(&Bytes::from(out), used) else {
+            panic!("second frame not decoded");
+        };
+        assert_eq!((second.sequence, &second.data[..]), (8, &b"second"[..]));
     }
 
     #[test]
@@ -157,22 +164,28 @@ mod tests {
         let whole = out.len();
         for cut in 0..whole {
             assert!(matches!(
-                decode(&Bytes::copy_from_slice(&out[..cut])),
+                decode(&Bytes::copy_from_slice(&out[..cut]), 0),
                 Decoded::Incomplete(_)
             ));
         }
         out[whole - 1] ^= 1;
-        assert_eq!(decode(&Bytes::from(out)), Decoded::Corrupt("CRC mismatch"));
+        assert_eq!(
+            decode(&Bytes::from(out), 0),
+            Decoded::Corrupt("CRC mismatch")
+        );
         let huge = (MAX_BODY_BYTES as u32 + 1).to_le_bytes();
         let mut header = huge.to_vec();
         header.extend_from_slice(&[0; 4]);
-        assert!(matches!(decode(&Bytes::from(header)), Decoded::Corrupt(_)));
+        assert!(matches!(
+            decode(&Bytes::from(header), 0),
+            Decoded::Corrupt(_)
+        ));
     }
 
     proptest! {
         #[test]
         fn any_bytes_decode_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
-            let _ = decode(&Bytes::from(bytes));
+            let _ = decode(&Bytes::from(bytes), 0);
         }
 
         #[test]
@@ -186,7 +199,7 @@ mod tests {
             encode(&mut out, 42, 43, &key, &data);
             let at = at.index(out.len());
             out[at] ^= flip;
-            prop_assert!(!matches!(decode(&Bytes::from(out)), Decoded::Frame(..)));
+            prop_assert!(!matches!(decode(&Bytes::from(out), 0), Decoded::Frame(..)));
         }
     }
 }

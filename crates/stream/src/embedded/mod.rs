@@ -13,15 +13,17 @@
 //! re-created stream never repeats a number), the counter is shared by the stream's shards and
 //! reserved ahead in the catalog (so a restart never repeats one either).
 
+mod batch;
 mod catalog;
 mod frame;
+mod recovery;
 mod segment;
 mod shard_log;
 mod writer;
 
 use std::collections::HashMap;
-use std::fs::{self, File};
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
@@ -30,11 +32,9 @@ use async_trait::async_trait;
 use parking_lot::RwLock;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use self::catalog::{
-    Catalog, GroupMeta, LeaseMeta, RESERVATION, StreamMeta, from_unix_ms, unix_ms,
-};
+use self::catalog::{Catalog, GroupMeta, LeaseMeta, StreamMeta, from_unix_ms, unix_ms};
 use self::shard_log::ShardLog;
-use self::writer::{Command, Cursor, Put, Writer};
+use self::writer::{Command, Put, Writer};
 use crate::routing;
 use crate::{
     Lease, MAX_READ_RECORDS, NewRecord, Position, PutOutcome, ReadBatch, Record, ShardId,
@@ -90,10 +90,15 @@ impl Shared {
 
     /// The stream's epoch and retention, the shard's log, and whether the shard exists.
     fn locate(&self, name: &str, shard: ShardId) -> Result<Located, StreamError> {
-        let (epoch, retention_hours, starting) = self.catalog.read(|data| {
+        let (epoch, retention_hours, starting, ending) = self.catalog.read(|data| {
             let stream = stream_of(&data.streams, name)?;
             let meta = stream.shard(shard)?;
-            Ok::<_, StreamError>((stream.epoch, stream.retention_hours, meta.starting_sequence))
+            Ok::<_, StreamError>((
+                stream.epoch,
+                stream.retention_hours,
+                meta.starting_sequence,
+                meta.ending_sequence,
+            ))
         })?;
         let log = self
             .log(epoch, shard.0)
@@ -101,7 +106,9 @@ impl Shared {
         Ok(Located {
             log,
             retention_ms: u64::from(retention_hours) * 3_600_000,
+            shard,
             starting,
+            ending,
         })
     }
 }
@@ -109,7 +116,23 @@ impl Shared {
 struct Located {
     log: Arc<ShardLog>,
     retention_ms: u64,
+    shard: ShardId,
     starting: u128,
+    ending: Option<u128>,
+}
+
+impl Located {
+    /// Refuses a sequence number the shard can never have held (as Kinesis'
+    /// GetShardIterator does).
+    fn check(&self, sequence: crate::SequenceNumber) -> Result<(), StreamError> {
+        if sequence.0 < self.starting || self.ending.is_some_and(|end| sequence.0 > end) {
+            return Err(StreamError::InvalidArgument(format!(
+                "sequence number {sequence} is not in {}",
+                self.shard
+            )));
+        }
+        Ok(())
+    }
 }
 
 fn stream_of<'a>(
@@ -143,9 +166,10 @@ impl EmbeddedStreams {
         config: EmbeddedConfig,
     ) -> Result<EmbeddedStreams, StreamError> {
         let dir = dir.into();
-        let (shared, cursors, lock) = tokio::task::spawn_blocking(move || recover(dir, config))
-            .await
-            .map_err(|error| storage("opening streams", error))??;
+        let (shared, cursors, lock) =
+            tokio::task::spawn_blocking(move || recovery::recover(dir, config))
+                .await
+                .map_err(|error| storage("opening streams", error))??;
         let shared = Arc::new(shared);
         let (commands, receiver) = mpsc::channel(1024);
         let writer = Writer::new(shared.clone(), receiver, cursors);
@@ -233,86 +257,6 @@ async fn retention_timer(commands: mpsc::WeakSender<Command>, interval: Duration
         };
         let _ = commands.try_send(Command::Retain(None));
     }
-}
-
-type Recovered = (Shared, HashMap<u64, Cursor>, File);
-
-/// Opens the directory: takes its lock, loads the catalog, recovers every shard's log and
-/// reserves a fresh range of sequence numbers for each stream.
-fn recover(dir: PathBuf, config: EmbeddedConfig) -> Result<Recovered, StreamError> {
-    let fail = |error: std::io::Error| storage(&format!("opening {}", dir.display()), error);
-    fs::create_dir_all(&dir).map_err(fail)?;
-    let lock = File::create(dir.join("LOCK")).map_err(fail)?;
-    lock.try_lock().map_err(|_| {
-        StreamError::Storage(format!("{} is in use by another process", dir.display()))
-    })?;
-    let catalog = Catalog::open(&dir).map_err(fail)?;
-    let streams = catalog.read(|data| data.streams.clone());
-    let mut logs = HashMap::new();
-    let mut cursors = HashMap::new();
-    for stream in streams.values() {
-        let mut cursor = Cursor {
-            next: stream.reserved,
-            last_arrival_ms: 0,
-        };
-        for shard in &stream.shards {
-            let shard_dir = dir.join(stream.dir_name()).join(shard.dir_name());
-            let log = ShardLog::open(shard_dir, shard.ending_sequence.is_some()).map_err(fail)?;
-            let tip = log.tip();
-            if let Some(last) = tip.last_sequence
-                && last >> 64 == u128::from(stream.epoch)
-            {
-                cursor.next = cursor.next.max(last as u64 + 1);
-            }
-            cursor.last_arrival_ms = cursor.last_arrival_ms.max(tip.last_arrival_ms);
-            logs.insert((stream.epoch, shard.id), Arc::new(log));
-        }
-        cursors.insert(stream.epoch, cursor);
-    }
-    catalog.change(|data| {
-        for stream in data.streams.values_mut() {
-            if let Some(cursor) = cursors.get(&stream.epoch) {
-                stream.reserved = cursor.next + RESERVATION;
-            }
-        }
-        Ok(((), true))
-    })?;
-    remove_leftovers(&dir, &streams).map_err(fail)?;
-    let shared = Shared {
-        dir,
-        config,
-        catalog,
-        logs: RwLock::new(logs),
-    };
-    Ok((shared, cursors, lock))
-}
-
-/// Removes directories of streams and shards the catalog no longer names (a crash during a
-/// delete or an expiry leaves them).
-fn remove_leftovers(
-    dir: &Path,
-    streams: &std::collections::BTreeMap<String, StreamMeta>,
-) -> std::io::Result<()> {
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        if !entry.file_type()?.is_dir() {
-            continue;
-        }
-        let name = entry.file_name().to_string_lossy().into_owned();
-        match streams.values().find(|stream| stream.dir_name() == name) {
-            None => fs::remove_dir_all(entry.path())?,
-            Some(stream) => {
-                for shard_dir in fs::read_dir(entry.path())? {
-                    let shard_dir = shard_dir?;
-                    let shard_name = shard_dir.file_name().to_string_lossy().into_owned();
-                    if !stream.shards.iter().any(|s| s.dir_name() == shard_name) {
-                        fs::remove_dir_all(shard_dir.path())?;
-                    }
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 fn to_record(record: frame::StoredRecord) -> Record {
@@ -420,8 +364,14 @@ impl Stream for EmbeddedStreams {
         Ok(match start {
             StartingPosition::TrimHorizon => Position(located.starting),
             StartingPosition::Latest => latest(),
-            StartingPosition::AtSequence(sequence) => Position::at(sequence),
-            StartingPosition::AfterSequence(sequence) => Position::after(sequence),
+            StartingPosition::AtSequence(sequence) => {
+                located.check(sequence)?;
+                Position::at(sequence)
+            }
+            StartingPosition::AfterSequence(sequence) => {
+                located.check(sequence)?;
+                Position::after(sequence)
+            }
             StartingPosition::AtTimestamp(time) => {
                 let log = located.log.clone();
                 let at_ms = unix_ms(time);
@@ -446,22 +396,18 @@ impl Stream for EmbeddedStreams {
         let cutoff = self.shared.now_ms().saturating_sub(located.retention_ms);
         let log = located.log.clone();
         let tip = log.tip();
-        let stored =
+        let read =
             tokio::task::spawn_blocking(move || log.read(from.0, cutoff, limit, MAX_READ_BYTES))
                 .await
                 .map_err(|error| storage("reading", error))?
                 .map_err(|error| storage("reading", error))?;
-        let (next, last_arrival) = match stored.last() {
-            Some(last) => (Position(last.sequence + 1), Some(last.arrival_ms)),
-            None => (from, None),
-        };
-        let end_of_shard = tip.closed
-            && stored.len() < limit
-            && tip.last_sequence.is_none_or(|last| next.0 > last);
-        let millis_behind_latest =
-            last_arrival.map_or(0, |arrival| tip.last_arrival_ms.saturating_sub(arrival));
+        let next = Position(read.next);
+        let end_of_shard = tip.closed && tip.last_sequence.is_none_or(|last| next.0 > last);
+        let millis_behind_latest = read.records.last().map_or(0, |last| {
+            tip.last_arrival_ms.saturating_sub(last.arrival_ms)
+        });
         Ok(ReadBatch {
-            records: stored.into_iter().map(to_record).collect(),
+            records: read.records.into_iter().map(to_record).collect(),
             next,
             end_of_shard,
             millis_behind_latest,
@@ -608,3 +554,6 @@ impl Stream for EmbeddedStreams {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -155,11 +155,19 @@ impl Segment {
 
     /// Writes `bytes` at `offset` (not yet durable).
     pub fn write_at(&self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        #[cfg(test)]
+        if faults::disk_full(&self.path) {
+            // Half the bytes land, then the disk is full.
+            self.file.write_all_at(&bytes[..bytes.len() / 2], offset)?;
+            return Err(io::Error::from_raw_os_error(28));
+        }
         self.file.write_all_at(bytes, offset)
     }
 
     /// Makes every written byte durable (fdatasync).
     pub fn sync(&self) -> io::Result<()> {
+        #[cfg(test)]
+        faults::count_sync(&self.path);
         self.file.sync_data()
     }
 
@@ -190,12 +198,11 @@ impl Segment {
         remove_if_present(&self.path)
     }
 
-    /// Reads records with sequence number at least `from` and arrival at least `cutoff_ms`,
-    /// until `visit` breaks. Only the committed part is read; damage there is an error.
+    /// Reads records with sequence number at least `from` until `visit` breaks. Only the
+    /// committed part is read; damage there is an error.
     pub fn read(
         &self,
         from: u128,
-        cutoff_ms: u64,
         mut visit: impl FnMut(StoredRecord) -> ControlFlow<()>,
     ) -> io::Result<()> {
         let state = self.state.read();
@@ -206,7 +213,7 @@ impl Segment {
         };
         drop(state);
         let scan = self.scan(start, len, |record, _| {
-            if record.sequence < from || record.arrival_ms < cutoff_ms {
+            if record.sequence < from {
                 return ControlFlow::Continue(());
             }
             match visit(record) {
@@ -276,7 +283,7 @@ impl Segment {
             let mut pos = 0;
             want = READ_CHUNK;
             while pos < chunk.len() {
-                match frame::decode(&chunk.slice(pos..)) {
+                match frame::decode(&chunk, pos) {
                     Decoded::Frame(record, used) => {
                         if let ControlFlow::Break(damage) = visit(record, offset + pos as u64) {
                             return Ok(ScanEnd {
@@ -399,5 +406,55 @@ pub fn remove_if_present(path: &Path) -> io::Result<()> {
     match fs::remove_file(path) {
         Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
         _ => Ok(()),
+    }
+}
+
+/// Fault injection and sync counting for the unit tests, by directory.
+#[cfg(test)]
+pub mod faults {
+    use std::collections::HashMap;
+    use std::path::{Path, PathBuf};
+
+    use parking_lot::Mutex;
+
+    static DISK_FULL: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    static SYNCS: Mutex<Option<HashMap<PathBuf, usize>>> = Mutex::new(None);
+
+    /// The next write to a segment under `dir` fails half-way with ENOSPC.
+    pub fn fill_disk_once(dir: &Path) {
+        DISK_FULL.lock().push(dir.to_path_buf());
+    }
+
+    pub(super) fn disk_full(path: &Path) -> bool {
+        let mut armed = DISK_FULL.lock();
+        let hit = armed.iter().position(|dir| path.starts_with(dir));
+        hit.map(|i| armed.remove(i)).is_some()
+    }
+
+    pub(super) fn count_sync(path: &Path) {
+        let mut syncs = SYNCS.lock();
+        let syncs = syncs.get_or_insert_with(HashMap::new);
+        for (dir, count) in syncs.iter_mut() {
+            if path.starts_with(dir) {
+                *count += 1;
+            }
+        }
+    }
+
+    /// Starts counting segment syncs under `dir`.
+    pub fn count_syncs_under(dir: &Path) {
+        SYNCS
+            .lock()
+            .get_or_insert_with(HashMap::new)
+            .insert(dir.to_path_buf(), 0);
+    }
+
+    /// Segment syncs under `dir` since counting started.
+    pub fn syncs_under(dir: &Path) -> usize {
+        SYNCS
+            .lock()
+            .as_ref()
+            .and_then(|syncs| syncs.get(dir).copied())
+            .unwrap_or(0)
     }
 }

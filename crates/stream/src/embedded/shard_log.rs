@@ -24,6 +24,14 @@ pub struct Tip {
     pub closed: bool,
 }
 
+/// What one read of a shard found.
+pub struct ShardRead {
+    /// Live records in sequence order.
+    pub records: Vec<StoredRecord>,
+    /// Where the next read continues: past every record looked at, expired ones included.
+    pub next: u128,
+}
+
 /// The segment files of one shard.
 pub struct ShardLog {
     dir: PathBuf,
@@ -125,26 +133,39 @@ impl ShardLog {
     }
 
     /// Reads up to `limit` records (and about `max_bytes` of payload) with sequence number at
-    /// least `from` and arrival at least `cutoff_ms`.
+    /// least `from`, skipping those that arrived before `cutoff_ms` (past retention).
     pub fn read(
         &self,
         from: u128,
         cutoff_ms: u64,
         limit: usize,
         max_bytes: usize,
-    ) -> io::Result<Vec<StoredRecord>> {
+    ) -> io::Result<ShardRead> {
         let segments = self.segments.read().clone();
         let first = segments
             .partition_point(|segment| segment.base <= from)
             .saturating_sub(1);
-        let mut records = Vec::new();
+        let mut read = ShardRead {
+            records: Vec::new(),
+            next: from,
+        };
         let mut bytes = 0usize;
         for segment in &segments[first.min(segments.len())..] {
+            if let Some(last) = segment.last_sequence()
+                && segment.last_arrival_ms() < cutoff_ms
+            {
+                read.next = read.next.max(last + 1);
+                continue;
+            }
             let mut full = false;
-            segment.read(from, cutoff_ms, |record| {
+            segment.read(from, |record| {
+                read.next = read.next.max(record.sequence + 1);
+                if record.arrival_ms < cutoff_ms {
+                    return ControlFlow::Continue(());
+                }
                 bytes += record.data.len();
-                records.push(record);
-                full = records.len() >= limit || bytes >= max_bytes;
+                read.records.push(record);
+                full = read.records.len() >= limit || bytes >= max_bytes;
                 if full {
                     ControlFlow::Break(())
                 } else {
@@ -155,14 +176,14 @@ impl ShardLog {
                 break;
             }
         }
-        Ok(records)
+        Ok(read)
     }
 
     /// The first record that arrived at or after `at_ms`, if any.
     pub fn seek_time(&self, at_ms: u64) -> io::Result<Option<u128>> {
         let segments = self.segments.read().clone();
-        let first = segments.partition_point(|segment| segment.last_arrival_ms() < at_ms);
-        for segment in &segments[first..] {
+        // Not a binary search: an empty segment (rolled by retention) breaks the order.
+        for segment in segments.iter().filter(|s| s.last_arrival_ms() >= at_ms) {
             if let Some(found) = segment.seek_time(at_ms)? {
                 return Ok(Some(found));
             }

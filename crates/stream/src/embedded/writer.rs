@@ -13,9 +13,9 @@ use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
 use super::Shared;
+use super::batch::{self, Route};
 use super::catalog::{RESERVATION, ShardMeta, StreamMeta, sync_dir};
-use super::frame;
-use super::segment::{INDEX_INTERVAL, IndexEntry, Segment};
+use super::segment::Segment;
 use super::shard_log::ShardLog;
 use crate::routing::{self, uniform_ranges};
 use crate::{
@@ -62,33 +62,6 @@ pub struct Writer {
     shared: Arc<Shared>,
     commands: mpsc::Receiver<Command>,
     cursors: HashMap<u64, Cursor>,
-}
-
-/// Records of one batch bound for one segment.
-struct Chunk {
-    segment: Arc<Segment>,
-    /// Created by this batch (not yet visible to readers).
-    created: bool,
-    start_len: u64,
-    bytes: Vec<u8>,
-    index: Vec<IndexEntry>,
-    last_index_offset: Option<u64>,
-    last_sequence: u128,
-    last_arrival_ms: u64,
-}
-
-/// Records of one batch bound for one shard.
-struct ShardAppend {
-    log: Arc<ShardLog>,
-    chunks: Vec<Chunk>,
-}
-
-/// Where each record of a put goes.
-struct Route {
-    log_key: (u64, u32),
-    shard: ShardId,
-    sequence: u128,
-    arrival_ms: u64,
 }
 
 fn storage(context: &str, error: io::Error) -> StreamError {
@@ -169,7 +142,7 @@ impl Writer {
                         next: stream.reserved,
                         last_arrival_ms: 0,
                     });
-                    let routes = route(stream, cursor, &put.records, now_ms)?;
+                    let routes = batch::route(stream, cursor, &put.records, now_ms)?;
                     if cursor.next >= stream.reserved {
                         stream.reserved = cursor.next + RESERVATION;
                         changed = true;
@@ -218,7 +191,7 @@ impl Writer {
         if accepted.is_empty() {
             return;
         }
-        let result = self.append(&accepted).and_then(|appends| {
+        let result = batch::append(&self.shared, &accepted).and_then(|appends| {
             match self.shared.catalog.persist(snapshot) {
                 Ok(()) => Ok(appends),
                 Err(error) => Err((appends, error)),
@@ -226,7 +199,7 @@ impl Writer {
         });
         match result {
             Ok(appends) => {
-                publish(appends);
+                batch::publish(appends);
                 for (put, routes) in accepted {
                     let outcomes = routes
                         .iter()
@@ -242,55 +215,11 @@ impl Writer {
             }
             Err((appends, error)) => {
                 tracing::error!(%error, "appending to streams failed; the batch was rolled back");
-                roll_back(appends);
+                batch::roll_back(appends);
                 for (put, _) in accepted {
                     let _ = put.reply.send(Err(error.clone()));
                 }
             }
-        }
-    }
-
-    /// Encodes, writes and syncs the accepted puts. On failure returns what was touched, so it
-    /// can be rolled back.
-    #[allow(clippy::type_complexity)]
-    fn append(
-        &self,
-        accepted: &[(Put, Vec<Route>)],
-    ) -> Result<Vec<ShardAppend>, (Vec<ShardAppend>, StreamError)> {
-        let mut appends: HashMap<(u64, u32), ShardAppend> = HashMap::new();
-        let mut order = Vec::new();
-        let segment_bytes = self.shared.config.segment_bytes;
-        for (put, routes) in accepted {
-            for (record, route) in put.records.iter().zip(routes) {
-                let append = match appends.get_mut(&route.log_key) {
-                    Some(append) => append,
-                    None => {
-                        let log = self.shared.logs.read().get(&route.log_key).cloned();
-                        let Some(log) = log else {
-                            let touched = order.iter().filter_map(|k| appends.remove(k)).collect();
-                            let error = StreamError::NotFound(format!("{} not found", route.shard));
-                            return Err((touched, error));
-                        };
-                        order.push(route.log_key);
-                        appends.entry(route.log_key).or_insert(ShardAppend {
-                            log,
-                            chunks: Vec::new(),
-                        })
-                    }
-                };
-                let size = frame::frame_len(&record.partition_key, record.data.len()) as u64;
-                if let Err(error) = append.reserve(size, route.sequence, segment_bytes) {
-                    let touched = order.iter().filter_map(|k| appends.remove(k)).collect();
-                    return Err((touched, storage("creating a segment", error)));
-                }
-                append.push(route.sequence, route.arrival_ms, record);
-            }
-        }
-        let appends: Vec<ShardAppend> = order.iter().filter_map(|k| appends.remove(k)).collect();
-        let written = appends.iter().try_for_each(ShardAppend::write_and_sync);
-        match written {
-            Ok(()) => Ok(appends),
-            Err(error) => Err((appends, storage("appending records", error))),
         }
     }
 
@@ -541,170 +470,4 @@ impl Writer {
 
 fn log_is_empty(log: &ShardLog) -> bool {
     log.active().is_none()
-}
-
-/// Picks the shard and sequence number of every record of one put.
-fn route(
-    stream: &StreamMeta,
-    cursor: &mut Cursor,
-    records: &[NewRecord],
-    now_ms: u64,
-) -> Result<Vec<Route>, StreamError> {
-    let open: Vec<&ShardMeta> = stream
-        .shards
-        .iter()
-        .filter(|s| s.ending_sequence.is_none())
-        .collect();
-    let arrival_ms = now_ms.max(cursor.last_arrival_ms);
-    cursor.last_arrival_ms = arrival_ms;
-    records
-        .iter()
-        .map(|record| {
-            let key = routing::routing_key(record);
-            let shard = open
-                .iter()
-                .find(|s| s.hash_start <= key && key <= s.hash_end)
-                .ok_or_else(|| {
-                    StreamError::Storage(format!("no open shard holds hash key {key}"))
-                })?;
-            let sequence = stream.sequence(cursor.next);
-            cursor.next += 1;
-            Ok(Route {
-                log_key: (stream.epoch, shard.id),
-                shard: ShardId(shard.id),
-                sequence,
-                arrival_ms,
-            })
-        })
-        .collect()
-}
-
-impl ShardAppend {
-    /// Makes room for a frame of `size` bytes whose record has `sequence`: starts the first
-    /// chunk, or a new segment when the current one would grow past `segment_bytes`.
-    fn reserve(&mut self, size: u64, sequence: u128, segment_bytes: u64) -> io::Result<()> {
-        let current = match self.chunks.last() {
-            Some(chunk) => Some((
-                chunk.start_len + chunk.bytes.len() as u64,
-                chunk.segment.clone(),
-            )),
-            None => self.log.active().map(|segment| (segment.len(), segment)),
-        };
-        let segment = match current {
-            Some((len, segment)) if len == 0 || len + size <= segment_bytes => {
-                if self.chunks.is_empty() {
-                    self.chunks.push(Chunk::new(segment, false));
-                }
-                return Ok(());
-            }
-            _ => Segment::create(self.log.dir(), sequence)?,
-        };
-        self.chunks.push(Chunk::new(Arc::new(segment), true));
-        Ok(())
-    }
-
-    /// Encodes a record into the last chunk (after [`ShardAppend::reserve`]).
-    fn push(&mut self, sequence: u128, arrival_ms: u64, record: &NewRecord) {
-        let Some(chunk) = self.chunks.last_mut() else {
-            return;
-        };
-        let offset = chunk.start_len + chunk.bytes.len() as u64;
-        if chunk
-            .last_index_offset
-            .is_none_or(|last| offset - last >= INDEX_INTERVAL)
-        {
-            chunk.index.push(IndexEntry {
-                sequence,
-                arrival_ms,
-                offset,
-            });
-            chunk.last_index_offset = Some(offset);
-        }
-        frame::encode(
-            &mut chunk.bytes,
-            sequence,
-            arrival_ms,
-            &record.partition_key,
-            &record.data,
-        );
-        chunk.last_sequence = sequence;
-        chunk.last_arrival_ms = arrival_ms;
-    }
-
-    fn write_and_sync(&self) -> io::Result<()> {
-        for chunk in &self.chunks {
-            chunk.segment.write_at(chunk.start_len, &chunk.bytes)?;
-        }
-        for chunk in &self.chunks {
-            chunk.segment.sync()?;
-        }
-        if self.chunks.iter().any(|chunk| chunk.created) {
-            sync_dir(self.log.dir())?;
-        }
-        Ok(())
-    }
-}
-
-impl Chunk {
-    fn new(segment: Arc<Segment>, created: bool) -> Chunk {
-        let start_len = segment.len();
-        let last_index_offset = segment.last_index_offset();
-        Chunk {
-            segment,
-            created,
-            start_len,
-            bytes: Vec::new(),
-            index: Vec::new(),
-            last_index_offset,
-            last_sequence: 0,
-            last_arrival_ms: 0,
-        }
-    }
-}
-
-/// Shows durable appends to readers and wakes waiters.
-fn publish(appends: Vec<ShardAppend>) {
-    for append in appends {
-        let mut tip = None;
-        for chunk in &append.chunks {
-            if chunk.bytes.is_empty() {
-                continue;
-            }
-            if chunk.created {
-                if let Some(previous) = append.log.active()
-                    && let Err(error) = previous.seal()
-                {
-                    tracing::warn!(%error, "could not write a segment index");
-                }
-                append.log.push_segment(chunk.segment.clone());
-            }
-            chunk.segment.commit(
-                chunk.start_len + chunk.bytes.len() as u64,
-                &chunk.index,
-                chunk.last_sequence,
-                chunk.last_arrival_ms,
-            );
-            tip = Some((chunk.last_sequence, chunk.last_arrival_ms));
-        }
-        if let Some((sequence, arrival_ms)) = tip {
-            append.log.advance(sequence, arrival_ms);
-        }
-    }
-}
-
-/// Cuts every touched segment back to its length before the batch; removes new segments.
-fn roll_back(appends: Vec<ShardAppend>) {
-    for append in appends {
-        for chunk in &append.chunks {
-            let result = if chunk.created {
-                chunk.segment.remove_files()
-            } else {
-                chunk.segment.truncate(chunk.start_len)
-            };
-            if let Err(error) = result {
-                tracing::error!(%error, dir = %append.log.dir().display(), "could not roll back a failed append; the shard refuses appends until restart");
-                append.log.poison();
-            }
-        }
-    }
 }

@@ -1,0 +1,46 @@
+//! The durable ingest seam: where the rules engine takes the messages its rules match, and how
+//! a QoS 1/2 acknowledgement waits until such a message is on disk (DESIGN §3).
+//!
+//! The broker hands each authorized message to the [`IngestLog`] (if one is installed). The log
+//! answers at once, without blocking: not wanted (no rule matches the topic), or accepted with a
+//! ticket. Tickets grow in the order of acceptance; the log publishes the highest ticket that is
+//! durable on a watch channel, so a connection holds its PUBACK / PUBREC back until the
+//! watermark passes the ticket — many messages share one fsync (group commit) and
+//! acknowledgements keep the order of their PUBLISH packets (MQTT §4.6).
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use super::message::Message;
+
+/// Who published a message, as the ingest log records it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Publisher<'a> {
+    /// The MQTT client id; `None` for server-originated messages (HTTP publish, republish).
+    pub client_id: Option<&'a str>,
+    /// The authenticated principal (certificate id, or `anonymous`); `None` for the server.
+    pub principal: Option<&'a str>,
+}
+
+/// What the ingest log did with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ingested {
+    /// No rule wants the message; nothing to wait for.
+    NotWanted,
+    /// Accepted: durable once the log's watermark reaches this ticket.
+    Accepted(u64),
+    /// Refused under overload (QoS 0 only: an at-most-once message may be shed).
+    Shed,
+}
+
+/// The durable log rules read from.
+pub trait IngestLog: Send + Sync + 'static {
+    /// Takes `message` if some rule wants it. Must not block: it enqueues for a writer that
+    /// commits in groups. A QoS 1/2 message that is wanted is always accepted (flow control
+    /// bounds them: each connection stops reading while its acknowledgements wait).
+    fn ingest(&self, message: &Arc<Message>, publisher: Publisher<'_>) -> Ingested;
+
+    /// The highest ticket that is durable; tickets at or below it are on disk.
+    fn durable(&self) -> watch::Receiver<u64>;
+}

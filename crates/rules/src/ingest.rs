@@ -1,0 +1,258 @@
+//! The durable ingest log (DESIGN §3): every message some enabled rule's topic filter matches is
+//! appended to a one-shard stream before its QoS 1/2 acknowledgement goes out; each rule action
+//! then reads that stream through its own consumer group and checkpoint.
+//!
+//! The broker's publisher task calls [`IngestWriter::ingest`]: it encodes the message and
+//! enqueues it with a ticket, without blocking. One writer task appends what has queued up in a
+//! single `put_records` (one fsync for the lot), then raises the durable watermark to the
+//! highest ticket written; connections release the acknowledgements up to it.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use fleetcore_mqtt::broker::{IngestLog, Ingested, Message, Publisher};
+use fleetcore_mqtt::protocol::QoS;
+use fleetcore_stream::{NewRecord, Stream, StreamError, StreamMode, StreamSpec};
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+
+use crate::topic;
+
+/// Name of the ingest stream inside its own stream store.
+pub const INGEST_STREAM: &str = "ingest";
+
+/// Most records the writer appends in one go.
+const WRITE_BATCH: usize = 2048;
+
+/// One message as the ingest log stores it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestRecord<'a> {
+    /// The topic it was published to.
+    #[serde(borrow)]
+    pub topic: Cow<'a, str>,
+    /// The publisher's client id (`None`: published by the server or over HTTP).
+    #[serde(borrow)]
+    pub client_id: Option<Cow<'a, str>>,
+    /// The publisher's principal.
+    #[serde(borrow)]
+    pub principal: Option<Cow<'a, str>>,
+    /// QoS it was published with (0, 1 or 2).
+    pub qos: u8,
+    /// The payload.
+    #[serde(borrow)]
+    pub payload: Cow<'a, [u8]>,
+    /// MQTT 5 user properties.
+    #[serde(borrow)]
+    pub user_properties: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+}
+
+impl<'a> IngestRecord<'a> {
+    /// Reads a record back from the bytes [`IngestRecord::encode`] wrote.
+    pub fn decode(bytes: &'a [u8]) -> Result<IngestRecord<'a>, postcard::Error> {
+        postcard::from_bytes(bytes)
+    }
+
+    /// The stored form.
+    pub fn encode(&self) -> Result<Vec<u8>, postcard::Error> {
+        postcard::to_stdvec(self)
+    }
+}
+
+/// Limits of the ingest writer.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// Encoded bytes that may wait for the writer before QoS 0 messages are shed. QoS 1/2
+    /// messages are never shed: MQTT flow control bounds them (a connection stops reading while
+    /// its acknowledgements wait).
+    pub queue_bytes: usize,
+    /// Retention of the ingest stream, in hours.
+    pub retention_hours: u32,
+}
+
+impl Default for IngestConfig {
+    fn default() -> IngestConfig {
+        IngestConfig {
+            queue_bytes: 64 << 20,
+            retention_hours: 24,
+        }
+    }
+}
+
+struct Queued {
+    ticket: u64,
+    data: Bytes,
+}
+
+/// The topic filters of the enabled rules: what the ingest log takes.
+#[derive(Debug, Default)]
+pub struct IngestFilters {
+    filters: RwLock<Arc<Vec<String>>>,
+}
+
+impl IngestFilters {
+    /// Replaces the filters (called whenever the rule set changes).
+    pub fn set(&self, filters: Vec<String>) {
+        *self.filters.write() = Arc::new(filters);
+    }
+
+    /// True if some filter matches `topic`.
+    pub fn wants(&self, topic_name: &str) -> bool {
+        let filters = Arc::clone(&self.filters.read());
+        filters.iter().any(|f| topic::matches(f, topic_name))
+    }
+}
+
+/// The broker-facing side of the ingest log.
+pub struct IngestWriter {
+    filters: Arc<IngestFilters>,
+    /// Hands out tickets in queue order (ticket and enqueue under one lock).
+    next_ticket: Mutex<(u64, mpsc::UnboundedSender<Queued>)>,
+    queued_bytes: Arc<AtomicUsize>,
+    queue_limit: usize,
+    durable: watch::Receiver<u64>,
+}
+
+impl IngestWriter {
+    /// Creates the ingest stream in `streams` if it is missing and starts the writer task.
+    pub async fn start(
+        streams: Arc<dyn Stream>,
+        filters: Arc<IngestFilters>,
+        config: IngestConfig,
+    ) -> Result<IngestWriter, StreamError> {
+        ensure_stream(streams.as_ref(), config.retention_hours).await?;
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let (durable_tx, durable) = watch::channel(0);
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(write_loop(
+            streams,
+            receiver,
+            durable_tx,
+            Arc::clone(&queued_bytes),
+        ));
+        Ok(IngestWriter {
+            filters,
+            next_ticket: Mutex::new((0, sender)),
+            queued_bytes,
+            queue_limit: config.queue_bytes,
+            durable,
+        })
+    }
+}
+
+impl IngestLog for IngestWriter {
+    fn ingest(&self, message: &Arc<Message>, publisher: Publisher<'_>) -> Ingested {
+        if !self.filters.wants(&message.topic) {
+            return Ingested::NotWanted;
+        }
+        let qos = message.qos as u8;
+        if message.qos == QoS::AtMostOnce
+            && self.queued_bytes.load(Ordering::Relaxed) >= self.queue_limit
+        {
+            metrics::counter!("fleetcore_ingest_shed_total").increment(1);
+            return Ingested::Shed;
+        }
+        let record = IngestRecord {
+            topic: Cow::Borrowed(&message.topic),
+            client_id: publisher.client_id.map(Cow::Borrowed),
+            principal: publisher.principal.map(Cow::Borrowed),
+            qos,
+            payload: Cow::Borrowed(&message.payload),
+            user_properties: message
+                .properties
+                .user_properties
+                .iter()
+                .map(|(k, v)| (Cow::Borrowed(k.as_str()), Cow::Borrowed(v.as_str())))
+                .collect(),
+        };
+        let data = match record.encode() {
+            Ok(data) => Bytes::from(data),
+            Err(error) => {
+                tracing::error!(%error, topic = %message.topic, "ingest record not encodable");
+                return Ingested::Shed;
+            }
+        };
+        self.queued_bytes.fetch_add(data.len(), Ordering::Relaxed);
+        let mut next = self.next_ticket.lock();
+        next.0 += 1;
+        let ticket = next.0;
+        if next.1.send(Queued { ticket, data }).is_err() {
+            // The writer is gone (shutdown): the acknowledgement is never released.
+            tracing::warn!(topic = %message.topic, "ingest writer stopped; message not logged");
+        }
+        Ingested::Accepted(ticket)
+    }
+
+    fn durable(&self) -> watch::Receiver<u64> {
+        self.durable.clone()
+    }
+}
+
+async fn ensure_stream(streams: &dyn Stream, retention_hours: u32) -> Result<(), StreamError> {
+    match streams.describe_stream(INGEST_STREAM).await {
+        Ok(_) => Ok(()),
+        Err(StreamError::NotFound(_)) => streams
+            .create_stream(StreamSpec {
+                name: INGEST_STREAM.to_owned(),
+                mode: StreamMode::Provisioned,
+                shard_count: 1,
+                retention_hours,
+            })
+            .await
+            .map(|_| ()),
+        Err(error) => Err(error),
+    }
+}
+
+/// Appends what has queued, one batch at a time; raises the watermark after each. A failed
+/// append is retried with backoff, never skipped: a ticket is only released once it is durable.
+async fn write_loop(
+    streams: Arc<dyn Stream>,
+    mut receiver: mpsc::UnboundedReceiver<Queued>,
+    durable: watch::Sender<u64>,
+    queued_bytes: Arc<AtomicUsize>,
+) {
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    while receiver.recv_many(&mut batch, WRITE_BATCH).await > 0 {
+        let last_ticket = batch.last().map_or(0, |q: &Queued| q.ticket);
+        let bytes: usize = batch.iter().map(|q| q.data.len()).sum();
+        let count = batch.len() as u64;
+        let mut records: Vec<NewRecord> = batch
+            .drain(..)
+            .map(|q| NewRecord {
+                partition_key: INGEST_STREAM.to_owned(),
+                explicit_hash_key: Some(0),
+                data: q.data,
+            })
+            .collect();
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            match streams.put_records(INGEST_STREAM, records.clone()).await {
+                Ok(outcomes) if outcomes.iter().all(Result::is_ok) => break,
+                Ok(outcomes) => {
+                    let failed: Vec<NewRecord> = records
+                        .into_iter()
+                        .zip(outcomes)
+                        .filter(|(_, outcome)| outcome.is_err())
+                        .map(|(record, _)| record)
+                        .collect();
+                    tracing::error!(
+                        failed = failed.len(),
+                        "ingest append partly failed; retrying"
+                    );
+                    records = failed;
+                }
+                Err(error) => tracing::error!(%error, "ingest append failed; retrying"),
+            }
+            metrics::counter!("fleetcore_ingest_append_failures_total").increment(1);
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+        queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        metrics::counter!("fleetcore_ingest_records_total").increment(count);
+        durable.send_replace(last_ticket);
+    }
+}

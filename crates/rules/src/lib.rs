@@ -1,0 +1,13 @@
+//! The rules engine of fleetcore: the AWS IoT SQL dialect ([`sql`]) compiled once per rule and
+//! evaluated per message over `serde_json::Value`, the message context a rule sees
+//! ([`message`]), and the durable registry of topic rules behind the `iot` rule API
+//! ([`registry`]). Rule actions are stored and validated here; running them comes later.
+
+pub mod ingest;
+pub mod message;
+pub mod registry;
+pub mod sql;
+pub mod topic;
+
+pub use message::{MessageContext, MqttProperties, Outcome, Payload, RuleEnv, ShadowReader};
+pub use sql::{EvalError, SqlError, SqlVersion, Statement};

@@ -1,0 +1,156 @@
+//! The rule action kinds AWS IoT knows (botocore `iot` 2015-05-28, shape `Action`) and the
+//! members each one requires. Actions are stored as given once they pass this check; running
+//! them is the rules engine's later part.
+
+use serde_json::Value;
+
+/// Most actions a rule may have (AWS IoT Core quota: 10 actions per rule).
+pub const MAX_ACTIONS: usize = 10;
+
+/// Each action kind with its required members.
+const KINDS: &[(&str, &[&str])] = &[
+    (
+        "dynamoDB",
+        &["tableName", "roleArn", "hashKeyField", "hashKeyValue"],
+    ),
+    ("dynamoDBv2", &["roleArn", "putItem"]),
+    ("lambda", &["functionArn"]),
+    ("sns", &["targetArn", "roleArn"]),
+    ("sqs", &["roleArn", "queueUrl"]),
+    ("kinesis", &["roleArn", "streamName"]),
+    ("republish", &["roleArn", "topic"]),
+    ("s3", &["roleArn", "bucketName", "key"]),
+    ("firehose", &["roleArn", "deliveryStreamName"]),
+    (
+        "cloudwatchMetric",
+        &[
+            "roleArn",
+            "metricNamespace",
+            "metricName",
+            "metricValue",
+            "metricUnit",
+        ],
+    ),
+    (
+        "cloudwatchAlarm",
+        &["roleArn", "alarmName", "stateReason", "stateValue"],
+    ),
+    ("cloudwatchLogs", &["roleArn", "logGroupName"]),
+    (
+        "elasticsearch",
+        &["roleArn", "endpoint", "index", "type", "id"],
+    ),
+    ("salesforce", &["token", "url"]),
+    ("iotAnalytics", &[]),
+    ("iotEvents", &["inputName", "roleArn"]),
+    ("iotSiteWise", &["putAssetPropertyValueEntries", "roleArn"]),
+    ("stepFunctions", &["stateMachineName", "roleArn"]),
+    (
+        "timestream",
+        &["roleArn", "databaseName", "tableName", "dimensions"],
+    ),
+    ("http", &["url"]),
+    ("kafka", &["destinationArn", "topic", "clientProperties"]),
+    (
+        "openSearch",
+        &["roleArn", "endpoint", "index", "type", "id"],
+    ),
+    (
+        "location",
+        &[
+            "roleArn",
+            "trackerName",
+            "deviceId",
+            "latitude",
+            "longitude",
+        ],
+    ),
+];
+
+/// Checks one action object (`{"kind": {members}}`); `Err` says what is wrong, naming `what`
+/// (e.g. `actions[2]`).
+pub fn validate_action(what: &str, action: &Value) -> Result<(), String> {
+    let Some(map) = action.as_object() else {
+        return Err(format!(
+            "{what} must be an object such as {{\"republish\": {{...}}}}"
+        ));
+    };
+    let mut kinds = map.iter();
+    let (kind, members) = match (kinds.next(), kinds.next()) {
+        (Some(one), None) => one,
+        (None, _) => return Err(format!("{what} names no action kind")),
+        (Some(_), Some(_)) => {
+            return Err(format!("{what} must name exactly one action kind"));
+        }
+    };
+    let Some((_, required)) = KINDS.iter().find(|(k, _)| k == kind) else {
+        return Err(format!("{what}: unknown action kind {kind:?}"));
+    };
+    let Some(members) = members.as_object() else {
+        return Err(format!("{what}.{kind} must be an object"));
+    };
+    for field in *required {
+        if members.get(*field).is_none_or(Value::is_null) {
+            return Err(format!(
+                "{what}.{kind} is missing the required member {field}"
+            ));
+        }
+    }
+    if *kind == "iotAnalytics"
+        && members.get("channelName").is_none_or(Value::is_null)
+        && members.get("channelArn").is_none_or(Value::is_null)
+    {
+        return Err(format!(
+            "{what}.iotAnalytics needs channelName or channelArn"
+        ));
+    }
+    if *kind == "republish"
+        && let Some(qos) = members.get("qos")
+        && !matches!(qos.as_i64(), Some(0 | 1))
+    {
+        return Err(format!("{what}.republish.qos must be 0 or 1"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn known_kinds_with_required_members_pass() {
+        assert!(
+            validate_action("a", &json!({"republish": {"roleArn": "r", "topic": "t"}})).is_ok()
+        );
+        assert!(validate_action("a", &json!({"lambda": {"functionArn": "f"}})).is_ok());
+        assert!(validate_action("a", &json!({"iotAnalytics": {"channelName": "c"}})).is_ok());
+        assert!(validate_action("a", &json!({"http": {"url": "https://x"}})).is_ok());
+    }
+
+    #[test]
+    fn bad_actions_say_why() {
+        let e = validate_action("actions[0]", &json!({"kinesis": {"roleArn": "r"}})).unwrap_err();
+        assert!(e.contains("streamName"), "{e}");
+        let e = validate_action("actions[1]", &json!({"teleport": {}})).unwrap_err();
+        assert!(e.contains("unknown action kind"), "{e}");
+        assert!(validate_action("a", &json!({})).is_err());
+        assert!(
+            validate_action(
+                "a",
+                &json!({"lambda": {"functionArn": "f"}, "http": {"url": "u"}})
+            )
+            .is_err()
+        );
+        assert!(validate_action("a", &json!({"iotAnalytics": {"roleArn": "r"}})).is_err());
+        assert!(
+            validate_action(
+                "a",
+                &json!({"republish": {"roleArn": "r", "topic": "t", "qos": 2}})
+            )
+            .is_err()
+        );
+        assert!(validate_action("a", &json!("republish")).is_err());
+    }
+}

@@ -1,0 +1,277 @@
+//! One group-commit batch: routing records to shards and numbering them, encoding them into one
+//! buffer per touched segment, writing and syncing those, then publishing them to readers or
+//! rolling them back.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+
+use super::Shared;
+use super::catalog::{ShardMeta, StreamMeta, sync_dir};
+use super::frame;
+use super::segment::{INDEX_INTERVAL, IndexEntry, Segment};
+use super::shard_log::ShardLog;
+use super::writer::{Cursor, Put};
+use crate::routing;
+use crate::{NewRecord, ShardId, StreamError};
+
+fn storage(context: &str, error: io::Error) -> StreamError {
+    StreamError::Storage(format!("{context}: {error}"))
+}
+
+/// Records of one batch bound for one segment.
+pub struct Chunk {
+    segment: Arc<Segment>,
+    /// Created by this batch (not yet visible to readers).
+    created: bool,
+    start_len: u64,
+    bytes: Vec<u8>,
+    index: Vec<IndexEntry>,
+    last_index_offset: Option<u64>,
+    last_sequence: u128,
+    last_arrival_ms: u64,
+}
+
+/// Records of one batch bound for one shard.
+pub struct ShardAppend {
+    log: Arc<ShardLog>,
+    chunks: Vec<Chunk>,
+}
+
+/// Where each record of a put goes.
+pub struct Route {
+    pub log_key: (u64, u32),
+    pub shard: ShardId,
+    pub sequence: u128,
+    pub arrival_ms: u64,
+}
+
+/// Encodes, writes and syncs the accepted puts. On failure returns what was touched, so it
+/// can be rolled back.
+#[allow(clippy::type_complexity)]
+pub fn append(
+    shared: &Shared,
+    accepted: &[(Put, Vec<Route>)],
+) -> Result<Vec<ShardAppend>, (Vec<ShardAppend>, StreamError)> {
+    let mut appends: HashMap<(u64, u32), ShardAppend> = HashMap::new();
+    let mut order = Vec::new();
+    let segment_bytes = shared.config.segment_bytes;
+    for (put, routes) in accepted {
+        for (record, route) in put.records.iter().zip(routes) {
+            let append = match appends.get_mut(&route.log_key) {
+                Some(append) => append,
+                None => {
+                    let log = shared.logs.read().get(&route.log_key).cloned();
+                    let Some(log) = log else {
+                        let touched = order.iter().filter_map(|k| appends.remove(k)).collect();
+                        let error = StreamError::NotFound(format!("{} not found", route.shard));
+                        return Err((touched, error));
+                    };
+                    order.push(route.log_key);
+                    appends.entry(route.log_key).or_insert(ShardAppend {
+                        log,
+                        chunks: Vec::new(),
+                    })
+                }
+            };
+            let size = frame::frame_len(&record.partition_key, record.data.len()) as u64;
+            if let Err(error) = append.reserve(size, route.sequence, segment_bytes) {
+                let touched = order.iter().filter_map(|k| appends.remove(k)).collect();
+                return Err((touched, storage("creating a segment", error)));
+            }
+            append.push(route.sequence, route.arrival_ms, record);
+        }
+    }
+    let appends: Vec<ShardAppend> = order.iter().filter_map(|k| appends.remove(k)).collect();
+    match write_and_sync(&appends) {
+        Ok(()) => Ok(appends),
+        Err(error) => Err((appends, storage("appending records", error))),
+    }
+}
+
+/// Picks the shard and sequence number of every record of one put.
+pub fn route(
+    stream: &StreamMeta,
+    cursor: &mut Cursor,
+    records: &[NewRecord],
+    now_ms: u64,
+) -> Result<Vec<Route>, StreamError> {
+    let open: Vec<&ShardMeta> = stream
+        .shards
+        .iter()
+        .filter(|s| s.ending_sequence.is_none())
+        .collect();
+    let arrival_ms = now_ms.max(cursor.last_arrival_ms);
+    cursor.last_arrival_ms = arrival_ms;
+    records
+        .iter()
+        .map(|record| {
+            let key = routing::routing_key(record);
+            let shard = open
+                .iter()
+                .find(|s| s.hash_start <= key && key <= s.hash_end)
+                .ok_or_else(|| {
+                    StreamError::Storage(format!("no open shard holds hash key {key}"))
+                })?;
+            let sequence = stream.sequence(cursor.next);
+            cursor.next += 1;
+            Ok(Route {
+                log_key: (stream.epoch, shard.id),
+                shard: ShardId(shard.id),
+                sequence,
+                arrival_ms,
+            })
+        })
+        .collect()
+}
+
+impl ShardAppend {
+    /// Makes room for a frame of `size` bytes whose record has `sequence`: starts the first
+    /// chunk, or a new segment when the current one would grow past `segment_bytes`.
+    fn reserve(&mut self, size: u64, sequence: u128, segment_bytes: u64) -> io::Result<()> {
+        let current = match self.chunks.last() {
+            Some(chunk) => Some((
+                chunk.start_len + chunk.bytes.len() as u64,
+                chunk.segment.clone(),
+            )),
+            None => self.log.active().map(|segment| (segment.len(), segment)),
+        };
+        let segment = match current {
+            Some((len, segment)) if len == 0 || len + size <= segment_bytes => {
+                if self.chunks.is_empty() {
+                    self.chunks.push(Chunk::new(segment, false));
+                }
+                return Ok(());
+            }
+            _ => Segment::create(self.log.dir(), sequence)?,
+        };
+        self.chunks.push(Chunk::new(Arc::new(segment), true));
+        Ok(())
+    }
+
+    /// Encodes a record into the last chunk (after [`ShardAppend::reserve`]).
+    fn push(&mut self, sequence: u128, arrival_ms: u64, record: &NewRecord) {
+        let Some(chunk) = self.chunks.last_mut() else {
+            return;
+        };
+        let offset = chunk.start_len + chunk.bytes.len() as u64;
+        if chunk
+            .last_index_offset
+            .is_none_or(|last| offset - last >= INDEX_INTERVAL)
+        {
+            chunk.index.push(IndexEntry {
+                sequence,
+                arrival_ms,
+                offset,
+            });
+            chunk.last_index_offset = Some(offset);
+        }
+        frame::encode(
+            &mut chunk.bytes,
+            sequence,
+            arrival_ms,
+            &record.partition_key,
+            &record.data,
+        );
+        chunk.last_sequence = sequence;
+        chunk.last_arrival_ms = arrival_ms;
+    }
+}
+
+/// Writes every chunk, then makes them durable: one fdatasync per touched segment file (run in
+/// parallel when several files are touched, so shards do not queue behind each other), plus the
+/// directory of every shard that got a new segment.
+fn write_and_sync(appends: &[ShardAppend]) -> io::Result<()> {
+    let chunks = || appends.iter().flat_map(|append| &append.chunks);
+    for chunk in chunks() {
+        chunk.segment.write_at(chunk.start_len, &chunk.bytes)?;
+    }
+    let mut syncs: Vec<Box<dyn Fn() -> io::Result<()> + Send + Sync + '_>> = Vec::new();
+    for chunk in chunks() {
+        syncs.push(Box::new(|| chunk.segment.sync()));
+    }
+    for append in appends {
+        if append.chunks.iter().any(|chunk| chunk.created) {
+            syncs.push(Box::new(|| sync_dir(append.log.dir())));
+        }
+    }
+    if syncs.len() == 1 {
+        return syncs[0]();
+    }
+    std::thread::scope(|scope| {
+        let running: Vec<_> = syncs.iter().map(|sync| scope.spawn(sync)).collect();
+        running
+            .into_iter()
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|_| Err(io::Error::other("a sync thread panicked")))
+            })
+            .collect::<io::Result<Vec<()>>>()
+            .map(drop)
+    })
+}
+
+impl Chunk {
+    fn new(segment: Arc<Segment>, created: bool) -> Chunk {
+        let start_len = segment.len();
+        let last_index_offset = segment.last_index_offset();
+        Chunk {
+            segment,
+            created,
+            start_len,
+            bytes: Vec::new(),
+            index: Vec::new(),
+            last_index_offset,
+            last_sequence: 0,
+            last_arrival_ms: 0,
+        }
+    }
+}
+
+/// Shows durable appends to readers and wakes waiters.
+pub fn publish(appends: Vec<ShardAppend>) {
+    for append in appends {
+        let mut tip = None;
+        for chunk in &append.chunks {
+            if chunk.bytes.is_empty() {
+                continue;
+            }
+            if chunk.created {
+                if let Some(previous) = append.log.active()
+                    && let Err(error) = previous.seal()
+                {
+                    tracing::warn!(%error, "could not write a segment index");
+                }
+                append.log.push_segment(chunk.segment.clone());
+            }
+            chunk.segment.commit(
+                chunk.start_len + chunk.bytes.len() as u64,
+                &chunk.index,
+                chunk.last_sequence,
+                chunk.last_arrival_ms,
+            );
+            tip = Some((chunk.last_sequence, chunk.last_arrival_ms));
+        }
+        if let Some((sequence, arrival_ms)) = tip {
+            append.log.advance(sequence, arrival_ms);
+        }
+    }
+}
+
+/// Cuts every touched segment back to its length before the batch; removes new segments.
+pub fn roll_back(appends: Vec<ShardAppend>) {
+    for append in appends {
+        for chunk in &append.chunks {
+            let result = if chunk.created {
+                chunk.segment.remove_files()
+            } else {
+                chunk.segment.truncate(chunk.start_len)
+            };
+            if let Err(error) = result {
+                tracing::error!(%error, dir = %append.log.dir().display(), "could not roll back a failed append; the shard refuses appends until restart");
+                append.log.poison();
+            }
+        }
+    }
+}
