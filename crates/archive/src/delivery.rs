@@ -26,7 +26,7 @@ use crate::objects::{PendingObject, build_objects};
 
 /// How long a stopping task waits for more records from its source before the final flush.
 /// [`ConsumerGroup::next`] is cancel-safe: a read is handed out in the same poll it completes.
-const DRAIN_WAIT: Duration = Duration::from_millis(300);
+const DRAIN_WAIT: Duration = Duration::from_millis(100);
 
 /// Bytes accepted by DirectPut and not yet delivered. PutRecord refuses new records
 /// (`ServiceUnavailableException`) while it is over the limit.
@@ -194,13 +194,23 @@ impl Delivery {
     /// aborts the task when its grace period ends or the delivery stream is deleted; the records
     /// then stay in the stream.
     async fn flush(&mut self, buffer: &mut Buffer) -> FlushOutcome {
-        let taken = std::mem::take(buffer);
-        if taken.records.is_empty() && taken.checkpoints.is_empty() {
+        let Buffer {
+            records,
+            bytes,
+            checkpoints,
+            ..
+        } = std::mem::take(buffer);
+        if records.is_empty() && checkpoints.is_empty() {
             return FlushOutcome::Delivered;
         }
-        let oldest = taken.records.iter().map(|r| r.arrival).min();
-        let mut pending = match build_objects(&self.plan, &self.name, self.version, &taken.records)
-        {
+        let oldest = records.iter().map(|r| r.arrival).min();
+        // Encoding (gzip, Parquet) is CPU work of up to SizeInMBs: off the async workers.
+        let (plan, name, version) = (Arc::clone(&self.plan), self.name.clone(), self.version);
+        let built =
+            tokio::task::spawn_blocking(move || build_objects(&plan, &name, version, &records))
+                .await
+                .unwrap_or_else(|e| Err(format!("the encoding task failed: {e}")));
+        let mut pending = match built {
             Ok(objects) => objects,
             Err(e) => {
                 // Encoding in memory failed: nothing to retry against; keep the records in the
@@ -235,7 +245,7 @@ impl Delivery {
                 backoff = (backoff * 2).min(Duration::from_secs(10));
             }
         }
-        for batch in taken.checkpoints.values() {
+        for batch in checkpoints.values() {
             loop {
                 match self.commit(batch).await {
                     Ok(()) => break,
@@ -247,7 +257,7 @@ impl Delivery {
             }
         }
         if let Some(backlog) = &self.backlog {
-            backlog.release(taken.bytes);
+            backlog.release(bytes);
         }
         if let Some(oldest) = oldest {
             let freshness = SystemTime::now()
