@@ -39,15 +39,20 @@ done
 python3 - "$results" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-by = {}
+rounds = {}  # format -> list per round (the k-th line of a format belongs to round k)
 for r in rows:
-    by.setdefault(r["format"], []).append(r)
-print("\nmedian of", max(len(v) for v in by.values()), "rounds")
-for fmt, rs in by.items():
+    rounds.setdefault(r["format"], []).append(r)
+anchor_of = lambda fmt: "gzip -1 (anchor)" if fmt.startswith("gzip") else "pyarrow (anchor)"
+print("\nmedian of", max(len(v) for v in rounds.values()), "rounds (ratio: median of the per-round ratios)")
+for fmt, rs in rounds.items():
     med = statistics.median(r["mb_per_s"] for r in rs)
     out = statistics.median(r["lake_mb"] for r in rs)
     extra = ""
     if "put_only_mb_per_s" in rs[0]:
-        extra = f"  (puts alone: {statistics.median(r['put_only_mb_per_s'] for r in rs):.1f} MB/s)"
-    print(f"{fmt:20s} {med:8.1f} MB/s of input   output {out:6.1f} MB{extra}")
+        extra += f"  puts alone {statistics.median(r['put_only_mb_per_s'] for r in rs):.1f} MB/s"
+    if "anchor" not in fmt:
+        anchors = rounds[anchor_of(fmt)]
+        ratio = statistics.median(r["mb_per_s"] / a["mb_per_s"] for r, a in zip(rs, anchors))
+        extra += f"  {ratio:.2f}x {anchor_of(fmt)}"
+    print(f"{fmt:22s} {med:7.1f} MB/s of input  output {out:5.1f} MB{extra}")
 PY

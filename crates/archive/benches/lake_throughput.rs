@@ -4,7 +4,8 @@
 //!
 //! `benches/archive_throughput.sh` runs it beside its anchors (`gzip -1`, pyarrow) on the same
 //! input. Environment: `ARCHIVE_BENCH_MB` (input size, default 64), `ARCHIVE_BENCH_INPUT` (where
-//! the JSON lines input is written for the anchors), `ARCHIVE_BENCH_FORMATS` (`gzip,parquet`).
+//! the JSON lines input is written for the anchors), `ARCHIVE_BENCH_FORMATS` (`gzip,parquet`),
+//! `ARCHIVE_BENCH_PRODUCERS` (concurrent PutRecordBatch callers of 500 records, default 4).
 
 use std::io::Write;
 use std::path::Path;
@@ -113,12 +114,29 @@ async fn run(format: &str, input: &[Bytes]) -> serde_json::Value {
         .expect("create");
     let input_bytes: usize = input.iter().map(|r| r.len() + 1).sum();
     let started = Instant::now();
-    for chunk in input.chunks(500) {
-        let outcomes = archive
-            .put_records("bench", chunk.to_vec())
-            .await
-            .expect("put");
-        assert!(outcomes.iter().all(Result::is_ok));
+    // Several producers, as a fleet's rules and gateways are: their puts share fsyncs.
+    let producers: usize = std::env::var("ARCHIVE_BENCH_PRODUCERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let chunks: Vec<Vec<Bytes>> = input.chunks(500).map(<[Bytes]>::to_vec).collect();
+    let chunks = Arc::new(chunks);
+    let tasks: Vec<_> = (0..producers)
+        .map(|p| {
+            let (archive, chunks) = (Arc::clone(&archive), Arc::clone(&chunks));
+            tokio::spawn(async move {
+                for chunk in chunks.iter().skip(p).step_by(producers) {
+                    let outcomes = archive
+                        .put_records("bench", chunk.clone())
+                        .await
+                        .expect("put");
+                    assert!(outcomes.iter().all(Result::is_ok));
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("producer");
     }
     let put_done = started.elapsed();
     // The final flush takes in the rest of the stream and writes the last objects.
@@ -134,6 +152,52 @@ async fn run(format: &str, input: &[Bytes]) -> serde_json::Value {
         "seconds": elapsed.as_secs_f64(),
         "mb_per_s": mb / elapsed.as_secs_f64(),
         "put_only_mb_per_s": mb / put_done.as_secs_f64(),
+    })
+}
+
+/// The encoding alone, in memory, on one thread: the CPU cost of a flush without the stream and
+/// the file system (16 MB objects, as the end-to-end run's buffer).
+fn encode_only(format: &str, input: &[Bytes]) -> serde_json::Value {
+    let mb = input.iter().map(|r| r.len() + 1).sum::<usize>() as f64 / 1e6;
+    let started = Instant::now();
+    let mut out = 0usize;
+    let mut chunk = Vec::new();
+    let mut chunk_bytes = 0;
+    let mut flush = |chunk: &mut Vec<&[u8]>| {
+        out += match format {
+            "gzip" => fleetcore_archive::encode::json_lines(
+                chunk.iter().copied(),
+                fleetcore_archive::config::Compression::Gzip,
+            )
+            .expect("gzip")
+            .len(),
+            _ => fleetcore_archive::parquet::convert(
+                chunk,
+                None,
+                fleetcore_archive::parquet::ParquetCompression::Snappy,
+            )
+            .expect("parquet")
+            .file
+            .map_or(0, |f| f.len()),
+        };
+        chunk.clear();
+    };
+    for r in input {
+        chunk.push(&r[..]);
+        chunk_bytes += r.len();
+        if chunk_bytes >= 16 << 20 {
+            flush(&mut chunk);
+            chunk_bytes = 0;
+        }
+    }
+    flush(&mut chunk);
+    let seconds = started.elapsed().as_secs_f64();
+    json!({
+        "format": format!("{format} (encode only)"),
+        "input_mb": mb,
+        "lake_mb": out as f64 / 1e6,
+        "seconds": seconds,
+        "mb_per_s": mb / seconds,
     })
 }
 
@@ -162,5 +226,6 @@ fn main() {
     for format in formats.split(',') {
         let result = runtime.block_on(run(format, &input));
         println!("{result}");
+        println!("{}", encode_only(format, &input));
     }
 }

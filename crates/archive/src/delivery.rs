@@ -26,7 +26,7 @@ use crate::objects::{PendingObject, build_objects};
 
 /// How long a stopping task waits for more records from its source before the final flush.
 /// [`ConsumerGroup::next`] is cancel-safe: a read is handed out in the same poll it completes.
-const DRAIN_WAIT: Duration = Duration::from_millis(300);
+const DRAIN_WAIT: Duration = Duration::from_millis(100);
 
 /// Bytes accepted by DirectPut and not yet delivered. PutRecord refuses new records
 /// (`ServiceUnavailableException`) while it is over the limit.
@@ -129,11 +129,11 @@ impl Buffer {
     }
 }
 
-/// Why a flush did not complete.
+/// Whether a flush completed.
 enum FlushOutcome {
     Delivered,
-    /// Stop was asked while the destination was failing: nothing checkpointed, the records stay
-    /// in the stream for the next start.
+    /// The objects could not even be built (a bug, not an outage): nothing is checkpointed, the
+    /// records stay in the stream, and the task stops rather than skip them.
     Abandoned,
 }
 
@@ -141,6 +141,7 @@ impl Delivery {
     /// Runs until stop is signalled (then flushes what it holds).
     pub async fn run(mut self) {
         let mut buffer = Buffer::default();
+        let mut read_backoff = Duration::from_secs(1);
         loop {
             let deadline = buffer.started.map(|s| s + self.plan.buffer_interval);
             let room = buffer.bytes < self.plan.buffer_bytes;
@@ -150,6 +151,7 @@ impl Delivery {
                 () = sleep_until(deadline), if deadline.is_some() => {}
                 batch = self.group.next(), if room => match batch {
                     Ok(batch) => {
+                        read_backoff = Duration::from_secs(1);
                         buffer.add(batch);
                         let due = deadline.is_some_and(|d| d <= Instant::now())
                             || self.plan.buffer_interval.is_zero();
@@ -158,10 +160,11 @@ impl Delivery {
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(delivery_stream = %self.name, error = %e, "reading the source stream failed; retrying");
-                        if self.pause(Duration::from_secs(1)).await {
+                        tracing::warn!(delivery_stream = %self.name, error = %e, retry_in = ?read_backoff, "reading the source stream failed");
+                        if self.pause(read_backoff).await {
                             break;
                         }
+                        read_backoff = (read_backoff * 2).min(Duration::from_secs(30));
                         continue;
                     }
                 },
@@ -185,15 +188,29 @@ impl Delivery {
         }
     }
 
-    /// Writes the buffer's objects (retrying with backoff), then checkpoints.
+    /// Writes the buffer's objects, then checkpoints. Failed writes and checkpoints are retried
+    /// with backoff until they succeed, also while stopping: a clean stop should leave no object
+    /// written and not checkpointed (it would be written again after the restart). The owner
+    /// aborts the task when its grace period ends or the delivery stream is deleted; the records
+    /// then stay in the stream.
     async fn flush(&mut self, buffer: &mut Buffer) -> FlushOutcome {
-        let taken = std::mem::take(buffer);
-        if taken.records.is_empty() && taken.checkpoints.is_empty() {
+        let Buffer {
+            records,
+            bytes,
+            checkpoints,
+            ..
+        } = std::mem::take(buffer);
+        if records.is_empty() && checkpoints.is_empty() {
             return FlushOutcome::Delivered;
         }
-        let oldest = taken.records.iter().map(|r| r.arrival).min();
-        let mut pending = match build_objects(&self.plan, &self.name, self.version, &taken.records)
-        {
+        let oldest = records.iter().map(|r| r.arrival).min();
+        // Encoding (gzip, Parquet) is CPU work of up to SizeInMBs: off the async workers.
+        let (plan, name, version) = (Arc::clone(&self.plan), self.name.clone(), self.version);
+        let built =
+            tokio::task::spawn_blocking(move || build_objects(&plan, &name, version, &records))
+                .await
+                .unwrap_or_else(|e| Err(format!("the encoding task failed: {e}")));
+        let mut pending = match built {
             Ok(objects) => objects,
             Err(e) => {
                 // Encoding in memory failed: nothing to retry against; keep the records in the
@@ -224,27 +241,23 @@ impl Delivery {
             }
             pending = failed;
             if !pending.is_empty() {
-                if self.pause(backoff).await {
-                    return FlushOutcome::Abandoned;
-                }
+                tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(10));
             }
         }
-        for batch in taken.checkpoints.values() {
+        for batch in checkpoints.values() {
             loop {
                 match self.commit(batch).await {
                     Ok(()) => break,
                     Err(e) => {
                         tracing::warn!(delivery_stream = %self.name, shard = %batch.shard, error = %e, "checkpoint failed; retrying");
-                        if self.pause(Duration::from_secs(1)).await {
-                            return FlushOutcome::Abandoned;
-                        }
+                        tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 }
             }
         }
         if let Some(backlog) = &self.backlog {
-            backlog.release(taken.bytes);
+            backlog.release(bytes);
         }
         if let Some(oldest) = oldest {
             let freshness = SystemTime::now()

@@ -4,7 +4,7 @@
 
 pub mod config;
 mod delivery;
-mod encode;
+pub mod encode;
 pub mod error;
 pub mod lake;
 mod metrics;

@@ -8,6 +8,7 @@
 //! that is not a JSON object, or whose field cannot be read as its column's type, fails
 //! conversion and goes to the error output (`format-conversion-failed`).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow_array::builder::{BooleanBuilder, Float64Builder, Int64Builder, StringBuilder};
@@ -16,7 +17,8 @@ use arrow_schema::{DataType, Field, Schema};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, GzipLevel};
 use parquet::file::properties::WriterProperties;
-use serde_json::{Map, Value};
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
 
 /// A column's type (Glue/Hive names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,25 +98,53 @@ pub struct Converted {
     pub failures: Vec<(usize, String)>,
 }
 
+/// One record's top-level fields, in record order (a later duplicate key wins, as in
+/// `serde_json::Value`). Keys and strings borrow from the record when they have no escapes.
+type Row<'a> = Vec<(Cow<'a, str>, Cell<'a>)>;
+
+/// A field's value as far as the columns care.
+#[derive(Debug, Clone, PartialEq)]
+enum Cell<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(Cow<'a, str>),
+    /// An object or array, as JSON text.
+    Json(String),
+}
+
+fn field<'r, 'a>(row: &'r Row<'a>, name: &str) -> Option<&'r Cell<'a>> {
+    row.iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+        .filter(|v| !matches!(v, Cell::Null))
+}
+
 /// Converts `records` to one Parquet file.
 pub fn convert(
     records: &[&[u8]],
     columns: Option<&[Column]>,
     compression: ParquetCompression,
 ) -> Result<Converted, String> {
-    let mut rows: Vec<Map<String, Value>> = Vec::with_capacity(records.len());
+    let mut rows: Vec<Row<'_>> = Vec::with_capacity(records.len());
+    let mut kept: Vec<usize> = Vec::with_capacity(records.len());
     let mut failures = Vec::new();
     for (i, data) in records.iter().enumerate() {
-        match serde_json::from_slice::<Value>(data) {
-            Ok(Value::Object(map)) => rows.push(map),
-            Ok(_) => failures.push((i, "the record is not a JSON object".to_string())),
+        let mut de = serde_json::Deserializer::from_slice(data);
+        match de
+            .deserialize_any(RowVisitor)
+            .and_then(|row| de.end().map(|()| row))
+        {
+            Ok(Some(row)) => {
+                rows.push(row);
+                kept.push(i);
+            }
+            Ok(None) => failures.push((i, "the record is not a JSON object".to_string())),
             Err(e) => failures.push((i, format!("the record is not JSON: {e}"))),
         }
     }
-    // Indices of `rows` in `records`, to report per-column failures against the input.
-    let kept: Vec<usize> = (0..records.len())
-        .filter(|i| !failures.iter().any(|(f, _)| f == i))
-        .collect();
     let columns = match columns {
         Some(c) => c.to_vec(),
         None => infer(&rows),
@@ -124,7 +154,7 @@ pub fn convert(
     for column in &columns {
         for (r, row) in rows.iter().enumerate() {
             if bad_rows[r].is_none()
-                && let Err(why) = check(column, row.get(&column.name))
+                && let Err(why) = check(column, field(row, &column.name))
             {
                 bad_rows[r] = Some(why);
             }
@@ -136,7 +166,7 @@ pub fn convert(
         }
     }
     failures.sort_by_key(|(i, _)| *i);
-    let good: Vec<&Map<String, Value>> = rows
+    let good: Vec<&Row<'_>> = rows
         .iter()
         .zip(&bad_rows)
         .filter(|(_, bad)| bad.is_none())
@@ -181,24 +211,25 @@ pub fn convert(
     })
 }
 
-fn infer(rows: &[Map<String, Value>]) -> Vec<Column> {
+fn infer(rows: &[Row<'_>]) -> Vec<Column> {
     let mut columns: Vec<(String, Option<ColumnType>)> = Vec::new();
     for row in rows {
         for (name, value) in row {
-            let seen = match columns.iter_mut().find(|(n, _)| n == name) {
-                Some((_, seen)) => seen,
+            let at = match columns.iter().position(|(n, _)| n == name) {
+                Some(at) => at,
                 None => {
-                    columns.push((name.clone(), None));
-                    &mut columns.last_mut().expect("just pushed").1
+                    columns.push((name.to_string(), None));
+                    columns.len() - 1
                 }
             };
             let this = match value {
-                Value::Null => continue,
-                Value::Bool(_) => ColumnType::Boolean,
-                Value::Number(n) if n.is_i64() => ColumnType::BigInt,
-                Value::Number(_) => ColumnType::Double,
-                _ => ColumnType::String,
+                Cell::Null => continue,
+                Cell::Bool(_) => ColumnType::Boolean,
+                Cell::Int(_) => ColumnType::BigInt,
+                Cell::Float(_) => ColumnType::Double,
+                Cell::Str(_) | Cell::Json(_) => ColumnType::String,
             };
+            let seen = &mut columns[at].1;
             *seen = Some(match (*seen, this) {
                 (None, t) => t,
                 (Some(a), b) if a == b => a,
@@ -217,9 +248,9 @@ fn infer(rows: &[Map<String, Value>]) -> Vec<Column> {
         .collect()
 }
 
-fn check(column: &Column, value: Option<&Value>) -> Result<(), String> {
+fn check(column: &Column, value: Option<&Cell<'_>>) -> Result<(), String> {
     let ok = match (column.kind, value) {
-        (_, None | Some(Value::Null)) | (ColumnType::String, _) => true,
+        (_, None) | (ColumnType::String, _) => true,
         (ColumnType::BigInt, Some(v)) => as_i64(v).is_some(),
         (ColumnType::Double, Some(v)) => as_f64(v).is_some(),
         (ColumnType::Boolean, Some(v)) => as_bool(v).is_some(),
@@ -231,46 +262,59 @@ fn check(column: &Column, value: Option<&Value>) -> Result<(), String> {
             "field {:?} cannot be read as {:?}: {}",
             column.name,
             column.kind,
-            value.map(Value::to_string).unwrap_or_default()
+            value.map(as_text).unwrap_or_default()
         ))
     }
 }
 
-fn as_i64(v: &Value) -> Option<i64> {
+fn as_i64(v: &Cell<'_>) -> Option<i64> {
     match v {
-        Value::Number(n) => n.as_i64(),
-        Value::String(s) => s.trim().parse().ok(),
+        Cell::Int(i) => Some(*i),
+        Cell::Str(s) => s.trim().parse().ok(),
         _ => None,
     }
 }
 
-fn as_f64(v: &Value) -> Option<f64> {
+fn as_f64(v: &Cell<'_>) -> Option<f64> {
     match v {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.trim().parse().ok(),
+        Cell::Int(i) => Some(*i as f64),
+        Cell::Float(f) => Some(*f),
+        Cell::Str(s) => s.trim().parse().ok(),
         _ => None,
     }
 }
 
-fn as_bool(v: &Value) -> Option<bool> {
+fn as_bool(v: &Cell<'_>) -> Option<bool> {
     match v {
-        Value::Bool(b) => Some(*b),
-        Value::String(s) => s.parse().ok(),
+        Cell::Bool(b) => Some(*b),
+        Cell::Str(s) => s.parse().ok(),
         _ => None,
     }
 }
 
-fn build(column: &Column, rows: &[&Map<String, Value>]) -> ArrayRef {
-    let values = rows
-        .iter()
-        .map(|row| row.get(&column.name).filter(|v| !v.is_null()));
+/// A value as a string column holds it: strings as they are, the rest as JSON text.
+fn as_text(v: &Cell<'_>) -> String {
+    match v {
+        Cell::Null => "null".into(),
+        Cell::Bool(b) => b.to_string(),
+        Cell::Int(i) => i.to_string(),
+        Cell::Float(f) => {
+            serde_json::Number::from_f64(*f).map_or_else(|| f.to_string(), |n| n.to_string())
+        }
+        Cell::Str(s) => s.to_string(),
+        Cell::Json(j) => j.clone(),
+    }
+}
+
+fn build(column: &Column, rows: &[&Row<'_>]) -> ArrayRef {
+    let values = rows.iter().map(|row| field(row, &column.name));
     match column.kind {
         ColumnType::String => {
             let mut b = StringBuilder::new();
             for v in values {
                 match v {
-                    Some(Value::String(s)) => b.append_value(s),
-                    Some(other) => b.append_value(other.to_string()),
+                    Some(Cell::Str(s)) => b.append_value(s),
+                    Some(other) => b.append_value(as_text(other)),
                     None => b.append_null(),
                 }
             }
@@ -297,6 +341,114 @@ fn build(column: &Column, rows: &[&Map<String, Value>]) -> ArrayRef {
             }
             Arc::new(b.finish())
         }
+    }
+}
+
+/// Reads a record: `Some(row)` for an object, `None` for any other JSON value.
+struct RowVisitor;
+
+impl<'de> Visitor<'de> for RowVisitor {
+    type Value = Option<Row<'de>>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut row = Vec::new();
+        while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
+            let cell = map.next_value::<Cell<'de>>()?;
+            row.push((key, cell));
+        }
+        Ok(Some(row))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+}
+
+/// A string that borrows from the input when it can.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cell<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Cell<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Cell<'de>, E> {
+                Ok(Cell::Null)
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Cell<'de>, E> {
+                Ok(Cell::Bool(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Cell<'de>, E> {
+                Ok(Cell::Int(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Cell<'de>, E> {
+                Ok(i64::try_from(v).map_or(Cell::Float(v as f64), Cell::Int))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Cell<'de>, E> {
+                Ok(Cell::Float(v))
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Cell<'de>, E> {
+                Ok(Cell::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Cell<'de>, E> {
+                Ok(Cell::Str(Cow::Owned(v.to_string())))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Cell<'de>, A::Error> {
+                let value = Value::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(Cell::Json(value.to_string()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Cell<'de>, A::Error> {
+                let value = Value::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
+                Ok(Cell::Json(value.to_string()))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -341,12 +493,16 @@ mod tests {
     #[test]
     fn columns_are_inferred_without_a_schema() {
         let records: Vec<&[u8]> = vec![br#"{"a":1,"b":true}"#, br#"{"a":1.5,"c":{"x":1}}"#];
-        let cols = infer(
-            &records
-                .iter()
-                .map(|r| serde_json::from_slice(r).expect("json"))
-                .collect::<Vec<_>>(),
-        );
+        let parsed: Vec<Row<'_>> = records
+            .iter()
+            .map(|r| {
+                serde_json::Deserializer::from_slice(r)
+                    .deserialize_any(RowVisitor)
+                    .expect("json")
+                    .expect("object")
+            })
+            .collect();
+        let cols = infer(&parsed);
         assert_eq!(
             cols.iter()
                 .map(|c| (c.name.as_str(), c.kind))
@@ -360,5 +516,62 @@ mod tests {
         let out = convert(&records, None, ParquetCompression::Gzip).expect("convert");
         assert!(out.failures.is_empty());
         assert_eq!(rows(out.file.expect("file")).1, 2);
+    }
+
+    fn parse(r: &[u8]) -> Option<Row<'_>> {
+        let mut de = serde_json::Deserializer::from_slice(r);
+        de.deserialize_any(RowVisitor)
+            .and_then(|row| de.end().map(|()| row))
+            .ok()
+            .flatten()
+    }
+
+    #[test]
+    fn records_are_read_like_serde_json_values() {
+        let row = parse(
+            br#"{"a\"b":1,"a\"b":2,"big":18446744073709551615,"o":{"x":[1,"y"]},"s":"t\u00e9"}"#,
+        )
+        .expect("object");
+        assert_eq!(
+            field(&row, "a\"b"),
+            Some(&Cell::Int(2)),
+            "a later duplicate wins"
+        );
+        assert_eq!(
+            field(&row, "big"),
+            Some(&Cell::Float(18446744073709551615.0))
+        );
+        assert_eq!(
+            field(&row, "o").map(as_text).as_deref(),
+            Some(r#"{"x":[1,"y"]}"#)
+        );
+        assert_eq!(field(&row, "s").map(as_text).as_deref(), Some("t\u{e9}"));
+        for not_object in [
+            &b"[1]"[..],
+            b"1",
+            b"\"x\"",
+            b"null",
+            b"true",
+            b"{\"a\":1} x",
+            b"{",
+        ] {
+            assert_eq!(
+                parse(not_object),
+                None,
+                "{}",
+                String::from_utf8_lossy(not_object)
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn conversion_never_panics(records in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40), 1..8),
+                                   json in r#"\{("[a-c]":(1|-2|2.5|"x"|true|null|\[\]|\{\}),?){0,4}\}"#) {
+            let mut all: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+            all.push(json.as_bytes());
+            let out = convert(&all, None, ParquetCompression::Uncompressed).expect("convert");
+            proptest::prop_assert!(out.failures.iter().all(|(i, _)| *i < all.len()));
+        }
     }
 }

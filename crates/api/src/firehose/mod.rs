@@ -202,3 +202,86 @@ fn error(e: ArchiveError) -> ApiError {
     };
     ApiError::new(code, status, e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleetcore_archive::{DeliveryStream, Source};
+
+    #[test]
+    fn archive_errors_map_to_firehose_codes() {
+        for (e, code, status) in [
+            (
+                ArchiveError::NotFound("x".into()),
+                "ResourceNotFoundException",
+                400,
+            ),
+            (
+                ArchiveError::InUse("x".into()),
+                "ResourceInUseException",
+                400,
+            ),
+            (
+                ArchiveError::InvalidArgument("x".into()),
+                "InvalidArgumentException",
+                400,
+            ),
+            (
+                ArchiveError::LimitExceeded("x".into()),
+                "LimitExceededException",
+                400,
+            ),
+            (
+                ArchiveError::Unavailable("x".into()),
+                "ServiceUnavailableException",
+                503,
+            ),
+            (
+                ArchiveError::Internal("x".into()),
+                "InternalFailureException",
+                500,
+            ),
+        ] {
+            let api = error(e);
+            assert_eq!((api.code, api.status.as_u16()), (code, status));
+        }
+    }
+
+    #[test]
+    fn descriptions_fill_the_members_firehose_always_returns() {
+        let destination = serde_json::from_value(json!({
+            "RoleARN": "arn:aws:iam::000000000000:role/f",
+            "BucketARN": "arn:aws:s3:::lake",
+            "DynamicPartitioningConfiguration": {"Enabled": false},
+        }))
+        .expect("destination");
+        let stream = DeliveryStream {
+            name: "s".into(),
+            arn: "arn:aws:firehose:us-east-1:000000000000:deliverystream/s".into(),
+            source: Source::DirectPut {
+                stream: "__firehose.s".into(),
+            },
+            created_millis: 1_500,
+            version: 1,
+            destination,
+            tags: Vec::new(),
+        };
+        let d = describe(&stream);
+        let ext = &d["Destinations"][0]["ExtendedS3DestinationDescription"];
+        assert_eq!(
+            ext["BufferingHints"],
+            json!({"SizeInMBs": 5, "IntervalInSeconds": 300})
+        );
+        assert_eq!(ext["CompressionFormat"], "UNCOMPRESSED");
+        assert_eq!(
+            ext["DynamicPartitioningConfiguration"],
+            json!({"Enabled": false})
+        );
+        let plain = &d["Destinations"][0]["S3DestinationDescription"];
+        assert!(plain.get("DynamicPartitioningConfiguration").is_none());
+        assert_eq!(plain["BucketARN"], "arn:aws:s3:::lake");
+        assert_eq!(d["CreateTimestamp"], 1.5);
+        assert_eq!(d["DeliveryStreamType"], "DirectPut");
+        assert!(d.get("Source").is_none());
+    }
+}

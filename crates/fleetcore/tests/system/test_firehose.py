@@ -74,6 +74,17 @@ def firehose_broker(broker_factory):
     return broker_factory()
 
 
+@pytest.fixture(params=["embedded", "jetstream"])
+def stream_backend_broker(request, broker_factory, nats_server):
+    """A server of the test's own on each stream backend: the delivery streams read their source
+    (and DirectPut's own stream) through whichever backend the server is configured with."""
+    if request.param == "embedded":
+        return broker_factory()
+    nats = nats_server()
+    return broker_factory(env={"FLEETCORE_STREAM_BACKEND": "jetstream",
+                               "FLEETCORE_STREAM_SERVERS": nats.url})
+
+
 # ---------------------------------------------------------------------------------------------
 # operations
 
@@ -325,11 +336,36 @@ def test_kinesis_stream_as_source(firehose_broker, aws, uid):
     assert sorted(records_in(b, "lake-front")) == sorted(payloads)
 
 
+def test_kinesis_api_stream_as_source(stream_backend_broker, aws, uid):
+    """A stream made with the Kinesis API, two shards, read by a KinesisStreamAsSource delivery
+    stream from its creation on: records put before it are not delivered, every one after is."""
+    b = stream_backend_broker
+    kinesis, fh = aws("kinesis", broker=b), aws("firehose", broker=b)
+    stream = f"ks-{uid}"[:60]
+    kinesis.create_stream(StreamName=stream, ShardCount=2)
+    wait_until(lambda: kinesis.describe_stream_summary(StreamName=stream)[
+        "StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE", 20, what="the stream ACTIVE")
+    stream_arn = kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]["StreamARN"]
+    kinesis.put_record(StreamName=stream, Data=b'{"early": true}', PartitionKey="p")
+    time.sleep(0.01)  # the delivery stream reads from its creation time on (millisecond clock)
+    fh.create_delivery_stream(
+        DeliveryStreamName=stream, DeliveryStreamType="KinesisStreamAsSource",
+        KinesisStreamSourceConfiguration={"KinesisStreamARN": stream_arn, "RoleARN": ROLE},
+        ExtendedS3DestinationConfiguration=s3_destination("lake-ks", CompressionFormat="GZIP"))
+    payloads = [json.dumps({"i": i}).encode() for i in range(200)]
+    for i in range(0, 200, 50):
+        out = kinesis.put_records(StreamName=stream, Records=[
+            {"Data": p, "PartitionKey": f"device-{j}"} for j, p in enumerate(payloads[i:i + 50])])
+        assert out["FailedRecordCount"] == 0
+    wait_until(lambda: len(records_in(b, "lake-ks")) >= 200, 30, what="the stream's records in the lake")
+    assert sorted(records_in(b, "lake-ks")) == sorted(payloads)
+
+
 # ---------------------------------------------------------------------------------------------
 # restarts and crashes
 
-def test_graceful_restart_flushes_once_and_keeps_the_configuration(firehose_broker, aws, uid):
-    b = firehose_broker
+def test_graceful_restart_flushes_once_and_keeps_the_configuration(stream_backend_broker, aws, uid):
+    b = stream_backend_broker
     fh = aws("firehose", broker=b)
     name = f"gr-{uid}"[:64]
     fh.create_delivery_stream(
@@ -355,8 +391,8 @@ def test_graceful_restart_flushes_once_and_keeps_the_configuration(firehose_brok
     assert sorted(records_in(b, "lake-gr")) == sorted(payloads + more)
 
 
-def test_crash_loses_no_acknowledged_record(firehose_broker, aws, uid):
-    b = firehose_broker
+def test_crash_loses_no_acknowledged_record(stream_backend_broker, aws, uid):
+    b = stream_backend_broker
     fh = aws("firehose", broker=b)
     name = f"cr-{uid}"[:64]
     fh.create_delivery_stream(
