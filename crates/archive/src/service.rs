@@ -469,9 +469,12 @@ impl Archive {
     }
 }
 
-/// The internal stream a DirectPut delivery stream writes into (shown by Kinesis ListStreams).
+/// The internal stream a DirectPut delivery stream writes into (hidden from the Kinesis API).
 pub fn internal_stream_name(delivery_stream: &str) -> String {
-    format!("__firehose.{delivery_stream}")
+    format!(
+        "{}firehose.{delivery_stream}",
+        fleetcore_stream::INTERNAL_STREAM_PREFIX
+    )
 }
 
 fn consumer_group_name(stream: &DeliveryStream) -> String {

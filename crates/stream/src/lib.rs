@@ -32,6 +32,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+/// Names of the streams fleetcore keeps for itself (a DirectPut delivery stream's buffer) start
+/// with this. The Kinesis API neither lists nor serves them, and refuses to create one.
+pub const INTERNAL_STREAM_PREFIX: &str = "__";
+
+/// True for a stream fleetcore keeps for itself.
+pub fn is_internal_stream(name: &str) -> bool {
+    name.starts_with(INTERNAL_STREAM_PREFIX)
+}
+
 /// Largest record payload (Kinesis: 1 MiB).
 pub const MAX_RECORD_BYTES: usize = 1 << 20;
 

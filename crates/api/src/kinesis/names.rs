@@ -20,7 +20,7 @@ pub fn stream_name(
     arn: Option<&str>,
 ) -> Result<String, ApiError> {
     let from_arn = arn.map(|arn| name_of_arn(ctx, arn)).transpose()?;
-    match (name, from_arn) {
+    let name = match (name, from_arn) {
         (Some(name), Some(from_arn)) if name != from_arn => Err(invalid_argument(format!(
             "StreamName {name} and StreamARN name different streams."
         ))),
@@ -29,7 +29,15 @@ pub fn stream_name(
         (None, None) => Err(invalid_argument(
             "Either StreamName or StreamARN must be given.",
         )),
+    }?;
+    if fleetcore_stream::is_internal_stream(&name) {
+        // fleetcore's own streams (delivery-stream buffers) are not the Kinesis API's to touch.
+        return Err(not_found(format!(
+            "Stream {name} under account {} not found.",
+            ctx.account_id
+        )));
     }
+    Ok(name)
 }
 
 fn name_of_arn(ctx: &RequestContext, arn: &str) -> Result<String, ApiError> {
@@ -91,5 +99,15 @@ mod tests {
             stream_name(&c, None, Some(other)).expect_err("region").code,
             "ResourceNotFoundException"
         );
+    }
+
+    #[test]
+    fn internal_streams_are_not_found() {
+        let c = ctx();
+        let err = stream_name(&c, Some("__firehose.x"), None).expect_err("internal");
+        assert_eq!(err.code, "ResourceNotFoundException");
+        let a = arn(&c, "__firehose.x");
+        let err = stream_name(&c, None, Some(&a)).expect_err("internal arn");
+        assert_eq!(err.code, "ResourceNotFoundException");
     }
 }

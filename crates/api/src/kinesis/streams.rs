@@ -72,6 +72,12 @@ pub(super) async fn create(
     let name = input
         .stream_name
         .ok_or_else(|| invalid_argument("StreamName is required."))?;
+    if fleetcore_stream::is_internal_stream(&name) {
+        return Err(invalid_argument(format!(
+            "StreamName {name:?}: names starting with {:?} are reserved.",
+            fleetcore_stream::INTERNAL_STREAM_PREFIX
+        )));
+    }
     let mode = match input
         .stream_mode_details
         .and_then(|d| d.stream_mode)
@@ -214,6 +220,7 @@ pub(super) async fn list(
     let names = state.streams.list_streams().await.map_err(from_stream)?;
     let rest: Vec<&String> = names
         .iter()
+        .filter(|n| !fleetcore_stream::is_internal_stream(n))
         .filter(|n| start.as_ref().is_none_or(|s| n.as_str() > s.as_str()))
         .collect();
     let page = &rest[..rest.len().min(limit)];

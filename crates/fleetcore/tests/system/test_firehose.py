@@ -187,6 +187,25 @@ def test_put_errors(firehose_broker, aws, uid):
         fh.put_record_batch(DeliveryStreamName="missing", Records=[{"Data": b"x"}])
 
 
+def test_the_direct_put_buffer_is_not_a_kinesis_stream(firehose_broker, aws, uid):
+    """A DirectPut delivery stream buffers in a stream of fleetcore's own: Kinesis neither lists
+    it nor serves it, and no user stream can take such a name."""
+    fh = aws("firehose", broker=firehose_broker)
+    kinesis = aws("kinesis", broker=firehose_broker)
+    name = f"hidden-{uid}"[:64]
+    fh.create_delivery_stream(DeliveryStreamName=name,
+                              ExtendedS3DestinationConfiguration=s3_destination("lake-hidden"))
+    fh.put_record(DeliveryStreamName=name, Record={"Data": b"x\n"})
+    listed = kinesis.list_streams(Limit=10000)["StreamNames"]
+    assert not [n for n in listed if n.startswith("__")], listed
+    with pytest.raises(kinesis.exceptions.ResourceNotFoundException):
+        kinesis.describe_stream_summary(StreamName=f"__firehose.{name}")
+    with pytest.raises(kinesis.exceptions.ResourceNotFoundException):
+        kinesis.delete_stream(StreamName=f"__firehose.{name}")
+    with pytest.raises(kinesis.exceptions.InvalidArgumentException):
+        kinesis.create_stream(StreamName=f"__mine-{uid}"[:128], ShardCount=1)
+
+
 # ---------------------------------------------------------------------------------------------
 # prefixes, partitioning, formats
 
