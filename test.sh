@@ -166,4 +166,14 @@ else
       -max_total_time="$rule_sql_seconds" -dict="$root/fuzz/rule_sql.dict"
     done_stage "${rule_sql_seconds}s, no crash"
   fi
+  if grep -q 'name *= *"shadow_update"' fuzz/Cargo.toml; then
+    # shadow update requests (parse + merge + delta on untrusted JSON): a few seconds
+    shadow_seconds=$(( fuzz_seconds < 10 ? fuzz_seconds : 10 ))
+    stage "cargo +nightly fuzz run shadow_update (${shadow_seconds}s)"
+    mkdir -p "$root/fuzz/corpus/shadow_update"
+    shadow_args=("$root/fuzz/corpus/shadow_update")
+    [ -d "$root/fuzz/seeds/shadow_update" ] && shadow_args+=("$root/fuzz/seeds/shadow_update")
+    cargo +nightly fuzz run shadow_update "${shadow_args[@]}" -- -max_total_time="$shadow_seconds"
+    done_stage "${shadow_seconds}s, no crash"
+  fi
 fi
