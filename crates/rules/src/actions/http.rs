@@ -1,7 +1,7 @@
 //! `http`: POSTs the rule's output to a URL (a template) with the configured headers (their
 //! values are templates). A 2xx answer is success, anything else a failure. Plain `http://`
-//! only: this server has no TLS client for rule destinations yet, so `https://` URLs are
-//! refused when the rule is created.
+//! only: this server has no TLS client for rule destinations yet, so an action with an
+//! `https://` URL fails every message with that reason (the error action fires).
 
 use std::time::Duration;
 
@@ -25,7 +25,7 @@ pub(super) struct Http {
 }
 
 /// Checks the URL of an http action: `http://host[:port]/...` (no TLS client yet).
-pub(crate) fn check_url(url: &str) -> Result<(), String> {
+fn check_url(url: &str) -> Result<(), String> {
     if url.starts_with("https://") {
         return Err(
             "http.url: https:// destinations are not supported yet (this server has no TLS client for rule actions); use http://"

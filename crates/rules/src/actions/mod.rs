@@ -23,7 +23,6 @@ use serde_json::Value;
 use crate::sql::{SqlVersion, Template};
 
 pub use firehose::FirehoseSink;
-pub(crate) use http::check_url as check_http_url;
 use unsupported::Unsupported;
 
 /// One message as an action receives it.

@@ -104,11 +104,6 @@ pub fn validate_action(what: &str, action: &Value) -> Result<(), String> {
             "{what}.iotAnalytics needs channelName or channelArn"
         ));
     }
-    if *kind == "http"
-        && let Some(url) = members.get("url").and_then(Value::as_str)
-    {
-        crate::actions::check_http_url(url).map_err(|e| format!("{what}.{e}"))?;
-    }
     if *kind == "republish"
         && let Some(qos) = members.get("qos")
         && !matches!(qos.as_i64(), Some(0 | 1))
@@ -131,9 +126,7 @@ mod tests {
         );
         assert!(validate_action("a", &json!({"lambda": {"functionArn": "f"}})).is_ok());
         assert!(validate_action("a", &json!({"iotAnalytics": {"channelName": "c"}})).is_ok());
-        assert!(validate_action("a", &json!({"http": {"url": "http://x"}})).is_ok());
-        let e = validate_action("a", &json!({"http": {"url": "https://x"}})).unwrap_err();
-        assert!(e.contains("https:// destinations are not supported"), "{e}");
+        assert!(validate_action("a", &json!({"http": {"url": "https://x"}})).is_ok());
     }
 
     #[test]
