@@ -256,6 +256,30 @@ def test_disabled_rule_delivers_nothing_until_enabled(rb, aws, clients, uid):
     assert json.loads(msg.payload) == {"n": 2}
 
 
+def test_replace_and_delete_take_effect_before_the_call_returns(rb, aws, clients, uid):
+    iot = aws("iot", broker=rb)
+    name, fence = rule_name(uid), rule_name(uid) + "_fence"
+    create_rule(iot, fence, f"SELECT * FROM 'chg/{uid}'",
+                [{"republish": {"roleArn": ROLE, "topic": f"chg-out/{uid}/fence"}}])
+    create_rule(iot, name, f"SELECT * FROM 'chg/{uid}'",
+                [{"republish": {"roleArn": ROLE, "topic": f"chg-out/{uid}/a"}}])
+    sub = clients(V5, broker=rb)
+    sub.subscribe(f"chg-out/{uid}/#", qos=1)
+    pub = clients(V5, broker=rb)
+    pub.publish(f"chg/{uid}", b'{"n":1}', qos=1)
+    sub.wait_message(timeout=20, topic=f"chg-out/{uid}/a")
+    iot.replace_topic_rule(ruleName=name, topicRulePayload={
+        "sql": f"SELECT n + 10 AS n FROM 'chg/{uid}'", "awsIotSqlVersion": "2016-03-23",
+        "actions": [{"republish": {"roleArn": ROLE, "topic": f"chg-out/{uid}/b"}}]})
+    pub.publish(f"chg/{uid}", b'{"n":2}', qos=1)
+    assert json.loads(sub.wait_message(timeout=20, topic=f"chg-out/{uid}/b").payload) == {"n": 12}
+    iot.delete_topic_rule(ruleName=name)
+    pub.publish(f"chg/{uid}", b'{"n":3}', qos=1)
+    sub.wait_messages(3, timeout=20, topic=f"chg-out/{uid}/fence")
+    # the deleted rule's worker was stopped before DeleteTopicRule returned: n=3 never went out
+    assert [m.payload for m in sub.received if not m.topic.endswith("/fence")] == [b'{"n":1}', b'{"n":12}']
+
+
 # ---------------------------------------------------------------------------------------------
 # crash: SIGKILL mid-load, every PUBACKed message reaches the stream after the restart
 
