@@ -44,7 +44,7 @@ impl Republish {
         {
             Some(text) => {
                 templates.push(
-                    Template::compile(text, version_of(&templates[0]))
+                    Template::compile(text, templates[0].version())
                         .map_err(|e| format!("republish.headers.contentType: {e}"))?,
                 );
                 true
@@ -66,7 +66,7 @@ impl Republish {
             };
             user_property_keys.push(key.to_string());
             templates.push(
-                Template::compile(value, version_of(&templates[0]))
+                Template::compile(value, templates[0].version())
                     .map_err(|e| format!("republish.headers.userProperties: {e}"))?,
             );
         }
@@ -111,11 +111,6 @@ impl Republish {
             origin: None,
         })
     }
-}
-
-/// The SQL version a compiled template uses (templates of one action share it).
-fn version_of(template: &Template) -> crate::sql::SqlVersion {
-    template.version()
 }
 
 #[async_trait]
