@@ -24,6 +24,7 @@ from test_firehose import records_in, s3_destination
 pytestmark = pytest.mark.fleetcore_only("the rules engine is fleetcore's")
 
 ROLE = "arn:aws:iam::000000000000:role/rules"
+PUBLISHERS = 8
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +130,9 @@ def test_functions_get_the_message_context(rb, aws, clients, uid):
            "time_to_epoch('1970-01-02', 'yyyy-MM-dd') AS epoch, cast(n AS String) AS cast "
            f"FROM 'ctx/{uid}/+'")
     create_rule(iot, rule_name(uid), sql,
-                [{"republish": {"roleArn": ROLE, "topic": f"ctx-out/{uid}/${{clientid()}}", "qos": 1}}])
+                [{"republish": {"roleArn": ROLE, "topic": f"ctx-out/{uid}/${{clientid()}}", "qos": 1,
+                                "headers": {"contentType": "application/json",
+                                            "userProperties": [{"key": "thing", "value": "${topic(3)}"}]}}}])
     sub = clients(V5, broker=rb)
     sub.subscribe(f"ctx-out/{uid}/#", qos=1)
     dev = clients(V5, broker=rb, client_id=f"c-{uid}")
@@ -138,6 +141,8 @@ def test_functions_get_the_message_context(rb, aws, clients, uid):
         {"n": -7, "x": 2.5, "s": "Hello", "z": None, "b": True, "o": {"k": 1}, "arr": [10, 20]}), qos=1)
     msg = sub.wait_message(timeout=20, topic=f"ctx-out/{uid}/c-{uid}")
     out = json.loads(msg.payload)
+    assert msg.properties.ContentType == "application/json"
+    assert msg.properties.UserProperty == [("thing", thing)]
     assert out["topic"] == f"ctx/{uid}/{thing}" and out["thing"] == thing
     assert out["client"] == f"c-{uid}"
     assert out["who"] == "anonymous"
@@ -292,14 +297,15 @@ def test_every_acknowledged_message_survives_a_crash(broker_factory, aws, uid):
                 [{"kinesis": {"roleArn": ROLE, "streamName": stream, "partitionKey": "${topic(2)}"}}])
     # Per publisher: what each packet id carried, and the ids PUBACKed (paho calls on_publish on
     # its network thread when the PUBACK arrives). Ids are not reused below 65535 messages.
-    sent: list[dict[int, tuple[int, int]]] = [{} for _ in range(4)]
-    acked_ids: list[set[int]] = [set() for _ in range(4)]
+    # 8 publishers x 100 in flight: more than one ingest put (500 records) waits at once.
+    sent: list[dict[int, tuple[int, int]]] = [{} for _ in range(PUBLISHERS)]
+    acked_ids: list[set[int]] = [set() for _ in range(PUBLISHERS)]
     stop = threading.Event()
 
     def publisher(n: int):
         c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"load-{n}-{uid}",
                         protocol=mqtt.MQTTv311, reconnect_on_failure=False)
-        c.max_inflight_messages_set(50)
+        c.max_inflight_messages_set(100)
         c.max_queued_messages_set(200)
         c.on_publish = lambda client, userdata, mid, rc, props: acked_ids[n].add(mid)
         c.connect(HOST, b.ports["mqtt"])
@@ -320,9 +326,9 @@ def test_every_acknowledged_message_survives_a_crash(broker_factory, aws, uid):
             c.loop_stop()
 
     def acked() -> set[tuple[int, int]]:
-        return {sent[n][mid] for n in range(4) for mid in list(acked_ids[n]) if mid in sent[n]}
+        return {sent[n][mid] for n in range(PUBLISHERS) for mid in list(acked_ids[n]) if mid in sent[n]}
 
-    threads = [threading.Thread(target=publisher, args=(n,), daemon=True) for n in range(4)]
+    threads = [threading.Thread(target=publisher, args=(n,), daemon=True) for n in range(PUBLISHERS)]
     for t in threads:
         t.start()
     wait_until(lambda: sum(len(a) for a in acked_ids) >= 5000, 60, what="5000 acknowledged messages")
