@@ -161,6 +161,23 @@ def test_functions_get_the_message_context(rb, aws, clients, uid):
     assert {k: out.get(k) for k in expected} == expected
 
 
+def test_republish_to_a_reserved_topic_with_double_dollar_updates_a_shadow(rb, aws, clients, uid):
+    iot, data = aws("iot", broker=rb), aws("iot-data", broker=rb)
+    thing = f"sh-{uid}"
+    create_rule(iot, rule_name(uid), f"SELECT state FROM 'feed/{uid}/+'",
+                [{"republish": {"roleArn": ROLE, "topic": "$$aws/things/${topic(3)}/shadow/update", "qos": 1}}])
+    clients(V5, broker=rb).publish(f"feed/{uid}/{thing}", json.dumps({"state": {"reported": {"t": 5}}}), qos=1)
+
+    def reported():
+        try:
+            doc = json.loads(data.get_thing_shadow(thingName=thing)["payload"].read())
+        except data.exceptions.ResourceNotFoundException:
+            return None
+        return doc["state"].get("reported")
+
+    assert wait_until(reported, 20, interval=0.1, what="the shadow update") == {"t": 5}
+
+
 # ---------------------------------------------------------------------------------------------
 # the http action, and the errorAction when a destination is down
 

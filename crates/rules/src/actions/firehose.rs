@@ -139,3 +139,37 @@ impl Action for Firehose {
         outcomes
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn firehose(separator: &'static str, batch_mode: bool) -> Firehose {
+        Firehose {
+            sink: None,
+            stream_name: "d".into(),
+            separator,
+            batch_mode,
+        }
+    }
+
+    #[test]
+    fn records_get_the_separator_and_batch_mode_splits_arrays() {
+        let plain = firehose("\n", false);
+        assert_eq!(
+            plain
+                .records(&Bytes::from_static(b"{\"a\":1}"))
+                .expect("one"),
+            vec![Bytes::from_static(b"{\"a\":1}\n")]
+        );
+        let batch = firehose(",", true);
+        assert_eq!(
+            batch
+                .records(&Bytes::from_static(b"[{\"a\":1},2]"))
+                .expect("two"),
+            vec![Bytes::from_static(b"{\"a\":1},"), Bytes::from_static(b"2,")]
+        );
+        assert!(batch.records(&Bytes::from_static(b"{\"a\":1}")).is_err());
+        assert!(batch.records(&Bytes::from_static(b"[]")).is_err());
+    }
+}
