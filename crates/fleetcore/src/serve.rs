@@ -139,6 +139,18 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         Arc::clone(broker.router()),
     )
     .context("starting the shadow service")?;
+    // The rules engine: its ingest log is installed before any listener accepts a client.
+    let rules_engine = crate::rules::RulesEngine::start(
+        data_dir,
+        Arc::clone(&rules),
+        broker.router(),
+        Arc::clone(&streams),
+        Arc::clone(&archive),
+        shadows.clone(),
+    )
+    .await
+    .context("starting the rules engine")?;
+    tracing::info!("rules engine started");
     let iotdata_state = IotDataState {
         shadows: shadows.clone(),
         broker: Arc::clone(broker.router()),
@@ -266,6 +278,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .await
         .context("saving broker state at shutdown")?;
     shadows.shutdown().await;
+    rules_engine.shutdown().await;
     let _ = stop_https.send(());
     if let Some(task) = https_task
         && tokio::time::timeout(Duration::from_secs(5), task)

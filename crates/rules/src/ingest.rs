@@ -15,7 +15,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use fleetcore_mqtt::broker::{IngestLog, Ingested, Message, Publisher};
 use fleetcore_mqtt::protocol::QoS;
-use fleetcore_stream::{NewRecord, Stream, StreamError, StreamMode, StreamSpec};
+use fleetcore_stream::{
+    MAX_PUT_BYTES, MAX_PUT_RECORDS, MAX_RECORD_BYTES, NewRecord, Stream, StreamError, StreamMode,
+    StreamSpec,
+};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
@@ -169,7 +172,14 @@ impl IngestLog for IngestWriter {
                 .collect(),
         };
         let data = match record.encode() {
-            Ok(data) => Bytes::from(data),
+            Ok(data) if data.len() <= MAX_RECORD_BYTES => Bytes::from(data),
+            Ok(data) => {
+                // The log's records hold at most 1 MiB; such a message reaches subscribers but
+                // no rule (AWS IoT refuses messages over 128 KiB outright).
+                tracing::warn!(bytes = data.len(), topic = %message.topic, "message too large for the ingest log; rules do not see it");
+                metrics::counter!("fleetcore_ingest_too_large_total").increment(1);
+                return Ingested::Shed;
+            }
             Err(error) => {
                 tracing::error!(%error, topic = %message.topic, "ingest record not encodable");
                 return Ingested::Shed;
@@ -228,31 +238,52 @@ async fn write_loop(
                 data: q.data,
             })
             .collect();
-        let mut backoff = Duration::from_millis(10);
-        loop {
-            match streams.put_records(INGEST_STREAM, records.clone()).await {
-                Ok(outcomes) if outcomes.iter().all(Result::is_ok) => break,
-                Ok(outcomes) => {
-                    let failed: Vec<NewRecord> = records
-                        .into_iter()
-                        .zip(outcomes)
-                        .filter(|(_, outcome)| outcome.is_err())
-                        .map(|(record, _)| record)
-                        .collect();
-                    tracing::error!(
-                        failed = failed.len(),
-                        "ingest append partly failed; retrying"
-                    );
-                    records = failed;
+        // A put takes at most MAX_PUT_RECORDS records and MAX_PUT_BYTES bytes: larger batches
+        // go in several puts (each durable before the next; the watermark moves after all).
+        while !records.is_empty() {
+            let mut take = 0;
+            let mut size = 0;
+            for record in &records {
+                let len = record.data.len() + record.partition_key.len();
+                if take == MAX_PUT_RECORDS || (take > 0 && size + len > MAX_PUT_BYTES) {
+                    break;
                 }
-                Err(error) => tracing::error!(%error, "ingest append failed; retrying"),
+                take += 1;
+                size += len;
             }
-            metrics::counter!("fleetcore_ingest_append_failures_total").increment(1);
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            let rest = records.split_off(take);
+            append(streams.as_ref(), records).await;
+            records = rest;
         }
         queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
         metrics::counter!("fleetcore_ingest_records_total").increment(count);
         durable.send_replace(last_ticket);
+    }
+}
+
+/// Appends one put's worth of records; a failed append is retried with backoff, never skipped.
+async fn append(streams: &dyn Stream, mut records: Vec<NewRecord>) {
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        match streams.put_records(INGEST_STREAM, records.clone()).await {
+            Ok(outcomes) if outcomes.iter().all(Result::is_ok) => return,
+            Ok(outcomes) => {
+                let failed: Vec<NewRecord> = records
+                    .into_iter()
+                    .zip(outcomes)
+                    .filter(|(_, outcome)| outcome.is_err())
+                    .map(|(record, _)| record)
+                    .collect();
+                tracing::error!(
+                    failed = failed.len(),
+                    "ingest append partly failed; retrying"
+                );
+                records = failed;
+            }
+            Err(error) => tracing::error!(%error, "ingest append failed; retrying"),
+        }
+        metrics::counter!("fleetcore_ingest_append_failures_total").increment(1);
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }

@@ -1,11 +1,14 @@
 //! The rules engine of fleetcore: the AWS IoT SQL dialect ([`sql`]) compiled once per rule and
 //! evaluated per message over `serde_json::Value`, the message context a rule sees
 //! ([`message`]), and the durable registry of topic rules behind the `iot` rule API
-//! ([`registry`]). Rule actions are stored and validated here; running them comes later.
+//! ([`registry`]), the durable ingest log rules read ([`ingest`]), the rule actions
+//! ([`actions`]) and the runtime that runs them ([`runtime`]).
 
+pub mod actions;
 pub mod ingest;
 pub mod message;
 pub mod registry;
+pub mod runtime;
 pub mod sql;
 pub mod topic;
 

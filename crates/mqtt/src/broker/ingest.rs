@@ -30,7 +30,8 @@ pub enum Ingested {
     NotWanted,
     /// Accepted: durable once the log's watermark reaches this ticket.
     Accepted(u64),
-    /// Refused under overload (QoS 0 only: an at-most-once message may be shed).
+    /// Not logged: shed under overload (QoS 0 only: an at-most-once message may be shed), or
+    /// too large for the log; nothing to wait for.
     Shed,
 }
 

@@ -612,10 +612,11 @@ impl Router {
 
     /// Publishes a server-originated message (a will, a message from an in-process client):
     /// hands it to the taps, retains it if asked, and queues it for every subscriber without
-    /// waiting for room.
-    pub fn publish(&self, message: Arc<Message>) {
+    /// waiting for room. Returns what the ingest log did with it, so an in-process publisher
+    /// that must not lose it (a rule's republish) can wait until it is durable.
+    pub fn publish(&self, message: Arc<Message>) -> Ingested {
         self.tap(&message);
-        self.ingest(&message, Publisher::default());
+        let ingested = self.ingest(&message, Publisher::default());
         if message.retain {
             self.retain(&message);
         }
@@ -627,6 +628,7 @@ impl Router {
                     .dropped(DropReason::QueueFull, session.client_id());
             }
         }
+        ingested
     }
 
     /// Saves every persistent session with its queued and inflight messages, then commits all

@@ -149,11 +149,20 @@ pub struct RulePage {
     pub next_token: Option<String>,
 }
 
+/// Told about every change of the rule set (create, replace, delete, enable, disable) before
+/// the call that made it returns; the rules runtime starts and stops its workers here.
+pub trait RuleObserver: Send + Sync {
+    /// The rule set changed; [`RuleRegistry::snapshot`] has the new one. Called with the
+    /// registry's writer lock held, so changes are observed one at a time, in order.
+    fn rules_changed(&self);
+}
+
 /// The topic rules: durable records plus compiled statements in memory.
 pub struct RuleRegistry {
     store: Arc<dyn KvStore>,
     rules: RwLock<BTreeMap<String, Arc<TopicRule>>>,
     writer: Mutex<()>,
+    observer: RwLock<Option<Arc<dyn RuleObserver>>>,
 }
 
 impl std::fmt::Debug for RuleRegistry {
@@ -249,7 +258,25 @@ impl RuleRegistry {
             store,
             rules: RwLock::new(rules),
             writer: Mutex::new(()),
+            observer: RwLock::new(None),
         })
+    }
+
+    /// Installs the observer told about every later change.
+    pub fn set_observer(&self, observer: Arc<dyn RuleObserver>) {
+        *self.observer.write() = Some(observer);
+    }
+
+    fn changed(&self) {
+        let observer = self.observer.read().clone();
+        if let Some(observer) = observer {
+            observer.rules_changed();
+        }
+    }
+
+    /// Every rule, by name.
+    pub fn snapshot(&self) -> Vec<Arc<TopicRule>> {
+        self.rules.read().values().cloned().collect()
     }
 
     fn write(&self, record: &RuleRecord) -> Result<(), RuleError> {
@@ -290,6 +317,7 @@ impl RuleRegistry {
         self.write(&record)?;
         let rule = Arc::new(TopicRule { record, statement });
         self.rules.write().insert(name.into(), Arc::clone(&rule));
+        self.changed();
         Ok(rule)
     }
 
@@ -323,6 +351,7 @@ impl RuleRegistry {
         self.rules
             .write()
             .insert(name.into(), Arc::new(TopicRule { record, statement }));
+        self.changed();
         Ok(())
     }
 
@@ -341,6 +370,7 @@ impl RuleRegistry {
             statement: old.statement.clone(),
         };
         self.rules.write().insert(name.into(), Arc::new(rule));
+        self.changed();
         Ok(())
     }
 
@@ -352,6 +382,7 @@ impl RuleRegistry {
         batch.delete(TABLE, name.as_bytes());
         self.store.apply(batch)?;
         self.rules.write().remove(name);
+        self.changed();
         Ok(())
     }
 

@@ -726,3 +726,31 @@ fn cast_type(t: &ast::DataType, span: Span) -> Result<CastType, SqlError> {
         }
     })
 }
+
+/// A bare expression (the inside of a `${...}` substitution template): the same checks and
+/// compiled form as an expression of a statement. Returns the expression and its depth.
+pub(crate) fn expression(text: &str, version: SqlVersion) -> Result<(Expr, usize), SqlError> {
+    if text.len() > MAX_SQL_LEN {
+        return Err(SqlError::at(
+            format!("the expression is longer than {MAX_SQL_LEN} bytes"),
+            Location::new(1, 1),
+        ));
+    }
+    // Bounds operators and brackets before sqlparser builds a tree of them.
+    strip_select_value(text)?;
+    let dialect = GenericDialect {};
+    let parsed = Parser::new(&dialect)
+        .try_with_sql(text)
+        .and_then(|mut p| {
+            let expr = p.parse_expr()?;
+            p.expect_token(&Token::EOF)?;
+            Ok(expr)
+        })
+        .map_err(parser_error)?;
+    let compiler = Compiler {
+        version,
+        deepest: Cell::new(0),
+    };
+    let expr = compiler.expr(&parsed, 0)?;
+    Ok((expr, compiler.deepest.get()))
+}

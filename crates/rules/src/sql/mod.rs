@@ -6,6 +6,7 @@ mod eval;
 mod expr;
 mod functions;
 mod joda;
+mod template;
 mod value;
 
 use std::str::FromStr;
@@ -14,6 +15,7 @@ use sqlparser::tokenizer::Location;
 
 pub use compile::MAX_SQL_LEN;
 pub use eval::EvalError;
+pub use template::Template;
 
 use crate::message::{MessageContext, Outcome, Payload, RuleEnv};
 use expr::{Expr, Projection};

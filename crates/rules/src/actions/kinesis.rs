@@ -1,0 +1,103 @@
+//! `kinesis`: appends the rule's output to a stream of the user's stream store (durable on
+//! return), with the partition key from its template or, without one, a random one.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use fleetcore_stream::{NewRecord, Stream};
+use serde_json::Value;
+
+use super::{Action, Destinations, Prepared, required_str};
+use crate::sql::Template;
+
+/// The kinesis action.
+pub(super) struct Kinesis {
+    streams: Arc<dyn Stream>,
+    stream_name: String,
+    /// `[partitionKey]` when one is given.
+    templates: Vec<Template>,
+}
+
+impl Kinesis {
+    pub(super) fn build(
+        members: &Value,
+        template: &dyn Fn(&str) -> Result<Option<Template>, String>,
+        destinations: &Destinations,
+    ) -> Result<Kinesis, String> {
+        let stream_name = required_str(members, "kinesis", "streamName")?.to_string();
+        Ok(Kinesis {
+            streams: Arc::clone(&destinations.streams),
+            stream_name,
+            templates: template("partitionKey")?.into_iter().collect(),
+        })
+    }
+}
+
+fn random_key() -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        // The key only spreads records over shards; the clock spreads them well enough.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        bytes = now.to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[async_trait]
+impl Action for Kinesis {
+    fn name(&self) -> &'static str {
+        "KinesisAction"
+    }
+
+    fn resource(&self, _params: &[String]) -> String {
+        self.stream_name.clone()
+    }
+
+    fn templates(&self) -> &[Template] {
+        &self.templates
+    }
+
+    async fn deliver(&self, items: &[Prepared]) -> Vec<Result<(), String>> {
+        let mut outcomes: Vec<Result<(), String>> = Vec::with_capacity(items.len());
+        let mut records = Vec::new();
+        for item in items {
+            let key = match item.params.first() {
+                Some(key) if !key.is_empty() => key.chars().take(256).collect(),
+                Some(_) => {
+                    outcomes.push(Err("the partition key template expanded to nothing".into()));
+                    continue;
+                }
+                None => random_key(),
+            };
+            outcomes.push(Ok(()));
+            records.push(NewRecord {
+                partition_key: key,
+                explicit_hash_key: None,
+                data: item.body.clone(),
+            });
+        }
+        let mut results = Vec::new();
+        for chunk in records.chunks(fleetcore_stream::MAX_PUT_RECORDS) {
+            match self
+                .streams
+                .put_records(&self.stream_name, chunk.to_vec())
+                .await
+            {
+                Ok(put) => results.extend(
+                    put.into_iter()
+                        .map(|r| r.map(|_| ()).map_err(|f| format!("{f:?}"))),
+                ),
+                Err(e) => results.extend(chunk.iter().map(|_| Err(e.to_string()))),
+            }
+        }
+        let mut results = results.into_iter();
+        for outcome in &mut outcomes {
+            if outcome.is_ok() {
+                *outcome = results.next().unwrap_or(Err("no outcome".into()));
+            }
+        }
+        outcomes
+    }
+}

@@ -1,0 +1,99 @@
+//! Actions that cannot run here: kinds this server stores but has no runtime for (Lambda, IoT
+//! Events, DynamoDB, ...) and actions whose parameters could not be built. Every message fails
+//! with a clear message, so the rule's error action fires and the failure is counted.
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use super::{Action, Prepared};
+use crate::sql::Template;
+
+/// An action that fails every message, saying why.
+pub(crate) struct Unsupported {
+    name: &'static str,
+    resource: String,
+    reason: String,
+}
+
+/// AWS's `failedAction` name of each kind.
+fn action_name(kind: &str) -> &'static str {
+    match kind {
+        "republish" => "RepublishAction",
+        "kinesis" => "KinesisAction",
+        "firehose" => "FirehoseAction",
+        "http" => "HttpAction",
+        "lambda" => "LambdaAction",
+        "iotEvents" => "IotEventsAction",
+        "iotAnalytics" => "IotAnalyticsAction",
+        "s3" => "S3Action",
+        "dynamoDB" => "DynamoAction",
+        "dynamoDBv2" => "DynamoActionV2",
+        "sns" => "SnsAction",
+        "sqs" => "SqsAction",
+        "openSearch" => "OpenSearchAction",
+        "cloudwatchMetric" => "CloudwatchMetricAction",
+        _ => "UnsupportedAction",
+    }
+}
+
+/// The member naming what an action writes to, for `failedResource`.
+fn resource_of(kind: &str, members: &Value) -> String {
+    let field = match kind {
+        "lambda" => "functionArn",
+        "iotEvents" => "inputName",
+        "iotAnalytics" => "channelName",
+        "s3" => "bucketName",
+        "dynamoDB" => "tableName",
+        "sns" => "targetArn",
+        "sqs" => "queueUrl",
+        _ => "",
+    };
+    members
+        .get(field)
+        .and_then(Value::as_str)
+        .map_or_else(|| kind.to_string(), str::to_string)
+}
+
+impl Unsupported {
+    /// A kind without a runtime here.
+    pub(crate) fn kind(kind: &str, members: &Value) -> Unsupported {
+        let reason = match kind {
+            "lambda" => "no functions capability yet: the lambda action cannot run".to_string(),
+            "iotEvents" => "no events capability yet: the iotEvents action cannot run".to_string(),
+            other => format!("the {other} action is not supported by this server yet"),
+        };
+        Unsupported {
+            name: action_name(kind),
+            resource: resource_of(kind, members),
+            reason,
+        }
+    }
+
+    /// An action whose parameters could not be built.
+    pub(crate) fn broken(kind: &str, reason: String) -> Unsupported {
+        Unsupported {
+            name: action_name(kind),
+            resource: kind.to_string(),
+            reason,
+        }
+    }
+}
+
+#[async_trait]
+impl Action for Unsupported {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn resource(&self, _params: &[String]) -> String {
+        self.resource.clone()
+    }
+
+    fn templates(&self) -> &[Template] {
+        &[]
+    }
+
+    async fn deliver(&self, items: &[Prepared]) -> Vec<Result<(), String>> {
+        items.iter().map(|_| Err(self.reason.clone())).collect()
+    }
+}
