@@ -197,6 +197,17 @@ class Client:
             assert info.is_published(), f"[{self.client_id}] publish to {topic} not acknowledged within {timeout}s"
         return info
 
+    def publish_refused_by_disconnect(self, topic: str, payload=b"", qos: int = 0,
+                                      timeout: float = DEFAULT_TIMEOUT) -> None:
+        """Publish what the server must answer by closing the connection (MQTT 3.1.1 has no
+        other way to refuse a PUBLISH), and wait for the close. paho may already see the close
+        while it is still writing the packet and then reports "no connection" for it: both are
+        the expected outcome, anything else is not."""
+        info = self.c.publish(topic, payload, qos=qos)
+        assert info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN), \
+            f"publish failed locally: {info.rc}"
+        self.wait_disconnected(timeout)
+
     def sync(self, timeout: float = DEFAULT_TIMEOUT) -> None:
         """Round trip (a QoS 1 publish to a topic nobody uses, waiting for its PUBACK): everything
         this client sent before, QoS 0 included, has been processed by the broker."""

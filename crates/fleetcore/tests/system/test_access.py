@@ -455,8 +455,7 @@ def test_reference_policy_denied_publish_v311_paho(clients, devices, make_policy
     for qos in (1, 0):
         c = clients(V311, client_id=dev.thing, tls=dev.tls)
         c.publish(f"devices/{dev.thing}/ok", b"allowed", qos=1)
-        c.publish(f"{other}/x", f"denied-q{qos}".encode(), qos=qos, wait=False)
-        c.wait_disconnected(timeout=5)
+        c.publish_refused_by_disconnect(f"{other}/x", f"denied-q{qos}".encode(), qos=qos, timeout=5)
     fence(seen, seen, f"{other}/x")
     assert not [m for m in seen.received if m.payload.startswith(b"denied")]
 
@@ -781,8 +780,7 @@ def test_explicit_deny_wins(clients, devices, make_policy, tls_raw, watcher, ver
         assert publish_code(c, acks, f"{mine}/open", b"fine") == 0
     else:
         c.publish(f"{mine}/open", b"fine", qos=1)
-        c.publish(f"{mine}/secret", b"denied", qos=1, wait=False)
-        c.wait_disconnected(5)
+        c.publish_refused_by_disconnect(f"{mine}/secret", b"denied", qos=1, timeout=5)
     fence(seen, seen, f"{mine}/x")
     assert b"denied" not in seen.payloads()
     assert b"hidden" not in c.payloads()
