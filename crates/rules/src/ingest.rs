@@ -104,8 +104,11 @@ impl IngestFilters {
 
     /// True if some filter matches `topic`.
     pub fn wants(&self, topic_name: &str) -> bool {
-        let filters = Arc::clone(&self.filters.read());
-        filters.iter().any(|f| topic::matches(f, topic_name))
+        // Scanned under the read lock: no reference count touched per message.
+        self.filters
+            .read()
+            .iter()
+            .any(|f| topic::matches(f, topic_name))
     }
 }
 
