@@ -1,6 +1,8 @@
 //! The embedded backend through the `Stream` trait: appends, reads, seeks, restarts, retention,
 //! resharding and limits.
 
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -11,23 +13,7 @@ use fleetcore_stream::{
     EmbeddedConfig, EmbeddedStreams, NewRecord, Position, Record, SequenceNumber, ShardId,
     StartingPosition, Stream, StreamError, StreamMode, StreamSpec,
 };
-
-fn spec(name: &str, shards: u32) -> StreamSpec {
-    StreamSpec {
-        name: name.into(),
-        mode: StreamMode::Provisioned,
-        shard_count: shards,
-        retention_hours: 24,
-    }
-}
-
-fn record(key: &str, data: &str) -> NewRecord {
-    NewRecord {
-        partition_key: key.into(),
-        explicit_hash_key: None,
-        data: Bytes::copy_from_slice(data.as_bytes()),
-    }
-}
+use support::{record, spec};
 
 async fn open(dir: &std::path::Path) -> EmbeddedStreams {
     EmbeddedStreams::open(dir, EmbeddedConfig::default())

@@ -7,26 +7,10 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use fleetcore_stream::{
     JetStreamStreams, NewRecord, Position, ShardId, StartingPosition, Stream, StreamError,
-    StreamMode, StreamSpec, StreamStatus,
+    StreamStatus,
 };
 use support::nats::NatsServer;
-
-fn spec(name: &str, shards: u32) -> StreamSpec {
-    StreamSpec {
-        name: name.into(),
-        mode: StreamMode::Provisioned,
-        shard_count: shards,
-        retention_hours: 24,
-    }
-}
-
-fn record(key: &str, data: &str) -> NewRecord {
-    NewRecord {
-        partition_key: key.into(),
-        explicit_hash_key: None,
-        data: Bytes::from(data.to_string()),
-    }
-}
+use support::{record, spec};
 
 async fn put(
     streams: &JetStreamStreams,
