@@ -3,7 +3,7 @@
 //! checkpoint, changed only by compare-and-set on the entry's revision, so two consumers can
 //! never both think they hold a shard, and a checkpoint is written only by the holder.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv;
 use futures_util::StreamExt;
@@ -18,6 +18,9 @@ pub(super) const LEASE_BUCKET: &str = "fleetcore_stream_leases";
 
 /// Compare-and-set attempts before giving up on a contended lease.
 const ATTEMPTS: usize = 8;
+
+/// How long a steal keeps retrying compare-and-set races against the holder's checkpoints.
+const STEAL_BUDGET: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct LeaseEntry {
@@ -125,7 +128,11 @@ pub(super) async fn steal(
     ttl: Duration,
 ) -> Result<bool, StreamError> {
     let key = key(meta, group, shard)?;
-    for _ in 0..ATTEMPTS {
+    // The holder rewrites the entry at every checkpoint, so a busy holder can win a fixed
+    // number of compare-and-set races in a row; keep trying while it still holds the lease,
+    // for a bounded time instead.
+    let give_up = Instant::now() + STEAL_BUDGET;
+    while Instant::now() < give_up {
         let Some((mut lease, revision)) = read(store, &key).await? else {
             return Ok(false);
         };
