@@ -5,6 +5,7 @@ mod auth;
 mod bench;
 mod cli;
 mod config;
+mod open_files;
 mod rules;
 mod serve;
 mod streams;
@@ -50,6 +51,10 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => {
             let settings = args.resolve()?;
             serve::init_logging(&settings.log);
+            match open_files::raise_to_hard_limit() {
+                Ok(limit) => tracing::info!(limit, "open files"),
+                Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
+            }
             runtime.block_on(serve::run(settings))
         }
         Command::Thing(command) => {
@@ -62,6 +67,9 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Bench(args) => {
             serve::init_logging("warn");
+            if let Err(e) = open_files::raise_to_hard_limit() {
+                tracing::warn!(error = %e, "cannot raise the open-files limit");
+            }
             runtime.block_on(bench::run(args))
         }
     }
