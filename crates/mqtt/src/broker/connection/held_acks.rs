@@ -12,6 +12,8 @@ use crate::protocol::Packet;
 /// keep).
 pub(super) struct HeldAcks {
     queue: VecDeque<(u64, Packet)>,
+    /// PUBACKs among them: QoS 1 messages that count against the server's Receive Maximum.
+    pubacks: usize,
     watermark: watch::Receiver<u64>,
 }
 
@@ -20,13 +22,20 @@ impl HeldAcks {
     pub(super) fn new(watermark: watch::Receiver<u64>) -> HeldAcks {
         HeldAcks {
             queue: VecDeque::with_capacity(4),
+            pubacks: 0,
             watermark,
         }
     }
 
     /// Holds `ack` behind every acknowledgement held before it.
     pub(super) fn push(&mut self, ticket: u64, ack: Packet) {
+        self.pubacks += usize::from(matches!(ack, Packet::PubAck(_)));
         self.queue.push_back((ticket, ack));
+    }
+
+    /// PUBACKs held.
+    pub(super) fn pubacks(&self) -> usize {
+        self.pubacks
     }
 
     /// Acknowledgements held.
@@ -44,6 +53,7 @@ impl HeldAcks {
             .is_some_and(|(ticket, _)| *ticket <= durable)
         {
             if let Some((_, ack)) = self.queue.pop_front() {
+                self.pubacks -= usize::from(matches!(ack, Packet::PubAck(_)));
                 ready.push(ack);
             }
         }
@@ -114,7 +124,7 @@ mod tests {
     fn ids(acks: &[Packet]) -> Vec<u16> {
         acks.iter()
             .map(|p| match p {
-                Packet::PubAck(a) => a.packet_id,
+                Packet::PubAck(a) | Packet::PubRec(a) => a.packet_id,
                 other => panic!("unexpected {other:?}"),
             })
             .collect()
@@ -127,16 +137,27 @@ mod tests {
         held.push(5, puback(1));
         held.push(0, puback(2)); // nothing to wait for, but must not overtake 1
         held.push(6, puback(3));
+        held.push(
+            7,
+            Packet::PubRec(PubAck {
+                packet_id: 4,
+                ..PubAck::default()
+            }),
+        );
+        assert_eq!((held.len(), held.pubacks()), (4, 3));
         let mut ready = Vec::new();
         assert!(!held.take_durable(&mut ready));
         assert!(ready.is_empty());
         let _ = log.send(5);
         assert!(!held.take_durable(&mut ready));
         assert_eq!(ids(&ready), [1, 2]);
-        assert_eq!(held.len(), 1);
+        assert_eq!((held.len(), held.pubacks()), (2, 1));
+        let _ = log.send(6);
+        assert!(!held.take_durable(&mut ready));
+        assert_eq!(ids(&ready), [1, 2, 3]);
+        assert_eq!((held.len(), held.pubacks()), (1, 0));
         let _ = log.send(9);
         assert!(held.take_durable(&mut ready));
-        assert_eq!(ids(&ready), [1, 2, 3]);
     }
 
     #[tokio::test]
