@@ -22,6 +22,8 @@ pub enum DropReason {
 pub struct BrokerMetrics {
     /// Live MQTT connections.
     pub connections: Gauge,
+    /// Connections parked: idle, holding no buffer, timer or busy-loop state.
+    pub connections_parked: Gauge,
     /// Connections accepted since start.
     pub connections_total: Counter,
     /// Connections refused at CONNECT (bad protocol, not authorized, ...).
@@ -55,6 +57,7 @@ impl BrokerMetrics {
         let dropped = |reason: &'static str| counter!("fleetcore_mqtt_messages_dropped_total", "reason" => reason);
         BrokerMetrics {
             connections: gauge!("fleetcore_mqtt_connections"),
+            connections_parked: gauge!("fleetcore_mqtt_connections_parked"),
             connections_total: counter!("fleetcore_mqtt_connections_accepted_total"),
             connections_refused: counter!("fleetcore_mqtt_connections_refused_total"),
             messages_received: counter!("fleetcore_mqtt_messages_received_total"),

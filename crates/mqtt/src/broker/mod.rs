@@ -3,6 +3,7 @@
 mod config;
 mod connection;
 mod ingest;
+mod keep_alive;
 mod message;
 mod metrics;
 mod persist;

@@ -11,6 +11,7 @@ use tokio::sync::{Notify, OwnedMutexGuard, watch};
 
 use super::config::BrokerConfig;
 use super::ingest::{IngestLog, Ingested, Publisher};
+use super::keep_alive::KeepAliveSweep;
 use super::message::{Delivery, Message};
 use super::metrics::{BrokerMetrics, DropReason};
 use super::persist::{self, Clock, Persister, StoredMessage};
@@ -57,6 +58,8 @@ pub struct Router {
     taps: Taps,
     /// The durable log the rules engine reads, once installed.
     ingest: OnceLock<Arc<dyn IngestLog>>,
+    /// Keep-alive deadlines of parked connections.
+    keep_alive: Arc<KeepAliveSweep>,
 }
 
 fn split_filter(filter: &str) -> Option<(Option<&str>, &str)> {
@@ -84,7 +87,13 @@ impl Router {
             shutting_down: AtomicBool::new(false),
             taps: Taps::new(),
             ingest: OnceLock::new(),
+            keep_alive: Arc::new(KeepAliveSweep::default()),
         })
+    }
+
+    /// The shared sweep that watches parked connections' keep-alive deadlines.
+    pub(crate) fn keep_alive_sweep(&self) -> &Arc<KeepAliveSweep> {
+        &self.keep_alive
     }
 
     /// The broker's limits.

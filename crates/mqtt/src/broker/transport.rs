@@ -171,6 +171,35 @@ where
     })
 }
 
+impl ClientStream for TcpStream {
+    fn parkable(&mut self) -> bool {
+        true
+    }
+
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_read_ready(cx)
+    }
+}
+
+impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
+    /// rustls may hold decrypted bytes the socket no longer shows (a read took only part of a
+    /// record), or records still to send: then the connection stays in its busy loop.
+    fn parkable(&mut self) -> bool {
+        let (_, tls) = self.get_mut();
+        !tls.wants_write()
+            && tls
+                .process_new_packets()
+                .is_ok_and(|state| state.plaintext_bytes_to_read() == 0 && !state.peer_has_closed())
+    }
+
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_ref().0.poll_read_ready(cx)
+    }
+}
+
+/// WebSocket connections never park: tungstenite buffers frames of its own.
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> ClientStream for WsStream<S> {}
+
 /// A WebSocket connection seen as a byte stream: binary messages in, binary messages out.
 /// MQTT packets may span messages and a message may hold several packets (MQTT §6).
 pub(crate) struct WsStream<S> {

@@ -1,6 +1,6 @@
-//! The connection's loop: drains the mailbox into the write buffer, flushes, decodes and
+//! The connection's busy loop: drains the mailbox into the write buffer, flushes, decodes and
 //! handles packets, and waits on the socket, the mailbox, the session's kicks and one timer for
-//! all deadlines.
+//! all deadlines. After a quiet second it gives its buffers back and hands over to `park`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,6 +44,15 @@ impl Deadlines {
     }
 }
 
+/// How a stretch of serving ended.
+#[derive(Debug)]
+pub(super) enum Served {
+    /// The connection must end.
+    Exit(Exit),
+    /// Nothing to do for a while: park.
+    Idle,
+}
+
 /// True once `deadline` is set and has passed.
 fn passed(deadline: Option<Instant>, now: Instant) -> bool {
     deadline.is_some_and(|d| now >= d)
@@ -60,14 +69,15 @@ fn grown_read_size(read_size: usize, n: usize, spare: usize) -> usize {
 }
 
 impl Connection {
-    /// Serves packets and deliveries until the connection must end.
-    pub(super) async fn serve_packets(&mut self) -> Exit {
+    /// Serves packets and deliveries until the connection must end, or has been quiet long
+    /// enough to park.
+    pub(super) async fn serve_packets(&mut self) -> Served {
         loop {
             let more_to_send = self.drain_mailbox();
             if !self.wbuf.is_empty()
                 && let Err(exit) = self.flush().await
             {
-                return exit;
+                return Served::Exit(exit);
             }
             if !self.reading_paused() {
                 match protocol::decode(
@@ -79,7 +89,7 @@ impl Connection {
                         self.last_packet = Instant::now();
                         self.partial_since = None;
                         if let Err(exit) = self.handle(packet) {
-                            return exit;
+                            return Served::Exit(exit);
                         }
                         continue;
                     }
@@ -87,7 +97,9 @@ impl Connection {
                     Ok(None) => {
                         self.partial_since.get_or_insert_with(Instant::now);
                     }
-                    Err(e) => return violation(e.reason_code(), decode_error_text(&e)),
+                    Err(e) => {
+                        return Served::Exit(violation(e.reason_code(), decode_error_text(&e)));
+                    }
                 }
             }
             let holds_buffers = self.rbuf.capacity() > 0 || self.wbuf.capacity() > 0;
@@ -118,11 +130,11 @@ impl Connection {
                 biased;
                 _ = session.kicked().notified() => {
                     if let Some(exit) = self.dispossessed() {
-                        return exit;
+                        return Served::Exit(exit);
                     }
                 }
                 read = self.io.read_buf(&mut self.rbuf), if !paused => match read {
-                    Ok(0) | Err(_) => return Exit::Closed,
+                    Ok(0) | Err(_) => return Served::Exit(Exit::Closed),
                     Ok(n) => {
                         self.read_size = grown_read_size(self.read_size, n, spare);
                         self.last_activity = Instant::now();
@@ -137,16 +149,25 @@ impl Connection {
                 _ = sleep_until(next_deadline), if next_deadline.is_some() => {
                     let now = Instant::now();
                     if passed(deadlines.partial, now) {
-                        return violation(reason::MALFORMED_PACKET, "packet not completed in time");
+                        return Served::Exit(violation(
+                            reason::MALFORMED_PACKET,
+                            "packet not completed in time",
+                        ));
                     }
                     if passed(deadlines.keep_alive, now) {
-                        return violation(reason::KEEP_ALIVE_TIMEOUT, "keep alive timeout");
+                        return Served::Exit(violation(
+                            reason::KEEP_ALIVE_TIMEOUT,
+                            "keep alive timeout",
+                        ));
                     }
                     if passed(deadlines.pending, now) {
                         self.retry_pending(true);
                     }
                     if passed(deadlines.idle, now) {
                         self.release_idle_buffers();
+                        if self.parkable() {
+                            return Served::Idle;
+                        }
                     }
                 }
             }
@@ -186,7 +207,7 @@ impl Connection {
     /// Why the connection must end after a kick: another connection claimed the session, the
     /// server is shutting down, or the client's identity may no longer be connected (its
     /// certificate was revoked, its policy detached).
-    fn dispossessed(&mut self) -> Option<Exit> {
+    pub(super) fn dispossessed(&mut self) -> Option<Exit> {
         if self.session.is_owned_by(self.connection_id) {
             // Only a requested re-check re-resolves the grant: the kick may be the permit our
             // own claim left, or meant for a previous owner.

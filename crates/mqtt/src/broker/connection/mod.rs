@@ -21,11 +21,14 @@ mod handshake;
 mod held_acks;
 mod outbound;
 mod packets;
+mod park;
 mod publish;
 mod subscribe;
 
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -39,14 +42,27 @@ use super::router::{Blocked, Router};
 use super::session::{PendingWill, SessionHandle, SessionState};
 use crate::protocol::{self, Disconnect, DisconnectProperties, Packet, ProtocolVersion, Utf8};
 use aliases::{InboundAliases, OutboundAliases};
+use event_loop::Served;
 use exit::Exit;
 use fanout::PendingFanout;
 use handshake::Accepted;
 use held_acks::HeldAcks;
 
 /// A byte stream a client is connected over (TCP, TLS, WebSocket).
-pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> ClientStream for T {}
+pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {
+    /// True when [`ClientStream::poll_readable`] tells the whole truth now: nothing the client
+    /// sent is already buffered inside the stream. Only then may an idle connection park.
+    fn parkable(&mut self) -> bool {
+        false
+    }
+
+    /// Ready once the client has sent something (or closed), without reading it: how a parked
+    /// connection waits without a read buffer. Only called after `parkable` said true.
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let _ = cx;
+        Poll::Ready(Ok(()))
+    }
+}
 
 /// What the transport knows about a new connection.
 #[derive(Debug, Clone)]
@@ -123,7 +139,7 @@ pub async fn serve(
     ))
     .await;
     if let Some(connection) = admitted {
-        connection.run().await;
+        Box::new(connection).run().await;
     }
     connections.decrement(1.0);
 }
@@ -176,9 +192,21 @@ impl Connection {
 
     /// Runs the connection to its end, says goodbye as the exit requires and hands the
     /// session back to the router.
-    async fn run(mut self) {
+    async fn run(mut self: Box<Self>) {
         self.resend_inflight();
-        let exit = self.serve_packets().await;
+        let exit = loop {
+            // The busy loop's future (its select over socket, mailbox, kicks and a timer) is
+            // boxed so that it is freed while the connection is parked: an idle connection's
+            // task holds only this small future and the boxed `Connection`.
+            match Box::pin(self.serve_packets()).await {
+                Served::Exit(exit) => break exit,
+                Served::Idle => {
+                    if let Some(exit) = self.park().await {
+                        break exit;
+                    }
+                }
+            }
+        };
         let metrics = self.router.metrics().clone();
         if let Exit::Violation { code, why } = &exit {
             metrics.protocol_errors.increment(1);
@@ -205,7 +233,7 @@ impl Connection {
             state,
             will,
             ..
-        } = self;
+        } = *self;
         let will = if farewell.keep_will {
             will.map(|w| *w)
         } else {
