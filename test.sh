@@ -112,8 +112,9 @@ else
   rm -f "$cargo_log"
   done_stage "$cargo_passed passed"
 
-  stage "cargo build -p fleetcore"
-  cargo build -p fleetcore
+  stage "cargo build -p fleetcore -p fleetcore-conncount"
+  # conncount (benches/conncount) is the load tool of test_connection_count.py
+  cargo build -p fleetcore -p fleetcore-conncount
   export FLEETCORE_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/fleetcore"
   "$FLEETCORE_BIN" serve --help >/dev/null
   done_stage

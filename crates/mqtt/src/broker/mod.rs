@@ -124,15 +124,17 @@ impl Broker {
                     )
                     .await;
                     match handshake {
+                        // The connection keeps `alive` until it ends; a failed handshake drops
+                        // it here.
                         Ok(Ok((stream, info))) => {
-                            connection::serve(router, authenticator, stream, info, shutdown).await
+                            connection::serve(router, authenticator, stream, info, shutdown, alive)
+                                .await
                         }
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, error = %e, "transport handshake failed")
                         }
                         Err(_) => tracing::debug!(%peer, "transport handshake timed out"),
                     }
-                    drop(alive);
                 });
             }
             drop(alive);

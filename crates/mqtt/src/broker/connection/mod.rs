@@ -114,21 +114,24 @@ struct Connection {
     popped: Vec<Delivery>,
 }
 
-/// Serves one client from its first byte to the end of the connection.
+/// Serves one client from its first byte to the end of the connection. The handshake runs on
+/// the caller's task; once the client is in, the connection lives on in a task of its own that
+/// holds nothing but the boxed `Connection` (none of the accept-time state), and drops
+/// `alive` when it ends.
 pub async fn serve(
     router: Arc<Router>,
     authenticator: Arc<dyn Authenticator>,
     io: Box<dyn ClientStream>,
     info: ConnectionInfo,
     shutdown: watch::Receiver<bool>,
+    alive: impl Send + 'static,
 ) {
     let connections = router.metrics().connections.clone();
     connections.increment(1.0);
     router.metrics().connections_total.increment(1);
     let connection_id = router.next_connection_id();
     // Everything up to CONNACK runs in a boxed future: its state (the CONNECT packet, the
-    // handshake with the session) is freed once the client is in, instead of staying in the
-    // task of every idle connection.
+    // handshake with the session) is freed once the client is in.
     let admitted = Box::pin(handshake::admit(
         router,
         authenticator.as_ref(),
@@ -138,10 +141,17 @@ pub async fn serve(
         shutdown,
     ))
     .await;
-    if let Some(connection) = admitted {
-        Box::new(connection).run().await;
+    match admitted {
+        Some(connection) => {
+            let connection = Box::new(connection);
+            tokio::spawn(async move {
+                connection.run().await;
+                connections.decrement(1.0);
+                drop(alive);
+            });
+        }
+        None => connections.decrement(1.0),
     }
-    connections.decrement(1.0);
 }
 
 impl Connection {
@@ -213,19 +223,8 @@ impl Connection {
             tracing::info!(client_id = %self.client_id, code, why, "closing connection");
         }
         let farewell = exit.farewell();
-        if let (Some(code), ProtocolVersion::V5) = (farewell.goodbye, self.version) {
-            let packet = Packet::Disconnect(Disconnect {
-                reason: code,
-                properties: DisconnectProperties {
-                    reason_string: exit.reason_string().and_then(Utf8::new),
-                    ..DisconnectProperties::default()
-                },
-            });
-            self.wbuf.clear();
-            Box::pin(handshake::write_packet(&mut self.io, &packet, self.version)).await;
-        } else {
-            let _ = tokio::time::timeout(Duration::from_secs(1), self.io.shutdown()).await;
-        }
+        // Boxed, like the busy loop: the goodbye's state must not size the parked task.
+        Box::pin(self.say_goodbye(farewell.goodbye, &exit)).await;
         // Deliveries taken from the mailbox but not yet written go back for the next connection.
         let Connection {
             router,
@@ -241,5 +240,22 @@ impl Connection {
         };
         tracing::debug!(client_id = %session.client_id(), ?exit, "client disconnected");
         router.detach(session, state, will, farewell.taken_over);
+    }
+
+    /// Sends DISCONNECT with `goodbye` (MQTT 5) or just closes the socket.
+    async fn say_goodbye(&mut self, goodbye: Option<u8>, exit: &Exit) {
+        if let (Some(code), ProtocolVersion::V5) = (goodbye, self.version) {
+            let packet = Packet::Disconnect(Disconnect {
+                reason: code,
+                properties: DisconnectProperties {
+                    reason_string: exit.reason_string().and_then(Utf8::new),
+                    ..DisconnectProperties::default()
+                },
+            });
+            self.wbuf.clear();
+            handshake::write_packet(&mut self.io, &packet, self.version).await;
+        } else {
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.io.shutdown()).await;
+        }
     }
 }

@@ -63,3 +63,31 @@ impl Connection {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+
+    use super::Connection;
+
+    /// The size of the future `make` returns, without making one.
+    fn future_size<A, F: Future>(_make: impl FnOnce(A) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    #[test]
+    fn a_parked_connection_holds_a_small_future_and_a_compact_state() {
+        // What a parked connection's task holds: the `run` future (parked inside it), and the
+        // boxed `Connection`. The busy loop's future is boxed and freed while parked.
+        let run = future_size(|c: Box<Connection>| c.run());
+        let busy = future_size(|c: &'static mut Connection| c.serve_packets());
+        let connection = std::mem::size_of::<Connection>();
+        eprintln!("run future {run} B, busy loop future {busy} B, Connection {connection} B");
+        assert!(
+            run < busy,
+            "the parked future ({run} B) is not smaller than the busy one ({busy} B)"
+        );
+        assert!(run <= 512, "the parked future grew to {run} B");
+        assert!(connection <= 640, "Connection grew to {connection} B");
+    }
+}
