@@ -19,6 +19,12 @@ use crate::protocol::{ProtocolVersion, QoS, SubscriptionOptions};
 /// Session expiry interval meaning "never expires" (MQTT 5 §3.1.2.11.2).
 pub const NEVER_EXPIRES: u32 = u32::MAX;
 
+/// Bytes a delivery holds in a queue and will take on the wire, near enough: its payload and
+/// topic.
+fn queued_size(d: &Delivery) -> usize {
+    d.message.payload.len() + d.message.topic.len()
+}
+
 /// Result of offering a delivery to a session's mailbox.
 #[derive(Debug)]
 pub enum PushOutcome {
@@ -33,6 +39,8 @@ pub enum PushOutcome {
 
 struct Mailbox {
     queue: VecDeque<Delivery>,
+    /// Payload and topic bytes of the queued deliveries.
+    bytes: usize,
     online: bool,
     /// When the connection last took deliveries: a receiver that has not for a while is stuck,
     /// and publishers stop waiting for it.
@@ -45,6 +53,9 @@ struct Mailbox {
 pub struct SessionHandle {
     client_id: Arc<str>,
     capacity: usize,
+    /// Bytes an online session's queue may hold before publishers wait: a short queue keeps
+    /// latency low under saturation (the offline queue is bounded by `capacity` only).
+    online_bytes: usize,
     /// How long a full, online receiver may go without taking deliveries before publishers
     /// drop for it instead of waiting.
     stuck_after: Duration,
@@ -77,15 +88,18 @@ impl SessionHandle {
     pub fn new(
         client_id: Arc<str>,
         capacity: usize,
+        online_bytes: usize,
         stuck_after: Duration,
         state: SessionState,
     ) -> Arc<SessionHandle> {
         Arc::new(SessionHandle {
             client_id,
             capacity,
+            online_bytes,
             stuck_after,
             mailbox: Mutex::new(Mailbox {
                 queue: VecDeque::new(),
+                bytes: 0,
                 online: false,
                 last_pop: Instant::now(),
                 waiting: Vec::new(),
@@ -118,7 +132,9 @@ impl SessionHandle {
         if !mb.online && delivery.qos == QoS::AtMostOnce {
             return PushOutcome::Dropped;
         }
-        if mb.queue.len() >= self.capacity {
+        let full = mb.queue.len() >= self.capacity
+            || (mb.online && !mb.queue.is_empty() && mb.bytes >= self.online_bytes);
+        if full {
             if !mb.online || mb.last_pop.elapsed() >= self.stuck_after {
                 return PushOutcome::Dropped;
             }
@@ -127,6 +143,7 @@ impl SessionHandle {
             }
             return PushOutcome::Full(delivery);
         }
+        mb.bytes += queued_size(&delivery);
         mb.queue.push_back(delivery);
         let wake = mb.online && mb.queue.len() == 1;
         drop(mb);
@@ -138,7 +155,9 @@ impl SessionHandle {
 
     /// Adds a delivery regardless of capacity (used when restoring a saved session).
     pub fn restore(&self, delivery: Delivery) {
-        self.mailbox.lock().queue.push_back(delivery);
+        let mut mb = self.mailbox.lock();
+        mb.bytes += queued_size(&delivery);
+        mb.queue.push_back(delivery);
     }
 
     /// QoS of the next queued delivery, if any.
@@ -150,7 +169,10 @@ impl SessionHandle {
     pub fn pop_into(&self, out: &mut Vec<Delivery>, max: usize) {
         let mut mb = self.mailbox.lock();
         let n = max.min(mb.queue.len());
+        let start = out.len();
         out.extend(mb.queue.drain(..n));
+        let taken: usize = out[start..].iter().map(queued_size).sum();
+        mb.bytes -= taken;
         mb.last_pop = Instant::now();
         if n > 0 && !mb.waiting.is_empty() {
             for w in mb.waiting.drain(..) {
@@ -164,6 +186,7 @@ impl SessionHandle {
     pub fn unpop(&self, deliveries: impl DoubleEndedIterator<Item = Delivery>) {
         let mut mb = self.mailbox.lock();
         for d in deliveries.rev() {
+            mb.bytes += queued_size(&d);
             mb.queue.push_front(d);
         }
     }
@@ -182,6 +205,7 @@ impl SessionHandle {
     pub fn clear_queue(&self) {
         let mut mb = self.mailbox.lock();
         mb.queue.clear();
+        mb.bytes = 0;
         for w in mb.waiting.drain(..) {
             w.notify_one();
         }
@@ -354,5 +378,92 @@ impl SessionState {
     /// Finds the inflight entry for `packet_id`.
     pub fn inflight_position(&self, packet_id: u16) -> Option<usize> {
         self.inflight.iter().position(|i| i.packet_id == packet_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::protocol::{PublishProperties, Utf8};
+
+    fn delivery(size: usize) -> Delivery {
+        Delivery {
+            message: Arc::new(Message {
+                topic: Utf8::new("t").unwrap_or_default(),
+                payload: Bytes::from(vec![0u8; size - 1]),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                properties: PublishProperties::default(),
+                expires_at: None,
+                origin: None,
+            }),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            subscription_ids: Vec::new(),
+        }
+    }
+
+    fn session(messages: usize, bytes: usize) -> Arc<SessionHandle> {
+        SessionHandle::new(
+            Arc::from("s"),
+            messages,
+            bytes,
+            Duration::from_secs(60),
+            SessionState::new(0, ProtocolVersion::V5),
+        )
+    }
+
+    fn queued(outcome: PushOutcome) -> bool {
+        matches!(outcome, PushOutcome::Queued)
+    }
+
+    #[test]
+    fn an_online_queue_is_full_at_its_byte_bound_and_takes_again_after_a_pop() {
+        let s = session(100, 250);
+        s.set_online(true);
+        assert!(queued(s.push(delivery(100), None)));
+        assert!(queued(s.push(delivery(100), None)));
+        assert!(
+            queued(s.push(delivery(100), None)),
+            "under the bound before this one"
+        );
+        assert!(matches!(s.push(delivery(100), None), PushOutcome::Full(_)));
+        let mut out = Vec::new();
+        s.pop_into(&mut out, 2);
+        assert!(queued(s.push(delivery(100), None)));
+        assert_eq!(s.queued(), 2);
+    }
+
+    #[test]
+    fn one_message_larger_than_the_bound_still_goes_through() {
+        let s = session(100, 10);
+        s.set_online(true);
+        assert!(queued(s.push(delivery(1000), None)));
+        assert!(matches!(s.push(delivery(1), None), PushOutcome::Full(_)));
+    }
+
+    #[test]
+    fn deliveries_put_back_count_again() {
+        let s = session(100, 150);
+        s.set_online(true);
+        assert!(queued(s.push(delivery(100), None)));
+        let mut out = Vec::new();
+        s.pop_into(&mut out, 1);
+        assert!(queued(s.push(delivery(100), None)));
+        s.unpop(out.into_iter());
+        assert!(matches!(s.push(delivery(100), None), PushOutcome::Full(_)));
+        s.clear_queue();
+        assert!(queued(s.push(delivery(100), None)));
+    }
+
+    #[test]
+    fn an_offline_queue_is_bounded_by_messages_only() {
+        let s = session(3, 10);
+        for _ in 0..3 {
+            assert!(queued(s.push(delivery(100), None)));
+        }
+        assert!(matches!(s.push(delivery(100), None), PushOutcome::Dropped));
     }
 }
