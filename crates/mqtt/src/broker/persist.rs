@@ -438,7 +438,10 @@ mod tests {
         assert_eq!(back.subscription_ids, [3, 9]);
         assert_eq!(back.stored, Some(17));
         for cut in [0, 1, 5, bytes.len() - 1] {
-            assert!(decode_delivery(&bytes[..cut], 17, &clock).is_err(), "cut at {cut}");
+            assert!(
+                decode_delivery(&bytes[..cut], 17, &clock).is_err(),
+                "cut at {cut}"
+            );
         }
     }
 }

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use fleetcore_core::{KvStore, StoreError, WriteBatch};
+use metrics::Counter;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, watch};
 
@@ -90,6 +91,10 @@ pub struct QueueStore {
     wake: Notify,
     durable: watch::Sender<u64>,
     next_seq: AtomicU64,
+    /// Messages handed to the store (`fleetcore_mqtt_durable_queue_messages_total`).
+    stored: Counter,
+    /// Group commits (`fleetcore_mqtt_durable_queue_commits_total`).
+    commits: Counter,
 }
 
 impl QueueStore {
@@ -101,6 +106,8 @@ impl QueueStore {
             wake: Notify::new(),
             durable: watch::channel(0).0,
             next_seq: AtomicU64::new(1),
+            stored: metrics::counter!("fleetcore_mqtt_durable_queue_messages_total"),
+            commits: metrics::counter!("fleetcore_mqtt_durable_queue_commits_total"),
         })
     }
 
@@ -144,6 +151,7 @@ impl QueueStore {
     /// Enqueues the message `seq` of `client_id`; durable once the watermark reaches the ticket
     /// returned. Call it in queue order (under the session's mailbox lock).
     pub fn put_message(&self, client_id: &str, seq: u64, value: Vec<u8>) -> u64 {
+        self.stored.increment(1);
         self.write(record_key(client_id, seq, KIND_MESSAGE), Some(value))
     }
 
@@ -288,6 +296,7 @@ impl QueueStore {
                         message: join.to_string(),
                     }),
                 };
+                self.commits.increment(1);
                 if let Err(e) = committed {
                     tracing::error!(error = %e, "could not commit queued messages of persistent sessions; their publishers are no longer acknowledged");
                     metrics::counter!("fleetcore_store_errors_total").increment(1);
@@ -347,7 +356,10 @@ mod tests {
             last = q.put_message("dev", *seq, vec![i as u8]);
         }
         q.put_inflight("dev", seqs[0], STAGE_AWAITING_ACK, 7);
-        durable.wait_for(|d| *d >= last).await.expect("writer alive");
+        durable
+            .wait_for(|d| *d >= last)
+            .await
+            .expect("writer alive");
         q.settle("dev", seqs[1]);
         q.released("dev", seqs[2], 9);
         q.put_message("other", q.next_seq(), vec![42]);
