@@ -123,6 +123,9 @@ pub struct RedbStore {
     db: redb::Database,
 }
 
+/// An open table of the store: byte keys to byte values.
+type BytesTable<'txn> = redb::Table<'txn, &'static [u8], &'static [u8]>;
+
 fn table(name: &str) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
     TableDefinition::new(name)
 }
@@ -198,7 +201,7 @@ impl KvStore for RedbStore {
         {
             // A table stays open while consecutive writes go to it: a batch of many records
             // opens its table once, not once per record.
-            let mut open: Option<(&'static str, redb::Table<&'static [u8], &'static [u8]>)> = None;
+            let mut open: Option<(&'static str, BytesTable<'_>)> = None;
             for op in batch.ops {
                 let name = match &op {
                     WriteOp::Put { table, .. }
