@@ -237,7 +237,7 @@ mod tests {
             &self,
             _: &'static str,
             _: &[u8],
-        ) -> Result<fleetcore_core::Entries, fleetcore_core::StoreError> {
+        ) -> Result<fleetcore_core::store::Entries, fleetcore_core::StoreError> {
             Ok(Vec::new())
         }
 
