@@ -1,0 +1,302 @@
+//! The connection's loop: drains the mailbox into the write buffer, flushes, decodes and
+//! handles packets, and waits on the socket, the mailbox, the session's kicks and one timer for
+//! all deadlines.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::Connection;
+use super::exit::{Exit, violation};
+use super::held_acks::watermark_moved;
+use crate::protocol::{self, DecodeError, reason};
+
+/// Largest read buffer of a busy connection.
+const READ_CHUNK: usize = 8 * 1024;
+/// Read buffer of a quiet connection: a PINGREQ, an acknowledgement, a small PUBLISH.
+pub(super) const MIN_READ: usize = 256;
+/// A connection quiet for this long gives its buffers back.
+const IDLE_RELEASE: Duration = Duration::from_secs(1);
+
+/// The connection's deadlines, served by one timer (which keeps the connection's future
+/// small).
+#[derive(Debug, Default, Clone, Copy)]
+struct Deadlines {
+    /// No packet from the client for 1.5 times its keep alive.
+    keep_alive: Option<Instant>,
+    /// A fan-out waiting for full receivers gives up on them.
+    pending: Option<Instant>,
+    /// The connection gives its buffers back.
+    idle: Option<Instant>,
+    /// An incomplete packet must be finished.
+    partial: Option<Instant>,
+}
+
+impl Deadlines {
+    /// The earliest deadline, if any.
+    fn next(&self) -> Option<Instant> {
+        [self.keep_alive, self.pending, self.idle, self.partial]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+}
+
+/// True once `deadline` is set and has passed.
+fn passed(deadline: Option<Instant>, now: Instant) -> bool {
+    deadline.is_some_and(|d| now >= d)
+}
+
+/// Read buffer size after a read of `n` bytes into `spare` free bytes: doubled (up to
+/// `READ_CHUNK`) when the read filled the buffer.
+fn grown_read_size(read_size: usize, n: usize, spare: usize) -> usize {
+    if n == spare {
+        (read_size * 2).min(READ_CHUNK)
+    } else {
+        read_size
+    }
+}
+
+impl Connection {
+    /// Serves packets and deliveries until the connection must end.
+    pub(super) async fn serve_packets(&mut self) -> Exit {
+        loop {
+            let more_to_send = self.drain_mailbox();
+            if !self.wbuf.is_empty()
+                && let Err(exit) = self.flush().await
+            {
+                return exit;
+            }
+            if !self.reading_paused() {
+                match protocol::decode(
+                    &mut self.rbuf,
+                    self.version,
+                    self.router.config().max_packet_size,
+                ) {
+                    Ok(Some(packet)) => {
+                        self.last_packet = Instant::now();
+                        self.partial_since = None;
+                        if let Err(exit) = self.handle(packet) {
+                            return exit;
+                        }
+                        continue;
+                    }
+                    Ok(None) if self.rbuf.is_empty() => self.partial_since = None,
+                    Ok(None) => {
+                        self.partial_since.get_or_insert_with(Instant::now);
+                    }
+                    Err(e) => return violation(e.reason_code(), decode_error_text(&e)),
+                }
+            }
+            let holds_buffers = self.rbuf.capacity() > 0 || self.wbuf.capacity() > 0;
+            let deadlines = Deadlines {
+                keep_alive: self.keep_alive.map(|k| self.last_packet + k),
+                pending: self.pending.as_ref().map(|p| p.deadline),
+                idle: holds_buffers.then(|| self.last_activity + IDLE_RELEASE),
+                // A packet started must be finished within the connect timeout, keep-alive or
+                // not: a client trickling one byte at a time does not hold a buffer forever.
+                partial: self
+                    .partial_since
+                    .map(|t| t + self.router.config().connect_timeout),
+            };
+            let next_deadline = deadlines.next();
+            // Read buffers grow with the traffic: a quiet client reads into a few hundred bytes,
+            // a busy one into READ_CHUNK (doubled each time a read fills the buffer).
+            let spare = self.rbuf.capacity() - self.rbuf.len();
+            if spare < self.read_size / 2 {
+                self.rbuf.reserve(self.read_size);
+            }
+            let spare = self.rbuf.capacity() - self.rbuf.len();
+            let session = Arc::clone(&self.session);
+            let space = Arc::clone(&self.space);
+            let blocked = self.pending.is_some();
+            let paused = self.reading_paused();
+            let holding = self.held_acks.is_some();
+            tokio::select! {
+                biased;
+                _ = session.kicked().notified() => {
+                    if let Some(exit) = self.dispossessed() {
+                        return exit;
+                    }
+                }
+                read = self.io.read_buf(&mut self.rbuf), if !paused => match read {
+                    Ok(0) | Err(_) => return Exit::Closed,
+                    Ok(n) => {
+                        self.read_size = grown_read_size(self.read_size, n, spare);
+                        self.last_activity = Instant::now();
+                        self.router.metrics().bytes_received.increment(n as u64);
+                    }
+                },
+                // More deliveries wait: poll the socket once (above), then go on sending.
+                _ = std::future::ready(()), if more_to_send => {}
+                _ = space.notified(), if blocked => self.retry_pending(false),
+                _ = watermark_moved(&mut self.held_acks), if holding => self.release_acks(),
+                _ = session.wake().notified() => self.last_activity = Instant::now(),
+                _ = sleep_until(next_deadline), if next_deadline.is_some() => {
+                    let now = Instant::now();
+                    if passed(deadlines.partial, now) {
+                        return violation(reason::MALFORMED_PACKET, "packet not completed in time");
+                    }
+                    if passed(deadlines.keep_alive, now) {
+                        return violation(reason::KEEP_ALIVE_TIMEOUT, "keep alive timeout");
+                    }
+                    if passed(deadlines.pending, now) {
+                        self.retry_pending(true);
+                    }
+                    if passed(deadlines.idle, now) {
+                        self.release_idle_buffers();
+                    }
+                }
+            }
+        }
+    }
+
+    /// True while the socket is not read: a fan-out waits for room, or as many
+    /// acknowledgements wait for the ingest log as the client may have in flight.
+    fn reading_paused(&self) -> bool {
+        self.pending.is_some()
+            || self
+                .held_acks
+                .as_ref()
+                .is_some_and(|h| h.len() >= usize::from(self.router.config().max_inflight))
+    }
+
+    /// Frees the read and write buffers of a connection that has been quiet for a while: an
+    /// idle connection then costs its task and session, not 8+ KiB of buffers.
+    fn release_idle_buffers(&mut self) {
+        // Restart the idle clock so a buffer that cannot be released (it holds part of a
+        // packet) is looked at again in a second, not in a busy loop.
+        self.last_activity = Instant::now();
+        if self.rbuf.is_empty() {
+            self.rbuf = BytesMut::new();
+        }
+        if self.wbuf.is_empty() {
+            self.wbuf = BytesMut::new();
+        }
+        self.targets = Vec::new();
+        self.popped = Vec::new();
+        self.read_size = MIN_READ;
+    }
+
+    /// Why the connection must end after a kick: another connection claimed the session, the
+    /// server is shutting down, or the client's identity may no longer be connected (its
+    /// certificate was revoked, its policy detached).
+    fn dispossessed(&mut self) -> Option<Exit> {
+        if self.session.is_owned_by(self.connection_id) {
+            // Only a requested re-check re-resolves the grant: the kick may be the permit our
+            // own claim left, or meant for a previous owner.
+            let requested = self.session.revalidations();
+            if requested == self.revalidations_seen {
+                return None;
+            }
+            self.revalidations_seen = requested;
+            match self.grant.revalidate() {
+                Ok(()) => None,
+                Err(why) => {
+                    tracing::info!(client_id = %self.client_id, why, "connection no longer authorized");
+                    Some(violation(reason::NOT_AUTHORIZED, "no longer authorized"))
+                }
+            }
+        } else if self.router.is_shutting_down() {
+            Some(Exit::Shutdown)
+        } else {
+            Some(Exit::TakenOver)
+        }
+    }
+
+    /// Writes the whole write buffer, giving up only if the session is taken from this
+    /// connection. Uses `write` (cancel-safe: bytes are either written and counted, or not
+    /// written) so that a kick arriving mid-buffer never makes a byte go out twice.
+    async fn flush(&mut self) -> Result<(), Exit> {
+        let n = self.wbuf.len();
+        let session = Arc::clone(&self.session);
+        while !self.wbuf.is_empty() {
+            tokio::select! {
+                biased;
+                _ = session.kicked().notified() => {
+                    // A stale kick (a permit left by our own claim) changes nothing.
+                    if let Some(exit) = self.dispossessed() {
+                        return Err(exit);
+                    }
+                }
+                written = self.io.write(&self.wbuf) => match written {
+                    Ok(0) | Err(_) => return Err(Exit::Closed),
+                    Ok(k) => self.wbuf.advance(k),
+                },
+            }
+        }
+        loop {
+            tokio::select! {
+                biased;
+                _ = session.kicked().notified() => {
+                    if let Some(exit) = self.dispossessed() {
+                        return Err(exit);
+                    }
+                }
+                flushed = self.io.flush() => match flushed {
+                    Ok(()) => break,
+                    Err(_) => return Err(Exit::Closed),
+                },
+            }
+        }
+        self.wbuf.clear();
+        self.last_activity = Instant::now();
+        self.router.metrics().bytes_sent.increment(n as u64);
+        Ok(())
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn decode_error_text(e: &DecodeError) -> &'static str {
+    match e.reason_code() {
+        reason::PACKET_TOO_LARGE => "packet too large",
+        reason::PROTOCOL_ERROR => "protocol error",
+        _ => "malformed packet",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_timer_serves_the_earliest_deadline() {
+        let now = Instant::now();
+        assert_eq!(Deadlines::default().next(), None);
+        let d = Deadlines {
+            keep_alive: Some(now + Duration::from_secs(90)),
+            pending: None,
+            idle: Some(now + Duration::from_secs(1)),
+            partial: Some(now + Duration::from_secs(10)),
+        };
+        assert_eq!(d.next(), Some(now + Duration::from_secs(1)));
+        assert!(passed(d.idle, now + Duration::from_secs(1)));
+        assert!(!passed(d.partial, now + Duration::from_secs(1)));
+        assert!(!passed(d.pending, now + Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn read_buffers_double_while_reads_fill_them_up_to_a_chunk() {
+        assert_eq!(grown_read_size(MIN_READ, MIN_READ, MIN_READ), 2 * MIN_READ);
+        assert_eq!(grown_read_size(MIN_READ, 10, MIN_READ), MIN_READ);
+        assert_eq!(
+            grown_read_size(READ_CHUNK, READ_CHUNK, READ_CHUNK),
+            READ_CHUNK
+        );
+    }
+
+    #[test]
+    fn decode_errors_are_named_in_the_disconnect() {
+        let too_large = DecodeError::PacketTooLarge { size: 10, max: 5 };
+        assert_eq!(too_large.reason_code(), reason::PACKET_TOO_LARGE);
+        assert_eq!(decode_error_text(&too_large), "packet too large");
+    }
+}

@@ -1,0 +1,190 @@
+//! Fan-out of an accepted message to its receivers, and the wait for receivers whose queues
+//! are full: the publisher's acknowledgement (and the reading of its socket) waits until every
+//! receiver took the message or the slow-subscriber deadline passed.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::Connection;
+use crate::broker::message::{Delivery, Message};
+use crate::broker::metrics::DropReason;
+use crate::broker::router::Blocked;
+use crate::broker::session::SessionHandle;
+use crate::protocol::Packet;
+
+/// A publish waiting for room in full receivers before it is acknowledged.
+pub(super) struct PendingFanout {
+    blocked: Vec<Blocked>,
+    ack: Option<Packet>,
+    /// The ingest ticket the acknowledgement also waits for.
+    ticket: Option<u64>,
+    /// When the receivers still full are given up on.
+    pub(super) deadline: Instant,
+}
+
+impl PendingFanout {
+    /// Offers every blocked delivery again through `offer` (which hands back what still does
+    /// not fit). True when none is left blocked.
+    fn offer_again(
+        &mut self,
+        mut offer: impl FnMut(&Arc<SessionHandle>, Delivery) -> Option<Delivery>,
+    ) -> bool {
+        let mut still = Vec::new();
+        for (session, delivery) in self.blocked.drain(..) {
+            if let Some(d) = offer(&session, delivery) {
+                still.push((session, d));
+            }
+        }
+        self.blocked = still;
+        self.blocked.is_empty()
+    }
+
+    /// Gives up on the receivers still full, handing back their sessions.
+    fn give_up(&mut self) -> impl Iterator<Item = Arc<SessionHandle>> + '_ {
+        self.blocked.drain(..).map(|(session, _)| session)
+    }
+}
+
+impl Connection {
+    /// Offers `message` to every matching receiver; sends `ack` (through the ingest log's
+    /// ordering) once all took it, or pauses reading until they do.
+    pub(super) fn fan_out(
+        &mut self,
+        message: &Arc<Message>,
+        ack: Option<Packet>,
+        ticket: Option<u64>,
+        now: Instant,
+    ) {
+        let mut targets = std::mem::take(&mut self.targets);
+        self.router.targets(message, &mut targets);
+        let mut blocked = Vec::new();
+        for (session, delivery) in targets.drain(..) {
+            if let Some(d) = self.router.offer(&session, delivery, Some(&self.space)) {
+                blocked.push((session, d));
+            }
+        }
+        self.targets = targets;
+        if blocked.is_empty() {
+            if let Some(ack) = ack {
+                self.acknowledge(ack, ticket);
+            }
+        } else {
+            self.pending = Some(Box::new(PendingFanout {
+                blocked,
+                ack,
+                ticket,
+                deadline: now + self.router.config().slow_subscriber_timeout,
+            }));
+        }
+    }
+
+    /// Offers the blocked deliveries again; at the deadline, drops what still does not fit.
+    pub(super) fn retry_pending(&mut self, deadline_passed: bool) {
+        let Some(mut pending) = self.pending.take() else {
+            return;
+        };
+        let done = if deadline_passed {
+            for session in pending.give_up() {
+                self.router
+                    .metrics()
+                    .dropped(DropReason::QueueFull, session.client_id());
+            }
+            true
+        } else {
+            let router = &self.router;
+            let space = &self.space;
+            pending.offer_again(|session, delivery| router.offer(session, delivery, Some(space)))
+        };
+        if done {
+            if let Some(ack) = pending.ack.take() {
+                self.acknowledge(ack, pending.ticket);
+            }
+        } else {
+            self.pending = Some(pending);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::broker::session::{PushOutcome, SessionState};
+    use crate::protocol::{ProtocolVersion, PublishProperties, QoS, Utf8};
+
+    fn delivery(payload: &'static [u8]) -> Delivery {
+        Delivery {
+            message: Arc::new(Message {
+                topic: Utf8::new("t").unwrap_or_default(),
+                payload: Bytes::from_static(payload),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                properties: PublishProperties::default(),
+                expires_at: None,
+                origin: None,
+            }),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            subscription_ids: Vec::new(),
+        }
+    }
+
+    fn full_receiver() -> Arc<SessionHandle> {
+        let session = SessionHandle::new(
+            Arc::from("slow"),
+            1,
+            Duration::from_secs(60),
+            SessionState::new(0, ProtocolVersion::V5),
+        );
+        session.set_online(true);
+        assert!(matches!(
+            session.push(delivery(b"first"), None),
+            PushOutcome::Queued
+        ));
+        session
+    }
+
+    fn offer(session: &Arc<SessionHandle>, d: Delivery) -> Option<Delivery> {
+        match session.push(d, None) {
+            PushOutcome::Full(d) => Some(d),
+            PushOutcome::Queued | PushOutcome::Dropped => None,
+        }
+    }
+
+    #[test]
+    fn a_blocked_delivery_waits_until_the_receiver_takes_one() {
+        let receiver = full_receiver();
+        let mut pending = PendingFanout {
+            blocked: vec![(Arc::clone(&receiver), delivery(b"second"))],
+            ack: None,
+            ticket: None,
+            deadline: Instant::now(),
+        };
+        assert!(!pending.offer_again(offer), "still full");
+        assert_eq!(receiver.queued(), 1);
+        let mut taken = Vec::new();
+        receiver.pop_into(&mut taken, 1);
+        assert!(pending.offer_again(offer));
+        let mut rest = Vec::new();
+        receiver.pop_into(&mut rest, 8);
+        assert_eq!(rest.len(), 1);
+        assert_eq!(&rest[0].message.payload[..], b"second");
+    }
+
+    #[test]
+    fn giving_up_names_every_receiver_still_full() {
+        let a = full_receiver();
+        let b = full_receiver();
+        let mut pending = PendingFanout {
+            blocked: vec![(a, delivery(b"x")), (b, delivery(b"y"))],
+            ack: None,
+            ticket: None,
+            deadline: Instant::now(),
+        };
+        assert_eq!(pending.give_up().count(), 2);
+        assert!(pending.offer_again(offer), "nothing left blocked");
+    }
+}

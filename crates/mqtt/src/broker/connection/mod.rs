@@ -1,0 +1,217 @@
+//! One client connection: reads and decodes packets, applies them to its session through the
+//! router, and writes acknowledgements and deliveries back, batching writes.
+//!
+//! The connection is a single task that owns its session state. It never blocks on another
+//! session: when a receiver's queue is full it stops reading its own socket (backpressure on the
+//! publisher) but keeps draining its own mailbox, so two clients publishing to each other cannot
+//! deadlock.
+//!
+//! By concern: `handshake` (CONNECT to CONNACK), `event_loop` (socket, mailbox and timers),
+//! `packets` (one handler per inbound packet), `publish` (an inbound PUBLISH through aliases,
+//! authorization, QoS 2 receipt, ingest, retain and fan-out), `fanout` (waiting for full
+//! receivers), `held_acks` (acknowledgements waiting for the ingest log), `outbound` (deliveries
+//! to the client and their acknowledgements), `subscribe`, `aliases`, `exactly_once` and `exit`.
+
+mod aliases;
+mod event_loop;
+mod exactly_once;
+mod exit;
+mod fanout;
+mod handshake;
+mod held_acks;
+mod outbound;
+mod packets;
+mod publish;
+mod subscribe;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use fleetcore_core::access::ConnectionGrant;
+use fleetcore_core::auth::{Authenticator, TransportKind};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Notify, OwnedMutexGuard, watch};
+
+use super::message::Delivery;
+use super::router::{Blocked, Router};
+use super::session::{PendingWill, SessionHandle, SessionState};
+use crate::protocol::{self, Disconnect, DisconnectProperties, Packet, ProtocolVersion, Utf8};
+use aliases::{InboundAliases, OutboundAliases};
+use exit::Exit;
+use fanout::PendingFanout;
+use handshake::Accepted;
+use held_acks::HeldAcks;
+
+/// A byte stream a client is connected over (TCP, TLS, WebSocket).
+pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> ClientStream for T {}
+
+/// What the transport knows about a new connection.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    /// How the client connected.
+    pub transport: TransportKind,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// DER of the verified client certificate (TLS transports).
+    pub peer_certificate: Option<Vec<u8>>,
+}
+
+struct Connection {
+    router: Arc<Router>,
+    io: Box<dyn ClientStream>,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    version: ProtocolVersion,
+    connection_id: u64,
+    client_id: Arc<str>,
+    /// What the client's identity may do; asked on every publish, subscribe and delivery.
+    grant: Arc<dyn ConnectionGrant>,
+    /// Re-checks of the grant already done (see `SessionHandle::request_revalidation`). Starts
+    /// at 0, so a resumed session that saw re-checks before re-checks once, never misses one.
+    revalidations_seen: u64,
+    session: Arc<SessionHandle>,
+    state: OwnedMutexGuard<SessionState>,
+    /// Boxed: rarely present, and large (a whole message).
+    will: Option<Box<PendingWill>>,
+    keep_alive: Option<Duration>,
+    last_packet: Instant,
+    /// Size of the next read buffer: grows while reads fill it, back to the minimum when idle.
+    read_size: usize,
+    /// When the bytes of an incomplete packet started arriving.
+    partial_since: Option<Instant>,
+    /// Last read or write, for releasing buffers of idle connections.
+    last_activity: Instant,
+    /// Outbound QoS 1/2 window: our maximum lowered to the client's Receive Maximum.
+    window: usize,
+    client_max_packet: usize,
+    inbound_aliases: InboundAliases,
+    outbound_aliases: OutboundAliases,
+    pending: Option<Box<PendingFanout>>,
+    /// Boxed: only present while acknowledgements wait for the ingest log.
+    held_acks: Option<Box<HeldAcks>>,
+    principal: Arc<str>,
+    space: Arc<Notify>,
+    targets: Vec<Blocked>,
+    popped: Vec<Delivery>,
+}
+
+/// Serves one client from its first byte to the end of the connection.
+pub async fn serve(
+    router: Arc<Router>,
+    authenticator: Arc<dyn Authenticator>,
+    io: Box<dyn ClientStream>,
+    info: ConnectionInfo,
+    shutdown: watch::Receiver<bool>,
+) {
+    let connections = router.metrics().connections.clone();
+    connections.increment(1.0);
+    router.metrics().connections_total.increment(1);
+    let connection_id = router.next_connection_id();
+    // Everything up to CONNACK runs in a boxed future: its state (the CONNECT packet, the
+    // handshake with the session) is freed once the client is in, instead of staying in the
+    // task of every idle connection.
+    let admitted = Box::pin(handshake::admit(
+        router,
+        authenticator.as_ref(),
+        io,
+        info,
+        connection_id,
+        shutdown,
+    ))
+    .await;
+    if let Some(connection) = admitted {
+        connection.run().await;
+    }
+    connections.decrement(1.0);
+}
+
+impl Connection {
+    fn new(
+        router: Arc<Router>,
+        io: Box<dyn ClientStream>,
+        rbuf: BytesMut,
+        accepted: Accepted,
+        connection_id: u64,
+    ) -> Connection {
+        let mut wbuf = BytesMut::new();
+        protocol::encode(
+            &Packet::ConnAck(accepted.connack),
+            accepted.version,
+            &mut wbuf,
+        );
+        Connection {
+            router,
+            io,
+            rbuf,
+            wbuf,
+            version: accepted.version,
+            connection_id,
+            client_id: accepted.client_id,
+            grant: accepted.grant,
+            revalidations_seen: 0,
+            session: accepted.attached.session,
+            state: accepted.attached.state,
+            will: accepted.will,
+            keep_alive: (accepted.keep_alive > 0)
+                .then(|| Duration::from_millis(u64::from(accepted.keep_alive) * 1500)),
+            last_packet: Instant::now(),
+            last_activity: Instant::now(),
+            partial_since: None,
+            read_size: event_loop::MIN_READ,
+            window: accepted.window,
+            client_max_packet: accepted.client_max_packet,
+            inbound_aliases: InboundAliases::default(),
+            outbound_aliases: OutboundAliases::new(accepted.client_alias_max),
+            pending: None,
+            held_acks: None,
+            principal: accepted.principal,
+            space: Arc::new(Notify::new()),
+            targets: Vec::new(),
+            popped: Vec::new(),
+        }
+    }
+
+    /// Runs the connection to its end, says goodbye as the exit requires and hands the
+    /// session back to the router.
+    async fn run(mut self) {
+        self.resend_inflight();
+        let exit = self.serve_packets().await;
+        let metrics = self.router.metrics().clone();
+        if let Exit::Violation { code, why } = &exit {
+            metrics.protocol_errors.increment(1);
+            tracing::info!(client_id = %self.client_id, code, why, "closing connection");
+        }
+        let farewell = exit.farewell();
+        if let (Some(code), ProtocolVersion::V5) = (farewell.goodbye, self.version) {
+            let packet = Packet::Disconnect(Disconnect {
+                reason: code,
+                properties: DisconnectProperties {
+                    reason_string: exit.reason_string().and_then(Utf8::new),
+                    ..DisconnectProperties::default()
+                },
+            });
+            self.wbuf.clear();
+            Box::pin(handshake::write_packet(&mut self.io, &packet, self.version)).await;
+        } else {
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.io.shutdown()).await;
+        }
+        // Deliveries taken from the mailbox but not yet written go back for the next connection.
+        let Connection {
+            router,
+            session,
+            state,
+            will,
+            ..
+        } = self;
+        let will = if farewell.keep_will {
+            will.map(|w| *w)
+        } else {
+            None
+        };
+        tracing::debug!(client_id = %session.client_id(), ?exit, "client disconnected");
+        router.detach(session, state, will, farewell.taken_over);
+    }
+}
