@@ -12,6 +12,8 @@ mod router;
 mod session;
 mod subscriptions;
 mod tap;
+#[cfg(test)]
+mod test_support;
 mod transport;
 
 use std::io;

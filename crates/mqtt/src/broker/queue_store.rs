@@ -57,21 +57,8 @@ fn record_key(client_id: &str, seq: u64, kind: u8) -> Vec<u8> {
     key
 }
 
-/// One stored record, as read back at start.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoredRecord {
-    /// The message queued under `seq` (as `persist::encode_delivery` wrote it).
-    Message(Vec<u8>),
-    /// The message under `seq` was sent with `packet_id` and waits at `stage`.
-    Inflight {
-        /// `STAGE_AWAITING_ACK` or `STAGE_AWAITING_COMP`.
-        stage: u8,
-        /// The packet id it was sent with.
-        packet_id: u16,
-    },
-}
-
-/// The records of one session, by sequence number (queue order).
+/// The records of one session by sequence number (queue order): the encoded message, if still
+/// stored, and the inflight marker (stage, packet id), if it was sent.
 pub type SessionRecords = BTreeMap<u64, (Option<Vec<u8>>, Option<(u8, u16)>)>;
 
 #[derive(Default)]
@@ -348,7 +335,7 @@ mod tests {
     async fn committed_records_come_back_in_order_and_settled_ones_do_not() {
         let dir = tempfile::tempdir().expect("tempdir");
         let q = open(&dir);
-        tokio::spawn(Arc::clone(&q).run());
+        let writer = tokio::spawn(Arc::clone(&q).run());
         let mut durable = q.durable();
         let seqs: Vec<u64> = (0..4).map(|_| q.next_seq()).collect();
         let mut last = 0;
@@ -365,6 +352,8 @@ mod tests {
         q.put_message("other", q.next_seq(), vec![42]);
         q.end_session("other");
         q.flush().await.expect("flush");
+        writer.abort();
+        let _ = writer.await;
         drop(q);
 
         let q = open(&dir);

@@ -221,31 +221,6 @@ mod tests {
     use crate::broker::session::SessionState;
     use crate::protocol::ProtocolVersion;
 
-    /// Sessions here are clean: they never touch their queue store.
-    struct NoStore;
-
-    impl fleetcore_core::KvStore for NoStore {
-        fn get(
-            &self,
-            _: &'static str,
-            _: &[u8],
-        ) -> Result<Option<Vec<u8>>, fleetcore_core::StoreError> {
-            Ok(None)
-        }
-
-        fn scan_prefix(
-            &self,
-            _: &'static str,
-            _: &[u8],
-        ) -> Result<fleetcore_core::store::Entries, fleetcore_core::StoreError> {
-            Ok(Vec::new())
-        }
-
-        fn apply(&self, _: fleetcore_core::WriteBatch) -> Result<(), fleetcore_core::StoreError> {
-            Ok(())
-        }
-    }
-
     fn sub(id: &str) -> Subscriber {
         Subscriber {
             session: SessionHandle::new(
@@ -253,7 +228,9 @@ mod tests {
                 10,
                 std::time::Duration::from_secs(1),
                 SessionState::new(0, ProtocolVersion::V5),
-                crate::broker::queue_store::QueueStore::new(Arc::new(NoStore)),
+                crate::broker::queue_store::QueueStore::new(Arc::new(
+                    crate::broker::test_support::NoStore,
+                )),
             ),
             options: SubscriptionOptions::default(),
             id: None,
