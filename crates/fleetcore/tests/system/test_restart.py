@@ -263,7 +263,8 @@ def test_acknowledged_messages_to_an_offline_session_survive_sigkill(fresh_broke
     sub.send(w.pingreq())
     sub.expect(w.PINGRESP)  # the PUBACKs before it were handled
     sub.disconnect()
-    pubs[0].send([(f"d/{uid}/0", b"after")])
+    _Publisher(raw, b, version, f"p-after-{uid}").send([(f"d/{uid}/0", b"after")])
+    fence = _durable_fence(raw, b, version, f"{uid}-2")
     fence()
     b.kill()
     b.start()
