@@ -81,6 +81,9 @@ run() { # broker round
   bench "$who-baseline-$round" "$port"
   mosquitto_sub -h 127.0.0.1 -p "$port" -V mqttv311 -c -i "durable-sub-$round" -q 1 -t 'bench/#' -E
   bench "$who-queued-$round" "$port"
+  if [ "$who" = fleetcore ]; then
+    curl -s "http://127.0.0.1:$((port + 1))/metrics" | grep '^fleetcore_mqtt_durable_queue' >"$OUT/$who-metrics-$round.txt" || true
+  fi
   local n t0 t1
   n=$(acked "$OUT/$who-queued-$round.json")
   t0=$(date +%s.%N)
@@ -117,4 +120,12 @@ for kind, label in [("baseline", "QoS 1 publish, no subscriber: PUBACKed msg/s")
     m, mv = figure("mosquitto", kind)
     print(f"| {label} | {f:,.0f} | {m:,.0f} | **{f / m:.2f}x** |")
     print(f"|   rounds | {', '.join(f'{v:,.0f}' for v in fv)} | {', '.join(f'{v:,.0f}' for v in mv)} | |")
+for r in range(1, rounds + 1):
+    m = {}
+    for line in open(os.path.join(out, f"fleetcore-metrics-{r}.txt")):
+        name, value = line.split()
+        m[name] = float(value)
+    stored, commits = m.get("fleetcore_mqtt_durable_queue_messages_total", 0), m.get("fleetcore_mqtt_durable_queue_commits_total", 0)
+    print(f"round {r}: fleetcore stored {stored:,.0f} messages in {commits:,.0f} group commits "
+          f"({stored / max(commits, 1):,.1f} messages per commit)")
 PY

@@ -283,12 +283,12 @@ impl QueueStore {
                         message: join.to_string(),
                     }),
                 };
-                self.commits.increment(1);
                 if let Err(e) = committed {
                     tracing::error!(error = %e, "could not commit queued messages of persistent sessions; their publishers are no longer acknowledged");
                     metrics::counter!("fleetcore_store_errors_total").increment(1);
                     return;
                 }
+                self.commits.increment(1);
             }
             self.durable.send_if_modified(|d| {
                 let moved = ticket > *d;
