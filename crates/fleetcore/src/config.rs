@@ -113,6 +113,12 @@ pub struct ServeArgs {
     #[arg(long, env = "FLEETCORE_TOPIC_ALIAS_MAXIMUM", value_name = "N")]
     topic_alias_maximum: Option<u16>,
 
+    /// Longest keep alive a client may have, in seconds; a client asking for more, or for none,
+    /// gets this one (announced as Server Keep Alive to MQTT 5 clients). 0: no maximum.
+    /// [default: 1200]
+    #[arg(long, env = "FLEETCORE_MAX_KEEP_ALIVE", value_name = "SECS")]
+    max_keep_alive: Option<u16>,
+
     /// Access key id of the admin credentials (written to <data-dir>/credentials).
     #[arg(long, env = "FLEETCORE_ACCESS_KEY_ID", value_name = "ID")]
     access_key_id: Option<String>,
@@ -291,6 +297,7 @@ impl ServeArgs {
                 connect_timeout,
                 slow_subscriber_timeout,
                 topic_alias_maximum,
+                max_keep_alive,
                 access_key_id,
                 secret_access_key,
                 region,
@@ -330,6 +337,7 @@ impl ServeArgs {
             slow_subscriber_timeout: self
                 .slow_subscriber_timeout
                 .map_or(defaults.slow_subscriber_timeout, Duration::from_secs),
+            max_keep_alive: self.max_keep_alive.unwrap_or(defaults.max_keep_alive),
         };
         if broker.max_packet_size < 64 || broker.max_packet_size > 268_435_455 {
             bail!("max_packet_size must be between 64 and 268435455 bytes (the MQTT limit)");

@@ -14,7 +14,7 @@ use fleetcore_core::RedbStore;
 use fleetcore_mqtt::broker::{
     Broker, BrokerConfig, IngestLog, Ingested, ListenerKind, Message, Publisher,
 };
-use fleetcore_mqtt::protocol::{Packet, QoS};
+use fleetcore_mqtt::protocol::{Packet, QoS, reason};
 use support::{Anyone, Client};
 use tokio::sync::watch;
 
@@ -91,4 +91,52 @@ async fn acknowledgements_wait_for_the_durable_watermark_and_keep_their_order() 
 
     log.durable.send_replace(3);
     assert_eq!(ack_id(c.recv(Duration::from_secs(5)).await), ("puback", 12));
+}
+
+#[tokio::test]
+async fn a_client_beyond_receive_maximum_while_acknowledgements_wait_is_disconnected_with_0x93() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(RedbStore::open(&dir.path().join("store.redb")).expect("store"));
+    let config = BrokerConfig {
+        max_inflight: 2,
+        ..BrokerConfig::default()
+    };
+    let (broker, _) = Broker::start(config, store, Arc::new(Anyone)).expect("broker");
+    let (durable, _) = watch::channel(0);
+    let log = Arc::new(ManualLog {
+        next: AtomicU64::new(0),
+        durable,
+    });
+    broker
+        .router()
+        .set_ingest_log(Arc::clone(&log) as Arc<dyn IngestLog>);
+    let addr = broker
+        .listen("127.0.0.1:0".parse().expect("addr"), ListenerKind::Tcp)
+        .await
+        .expect("listen");
+    let mut c = Client::connect(addr, "seam").await;
+
+    // One QoS 1 and one QoS 2 message wait for the log: the Receive Maximum of 2 is used up.
+    c.publish("logged/a", QoS::AtLeastOnce, 1, Bytes::from_static(b"{}"))
+        .await;
+    c.publish("logged/b", QoS::ExactlyOnce, 2, Bytes::from_static(b"{}"))
+        .await;
+    // A resend of the QoS 2 message is no new message: it is acknowledged, not refused.
+    c.publish("logged/b", QoS::ExactlyOnce, 2, Bytes::from_static(b"{}"))
+        .await;
+    assert!(
+        c.recv(Duration::from_millis(300)).await.is_none(),
+        "an acknowledgement went out before the message was durable"
+    );
+    // A third message breaks the Receive Maximum.
+    c.publish("logged/c", QoS::AtLeastOnce, 3, Bytes::from_static(b"{}"))
+        .await;
+    match c.recv(Duration::from_secs(5)).await {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, reason::RECEIVE_MAXIMUM_EXCEEDED),
+        other => panic!("expected DISCONNECT 0x93, got {other:?}"),
+    }
+    assert!(
+        c.closed_within(Duration::from_secs(5)).await,
+        "the connection stayed open after DISCONNECT"
+    );
 }

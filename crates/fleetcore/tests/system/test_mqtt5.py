@@ -205,6 +205,53 @@ def test_maximum_packet_size_of_client_is_respected(clients, uid, qos):
 
 
 # ---------------------------------------------------------------------------------------------
+# server keep alive
+
+MAX_KEEP_ALIVE = 2
+
+
+@pytest.mark.parametrize("asked", [0, 60])
+def test_keep_alive_above_the_maximum_is_lowered_announced_and_applied(broker_factory, raw, uid, asked):
+    """A client asking for no keep alive, or a longer one than the server allows, is told the
+    server's in CONNACK (Server Keep Alive) and is held to it."""
+    b = broker_factory("--max-keep-alive", str(MAX_KEEP_ALIVE))
+    c = raw(V5, broker=b)
+    ack = c.connect(f"ka-{uid}", keepalive=asked)
+    assert ack.rc == 0 and ack.props.get("ServerKeepAlive") == MAX_KEEP_ALIVE, ack
+    t0 = time.monotonic()
+    seen = c.wait_closed(MAX_KEEP_ALIVE * 1.5 + 5)
+    elapsed = time.monotonic() - t0
+    assert elapsed >= MAX_KEEP_ALIVE, f"closed after {elapsed:.2f}s, before the keep alive ran out"
+    assert seen and seen[-1].type == w.DISCONNECT and seen[-1].rc == 0x8D, seen
+
+
+def test_keep_alive_within_the_maximum_is_kept(broker_factory, raw, uid):
+    b = broker_factory("--max-keep-alive", str(MAX_KEEP_ALIVE))
+    c = raw(V5, broker=b)
+    ack = c.connect(f"ka-{uid}", keepalive=1)
+    assert ack.rc == 0 and "ServerKeepAlive" not in ack.props, ack
+
+
+@pytest.mark.fleetcore_only("AWS IoT's maximum keep alive of 1200 s is fleetcore's default; "
+                            "Mosquitto's is 65535 s")
+def test_default_maximum_keep_alive_is_aws_iots(raw, uid):
+    c = raw(V5)
+    assert c.connect(f"ka-{uid}", keepalive=0).props.get("ServerKeepAlive") == 1200
+    c2 = raw(V5)
+    assert "ServerKeepAlive" not in c2.connect(f"kb-{uid}", keepalive=1200).props
+
+
+def test_mqtt311_keep_alive_is_held_to_the_maximum(broker_factory, raw, uid):
+    """3.1.1 has no Server Keep Alive: like AWS IoT, the server applies its maximum anyway."""
+    b = broker_factory("--max-keep-alive", str(MAX_KEEP_ALIVE))
+    c = raw(4, broker=b)
+    assert c.connect(f"ka-{uid}", keepalive=0).rc == 0
+    t0 = time.monotonic()
+    c.wait_closed(MAX_KEEP_ALIVE * 1.5 + 5)
+    assert time.monotonic() - t0 >= MAX_KEEP_ALIVE
+
+
+# ---------------------------------------------------------------------------------------------
 # message expiry
 
 def test_message_expiry_for_offline_session(clients, uid):

@@ -27,6 +27,10 @@ pub struct BrokerConfig {
     /// subscriber that has taken nothing from its full queue for this long counts as stuck:
     /// publishers then drop for it at once instead of waiting.
     pub slow_subscriber_timeout: Duration,
+    /// Longest keep alive a client may have, in seconds (0: no maximum). A client asking for
+    /// more, or for none (0), gets this one, announced as Server Keep Alive in an MQTT 5
+    /// CONNACK; AWS IoT allows 30-1200 s.
+    pub max_keep_alive: u16,
 }
 
 impl Default for BrokerConfig {
@@ -40,6 +44,7 @@ impl Default for BrokerConfig {
             connect_timeout: Duration::from_secs(10),
             topic_alias_maximum: 64,
             slow_subscriber_timeout: Duration::from_secs(2),
+            max_keep_alive: 1200,
         }
     }
 }

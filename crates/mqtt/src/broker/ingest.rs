@@ -39,7 +39,8 @@ pub enum Ingested {
 pub trait IngestLog: Send + Sync + 'static {
     /// Takes `message` if some rule wants it. Must not block: it enqueues for a writer that
     /// commits in groups. A QoS 1/2 message that is wanted is always accepted (flow control
-    /// bounds them: each connection stops reading while its acknowledgements wait).
+    /// bounds them: a client may have at most Receive Maximum of them unacknowledged, and is
+    /// disconnected with reason 0x93 when it sends more).
     fn ingest(&self, message: &Arc<Message>, publisher: Publisher<'_>) -> Ingested;
 
     /// The highest ticket that is durable; tickets at or below it are on disk.

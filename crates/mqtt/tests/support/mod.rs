@@ -140,6 +140,22 @@ impl Client {
         .await;
     }
 
+    /// True if the broker closes the connection within `wait` (bytes still arriving are read
+    /// and dropped).
+    pub async fn closed_within(&mut self, wait: Duration) -> bool {
+        let mut rest = [0u8; 256];
+        tokio::time::timeout(wait, async {
+            loop {
+                match self.stream.read(&mut rest).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .is_ok()
+    }
+
     /// The next packet within `wait`, or `None` if none came.
     pub async fn recv(&mut self, wait: Duration) -> Option<Packet> {
         tokio::time::timeout(wait, async {

@@ -153,14 +153,17 @@ impl Connection {
         }
     }
 
-    /// True while the socket is not read: a fan-out waits for room, or as many
-    /// acknowledgements wait for the ingest log as the client may have in flight.
+    /// True while the socket is not read: a fan-out waits for room, or twice as many
+    /// acknowledgements wait for the ingest log as the client may have messages in flight.
+    /// A client within its Receive Maximum never gets there (reading on at the limit lets one
+    /// that breaks it be told so with DISCONNECT 0x93); the pause bounds what acknowledgements
+    /// of resent QoS 2 duplicates hold.
     fn reading_paused(&self) -> bool {
         self.pending.is_some()
             || self
                 .held_acks
                 .as_ref()
-                .is_some_and(|h| h.len() >= usize::from(self.router.config().max_inflight))
+                .is_some_and(|h| h.len() >= 2 * usize::from(self.router.config().max_inflight))
     }
 
     /// Frees the read and write buffers of a connection that has been quiet for a while: an

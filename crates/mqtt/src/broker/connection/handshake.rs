@@ -245,6 +245,11 @@ async fn accept(
         return None;
     };
     tracing::debug!(peer = %info.peer, client_id = %client_id, principal, transport = info.transport.as_str(), "client connected");
+    let keep_alive = KeepAlive::negotiate(connect.keep_alive, config.max_keep_alive);
+    let mut properties = connack_properties(config, version, assigned);
+    if version == ProtocolVersion::V5 {
+        properties.server_keep_alive = keep_alive.announced;
+    }
     Some(Accepted {
         version,
         client_id,
@@ -253,11 +258,11 @@ async fn accept(
         connack: ConnAck {
             session_present: attached.session_present,
             reason: reason::SUCCESS,
-            properties: connack_properties(config, version, assigned),
+            properties,
         },
         attached,
         will,
-        keep_alive: connect.keep_alive,
+        keep_alive: keep_alive.seconds,
         window: outbound_window(config.max_inflight, connect.properties.receive_maximum),
         client_max_packet: connect
             .properties
@@ -317,6 +322,33 @@ fn connack_properties(
     }
 }
 
+/// The keep alive a connection runs with.
+#[derive(Debug, PartialEq, Eq)]
+struct KeepAlive {
+    /// Seconds (0: none).
+    seconds: u16,
+    /// Server Keep Alive to announce in CONNACK: set when it differs from the client's.
+    announced: Option<u16>,
+}
+
+impl KeepAlive {
+    /// The client's keep alive lowered to `maximum`; a client asking for none (0) gets the
+    /// maximum too. `maximum` 0: no maximum.
+    fn negotiate(requested: u16, maximum: u16) -> KeepAlive {
+        if maximum == 0 || (requested != 0 && requested <= maximum) {
+            KeepAlive {
+                seconds: requested,
+                announced: None,
+            }
+        } else {
+            KeepAlive {
+                seconds: maximum,
+                announced: Some(maximum),
+            }
+        }
+    }
+}
+
 /// Unacknowledged deliveries allowed to the client: our maximum lowered to its Receive
 /// Maximum, at least one.
 fn outbound_window(max_inflight: u16, client_receive_maximum: Option<u16>) -> usize {
@@ -345,6 +377,24 @@ mod tests {
         assert_eq!(outbound_window(128, Some(10)), 10);
         assert_eq!(outbound_window(5, Some(10)), 5);
         assert_eq!(outbound_window(0, Some(0)), 1);
+    }
+
+    #[test]
+    fn keep_alive_is_lowered_to_the_maximum_and_announced() {
+        let kept = |seconds| KeepAlive {
+            seconds,
+            announced: None,
+        };
+        let lowered = |seconds| KeepAlive {
+            seconds,
+            announced: Some(seconds),
+        };
+        assert_eq!(KeepAlive::negotiate(60, 1200), kept(60));
+        assert_eq!(KeepAlive::negotiate(1200, 1200), kept(1200));
+        assert_eq!(KeepAlive::negotiate(1201, 1200), lowered(1200));
+        assert_eq!(KeepAlive::negotiate(0, 1200), lowered(1200), "none asked");
+        assert_eq!(KeepAlive::negotiate(0, 0), kept(0), "no maximum");
+        assert_eq!(KeepAlive::negotiate(u16::MAX, 0), kept(u16::MAX));
     }
 
     #[test]

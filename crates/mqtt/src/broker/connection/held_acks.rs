@@ -29,6 +29,8 @@ impl Tickets {
 /// keep).
 pub(super) struct HeldAcks {
     queue: VecDeque<(Tickets, Packet)>,
+    /// PUBACKs among them: QoS 1 messages that count against the server's Receive Maximum.
+    pubacks: usize,
     /// The ingest log's durable ticket, if a log is installed.
     ingest: Option<watch::Receiver<u64>>,
     /// The durable queues' durable ticket.
@@ -44,6 +46,7 @@ impl HeldAcks {
     ) -> HeldAcks {
         HeldAcks {
             queue: VecDeque::with_capacity(4),
+            pubacks: 0,
             ingest,
             queues,
         }
@@ -51,7 +54,13 @@ impl HeldAcks {
 
     /// Holds `ack` behind every acknowledgement held before it.
     pub(super) fn push(&mut self, tickets: Tickets, ack: Packet) {
+        self.pubacks += usize::from(matches!(ack, Packet::PubAck(_)));
         self.queue.push_back((tickets, ack));
+    }
+
+    /// PUBACKs held.
+    pub(super) fn pubacks(&self) -> usize {
+        self.pubacks
     }
 
     /// Acknowledgements held.
@@ -74,6 +83,7 @@ impl HeldAcks {
             .is_some_and(|(t, _)| t.ingest <= ingest && t.queue <= queue)
         {
             if let Some((_, ack)) = self.queue.pop_front() {
+                self.pubacks -= usize::from(matches!(ack, Packet::PubAck(_)));
                 ready.push(ack);
             }
         }
@@ -160,7 +170,7 @@ mod tests {
     fn ids(acks: &[Packet]) -> Vec<u16> {
         acks.iter()
             .map(|p| match p {
-                Packet::PubAck(a) => a.packet_id,
+                Packet::PubAck(a) | Packet::PubRec(a) => a.packet_id,
                 other => panic!("unexpected {other:?}"),
             })
             .collect()
@@ -181,16 +191,27 @@ mod tests {
         held.push(ingest(5), puback(1));
         held.push(Tickets::default(), puback(2)); // nothing to wait for, but must not overtake 1
         held.push(ingest(6), puback(3));
+        held.push(
+            ingest(7),
+            Packet::PubRec(PubAck {
+                packet_id: 4,
+                ..PubAck::default()
+            }),
+        );
+        assert_eq!((held.len(), held.pubacks()), (4, 3));
         let mut ready = Vec::new();
         assert!(!held.take_durable(&mut ready));
         assert!(ready.is_empty());
         let _ = log.send(5);
         assert!(!held.take_durable(&mut ready));
         assert_eq!(ids(&ready), [1, 2]);
-        assert_eq!(held.len(), 1);
+        assert_eq!((held.len(), held.pubacks()), (2, 1));
+        let _ = log.send(6);
+        assert!(!held.take_durable(&mut ready));
+        assert_eq!(ids(&ready), [1, 2, 3]);
+        assert_eq!((held.len(), held.pubacks()), (1, 0));
         let _ = log.send(9);
         assert!(held.take_durable(&mut ready));
-        assert_eq!(ids(&ready), [1, 2, 3]);
     }
 
     #[test]

@@ -38,12 +38,19 @@ impl Connection {
             }
             return Ok(());
         }
+        let held_pubacks = self.held_acks.as_ref().map_or(0, |h| h.pubacks());
         let ack = match p.qos {
             QoS::AtMostOnce => None,
-            QoS::AtLeastOnce => Some(Packet::PubAck(PubAck {
-                packet_id: p.packet_id,
-                ..PubAck::default()
-            })),
+            QoS::AtLeastOnce => {
+                exactly_once::within_receive_maximum(
+                    self.state.awaiting_release.len() + held_pubacks,
+                    config.max_inflight,
+                )?;
+                Some(Packet::PubAck(PubAck {
+                    packet_id: p.packet_id,
+                    ..PubAck::default()
+                }))
+            }
             QoS::ExactlyOnce => {
                 let rec = Packet::PubRec(PubAck {
                     packet_id: p.packet_id,
@@ -52,6 +59,7 @@ impl Connection {
                 match exactly_once::receive(
                     &mut self.state.awaiting_release,
                     p.packet_id,
+                    held_pubacks,
                     config.max_inflight,
                 )? {
                     Receipt::New => Some(rec),
