@@ -123,6 +123,9 @@ pub struct RedbStore {
     db: redb::Database,
 }
 
+/// An open table of the store: byte keys to byte values.
+type BytesTable<'txn> = redb::Table<'txn, &'static [u8], &'static [u8]>;
+
 fn table(name: &str) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
     TableDefinition::new(name)
 }
@@ -195,41 +198,46 @@ impl KvStore for RedbStore {
             .db
             .begin_write()
             .map_err(|e| StoreError::backend("begin write", e))?;
-        for op in batch.ops {
-            match op {
-                WriteOp::Put {
-                    table: name,
-                    key,
-                    value,
-                } => {
-                    let mut t = txn
-                        .open_table(table(name))
-                        .map_err(|e| StoreError::backend("open table", e))?;
-                    t.insert(key.as_slice(), value.as_slice())
-                        .map_err(|e| StoreError::backend("insert", e))?;
-                }
-                WriteOp::Delete { table: name, key } => {
-                    let mut t = txn
-                        .open_table(table(name))
-                        .map_err(|e| StoreError::backend("open table", e))?;
-                    t.remove(key.as_slice())
-                        .map_err(|e| StoreError::backend("remove", e))?;
-                }
-                WriteOp::DeletePrefix {
-                    table: name,
-                    prefix,
-                } => {
-                    let mut t = txn
-                        .open_table(table(name))
-                        .map_err(|e| StoreError::backend("open table", e))?;
-                    let end = prefix_end(&prefix);
-                    match &end {
-                        Some(end) => {
-                            t.retain_in::<&[u8], _>(prefix.as_slice()..end.as_slice(), |_, _| false)
-                        }
-                        None => t.retain_in::<&[u8], _>(prefix.as_slice().., |_, _| false),
+        {
+            // A table stays open while consecutive writes go to it: a batch of many records
+            // opens its table once, not once per record.
+            let mut open: Option<(&'static str, BytesTable<'_>)> = None;
+            for op in batch.ops {
+                let name = match &op {
+                    WriteOp::Put { table, .. }
+                    | WriteOp::Delete { table, .. }
+                    | WriteOp::DeletePrefix { table, .. } => *table,
+                };
+                let t = match &mut open {
+                    Some((open_name, t)) if *open_name == name => t,
+                    _ => {
+                        open = None;
+                        let t = txn
+                            .open_table(table(name))
+                            .map_err(|e| StoreError::backend("open table", e))?;
+                        &mut open.insert((name, t)).1
                     }
-                    .map_err(|e| StoreError::backend("delete prefix", e))?;
+                };
+                match op {
+                    WriteOp::Put { key, value, .. } => {
+                        t.insert(key.as_slice(), value.as_slice())
+                            .map_err(|e| StoreError::backend("insert", e))?;
+                    }
+                    WriteOp::Delete { key, .. } => {
+                        t.remove(key.as_slice())
+                            .map_err(|e| StoreError::backend("remove", e))?;
+                    }
+                    WriteOp::DeletePrefix { prefix, .. } => {
+                        let end = prefix_end(&prefix);
+                        match &end {
+                            Some(end) => t.retain_in::<&[u8], _>(
+                                prefix.as_slice()..end.as_slice(),
+                                |_, _| false,
+                            ),
+                            None => t.retain_in::<&[u8], _>(prefix.as_slice().., |_, _| false),
+                        }
+                        .map_err(|e| StoreError::backend("delete prefix", e))?;
+                    }
                 }
             }
         }

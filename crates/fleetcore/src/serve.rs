@@ -183,6 +183,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(
         retained = loaded.retained,
         sessions = loaded.sessions,
+        queued = loaded.queued,
         skipped = loaded.skipped,
         "broker state restored"
     );

@@ -3,48 +3,20 @@
 //! acknowledgements go out in the order of their PUBLISH packets. Messages the log does not want
 //! are acknowledged at once.
 
-use std::net::SocketAddr;
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use fleetcore_core::RedbStore;
-use fleetcore_core::access::{ConnectionGrant, MqttAction};
-use fleetcore_core::auth::{AuthOutcome, Authenticator, ClientCredentials};
 use fleetcore_mqtt::broker::{
     Broker, BrokerConfig, IngestLog, Ingested, ListenerKind, Message, Publisher,
 };
-use fleetcore_mqtt::protocol::{
-    self, Connect, ConnectProperties, Packet, ProtocolVersion, Publish, PublishProperties, QoS,
-    Utf8, reason,
-};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use fleetcore_mqtt::protocol::{Packet, QoS, reason};
+use support::{Anyone, Client};
 use tokio::sync::watch;
-
-struct AllowAll;
-
-impl ConnectionGrant for AllowAll {
-    fn allows(&self, _: MqttAction, _: &str) -> bool {
-        true
-    }
-
-    fn revalidate(&self) -> Result<(), String> {
-        Ok(())
-    }
-}
-
-struct Anyone;
-
-impl Authenticator for Anyone {
-    fn authenticate(&self, c: &ClientCredentials<'_>) -> AuthOutcome {
-        AuthOutcome::Allowed {
-            principal: c.client_id.to_string(),
-            grant: Arc::new(AllowAll),
-        }
-    }
-}
 
 /// An ingest log whose watermark the test moves by hand; it wants topics under `logged/`.
 struct ManualLog {
@@ -63,74 +35,6 @@ impl IngestLog for ManualLog {
 
     fn durable(&self) -> watch::Receiver<u64> {
         self.durable.subscribe()
-    }
-}
-
-struct Client {
-    stream: TcpStream,
-    buf: BytesMut,
-}
-
-impl Client {
-    async fn connect(addr: SocketAddr) -> Client {
-        let mut c = Client {
-            stream: TcpStream::connect(addr).await.expect("connect"),
-            buf: BytesMut::new(),
-        };
-        c.send(Packet::Connect(Box::new(Connect {
-            protocol: ProtocolVersion::V5,
-            clean_start: true,
-            keep_alive: 30,
-            client_id: Utf8::new("seam").expect("id"),
-            will: None,
-            username: None,
-            password: None,
-            properties: ConnectProperties::default(),
-        })))
-        .await;
-        match c.recv(Duration::from_secs(5)).await {
-            Some(Packet::ConnAck(ack)) => assert_eq!(ack.reason, reason::SUCCESS),
-            other => panic!("expected CONNACK, got {other:?}"),
-        }
-        c
-    }
-
-    async fn send(&mut self, packet: Packet) {
-        let mut out = BytesMut::new();
-        protocol::encode(&packet, ProtocolVersion::V5, &mut out);
-        self.stream.write_all(&out).await.expect("write");
-    }
-
-    async fn publish(&mut self, topic: &str, qos: QoS, packet_id: u16) {
-        self.send(Packet::Publish(Publish {
-            dup: false,
-            qos,
-            retain: false,
-            topic: Utf8::new(topic).expect("topic"),
-            packet_id,
-            properties: PublishProperties::default(),
-            payload: Bytes::from_static(b"{}"),
-        }))
-        .await;
-    }
-
-    /// The next packet within `wait`, or `None` if none came.
-    async fn recv(&mut self, wait: Duration) -> Option<Packet> {
-        tokio::time::timeout(wait, async {
-            loop {
-                if let Some(p) = protocol::decode(&mut self.buf, ProtocolVersion::V5, 1 << 20)
-                    .expect("valid packet")
-                {
-                    return p;
-                }
-                assert!(
-                    self.stream.read_buf(&mut self.buf).await.expect("read") > 0,
-                    "the broker closed the connection"
-                );
-            }
-        })
-        .await
-        .ok()
     }
 }
 
@@ -160,16 +64,20 @@ async fn acknowledgements_wait_for_the_durable_watermark_and_keep_their_order() 
         .listen("127.0.0.1:0".parse().expect("addr"), ListenerKind::Tcp)
         .await
         .expect("listen");
-    let mut c = Client::connect(addr).await;
+    let mut c = Client::connect(addr, "seam").await;
 
     // Not wanted by the log: acknowledged at once.
-    c.publish("other/a", QoS::AtLeastOnce, 1).await;
+    c.publish("other/a", QoS::AtLeastOnce, 1, Bytes::from_static(b"{}"))
+        .await;
     assert_eq!(ack_id(c.recv(Duration::from_secs(5)).await), ("puback", 1));
 
     // Wanted: tickets 1, 2, 3; nothing is acknowledged while the watermark stays at 0.
-    c.publish("logged/a", QoS::AtLeastOnce, 10).await;
-    c.publish("logged/b", QoS::ExactlyOnce, 11).await;
-    c.publish("logged/c", QoS::AtLeastOnce, 12).await;
+    c.publish("logged/a", QoS::AtLeastOnce, 10, Bytes::from_static(b"{}"))
+        .await;
+    c.publish("logged/b", QoS::ExactlyOnce, 11, Bytes::from_static(b"{}"))
+        .await;
+    c.publish("logged/c", QoS::AtLeastOnce, 12, Bytes::from_static(b"{}"))
+        .await;
     assert!(
         c.recv(Duration::from_millis(500)).await.is_none(),
         "an acknowledgement went out before the message was durable"
@@ -206,27 +114,29 @@ async fn a_client_beyond_receive_maximum_while_acknowledgements_wait_is_disconne
         .listen("127.0.0.1:0".parse().expect("addr"), ListenerKind::Tcp)
         .await
         .expect("listen");
-    let mut c = Client::connect(addr).await;
+    let mut c = Client::connect(addr, "seam").await;
 
     // One QoS 1 and one QoS 2 message wait for the log: the Receive Maximum of 2 is used up.
-    c.publish("logged/a", QoS::AtLeastOnce, 1).await;
-    c.publish("logged/b", QoS::ExactlyOnce, 2).await;
+    c.publish("logged/a", QoS::AtLeastOnce, 1, Bytes::from_static(b"{}"))
+        .await;
+    c.publish("logged/b", QoS::ExactlyOnce, 2, Bytes::from_static(b"{}"))
+        .await;
     // A resend of the QoS 2 message is no new message: it is acknowledged, not refused.
-    c.publish("logged/b", QoS::ExactlyOnce, 2).await;
+    c.publish("logged/b", QoS::ExactlyOnce, 2, Bytes::from_static(b"{}"))
+        .await;
     assert!(
         c.recv(Duration::from_millis(300)).await.is_none(),
         "an acknowledgement went out before the message was durable"
     );
     // A third message breaks the Receive Maximum.
-    c.publish("logged/c", QoS::AtLeastOnce, 3).await;
+    c.publish("logged/c", QoS::AtLeastOnce, 3, Bytes::from_static(b"{}"))
+        .await;
     match c.recv(Duration::from_secs(5)).await {
         Some(Packet::Disconnect(d)) => assert_eq!(d.reason, reason::RECEIVE_MAXIMUM_EXCEEDED),
         other => panic!("expected DISCONNECT 0x93, got {other:?}"),
     }
-    let mut rest = [0u8; 64];
-    let closed = tokio::time::timeout(Duration::from_secs(5), c.stream.read(&mut rest)).await;
     assert!(
-        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
-        "the connection stayed open after DISCONNECT: {closed:?}"
+        c.closed_within(Duration::from_secs(5)).await,
+        "the connection stayed open after DISCONNECT"
     );
 }

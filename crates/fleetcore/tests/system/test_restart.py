@@ -1,6 +1,9 @@
 """Durability across a graceful restart (same data dir and ports): retained messages, persistent
 sessions with their subscriptions and queued QoS 1/2 messages, in-flight messages, the CA; and
-graceful shutdown itself (SIGTERM / SIGINT -> exit code 0)."""
+graceful shutdown itself (SIGTERM / SIGINT -> exit code 0). Then durability across a crash
+(SIGKILL): a QoS 1/2 message acknowledged to its publisher (PUBACK / PUBREC) and routed to a
+persistent session is delivered after the restart, queued or in flight, in order, with its
+packet id and DUP where MQTT asks for them; what the subscriber acknowledged is not."""
 
 import signal
 import time
@@ -140,3 +143,243 @@ def test_restart_after_sigkill_keeps_last_saved_state(fresh_broker, clients, uid
     sub.subscribe(f"r/{uid}", qos=1)
     m = sub.wait_message(topic=f"r/{uid}")
     assert (m.payload, m.retain) == (b"saved", True)
+
+
+# ---------------------------------------------------------------------------------------------
+# crash (SIGKILL) durability of persistent sessions' queues (DESIGN §3)
+
+crash_only = pytest.mark.fleetcore_only(
+    "Mosquitto saves its queues periodically (autosave), so a crash loses acknowledged messages")
+
+
+def _expiry(version):
+    return {"SessionExpiryInterval": 3600} if version == V5 else None
+
+
+def _connect_persistent(raw, b, version, cid, **kw):
+    c = raw(version, broker=b, **kw)
+    ack = c.connect(cid, clean=False, props=_expiry(version))
+    assert ack.rc == 0, ack
+    return c, ack
+
+
+def _offline_subscriber(raw, b, version, cid, topic_filter, qos=1):
+    c, _ = _connect_persistent(raw, b, version, cid)
+    c.subscribe([(topic_filter, qos)])
+    c.disconnect()
+
+
+class _Publisher:
+    """A raw publisher that keeps at most `window` QoS 1/2 messages unacknowledged and returns
+    once every one it sent has its PUBACK (QoS 1) or PUBREC (QoS 2, left unreleased)."""
+
+    def __init__(self, raw, b, version, cid, window=8):
+        self.c = raw(version, broker=b)
+        assert self.c.connect(cid).rc == 0
+        self.version, self.window, self.next_pid = version, window, 1
+
+    def send(self, messages, qos=1):
+        ack = w.PUBACK if qos == 1 else w.PUBREC
+        pending = []
+        for topic, payload in messages:
+            pid = self.next_pid
+            self.next_pid = self.next_pid % 65535 + 1
+            self.c.publish(topic, payload, qos=qos, pid=pid)
+            pending.append(pid)
+            if len(pending) == self.window:
+                self._acks(pending, ack)
+        self._acks(pending, ack)
+
+    def _acks(self, pending, ack):
+        for pid in pending:
+            got = self.c.expect(ack, timeout=10)
+            assert (got.pid, got.rc) == (pid, 0), got
+        pending.clear()
+
+
+def _durable_fence(raw, b, version, uid):
+    """Returns a function that comes back once everything the broker was asked to store before
+    the call is on disk: a QoS 1 message to an offline persistent session is acknowledged only
+    after the group commit that holds it, and that commit holds every earlier write."""
+    _offline_subscriber(raw, b, version, f"fence-{uid}", f"fence/{uid}")
+    pub = _Publisher(raw, b, version, f"fence-pub-{uid}")
+
+    def fence():
+        pub.send([(f"fence/{uid}", b"fence")])
+    return fence
+
+
+def _receive(c, n, version, qos=1, ack=True):
+    """The next n PUBLISH packets, each acknowledged (QoS 2: the whole PUBREC/PUBREL/PUBCOMP flow)
+    unless ack is False."""
+    got = []
+    while len(got) < n:
+        p = c.recv(timeout=10)
+        if p.type == w.PUBREL:
+            c.send(w.pubcomp(p.pid, version))
+            continue
+        assert p.type == w.PUBLISH, f"expected PUBLISH, got {p!r} after {len(got)}"
+        got.append(p)
+        if ack and p.qos == 1:
+            c.send(w.puback(p.pid, version))
+        elif ack and p.qos == 2:
+            c.send(w.pubrec(p.pid, version))
+    return got
+
+
+def _nothing_more(c):
+    """Bounded negative check: no further PUBLISH within half a second."""
+    extra = [p for p in c.quiet(0.5) if p.type == w.PUBLISH]
+    assert extra == [], extra
+
+
+@crash_only
+@pytest.mark.parametrize("version", VERSIONS)
+def test_acknowledged_messages_to_an_offline_session_survive_sigkill(fresh_broker, raw, uid, version):
+    b = fresh_broker
+    cid = f"d-{uid}"
+    _offline_subscriber(raw, b, version, cid, f"d/{uid}/#")
+    fence = _durable_fence(raw, b, version, uid)
+    pubs = [_Publisher(raw, b, version, f"p{i}-{uid}") for i in range(2)]
+    n = 150
+    for i in range(0, n, 25):  # the two publishers interleave in batches
+        for k, p in enumerate(pubs):
+            p.send([(f"d/{uid}/{k}", f"{k}:{j}".encode()) for j in range(i, i + 25)])
+    # every PUBACK is in: a crash now must lose nothing
+    b.kill()
+    b.start()
+
+    sub, ack = _connect_persistent(raw, b, version, cid)
+    assert ack.session_present, "persistent session lost in the crash"
+    got = _receive(sub, 2 * n, version)
+    for k in range(2):
+        mine = [p.payload for p in got if p.topic == f"d/{uid}/{k}".encode()]
+        assert mine == [f"{k}:{j}".encode() for j in range(n)], f"publisher {k}: order or loss"
+    assert all(p.qos == 1 and not p.dup for p in got), "queued messages were never sent: no DUP"
+    _nothing_more(sub)
+
+    # what the subscriber acknowledged is gone from disk too: after a fence and another crash,
+    # only what came after is delivered
+    sub.send(w.pingreq())
+    sub.expect(w.PINGRESP)  # the PUBACKs before it were handled
+    sub.disconnect()
+    _Publisher(raw, b, version, f"p-after-{uid}").send([(f"d/{uid}/0", b"after")])
+    fence = _durable_fence(raw, b, version, f"{uid}-2")
+    fence()
+    b.kill()
+    b.start()
+    sub, ack = _connect_persistent(raw, b, version, cid)
+    assert ack.session_present
+    assert [p.payload for p in _receive(sub, 1, version)] == [b"after"]
+    _nothing_more(sub)
+
+
+@crash_only
+@pytest.mark.parametrize("version", VERSIONS)
+def test_inflight_window_of_a_connected_session_survives_sigkill(broker_factory, raw, uid, version):
+    window = 4
+    b = broker_factory("--max-inflight", str(window))
+    cid = f"d-{uid}"
+    fence = _durable_fence(raw, b, version, uid)
+    sub, _ = _connect_persistent(raw, b, version, cid)
+    sub.subscribe([(f"d/{uid}", 1)])
+    pub = _Publisher(raw, b, version, f"p-{uid}", window=window)
+    n = 12
+    pub.send([(f"d/{uid}", f"m{j}".encode()) for j in range(n)])
+    first = _receive(sub, window, version, ack=False)  # the window, never acknowledged
+    assert [p.payload for p in first] == [f"m{j}".encode() for j in range(window)]
+    fence()
+    b.kill()
+    b.start()
+
+    again, ack = _connect_persistent(raw, b, version, cid)
+    assert ack.session_present
+    resent = _receive(again, window, version, ack=False)
+    assert [(p.payload, p.pid, p.dup) for p in resent] == [(p.payload, p.pid, True) for p in first], \
+        "the inflight window is resent first, with its packet ids and DUP"
+    for p in resent:
+        again.send(w.puback(p.pid, version))
+    rest = _receive(again, n - window, version)
+    assert [p.payload for p in rest] == [f"m{j}".encode() for j in range(window, n)]
+    assert not any(p.dup for p in rest)
+    _nothing_more(again)
+
+
+@crash_only
+@pytest.mark.parametrize("version", VERSIONS)
+def test_qos2_messages_and_releases_survive_sigkill(fresh_broker, raw, uid, version):
+    b = fresh_broker
+    fence = _durable_fence(raw, b, version, uid)
+    # one session offline, with QoS 2 messages queued; one connected, with a message whose PUBREC
+    # it sent and whose PUBCOMP it never did
+    _offline_subscriber(raw, b, version, f"off-{uid}", f"q2/{uid}/off", qos=2)
+    on, _ = _connect_persistent(raw, b, version, f"on-{uid}")
+    on.subscribe([(f"q2/{uid}/on", 2)])
+    pub = _Publisher(raw, b, version, f"p-{uid}")
+    pub.send([(f"q2/{uid}/off", f"m{j}".encode()) for j in range(10)], qos=2)
+    pub.send([(f"q2/{uid}/on", b"received")], qos=2)
+    p = on.expect(w.PUBLISH)
+    assert (p.payload, p.qos) == (b"received", 2)
+    on.send(w.pubrec(p.pid, version))
+    rel = on.expect(w.PUBREL)
+    assert rel.pid == p.pid
+    on.send(w.pingreq())
+    on.expect(w.PINGRESP)  # the PUBREC was handled
+    fence()
+    b.kill()
+    b.start()
+
+    off, ack = _connect_persistent(raw, b, version, f"off-{uid}")
+    assert ack.session_present
+    got = _receive(off, 10, version)
+    assert [(x.payload, x.qos) for x in got] == [(f"m{j}".encode(), 2) for j in range(10)]
+    _nothing_more(off)
+    again, ack = _connect_persistent(raw, b, version, f"on-{uid}")
+    assert ack.session_present
+    rel = again.recv(timeout=10)
+    assert (rel.type, rel.pid) == (w.PUBREL, p.pid), \
+        f"after PUBREC only the PUBREL is resent, not the message: {rel!r}"
+    again.send(w.pubcomp(rel.pid, version))
+    _nothing_more(again)
+
+
+@crash_only
+def test_bounded_offline_queue_drops_are_counted_and_the_kept_messages_survive_sigkill(
+        broker_factory, raw, uid):
+    queued, sent = 5, 12
+    b = broker_factory("--max-queued-messages", str(queued))
+    cid = f"d-{uid}"
+    _offline_subscriber(raw, b, V5, cid, f"d/{uid}")
+    full = 'fleetcore_mqtt_messages_dropped_total{reason="queue_full"}'
+    before = b.metrics().get(full, 0.0)
+    _Publisher(raw, b, V5, f"p-{uid}").send([(f"d/{uid}", f"m{j}".encode()) for j in range(sent)])
+    metrics = b.metrics()
+    assert metrics.get(full, 0.0) - before == sent - queued
+    assert metrics["fleetcore_mqtt_durable_queue_messages_total"] == queued, "only the kept ones are stored"
+    b.kill()
+    b.start()
+    sub, ack = _connect_persistent(raw, b, V5, cid)
+    assert ack.session_present
+    assert [p.payload for p in _receive(sub, queued, V5)] == [f"m{j}".encode() for j in range(queued)]
+    _nothing_more(sub)
+
+
+@crash_only
+@pytest.mark.parametrize("version", VERSIONS)
+def test_clean_session_subscriber_pays_nothing_for_durable_queues(fresh_broker, raw, uid, version):
+    b = fresh_broker
+    stored = "fleetcore_mqtt_durable_queue_messages_total"
+    sub = raw(version, broker=b)
+    assert sub.connect(f"c-{uid}", clean=True).rc == 0
+    sub.subscribe([(f"c/{uid}", 1)])
+    n = 50
+    _Publisher(raw, b, version, f"p-{uid}").send([(f"c/{uid}", f"m{j}".encode()) for j in range(n)])
+    got = _receive(sub, n, version)
+    assert [p.payload for p in got] == [f"m{j}".encode() for j in range(n)]
+    assert b.metrics()[stored] == 0, "messages to a clean session were written to disk"
+    b.kill()
+    b.start()
+    back = raw(version, broker=b)
+    ack = back.connect(f"c-{uid}", clean=False, props=_expiry(version))
+    assert (ack.rc, ack.session_present) == (0, False)
+    _nothing_more(back)

@@ -109,8 +109,12 @@ mod tests {
         SessionHandle::new(
             Arc::from(id),
             10,
+            usize::MAX,
             Duration::from_secs(1),
             SessionState::new(0, ProtocolVersion::V5),
+            crate::broker::queue_store::QueueStore::new(Arc::new(
+                crate::broker::test_support::NoStore,
+            )),
         )
     }
 

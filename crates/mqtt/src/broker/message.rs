@@ -62,4 +62,6 @@ pub struct Delivery {
     pub retain: bool,
     /// Subscription identifiers of the matching subscriptions (MQTT 5).
     pub subscription_ids: Vec<u32>,
+    /// Its sequence number in the session's durable queue, once written there.
+    pub stored: Option<u64>,
 }

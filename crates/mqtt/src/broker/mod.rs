@@ -7,11 +7,14 @@ mod keep_alive;
 mod message;
 mod metrics;
 mod persist;
+mod queue_store;
 mod retained;
 mod router;
 mod session;
 mod subscriptions;
 mod tap;
+#[cfg(test)]
+mod test_support;
 mod transport;
 
 use std::io;
@@ -27,7 +30,7 @@ pub use config::BrokerConfig;
 pub use ingest::{IngestLog, Ingested, Publisher};
 pub use message::{Delivery, Message};
 pub use metrics::BrokerMetrics;
-pub use router::{LoadReport, Router};
+pub use router::{LoadReport, Offered, Router};
 pub use tap::{MAX_TAPS, ServiceTap, TooManyTaps};
 pub use transport::ListenerKind;
 
@@ -53,9 +56,16 @@ impl Broker {
         store: Arc<dyn KvStore>,
         authenticator: Arc<dyn Authenticator>,
     ) -> Result<(Broker, LoadReport), fleetcore_core::StoreError> {
+        let queues = queue_store::QueueStore::new(Arc::clone(&store));
+        tokio::spawn(Arc::clone(&queues).run());
         let persister = persist::Persister::new(store);
         tokio::spawn(Arc::clone(&persister).run());
-        let router = Router::new(config, Arc::clone(&persister), BrokerMetrics::register());
+        let router = Router::new(
+            config,
+            Arc::clone(&persister),
+            queues,
+            BrokerMetrics::register(),
+        );
         let report = router.load()?;
         let (shutdown, _) = watch::channel(false);
         let (alive, all_done) = mpsc::channel(1);

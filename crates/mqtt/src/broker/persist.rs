@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use super::message::{Delivery, Message};
-use super::session::{Inflight, InflightStage, SessionState, SubscriptionRecord};
+use super::session::{SessionState, SubscriptionRecord};
 use crate::protocol::{
     self, Packet, ProtocolVersion, Publish, QoS, RetainHandling, SubscriptionOptions,
 };
@@ -26,9 +26,6 @@ use crate::protocol::{
 pub const RETAINED_TABLE: &str = "mqtt_retained";
 /// Table of persistent sessions (settings and subscriptions), keyed by client id.
 pub const SESSIONS_TABLE: &str = "mqtt_sessions";
-/// Table of the messages queued or in flight for a persistent session, keyed by client id;
-/// written at shutdown, consumed at the next start.
-pub const SESSION_MESSAGES_TABLE: &str = "mqtt_session_messages";
 
 const FORMAT_VERSION: u8 = 1;
 
@@ -100,10 +97,12 @@ fn put_message(buf: &mut BytesMut, message: &Message, clock: &Clock) {
         properties: message.properties.clone(),
         payload: message.payload.clone(),
     };
-    let mut encoded = BytesMut::new();
-    publish.encode(ProtocolVersion::V5, &mut encoded);
-    buf.put_u32(encoded.len() as u32);
-    buf.put_slice(&encoded);
+    // Encoded in place behind its length, which is filled in afterwards.
+    let at = buf.len();
+    buf.put_u32(0);
+    publish.encode(ProtocolVersion::V5, buf);
+    let len = (buf.len() - at - 4) as u32;
+    buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
 }
 
 fn get_message(buf: &mut Bytes, clock: &Clock) -> Result<Message, CorruptRecord> {
@@ -245,101 +244,44 @@ pub fn decode_session(bytes: &[u8]) -> Result<StoredSession, CorruptRecord> {
     })
 }
 
-/// A message saved with a session: queued, or in flight at a given stage.
-#[derive(Debug, Clone)]
-pub enum StoredMessage {
-    /// Waiting in the queue.
-    Queued(Delivery),
-    /// In flight.
-    Inflight(Inflight),
-}
-
-/// Encodes the inflight and queued messages of a session, in delivery order.
-pub fn encode_session_messages(
-    inflight: &[Inflight],
-    queued: &[Delivery],
-    clock: &Clock,
-) -> Vec<u8> {
-    let mut buf = BytesMut::new();
+/// Encodes a message queued for a session (what the subscription decided, and the message).
+pub fn encode_delivery(d: &Delivery, clock: &Clock) -> Vec<u8> {
+    let mut buf = BytesMut::with_capacity(
+        32 + d.message.topic.len() + d.message.payload.len() + 4 * d.subscription_ids.len(),
+    );
     buf.put_u8(FORMAT_VERSION);
-    buf.put_u32((inflight.len() + queued.len()) as u32);
-    let put_delivery = |buf: &mut BytesMut, kind: u8, packet_id: u16, d: Option<&Delivery>| {
-        buf.put_u8(kind);
-        buf.put_u16(packet_id);
-        if let Some(d) = d {
-            buf.put_u8(d.qos as u8);
-            buf.put_u8(u8::from(d.retain));
-            buf.put_u16(d.subscription_ids.len() as u16);
-            for id in &d.subscription_ids {
-                buf.put_u32(*id);
-            }
-            put_message(buf, &d.message, clock);
-        }
-    };
-    for i in inflight {
-        match &i.stage {
-            InflightStage::AwaitingAck(d) => put_delivery(&mut buf, 1, i.packet_id, Some(d)),
-            InflightStage::AwaitingComp => put_delivery(&mut buf, 2, i.packet_id, None),
-        }
+    buf.put_u8(d.qos as u8);
+    buf.put_u8(u8::from(d.retain));
+    buf.put_u16(d.subscription_ids.len() as u16);
+    for id in &d.subscription_ids {
+        buf.put_u32(*id);
     }
-    for d in queued {
-        put_delivery(&mut buf, 0, 0, Some(d));
-    }
+    put_message(&mut buf, &d.message, clock);
     buf.to_vec()
 }
 
-/// Decodes what [`encode_session_messages`] wrote.
-pub fn decode_session_messages(
-    bytes: &[u8],
-    clock: &Clock,
-) -> Result<Vec<StoredMessage>, CorruptRecord> {
-    let err = || corrupt("session messages");
+/// Decodes what [`encode_delivery`] wrote; the delivery is stored under `seq`.
+pub fn decode_delivery(bytes: &[u8], seq: u64, clock: &Clock) -> Result<Delivery, CorruptRecord> {
+    let err = || corrupt("queued message");
     let mut buf = Bytes::copy_from_slice(bytes);
     if buf.remaining() < 5 || buf.get_u8() != FORMAT_VERSION {
         return Err(err());
     }
-    let count = buf.get_u32();
-    let mut out = Vec::new();
-    for _ in 0..count {
-        if buf.remaining() < 3 {
-            return Err(err());
-        }
-        let kind = buf.get_u8();
-        let packet_id = buf.get_u16();
-        if kind == 2 {
-            out.push(StoredMessage::Inflight(Inflight {
-                packet_id,
-                stage: InflightStage::AwaitingComp,
-            }));
-            continue;
-        }
-        if buf.remaining() < 4 {
-            return Err(err());
-        }
-        let qos = QoS::from_u8(buf.get_u8()).ok_or_else(err)?;
-        let retain = buf.get_u8() != 0;
-        let n = buf.get_u16() as usize;
-        if buf.remaining() < n * 4 {
-            return Err(err());
-        }
-        let subscription_ids = (0..n).map(|_| buf.get_u32()).collect();
-        let message = Arc::new(get_message(&mut buf, clock)?);
-        let delivery = Delivery {
-            message,
-            qos,
-            retain,
-            subscription_ids,
-        };
-        out.push(match kind {
-            0 => StoredMessage::Queued(delivery),
-            1 => StoredMessage::Inflight(Inflight {
-                packet_id,
-                stage: InflightStage::AwaitingAck(delivery),
-            }),
-            _ => return Err(err()),
-        });
+    let qos = QoS::from_u8(buf.get_u8()).ok_or_else(err)?;
+    let retain = buf.get_u8() != 0;
+    let n = buf.get_u16() as usize;
+    if buf.remaining() < n * 4 {
+        return Err(err());
     }
-    Ok(out)
+    let subscription_ids = (0..n).map(|_| buf.get_u32()).collect();
+    let message = Arc::new(get_message(&mut buf, clock)?);
+    Ok(Delivery {
+        message,
+        qos,
+        retain,
+        subscription_ids,
+        stored: Some(seq),
+    })
 }
 
 /// Key of a pending write: table and key.
@@ -478,38 +420,28 @@ mod tests {
     }
 
     #[test]
-    fn session_messages_round_trip_in_order() {
+    fn deliveries_round_trip() {
         let clock = Clock::now();
-        let d = |p: &'static [u8]| Delivery {
-            message: Arc::new(message("t", p)),
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            subscription_ids: vec![3],
+        let d = Delivery {
+            message: Arc::new(message("t/1", b"payload")),
+            qos: QoS::ExactlyOnce,
+            retain: true,
+            subscription_ids: vec![3, 9],
+            stored: None,
         };
-        let inflight = vec![
-            Inflight {
-                packet_id: 5,
-                stage: InflightStage::AwaitingAck(d(b"1")),
-            },
-            Inflight {
-                packet_id: 6,
-                stage: InflightStage::AwaitingComp,
-            },
-        ];
-        let bytes = encode_session_messages(&inflight, &[d(b"2")], &clock);
-        let back = decode_session_messages(&bytes, &clock).expect("decode");
-        assert_eq!(back.len(), 3);
-        assert!(
-            matches!(&back[0], StoredMessage::Inflight(Inflight { packet_id: 5, stage: InflightStage::AwaitingAck(d) }) if d.message.payload == "1" && d.subscription_ids == [3])
-        );
-        assert!(matches!(
-            &back[1],
-            StoredMessage::Inflight(Inflight {
-                packet_id: 6,
-                stage: InflightStage::AwaitingComp
-            })
-        ));
-        assert!(matches!(&back[2], StoredMessage::Queued(d) if d.message.payload == "2"));
-        assert!(decode_session_messages(&bytes[..bytes.len() - 1], &clock).is_err());
+        let bytes = encode_delivery(&d, &clock);
+        let back = decode_delivery(&bytes, 17, &clock).expect("decode");
+        assert_eq!(back.message.topic, d.message.topic);
+        assert_eq!(back.message.payload, d.message.payload);
+        assert_eq!(back.message.properties, d.message.properties);
+        assert_eq!((back.qos, back.retain), (QoS::ExactlyOnce, true));
+        assert_eq!(back.subscription_ids, [3, 9]);
+        assert_eq!(back.stored, Some(17));
+        for cut in [0, 1, 5, bytes.len() - 1] {
+            assert!(
+                decode_delivery(&bytes[..cut], 17, &clock).is_err(),
+                "cut at {cut}"
+            );
+        }
     }
 }

@@ -14,10 +14,12 @@ use super::ingest::{IngestLog, Ingested, Publisher};
 use super::keep_alive::KeepAliveSweep;
 use super::message::{Delivery, Message};
 use super::metrics::{BrokerMetrics, DropReason};
-use super::persist::{self, Clock, Persister, StoredMessage};
+use super::persist::{self, Clock, Persister};
+use super::queue_store::{QueueStore, STAGE_AWAITING_ACK, STAGE_AWAITING_COMP, SessionRecords};
 use super::retained::RetainedStore;
 use super::session::{
-    NEVER_EXPIRES, PendingWill, PushOutcome, SessionHandle, SessionState, SubscriptionRecord,
+    Inflight, InflightStage, NEVER_EXPIRES, PendingWill, PushOutcome, SessionHandle, SessionState,
+    SubscriptionRecord,
 };
 use super::subscriptions::{Match, Subscriber, SubscriptionTree};
 use super::tap::{ServiceTap, TapEntry, Taps, TooManyTaps};
@@ -37,6 +39,21 @@ pub struct Attached {
 /// A delivery that could not be queued yet because the receiver's queue is full.
 pub type Blocked = (Arc<SessionHandle>, Delivery);
 
+/// What became of a delivery offered to a session.
+#[derive(Debug)]
+pub enum Offered {
+    /// Queued or dropped (and counted): nothing more to do for it. A delivery stored in a
+    /// persistent session's durable queue is on disk once the queue's watermark
+    /// ([`Router::queue_watermark`]) reaches `ticket` (0: nothing to wait for).
+    Taken {
+        /// The durable queue's ticket, or 0.
+        ticket: u64,
+    },
+    /// The session is online and its queue is full: the delivery is handed back, and the
+    /// waiter registered for a wake-up.
+    Full(Delivery),
+}
+
 /// The outcome of a SUBSCRIBE to one filter.
 pub struct Subscribed {
     /// Retained messages to send now, as deliveries for this subscription.
@@ -50,6 +67,8 @@ pub struct Router {
     retained: RwLock<RetainedStore>,
     sessions: Mutex<HashMap<Arc<str>, Arc<SessionHandle>>>,
     persister: Arc<Persister>,
+    /// The durable queues of persistent sessions.
+    queues: Arc<QueueStore>,
     metrics: BrokerMetrics,
     next_connection_id: AtomicU64,
     /// Set (under the sessions lock) when shutdown begins: no session is attached after it.
@@ -74,6 +93,7 @@ impl Router {
     pub fn new(
         config: BrokerConfig,
         persister: Arc<Persister>,
+        queues: Arc<QueueStore>,
         metrics: BrokerMetrics,
     ) -> Arc<Router> {
         Arc::new(Router {
@@ -82,6 +102,7 @@ impl Router {
             retained: RwLock::new(RetainedStore::new()),
             sessions: Mutex::new(HashMap::new()),
             persister,
+            queues,
             metrics,
             next_connection_id: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
@@ -138,10 +159,7 @@ impl Router {
                 }
             }
         }
-        let messages: HashMap<Vec<u8>, Vec<u8>> = store
-            .scan_prefix(persist::SESSION_MESSAGES_TABLE, b"")?
-            .into_iter()
-            .collect();
+        let mut queues = self.queues.load()?;
         for (key, value) in store.scan_prefix(persist::SESSIONS_TABLE, b"")? {
             let Ok(client_id) = String::from_utf8(key.clone()) else {
                 report.skipped += 1;
@@ -183,23 +201,8 @@ impl Router {
                 );
                 state.subscriptions.insert(filter, record);
             }
-            if let Some(bytes) = messages.get(&key) {
-                match persist::decode_session_messages(bytes, &clock) {
-                    Ok(list) => {
-                        for m in list {
-                            match m {
-                                StoredMessage::Queued(d) => handle.restore(d),
-                                StoredMessage::Inflight(i) => state.inflight.push_back(i),
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, client_id, "dropping unreadable queued messages")
-                    }
-                }
-                // The messages now live in memory; a later crash must not deliver them twice.
-                self.persister
-                    .delete(persist::SESSION_MESSAGES_TABLE, key.clone());
+            if let Some(records) = queues.remove(&client_id) {
+                report.queued += self.restore_queue(&handle, &mut state, records, &clock);
             }
             let expiry = state.expiry_interval;
             drop(state);
@@ -214,8 +217,55 @@ impl Router {
                 self.schedule_expiry(handle, epoch, left);
             }
         }
+        // Records of sessions that are gone (ended between their last commits, or unreadable).
+        for client_id in queues.keys() {
+            self.queues.end_session(client_id);
+        }
         self.update_gauges();
         Ok(report)
+    }
+
+    /// Puts a session's stored messages back in its inflight window (those sent and not yet
+    /// acknowledged, resent with their packet ids) and its queue, in their original order.
+    /// Returns how many messages came back.
+    fn restore_queue(
+        &self,
+        handle: &SessionHandle,
+        state: &mut SessionState,
+        records: SessionRecords,
+        clock: &Clock,
+    ) -> usize {
+        let mut restored = 0;
+        for (seq, (message, marker)) in records {
+            let delivery = match message.map(|m| persist::decode_delivery(&m, seq, clock)) {
+                Some(Ok(d)) => Some(d),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, client_id = %handle.client_id(), "dropping an unreadable queued message");
+                    handle.settle(Some(seq));
+                    continue;
+                }
+                None => None,
+            };
+            match (delivery, marker) {
+                (Some(d), None) => handle.restore(d),
+                (Some(d), Some((STAGE_AWAITING_ACK, packet_id))) => {
+                    state.inflight.push_back(Inflight {
+                        packet_id,
+                        stage: InflightStage::AwaitingAck(d),
+                    })
+                }
+                (_, Some((STAGE_AWAITING_COMP, packet_id))) => state.inflight.push_back(Inflight {
+                    packet_id,
+                    stage: InflightStage::AwaitingComp(Some(seq)),
+                }),
+                _ => {
+                    handle.settle(Some(seq));
+                    continue;
+                }
+            }
+            restored += 1;
+        }
+        restored
     }
 
     fn new_session(&self, client_id: Arc<str>, state: SessionState) -> Arc<SessionHandle> {
@@ -225,6 +275,7 @@ impl Router {
             self.config.max_queued_bytes,
             self.config.slow_subscriber_timeout,
             state,
+            Arc::clone(&self.queues),
         )
     }
 
@@ -305,6 +356,7 @@ impl Router {
             state.expiry_interval = expiry_interval;
             state.protocol = protocol;
             state.disconnected_at = None;
+            session.set_persistent(expiry_interval > 0);
             session.set_online(true);
             if expiry_interval > 0 {
                 self.save_session(&session, &state);
@@ -402,11 +454,11 @@ impl Router {
         }
         drop(sessions);
         let key = session.client_id().as_bytes().to_vec();
-        self.persister.delete(persist::SESSIONS_TABLE, key.clone());
-        self.persister.delete(persist::SESSION_MESSAGES_TABLE, key);
+        self.persister.delete(persist::SESSIONS_TABLE, key);
     }
 
-    /// Drops every subscription, queued and inflight message of a session.
+    /// Drops every subscription, queued and inflight message of a session (and their stored
+    /// copies).
     fn clear_session(&self, session: &Arc<SessionHandle>, state: &mut SessionState) {
         if !state.subscriptions.is_empty() {
             let mut tree = self.tree.write();
@@ -420,6 +472,7 @@ impl Router {
         state.inflight.clear();
         state.awaiting_release.clear();
         session.clear_queue();
+        session.set_persistent(false);
     }
 
     fn save_session(&self, session: &SessionHandle, state: &SessionState) {
@@ -477,6 +530,7 @@ impl Router {
                     retain: true,
                     subscription_ids: id.into_iter().collect(),
                     message,
+                    stored: None,
                 })
                 .collect()
         } else {
@@ -540,6 +594,7 @@ impl Router {
                     qos: message.qos.min(s.options.qos),
                     retain: s.options.retain_as_published && message.retain,
                     subscription_ids: s.id.into_iter().collect(),
+                    stored: None,
                 },
             )
         };
@@ -563,27 +618,28 @@ impl Router {
         out.append(&mut shared);
     }
 
-    /// Offers `delivery` to `session`; returns it when the session is online and full, with
+    /// Offers `delivery` to `session`; hands it back when the session is online and full, with
     /// `waiter` registered for a wake-up.
     pub fn offer(
         &self,
         session: &Arc<SessionHandle>,
         delivery: Delivery,
         waiter: Option<&Arc<Notify>>,
-    ) -> Option<Delivery> {
+    ) -> Offered {
         match session.push(delivery, waiter) {
-            PushOutcome::Queued => None,
-            PushOutcome::Full(d) => Some(d),
-            PushOutcome::Dropped => {
-                let reason = if session.is_online() {
-                    DropReason::QueueFull
-                } else {
-                    DropReason::Offline
-                };
+            PushOutcome::Queued { ticket } => Offered::Taken { ticket },
+            PushOutcome::Full(d) => Offered::Full(d),
+            PushOutcome::Dropped(reason) => {
                 self.metrics.dropped(reason, session.client_id());
-                None
+                Offered::Taken { ticket: 0 }
             }
         }
+    }
+
+    /// The durable watermark of the persistent sessions' queues: tickets at or below it are on
+    /// disk.
+    pub fn queue_watermark(&self) -> watch::Receiver<u64> {
+        self.queues.durable()
     }
 
     /// Registers an in-process service that is handed every message published (by clients or
@@ -633,7 +689,7 @@ impl Router {
         let mut targets = Vec::new();
         self.targets(&message, &mut targets);
         for (session, delivery) in targets {
-            if self.offer(&session, delivery, None).is_some() {
+            if let Offered::Full(_) = self.offer(&session, delivery, None) {
                 self.metrics
                     .dropped(DropReason::QueueFull, session.client_id());
             }
@@ -641,8 +697,9 @@ impl Router {
         ingested
     }
 
-    /// Saves every persistent session with its queued and inflight messages, then commits all
-    /// pending writes. Called at graceful shutdown, after the connections have closed.
+    /// Saves every persistent session, then commits all pending writes (queued and inflight
+    /// messages are already in their durable queues). Called at graceful shutdown, after the
+    /// connections have closed.
     pub async fn save_all(&self) -> Result<(), fleetcore_core::StoreError> {
         let clock = Clock::now();
         let sessions: Vec<Arc<SessionHandle>> = self.sessions.lock().values().cloned().collect();
@@ -653,24 +710,13 @@ impl Router {
             if state.expiry_interval == 0 || state.ended {
                 continue;
             }
-            let key = session.client_id().as_bytes().to_vec();
             self.persister.put(
                 persist::SESSIONS_TABLE,
-                key.clone(),
+                session.client_id().as_bytes().to_vec(),
                 persist::encode_session(&state, &clock),
             );
-            let inflight: Vec<_> = state.inflight.iter().cloned().collect();
-            let queued = session.queued_snapshot();
-            if inflight.is_empty() && queued.is_empty() {
-                self.persister.delete(persist::SESSION_MESSAGES_TABLE, key);
-            } else {
-                self.persister.put(
-                    persist::SESSION_MESSAGES_TABLE,
-                    key,
-                    persist::encode_session_messages(&inflight, &queued, &clock),
-                );
-            }
         }
+        self.queues.flush().await?;
         self.persister.flush().await
     }
 }
@@ -682,6 +728,8 @@ pub struct LoadReport {
     pub retained: usize,
     /// Persistent sessions restored.
     pub sessions: usize,
+    /// Queued and inflight messages restored into those sessions.
+    pub queued: usize,
     /// Records that could not be read and were skipped.
     pub skipped: usize,
 }

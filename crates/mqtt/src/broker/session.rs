@@ -7,13 +7,16 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio::sync::{Notify, OwnedMutexGuard};
 
 use super::message::{Delivery, Message};
+use super::metrics::DropReason;
+use super::persist::{self, Clock};
+use super::queue_store::{QueueStore, STAGE_AWAITING_ACK};
 use crate::protocol::{ProtocolVersion, QoS, SubscriptionOptions};
 
 /// Session expiry interval meaning "never expires" (MQTT 5 §3.1.2.11.2).
@@ -28,13 +31,19 @@ fn queued_size(d: &Delivery) -> usize {
 /// Result of offering a delivery to a session's mailbox.
 #[derive(Debug)]
 pub enum PushOutcome {
-    /// Queued; the connection (if any) was woken.
-    Queued,
+    /// Queued; the connection (if any) was woken. A message to a persistent session was also
+    /// handed to the durable queue: it is on disk once the queue's watermark reaches `ticket`
+    /// (0: nothing to wait for).
+    Queued {
+        /// The durable queue's ticket, or 0.
+        ticket: u64,
+    },
     /// The session is online and its queue is full: the delivery is handed back, and the
     /// publisher's waker is registered to be notified when room frees up.
     Full(Delivery),
-    /// Dropped: QoS 0 for an offline session, or the offline queue is full.
-    Dropped,
+    /// Dropped: QoS 0 for an offline session, or the queue is full (offline, or online and
+    /// stuck).
+    Dropped(DropReason),
 }
 
 struct Mailbox {
@@ -73,6 +82,10 @@ pub struct SessionHandle {
     /// whether the session they were scheduled for is still the same.
     epoch: AtomicU64,
     state: Arc<tokio::sync::Mutex<SessionState>>,
+    /// True while the session outlives its connection (expiry interval > 0): its QoS 1/2
+    /// deliveries are written to `queues`. Clean sessions never touch the disk.
+    persistent: AtomicBool,
+    queues: Arc<QueueStore>,
 }
 
 impl std::fmt::Debug for SessionHandle {
@@ -91,7 +104,9 @@ impl SessionHandle {
         online_bytes: usize,
         stuck_after: Duration,
         state: SessionState,
+        queues: Arc<QueueStore>,
     ) -> Arc<SessionHandle> {
+        let persistent = AtomicBool::new(state.expiry_interval > 0);
         Arc::new(SessionHandle {
             client_id,
             capacity,
@@ -110,7 +125,18 @@ impl SessionHandle {
             revalidations: AtomicU64::new(0),
             epoch: AtomicU64::new(0),
             state: Arc::new(tokio::sync::Mutex::new(state)),
+            persistent,
+            queues,
         })
+    }
+
+    /// Says whether the session outlives its connection (its queue is then written to disk).
+    pub fn set_persistent(&self, persistent: bool) {
+        self.persistent.store(persistent, Ordering::Release);
+    }
+
+    fn wants_durable(&self, d: &Delivery) -> bool {
+        d.qos != QoS::AtMostOnce && d.stored.is_none() && self.persistent.load(Ordering::Acquire)
     }
 
     /// The MQTT client identifier.
@@ -127,16 +153,22 @@ impl SessionHandle {
     /// the outcome is `Full`). A full online receiver that has taken nothing for
     /// `stuck_after` is treated like an offline one: the delivery is dropped at once, so one
     /// dead subscriber cannot hold up a topic.
-    pub fn push(&self, delivery: Delivery, waiter: Option<&Arc<Notify>>) -> PushOutcome {
+    ///
+    /// A QoS 1/2 delivery to a persistent session is encoded (before the lock) and handed to
+    /// the durable queue under the mailbox lock, so the stored order is the queue order.
+    pub fn push(&self, mut delivery: Delivery, waiter: Option<&Arc<Notify>>) -> PushOutcome {
+        let record = self
+            .wants_durable(&delivery)
+            .then(|| persist::encode_delivery(&delivery, &Clock::now()));
         let mut mb = self.mailbox.lock();
         if !mb.online && delivery.qos == QoS::AtMostOnce {
-            return PushOutcome::Dropped;
+            return PushOutcome::Dropped(DropReason::Offline);
         }
         let full = mb.queue.len() >= self.capacity
             || (mb.online && !mb.queue.is_empty() && mb.bytes >= self.online_bytes);
         if full {
             if !mb.online || mb.last_pop.elapsed() >= self.stuck_after {
-                return PushOutcome::Dropped;
+                return PushOutcome::Dropped(DropReason::QueueFull);
             }
             if let Some(w) = waiter {
                 mb.waiting.push(Arc::clone(w));
@@ -144,16 +176,59 @@ impl SessionHandle {
             return PushOutcome::Full(delivery);
         }
         mb.bytes += queued_size(&delivery);
+        let mut ticket = 0;
+        if let Some(record) = record {
+            let seq = self.queues.next_seq();
+            delivery.stored = Some(seq);
+            ticket = self.queues.put_message(&self.client_id, seq, record);
+        }
         mb.queue.push_back(delivery);
         let wake = mb.online && mb.queue.len() == 1;
         drop(mb);
         if wake {
             self.wake.notify_one();
         }
-        PushOutcome::Queued
+        PushOutcome::Queued { ticket }
     }
 
-    /// Adds a delivery regardless of capacity (used when restoring a saved session).
+    /// Records that `d` was sent with `packet_id` and waits for its acknowledgement; a QoS 1/2
+    /// delivery of a persistent session that is not stored yet (a retained message sent at
+    /// subscribe) is stored now. Nobody waits for these writes: they ride along in the next
+    /// group commit.
+    pub fn sent(&self, d: &mut Delivery, packet_id: u16) {
+        if self.wants_durable(d) {
+            let seq = self.queues.next_seq();
+            d.stored = Some(seq);
+            self.queues.put_message(
+                &self.client_id,
+                seq,
+                persist::encode_delivery(d, &Clock::now()),
+            );
+        }
+        if let Some(seq) = d.stored {
+            self.queues
+                .put_inflight(&self.client_id, seq, STAGE_AWAITING_ACK, packet_id);
+        }
+    }
+
+    /// Records that QoS 2 message `stored` was received by the client (PUBREC): from now on
+    /// only its PUBREL is resent.
+    pub fn released(&self, stored: Option<u64>, packet_id: u16) {
+        if let Some(seq) = stored {
+            self.queues.released(&self.client_id, seq, packet_id);
+        }
+    }
+
+    /// Forgets the stored copy of a delivery that is done with: acknowledged, expired, refused
+    /// or dropped.
+    pub fn settle(&self, stored: Option<u64>) {
+        if let Some(seq) = stored {
+            self.queues.settle(&self.client_id, seq);
+        }
+    }
+
+    /// Adds a delivery regardless of capacity and without storing it (a message restored from
+    /// the durable queue, a retained message sent at subscribe).
     pub fn restore(&self, delivery: Delivery) {
         let mut mb = self.mailbox.lock();
         mb.bytes += queued_size(&delivery);
@@ -196,16 +271,15 @@ impl SessionHandle {
         self.mailbox.lock().queue.len()
     }
 
-    /// A copy of the queued deliveries (for saving the session).
-    pub fn queued_snapshot(&self) -> Vec<Delivery> {
-        self.mailbox.lock().queue.iter().cloned().collect()
-    }
-
-    /// Drops every queued delivery (clean start).
+    /// Drops every queued delivery (clean start, end of the session), with their stored copies.
     pub fn clear_queue(&self) {
         let mut mb = self.mailbox.lock();
         mb.queue.clear();
         mb.bytes = 0;
+        if self.persistent.load(Ordering::Acquire) {
+            // Under the mailbox lock, so it is ordered after every stored push before it.
+            self.queues.end_session(&self.client_id);
+        }
         for w in mb.waiting.drain(..) {
             w.notify_one();
         }
@@ -293,8 +367,9 @@ pub struct SubscriptionRecord {
 pub enum InflightStage {
     /// QoS 1 sent, waiting for PUBACK; or QoS 2 sent, waiting for PUBREC.
     AwaitingAck(Delivery),
-    /// QoS 2 PUBREC received and PUBREL sent, waiting for PUBCOMP.
-    AwaitingComp,
+    /// QoS 2 PUBREC received and PUBREL sent, waiting for PUBCOMP; carries the message's
+    /// sequence number in the durable queue, if stored.
+    AwaitingComp(Option<u64>),
 }
 
 /// One unacknowledged outbound message.
@@ -402,6 +477,7 @@ mod tests {
             qos: QoS::AtLeastOnce,
             retain: false,
             subscription_ids: Vec::new(),
+            stored: None,
         }
     }
 
@@ -412,11 +488,12 @@ mod tests {
             bytes,
             Duration::from_secs(60),
             SessionState::new(0, ProtocolVersion::V5),
+            QueueStore::new(Arc::new(crate::broker::test_support::NoStore)),
         )
     }
 
     fn queued(outcome: PushOutcome) -> bool {
-        matches!(outcome, PushOutcome::Queued)
+        matches!(outcome, PushOutcome::Queued { .. })
     }
 
     #[test]
@@ -464,6 +541,6 @@ mod tests {
         for _ in 0..3 {
             assert!(queued(s.push(delivery(100), None)));
         }
-        assert!(matches!(s.push(delivery(100), None), PushOutcome::Dropped));
+        assert!(matches!(s.push(delivery(100), None), PushOutcome::Dropped(_)));
     }
 }

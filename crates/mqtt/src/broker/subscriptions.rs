@@ -229,6 +229,9 @@ mod tests {
                 1 << 20,
                 std::time::Duration::from_secs(1),
                 SessionState::new(0, ProtocolVersion::V5),
+                crate::broker::queue_store::QueueStore::new(Arc::new(
+                    crate::broker::test_support::NoStore,
+                )),
             ),
             options: SubscriptionOptions::default(),
             id: None,

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::Connection;
+use super::held_acks::Tickets;
 use crate::broker::message::{Delivery, Message};
 use crate::broker::metrics::DropReason;
-use crate::broker::router::Blocked;
+use crate::broker::router::{Blocked, Offered};
 use crate::broker::session::SessionHandle;
 use crate::protocol::Packet;
 
@@ -16,8 +17,9 @@ use crate::protocol::Packet;
 pub(super) struct PendingFanout {
     blocked: Vec<Blocked>,
     ack: Option<Packet>,
-    /// The ingest ticket the acknowledgement also waits for.
-    ticket: Option<u64>,
+    /// What the acknowledgement also waits for; the queue ticket grows as receivers take the
+    /// message.
+    tickets: Tickets,
     /// When the receivers still full are given up on.
     pub(super) deadline: Instant,
 }
@@ -27,12 +29,13 @@ impl PendingFanout {
     /// not fit). True when none is left blocked.
     fn offer_again(
         &mut self,
-        mut offer: impl FnMut(&Arc<SessionHandle>, Delivery) -> Option<Delivery>,
+        mut offer: impl FnMut(&Arc<SessionHandle>, Delivery) -> Offered,
     ) -> bool {
         let mut still = Vec::new();
         for (session, delivery) in self.blocked.drain(..) {
-            if let Some(d) = offer(&session, delivery) {
-                still.push((session, d));
+            match offer(&session, delivery) {
+                Offered::Taken { ticket } => self.tickets.queue = self.tickets.queue.max(ticket),
+                Offered::Full(d) => still.push((session, d)),
             }
         }
         self.blocked = still;
@@ -46,33 +49,39 @@ impl PendingFanout {
 }
 
 impl Connection {
-    /// Offers `message` to every matching receiver; sends `ack` (through the ingest log's
-    /// ordering) once all took it, or pauses reading until they do.
+    /// Offers `message` to every matching receiver; sends `ack` once all took it and it is
+    /// durable where it must be (the ingest log's `ingest_ticket`, the durable queues of the
+    /// persistent sessions that took it), or pauses reading until receivers have room.
     pub(super) fn fan_out(
         &mut self,
         message: &Arc<Message>,
         ack: Option<Packet>,
-        ticket: Option<u64>,
+        ingest_ticket: Option<u64>,
         now: Instant,
     ) {
+        let mut tickets = Tickets {
+            ingest: ingest_ticket.unwrap_or(0),
+            queue: 0,
+        };
         let mut targets = std::mem::take(&mut self.targets);
         self.router.targets(message, &mut targets);
         let mut blocked = Vec::new();
         for (session, delivery) in targets.drain(..) {
-            if let Some(d) = self.router.offer(&session, delivery, Some(&self.space)) {
-                blocked.push((session, d));
+            match self.router.offer(&session, delivery, Some(&self.space)) {
+                Offered::Taken { ticket } => tickets.queue = tickets.queue.max(ticket),
+                Offered::Full(d) => blocked.push((session, d)),
             }
         }
         self.targets = targets;
         if blocked.is_empty() {
             if let Some(ack) = ack {
-                self.acknowledge(ack, ticket);
+                self.acknowledge(ack, tickets);
             }
         } else {
             self.pending = Some(Box::new(PendingFanout {
                 blocked,
                 ack,
-                ticket,
+                tickets,
                 deadline: now + self.router.config().slow_subscriber_timeout,
             }));
         }
@@ -97,7 +106,7 @@ impl Connection {
         };
         if done {
             if let Some(ack) = pending.ack.take() {
-                self.acknowledge(ack, pending.ticket);
+                self.acknowledge(ack, pending.tickets);
             }
         } else {
             self.pending = Some(pending);
@@ -112,6 +121,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
+    use crate::broker::queue_store::QueueStore;
     use crate::broker::session::{PushOutcome, SessionState};
     use crate::protocol::{ProtocolVersion, PublishProperties, QoS, Utf8};
 
@@ -129,6 +139,7 @@ mod tests {
             qos: QoS::AtLeastOnce,
             retain: false,
             subscription_ids: Vec::new(),
+            stored: None,
         }
     }
 
@@ -139,19 +150,21 @@ mod tests {
             1 << 20,
             Duration::from_secs(60),
             SessionState::new(0, ProtocolVersion::V5),
+            QueueStore::new(Arc::new(crate::broker::test_support::NoStore)),
         );
         session.set_online(true);
         assert!(matches!(
             session.push(delivery(b"first"), None),
-            PushOutcome::Queued
+            PushOutcome::Queued { ticket: 0 }
         ));
         session
     }
 
-    fn offer(session: &Arc<SessionHandle>, d: Delivery) -> Option<Delivery> {
+    fn offer(session: &Arc<SessionHandle>, d: Delivery) -> Offered {
         match session.push(d, None) {
-            PushOutcome::Full(d) => Some(d),
-            PushOutcome::Queued | PushOutcome::Dropped => None,
+            PushOutcome::Full(d) => Offered::Full(d),
+            PushOutcome::Queued { ticket } => Offered::Taken { ticket },
+            PushOutcome::Dropped(_) => Offered::Taken { ticket: 0 },
         }
     }
 
@@ -161,7 +174,7 @@ mod tests {
         let mut pending = PendingFanout {
             blocked: vec![(Arc::clone(&receiver), delivery(b"second"))],
             ack: None,
-            ticket: None,
+            tickets: Tickets::default(),
             deadline: Instant::now(),
         };
         assert!(!pending.offer_again(offer), "still full");
@@ -182,7 +195,7 @@ mod tests {
         let mut pending = PendingFanout {
             blocked: vec![(a, delivery(b"x")), (b, delivery(b"y"))],
             ack: None,
-            ticket: None,
+            tickets: Tickets::default(),
             deadline: Instant::now(),
         };
         assert_eq!(pending.give_up().count(), 2);

@@ -1,5 +1,6 @@
-//! Acknowledgements held back until the ingest log made their messages durable, sent in the
-//! order of their PUBLISH packets.
+//! Acknowledgements held back until their messages are durable — in the ingest log (a rule
+//! wants the message) and in the durable queues (a persistent session will receive it) — sent
+//! in the order of their PUBLISH packets.
 
 use std::collections::VecDeque;
 
@@ -8,29 +9,53 @@ use tokio::sync::watch;
 use super::Connection;
 use crate::protocol::Packet;
 
-/// Acknowledgements waiting for the ingest log (ticket 0: nothing to wait for, only order to
+/// What an acknowledgement waits for: a ticket of the ingest log and one of the persistent
+/// sessions' durable queues (0: nothing to wait for there).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Tickets {
+    /// The ingest log's ticket.
+    pub(super) ingest: u64,
+    /// The durable queues' ticket.
+    pub(super) queue: u64,
+}
+
+impl Tickets {
+    fn is_empty(&self) -> bool {
+        self.ingest == 0 && self.queue == 0
+    }
+}
+
+/// Acknowledgements waiting for the disk (empty tickets: nothing to wait for, only order to
 /// keep).
 pub(super) struct HeldAcks {
-    queue: VecDeque<(u64, Packet)>,
+    queue: VecDeque<(Tickets, Packet)>,
     /// PUBACKs among them: QoS 1 messages that count against the server's Receive Maximum.
     pubacks: usize,
-    watermark: watch::Receiver<u64>,
+    /// The ingest log's durable ticket, if a log is installed.
+    ingest: Option<watch::Receiver<u64>>,
+    /// The durable queues' durable ticket.
+    queues: watch::Receiver<u64>,
 }
 
 impl HeldAcks {
-    /// Nothing held yet; `watermark` is the ingest log's durable ticket.
-    pub(super) fn new(watermark: watch::Receiver<u64>) -> HeldAcks {
+    /// Nothing held yet; the receivers give the durable tickets of the ingest log and of the
+    /// durable queues.
+    pub(super) fn new(
+        ingest: Option<watch::Receiver<u64>>,
+        queues: watch::Receiver<u64>,
+    ) -> HeldAcks {
         HeldAcks {
             queue: VecDeque::with_capacity(4),
             pubacks: 0,
-            watermark,
+            ingest,
+            queues,
         }
     }
 
     /// Holds `ack` behind every acknowledgement held before it.
-    pub(super) fn push(&mut self, ticket: u64, ack: Packet) {
+    pub(super) fn push(&mut self, tickets: Tickets, ack: Packet) {
         self.pubacks += usize::from(matches!(ack, Packet::PubAck(_)));
-        self.queue.push_back((ticket, ack));
+        self.queue.push_back((tickets, ack));
     }
 
     /// PUBACKs held.
@@ -46,11 +71,16 @@ impl HeldAcks {
     /// Moves the acknowledgements whose messages are durable now into `ready`, in order.
     /// True when none is left held.
     pub(super) fn take_durable(&mut self, ready: &mut Vec<Packet>) -> bool {
-        let durable = *self.watermark.borrow_and_update();
+        // Without a log no ingest ticket is ever handed out.
+        let ingest = self
+            .ingest
+            .as_mut()
+            .map_or(u64::MAX, |w| *w.borrow_and_update());
+        let queue = *self.queues.borrow_and_update();
         while self
             .queue
             .front()
-            .is_some_and(|(ticket, _)| *ticket <= durable)
+            .is_some_and(|(t, _)| t.ingest <= ingest && t.queue <= queue)
         {
             if let Some((_, ack)) = self.queue.pop_front() {
                 self.pubacks -= usize::from(matches!(ack, Packet::PubAck(_)));
@@ -61,33 +91,49 @@ impl HeldAcks {
     }
 }
 
-/// Resolves when the ingest watermark moves; never, when nothing is held or the log is gone
-/// (held acknowledgements then stay unsent: they were never made durable).
+/// Resolves when a durable watermark moves; never, when nothing is held or the writers are
+/// gone (held acknowledgements then stay unsent: they were never made durable).
 pub(super) async fn watermark_moved(held: &mut Option<Box<HeldAcks>>) {
-    match held {
-        Some(h) => {
-            if h.watermark.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
+    let Some(h) = held else {
+        return std::future::pending().await;
+    };
+    let HeldAcks { ingest, queues, .. } = &mut **h;
+    let ingest_moved = async {
+        let moved = match ingest {
+            Some(w) => w.changed().await.is_ok(),
+            None => false,
+        };
+        if !moved {
+            std::future::pending::<()>().await;
         }
-        None => std::future::pending().await,
+    };
+    let queues_moved = async {
+        if queues.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        _ = ingest_moved => {}
+        _ = queues_moved => {}
     }
 }
 
 impl Connection {
-    /// Sends `ack` now, or holds it until the ingest log made ticket `ticket` durable; an
-    /// acknowledgement never overtakes one held before it.
-    pub(super) fn acknowledge(&mut self, ack: Packet, ticket: Option<u64>) {
+    /// Sends `ack` now, or holds it until its messages are durable; an acknowledgement never
+    /// overtakes one held before it.
+    pub(super) fn acknowledge(&mut self, ack: Packet, tickets: Tickets) {
         match self.held_acks.as_mut() {
-            Some(held) => held.push(ticket.unwrap_or(0), ack),
+            Some(held) => held.push(tickets, ack),
             None => {
-                let (Some(ticket), Some(watermark)) = (ticket, self.router.ingest_watermark())
-                else {
+                if tickets.is_empty() {
                     self.send(&ack);
                     return;
-                };
-                let mut held = Box::new(HeldAcks::new(watermark));
-                held.push(ticket, ack);
+                }
+                let mut held = Box::new(HeldAcks::new(
+                    self.router.ingest_watermark(),
+                    self.router.queue_watermark(),
+                ));
+                held.push(tickets, ack);
                 self.held_acks = Some(held);
             }
         }
@@ -130,15 +176,23 @@ mod tests {
             .collect()
     }
 
+    fn ingest(ticket: u64) -> Tickets {
+        Tickets {
+            ingest: ticket,
+            queue: 0,
+        }
+    }
+
     #[test]
     fn acknowledgements_leave_in_order_as_the_log_makes_them_durable() {
         let (log, watermark) = watch::channel(0u64);
-        let mut held = HeldAcks::new(watermark);
-        held.push(5, puback(1));
-        held.push(0, puback(2)); // nothing to wait for, but must not overtake 1
-        held.push(6, puback(3));
+        let (_queues, queue_watermark) = watch::channel(0u64);
+        let mut held = HeldAcks::new(Some(watermark), queue_watermark);
+        held.push(ingest(5), puback(1));
+        held.push(Tickets::default(), puback(2)); // nothing to wait for, but must not overtake 1
+        held.push(ingest(6), puback(3));
         held.push(
-            7,
+            ingest(7),
             Packet::PubRec(PubAck {
                 packet_id: 4,
                 ..PubAck::default()
@@ -160,16 +214,69 @@ mod tests {
         assert!(held.take_durable(&mut ready));
     }
 
-    #[tokio::test]
-    async fn the_watermark_wakes_a_holder() {
+    #[test]
+    fn an_acknowledgement_waits_for_both_the_log_and_the_durable_queues() {
         let (log, watermark) = watch::channel(0u64);
-        let mut held = Some(Box::new(HeldAcks::new(watermark)));
+        let (queues, queue_watermark) = watch::channel(0u64);
+        let mut held = HeldAcks::new(Some(watermark), queue_watermark);
+        held.push(
+            Tickets {
+                ingest: 1,
+                queue: 4,
+            },
+            puback(1),
+        );
+        let mut ready = Vec::new();
+        let _ = log.send(1);
+        assert!(
+            !held.take_durable(&mut ready),
+            "the queue is not durable yet"
+        );
+        let _ = queues.send(4);
+        assert!(held.take_durable(&mut ready));
+        assert_eq!(ids(&ready), [1]);
+    }
+
+    #[test]
+    fn without_an_ingest_log_only_the_queue_ticket_counts() {
+        let (queues, queue_watermark) = watch::channel(0u64);
+        let mut held = HeldAcks::new(None, queue_watermark);
+        held.push(
+            Tickets {
+                ingest: 0,
+                queue: 2,
+            },
+            puback(7),
+        );
+        let mut ready = Vec::new();
+        assert!(!held.take_durable(&mut ready));
+        let _ = queues.send(2);
+        assert!(held.take_durable(&mut ready));
+        assert_eq!(ids(&ready), [7]);
+    }
+
+    #[tokio::test]
+    async fn either_watermark_wakes_a_holder() {
+        let (log, watermark) = watch::channel(0u64);
+        let (queues, queue_watermark) = watch::channel(0u64);
+        let mut held = Some(Box::new(HeldAcks::new(Some(watermark), queue_watermark)));
         let _ = log.send(1);
         tokio::time::timeout(
             std::time::Duration::from_secs(5),
             watermark_moved(&mut held),
         )
         .await
-        .expect("the watermark moved");
+        .expect("the log's watermark moved");
+        if let Some(h) = held.as_mut() {
+            let mut ready = Vec::new();
+            h.take_durable(&mut ready);
+        }
+        let _ = queues.send(1);
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            watermark_moved(&mut held),
+        )
+        .await
+        .expect("the queues' watermark moved");
     }
 }

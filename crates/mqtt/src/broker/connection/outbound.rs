@@ -26,7 +26,7 @@ impl Connection {
                     let publish = build_publish(self.version, &d, i.packet_id, true, now);
                     publish.encode(self.version, &mut self.wbuf);
                 }
-                InflightStage::AwaitingComp => {
+                InflightStage::AwaitingComp(_) => {
                     let rel = Packet::PubRel(PubAck {
                         packet_id: i.packet_id,
                         ..PubAck::default()
@@ -83,14 +83,16 @@ impl Connection {
         }
     }
 
-    fn deliver(&mut self, d: Delivery, now: Instant) {
+    fn deliver(&mut self, mut d: Delivery, now: Instant) {
         let metrics = self.router.metrics();
         if d.message.is_expired(now) {
             metrics.dropped(DropReason::Expired, &self.client_id);
+            self.session.settle(d.stored);
             return;
         }
         if !self.grant.allows(MqttAction::Receive, &d.message.topic) {
             metrics.denied(MqttAction::Receive, &self.client_id, &d.message.topic);
+            self.session.settle(d.stored);
             return;
         }
         let packet_id = match d.qos {
@@ -99,6 +101,7 @@ impl Connection {
                 Some(id) => id,
                 None => {
                     metrics.dropped(DropReason::QueueFull, &self.client_id);
+                    self.session.settle(d.stored);
                     return;
                 }
             },
@@ -108,6 +111,7 @@ impl Connection {
             // The full topic is the larger form, so a packet that fits now fits with an alias.
             if publish.encoded_len(self.version) > self.client_max_packet {
                 metrics.dropped(DropReason::TooLarge, &self.client_id);
+                self.session.settle(d.stored);
                 return;
             }
             self.outbound_aliases.apply(&mut publish);
@@ -115,6 +119,7 @@ impl Connection {
         publish.encode(self.version, &mut self.wbuf);
         metrics.messages_sent.increment(1);
         if d.qos != QoS::AtMostOnce {
+            self.session.sent(&mut d, packet_id);
             self.state.inflight.push_back(Inflight {
                 packet_id,
                 stage: InflightStage::AwaitingAck(d),
@@ -149,18 +154,40 @@ fn build_publish(
     }
 }
 
+/// What an acknowledgement from the client changes in the stored copy of a delivery (in the
+/// durable queue of a persistent session; nothing when it was not stored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum StoredChange {
+    /// Nothing.
+    None,
+    /// The delivery is done with: its stored copy goes.
+    Settled(Option<u64>),
+    /// A QoS 2 delivery was received by the client: only its PUBREL is kept.
+    Released(Option<u64>, u16),
+}
+
+/// The sequence number of the stored copy of an inflight entry.
+fn stored(stage: &InflightStage) -> Option<u64> {
+    match stage {
+        InflightStage::AwaitingAck(d) => d.stored,
+        InflightStage::AwaitingComp(stored) => *stored,
+    }
+}
+
 /// PUBACK from the client: a QoS 1 delivery is done.
-pub(super) fn on_puback(state: &mut SessionState, packet_id: u16) {
+pub(super) fn on_puback(state: &mut SessionState, packet_id: u16) -> StoredChange {
     if let Some(i) = state.inflight_position(packet_id)
         && matches!(&state.inflight[i].stage, InflightStage::AwaitingAck(d) if d.qos == QoS::AtLeastOnce)
+        && let Some(done) = state.inflight.remove(i)
     {
-        state.inflight.remove(i);
+        return StoredChange::Settled(stored(&done.stage));
     }
+    StoredChange::None
 }
 
 /// PUBREC from the client: a QoS 2 delivery moves on to PUBREL (returned to be sent), or is
 /// done when the client refused it.
-pub(super) fn on_pubrec(state: &mut SessionState, rec: &PubAck) -> Option<PubAck> {
+pub(super) fn on_pubrec(state: &mut SessionState, rec: &PubAck) -> (Option<PubAck>, StoredChange) {
     let mut reply = PubAck {
         packet_id: rec.packet_id,
         ..PubAck::default()
@@ -168,19 +195,27 @@ pub(super) fn on_pubrec(state: &mut SessionState, rec: &PubAck) -> Option<PubAck
     match state.inflight_position(rec.packet_id) {
         Some(i) if rec.reason >= 0x80 => {
             // The receiver refused the message: it is done with.
-            state.inflight.remove(i);
-            return None;
+            let seq = state
+                .inflight
+                .remove(i)
+                .and_then(|done| stored(&done.stage));
+            return (None, StoredChange::Settled(seq));
         }
-        Some(i) => state.inflight[i].stage = InflightStage::AwaitingComp,
+        Some(i) => {
+            let seq = stored(&state.inflight[i].stage);
+            state.inflight[i].stage = InflightStage::AwaitingComp(seq);
+            return (Some(reply), StoredChange::Released(seq, rec.packet_id));
+        }
         None => reply.reason = reason::PACKET_IDENTIFIER_NOT_FOUND,
     }
-    Some(reply)
+    (Some(reply), StoredChange::None)
 }
 
 /// PUBCOMP from the client: a QoS 2 delivery is done.
-pub(super) fn on_pubcomp(state: &mut SessionState, packet_id: u16) {
-    if let Some(i) = state.inflight_position(packet_id) {
-        state.inflight.remove(i);
+pub(super) fn on_pubcomp(state: &mut SessionState, packet_id: u16) -> StoredChange {
+    match state.inflight_position(packet_id) {
+        Some(i) => StoredChange::Settled(state.inflight.remove(i).and_then(|d| stored(&d.stage))),
+        None => StoredChange::None,
     }
 }
 
@@ -212,6 +247,7 @@ mod tests {
             qos,
             retain: true,
             subscription_ids: vec![4],
+            stored: Some(11),
         }
     }
 
@@ -251,13 +287,13 @@ mod tests {
             1,
             InflightStage::AwaitingAck(delivery(QoS::AtLeastOnce, None, now)),
         );
-        on_puback(&mut qos1, 1);
+        assert_eq!(on_puback(&mut qos1, 1), StoredChange::Settled(Some(11)));
         assert!(qos1.inflight.is_empty());
         let mut qos2 = state_with(
             1,
             InflightStage::AwaitingAck(delivery(QoS::ExactlyOnce, None, now)),
         );
-        on_puback(&mut qos2, 1);
+        assert_eq!(on_puback(&mut qos2, 1), StoredChange::None);
         assert_eq!(
             qos2.inflight.len(),
             1,
@@ -276,16 +312,17 @@ mod tests {
             packet_id: 2,
             ..PubAck::default()
         };
-        let rel = on_pubrec(&mut state, &rec);
+        let (rel, change) = on_pubrec(&mut state, &rec);
         assert_eq!(
             rel.map(|r| (r.packet_id, r.reason)),
             Some((2, reason::SUCCESS))
         );
+        assert_eq!(change, StoredChange::Released(Some(11), 2));
         assert!(matches!(
             state.inflight[0].stage,
-            InflightStage::AwaitingComp
+            InflightStage::AwaitingComp(Some(11))
         ));
-        on_pubcomp(&mut state, 2);
+        assert_eq!(on_pubcomp(&mut state, 2), StoredChange::Settled(Some(11)));
         assert!(state.inflight.is_empty());
     }
 
@@ -301,7 +338,10 @@ mod tests {
             reason: reason::NOT_AUTHORIZED,
             ..PubAck::default()
         };
-        assert_eq!(on_pubrec(&mut state, &refusal), None);
+        assert_eq!(
+            on_pubrec(&mut state, &refusal),
+            (None, StoredChange::Settled(Some(11)))
+        );
         assert!(state.inflight.is_empty());
     }
 
@@ -312,10 +352,11 @@ mod tests {
             packet_id: 8,
             ..PubAck::default()
         };
-        let rel = on_pubrec(&mut state, &rec);
+        let (rel, change) = on_pubrec(&mut state, &rec);
         assert_eq!(
             rel.map(|r| r.reason),
             Some(reason::PACKET_IDENTIFIER_NOT_FOUND)
         );
+        assert_eq!(change, StoredChange::None);
     }
 }

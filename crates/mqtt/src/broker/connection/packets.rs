@@ -1,6 +1,7 @@
 //! One handler per packet the client sends.
 
 use super::exit::{Exit, violation};
+use super::outbound::StoredChange;
 use super::{Connection, exactly_once, outbound};
 use crate::protocol::{self, Disconnect, Packet, ProtocolVersion, reason};
 
@@ -10,17 +11,21 @@ impl Connection {
         match packet {
             Packet::Publish(p) => self.on_publish(p),
             Packet::PubAck(ack) => {
-                outbound::on_puback(&mut self.state, ack.packet_id);
+                let change = outbound::on_puback(&mut self.state, ack.packet_id);
+                self.store(change);
                 Ok(())
             }
             Packet::PubRec(rec) => {
-                if let Some(rel) = outbound::on_pubrec(&mut self.state, &rec) {
+                let (rel, change) = outbound::on_pubrec(&mut self.state, &rec);
+                self.store(change);
+                if let Some(rel) = rel {
                     self.send(&Packet::PubRel(rel));
                 }
                 Ok(())
             }
             Packet::PubComp(comp) => {
-                outbound::on_pubcomp(&mut self.state, comp.packet_id);
+                let change = outbound::on_pubcomp(&mut self.state, comp.packet_id);
+                self.store(change);
                 Ok(())
             }
             Packet::PubRel(rel) => {
@@ -49,6 +54,15 @@ impl Connection {
                     "server-to-client packet sent by the client",
                 ))
             }
+        }
+    }
+
+    /// Applies what an acknowledgement changed to the session's durable queue.
+    fn store(&self, change: StoredChange) {
+        match change {
+            StoredChange::None => {}
+            StoredChange::Settled(seq) => self.session.settle(seq),
+            StoredChange::Released(seq, packet_id) => self.session.released(seq, packet_id),
         }
     }
 

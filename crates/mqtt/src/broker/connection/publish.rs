@@ -9,6 +9,7 @@ use fleetcore_core::access::MqttAction;
 use super::Connection;
 use super::exactly_once::{self, Receipt};
 use super::exit::{Exit, violation};
+use super::held_acks::Tickets;
 use crate::broker::ingest::{Ingested, Publisher};
 use crate::broker::message::Message;
 use crate::protocol::{Packet, ProtocolVersion, PubAck, Publish, QoS, reason};
@@ -65,7 +66,7 @@ impl Connection {
                     Receipt::Duplicate => {
                         // Acknowledge (behind any held acknowledgement, to keep their order),
                         // do not route again.
-                        self.acknowledge(rec, None);
+                        self.acknowledge(rec, Tickets::default());
                         return Ok(());
                     }
                 }
