@@ -971,7 +971,11 @@ impl Connection {
                 self.send(&ack);
                 return;
             };
-            let Some(watermark) = self.router.ingest_watermark() else {
+            let publisher = Publisher {
+                client_id: Some(&self.client_id),
+                principal: Some(&self.principal),
+            };
+            let Some(watermark) = self.router.ingest_watermark(publisher) else {
                 self.send(&ack);
                 return;
             };

@@ -4,7 +4,8 @@
 //! Every statement is compiled once, when the rule is created or replaced (and when the store
 //! is opened); evaluation never re-parses. Mutations are serialised by one writer lock so the
 //! existence checks and the writes they guard are atomic; the store is written before the
-//! in-memory map, so a failed write changes nothing.
+//! in-memory map, so a failed write changes nothing. A change costs the same however many rules
+//! there are: one key written, one map entry changed, and the observer told about that rule only.
 
 mod actions;
 
@@ -150,11 +151,11 @@ pub struct RulePage {
 }
 
 /// Told about every change of the rule set (create, replace, delete, enable, disable) before
-/// the call that made it returns; the rules runtime starts and stops its workers here.
+/// the call that made it returns; the rules runtime updates its rule index here.
 pub trait RuleObserver: Send + Sync {
-    /// The rule set changed; [`RuleRegistry::snapshot`] has the new one. Called with the
-    /// registry's writer lock held, so changes are observed one at a time, in order.
-    fn rules_changed(&self);
+    /// Rule `old` (if it existed) became `new` (`None`: deleted). Called with the registry's
+    /// writer lock held, so changes are observed one at a time, in order.
+    fn rule_changed(&self, old: Option<&Arc<TopicRule>>, new: Option<&Arc<TopicRule>>);
 }
 
 /// The topic rules: durable records plus compiled statements in memory.
@@ -267,14 +268,14 @@ impl RuleRegistry {
         *self.observer.write() = Some(observer);
     }
 
-    fn changed(&self) {
+    fn changed(&self, old: Option<&Arc<TopicRule>>, new: Option<&Arc<TopicRule>>) {
         let observer = self.observer.read().clone();
         if let Some(observer) = observer {
-            observer.rules_changed();
+            observer.rule_changed(old, new);
         }
     }
 
-    /// Every rule, by name.
+    /// Every rule, by name (read once, when the runtime starts).
     pub fn snapshot(&self) -> Vec<Arc<TopicRule>> {
         self.rules.read().values().cloned().collect()
     }
@@ -317,7 +318,7 @@ impl RuleRegistry {
         self.write(&record)?;
         let rule = Arc::new(TopicRule { record, statement });
         self.rules.write().insert(name.into(), Arc::clone(&rule));
-        self.changed();
+        self.changed(None, Some(&rule));
         Ok(rule)
     }
 
@@ -348,10 +349,9 @@ impl RuleRegistry {
             tags: old.record.tags.clone(),
         };
         self.write(&record)?;
-        self.rules
-            .write()
-            .insert(name.into(), Arc::new(TopicRule { record, statement }));
-        self.changed();
+        let new = Arc::new(TopicRule { record, statement });
+        self.rules.write().insert(name.into(), Arc::clone(&new));
+        self.changed(Some(&old), Some(&new));
         Ok(())
     }
 
@@ -369,20 +369,21 @@ impl RuleRegistry {
             record,
             statement: old.statement.clone(),
         };
-        self.rules.write().insert(name.into(), Arc::new(rule));
-        self.changed();
+        let new = Arc::new(rule);
+        self.rules.write().insert(name.into(), Arc::clone(&new));
+        self.changed(Some(&old), Some(&new));
         Ok(())
     }
 
     /// DeleteTopicRule.
     pub fn delete(&self, name: &str) -> Result<(), RuleError> {
         let _writer = self.writer.lock();
-        self.get(name)?;
+        let old = self.get(name)?;
         let mut batch = WriteBatch::new();
         batch.delete(TABLE, name.as_bytes());
         self.store.apply(batch)?;
         self.rules.write().remove(name);
-        self.changed();
+        self.changed(Some(&old), None);
         Ok(())
     }
 
