@@ -286,24 +286,30 @@ async fn among_ten_thousand_rules_only_the_matching_one_delivers() {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = Engine::start(dir.path(), &kv(dir.path())).await;
     engine.create_stream("hits").await;
-    let registry = Arc::clone(&engine.registry);
     let started = Instant::now();
-    tokio::task::spawn_blocking(move || {
-        for i in 0..10_000 {
-            registry
-                .create(
-                    &format!("r{i}"),
-                    &rule(
-                        &format!("SELECT *, 'r{i}' AS rule FROM 'fleet/{i}/+'"),
-                        vec![kinesis("hits")],
-                    ),
-                    None,
-                )
-                .expect("create");
-        }
-    })
-    .await
-    .expect("join");
+    // From 8 threads, as concurrent API calls: their store writes share commits.
+    let creators: Vec<_> = (0..8)
+        .map(|t| {
+            let registry = Arc::clone(&engine.registry);
+            tokio::task::spawn_blocking(move || {
+                for i in (t..10_000).step_by(8) {
+                    registry
+                        .create(
+                            &format!("r{i}"),
+                            &rule(
+                                &format!("SELECT *, 'r{i}' AS rule FROM 'fleet/{i}/+'"),
+                                vec![kinesis("hits")],
+                            ),
+                            None,
+                        )
+                        .expect("create");
+                }
+            })
+        })
+        .collect();
+    for creator in creators {
+        creator.await.expect("join");
+    }
     eprintln!("10,000 rules created in {:?}", started.elapsed());
     engine
         .publish("dev", "fleet/4242/t", json!({"p": "dev", "i": 1}))

@@ -93,26 +93,35 @@ impl ActionLane {
     /// Queues `pending`, waiting for room while the queue is full; starts the drain task if
     /// none runs.
     pub(crate) async fn push(self: &Arc<Self>, pending: Pending) {
+        let Some(pending) = self.try_push(pending) else {
+            return;
+        };
+        // Full: wait for room (registered before the re-check, so no wake-up is missed).
         let mut pending = Some(pending);
-        loop {
+        while let Some(p) = pending.take() {
             let notified = self.space.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            {
-                let mut queue = self.queue.lock();
-                if queue.items.len() < self.config.lane_capacity {
-                    if let Some(p) = pending.take() {
-                        queue.items.push_back(p);
-                    }
-                    if !queue.draining {
-                        queue.draining = true;
-                        tokio::spawn(Arc::clone(self).drain());
-                    }
-                    return;
-                }
+            pending = self.try_push(p);
+            if pending.is_some() {
+                notified.await;
             }
-            notified.await;
         }
+    }
+
+    /// Queues `pending` if there is room (starting the drain task if none runs); gives it back
+    /// when the queue is full.
+    fn try_push(self: &Arc<Self>, pending: Pending) -> Option<Pending> {
+        let mut queue = self.queue.lock();
+        if queue.items.len() >= self.config.lane_capacity {
+            return Some(pending);
+        }
+        queue.items.push_back(pending);
+        if !queue.draining {
+            queue.draining = true;
+            tokio::spawn(Arc::clone(self).drain());
+        }
+        None
     }
 
     /// Delivers batches until the queue is empty.

@@ -30,6 +30,13 @@ const OWNER: &str = "fleetcore-rules";
 /// How often the committed position is written while records flow.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
+/// The last checkpoint written and when the lease was last renewed.
+#[derive(Default)]
+struct Checkpointed {
+    position: Option<Position>,
+    leased: Option<Instant>,
+}
+
 /// What one partition reader runs on.
 pub(crate) struct PartitionReader {
     pub number: usize,
@@ -84,7 +91,7 @@ impl PartitionReader {
     /// deliveries and writes the last checkpoint.
     pub(crate) async fn run(self, mut stop: watch::Receiver<bool>) {
         let mut cursor = self.progress.committed();
-        let mut checkpointed = None;
+        let mut checkpointed = Checkpointed::default();
         let mut last_checkpoint = Instant::now();
         let mut matched = Vec::new();
         loop {
@@ -144,25 +151,32 @@ impl PartitionReader {
         self.checkpoint(&mut checkpointed).await;
     }
 
-    /// Writes the committed position if it moved (renewing the lease with it).
-    async fn checkpoint(&self, checkpointed: &mut Option<Position>) {
+    /// Writes the committed position if it moved (renewing the lease first when a third of
+    /// its TTL has passed).
+    async fn checkpoint(&self, checkpointed: &mut Checkpointed) {
         let committed = self.progress.committed();
-        if *checkpointed == Some(committed) {
+        if checkpointed.position == Some(committed) {
             return;
         }
         let stream = self.partition.stream.as_ref();
         let shard = self.partition.shard;
+        let renew = checkpointed
+            .leased
+            .is_none_or(|at| at.elapsed() >= self.config.lease_ttl / 3);
         let result = async {
-            stream
-                .acquire_lease(INGEST_STREAM, GROUP, shard, OWNER, self.config.lease_ttl)
-                .await?;
+            if renew {
+                stream
+                    .acquire_lease(INGEST_STREAM, GROUP, shard, OWNER, self.config.lease_ttl)
+                    .await?;
+                checkpointed.leased = Some(Instant::now());
+            }
             stream
                 .checkpoint(INGEST_STREAM, GROUP, shard, OWNER, committed)
                 .await
         }
         .await;
         match result {
-            Ok(()) => *checkpointed = Some(committed),
+            Ok(()) => checkpointed.position = Some(committed),
             // Not fatal: the records after the last checkpoint are read again after a restart.
             Err(error) => {
                 tracing::warn!(partition = self.number, %error, "ingest checkpoint failed")
