@@ -616,6 +616,23 @@ mod tests {
     }
 
     #[test]
+    fn ingest_partitions_default_to_the_cores_and_are_bounded() {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(
+            parse(&[]).resolve().expect("resolve").ingest_partitions,
+            cores
+        );
+        let s = parse(&["--ingest-partitions", "3"]).resolve().expect("3");
+        assert_eq!(s.ingest_partitions, 3);
+        for bad in ["0", "257"] {
+            let err = parse(&["--ingest-partitions", bad])
+                .resolve()
+                .expect_err(bad);
+            assert!(format!("{err:#}").contains("ingest_partitions"), "{err:#}");
+        }
+    }
+
+    #[test]
     fn unknown_file_keys_and_bad_values_are_clear_errors() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("bad.toml");
