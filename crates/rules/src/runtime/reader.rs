@@ -133,8 +133,17 @@ impl PartitionReader {
                     _ = wait => continue,
                 }
             }
-            for record in &batch.records {
-                self.dispatch(record, &mut matched).await;
+            // A full lane can hold a record's dispatch up for as long as its action retries; a
+            // stop does not wait for it (the record is read again after the restart).
+            let dispatched = async {
+                for record in &batch.records {
+                    self.dispatch(record, &mut matched).await;
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => break,
+                _ = dispatched => {}
             }
             cursor = batch.next;
             self.progress.advance(cursor);
