@@ -16,7 +16,8 @@
 # are created with boto3 from 16 concurrent clients, timed.
 #
 #   benches/rules.sh
-#   DURATION=10 PUBLISHERS=10 SIZE=256 benches/rules.sh
+#   DURATION=10 PUBLISHERS=10 SIZE=256 RULES=10000 benches/rules.sh
+#   BIN=target/debug/fleetcore DURATION=2 RULES=200 benches/rules.sh    # a quick check of the script
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
@@ -24,14 +25,17 @@ PUBLISHERS=${PUBLISHERS:-10}
 SIZE=${SIZE:-256}
 RULES=${RULES:-10000}
 SHARED=${SHARED:-$(cd .. && pwd)/shared}
+[ -d "$SHARED" ] || SHARED=/work/shared
 TARGET=${CARGO_TARGET_DIR:-target}
 OUT=${OUT:-$TARGET/bench-results/rules-$(date -u +%Y%m%dT%H%M%SZ)}
 PY=${PY:-.venv/bin/python}
 MQTTV5=${MQTTV5:-$(command -v mqttv5 || echo /root/.cargo/bin/mqttv5)}
 mkdir -p "$OUT"
 
-cargo build --release -p fleetcore -q
-BIN=$TARGET/release/fleetcore
+if [ -z "${BIN:-}" ]; then
+  cargo build --release -p fleetcore -q
+  BIN=$TARGET/release/fleetcore
+fi
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
@@ -80,10 +84,12 @@ elif what == "many":
         list(pool.map(create, range(workers)))
     rule(s.client("iot", endpoint_url=url), "tenk", "SELECT * FROM 'tenk/#'", [kinesis("s2")])
     took = time.monotonic() - started
-    # the last of them, created after all the others, as one call
+    # 20 more, one call at a time, after all the others: the median call
     iot = s.client("iot", endpoint_url=url)
-    t = time.monotonic(); rule(iot, "late", "SELECT * FROM 'late/#'", [kinesis("s3")]); last = time.monotonic() - t
-    print(json.dumps({"rules": count, "clients": workers, "seconds": took, "last_create_ms": last * 1000}))
+    calls = []
+    for n in range(20):
+        t = time.monotonic(); rule(iot, f"late{n}", f"SELECT * FROM 'late/{n}'", [kinesis("s3")]); calls.append(time.monotonic() - t)
+    print(json.dumps({"rules": count, "clients": workers, "seconds": took, "last_create_ms": sorted(calls)[10] * 1000}))
 PY
 "$PY" "$OUT/iot.py" "$FC_DATA" "$HTTP" setup
 # One call among few rules, for comparison with the last call among 10,000.
@@ -94,10 +100,13 @@ s = boto3.session.Session(aws_access_key_id=cp["fleetcore"]["aws_access_key_id"]
                           aws_secret_access_key=cp["fleetcore"]["aws_secret_access_key"], region_name="us-east-1")
 iot = s.client("iot", endpoint_url=f"http://127.0.0.1:{sys.argv[2]}")
 iot.list_topic_rules()
-t = time.monotonic()
-iot.create_topic_rule(ruleName="early", topicRulePayload={"sql": "SELECT * FROM 'early/#'", "awsIotSqlVersion": "2016-03-23",
-    "actions": [{"kinesis": {"roleArn": "arn:aws:iam::000000000000:role/r", "streamName": "s4"}}]})
-print(f"{(time.monotonic() - t) * 1000:.1f}")
+calls = []
+for n in range(20):
+    t = time.monotonic()
+    iot.create_topic_rule(ruleName=f"early{n}", topicRulePayload={"sql": f"SELECT * FROM 'early/{n}'", "awsIotSqlVersion": "2016-03-23",
+        "actions": [{"kinesis": {"roleArn": "arn:aws:iam::000000000000:role/r", "streamName": "s4"}}]})
+    calls.append(time.monotonic() - t)
+print(f"{sorted(calls)[10] * 1000:.1f}")
 PY
 )
 echo "{\"first_create_ms\": $FIRST_MS}" >"$OUT/create-few.json"
@@ -156,6 +165,7 @@ for name, label in [("one", "1 rule x 1 kinesis"), ("four", "1 rule x 4 kinesis"
     print(f"  {label:<25} {rate(name):>9,.0f}  ({rate(name) / mq:.2f}x); actions: {a['deliveries'] // a['actions']:,} "
           f"msgs delivered to every action in {a['seconds']:.1f} s from the start of the load: {full:,.0f} msg/s")
 m = r["create-many"]
-print(f"created {m['rules']:,} rules with boto3 ({m['clients']} clients) in {m['seconds']:.1f} s; one CreateTopicRule "
-      f"with 3 rules: {r['create-few']['first_create_ms']:.1f} ms, with {m['rules']:,}: {m['last_create_ms']:.1f} ms")
+print(f"created {m['rules']:,} rules with boto3 ({m['clients']} clients) in {m['seconds']:.1f} s; median of 20 "
+      f"sequential CreateTopicRule calls with 2 rules present: {r['create-few']['first_create_ms']:.1f} ms, "
+      f"with {m['rules']:,}: {m['last_create_ms']:.1f} ms")
 PY
