@@ -1,27 +1,41 @@
 #!/usr/bin/env bash
-# Rules-engine benchmark: end-to-end QoS 1 throughput through one rule writing to a stream
-# (publish -> ingest log (durable, PUBACK after it) -> rule worker -> Kinesis stream (durable)),
-# beside Mosquitto's bare QoS 1 pub/sub throughput, same load generator (`fleetcore bench`), same
-# run. A message counts end to end once the kinesis action has written it
-# (`fleetcore_rules_action_succeeded_total`); the script waits for the rule to catch up after the
-# publishers stop, so the figure is what the whole pipeline sustains.
+# Rules-engine benchmark: end-to-end QoS 1 throughput through rules writing to Kinesis streams
+# (publish -> ingest log (durable, PUBACK after it) -> partition reader -> rule -> action lanes
+# -> stream (durable)), beside Mosquitto's bare QoS 1 pub/sub, with the neutral load tool
+# `mqttv5 bench` (crate mqttv5-cli 0.29.10), same parameters, same run:
+#
+#   bare        fleetcore, no rule wants the topic
+#   one         1 rule x 1 kinesis action
+#   four        1 rule x 4 kinesis actions
+#   tenk        10,000 rules with distinct filters, of which one (1 kinesis action) matches
+#   mosquitto   Mosquitto, bare QoS 1
+#
+# For the rule scenarios the action side is measured too: the deliveries the actions made
+# (`fleetcore_rules_action_succeeded_total` of the scenario's rule, per action), from the start
+# of the load until they stop growing, as messages per second fully delivered. The 10,000 rules
+# are created with boto3 from 16 concurrent clients, timed.
 #
 #   benches/rules.sh
-#   DURATION=5 PUBLISHERS=16 INFLIGHT=64 benches/rules.sh
+#   DURATION=10 PUBLISHERS=10 SIZE=256 RULES=10000 benches/rules.sh
+#   BIN=target/debug/fleetcore DURATION=2 RULES=200 benches/rules.sh    # a quick check of the script
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
-PUBLISHERS=${PUBLISHERS:-16}
-INFLIGHT=${INFLIGHT:-64}
-SIZE=${SIZE:-64}
+PUBLISHERS=${PUBLISHERS:-10}
+SIZE=${SIZE:-256}
+RULES=${RULES:-10000}
 SHARED=${SHARED:-$(cd .. && pwd)/shared}
+[ -d "$SHARED" ] || SHARED=/work/shared
 TARGET=${CARGO_TARGET_DIR:-target}
 OUT=${OUT:-$TARGET/bench-results/rules-$(date -u +%Y%m%dT%H%M%SZ)}
 PY=${PY:-.venv/bin/python}
+MQTTV5=${MQTTV5:-$(command -v mqttv5 || echo /root/.cargo/bin/mqttv5)}
 mkdir -p "$OUT"
 
-cargo build --release -p fleetcore -q
-BIN=$TARGET/release/fleetcore
+if [ -z "${BIN:-}" ]; then
+  cargo build --release -p fleetcore -q
+  BIN=$TARGET/release/fleetcore
+fi
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
@@ -38,46 +52,120 @@ wait_port 127.0.0.1 "$HTTP"
 MOSQ_PID=$("$SHARED/tools/mosquitto-anchor.sh" "$MOSQ")
 PIDS+=("$MOSQ_PID")
 
-# The stream and the rule, created as a user would (boto3 with the server's credentials).
-"$PY" - "$FC_DATA" "$HTTP" <<'PY'
+# boto3 as a user would, with the server's credentials: `iot.py create-streams` / `iot.py rule ...`.
+cat >"$OUT/iot.py" <<'PY'
+import configparser, json, sys, time
+from concurrent.futures import ThreadPoolExecutor
+import boto3
+data, port, what = sys.argv[1], sys.argv[2], sys.argv[3]
+cp = configparser.ConfigParser(); cp.read(f"{data}/credentials")
+s = boto3.session.Session(aws_access_key_id=cp["fleetcore"]["aws_access_key_id"],
+                          aws_secret_access_key=cp["fleetcore"]["aws_secret_access_key"], region_name="us-east-1")
+url = f"http://127.0.0.1:{port}"
+ROLE = "arn:aws:iam::000000000000:role/r"
+def kinesis(stream): return {"kinesis": {"roleArn": ROLE, "streamName": stream, "partitionKey": "${topic()}"}}
+def rule(iot, name, sql, actions):
+    iot.create_topic_rule(ruleName=name, topicRulePayload={"sql": sql, "awsIotSqlVersion": "2016-03-23", "actions": actions})
+if what == "setup":
+    k = s.client("kinesis", endpoint_url=url)
+    for n in range(1, 5):
+        k.create_stream(StreamName=f"s{n}", ShardCount=4)
+    iot = s.client("iot", endpoint_url=url)
+    rule(iot, "one", "SELECT * FROM 'one/#'", [kinesis("s1")])
+    rule(iot, "four", "SELECT * FROM 'four/#'", [kinesis(f"s{n}") for n in range(1, 5)])
+elif what == "many":
+    count, workers = int(sys.argv[4]), 16
+    def create(w):
+        iot = s.client("iot", endpoint_url=url)
+        for i in range(w, count - 1, workers):
+            rule(iot, f"r{i}", f"SELECT *, 'r{i}' AS rule FROM 'fleet/{i}/+'", [kinesis("s1")])
+    started = time.monotonic()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(create, range(workers)))
+    rule(s.client("iot", endpoint_url=url), "tenk", "SELECT * FROM 'tenk/#'", [kinesis("s2")])
+    took = time.monotonic() - started
+    # 20 more, one call at a time, after all the others: the median call
+    iot = s.client("iot", endpoint_url=url)
+    calls = []
+    for n in range(20):
+        t = time.monotonic(); rule(iot, f"late{n}", f"SELECT * FROM 'late/{n}'", [kinesis("s3")]); calls.append(time.monotonic() - t)
+    print(json.dumps({"rules": count, "clients": workers, "seconds": took, "last_create_ms": sorted(calls)[10] * 1000}))
+PY
+"$PY" "$OUT/iot.py" "$FC_DATA" "$HTTP" setup
+# One call among few rules, for comparison with the last call among 10,000.
+FIRST_MS=$("$PY" - "$FC_DATA" "$HTTP" <<'PY'
 import configparser, sys, time, boto3
 cp = configparser.ConfigParser(); cp.read(f"{sys.argv[1]}/credentials")
 s = boto3.session.Session(aws_access_key_id=cp["fleetcore"]["aws_access_key_id"],
                           aws_secret_access_key=cp["fleetcore"]["aws_secret_access_key"], region_name="us-east-1")
-url = f"http://127.0.0.1:{sys.argv[2]}"
-s.client("kinesis", endpoint_url=url).create_stream(StreamName="bench", ShardCount=4)
-s.client("iot", endpoint_url=url).create_topic_rule(ruleName="bench", topicRulePayload={
-    "sql": "SELECT * FROM 'bench/#'", "awsIotSqlVersion": "2016-03-23",
-    "actions": [{"kinesis": {"roleArn": "arn:aws:iam::000000000000:role/r", "streamName": "bench",
-                             "partitionKey": "${topic(2)}"}}]})
+iot = s.client("iot", endpoint_url=f"http://127.0.0.1:{sys.argv[2]}")
+iot.list_topic_rules()
+calls = []
+for n in range(20):
+    t = time.monotonic()
+    iot.create_topic_rule(ruleName=f"early{n}", topicRulePayload={"sql": f"SELECT * FROM 'early/{n}'", "awsIotSqlVersion": "2016-03-23",
+        "actions": [{"kinesis": {"roleArn": "arn:aws:iam::000000000000:role/r", "streamName": "s4"}}]})
+    calls.append(time.monotonic() - t)
+print(f"{sorted(calls)[10] * 1000:.1f}")
 PY
+)
+echo "{\"first_create_ms\": $FIRST_MS}" >"$OUT/create-few.json"
 
-run() { # name port args...
-  local name=$1 port=$2; shift 2
-  echo "== $name" >&2
-  "$BIN" bench --port "$port" --duration "$DURATION" --json --client-prefix "$name" "$@" | tee "$OUT/$name.json"
+# Deliveries made by the actions of rule $1 so far.
+delivered() {
+  curl -s "http://127.0.0.1:$HTTP/metrics" |
+    awk -v r="rule=\"$1\"" 'index($0, "fleetcore_rules_action_succeeded_total{") == 1 && index($0, r) {s += $NF} END {print s + 0}'
 }
-delivered() { curl -s "http://127.0.0.1:$HTTP/metrics" | awk '/^fleetcore_rules_action_succeeded_total/ {s += $NF} END {print s + 0}'; }
+now() { date +%s.%N; }
 
-START=$(date +%s.%N)
-run rule-fleetcore "$MQTT" --qos 1 --publishers "$PUBLISHERS" --subscribers 0 --inflight "$INFLIGHT" --size "$SIZE"
-ACKED=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["acked"])' "$OUT/rule-fleetcore.json")
-# Wait until the rule has written every acknowledged message (at least once: >=).
-for _ in $(seq 1 600); do
-  [ "$(delivered)" -ge "$ACKED" ] && break
-  sleep 0.1
-done
-END=$(date +%s.%N)
-echo "{\"acked\": $ACKED, \"delivered\": $(delivered), \"seconds\": $(echo "$END - $START" | bc)}" | tee "$OUT/rule-end-to-end.json"
-run qos1-mosquitto "$MOSQ" --qos 1 --publishers "$PUBLISHERS" --subscribers 1 --inflight "$INFLIGHT" --size "$SIZE"
+# run NAME PORT TOPIC [RULE ACTIONS]
+run() {
+  local name=$1 port=$2 topic=$3 rule=${4:-} actions=${5:-1}
+  echo "== $name" >&2
+  local before=0 start
+  [ -n "$rule" ] && before=$(delivered "$rule")
+  start=$(now)
+  "$MQTTV5" bench --mode throughput --host 127.0.0.1 --port "$port" --topic "$topic" \
+    --publishers "$PUBLISHERS" --subscribers 1 --qos 1 --payload-size "$SIZE" \
+    --duration "$DURATION" 2>/dev/null >"$OUT/$name.json"
+  if [ -n "$rule" ]; then
+    # Wait until the actions stop delivering (no change for 2 s), at most 120 s.
+    local last=-1 current stable=0 done_at
+    for _ in $(seq 1 1200); do
+      current=$(delivered "$rule")
+      if [ "$current" = "$last" ]; then stable=$((stable + 1)); else stable=0; last=$current; done_at=$(now); fi
+      [ "$stable" -ge 20 ] && break
+      sleep 0.1
+    done
+    echo "{\"deliveries\": $((last - before)), \"actions\": $actions, \"seconds\": $(echo "$done_at - $start" | bc)}" >"$OUT/$name-actions.json"
+  fi
+}
+
+run bare "$MQTT" bare/t
+run one "$MQTT" one/t one 1
+run four "$MQTT" four/t four 4
+"$PY" "$OUT/iot.py" "$FC_DATA" "$HTTP" many "$RULES" | tee "$OUT/create-many.json"
+run tenk "$MQTT" tenk/t tenk 1
+run mosquitto "$MOSQ" bare/t
 
 "$PY" - "$OUT" <<'PY'
 import json, sys, pathlib
 out = pathlib.Path(sys.argv[1])
 r = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
-fc, e2e, mq = r["rule-fleetcore"], r["rule-end-to-end"], r["qos1-mosquitto"]
-print(f"fleetcore QoS 1 acked/s with one rule (PUBACK after the ingest fsync): {fc['acked'] / fc['duration_s']:,.0f}")
-print(f"end to end into the stream: {e2e['delivered']:,} of {e2e['acked']:,} acked in {e2e['seconds']:.1f} s"
-      f" (publishing {fc['duration_s']:.1f} s) -> {e2e['acked'] / e2e['seconds']:,.0f} msg/s")
-print(f"mosquitto bare QoS 1 pub/sub: acked/s {mq['acked'] / mq['duration_s']:,.0f}, received/s {mq['received_per_s']:,.0f}")
+def rate(name): return r[name]["results"]["throughput_avg"]
+mq = rate("mosquitto")
+c = r["mosquitto"]["config"]
+print(f"mqttv5 bench, QoS 1, {c['publishers']} publishers -> 1 subscriber, {c['payload_size']} B, {c['duration_secs']} s; "
+      "throughput_avg msg/s (ratio to Mosquitto)")
+print(f"  mosquitto bare QoS 1      {mq:>9,.0f}")
+print(f"  fleetcore bare QoS 1      {rate('bare'):>9,.0f}  ({rate('bare') / mq:.2f}x)")
+for name, label in [("one", "1 rule x 1 kinesis"), ("four", "1 rule x 4 kinesis"), ("tenk", "10,000 rules, 1 matches")]:
+    a = r[f"{name}-actions"]
+    full = a["deliveries"] / a["actions"] / a["seconds"]
+    print(f"  {label:<25} {rate(name):>9,.0f}  ({rate(name) / mq:.2f}x); actions: {a['deliveries'] // a['actions']:,} "
+          f"msgs delivered to every action in {a['seconds']:.1f} s from the start of the load: {full:,.0f} msg/s")
+m = r["create-many"]
+print(f"created {m['rules']:,} rules with boto3 ({m['clients']} clients) in {m['seconds']:.1f} s; median of 20 "
+      f"sequential CreateTopicRule calls with 2 rules present: {r['create-few']['first_create_ms']:.1f} ms, "
+      f"with {m['rules']:,}: {m['last_create_ms']:.1f} ms")
 PY

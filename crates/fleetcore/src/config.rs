@@ -79,6 +79,12 @@ pub struct ServeArgs {
     )]
     server_names: Option<Vec<String>>,
 
+    /// Partitions of the rules engine's ingest log: each has its own file and writer, so their
+    /// group commits (fsyncs) run in parallel; a publisher's messages all go to one partition.
+    /// [default: the number of cores]
+    #[arg(long, env = "FLEETCORE_INGEST_PARTITIONS", value_name = "N")]
+    ingest_partitions: Option<usize>,
+
     /// Largest MQTT packet accepted from a client, in bytes. [default: 1048576]
     #[arg(long, env = "FLEETCORE_MAX_PACKET_SIZE", value_name = "BYTES")]
     max_packet_size: Option<usize>,
@@ -234,6 +240,7 @@ pub struct Settings {
     pub wss: Option<SocketAddr>,
     pub https: Option<SocketAddr>,
     pub shadow_max_state_bytes: usize,
+    pub ingest_partitions: usize,
     pub allow_anonymous: bool,
     pub anonymous_policy: Option<String>,
     pub server_names: Vec<String>,
@@ -295,6 +302,7 @@ impl ServeArgs {
                 wss,
                 https,
                 shadow_max_state_bytes,
+                ingest_partitions,
                 allow_anonymous,
                 anonymous_policy,
                 server_names,
@@ -396,6 +404,11 @@ impl ServeArgs {
         if shadow_max_state_bytes == 0 {
             bail!("shadow_max_state_bytes must be at least 1");
         }
+        let ingest_partitions = match self.ingest_partitions {
+            Some(n @ 1..=256) => n,
+            Some(n) => bail!("ingest_partitions must be between 1 and 256, not {n}"),
+            None => std::thread::available_parallelism().map_or(1, usize::from),
+        };
         let server_names = self
             .server_names
             .filter(|n| !n.is_empty())
@@ -440,6 +453,7 @@ impl ServeArgs {
             wss: address("wss", self.wss, None)?,
             https: address("https", self.https, None)?,
             shadow_max_state_bytes,
+            ingest_partitions,
             allow_anonymous: self.allow_anonymous.unwrap_or(false),
             anonymous_policy: self.anonymous_policy.filter(|p| !p.is_empty()),
             server_names,
@@ -628,6 +642,23 @@ mod tests {
             format!("{err:#}").contains("shadow_max_state_bytes"),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn ingest_partitions_default_to_the_cores_and_are_bounded() {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(
+            parse(&[]).resolve().expect("resolve").ingest_partitions,
+            cores
+        );
+        let s = parse(&["--ingest-partitions", "3"]).resolve().expect("3");
+        assert_eq!(s.ingest_partitions, 3);
+        for bad in ["0", "257"] {
+            let err = parse(&["--ingest-partitions", bad])
+                .resolve()
+                .expect_err(bad);
+            assert!(format!("{err:#}").contains("ingest_partitions"), "{err:#}");
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
-//! Wiring of the rules engine in `fleetcore serve`: the ingest log in a stream store of its own
-//! (`<data dir>/ingest`, so it never shows in the user's ListStreams), the ingest writer the
-//! broker hands messages to, and the runtime running every enabled rule's actions against the
-//! user's streams, the delivery streams, the broker and the device shadows.
+//! Wiring of the rules engine in `fleetcore serve`: the ingest log's partitions, each in a
+//! stream store of its own (`<data dir>/ingest/partition-<n>`, so they never show in the user's
+//! ListStreams and each has its own writer thread and fsyncs), the ingest writer the broker
+//! hands messages to, and the runtime running every enabled rule's actions against the user's
+//! streams, the delivery streams, the broker and the device shadows.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,9 +14,9 @@ use bytes::Bytes;
 use fleetcore_archive::Archive;
 use fleetcore_mqtt::broker::Router;
 use fleetcore_rules::actions::{Destinations, FirehoseSink};
-use fleetcore_rules::ingest::{IngestConfig, IngestFilters, IngestWriter};
+use fleetcore_rules::ingest::{IngestConfig, IngestPartition, IngestWriter};
 use fleetcore_rules::registry::RuleRegistry;
-use fleetcore_rules::runtime::{RuleRuntime, RuntimeConfig};
+use fleetcore_rules::runtime::{RuleIndex, RuleRuntime, RuntimeConfig};
 use fleetcore_rules::{RuleEnv, ShadowReader};
 use fleetcore_shadow::ShadowService;
 use fleetcore_stream::{EmbeddedConfig, EmbeddedStreams, Stream};
@@ -68,9 +69,12 @@ pub struct RulesEngine {
 }
 
 impl RulesEngine {
-    /// Opens the ingest log, installs its writer in the broker and starts the rules.
+    /// Opens the ingest log's partitions (`partitions` of them, or more if more exist on
+    /// disk: their records are still read), installs its writer in the broker and starts the
+    /// rules.
     pub async fn start(
         data_dir: &Path,
+        partitions: usize,
         registry: Arc<RuleRegistry>,
         router: &Arc<Router>,
         streams: Arc<dyn Stream>,
@@ -78,19 +82,22 @@ impl RulesEngine {
         shadows: ShadowService,
     ) -> anyhow::Result<RulesEngine> {
         let dir = data_dir.join("ingest");
-        let ingest: Arc<dyn Stream> = Arc::new(
-            EmbeddedStreams::open(&dir, EmbeddedConfig::default())
+        let ingest_config = IngestConfig::default();
+        let mut opened = Vec::with_capacity(partitions);
+        for number in 0..partitions.max(existing_partitions(&dir)) {
+            let path = dir.join(format!("partition-{number}"));
+            let store: Arc<dyn Stream> = Arc::new(
+                EmbeddedStreams::open(&path, EmbeddedConfig::default())
+                    .await
+                    .with_context(|| format!("opening the ingest log {}", path.display()))?,
+            );
+            let partition = IngestPartition::open(store, ingest_config.retention_hours)
                 .await
-                .with_context(|| format!("opening the ingest log {}", dir.display()))?,
-        );
-        let filters = Arc::new(IngestFilters::default());
-        let writer = IngestWriter::start(
-            Arc::clone(&ingest),
-            Arc::clone(&filters),
-            IngestConfig::default(),
-        )
-        .await
-        .context("starting the ingest log writer")?;
+                .with_context(|| format!("opening the ingest log {}", path.display()))?;
+            opened.push(Arc::new(partition));
+        }
+        let index = Arc::new(RuleIndex::new());
+        let writer = IngestWriter::start(&opened, Arc::clone(&index) as _, ingest_config);
         router.set_ingest_log(Arc::new(writer));
         let mut config = RuntimeConfig::default();
         if let Some(ms) = std::env::var(RETRY_BACKOFF_ENV)
@@ -102,8 +109,8 @@ impl RulesEngine {
         }
         let runtime = RuleRuntime::start(
             registry,
-            ingest,
-            filters,
+            opened,
+            index,
             Destinations {
                 router: Arc::clone(router),
                 streams,
@@ -114,12 +121,33 @@ impl RulesEngine {
             },
             config,
         )
-        .await;
+        .await
+        .context("starting the rules runtime")?;
         Ok(RulesEngine { runtime })
     }
 
-    /// Stops the rule workers (each finishes its batch or is redelivered after a restart).
+    /// Stops the partition readers (pending deliveries finish within the grace period or are
+    /// delivered again after a restart).
     pub async fn shutdown(&self) {
         self.runtime.shutdown().await;
     }
+}
+
+/// How many `partition-<n>` folders the ingest log has on disk (the highest `n` plus one).
+fn existing_partitions(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_prefix("partition-")?
+                .parse::<usize>()
+                .ok()
+        })
+        .map(|n| n + 1)
+        .max()
+        .unwrap_or(0)
 }

@@ -142,6 +142,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     // The rules engine: its ingest log is installed before any listener accepts a client.
     let rules_engine = crate::rules::RulesEngine::start(
         data_dir,
+        settings.ingest_partitions,
         Arc::clone(&rules),
         broker.router(),
         Arc::clone(&streams),

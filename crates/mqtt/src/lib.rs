@@ -4,3 +4,4 @@
 pub mod broker;
 pub mod protocol;
 pub mod topic;
+pub mod topic_tree;

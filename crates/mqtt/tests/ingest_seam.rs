@@ -33,7 +33,7 @@ impl IngestLog for ManualLog {
         }
     }
 
-    fn durable(&self) -> watch::Receiver<u64> {
+    fn durable(&self, _: Publisher<'_>) -> watch::Receiver<u64> {
         self.durable.subscribe()
     }
 }

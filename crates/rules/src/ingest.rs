@@ -1,13 +1,19 @@
 //! The durable ingest log (DESIGN §3): every message some enabled rule's topic filter matches is
-//! appended to a one-shard stream before its QoS 1/2 acknowledgement goes out; each rule action
-//! then reads that stream through its own consumer group and checkpoint.
+//! appended to the log before its QoS 1/2 acknowledgement goes out; the rules runtime reads each
+//! partition once and hands every matching rule the decoded message.
 //!
-//! The broker's publisher task calls [`IngestWriter::ingest`]: it encodes the message and
-//! enqueues it with a ticket, without blocking. One writer task appends what has queued up in a
-//! single `put_records` (one fsync for the lot), then raises the durable watermark to the
-//! highest ticket written; connections release the acknowledgements up to it.
+//! The log has several partitions ([`IngestPartition`]), each a one-shard stream in a stream
+//! store of its own: one store commits its shards on one writer thread, one after the other, so
+//! only separate stores let group commits (fsyncs) run in parallel. A message goes to the
+//! partition of its publisher (a hash of the client id; server-originated messages go to
+//! partition 0), so one publisher's messages keep their order. The broker's publisher task calls
+//! [`IngestWriter::ingest`]: it encodes the message and enqueues it with a ticket of its
+//! partition, without blocking. Each partition's writer task appends what has queued up in one
+//! `put_records` (one fsync for the lot), then raises that partition's durable watermark;
+//! connections release the acknowledgements up to it.
 
 use std::borrow::Cow;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -16,14 +22,12 @@ use bytes::Bytes;
 use fleetcore_mqtt::broker::{IngestLog, Ingested, Message, Publisher};
 use fleetcore_mqtt::protocol::QoS;
 use fleetcore_stream::{
-    MAX_PUT_BYTES, MAX_PUT_RECORDS, MAX_RECORD_BYTES, NewRecord, Stream, StreamError, StreamMode,
-    StreamSpec,
+    MAX_PUT_BYTES, MAX_PUT_RECORDS, MAX_RECORD_BYTES, NewRecord, Position, SequenceNumber, ShardId,
+    StartingPosition, Stream, StreamError, StreamMode, StreamSpec,
 };
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
-
-use crate::topic;
 
 /// Name of the ingest stream inside its own stream store.
 pub const INGEST_STREAM: &str = "ingest";
@@ -90,70 +94,125 @@ struct Queued {
     data: Bytes,
 }
 
-/// The topic filters of the enabled rules: what the ingest log takes.
-#[derive(Debug, Default)]
-pub struct IngestFilters {
-    filters: RwLock<Arc<Vec<String>>>,
+/// Tells the ingest log which topics some rule wants (the rules runtime's [`RuleIndex`]).
+///
+/// [`RuleIndex`]: crate::runtime::RuleIndex
+pub trait IngestFilter: Send + Sync + 'static {
+    /// True if some enabled rule's topic filter matches `topic`.
+    fn wants(&self, topic: &str) -> bool;
 }
 
-impl IngestFilters {
-    /// Replaces the filters (called whenever the rule set changes).
-    pub fn set(&self, filters: Vec<String>) {
-        *self.filters.write() = Arc::new(filters);
+/// One partition of the ingest log: the one-shard stream [`INGEST_STREAM`] in a store of its own.
+pub struct IngestPartition {
+    /// The partition's stream store.
+    pub stream: Arc<dyn Stream>,
+    /// The one shard of its ingest stream.
+    pub shard: ShardId,
+    /// Where the next appended record will be (at or after).
+    tail: Mutex<Position>,
+}
+
+impl IngestPartition {
+    /// Creates the ingest stream in `stream` if it is missing.
+    pub async fn open(
+        stream: Arc<dyn Stream>,
+        retention_hours: u32,
+    ) -> Result<IngestPartition, StreamError> {
+        ensure_stream(stream.as_ref(), retention_hours).await?;
+        let info = stream.describe_stream(INGEST_STREAM).await?;
+        let shard = info
+            .shards
+            .first()
+            .map(|s| s.id)
+            .ok_or_else(|| StreamError::Storage("the ingest stream has no shard".into()))?;
+        let tail = stream
+            .resolve(INGEST_STREAM, shard, StartingPosition::Latest)
+            .await?;
+        Ok(IngestPartition {
+            stream,
+            shard,
+            tail: Mutex::new(tail),
+        })
     }
 
-    /// True if some filter matches `topic`.
-    pub fn wants(&self, topic_name: &str) -> bool {
-        // Scanned under the read lock: no reference count touched per message.
-        self.filters
-            .read()
-            .iter()
-            .any(|f| topic::matches(f, topic_name))
+    /// Where the next record appended to this partition will be: a rule created now sees the
+    /// records at or after it.
+    pub fn tail(&self) -> Position {
+        *self.tail.lock()
     }
+}
+
+/// The broker-facing side of one partition.
+struct PartitionWriter {
+    /// Hands out tickets in queue order (ticket and enqueue under one lock).
+    next_ticket: Mutex<(u64, mpsc::UnboundedSender<Queued>)>,
+    durable: watch::Receiver<u64>,
 }
 
 /// The broker-facing side of the ingest log.
 pub struct IngestWriter {
-    filters: Arc<IngestFilters>,
-    /// Hands out tickets in queue order (ticket and enqueue under one lock).
-    next_ticket: Mutex<(u64, mpsc::UnboundedSender<Queued>)>,
+    filter: Arc<dyn IngestFilter>,
+    partitions: Vec<PartitionWriter>,
     queued_bytes: Arc<AtomicUsize>,
     queue_limit: usize,
-    durable: watch::Receiver<u64>,
 }
 
 impl IngestWriter {
-    /// Creates the ingest stream in `streams` if it is missing and starts the writer task.
-    pub async fn start(
-        streams: Arc<dyn Stream>,
-        filters: Arc<IngestFilters>,
+    /// Starts one writer task per partition; the log takes the messages `filter` wants.
+    pub fn start(
+        partitions: &[Arc<IngestPartition>],
+        filter: Arc<dyn IngestFilter>,
         config: IngestConfig,
-    ) -> Result<IngestWriter, StreamError> {
-        ensure_stream(streams.as_ref(), config.retention_hours).await?;
-        let (sender, receiver) = mpsc::unbounded_channel();
-        let (durable_tx, durable) = watch::channel(0);
+    ) -> IngestWriter {
         let queued_bytes = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(write_loop(
-            streams,
-            receiver,
-            durable_tx,
-            Arc::clone(&queued_bytes),
-        ));
-        Ok(IngestWriter {
-            filters,
-            next_ticket: Mutex::new((0, sender)),
+        let partitions = partitions
+            .iter()
+            .map(|partition| {
+                let (sender, receiver) = mpsc::unbounded_channel();
+                let (durable_tx, durable) = watch::channel(0);
+                tokio::spawn(write_loop(
+                    Arc::clone(partition),
+                    receiver,
+                    durable_tx,
+                    Arc::clone(&queued_bytes),
+                ));
+                PartitionWriter {
+                    next_ticket: Mutex::new((0, sender)),
+                    durable,
+                }
+            })
+            .collect();
+        IngestWriter {
+            filter,
+            partitions,
             queued_bytes,
             queue_limit: config.queue_bytes,
-            durable,
-        })
+        }
+    }
+
+    /// The partition `publisher`'s messages go to.
+    fn partition_of(&self, publisher: Publisher<'_>) -> Option<&PartitionWriter> {
+        let index = match publisher.client_id {
+            None => 0,
+            Some(id) => {
+                // A fixed-key hash: the same client lands on the same partition every time.
+                let hash = std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default()
+                    .hash_one(id);
+                (hash % self.partitions.len().max(1) as u64) as usize
+            }
+        };
+        self.partitions.get(index)
     }
 }
 
 impl IngestLog for IngestWriter {
     fn ingest(&self, message: &Arc<Message>, publisher: Publisher<'_>) -> Ingested {
-        if !self.filters.wants(&message.topic) {
+        if !self.filter.wants(&message.topic) {
             return Ingested::NotWanted;
         }
+        let Some(partition) = self.partition_of(publisher) else {
+            return Ingested::NotWanted;
+        };
         let qos = message.qos as u8;
         if message.qos == QoS::AtMostOnce
             && self.queued_bytes.load(Ordering::Relaxed) >= self.queue_limit
@@ -189,7 +248,7 @@ impl IngestLog for IngestWriter {
             }
         };
         self.queued_bytes.fetch_add(data.len(), Ordering::Relaxed);
-        let mut next = self.next_ticket.lock();
+        let mut next = partition.next_ticket.lock();
         next.0 += 1;
         let ticket = next.0;
         if next.1.send(Queued { ticket, data }).is_err() {
@@ -199,8 +258,12 @@ impl IngestLog for IngestWriter {
         Ingested::Accepted(ticket)
     }
 
-    fn durable(&self) -> watch::Receiver<u64> {
-        self.durable.clone()
+    fn durable(&self, publisher: Publisher<'_>) -> watch::Receiver<u64> {
+        match self.partition_of(publisher) {
+            Some(partition) => partition.durable.clone(),
+            // No partition: nothing is ever accepted, so nothing waits on this.
+            None => watch::channel(0).1,
+        }
     }
 }
 
@@ -220,10 +283,11 @@ async fn ensure_stream(streams: &dyn Stream, retention_hours: u32) -> Result<(),
     }
 }
 
-/// Appends what has queued, one batch at a time; raises the watermark after each. A failed
-/// append is retried with backoff, never skipped: a ticket is only released once it is durable.
+/// Appends what has queued for `partition`, one batch at a time; raises the watermark after
+/// each. A failed append is retried with backoff, never skipped: a ticket is only released once
+/// it is durable.
 async fn write_loop(
-    streams: Arc<dyn Stream>,
+    partition: Arc<IngestPartition>,
     mut receiver: mpsc::UnboundedReceiver<Queued>,
     durable: watch::Sender<u64>,
     queued_bytes: Arc<AtomicUsize>,
@@ -255,7 +319,9 @@ async fn write_loop(
                 size += len;
             }
             let rest = records.split_off(take);
-            append(streams.as_ref(), records).await;
+            if let Some(last) = append(partition.stream.as_ref(), records).await {
+                *partition.tail.lock() = Position::after(last);
+            }
             records = rest;
         }
         queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
@@ -265,12 +331,21 @@ async fn write_loop(
 }
 
 /// Appends one put's worth of records; a failed append is retried with backoff, never skipped.
-async fn append(streams: &dyn Stream, mut records: Vec<NewRecord>) {
+/// Returns the highest sequence number appended.
+async fn append(streams: &dyn Stream, mut records: Vec<NewRecord>) -> Option<SequenceNumber> {
     let mut backoff = Duration::from_millis(10);
+    let mut last = None;
     loop {
         match streams.put_records(INGEST_STREAM, records.clone()).await {
-            Ok(outcomes) if outcomes.iter().all(Result::is_ok) => return,
             Ok(outcomes) => {
+                last = outcomes
+                    .iter()
+                    .filter_map(|o| o.as_ref().ok().map(|a| a.sequence))
+                    .chain(last)
+                    .max();
+                if outcomes.iter().all(Result::is_ok) {
+                    return last;
+                }
                 let failed: Vec<NewRecord> = records
                     .into_iter()
                     .zip(outcomes)

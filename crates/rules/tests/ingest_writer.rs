@@ -1,6 +1,8 @@
 //! The ingest writer over the embedded stream store: more messages than one put may take
 //! (500) queue up at once; the writer appends them in several puts, the watermark reaches the
-//! last ticket, and the ingest stream holds every record in order.
+//! last ticket, and the ingest stream holds every record in order. With several partitions,
+//! each publisher's messages go to one partition, in order, and each partition's watermark
+//! covers its own tickets.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +11,7 @@ use bytes::Bytes;
 use fleetcore_mqtt::broker::{IngestLog, Ingested, Message, Publisher};
 use fleetcore_mqtt::protocol::{PublishProperties, QoS, Utf8};
 use fleetcore_rules::ingest::{
-    INGEST_STREAM, IngestConfig, IngestFilters, IngestRecord, IngestWriter,
+    INGEST_STREAM, IngestConfig, IngestFilter, IngestPartition, IngestRecord, IngestWriter,
 };
 use fleetcore_stream::{EmbeddedConfig, EmbeddedStreams, Position, Stream};
 
@@ -25,19 +27,57 @@ fn message(topic: &str, payload: Vec<u8>) -> Arc<Message> {
     })
 }
 
-#[tokio::test]
-async fn large_backlogs_are_appended_in_several_puts() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let streams: Arc<dyn Stream> = Arc::new(
-        EmbeddedStreams::open(dir.path(), EmbeddedConfig::default())
+async fn partition(dir: &std::path::Path) -> Arc<IngestPartition> {
+    let store: Arc<dyn Stream> = Arc::new(
+        EmbeddedStreams::open(dir, EmbeddedConfig::default())
             .await
             .expect("store"),
     );
-    let filters = Arc::new(IngestFilters::default());
-    filters.set(vec!["t/#".into()]);
-    let writer = IngestWriter::start(Arc::clone(&streams), filters, IngestConfig::default())
-        .await
-        .expect("writer");
+    Arc::new(IngestPartition::open(store, 24).await.expect("partition"))
+}
+
+/// Every record of a partition, decoded: (client id, topic).
+async fn stored(partition: &IngestPartition) -> Vec<(String, String)> {
+    let mut from = Position(0);
+    let mut out = Vec::new();
+    loop {
+        let batch = partition
+            .stream
+            .read(INGEST_STREAM, partition.shard, from, 10_000)
+            .await
+            .expect("read");
+        if batch.records.is_empty() {
+            return out;
+        }
+        for record in &batch.records {
+            let stored = IngestRecord::decode(&record.data).expect("decodes");
+            out.push((
+                stored.client_id.as_deref().unwrap_or("").to_string(),
+                stored.topic.to_string(),
+            ));
+        }
+        from = batch.next;
+    }
+}
+
+/// Wants the topics under `t/`.
+struct UnderT;
+
+impl IngestFilter for UnderT {
+    fn wants(&self, topic: &str) -> bool {
+        topic.starts_with("t/")
+    }
+}
+
+#[tokio::test]
+async fn large_backlogs_are_appended_in_several_puts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let partition = partition(dir.path()).await;
+    let writer = IngestWriter::start(
+        std::slice::from_ref(&partition),
+        Arc::new(UnderT),
+        IngestConfig::default(),
+    );
     let publisher = Publisher {
         client_id: Some("c"),
         principal: Some("p"),
@@ -59,35 +99,75 @@ async fn large_backlogs_are_appended_in_several_puts() {
             other => panic!("message {i} not accepted: {other:?}"),
         }
     }
-    let mut durable = writer.durable();
+    let mut durable = writer.durable(publisher);
     tokio::time::timeout(Duration::from_secs(30), durable.wait_for(|w| *w >= last))
         .await
         .expect("durable in time")
         .expect("writer alive");
-
-    let shard = streams
-        .describe_stream(INGEST_STREAM)
+    let topics: Vec<String> = stored(&partition)
         .await
-        .expect("stream")
-        .shards[0]
-        .id;
-    let mut from = Position(0);
-    let mut topics = Vec::new();
-    loop {
-        let batch = streams
-            .read(INGEST_STREAM, shard, from, 10_000)
-            .await
-            .expect("read");
-        if batch.records.is_empty() {
-            break;
-        }
-        for record in &batch.records {
-            let stored = IngestRecord::decode(&record.data).expect("decodes");
-            assert_eq!(stored.client_id.as_deref(), Some("c"));
-            topics.push(stored.topic.to_string());
-        }
-        from = batch.next;
-    }
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
     let expected: Vec<String> = (0..1230).map(|i| format!("t/{i}")).collect();
     assert_eq!(topics, expected);
+}
+
+#[tokio::test]
+async fn each_publisher_keeps_to_one_partition_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut partitions = Vec::new();
+    for n in 0..4 {
+        partitions.push(partition(&dir.path().join(format!("p{n}"))).await);
+    }
+    let writer = IngestWriter::start(&partitions, Arc::new(UnderT), IngestConfig::default());
+    let clients: Vec<String> = (0..16).map(|c| format!("client-{c}")).collect();
+    let mut last = vec![0u64; clients.len()];
+    for i in 0..200 {
+        for (c, client) in clients.iter().enumerate() {
+            let publisher = Publisher {
+                client_id: Some(client),
+                principal: None,
+            };
+            match writer.ingest(&message(&format!("t/{i}"), vec![1]), publisher) {
+                Ingested::Accepted(ticket) => last[c] = ticket,
+                other => panic!("not accepted: {other:?}"),
+            }
+        }
+    }
+    // Each publisher's watermark (its partition's) reaches its last ticket.
+    for (c, client) in clients.iter().enumerate() {
+        let publisher = Publisher {
+            client_id: Some(client),
+            principal: None,
+        };
+        let mut durable = writer.durable(publisher);
+        tokio::time::timeout(Duration::from_secs(30), durable.wait_for(|w| *w >= last[c]))
+            .await
+            .expect("durable in time")
+            .expect("writer alive");
+    }
+    let mut used = 0;
+    let mut seen = std::collections::BTreeMap::<String, Vec<String>>::new();
+    let mut home = std::collections::BTreeMap::<String, usize>::new();
+    for (number, partition) in partitions.iter().enumerate() {
+        let records = stored(partition).await;
+        if !records.is_empty() {
+            used += 1;
+        }
+        for (client, topic) in records {
+            let at = *home.entry(client.clone()).or_insert(number);
+            assert_eq!(at, number, "{client} is in more than one partition");
+            seen.entry(client).or_default().push(topic);
+        }
+    }
+    assert!(
+        used > 1,
+        "16 publishers spread over more than one of 4 partitions"
+    );
+    let expected: Vec<String> = (0..200).map(|i| format!("t/{i}")).collect();
+    assert_eq!(seen.len(), clients.len());
+    for (client, topics) in seen {
+        assert_eq!(topics, expected, "{client}: all in one partition, in order");
+    }
 }

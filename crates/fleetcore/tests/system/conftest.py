@@ -35,6 +35,8 @@ VERSIONS = [pytest.param(V311, id="v311"), pytest.param(V5, id="v5")]
 
 def pytest_configure(config):
     config.addinivalue_line(
+        "markers", "timeout_seconds(n): this test may run up to n seconds (default FLEETCORE_TEST_TIMEOUT)")
+    config.addinivalue_line(
         "markers",
         "fleetcore_only(reason): fleetcore contract beyond the MQTT spec (or a place where "
         "Mosquitto deviates); skipped with FLEETCORE_TEST_BROKER=mosquitto")
@@ -308,7 +310,7 @@ atexit.register(_kill_all_brokers)
 @pytest.fixture(autouse=True)
 def _watchdog(request):
     def fire():
-        sys.stderr.write(f"\n\n*** {request.node.nodeid} exceeded {TEST_TIMEOUT}s; aborting the run ***\n")
+        sys.stderr.write(f"\n\n*** {request.node.nodeid} exceeded its time limit; aborting the run ***\n")
         faulthandler.dump_traceback(all_threads=True)
         for b in ALL_BROKERS:
             sys.stderr.write(f"--- {b.kind} log ({b.name}) ---\n{b.log_tail(80)}\n")
@@ -316,7 +318,8 @@ def _watchdog(request):
         _kill_all_brokers()
         os._exit(3)
 
-    t = threading.Timer(TEST_TIMEOUT, fire)
+    longer = request.node.get_closest_marker("timeout_seconds")
+    t = threading.Timer(max(TEST_TIMEOUT, longer.args[0]) if longer else TEST_TIMEOUT, fire)
     t.daemon = True
     t.start()
     yield

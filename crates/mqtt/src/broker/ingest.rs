@@ -3,10 +3,11 @@
 //!
 //! The broker hands each authorized message to the [`IngestLog`] (if one is installed). The log
 //! answers at once, without blocking: not wanted (no rule matches the topic), or accepted with a
-//! ticket. Tickets grow in the order of acceptance; the log publishes the highest ticket that is
-//! durable on a watch channel, so a connection holds its PUBACK / PUBREC back until the
-//! watermark passes the ticket — many messages share one fsync (group commit) and
-//! acknowledgements keep the order of their PUBLISH packets (MQTT §4.6).
+//! ticket. The log may be partitioned; all messages of one publisher go to the same partition,
+//! whose tickets grow in the order of acceptance. The log publishes the highest ticket of that
+//! partition that is durable on a watch channel ([`IngestLog::durable`]), so a connection holds
+//! its PUBACK / PUBREC back until the watermark passes the ticket — many messages share one
+//! fsync (group commit) and acknowledgements keep the order of their PUBLISH packets (MQTT §4.6).
 
 use std::sync::Arc;
 
@@ -43,6 +44,7 @@ pub trait IngestLog: Send + Sync + 'static {
     /// disconnected with reason 0x93 when it sends more).
     fn ingest(&self, message: &Arc<Message>, publisher: Publisher<'_>) -> Ingested;
 
-    /// The highest ticket that is durable; tickets at or below it are on disk.
-    fn durable(&self) -> watch::Receiver<u64>;
+    /// The highest durable ticket of the partition `publisher`'s messages go to; its tickets at
+    /// or below it are on disk.
+    fn durable(&self, publisher: Publisher<'_>) -> watch::Receiver<u64>;
 }

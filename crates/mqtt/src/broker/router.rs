@@ -671,9 +671,10 @@ impl Router {
         }
     }
 
-    /// The ingest log's durable watermark, if a log is installed.
-    pub fn ingest_watermark(&self) -> Option<watch::Receiver<u64>> {
-        self.ingest.get().map(|log| log.durable())
+    /// The durable watermark of the ingest log's partition that `publisher`'s messages go to,
+    /// if a log is installed.
+    pub fn ingest_watermark(&self, publisher: Publisher<'_>) -> Option<watch::Receiver<u64>> {
+        self.ingest.get().map(|log| log.durable(publisher))
     }
 
     /// Publishes a server-originated message (a will, a message from an in-process client):

@@ -1,12 +1,12 @@
-//! The subscription tree: topic filters split into levels, so matching a topic walks only the
-//! branches that can match it (exact level, `+`, `#`) instead of testing every filter.
+//! The broker's subscriptions, kept in a [`TopicTree`]: matching a topic walks only the branches
+//! that can match it (exact level, `+`, `#`) instead of testing every filter.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::session::SessionHandle;
 use crate::protocol::SubscriptionOptions;
+use crate::topic_tree::{Slot, TopicTree};
 
 /// One session's subscription at a node of the tree.
 #[derive(Debug, Clone)]
@@ -45,23 +45,23 @@ impl SharedGroup {
     }
 }
 
+/// The subscriptions of one filter: plain ones and shared groups.
 #[derive(Debug, Default)]
-struct Node {
-    children: HashMap<Box<str>, Node>,
+struct Subscriptions {
     subscribers: Vec<Subscriber>,
     shared: Vec<SharedGroup>,
 }
 
-impl Node {
+impl Slot for Subscriptions {
     fn is_empty(&self) -> bool {
-        self.children.is_empty() && self.subscribers.is_empty() && self.shared.is_empty()
+        self.subscribers.is_empty() && self.shared.is_empty()
     }
 }
 
 /// All subscriptions of the broker.
 #[derive(Debug, Default)]
 pub struct SubscriptionTree {
-    root: Node,
+    tree: TopicTree<Subscriptions>,
     count: usize,
 }
 
@@ -79,10 +79,7 @@ impl SubscriptionTree {
     /// Adds or replaces the subscription of `subscriber.session` to `filter` (in `group` when
     /// shared). Returns true if it replaced an existing one.
     pub fn insert(&mut self, filter: &str, group: Option<&str>, subscriber: Subscriber) -> bool {
-        let mut node = &mut self.root;
-        for level in filter.split('/') {
-            node = node.children.entry(level.into()).or_default();
-        }
+        let node = self.tree.slot_mut(filter);
         let list = match group {
             None => &mut node.subscribers,
             Some(g) => {
@@ -113,8 +110,22 @@ impl SubscriptionTree {
 
     /// Removes `client_id`'s subscription to `filter` (in `group`). Returns true if it existed.
     pub fn remove(&mut self, filter: &str, group: Option<&str>, client_id: &str) -> bool {
-        let levels: Vec<&str> = filter.split('/').collect();
-        let removed = remove_at(&mut self.root, &levels, group, client_id);
+        let removed = self
+            .tree
+            .update(filter, |node| match group {
+                None => remove_member(&mut node.subscribers, client_id),
+                Some(g) => {
+                    let Some(idx) = node.shared.iter().position(|s| s.name == g) else {
+                        return false;
+                    };
+                    let removed = remove_member(&mut node.shared[idx].members, client_id);
+                    if node.shared[idx].members.is_empty() {
+                        node.shared.remove(idx);
+                    }
+                    removed
+                }
+            })
+            .unwrap_or(false);
         if removed {
             self.count -= 1;
         }
@@ -124,8 +135,15 @@ impl SubscriptionTree {
     /// Calls `each` for every plain subscription and every shared group matching `topic`. A topic
     /// starting with `$` is not matched by a filter whose first level is a wildcard (MQTT §4.7.2).
     pub fn for_each_match<'a>(&'a self, topic: &str, each: &mut impl FnMut(Match<'a>)) {
-        let dollar = topic.starts_with('$');
-        match_at(&self.root, Some(topic), dollar, each);
+        self.tree
+            .for_each_match(topic, &mut |node: &'a Subscriptions| {
+                for s in &node.subscribers {
+                    each(Match::Plain(s));
+                }
+                for g in &node.shared {
+                    each(Match::Shared(g));
+                }
+            });
     }
 }
 
@@ -136,70 +154,6 @@ pub enum Match<'a> {
     Plain(&'a Subscriber),
     /// A shared group; one of its members gets the message.
     Shared(&'a SharedGroup),
-}
-
-fn visit<'a>(node: &'a Node, each: &mut impl FnMut(Match<'a>)) {
-    for s in &node.subscribers {
-        each(Match::Plain(s));
-    }
-    for g in &node.shared {
-        each(Match::Shared(g));
-    }
-}
-
-/// `remaining` is the rest of the topic after the levels already walked; `None` once every
-/// level was consumed (distinct from `Some("")`, an empty last level).
-fn match_at<'a>(
-    node: &'a Node,
-    remaining: Option<&str>,
-    first_is_dollar: bool,
-    each: &mut impl FnMut(Match<'a>),
-) {
-    let wildcards_allowed = !first_is_dollar;
-    // `#` matches the parent level and everything below it.
-    if wildcards_allowed && let Some(hash) = node.children.get("#") {
-        visit(hash, each);
-    }
-    let Some(remaining) = remaining else {
-        visit(node, each);
-        return;
-    };
-    let (level, rest) = match remaining.split_once('/') {
-        Some((level, rest)) => (level, Some(rest)),
-        None => (remaining, None),
-    };
-    if let Some(child) = node.children.get(level) {
-        match_at(child, rest, false, each);
-    }
-    if wildcards_allowed && let Some(plus) = node.children.get("+") {
-        match_at(plus, rest, false, each);
-    }
-}
-
-fn remove_at(node: &mut Node, levels: &[&str], group: Option<&str>, client_id: &str) -> bool {
-    let Some((level, rest)) = levels.split_first() else {
-        return match group {
-            None => remove_member(&mut node.subscribers, client_id),
-            Some(g) => {
-                let Some(idx) = node.shared.iter().position(|s| s.name == g) else {
-                    return false;
-                };
-                let removed = remove_member(&mut node.shared[idx].members, client_id);
-                if node.shared[idx].members.is_empty() {
-                    node.shared.remove(idx);
-                }
-                removed
-            }
-        };
-    };
-    let Some(child) = node.children.get_mut(*level) else {
-        return false;
-    };
-    let removed = remove_at(child, rest, group, client_id);
-    if child.is_empty() {
-        node.children.remove(*level);
-    }
-    removed
 }
 
 fn remove_member(list: &mut Vec<Subscriber>, client_id: &str) -> bool {
@@ -282,7 +236,7 @@ mod tests {
         assert!(t.remove("a/b", None, "c1"));
         assert!(!t.remove("a/b", None, "c1"));
         assert_eq!(t.len(), 0);
-        assert!(t.root.is_empty());
+        assert!(t.tree.is_empty());
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use fleetcore_mqtt::broker::{Ingested, Message, Router};
+use fleetcore_mqtt::broker::{Ingested, Message, Publisher, Router};
 use fleetcore_mqtt::protocol::{PublishProperties, QoS, Utf8};
 use fleetcore_mqtt::topic::valid_topic_name;
 use serde_json::Value;
@@ -142,8 +142,10 @@ impl Action for Republish {
             }
         }
         // A republished message a rule wants is durable before the batch counts as delivered.
-        if let (Some(ticket), Some(mut durable)) = (last_ticket, self.router.ingest_watermark())
-            && durable.wait_for(|w| *w >= ticket).await.is_err()
+        if let (Some(ticket), Some(mut durable)) = (
+            last_ticket,
+            self.router.ingest_watermark(Publisher::default()),
+        ) && durable.wait_for(|w| *w >= ticket).await.is_err()
         {
             return items
                 .iter()

@@ -2,24 +2,30 @@
 //! [`RuleRecord`] as JSON) and in memory with their compiled statements.
 //!
 //! Every statement is compiled once, when the rule is created or replaced (and when the store
-//! is opened); evaluation never re-parses. Mutations are serialised by one writer lock so the
-//! existence checks and the writes they guard are atomic; the store is written before the
-//! in-memory map, so a failed write changes nothing.
+//! is opened); evaluation never re-parses. Changes of one rule are serialised (a change holds
+//! the rule's name until it is done) so the existence checks and the writes they guard are
+//! atomic; changes of different rules run concurrently and share store transactions (group
+//! commit). The store is written before the in-memory map, so a failed write changes nothing.
+//! A change costs the same however many rules there are: one key written, one map entry
+//! changed, and the observer told about that rule only.
+
+mod commit;
 
 mod actions;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use fleetcore_core::{KvStore, StoreError, WriteBatch};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use actions::{MAX_ACTIONS, validate_action};
 
 use crate::sql::{SqlError, SqlVersion, Statement};
+use commit::GroupCommit;
 
 const TABLE: &str = "rules_topic_rule";
 
@@ -150,19 +156,35 @@ pub struct RulePage {
 }
 
 /// Told about every change of the rule set (create, replace, delete, enable, disable) before
-/// the call that made it returns; the rules runtime starts and stops its workers here.
+/// the call that made it returns; the rules runtime updates its rule index here.
 pub trait RuleObserver: Send + Sync {
-    /// The rule set changed; [`RuleRegistry::snapshot`] has the new one. Called with the
-    /// registry's writer lock held, so changes are observed one at a time, in order.
-    fn rules_changed(&self);
+    /// Rule `old` (if it existed) became `new` (`None`: deleted). Called while the change holds
+    /// the rule's name, so one rule's changes are observed one at a time, in order (changes of
+    /// different rules may be observed concurrently).
+    fn rule_changed(&self, old: Option<&Arc<TopicRule>>, new: Option<&Arc<TopicRule>>);
 }
 
 /// The topic rules: durable records plus compiled statements in memory.
 pub struct RuleRegistry {
-    store: Arc<dyn KvStore>,
+    commits: GroupCommit,
     rules: RwLock<BTreeMap<String, Arc<TopicRule>>>,
-    writer: Mutex<()>,
+    /// Names of the rules a change is under way for.
+    changing: Mutex<HashSet<String>>,
+    change_done: Condvar,
     observer: RwLock<Option<Arc<dyn RuleObserver>>>,
+}
+
+/// A change of one rule under way: holds its name until dropped.
+struct Changing<'a> {
+    registry: &'a RuleRegistry,
+    name: String,
+}
+
+impl Drop for Changing<'_> {
+    fn drop(&mut self) {
+        self.registry.changing.lock().remove(&self.name);
+        self.registry.change_done.notify_all();
+    }
 }
 
 impl std::fmt::Debug for RuleRegistry {
@@ -255,11 +277,25 @@ impl RuleRegistry {
             rules.insert(name, Arc::new(TopicRule { record, statement }));
         }
         Ok(RuleRegistry {
-            store,
+            commits: GroupCommit::new(store),
             rules: RwLock::new(rules),
-            writer: Mutex::new(()),
+            changing: Mutex::new(HashSet::new()),
+            change_done: Condvar::new(),
             observer: RwLock::new(None),
         })
+    }
+
+    /// Waits until no other change of rule `name` is under way, then holds the name.
+    fn begin(&self, name: &str) -> Changing<'_> {
+        let mut changing = self.changing.lock();
+        while changing.contains(name) {
+            self.change_done.wait(&mut changing);
+        }
+        changing.insert(name.to_string());
+        Changing {
+            registry: self,
+            name: name.to_string(),
+        }
     }
 
     /// Installs the observer told about every later change.
@@ -267,14 +303,14 @@ impl RuleRegistry {
         *self.observer.write() = Some(observer);
     }
 
-    fn changed(&self) {
+    fn changed(&self, old: Option<&Arc<TopicRule>>, new: Option<&Arc<TopicRule>>) {
         let observer = self.observer.read().clone();
         if let Some(observer) = observer {
-            observer.rules_changed();
+            observer.rule_changed(old, new);
         }
     }
 
-    /// Every rule, by name.
+    /// Every rule, by name (read once, when the runtime starts).
     pub fn snapshot(&self) -> Vec<Arc<TopicRule>> {
         self.rules.read().values().cloned().collect()
     }
@@ -286,7 +322,7 @@ impl RuleRegistry {
         })?;
         let mut batch = WriteBatch::new();
         batch.put(TABLE, record.name.as_bytes(), json);
-        self.store.apply(batch)?;
+        self.commits.apply(batch)?;
         Ok(())
     }
 
@@ -299,7 +335,7 @@ impl RuleRegistry {
     ) -> Result<Arc<TopicRule>, RuleError> {
         validate_name(name)?;
         let (statement, version) = check_payload(payload)?;
-        let _writer = self.writer.lock();
+        let _change = self.begin(name);
         if self.rules.read().contains_key(name) {
             return Err(RuleError::AlreadyExists { name: name.into() });
         }
@@ -317,7 +353,7 @@ impl RuleRegistry {
         self.write(&record)?;
         let rule = Arc::new(TopicRule { record, statement });
         self.rules.write().insert(name.into(), Arc::clone(&rule));
-        self.changed();
+        self.changed(None, Some(&rule));
         Ok(rule)
     }
 
@@ -334,7 +370,7 @@ impl RuleRegistry {
     pub fn replace(&self, name: &str, payload: &TopicRulePayload) -> Result<(), RuleError> {
         validate_name(name)?;
         let (statement, version) = check_payload(payload)?;
-        let _writer = self.writer.lock();
+        let _change = self.begin(name);
         let old = self.get(name)?;
         let record = RuleRecord {
             name: name.into(),
@@ -348,16 +384,15 @@ impl RuleRegistry {
             tags: old.record.tags.clone(),
         };
         self.write(&record)?;
-        self.rules
-            .write()
-            .insert(name.into(), Arc::new(TopicRule { record, statement }));
-        self.changed();
+        let new = Arc::new(TopicRule { record, statement });
+        self.rules.write().insert(name.into(), Arc::clone(&new));
+        self.changed(Some(&old), Some(&new));
         Ok(())
     }
 
     /// EnableTopicRule (`disabled == false`) and DisableTopicRule.
     pub fn set_disabled(&self, name: &str, disabled: bool) -> Result<(), RuleError> {
-        let _writer = self.writer.lock();
+        let _change = self.begin(name);
         let old = self.get(name)?;
         if old.record.rule_disabled == disabled {
             return Ok(());
@@ -369,20 +404,21 @@ impl RuleRegistry {
             record,
             statement: old.statement.clone(),
         };
-        self.rules.write().insert(name.into(), Arc::new(rule));
-        self.changed();
+        let new = Arc::new(rule);
+        self.rules.write().insert(name.into(), Arc::clone(&new));
+        self.changed(Some(&old), Some(&new));
         Ok(())
     }
 
     /// DeleteTopicRule.
     pub fn delete(&self, name: &str) -> Result<(), RuleError> {
-        let _writer = self.writer.lock();
-        self.get(name)?;
+        let _change = self.begin(name);
+        let old = self.get(name)?;
         let mut batch = WriteBatch::new();
         batch.delete(TABLE, name.as_bytes());
-        self.store.apply(batch)?;
+        self.commits.apply(batch)?;
         self.rules.write().remove(name);
-        self.changed();
+        self.changed(Some(&old), None);
         Ok(())
     }
 

@@ -1,73 +1,118 @@
-//! What the rules runtime counts, each event one function that increments its metric (labels
-//! `rule` and `action`, the action's index and kind such as `0:kinesis`) and, for failures,
-//! logs it.
+//! What the rules runtime counts, each event one function that increments its metric and, for
+//! failures, logs it. A rule's counters carry the label `rule`; an action's carry `rule` and
+//! `action` (the action's index and kind, such as `0:kinesis`). The handles are registered once,
+//! when the rule is put in the index, so the message path touches no label strings.
 
 use std::time::Duration;
 
-/// The labels of one action worker.
-#[derive(Debug, Clone)]
-pub(crate) struct Labels {
-    pub rule: String,
-    pub action: String,
+use metrics::{Counter, Histogram};
+
+/// The counters of one rule: it is evaluated once per message, whatever its actions.
+pub(crate) struct RuleEvents {
+    rule: String,
+    matched: Counter,
+    evaluated: Counter,
+    eval_errors: Counter,
 }
 
-impl Labels {
-    fn pairs(&self) -> [(&'static str, String); 2] {
-        [("rule", self.rule.clone()), ("action", self.action.clone())]
+impl RuleEvents {
+    /// Registers the counters of rule `rule`.
+    pub(crate) fn new(rule: &str) -> RuleEvents {
+        let labels = [("rule", rule.to_string())];
+        RuleEvents {
+            rule: rule.to_string(),
+            matched: metrics::counter!("fleetcore_rules_matched_total", &labels),
+            evaluated: metrics::counter!("fleetcore_rules_evaluated_total", &labels),
+            eval_errors: metrics::counter!("fleetcore_rules_eval_errors_total", &labels),
+        }
+    }
+
+    /// A message's topic matched the rule's filter.
+    pub(crate) fn matched(&self) {
+        self.matched.increment(1);
+    }
+
+    /// The statement ran on a message (its WHERE held or not).
+    pub(crate) fn evaluated(&self) {
+        self.evaluated.increment(1);
+    }
+
+    /// The statement could not produce a message.
+    pub(crate) fn eval_error(&self, error: &dyn std::fmt::Display) {
+        tracing::warn!(rule = %self.rule, %error, "rule evaluation failed");
+        self.eval_errors.increment(1);
     }
 }
 
-/// A message's topic matched the rule's filter.
-pub(crate) fn matched(labels: &Labels, count: u64) {
-    metrics::counter!("fleetcore_rules_matched_total", &labels.pairs()).increment(count);
-}
-
-/// The statement ran on a message (its WHERE held or not).
-pub(crate) fn evaluated(labels: &Labels, count: u64) {
-    metrics::counter!("fleetcore_rules_evaluated_total", &labels.pairs()).increment(count);
-}
-
-/// The statement could not produce a message.
-pub(crate) fn eval_error(labels: &Labels, error: &dyn std::fmt::Display) {
-    tracing::warn!(rule = %labels.rule, action = %labels.action, %error, "rule evaluation failed");
-    metrics::counter!("fleetcore_rules_eval_errors_total", &labels.pairs()).increment(1);
-}
-
 /// A stored ingest record could not be read (skipped).
-pub(crate) fn undecodable(labels: &Labels, error: &dyn std::fmt::Display) {
-    tracing::error!(rule = %labels.rule, action = %labels.action, %error, "unreadable ingest record skipped");
-    metrics::counter!("fleetcore_rules_undecodable_total", &labels.pairs()).increment(1);
+pub(crate) fn undecodable(partition: usize, error: &dyn std::fmt::Display) {
+    tracing::error!(partition, %error, "unreadable ingest record skipped");
+    metrics::counter!("fleetcore_rules_undecodable_total").increment(1);
 }
 
-/// One delivery attempt of a batch took `elapsed`.
-pub(crate) fn attempt(labels: &Labels, elapsed: Duration) {
-    metrics::histogram!("fleetcore_rules_action_seconds", &labels.pairs())
-        .record(elapsed.as_secs_f64());
+/// The counters of one action of a rule.
+pub(crate) struct ActionEvents {
+    rule: String,
+    action: String,
+    seconds: Histogram,
+    succeeded: Counter,
+    failed: Counter,
+    error_action_fired: Counter,
+    error_action_failed: Counter,
+    dropped: Counter,
 }
 
-/// Messages the action delivered.
-pub(crate) fn succeeded(labels: &Labels, count: u64) {
-    metrics::counter!("fleetcore_rules_action_succeeded_total", &labels.pairs()).increment(count);
-}
+impl ActionEvents {
+    /// Registers the counters of action `action` (`index:kind`) of rule `rule`.
+    pub(crate) fn new(rule: &str, action: String) -> ActionEvents {
+        let labels = [("rule", rule.to_string()), ("action", action.clone())];
+        ActionEvents {
+            rule: rule.to_string(),
+            action,
+            seconds: metrics::histogram!("fleetcore_rules_action_seconds", &labels),
+            succeeded: metrics::counter!("fleetcore_rules_action_succeeded_total", &labels),
+            failed: metrics::counter!("fleetcore_rules_action_failed_total", &labels),
+            error_action_fired: metrics::counter!(
+                "fleetcore_rules_error_action_fired_total",
+                &labels
+            ),
+            error_action_failed: metrics::counter!(
+                "fleetcore_rules_error_action_failed_total",
+                &labels
+            ),
+            dropped: metrics::counter!("fleetcore_rules_dropped_total", &labels),
+        }
+    }
 
-/// A message the action could not deliver after every attempt.
-pub(crate) fn failed(labels: &Labels, error: &str) {
-    tracing::warn!(rule = %labels.rule, action = %labels.action, %error, "rule action failed");
-    metrics::counter!("fleetcore_rules_action_failed_total", &labels.pairs()).increment(1);
-}
+    /// One delivery attempt of a batch took `elapsed`.
+    pub(crate) fn attempt(&self, elapsed: Duration) {
+        self.seconds.record(elapsed.as_secs_f64());
+    }
 
-/// The error action was run for a failed message.
-pub(crate) fn error_action_fired(labels: &Labels) {
-    metrics::counter!("fleetcore_rules_error_action_fired_total", &labels.pairs()).increment(1);
-}
+    /// Messages the action delivered.
+    pub(crate) fn succeeded(&self, count: u64) {
+        self.succeeded.increment(count);
+    }
 
-/// The error action failed too: the message is given up.
-pub(crate) fn error_action_failed(labels: &Labels, error: &str) {
-    tracing::error!(rule = %labels.rule, action = %labels.action, %error, "rule error action failed; message given up");
-    metrics::counter!("fleetcore_rules_error_action_failed_total", &labels.pairs()).increment(1);
-}
+    /// A message the action could not deliver after every attempt.
+    pub(crate) fn failed(&self, error: &str) {
+        tracing::warn!(rule = %self.rule, action = %self.action, %error, "rule action failed");
+        self.failed.increment(1);
+    }
 
-/// A failed message of a rule without an error action: given up.
-pub(crate) fn dropped(labels: &Labels) {
-    metrics::counter!("fleetcore_rules_dropped_total", &labels.pairs()).increment(1);
+    /// The error action was run for a failed message.
+    pub(crate) fn error_action_fired(&self) {
+        self.error_action_fired.increment(1);
+    }
+
+    /// The error action failed too: the message is given up.
+    pub(crate) fn error_action_failed(&self, error: &str) {
+        tracing::error!(rule = %self.rule, action = %self.action, %error, "rule error action failed; message given up");
+        self.error_action_failed.increment(1);
+    }
+
+    /// A failed message of a rule without an error action: given up.
+    pub(crate) fn dropped(&self) {
+        self.dropped.increment(1);
+    }
 }

@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use tokio::sync::watch;
 
 use super::Connection;
+use crate::broker::Publisher;
 use crate::protocol::Packet;
 
 /// What an acknowledgement waits for: a ticket of the ingest log and one of the persistent
@@ -129,8 +130,12 @@ impl Connection {
                     self.send(&ack);
                     return;
                 }
+                let publisher = Publisher {
+                    client_id: Some(&self.client_id),
+                    principal: Some(&self.principal),
+                };
                 let mut held = Box::new(HeldAcks::new(
-                    self.router.ingest_watermark(),
+                    self.router.ingest_watermark(publisher),
                     self.router.queue_watermark(),
                 ));
                 held.push(tickets, ack);

@@ -1,0 +1,285 @@
+//! One reader per ingest partition: reads each record once, decodes it once, finds the rules
+//! whose filters match its topic in the [`RuleIndex`], evaluates each rule's statement once and
+//! queues the output on every action of the rule. It checkpoints the partition's committed
+//! position (see [`Progress`]) in the partition's store under the consumer group [`GROUP`].
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::Bytes;
+use fleetcore_stream::{Position, Record, StartingPosition, StreamError};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::RuntimeConfig;
+use super::events;
+use super::index::{RuleIndex, RunningRule};
+use super::lane::{Origin, Pending};
+use super::progress::Progress;
+use crate::actions::{Action, Prepared};
+use crate::ingest::{INGEST_STREAM, IngestPartition, IngestRecord};
+use crate::message::{MessageContext, MqttProperties, Outcome, Payload, RuleEnv};
+
+/// The consumer group whose checkpoint is the partition's committed position.
+pub(crate) const GROUP: &str = "rules";
+
+/// Owner name of the readers' leases: stable across restarts, so a restarted server takes its
+/// leases back at once instead of waiting for them to lapse.
+const OWNER: &str = "fleetcore-rules";
+
+/// How often the committed position is written while records flow.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// The last checkpoint written and when the lease was last renewed.
+#[derive(Default)]
+struct Checkpointed {
+    position: Option<Position>,
+    leased: Option<Instant>,
+}
+
+/// What one partition reader runs on.
+pub(crate) struct PartitionReader {
+    pub number: usize,
+    pub partition: Arc<IngestPartition>,
+    pub index: Arc<RuleIndex>,
+    pub progress: Arc<Progress>,
+    pub env: RuleEnv,
+    pub config: Arc<RuntimeConfig>,
+}
+
+/// The trace id of an ingested message: its partition and sequence number in the ingest log,
+/// shaped as a UUID, so it is unique and the same on every delivery attempt.
+fn trace_id(partition: usize, record: &Record) -> String {
+    let n = record.sequence.0;
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        ((n >> 96) as u32) ^ ((partition as u32) << 24),
+        (n >> 80) as u16,
+        (n >> 64) as u16,
+        (n >> 48) as u16,
+        n as u64 & 0xffff_ffff_ffff
+    )
+}
+
+impl PartitionReader {
+    /// Where the partition resumes: its checkpoint, or its oldest record on a first start (so
+    /// nothing appended before the reader started is missed).
+    pub(crate) async fn start_position(
+        partition: &IngestPartition,
+        lease_ttl: Duration,
+    ) -> Result<Position, StreamError> {
+        let stream = partition.stream.as_ref();
+        if let Some(position) = stream
+            .checkpoint_of(INGEST_STREAM, GROUP, partition.shard)
+            .await?
+        {
+            return Ok(position);
+        }
+        stream
+            .acquire_lease(INGEST_STREAM, GROUP, partition.shard, OWNER, lease_ttl)
+            .await?;
+        stream
+            .resolve(
+                INGEST_STREAM,
+                partition.shard,
+                StartingPosition::TrimHorizon,
+            )
+            .await
+    }
+
+    /// Reads until `stop` turns true, then waits (up to the grace period) for the pending
+    /// deliveries and writes the last checkpoint.
+    pub(crate) async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut cursor = self.progress.committed();
+        let mut checkpointed = Checkpointed::default();
+        let mut last_checkpoint = Instant::now();
+        let mut matched = Vec::new();
+        loop {
+            if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+                self.checkpoint(&mut checkpointed).await;
+                last_checkpoint = Instant::now();
+            }
+            let read = self.partition.stream.read(
+                INGEST_STREAM,
+                self.partition.shard,
+                cursor,
+                self.config.batch_limit,
+            );
+            let batch = tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => break,
+                batch = read => batch,
+            };
+            let batch = match batch {
+                Ok(batch) => batch,
+                Err(error) => {
+                    tracing::warn!(partition = self.number, %error, "reading the ingest log failed; retrying");
+                    tokio::select! {
+                        _ = stop.wait_for(|s| *s) => break,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            };
+            if batch.records.is_empty() {
+                let wait = self.partition.stream.wait_for_records(
+                    INGEST_STREAM,
+                    self.partition.shard,
+                    cursor,
+                    CHECKPOINT_EVERY,
+                );
+                tokio::select! {
+                    biased;
+                    _ = stop.wait_for(|s| *s) => break,
+                    _ = wait => continue,
+                }
+            }
+            // A full lane can hold a record's dispatch up for as long as its action retries; a
+            // stop does not wait for it (the record is read again after the restart).
+            let dispatched = async {
+                for record in &batch.records {
+                    self.dispatch(record, &mut matched).await;
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => break,
+                _ = dispatched => {}
+            }
+            cursor = batch.next;
+            self.progress.advance(cursor);
+        }
+        if tokio::time::timeout(self.config.stop_grace, self.progress.wait_idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                partition = self.number,
+                "rule actions still pending at shutdown: they run again after the restart"
+            );
+        }
+        self.checkpoint(&mut checkpointed).await;
+    }
+
+    /// Writes the committed position if it moved (renewing the lease first when a third of
+    /// its TTL has passed).
+    async fn checkpoint(&self, checkpointed: &mut Checkpointed) {
+        let committed = self.progress.committed();
+        if checkpointed.position == Some(committed) {
+            return;
+        }
+        let stream = self.partition.stream.as_ref();
+        let shard = self.partition.shard;
+        let renew = checkpointed
+            .leased
+            .is_none_or(|at| at.elapsed() >= self.config.lease_ttl / 3);
+        let result = async {
+            if renew {
+                stream
+                    .acquire_lease(INGEST_STREAM, GROUP, shard, OWNER, self.config.lease_ttl)
+                    .await?;
+                checkpointed.leased = Some(Instant::now());
+            }
+            stream
+                .checkpoint(INGEST_STREAM, GROUP, shard, OWNER, committed)
+                .await
+        }
+        .await;
+        match result {
+            Ok(()) => checkpointed.position = Some(committed),
+            // Not fatal: the records after the last checkpoint are read again after a restart.
+            Err(error) => {
+                tracing::warn!(partition = self.number, %error, "ingest checkpoint failed")
+            }
+        }
+    }
+
+    /// Runs every matching rule on one record and queues its outputs on the rule's actions.
+    async fn dispatch(&self, record: &Record, matched: &mut Vec<Arc<RunningRule>>) {
+        let stored = match IngestRecord::decode(&record.data) {
+            Ok(stored) => stored,
+            Err(error) => {
+                events::undecodable(self.number, &error);
+                return;
+            }
+        };
+        matched.clear();
+        self.index.matching(&stored.topic, matched);
+        let position = record.sequence.0;
+        matched.retain(|rule| {
+            rule.starts
+                .get(self.number)
+                .is_none_or(|start| start.0 <= position)
+        });
+        if matched.is_empty() {
+            return;
+        }
+        let trace_id = trace_id(self.number, record);
+        let received_at_ms = record
+            .arrival
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let message = MessageContext {
+            topic: &stored.topic,
+            client_id: stored.client_id.as_deref(),
+            principal: stored.principal.as_deref(),
+            payload: &stored.payload,
+            received_at_ms,
+            properties: MqttProperties {
+                trace_id: Some(&trace_id),
+            },
+        };
+        let payload = Payload::parse(&stored.payload);
+        // The original payload without a copy when it is a slice of the record.
+        let original = match &stored.payload {
+            std::borrow::Cow::Borrowed(slice) => record.data.slice_ref(slice),
+            std::borrow::Cow::Owned(bytes) => Bytes::copy_from_slice(bytes),
+        };
+        let expand = |action: &dyn Action| -> Vec<String> {
+            action
+                .templates()
+                .iter()
+                .map(|t| t.expand(&message, &payload, &self.env))
+                .collect()
+        };
+        for rule in matched.drain(..) {
+            rule.events.matched();
+            rule.events.evaluated();
+            let body = match rule.rule.statement.evaluate(&message, &payload, &self.env) {
+                Ok(Outcome::NoMatch) => continue,
+                Ok(Outcome::Json(v)) => Bytes::from(v.to_string()),
+                Ok(Outcome::Bytes(b)) => Bytes::copy_from_slice(b),
+                Err(error) => {
+                    rule.events.eval_error(&error);
+                    continue;
+                }
+            };
+            let origin = Arc::new(Origin {
+                rule: Arc::clone(&rule.name),
+                topic: stored.topic.as_ref().into(),
+                client_id: stored.client_id.as_deref().map(Into::into),
+                trace_id: trace_id.clone(),
+                payload: original.clone(),
+                error_params: rule.error_action.as_deref().map(expand).unwrap_or_default(),
+            });
+            let items: Vec<Prepared> = rule
+                .lanes
+                .iter()
+                .map(|lane| Prepared {
+                    body: body.clone(),
+                    params: expand(lane.action()),
+                })
+                .collect();
+            self.progress
+                .hold(position, u32::try_from(items.len()).unwrap_or(u32::MAX));
+            for (lane, item) in rule.lanes.iter().zip(items) {
+                lane.push(Pending {
+                    partition: self.number,
+                    position,
+                    item,
+                    origin: Arc::clone(&origin),
+                })
+                .await;
+            }
+        }
+    }
+}
