@@ -3,7 +3,7 @@
 //! broker hands messages to, and the runtime running every enabled rule's actions against the
 //! user's streams, the delivery streams, the broker and the device shadows.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use fleetcore_archive::Archive;
 use fleetcore_mqtt::broker::Router;
-use fleetcore_rules::actions::{Destinations, FirehoseSink};
+use fleetcore_rules::actions::{Destinations, FirehoseSink, HttpsClient, HttpsConfig};
 use fleetcore_rules::ingest::{IngestConfig, IngestFilters, IngestWriter};
 use fleetcore_rules::registry::RuleRegistry;
 use fleetcore_rules::runtime::{RuleRuntime, RuntimeConfig};
@@ -76,7 +76,12 @@ impl RulesEngine {
         streams: Arc<dyn Stream>,
         archive: Arc<Archive>,
         shadows: ShadowService,
+        https_ca_file: Option<PathBuf>,
     ) -> anyhow::Result<RulesEngine> {
+        let https = HttpsClient::new(&HttpsConfig {
+            ca_file: https_ca_file,
+            ..HttpsConfig::default()
+        })?;
         let dir = data_dir.join("ingest");
         let ingest: Arc<dyn Stream> = Arc::new(
             EmbeddedStreams::open(&dir, EmbeddedConfig::default())
@@ -108,6 +113,7 @@ impl RulesEngine {
                 router: Arc::clone(router),
                 streams,
                 firehose: Some(Arc::new(DeliveryStreams(archive))),
+                https,
             },
             RuleEnv {
                 shadows: Some(Arc::new(Shadows(shadows))),

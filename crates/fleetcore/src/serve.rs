@@ -147,6 +147,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         Arc::clone(&streams),
         Arc::clone(&archive),
         shadows.clone(),
+        settings.rules_https_ca_file.clone(),
     )
     .await
     .context("starting the rules engine")?;
