@@ -3,7 +3,7 @@
 //! broker hands messages to, and the runtime running every enabled rule's actions against the
 //! user's streams, the delivery streams, the broker and the device shadows.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +12,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use fleetcore_archive::Archive;
 use fleetcore_mqtt::broker::Router;
-use fleetcore_rules::actions::{Destinations, FirehoseSink, HttpsClient, HttpsConfig};
+use fleetcore_rules::actions::{Destinations, FirehoseSink};
+use fleetcore_rules::destinations::TopicRuleDestinations;
 use fleetcore_rules::ingest::{IngestConfig, IngestFilters, IngestWriter};
 use fleetcore_rules::registry::RuleRegistry;
 use fleetcore_rules::runtime::{RuleRuntime, RuntimeConfig};
@@ -76,12 +77,9 @@ impl RulesEngine {
         streams: Arc<dyn Stream>,
         archive: Arc<Archive>,
         shadows: ShadowService,
-        https_ca_file: Option<PathBuf>,
+        topic_rule_destinations: Arc<TopicRuleDestinations>,
     ) -> anyhow::Result<RulesEngine> {
-        let https = HttpsClient::new(&HttpsConfig {
-            ca_file: https_ca_file,
-            ..HttpsConfig::default()
-        })?;
+        let https = topic_rule_destinations.https().clone();
         let dir = data_dir.join("ingest");
         let ingest: Arc<dyn Stream> = Arc::new(
             EmbeddedStreams::open(&dir, EmbeddedConfig::default())
@@ -114,6 +112,7 @@ impl RulesEngine {
                 streams,
                 firehose: Some(Arc::new(DeliveryStreams(archive))),
                 https,
+                topic_rule_destinations,
             },
             RuleEnv {
                 shadows: Some(Arc::new(Shadows(shadows))),

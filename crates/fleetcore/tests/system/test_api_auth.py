@@ -124,7 +124,7 @@ def test_unknown_operations_have_the_aws_shape(aws, broker, monkeypatch):
     ("iot", lambda c: c.list_jobs(), "ListJobs"),
     ("iot", lambda c: c.create_role_alias(roleAlias="r", roleArn="arn:aws:iam::000000000000:role/r"),
      "CreateRoleAlias"),
-    ("iot", lambda c: c.list_topic_rule_destinations(), "ListTopicRuleDestinations"),
+    ("iot", lambda c: c.list_role_aliases(), "ListRoleAliases"),
     ("iot-data", lambda c: c.list_named_shadows_for_thing(thingName="t"), None),
 ])
 def test_unimplemented_operations_are_named(aws, service, call, operation):

@@ -1,6 +1,7 @@
 //! `http`: POSTs the rule's output to an `https://` URL (a template) with the configured
 //! headers (their values are templates), through the server's pooled [`HttpsClient`]: a batch
-//! is sent concurrently (bounded), each request on a kept-alive connection. A 2xx answer is
+//! is sent concurrently (bounded), each request on a kept-alive connection. As on AWS, the URL
+//! must start with the confirmation URL of an ENABLED topic rule destination. A 2xx answer is
 //! success; anything else, or no answer, a failure (retried, then the error action).
 
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use reqwest::header::HeaderMap;
 
 use super::https::{HttpsClient, check_https, header};
 use super::{Action, ActionSpec, Destinations, Members, Prepared};
+use crate::destinations::TopicRuleDestinations;
 use crate::sql::Template;
 
 /// Most headers an http action may set (AWS: 100).
@@ -96,6 +98,7 @@ impl ActionSpec for HttpSpec {
     fn start(self, destinations: &Destinations) -> Result<Arc<dyn Action>, String> {
         Ok(Arc::new(Http {
             client: destinations.https.clone(),
+            allowed: Arc::clone(&destinations.topic_rule_destinations),
             spec: self,
         }))
     }
@@ -104,12 +107,14 @@ impl ActionSpec for HttpSpec {
 /// The http action.
 struct Http {
     client: HttpsClient,
+    allowed: Arc<TopicRuleDestinations>,
     spec: HttpSpec,
 }
 
 impl Http {
     async fn post(&self, item: &Prepared) -> Result<(), String> {
         let url = item.params.first().map_or("", String::as_str);
+        self.allowed.allows(url)?;
         let mut headers = HeaderMap::with_capacity(self.spec.header_names.len());
         for (name, value) in self.spec.header_names.iter().zip(&item.params[1..]) {
             let (name, value) = header(name, value)?;

@@ -30,9 +30,11 @@ use fleetcore_mqtt::broker::Router;
 use fleetcore_stream::Stream;
 use serde_json::Value;
 
+use crate::destinations::TopicRuleDestinations;
 use crate::sql::{SqlVersion, Template};
 
 pub use firehose::FirehoseSink;
+pub(crate) use https::check_https as https_url;
 pub use https::{HttpsClient, HttpsConfig, HttpsError};
 pub use members::Members;
 use unsupported::Unsupported;
@@ -75,6 +77,8 @@ pub struct Destinations {
     pub firehose: Option<Arc<dyn FirehoseSink>>,
     /// The pooled HTTPS client (http, openSearch).
     pub https: HttpsClient,
+    /// The topic rule destinations an http action's URL must be confirmed under.
+    pub topic_rule_destinations: Arc<TopicRuleDestinations>,
 }
 
 /// One action kind: its members parsed and checked (at CreateTopicRule and when the rule
