@@ -40,8 +40,6 @@ pub enum DestinationStatus {
     Disabled,
     /// The confirmation message could not be delivered.
     Error,
-    /// Being deleted (never stored: deletion is immediate).
-    Deleting,
 }
 
 impl DestinationStatus {
@@ -52,7 +50,6 @@ impl DestinationStatus {
             DestinationStatus::InProgress => "IN_PROGRESS",
             DestinationStatus::Disabled => "DISABLED",
             DestinationStatus::Error => "ERROR",
-            DestinationStatus::Deleting => "DELETING",
         }
     }
 }

@@ -151,14 +151,11 @@ def error_payload_for(sub, topic: str) -> dict:
     return json.loads(sub.wait_message(timeout=30, topic=topic).payload)
 
 
-def enabled_destination(iot, url: str, e: Endpoint | None = None) -> str:
-    """Creates the topic rule destination for `url` and confirms it with the token the
-    confirmation message brought to endpoint `e` (or, for an endpoint that cannot answer, with
-    the token read back through an UpdateTopicRuleDestination round: not possible, so `e` is
-    required unless the URL is unreachable and the destination is expected in ERROR)."""
+def enabled_destination(iot, url: str, e: Endpoint) -> str:
+    """Creates the topic rule destination for `url` and confirms it with the token that the
+    confirmation message brought to endpoint `e`, as the endpoint's owner would."""
     arn = iot.create_topic_rule_destination(destinationConfiguration={
         "httpUrlConfiguration": {"confirmationUrl": url}})["topicRuleDestination"]["arn"]
-    assert e is not None
     wait_until(lambda: any(json.loads(b)["arn"] == arn for _, _, b in e.confirmations()), 20,
                what="the confirmation message")
     token = next(json.loads(b)["confirmationToken"] for _, _, b in e.confirmations()
