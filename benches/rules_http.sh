@@ -8,11 +8,14 @@
 #
 #   benches/rules_http.sh
 #   DURATION=20 PUBLISHERS=10 SIZE=256 benches/rules_http.sh
+#   LOAD=fleetcore benches/rules_http.sh      # `fleetcore bench` as the load (both sides)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-20}
 PUBLISHERS=${PUBLISHERS:-10}
 SIZE=${SIZE:-256}
+LOAD=${LOAD:-mqttv5}
+INFLIGHT=${INFLIGHT:-64}
 SHARED=${SHARED:-$(cd .. && pwd)/shared}
 TARGET=${CARGO_TARGET_DIR:-target}
 OUT=${OUT:-$TARGET/bench-results/rules-http-$(date -u +%Y%m%dT%H%M%SZ)}
@@ -98,23 +101,32 @@ iot.create_topic_rule(ruleName="bench", topicRulePayload={
 PY
 
 delivered() { grep -c '^POST /in' "$NG/access.log" || true; }
-bench() { # name port args...
-  local name=$1 port=$2; shift 2
-  echo "== $name" >&2
-  "$MQTTV5" bench -H 127.0.0.1 -p "$port" --qos 1 --publishers "$PUBLISHERS" --duration "$DURATION" \
-    --warmup 2 --payload-size "$SIZE" -t bench/load -f 'bench/#' "$@" >"$OUT/$name.json" 2>"$OUT/$name.log"
+bench() { # name port subscribers
+  local name=$1 port=$2 subscribers=$3
+  echo "== $name ($LOAD)" >&2
+  if [ "$LOAD" = mqttv5 ]; then
+    "$MQTTV5" bench -H 127.0.0.1 -p "$port" --qos 1 --publishers "$PUBLISHERS" --duration "$DURATION" \
+      --warmup 2 --payload-size "$SIZE" --inflight "$INFLIGHT" -t bench/load -f 'bench/#' \
+      --subscribers "$subscribers" >"$OUT/$name.raw.json" 2>"$OUT/$name.log"
+    "$PY" -c 'import json,sys; r=json.load(open(sys.argv[1]))["results"]; json.dump({"published": r["published"], "seconds": r["elapsed_secs"], "received_per_s": r["throughput_steady"]}, open(sys.argv[2], "w"))' "$OUT/$name.raw.json" "$OUT/$name.json"
+  else
+    "$BIN" bench --port "$port" --duration "$DURATION" --json --client-prefix "$name" --qos 1 \
+      --publishers "$PUBLISHERS" --subscribers "$subscribers" --inflight "$INFLIGHT" --size "$SIZE" \
+      >"$OUT/$name.raw.json" 2>"$OUT/$name.log"
+    "$PY" -c 'import json,sys; r=json.load(open(sys.argv[1])); json.dump({"published": r["acked"], "seconds": r["duration_s"], "received_per_s": r.get("received_per_s", 0)}, open(sys.argv[2], "w"))' "$OUT/$name.raw.json" "$OUT/$name.json"
+  fi
 }
 
 # fleetcore: sample the endpoint's count a quarter and three quarters into the run.
 START=$(date +%s.%N)
-bench rule-http-fleetcore "$MQTT" &
+bench rule-http-fleetcore "$MQTT" 0 &
 LOAD=$!
 sleep "$(echo "2 + $DURATION / 4" | bc -l)"
 T1=$(date +%s.%N); D1=$(delivered)
 sleep "$(echo "$DURATION / 2" | bc -l)"
 T2=$(date +%s.%N); D2=$(delivered)
 wait "$LOAD"
-PUBLISHED=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["results"]["published"])' "$OUT/rule-http-fleetcore.json")
+PUBLISHED=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["published"])' "$OUT/rule-http-fleetcore.json")
 # Then wait until the rule has delivered every published message (at least once: >=).
 for _ in $(seq 1 1200); do
   [ "$(delivered)" -ge "$PUBLISHED" ] && break
@@ -125,19 +137,19 @@ END=$(date +%s.%N)
 echo "{\"published\": $PUBLISHED, \"delivered\": $(delivered), \"seconds\": $(echo "$END - $START" | bc), \"steady_deliveries\": $((D2 - D1)), \"steady_seconds\": $(echo "$T2 - $T1" | bc)}" \
   | tee "$OUT/rule-http-end-to-end.json"
 
-bench qos1-mosquitto "$MOSQ"
+bench qos1-mosquitto "$MOSQ" 1
 
 "$PY" - "$OUT" <<'PY'
 import json, sys, pathlib
 out = pathlib.Path(sys.argv[1])
-fc = json.loads((out / "rule-http-fleetcore.json").read_text())["results"]
+fc = json.loads((out / "rule-http-fleetcore.json").read_text())
 e2e = json.loads((out / "rule-http-end-to-end.json").read_text())
-mq = json.loads((out / "qos1-mosquitto.json").read_text())["results"]
+mq = json.loads((out / "qos1-mosquitto.json").read_text())
 steady = e2e["steady_deliveries"] / e2e["steady_seconds"]
-print(f"fleetcore QoS 1 published/s through the rule (PUBACK after the ingest fsync): {fc['published'] / fc['elapsed_secs']:,.0f}")
+print(f"fleetcore QoS 1 published/s through the rule (PUBACK after the ingest fsync): {fc['published'] / fc['seconds']:,.0f}")
 print(f"http action deliveries/s at nginx, steady (mid-run samples): {steady:,.0f}")
 print(f"end to end: {e2e['delivered']:,} deliveries of {e2e['published']:,} published in {e2e['seconds']:.1f} s "
       f"= {e2e['delivered'] / e2e['seconds']:,.0f}/s")
-print(f"Mosquitto bare QoS 1 pub/sub (anchor, same tool): steady {mq['throughput_steady']:,.0f} received/s")
-print(f"ratio http deliveries / Mosquitto bare QoS 1: {steady / mq['throughput_steady']:.2f}x")
+print(f"Mosquitto bare QoS 1 pub/sub (anchor, same tool): {mq['received_per_s']:,.0f} received/s")
+print(f"ratio http deliveries / Mosquitto bare QoS 1: {steady / max(mq['received_per_s'], 1):.2f}x")
 PY
