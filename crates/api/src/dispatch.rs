@@ -154,8 +154,9 @@ impl ControlPlane {
             .map_err(|e| auth_failure(e, protocol, &parts, request_id))?;
 
         let Some(service) = service else {
-            count_request(&service_name, StatusCode::NOT_FOUND);
-            return Err(unknown_operation(&parts, &service_name, protocol));
+            let error = unknown_operation(&parts, &service_name, protocol);
+            count_request(&service_name, error.status);
+            return Err(error);
         };
         let context = RequestContext {
             region: self.region.clone(),
@@ -243,7 +244,20 @@ fn count_request(service: &str, status: StatusCode) {
 
 /// The error for a request no service operation matches (unknown service, path or method).
 fn unknown_operation(parts: &Parts, service: &str, protocol: Protocol) -> ApiError {
-    unknown_operation_error(&parts.method, parts.uri.path(), service, protocol)
+    let target = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok());
+    match (protocol, target) {
+        // JSON 1.1: the operation is named by the target.
+        (Protocol::Json11, Some(target)) => ApiError::new(
+            "UnknownOperationException",
+            StatusCode::BAD_REQUEST,
+            format!("Operation {target} of service '{service}' is not implemented by this server."),
+        )
+        .json11(),
+        _ => unknown_operation_error(&parts.method, parts.uri.path(), service, protocol),
+    }
 }
 
 fn unknown_operation_error(
@@ -252,15 +266,26 @@ fn unknown_operation_error(
     service: &str,
     protocol: Protocol,
 ) -> ApiError {
-    let message = format!("{method} {path} is not an operation of service '{service}'.");
     match protocol {
-        Protocol::RestJson => {
-            ApiError::new("UnknownOperationException", StatusCode::NOT_FOUND, message)
-        }
+        Protocol::RestJson => match crate::operations::operation_name(service, method, path) {
+            // An operation AWS has and this server does not implement: named, 501.
+            Some(operation) => ApiError::new(
+                "UnknownOperationException",
+                StatusCode::NOT_IMPLEMENTED,
+                format!(
+                    "Operation {operation} ({method} {path}) of service '{service}' is not implemented by this server."
+                ),
+            ),
+            None => ApiError::new(
+                "UnknownOperationException",
+                StatusCode::NOT_FOUND,
+                format!("{method} {path} is not an operation of service '{service}'."),
+            ),
+        },
         Protocol::Json11 => ApiError::new(
             "UnknownOperationException",
             StatusCode::BAD_REQUEST,
-            message,
+            format!("{method} {path} is not an operation of service '{service}'."),
         )
         .json11(),
     }
@@ -538,6 +563,33 @@ mod tests {
         .await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(body["__type"], "UnknownOperationException");
+        assert!(
+            body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("DynamoDB_20120810.ListTables")),
+            "{body}"
+        );
+    }
+
+    #[tokio::test]
+    async fn unimplemented_aws_operations_are_named_with_501() {
+        let app = app();
+        for (method, path, service, operation) in [
+            ("GET", "/jobs", "iot", "ListJobs"),
+            ("POST", "/destinations", "iot", "CreateTopicRuleDestination"),
+            ("GET", "/channels", "iotanalytics", "ListChannels"),
+        ] {
+            let (status, headers, body) =
+                call(&app, request(method, path, service, b"", &[], &admin())).await;
+            assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{method} {path}");
+            assert_eq!(headers["x-amzn-errortype"], "UnknownOperationException");
+            assert!(
+                body["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains(operation)),
+                "{body}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -10,6 +10,7 @@ pub mod firehose;
 pub mod iot;
 pub mod iotdata;
 pub mod kinesis;
+pub mod operations;
 pub mod sigv4;
 
 pub use context::RequestContext;

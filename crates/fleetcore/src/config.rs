@@ -160,6 +160,11 @@ pub struct ServeArgs {
     #[arg(long, env = "FLEETCORE_LOG", value_name = "FILTER")]
     log: Option<String>,
 
+    /// PEM file of CA certificates the rules' https actions (http, openSearch) trust besides the
+    /// system's roots, e.g. a private CA of your endpoints.
+    #[arg(long, env = "FLEETCORE_RULES_HTTPS_CA_FILE", value_name = "FILE")]
+    rules_https_ca_file: Option<PathBuf>,
+
     /// The stream store (`[stream]` table in the file: `backend`, `servers`).
     #[command(flatten)]
     stream: StreamArgs,
@@ -252,6 +257,7 @@ pub struct Settings {
     pub stream: StreamBackend,
     pub lake: LakeConfig,
     pub lake_backlog_limit_bytes: usize,
+    pub rules_https_ca_file: Option<PathBuf>,
 }
 
 /// Fills every `None` of `$over` from `$under`.
@@ -322,6 +328,7 @@ impl ServeArgs {
                 region,
                 account_id,
                 log,
+                rules_https_ca_file,
             );
             over.stream.layer(&mut under.stream);
             let (lake_over, lake_under) = (&mut over.lake, &mut under.lake);
@@ -465,6 +472,7 @@ impl ServeArgs {
             stream: self.stream.resolve()?,
             lake: lake_config,
             lake_backlog_limit_bytes: backlog_limit_mb << 20,
+            rules_https_ca_file: self.rules_https_ca_file,
         })
     }
 }

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use fleetcore_archive::Archive;
 use fleetcore_mqtt::broker::Router;
 use fleetcore_rules::actions::{Destinations, FirehoseSink};
+use fleetcore_rules::destinations::TopicRuleDestinations;
 use fleetcore_rules::ingest::{IngestConfig, IngestPartition, IngestWriter};
 use fleetcore_rules::registry::RuleRegistry;
 use fleetcore_rules::runtime::{RuleIndex, RuleRuntime, RuntimeConfig};
@@ -80,7 +81,9 @@ impl RulesEngine {
         streams: Arc<dyn Stream>,
         archive: Arc<Archive>,
         shadows: ShadowService,
+        topic_rule_destinations: Arc<TopicRuleDestinations>,
     ) -> anyhow::Result<RulesEngine> {
+        let https = topic_rule_destinations.https().clone();
         let dir = data_dir.join("ingest");
         let ingest_config = IngestConfig::default();
         let mut opened = Vec::with_capacity(partitions);
@@ -115,6 +118,8 @@ impl RulesEngine {
                 router: Arc::clone(router),
                 streams,
                 firehose: Some(Arc::new(DeliveryStreams(archive))),
+                https,
+                topic_rule_destinations,
             },
             RuleEnv {
                 shadows: Some(Arc::new(Shadows(shadows))),

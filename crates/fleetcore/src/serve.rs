@@ -18,6 +18,8 @@ use fleetcore_identity::{
     credentials::credentials_path,
 };
 use fleetcore_mqtt::broker::{Broker, ListenerKind};
+use fleetcore_rules::actions::{HttpsClient, HttpsConfig};
+use fleetcore_rules::destinations::TopicRuleDestinations;
 use fleetcore_rules::registry::RuleRegistry;
 use fleetcore_shadow::{Limits, ShadowConfig, ShadowService};
 use fleetcore_stream::Stream;
@@ -91,6 +93,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let policies = Arc::new(Policies::new(Arc::clone(&store)));
     let rules =
         Arc::new(RuleRegistry::open(Arc::clone(&store)).context("loading the topic rules")?);
+    // The HTTPS client of rule actions and destination confirmations: one pool per server.
+    let https = HttpsClient::new(&HttpsConfig {
+        ca_file: settings.rules_https_ca_file.clone(),
+        ..HttpsConfig::default()
+    })?;
+    let topic_rule_destinations = Arc::new(
+        TopicRuleDestinations::open(Arc::clone(&store), https.clone())
+            .context("loading the topic rule destinations")?,
+    );
     identity.set_attachment_check(Arc::clone(&policies) as Arc<dyn AttachmentCheck>);
     if let Some(name) = &settings.anonymous_policy
         && policies.get(name).is_err()
@@ -148,6 +159,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         Arc::clone(&streams),
         Arc::clone(&archive),
         shadows.clone(),
+        Arc::clone(&topic_rule_destinations),
     )
     .await
     .context("starting the rules engine")?;
@@ -246,7 +258,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         &identity,
         &policies,
         &streams,
-        &rules,
+        RulesApi {
+            registry: &rules,
+            destinations: &topic_rule_destinations,
+            base_url: format!("http://{http_addr}"),
+        },
     )
     .service_with_body_limit(
         "firehose",
@@ -325,13 +341,20 @@ fn trusted_roots(
     Ok(roots)
 }
 
+/// What the `iot` rule operations serve from, and where the API is reached (for enableUrls).
+struct RulesApi<'a> {
+    registry: &'a Arc<RuleRegistry>,
+    destinations: &'a Arc<TopicRuleDestinations>,
+    base_url: String,
+}
+
 fn control_plane(
     settings: &Settings,
     credentials: AdminCredentials,
     identity: &Arc<IdentityService>,
     policies: &Arc<Policies>,
     streams: &Arc<dyn Stream>,
-    rules: &Arc<RuleRegistry>,
+    rules: RulesApi<'_>,
 ) -> ControlPlane {
     let account = AccountContext::new(&settings.region, &settings.account_id);
     // DescribeEndpoint answers the first name the server certificate is issued for.
@@ -342,7 +365,8 @@ fn control_plane(
     let iot = IotState::new(endpoint_host, account)
         .with_identity(Arc::clone(identity))
         .with_policies(Arc::clone(policies))
-        .with_rules(Arc::clone(rules));
+        .with_rules(Arc::clone(rules.registry))
+        .with_destinations(Arc::clone(rules.destinations), &rules.base_url);
     // Iterators are sealed with a key derived from the admin secret, so they survive a restart.
     let tokens = TokenCodec::from_secret(&credentials.secret_access_key)
         .with_iterator_ttl(crate::streams::iterator_ttl());

@@ -2,9 +2,11 @@
 //! evaluated per message over `serde_json::Value`, the message context a rule sees
 //! ([`message`]), and the durable registry of topic rules behind the `iot` rule API
 //! ([`registry`]), the durable ingest log rules read ([`ingest`]), the rule actions
-//! ([`actions`]) and the runtime that runs them ([`runtime`]).
+//! ([`actions`]), the topic rule destinations http actions must be confirmed under
+//! ([`destinations`]) and the runtime that runs them ([`runtime`]).
 
 pub mod actions;
+pub mod destinations;
 pub mod ingest;
 pub mod message;
 pub mod registry;

@@ -24,11 +24,22 @@ pub struct MessageContext<'a> {
     pub properties: MqttProperties<'a>,
 }
 
-/// The MQTT 5 properties the SQL functions can read.
+/// The MQTT 5 properties the SQL functions can read (`traceid()`, `get_mqtt_property(name)`,
+/// `get_user_properties(key)`); a property the message did not carry is `None` (empty).
 #[derive(Debug, Clone, Default)]
 pub struct MqttProperties<'a> {
     /// The trace id of the message (`traceid()`); the broker assigns one per MQTT message.
     pub trace_id: Option<&'a str>,
+    /// Content Type.
+    pub content_type: Option<&'a str>,
+    /// Payload Format Indicator: `Some(true)` for UTF-8 data, `Some(false)` for unspecified bytes.
+    pub payload_format_utf8: Option<bool>,
+    /// Response Topic.
+    pub response_topic: Option<&'a str>,
+    /// Correlation Data.
+    pub correlation_data: Option<&'a [u8]>,
+    /// User Properties, in the order sent (a key may repeat).
+    pub user_properties: &'a [(Cow<'a, str>, Cow<'a, str>)],
 }
 
 /// The payload, parsed once per message and shared by every rule that sees it.

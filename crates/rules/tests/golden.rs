@@ -4,6 +4,8 @@
 //! ```text
 //! # comment
 //! query [version=2016-03-23] [topic=a/b] [clientid=c] [principal=p] [timestamp=ms] [traceid=t]
+//!       [contenttype=c] [format=utf8|bytes] [responsetopic=t] [correlation=<base64>]
+//!       [userprop=k:v ...]                   (MQTT 5 properties; userprop may repeat)
 //! SELECT ... FROM 'a/#' WHERE ...        (one or more lines)
 //! payload {"json": 1}                    (or `payload-text <raw text>`, `payload-base64 <b64>`;
 //!                                         none means {})
@@ -16,6 +18,7 @@
 //! timestamp 1464111961123 (2016-05-24T17:46:01.123Z), no trace id. `get_thing_shadow` reads
 //! the fixed shadows of [`FixedShadows`].
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -51,6 +54,11 @@ struct Case {
     principal: Option<String>,
     timestamp: i64,
     trace_id: Option<String>,
+    content_type: Option<String>,
+    payload_format_utf8: Option<bool>,
+    response_topic: Option<String>,
+    correlation_data: Option<Vec<u8>>,
+    user_properties: Vec<(Cow<'static, str>, Cow<'static, str>)>,
     sql: String,
     payload: Vec<u8>,
     expected: String,
@@ -83,6 +91,11 @@ fn parse_file(path: &Path) -> Vec<Case> {
             principal: Some("principal-1".into()),
             timestamp: 1_464_111_961_123,
             trace_id: None,
+            content_type: None,
+            payload_format_utf8: None,
+            response_topic: None,
+            correlation_data: None,
+            user_properties: Vec::new(),
             sql: String::new(),
             payload: b"{}".to_vec(),
             expected: String::new(),
@@ -98,6 +111,21 @@ fn parse_file(path: &Path) -> Vec<Case> {
                 "principal" => case.principal = (v != "none").then(|| v.into()),
                 "timestamp" => case.timestamp = v.parse().expect("timestamp"),
                 "traceid" => case.trace_id = Some(v.into()),
+                "contenttype" => case.content_type = Some(v.into()),
+                "format" => case.payload_format_utf8 = Some(v == "utf8"),
+                "responsetopic" => case.response_topic = Some(v.into()),
+                "correlation" => {
+                    case.correlation_data = Some(
+                        base64::engine::general_purpose::STANDARD
+                            .decode(v)
+                            .expect("correlation base64"),
+                    );
+                }
+                "userprop" => {
+                    let (key, value) = v.split_once(':').expect("userprop=k:v");
+                    case.user_properties
+                        .push((Cow::Owned(key.into()), Cow::Owned(value.into())));
+                }
                 other => panic!("{}:{}: unknown option {other}", path.display(), i + 1),
             }
         }
@@ -169,6 +197,11 @@ fn run(case: &Case, env: &RuleEnv) -> Result<(), String> {
         received_at_ms: case.timestamp,
         properties: MqttProperties {
             trace_id: case.trace_id.as_deref(),
+            content_type: case.content_type.as_deref(),
+            payload_format_utf8: case.payload_format_utf8,
+            response_topic: case.response_topic.as_deref(),
+            correlation_data: case.correlation_data.as_deref(),
+            user_properties: &case.user_properties,
         },
     };
     let payload = Payload::parse(&case.payload);

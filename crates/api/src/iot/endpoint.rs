@@ -1,4 +1,4 @@
-//! `DescribeEndpoint`: the host devices connect to.
+//! `DescribeEndpoint`: the host devices connect to, for the endpoint types this server serves.
 
 use axum::Router;
 use axum::extract::State;
@@ -10,12 +10,16 @@ use super::IotState;
 use crate::error::ApiError;
 use crate::extract::Query;
 
-/// The endpoint types AWS IoT knows. All are served by this one host.
-const ENDPOINT_TYPES: &[&str] = &[
-    "iot:Data",
-    "iot:Data-ATS",
-    "iot:CredentialProvider",
-    "iot:Jobs",
+/// The endpoint types this server serves: the MQTT broker and device data (one host).
+const ENDPOINT_TYPES: &[&str] = &["iot:Data", "iot:Data-ATS"];
+
+/// Endpoint types AWS IoT has and this server does not serve, with what is missing.
+const UNSERVED: &[(&str, &str)] = &[
+    (
+        "iot:CredentialProvider",
+        "the credentials provider (role aliases exchanging a device certificate for AWS credentials)",
+    ),
+    ("iot:Jobs", "the jobs service"),
 ];
 
 pub(super) fn routes() -> Router<IotState> {
@@ -36,6 +40,12 @@ async fn describe_endpoint(
     if let Some(kind) = &query.endpoint_type
         && !ENDPOINT_TYPES.iter().any(|t| t.eq_ignore_ascii_case(kind))
     {
+        if let Some((name, missing)) = UNSERVED.iter().find(|(t, _)| t.eq_ignore_ascii_case(kind)) {
+            return Err(ApiError::invalid_request(format!(
+                "This server does not serve endpoint type '{name}': it has no {missing}. Served: {}.",
+                ENDPOINT_TYPES.join(", ")
+            )));
+        }
         return Err(ApiError::invalid_request(format!(
             "Invalid endpointType '{kind}': expected one of {}.",
             ENDPOINT_TYPES.join(", ")
@@ -76,13 +86,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn answers_the_host_for_every_endpoint_type() {
+    async fn answers_the_host_for_every_served_endpoint_type() {
         for uri in [
             "/endpoint",
             "/endpoint?endpointType=iot%3AData-ATS",
             "/endpoint?endpointType=iot:Data",
-            "/endpoint?endpointType=iot%3ACredentialProvider",
-            "/endpoint?endpointType=iot%3AJobs",
         ] {
             let (status, body) = get(uri).await;
             assert_eq!(status, StatusCode::OK, "{uri}");
@@ -91,6 +99,22 @@ mod tests {
                 json!({"endpointAddress": "iot.example.test"}),
                 "{uri}"
             );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unserved_type_is_an_invalid_request_saying_what_is_missing() {
+        for (uri, words) in [
+            (
+                "/endpoint?endpointType=iot%3ACredentialProvider",
+                "credentials provider",
+            ),
+            ("/endpoint?endpointType=iot%3AJobs", "jobs"),
+        ] {
+            let (status, body) = get(uri).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
+            let message = body["message"].as_str().unwrap_or_default();
+            assert!(message.contains(words), "{uri}: {body}");
         }
     }
 

@@ -2,6 +2,7 @@
 //! Core. Each group of operations is a module with a `routes()` merged here.
 
 mod certificates;
+mod destinations;
 mod endpoint;
 mod policies;
 mod principals;
@@ -16,6 +17,7 @@ use axum::Router;
 use fleetcore_core::AccountContext;
 use fleetcore_identity::IdentityService;
 use fleetcore_identity::policy::Policies;
+use fleetcore_rules::destinations::TopicRuleDestinations;
 use fleetcore_rules::registry::RuleRegistry;
 
 /// What the `iot` handlers share. Cheap to clone: every field is shared.
@@ -33,6 +35,10 @@ pub struct IotState {
     pub policies: Option<Arc<Policies>>,
     /// Topic rules; set with [`IotState::with_rules`].
     pub rules: Option<Arc<RuleRegistry>>,
+    /// Topic rule destinations; set with [`IotState::with_destinations`].
+    pub destinations: Option<Arc<TopicRuleDestinations>>,
+    /// Where this API is reached (`http://host:port`), for the enableUrl of confirmations.
+    pub api_base_url: Arc<str>,
     // Capabilities add their handles here as `Arc<...>` fields (registry, certificates,
     // policies), and set them where the binary builds `IotState` (crates/fleetcore/src/serve.rs).
 }
@@ -46,6 +52,8 @@ impl IotState {
             identity: None,
             policies: None,
             rules: None,
+            destinations: None,
+            api_base_url: Arc::from(""),
         }
     }
 
@@ -58,6 +66,18 @@ impl IotState {
     /// Serves the topic-rule operations from `rules`.
     pub fn with_rules(mut self, rules: Arc<RuleRegistry>) -> IotState {
         self.rules = Some(rules);
+        self
+    }
+
+    /// Serves the topic rule destination operations from `destinations`; confirmation
+    /// messages carry enableUrls under `api_base_url`.
+    pub fn with_destinations(
+        mut self,
+        destinations: Arc<TopicRuleDestinations>,
+        api_base_url: &str,
+    ) -> IotState {
+        self.destinations = Some(destinations);
+        self.api_base_url = Arc::from(api_base_url);
         self
     }
 
@@ -79,6 +99,7 @@ pub fn routes(state: IotState) -> Router {
         .merge(principals::routes())
         .merge(policies::routes())
         .merge(rules::routes())
+        .merge(destinations::routes())
         // Each operations module adds one line here, e.g. `.merge(things::routes())`, where
         // `things::routes() -> Router<IotState>`.
         .with_state(state)

@@ -18,7 +18,7 @@ from conftest import AWS_REGION, admin_credentials
 
 pytestmark = pytest.mark.fleetcore_only("the AWS-compatible control plane")
 
-ENDPOINT_TYPES = ["iot:Data", "iot:Data-ATS", "iot:CredentialProvider", "iot:Jobs"]
+ENDPOINT_TYPES = ["iot:Data", "iot:Data-ATS"]
 AUTH_CODES = {"MissingAuthenticationTokenException", "IncompleteSignatureException",
               "UnrecognizedClientException", "InvalidSignatureException"}
 
@@ -76,6 +76,16 @@ def test_describe_endpoint_with_the_aws_cli(aws_cli):
     assert aws_cli("iot", "describe-endpoint") == {"endpointAddress": "localhost"}
 
 
+@pytest.mark.parametrize("kind,missing", [("iot:CredentialProvider", "credentials provider"),
+                                          ("iot:Jobs", "jobs")])
+def test_describe_endpoint_refuses_a_type_this_server_does_not_serve(aws, kind, missing):
+    with pytest.raises(ClientError) as exc:
+        aws("iot").describe_endpoint(endpointType=kind)
+    code, status, message = error_of(exc)
+    assert (code, status) == ("InvalidRequestException", 400)
+    assert kind in message and missing in message, message
+
+
 def test_describe_endpoint_rejects_an_unknown_type(aws, aws_cli):
     with pytest.raises(ClientError) as exc:
         aws("iot").describe_endpoint(endpointType="iot:Nope")
@@ -101,10 +111,38 @@ def test_unknown_operations_have_the_aws_shape(aws, broker, monkeypatch):
     assert status == 404
     assert hdrs["x-amzn-ErrorType"] == "UnknownOperationException"
     assert "/no/such/operation" in body["message"]
-    # a service fleetcore does not serve (yet): boto3 raises the code, not a parse error
+    # a service fleetcore does not serve (yet): boto3 raises the code, not a parse error, and the
+    # message names the operation
     with pytest.raises(ClientError) as exc:
         aws("iotanalytics").list_channels()
-    assert error_of(exc)[:2] == ("UnknownOperationException", 404)
+    code, status, message = error_of(exc)
+    assert (code, status) == ("UnknownOperationException", 501)
+    assert "ListChannels" in message, message
+
+
+@pytest.mark.parametrize("service,call,operation", [
+    ("iot", lambda c: c.list_jobs(), "ListJobs"),
+    ("iot", lambda c: c.create_role_alias(roleAlias="r", roleArn="arn:aws:iam::000000000000:role/r"),
+     "CreateRoleAlias"),
+    ("iot", lambda c: c.list_role_aliases(), "ListRoleAliases"),
+    ("iot-data", lambda c: c.list_named_shadows_for_thing(thingName="t"), None),
+])
+def test_unimplemented_operations_are_named(aws, service, call, operation):
+    """An AWS operation this server does not implement answers UnknownOperationException (501)
+    naming it; one it implements answers as itself (the last case: implemented, so it is not an
+    UnknownOperationException)."""
+    client = aws(service)
+    if operation is None:
+        try:
+            call(client)
+        except ClientError as e:
+            assert e.response["Error"]["Code"] != "UnknownOperationException", e.response
+        return
+    with pytest.raises(ClientError) as exc:
+        call(client)
+    code, status, message = error_of(exc)
+    assert (code, status) == ("UnknownOperationException", 501)
+    assert operation in message, message
 
 
 # ---------------------------------------------------------------------------------------------

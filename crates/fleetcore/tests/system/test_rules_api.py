@@ -69,11 +69,11 @@ def test_create_get_replace_delete(aws, uid):
     new_sql = f"SELECT * FROM 'fleet/{uid}/#'"
     iot.replace_topic_rule(
         ruleName=name,
-        topicRulePayload={"sql": new_sql, "actions": [{"lambda": {"functionArn": "arn:aws:lambda:us-east-1:000000000000:function:f"}}]},
+        topicRulePayload={"sql": new_sql, "actions": [{"kinesis": {"roleArn": ROLE, "streamName": "s"}}]},
     )
     rule = iot.get_topic_rule(ruleName=name)["rule"]
     assert rule["sql"] == new_sql
-    assert rule["actions"] == [{"lambda": {"functionArn": "arn:aws:lambda:us-east-1:000000000000:function:f"}}]
+    assert rule["actions"] == [{"kinesis": {"roleArn": ROLE, "streamName": "s"}}]
     assert rule["awsIotSqlVersion"] == "2015-10-08", "AWS's default when none is given"
     assert "description" not in rule
     assert "errorAction" not in rule
@@ -203,6 +203,7 @@ def test_duplicate_name_is_a_conflict(aws, uid):
     ([{"kinesis": {"roleArn": ROLE}}], "streamName"),
     ([{"teleport": {"to": "mars"}}], "unknown action kind"),
     ([{"lambda": {"functionArn": "f"}, "http": {"url": "https://x"}}], "exactly one action kind"),
+    ([{"http": {"url": "http://plain.example/hook"}}], "https://"),
     ([{"republish": {"roleArn": ROLE, "topic": "t"}}] * 11, "at most 10 actions"),
 ])
 def test_bad_actions_are_invalid_requests(aws, uid, actions, words):
@@ -223,24 +224,61 @@ def test_bad_actions_are_invalid_requests(aws, uid, actions, words):
     assert words in message, message
 
 
-def test_every_known_action_kind_is_stored_as_given(aws, uid):
+def test_every_action_kind_this_server_runs_is_stored_as_given(aws, uid):
     iot = aws("iot")
     name = rule_name(uid)
     actions = [
         {"kinesis": {"roleArn": ROLE, "streamName": "telemetry", "partitionKey": "${topic(2)}"}},
         {"firehose": {"roleArn": ROLE, "deliveryStreamName": "lake", "separator": "\n", "batchMode": False}},
         {"http": {"url": "https://example.invalid/hook", "headers": [{"key": "k", "value": "v"}]}},
-        {"lambda": {"functionArn": "arn:aws:lambda:us-east-1:000000000000:function:enrich"}},
-        {"iotEvents": {"inputName": "in", "roleArn": ROLE, "messageId": "${newuuid()}"}},
-        {"iotAnalytics": {"channelName": "ch", "roleArn": ROLE}},
         {"openSearch": {"roleArn": ROLE, "endpoint": "https://os", "index": "i", "type": "t", "id": "${newuuid()}"}},
-        {"s3": {"roleArn": ROLE, "bucketName": "b", "key": "${topic()}/${timestamp()}"}},
+        {"republish": {"roleArn": ROLE, "topic": "out/${topic(2)}", "qos": 1}},
     ]
     iot.create_topic_rule(ruleName=name, topicRulePayload={"sql": f"SELECT * FROM 'all/{uid}'",
                                                             "awsIotSqlVersion": "beta", "actions": actions})
     rule = iot.get_topic_rule(ruleName=name)["rule"]
     assert rule["actions"] == actions
     assert rule["awsIotSqlVersion"] == "beta"
+
+
+@pytest.mark.parametrize("action,capability", [
+    ({"lambda": {"functionArn": "arn:aws:lambda:us-east-1:000000000000:function:enrich"}}, "functions"),
+    ({"iotEvents": {"inputName": "in", "roleArn": ROLE, "messageId": "${newuuid()}"}}, "events"),
+    ({"iotAnalytics": {"channelName": "ch", "roleArn": ROLE}}, "analytics"),
+    ({"cloudwatchMetric": {"roleArn": ROLE, "metricNamespace": "n", "metricName": "m",
+                           "metricValue": "1", "metricUnit": "Count"}}, "CloudWatch metrics"),
+    ({"s3": {"roleArn": ROLE, "bucketName": "b", "key": "${topic()}/${timestamp()}"}}, "S3"),
+    ({"dynamoDBv2": {"roleArn": ROLE, "putItem": {"tableName": "t"}}}, "DynamoDB"),
+])
+@pytest.mark.parametrize("where", ["actions", "errorAction", "replace"])
+def test_actions_whose_capability_is_missing_are_refused(aws, uid, action, capability, where):
+    """No rule that can only fail is accepted: CreateTopicRule and ReplaceTopicRule refuse an
+    action (or errorAction) this server cannot run, naming the missing capability, and store
+    nothing."""
+    iot = aws("iot")
+    name = rule_name(uid)
+    kind = next(iter(action))
+    good = [{"republish": {"roleArn": ROLE, "topic": f"ok/{uid}"}}]
+    rule = {"sql": f"SELECT * FROM 'cap/{uid}'", "actions": [action]}
+    if where == "errorAction":
+        rule = {"sql": f"SELECT * FROM 'cap/{uid}'", "actions": good, "errorAction": action}
+    if where == "replace":
+        iot.create_topic_rule(ruleName=name, topicRulePayload={"sql": f"SELECT * FROM 'cap/{uid}'",
+                                                                "actions": good})
+        with pytest.raises(ClientError) as exc:
+            iot.replace_topic_rule(ruleName=name, topicRulePayload=rule)
+    else:
+        with pytest.raises(ClientError) as exc:
+            iot.create_topic_rule(ruleName=name, topicRulePayload=rule)
+    code, status, message = error_of(exc)
+    assert (code, status) == ("InvalidRequestException", 400)
+    assert kind in message and capability in message, message
+    if where == "replace":
+        assert iot.get_topic_rule(ruleName=name)["rule"]["actions"] == good
+    else:
+        with pytest.raises(ClientError) as exc:
+            iot.get_topic_rule(ruleName=name)
+        assert error_of(exc)[:2] == ("ResourceNotFoundException", 404), "a refused rule leaves nothing"
 
 
 def test_bad_names_and_versions(aws, uid):

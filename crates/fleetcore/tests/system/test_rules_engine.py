@@ -1,10 +1,10 @@
 """The rules engine end to end: rules created with boto3 run on messages published by real MQTT
-clients and deliver to MQTT (republish), a Kinesis stream, a Firehose delivery stream (the lake)
-and an HTTP endpoint; substitution templates see the original payload; the SQL functions get the
-message's context; failing actions fire the errorAction with AWS's error payload; disabled rules
-deliver nothing; each rule is evaluated once per message whatever its number of actions; among
-10,000 rules a message reaches only the one that matches; and after a SIGKILL mid-load every
-PUBACKed message reaches each of a rule's four actions."""
+clients and deliver to MQTT (republish), a Kinesis stream and a Firehose delivery stream (the
+lake); substitution templates see the original payload; the SQL functions get the message's
+context; disabled rules deliver nothing; each rule is evaluated once per message whatever its
+number of actions; among 10,000 rules a message reaches only the one that matches; and after a
+SIGKILL mid-load every PUBACKed message reaches each of a rule's four actions. The actions that
+call out (https, OpenSearch) and the errorAction are in test_rules_actions.py."""
 
 from __future__ import annotations
 
@@ -14,13 +14,12 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from brokers import HOST, Broker, free_port, wait_until
+from brokers import HOST, Broker, wait_until
 from clients import V5, V311
 from test_firehose import records_in, s3_destination
 
@@ -179,82 +178,6 @@ def test_republish_to_a_reserved_topic_with_double_dollar_updates_a_shadow(rb, a
         return doc["state"].get("reported")
 
     assert wait_until(reported, 20, interval=0.1, what="the shadow update") == {"t": 5}
-
-
-# ---------------------------------------------------------------------------------------------
-# the http action, and the errorAction when a destination is down
-
-class _Recorder(BaseHTTPRequestHandler):
-    seen: list = []
-
-    def do_POST(self):  # noqa: N802 - http.server's naming
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        type(self).seen.append((self.path, dict(self.headers), body))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
-def test_http_action_posts_the_rule_output(rb, aws, clients, uid):
-    server = HTTPServer((HOST, 0), _Recorder)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        port = server.server_address[1]
-        create_rule(aws("iot", broker=rb), rule_name(uid), f"SELECT v * 2 AS doubled FROM 'web/{uid}/+'",
-                    [{"http": {"url": f"http://{HOST}:{port}/hook/${{topic(3)}}",
-                               "headers": [{"key": "x-thing", "value": "${topic(3)}-${v}"}]}}])
-        clients(V5, broker=rb).publish(f"web/{uid}/pump1", json.dumps({"v": 21}), qos=1)
-        wait_until(lambda: any(p == "/hook/pump1" for p, _, _ in _Recorder.seen), 20, what="the POST")
-        path, headers, body = next(s for s in _Recorder.seen if s[0] == "/hook/pump1")
-        assert json.loads(body) == {"doubled": 42}
-        assert {k.lower(): v for k, v in headers.items()}["x-thing"] == "pump1-21"
-    finally:
-        server.shutdown()
-
-
-def error_payload_for(sub, topic: str) -> dict:
-    return json.loads(sub.wait_message(timeout=30, topic=topic).payload)
-
-
-def test_error_action_fires_when_the_http_destination_is_down(rb, aws, clients, uid):
-    closed = free_port()
-    name = rule_name(uid)
-    create_rule(aws("iot", broker=rb), name, f"SELECT * FROM 'down/{uid}'",
-                [{"http": {"url": f"http://{HOST}:{closed}/never"}}],
-                errorAction={"republish": {"roleArn": ROLE, "topic": f"errors/{uid}/${{topic(2)}}"}})
-    sub = clients(V5, broker=rb)
-    sub.subscribe(f"errors/{uid}/#", qos=1)
-    original = json.dumps({"reading": 1}).encode()
-    clients(V5, broker=rb, client_id=f"p-{uid}").publish(f"down/{uid}", original, qos=1)
-    err = error_payload_for(sub, f"errors/{uid}/{uid}")
-    assert err["ruleName"] == name
-    assert err["topic"] == f"down/{uid}"
-    assert err["clientId"] == f"p-{uid}"
-    assert base64.b64decode(err["base64OriginalPayload"]) == original
-    uuid.UUID(err["cloudwatchTraceId"])
-    [failure] = err["failures"]
-    assert failure["failedAction"] == "HttpAction"
-    assert failure["failedResource"] == f"http://{HOST}:{closed}/never"
-    assert "connecting" in failure["errorMessage"]
-    metrics = rb.metrics()
-    assert metrics[f'fleetcore_rules_error_action_fired_total{{rule="{name}",action="0:http"}}'] == 1
-    assert metrics[f'fleetcore_rules_action_failed_total{{rule="{name}",action="0:http"}}'] == 1
-
-
-def test_lambda_action_fails_honestly_and_the_error_action_fires(rb, aws, clients, uid):
-    fn = "arn:aws:lambda:us-east-1:000000000000:function:enrich"
-    create_rule(aws("iot", broker=rb), rule_name(uid), f"SELECT * FROM 'fn/{uid}'",
-                [{"lambda": {"functionArn": fn}}],
-                errorAction={"republish": {"roleArn": ROLE, "topic": f"fn-errors/{uid}"}})
-    sub = clients(V5, broker=rb)
-    sub.subscribe(f"fn-errors/{uid}", qos=1)
-    clients(V5, broker=rb).publish(f"fn/{uid}", b'{"a":1}', qos=1)
-    [failure] = error_payload_for(sub, f"fn-errors/{uid}")["failures"]
-    assert failure["failedAction"] == "LambdaAction"
-    assert failure["failedResource"] == fn
-    assert "no functions capability" in failure["errorMessage"]
 
 
 # ---------------------------------------------------------------------------------------------

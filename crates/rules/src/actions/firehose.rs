@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::{Action, Destinations, Prepared, required_str};
+use super::{Action, ActionSpec, Destinations, Members, Prepared};
 use crate::sql::Template;
 
 /// Puts records into delivery streams (the archive's PutRecordBatch).
@@ -24,18 +24,19 @@ pub trait FirehoseSink: Send + Sync {
     ) -> Result<Vec<Result<(), String>>, String>;
 }
 
-/// The firehose action.
-pub(super) struct Firehose {
-    sink: Option<Arc<dyn FirehoseSink>>,
+/// The members of a firehose action.
+pub(super) struct FirehoseSpec {
     stream_name: String,
     separator: &'static str,
     batch_mode: bool,
 }
 
-impl Firehose {
-    pub(super) fn build(members: &Value, destinations: &Destinations) -> Result<Firehose, String> {
-        let stream_name = required_str(members, "firehose", "deliveryStreamName")?.to_string();
-        let separator = match members.get("separator").and_then(Value::as_str) {
+impl ActionSpec for FirehoseSpec {
+    const KIND: &'static str = "firehose";
+
+    fn parse(members: &Members<'_>) -> Result<FirehoseSpec, String> {
+        let stream_name = members.required_str("deliveryStreamName")?.to_string();
+        let separator = match members.str("separator")? {
             None => "",
             Some("\n") => "\n",
             Some("\r\n") => "\r\n",
@@ -47,17 +48,28 @@ impl Firehose {
                 ));
             }
         };
-        Ok(Firehose {
-            sink: destinations.firehose.clone(),
+        Ok(FirehoseSpec {
             stream_name,
             separator,
-            batch_mode: members
-                .get("batchMode")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
+            batch_mode: members.bool("batchMode", false)?,
         })
     }
 
+    fn start(self, destinations: &Destinations) -> Result<Arc<dyn Action>, String> {
+        Ok(Arc::new(Firehose {
+            sink: destinations.firehose.clone(),
+            spec: self,
+        }))
+    }
+}
+
+/// The firehose action.
+struct Firehose {
+    sink: Option<Arc<dyn FirehoseSink>>,
+    spec: FirehoseSpec,
+}
+
+impl FirehoseSpec {
     /// The records of one message.
     fn records(&self, body: &Bytes) -> Result<Vec<Bytes>, String> {
         let with_separator = |data: &[u8]| {
@@ -88,7 +100,7 @@ impl Action for Firehose {
     }
 
     fn resource(&self, _params: &[String]) -> String {
-        self.stream_name.clone()
+        self.spec.stream_name.clone()
     }
 
     fn templates(&self) -> &[Template] {
@@ -107,7 +119,7 @@ impl Action for Firehose {
         let mut spans = Vec::with_capacity(items.len());
         let mut records = Vec::new();
         for item in items {
-            match self.records(&item.body) {
+            match self.spec.records(&item.body) {
                 Ok(mut r) => {
                     spans.push(Some(records.len()..records.len() + r.len()));
                     records.append(&mut r);
@@ -124,7 +136,10 @@ impl Action for Firehose {
         }
         let mut results: Vec<Result<(), String>> = Vec::with_capacity(records.len());
         for chunk in records.chunks(500) {
-            match sink.put_records(&self.stream_name, chunk.to_vec()).await {
+            match sink
+                .put_records(&self.spec.stream_name, chunk.to_vec())
+                .await
+            {
                 Ok(r) => results.extend(r),
                 Err(e) => results.extend(chunk.iter().map(|_| Err(e.clone()))),
             }
@@ -144,9 +159,8 @@ impl Action for Firehose {
 mod tests {
     use super::*;
 
-    fn firehose(separator: &'static str, batch_mode: bool) -> Firehose {
-        Firehose {
-            sink: None,
+    fn firehose(separator: &'static str, batch_mode: bool) -> FirehoseSpec {
+        FirehoseSpec {
             stream_name: "d".into(),
             separator,
             batch_mode,

@@ -1,115 +1,133 @@
-//! `http`: POSTs the rule's output to a URL (a template) with the configured headers (their
-//! values are templates). A 2xx answer is success, anything else a failure. Plain `http://`
-//! only: this server has no TLS client for rule destinations yet, so an action with an
-//! `https://` URL fails every message with that reason (the error action fires).
+//! `http`: POSTs the rule's output to an `https://` URL (a template) with the configured
+//! headers (their values are templates), through the server's pooled [`HttpsClient`]: a batch
+//! is sent concurrently (bounded), each request on a kept-alive connection. As on AWS, the URL
+//! must start with the confirmation URL of an ENABLED topic rule destination. A 2xx answer is
+//! success; anything else, or no answer, a failure (retried, then the error action).
 
-use std::time::Duration;
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
-use hyper_util::rt::TokioIo;
-use serde_json::Value;
+use futures_util::{StreamExt, stream};
+use reqwest::header::HeaderMap;
 
-use super::{Action, Prepared, required_str};
-use crate::sql::{SqlVersion, Template};
+use super::https::{HttpsClient, check_https, header};
+use super::{Action, ActionSpec, Destinations, Members, Prepared};
+use crate::destinations::TopicRuleDestinations;
+use crate::sql::Template;
 
-/// How long one request may take, connection included.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most headers an http action may set (AWS: 100).
+const MAX_HEADERS: usize = 100;
 
-/// The http action.
-pub(super) struct Http {
+/// The members of an http action.
+pub(super) struct HttpSpec {
     /// `[url, header values...]`.
     templates: Vec<Template>,
     header_names: Vec<String>,
 }
 
-/// Checks the URL of an http action: `http://host[:port]/...` (no TLS client yet).
-fn check_url(url: &str) -> Result<(), String> {
-    if url.starts_with("https://") {
-        return Err(
-            "http.url: https:// destinations are not supported yet (this server has no TLS client for rule actions); use http://"
-                .into(),
-        );
+/// The literal part of a URL template before its first `${`: what can be checked at create time.
+fn literal_prefix(text: &str) -> &str {
+    text.find("${").map_or(text, |i| &text[..i])
+}
+
+/// Checks what can be known of a (templated) URL at create time: `https://` and a host.
+fn check_url_template(members: &Members<'_>, field: &str, text: &str) -> Result<(), String> {
+    let prefix = literal_prefix(text);
+    if !prefix.starts_with("https://") {
+        return Err(format!(
+            "http.{field} must be an https:// URL (AWS IoT sends only over TLS), not {text:?}"
+        ));
     }
-    if !url.starts_with("http://") {
-        return Err(format!("http.url must start with http://, not {url:?}"));
+    if prefix.len() == text.len() {
+        check_https(text).map_err(|e| format!("{}.{field}: {e}", members.kind()))?;
     }
     Ok(())
 }
 
-impl Http {
-    pub(super) fn build(members: &Value, version: SqlVersion) -> Result<Http, String> {
-        let url = required_str(members, "http", "url")?;
-        check_url(url)?;
-        let mut templates =
-            vec![Template::compile(url, version).map_err(|e| format!("http.url: {e}"))?];
-        let mut header_names = Vec::new();
-        for header in members
-            .get("headers")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let (Some(key), Some(value)) = (
-                header.get("key").and_then(Value::as_str),
-                header.get("value").and_then(Value::as_str),
-            ) else {
-                return Err("http.headers[] needs key and value".into());
-            };
-            header_names.push(key.to_string());
-            templates
-                .push(Template::compile(value, version).map_err(|e| format!("http.headers: {e}"))?);
+impl ActionSpec for HttpSpec {
+    const KIND: &'static str = "http";
+
+    fn parse(members: &Members<'_>) -> Result<HttpSpec, String> {
+        let url = members.required_str("url")?;
+        check_url_template(members, "url", url)?;
+        if let Some(confirmation) = members.str("confirmationUrl")? {
+            check_url_template(members, "confirmationUrl", confirmation)?;
+            // AWS: the confirmation URL must be a prefix of the endpoint URL.
+            if !url.starts_with(confirmation) {
+                return Err(format!(
+                    "http.confirmationUrl {confirmation:?} must be a prefix of http.url {url:?}"
+                ));
+            }
         }
-        Ok(Http {
+        if members.get("auth").is_some() {
+            return Err(
+                "http.auth (SigV4 signing) is not supported by this server yet; remove auth".into(),
+            );
+        }
+        if members.bool("enableBatching", false)? {
+            return Err("http.enableBatching is not supported by this server yet".into());
+        }
+        let mut templates = vec![members.compile("url", url)?];
+        let mut header_names = Vec::new();
+        let headers = match members.get("headers") {
+            None => &[][..],
+            Some(serde_json::Value::Array(headers)) => headers.as_slice(),
+            Some(_) => return Err("http.headers must be a list of {key, value}".into()),
+        };
+        if headers.len() > MAX_HEADERS {
+            return Err(format!("http.headers has more than {MAX_HEADERS} entries"));
+        }
+        for (i, entry) in headers.iter().enumerate() {
+            let (Some(key), Some(value)) = (
+                entry.get("key").and_then(serde_json::Value::as_str),
+                entry.get("value").and_then(serde_json::Value::as_str),
+            ) else {
+                return Err(format!("http.headers[{i}] needs a string key and value"));
+            };
+            // The name is fixed; check it now (the value is checked once expanded).
+            header(key, "").map_err(|e| format!("http.headers[{i}]: {e}"))?;
+            header_names.push(key.to_string());
+            templates.push(members.compile(&format!("headers[{i}].value"), value)?);
+        }
+        Ok(HttpSpec {
             templates,
             header_names,
         })
     }
 
+    fn start(self, destinations: &Destinations) -> Result<Arc<dyn Action>, String> {
+        Ok(Arc::new(Http {
+            client: destinations.https.clone(),
+            allowed: Arc::clone(&destinations.topic_rule_destinations),
+            spec: self,
+        }))
+    }
+}
+
+/// The http action.
+struct Http {
+    client: HttpsClient,
+    allowed: Arc<TopicRuleDestinations>,
+    spec: HttpSpec,
+}
+
+impl Http {
     async fn post(&self, item: &Prepared) -> Result<(), String> {
-        let url: hyper::Uri = item
-            .params
-            .first()
-            .map_or("", String::as_str)
-            .parse()
-            .map_err(|e| format!("invalid URL: {e}"))?;
-        if url.scheme_str() != Some("http") {
-            return Err(format!("{url} is not an http:// URL"));
+        let url = item.params.first().map_or("", String::as_str);
+        self.allowed.allows(url)?;
+        let mut headers = HeaderMap::with_capacity(self.spec.header_names.len());
+        for (name, value) in self.spec.header_names.iter().zip(&item.params[1..]) {
+            let (name, value) = header(name, value)?;
+            headers.append(name, value);
         }
-        let host = url.host().ok_or("the URL has no host")?.to_string();
-        let port = url.port_u16().unwrap_or(80);
-        let stream = tokio::net::TcpStream::connect((host.as_str(), port))
-            .await
-            .map_err(|e| format!("connecting to {host}:{port}: {e}"))?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("HTTP handshake with {host}:{port}: {e}"))?;
-        let driver = tokio::spawn(connection);
-        let authority = url
-            .authority()
-            .map_or(host.clone(), |a| a.as_str().to_string());
-        let mut request = Request::post(url.path_and_query().map_or("/", |p| p.as_str()))
-            .header(hyper::header::HOST, authority)
-            .header(hyper::header::CONTENT_TYPE, "application/json");
-        for (name, value) in self.header_names.iter().zip(&item.params[1..]) {
-            request = request.header(name.as_str(), value.as_str());
-        }
-        let request = request
-            .body(Full::new(item.body.clone()))
-            .map_err(|e| format!("building the request: {e}"))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("POST {url}: {e}"))?;
-        let status = response.status();
-        // Read the answer so the connection ends cleanly; its content does not matter.
-        let _ = response.into_body().collect().await.map(|b| b.to_bytes());
-        driver.abort();
-        if status.is_success() {
+        let answer = self
+            .client
+            .post(url, "application/json", headers, item.body.clone())
+            .await?;
+        if answer.status.is_success() {
             Ok(())
         } else {
-            Err(format!("POST {url} answered {status}"))
+            Err(format!("POST {url} answered {}", answer.status))
         }
     }
 }
@@ -125,19 +143,69 @@ impl Action for Http {
     }
 
     fn templates(&self) -> &[Template] {
-        &self.templates
+        &self.spec.templates
     }
 
     async fn deliver(&self, items: &[Prepared]) -> Vec<Result<(), String>> {
-        let mut outcomes = Vec::with_capacity(items.len());
-        for item in items {
-            outcomes.push(
-                match tokio::time::timeout(REQUEST_TIMEOUT, self.post(item)).await {
-                    Ok(outcome) => outcome,
-                    Err(_) => Err(format!("no answer within {REQUEST_TIMEOUT:?}")),
-                },
-            );
+        // The futures are made up front (they do nothing until polled): a closure inside the
+        // stream would not be provably Send for the async trait.
+        let requests: Vec<_> = items.iter().map(|item| self.post(item)).collect();
+        stream::iter(requests)
+            .buffered(self.client.max_concurrent_requests())
+            .collect()
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::sql::SqlVersion;
+
+    fn parse(members: serde_json::Value) -> Result<HttpSpec, String> {
+        HttpSpec::parse(&Members::new("http", &members, SqlVersion::V2016_03_23))
+    }
+
+    #[test]
+    fn https_urls_with_templated_headers_parse() {
+        let spec = parse(json!({
+            "url": "https://example.test/in/${topic()}",
+            "confirmationUrl": "https://example.test/",
+            "headers": [{"key": "x-device", "value": "${clientid()}"}]
+        }))
+        .expect("valid");
+        assert_eq!(spec.templates.len(), 2);
+        assert_eq!(spec.header_names, ["x-device"]);
+    }
+
+    #[test]
+    fn refusals_say_why() {
+        for (members, why) in [
+            (json!({"url": "http://example.test/"}), "https://"),
+            (json!({"url": "${topic()}"}), "https://"),
+            (json!({"url": "https://"}), "host"),
+            (
+                json!({"url": "https://a.test/x", "confirmationUrl": "https://b.test/"}),
+                "prefix",
+            ),
+            (
+                json!({"url": "https://a.test/", "headers": [{"key": "bad header", "value": "v"}]}),
+                "header name",
+            ),
+            (
+                json!({"url": "https://a.test/", "headers": [{"key": "k"}]}),
+                "key and value",
+            ),
+            (
+                json!({"url": "https://a.test/", "auth": {"sigv4": {}}}),
+                "SigV4",
+            ),
+            (json!({"url": "https://a.test/${"}), "http.url"),
+        ] {
+            let error = parse(members.clone()).err().unwrap_or_default();
+            assert!(error.contains(why), "{members}: {error:?}");
         }
-        outcomes
     }
 }

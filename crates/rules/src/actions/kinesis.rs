@@ -5,32 +5,39 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use fleetcore_stream::{NewRecord, Stream};
-use serde_json::Value;
 
-use super::{Action, Destinations, Prepared, required_str};
+use super::{Action, ActionSpec, Destinations, Members, Prepared};
 use crate::sql::Template;
 
-/// The kinesis action.
-pub(super) struct Kinesis {
-    streams: Arc<dyn Stream>,
+/// The members of a kinesis action.
+pub(super) struct KinesisSpec {
     stream_name: String,
     /// `[partitionKey]` when one is given.
     templates: Vec<Template>,
 }
 
-impl Kinesis {
-    pub(super) fn build(
-        members: &Value,
-        template: &dyn Fn(&str) -> Result<Option<Template>, String>,
-        destinations: &Destinations,
-    ) -> Result<Kinesis, String> {
-        let stream_name = required_str(members, "kinesis", "streamName")?.to_string();
-        Ok(Kinesis {
-            streams: Arc::clone(&destinations.streams),
-            stream_name,
-            templates: template("partitionKey")?.into_iter().collect(),
+impl ActionSpec for KinesisSpec {
+    const KIND: &'static str = "kinesis";
+
+    fn parse(members: &Members<'_>) -> Result<KinesisSpec, String> {
+        Ok(KinesisSpec {
+            stream_name: members.required_str("streamName")?.to_string(),
+            templates: members.template("partitionKey")?.into_iter().collect(),
         })
     }
+
+    fn start(self, destinations: &Destinations) -> Result<Arc<dyn Action>, String> {
+        Ok(Arc::new(Kinesis {
+            streams: Arc::clone(&destinations.streams),
+            spec: self,
+        }))
+    }
+}
+
+/// The kinesis action.
+struct Kinesis {
+    streams: Arc<dyn Stream>,
+    spec: KinesisSpec,
 }
 
 fn random_key() -> String {
@@ -52,11 +59,11 @@ impl Action for Kinesis {
     }
 
     fn resource(&self, _params: &[String]) -> String {
-        self.stream_name.clone()
+        self.spec.stream_name.clone()
     }
 
     fn templates(&self) -> &[Template] {
-        &self.templates
+        &self.spec.templates
     }
 
     async fn deliver(&self, items: &[Prepared]) -> Vec<Result<(), String>> {
@@ -82,7 +89,7 @@ impl Action for Kinesis {
         for chunk in records.chunks(fleetcore_stream::MAX_PUT_RECORDS) {
             match self
                 .streams
-                .put_records(&self.stream_name, chunk.to_vec())
+                .put_records(&self.spec.stream_name, chunk.to_vec())
                 .await
             {
                 Ok(put) => results.extend(

@@ -1,14 +1,24 @@
-//! Rule actions: each kind is one module implementing [`Action`], built from the action's
-//! stored parameters with its substitution templates compiled once per rule.
+//! Rule actions as components: each kind is one module with a spec (its members, parsed and
+//! checked, templates compiled) and the running [`Action`] the spec starts, registered once in
+//! [`KINDS`]. CreateTopicRule validates an action with the same parser that later builds it, so
+//! a rule is accepted only if every action of it can run here.
 //!
 //! The runtime expands an action's [`Action::templates`] per message (against the original
 //! payload) and hands the action a batch of [`Prepared`] messages; the action answers one
-//! outcome per message. Kinds this server cannot run yet (Lambda, IoT Events, ...) are built
-//! as an action that fails every message: every message fails, so the error action fires.
+//! outcome per message. Kinds AWS has whose capability this server lacks (Lambda, IoT Events,
+//! ...) are refused at CreateTopicRule, naming the capability ([`validate`]). A rule stored
+//! before such a refusal existed still loads: its action is built as one that fails every
+//! message with the reason, so the error action fires.
+//!
+//! Adding a kind: a module with a type implementing [`ActionSpec`], one line in [`KINDS`], and,
+//! if it writes to a service of this server, that service's handle in [`Destinations`].
 
 mod firehose;
 mod http;
+mod https;
 mod kinesis;
+mod members;
+mod opensearch;
 mod republish;
 mod unsupported;
 
@@ -20,9 +30,13 @@ use fleetcore_mqtt::broker::Router;
 use fleetcore_stream::Stream;
 use serde_json::Value;
 
+use crate::destinations::TopicRuleDestinations;
 use crate::sql::{SqlVersion, Template};
 
 pub use firehose::FirehoseSink;
+pub(crate) use https::check_https as https_url;
+pub use https::{HttpsClient, HttpsConfig, HttpsError};
+pub use members::Members;
 use unsupported::Unsupported;
 
 /// One message as an action receives it.
@@ -51,7 +65,8 @@ pub trait Action: Send + Sync {
     async fn deliver(&self, items: &[Prepared]) -> Vec<Result<(), String>>;
 }
 
-/// Where actions deliver: the services of this server they write to.
+/// Where actions deliver: the services of this server they write to, and the HTTPS client of
+/// the actions that call out.
 #[derive(Clone)]
 pub struct Destinations {
     /// The broker (republish).
@@ -60,11 +75,120 @@ pub struct Destinations {
     pub streams: Arc<dyn Stream>,
     /// The delivery streams (the Firehose action), if the server runs them.
     pub firehose: Option<Arc<dyn FirehoseSink>>,
+    /// The pooled HTTPS client (http, openSearch).
+    pub https: HttpsClient,
+    /// The topic rule destinations an http action's URL must be confirmed under.
+    pub topic_rule_destinations: Arc<TopicRuleDestinations>,
+}
+
+/// One action kind: its members parsed and checked (at CreateTopicRule and when the rule
+/// starts), and the running action it becomes.
+pub trait ActionSpec: Sized {
+    /// The kind's key in an action object, e.g. `kinesis`.
+    const KIND: &'static str;
+
+    /// Parses and checks the members; `Err` says what is wrong, for InvalidRequestException.
+    fn parse(members: &Members<'_>) -> Result<Self, String>;
+
+    /// Starts the action against this server's services.
+    fn start(self, destinations: &Destinations) -> Result<Arc<dyn Action>, String>;
+}
+
+/// A kind's builder: its members against this server's services, to a running action.
+type Build = fn(&Members<'_>, &Destinations) -> Result<Arc<dyn Action>, String>;
+
+/// A registered action kind: what [`validate`] and [`build`] look up by name.
+pub struct ActionKind {
+    /// The kind's key in an action object.
+    pub kind: &'static str,
+    validate: fn(&Members<'_>) -> Result<(), String>,
+    build: Build,
+}
+
+impl ActionKind {
+    /// The registration of spec `S`.
+    pub const fn of<S: ActionSpec>() -> ActionKind {
+        ActionKind {
+            kind: S::KIND,
+            validate: validate_spec::<S>,
+            build: build_spec::<S>,
+        }
+    }
+}
+
+fn validate_spec<S: ActionSpec>(members: &Members<'_>) -> Result<(), String> {
+    S::parse(members).map(drop)
+}
+
+fn build_spec<S: ActionSpec>(
+    members: &Members<'_>,
+    destinations: &Destinations,
+) -> Result<Arc<dyn Action>, String> {
+    S::parse(members)?.start(destinations)
+}
+
+/// The action kinds this server runs.
+pub const KINDS: &[ActionKind] = &[
+    ActionKind::of::<republish::RepublishSpec>(),
+    ActionKind::of::<kinesis::KinesisSpec>(),
+    ActionKind::of::<firehose::FirehoseSpec>(),
+    ActionKind::of::<http::HttpSpec>(),
+    ActionKind::of::<opensearch::OpenSearchSpec>(),
+];
+
+/// AWS action kinds whose capability this server does not have, with that capability's name.
+/// A kind moves from here to [`KINDS`] when its capability lands.
+const MISSING_CAPABILITY: &[(&str, &str)] = &[
+    ("lambda", "functions (AWS Lambda)"),
+    ("iotEvents", "events (AWS IoT Events)"),
+    ("iotAnalytics", "analytics (AWS IoT Analytics)"),
+    ("iotSiteWise", "AWS IoT SiteWise"),
+    ("cloudwatchMetric", "CloudWatch metrics"),
+    ("cloudwatchAlarm", "CloudWatch alarms"),
+    ("cloudwatchLogs", "CloudWatch Logs"),
+    ("dynamoDB", "DynamoDB"),
+    ("dynamoDBv2", "DynamoDB"),
+    ("s3", "S3 buckets"),
+    ("sns", "SNS notifications"),
+    ("sqs", "SQS queues"),
+    ("stepFunctions", "Step Functions"),
+    ("timestream", "Timestream"),
+    ("kafka", "Kafka clusters"),
+    ("location", "Amazon Location"),
+    ("salesforce", "Salesforce IoT"),
+    (
+        "elasticsearch",
+        "Elasticsearch Service (use the openSearch action)",
+    ),
+];
+
+fn registered(kind: &str) -> Option<&'static ActionKind> {
+    KINDS.iter().find(|k| k.kind == kind)
+}
+
+/// Checks that action `kind` with `members` can run here, with the parser that builds it.
+/// `Err` names what is wrong, or the capability this server lacks for the kind.
+pub fn validate(kind: &str, members: &Value, version: SqlVersion) -> Result<(), String> {
+    match registered(kind) {
+        Some(registration) => (registration.validate)(&Members::new(kind, members, version)),
+        None => Err(missing(kind)),
+    }
+}
+
+/// Why `kind` cannot run here.
+fn missing(kind: &str) -> String {
+    match MISSING_CAPABILITY.iter().find(|(k, _)| *k == kind) {
+        Some((_, capability)) => format!(
+            "the {kind} action needs the {capability} capability, which this server does not have"
+        ),
+        None => format!("the {kind} action is not supported by this server"),
+    }
 }
 
 /// Builds one action object (`{"kind": {members}}`) of a rule compiled for `version`. A kind
-/// this server does not run, or parameters that cannot be built, give an action that fails
-/// every message with the reason (so the error action fires).
+/// this server does not run, or parameters that cannot be built (a rule stored before they
+/// were refused), give an action that fails every message with the reason (so the error
+/// action fires).
 pub fn build(action: &Value, version: SqlVersion, destinations: &Destinations) -> Arc<dyn Action> {
     let Some((kind, members)) = action.as_object().and_then(|m| m.iter().next()) else {
         return Arc::new(Unsupported::broken(
@@ -72,33 +196,11 @@ pub fn build(action: &Value, version: SqlVersion, destinations: &Destinations) -
             "an action must be an object naming one action kind".into(),
         ));
     };
-    let template = |field: &str| -> Result<Option<Template>, String> {
-        members
-            .get(field)
-            .and_then(Value::as_str)
-            .map(|text| {
-                Template::compile(text, version).map_err(|e| format!("{kind}.{field}: {e}"))
-            })
-            .transpose()
-    };
-    let built: Result<Arc<dyn Action>, String> = match kind.as_str() {
-        "republish" => republish::Republish::build(members, &template, destinations)
-            .map(|a| Arc::new(a) as Arc<dyn Action>),
-        "kinesis" => kinesis::Kinesis::build(members, &template, destinations)
-            .map(|a| Arc::new(a) as Arc<dyn Action>),
-        "firehose" => {
-            firehose::Firehose::build(members, destinations).map(|a| Arc::new(a) as Arc<dyn Action>)
+    let built = match registered(kind) {
+        Some(registration) => {
+            (registration.build)(&Members::new(kind, members, version), destinations)
         }
-        "http" => http::Http::build(members, version).map(|a| Arc::new(a) as Arc<dyn Action>),
-        other => Ok(Arc::new(Unsupported::kind(other, members))),
+        None => return Arc::new(Unsupported::kind(kind, members, missing(kind))),
     };
     built.unwrap_or_else(|reason| Arc::new(Unsupported::broken(kind, reason)))
-}
-
-/// A string member, or an error naming it.
-fn required_str<'a>(members: &'a Value, kind: &str, field: &str) -> Result<&'a str, String> {
-    members
-        .get(field)
-        .and_then(Value::as_str)
-        .ok_or_else(|| format!("{kind}.{field} must be a string"))
 }

@@ -11,12 +11,11 @@ use fleetcore_mqtt::protocol::{PublishProperties, QoS, Utf8};
 use fleetcore_mqtt::topic::valid_topic_name;
 use serde_json::Value;
 
-use super::{Action, Destinations, Prepared, required_str};
+use super::{Action, ActionSpec, Destinations, Members, Prepared};
 use crate::sql::Template;
 
-/// The republish action.
-pub(super) struct Republish {
-    router: Arc<Router>,
+/// The members of a republish action.
+pub(super) struct RepublishSpec {
     qos: QoS,
     /// `[topic, contentType?, userProperty values...]`.
     templates: Vec<Template>,
@@ -24,29 +23,23 @@ pub(super) struct Republish {
     user_property_keys: Vec<String>,
 }
 
-impl Republish {
-    pub(super) fn build(
-        members: &Value,
-        template: &dyn Fn(&str) -> Result<Option<Template>, String>,
-        destinations: &Destinations,
-    ) -> Result<Republish, String> {
-        required_str(members, "republish", "topic")?;
-        let qos = match members.get("qos").and_then(Value::as_i64).unwrap_or(0) {
-            0 => QoS::AtMostOnce,
-            1 => QoS::AtLeastOnce,
-            other => return Err(format!("republish.qos must be 0 or 1, not {other}")),
+impl ActionSpec for RepublishSpec {
+    const KIND: &'static str = "republish";
+
+    fn parse(members: &Members<'_>) -> Result<RepublishSpec, String> {
+        let qos = match members.get("qos").map(|q| q.as_i64()) {
+            None | Some(Some(0)) => QoS::AtMostOnce,
+            Some(Some(1)) => QoS::AtLeastOnce,
+            Some(_) => return Err("republish.qos must be 0 or 1".into()),
         };
-        let mut templates = vec![template("topic")?.ok_or("republish.topic is missing")?];
+        let mut templates = vec![members.required_template("topic")?];
         let headers = members.get("headers");
         let content_type = match headers
             .and_then(|h| h.get("contentType"))
             .and_then(Value::as_str)
         {
             Some(text) => {
-                templates.push(
-                    Template::compile(text, templates[0].version())
-                        .map_err(|e| format!("republish.headers.contentType: {e}"))?,
-                );
+                templates.push(members.compile("headers.contentType", text)?);
                 true
             }
             None => false,
@@ -65,13 +58,9 @@ impl Republish {
                 return Err("republish.headers.userProperties[] needs key and value".into());
             };
             user_property_keys.push(key.to_string());
-            templates.push(
-                Template::compile(value, templates[0].version())
-                    .map_err(|e| format!("republish.headers.userProperties: {e}"))?,
-            );
+            templates.push(members.compile("headers.userProperties", value)?);
         }
-        Ok(Republish {
-            router: Arc::clone(&destinations.router),
+        Ok(RepublishSpec {
             qos,
             templates,
             content_type,
@@ -79,6 +68,21 @@ impl Republish {
         })
     }
 
+    fn start(self, destinations: &Destinations) -> Result<Arc<dyn Action>, String> {
+        Ok(Arc::new(Republish {
+            router: Arc::clone(&destinations.router),
+            spec: self,
+        }))
+    }
+}
+
+/// The republish action.
+struct Republish {
+    router: Arc<Router>,
+    spec: RepublishSpec,
+}
+
+impl Republish {
     fn message(&self, item: &Prepared) -> Result<Message, String> {
         let raw = item.params.first().map_or("", String::as_str);
         let topic = match raw.strip_prefix("$$") {
@@ -92,11 +96,16 @@ impl Republish {
         }
         let mut properties = PublishProperties::default();
         let mut next = 1;
-        if self.content_type {
+        if self.spec.content_type {
             properties.content_type = item.params.get(next).cloned().and_then(Utf8::new);
             next += 1;
         }
-        for (key, value) in self.user_property_keys.iter().zip(&item.params[next..]) {
+        for (key, value) in self
+            .spec
+            .user_property_keys
+            .iter()
+            .zip(&item.params[next..])
+        {
             if let (Some(k), Some(v)) = (Utf8::new(key.clone()), Utf8::new(value.clone())) {
                 properties.user_properties.push((k, v));
             }
@@ -104,7 +113,7 @@ impl Republish {
         Ok(Message {
             topic: Utf8::new(topic).ok_or("the republish topic contains U+0000")?,
             payload: item.body.clone(),
-            qos: self.qos,
+            qos: self.spec.qos,
             retain: false,
             properties,
             expires_at: None,
@@ -124,7 +133,7 @@ impl Action for Republish {
     }
 
     fn templates(&self) -> &[Template] {
-        &self.templates
+        &self.spec.templates
     }
 
     async fn deliver(&self, items: &[Prepared]) -> Vec<Result<(), String>> {

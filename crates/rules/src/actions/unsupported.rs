@@ -1,6 +1,7 @@
-//! Actions that cannot run here: kinds this server stores but has no runtime for (Lambda, IoT
-//! Events, DynamoDB, ...) and actions whose parameters could not be built. Every message fails
-//! with a clear message, so the rule's error action fires and the failure is counted.
+//! Actions that cannot run here, in rules stored before CreateTopicRule refused them: kinds this
+//! server has no capability for (Lambda, IoT Events, DynamoDB, ...) and actions whose members
+//! no longer parse. Every message fails with a clear message, so the rule's error action fires
+//! and the failure is counted.
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -31,6 +32,7 @@ fn action_name(kind: &str) -> &'static str {
         "sns" => "SnsAction",
         "sqs" => "SqsAction",
         "openSearch" => "OpenSearchAction",
+        "elasticsearch" => "ElasticsearchAction",
         "cloudwatchMetric" => "CloudwatchMetricAction",
         _ => "UnsupportedAction",
     }
@@ -55,13 +57,8 @@ fn resource_of(kind: &str, members: &Value) -> String {
 }
 
 impl Unsupported {
-    /// A kind without a runtime here.
-    pub(crate) fn kind(kind: &str, members: &Value) -> Unsupported {
-        let reason = match kind {
-            "lambda" => "no functions capability yet: the lambda action cannot run".to_string(),
-            "iotEvents" => "no events capability yet: the iotEvents action cannot run".to_string(),
-            other => format!("the {other} action is not supported by this server yet"),
-        };
+    /// A kind without a runtime here, failing with `reason`.
+    pub(crate) fn kind(kind: &str, members: &Value, reason: String) -> Unsupported {
         Unsupported {
             name: action_name(kind),
             resource: resource_of(kind, members),
@@ -95,5 +92,33 @@ impl Action for Unsupported {
 
     async fn deliver(&self, items: &[Prepared]) -> Vec<Result<(), String>> {
         items.iter().map(|_| Err(self.reason.clone())).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn every_message_fails_naming_the_reason() {
+        let members = json!({"functionArn": "arn:aws:lambda:us-east-1:1:function:f"});
+        let action = Unsupported::kind("lambda", &members, super::super::missing("lambda"));
+        assert_eq!(action.name(), "LambdaAction");
+        assert_eq!(
+            action.resource(&[]),
+            "arn:aws:lambda:us-east-1:1:function:f"
+        );
+        let item = Prepared {
+            body: bytes::Bytes::from_static(b"{}"),
+            params: vec![],
+        };
+        let outcomes = action.deliver(&[item.clone(), item]).await;
+        assert_eq!(outcomes.len(), 2);
+        for outcome in outcomes {
+            let reason = outcome.unwrap_err();
+            assert!(reason.contains("functions"), "{reason}");
+        }
     }
 }

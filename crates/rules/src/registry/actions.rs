@@ -1,8 +1,12 @@
 //! The rule action kinds AWS IoT knows (botocore `iot` 2015-05-28, shape `Action`) and the
-//! members each one requires. Actions are stored as given once they pass this check; running
-//! them is the rules engine's later part.
+//! members each one requires. An action passes when its shape is AWS's and this server can run
+//! it: the action registry ([`crate::actions::validate`]) parses it with the parser that later
+//! builds it, and refuses kinds whose capability is missing, naming it. Actions are stored as
+//! given once they pass.
 
 use serde_json::Value;
+
+use crate::sql::SqlVersion;
 
 /// Most actions a rule may have (AWS IoT Core quota: 10 actions per rule).
 pub const MAX_ACTIONS: usize = 10;
@@ -67,9 +71,9 @@ const KINDS: &[(&str, &[&str])] = &[
     ),
 ];
 
-/// Checks one action object (`{"kind": {members}}`); `Err` says what is wrong, naming `what`
-/// (e.g. `actions[2]`).
-pub fn validate_action(what: &str, action: &Value) -> Result<(), String> {
+/// Checks one action object (`{"kind": {members}}`) of a rule of `version`; `Err` says what is
+/// wrong, naming `what` (e.g. `actions[2]`).
+pub fn validate_action(what: &str, action: &Value, version: SqlVersion) -> Result<(), String> {
     let Some(map) = action.as_object() else {
         return Err(format!(
             "{what} must be an object such as {{\"republish\": {{...}}}}"
@@ -110,7 +114,8 @@ pub fn validate_action(what: &str, action: &Value) -> Result<(), String> {
     {
         return Err(format!("{what}.republish.qos must be 0 or 1"));
     }
-    Ok(())
+    crate::actions::validate(kind, &Value::Object(members.clone()), version)
+        .map_err(|e| format!("{what}: {e}"))
 }
 
 #[cfg(test)]
@@ -119,14 +124,54 @@ mod tests {
 
     use super::*;
 
+    fn validate_action(what: &str, action: &Value) -> Result<(), String> {
+        super::validate_action(what, action, SqlVersion::V2016_03_23)
+    }
+
     #[test]
     fn known_kinds_with_required_members_pass() {
         assert!(
             validate_action("a", &json!({"republish": {"roleArn": "r", "topic": "t"}})).is_ok()
         );
-        assert!(validate_action("a", &json!({"lambda": {"functionArn": "f"}})).is_ok());
-        assert!(validate_action("a", &json!({"iotAnalytics": {"channelName": "c"}})).is_ok());
-        assert!(validate_action("a", &json!({"http": {"url": "https://x"}})).is_ok());
+        assert!(validate_action("a", &json!({"http": {"url": "https://x.test/"}})).is_ok());
+        assert!(
+            validate_action(
+                "a",
+                &json!({"kinesis": {"roleArn": "r", "streamName": "s", "partitionKey": "${topic()}"}})
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn kinds_without_their_capability_are_refused_naming_it() {
+        let e =
+            validate_action("actions[0]", &json!({"lambda": {"functionArn": "f"}})).unwrap_err();
+        assert!(e.contains("functions") && e.contains("lambda"), "{e}");
+        let e = validate_action(
+            "errorAction",
+            &json!({"iotAnalytics": {"channelName": "c"}}),
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("errorAction") && e.contains("analytics"),
+            "{e}"
+        );
+        let e =
+            validate_action("a", &json!({"sqs": {"roleArn": "r", "queueUrl": "q"}})).unwrap_err();
+        assert!(e.contains("SQS"), "{e}");
+    }
+
+    #[test]
+    fn members_are_parsed_as_the_running_action_parses_them() {
+        let e = validate_action("a", &json!({"http": {"url": "http://x.test/"}})).unwrap_err();
+        assert!(e.contains("https://"), "{e}");
+        let e = validate_action(
+            "a",
+            &json!({"kinesis": {"roleArn": "r", "streamName": "s", "partitionKey": "${"}}),
+        )
+        .unwrap_err();
+        assert!(e.contains("partitionKey"), "{e}");
     }
 
     #[test]

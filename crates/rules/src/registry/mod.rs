@@ -233,12 +233,6 @@ fn check_payload(payload: &TopicRulePayload) -> Result<(Statement, String), Rule
             actions.len()
         )));
     }
-    for (i, action) in actions.iter().enumerate() {
-        validate_action(&format!("actions[{i}]"), action).map_err(RuleError::InvalidRequest)?;
-    }
-    if let Some(error_action) = &payload.error_action {
-        validate_action("errorAction", error_action).map_err(RuleError::InvalidRequest)?;
-    }
     if payload
         .description
         .as_ref()
@@ -252,6 +246,13 @@ fn check_payload(payload: &TopicRulePayload) -> Result<(Statement, String), Rule
         Some(v) => v.parse::<SqlVersion>().map_err(RuleError::InvalidRequest)?,
         None => SqlVersion::default(),
     };
+    for (i, action) in actions.iter().enumerate() {
+        validate_action(&format!("actions[{i}]"), action, version)
+            .map_err(RuleError::InvalidRequest)?;
+    }
+    if let Some(error_action) = &payload.error_action {
+        validate_action("errorAction", error_action, version).map_err(RuleError::InvalidRequest)?;
+    }
     let statement = Statement::compile(sql, version)?;
     Ok((statement, version.as_str().to_string()))
 }
@@ -506,6 +507,43 @@ mod tests {
     fn open(dir: &tempfile::TempDir) -> RuleRegistry {
         let store = RedbStore::open(&dir.path().join("store.redb")).expect("store");
         RuleRegistry::open(Arc::new(store)).expect("registry")
+    }
+
+    #[test]
+    fn a_stored_rule_whose_action_is_now_refused_still_loads() {
+        // Rules stored before CreateTopicRule refused missing capabilities keep loading (their
+        // action fails every message, naming the capability, so the error action fires).
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = RedbStore::open(&dir.path().join("store.redb")).expect("store");
+            let record = RuleRecord {
+                name: "old".into(),
+                sql: "SELECT * FROM 'a/#'".into(),
+                description: None,
+                created_at_ms: 1,
+                actions: vec![json!({"lambda": {"functionArn": "arn:aws:lambda:::function:f"}})],
+                error_action: None,
+                rule_disabled: false,
+                aws_iot_sql_version: "2016-03-23".into(),
+                tags: None,
+            };
+            let mut batch = WriteBatch::new();
+            batch.put(TABLE, b"old", serde_json::to_vec(&record).expect("json"));
+            store.apply(batch).expect("write");
+        }
+        let registry = open(&dir);
+        let old = registry.get("old").expect("loaded");
+        assert_eq!(
+            old.record.actions[0]["lambda"]["functionArn"],
+            "arn:aws:lambda:::function:f"
+        );
+        let refused = crate::actions::validate(
+            "lambda",
+            &old.record.actions[0]["lambda"],
+            SqlVersion::V2016_03_23,
+        )
+        .unwrap_err();
+        assert!(refused.contains("functions"), "{refused}");
     }
 
     #[test]

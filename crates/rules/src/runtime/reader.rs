@@ -226,6 +226,8 @@ impl PartitionReader {
             received_at_ms,
             properties: MqttProperties {
                 trace_id: Some(&trace_id),
+                user_properties: &stored.user_properties,
+                ..MqttProperties::default()
             },
         };
         let payload = Payload::parse(&stored.payload);

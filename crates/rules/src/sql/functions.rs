@@ -60,6 +60,39 @@ pub(crate) enum Func {
     ParseTime,
     TimeToEpoch,
     GetThingShadow,
+    GetMqttProperty,
+    GetUserProperties,
+    Acos,
+    Asin,
+    Atan,
+    Atan2,
+    Cos,
+    Cosh,
+    Sin,
+    Sinh,
+    Tan,
+    Tanh,
+    Exp,
+    Sign,
+    Trunc,
+    Remainder,
+    BitAnd,
+    BitOr,
+    BitXor,
+    BitNot,
+    Chr,
+    Lpad,
+    Rpad,
+    Ltrim,
+    Rtrim,
+    NumBytes,
+    Sha1,
+    Sha224,
+    Sha384,
+    Sha512,
+    RegexpSubstr,
+    Decode,
+    Rand,
 }
 
 /// Name (lower case), function, fewest and most arguments (`None`: any number).
@@ -105,7 +138,43 @@ const FUNCTIONS: &[(&str, Func, usize, Option<usize>)] = &[
     ("parse_time", Func::ParseTime, 2, Some(3)),
     ("time_to_epoch", Func::TimeToEpoch, 2, Some(2)),
     ("get_thing_shadow", Func::GetThingShadow, 2, Some(3)),
+    ("get_mqtt_property", Func::GetMqttProperty, 1, Some(1)),
+    ("get_user_properties", Func::GetUserProperties, 1, Some(1)),
+    ("acos", Func::Acos, 1, Some(1)),
+    ("asin", Func::Asin, 1, Some(1)),
+    ("atan", Func::Atan, 1, Some(1)),
+    ("atan2", Func::Atan2, 2, Some(2)),
+    ("cos", Func::Cos, 1, Some(1)),
+    ("cosh", Func::Cosh, 1, Some(1)),
+    ("sin", Func::Sin, 1, Some(1)),
+    ("sinh", Func::Sinh, 1, Some(1)),
+    ("tan", Func::Tan, 1, Some(1)),
+    ("tanh", Func::Tanh, 1, Some(1)),
+    ("exp", Func::Exp, 1, Some(1)),
+    ("sign", Func::Sign, 1, Some(1)),
+    ("trunc", Func::Trunc, 2, Some(2)),
+    ("remainder", Func::Remainder, 2, Some(2)),
+    ("bitand", Func::BitAnd, 2, Some(2)),
+    ("bitor", Func::BitOr, 2, Some(2)),
+    ("bitxor", Func::BitXor, 2, Some(2)),
+    ("bitnot", Func::BitNot, 1, Some(1)),
+    ("chr", Func::Chr, 1, Some(1)),
+    ("lpad", Func::Lpad, 2, Some(2)),
+    ("rpad", Func::Rpad, 2, Some(2)),
+    ("ltrim", Func::Ltrim, 1, Some(1)),
+    ("rtrim", Func::Rtrim, 1, Some(1)),
+    ("numbytes", Func::NumBytes, 1, Some(1)),
+    ("sha1", Func::Sha1, 1, Some(1)),
+    ("sha224", Func::Sha224, 1, Some(1)),
+    ("sha384", Func::Sha384, 1, Some(1)),
+    ("sha512", Func::Sha512, 1, Some(1)),
+    ("regexp_substr", Func::RegexpSubstr, 2, Some(2)),
+    ("decode", Func::Decode, 2, Some(2)),
+    ("rand", Func::Rand, 0, Some(0)),
 ];
+
+/// Longest padding `lpad`/`rpad` add (AWS: 1000).
+const MAX_PADDING: i64 = 1000;
 
 /// Longest regular expression pattern accepted (compiled size is bounded too).
 const MAX_REGEX_LEN: usize = 1024;
@@ -137,7 +206,10 @@ impl Func {
 
     /// True for the functions whose second argument is a regular expression.
     pub(crate) fn takes_regex(self) -> bool {
-        matches!(self, Func::RegexpMatches | Func::RegexpReplace)
+        matches!(
+            self,
+            Func::RegexpMatches | Func::RegexpReplace | Func::RegexpSubstr
+        )
     }
 }
 
@@ -235,6 +307,68 @@ pub(crate) fn call<'a>(call: &'a Call, args: Vec<Val<'a>>, scope: &Scope<'a, '_>
         Func::Sha256 => string1(arg(0), |s| hex(&Sha256::digest(s.as_bytes()))),
         Func::ParseTime => parse_time(arg(0), arg(1), args.get(2)),
         Func::TimeToEpoch => time_to_epoch(arg(0), arg(1)),
+        Func::GetMqttProperty => mqtt_property(scope, arg(0)),
+        Func::GetUserProperties => user_properties(scope, arg(0)),
+        Func::Acos => float1(arg(0), whole, |x| {
+            (-1.0..=1.0).contains(&x).then(|| x.acos())
+        }),
+        Func::Asin => float1(arg(0), whole, |x| {
+            (-1.0..=1.0).contains(&x).then(|| x.asin())
+        }),
+        Func::Atan => float1(arg(0), whole, |x| Some(x.atan())),
+        Func::Atan2 => float2(arg(0), arg(1), whole, f64::atan2),
+        Func::Cos => float1(arg(0), whole, |x| Some(x.cos())),
+        Func::Cosh => float1(arg(0), whole, |x| Some(x.cosh()).filter(|r| r.is_finite())),
+        Func::Sin => float1(arg(0), whole, |x| Some(x.sin())),
+        Func::Sinh => float1(arg(0), whole, |x| Some(x.sinh()).filter(|r| r.is_finite())),
+        Func::Tan => float1(arg(0), whole, |x| Some(x.tan())),
+        Func::Tanh => float1(arg(0), whole, |x| Some(x.tanh())),
+        Func::Exp => float1(arg(0), whole, |x| Some(x.exp()).filter(|r| r.is_finite())),
+        Func::Sign => match arg(0).to_num() {
+            Some(Num::Int(i)) => Val::int(i.signum()),
+            Some(Num::Dec(d)) => Val::int(if d > 0.0 {
+                1
+            } else if d < 0.0 {
+                -1
+            } else {
+                0
+            }),
+            None => Val::Undefined,
+        },
+        Func::Trunc => trunc(arg(0), arg(1), whole),
+        Func::Remainder => arith(ArithOp::Rem, arg(0), arg(1), whole),
+        Func::BitAnd => ints2(arg(0), arg(1), |a, b| a & b),
+        Func::BitOr => ints2(arg(0), arg(1), |a, b| a | b),
+        Func::BitXor => ints2(arg(0), arg(1), |a, b| a ^ b),
+        Func::BitNot => match arg(0).to_num() {
+            Some(Num::Int(i)) => Val::int(!i),
+            _ => Val::Undefined,
+        },
+        Func::Chr => match arg(0).to_num() {
+            Some(Num::Int(i)) => u32::try_from(i)
+                .ok()
+                .and_then(char::from_u32)
+                .map_or(Val::Undefined, |c| Val::string(c.to_string())),
+            _ => Val::Undefined,
+        },
+        Func::Lpad => pad(arg(0), arg(1), true),
+        Func::Rpad => pad(arg(0), arg(1), false),
+        Func::Ltrim => string1(arg(0), |s| s.trim_start().to_string()),
+        Func::Rtrim => string1(arg(0), |s| s.trim_end().to_string()),
+        Func::NumBytes => match arg(0).to_str() {
+            Some(s) => Val::int(i64::try_from(s.len()).unwrap_or(i64::MAX)),
+            None => Val::Undefined,
+        },
+        Func::Sha1 => string1(arg(0), |s| hex(&sha1::Sha1::digest(s.as_bytes()))),
+        Func::Sha224 => string1(arg(0), |s| hex(&sha2::Sha224::digest(s.as_bytes()))),
+        Func::Sha384 => string1(arg(0), |s| hex(&sha2::Sha384::digest(s.as_bytes()))),
+        Func::Sha512 => string1(arg(0), |s| hex(&sha2::Sha512::digest(s.as_bytes()))),
+        Func::RegexpSubstr => with_regex(call, arg(1), |re| match arg(0).to_str() {
+            Some(s) => Val::string(re.find(&s).map_or("", |m| m.as_str())),
+            None => Val::Undefined,
+        }),
+        Func::Decode => decode(arg(0), arg(1)),
+        Func::Rand => rand().map_or(Val::Undefined, |r| Val::num(Num::Dec(r), false)),
         Func::GetThingShadow => {
             let shadow_name = if args.len() == 3 {
                 arg(1).to_str()
@@ -263,6 +397,119 @@ fn topic<'a>(scope: &Scope<'a, '_>, n: Option<&Val<'_>>) -> Val<'a> {
             .map_or(Val::Undefined, Val::string),
         _ => Val::Undefined,
     }
+}
+
+/// `get_mqtt_property(name)`: `content_type`, `format_indicator` (`UTF8_DATA` or
+/// `UNSPECIFIED_BYTES`), `response_topic`, `correlation_data` (base64) of the message; Undefined
+/// when it did not carry the property.
+fn mqtt_property<'a>(scope: &Scope<'a, '_>, name: &Val<'_>) -> Val<'a> {
+    let properties = &scope.message.properties;
+    let Some(name) = name.to_str() else {
+        return Val::Undefined;
+    };
+    match name.as_ref() {
+        "content_type" => properties.content_type.map_or(Val::Undefined, Val::string),
+        "format_indicator" => properties
+            .payload_format_utf8
+            .map_or(Val::Undefined, |utf8| {
+                Val::string(if utf8 {
+                    "UTF8_DATA"
+                } else {
+                    "UNSPECIFIED_BYTES"
+                })
+            }),
+        "response_topic" => properties
+            .response_topic
+            .map_or(Val::Undefined, Val::string),
+        "correlation_data" => properties.correlation_data.map_or(Val::Undefined, |data| {
+            Val::string(base64::engine::general_purpose::STANDARD.encode(data))
+        }),
+        _ => Val::Undefined,
+    }
+}
+
+/// `get_user_properties(key)`: every value of user property `key`, in order, as an array;
+/// Undefined when the message has none.
+fn user_properties<'a>(scope: &Scope<'a, '_>, key: &Val<'_>) -> Val<'a> {
+    let Some(key) = key.to_str() else {
+        return Val::Undefined;
+    };
+    let values: Vec<Value> = scope
+        .message
+        .properties
+        .user_properties
+        .iter()
+        .filter(|(k, _)| *k == key)
+        .map(|(_, v)| Value::String(v.to_string()))
+        .collect();
+    if values.is_empty() {
+        Val::Undefined
+    } else {
+        Val::Own(Value::Array(values))
+    }
+}
+
+/// `trunc(x, digits)`: `x` cut (towards zero) to `digits` decimal places.
+fn trunc(x: &Val<'_>, digits: &Val<'_>, whole: bool) -> Val<'static> {
+    let Some(Num::Int(digits)) = digits.to_num() else {
+        return Val::Undefined;
+    };
+    match x.to_num() {
+        Some(Num::Int(i)) => Val::int(i),
+        Some(Num::Dec(d)) => {
+            let scale = 10f64.powi(i32::try_from(digits.clamp(0, 300)).unwrap_or(0));
+            Val::num(Num::Dec((d * scale).trunc() / scale), whole)
+        }
+        None => Val::Undefined,
+    }
+}
+
+fn ints2(a: &Val<'_>, b: &Val<'_>, f: fn(i64, i64) -> i64) -> Val<'static> {
+    match (a.to_num(), b.to_num()) {
+        (Some(Num::Int(a)), Some(Num::Int(b))) => Val::int(f(a, b)),
+        _ => Val::Undefined,
+    }
+}
+
+/// `lpad(s, n)` / `rpad(s, n)`: `s` with `n` spaces added on the left / right.
+fn pad(s: &Val<'_>, n: &Val<'_>, left: bool) -> Val<'static> {
+    let (Some(s), Some(Num::Int(n))) = (s.to_str(), n.to_num()) else {
+        return Val::Undefined;
+    };
+    if !(0..=MAX_PADDING).contains(&n) {
+        return Val::Undefined;
+    }
+    let spaces = " ".repeat(usize::try_from(n).unwrap_or(0));
+    Val::string(if left {
+        format!("{spaces}{s}")
+    } else {
+        format!("{s}{spaces}")
+    })
+}
+
+/// `decode(value, 'base64')`: the decoded bytes as a string (Undefined unless they are UTF-8).
+fn decode(v: &Val<'_>, encoding: &Val<'_>) -> Val<'static> {
+    if !encoding
+        .to_str()
+        .is_some_and(|e| e.eq_ignore_ascii_case("base64"))
+    {
+        return Val::Undefined;
+    }
+    v.to_str()
+        .and_then(|s| {
+            base64::engine::general_purpose::STANDARD
+                .decode(s.as_bytes())
+                .ok()
+        })
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .map_or(Val::Undefined, Val::string)
+}
+
+/// A random number in [0, 1).
+fn rand() -> Option<f64> {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).ok()?;
+    Some((u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64)
 }
 
 /// A random (version 4) UUID.

@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# http rule action benchmark: deliveries per second from one rule (`SELECT * FROM 'bench/#'`) with
+# one http action to a local HTTPS endpoint (Debian's nginx with TLS answering 200, a neutral
+# fast server), fed by the neutral load tool `mqttv5 bench` (QoS 1), beside Mosquitto's bare
+# QoS 1 pub/sub with the same load tool in the same run. Deliveries are counted at the endpoint
+# (nginx's access log): the rate is taken between two samples inside the run (steady state),
+# and the total once the rule has caught up after the publishers stop.
+#
+#   benches/rules_http.sh
+#   DURATION=20 PUBLISHERS=10 SIZE=256 benches/rules_http.sh
+#   LOAD=fleetcore benches/rules_http.sh      # `fleetcore bench` as the load (both sides)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-20}
+PUBLISHERS=${PUBLISHERS:-10}
+SIZE=${SIZE:-256}
+LOAD=${LOAD:-mqttv5}
+INFLIGHT=${INFLIGHT:-64}
+SHARED=${SHARED:-$(cd .. && pwd)/shared}
+TARGET=${CARGO_TARGET_DIR:-target}
+OUT=${OUT:-$TARGET/bench-results/rules-http-$(date -u +%Y%m%dT%H%M%SZ)}
+PY=${PY:-.venv/bin/python}
+MQTTV5=${MQTTV5:-$(command -v mqttv5 || echo /root/.cargo/bin/mqttv5)}
+mkdir -p "$OUT"
+command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx-light >/dev/null; }
+
+cargo build --release -p fleetcore -q
+BIN=$TARGET/release/fleetcore
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; [ -f "$OUT/nginx/nginx.pid" ] && kill "$(cat "$OUT/nginx/nginx.pid")" 2>/dev/null || true; }
+trap cleanup EXIT
+wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# The endpoint: nginx, TLS with a certificate of a test CA, 200 to every POST, keep-alive.
+NG=$OUT/nginx; mkdir -p "$NG/tmp"
+"$PY" - "$NG" <<'PY'
+import sys
+sys.path.insert(0, "crates/fleetcore/tests/system")
+from pathlib import Path
+import pki
+d = Path(sys.argv[1])
+pki.make_ca(d / "ca.pem", d / "ca.key", cn="bench endpoint CA")
+pki.make_server_cert(d / "ca.pem", d / "ca.key", d / "server.pem", d / "server.key")
+PY
+NGINX_PORT=$(free_port)
+cat >"$NG/nginx.conf" <<EOF
+worker_processes 1;
+pid $NG/nginx.pid;
+error_log $NG/error.log warn;
+events { worker_connections 4096; }
+http {
+  client_body_temp_path $NG/tmp/body; proxy_temp_path $NG/tmp/proxy;
+  fastcgi_temp_path $NG/tmp/fastcgi; uwsgi_temp_path $NG/tmp/uwsgi; scgi_temp_path $NG/tmp/scgi;
+  keepalive_requests 10000000; keepalive_timeout 300s;
+  log_format line '\$request_method \$request_uri';
+  server {
+    listen 127.0.0.1:$NGINX_PORT ssl;
+    ssl_certificate $NG/server.pem; ssl_certificate_key $NG/server.key;
+    access_log $NG/access.log line buffer=256k flush=200ms;
+    location / { return 200 "ok\n"; }
+  }
+}
+EOF
+nginx -c "$NG/nginx.conf"
+wait_port 127.0.0.1 "$NGINX_PORT"
+
+FC_DATA=$(mktemp -d /tmp/fc-rules-http-bench.XXXXXX)
+MQTT=$(free_port); HTTP=$(free_port); MOSQ=$(free_port)
+"$BIN" serve --data-dir "$FC_DATA" --mqtt "127.0.0.1:$MQTT" --mqtts off --http "127.0.0.1:$HTTP" \
+  --allow-anonymous --log warn --rules-https-ca-file "$NG/ca.pem" >>"$OUT/fleetcore.log" 2>&1 &
+PIDS+=("$!")
+wait_port 127.0.0.1 "$MQTT"
+wait_port 127.0.0.1 "$HTTP"
+MOSQ_PID=$("$SHARED/tools/mosquitto-anchor.sh" "$MOSQ")
+PIDS+=("$MOSQ_PID")
+
+# The destination (confirmed with the token of the confirmation message, which nginx logged in
+# its request line) and the rule, created as a user would (boto3 with the server's credentials).
+"$PY" - "$FC_DATA" "$HTTP" "$NGINX_PORT" "$NG/access.log" <<'PY'
+import configparser, re, sys, time, boto3
+data, http, port, log = sys.argv[1:]
+cp = configparser.ConfigParser(); cp.read(f"{data}/credentials")
+s = boto3.session.Session(aws_access_key_id=cp["fleetcore"]["aws_access_key_id"],
+                          aws_secret_access_key=cp["fleetcore"]["aws_secret_access_key"], region_name="us-east-1")
+iot = s.client("iot", endpoint_url=f"http://127.0.0.1:{http}")
+url = f"https://localhost:{port}/"
+iot.create_topic_rule_destination(destinationConfiguration={"httpUrlConfiguration": {"confirmationUrl": url}})
+deadline = time.monotonic() + 20
+while True:
+    found = re.findall(r"confirmationToken=([0-9a-f]+)", open(log, errors="replace").read())
+    if found:
+        break
+    if time.monotonic() > deadline:
+        sys.exit("no confirmation message reached nginx")
+    time.sleep(0.2)
+iot.confirm_topic_rule_destination(confirmationToken=found[0])
+iot.create_topic_rule(ruleName="bench", topicRulePayload={
+    "sql": "SELECT * FROM 'bench/#'", "awsIotSqlVersion": "2016-03-23",
+    "actions": [{"http": {"url": url + "in"}}]})
+PY
+
+delivered() { grep -c '^POST /in' "$NG/access.log" || true; }
+bench() { # name port subscribers
+  local name=$1 port=$2 subscribers=$3
+  echo "== $name ($LOAD)" >&2
+  if [ "$LOAD" = mqttv5 ]; then
+    "$MQTTV5" bench -H 127.0.0.1 -p "$port" --qos 1 --publishers "$PUBLISHERS" --duration "$DURATION" \
+      --warmup 2 --payload-size "$SIZE" --inflight "$INFLIGHT" -t bench/load -f 'bench/#' \
+      --subscribers "$subscribers" >"$OUT/$name.raw.json" 2>"$OUT/$name.log"
+    "$PY" -c 'import json,sys; r=json.load(open(sys.argv[1]))["results"]; json.dump({"published": r["published"], "seconds": r["elapsed_secs"], "received_per_s": r["throughput_steady"]}, open(sys.argv[2], "w"))' "$OUT/$name.raw.json" "$OUT/$name.json"
+  else
+    "$BIN" bench --port "$port" --duration "$DURATION" --json --client-prefix "$name" --qos 1 \
+      --publishers "$PUBLISHERS" --subscribers "$subscribers" --inflight "$INFLIGHT" --size "$SIZE" \
+      >"$OUT/$name.raw.json" 2>"$OUT/$name.log"
+    "$PY" -c 'import json,sys; r=json.load(open(sys.argv[1])); json.dump({"published": r["acked"], "seconds": r["duration_s"], "received_per_s": r.get("received_per_s", 0)}, open(sys.argv[2], "w"))' "$OUT/$name.raw.json" "$OUT/$name.json"
+  fi
+}
+
+# fleetcore: sample the endpoint's count a quarter and three quarters into the run.
+START=$(date +%s.%N)
+bench rule-http-fleetcore "$MQTT" 0 &
+LOAD=$!
+sleep "$(echo "2 + $DURATION / 4" | bc -l)"
+T1=$(date +%s.%N); D1=$(delivered)
+sleep "$(echo "$DURATION / 2" | bc -l)"
+T2=$(date +%s.%N); D2=$(delivered)
+wait "$LOAD"
+PUBLISHED=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["published"])' "$OUT/rule-http-fleetcore.json")
+# Then wait until the rule has delivered every published message (at least once: >=).
+for _ in $(seq 1 1200); do
+  [ "$(delivered)" -ge "$PUBLISHED" ] && break
+  sleep 0.1
+done
+sleep 0.5  # the access log flushes every 200 ms
+END=$(date +%s.%N)
+echo "{\"published\": $PUBLISHED, \"delivered\": $(delivered), \"seconds\": $(echo "$END - $START" | bc), \"steady_deliveries\": $((D2 - D1)), \"steady_seconds\": $(echo "$T2 - $T1" | bc)}" \
+  | tee "$OUT/rule-http-end-to-end.json"
+
+bench qos1-mosquitto "$MOSQ" 1
+
+"$PY" - "$OUT" <<'PY'
+import json, sys, pathlib
+out = pathlib.Path(sys.argv[1])
+fc = json.loads((out / "rule-http-fleetcore.json").read_text())
+e2e = json.loads((out / "rule-http-end-to-end.json").read_text())
+mq = json.loads((out / "qos1-mosquitto.json").read_text())
+steady = e2e["steady_deliveries"] / e2e["steady_seconds"]
+print(f"fleetcore QoS 1 published/s through the rule (PUBACK after the ingest fsync): {fc['published'] / fc['seconds']:,.0f}")
+print(f"http action deliveries/s at nginx, steady (mid-run samples): {steady:,.0f}")
+print(f"end to end: {e2e['delivered']:,} deliveries of {e2e['published']:,} published in {e2e['seconds']:.1f} s "
+      f"= {e2e['delivered'] / e2e['seconds']:,.0f}/s")
+print(f"Mosquitto bare QoS 1 pub/sub (anchor, same tool): {mq['received_per_s']:,.0f} received/s")
+print(f"ratio http deliveries / Mosquitto bare QoS 1: {steady / max(mq['received_per_s'], 1):.2f}x")
+PY

@@ -1,0 +1,416 @@
+"""Rule actions that call out, end to end: topic rule destinations (the confirmation message
+AWS sends to the confirmation URL, ConfirmTopicRuleDestination, enable/disable, an http action
+delivering only under an ENABLED destination); the `http` action over TLS to a local HTTPS server
+whose certificate comes from a test CA the server is told to trust (`--rules-https-ca-file`), its
+pooled keep-alive connections seen from the server side, and failing destinations (an error
+status, a closed port, an untrusted certificate) firing the errorAction with AWS's error payload;
+the `openSearch` action against a local server speaking OpenSearch's `_bulk` API (a real
+OpenSearch is not installable here: the server below parses the NDJSON bulk body and answers
+like OpenSearch, per-item errors included)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import ssl
+import threading
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+import pki
+from brokers import HOST, Broker, free_port, wait_until
+from clients import V5
+
+pytestmark = pytest.mark.fleetcore_only("rule actions are fleetcore's")
+
+ROLE = "arn:aws:iam::000000000000:role/rules"
+
+
+@pytest.fixture(scope="module")
+def test_ca(tmp_path_factory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("endpoint-ca")
+    pki.make_ca(d / "ca.pem", d / "ca.key", cn="endpoint test CA")
+    return d / "ca.pem", d / "ca.key"
+
+
+@pytest.fixture(scope="module")
+def rb(tmp_path_factory, test_ca):
+    """A server trusting the test CA for its rule actions; actions retry fast (50 ms, doubling)
+    so the errorAction tests do not wait 15 s."""
+    b = Broker(tmp_path_factory.mktemp("actions-broker"), name="actions",
+               extra_args=("--rules-https-ca-file", str(test_ca[0])),
+               env={"FLEETCORE_TEST_RULES_RETRY_BACKOFF_MS": "50"})
+    b.start()
+    yield b
+    b.stop()
+
+
+class Endpoint:
+    """A local HTTPS/1.1 server (keep-alive) with a certificate of `ca`, recording every
+    request and every accepted TLS connection; `answer(handler, body)` gives status and body."""
+
+    def __init__(self, workdir: Path, ca: tuple[Path, Path], answer=None):
+        cert, key = pki.make_server_cert(ca[0], ca[1], workdir / "server.pem", workdir / "server.key")
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        endpoint = self
+        self.requests: list[tuple[str, dict, bytes]] = []
+        self.connections = 0
+        self.sockets = []
+        self.lock = threading.Lock()
+        self.answer = answer or (lambda handler, body: (200, b"{}"))
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with endpoint.lock:
+                    endpoint.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                status, out = endpoint.answer(self, body)
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            def log_message(self, *args):
+                pass
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def get_request(self):
+                sock, addr = super().get_request()
+                with endpoint.lock:
+                    endpoint.connections += 1
+                    endpoint.sockets.append(sock)
+                return sock, addr
+
+        self.server = Server((HOST, 0), Handler)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        self.url = f"https://localhost:{self.port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def paths(self) -> list[str]:
+        with self.lock:
+            return [p for p, _, _ in self.requests]
+
+    def deliveries(self, path: str) -> list[tuple[str, dict, bytes]]:
+        """The requests to `path` (confirmation messages are not deliveries)."""
+        with self.lock:
+            return [r for r in self.requests if r[0] == path]
+
+    def confirmations(self) -> list[tuple[str, dict, bytes]]:
+        with self.lock:
+            return [r for r in self.requests
+                    if r[1].get("x-amz-rules-engine-message-type") == "DestinationConfirmation"]
+
+    def close(self):
+        """Stops listening and cuts the kept-alive connections too."""
+        self.server.shutdown()
+        self.server.server_close()
+        with self.lock:
+            for sock in self.sockets:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+@pytest.fixture
+def endpoint(tmp_path, test_ca):
+    made: list[Endpoint] = []
+
+    def make(answer=None, ca=None) -> Endpoint:
+        e = Endpoint(tmp_path / f"endpoint{len(made)}", ca or test_ca, answer)
+        made.append(e)
+        return e
+
+    yield make
+    for e in made:
+        e.close()
+
+
+def rule_name(uid: str) -> str:
+    return uid.replace("-", "_")
+
+
+def create_rule(iot, name: str, sql: str, actions: list, **extra) -> None:
+    payload = {"sql": sql, "awsIotSqlVersion": "2016-03-23", "actions": actions}
+    payload.update(extra)
+    iot.create_topic_rule(ruleName=name, topicRulePayload=payload)
+
+
+def error_payload_for(sub, topic: str) -> dict:
+    return json.loads(sub.wait_message(timeout=30, topic=topic).payload)
+
+
+def enabled_destination(iot, url: str, e: Endpoint) -> str:
+    """Creates the topic rule destination for `url` and confirms it with the token that the
+    confirmation message brought to endpoint `e`, as the endpoint's owner would."""
+    arn = iot.create_topic_rule_destination(destinationConfiguration={
+        "httpUrlConfiguration": {"confirmationUrl": url}})["topicRuleDestination"]["arn"]
+    wait_until(lambda: any(json.loads(b)["arn"] == arn for _, _, b in e.confirmations()), 20,
+               what="the confirmation message")
+    token = next(json.loads(b)["confirmationToken"] for _, _, b in e.confirmations()
+                 if json.loads(b)["arn"] == arn)
+    iot.confirm_topic_rule_destination(confirmationToken=token)
+    return arn
+
+
+# ---------------------------------------------------------------------------------------------
+# http
+
+def test_https_action_posts_the_rule_output(rb, aws, clients, uid, endpoint):
+    e = endpoint()
+    iot = aws("iot", broker=rb)
+    enabled_destination(iot, e.url + "/", e)
+    create_rule(iot, rule_name(uid), f"SELECT v * 2 AS doubled FROM 'web/{uid}/+'",
+                [{"http": {"url": e.url + "/hook/${topic(3)}",
+                           "confirmationUrl": e.url + "/",
+                           "headers": [{"key": "x-thing", "value": "${topic(3)}-${v}"}]}}])
+    clients(V5, broker=rb).publish(f"web/{uid}/pump1", json.dumps({"v": 21}), qos=1)
+    wait_until(lambda: "/hook/pump1" in e.paths(), 20, what="the POST")
+    path, headers, body = e.deliveries("/hook/pump1")[0]
+    assert json.loads(body) == {"doubled": 42}
+    assert headers["x-thing"] == "pump1-21"
+    assert headers["content-type"] == "application/json"
+
+
+def test_https_connections_are_kept_alive_and_reused(rb, aws, clients, uid, endpoint):
+    """One TLS handshake for many messages: messages delivered one after another all travel on
+    the one pooled connection; a burst is delivered concurrently on a bounded number of them."""
+    e = endpoint()
+    iot = aws("iot", broker=rb)
+    enabled_destination(iot, e.url + "/", e)
+    create_rule(iot, rule_name(uid), f"SELECT * FROM 'pool/{uid}'",
+                [{"http": {"url": e.url + "/in"}}])
+    pub = clients(V5, broker=rb)
+    before = e.connections  # the confirmation message's connection (the pool may reuse it)
+    for n in range(1, 21):
+        pub.publish(f"pool/{uid}", json.dumps({"n": n}), qos=1)
+        wait_until(lambda: len(e.deliveries("/in")) >= n, 20, what=f"delivery {n}")
+    assert e.connections - before <= 1, f"{e.connections - before} new TLS connections for 20 sequential messages"
+    for n in range(300):
+        pub.publish(f"pool/{uid}", json.dumps({"n": 100 + n}), qos=1)
+    wait_until(lambda: len(e.deliveries("/in")) >= 320, 60, what="320 deliveries")
+    # At most 64 requests are in flight; the pool may open a few more connections when a request
+    # starts just before another's connection is back in the pool (70 seen), never one per message.
+    assert e.connections <= 96, f"{e.connections} connections for 320 messages (64 in flight at most)"
+    assert sorted(json.loads(b)["n"] for _, _, b in e.deliveries("/in")) == list(range(1, 21)) + list(range(100, 400))
+
+
+def test_an_error_status_fires_the_error_action(rb, aws, clients, uid, endpoint):
+    e = endpoint(answer=lambda handler, body: (503, b'{"message":"busy"}') if handler.path == "/busy"
+                 else (200, b"{}"))
+    name = rule_name(uid)
+    enabled_destination(aws("iot", broker=rb), e.url + "/", e)
+    create_rule(aws("iot", broker=rb), name, f"SELECT * FROM 'busy/{uid}'",
+                [{"http": {"url": e.url + "/busy"}}],
+                errorAction={"republish": {"roleArn": ROLE, "topic": f"errors/{uid}/${{topic(2)}}"}})
+    sub = clients(V5, broker=rb)
+    sub.subscribe(f"errors/{uid}/#", qos=1)
+    original = json.dumps({"reading": 1}).encode()
+    clients(V5, broker=rb, client_id=f"p-{uid}").publish(f"busy/{uid}", original, qos=1)
+    err = error_payload_for(sub, f"errors/{uid}/{uid}")
+    assert err["ruleName"] == name
+    assert err["topic"] == f"busy/{uid}"
+    assert err["clientId"] == f"p-{uid}"
+    assert base64.b64decode(err["base64OriginalPayload"]) == original
+    uuid.UUID(err["cloudwatchTraceId"])
+    [failure] = err["failures"]
+    assert failure["failedAction"] == "HttpAction"
+    assert failure["failedResource"] == e.url + "/busy"
+    assert "503" in failure["errorMessage"], failure
+    assert len(e.deliveries("/busy")) >= 2, "the failure was retried before the error action"
+    metrics = rb.metrics()
+    assert metrics[f'fleetcore_rules_error_action_fired_total{{rule="{name}",action="0:http"}}'] == 1
+
+
+def test_a_closed_port_fires_the_error_action(rb, aws, clients, uid, endpoint):
+    e = endpoint()
+    enabled_destination(aws("iot", broker=rb), e.url + "/", e)
+    e.close()  # confirmed, then gone
+    create_rule(aws("iot", broker=rb), rule_name(uid), f"SELECT * FROM 'down/{uid}'",
+                [{"http": {"url": e.url + "/never"}}],
+                errorAction={"republish": {"roleArn": ROLE, "topic": f"errors/{uid}"}})
+    sub = clients(V5, broker=rb)
+    sub.subscribe(f"errors/{uid}", qos=1)
+    clients(V5, broker=rb).publish(f"down/{uid}", b'{"a":1}', qos=1)
+    [failure] = error_payload_for(sub, f"errors/{uid}")["failures"]
+    assert failure["failedResource"] == e.url + "/never"
+    assert "onnect" in failure["errorMessage"], failure
+
+
+def test_an_untrusted_certificate_is_refused(rb, aws, uid, endpoint, tmp_path):
+    """The confirmation message goes over the same TLS client: to an endpoint whose certificate
+    the server does not trust it is never sent, and the destination is in ERROR saying why."""
+    other = (tmp_path / "other-ca.pem", tmp_path / "other-ca.key")
+    pki.make_ca(*other, cn="a CA the server does not trust")
+    e = endpoint(ca=other)
+    iot = aws("iot", broker=rb)
+    arn = iot.create_topic_rule_destination(destinationConfiguration={
+        "httpUrlConfiguration": {"confirmationUrl": e.url + "/"}})["topicRuleDestination"]["arn"]
+
+    def status():
+        return iot.get_topic_rule_destination(arn=arn)["topicRuleDestination"]
+
+    wait_until(lambda: status()["status"] == "ERROR", 20, what="the destination in ERROR")
+    assert "certificate" in status()["statusReason"].lower(), status()
+    assert e.requests == [], "nothing was sent over the untrusted connection"
+
+
+def test_topic_rule_destination_confirmation_flow(rb, aws, clients, uid, endpoint):
+    from botocore.exceptions import ClientError
+
+    e = endpoint()
+    iot = aws("iot", broker=rb)
+    url = e.url + f"/{uid}/"
+    created = iot.create_topic_rule_destination(destinationConfiguration={
+        "httpUrlConfiguration": {"confirmationUrl": url}})["topicRuleDestination"]
+    arn = created["arn"]
+    assert arn.startswith("arn:aws:iot:us-east-1:000000000000:ruledestination/http/"), arn
+    assert created["status"] == "IN_PROGRESS"
+    assert created["httpUrlProperties"] == {"confirmationUrl": url}
+
+    # The confirmation message, as AWS sends it.
+    wait_until(lambda: e.confirmations(), 20, what="the confirmation message")
+    [(path, headers, body)] = e.confirmations()
+    message = json.loads(body)
+    assert headers["x-amz-rules-engine-destination-arn"] == arn
+    assert message["arn"] == arn and message["messageType"] == "DestinationConfirmation"
+    assert path == f"/{uid}/?confirmationToken={message['confirmationToken']}"
+    assert message["enableUrl"].endswith(f"/confirmdestination/{message['confirmationToken']}")
+
+    with pytest.raises(ClientError) as exc:
+        iot.create_topic_rule_destination(destinationConfiguration={
+            "httpUrlConfiguration": {"confirmationUrl": url}})
+    assert exc.value.response["Error"]["Code"] == "ResourceAlreadyExistsException"
+    with pytest.raises(ClientError) as exc:
+        iot.create_topic_rule_destination(destinationConfiguration={
+            "httpUrlConfiguration": {"confirmationUrl": "http://plain.example/"}})
+    assert exc.value.response["Error"]["Code"] == "InvalidRequestException"
+    with pytest.raises(ClientError) as exc:
+        iot.update_topic_rule_destination(arn=arn, status="ENABLED")
+    assert exc.value.response["Error"]["Code"] == "ConflictException", "not confirmed yet"
+
+    # Before confirmation, the action fails saying so.
+    create_rule(iot, rule_name(uid), f"SELECT * FROM 'dest/{uid}'",
+                [{"http": {"url": url + "in"}}],
+                errorAction={"republish": {"roleArn": ROLE, "topic": f"errors/{uid}"}})
+    sub = clients(V5, broker=rb)
+    sub.subscribe(f"errors/{uid}", qos=1)
+    pub = clients(V5, broker=rb)
+    pub.publish(f"dest/{uid}", b'{"n":1}', qos=1)
+    [failure] = error_payload_for(sub, f"errors/{uid}")["failures"]
+    assert "IN_PROGRESS" in failure["errorMessage"], failure
+    assert e.deliveries(f"/{uid}/in") == []
+
+    # Confirmed: delivered.
+    with pytest.raises(ClientError) as exc:
+        iot.confirm_topic_rule_destination(confirmationToken="not-the-token")
+    assert exc.value.response["Error"]["Code"] == "ResourceNotFoundException"
+    iot.confirm_topic_rule_destination(confirmationToken=message["confirmationToken"])
+    assert iot.get_topic_rule_destination(arn=arn)["topicRuleDestination"]["status"] == "ENABLED"
+    pub.publish(f"dest/{uid}", b'{"n":2}', qos=1)
+    wait_until(lambda: e.deliveries(f"/{uid}/in"), 20, what="the delivery")
+    assert json.loads(e.deliveries(f"/{uid}/in")[0][2]) == {"n": 2}
+
+    # Disabled: refused again; listed; deleted.
+    iot.update_topic_rule_destination(arn=arn, status="DISABLED")
+    pub.publish(f"dest/{uid}", b'{"n":3}', qos=1)
+    second = sub.wait_messages(2, timeout=30, topic=f"errors/{uid}")[1]
+    [failure] = json.loads(second.payload)["failures"]
+    assert "DISABLED" in failure["errorMessage"], failure
+    listed = iot.list_topic_rule_destinations()["destinationSummaries"]
+    [mine] = [d for d in listed if d["arn"] == arn]
+    assert mine["status"] == "DISABLED" and mine["httpUrlSummary"] == {"confirmationUrl": url}
+    iot.delete_topic_rule_destination(arn=arn)
+    with pytest.raises(ClientError) as exc:
+        iot.get_topic_rule_destination(arn=arn)
+    assert exc.value.response["Error"]["Code"] == "ResourceNotFoundException"
+
+
+# ---------------------------------------------------------------------------------------------
+# openSearch
+
+def bulk_answer(handler, body: bytes) -> tuple[int, bytes]:
+    """Answers a `_bulk` request as OpenSearch does: one item per action line; a document whose
+    `t` is not a number fails with a mapping error, as a `long` field would."""
+    if not handler.path.endswith("/_bulk") or handler.headers.get("Content-Type") != "application/x-ndjson":
+        return 400, b'{"error":"not a bulk request"}'
+    lines = body.decode().split("\n")
+    if lines[-1] != "":
+        return 400, b'{"error":{"type":"illegal_argument_exception","reason":"The bulk request must be terminated by a newline [\\n]"}}'
+    lines = lines[:-1]
+    items, errors = [], False
+    for action_line, doc_line in zip(lines[::2], lines[1::2]):
+        meta = json.loads(action_line)["index"]
+        doc = json.loads(doc_line)
+        item = {"_index": meta["_index"], "_id": meta.get("_id") or uuid.uuid4().hex}
+        if not isinstance(doc.get("t"), (int, float)):
+            errors = True
+            item.update(status=400, error={"type": "mapper_parsing_exception",
+                                           "reason": "failed to parse field [t] of type [long]"})
+        else:
+            item.update(status=201, result="created", _version=1)
+        items.append({"index": item})
+    return 200, json.dumps({"took": 1, "errors": errors, "items": items}).encode()
+
+
+def bulk_documents(e: Endpoint) -> list[tuple[dict, dict]]:
+    """(action metadata, document) of every bulk line pair the endpoint received."""
+    out = []
+    for _, _, body in list(e.requests):
+        lines = body.decode().split("\n")[:-1]
+        out += [(json.loads(a)["index"], json.loads(d)) for a, d in zip(lines[::2], lines[1::2])]
+    return out
+
+
+def test_opensearch_indexes_through_the_bulk_api(rb, aws, clients, uid, endpoint):
+    e = endpoint(answer=bulk_answer)
+    create_rule(aws("iot", broker=rb), rule_name(uid), f"SELECT t, topic(3) AS device FROM 'os/{uid}/+'",
+                [{"openSearch": {"roleArn": ROLE, "endpoint": e.url, "index": "telemetry-${topic(3)}",
+                                 "type": "_doc", "id": "${topic(3)}-${n}"}}])
+    pub = clients(V5, broker=rb)
+    for n in range(50):
+        pub.publish(f"os/{uid}/d{n % 2}", json.dumps({"t": n, "n": n}), qos=1)
+    wait_until(lambda: len(bulk_documents(e)) >= 50, 30, what="50 indexed documents")
+    docs = bulk_documents(e)
+    assert len(docs) == 50, "each message indexed once"
+    assert all(p == "/_bulk" for p in e.paths())
+    assert {(m["_index"], m["_id"]) for m, _ in docs} == {
+        (f"telemetry-d{n % 2}", f"d{n % 2}-{n}") for n in range(50)}
+    assert sorted(d["t"] for _, d in docs) == list(range(50))
+    assert len(e.requests) < 50, f"{len(e.requests)} bulk requests for 50 messages: batches are bulked"
+
+
+def test_opensearch_item_errors_fail_only_their_messages(rb, aws, clients, uid, endpoint):
+    e = endpoint(answer=bulk_answer)
+    create_rule(aws("iot", broker=rb), rule_name(uid), f"SELECT * FROM 'osbad/{uid}'",
+                [{"openSearch": {"roleArn": ROLE, "endpoint": e.url + "/", "index": "t",
+                                 "type": "_doc", "id": "${n}"}}],
+                errorAction={"republish": {"roleArn": ROLE, "topic": f"errors/{uid}"}})
+    sub = clients(V5, broker=rb)
+    sub.subscribe(f"errors/{uid}", qos=1)
+    pub = clients(V5, broker=rb)
+    pub.publish(f"osbad/{uid}", json.dumps({"t": "hot", "n": 1}), qos=1)
+    pub.publish(f"osbad/{uid}", json.dumps({"t": 20, "n": 2}), qos=1)
+    err = error_payload_for(sub, f"errors/{uid}")
+    [failure] = err["failures"]
+    assert failure["failedAction"] == "OpenSearchAction"
+    assert "mapper_parsing_exception" in failure["errorMessage"], failure
+    assert json.loads(base64.b64decode(err["base64OriginalPayload"])) == {"t": "hot", "n": 1}
+    def created():
+        return [m["_id"] for m, d in bulk_documents(e) if isinstance(d["t"], int)]
+
+    wait_until(created, 30, what="the good document indexed")
+    assert created() == ["2"], "the good document was indexed once"
+    refused = [m["_id"] for m, d in bulk_documents(e) if not isinstance(d["t"], int)]
+    assert len(refused) >= 2 and set(refused) == {"1"}, "the refused one was retried alone"
