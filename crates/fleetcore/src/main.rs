@@ -5,6 +5,7 @@ mod auth;
 mod bench;
 mod cli;
 mod config;
+mod functions;
 mod rules;
 mod serve;
 mod streams;
@@ -36,6 +37,9 @@ enum Command {
     /// Manage device certificates (calls the server's API with its credentials file).
     #[command(subcommand)]
     Cert(cli::CertCommand),
+    /// Functions (Lambda): read a function's invocation logs.
+    #[command(subcommand)]
+    Function(functions::FunctionCommand),
     /// Load-test any MQTT broker: publishers, subscribers, rate, QoS; reports throughput,
     /// loss and latency percentiles.
     Bench(bench::BenchArgs),
@@ -60,6 +64,7 @@ fn main() -> anyhow::Result<()> {
             serve::init_logging("warn");
             runtime.block_on(command.run())
         }
+        Command::Function(command) => command.run(),
         Command::Bench(args) => {
             serve::init_logging("warn");
             runtime.block_on(bench::run(args))

@@ -1,7 +1,7 @@
 //! Wiring of the rules engine in `fleetcore serve`: the ingest log in a stream store of its own
 //! (`<data dir>/ingest`, so it never shows in the user's ListStreams), the ingest writer the
 //! broker hands messages to, and the runtime running every enabled rule's actions against the
-//! user's streams, the delivery streams, the broker and the device shadows.
+//! user's streams, the delivery streams, the functions, the broker and the device shadows.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use bytes::Bytes;
 use fleetcore_archive::Archive;
+use fleetcore_core::FunctionInvoker;
 use fleetcore_mqtt::broker::Router;
 use fleetcore_rules::actions::{Destinations, FirehoseSink};
 use fleetcore_rules::ingest::{IngestConfig, IngestFilters, IngestWriter};
@@ -76,6 +77,7 @@ impl RulesEngine {
         streams: Arc<dyn Stream>,
         archive: Arc<Archive>,
         shadows: ShadowService,
+        functions: Arc<dyn FunctionInvoker>,
     ) -> anyhow::Result<RulesEngine> {
         let dir = data_dir.join("ingest");
         let ingest: Arc<dyn Stream> = Arc::new(
@@ -108,6 +110,7 @@ impl RulesEngine {
                 router: Arc::clone(router),
                 streams,
                 firehose: Some(Arc::new(DeliveryStreams(archive))),
+                functions: Some(functions),
             },
             RuleEnv {
                 shadows: Some(Arc::new(Shadows(shadows))),

@@ -251,7 +251,7 @@ def test_lambda_action_fails_honestly_and_the_error_action_fires(rb, aws, client
     [failure] = error_payload_for(sub, f"fn-errors/{uid}")["failures"]
     assert failure["failedAction"] == "LambdaAction"
     assert failure["failedResource"] == fn
-    assert "no functions capability" in failure["errorMessage"]
+    assert "Function not found" in failure["errorMessage"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,9 +19,11 @@
 //! Every invocation gets a fresh instance (no state survives between invocations, as if each
 //! were a cold start of a tiny sandbox; instantiating costs microseconds). Limits: linear memory
 //! at most `MemorySize` MB (a `memory.grow` past it fails, an initial memory past it fails the
-//! invocation); CPU by fuel, `Timeout` × [`FUEL_PER_SECOND`] units, and running out is reported
-//! as Lambda reports a timeout. A trap (unreachable, out-of-bounds access, ...) fails the
-//! invocation with the trap's message.
+//! invocation); time: `handle` runs on fuel slices of [`FUEL_SLICE`] units (wasmi counts
+//! instructions), and between slices the wall clock is checked against `Timeout`: past it, the
+//! call is abandoned and reported as Lambda reports a timeout (so the limit holds on a slow or
+//! busy machine too). The start function and `alloc` get one slice. A trap (unreachable,
+//! out-of-bounds access, ...) fails the invocation with the trap's message.
 
 use std::path::Path;
 use std::time::Instant;
@@ -30,14 +32,28 @@ use bytes::Bytes;
 use serde_json::json;
 use wasmi::{
     Caller, Config, Engine, Extern, Linker, Module, Store, StoreLimits, StoreLimitsBuilder,
-    TypedFunc,
+    TypedFunc, TypedResumableCall,
 };
 
 use super::{Invocation, Outcome};
 use crate::logs::MAX_INVOCATION_OUTPUT;
 
-/// Fuel units per second of `Timeout` (roughly the instructions wasmi runs in a second here).
-pub const FUEL_PER_SECOND: u64 = 200_000_000;
+/// Fuel units between two checks of the deadline (a few milliseconds of interpretation).
+pub const FUEL_SLICE: u64 = 2_000_000;
+
+/// How a run ended without a result.
+enum RunError {
+    /// The deadline passed.
+    Timeout,
+    /// A trap, a missing export, a bad pointer.
+    Wasm(wasmi::Error),
+}
+
+impl From<wasmi::Error> for RunError {
+    fn from(error: wasmi::Error) -> RunError {
+        RunError::Wasm(error)
+    }
+}
 
 /// Per-invocation host state.
 struct HostState {
@@ -133,10 +149,8 @@ impl WasmFunction {
             },
         );
         store.limiter(|state| &mut state.limits);
-        let fuel = (invocation.timeout.as_millis() as u64).max(1) * (FUEL_PER_SECOND / 1000);
-        let result = store
-            .set_fuel(fuel)
-            .and_then(|()| self.run(&mut store, &invocation.payload));
+        let deadline = started + invocation.timeout;
+        let result = self.run(&mut store, &invocation.payload, deadline);
         let duration = started.elapsed();
         let state = store.into_data();
         let mut outcome = match (result, state.failure) {
@@ -159,23 +173,18 @@ impl WasmFunction {
                 function_error: None,
                 ..Outcome::failed("", String::new())
             },
-            (Err(error), None) => {
-                if error.as_trap_code() == Some(wasmi::TrapCode::OutOfFuel) {
-                    Outcome::failed(
-                        "Sandbox.Timedout",
-                        format!(
-                            "RequestId: {} Error: Task timed out after {:.2} seconds (fuel exhausted)",
-                            invocation.request_id,
-                            invocation.timeout.as_secs_f64()
-                        ),
-                    )
-                } else {
-                    Outcome::failed(
-                        "Runtime.WasmError",
-                        format!("RequestId: {} Error: {error}", invocation.request_id),
-                    )
-                }
-            }
+            (Err(RunError::Timeout), None) => Outcome::failed(
+                "Sandbox.Timedout",
+                format!(
+                    "RequestId: {} Error: Task timed out after {:.2} seconds",
+                    invocation.request_id,
+                    invocation.timeout.as_secs_f64()
+                ),
+            ),
+            (Err(RunError::Wasm(error)), None) => Outcome::failed(
+                "Runtime.WasmError",
+                format!("RequestId: {} Error: {error}", invocation.request_id),
+            ),
         };
         outcome.output = state.log;
         outcome.written = state.logged;
@@ -186,7 +195,13 @@ impl WasmFunction {
         outcome
     }
 
-    fn run(&self, store: &mut Store<HostState>, event: &[u8]) -> Result<Vec<u8>, wasmi::Error> {
+    fn run(
+        &self,
+        store: &mut Store<HostState>,
+        event: &[u8],
+        deadline: Instant,
+    ) -> Result<Vec<u8>, RunError> {
+        store.set_fuel(FUEL_SLICE)?;
         let instance = self
             .linker
             .instantiate_and_start(&mut *store, &self.module)?;
@@ -196,25 +211,48 @@ impl WasmFunction {
         let alloc: TypedFunc<i32, i32> = instance.get_typed_func(&*store, "alloc")?;
         let handle: TypedFunc<(i32, i32), i64> = instance.get_typed_func(&*store, "handle")?;
         let len = i32::try_from(event.len()).map_err(|_| wasmi::Error::new("event too large"))?;
+        store.set_fuel(FUEL_SLICE)?;
         let ptr = alloc.call(&mut *store, len)?;
         memory
             .write(&mut *store, ptr as u32 as usize, event)
             .map_err(|e| {
                 wasmi::Error::new(format!("alloc returned room outside the memory: {e}"))
             })?;
-        let packed = handle.call(&mut *store, (ptr, len))? as u64;
+        store.set_fuel(FUEL_SLICE)?;
+        let mut call = handle.call_resumable(&mut *store, (ptr, len))?;
+        let packed = loop {
+            match call {
+                TypedResumableCall::Finished(packed) => break packed as u64,
+                TypedResumableCall::OutOfFuel(paused) => {
+                    if Instant::now() >= deadline {
+                        return Err(RunError::Timeout);
+                    }
+                    store.set_fuel(FUEL_SLICE)?;
+                    call = paused.resume(&mut *store)?;
+                }
+                TypedResumableCall::HostTrap(trap) => {
+                    return Err(RunError::Wasm(wasmi::Error::new(
+                        trap.host_error().to_string(),
+                    )));
+                }
+            }
+        };
         let (out_ptr, out_len) = ((packed >> 32) as usize, (packed & 0xffff_ffff) as usize);
         if out_len > super::MAX_RESPONSE_BYTES {
-            return Err(wasmi::Error::new(format!(
+            return Err(RunError::Wasm(wasmi::Error::new(format!(
                 "Response payload size exceeded maximum allowed payload size ({} bytes).",
                 super::MAX_RESPONSE_BYTES
-            )));
+            ))));
         }
         memory
             .data(&*store)
             .get(out_ptr..out_ptr.saturating_add(out_len))
             .map(<[u8]>::to_vec)
-            .ok_or_else(|| wasmi::Error::new("handle returned a result outside the memory"))
+            .ok_or_else(|| {
+                RunError::Wasm(wasmi::Error::new(
+                    "handle returned a result outside the memory",
+                ))
+            })
     }
 }
 

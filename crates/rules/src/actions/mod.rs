@@ -3,12 +3,13 @@
 //!
 //! The runtime expands an action's [`Action::templates`] per message (against the original
 //! payload) and hands the action a batch of [`Prepared`] messages; the action answers one
-//! outcome per message. Kinds this server cannot run yet (Lambda, IoT Events, ...) are built
+//! outcome per message. Kinds this server cannot run yet (IoT Events, ...) are built
 //! as an action that fails every message: every message fails, so the error action fires.
 
 mod firehose;
 mod http;
 mod kinesis;
+mod lambda;
 mod republish;
 mod unsupported;
 
@@ -60,6 +61,8 @@ pub struct Destinations {
     pub streams: Arc<dyn Stream>,
     /// The delivery streams (the Firehose action), if the server runs them.
     pub firehose: Option<Arc<dyn FirehoseSink>>,
+    /// The functions (the Lambda action), if the server runs them.
+    pub functions: Option<Arc<dyn fleetcore_core::FunctionInvoker>>,
 }
 
 /// Builds one action object (`{"kind": {members}}`) of a rule compiled for `version`. A kind
@@ -90,6 +93,9 @@ pub fn build(action: &Value, version: SqlVersion, destinations: &Destinations) -
             firehose::Firehose::build(members, destinations).map(|a| Arc::new(a) as Arc<dyn Action>)
         }
         "http" => http::Http::build(members, version).map(|a| Arc::new(a) as Arc<dyn Action>),
+        "lambda" => {
+            lambda::Lambda::build(members, destinations).map(|a| Arc::new(a) as Arc<dyn Action>)
+        }
         other => Ok(Arc::new(Unsupported::kind(other, members))),
     };
     built.unwrap_or_else(|reason| Arc::new(Unsupported::broken(kind, reason)))

@@ -58,7 +58,6 @@ impl Unsupported {
     /// A kind without a runtime here.
     pub(crate) fn kind(kind: &str, members: &Value) -> Unsupported {
         let reason = match kind {
-            "lambda" => "no functions capability yet: the lambda action cannot run".to_string(),
             "iotEvents" => "no events capability yet: the iotEvents action cannot run".to_string(),
             other => format!("the {other} action is not supported by this server yet"),
         };
