@@ -228,6 +228,49 @@ def handler(event, context):
     assert fb.metrics().get("fleetcore_functions_failures_total", 0) >= 3
 
 
+def test_memory_size_limits_the_worker(fb, aws, uid):
+    lam = aws("lambda", broker=fb)
+    name = fn_name(uid)
+    create(lam, name, {"app.py": """
+def handler(event, context):
+    block = bytearray(event["mb"] << 20)
+    return len(block) >> 20
+"""}, MemorySize=128)
+    assert invoke(lam, name, {"mb": 16})[1] == 16
+    r, body = invoke(lam, name, {"mb": 512})
+    assert r["FunctionError"] == "Unhandled" and body["errorType"] == "MemoryError"
+    lam.update_function_configuration(FunctionName=name, MemorySize=1024)
+    assert invoke(lam, name, {"mb": 512})[1] == 512
+
+
+def test_provided_runtime_runs_the_packages_own_bootstrap(fb, aws, uid):
+    lam = aws("lambda", broker=fb)
+    name = fn_name(uid)
+    bootstrap = f"""#!{sys.executable}
+import http.client, json, os
+api = os.environ["AWS_LAMBDA_RUNTIME_API"]
+while True:
+    c = http.client.HTTPConnection(api)
+    c.request("GET", "/2018-06-01/runtime/invocation/next")
+    r = c.getresponse()
+    event = json.loads(r.read())
+    rid = r.getheader("Lambda-Runtime-Aws-Request-Id")
+    body = json.dumps({{"custom": event, "handler": os.environ["_HANDLER"],
+                        "deadline": r.getheader("Lambda-Runtime-Deadline-Ms") is not None}})
+    c.request("POST", f"/2018-06-01/runtime/invocation/{{rid}}/response", body)
+    c.getresponse().read()
+"""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        info = zipfile.ZipInfo("bootstrap")
+        info.external_attr = 0o755 << 16
+        z.writestr(info, bootstrap)
+    lam.create_function(FunctionName=name, Runtime="provided.al2023", Role=ROLE,
+                        Handler="my.handler", Code={"ZipFile": out.getvalue()})
+    assert invoke(lam, name, {"x": 1})[1] == {"custom": {"x": 1}, "handler": "my.handler",
+                                               "deadline": True}
+
+
 @pytest.mark.parametrize("files,handler,error_type", [
     ({"other.py": "x = 1\n"}, "app.handler", "Runtime.ImportModuleError"),
     ({"app.py": "def handler(e, c)\n    return 1\n"}, "app.handler", "Runtime.UserCodeSyntaxError"),
