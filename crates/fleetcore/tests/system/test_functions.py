@@ -491,32 +491,28 @@ def test_event_source_mapping_bisects_and_sends_the_failure_to_the_destination(f
 # ---------------------------------------------------------------------------------------------
 # the rules engine's lambda action
 
-ENRICH = """
-import json, os, boto3
-kinesis = boto3.client("kinesis")
-def handler(event, context):
-    enriched = dict(event, fahrenheit=event["temperature"] * 9 / 5 + 32)
-    kinesis.put_record(StreamName=os.environ["OUT"], Data=json.dumps(enriched).encode(),
-                       PartitionKey=event["device"])
-    return enriched
-"""
+ENRICH = (HERE.parents[3] / "examples" / "functions" / "python-enrich" / "lambda_function.py").read_text()
 
 
 def test_rule_lambda_action_enriches_into_a_stream(fb, aws, clients, uid):
     iot, lam, kinesis = aws("iot", broker=fb), aws("lambda", broker=fb), aws("kinesis", broker=fb)
     name, out = fn_name(uid), f"out-{uid}"
     kinesis.create_stream(StreamName=out, ShardCount=1)
-    fn = create(lam, name, {"app.py": ENRICH}, Timeout=30, Environment={"Variables": {"OUT": out}})
+    fn = create(lam, name, {"lambda_function.py": ENRICH}, handler="lambda_function.lambda_handler",
+                Timeout=30, Environment={"Variables": {"STREAM": out}})
+    iot.create_thing(thingName=f"d0-{uid}", attributePayload={"attributes": {"site": "plant-7"}})
     create_rule(iot, rule_name(uid),
-                f"SELECT *, topic(2) AS device FROM 'devices/+/telemetry' WHERE run = '{uid}'",
+                f"SELECT *, topic(2) AS thing FROM 'devices/+/telemetry' WHERE run = '{uid}'",
                 [{"lambda": {"functionArn": fn["FunctionArn"]}}])
     dev = clients(V5, broker=fb)
     for i in range(5):
-        dev.publish(f"devices/d{i}/telemetry", json.dumps({"run": uid, "temperature": 20 + i}), qos=1)
+        dev.publish(f"devices/d{i}-{uid}/telemetry", json.dumps({"run": uid, "temperature": 20 + i}),
+                    qos=1)
     records = wait_stream(kinesis, out, lambda rs: len(rs) >= 5, timeout=60)
-    got = sorted((json.loads(r["Data"]) for r in records), key=lambda r: r["device"])
-    assert [(g["device"], g["fahrenheit"]) for g in got] == \
-        [(f"d{i}", (20 + i) * 9 / 5 + 32) for i in range(5)]
+    got = sorted((json.loads(r["Data"]) for r in records), key=lambda r: r["thing"])
+    assert [(g["thing"], g["fahrenheit"]) for g in got] == \
+        [(f"d{i}-{uid}", round((20 + i) * 9 / 5 + 32, 2)) for i in range(5)]
+    assert got[0]["attributes"] == {"site": "plant-7"} and got[1]["attributes"] == {}
 
 
 def test_rule_lambda_action_failure_fires_the_error_action(fb, aws, clients, uid):
