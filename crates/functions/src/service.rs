@@ -175,6 +175,7 @@ impl Functions {
             runtime_dir,
         });
         tokio::spawn(run_events(Arc::downgrade(&functions), queue));
+        tokio::spawn(reap_idle_workers(Arc::downgrade(&functions)));
         Ok(functions)
     }
 
@@ -893,6 +894,31 @@ async fn run_events(
             metrics::counter!("fleetcore_functions_async_dropped_total").increment(1);
             tracing::warn!(function = %reference.name, "asynchronous invocation failed 3 times; dropped");
         });
+    }
+}
+
+/// How long a worker may stay idle before it is stopped.
+const IDLE_WORKER_TTL: Duration = Duration::from_secs(600);
+
+/// Every minute, stops the workers idle for longer than [`IDLE_WORKER_TTL`].
+async fn reap_idle_workers(functions: std::sync::Weak<Functions>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        let Some(functions) = functions.upgrade() else {
+            return;
+        };
+        let pools: Vec<Runner> = functions
+            .runners
+            .lock()
+            .values()
+            .map(|(_, runner)| runner.clone())
+            .collect();
+        for runner in pools {
+            if let Runner::Process(pool) = runner {
+                pool.reap(IDLE_WORKER_TTL);
+            }
+        }
     }
 }
 

@@ -50,7 +50,8 @@ pub struct WorkerSpec {
 /// The workers of one function version.
 pub struct Pool {
     spec: WorkerSpec,
-    idle: Mutex<Vec<Worker>>,
+    /// Warm workers, each with the time it became idle (most recent last).
+    idle: Mutex<Vec<(Worker, Instant)>>,
     permits: Arc<Semaphore>,
     /// Reserved concurrency: when every permit is taken, refuse instead of waiting.
     strict: bool,
@@ -74,9 +75,17 @@ impl Pool {
         }
     }
 
-    /// How many workers are idle (warm).
-    pub fn idle_workers(&self) -> usize {
-        self.idle.lock().len()
+    /// Stops the workers idle for longer than `ttl` (their memory goes back to the machine;
+    /// the next invocation is a cold start again).
+    pub fn reap(&self, ttl: Duration) {
+        let stale: Vec<Worker> = {
+            let mut idle = self.idle.lock();
+            let (keep, stale): (Vec<_>, Vec<_>) =
+                idle.drain(..).partition(|(_, since)| since.elapsed() < ttl);
+            *idle = keep;
+            stale.into_iter().map(|(worker, _)| worker).collect()
+        };
+        drop(stale);
     }
 
     async fn permit(&self) -> Result<OwnedSemaphorePermit, FunctionsError> {
@@ -101,7 +110,7 @@ impl Pool {
     pub async fn invoke(&self, invocation: Invocation) -> Result<Outcome, FunctionsError> {
         let _permit = self.permit().await?;
         let warm = loop {
-            let Some(worker) = self.idle.lock().pop() else {
+            let Some((worker, _)) = self.idle.lock().pop() else {
                 break None;
             };
             if worker.alive() {
@@ -225,7 +234,7 @@ impl Pool {
             metrics::counter!("fleetcore_functions_failures_total").increment(1);
         }
         if worker.alive() {
-            self.idle.lock().push(worker);
+            self.idle.lock().push((worker, Instant::now()));
         }
         outcome.duration = duration;
         Ok(outcome)
