@@ -98,7 +98,12 @@ def run_calls(host: str, port: int, signer: Signer, path: str, count: int, lat: 
 
 def measure(host, port, signer, name, threads: int, total: int) -> dict:
     path = f"/2015-03-31/functions/{name}/invocations"
-    run_calls(host, port, signer, path, 50, [])  # warm: workers started
+    warm = [threading.Thread(target=run_calls, args=(host, port, signer, path, 20, []))
+            for _ in range(threads)]
+    for t in warm:  # every worker the measurement needs is started first
+        t.start()
+    for t in warm:
+        t.join()
     lats: list[float] = []
     per = total // threads
     started = time.perf_counter()

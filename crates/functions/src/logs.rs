@@ -2,6 +2,8 @@
 //! Each function's log is a file `<data dir>/functions/logs/<name>.log`, rotated to `.1` past
 //! 8 MiB, read by `fleetcore function logs` (and by the CloudWatch Logs API when it exists).
 
+use std::collections::HashMap;
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,7 +20,8 @@ pub const TAIL_BYTES: usize = 4096;
 /// The log files of every function.
 pub struct FunctionLogs {
     dir: PathBuf,
-    lock: Mutex<()>,
+    /// Open log files by function, with their size.
+    open: Mutex<HashMap<String, (File, u64)>>,
 }
 
 /// The figures of an invocation's `REPORT` line.
@@ -38,7 +41,7 @@ impl FunctionLogs {
         std::fs::create_dir_all(dir)?;
         Ok(FunctionLogs {
             dir: dir.to_path_buf(),
-            lock: Mutex::new(()),
+            open: Mutex::new(HashMap::new()),
         })
     }
 
@@ -49,24 +52,39 @@ impl FunctionLogs {
 
     /// Appends one invocation's log; failures are logged, never fail the invocation.
     pub fn append(&self, function: &str, text: &str) {
-        let _guard = self.lock.lock();
-        let path = self.path(function);
-        if std::fs::metadata(&path).is_ok_and(|m| m.len() > ROTATE_BYTES) {
-            let _ = std::fs::rename(&path, self.dir.join(format!("{function}.log.1")));
-        }
-        let written = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .and_then(|mut f| f.write_all(text.as_bytes()));
-        if let Err(error) = written {
+        let mut open = self.open.lock();
+        let result = (|| -> std::io::Result<()> {
+            let path = self.path(function);
+            if open
+                .get(function)
+                .is_none_or(|(_, size)| *size > ROTATE_BYTES)
+            {
+                if open.remove(function).is_some() {
+                    std::fs::rename(&path, self.dir.join(format!("{function}.log.1")))?;
+                }
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)?;
+                let size = file.metadata()?.len();
+                open.insert(function.to_string(), (file, size));
+            }
+            if let Some((file, size)) = open.get_mut(function) {
+                file.write_all(text.as_bytes())?;
+                *size += text.len() as u64;
+            }
+            Ok(())
+        })();
+        if let Err(error) = result {
+            open.remove(function);
             tracing::warn!(%function, %error, "could not write the function log");
         }
     }
 
     /// Removes the logs of a deleted function.
     pub fn remove(&self, function: &str) {
-        let _guard = self.lock.lock();
+        let mut open = self.open.lock();
+        open.remove(function);
         let _ = std::fs::remove_file(self.path(function));
         let _ = std::fs::remove_file(self.dir.join(format!("{function}.log.1")));
     }
@@ -126,6 +144,25 @@ pub fn tail(log: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logs_append_and_rotate_past_the_limit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let logs = FunctionLogs::open(dir.path()).expect("open");
+        let chunk = "x".repeat(1 << 20);
+        for _ in 0..9 {
+            logs.append("f", &chunk);
+        }
+        logs.append("f", "after\n");
+        let rotated = dir.path().join("f.log.1");
+        assert_eq!(std::fs::metadata(&rotated).expect("rotated").len(), 9 << 20);
+        assert_eq!(
+            std::fs::read_to_string(logs.path("f")).expect("log"),
+            "after\n"
+        );
+        logs.remove("f");
+        assert!(!rotated.exists() && !logs.path("f").exists());
+    }
 
     #[test]
     fn frames_like_lambda_and_tails_4kb() {
