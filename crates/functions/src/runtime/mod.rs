@@ -50,17 +50,25 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// A failed invocation whose error document is `{errorType, errorMessage}`.
-    pub fn failed(error_type: &str, message: String) -> Outcome {
+    /// A successful invocation that returned `payload` (no output, no timing yet).
+    pub fn result(payload: Bytes) -> Outcome {
         Outcome {
-            payload: Bytes::from(
-                json!({"errorType": error_type, "errorMessage": message}).to_string(),
-            ),
-            function_error: Some("Unhandled"),
+            payload,
+            function_error: None,
             output: Vec::new(),
             written: 0,
             duration: Duration::ZERO,
             init: None,
+        }
+    }
+
+    /// A failed invocation whose error document is `{errorType, errorMessage}`.
+    pub fn failed(error_type: &str, message: String) -> Outcome {
+        Outcome {
+            function_error: Some("Unhandled"),
+            ..Outcome::result(Bytes::from(
+                json!({"errorType": error_type, "errorMessage": message}).to_string(),
+            ))
         }
     }
 }

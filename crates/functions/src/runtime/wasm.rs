@@ -163,16 +163,11 @@ impl WasmFunction {
                     ),
                 };
                 Outcome {
-                    payload: document,
                     function_error: Some("Unhandled"),
-                    ..Outcome::failed("", String::new())
+                    ..Outcome::result(document)
                 }
             }
-            (Ok(result), None) => Outcome {
-                payload: Bytes::from(result),
-                function_error: None,
-                ..Outcome::failed("", String::new())
-            },
+            (Ok(result), None) => Outcome::result(Bytes::from(result)),
             (Err(RunError::Timeout), None) => Outcome::failed(
                 "Sandbox.Timedout",
                 format!(
