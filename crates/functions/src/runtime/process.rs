@@ -26,8 +26,10 @@ use super::{Invocation, Outcome};
 use crate::FunctionsError;
 use crate::logs::MAX_INVOCATION_OUTPUT;
 
-/// How long a new worker may take to load its handler and ask for its first event (Lambda's
-/// init phase limit is 10 s).
+/// How long a new worker may take to load its handler and ask for its first event, on top of
+/// the function's timeout. Lambda gives the init phase 10 s and, when that is not enough, runs
+/// init again inside the invocation's own timeout; a busy machine (many workers starting at
+/// once on two cores) needs that slack too, or slow starts are killed and restarted forever.
 const INIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How to start one worker of a function version.
@@ -139,13 +141,13 @@ impl Pool {
         // The init phase (cold start) has its own limit; the timeout runs from delivery.
         let mut early = None;
         let init = tokio::select! {
-            delivered = tokio::time::timeout(INIT_TIMEOUT, delivered_rx) => match delivered {
+            delivered = tokio::time::timeout(INIT_TIMEOUT + timeout, delivered_rx) => match delivered {
                 Ok(Ok(())) => cold.then(|| queued.elapsed()),
                 Ok(Err(_)) => None,
                 Err(_) => {
                     early = Some(Reply::Exited(format!(
                         "the runtime did not ask for an event within {} s of starting",
-                        INIT_TIMEOUT.as_secs()
+                        (INIT_TIMEOUT + timeout).as_secs()
                     )));
                     None
                 }
