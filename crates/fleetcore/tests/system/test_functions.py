@@ -235,12 +235,12 @@ def test_memory_size_limits_the_worker(fb, aws, uid):
 def handler(event, context):
     block = bytearray(event["mb"] << 20)
     return len(block) >> 20
-"""}, MemorySize=128)
+"""}, MemorySize=128, Timeout=60)
     assert invoke(lam, name, {"mb": 16})[1] == 16
-    r, body = invoke(lam, name, {"mb": 512})
+    r, body = invoke(lam, name, {"mb": 256})
     assert r["FunctionError"] == "Unhandled" and body["errorType"] == "MemoryError"
-    lam.update_function_configuration(FunctionName=name, MemorySize=1024)
-    assert invoke(lam, name, {"mb": 512})[1] == 512
+    lam.update_function_configuration(FunctionName=name, MemorySize=512)
+    assert invoke(lam, name, {"mb": 256})[1] == 256
 
 
 def test_provided_runtime_runs_the_packages_own_bootstrap(fb, aws, uid):
