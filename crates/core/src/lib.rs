@@ -4,7 +4,9 @@
 pub mod access;
 pub mod arn;
 pub mod auth;
+pub mod invoke;
 pub mod store;
 
 pub use arn::{AccountContext, Arn, ArnError};
+pub use invoke::{FunctionInvoker, InvokeError, InvokeFuture, InvokeOutput};
 pub use store::{KvStore, RedbStore, StoreError, WriteBatch};

@@ -59,6 +59,15 @@ pub struct ServeArgs {
     #[arg(long, env = "FLEETCORE_SHADOW_MAX_STATE_BYTES", value_name = "BYTES")]
     shadow_max_state_bytes: Option<usize>,
 
+    /// The Python interpreter that runs `python3.x` functions (one that can `import boto3`, as
+    /// on Lambda). [default: python3]
+    #[arg(long, env = "FLEETCORE_FUNCTIONS_PYTHON", value_name = "PROGRAM")]
+    functions_python: Option<PathBuf>,
+
+    /// The Node.js binary that runs `nodejs*` functions. [default: node]
+    #[arg(long, env = "FLEETCORE_FUNCTIONS_NODE", value_name = "PROGRAM")]
+    functions_node: Option<PathBuf>,
+
     /// Accept clients without a certificate on the plain listeners (--mqtt, --ws). For labs and CI.
     #[arg(long, env = "FLEETCORE_ALLOW_ANONYMOUS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     allow_anonymous: Option<bool>,
@@ -246,6 +255,8 @@ pub struct Settings {
     pub https: Option<SocketAddr>,
     pub shadow_max_state_bytes: usize,
     pub ingest_partitions: usize,
+    pub functions_python: PathBuf,
+    pub functions_node: PathBuf,
     pub allow_anonymous: bool,
     pub anonymous_policy: Option<String>,
     pub server_names: Vec<String>,
@@ -309,6 +320,8 @@ impl ServeArgs {
                 https,
                 shadow_max_state_bytes,
                 ingest_partitions,
+                functions_python,
+                functions_node,
                 allow_anonymous,
                 anonymous_policy,
                 server_names,
@@ -461,6 +474,10 @@ impl ServeArgs {
             https: address("https", self.https, None)?,
             shadow_max_state_bytes,
             ingest_partitions,
+            functions_python: self
+                .functions_python
+                .unwrap_or_else(|| PathBuf::from("python3")),
+            functions_node: self.functions_node.unwrap_or_else(|| PathBuf::from("node")),
             allow_anonymous: self.allow_anonymous.unwrap_or(false),
             anonymous_policy: self.anonymous_policy.filter(|p| !p.is_empty()),
             server_names,

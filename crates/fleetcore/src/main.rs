@@ -6,6 +6,7 @@ mod bench;
 mod cli;
 mod config;
 mod open_files;
+mod functions;
 mod rules;
 mod serve;
 mod streams;
@@ -37,6 +38,9 @@ enum Command {
     /// Manage device certificates (calls the server's API with its credentials file).
     #[command(subcommand)]
     Cert(cli::CertCommand),
+    /// Functions (Lambda): read a function's invocation logs.
+    #[command(subcommand)]
+    Function(functions::FunctionCommand),
     /// Load-test any MQTT broker: publishers, subscribers, rate, QoS; reports throughput,
     /// loss and latency percentiles.
     Bench(bench::BenchArgs),
@@ -65,6 +69,7 @@ fn main() -> anyhow::Result<()> {
             serve::init_logging("warn");
             runtime.block_on(command.run())
         }
+        Command::Function(command) => command.run(),
         Command::Bench(args) => {
             serve::init_logging("warn");
             if let Err(e) = open_files::raise_to_hard_limit() {

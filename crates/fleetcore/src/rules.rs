@@ -2,7 +2,7 @@
 //! stream store of its own (`<data dir>/ingest/partition-<n>`, so they never show in the user's
 //! ListStreams and each has its own writer thread and fsyncs), the ingest writer the broker
 //! hands messages to, and the runtime running every enabled rule's actions against the user's
-//! streams, the delivery streams, the broker and the device shadows.
+//! streams, the delivery streams, the functions, the broker and the device shadows.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,6 +12,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use bytes::Bytes;
 use fleetcore_archive::Archive;
+use fleetcore_core::FunctionInvoker;
 use fleetcore_mqtt::broker::Router;
 use fleetcore_rules::actions::{Destinations, FirehoseSink};
 use fleetcore_rules::destinations::TopicRuleDestinations;
@@ -82,6 +83,7 @@ impl RulesEngine {
         archive: Arc<Archive>,
         shadows: ShadowService,
         topic_rule_destinations: Arc<TopicRuleDestinations>,
+        functions: Arc<dyn FunctionInvoker>,
     ) -> anyhow::Result<RulesEngine> {
         let https = topic_rule_destinations.https().clone();
         let dir = data_dir.join("ingest");
@@ -120,6 +122,7 @@ impl RulesEngine {
                 firehose: Some(Arc::new(DeliveryStreams(archive))),
                 https,
                 topic_rule_destinations,
+                functions: Some(functions),
             },
             RuleEnv {
                 shadows: Some(Arc::new(Shadows(shadows))),

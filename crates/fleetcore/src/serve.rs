@@ -150,6 +150,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         Arc::clone(broker.router()),
     )
     .context("starting the shadow service")?;
+    // Functions (Lambda): their SDK calls reach this server's HTTP API with the admin
+    // credentials.
+    let functions = crate::functions::start(&settings, &credentials, &store, &streams)?;
     // The rules engine: its ingest log is installed before any listener accepts a client.
     let rules_engine = crate::rules::RulesEngine::start(
         data_dir,
@@ -160,6 +163,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         Arc::clone(&archive),
         shadows.clone(),
         Arc::clone(&topic_rule_destinations),
+        Arc::clone(&functions.functions) as Arc<dyn fleetcore_core::FunctionInvoker>,
     )
     .await
     .context("starting the rules engine")?;
@@ -269,7 +273,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         fleetcore_api::firehose::routes(Arc::clone(&archive)),
         fleetcore_api::firehose::BODY_LIMIT,
     )
-    .service("iotdata", iotdata::routes(iotdata_state));
+    .service("iotdata", iotdata::routes(iotdata_state))
+    .service_with_body_limit(
+        "lambda",
+        fleetcore_functions::api::routes(functions.clone()),
+        fleetcore_functions::api::BODY_LIMIT,
+    );
     let (stop_http, http_stopped) = oneshot::channel::<()>();
     let http_task = tokio::spawn(fleetcore_api::serve(
         http,
@@ -297,6 +306,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .context("saving broker state at shutdown")?;
     shadows.shutdown().await;
     rules_engine.shutdown().await;
+    functions.mappings.shutdown().await;
     let _ = stop_https.send(());
     if let Some(task) = https_task
         && tokio::time::timeout(Duration::from_secs(5), task)

@@ -242,7 +242,6 @@ def test_every_action_kind_this_server_runs_is_stored_as_given(aws, uid):
 
 
 @pytest.mark.parametrize("action,capability", [
-    ({"lambda": {"functionArn": "arn:aws:lambda:us-east-1:000000000000:function:enrich"}}, "functions"),
     ({"iotEvents": {"inputName": "in", "roleArn": ROLE, "messageId": "${newuuid()}"}}, "events"),
     ({"iotAnalytics": {"channelName": "ch", "roleArn": ROLE}}, "analytics"),
     ({"cloudwatchMetric": {"roleArn": ROLE, "metricNamespace": "n", "metricName": "m",

@@ -521,7 +521,7 @@ mod tests {
                 sql: "SELECT * FROM 'a/#'".into(),
                 description: None,
                 created_at_ms: 1,
-                actions: vec![json!({"lambda": {"functionArn": "arn:aws:lambda:::function:f"}})],
+                actions: vec![json!({"iotEvents": {"inputName": "in", "roleArn": "r"}})],
                 error_action: None,
                 rule_disabled: false,
                 aws_iot_sql_version: "2016-03-23".into(),
@@ -533,17 +533,14 @@ mod tests {
         }
         let registry = open(&dir);
         let old = registry.get("old").expect("loaded");
-        assert_eq!(
-            old.record.actions[0]["lambda"]["functionArn"],
-            "arn:aws:lambda:::function:f"
-        );
+        assert_eq!(old.record.actions[0]["iotEvents"]["inputName"], "in");
         let refused = crate::actions::validate(
-            "lambda",
-            &old.record.actions[0]["lambda"],
+            "iotEvents",
+            &old.record.actions[0]["iotEvents"],
             SqlVersion::V2016_03_23,
         )
         .unwrap_err();
-        assert!(refused.contains("functions"), "{refused}");
+        assert!(refused.contains("events"), "{refused}");
     }
 
     #[test]

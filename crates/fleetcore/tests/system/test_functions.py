@@ -1,0 +1,532 @@
+"""Functions (Lambda) end to end: boto3 `lambda` and the aws CLI against fleetcore; real Python
+and Node.js handlers run by fleetcore's worker pools over the Lambda Runtime API; a WebAssembly
+module run in process; handler errors, timeouts, crashes and bad packages answered in AWS's
+shapes; versions and aliases; a handler calling Kinesis through boto3 with no configuration;
+Kinesis event source mappings delivering in batches (bisect on error, on-failure destination,
+a checkpoint that survives SIGKILL); and a topic rule whose lambda action feeds a stream."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from brokers import FLEETCORE_BIN, Broker, wait_until
+from clients import V5
+from test_rules_engine import create_rule, rule_name, stream_records, wait_stream
+
+pytestmark = pytest.mark.fleetcore_only("functions are fleetcore's")
+
+ROLE = "arn:aws:iam::000000000000:role/lambda"
+HERE = Path(__file__).parent
+NODE = shutil.which("node")
+
+
+@pytest.fixture(scope="module")
+def fb(tmp_path_factory):
+    """A server of this module's own whose Python functions run with this interpreter (it has
+    boto3, as Lambda's Python runtime does)."""
+    b = Broker(tmp_path_factory.mktemp("functions-broker"), name="functions",
+               env={"FLEETCORE_FUNCTIONS_PYTHON": sys.executable,
+                    "FLEETCORE_TEST_RULES_RETRY_BACKOFF_MS": "50"})
+    b.start()
+    yield b
+    b.stop()
+
+
+def package(files: dict[str, str | bytes]) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, body in files.items():
+            z.writestr(name, body)
+    return out.getvalue()
+
+
+def create(lam, name: str, files: dict, runtime: str = "python3.11",
+           handler: str = "app.handler", **kw) -> dict:
+    return lam.create_function(FunctionName=name, Runtime=runtime, Role=ROLE, Handler=handler,
+                               Code={"ZipFile": package(files)}, **kw)
+
+
+def invoke(lam, name: str, event, **kw) -> tuple[dict, object]:
+    r = lam.invoke(FunctionName=name, Payload=json.dumps(event).encode(), **kw)
+    return r, json.loads(r["Payload"].read())
+
+
+def fn_name(uid: str) -> str:
+    return uid.replace("_", "-")[:60]
+
+
+PY_ECHO = """
+import os
+def handler(event, context):
+    print("got", event)
+    return {
+        "event": event,
+        "request_id": context.aws_request_id,
+        "arn": context.invoked_function_arn,
+        "name": context.function_name,
+        "version": context.function_version,
+        "memory": context.memory_limit_in_mb,
+        "remaining_ok": 0 < context.get_remaining_time_in_millis() <= 3000,
+        "greeting": os.environ.get("GREETING"),
+        "endpoint": os.environ.get("AWS_ENDPOINT_URL"),
+        "region": os.environ.get("AWS_REGION"),
+    }
+"""
+
+
+# ---------------------------------------------------------------------------------------------
+# the API and Python
+
+def test_python_function_round_trip_with_context_environment_and_tail_logs(fb, aws, uid):
+    lam = aws("lambda", broker=fb)
+    name = fn_name(uid)
+    created = create(lam, name, {"app.py": PY_ECHO}, Environment={"Variables": {"GREETING": "hi"}})
+    assert created["FunctionName"] == name
+    assert created["FunctionArn"] == f"arn:aws:lambda:us-east-1:000000000000:function:{name}"
+    assert (created["Runtime"], created["Handler"], created["Timeout"], created["MemorySize"]) == \
+        ("python3.11", "app.handler", 3, 128)
+    assert created["Version"] == "$LATEST" and created["State"] == "Active"
+    assert created["CodeSha256"] and created["CodeSize"] > 0
+    got = lam.get_function(FunctionName=name)
+    assert got["Configuration"]["Environment"] == {"Variables": {"GREETING": "hi"}}
+    assert got["Code"]["Location"]
+    assert lam.get_function_configuration(FunctionName=name)["RevisionId"] == created["RevisionId"]
+    assert name in [f["FunctionName"] for f in lam.get_paginator("list_functions").paginate()
+                    .build_full_result()["Functions"]]
+
+    r, body = invoke(lam, name, {"a": 1}, LogType="Tail")
+    assert r["StatusCode"] == 200 and "FunctionError" not in r
+    assert r["ExecutedVersion"] == "$LATEST"
+    assert body["event"] == {"a": 1}
+    assert body["name"] == name and body["version"] == "$LATEST" and body["memory"] == "128"
+    assert body["arn"] == created["FunctionArn"] and body["remaining_ok"]
+    assert body["greeting"] == "hi" and body["region"] == "us-east-1"
+    assert body["endpoint"] == fb.http_base
+    log = base64.b64decode(r["LogResult"]).decode()
+    rid = body["request_id"]
+    assert f"START RequestId: {rid} Version: $LATEST" in log
+    assert "got {'a': 1}" in log
+    assert f"END RequestId: {rid}" in log and f"REPORT RequestId: {rid}\tDuration:" in log
+    # warm: the second invocation has no Init Duration, the first had one
+    r2, _ = invoke(lam, name, {"a": 2}, LogType="Tail")
+    assert "Init Duration" in log and "Init Duration" not in base64.b64decode(r2["LogResult"]).decode()
+
+    # the CLI reads the same log
+    out = subprocess.run([str(FLEETCORE_BIN), "function", "logs", name, "--data-dir", str(fb.data_dir)],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and f"START RequestId: {rid}" in out.stdout
+
+    updated = lam.update_function_configuration(FunctionName=name, Timeout=5,
+                                                Environment={"Variables": {"GREETING": "bye"}})
+    assert updated["Timeout"] == 5 and updated["RevisionId"] != created["RevisionId"]
+    assert invoke(lam, name, {})[1]["greeting"] == "bye"
+    lam.update_function_code(FunctionName=name, ZipFile=package(
+        {"app.py": "def handler(e, c):\n    return 'v2'\n"}))
+    assert invoke(lam, name, {})[1] == "v2"
+    lam.delete_function(FunctionName=name)
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.get_function(FunctionName=name)
+
+
+def test_api_errors_have_aws_shapes(fb, aws, uid):
+    lam = aws("lambda", broker=fb)
+    name = fn_name(uid)
+    with pytest.raises(lam.exceptions.ResourceNotFoundException) as e:
+        invoke(lam, "nothing-here", {})
+    assert "Function not found" in e.value.response["Error"]["Message"]
+    with pytest.raises(lam.exceptions.InvalidParameterValueException):
+        lam.create_function(FunctionName=name, Runtime="python3.11", Role=ROLE, Handler="app.h",
+                            Code={"ZipFile": b"this is not a zip"})
+    with pytest.raises(lam.exceptions.InvalidParameterValueException) as e:
+        create(lam, name, {"app.py": PY_ECHO}, Environment={"Variables": {"AWS_REGION": "x"}})
+    assert "reserved keys" in e.value.response["Error"]["Message"]
+    with pytest.raises(lam.exceptions.InvalidParameterValueException):
+        create(lam, name, {"app.py": PY_ECHO}, runtime="java21")
+    with pytest.raises(lam.exceptions.InvalidParameterValueException):
+        create(lam, name, {"app.py": PY_ECHO}, Timeout=901)
+    # nothing of the refused creations is left
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.get_function(FunctionName=name)
+    create(lam, name, {"app.py": PY_ECHO})
+    with pytest.raises(lam.exceptions.ResourceConflictException):
+        create(lam, name, {"app.py": PY_ECHO})
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=0)
+    with pytest.raises(lam.exceptions.TooManyRequestsException):
+        invoke(lam, name, {})
+    lam.delete_function_concurrency(FunctionName=name)
+    assert lam.get_function_concurrency(FunctionName=name).get("ReservedConcurrentExecutions") is None
+    # AddPermission is accepted and shown
+    stmt = lam.add_permission(FunctionName=name, StatementId="iot", Action="lambda:InvokeFunction",
+                              Principal="iot.amazonaws.com",
+                              SourceArn="arn:aws:iot:us-east-1:000000000000:rule/r")
+    assert json.loads(stmt["Statement"])["Principal"] == {"Service": "iot.amazonaws.com"}
+    with pytest.raises(lam.exceptions.ResourceConflictException):
+        lam.add_permission(FunctionName=name, StatementId="iot", Action="lambda:InvokeFunction",
+                           Principal="iot.amazonaws.com")
+    policy = json.loads(lam.get_policy(FunctionName=name)["Policy"])
+    assert [s["Sid"] for s in policy["Statement"]] == ["iot"]
+    # not JSON
+    with pytest.raises(lam.exceptions.InvalidRequestContentException):
+        lam.invoke(FunctionName=name, Payload=b"{nope")
+
+
+def test_handler_errors_timeouts_and_crashes_are_reported_and_the_worker_replaced(fb, aws, uid):
+    lam = aws("lambda", broker=fb)
+    name = fn_name(uid)
+    create(lam, name, {"app.py": """
+import os, sys, time
+def handler(event, context):
+    what = event.get("do")
+    if what == "raise":
+        raise ValueError("the sensor is on fire")
+    if what == "hang":
+        time.sleep(30)
+    if what == "exit":
+        sys.exit(3)
+    if what == "spam":
+        sys.stdout.write("x" * (4 << 20))
+        return "spammed"
+    return {"pid": os.getpid()}
+"""}, Timeout=1)
+    pid = invoke(lam, name, {})[1]["pid"]
+
+    r, body = invoke(lam, name, {"do": "raise"}, LogType="Tail")
+    assert r["FunctionError"] == "Unhandled"
+    assert body["errorType"] == "ValueError" and body["errorMessage"] == "the sensor is on fire"
+    assert body["stackTrace"]
+    assert "ValueError" in base64.b64decode(r["LogResult"]).decode()
+    assert invoke(lam, name, {})[1]["pid"] == pid, "a handler error keeps the worker"
+
+    r, body = invoke(lam, name, {"do": "hang"}, LogType="Tail")
+    assert r["FunctionError"] == "Unhandled"
+    assert body["errorType"] == "Sandbox.Timedout"
+    assert "Task timed out after 1.00 seconds" in body["errorMessage"]
+    assert "Task timed out after 1.00 seconds" in base64.b64decode(r["LogResult"]).decode()
+    pid2 = invoke(lam, name, {})[1]["pid"]
+    assert pid2 != pid, "a timed-out worker is replaced"
+
+    r, body = invoke(lam, name, {"do": "exit"})
+    assert r["FunctionError"] == "Unhandled" and body["errorType"] == "Runtime.ExitError"
+    assert "exit status 3" in body["errorMessage"]
+    assert invoke(lam, name, {})[1]["pid"] not in (pid, pid2)
+
+    r, body = invoke(lam, name, {"do": "spam"}, LogType="Tail")
+    assert body == "spammed" and "FunctionError" not in r
+    tail = base64.b64decode(r["LogResult"]).decode()
+    assert len(tail) <= 4096 and "REPORT RequestId" in tail
+    log = (fb.data_dir / "functions" / "logs" / f"{name}.log").read_text()
+    assert "bytes of output cut" in log
+    assert fb.metrics().get("fleetcore_functions_failures_total", 0) >= 3
+
+
+def test_memory_size_limits_the_worker(fb, aws, uid):
+    lam = aws("lambda", broker=fb)
+    name = fn_name(uid)
+    create(lam, name, {"app.py": """
+def handler(event, context):
+    block = bytearray(event["mb"] << 20)
+    return len(block) >> 20
+"""}, MemorySize=128, Timeout=60)
+    assert invoke(lam, name, {"mb": 16})[1] == 16
+    r, body = invoke(lam, name, {"mb": 256})
+    assert r["FunctionError"] == "Unhandled" and body["errorType"] == "MemoryError"
+    lam.update_function_configuration(FunctionName=name, MemorySize=512)
+    assert invoke(lam, name, {"mb": 256})[1] == 256
+
+
+def test_provided_runtime_runs_the_packages_own_bootstrap(fb, aws, uid):
+    lam = aws("lambda", broker=fb)
+    name = fn_name(uid)
+    bootstrap = f"""#!{sys.executable}
+import http.client, json, os
+api = os.environ["AWS_LAMBDA_RUNTIME_API"]
+while True:
+    c = http.client.HTTPConnection(api)
+    c.request("GET", "/2018-06-01/runtime/invocation/next")
+    r = c.getresponse()
+    event = json.loads(r.read())
+    rid = r.getheader("Lambda-Runtime-Aws-Request-Id")
+    body = json.dumps({{"custom": event, "handler": os.environ["_HANDLER"],
+                        "deadline": r.getheader("Lambda-Runtime-Deadline-Ms") is not None}})
+    c.request("POST", f"/2018-06-01/runtime/invocation/{{rid}}/response", body)
+    c.getresponse().read()
+"""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        info = zipfile.ZipInfo("bootstrap")
+        info.external_attr = 0o755 << 16
+        z.writestr(info, bootstrap)
+    lam.create_function(FunctionName=name, Runtime="provided.al2023", Role=ROLE,
+                        Handler="my.handler", Code={"ZipFile": out.getvalue()})
+    assert invoke(lam, name, {"x": 1})[1] == {"custom": {"x": 1}, "handler": "my.handler",
+                                               "deadline": True}
+
+
+@pytest.mark.parametrize("files,handler,error_type", [
+    ({"other.py": "x = 1\n"}, "app.handler", "Runtime.ImportModuleError"),
+    ({"app.py": "def handler(e, c)\n    return 1\n"}, "app.handler", "Runtime.UserCodeSyntaxError"),
+    ({"app.py": "def other(e, c):\n    return 1\n"}, "app.handler", "Runtime.HandlerNotFound"),
+])
+def test_bad_packages_fail_at_invoke_in_aws_shape(fb, aws, uid, files, handler, error_type):
+    lam = aws("lambda", broker=fb)
+    name = fn_name(uid)
+    create(lam, name, files, handler=handler)
+    r, body = invoke(lam, name, {})
+    assert r["FunctionError"] == "Unhandled"
+    assert body["errorType"] == error_type, body
+    # still the same after the failed worker was dropped
+    assert invoke(lam, name, {})[1]["errorType"] == error_type
+
+
+def test_versions_aliases_and_qualifiers(fb, aws, uid):
+    lam = aws("lambda", broker=fb)
+    name = fn_name(uid)
+    create(lam, name, {"app.py": "def handler(e, c):\n    return 'one'\n"})
+    v1 = lam.publish_version(FunctionName=name)
+    assert v1["Version"] == "1" and v1["FunctionArn"].endswith(f":{name}:1")
+    lam.update_function_code(FunctionName=name, ZipFile=package(
+        {"app.py": "def handler(e, c):\n    return 'two'\n"}))
+    alias = lam.create_alias(FunctionName=name, Name="prod", FunctionVersion="1")
+    assert alias["AliasArn"].endswith(f":{name}:prod")
+    assert invoke(lam, name, {})[1] == "two"
+    r, body = invoke(lam, name, {}, Qualifier="1")
+    assert body == "one" and r["ExecutedVersion"] == "1"
+    r, body = invoke(lam, f"{name}:prod", {})
+    assert body == "one" and r["ExecutedVersion"] == "1"
+    v2 = lam.publish_version(FunctionName=name)
+    lam.update_alias(FunctionName=name, Name="prod", FunctionVersion=v2["Version"])
+    assert invoke(lam, name, {}, Qualifier="prod")[1] == "two"
+    assert [v["Version"] for v in lam.list_versions_by_function(FunctionName=name)["Versions"]] == \
+        ["$LATEST", "1", "2"]
+    with pytest.raises(lam.exceptions.ResourceConflictException):
+        lam.delete_function(FunctionName=name, Qualifier="2")
+    lam.delete_alias(FunctionName=name, Name="prod")
+    lam.delete_function(FunctionName=name, Qualifier="1")
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        invoke(lam, name, {}, Qualifier="1")
+    assert lam.invoke(FunctionName=name, InvocationType="DryRun")["StatusCode"] == 204
+
+
+def test_a_handler_calls_kinesis_through_boto3_unconfigured_and_event_invokes_run(fb, aws, uid):
+    lam, kinesis = aws("lambda", broker=fb), aws("kinesis", broker=fb)
+    name, stream = fn_name(uid), f"s-{uid}"
+    kinesis.create_stream(StreamName=stream, ShardCount=1)
+    create(lam, name, {"app.py": f"""
+import json, boto3
+kinesis = boto3.client("kinesis")
+def handler(event, context):
+    kinesis.put_record(StreamName="{stream}", Data=json.dumps(event).encode(), PartitionKey="k")
+    return "ok"
+"""}, Timeout=30)
+    assert invoke(lam, name, {"n": 1})[1] == "ok"
+    r = lam.invoke(FunctionName=name, InvocationType="Event", Payload=b'{"n": 2}')
+    assert r["StatusCode"] == 202
+    records = wait_stream(kinesis, stream, lambda rs: len(rs) >= 2)
+    assert sorted(json.loads(r["Data"])["n"] for r in records) == [1, 2]
+
+
+def test_aws_cli_invokes(fb, aws, aws_cli, uid, tmp_path):
+    lam = aws("lambda", broker=fb)
+    name = fn_name(uid)
+    create(lam, name, {"app.py": "def handler(e, c):\n    return {'twice': e['n'] * 2}\n"})
+    out = tmp_path / "out.json"
+    meta = aws_cli("lambda", "invoke", "--function-name", name, "--payload", '{"n": 21}', str(out),
+                   broker=fb)
+    assert meta["StatusCode"] == 200
+    assert json.loads(out.read_text()) == {"twice": 42}
+    listed = aws_cli("lambda", "get-function-configuration", "--function-name", name, broker=fb)
+    assert listed["Handler"] == "app.handler"
+
+
+# ---------------------------------------------------------------------------------------------
+# Node.js and WebAssembly
+
+NODE_FILES = {
+    "index.js": """
+exports.handler = async (event, context) => {
+  console.log("node got", JSON.stringify(event));
+  if (event.fail) throw new TypeError("bad input");
+  return { sum: event.a + event.b, requestId: context.awsRequestId,
+           name: context.functionName, left: context.getRemainingTimeInMillis() > 0 };
+};
+""",
+    "cb.js": """
+exports.handler = (event, context, callback) => {
+  setTimeout(() => callback(null, { doubled: event.n * 2 }), 5);
+};
+""",
+    "esm.mjs": "export const handler = async (event) => ({ esm: true, got: event });\n",
+}
+
+
+@pytest.mark.skipif(NODE is None, reason="node is not installed (test.sh installs nodejs)")
+def test_node_handlers_async_callback_esm_and_errors(fb, aws, uid):
+    lam = aws("lambda", broker=fb)
+    name = fn_name(uid)
+    create(lam, name, NODE_FILES, runtime="nodejs20.x", handler="index.handler")
+    r, body = invoke(lam, name, {"a": 2, "b": 3}, LogType="Tail")
+    assert body["sum"] == 5 and body["name"] == name and body["left"]
+    assert 'node got {"a":2,"b":3}' in base64.b64decode(r["LogResult"]).decode()
+    r, body = invoke(lam, name, {"fail": True})
+    assert r["FunctionError"] == "Unhandled"
+    assert body["errorType"] == "TypeError" and body["errorMessage"] == "bad input"
+    lam.update_function_configuration(FunctionName=name, Handler="cb.handler")
+    assert invoke(lam, name, {"n": 21})[1] == {"doubled": 42}
+    lam.update_function_configuration(FunctionName=name, Handler="esm.handler")
+    assert invoke(lam, name, {"x": 1})[1] == {"esm": True, "got": {"x": 1}}
+    lam.update_function_configuration(FunctionName=name, Handler="missing.handler")
+    assert invoke(lam, name, {})[1]["errorType"] == "Runtime.ImportModuleError"
+
+
+def test_wasm_module_runs_in_process_with_logs_and_fuel_limit(fb, aws, uid):
+    lam = aws("lambda", broker=fb)
+    name = fn_name(uid)
+    wat = (HERE / "functions" / "echo.wat").read_text()
+    create(lam, name, {"echo.wat": wat}, runtime="provided.al2023", handler="echo.wat", Timeout=1)
+    r, body = invoke(lam, name, {"temp": 21.5}, LogType="Tail")
+    assert body == {"wasm": {"temp": 21.5}} and "FunctionError" not in r
+    assert "wasm says hi" in base64.b64decode(r["LogResult"]).decode()
+    r, body = invoke(lam, name, [1])
+    assert r["FunctionError"] == "Unhandled" and body["errorType"] == "Sandbox.Timedout"
+    # an invalid module is refused at upload
+    with pytest.raises(lam.exceptions.InvalidParameterValueException):
+        create(lam, name + "-bad", {"bad.wasm": b"\0asm\x01\0\0\0garbage"},
+               runtime="provided.al2023", handler="bad.wasm")
+
+
+# ---------------------------------------------------------------------------------------------
+# event source mappings
+
+COPY_TO_STREAM = """
+import base64, json, os, time, boto3
+kinesis = boto3.client("kinesis")
+def handler(event, context):
+    records = event["Records"]
+    for r in records:
+        assert r["eventSource"] == "aws:kinesis"
+        if base64.b64decode(r["kinesis"]["data"]) == b"poison":
+            raise RuntimeError("poison record")
+    time.sleep(float(os.environ.get("PAUSE", "0")))
+    kinesis.put_records(StreamName=os.environ["OUT"], Records=[
+        {"Data": json.dumps({"data": base64.b64decode(r["kinesis"]["data"]).decode(),
+                             "batch": len(records)}).encode(),
+         "PartitionKey": "k"} for r in records])
+    return {"n": len(records)}
+"""
+
+
+def stream_arn(name: str) -> str:
+    return f"arn:aws:kinesis:us-east-1:000000000000:stream/{name}"
+
+
+def test_event_source_mapping_delivers_batches_and_resumes_after_sigkill(broker_factory, aws, uid):
+    b = broker_factory(env={"FLEETCORE_FUNCTIONS_PYTHON": sys.executable})
+    lam, kinesis = aws("lambda", broker=b), aws("kinesis", broker=b)
+    name, src, out = fn_name(uid), f"in-{uid}", f"out-{uid}"
+    kinesis.create_stream(StreamName=src, ShardCount=1)
+    kinesis.create_stream(StreamName=out, ShardCount=1)
+    create(lam, name, {"app.py": COPY_TO_STREAM}, Timeout=30,
+           Environment={"Variables": {"OUT": out, "PAUSE": "0.1"}})
+    total = 300
+    for start in range(0, total, 100):
+        kinesis.put_records(StreamName=src, Records=[
+            {"Data": f"r{i}".encode(), "PartitionKey": "p"} for i in range(start, start + 100)])
+    m = lam.create_event_source_mapping(EventSourceArn=stream_arn(src), FunctionName=name,
+                                        BatchSize=10, StartingPosition="TRIM_HORIZON")
+    assert m["State"] == "Creating" and m["BatchSize"] == 10
+    assert lam.get_event_source_mapping(UUID=m["UUID"])["State"] == "Enabled"
+    assert [x["UUID"] for x in lam.list_event_source_mappings(FunctionName=name)["EventSourceMappings"]] == [m["UUID"]]
+
+    wait_stream(kinesis, out, lambda rs: len(rs) >= 60, timeout=60)
+    b.kill()  # SIGKILL mid-load
+    b.start()
+    kinesis = aws("kinesis", broker=b)
+    records = wait_stream(kinesis, out, lambda rs: len({json.loads(r["Data"])["data"] for r in rs}) >= total,
+                          timeout=120)
+    seen = [json.loads(r["Data"]) for r in records]
+    assert {s["data"] for s in seen} == {f"r{i}" for i in range(total)}, "no record skipped"
+    assert all(s["batch"] <= 10 for s in seen)
+    # it resumed from its checkpoint: at most the batches in flight at the kill came again
+    assert len(seen) - total <= 20, f"{len(seen) - total} duplicates"
+    lam.update_event_source_mapping(UUID=m["UUID"], Enabled=False)
+    assert lam.get_event_source_mapping(UUID=m["UUID"])["State"] == "Disabled"
+    assert lam.delete_event_source_mapping(UUID=m["UUID"])["State"] == "Deleting"
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.get_event_source_mapping(UUID=m["UUID"])
+
+
+def test_event_source_mapping_bisects_and_sends_the_failure_to_the_destination(fb, aws, uid):
+    lam, kinesis = aws("lambda", broker=fb), aws("kinesis", broker=fb)
+    name, src, out, dlq = fn_name(uid), f"in-{uid}", f"out-{uid}", f"dlq-{uid}"
+    for s in (src, out, dlq):
+        kinesis.create_stream(StreamName=s, ShardCount=1)
+    create(lam, name, {"app.py": COPY_TO_STREAM}, Timeout=30, Environment={"Variables": {"OUT": out}})
+    data = [b"a", b"b", b"c", b"poison", b"d", b"e", b"f", b"g"]
+    kinesis.put_records(StreamName=src, Records=[{"Data": d, "PartitionKey": "p"} for d in data])
+    m = lam.create_event_source_mapping(
+        EventSourceArn=stream_arn(src), FunctionName=name, BatchSize=8,
+        StartingPosition="TRIM_HORIZON", BisectBatchOnFunctionError=True, MaximumRetryAttempts=1,
+        DestinationConfig={"OnFailure": {"Destination": stream_arn(dlq)}})
+    assert m["BisectBatchOnFunctionError"] is True
+    [failure] = wait_stream(kinesis, dlq, lambda rs: len(rs) >= 1, timeout=60)
+    info = json.loads(failure["Data"])
+    assert info["requestContext"]["condition"] == "RetryAttemptsExhausted"
+    batch = info["KinesisBatchInfo"]
+    assert batch["batchSize"] == 1 and batch["startSequenceNumber"] == batch["endSequenceNumber"]
+    assert batch["streamArn"] == stream_arn(src)
+    delivered = wait_stream(kinesis, out, lambda rs: len(rs) >= 7, timeout=60)
+    assert sorted(json.loads(r["Data"])["data"] for r in delivered) == ["a", "b", "c", "d", "e", "f", "g"]
+    lam.delete_event_source_mapping(UUID=m["UUID"])
+
+
+# ---------------------------------------------------------------------------------------------
+# the rules engine's lambda action
+
+ENRICH = (HERE.parents[3] / "examples" / "functions" / "python-enrich" / "lambda_function.py").read_text()
+
+
+def test_rule_lambda_action_enriches_into_a_stream(fb, aws, clients, uid):
+    iot, lam, kinesis = aws("iot", broker=fb), aws("lambda", broker=fb), aws("kinesis", broker=fb)
+    name, out = fn_name(uid), f"out-{uid}"
+    kinesis.create_stream(StreamName=out, ShardCount=1)
+    fn = create(lam, name, {"lambda_function.py": ENRICH}, handler="lambda_function.lambda_handler",
+                Timeout=30, Environment={"Variables": {"STREAM": out}})
+    iot.create_thing(thingName=f"d0-{uid}", attributePayload={"attributes": {"site": "plant-7"}})
+    create_rule(iot, rule_name(uid),
+                f"SELECT *, topic(2) AS thing FROM 'devices/+/telemetry' WHERE run = '{uid}'",
+                [{"lambda": {"functionArn": fn["FunctionArn"]}}])
+    dev = clients(V5, broker=fb)
+    for i in range(5):
+        dev.publish(f"devices/d{i}-{uid}/telemetry", json.dumps({"run": uid, "temperature": 20 + i}),
+                    qos=1)
+    records = wait_stream(kinesis, out, lambda rs: len(rs) >= 5, timeout=60)
+    got = sorted((json.loads(r["Data"]) for r in records), key=lambda r: r["thing"])
+    assert [(g["thing"], g["fahrenheit"]) for g in got] == \
+        [(f"d{i}-{uid}", round((20 + i) * 9 / 5 + 32, 2)) for i in range(5)]
+    assert got[0]["attributes"] == {"site": "plant-7"} and got[1]["attributes"] == {}
+
+
+def test_rule_lambda_action_failure_fires_the_error_action(fb, aws, clients, uid):
+    iot, lam = aws("iot", broker=fb), aws("lambda", broker=fb)
+    name = fn_name(uid)
+    fn = create(lam, name, {"app.py": "def handler(e, c):\n    raise KeyError('nope')\n"})
+    create_rule(iot, rule_name(uid), f"SELECT * FROM 'fn/{uid}'",
+                [{"lambda": {"functionArn": fn["FunctionArn"]}}],
+                errorAction={"republish": {"roleArn": ROLE, "topic": f"fn-errors/{uid}"}})
+    sub = clients(V5, broker=fb)
+    sub.subscribe(f"fn-errors/{uid}", qos=1)
+    clients(V5, broker=fb).publish(f"fn/{uid}", b'{"a":1}', qos=1)
+    msg = sub.wait_message(timeout=60, topic=f"fn-errors/{uid}")
+    [failure] = json.loads(msg.payload)["failures"]
+    assert failure["failedAction"] == "LambdaAction"
+    assert failure["failedResource"] == fn["FunctionArn"]
+    assert "KeyError" in failure["errorMessage"]

@@ -1,0 +1,636 @@
+//! Event source mappings: a Kinesis-API stream feeding a function in batches, as Lambda's
+//! Kinesis poller does. Each mapping is one member of the consumer group
+//! `lambda-esm:<uuid>` (stream crate: leases and checkpoints): it reads up to `BatchSize`
+//! records of a shard, invokes the function synchronously with Lambda's Kinesis event, and
+//! checkpoints only after the batch succeeded or was given up to the on-failure destination,
+//! so a crash resumes where the last checkpoint was and no record is skipped (a batch may be
+//! delivered twice). A failing batch is retried with backoff; with `BisectBatchOnFunctionError`
+//! it is split in halves until the failing record is alone; past `MaximumRetryAttempts`
+//! (default -1: forever, as Lambda until the record expires) the batch's description goes to the
+//! `DestinationConfig.OnFailure` stream and reading goes on.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use fleetcore_core::{KvStore, WriteBatch};
+use fleetcore_stream::{
+    ConsumerConfig, ConsumerGroup, NewRecord, Record, ShardId, StartingPosition, Stream,
+};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::FunctionsError;
+use crate::model::FunctionRef;
+use crate::service::Functions;
+
+/// The store table of mappings (key: UUID; value: [`MappingRecord`] as JSON).
+const TABLE: &str = "lambda_event_source_mappings";
+/// The consumer group's owner name: stable, so after a restart the lease is taken back at once.
+const OWNER: &str = "fleetcore-lambda-poller";
+/// First wait before retrying a failed batch (doubling up to [`MAX_BACKOFF`]).
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// A stored mapping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MappingRecord {
+    /// Its id.
+    pub uuid: String,
+    /// `arn:aws:kinesis:{region}:{account}:stream/{name}`.
+    pub event_source_arn: String,
+    /// The stream's name.
+    pub stream: String,
+    /// The function as given (name or ARN, with an optional qualifier).
+    pub function: String,
+    /// Most records per invocation.
+    pub batch_size: u32,
+    /// `TRIM_HORIZON`, `LATEST` or `AT_TIMESTAMP`.
+    pub starting_position: String,
+    /// For `AT_TIMESTAMP` (epoch seconds); for `LATEST`, the creation time.
+    pub start_seconds: Option<f64>,
+    /// Whether it runs.
+    pub enabled: bool,
+    /// Split failing batches.
+    pub bisect: bool,
+    /// Retries of a failing batch before it goes to the destination; -1: forever.
+    pub maximum_retry_attempts: i64,
+    /// Stored and shown; records are read as soon as they are there.
+    pub maximum_batching_window: u32,
+    /// The on-failure destination (a Kinesis stream ARN), if any.
+    pub on_failure: Option<String>,
+    /// When it was last changed (epoch seconds).
+    pub last_modified: f64,
+}
+
+/// A running mapping's poller.
+struct Poller {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Every mapping and its poller.
+pub struct Mappings {
+    functions: Arc<Functions>,
+    streams: Arc<dyn Stream>,
+    store: Arc<dyn KvStore>,
+    records: Mutex<BTreeMap<String, MappingRecord>>,
+    pollers: Mutex<HashMap<String, Poller>>,
+    results: Arc<Mutex<HashMap<String, String>>>,
+    writer: tokio::sync::Mutex<()>,
+}
+
+/// Fields of CreateEventSourceMapping / UpdateEventSourceMapping (absent = default/unchanged).
+#[derive(Debug, Clone, Default)]
+pub struct MappingChange {
+    /// The stream ARN (create only).
+    pub event_source_arn: Option<String>,
+    /// The function.
+    pub function: Option<String>,
+    /// Records per batch.
+    pub batch_size: Option<u32>,
+    /// Starting position (create only).
+    pub starting_position: Option<String>,
+    /// For `AT_TIMESTAMP`.
+    pub starting_position_timestamp: Option<f64>,
+    /// Run or not.
+    pub enabled: Option<bool>,
+    /// Split failing batches.
+    pub bisect: Option<bool>,
+    /// Retries before the destination.
+    pub maximum_retry_attempts: Option<i64>,
+    /// Batching window (stored).
+    pub maximum_batching_window: Option<u32>,
+    /// On-failure destination ARN; `Some("")` removes it.
+    pub on_failure: Option<String>,
+}
+
+fn now_seconds() -> f64 {
+    crate::clock::epoch_seconds(SystemTime::now())
+}
+
+/// The stream name of a Kinesis stream ARN.
+fn stream_of(arn: &str) -> Result<String, FunctionsError> {
+    let resource = arn
+        .strip_prefix("arn:")
+        .and_then(|rest| {
+            let parts: Vec<&str> = rest.splitn(5, ':').collect();
+            (parts.len() == 5 && parts[1] == "kinesis").then(|| parts[4])
+        })
+        .and_then(|r| r.strip_prefix("stream/"));
+    match resource {
+        Some(name) if !name.is_empty() && !name.contains('/') => Ok(name.to_string()),
+        _ => Err(FunctionsError::InvalidParameter(format!(
+            "Unsupported event source {arn}: this server maps Kinesis streams \
+             (arn:aws:kinesis:<region>:<account>:stream/<name>)"
+        ))),
+    }
+}
+
+impl Mappings {
+    /// Loads the stored mappings and starts the enabled ones.
+    pub fn start(
+        functions: Arc<Functions>,
+        streams: Arc<dyn Stream>,
+        store: Arc<dyn KvStore>,
+    ) -> Result<Arc<Mappings>, FunctionsError> {
+        let mut records = BTreeMap::new();
+        for (_, value) in store.scan_prefix(TABLE, b"")? {
+            match serde_json::from_slice::<MappingRecord>(&value) {
+                Ok(record) => {
+                    records.insert(record.uuid.clone(), record);
+                }
+                Err(error) => {
+                    tracing::error!(%error, "skipping an unreadable event source mapping")
+                }
+            }
+        }
+        let mappings = Arc::new(Mappings {
+            functions,
+            streams,
+            store,
+            records: Mutex::new(records.clone()),
+            pollers: Mutex::new(HashMap::new()),
+            results: Arc::new(Mutex::new(HashMap::new())),
+            writer: tokio::sync::Mutex::new(()),
+        });
+        for record in records.values().filter(|r| r.enabled) {
+            mappings.start_poller(record);
+        }
+        Ok(mappings)
+    }
+
+    /// The mapping's configuration as Lambda shows it, with `state`.
+    pub fn describe(&self, record: &MappingRecord, state: &str) -> Value {
+        let reference = FunctionRef::parse(&record.function, None).ok();
+        let function_arn = reference.map_or_else(
+            || record.function.clone(),
+            |r| self.functions.arn(&r.name, r.qualifier.as_deref()),
+        );
+        let mut v = json!({
+            "UUID": record.uuid,
+            "EventSourceArn": record.event_source_arn,
+            "FunctionArn": function_arn,
+            "BatchSize": record.batch_size,
+            "StartingPosition": record.starting_position,
+            "MaximumBatchingWindowInSeconds": record.maximum_batching_window,
+            "ParallelizationFactor": 1,
+            "LastModified": record.last_modified,
+            "LastProcessingResult": self.results.lock().get(&record.uuid).cloned()
+                .unwrap_or_else(|| "No records processed".into()),
+            "State": state,
+            "StateTransitionReason": "User action",
+            "BisectBatchOnFunctionError": record.bisect,
+            "MaximumRetryAttempts": record.maximum_retry_attempts,
+            "MaximumRecordAgeInSeconds": -1,
+            "TumblingWindowInSeconds": 0,
+            "FunctionResponseTypes": [],
+            "EventSourceMappingArn": self.functions.account()
+                .arn("lambda", format!("event-source-mapping:{}", record.uuid)).to_string(),
+            "DestinationConfig": {
+                "OnFailure": record.on_failure.as_ref().map_or(json!({}), |d| json!({"Destination": d})),
+            },
+        });
+        if record.starting_position == "AT_TIMESTAMP"
+            && let Some(at) = record.start_seconds
+        {
+            v["StartingPositionTimestamp"] = json!(at);
+        }
+        v
+    }
+
+    /// The state a stored mapping is in.
+    pub fn state_of(record: &MappingRecord) -> &'static str {
+        if record.enabled {
+            "Enabled"
+        } else {
+            "Disabled"
+        }
+    }
+
+    /// One mapping.
+    pub fn get(&self, uuid: &str) -> Result<MappingRecord, FunctionsError> {
+        self.records.lock().get(uuid).cloned().ok_or_else(|| {
+            FunctionsError::NotFound(format!(
+                "The resource you requested does not exist. (Service: Lambda, Status Code: 404) \
+                 UUID: {uuid}"
+            ))
+        })
+    }
+
+    /// The mappings of a function and/or a source.
+    pub fn list(&self, function: Option<&str>, source: Option<&str>) -> Vec<MappingRecord> {
+        let function = function.and_then(|f| FunctionRef::parse(f, None).ok());
+        self.records
+            .lock()
+            .values()
+            .filter(|r| source.is_none_or(|s| s == r.event_source_arn))
+            .filter(|r| {
+                function.as_ref().is_none_or(|f| {
+                    FunctionRef::parse(&r.function, None).is_ok_and(|g| g.name == f.name)
+                })
+            })
+            .cloned()
+            .collect()
+    }
+
+    fn save(&self, record: &MappingRecord) -> Result<(), FunctionsError> {
+        let mut batch = WriteBatch::new();
+        let value = serde_json::to_vec(record)
+            .map_err(|e| FunctionsError::Io(format!("encoding a mapping: {e}")))?;
+        batch.put(TABLE, record.uuid.as_bytes().to_vec(), value);
+        self.store.apply(batch)?;
+        self.records
+            .lock()
+            .insert(record.uuid.clone(), record.clone());
+        Ok(())
+    }
+
+    fn check(&self, record: &MappingRecord) -> Result<(), FunctionsError> {
+        self.functions
+            .resolve(&FunctionRef::parse(&record.function, None)?)?;
+        if !(1..=10_000).contains(&record.batch_size) {
+            return Err(FunctionsError::InvalidParameter(format!(
+                "1 validation error detected: Value '{}' at 'batchSize' failed to satisfy \
+                 constraint: Member must have value between 1 and 10000",
+                record.batch_size
+            )));
+        }
+        if record.maximum_retry_attempts < -1 || record.maximum_retry_attempts > 10_000 {
+            return Err(FunctionsError::InvalidParameter(
+                "MaximumRetryAttempts must be between -1 and 10000".into(),
+            ));
+        }
+        if let Some(destination) = &record.on_failure {
+            stream_of(destination).map_err(|_| {
+                FunctionsError::InvalidParameter(format!(
+                    "The on-failure destination {destination} is not supported: this server \
+                     sends failed batches to a Kinesis stream"
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// CreateEventSourceMapping.
+    pub async fn create(&self, change: MappingChange) -> Result<MappingRecord, FunctionsError> {
+        let arn = change.event_source_arn.ok_or_else(|| {
+            FunctionsError::InvalidParameter("EventSourceArn is required.".into())
+        })?;
+        let stream = stream_of(&arn)?;
+        self.streams
+            .describe_stream(&stream)
+            .await
+            .map_err(|_| FunctionsError::InvalidParameter(format!("Stream not found: {arn}")))?;
+        let function = change
+            .function
+            .ok_or_else(|| FunctionsError::InvalidParameter("FunctionName is required.".into()))?;
+        let position = change.starting_position.ok_or_else(|| {
+            FunctionsError::InvalidParameter(
+                "StartingPosition is required for Kinesis event sources.".into(),
+            )
+        })?;
+        let created = now_seconds();
+        let start_seconds = match position.as_str() {
+            "TRIM_HORIZON" => None,
+            // Resolved once: a restart before the first checkpoint must not skip what arrived.
+            "LATEST" => Some(created),
+            "AT_TIMESTAMP" => Some(change.starting_position_timestamp.ok_or_else(|| {
+                FunctionsError::InvalidParameter(
+                    "StartingPositionTimestamp is required with AT_TIMESTAMP.".into(),
+                )
+            })?),
+            other => {
+                return Err(FunctionsError::InvalidParameter(format!(
+                    "1 validation error detected: Value '{other}' at 'startingPosition' failed \
+                     to satisfy constraint: Member must satisfy enum value set: [TRIM_HORIZON, \
+                     LATEST, AT_TIMESTAMP]"
+                )));
+            }
+        };
+        let record = MappingRecord {
+            uuid: uuid::Uuid::new_v4().to_string(),
+            event_source_arn: arn,
+            stream,
+            function,
+            batch_size: change.batch_size.unwrap_or(100),
+            starting_position: position,
+            start_seconds,
+            enabled: change.enabled.unwrap_or(true),
+            bisect: change.bisect.unwrap_or(false),
+            maximum_retry_attempts: change.maximum_retry_attempts.unwrap_or(-1),
+            maximum_batching_window: change.maximum_batching_window.unwrap_or(0),
+            on_failure: change.on_failure.filter(|d| !d.is_empty()),
+            last_modified: created,
+        };
+        self.check(&record)?;
+        let _writer = self.writer.lock().await;
+        self.save(&record)?;
+        if record.enabled {
+            self.start_poller(&record);
+        }
+        Ok(record)
+    }
+
+    /// UpdateEventSourceMapping: the poller restarts with the new settings (from the
+    /// checkpoint).
+    pub async fn update(
+        &self,
+        uuid: &str,
+        change: MappingChange,
+    ) -> Result<MappingRecord, FunctionsError> {
+        let _writer = self.writer.lock().await;
+        let mut record = self.get(uuid)?;
+        if let Some(f) = change.function {
+            record.function = f;
+        }
+        if let Some(n) = change.batch_size {
+            record.batch_size = n;
+        }
+        if let Some(e) = change.enabled {
+            record.enabled = e;
+        }
+        if let Some(b) = change.bisect {
+            record.bisect = b;
+        }
+        if let Some(n) = change.maximum_retry_attempts {
+            record.maximum_retry_attempts = n;
+        }
+        if let Some(n) = change.maximum_batching_window {
+            record.maximum_batching_window = n;
+        }
+        if let Some(d) = change.on_failure {
+            record.on_failure = (!d.is_empty()).then_some(d);
+        }
+        record.last_modified = now_seconds();
+        self.check(&record)?;
+        self.save(&record)?;
+        self.stop_poller(uuid).await;
+        if record.enabled {
+            self.start_poller(&record);
+        }
+        Ok(record)
+    }
+
+    /// DeleteEventSourceMapping.
+    pub async fn delete(&self, uuid: &str) -> Result<MappingRecord, FunctionsError> {
+        let _writer = self.writer.lock().await;
+        let record = self.get(uuid)?;
+        let mut batch = WriteBatch::new();
+        batch.delete(TABLE, uuid.as_bytes().to_vec());
+        self.store.apply(batch)?;
+        self.records.lock().remove(uuid);
+        self.stop_poller(uuid).await;
+        self.results.lock().remove(uuid);
+        Ok(record)
+    }
+
+    /// Deletes the mappings of a deleted function.
+    pub async fn function_deleted(&self, name: &str) {
+        for record in self.list(Some(name), None) {
+            if let Err(error) = self.delete(&record.uuid).await {
+                tracing::warn!(uuid = %record.uuid, %error, "could not delete the mapping of a deleted function");
+            }
+        }
+    }
+
+    /// Stops every poller (a batch in flight finishes or is delivered again after a restart).
+    pub async fn shutdown(&self) {
+        let uuids: Vec<String> = self.pollers.lock().keys().cloned().collect();
+        for uuid in uuids {
+            self.stop_poller(&uuid).await;
+        }
+    }
+
+    async fn stop_poller(&self, uuid: &str) {
+        let poller = self.pollers.lock().remove(uuid);
+        if let Some(poller) = poller {
+            let _ = poller.stop.send(true);
+            let abort = poller.task.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(5), poller.task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+    }
+
+    fn start_poller(&self, record: &MappingRecord) {
+        let (stop, stopped) = watch::channel(false);
+        let poller = BatchPoller {
+            record: record.clone(),
+            functions: Arc::clone(&self.functions),
+            streams: Arc::clone(&self.streams),
+            results: Arc::clone(&self.results),
+            stopped,
+        };
+        let task = tokio::spawn(poller.run());
+        self.pollers
+            .lock()
+            .insert(record.uuid.clone(), Poller { stop, task });
+    }
+}
+
+/// Why delivering a batch ended early.
+struct Stopped;
+
+/// The loop of one mapping.
+struct BatchPoller {
+    record: MappingRecord,
+    functions: Arc<Functions>,
+    streams: Arc<dyn Stream>,
+    results: Arc<Mutex<HashMap<String, String>>>,
+    stopped: watch::Receiver<bool>,
+}
+
+impl BatchPoller {
+    async fn run(mut self) {
+        let start = match self.record.start_seconds {
+            Some(seconds) => StartingPosition::AtTimestamp(
+                UNIX_EPOCH + Duration::from_secs_f64(seconds.max(0.0)),
+            ),
+            None => StartingPosition::TrimHorizon,
+        };
+        let mut group = ConsumerGroup::new(
+            Arc::clone(&self.streams),
+            self.record.stream.clone(),
+            format!("lambda-esm:{}", self.record.uuid),
+            OWNER,
+            ConsumerConfig {
+                batch_limit: self.record.batch_size as usize,
+                start,
+                ..ConsumerConfig::default()
+            },
+        );
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let batch = tokio::select! {
+                batch = group.next() => batch,
+                _ = self.stopped.changed() => return,
+            };
+            let batch = match batch {
+                Ok(batch) => {
+                    backoff = FIRST_BACKOFF;
+                    batch
+                }
+                Err(error) => {
+                    tracing::warn!(uuid = %self.record.uuid, %error, "event source mapping cannot read its stream");
+                    self.set_result(format!("PROBLEM: cannot read the stream: {error}"));
+                    if self.pause(&mut backoff).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            if self.deliver(&batch.records, batch.shard).await.is_err() {
+                return;
+            }
+            if let Err(error) = group.commit(&batch).await {
+                tracing::warn!(uuid = %self.record.uuid, %error, "event source mapping could not checkpoint (the batch will be delivered again)");
+            }
+        }
+    }
+
+    fn set_result(&self, text: String) {
+        self.results.lock().insert(self.record.uuid.clone(), text);
+    }
+
+    /// Waits `backoff` (doubling it), or returns `Stopped`.
+    async fn pause(&mut self, backoff: &mut Duration) -> Result<(), Stopped> {
+        let wait = *backoff;
+        *backoff = (*backoff * 2).min(MAX_BACKOFF);
+        tokio::select! {
+            () = tokio::time::sleep(wait) => Ok(()),
+            _ = self.stopped.changed() => Err(Stopped),
+        }
+    }
+
+    /// Delivers `records` until they succeed or are given up to the destination.
+    async fn deliver(&mut self, records: &[Record], shard: ShardId) -> Result<(), Stopped> {
+        let mut attempts: i64 = 0;
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            match self.invoke(records, shard).await {
+                Ok(()) => {
+                    self.set_result("OK".into());
+                    return Ok(());
+                }
+                Err(reason) => {
+                    self.set_result("PROBLEM: Function call failed".into());
+                    tracing::info!(uuid = %self.record.uuid, records = records.len(), %reason, "event source mapping batch failed");
+                    if self.record.bisect && records.len() > 1 {
+                        let (left, right) = records.split_at(records.len() / 2);
+                        Box::pin(self.deliver(left, shard)).await?;
+                        return Box::pin(self.deliver(right, shard)).await;
+                    }
+                    attempts += 1;
+                    let limit = self.record.maximum_retry_attempts;
+                    if limit >= 0 && attempts > limit {
+                        self.give_up(records, shard, attempts, &reason).await;
+                        return Ok(());
+                    }
+                    self.pause(&mut backoff).await?;
+                }
+            }
+        }
+    }
+
+    async fn invoke(&self, records: &[Record], shard: ShardId) -> Result<(), String> {
+        let account = self.functions.account();
+        let items: Vec<Value> = records
+            .iter()
+            .map(|r| {
+                json!({
+                    "kinesis": {
+                        "kinesisSchemaVersion": "1.0",
+                        "partitionKey": r.partition_key,
+                        "sequenceNumber": r.sequence.to_string(),
+                        "data": base64::engine::general_purpose::STANDARD.encode(&r.data),
+                        "approximateArrivalTimestamp": crate::clock::epoch_seconds(r.arrival),
+                    },
+                    "eventSource": "aws:kinesis",
+                    "eventVersion": "1.0",
+                    "eventID": format!("{shard}:{}", r.sequence),
+                    "eventName": "aws:kinesis:record",
+                    "invokeIdentityArn": format!("arn:aws:iam::{}:role/fleetcore", account.account_id),
+                    "awsRegion": account.region,
+                    "eventSourceARN": self.record.event_source_arn,
+                })
+            })
+            .collect();
+        let event = json!({ "Records": items }).to_string();
+        let reference =
+            FunctionRef::parse(&self.record.function, None).map_err(|e| e.to_string())?;
+        let invoked = self
+            .functions
+            .invoke(&reference, Bytes::from(event), None)
+            .await
+            .map_err(|e| e.to_string())?;
+        match invoked.outcome.function_error {
+            None => Ok(()),
+            Some(_) => Err(String::from_utf8_lossy(&invoked.outcome.payload).into_owned()),
+        }
+    }
+
+    /// Sends the description of a batch that kept failing to the on-failure destination.
+    async fn give_up(&self, records: &[Record], shard: ShardId, attempts: i64, reason: &str) {
+        metrics::counter!("fleetcore_functions_esm_batches_discarded_total").increment(1);
+        let (Some(first), Some(last)) = (records.first(), records.last()) else {
+            return;
+        };
+        tracing::warn!(uuid = %self.record.uuid, %shard, first = %first.sequence, last = %last.sequence, "event source mapping gave up on a batch");
+        let Some(destination) = &self.record.on_failure else {
+            return;
+        };
+        let document = json!({
+            "requestContext": {
+                "requestId": uuid::Uuid::new_v4().to_string(),
+                "functionArn": self.functions.arn(&self.record.function, None),
+                "condition": "RetryAttemptsExhausted",
+                "approximateInvokeCount": attempts,
+            },
+            "responseContext": {
+                "statusCode": 200,
+                "executedVersion": "$LATEST",
+                "functionError": "Unhandled",
+            },
+            "version": "1.0",
+            "timestamp": crate::clock::iso8601_now(),
+            "errorMessage": reason,
+            "KinesisBatchInfo": {
+                "shardId": shard.to_string(),
+                "startSequenceNumber": first.sequence.to_string(),
+                "endSequenceNumber": last.sequence.to_string(),
+                "approximateArrivalOfFirstRecord": crate::clock::epoch_seconds(first.arrival),
+                "approximateArrivalOfLastRecord": crate::clock::epoch_seconds(last.arrival),
+                "batchSize": records.len(),
+                "streamArn": self.record.event_source_arn,
+            },
+        });
+        let Ok(stream) = stream_of(destination) else {
+            return;
+        };
+        let put = self
+            .streams
+            .put_records(
+                &stream,
+                vec![NewRecord {
+                    partition_key: shard.to_string(),
+                    explicit_hash_key: None,
+                    data: Bytes::from(document.to_string()),
+                }],
+            )
+            .await;
+        match put {
+            Ok(outcomes) if outcomes.iter().all(Result::is_ok) => {}
+            Ok(_) | Err(_) => {
+                tracing::error!(uuid = %self.record.uuid, %destination, "could not write to the on-failure destination");
+            }
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! Running a function: worker processes speaking the Lambda Runtime API (`process`, served by
+//! `runtime_api`) for Python, Node.js and `bootstrap` executables, and WebAssembly modules run
+//! in process (`wasm`). Both answer an [`Invocation`] with an [`Outcome`].
+
+pub mod process;
+mod runtime_api;
+pub mod wasm;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::json;
+
+use crate::FunctionsError;
+
+/// Largest synchronous response (Lambda: 6 MB).
+pub const MAX_RESPONSE_BYTES: usize = 6 * 1024 * 1024;
+
+/// One call of a function.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    /// The request id (a UUID), in every log line and header.
+    pub request_id: String,
+    /// The event (JSON).
+    pub payload: Bytes,
+    /// The ARN the caller named (with its qualifier).
+    pub invoked_arn: String,
+    /// How long it may run.
+    pub timeout: Duration,
+    /// `X-Amz-Client-Context`, passed through.
+    pub client_context: Option<String>,
+}
+
+/// How an invocation ended.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The result, or the error document when `function_error` is set.
+    pub payload: Bytes,
+    /// `Some("Unhandled")` when the function failed (threw, timed out, exited, ran out of memory).
+    pub function_error: Option<&'static str>,
+    /// The end of what the function wrote to stdout/stderr during the invocation.
+    pub output: Vec<u8>,
+    /// How many bytes it wrote in all.
+    pub written: u64,
+    /// How long it ran.
+    pub duration: Duration,
+    /// How long starting its worker took, for a cold start.
+    pub init: Option<Duration>,
+}
+
+impl Outcome {
+    /// A successful invocation that returned `payload` (no output, no timing yet).
+    pub fn result(payload: Bytes) -> Outcome {
+        Outcome {
+            payload,
+            function_error: None,
+            output: Vec::new(),
+            written: 0,
+            duration: Duration::ZERO,
+            init: None,
+        }
+    }
+
+    /// A failed invocation whose error document is `{errorType, errorMessage}`.
+    pub fn failed(error_type: &str, message: String) -> Outcome {
+        Outcome {
+            function_error: Some("Unhandled"),
+            ..Outcome::result(Bytes::from(
+                json!({"errorType": error_type, "errorMessage": message}).to_string(),
+            ))
+        }
+    }
+}
+
+/// A function version ready to run.
+#[derive(Clone)]
+pub enum Runner {
+    /// A pool of worker processes.
+    Process(Arc<process::Pool>),
+    /// A compiled WebAssembly module.
+    Wasm(Arc<wasm::WasmFunction>),
+}
+
+impl Runner {
+    /// Runs one invocation to its end (result, error, timeout or crash).
+    pub async fn invoke(&self, invocation: Invocation) -> Result<Outcome, FunctionsError> {
+        match self {
+            Runner::Process(pool) => pool.invoke(invocation).await,
+            Runner::Wasm(function) => {
+                let function = Arc::clone(function);
+                tokio::task::spawn_blocking(move || function.invoke(&invocation))
+                    .await
+                    .map_err(|e| FunctionsError::Io(format!("the wasm invocation failed: {e}")))
+            }
+        }
+    }
+}

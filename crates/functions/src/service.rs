@@ -1,0 +1,974 @@
+//! The functions service: the registry of functions (one JSON record per function in the
+//! store, code in the code folder), their runners (worker pools, compiled modules), invocation
+//! (synchronous, and the bounded queue of `Event` invocations) and their logs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fleetcore_core::{AccountContext, KvStore, WriteBatch};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::FunctionsError;
+use crate::code::CodeStore;
+use crate::logs::{self, FunctionLogs, Report};
+use crate::model::{
+    AliasRecord, Engine, FunctionRecord, FunctionRef, LATEST, VersionConfig, check_alias_name,
+    check_limits, check_name,
+};
+use crate::runtime::process::{Pool, WorkerSpec};
+use crate::runtime::wasm::WasmFunction;
+use crate::runtime::{Invocation, Outcome, Runner};
+
+/// The store table of function records (key: name; value: [`FunctionRecord`] as JSON).
+const TABLE: &str = "lambda_functions";
+/// Largest event of a synchronous invocation (Lambda: 6 MB); `Event` invocations: 256 KB.
+pub const MAX_SYNC_PAYLOAD: usize = 6 * 1024 * 1024;
+/// Largest event of an asynchronous invocation.
+pub const MAX_ASYNC_PAYLOAD: usize = 256 * 1024;
+
+/// How the functions service runs.
+#[derive(Debug, Clone)]
+pub struct FunctionsConfig {
+    /// `<data dir>/functions`: code, logs, worker files.
+    pub dir: PathBuf,
+    /// The Python interpreter for `python3.x` functions (one that can `import boto3`).
+    pub python: PathBuf,
+    /// The Node.js binary for `nodejs*` functions.
+    pub node: PathBuf,
+    /// The control plane's URL, given to functions as `AWS_ENDPOINT_URL`.
+    pub endpoint_url: String,
+    /// Region and account of the ARNs.
+    pub account: AccountContext,
+    /// Credentials given to functions (their SDK calls reach this server with them).
+    pub access_key_id: String,
+    /// See `access_key_id`.
+    pub secret_access_key: String,
+    /// Most concurrent invocations of one function version without reserved concurrency
+    /// (more wait for a worker).
+    pub default_concurrency: usize,
+    /// Most `Event` invocations waiting; more are refused with `TooManyRequestsException`.
+    pub event_queue: usize,
+}
+
+/// Fields of CreateFunction.
+#[derive(Debug, Clone)]
+pub struct NewFunction {
+    /// The name.
+    pub name: String,
+    /// The runtime identifier.
+    pub runtime: String,
+    /// The handler.
+    pub handler: String,
+    /// The role ARN (stored only).
+    pub role: String,
+    /// Free text.
+    pub description: String,
+    /// Seconds.
+    pub timeout: u32,
+    /// MB.
+    pub memory_size: u32,
+    /// Variables.
+    pub environment: BTreeMap<String, String>,
+    /// The zip.
+    pub zip: Vec<u8>,
+    /// Publish version 1 at once.
+    pub publish: bool,
+}
+
+/// Fields of UpdateFunctionConfiguration (absent = unchanged).
+#[derive(Debug, Clone, Default)]
+pub struct ConfigurationChange {
+    /// New runtime.
+    pub runtime: Option<String>,
+    /// New handler.
+    pub handler: Option<String>,
+    /// New role.
+    pub role: Option<String>,
+    /// New description.
+    pub description: Option<String>,
+    /// New timeout.
+    pub timeout: Option<u32>,
+    /// New memory size.
+    pub memory_size: Option<u32>,
+    /// New variables (replacing all).
+    pub environment: Option<BTreeMap<String, String>>,
+    /// Only if the current revision is this one.
+    pub revision_id: Option<String>,
+}
+
+/// A finished invocation as the API reports it.
+#[derive(Debug, Clone)]
+pub struct Invoked {
+    /// How it ended.
+    pub outcome: Outcome,
+    /// `$LATEST` or the version number that ran.
+    pub executed_version: String,
+    /// Its framed log (START ... REPORT).
+    pub log: String,
+}
+
+/// The running functions service.
+pub struct Functions {
+    config: FunctionsConfig,
+    store: Arc<dyn KvStore>,
+    code: CodeStore,
+    logs: FunctionLogs,
+    records: RwLock<BTreeMap<String, FunctionRecord>>,
+    writer: tokio::sync::Mutex<()>,
+    runners: Mutex<HashMap<(String, String), (String, Runner)>>,
+    events: mpsc::Sender<(FunctionRef, Bytes)>,
+    runtime_dir: PathBuf,
+}
+
+fn new_revision() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+impl Functions {
+    /// Loads the stored functions and starts the `Event` queue.
+    pub fn start(
+        config: FunctionsConfig,
+        store: Arc<dyn KvStore>,
+    ) -> Result<Arc<Functions>, FunctionsError> {
+        let code = CodeStore::open(&config.dir.join("code"))?;
+        let logs = FunctionLogs::open(&config.dir.join("logs"))
+            .map_err(|e| FunctionsError::io("opening the function logs", e))?;
+        let runtime_dir = config.dir.join("runtime");
+        let run_dir = config.dir.join("run");
+        let _ = std::fs::remove_dir_all(&run_dir);
+        std::fs::create_dir_all(&runtime_dir)
+            .map_err(|e| FunctionsError::io(runtime_dir.display(), e))?;
+        for (file, text) in [
+            ("bootstrap.py", include_str!("bootstrap/python.py")),
+            ("bootstrap.js", include_str!("bootstrap/node.js")),
+        ] {
+            let path = runtime_dir.join(file);
+            std::fs::write(&path, text).map_err(|e| FunctionsError::io(path.display(), e))?;
+        }
+        let mut records = BTreeMap::new();
+        for (key, value) in store.scan_prefix(TABLE, b"")? {
+            match serde_json::from_slice::<FunctionRecord>(&value) {
+                Ok(record) => {
+                    records.insert(record.latest.name.clone(), record);
+                }
+                Err(error) => tracing::error!(
+                    key = %String::from_utf8_lossy(&key), %error,
+                    "skipping a function record that cannot be read"
+                ),
+            }
+        }
+        let (events, queue) = mpsc::channel(config.event_queue.max(1));
+        let functions = Arc::new(Functions {
+            config,
+            store,
+            code,
+            logs,
+            records: RwLock::new(records),
+            writer: tokio::sync::Mutex::new(()),
+            runners: Mutex::new(HashMap::new()),
+            events,
+            runtime_dir,
+        });
+        tokio::spawn(run_events(Arc::downgrade(&functions), queue));
+        tokio::spawn(reap_idle_workers(Arc::downgrade(&functions)));
+        Ok(functions)
+    }
+
+    /// Region and account of this service's ARNs.
+    pub fn account(&self) -> &AccountContext {
+        &self.config.account
+    }
+
+    /// `arn:aws:lambda:{region}:{account}:function:{name}[:{qualifier}]`.
+    pub fn arn(&self, name: &str, qualifier: Option<&str>) -> String {
+        let base = self
+            .config
+            .account
+            .arn("lambda", format!("function:{name}"))
+            .to_string();
+        match qualifier {
+            Some(q) => format!("{base}:{q}"),
+            None => base,
+        }
+    }
+
+    /// The log file of `name`.
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.logs.path(name)
+    }
+
+    /// Where the zip of a version's code is.
+    pub fn code_location(&self, config: &VersionConfig) -> PathBuf {
+        self.code.zip_path(&config.code_id)
+    }
+
+    fn record(&self, name: &str) -> Result<FunctionRecord, FunctionsError> {
+        self.records
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| FunctionsError::function_not_found(&self.arn(name, None)))
+    }
+
+    /// The configuration `reference` names (with its qualifier).
+    pub fn resolve(&self, reference: &FunctionRef) -> Result<VersionConfig, FunctionsError> {
+        let records = self.records.read();
+        let record = records.get(&reference.name).ok_or_else(|| {
+            FunctionsError::function_not_found(
+                &self.arn(&reference.name, reference.qualifier.as_deref()),
+            )
+        })?;
+        record
+            .resolve(reference.qualifier.as_deref())
+            .cloned()
+            .ok_or_else(|| {
+                FunctionsError::function_not_found(
+                    &self.arn(&reference.name, reference.qualifier.as_deref()),
+                )
+            })
+    }
+
+    /// The whole record of a function (for GetFunction's concurrency, aliases, policy).
+    pub fn get_record(&self, name: &str) -> Result<FunctionRecord, FunctionsError> {
+        self.record(name)
+    }
+
+    /// Every function's `$LATEST`, by name.
+    pub fn list(&self) -> Vec<VersionConfig> {
+        self.records
+            .read()
+            .values()
+            .map(|r| r.latest.clone())
+            .collect()
+    }
+
+    /// Writes `record` to the store, then to memory.
+    fn save(&self, record: FunctionRecord) -> Result<(), FunctionsError> {
+        let mut batch = WriteBatch::new();
+        let value = serde_json::to_vec(&record)
+            .map_err(|e| FunctionsError::Io(format!("encoding a function record: {e}")))?;
+        batch.put(TABLE, record.latest.name.as_bytes().to_vec(), value);
+        self.store.apply(batch)?;
+        let name = record.latest.name.clone();
+        self.records.write().insert(name.clone(), record);
+        self.runners.lock().retain(|(n, _), _| n != &name);
+        Ok(())
+    }
+
+    /// Checks a configuration's runtime, handler and limits.
+    fn check(&self, config: &VersionConfig) -> Result<(), FunctionsError> {
+        check_limits(config.timeout, config.memory_size, &config.environment)?;
+        let engine = Engine::of(&config.runtime, &config.handler)?;
+        if engine != Engine::Bootstrap && config.handler.is_empty() {
+            return Err(FunctionsError::InvalidParameter(
+                "The Handler parameter is required for this runtime.".into(),
+            ));
+        }
+        if config.handler.len() > 128 {
+            return Err(FunctionsError::InvalidParameter(
+                "Value at 'handler' failed to satisfy constraint: Member must have length less \
+                 than or equal to 128"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// CreateFunction.
+    pub async fn create(&self, new: NewFunction) -> Result<VersionConfig, FunctionsError> {
+        check_name(&new.name)?;
+        let _writer = self.writer.lock().await;
+        if self.records.read().contains_key(&new.name) {
+            return Err(FunctionsError::Conflict(format!(
+                "Function already exist: {}",
+                new.name
+            )));
+        }
+        let mut latest = VersionConfig {
+            name: new.name.clone(),
+            version: LATEST.into(),
+            runtime: new.runtime,
+            handler: new.handler,
+            role: new.role,
+            description: new.description,
+            timeout: new.timeout,
+            memory_size: new.memory_size,
+            environment: new.environment,
+            code_sha256: String::new(),
+            code_id: String::new(),
+            code_size: 0,
+            last_modified: crate::clock::last_modified_now(),
+            revision_id: new_revision(),
+        };
+        self.check(&latest)?;
+        let code = self.store_code(new.zip).await?;
+        latest.code_sha256 = code.sha256;
+        latest.code_id = code.id;
+        latest.code_size = code.size;
+        self.check_wasm(&latest)?;
+        let mut record = FunctionRecord {
+            latest: latest.clone(),
+            versions: BTreeMap::new(),
+            next_version: 1,
+            aliases: BTreeMap::new(),
+            policy: BTreeMap::new(),
+            reserved_concurrency: None,
+        };
+        if new.publish {
+            publish(&mut record, String::new());
+        }
+        self.save(record)?;
+        Ok(latest)
+    }
+
+    async fn store_code(&self, zip: Vec<u8>) -> Result<crate::code::StoredCode, FunctionsError> {
+        let code = self.code.clone();
+        tokio::task::spawn_blocking(move || code.store(&zip))
+            .await
+            .map_err(|e| FunctionsError::Io(format!("unpacking the code failed: {e}")))?
+    }
+
+    /// A wasm function's module must be there and valid (refused at upload, not at first use).
+    fn check_wasm(&self, config: &VersionConfig) -> Result<(), FunctionsError> {
+        if Engine::of(&config.runtime, &config.handler)? != Engine::Wasm {
+            return Ok(());
+        }
+        let path = self.module_path(config)?;
+        WasmFunction::load(&path, config.memory_size)
+            .map(drop)
+            .map_err(FunctionsError::InvalidParameter)
+    }
+
+    fn module_path(&self, config: &VersionConfig) -> Result<PathBuf, FunctionsError> {
+        let relative = std::path::Path::new(&config.handler);
+        let safe = relative
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !safe {
+            return Err(FunctionsError::InvalidParameter(format!(
+                "The handler {} must be a path inside the package",
+                config.handler
+            )));
+        }
+        Ok(self.code.dir(&config.code_id).join(relative))
+    }
+
+    /// UpdateFunctionCode.
+    pub async fn update_code(
+        &self,
+        name: &str,
+        zip: Vec<u8>,
+        publish_now: bool,
+        revision_id: Option<String>,
+    ) -> Result<VersionConfig, FunctionsError> {
+        let _writer = self.writer.lock().await;
+        let mut record = self.record(name)?;
+        check_revision(&record.latest, revision_id.as_deref())?;
+        let code = self.store_code(zip).await?;
+        let latest = &mut record.latest;
+        latest.code_sha256 = code.sha256;
+        latest.code_id = code.id;
+        latest.code_size = code.size;
+        latest.last_modified = crate::clock::last_modified_now();
+        latest.revision_id = new_revision();
+        self.check_wasm(&record.latest)?;
+        let config = if publish_now {
+            publish(&mut record, String::new())
+        } else {
+            record.latest.clone()
+        };
+        self.save(record)?;
+        Ok(config)
+    }
+
+    /// UpdateFunctionConfiguration.
+    pub async fn update_configuration(
+        &self,
+        name: &str,
+        change: ConfigurationChange,
+    ) -> Result<VersionConfig, FunctionsError> {
+        let _writer = self.writer.lock().await;
+        let mut record = self.record(name)?;
+        check_revision(&record.latest, change.revision_id.as_deref())?;
+        let latest = &mut record.latest;
+        if let Some(v) = change.runtime {
+            latest.runtime = v;
+        }
+        if let Some(v) = change.handler {
+            latest.handler = v;
+        }
+        if let Some(v) = change.role {
+            latest.role = v;
+        }
+        if let Some(v) = change.description {
+            latest.description = v;
+        }
+        if let Some(v) = change.timeout {
+            latest.timeout = v;
+        }
+        if let Some(v) = change.memory_size {
+            latest.memory_size = v;
+        }
+        if let Some(v) = change.environment {
+            latest.environment = v;
+        }
+        latest.last_modified = crate::clock::last_modified_now();
+        latest.revision_id = new_revision();
+        self.check(&record.latest)?;
+        self.check_wasm(&record.latest)?;
+        let latest = record.latest.clone();
+        self.save(record)?;
+        Ok(latest)
+    }
+
+    /// DeleteFunction: the whole function, or one published version (`qualifier`).
+    pub async fn delete(&self, name: &str, qualifier: Option<&str>) -> Result<(), FunctionsError> {
+        let _writer = self.writer.lock().await;
+        let mut record = self.record(name)?;
+        match qualifier {
+            None => {
+                let mut batch = WriteBatch::new();
+                batch.delete(TABLE, name.as_bytes().to_vec());
+                self.store.apply(batch)?;
+                self.records.write().remove(name);
+                self.runners.lock().retain(|(n, _), _| n != name);
+                self.logs.remove(name);
+            }
+            Some(LATEST) => {
+                return Err(FunctionsError::InvalidParameter(
+                    "$LATEST version cannot be deleted without deleting the function.".into(),
+                ));
+            }
+            Some(q) => {
+                let number = q.parse::<u64>().map_err(|_| {
+                    FunctionsError::InvalidParameter(format!(
+                        "Deletion of aliases is not supported by DeleteFunction: {q}"
+                    ))
+                })?;
+                if let Some(alias) = record
+                    .aliases
+                    .values()
+                    .find(|a| a.function_version == number.to_string())
+                {
+                    return Err(FunctionsError::Conflict(format!(
+                        "Unable to delete version because the following aliases reference it: [{}]",
+                        alias.name
+                    )));
+                }
+                if record.versions.remove(&number).is_none() {
+                    return Err(FunctionsError::function_not_found(&self.arn(name, Some(q))));
+                }
+                self.save(record)?;
+            }
+        }
+        self.collect_code();
+        Ok(())
+    }
+
+    /// Removes unpacked packages no version references any more.
+    fn collect_code(&self) {
+        let used: std::collections::HashSet<String> = self
+            .records
+            .read()
+            .values()
+            .flat_map(|r| std::iter::once(&r.latest).chain(r.versions.values()))
+            .map(|c| c.code_id.clone())
+            .collect();
+        let Ok(entries) = std::fs::read_dir(self.config.dir.join("code")) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let id = name.trim_end_matches(".zip");
+            if !id.starts_with('.') && !used.contains(id) {
+                self.code.remove(id);
+            }
+        }
+    }
+
+    /// PublishVersion.
+    pub async fn publish_version(
+        &self,
+        name: &str,
+        description: Option<String>,
+    ) -> Result<VersionConfig, FunctionsError> {
+        let _writer = self.writer.lock().await;
+        let mut record = self.record(name)?;
+        // Publishing unchanged code and configuration again returns the newest version.
+        if let Some((_, newest)) = record.versions.iter().next_back()
+            && same_content(newest, &record.latest)
+        {
+            return Ok(newest.clone());
+        }
+        let config = publish(&mut record, description.unwrap_or_default());
+        self.save(record)?;
+        Ok(config)
+    }
+
+    /// ListVersionsByFunction: `$LATEST` then the versions in order.
+    pub fn versions(&self, name: &str) -> Result<Vec<VersionConfig>, FunctionsError> {
+        let record = self.record(name)?;
+        Ok(std::iter::once(record.latest)
+            .chain(record.versions.into_values())
+            .collect())
+    }
+
+    /// CreateAlias / UpdateAlias.
+    pub async fn put_alias(
+        &self,
+        name: &str,
+        alias: &str,
+        version: Option<String>,
+        description: Option<String>,
+        create: bool,
+    ) -> Result<AliasRecord, FunctionsError> {
+        check_alias_name(alias)?;
+        let _writer = self.writer.lock().await;
+        let mut record = self.record(name)?;
+        let existing = record.aliases.get(alias).cloned();
+        let target = match (create, existing) {
+            (true, Some(_)) => {
+                return Err(FunctionsError::Conflict(format!(
+                    "Alias already exists: {}",
+                    self.arn(name, Some(alias))
+                )));
+            }
+            (false, None) => {
+                return Err(FunctionsError::NotFound(format!(
+                    "Alias not found: {}",
+                    self.arn(name, Some(alias))
+                )));
+            }
+            (_, existing) => AliasRecord {
+                name: alias.to_string(),
+                function_version: version
+                    .clone()
+                    .or(existing.as_ref().map(|a| a.function_version.clone()))
+                    .ok_or_else(|| {
+                        FunctionsError::InvalidParameter("FunctionVersion is required.".into())
+                    })?,
+                description: description
+                    .or(existing.map(|a| a.description))
+                    .unwrap_or_default(),
+                revision_id: new_revision(),
+            },
+        };
+        if target.function_version != LATEST
+            && target
+                .function_version
+                .parse::<u64>()
+                .ok()
+                .is_none_or(|n| !record.versions.contains_key(&n))
+        {
+            return Err(FunctionsError::NotFound(format!(
+                "Function not found: {}",
+                self.arn(name, Some(&target.function_version))
+            )));
+        }
+        record.aliases.insert(alias.to_string(), target.clone());
+        self.save(record)?;
+        Ok(target)
+    }
+
+    /// GetAlias.
+    pub fn alias(&self, name: &str, alias: &str) -> Result<AliasRecord, FunctionsError> {
+        self.record(name)?
+            .aliases
+            .get(alias)
+            .cloned()
+            .ok_or_else(|| {
+                FunctionsError::NotFound(format!(
+                    "Alias not found: {}",
+                    self.arn(name, Some(alias))
+                ))
+            })
+    }
+
+    /// DeleteAlias (absent is fine, as Lambda).
+    pub async fn delete_alias(&self, name: &str, alias: &str) -> Result<(), FunctionsError> {
+        let _writer = self.writer.lock().await;
+        let mut record = self.record(name)?;
+        if record.aliases.remove(alias).is_some() {
+            self.save(record)?;
+        }
+        Ok(())
+    }
+
+    /// AddPermission: the statement is stored and shown by GetPolicy (fleetcore's callers are
+    /// all authenticated as the admin; resource policies are not evaluated).
+    pub async fn add_permission(
+        &self,
+        name: &str,
+        statement_id: &str,
+        statement: String,
+    ) -> Result<(), FunctionsError> {
+        let _writer = self.writer.lock().await;
+        let mut record = self.record(name)?;
+        if record.policy.contains_key(statement_id) {
+            return Err(FunctionsError::Conflict(format!(
+                "The statement id ({statement_id}) provided already exists. Please provide a new \
+                 statement id, or remove the existing statement."
+            )));
+        }
+        record.policy.insert(statement_id.to_string(), statement);
+        self.save(record)
+    }
+
+    /// RemovePermission.
+    pub async fn remove_permission(
+        &self,
+        name: &str,
+        statement_id: &str,
+    ) -> Result<(), FunctionsError> {
+        let _writer = self.writer.lock().await;
+        let mut record = self.record(name)?;
+        if record.policy.remove(statement_id).is_none() {
+            return Err(FunctionsError::NotFound(format!(
+                "Statement {statement_id} is not found in resource policy."
+            )));
+        }
+        self.save(record)
+    }
+
+    /// PutFunctionConcurrency / DeleteFunctionConcurrency.
+    pub async fn set_concurrency(
+        &self,
+        name: &str,
+        reserved: Option<u32>,
+    ) -> Result<(), FunctionsError> {
+        let _writer = self.writer.lock().await;
+        let mut record = self.record(name)?;
+        record.reserved_concurrency = reserved;
+        self.save(record)
+    }
+
+    /// The runner of `config`, built on first use and kept while its revision is current.
+    fn runner(
+        &self,
+        config: &VersionConfig,
+        reserved: Option<u32>,
+    ) -> Result<Runner, FunctionsError> {
+        let key = (config.name.clone(), config.version.clone());
+        if let Some((revision, runner)) = self.runners.lock().get(&key)
+            && revision == &config.revision_id
+        {
+            return Ok(runner.clone());
+        }
+        let runner = match Engine::of(&config.runtime, &config.handler)? {
+            Engine::Wasm => {
+                let path = self.module_path(config)?;
+                Runner::Wasm(Arc::new(
+                    WasmFunction::load(&path, config.memory_size)
+                        .map_err(FunctionsError::InvalidParameter)?,
+                ))
+            }
+            engine => {
+                let spec = self.worker_spec(config, engine);
+                let (concurrency, strict) = match reserved {
+                    Some(n) => (n as usize, true),
+                    None => (self.config.default_concurrency, false),
+                };
+                Runner::Process(Arc::new(Pool::new(spec, concurrency, strict)))
+            }
+        };
+        self.runners
+            .lock()
+            .insert(key, (config.revision_id.clone(), runner.clone()));
+        Ok(runner)
+    }
+
+    fn worker_spec(&self, config: &VersionConfig, engine: Engine) -> WorkerSpec {
+        let task_root = self.code.dir(&config.code_id);
+        let memory = u64::from(config.memory_size) << 20;
+        let (program, args, data_limit): (PathBuf, Vec<OsString>, Option<u64>) = match engine {
+            Engine::Python => (
+                self.config.python.clone(),
+                vec![self.runtime_dir.join("bootstrap.py").into_os_string()],
+                Some(memory),
+            ),
+            // V8 reserves far more address space than it uses, so an rlimit would stop it from
+            // starting; its heap limit is the memory limit instead.
+            Engine::Node => (
+                self.config.node.clone(),
+                vec![
+                    OsString::from(format!("--max-old-space-size={}", config.memory_size)),
+                    self.runtime_dir.join("bootstrap.js").into_os_string(),
+                ],
+                None,
+            ),
+            _ => (task_root.join("bootstrap"), Vec::new(), Some(memory)),
+        };
+        let mut env: Vec<(String, String)> = config
+            .environment
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let account = &self.config.account;
+        let inherited =
+            |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_string());
+        env.extend([
+            (
+                "PATH".into(),
+                inherited("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            ),
+            ("LANG".into(), "C.UTF-8".into()),
+            ("TZ".into(), ":UTC".into()),
+            ("PYTHONUNBUFFERED".into(), "1".into()),
+            ("_HANDLER".into(), config.handler.clone()),
+            ("LAMBDA_TASK_ROOT".into(), task_root.display().to_string()),
+            (
+                "LAMBDA_RUNTIME_DIR".into(),
+                self.runtime_dir.display().to_string(),
+            ),
+            (
+                "AWS_EXECUTION_ENV".into(),
+                format!("AWS_Lambda_{}", config.runtime),
+            ),
+            ("AWS_LAMBDA_FUNCTION_NAME".into(), config.name.clone()),
+            ("AWS_LAMBDA_FUNCTION_VERSION".into(), config.version.clone()),
+            (
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(),
+                config.memory_size.to_string(),
+            ),
+            ("AWS_LAMBDA_INITIALIZATION_TYPE".into(), "on-demand".into()),
+            (
+                "AWS_LAMBDA_LOG_GROUP_NAME".into(),
+                format!("/aws/lambda/{}", config.name),
+            ),
+            (
+                "AWS_LAMBDA_LOG_STREAM_NAME".into(),
+                format!(
+                    "{}/[{}]{}",
+                    crate::clock::log_stream_date(),
+                    config.version,
+                    uuid::Uuid::new_v4().simple()
+                ),
+            ),
+            ("AWS_REGION".into(), account.region.clone()),
+            ("AWS_DEFAULT_REGION".into(), account.region.clone()),
+            ("AWS_ENDPOINT_URL".into(), self.config.endpoint_url.clone()),
+            (
+                "AWS_ACCESS_KEY_ID".into(),
+                self.config.access_key_id.clone(),
+            ),
+            (
+                "AWS_SECRET_ACCESS_KEY".into(),
+                self.config.secret_access_key.clone(),
+            ),
+        ]);
+        WorkerSpec {
+            program,
+            args,
+            env,
+            cwd: task_root,
+            data_limit,
+            run_dir: self.config.dir.join("run"),
+        }
+    }
+
+    /// Invokes `reference` synchronously with the JSON `payload`.
+    pub async fn invoke(
+        &self,
+        reference: &FunctionRef,
+        payload: Bytes,
+        client_context: Option<String>,
+    ) -> Result<Invoked, FunctionsError> {
+        if payload.len() > MAX_SYNC_PAYLOAD {
+            return Err(FunctionsError::TooLarge(format!(
+                "Request must be smaller than {MAX_SYNC_PAYLOAD} bytes for the InvokeFunction operation"
+            )));
+        }
+        let (config, reserved) = {
+            let records = self.records.read();
+            let record = records.get(&reference.name).ok_or_else(|| {
+                FunctionsError::function_not_found(
+                    &self.arn(&reference.name, reference.qualifier.as_deref()),
+                )
+            })?;
+            let config = record
+                .resolve(reference.qualifier.as_deref())
+                .cloned()
+                .ok_or_else(|| {
+                    FunctionsError::function_not_found(
+                        &self.arn(&reference.name, reference.qualifier.as_deref()),
+                    )
+                })?;
+            (config, record.reserved_concurrency)
+        };
+        if reserved == Some(0) {
+            return Err(FunctionsError::TooManyRequests(
+                "Rate Exceeded. (ReservedFunctionConcurrentInvocationLimitExceeded: the function's \
+                 reserved concurrency is 0)"
+                    .into(),
+            ));
+        }
+        let runner = self.runner(&config, reserved)?;
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let invocation = Invocation {
+            request_id: request_id.clone(),
+            payload,
+            invoked_arn: self.arn(&reference.name, reference.qualifier.as_deref()),
+            timeout: Duration::from_secs(u64::from(config.timeout)),
+            client_context,
+        };
+        let outcome = runner.invoke(invocation).await?;
+        metrics::counter!("fleetcore_functions_invocations_total").increment(1);
+        metrics::histogram!("fleetcore_functions_invocation_seconds")
+            .record(outcome.duration.as_secs_f64());
+        let log = logs::frame(
+            &request_id,
+            &config.version,
+            &outcome.output,
+            outcome.written,
+            &Report {
+                duration: outcome.duration,
+                memory_size: config.memory_size,
+                init: outcome.init,
+            },
+        );
+        if outcome.function_error.is_some() {
+            tracing::info!(function = %config.name, %request_id, "invocation failed");
+        }
+        self.logs.append(&config.name, &log);
+        Ok(Invoked {
+            outcome,
+            executed_version: config.version,
+            log,
+        })
+    }
+
+    /// Queues an `Event` invocation (checked, then answered 202 at once).
+    pub fn invoke_async(
+        &self,
+        reference: FunctionRef,
+        payload: Bytes,
+    ) -> Result<(), FunctionsError> {
+        if payload.len() > MAX_ASYNC_PAYLOAD {
+            return Err(FunctionsError::TooLarge(format!(
+                "Request must be smaller than {MAX_ASYNC_PAYLOAD} bytes for the InvokeAsync operation"
+            )));
+        }
+        self.resolve(&reference)?;
+        self.events.try_send((reference, payload)).map_err(|_| {
+            FunctionsError::TooManyRequests(
+                "Rate Exceeded. (the queue of asynchronous invocations is full)".into(),
+            )
+        })
+    }
+}
+
+/// Runs queued `Event` invocations, at most 64 at once. An invocation that fails is retried
+/// twice (Lambda's default for asynchronous invocation), then logged and dropped. The queue
+/// lives in memory: events not yet run are lost if the process stops.
+async fn run_events(
+    functions: std::sync::Weak<Functions>,
+    mut queue: mpsc::Receiver<(FunctionRef, Bytes)>,
+) {
+    let running = Arc::new(Semaphore::new(64));
+    while let Some((reference, payload)) = queue.recv().await {
+        let Ok(permit) = Arc::clone(&running).acquire_owned().await else {
+            return;
+        };
+        let Some(functions) = functions.upgrade() else {
+            return;
+        };
+        tokio::spawn(async move {
+            let _permit = permit;
+            for attempt in 0..3 {
+                match functions.invoke(&reference, payload.clone(), None).await {
+                    Ok(invoked) if invoked.outcome.function_error.is_none() => return,
+                    Ok(_) | Err(_) if attempt < 2 => {
+                        tokio::time::sleep(Duration::from_secs(1 << attempt)).await;
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(function = %reference.name, %error, "asynchronous invocation failed")
+                    }
+                }
+            }
+            metrics::counter!("fleetcore_functions_async_dropped_total").increment(1);
+            tracing::warn!(function = %reference.name, "asynchronous invocation failed 3 times; dropped");
+        });
+    }
+}
+
+/// How long a worker may stay idle before it is stopped.
+const IDLE_WORKER_TTL: Duration = Duration::from_secs(600);
+
+/// Every minute, stops the workers idle for longer than [`IDLE_WORKER_TTL`].
+async fn reap_idle_workers(functions: std::sync::Weak<Functions>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        let Some(functions) = functions.upgrade() else {
+            return;
+        };
+        let pools: Vec<Runner> = functions
+            .runners
+            .lock()
+            .values()
+            .map(|(_, runner)| runner.clone())
+            .collect();
+        for runner in pools {
+            if let Runner::Process(pool) = runner {
+                pool.reap(IDLE_WORKER_TTL);
+            }
+        }
+    }
+}
+
+/// Publishes `$LATEST` as the next version.
+fn publish(record: &mut FunctionRecord, description: String) -> VersionConfig {
+    let number = record.next_version;
+    record.next_version += 1;
+    let mut version = record.latest.clone();
+    version.version = number.to_string();
+    if !description.is_empty() {
+        version.description = description;
+    }
+    version.revision_id = new_revision();
+    record.versions.insert(number, version.clone());
+    version
+}
+
+fn same_content(a: &VersionConfig, b: &VersionConfig) -> bool {
+    a.code_sha256 == b.code_sha256
+        && a.runtime == b.runtime
+        && a.handler == b.handler
+        && a.timeout == b.timeout
+        && a.memory_size == b.memory_size
+        && a.environment == b.environment
+}
+
+fn check_revision(config: &VersionConfig, expected: Option<&str>) -> Result<(), FunctionsError> {
+    match expected {
+        Some(id) if id != config.revision_id => Err(FunctionsError::Conflict(
+            "The Revision Id provided does not match the latest Revision Id. Call the \
+             GetFunction/GetAlias API to retrieve the latest Revision Id"
+                .into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+impl fleetcore_core::FunctionInvoker for Functions {
+    fn invoke<'a>(
+        &'a self,
+        function: &'a str,
+        payload: Vec<u8>,
+    ) -> fleetcore_core::InvokeFuture<'a> {
+        Box::pin(async move {
+            let reference = FunctionRef::parse(function, None)?;
+            let invoked = Functions::invoke(self, &reference, Bytes::from(payload), None).await?;
+            Ok(fleetcore_core::InvokeOutput {
+                payload: invoked.outcome.payload.to_vec(),
+                function_error: invoked.outcome.function_error.map(str::to_string),
+            })
+        })
+    }
+}
