@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-8}
 PINS=${PINS:-unpinned pinned}
-SHARED=${SHARED:-$(cd .. && pwd)/shared}
+SHARED=${SHARED:-/work/shared}
 MQTTV5=${MQTTV5:-$(command -v mqttv5 || echo /root/.cargo/bin/mqttv5)}
 LABEL=${LABEL:-fleetcore}
 OUT=${OUT:-target/bench-results/device-$(date -u +%Y%m%dT%H%M%SZ)}
@@ -34,12 +34,13 @@ export RUST_BACKTRACE=0
 
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
+trap cleanup EXIT INT TERM
 wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 stop() { kill "$1" 2>/dev/null || true; while kill -0 "$1" 2>/dev/null; do sleep 0.1; done; }
 
 start_broker() { # who port pin -> pid
   local who=$1 port=$2 pin=$3 pid
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "port $port is taken: set PORT" >&2; exit 1; fi
   if [ "$who" = mosquitto ]; then
     pid=$("$SHARED/tools/mosquitto-anchor.sh" "$port")
   else
@@ -77,7 +78,7 @@ for pin in $PINS; do
   for who in mosquitto "$LABEL"; do
     echo "== $pin $who" >&2
     b=mosquitto; [ "$who" = mosquitto ] || b=fleetcore
-    port=18960; [ "$who" = mosquitto ] || port=18970
+    port=${PORT:-27960}; [ "$who" = mosquitto ] || port=$((port + 10))
     pid=$(start_broker "$b" "$port" "$pin")
     for qos in 0 1; do
       mqttv5 "mqttv5_fanin_q$qos.$who.$pin" "$pin" "$port" --publishers 10 --subscribers 1 --qos "$qos"
@@ -93,7 +94,7 @@ for pin in $PINS; do
     [ "$sat" -gt 0 ] || continue
     for who in mosquitto "$LABEL"; do
       b=mosquitto; [ "$who" = mosquitto ] || b=fleetcore
-      port=18960; [ "$who" = mosquitto ] || port=18970
+      port=${PORT:-27960}; [ "$who" = mosquitto ] || port=$((port + 10))
       pid=$(start_broker "$b" "$port" "$pin")
       for pct in 50 100; do
         fcbench "lat${pct}_q$qos.$who.$pin" "$pin" "$port" --publishers 10 --subscribers 1 --qos "$qos" \
