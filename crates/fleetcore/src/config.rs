@@ -95,6 +95,15 @@ pub struct ServeArgs {
     #[arg(long, env = "FLEETCORE_MAX_QUEUED_MESSAGES", value_name = "N")]
     max_queued_messages: Option<usize>,
 
+    /// Bytes (payloads and topics) queued for an online subscriber before its publishers wait:
+    /// small keeps latency low when a subscriber cannot keep up. [default: 65536]
+    #[arg(long, env = "FLEETCORE_MAX_QUEUED_BYTES", value_name = "BYTES")]
+    max_queued_bytes: Option<usize>,
+
+    /// Bytes a connection encodes before writing them to its socket in one call. [default: 65536]
+    #[arg(long, env = "FLEETCORE_WRITE_BUFFER_BYTES", value_name = "BYTES")]
+    write_buffer_bytes: Option<usize>,
+
     /// New connections accepted per second per listener; 0 for no limit. [default: 0]
     #[arg(long, env = "FLEETCORE_MAX_CONNECTIONS_PER_SECOND", value_name = "N")]
     max_connections_per_second: Option<u32>,
@@ -293,6 +302,8 @@ impl ServeArgs {
                 max_topic_length,
                 max_inflight,
                 max_queued_messages,
+                max_queued_bytes,
+                write_buffer_bytes,
                 max_connections_per_second,
                 connect_timeout,
                 slow_subscriber_timeout,
@@ -325,6 +336,10 @@ impl ServeArgs {
             max_queued_messages: self
                 .max_queued_messages
                 .unwrap_or(defaults.max_queued_messages),
+            max_queued_bytes: self.max_queued_bytes.unwrap_or(defaults.max_queued_bytes),
+            write_buffer_bytes: self
+                .write_buffer_bytes
+                .unwrap_or(defaults.write_buffer_bytes),
             max_connections_per_second: self
                 .max_connections_per_second
                 .unwrap_or(defaults.max_connections_per_second),
@@ -347,6 +362,12 @@ impl ServeArgs {
         }
         if broker.max_queued_messages == 0 {
             bail!("max_queued_messages must be at least 1");
+        }
+        if broker.max_queued_bytes == 0 {
+            bail!("max_queued_bytes must be at least 1");
+        }
+        if broker.write_buffer_bytes < 1024 {
+            bail!("write_buffer_bytes must be at least 1024");
         }
         if broker.max_topic_length == 0 || broker.max_topic_length > 65_535 {
             bail!("max_topic_length must be between 1 and 65535 bytes");

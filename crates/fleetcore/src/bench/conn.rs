@@ -510,6 +510,23 @@ pub(crate) async fn write_or_flush(wr: &mut WriteHalf, buf: &[u8]) -> io::Result
     }
 }
 
+/// What of `buf` the next write call takes: all of it, or with `one_per_write` only its first
+/// packet (a device writes each packet on its own).
+pub(crate) fn writable(buf: &[u8], one_per_write: bool) -> &[u8] {
+    if !one_per_write {
+        return buf;
+    }
+    // Fixed header: one type byte, then the remaining length in up to four 7-bit groups.
+    let mut remaining = 0usize;
+    for (i, byte) in buf.iter().skip(1).take(4).enumerate() {
+        remaining |= usize::from(byte & 0x7F) << (7 * i);
+        if byte & 0x80 == 0 {
+            return &buf[..(2 + i + remaining).min(buf.len())];
+        }
+    }
+    buf
+}
+
 /// Name of a packet type, for messages.
 pub(crate) fn packet_name(packet: &Packet) -> &'static str {
     match packet {
@@ -585,6 +602,26 @@ mod tests {
         // An MQTT 5 CONNACK has at least a property length byte more.
         assert!(!looks_like_v311_connack(&[0x20, 0x03, 0x00, 0x00, 0x00]));
         assert!(!looks_like_v311_connack(&[0x20, 0x02, 0x00]));
+    }
+
+    #[test]
+    fn device_writes_take_one_packet_at_a_time() {
+        let mut buf = bytes::BytesMut::new();
+        let ack = |id| {
+            Packet::PubAck(fleetcore_mqtt::protocol::PubAck {
+                packet_id: id,
+                ..Default::default()
+            })
+        };
+        fleetcore_mqtt::protocol::encode(&ack(1), ProtocolVersion::V311, &mut buf);
+        fleetcore_mqtt::protocol::encode(&ack(2), ProtocolVersion::V311, &mut buf);
+        assert_eq!(writable(&buf, true), &buf[..4]);
+        assert_eq!(writable(&buf, false), &buf[..]);
+        // A packet whose remaining length takes two bytes.
+        let big = [&[0x30, 0x80, 0x01][..], &[0u8; 128][..], &[0xC0, 0x00][..]].concat();
+        assert_eq!(writable(&big, true).len(), 131);
+        // An incomplete header: everything, as it is.
+        assert_eq!(writable(&[0x30, 0x80], true), &[0x30, 0x80]);
     }
 
     #[test]

@@ -4,13 +4,16 @@
 //! Two modes:
 //! - publish/subscribe (default): subscribers connect and subscribe first, then publishers send
 //!   stamped messages for `--duration`; the tool drains in-flight messages and reports throughput,
-//!   loss, duplicates, reordering and publish-to-delivery latency.
+//!   loss, duplicates, reordering and publish-to-delivery latency. By default every client
+//!   behaves like a device: one packet per write call, TCP_NODELAY, nothing to batch, so the
+//!   broker pays its per-message cost as it does with real fleets; `--batch` encodes many
+//!   messages per write instead, as a gateway would.
 //! - idle connections (`--connections N --idle`): open N connections, hold them, report the
 //!   connect rate and, with `--broker-pid`, the broker's memory per connection.
 //!
 //! The client is a small loop per connection on fleetcore's own codec (`conn`, `publisher`,
-//! `subscriber`, `idle`): many messages are encoded into one buffer per write and read with a
-//! large buffer, so the tool itself is rarely the bottleneck.
+//! `subscriber`, `idle`), reading with a large buffer; with `--batch` many messages are encoded
+//! into one buffer per write, so the tool itself is rarely the bottleneck.
 
 mod conn;
 mod idle;
@@ -101,6 +104,12 @@ pub struct BenchArgs {
     /// Payload size in bytes; the first 16 carry the send time and sequence number.
     #[arg(long, default_value_t = 256, value_name = "BYTES")]
     pub size: usize,
+
+    /// Batching mode: each client encodes many packets (up to 64 KiB) per write call, as a
+    /// gateway would. Without it, device mode: one packet per write call, TCP_NODELAY, as a
+    /// fleet of devices sends (use many --publishers and a --rate for a paced fleet).
+    #[arg(long)]
+    pub batch: bool,
 
     /// Total messages per second over all publishers; 0 = as fast as the broker takes them.
     #[arg(long, default_value_t = 0, value_name = "MSGS_PER_SEC")]
@@ -542,6 +551,7 @@ async fn run_pubsub(
                 publishers: args.publishers,
                 stop: stop_rx.clone(),
                 received_counter: Arc::clone(&received_counter),
+                one_per_write: !args.batch,
             },
         ));
     }
@@ -567,6 +577,7 @@ async fn run_pubsub(
                 stop,
                 drain_deadline,
                 sent_counter: Arc::clone(&sent_counter),
+                one_per_write: !args.batch,
             },
         );
         pub_tasks.spawn(async move { (index, publisher.await) });
@@ -662,6 +673,7 @@ async fn run_pubsub(
     let mb = |n: u64, secs: f64| round2(n as f64 / 1e6 / secs.max(1e-9));
     Ok(PubSubReport {
         mode: "pubsub",
+        writes: if args.batch { "batch" } else { "device" },
         broker,
         protocol: args.protocol_label(),
         tls: args.tls.tls,

@@ -14,7 +14,7 @@ use fleetcore_mqtt::protocol::{self, Packet, PubAck, Publish, PublishProperties,
 use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
-use super::conn::{Link, reason_name, write_or_flush};
+use super::conn::{Link, reason_name, writable, write_or_flush};
 use super::payload::{self, Stamp};
 
 /// Stop adding messages once this many bytes wait to be written...
@@ -48,6 +48,9 @@ pub(crate) struct PublisherPlan {
     pub drain_deadline: Instant,
     /// Run-wide count of messages sent, for progress display.
     pub sent_counter: Arc<AtomicU64>,
+    /// Device mode: one packet per write call (a message is encoded only once the previous
+    /// one is written).
+    pub one_per_write: bool,
 }
 
 /// What one publisher did.
@@ -177,7 +180,12 @@ async fn publish_loop(
             }
             break;
         }
-        if producing && (wbuf.len() < LOW_WATER || last_call) {
+        let room = if plan.one_per_write {
+            wbuf.is_empty()
+        } else {
+            wbuf.len() < LOW_WATER
+        };
+        if producing && (room || last_call) {
             let mut allowed = if plan.rate > 0.0 {
                 let elapsed = now.min(plan.stop) - plan.start;
                 let due = elapsed.as_secs_f64() * plan.rate + plan.phase;
@@ -192,7 +200,8 @@ async fn publish_loop(
             if allowed > 0 {
                 let stamp_ns = payload::now_ns();
                 let mut batch = 0u64;
-                while batch < allowed && wbuf.len() < HIGH_WATER {
+                let most = if plan.one_per_write { 1 } else { allowed };
+                while batch < allowed.min(most) && wbuf.len() < HIGH_WATER {
                     publish.packet_id = if acked_qos { window.take() } else { 0 };
                     publish.encode(version, &mut wbuf);
                     // The payload is the last thing in a PUBLISH.
@@ -251,7 +260,7 @@ async fn publish_loop(
                 handle_acks(link, window, &mut wbuf, stats)?;
                 link.rbuf.reserve(READ_CHUNK);
             }
-            io = write_or_flush(&mut link.wr, &wbuf), if !wbuf.is_empty() || needs_flush => {
+            io = write_or_flush(&mut link.wr, writable(&wbuf, plan.one_per_write)), if !wbuf.is_empty() || needs_flush => {
                 let n = io?;
                 if wbuf.is_empty() {
                     needs_flush = false;

@@ -96,6 +96,8 @@ pub(crate) fn parse_vm_rss(status: &str) -> Option<u64> {
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct PubSubReport {
     pub mode: &'static str,
+    /// `device` (one packet per write call) or `batch`.
+    pub writes: &'static str,
     pub broker: String,
     pub protocol: &'static str,
     pub tls: bool,
@@ -240,6 +242,14 @@ impl PubSubReport {
             self.size
         ));
         t.row("broker", &self.broker);
+        t.row(
+            "writes",
+            if self.writes == "batch" {
+                "batched (many packets per write)"
+            } else {
+                "device (one packet per write, TCP_NODELAY)"
+            },
+        );
         t.row(
             "topic / filter",
             format_args!("{} / {}", self.topic, self.filter),

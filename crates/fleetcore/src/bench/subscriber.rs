@@ -12,7 +12,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::conn::{Link, reason_name, write_or_flush};
+use super::conn::{Link, reason_name, writable, write_or_flush};
 use super::payload::{self, Stamp};
 use super::publisher::keep_alive_interval;
 
@@ -32,6 +32,8 @@ pub(crate) struct SubscriberPlan {
     pub stop: watch::Receiver<bool>,
     /// Run-wide count of first deliveries, to end the drain early and show progress.
     pub received_counter: Arc<AtomicU64>,
+    /// Device mode: one packet (an acknowledgement) per write call.
+    pub one_per_write: bool,
 }
 
 /// What one subscriber saw.
@@ -175,7 +177,7 @@ async fn receive_loop(
                     return Ok(());
                 }
             }
-            io = write_or_flush(&mut link.wr, &wbuf), if !wbuf.is_empty() || needs_flush => {
+            io = write_or_flush(&mut link.wr, writable(&wbuf, plan.one_per_write)), if !wbuf.is_empty() || needs_flush => {
                 let n = io?;
                 if wbuf.is_empty() {
                     needs_flush = false;

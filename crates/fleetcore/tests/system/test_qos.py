@@ -235,3 +235,39 @@ def test_final_ack_sent_together_with_disconnect_is_honoured(raw, clients, uid, 
             sub.send(w.pubrec(nxt.pid, version))
             assert sub.expect(w.PUBREL).pid == nxt.pid
             sub.send(w.pubcomp(nxt.pid, version))
+
+
+# ---------------------------------------------------------------------------------------------
+# flow control: a slow subscriber pushes back on its publishers
+
+def test_slow_subscriber_holds_back_the_publishers_pubacks_and_loses_nothing(broker_factory, raw, uid):
+    """With 4 KiB queued for a subscriber, a publisher that runs ahead of a slow subscriber gets
+    its PUBACKs only as the subscriber takes messages: the queue between them stays short
+    (latency) and nothing is dropped."""
+    n, size, queued_bytes, window = 60, 1000, 4096, 2
+    b = broker_factory("--max-queued-bytes", str(queued_bytes), "--slow-subscriber-timeout", "30")
+    topic = f"fc/{uid}"
+    sub = raw(w.V5, broker=b)
+    sub.connect(f"slow-{uid}", props={"ReceiveMaximum": window})
+    sub.subscribe([(topic, 1)])
+    pub = raw(w.V5, broker=b)
+    pub.connect(f"fast-{uid}")
+    for i in range(n):
+        pub.publish(topic, i.to_bytes(2, "big") * (size // 2), qos=1, pid=i + 1)
+
+    # The subscriber takes nothing yet: only what fits in its queue and its window is acked.
+    early = [p for p in pub.quiet(1.0) if p.type == w.PUBACK]
+    ahead = queued_bytes // size + window + 2
+    assert len(early) <= ahead, f"{len(early)} PUBACKs before the subscriber took anything"
+
+    # The subscriber takes and acknowledges every message, in order; the publisher's PUBACKs follow.
+    got = []
+    while len(got) < n:
+        p = sub.expect(w.PUBLISH, timeout=10)
+        got.append(int.from_bytes(p.payload[:2], "big"))
+        sub.send(w.puback(p.pid, w.V5))
+    assert got == list(range(n)), "messages lost or out of order"
+    acks = [p.pid for p in early]
+    while len(acks) < n:
+        acks.append(pub.expect(w.PUBACK, timeout=10).pid)
+    assert acks == list(range(1, n + 1))

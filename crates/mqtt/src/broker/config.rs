@@ -16,6 +16,14 @@ pub struct BrokerConfig {
     pub max_inflight: u16,
     /// Messages queued per session beyond the inflight window, online or offline.
     pub max_queued_messages: usize,
+    /// Bytes (payloads and topics) queued for an online session before publishers to it wait
+    /// (backpressure). Small, so that a saturated subscriber's messages wait in its publishers'
+    /// sockets, not in a deep queue: latency stays low and publishers slow down at once. At
+    /// least one message is always queued, whatever its size.
+    pub max_queued_bytes: usize,
+    /// Bytes of deliveries and acknowledgements a connection encodes before it writes them to
+    /// its socket: one write call per batch.
+    pub write_buffer_bytes: usize,
     /// New connections accepted per second per listener; 0 means no limit.
     pub max_connections_per_second: u32,
     /// Time a new connection has to complete its CONNECT.
@@ -40,6 +48,8 @@ impl Default for BrokerConfig {
             max_topic_length: 256,
             max_inflight: 128,
             max_queued_messages: 10_000,
+            max_queued_bytes: 64 * 1024,
+            write_buffer_bytes: 64 * 1024,
             max_connections_per_second: 0,
             connect_timeout: Duration::from_secs(10),
             topic_alias_maximum: 64,

@@ -263,6 +263,7 @@ impl Router {
         SessionHandle::new(
             client_id,
             self.config.max_queued_messages,
+            self.config.max_queued_bytes,
             self.config.slow_subscriber_timeout,
             state,
             Arc::clone(&self.queues),

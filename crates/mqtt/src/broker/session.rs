@@ -22,6 +22,12 @@ use crate::protocol::{ProtocolVersion, QoS, SubscriptionOptions};
 /// Session expiry interval meaning "never expires" (MQTT 5 §3.1.2.11.2).
 pub const NEVER_EXPIRES: u32 = u32::MAX;
 
+/// Bytes a delivery holds in a queue and will take on the wire, near enough: its payload and
+/// topic.
+fn queued_size(d: &Delivery) -> usize {
+    d.message.payload.len() + d.message.topic.len()
+}
+
 /// Result of offering a delivery to a session's mailbox.
 #[derive(Debug)]
 pub enum PushOutcome {
@@ -42,6 +48,8 @@ pub enum PushOutcome {
 
 struct Mailbox {
     queue: VecDeque<Delivery>,
+    /// Payload and topic bytes of the queued deliveries.
+    bytes: usize,
     online: bool,
     /// When the connection last took deliveries: a receiver that has not for a while is stuck,
     /// and publishers stop waiting for it.
@@ -54,6 +62,9 @@ struct Mailbox {
 pub struct SessionHandle {
     client_id: Arc<str>,
     capacity: usize,
+    /// Bytes an online session's queue may hold before publishers wait: a short queue keeps
+    /// latency low under saturation (the offline queue is bounded by `capacity` only).
+    online_bytes: usize,
     /// How long a full, online receiver may go without taking deliveries before publishers
     /// drop for it instead of waiting.
     stuck_after: Duration,
@@ -90,6 +101,7 @@ impl SessionHandle {
     pub fn new(
         client_id: Arc<str>,
         capacity: usize,
+        online_bytes: usize,
         stuck_after: Duration,
         state: SessionState,
         queues: Arc<QueueStore>,
@@ -98,9 +110,11 @@ impl SessionHandle {
         Arc::new(SessionHandle {
             client_id,
             capacity,
+            online_bytes,
             stuck_after,
             mailbox: Mutex::new(Mailbox {
                 queue: VecDeque::new(),
+                bytes: 0,
                 online: false,
                 last_pop: Instant::now(),
                 waiting: Vec::new(),
@@ -150,7 +164,9 @@ impl SessionHandle {
         if !mb.online && delivery.qos == QoS::AtMostOnce {
             return PushOutcome::Dropped(DropReason::Offline);
         }
-        if mb.queue.len() >= self.capacity {
+        let full = mb.queue.len() >= self.capacity
+            || (mb.online && !mb.queue.is_empty() && mb.bytes >= self.online_bytes);
+        if full {
             if !mb.online || mb.last_pop.elapsed() >= self.stuck_after {
                 return PushOutcome::Dropped(DropReason::QueueFull);
             }
@@ -165,6 +181,7 @@ impl SessionHandle {
             delivery.stored = Some(seq);
             ticket = self.queues.put_message(&self.client_id, seq, record);
         }
+        mb.bytes += queued_size(&delivery);
         mb.queue.push_back(delivery);
         let wake = mb.online && mb.queue.len() == 1;
         drop(mb);
@@ -213,7 +230,9 @@ impl SessionHandle {
     /// Adds a delivery regardless of capacity and without storing it (a message restored from
     /// the durable queue, a retained message sent at subscribe).
     pub fn restore(&self, delivery: Delivery) {
-        self.mailbox.lock().queue.push_back(delivery);
+        let mut mb = self.mailbox.lock();
+        mb.bytes += queued_size(&delivery);
+        mb.queue.push_back(delivery);
     }
 
     /// QoS of the next queued delivery, if any.
@@ -225,7 +244,10 @@ impl SessionHandle {
     pub fn pop_into(&self, out: &mut Vec<Delivery>, max: usize) {
         let mut mb = self.mailbox.lock();
         let n = max.min(mb.queue.len());
+        let start = out.len();
         out.extend(mb.queue.drain(..n));
+        let taken: usize = out[start..].iter().map(queued_size).sum();
+        mb.bytes -= taken;
         mb.last_pop = Instant::now();
         if n > 0 && !mb.waiting.is_empty() {
             for w in mb.waiting.drain(..) {
@@ -239,6 +261,7 @@ impl SessionHandle {
     pub fn unpop(&self, deliveries: impl DoubleEndedIterator<Item = Delivery>) {
         let mut mb = self.mailbox.lock();
         for d in deliveries.rev() {
+            mb.bytes += queued_size(&d);
             mb.queue.push_front(d);
         }
     }
@@ -252,6 +275,7 @@ impl SessionHandle {
     pub fn clear_queue(&self) {
         let mut mb = self.mailbox.lock();
         mb.queue.clear();
+        mb.bytes = 0;
         if self.persistent.load(Ordering::Acquire) {
             // Under the mailbox lock, so it is ordered after every stored push before it.
             self.queues.end_session(&self.client_id);
@@ -429,5 +453,99 @@ impl SessionState {
     /// Finds the inflight entry for `packet_id`.
     pub fn inflight_position(&self, packet_id: u16) -> Option<usize> {
         self.inflight.iter().position(|i| i.packet_id == packet_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::protocol::{PublishProperties, Utf8};
+
+    fn delivery(size: usize) -> Delivery {
+        Delivery {
+            message: Arc::new(Message {
+                topic: Utf8::new("t").unwrap_or_default(),
+                payload: Bytes::from(vec![0u8; size - 1]),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                properties: PublishProperties::default(),
+                expires_at: None,
+                origin: None,
+            }),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            subscription_ids: Vec::new(),
+            stored: None,
+        }
+    }
+
+    fn session(messages: usize, bytes: usize) -> Arc<SessionHandle> {
+        SessionHandle::new(
+            Arc::from("s"),
+            messages,
+            bytes,
+            Duration::from_secs(60),
+            SessionState::new(0, ProtocolVersion::V5),
+            super::super::queue_store::QueueStore::new(Arc::new(
+                super::super::test_support::NoStore,
+            )),
+        )
+    }
+
+    fn queued(outcome: PushOutcome) -> bool {
+        matches!(outcome, PushOutcome::Queued { .. })
+    }
+
+    #[test]
+    fn an_online_queue_is_full_at_its_byte_bound_and_takes_again_after_a_pop() {
+        let s = session(100, 250);
+        s.set_online(true);
+        assert!(queued(s.push(delivery(100), None)));
+        assert!(queued(s.push(delivery(100), None)));
+        assert!(
+            queued(s.push(delivery(100), None)),
+            "under the bound before this one"
+        );
+        assert!(matches!(s.push(delivery(100), None), PushOutcome::Full(_)));
+        let mut out = Vec::new();
+        s.pop_into(&mut out, 2);
+        assert!(queued(s.push(delivery(100), None)));
+        assert_eq!(s.queued(), 2);
+    }
+
+    #[test]
+    fn one_message_larger_than_the_bound_still_goes_through() {
+        let s = session(100, 10);
+        s.set_online(true);
+        assert!(queued(s.push(delivery(1000), None)));
+        assert!(matches!(s.push(delivery(1), None), PushOutcome::Full(_)));
+    }
+
+    #[test]
+    fn deliveries_put_back_count_again() {
+        let s = session(100, 150);
+        s.set_online(true);
+        assert!(queued(s.push(delivery(100), None)));
+        let mut out = Vec::new();
+        s.pop_into(&mut out, 1);
+        assert!(queued(s.push(delivery(100), None)));
+        s.unpop(out.into_iter());
+        assert!(matches!(s.push(delivery(100), None), PushOutcome::Full(_)));
+        s.clear_queue();
+        assert!(queued(s.push(delivery(100), None)));
+    }
+
+    #[test]
+    fn an_offline_queue_is_bounded_by_messages_only() {
+        let s = session(3, 10);
+        for _ in 0..3 {
+            assert!(queued(s.push(delivery(100), None)));
+        }
+        assert!(matches!(
+            s.push(delivery(100), None),
+            PushOutcome::Dropped(_)
+        ));
     }
 }

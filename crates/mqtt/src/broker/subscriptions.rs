@@ -226,6 +226,7 @@ mod tests {
             session: SessionHandle::new(
                 id.into(),
                 10,
+                1 << 20,
                 std::time::Duration::from_secs(1),
                 SessionState::new(0, ProtocolVersion::V5),
                 crate::broker::queue_store::QueueStore::new(Arc::new(

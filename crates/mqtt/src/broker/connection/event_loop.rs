@@ -2,15 +2,18 @@
 //! handles packets, and waits on the socket, the mailbox, the session's kicks and one timer for
 //! all deadlines.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::futures::Notified;
 
 use super::Connection;
 use super::exit::{Exit, violation};
 use super::held_acks::watermark_moved;
+use crate::broker::session::SessionHandle;
 use crate::protocol::{self, DecodeError, reason};
 
 /// Largest read buffer of a busy connection.
@@ -62,10 +65,20 @@ fn grown_read_size(read_size: usize, n: usize, spare: usize) -> usize {
 impl Connection {
     /// Serves packets and deliveries until the connection must end.
     pub(super) async fn serve_packets(&mut self) -> Exit {
+        // The waits on the session's kick and wake and the timer live across iterations: made
+        // once and re-armed only when they fire (or, for the timer, when a deadline comes
+        // sooner), not registered and dropped again for every packet.
+        let session = Arc::clone(&self.session);
+        let kicked = session.kicked().notified();
+        let woken = session.wake().notified();
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(kicked, woken, timer);
+        // When the timer is set to fire; `None` while it is not armed.
+        let mut timer_at: Option<Instant> = None;
         loop {
             let more_to_send = self.drain_mailbox();
             if !self.wbuf.is_empty()
-                && let Err(exit) = self.flush().await
+                && let Err(exit) = self.flush(&session, kicked.as_mut()).await
             {
                 return exit;
             }
@@ -101,7 +114,15 @@ impl Connection {
                     .partial_since
                     .map(|t| t + self.router.config().connect_timeout),
             };
+            // A timer set for later than the next deadline is set sooner; one set sooner fires
+            // early, and is set again. Deadlines that move later (keep alive, idle) cost nothing.
             let next_deadline = deadlines.next();
+            if let Some(next) = next_deadline
+                && timer_at.is_none_or(|at| next < at)
+            {
+                timer.as_mut().reset(next.into());
+                timer_at = Some(next);
+            }
             // Read buffers grow with the traffic: a quiet client reads into a few hundred bytes,
             // a busy one into READ_CHUNK (doubled each time a read fills the buffer).
             let spare = self.rbuf.capacity() - self.rbuf.len();
@@ -109,14 +130,14 @@ impl Connection {
                 self.rbuf.reserve(self.read_size);
             }
             let spare = self.rbuf.capacity() - self.rbuf.len();
-            let session = Arc::clone(&self.session);
             let space = Arc::clone(&self.space);
             let blocked = self.pending.is_some();
             let paused = self.reading_paused();
             let holding = self.held_acks.is_some();
             tokio::select! {
                 biased;
-                _ = session.kicked().notified() => {
+                _ = &mut kicked => {
+                    kicked.set(session.kicked().notified());
                     if let Some(exit) = self.dispossessed() {
                         return exit;
                     }
@@ -133,8 +154,12 @@ impl Connection {
                 _ = std::future::ready(()), if more_to_send => {}
                 _ = space.notified(), if blocked => self.retry_pending(false),
                 _ = watermark_moved(&mut self.held_acks), if holding => self.release_acks(),
-                _ = session.wake().notified() => self.last_activity = Instant::now(),
-                _ = sleep_until(next_deadline), if next_deadline.is_some() => {
+                _ = &mut woken => {
+                    woken.set(session.wake().notified());
+                    self.last_activity = Instant::now();
+                }
+                _ = &mut timer, if timer_at.is_some() => {
+                    timer_at = None;
                     let now = Instant::now();
                     if passed(deadlines.partial, now) {
                         return violation(reason::MALFORMED_PACKET, "packet not completed in time");
@@ -212,13 +237,19 @@ impl Connection {
     /// Writes the whole write buffer, giving up only if the session is taken from this
     /// connection. Uses `write` (cancel-safe: bytes are either written and counted, or not
     /// written) so that a kick arriving mid-buffer never makes a byte go out twice.
-    async fn flush(&mut self) -> Result<(), Exit> {
+    /// `kicked` is the connection's wait on `session`'s kick (a second waiter would miss the
+    /// kick meant for the first).
+    async fn flush<'s>(
+        &mut self,
+        session: &'s SessionHandle,
+        mut kicked: Pin<&mut Notified<'s>>,
+    ) -> Result<(), Exit> {
         let n = self.wbuf.len();
-        let session = Arc::clone(&self.session);
         while !self.wbuf.is_empty() {
             tokio::select! {
                 biased;
-                _ = session.kicked().notified() => {
+                _ = &mut kicked => {
+                    kicked.set(session.kicked().notified());
                     // A stale kick (a permit left by our own claim) changes nothing.
                     if let Some(exit) = self.dispossessed() {
                         return Err(exit);
@@ -233,7 +264,8 @@ impl Connection {
         loop {
             tokio::select! {
                 biased;
-                _ = session.kicked().notified() => {
+                _ = &mut kicked => {
+                    kicked.set(session.kicked().notified());
                     if let Some(exit) = self.dispossessed() {
                         return Err(exit);
                     }
@@ -248,13 +280,6 @@ impl Connection {
         self.last_activity = Instant::now();
         self.router.metrics().bytes_sent.increment(n as u64);
         Ok(())
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
     }
 }
 

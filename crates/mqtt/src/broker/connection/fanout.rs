@@ -147,6 +147,7 @@ mod tests {
         let session = SessionHandle::new(
             Arc::from("slow"),
             1,
+            1 << 20,
             Duration::from_secs(60),
             SessionState::new(0, ProtocolVersion::V5),
             QueueStore::new(Arc::new(crate::broker::test_support::NoStore)),

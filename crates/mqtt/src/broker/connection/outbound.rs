@@ -12,8 +12,6 @@ use crate::broker::metrics::DropReason;
 use crate::broker::session::{Inflight, InflightStage, SessionState};
 use crate::protocol::{self, Packet, ProtocolVersion, PubAck, Publish, QoS, reason};
 
-/// Flush the write buffer once it holds this much, even if more deliveries are waiting.
-const WRITE_BATCH_BYTES: usize = 64 * 1024;
 /// Deliveries taken from the mailbox per lock.
 const POP_BATCH: usize = 64;
 
@@ -46,7 +44,7 @@ impl Connection {
     pub(super) fn drain_mailbox(&mut self) -> bool {
         let now = Instant::now();
         loop {
-            if self.wbuf.len() >= WRITE_BATCH_BYTES {
+            if self.wbuf.len() >= self.router.config().write_buffer_bytes {
                 return self.session.queued() > 0;
             }
             if self.state.inflight.len() >= self.window
