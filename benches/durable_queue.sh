@@ -68,9 +68,14 @@ EOF
   echo "$pid"
 }
 
+# WRITES=batch (default, as the figures in BENCHMARKS.md were measured) or device (one packet
+# per write, `fleetcore bench`'s own default).
+WRITES=${WRITES:-batch}
+BATCH=()
+[ "$WRITES" = batch ] && BATCH=(--batch)
 bench() { # name port
   "$BIN" bench --port "$2" --protocol 3 --qos 1 --publishers "$PUBLISHERS" --subscribers 0 \
-    --duration "$DURATION" --json --client-prefix "pub-$1" >"$OUT/$1.json" 2>>"$OUT/bench.log"
+    --duration "$DURATION" --json --client-prefix "pub-$1" "${BATCH[@]}" >"$OUT/$1.json" 2>>"$OUT/bench.log"
 }
 acked() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["acked"])' "$1"; }
 

@@ -175,13 +175,13 @@ impl SessionHandle {
             }
             return PushOutcome::Full(delivery);
         }
-        mb.bytes += queued_size(&delivery);
         let mut ticket = 0;
         if let Some(record) = record {
             let seq = self.queues.next_seq();
             delivery.stored = Some(seq);
             ticket = self.queues.put_message(&self.client_id, seq, record);
         }
+        mb.bytes += queued_size(&delivery);
         mb.queue.push_back(delivery);
         let wake = mb.online && mb.queue.len() == 1;
         drop(mb);
@@ -488,7 +488,9 @@ mod tests {
             bytes,
             Duration::from_secs(60),
             SessionState::new(0, ProtocolVersion::V5),
-            QueueStore::new(Arc::new(crate::broker::test_support::NoStore)),
+            super::super::queue_store::QueueStore::new(Arc::new(
+                super::super::test_support::NoStore,
+            )),
         )
     }
 
@@ -541,6 +543,9 @@ mod tests {
         for _ in 0..3 {
             assert!(queued(s.push(delivery(100), None)));
         }
-        assert!(matches!(s.push(delivery(100), None), PushOutcome::Dropped(_)));
+        assert!(matches!(
+            s.push(delivery(100), None),
+            PushOutcome::Dropped(_)
+        ));
     }
 }
