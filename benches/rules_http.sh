@@ -22,6 +22,7 @@ OUT=${OUT:-$TARGET/bench-results/rules-http-$(date -u +%Y%m%dT%H%M%SZ)}
 PY=${PY:-.venv/bin/python}
 MQTTV5=${MQTTV5:-$(command -v mqttv5 || echo /root/.cargo/bin/mqttv5)}
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)  # nginx needs absolute paths
 command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx-light >/dev/null; }
 
 cargo build --release -p fleetcore -q
