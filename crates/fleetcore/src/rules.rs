@@ -70,6 +70,20 @@ pub struct RulesEngine {
     runtime: Arc<RuleRuntime>,
 }
 
+/// The services of this server that rule actions and SQL functions reach.
+pub struct RuleTargets {
+    /// The user's streams (the kinesis action).
+    pub streams: Arc<dyn Stream>,
+    /// The delivery streams (the firehose action).
+    pub archive: Arc<Archive>,
+    /// The device shadows (`get_thing_shadow`, republish to a shadow topic).
+    pub shadows: ShadowService,
+    /// The confirmed destinations of http actions.
+    pub topic_rule_destinations: Arc<TopicRuleDestinations>,
+    /// The functions (the lambda action).
+    pub functions: Arc<dyn FunctionInvoker>,
+}
+
 impl RulesEngine {
     /// Opens the ingest log's partitions (`partitions` of them, or more if more exist on
     /// disk: their records are still read), installs its writer in the broker and starts the
@@ -79,12 +93,15 @@ impl RulesEngine {
         partitions: usize,
         registry: Arc<RuleRegistry>,
         router: &Arc<Router>,
-        streams: Arc<dyn Stream>,
-        archive: Arc<Archive>,
-        shadows: ShadowService,
-        topic_rule_destinations: Arc<TopicRuleDestinations>,
-        functions: Arc<dyn FunctionInvoker>,
+        targets: RuleTargets,
     ) -> anyhow::Result<RulesEngine> {
+        let RuleTargets {
+            streams,
+            archive,
+            shadows,
+            topic_rule_destinations,
+            functions,
+        } = targets;
         let https = topic_rule_destinations.https().clone();
         let dir = data_dir.join("ingest");
         let ingest_config = IngestConfig::default();

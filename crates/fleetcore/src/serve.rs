@@ -159,11 +159,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         settings.ingest_partitions,
         Arc::clone(&rules),
         broker.router(),
-        Arc::clone(&streams),
-        Arc::clone(&archive),
-        shadows.clone(),
-        Arc::clone(&topic_rule_destinations),
-        Arc::clone(&functions.functions) as Arc<dyn fleetcore_core::FunctionInvoker>,
+        crate::rules::RuleTargets {
+            streams: Arc::clone(&streams),
+            archive: Arc::clone(&archive),
+            shadows: shadows.clone(),
+            topic_rule_destinations: Arc::clone(&topic_rule_destinations),
+            functions: Arc::clone(&functions.functions) as Arc<dyn fleetcore_core::FunctionInvoker>,
+        },
     )
     .await
     .context("starting the rules engine")?;

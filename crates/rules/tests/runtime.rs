@@ -15,7 +15,8 @@ use fleetcore_core::{KvStore, RedbStore};
 use fleetcore_mqtt::broker::{Broker, BrokerConfig, IngestLog, Ingested, Message, Publisher};
 use fleetcore_mqtt::protocol::{PublishProperties, QoS, Utf8};
 use fleetcore_rules::RuleEnv;
-use fleetcore_rules::actions::Destinations;
+use fleetcore_rules::actions::{Destinations, HttpsClient, HttpsConfig};
+use fleetcore_rules::destinations::TopicRuleDestinations;
 use fleetcore_rules::ingest::{IngestConfig, IngestFilter, IngestPartition, IngestWriter};
 use fleetcore_rules::registry::{RuleRegistry, TopicRulePayload};
 use fleetcore_rules::runtime::{RuleIndex, RuleRuntime, RuntimeConfig};
@@ -65,7 +66,7 @@ impl Engine {
             Arc::new(Anyone),
         )
         .expect("broker");
-        let registry = Arc::new(RuleRegistry::open(store).expect("registry"));
+        let registry = Arc::new(RuleRegistry::open(Arc::clone(&store)).expect("registry"));
         let streams = open_stream(&dir.join("streams")).await;
         let mut partitions = Vec::new();
         for n in 0..PARTITIONS {
@@ -80,6 +81,10 @@ impl Engine {
             Arc::clone(&index) as Arc<dyn IngestFilter>,
             IngestConfig::default(),
         ));
+        let https = HttpsClient::new(&HttpsConfig::default()).expect("https client");
+        let topic_rule_destinations = Arc::new(
+            TopicRuleDestinations::open(Arc::clone(&store), https.clone()).expect("destinations"),
+        );
         let runtime = RuleRuntime::start(
             Arc::clone(&registry),
             partitions,
@@ -88,6 +93,9 @@ impl Engine {
                 router: Arc::clone(broker.router()),
                 streams: Arc::clone(&streams),
                 firehose: None,
+                https,
+                topic_rule_destinations,
+                functions: None,
             },
             RuleEnv::default(),
             RuntimeConfig::default(),
