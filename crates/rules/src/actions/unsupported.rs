@@ -103,13 +103,10 @@ mod tests {
 
     #[tokio::test]
     async fn every_message_fails_naming_the_reason() {
-        let members = json!({"functionArn": "arn:aws:lambda:us-east-1:1:function:f"});
-        let action = Unsupported::kind("lambda", &members, super::super::missing("lambda"));
-        assert_eq!(action.name(), "LambdaAction");
-        assert_eq!(
-            action.resource(&[]),
-            "arn:aws:lambda:us-east-1:1:function:f"
-        );
+        let members = json!({"inputName": "pumps", "roleArn": "r"});
+        let action = Unsupported::kind("iotEvents", &members, super::super::missing("iotEvents"));
+        assert_eq!(action.name(), "IotEventsAction");
+        assert_eq!(action.resource(&[]), "pumps");
         let item = Prepared {
             body: bytes::Bytes::from_static(b"{}"),
             params: vec![],
@@ -118,7 +115,7 @@ mod tests {
         assert_eq!(outcomes.len(), 2);
         for outcome in outcomes {
             let reason = outcome.unwrap_err();
-            assert!(reason.contains("functions"), "{reason}");
+            assert!(reason.contains("events"), "{reason}");
         }
     }
 }

@@ -145,8 +145,11 @@ mod tests {
 
     #[test]
     fn kinds_without_their_capability_are_refused_naming_it() {
-        let e =
-            validate_action("actions[0]", &json!({"iotEvents": {"inputName": "i"}})).unwrap_err();
+        let e = validate_action(
+            "actions[0]",
+            &json!({"iotEvents": {"inputName": "i", "roleArn": "r"}}),
+        )
+        .unwrap_err();
         assert!(e.contains("events") && e.contains("iotEvents"), "{e}");
         let e = validate_action(
             "errorAction",
