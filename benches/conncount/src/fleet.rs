@@ -164,7 +164,7 @@ impl Fleet {
                 && self.in_flight < self.plan.concurrency
             {
                 let i = self.clients.len();
-                let target = i % target_every == 0 && i / target_every < self.plan.targets;
+                let target = i.is_multiple_of(target_every) && i / target_every < self.plan.targets;
                 let source = self.plan.sources.of(i);
                 match self.open(Token(i), source) {
                     Ok(stream) => {

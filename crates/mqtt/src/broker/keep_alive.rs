@@ -109,6 +109,7 @@ mod tests {
         SessionHandle::new(
             Arc::from(id),
             10,
+            64 * 1024,
             Duration::from_secs(1),
             SessionState::new(0, ProtocolVersion::V5),
         )
