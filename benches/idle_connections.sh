@@ -24,7 +24,10 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 hard=$(ulimit -Hn)
 
 command -v mosquitto >/dev/null || { apt-get update -qq && apt-get install -y -qq mosquitto >/dev/null; }
-cargo build --release -p fleetcore -p fleetcore-conncount -q
+# built one at a time: built together, feature unification gives fleetcore other dependency
+# builds than broker_vs_mosquitto.sh's `cargo build -p fleetcore`, and one would rebuild for the other
+cargo build --release -p fleetcore -q
+cargo build --release -p fleetcore-conncount -q
 BIN=$PWD/target/release/fleetcore
 CONNCOUNT=$PWD/target/release/conncount
 
@@ -39,23 +42,28 @@ stop() { kill "$1" 2>/dev/null || true; while kill -0 "$1" 2>/dev/null; do sleep
 
 echo "machine: $(nproc) cores; open files hard limit $hard; fs.nr_open $(cat /proc/sys/fs/nr_open);" \
   "ports $(cat /proc/sys/net/ipv4/ip_local_port_range | tr '\t' -)" >&2
+# Fresh ports for every count: the previous broker's closed connections leave its port in
+# TIME_WAIT, and Mosquitto cannot listen on it again at once.
+port=18960
 for n in $COUNTS; do
+  port=$((port + 4))
   if [ "$hard" != unlimited ] && [ "$hard" -lt $((n + 256)) ]; then
     echo "== $n connections: SKIPPED, the hard open-files limit is $hard (needs $((n + 256)) per process)" >&2
     echo "{\"skipped\": \"hard open-files limit $hard\"}" >"$OUT/plain_$n.skipped.json"
     continue
   fi
   echo "== $n idle plain connections, fresh brokers" >&2
-  MQ=$("$SHARED/tools/mosquitto-anchor.sh" 18960); PIDS+=("$MQ")
-  "$CONNCOUNT" --port 18960 --connections "$n" --broker-pid "$MQ" --settle "$SETTLE" \
+  MQ=$("$SHARED/tools/mosquitto-anchor.sh" "$port"); PIDS+=("$MQ")
+  "$CONNCOUNT" --port "$port" --connections "$n" --broker-pid "$MQ" --settle "$SETTLE" \
     >"$OUT/plain_$n.mosquitto.json" || echo "  mosquitto run failed (see $OUT/plain_$n.mosquitto.json)" >&2
   stop "$MQ"
   data=$(mktemp -d /tmp/fc-idle.XXXXXX)
-  "$BIN" serve --data-dir "$data" --mqtt 127.0.0.1:18961 --mqtts 127.0.0.1:18962 --http 127.0.0.1:18963 \
+  "$BIN" serve --data-dir "$data" --mqtt "127.0.0.1:$((port + 1))" --mqtts "127.0.0.1:$((port + 2))" \
+    --http "127.0.0.1:$((port + 3))" \
     --allow-anonymous --log warn >>"$OUT/fleetcore.log" 2>&1 &
   FC=$!; PIDS+=("$FC")
-  wait_port 18961; wait_port 18963
-  "$CONNCOUNT" --port 18961 --connections "$n" --broker-pid "$FC" --settle "$SETTLE" \
+  wait_port $((port + 1)); wait_port $((port + 3))
+  "$CONNCOUNT" --port $((port + 1)) --connections "$n" --broker-pid "$FC" --settle "$SETTLE" \
     >"$OUT/plain_$n.fleetcore.json" || echo "  fleetcore run failed (see $OUT/plain_$n.fleetcore.json)" >&2
   stop "$FC"; rm -rf "$data"
 done

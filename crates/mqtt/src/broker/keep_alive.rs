@@ -109,7 +109,7 @@ mod tests {
         SessionHandle::new(
             Arc::from(id),
             10,
-            usize::MAX,
+            64 * 1024,
             Duration::from_secs(1),
             SessionState::new(0, ProtocolVersion::V5),
             crate::broker::queue_store::QueueStore::new(Arc::new(
