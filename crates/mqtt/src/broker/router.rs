@@ -690,9 +690,12 @@ impl Router {
         let mut targets = Vec::new();
         self.targets(&message, &mut targets);
         for (session, delivery) in targets {
-            if let Offered::Full(_) = self.offer(&session, delivery, None) {
-                self.metrics
-                    .dropped(DropReason::QueueFull, session.client_id());
+            match session.push_from_server(delivery) {
+                PushOutcome::Queued { .. } => {}
+                PushOutcome::Full(_) => self
+                    .metrics
+                    .dropped(DropReason::QueueFull, session.client_id()),
+                PushOutcome::Dropped(reason) => self.metrics.dropped(reason, session.client_id()),
             }
         }
         ingested

@@ -156,7 +156,23 @@ impl SessionHandle {
     ///
     /// A QoS 1/2 delivery to a persistent session is encoded (before the lock) and handed to
     /// the durable queue under the mailbox lock, so the stored order is the queue order.
-    pub fn push(&self, mut delivery: Delivery, waiter: Option<&Arc<Notify>>) -> PushOutcome {
+    pub fn push(&self, delivery: Delivery, waiter: Option<&Arc<Notify>>) -> PushOutcome {
+        self.push_bounded(delivery, waiter, true)
+    }
+
+    /// [`SessionHandle::push`] for a server-originated message (a shadow answer, a rule's
+    /// republish, a will): its publisher cannot be made to wait, so only the message-count
+    /// bound applies, not the online byte bound that pushes back on network publishers.
+    pub fn push_from_server(&self, delivery: Delivery) -> PushOutcome {
+        self.push_bounded(delivery, None, false)
+    }
+
+    fn push_bounded(
+        &self,
+        mut delivery: Delivery,
+        waiter: Option<&Arc<Notify>>,
+        byte_bound: bool,
+    ) -> PushOutcome {
         let record = self
             .wants_durable(&delivery)
             .then(|| persist::encode_delivery(&delivery, &Clock::now()));
@@ -165,7 +181,7 @@ impl SessionHandle {
             return PushOutcome::Dropped(DropReason::Offline);
         }
         let full = mb.queue.len() >= self.capacity
-            || (mb.online && !mb.queue.is_empty() && mb.bytes >= self.online_bytes);
+            || (byte_bound && mb.online && !mb.queue.is_empty() && mb.bytes >= self.online_bytes);
         if full {
             if !mb.online || mb.last_pop.elapsed() >= self.stuck_after {
                 return PushOutcome::Dropped(DropReason::QueueFull);
@@ -496,6 +512,19 @@ mod tests {
 
     fn queued(outcome: PushOutcome) -> bool {
         matches!(outcome, PushOutcome::Queued { .. })
+    }
+
+    #[test]
+    fn a_server_message_is_bounded_by_the_message_count_only() {
+        let s = session(4, 150);
+        s.set_online(true);
+        for _ in 0..4 {
+            assert!(queued(s.push_from_server(delivery(100))));
+        }
+        assert!(matches!(
+            s.push_from_server(delivery(100)),
+            PushOutcome::Full(_)
+        ));
     }
 
     #[test]
