@@ -55,6 +55,17 @@ pub struct IngestRecord<'a> {
     /// MQTT 5 user properties.
     #[serde(borrow)]
     pub user_properties: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    /// MQTT 5 Content Type.
+    #[serde(borrow)]
+    pub content_type: Option<Cow<'a, str>>,
+    /// MQTT 5 Payload Format Indicator (0: unspecified bytes, 1: UTF-8).
+    pub payload_format_indicator: Option<u8>,
+    /// MQTT 5 Response Topic.
+    #[serde(borrow)]
+    pub response_topic: Option<Cow<'a, str>>,
+    /// MQTT 5 Correlation Data.
+    #[serde(borrow)]
+    pub correlation_data: Option<Cow<'a, [u8]>>,
 }
 
 impl<'a> IngestRecord<'a> {
@@ -232,6 +243,22 @@ impl IngestLog for IngestWriter {
                 .iter()
                 .map(|(k, v)| (Cow::Borrowed(k.as_str()), Cow::Borrowed(v.as_str())))
                 .collect(),
+            content_type: message
+                .properties
+                .content_type
+                .as_ref()
+                .map(|t| Cow::Borrowed(t.as_str())),
+            payload_format_indicator: message.properties.payload_format_indicator,
+            response_topic: message
+                .properties
+                .response_topic
+                .as_ref()
+                .map(|t| Cow::Borrowed(t.as_str())),
+            correlation_data: message
+                .properties
+                .correlation_data
+                .as_deref()
+                .map(Cow::Borrowed),
         };
         let data = match record.encode() {
             Ok(data) if data.len() <= MAX_RECORD_BYTES => Bytes::from(data),

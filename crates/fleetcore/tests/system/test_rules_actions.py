@@ -24,6 +24,7 @@ import pytest
 import pki
 from brokers import HOST, Broker, free_port, wait_until
 from clients import V5
+from test_rules_engine import create_rule, rule_name
 
 pytestmark = pytest.mark.fleetcore_only("rule actions are fleetcore's")
 
@@ -135,16 +136,6 @@ def endpoint(tmp_path, test_ca):
     yield make
     for e in made:
         e.close()
-
-
-def rule_name(uid: str) -> str:
-    return uid.replace("-", "_")
-
-
-def create_rule(iot, name: str, sql: str, actions: list, **extra) -> None:
-    payload = {"sql": sql, "awsIotSqlVersion": "2016-03-23", "actions": actions}
-    payload.update(extra)
-    iot.create_topic_rule(ruleName=name, topicRulePayload=payload)
 
 
 def error_payload_for(sub, topic: str) -> dict:

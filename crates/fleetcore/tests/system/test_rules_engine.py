@@ -112,6 +112,34 @@ def test_rule_delivers_to_republish_kinesis_and_firehose(rb, aws, clients, uid):
 # ---------------------------------------------------------------------------------------------
 # the SQL functions see the message's context
 
+def test_sql_sees_the_mqtt5_properties_of_the_message(rb, aws, clients, uid):
+    """get_mqtt_property and get_user_properties read the properties the device published with,
+    carried through the durable ingest log."""
+    sql = ("SELECT get_mqtt_property('content_type') AS ct, "
+           "get_mqtt_property('format_indicator') AS fi, "
+           "get_mqtt_property('response_topic') AS rt, "
+           "get_mqtt_property('correlation_data') AS cd, "
+           "get_user_properties('site') AS site, "
+           "isundefined(get_mqtt_property('content_type')) AS missing "
+           f"FROM 'props/{uid}/+'")
+    create_rule(aws("iot", broker=rb), rule_name(uid), sql,
+                [{"republish": {"roleArn": ROLE, "topic": f"props-out/{uid}/${{topic(3)}}", "qos": 1}}])
+    sub = clients(V5, broker=rb)
+    sub.subscribe(f"props-out/{uid}/#", qos=1)
+    dev = clients(V5, broker=rb)
+    dev.publish(f"props/{uid}/with", b'{"v": 1}', qos=1, properties={
+        "ContentType": "application/json", "PayloadFormatIndicator": 1,
+        "ResponseTopic": f"reply/{uid}", "CorrelationData": b"\x01\x02",
+        "UserProperty": [("site", "plant-7")]})
+    out = json.loads(sub.wait_message(timeout=20, topic=f"props-out/{uid}/with").payload)
+    assert out == {"ct": "application/json", "fi": "UTF8_DATA", "rt": f"reply/{uid}",
+                   "cd": base64.b64encode(b"\x01\x02").decode(), "site": ["plant-7"],
+                   "missing": False}
+    dev.publish(f"props/{uid}/without", b'{"v": 1}', qos=1)
+    out = json.loads(sub.wait_message(timeout=20, topic=f"props-out/{uid}/without").payload)
+    assert out == {"missing": True}
+
+
 def test_functions_get_the_message_context(rb, aws, clients, uid):
     iot, data = aws("iot", broker=rb), aws("iot-data", broker=rb)
     thing = f"t-{uid}"

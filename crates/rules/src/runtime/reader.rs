@@ -227,7 +227,10 @@ impl PartitionReader {
             properties: MqttProperties {
                 trace_id: Some(&trace_id),
                 user_properties: &stored.user_properties,
-                ..MqttProperties::default()
+                content_type: stored.content_type.as_deref(),
+                payload_format_utf8: stored.payload_format_indicator.map(|f| f == 1),
+                response_topic: stored.response_topic.as_deref(),
+                correlation_data: stored.correlation_data.as_deref(),
             },
         };
         let payload = Payload::parse(&stored.payload);
