@@ -138,9 +138,11 @@ async fn a_full_buffer_flushes_before_the_interval() {
         !objects(dir.path()).is_empty()
     })
     .await;
+    // The buffer takes whole read batches: when the reader is slower than the puts, one batch
+    // holds all 120 records (the object is then written at once, still long before 900 s).
     let written = lines(dir.path()).len();
     assert!(
-        (100..120).contains(&written),
+        (100..=120).contains(&written),
         "{written} records in the first object(s)"
     );
 }
