@@ -251,34 +251,36 @@ impl SessionHandle {
         mb.queue.push_back(delivery);
     }
 
-    /// QoS of the next queued delivery, if any.
-    pub fn front_qos(&self) -> Option<QoS> {
-        self.mailbox.lock().queue.front().map(|d| d.qos)
-    }
-
-    /// Moves up to `max` deliveries into `out`, waking publishers that waited for room.
-    pub fn pop_into(&self, out: &mut Vec<Delivery>, max: usize) {
+    /// Moves deliveries into `out` in queue order, up to `max` of them and stopping before
+    /// the first QoS 1/2 delivery beyond `acked_room` (the free slots of the inflight window);
+    /// wakes publishers that waited for room. A receiver whose window is full takes nothing,
+    /// which leaves the mailbox's progress clock alone, so one that stopped acknowledging is
+    /// recognised as stuck.
+    pub fn pop_into(&self, out: &mut Vec<Delivery>, max: usize, mut acked_room: usize) {
         let mut mb = self.mailbox.lock();
-        let n = max.min(mb.queue.len());
-        let start = out.len();
-        out.extend(mb.queue.drain(..n));
-        let taken: usize = out[start..].iter().map(queued_size).sum();
-        mb.bytes -= taken;
+        let mut taken = 0;
+        let mut bytes = 0;
+        while taken < max {
+            match mb.queue.front() {
+                Some(d) if d.qos == QoS::AtMostOnce => {}
+                Some(_) if acked_room > 0 => acked_room -= 1,
+                _ => break,
+            }
+            if let Some(d) = mb.queue.pop_front() {
+                bytes += queued_size(&d);
+                out.push(d);
+                taken += 1;
+            }
+        }
+        if taken == 0 {
+            return;
+        }
+        mb.bytes -= bytes;
         mb.last_pop = Instant::now();
-        if n > 0 && !mb.waiting.is_empty() {
+        if !mb.waiting.is_empty() {
             for w in mb.waiting.drain(..) {
                 w.notify_one();
             }
-        }
-    }
-
-    /// Puts deliveries back at the front of the queue, keeping their order (they could not be
-    /// sent yet because the inflight window is full).
-    pub fn unpop(&self, deliveries: impl DoubleEndedIterator<Item = Delivery>) {
-        let mut mb = self.mailbox.lock();
-        for d in deliveries.rev() {
-            mb.bytes += queued_size(&d);
-            mb.queue.push_front(d);
         }
     }
 
@@ -539,7 +541,7 @@ mod tests {
         );
         assert!(matches!(s.push(delivery(100), None), PushOutcome::Full(_)));
         let mut out = Vec::new();
-        s.pop_into(&mut out, 2);
+        s.pop_into(&mut out, 2, usize::MAX);
         assert!(queued(s.push(delivery(100), None)));
         assert_eq!(s.queued(), 2);
     }
@@ -553,17 +555,38 @@ mod tests {
     }
 
     #[test]
-    fn deliveries_put_back_count_again() {
-        let s = session(100, 150);
+    fn a_pop_stops_at_the_first_acknowledged_delivery_beyond_the_window() {
+        let s = session(100, 1 << 20);
         s.set_online(true);
-        assert!(queued(s.push(delivery(100), None)));
+        let mut at_most_once = delivery(10);
+        at_most_once.qos = QoS::AtMostOnce;
+        for d in [
+            delivery(10),
+            at_most_once.clone(),
+            delivery(20),
+            at_most_once,
+            delivery(30),
+        ] {
+            assert!(queued(s.push(d, None)));
+        }
         let mut out = Vec::new();
-        s.pop_into(&mut out, 1);
-        assert!(queued(s.push(delivery(100), None)));
-        s.unpop(out.into_iter());
-        assert!(matches!(s.push(delivery(100), None), PushOutcome::Full(_)));
-        s.clear_queue();
-        assert!(queued(s.push(delivery(100), None)));
+        s.pop_into(&mut out, 64, 1);
+        let qos: Vec<QoS> = out.iter().map(|d| d.qos).collect();
+        assert_eq!(
+            qos,
+            [QoS::AtLeastOnce, QoS::AtMostOnce],
+            "stops before the second QoS 1"
+        );
+        out.clear();
+        s.pop_into(&mut out, 64, 0);
+        assert!(
+            out.is_empty(),
+            "a full window takes nothing, QoS 1 at the front"
+        );
+        s.pop_into(&mut out, 2, 5);
+        let sizes: Vec<usize> = out.iter().map(|d| d.message.payload.len() + 1).collect();
+        assert_eq!(sizes, [20, 10], "at most `max`, in order");
+        assert_eq!(s.queued(), 1);
     }
 
     #[test]

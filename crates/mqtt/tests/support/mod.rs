@@ -89,6 +89,11 @@ impl Client {
         }
     }
 
+    /// The socket, for writing several packets at once.
+    pub fn stream(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+
     /// Sends one packet.
     pub async fn send(&mut self, packet: Packet) {
         let mut out = BytesMut::new();

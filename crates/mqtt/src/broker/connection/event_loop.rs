@@ -86,34 +86,24 @@ impl Connection {
         // When the timer is set to fire; `None` while it is not armed.
         let mut timer_at: Option<Instant> = None;
         loop {
+            // Every complete packet already read is handled before anything is written: the
+            // acknowledgements of a burst of PUBLISHes (and the deliveries their PUBACKs free
+            // room for) leave in one write, not one write each.
+            let more_to_handle = match self.handle_buffered() {
+                Ok(more) => more,
+                Err(exit) => {
+                    // What was answered before the end still goes out, as if written at once.
+                    if !self.wbuf.is_empty() {
+                        let _ = self.flush(&session, kicked.as_mut()).await;
+                    }
+                    return Served::Exit(exit);
+                }
+            };
             let more_to_send = self.drain_mailbox();
             if !self.wbuf.is_empty()
                 && let Err(exit) = self.flush(&session, kicked.as_mut()).await
             {
                 return Served::Exit(exit);
-            }
-            if !self.reading_paused() {
-                match protocol::decode(
-                    &mut self.rbuf,
-                    self.version,
-                    self.router.config().max_packet_size,
-                ) {
-                    Ok(Some(packet)) => {
-                        self.last_packet = Instant::now();
-                        self.partial_since = None;
-                        if let Err(exit) = self.handle(packet) {
-                            return Served::Exit(exit);
-                        }
-                        continue;
-                    }
-                    Ok(None) if self.rbuf.is_empty() => self.partial_since = None,
-                    Ok(None) => {
-                        self.partial_since.get_or_insert_with(Instant::now);
-                    }
-                    Err(e) => {
-                        return Served::Exit(violation(e.reason_code(), decode_error_text(&e)));
-                    }
-                }
             }
             let holds_buffers = self.rbuf.capacity() > 0 || self.wbuf.capacity() > 0;
             let deadlines = Deadlines {
@@ -162,8 +152,8 @@ impl Connection {
                         self.router.metrics().bytes_received.increment(n as u64);
                     }
                 },
-                // More deliveries wait: poll the socket once (above), then go on sending.
-                _ = std::future::ready(()), if more_to_send => {}
+                // More deliveries or read packets wait: poll the socket once (above), then go on.
+                _ = std::future::ready(()), if more_to_send || more_to_handle => {}
                 _ = space.notified(), if blocked => self.retry_pending(false),
                 _ = watermark_moved(&mut self.held_acks), if holding => self.release_acks(),
                 _ = &mut woken => {
@@ -195,6 +185,39 @@ impl Connection {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// Decodes and handles the complete packets in the read buffer until none is left, reading
+    /// pauses, or a write batch of answers is due. True when it stopped with packets possibly
+    /// left to handle (the caller comes back without waiting on the socket).
+    fn handle_buffered(&mut self) -> Result<bool, Exit> {
+        let batch_bytes = self.router.config().write_buffer_bytes;
+        let max_packet_size = self.router.config().max_packet_size;
+        let mut now = None;
+        loop {
+            if self.reading_paused() {
+                return Ok(false);
+            }
+            if self.wbuf.len() >= batch_bytes {
+                return Ok(!self.rbuf.is_empty());
+            }
+            match protocol::decode(&mut self.rbuf, self.version, max_packet_size) {
+                Ok(Some(packet)) => {
+                    self.last_packet = *now.get_or_insert_with(Instant::now);
+                    self.partial_since = None;
+                    self.handle(packet)?;
+                }
+                Ok(None) => {
+                    if self.rbuf.is_empty() {
+                        self.partial_since = None;
+                    } else {
+                        self.partial_since.get_or_insert_with(Instant::now);
+                    }
+                    return Ok(false);
+                }
+                Err(e) => return Err(violation(e.reason_code(), decode_error_text(&e))),
             }
         }
     }

@@ -180,10 +180,10 @@ mod tests {
         assert!(!pending.offer_again(offer), "still full");
         assert_eq!(receiver.queued(), 1);
         let mut taken = Vec::new();
-        receiver.pop_into(&mut taken, 1);
+        receiver.pop_into(&mut taken, 1, usize::MAX);
         assert!(pending.offer_again(offer));
         let mut rest = Vec::new();
-        receiver.pop_into(&mut rest, 8);
+        receiver.pop_into(&mut rest, 8, usize::MAX);
         assert_eq!(rest.len(), 1);
         assert_eq!(&rest[0].message.payload[..], b"second");
     }

@@ -38,49 +38,31 @@ impl Connection {
     }
 
     /// Moves queued deliveries into the write buffer, as far as the inflight window and the
-    /// write batch size allow. Returns true when it stopped only because the batch is full, so
-    /// the caller must come back without waiting for a wake-up (the mailbox signals only its
-    /// empty-to-non-empty transition).
+    /// write batch size allow: the mailbox hands over only what the window has room for, so
+    /// nothing is taken and put back. Returns true when it stopped only because the batch is
+    /// full, so the caller must come back without waiting for a wake-up (the mailbox signals
+    /// only its empty-to-non-empty transition).
     pub(super) fn drain_mailbox(&mut self) -> bool {
         let now = Instant::now();
-        loop {
-            if self.wbuf.len() >= self.router.config().write_buffer_bytes {
-                return self.session.queued() > 0;
+        let batch_bytes = self.router.config().write_buffer_bytes;
+        let mut popped = std::mem::take(&mut self.popped);
+        let more = loop {
+            if self.wbuf.len() >= batch_bytes {
+                break self.session.queued() > 0;
             }
-            if self.state.inflight.len() >= self.window
-                && self
-                    .session
-                    .front_qos()
-                    .is_some_and(|q| q != QoS::AtMostOnce)
-            {
-                // Nothing can go before an acknowledgement; not popping also keeps the
-                // mailbox's progress clock honest, so a receiver that stopped acknowledging is
-                // recognised as stuck.
-                return false;
-            }
-            let mut popped = std::mem::take(&mut self.popped);
-            self.session.pop_into(&mut popped, POP_BATCH);
+            let room = self.window.saturating_sub(self.state.inflight.len());
+            self.session.pop_into(&mut popped, POP_BATCH, room);
             if popped.is_empty() {
-                self.popped = popped;
-                return false;
+                // Empty, or a QoS 1/2 delivery waits for the window: acknowledgements will
+                // free it, and reading them drives the next drain.
+                break false;
             }
-            let mut rest = popped.drain(..);
-            let mut window_full = false;
-            while let Some(d) = rest.next() {
-                if d.qos != QoS::AtMostOnce && self.state.inflight.len() >= self.window {
-                    self.session.unpop(std::iter::once(d).chain(rest.by_ref()));
-                    window_full = true;
-                    break;
-                }
+            for d in popped.drain(..) {
                 self.deliver(d, now);
             }
-            drop(rest);
-            self.popped = popped;
-            if window_full {
-                // Acknowledgements will free the window; reading them drives the next drain.
-                return false;
-            }
-        }
+        };
+        self.popped = popped;
+        more
     }
 
     fn deliver(&mut self, mut d: Delivery, now: Instant) {
