@@ -111,7 +111,7 @@ pub struct ServeArgs {
     max_queued_messages: Option<usize>,
 
     /// Bytes (payloads and topics) queued for an online subscriber before its publishers wait:
-    /// small keeps latency low when a subscriber cannot keep up. [default: 65536]
+    /// small keeps latency low when a subscriber cannot keep up. [default: 16384]
     #[arg(long, env = "FLEETCORE_MAX_QUEUED_BYTES", value_name = "BYTES")]
     max_queued_bytes: Option<usize>,
 

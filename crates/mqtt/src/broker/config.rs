@@ -48,7 +48,7 @@ impl Default for BrokerConfig {
             max_topic_length: 256,
             max_inflight: 128,
             max_queued_messages: 10_000,
-            max_queued_bytes: 64 * 1024,
+            max_queued_bytes: 16 * 1024,
             write_buffer_bytes: 64 * 1024,
             max_connections_per_second: 0,
             connect_timeout: Duration::from_secs(10),

@@ -57,7 +57,6 @@ impl Connection {
         message: &Arc<Message>,
         ack: Option<Packet>,
         ingest_ticket: Option<u64>,
-        now: Instant,
     ) {
         let mut tickets = Tickets {
             ingest: ingest_ticket.unwrap_or(0),
@@ -82,7 +81,7 @@ impl Connection {
                 blocked,
                 ack,
                 tickets,
-                deadline: now + self.router.config().slow_subscriber_timeout,
+                deadline: Instant::now() + self.router.config().slow_subscriber_timeout,
             }));
         }
     }

@@ -72,10 +72,14 @@ impl Connection {
                 }
             }
         };
-        let now = Instant::now();
         p.properties.subscription_identifiers.clear();
+        // The clock is read only for a message that expires.
+        let expires_at = p
+            .properties
+            .message_expiry_interval
+            .and_then(|interval| Message::expiry_from_interval(Some(interval), Instant::now()));
         let message = Arc::new(Message {
-            expires_at: Message::expiry_from_interval(p.properties.message_expiry_interval, now),
+            expires_at,
             topic: p.topic,
             payload: p.payload,
             qos: p.qos,
@@ -95,7 +99,7 @@ impl Connection {
         if message.retain {
             self.router.retain(&message);
         }
-        self.fan_out(&message, ack, ticket, now);
+        self.fan_out(&message, ack, ticket);
         Ok(())
     }
 }
