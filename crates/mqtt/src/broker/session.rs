@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, OwnedMutexGuard};
 
@@ -75,6 +76,9 @@ pub struct SessionHandle {
     /// down); changed together with a `kick`, which tells the current owner to look.
     owner: AtomicU64,
     kick: Notify,
+    /// The waker of the connection while it is parked (no task waits on `wake` or `kick`
+    /// then): woken with every wake and kick.
+    parked: AtomicWaker,
     /// Bumped (with a kick) when the owner must re-check its authorization; lets a kick that
     /// only announces a takeover skip the re-check.
     revalidations: AtomicU64,
@@ -122,6 +126,7 @@ impl SessionHandle {
             wake: Notify::new(),
             owner: AtomicU64::new(0),
             kick: Notify::new(),
+            parked: AtomicWaker::new(),
             revalidations: AtomicU64::new(0),
             epoch: AtomicU64::new(0),
             state: Arc::new(tokio::sync::Mutex::new(state)),
@@ -203,6 +208,7 @@ impl SessionHandle {
         drop(mb);
         if wake {
             self.wake.notify_one();
+            self.parked.wake();
         }
         PushOutcome::Queued { ticket }
     }
@@ -323,7 +329,7 @@ impl SessionHandle {
     /// the current owner to look.
     pub fn claim(&self, conn_id: u64) {
         self.owner.store(conn_id, Ordering::Release);
-        self.kick.notify_one();
+        self.kick();
     }
 
     /// True while connection `conn_id` owns the session.
@@ -334,7 +340,25 @@ impl SessionHandle {
     /// Asks the current owner to re-check its authorization.
     pub fn request_revalidation(&self) {
         self.revalidations.fetch_add(1, Ordering::AcqRel);
+        self.kick();
+    }
+
+    /// Tells the owner to look at the session (its ownership, its re-checks, its keep alive),
+    /// waking it if parked.
+    pub fn kick(&self) {
         self.kick.notify_one();
+        self.parked.wake();
+    }
+
+    /// Registers the waker of the connection as it parks; the next wake or kick wakes it.
+    /// Register before looking for wakes and kicks already pending, so none falls between.
+    pub fn register_parked(&self, waker: &std::task::Waker) {
+        self.parked.register(waker);
+    }
+
+    /// Forgets the parked connection's waker (it did not park after all).
+    pub fn unregister_parked(&self) {
+        drop(self.parked.take());
     }
 
     /// How many re-checks were asked for so far.
