@@ -46,8 +46,8 @@ use event_loop::Served;
 use exit::Exit;
 use fanout::PendingFanout;
 use handshake::Accepted;
-use park::Parking;
 use held_acks::HeldAcks;
+use park::Parking;
 
 /// A byte stream a client is connected over (TCP, TLS, WebSocket).
 pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {

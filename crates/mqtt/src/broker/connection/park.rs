@@ -101,9 +101,11 @@ impl Connection {
             return Parking::Busy(self, alive, exit);
         }
         let filed = self.keep_alive.map(|k| {
-            self.router
-                .keep_alive_sweep()
-                .file(self.last_packet + k, self.connection_id, &self.session)
+            self.router.keep_alive_sweep().file(
+                self.last_packet + k,
+                self.connection_id,
+                &self.session,
+            )
         });
         self.router.metrics().connections_parked.increment(1.0);
         let parked = ParkedConnection {
@@ -165,7 +167,8 @@ mod tests {
     fn a_parked_connection_holds_a_small_spot_and_a_compact_state() {
         // What a parked connection holds: its spot (no task, no future) and the boxed
         // `Connection`. The busy loop's future exists only while the connection is busy.
-        let spot = std::mem::size_of::<ParkingSpot<ParkedConnection<tokio::sync::mpsc::Sender<()>>>>();
+        let spot =
+            std::mem::size_of::<ParkingSpot<ParkedConnection<tokio::sync::mpsc::Sender<()>>>>();
         let busy = future_size(|c: &'static mut Connection| c.serve_packets());
         let connection = std::mem::size_of::<Connection>();
         eprintln!("parking spot {spot} B, busy loop future {busy} B, Connection {connection} B");
