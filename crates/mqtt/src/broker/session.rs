@@ -5,7 +5,7 @@
 //! `parking_lot` lock per push. Everything else is held by the connection through an owned
 //! async lock for its whole life, so a takeover simply waits for the old connection to let go.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -445,11 +445,11 @@ impl PendingWill {
 #[derive(Debug)]
 pub struct SessionState {
     /// Subscriptions keyed by the full filter as subscribed (including `$share/g/`).
-    pub subscriptions: HashMap<String, SubscriptionRecord>,
+    pub subscriptions: BTreeMap<String, SubscriptionRecord>,
     /// Outbound QoS 1/2 messages not yet fully acknowledged, in send order.
     pub inflight: VecDeque<Inflight>,
     /// Inbound QoS 2 packet ids received and not yet released.
-    pub awaiting_release: HashSet<u16>,
+    pub awaiting_release: BTreeSet<u16>,
     /// The next packet id to try for an outbound message.
     pub next_packet_id: u16,
     /// Session Expiry Interval in seconds (0: ends with the connection).
@@ -467,9 +467,9 @@ impl SessionState {
     /// A fresh session.
     pub fn new(expiry_interval: u32, protocol: ProtocolVersion) -> SessionState {
         SessionState {
-            subscriptions: HashMap::new(),
+            subscriptions: BTreeMap::new(),
             inflight: VecDeque::new(),
-            awaiting_release: HashSet::new(),
+            awaiting_release: BTreeSet::new(),
             next_packet_id: 1,
             expiry_interval,
             protocol,
