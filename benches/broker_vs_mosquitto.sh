@@ -22,8 +22,11 @@ mkdir -p "$OUT"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 command -v mosquitto >/dev/null || { apt-get update -qq && apt-get install -y -qq mosquitto >/dev/null; }
-cargo build --release -p fleetcore -q
-BIN=$PWD/target/release/fleetcore
+# FLEETCORE_BIN=path measures that binary instead, without building.
+if [ -n "${FLEETCORE_BIN:-}" ]; then BIN=$FLEETCORE_BIN; else
+  cargo build --release -p fleetcore -q
+  BIN=$PWD/target/release/fleetcore
+fi
 export RUST_BACKTRACE=0
 
 PIDS=()

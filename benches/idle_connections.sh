@@ -8,6 +8,7 @@
 #
 #   benches/idle_connections.sh                             # 10,000 and 200,000 plain, 10,000 mTLS
 #   COUNTS=10000 TLS_COUNT=0 benches/idle_connections.sh    # 10,000 plain only
+#   FLEETCORE_BIN=/path/to/fleetcore benches/idle_connections.sh  # another build, not rebuilt
 #
 # Each broker needs N + a few hundred open files, and so does conncount: a count above the hard
 # limit (`ulimit -Hn`; raise it as root, with fs.nr_open) is skipped with a note. All traffic
@@ -26,9 +27,12 @@ hard=$(ulimit -Hn)
 command -v mosquitto >/dev/null || { apt-get update -qq && apt-get install -y -qq mosquitto >/dev/null; }
 # built one at a time: built together, feature unification gives fleetcore other dependency
 # builds than broker_vs_mosquitto.sh's `cargo build -p fleetcore`, and one would rebuild for the other
-cargo build --release -p fleetcore -q
+# FLEETCORE_BIN=path measures that binary instead (e.g. main's build, for a before/after pair).
+if [ -n "${FLEETCORE_BIN:-}" ]; then BIN=$FLEETCORE_BIN; else
+  cargo build --release -p fleetcore -q
+  BIN=$PWD/target/release/fleetcore
+fi
 cargo build --release -p fleetcore-conncount -q
-BIN=$PWD/target/release/fleetcore
 CONNCOUNT=$PWD/target/release/conncount
 
 PIDS=()

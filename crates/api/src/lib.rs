@@ -90,6 +90,12 @@ async fn health(State(state): State<ApiState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+    // Tasks alive in the runtime: shows, among other things, that parked MQTT connections
+    // hold none.
+    let tasks = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+    metrics::gauge!("fleetcore_runtime_tasks").set(tasks as f64);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

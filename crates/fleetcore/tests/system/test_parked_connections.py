@@ -75,3 +75,68 @@ def test_parked_mtls_subscriber_wakes_for_a_delivery(fresh_broker, clients, clie
     pub = clients(V5, broker=b)
     pub.publish(topic, b"wake up", qos=1)
     assert sub.wait_message(topic=topic, timeout=5).payload == b"wake up"
+
+
+def _tasks(b) -> float:
+    metrics = b.metrics()
+    assert "fleetcore_runtime_tasks" in metrics, "the broker reports no runtime task count"
+    return metrics["fleetcore_runtime_tasks"]
+
+
+def test_parked_connections_hold_no_task(fresh_broker, raw, uid):
+    """A parked connection's task ends (its state waits in a parking spot): parking N
+    connections leaves the runtime's task count where it was, and they all still answer."""
+    b = fresh_broker
+    n = 200
+    before = _tasks(b)
+    conns = []
+    for i in range(n):
+        c = raw(V5, broker=b)
+        assert c.connect(f"n-{uid}-{i}", keepalive=60).rc == 0
+        conns.append(c)
+    _wait_parked(b, n)
+    # While all n are parked, a task each would add n; allow for the HTTP scrape's own tasks.
+    wait_until(lambda: _tasks(b) < before + n // 4, 10,
+               what=f"runtime tasks back near {before} with {n} connections parked")
+    for c in conns[:: n // 10]:
+        c.send(w.pingreq())
+        assert c.expect(w.PINGRESP, timeout=5).type == w.PINGRESP
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_parked_subscriber_gets_qos1_messages_in_order(fresh_broker, clients, uid, version):
+    """Messages that wake a parked subscriber arrive, all of them, in publish order; twice, so
+    the second burst meets a connection parked again after the first."""
+    b = fresh_broker
+    topic = f"parked/order/{uid}"
+    sub = clients(version, broker=b)
+    sub.subscribe(topic, qos=1)
+    _wait_parked(b, 1)
+    pub = clients(V5, broker=b)
+    expected = []
+    for burst in range(2):
+        _wait_parked(b, 2)  # the subscriber, and the publisher between bursts
+        for i in range(50):
+            payload = b"%d-%03d" % (burst, i)
+            expected.append(payload)
+            pub.publish(topic, payload, qos=1)
+        sub.wait_messages(len(expected), topic=topic, timeout=10)
+        assert sub.payloads(topic) == expected
+
+
+def test_parked_mtls_connection_resumes_on_its_own_traffic(fresh_broker, clients, client_cert, uid):
+    """A parked mTLS connection wakes when its client sends (a publish), and parks and wakes
+    again for a delivery: the TLS session goes on across parkings."""
+    b = fresh_broker
+    topic = f"parked/tls/own/{uid}"
+    watcher = clients(V5, broker=b)
+    watcher.subscribe(topic, qos=1)
+    tls = clients(V5, broker=b, transport="tcp", tls=client_cert(b, f"tls-{uid}"))
+    tls.subscribe(f"{topic}/back", qos=1)
+    _wait_parked(b, 2)
+    for i in range(3):
+        tls.publish(topic, b"from parked %d" % i, qos=1)
+        assert watcher.wait_payload(b"from parked %d" % i, timeout=5)
+        _wait_parked(b, 2)
+        watcher.publish(f"{topic}/back", b"back %d" % i, qos=1)
+        assert tls.wait_payload(b"back %d" % i, timeout=5)

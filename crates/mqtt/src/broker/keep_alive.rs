@@ -71,7 +71,7 @@ impl KeepAliveSweep {
         };
         // Kicked outside the lock: the woken connection withdraws its (already removed) entry.
         for session in due.values() {
-            session.kicked().notify_one();
+            session.kick();
         }
         due.len()
     }

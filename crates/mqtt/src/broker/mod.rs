@@ -6,6 +6,7 @@ mod ingest;
 mod keep_alive;
 mod message;
 mod metrics;
+mod parking;
 mod persist;
 mod queue_store;
 mod retained;

@@ -5,11 +5,12 @@
 //! `parking_lot` lock per push. Everything else is held by the connection through an owned
 //! async lock for its whole life, so a takeover simply waits for the old connection to let go.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, OwnedMutexGuard};
 
@@ -75,6 +76,9 @@ pub struct SessionHandle {
     /// down); changed together with a `kick`, which tells the current owner to look.
     owner: AtomicU64,
     kick: Notify,
+    /// The waker of the connection while it is parked (no task waits on `wake` or `kick`
+    /// then): woken with every wake and kick.
+    parked: AtomicWaker,
     /// Bumped (with a kick) when the owner must re-check its authorization; lets a kick that
     /// only announces a takeover skip the re-check.
     revalidations: AtomicU64,
@@ -122,6 +126,7 @@ impl SessionHandle {
             wake: Notify::new(),
             owner: AtomicU64::new(0),
             kick: Notify::new(),
+            parked: AtomicWaker::new(),
             revalidations: AtomicU64::new(0),
             epoch: AtomicU64::new(0),
             state: Arc::new(tokio::sync::Mutex::new(state)),
@@ -203,6 +208,7 @@ impl SessionHandle {
         drop(mb);
         if wake {
             self.wake.notify_one();
+            self.parked.wake();
         }
         PushOutcome::Queued { ticket }
     }
@@ -325,7 +331,7 @@ impl SessionHandle {
     /// the current owner to look.
     pub fn claim(&self, conn_id: u64) {
         self.owner.store(conn_id, Ordering::Release);
-        self.kick.notify_one();
+        self.kick();
     }
 
     /// True while connection `conn_id` owns the session.
@@ -336,7 +342,25 @@ impl SessionHandle {
     /// Asks the current owner to re-check its authorization.
     pub fn request_revalidation(&self) {
         self.revalidations.fetch_add(1, Ordering::AcqRel);
+        self.kick();
+    }
+
+    /// Tells the owner to look at the session (its ownership, its re-checks, its keep alive),
+    /// waking it if parked.
+    pub fn kick(&self) {
         self.kick.notify_one();
+        self.parked.wake();
+    }
+
+    /// Registers the waker of the connection as it parks; the next wake or kick wakes it.
+    /// Register before looking for wakes and kicks already pending, so none falls between.
+    pub fn register_parked(&self, waker: &std::task::Waker) {
+        self.parked.register(waker);
+    }
+
+    /// Forgets the parked connection's waker (it did not park after all).
+    pub fn unregister_parked(&self) {
+        drop(self.parked.take());
     }
 
     /// How many re-checks were asked for so far.
@@ -423,11 +447,11 @@ impl PendingWill {
 #[derive(Debug)]
 pub struct SessionState {
     /// Subscriptions keyed by the full filter as subscribed (including `$share/g/`).
-    pub subscriptions: HashMap<String, SubscriptionRecord>,
+    pub subscriptions: BTreeMap<String, SubscriptionRecord>,
     /// Outbound QoS 1/2 messages not yet fully acknowledged, in send order.
     pub inflight: VecDeque<Inflight>,
     /// Inbound QoS 2 packet ids received and not yet released.
-    pub awaiting_release: HashSet<u16>,
+    pub awaiting_release: BTreeSet<u16>,
     /// The next packet id to try for an outbound message.
     pub next_packet_id: u16,
     /// Session Expiry Interval in seconds (0: ends with the connection).
@@ -445,9 +469,9 @@ impl SessionState {
     /// A fresh session.
     pub fn new(expiry_interval: u32, protocol: ProtocolVersion) -> SessionState {
         SessionState {
-            subscriptions: HashMap::new(),
+            subscriptions: BTreeMap::new(),
             inflight: VecDeque::new(),
-            awaiting_release: HashSet::new(),
+            awaiting_release: BTreeSet::new(),
             next_packet_id: 1,
             expiry_interval,
             protocol,

@@ -2,7 +2,7 @@
 //! acknowledged again without being routed twice; and the server's Receive Maximum, which
 //! bounds those together with the QoS 1 messages not yet acknowledged.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 
 use super::exit::{Exit, violation};
 use crate::protocol::{PubAck, reason};
@@ -19,7 +19,7 @@ pub(super) enum Receipt {
 /// Records the receipt of QoS 2 packet `packet_id`. A new one must fit in the server's
 /// Receive Maximum beside the unreleased receipts and `unacknowledged_qos1` QoS 1 messages.
 pub(super) fn receive(
-    awaiting_release: &mut HashSet<u16>,
+    awaiting_release: &mut BTreeSet<u16>,
     packet_id: u16,
     unacknowledged_qos1: usize,
     receive_maximum: u16,
@@ -51,7 +51,7 @@ pub(super) fn within_receive_maximum(
 }
 
 /// Releases packet `packet_id` on PUBREL and returns the PUBCOMP to send.
-pub(super) fn release(awaiting_release: &mut HashSet<u16>, packet_id: u16) -> PubAck {
+pub(super) fn release(awaiting_release: &mut BTreeSet<u16>, packet_id: u16) -> PubAck {
     let known = awaiting_release.remove(&packet_id);
     PubAck {
         packet_id,
@@ -70,7 +70,7 @@ mod tests {
 
     #[test]
     fn a_resent_publish_is_a_duplicate_until_released() {
-        let mut awaiting = HashSet::new();
+        let mut awaiting = BTreeSet::new();
         assert_eq!(receive(&mut awaiting, 7, 0, 10).ok(), Some(Receipt::New));
         assert_eq!(
             receive(&mut awaiting, 7, 0, 10).ok(),
@@ -82,7 +82,7 @@ mod tests {
 
     #[test]
     fn releasing_an_unknown_id_says_so() {
-        let mut awaiting = HashSet::new();
+        let mut awaiting = BTreeSet::new();
         let comp = release(&mut awaiting, 3);
         assert_eq!(
             (comp.packet_id, comp.reason),
@@ -92,7 +92,7 @@ mod tests {
 
     #[test]
     fn more_unreleased_receipts_than_receive_maximum_is_a_violation() {
-        let mut awaiting = HashSet::new();
+        let mut awaiting = BTreeSet::new();
         assert!(receive(&mut awaiting, 1, 0, 2).is_ok());
         assert!(receive(&mut awaiting, 2, 0, 2).is_ok());
         // A resend is not a new receipt, even at the limit.
@@ -109,7 +109,7 @@ mod tests {
 
     #[test]
     fn unacknowledged_qos1_messages_count_against_receive_maximum() {
-        let mut awaiting = HashSet::new();
+        let mut awaiting = BTreeSet::new();
         assert!(receive(&mut awaiting, 1, 1, 3).is_ok());
         assert_eq!(
             exceeded(receive(&mut awaiting, 2, 2, 3).map(|_| ())),

@@ -47,6 +47,7 @@ use exit::Exit;
 use fanout::PendingFanout;
 use handshake::Accepted;
 use held_acks::HeldAcks;
+use park::Parking;
 
 /// A byte stream a client is connected over (TCP, TLS, WebSocket).
 pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {
@@ -116,8 +117,8 @@ struct Connection {
 
 /// Serves one client from its first byte to the end of the connection. The handshake runs on
 /// the caller's task; once the client is in, the connection lives on in a task of its own that
-/// holds nothing but the boxed `Connection` (none of the accept-time state), and drops
-/// `alive` when it ends.
+/// holds nothing but the boxed `Connection` (none of the accept-time state), ends that task
+/// whenever it parks (`park`) and drops `alive` when the connection ends.
 pub async fn serve(
     router: Arc<Router>,
     authenticator: Arc<dyn Authenticator>,
@@ -143,12 +144,9 @@ pub async fn serve(
     .await;
     match admitted {
         Some(connection) => {
-            let connection = Box::new(connection);
-            tokio::spawn(async move {
-                connection.run().await;
-                connections.decrement(1.0);
-                drop(alive);
-            });
+            let mut connection = Box::new(connection);
+            connection.resend_inflight();
+            tokio::spawn(connection.live(alive));
         }
         None => connections.decrement(1.0),
     }
@@ -200,21 +198,24 @@ impl Connection {
         }
     }
 
-    /// Runs the connection to its end, says goodbye as the exit requires and hands the
-    /// session back to the router.
-    async fn run(mut self: Box<Self>) {
-        self.resend_inflight();
+    /// Serves the connection until it parks (the task ends; its spot's waker calls this again)
+    /// or ends: then says goodbye as the exit requires, hands the session back to the router
+    /// and drops `alive`.
+    async fn live<A: Send + 'static>(mut self: Box<Self>, mut alive: A) {
         let exit = loop {
             // The busy loop's future (its select over socket, mailbox, kicks and a timer) is
-            // boxed so that it is freed while the connection is parked: an idle connection's
-            // task holds only this small future and the boxed `Connection`.
+            // boxed, so that this task's future stays small.
             match Box::pin(self.serve_packets()).await {
                 Served::Exit(exit) => break exit,
-                Served::Idle => {
-                    if let Some(exit) = self.park().await {
-                        break exit;
+                Served::Idle => match self.park(alive) {
+                    Parking::Parked => return,
+                    Parking::Busy(connection, a, exit) => {
+                        (self, alive) = (connection, a);
+                        if let Some(exit) = exit {
+                            break exit;
+                        }
                     }
-                }
+                },
             }
         };
         let metrics = self.router.metrics().clone();
@@ -223,7 +224,7 @@ impl Connection {
             tracing::info!(client_id = %self.client_id, code, why, "closing connection");
         }
         let farewell = exit.farewell();
-        // Boxed, like the busy loop: the goodbye's state must not size the parked task.
+        // Boxed, like the busy loop: the goodbye's state must not size the task's future.
         Box::pin(self.say_goodbye(farewell.goodbye, &exit)).await;
         // Deliveries taken from the mailbox but not yet written go back for the next connection.
         let Connection {
@@ -240,6 +241,8 @@ impl Connection {
         };
         tracing::debug!(client_id = %session.client_id(), ?exit, "client disconnected");
         router.detach(session, state, will, farewell.taken_over);
+        metrics.connections.decrement(1.0);
+        drop(alive);
     }
 
     /// Sends DISCONNECT with `goodbye` (MQTT 5) or just closes the socket.

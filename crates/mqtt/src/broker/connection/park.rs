@@ -1,21 +1,66 @@
-//! A parked connection: one with nothing to do waits here holding no buffer, no timer and none
-//! of the busy loop's state (that future is freed), only its compact `Connection`. It wakes
-//! into the busy loop when the socket becomes readable, a delivery arrives in the mailbox, or
-//! the session is kicked: by a takeover, a re-check of authorization, the server's shutdown, or
-//! the shared keep-alive sweep once the client is late (`broker::keep_alive`).
+//! A parked connection: one with nothing to do ends its task and leaves its compact
+//! `Connection` in a [`ParkingSpot`], holding no task, no future, no buffer and no timer. The
+//! spot's waker is registered with the socket's readiness and the session (deliveries arriving
+//! in the mailbox; kicks by a takeover, a re-check of authorization, the server's shutdown, or
+//! the shared keep-alive sweep once the client is late: `broker::keep_alive`). The first of
+//! these spawns the connection's task again, which goes on where it left off.
 
-use std::future::poll_fn;
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Waker};
 use std::time::Instant;
+
+use tokio::runtime::Handle;
 
 use super::Connection;
 use super::exit::Exit;
+use crate::broker::keep_alive::Filed;
+use crate::broker::parking::{ParkingSpot, Resume};
 
-/// What woke a parked connection.
+/// How parking went.
+pub(super) enum Parking<A> {
+    /// Parked: the task ends, and the spot's waker brings the connection back.
+    Parked,
+    /// Something was already waiting (or a wake came while parking): the connection goes on in
+    /// its task, or ends with the exit a kick called for.
+    Busy(Box<Connection>, A, Option<Exit>),
+}
+
+/// What a parked connection leaves in its spot.
+pub(super) struct ParkedConnection<A> {
+    connection: Box<Connection>,
+    /// Held until the connection ends (the broker's shutdown waits for it).
+    alive: A,
+    /// The keep-alive deadline filed with the sweep.
+    filed: Option<Filed>,
+}
+
+impl<A: Send + 'static> Resume for ParkedConnection<A> {
+    fn resume(self, runtime: &Handle) {
+        let ParkedConnection {
+            mut connection,
+            alive,
+            filed,
+        } = self;
+        connection.unparked(filed);
+        runtime.spawn(connection.live(alive));
+    }
+}
+
+/// What woke the connection before it could park.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Woke {
     Kicked,
     Delivery,
     Readable,
+}
+
+/// True if `notify` holds a notification (a permit), which this takes.
+fn take_permit(notify: &tokio::sync::Notify) -> bool {
+    let notified = pin!(notify.notified());
+    notified
+        .poll(&mut Context::from_waker(Waker::noop()))
+        .is_ready()
 }
 
 impl Connection {
@@ -30,29 +75,72 @@ impl Connection {
             && self.io.parkable()
     }
 
-    /// Waits until there is something to do. `Some(exit)` when a kick ends the connection;
-    /// otherwise the busy loop takes over (and sees a passed keep-alive deadline itself).
-    pub(super) async fn park(&mut self) -> Option<Exit> {
-        let sweep = self.router.keep_alive_sweep();
-        let filed = self
-            .keep_alive
-            .map(|k| sweep.file(self.last_packet + k, self.connection_id, &self.session));
-        let parked = self.router.metrics().connections_parked.clone();
-        parked.increment(1.0);
-        let woke = {
-            let session = &self.session;
-            let io = &mut self.io;
-            tokio::select! {
-                biased;
-                _ = session.kicked().notified() => Woke::Kicked,
-                _ = session.wake().notified() => Woke::Delivery,
-                _ = poll_fn(|cx| io.poll_readable(cx)) => Woke::Readable,
-            }
+    /// Parks the connection (see the module docs), unless something is waiting already.
+    pub(super) fn park<A: Send + 'static>(mut self: Box<Self>, alive: A) -> Parking<A> {
+        let spot = ParkingSpot::new(Handle::current());
+        let waker = spot.waker();
+        // Registered first, then what is already pending is looked at: a wake or kick either
+        // comes before (and is seen here) or after (and wakes the spot).
+        self.session.register_parked(&waker);
+        let woke = if take_permit(self.session.kicked()) {
+            Some(Woke::Kicked)
+        } else if take_permit(self.session.wake()) {
+            Some(Woke::Delivery)
+        } else if self
+            .io
+            .poll_readable(&mut Context::from_waker(&waker))
+            .is_ready()
+        {
+            Some(Woke::Readable)
+        } else {
+            None
         };
-        parked.decrement(1.0);
-        if let Some(filed) = filed {
-            sweep.withdraw(filed);
+        if let Some(woke) = woke {
+            self.session.unregister_parked();
+            let exit = self.woken(woke);
+            return Parking::Busy(self, alive, exit);
         }
+        let filed = self.keep_alive.map(|k| {
+            self.router.keep_alive_sweep().file(
+                self.last_packet + k,
+                self.connection_id,
+                &self.session,
+            )
+        });
+        self.router.metrics().connections_parked.increment(1.0);
+        let parked = ParkedConnection {
+            connection: self,
+            alive,
+            filed,
+        };
+        match spot.park(parked) {
+            Ok(()) => Parking::Parked,
+            Err(ParkedConnection {
+                mut connection,
+                alive,
+                filed,
+            }) => {
+                // Woken while parking: nobody else will resume it, so it goes on here.
+                connection.unparked(filed);
+                Parking::Busy(connection, alive, None)
+            }
+        }
+    }
+
+    /// Takes back what parking filed: the keep-alive deadline, the session's waker (its task
+    /// waits on the session again) and the parked count.
+    fn unparked(&mut self, filed: Option<Filed>) {
+        self.router.metrics().connections_parked.decrement(1.0);
+        self.session.unregister_parked();
+        if let Some(filed) = filed {
+            self.router.keep_alive_sweep().withdraw(filed);
+        }
+        self.last_activity = Instant::now();
+    }
+
+    /// What a wake found before parking means: `Some(exit)` when a kick ends the connection;
+    /// otherwise the busy loop takes over (and sees a passed keep-alive deadline itself).
+    fn woken(&mut self, woke: Woke) -> Option<Exit> {
         match woke {
             Woke::Kicked => self.dispossessed(),
             Woke::Delivery => {
@@ -68,7 +156,7 @@ impl Connection {
 mod tests {
     use std::future::Future;
 
-    use super::Connection;
+    use super::{Connection, ParkedConnection, ParkingSpot};
 
     /// The size of the future `make` returns, without making one.
     fn future_size<A, F: Future>(_make: impl FnOnce(A) -> F) -> usize {
@@ -76,18 +164,15 @@ mod tests {
     }
 
     #[test]
-    fn a_parked_connection_holds_a_small_future_and_a_compact_state() {
-        // What a parked connection's task holds: the `run` future (parked inside it), and the
-        // boxed `Connection`. The busy loop's future is boxed and freed while parked.
-        let run = future_size(|c: Box<Connection>| c.run());
+    fn a_parked_connection_holds_a_small_spot_and_a_compact_state() {
+        // What a parked connection holds: its spot (no task, no future) and the boxed
+        // `Connection`. The busy loop's future exists only while the connection is busy.
+        let spot =
+            std::mem::size_of::<ParkingSpot<ParkedConnection<tokio::sync::mpsc::Sender<()>>>>();
         let busy = future_size(|c: &'static mut Connection| c.serve_packets());
         let connection = std::mem::size_of::<Connection>();
-        eprintln!("run future {run} B, busy loop future {busy} B, Connection {connection} B");
-        assert!(
-            run < busy,
-            "the parked future ({run} B) is not smaller than the busy one ({busy} B)"
-        );
-        assert!(run <= 512, "the parked future grew to {run} B");
+        eprintln!("parking spot {spot} B, busy loop future {busy} B, Connection {connection} B");
+        assert!(spot <= 96, "the parking spot grew to {spot} B");
         assert!(connection <= 640, "Connection grew to {connection} B");
     }
 }
