@@ -18,7 +18,8 @@ pub struct HttpsConfig {
     pub ca_file: Option<PathBuf>,
     /// How long one request may take, connecting included.
     pub request_timeout: Duration,
-    /// Requests one action has in flight at once (each on its own pooled connection).
+    /// Requests one action has in flight at once (each on its own pooled connection over
+    /// HTTP/1.1; streams of one connection when the endpoint offers HTTP/2).
     pub max_concurrent_requests: usize,
 }
 
@@ -27,7 +28,7 @@ impl Default for HttpsConfig {
         HttpsConfig {
             ca_file: None,
             request_timeout: Duration::from_secs(10),
-            max_concurrent_requests: 64,
+            max_concurrent_requests: 256,
         }
     }
 }
@@ -114,26 +115,29 @@ impl HttpsClient {
         })
     }
 
-    /// POSTs `body` to `url` with `headers`; the answer, or why there is none.
+    /// POSTs `body` to `url` (checked by [`check_https`]) with `headers`; the answer, or why
+    /// there is none.
     pub(crate) async fn post(
         &self,
-        url: &str,
+        url: reqwest::Url,
         content_type: &'static str,
         headers: HeaderMap,
         body: Bytes,
     ) -> Result<Answer, String> {
-        check_https(url)?;
+        self.send(post_request(url, content_type, headers, body))
+            .await
+    }
+
+    /// Sends a request made by [`post_request`] (and perhaps signed since); the answer, or why
+    /// there is none.
+    pub(crate) async fn send(&self, request: reqwest::Request) -> Result<Answer, String> {
         let response = self
             .client
-            .post(url)
-            .header(CONTENT_TYPE, content_type)
-            .headers(headers)
-            .body(body)
-            .send()
+            .execute(request)
             .await
-            .map_err(|e| describe(url, &e))?;
+            .map_err(|e| describe(&e))?;
         let status = response.status();
-        let body = response.bytes().await.map_err(|e| describe(url, &e))?;
+        let body = response.bytes().await.map_err(|e| describe(&e))?;
         Ok(Answer { status, body })
     }
 
@@ -141,6 +145,20 @@ impl HttpsClient {
     pub(crate) fn max_concurrent_requests(&self) -> usize {
         self.max_concurrent_requests
     }
+}
+
+/// A POST of `body` to `url` with `headers` and the content type, ready to send.
+pub(crate) fn post_request(
+    url: reqwest::Url,
+    content_type: &'static str,
+    mut headers: HeaderMap,
+    body: Bytes,
+) -> reqwest::Request {
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    let mut request = reqwest::Request::new(reqwest::Method::POST, url);
+    *request.headers_mut() = headers;
+    *request.body_mut() = Some(body.into());
+    request
 }
 
 /// Refuses anything but an `https://` URL with a host.
@@ -166,7 +184,8 @@ pub(crate) fn header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue
 
 /// A request error with its cause chain (reqwest's own message alone says only "error
 /// sending request").
-fn describe(url: &str, error: &reqwest::Error) -> String {
+fn describe(error: &reqwest::Error) -> String {
+    let url = error.url().map_or("", reqwest::Url::as_str);
     let mut text = if error.is_timeout() {
         format!("POST {url}: no answer in time")
     } else {
