@@ -2,16 +2,19 @@
 //! headers (their values are templates), through the server's pooled [`HttpsClient`]: the
 //! lane keeps the client's concurrency of requests in flight, each on a kept-alive connection
 //! (or an HTTP/2 stream), and refills a slot as soon as any answer comes. As on AWS, the URL
-//! must start with the confirmation URL of an ENABLED topic rule destination. A 2xx answer is
+//! must start with the confirmation URL of an ENABLED topic rule destination. With
+//! `auth.sigv4` each request is signed with Signature V4 (see [`SigV4Auth`]). A 2xx answer is
 //! success; anything else, or no answer, a failure (retried, then the error action).
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use futures_util::future::join_all;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use super::https::{HttpsClient, check_https, header, post_request};
+use super::sigv4_auth::SigV4Auth;
 use super::{Action, ActionSpec, Destinations, Members, Pipelining, Prepared};
 use crate::destinations::TopicRuleDestinations;
 use crate::sql::Template;
@@ -24,6 +27,7 @@ pub(super) struct HttpSpec {
     /// `[url, header values...]`.
     templates: Vec<Template>,
     header_names: Vec<HeaderName>,
+    auth: Option<SigV4Auth>,
 }
 
 /// The literal part of a URL template before its first `${`: what can be checked at create time.
@@ -60,11 +64,7 @@ impl ActionSpec for HttpSpec {
                 ));
             }
         }
-        if members.get("auth").is_some() {
-            return Err(
-                "http.auth (SigV4 signing) is not supported by this server yet; remove auth".into(),
-            );
-        }
+        let auth = members.get("auth").map(SigV4Auth::parse).transpose()?;
         if members.bool("enableBatching", false)? {
             return Err("http.enableBatching is not supported by this server yet".into());
         }
@@ -93,6 +93,7 @@ impl ActionSpec for HttpSpec {
         Ok(HttpSpec {
             templates,
             header_names,
+            auth,
         })
     }
 
@@ -102,6 +103,9 @@ impl ActionSpec for HttpSpec {
             Some(url) => Some(check_https(url)?),
             None => None,
         };
+        if self.auth.is_some() && destinations.https.signing_credentials().is_none() {
+            return Err("http.auth.sigv4: this server has no credentials to sign with".into());
+        }
         Ok(Arc::new(Http {
             client: destinations.https.clone(),
             allowed: Arc::clone(&destinations.topic_rule_destinations),
@@ -135,7 +139,12 @@ impl Http {
             })?;
             headers.append(name.clone(), value);
         }
-        let request = post_request(parsed, "application/json", headers, item.body.clone());
+        let mut request = post_request(parsed, "application/json", headers, item.body.clone());
+        if let (Some(auth), Some(credentials)) =
+            (&self.spec.auth, self.client.signing_credentials())
+        {
+            auth.sign(credentials, &mut request, &item.body, SystemTime::now())?;
+        }
         let answer = self.client.send(request).await?;
         if answer.status.is_success() {
             Ok(())
@@ -216,7 +225,7 @@ mod tests {
             ),
             (
                 json!({"url": "https://a.test/", "auth": {"sigv4": {}}}),
-                "SigV4",
+                "signingRegion",
             ),
             (json!({"url": "https://a.test/${"}), "http.url"),
         ] {

@@ -6,9 +6,11 @@
 //! followed: an answer other than 2xx is the destination's answer, and a failure.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use fleetcore_core::sigv4::Credentials;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
 /// How the HTTPS client of rule actions connects.
@@ -18,6 +20,9 @@ pub struct HttpsConfig {
     pub ca_file: Option<PathBuf>,
     /// How long one request may take, connecting included.
     pub request_timeout: Duration,
+    /// The credentials requests of actions with `auth.sigv4` are signed with (the server's
+    /// admin credentials); such actions fail without them.
+    pub signing_credentials: Option<Arc<Credentials>>,
     /// Requests one action has in flight at once (each on its own pooled connection over
     /// HTTP/1.1; streams of one connection when the endpoint offers HTTP/2).
     pub max_concurrent_requests: usize,
@@ -27,8 +32,9 @@ impl Default for HttpsConfig {
     fn default() -> HttpsConfig {
         HttpsConfig {
             ca_file: None,
+            signing_credentials: None,
             request_timeout: Duration::from_secs(10),
-            max_concurrent_requests: 256,
+            max_concurrent_requests: 64,
         }
     }
 }
@@ -69,6 +75,7 @@ pub(crate) struct Answer {
 #[derive(Debug, Clone)]
 pub struct HttpsClient {
     client: reqwest::Client,
+    signing_credentials: Option<Arc<Credentials>>,
     max_concurrent_requests: usize,
 }
 
@@ -111,6 +118,7 @@ impl HttpsClient {
             .map_err(|e| HttpsError::Build(e.to_string()))?;
         Ok(HttpsClient {
             client,
+            signing_credentials: config.signing_credentials.clone(),
             max_concurrent_requests,
         })
     }
@@ -139,6 +147,11 @@ impl HttpsClient {
         let status = response.status();
         let body = response.bytes().await.map_err(|e| describe(&e))?;
         Ok(Answer { status, body })
+    }
+
+    /// The credentials to sign requests with, if the server gave any.
+    pub(crate) fn signing_credentials(&self) -> Option<&Credentials> {
+        self.signing_credentials.as_deref()
     }
 
     /// Requests one action may have in flight at once.

@@ -21,6 +21,7 @@ mod lambda;
 mod members;
 mod opensearch;
 mod republish;
+mod sigv4_auth;
 mod unsupported;
 
 use std::sync::Arc;
