@@ -456,3 +456,68 @@ def test_opensearch_item_errors_fail_only_their_messages(rb, aws, clients, uid, 
     assert created() == ["2"], "the good document was indexed once"
     refused = [m["_id"] for m, d in bulk_documents(e) if not isinstance(d["t"], int)]
     assert len(refused) >= 2 and set(refused) == {"1"}, "the refused one was retried alone"
+
+
+def test_http_deliveries_completing_out_of_order_survive_a_crash(broker_factory, aws, uid,
+                                                                  endpoint, test_ca):
+    """The http action keeps many requests in flight and they complete in any order (the
+    endpoint answers each after a random pause); SIGKILL mid-load, restart: every PUBACKed
+    message reaches the endpoint at least once (the checkpoint never passed an owed record)."""
+    import random
+    import time
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    def slow(handler, body):
+        time.sleep(random.random() * 0.02)
+        return 200, b"{}"
+
+    e = endpoint(slow)
+    b = broker_factory("--rules-https-ca-file", str(test_ca[0]),
+                       env={"FLEETCORE_TEST_RULES_RETRY_BACKOFF_MS": "50"})
+    iot = aws("iot", broker=b)
+    enabled_destination(iot, e.url + "/", e)
+    create_rule(iot, rule_name(uid), "SELECT * FROM 'crash/+'", [{"http": {"url": e.url + "/crash"}}])
+    sent: dict[int, int] = {}
+    acked_ids: set[int] = set()
+    stop = threading.Event()
+
+    def publish():
+        c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"crash-{uid}",
+                        protocol=mqtt.MQTTv311, reconnect_on_failure=False)
+        c.max_inflight_messages_set(100)
+        c.max_queued_messages_set(200)
+        c.on_publish = lambda client, userdata, mid, rc, props: acked_ids.add(mid)
+        c.connect(HOST, b.ports["mqtt"])
+        c.loop_start()
+        try:
+            for i in range(60000):
+                if stop.is_set():
+                    break
+                info = c.publish(f"crash/{uid}", json.dumps({"i": i}), qos=1)
+                if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+                    time.sleep(0.002)
+                    continue
+                if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                    break
+                sent[info.mid] = i
+        finally:
+            c.loop_stop()
+
+    def delivered() -> set[int]:
+        return {json.loads(body)["i"] for _, _, body in e.deliveries("/crash")}
+
+    thread = threading.Thread(target=publish, daemon=True)
+    thread.start()
+    # Kill while deliveries are running behind the acknowledgements.
+    wait_until(lambda: len(acked_ids) >= 2000 and len(e.deliveries("/crash")) >= 200, 60,
+               what="2000 acknowledged messages and 200 deliveries")
+    b.kill()
+    stop.set()
+    thread.join(10)
+    acked_now = {sent[mid] for mid in list(acked_ids) if mid in sent}
+    assert len(acked_now) >= 2000
+    b.start()
+    wait_until(lambda: acked_now <= delivered(), 120,
+               what=f"all {len(acked_now)} acknowledged messages at the endpoint after the restart")
