@@ -2,7 +2,9 @@
 # Rules-engine benchmark: end-to-end QoS 1 throughput through rules writing to Kinesis streams
 # (publish -> ingest log (durable, PUBACK after it) -> partition reader -> rule -> action lanes
 # -> stream (durable)), beside Mosquitto's bare QoS 1 pub/sub, with the neutral load tool
-# `mqttv5 bench` (crate mqttv5-cli 0.29.10), same parameters, same run:
+# `mqttv5 bench` (crate mqttv5-cli 0.29.10) and then with `fleetcore bench` in its default device
+# mode (one packet per write, INFLIGHT unacknowledged QoS 1 messages per publisher), same
+# parameters, same run:
 #
 #   bare        fleetcore, no rule wants the topic
 #   one         1 rule x 1 kinesis action
@@ -24,6 +26,7 @@ DURATION=${DURATION:-10}
 PUBLISHERS=${PUBLISHERS:-10}
 SIZE=${SIZE:-256}
 RULES=${RULES:-10000}
+INFLIGHT=${INFLIGHT:-64}
 SHARED=${SHARED:-$(cd .. && pwd)/shared}
 [ -d "$SHARED" ] || SHARED=/work/shared
 TARGET=${CARGO_TARGET_DIR:-target}
@@ -118,16 +121,29 @@ delivered() {
 }
 now() { date +%s.%N; }
 
-# run NAME PORT TOPIC [RULE ACTIONS]
+# load TOOL NAME PORT TOPIC: QoS 1, PUBLISHERS -> 1 subscriber, with `mqttv5 bench` or
+# `fleetcore bench` (device mode); writes $OUT/NAME.json.
+load() {
+  local tool=$1 name=$2 port=$3 topic=$4
+  if [ "$tool" = mqttv5 ]; then
+    "$MQTTV5" bench --mode throughput --host 127.0.0.1 --port "$port" --topic "$topic" \
+      --publishers "$PUBLISHERS" --subscribers 1 --qos 1 --payload-size "$SIZE" \
+      --duration "$DURATION" 2>/dev/null >"$OUT/$name.json"
+  else
+    "$BIN" bench --port "$port" --topic "$topic" --filter "$topic" --publishers "$PUBLISHERS" \
+      --subscribers 1 --qos 1 --size "$SIZE" --inflight "$INFLIGHT" --duration "$DURATION" \
+      --json --client-prefix "$name" 2>>"$OUT/bench.log" >"$OUT/$name.json"
+  fi
+}
+
+# run TOOL NAME PORT TOPIC [RULE ACTIONS]
 run() {
-  local name=$1 port=$2 topic=$3 rule=${4:-} actions=${5:-1}
-  echo "== $name" >&2
+  local tool=$1 name=$2 port=$3 topic=$4 rule=${5:-} actions=${6:-1}
+  echo "== $name ($tool)" >&2
   local before=0 start
   [ -n "$rule" ] && before=$(delivered "$rule")
   start=$(now)
-  "$MQTTV5" bench --mode throughput --host 127.0.0.1 --port "$port" --topic "$topic" \
-    --publishers "$PUBLISHERS" --subscribers 1 --qos 1 --payload-size "$SIZE" \
-    --duration "$DURATION" 2>/dev/null >"$OUT/$name.json"
+  load "$tool" "$name" "$port" "$topic"
   if [ -n "$rule" ]; then
     # Wait until the actions stop delivering (no change for 2 s), at most 120 s.
     local last=-1 current stable=0 done_at
@@ -141,29 +157,43 @@ run() {
   fi
 }
 
-run bare "$MQTT" bare/t
-run one "$MQTT" one/t one 1
-run four "$MQTT" four/t four 4
+run mqttv5 bare "$MQTT" bare/t
+run mqttv5 one "$MQTT" one/t one 1
+run mqttv5 four "$MQTT" four/t four 4
 "$PY" "$OUT/iot.py" "$FC_DATA" "$HTTP" many "$RULES" | tee "$OUT/create-many.json"
-run tenk "$MQTT" tenk/t tenk 1
-run mosquitto "$MOSQ" bare/t
+run mqttv5 tenk "$MQTT" tenk/t tenk 1
+run mqttv5 mosquitto "$MOSQ" bare/t
+# The same scenarios with `fleetcore bench` in device mode (the 10,000 rules are in place).
+run fleetcore fc-mosquitto "$MOSQ" bare/t
+run fleetcore fc-bare "$MQTT" bare/t
+run fleetcore fc-one "$MQTT" one/t one 1
+run fleetcore fc-four "$MQTT" four/t four 4
+run fleetcore fc-tenk "$MQTT" tenk/t tenk 1
 
-"$PY" - "$OUT" <<'PY'
+"$PY" - "$OUT" "$INFLIGHT" <<'PY'
 import json, sys, pathlib
 out = pathlib.Path(sys.argv[1])
 r = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
-def rate(name): return r[name]["results"]["throughput_avg"]
-mq = rate("mosquitto")
+def rate(name):
+    if name.startswith("fc-"):
+        return r[name]["received_per_s"]
+    return r[name]["results"]["throughput_avg"]
 c = r["mosquitto"]["config"]
-print(f"mqttv5 bench, QoS 1, {c['publishers']} publishers -> 1 subscriber, {c['payload_size']} B, {c['duration_secs']} s; "
-      "throughput_avg msg/s (ratio to Mosquitto)")
-print(f"  mosquitto bare QoS 1      {mq:>9,.0f}")
-print(f"  fleetcore bare QoS 1      {rate('bare'):>9,.0f}  ({rate('bare') / mq:.2f}x)")
-for name, label in [("one", "1 rule x 1 kinesis"), ("four", "1 rule x 4 kinesis"), ("tenk", "10,000 rules, 1 matches")]:
-    a = r[f"{name}-actions"]
-    full = a["deliveries"] / a["actions"] / a["seconds"]
-    print(f"  {label:<25} {rate(name):>9,.0f}  ({rate(name) / mq:.2f}x); actions: {a['deliveries'] // a['actions']:,} "
-          f"msgs delivered to every action in {a['seconds']:.1f} s from the start of the load: {full:,.0f} msg/s")
+for prefix, title in [("", f"mqttv5 bench, QoS 1, {c['publishers']} publishers -> 1 subscriber, {c['payload_size']} B, "
+                          f"{c['duration_secs']} s; throughput_avg msg/s (ratio to Mosquitto)"),
+                      ("fc-", f"fleetcore bench (device mode), QoS 1, {r['fc-mosquitto']['publishers']} publishers -> 1 "
+                              f"subscriber, {r['fc-mosquitto']['size']} B, inflight {sys.argv[2]}; "
+                              "received msg/s (ratio to Mosquitto)")]:
+    mq = rate(prefix + "mosquitto")
+    print(title)
+    print(f"  mosquitto bare QoS 1      {mq:>9,.0f}")
+    print(f"  fleetcore bare QoS 1      {rate(prefix + 'bare'):>9,.0f}  ({rate(prefix + 'bare') / mq:.2f}x)")
+    for name, label in [("one", "1 rule x 1 kinesis"), ("four", "1 rule x 4 kinesis"), ("tenk", "10,000 rules, 1 matches")]:
+        name = prefix + name
+        a = r[f"{name}-actions"]
+        full = a["deliveries"] / a["actions"] / a["seconds"]
+        print(f"  {label:<25} {rate(name):>9,.0f}  ({rate(name) / mq:.2f}x); actions: {a['deliveries'] // a['actions']:,} "
+              f"msgs delivered to every action in {a['seconds']:.1f} s from the start of the load: {full:,.0f} msg/s")
 m = r["create-many"]
 print(f"created {m['rules']:,} rules with boto3 ({m['clients']} clients) in {m['seconds']:.1f} s; median of 20 "
       f"sequential CreateTopicRule calls with 2 rules present: {r['create-few']['first_create_ms']:.1f} ms, "

@@ -9,6 +9,7 @@
 #   benches/rules_http.sh
 #   DURATION=20 PUBLISHERS=10 SIZE=256 benches/rules_http.sh
 #   LOAD=fleetcore benches/rules_http.sh      # `fleetcore bench` as the load (both sides)
+#   H2=1 benches/rules_http.sh                # the endpoint offers HTTP/2 (ALPN h2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-20}
@@ -16,6 +17,8 @@ PUBLISHERS=${PUBLISHERS:-10}
 SIZE=${SIZE:-256}
 LOAD=${LOAD:-mqttv5}
 INFLIGHT=${INFLIGHT:-64}
+H2=${H2:-0}
+LISTEN_FLAGS=ssl; [ "$H2" = 1 ] && LISTEN_FLAGS="ssl http2"
 SHARED=${SHARED:-$(cd .. && pwd)/shared}
 TARGET=${CARGO_TARGET_DIR:-target}
 OUT=${OUT:-$TARGET/bench-results/rules-http-$(date -u +%Y%m%dT%H%M%SZ)}
@@ -25,8 +28,10 @@ mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)  # nginx needs absolute paths
 command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx-light >/dev/null; }
 
-cargo build --release -p fleetcore -q
-BIN=$TARGET/release/fleetcore
+if [ -z "${BIN:-}" ]; then
+  cargo build --release -p fleetcore -q
+  BIN=$TARGET/release/fleetcore
+fi
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; [ -f "$OUT/nginx/nginx.pid" ] && kill "$(cat "$OUT/nginx/nginx.pid")" 2>/dev/null || true; }
 trap cleanup EXIT
@@ -56,7 +61,7 @@ http {
   keepalive_requests 10000000; keepalive_timeout 300s;
   log_format line '\$request_method \$request_uri';
   server {
-    listen 127.0.0.1:$NGINX_PORT ssl;
+    listen 127.0.0.1:$NGINX_PORT $LISTEN_FLAGS;
     ssl_certificate $NG/server.pem; ssl_certificate_key $NG/server.key;
     access_log $NG/access.log line buffer=256k flush=200ms;
     location / { return 200 "ok\n"; }

@@ -1,11 +1,13 @@
 //! Shared foundations of fleetcore: the storage trait every capability persists through (with its
-//! embedded implementation) and the traits through which capabilities reach each other.
+//! embedded implementation), the traits through which capabilities reach each other, and
+//! the Signature V4 core that both the API (verifying) and rule actions (signing) use.
 
 pub mod access;
 pub mod arn;
 pub mod auth;
 pub mod invoke;
 pub mod notify;
+pub mod sigv4;
 pub mod store;
 
 pub use arn::{AccountContext, Arn, ArnError};

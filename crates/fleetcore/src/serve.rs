@@ -93,9 +93,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let policies = Arc::new(Policies::new(Arc::clone(&store)));
     let rules =
         Arc::new(RuleRegistry::open(Arc::clone(&store)).context("loading the topic rules")?);
-    // The HTTPS client of rule actions and destination confirmations: one pool per server.
+    // The HTTPS client of rule actions and destination confirmations: one pool per server,
+    // signing the requests of http actions with `auth.sigv4` with the admin credentials.
     let https = HttpsClient::new(&HttpsConfig {
         ca_file: settings.rules_https_ca_file.clone(),
+        signing_credentials: Some(Arc::new(fleetcore_api::Credentials {
+            access_key_id: credentials.access_key_id.clone(),
+            secret_access_key: credentials.secret_access_key.clone(),
+        })),
         ..HttpsConfig::default()
     })?;
     let topic_rule_destinations = Arc::new(

@@ -267,10 +267,14 @@ impl TopicRuleDestinations {
                     value,
                 );
             }
-            let outcome = this
-                .https
-                .post(&url, "application/json", headers, body.to_string().into())
-                .await;
+            let outcome = match https_url(&url) {
+                Ok(url) => {
+                    this.https
+                        .post(url, "application/json", headers, body.to_string().into())
+                        .await
+                }
+                Err(e) => Err(e),
+            };
             let reason = match outcome {
                 Ok(answer) if answer.status.is_success() => return,
                 Ok(answer) => format!("the confirmation URL answered {}", answer.status),

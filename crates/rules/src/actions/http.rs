@@ -1,17 +1,21 @@
 //! `http`: POSTs the rule's output to an `https://` URL (a template) with the configured
-//! headers (their values are templates), through the server's pooled [`HttpsClient`]: a batch
-//! is sent concurrently (bounded), each request on a kept-alive connection. As on AWS, the URL
-//! must start with the confirmation URL of an ENABLED topic rule destination. A 2xx answer is
+//! headers (their values are templates), through the server's pooled [`HttpsClient`]: the
+//! lane keeps the client's concurrency of requests in flight, each on a kept-alive connection
+//! (or an HTTP/2 stream), and refills a slot as soon as any answer comes. As on AWS, the URL
+//! must start with the confirmation URL of an ENABLED topic rule destination. With
+//! `auth.sigv4` each request is signed with Signature V4 (see [`SigV4Auth`]). A 2xx answer is
 //! success; anything else, or no answer, a failure (retried, then the error action).
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
-use futures_util::{StreamExt, stream};
-use reqwest::header::HeaderMap;
+use futures_util::future::join_all;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
-use super::https::{HttpsClient, check_https, header};
-use super::{Action, ActionSpec, Destinations, Members, Prepared};
+use super::https::{HttpsClient, check_https, header, post_request};
+use super::sigv4_auth::SigV4Auth;
+use super::{Action, ActionSpec, Destinations, Members, Pipelining, Prepared};
 use crate::destinations::TopicRuleDestinations;
 use crate::sql::Template;
 
@@ -22,7 +26,8 @@ const MAX_HEADERS: usize = 100;
 pub(super) struct HttpSpec {
     /// `[url, header values...]`.
     templates: Vec<Template>,
-    header_names: Vec<String>,
+    header_names: Vec<HeaderName>,
+    auth: Option<SigV4Auth>,
 }
 
 /// The literal part of a URL template before its first `${`: what can be checked at create time.
@@ -59,11 +64,7 @@ impl ActionSpec for HttpSpec {
                 ));
             }
         }
-        if members.get("auth").is_some() {
-            return Err(
-                "http.auth (SigV4 signing) is not supported by this server yet; remove auth".into(),
-            );
-        }
+        let auth = members.get("auth").map(SigV4Auth::parse).transpose()?;
         if members.bool("enableBatching", false)? {
             return Err("http.enableBatching is not supported by this server yet".into());
         }
@@ -85,20 +86,30 @@ impl ActionSpec for HttpSpec {
                 return Err(format!("http.headers[{i}] needs a string key and value"));
             };
             // The name is fixed; check it now (the value is checked once expanded).
-            header(key, "").map_err(|e| format!("http.headers[{i}]: {e}"))?;
-            header_names.push(key.to_string());
+            let (name, _) = header(key, "").map_err(|e| format!("http.headers[{i}]: {e}"))?;
+            header_names.push(name);
             templates.push(members.compile(&format!("headers[{i}].value"), value)?);
         }
         Ok(HttpSpec {
             templates,
             header_names,
+            auth,
         })
     }
 
     fn start(self, destinations: &Destinations) -> Result<Arc<dyn Action>, String> {
+        // A URL without substitutions is parsed and checked once, not per message.
+        let fixed_url = match self.templates.first().and_then(Template::literal) {
+            Some(url) => Some(check_https(url)?),
+            None => None,
+        };
+        if self.auth.is_some() && destinations.https.signing_credentials().is_none() {
+            return Err("http.auth.sigv4: this server has no credentials to sign with".into());
+        }
         Ok(Arc::new(Http {
             client: destinations.https.clone(),
             allowed: Arc::clone(&destinations.topic_rule_destinations),
+            fixed_url,
             spec: self,
         }))
     }
@@ -108,6 +119,8 @@ impl ActionSpec for HttpSpec {
 struct Http {
     client: HttpsClient,
     allowed: Arc<TopicRuleDestinations>,
+    /// The URL, when its template has no substitution.
+    fixed_url: Option<reqwest::Url>,
     spec: HttpSpec,
 }
 
@@ -115,15 +128,24 @@ impl Http {
     async fn post(&self, item: &Prepared) -> Result<(), String> {
         let url = item.params.first().map_or("", String::as_str);
         self.allowed.allows(url)?;
-        let mut headers = HeaderMap::with_capacity(self.spec.header_names.len());
+        let parsed = match &self.fixed_url {
+            Some(fixed) => fixed.clone(),
+            None => check_https(url)?,
+        };
+        let mut headers = HeaderMap::with_capacity(self.spec.header_names.len() + 1);
         for (name, value) in self.spec.header_names.iter().zip(&item.params[1..]) {
-            let (name, value) = header(name, value)?;
-            headers.append(name, value);
+            let value = HeaderValue::from_str(value).map_err(|_| {
+                format!("the value of header {name} is not a valid HTTP header value")
+            })?;
+            headers.append(name.clone(), value);
         }
-        let answer = self
-            .client
-            .post(url, "application/json", headers, item.body.clone())
-            .await?;
+        let mut request = post_request(parsed, "application/json", headers, item.body.clone());
+        if let (Some(auth), Some(credentials)) =
+            (&self.spec.auth, self.client.signing_credentials())
+        {
+            auth.sign(credentials, &mut request, &item.body, SystemTime::now())?;
+        }
+        let answer = self.client.send(request).await?;
         if answer.status.is_success() {
             Ok(())
         } else {
@@ -146,14 +168,17 @@ impl Action for Http {
         &self.spec.templates
     }
 
+    /// One request per call, the client's concurrency in flight: the lane refills a slot as
+    /// soon as any answer comes, in whatever order.
+    fn pipelining(&self) -> Pipelining {
+        Pipelining {
+            batch: 1,
+            in_flight: self.client.max_concurrent_requests(),
+        }
+    }
+
     async fn deliver(&self, items: &[Prepared]) -> Vec<Result<(), String>> {
-        // The futures are made up front (they do nothing until polled): a closure inside the
-        // stream would not be provably Send for the async trait.
-        let requests: Vec<_> = items.iter().map(|item| self.post(item)).collect();
-        stream::iter(requests)
-            .buffered(self.client.max_concurrent_requests())
-            .collect()
-            .await
+        join_all(items.iter().map(|item| self.post(item))).await
     }
 }
 
@@ -200,7 +225,7 @@ mod tests {
             ),
             (
                 json!({"url": "https://a.test/", "auth": {"sigv4": {}}}),
-                "SigV4",
+                "signingRegion",
             ),
             (json!({"url": "https://a.test/${"}), "http.url"),
         ] {

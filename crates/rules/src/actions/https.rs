@@ -6,9 +6,11 @@
 //! followed: an answer other than 2xx is the destination's answer, and a failure.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use fleetcore_core::sigv4::Credentials;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
 /// How the HTTPS client of rule actions connects.
@@ -18,7 +20,11 @@ pub struct HttpsConfig {
     pub ca_file: Option<PathBuf>,
     /// How long one request may take, connecting included.
     pub request_timeout: Duration,
-    /// Requests one action has in flight at once (each on its own pooled connection).
+    /// The credentials requests of actions with `auth.sigv4` are signed with (the server's
+    /// admin credentials); such actions fail without them.
+    pub signing_credentials: Option<Arc<Credentials>>,
+    /// Requests one action has in flight at once (each on its own pooled connection over
+    /// HTTP/1.1; streams of one connection when the endpoint offers HTTP/2).
     pub max_concurrent_requests: usize,
 }
 
@@ -26,6 +32,7 @@ impl Default for HttpsConfig {
     fn default() -> HttpsConfig {
         HttpsConfig {
             ca_file: None,
+            signing_credentials: None,
             request_timeout: Duration::from_secs(10),
             max_concurrent_requests: 64,
         }
@@ -68,6 +75,7 @@ pub(crate) struct Answer {
 #[derive(Debug, Clone)]
 pub struct HttpsClient {
     client: reqwest::Client,
+    signing_credentials: Option<Arc<Credentials>>,
     max_concurrent_requests: usize,
 }
 
@@ -110,37 +118,60 @@ impl HttpsClient {
             .map_err(|e| HttpsError::Build(e.to_string()))?;
         Ok(HttpsClient {
             client,
+            signing_credentials: config.signing_credentials.clone(),
             max_concurrent_requests,
         })
     }
 
-    /// POSTs `body` to `url` with `headers`; the answer, or why there is none.
+    /// POSTs `body` to `url` (checked by [`check_https`]) with `headers`; the answer, or why
+    /// there is none.
     pub(crate) async fn post(
         &self,
-        url: &str,
+        url: reqwest::Url,
         content_type: &'static str,
         headers: HeaderMap,
         body: Bytes,
     ) -> Result<Answer, String> {
-        check_https(url)?;
+        self.send(post_request(url, content_type, headers, body))
+            .await
+    }
+
+    /// Sends a request made by [`post_request`] (and perhaps signed since); the answer, or why
+    /// there is none.
+    pub(crate) async fn send(&self, request: reqwest::Request) -> Result<Answer, String> {
         let response = self
             .client
-            .post(url)
-            .header(CONTENT_TYPE, content_type)
-            .headers(headers)
-            .body(body)
-            .send()
+            .execute(request)
             .await
-            .map_err(|e| describe(url, &e))?;
+            .map_err(|e| describe(&e))?;
         let status = response.status();
-        let body = response.bytes().await.map_err(|e| describe(url, &e))?;
+        let body = response.bytes().await.map_err(|e| describe(&e))?;
         Ok(Answer { status, body })
+    }
+
+    /// The credentials to sign requests with, if the server gave any.
+    pub(crate) fn signing_credentials(&self) -> Option<&Credentials> {
+        self.signing_credentials.as_deref()
     }
 
     /// Requests one action may have in flight at once.
     pub(crate) fn max_concurrent_requests(&self) -> usize {
         self.max_concurrent_requests
     }
+}
+
+/// A POST of `body` to `url` with `headers` and the content type, ready to send.
+pub(crate) fn post_request(
+    url: reqwest::Url,
+    content_type: &'static str,
+    mut headers: HeaderMap,
+    body: Bytes,
+) -> reqwest::Request {
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    let mut request = reqwest::Request::new(reqwest::Method::POST, url);
+    *request.headers_mut() = headers;
+    *request.body_mut() = Some(body.into());
+    request
 }
 
 /// Refuses anything but an `https://` URL with a host.
@@ -166,7 +197,8 @@ pub(crate) fn header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue
 
 /// A request error with its cause chain (reqwest's own message alone says only "error
 /// sending request").
-fn describe(url: &str, error: &reqwest::Error) -> String {
+fn describe(error: &reqwest::Error) -> String {
+    let url = error.url().map_or("", reqwest::Url::as_str);
     let mut text = if error.is_timeout() {
         format!("POST {url}: no answer in time")
     } else {

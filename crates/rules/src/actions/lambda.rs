@@ -1,6 +1,6 @@
 //! `lambda`: invokes a function with the rule's output through the `FunctionInvoker` seam
-//! (implemented by the functions capability, wired by the binary). The messages of a batch are
-//! invoked concurrently; each waits for its function to finish, so a message counts as
+//! (implemented by the functions capability, wired by the binary). Up to [`IN_FLIGHT`] messages
+//! are invoked at once, each as its own call of the lane's window; each waits for its function to finish, so a message counts as
 //! delivered only once its function succeeded (at least once, from the ingest log), and a
 //! function error, timeout or unknown function fails the message (the errorAction fires).
 
@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use fleetcore_core::FunctionInvoker;
+use futures_util::future::join_all;
 
-use super::{Action, ActionSpec, Destinations, Members, Prepared};
+use super::{Action, ActionSpec, Destinations, Members, Pipelining, Prepared};
 use crate::sql::Template;
 
 /// The members of a lambda action.
@@ -44,6 +45,30 @@ struct Lambda {
     function_arn: String,
 }
 
+/// Invocations one lambda action has running at once (the function's own concurrency limit
+/// throttles beyond it, which fails and retries the message).
+const IN_FLIGHT: usize = 64;
+
+impl Lambda {
+    /// Invokes the function with one message; `Ok` once it succeeded.
+    async fn invoke(&self, item: &Prepared) -> Result<(), String> {
+        match self
+            .functions
+            .invoke(&self.function_arn, item.body.to_vec())
+            .await
+        {
+            Ok(output) => match output.function_error {
+                None => Ok(()),
+                Some(kind) => Err(format!(
+                    "the function failed ({kind}): {}",
+                    String::from_utf8_lossy(&output.payload[..output.payload.len().min(512)])
+                )),
+            },
+            Err(error) => Err(error.to_string()),
+        }
+    }
+}
+
 #[async_trait]
 impl Action for Lambda {
     fn name(&self) -> &'static str {
@@ -58,37 +83,16 @@ impl Action for Lambda {
         &[]
     }
 
+    /// One message per call, many calls at once: each waits for its function, and a slot is
+    /// refilled as soon as any finishes.
+    fn pipelining(&self) -> Pipelining {
+        Pipelining {
+            batch: 1,
+            in_flight: IN_FLIGHT,
+        }
+    }
+
     async fn deliver(&self, items: &[Prepared]) -> Vec<Result<(), String>> {
-        let functions = &self.functions;
-        let mut running = tokio::task::JoinSet::new();
-        for (index, item) in items.iter().enumerate() {
-            let functions = Arc::clone(functions);
-            let function = self.function_arn.clone();
-            let payload = item.body.to_vec();
-            running.spawn(async move {
-                let outcome = match functions.invoke(&function, payload).await {
-                    Ok(output) => match output.function_error {
-                        None => Ok(()),
-                        Some(kind) => Err(format!(
-                            "the function failed ({kind}): {}",
-                            String::from_utf8_lossy(
-                                &output.payload[..output.payload.len().min(512)]
-                            )
-                        )),
-                    },
-                    Err(error) => Err(error.to_string()),
-                };
-                (index, outcome)
-            });
-        }
-        let mut outcomes: Vec<Result<(), String>> =
-            vec![Err("the invocation did not finish".to_string()); items.len()];
-        while let Some(joined) = running.join_next().await {
-            match joined {
-                Ok((index, outcome)) => outcomes[index] = outcome,
-                Err(error) => tracing::error!(%error, "a lambda invocation task failed"),
-            }
-        }
-        outcomes
+        join_all(items.iter().map(|item| self.invoke(item))).await
     }
 }

@@ -21,6 +21,7 @@ mod lambda;
 mod members;
 mod opensearch;
 mod republish;
+mod sigv4_auth;
 mod unsupported;
 
 use std::sync::Arc;
@@ -49,6 +50,27 @@ pub struct Prepared {
     pub params: Vec<String>,
 }
 
+/// How an action's lane feeds it: at most `batch` messages per [`Action::deliver`] call and at
+/// most `in_flight` calls at once. Calls complete in any order; a lane refills its window as
+/// each one completes, so a destination with latency is kept busy without waiting for a whole
+/// batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pipelining {
+    /// Most messages in one `deliver` call (also capped by the runtime's batch limit).
+    pub batch: usize,
+    /// Most `deliver` calls running at once.
+    pub in_flight: usize,
+}
+
+impl Pipelining {
+    /// One batch at a time, as large as the runtime allows: destinations that are in this
+    /// process and keep the order of a lane (a stream, the broker).
+    pub const SEQUENTIAL: Pipelining = Pipelining {
+        batch: usize::MAX,
+        in_flight: 1,
+    };
+}
+
 /// A running rule action.
 #[async_trait]
 pub trait Action: Send + Sync {
@@ -60,6 +82,11 @@ pub trait Action: Send + Sync {
 
     /// The substitution templates of the action's parameters.
     fn templates(&self) -> &[Template];
+
+    /// How the action's lane feeds it; by default one batch at a time.
+    fn pipelining(&self) -> Pipelining {
+        Pipelining::SEQUENTIAL
+    }
 
     /// Delivers the messages; one outcome per message, in order. Durable destinations return
     /// only once the messages are durable.

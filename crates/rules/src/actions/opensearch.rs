@@ -14,7 +14,7 @@ use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
 use super::https::{HttpsClient, check_https};
-use super::{Action, ActionSpec, Destinations, Members, Prepared};
+use super::{Action, ActionSpec, Destinations, Members, Pipelining, Prepared};
 use crate::sql::Template;
 
 /// Most bytes one bulk request carries; a larger batch is split (OpenSearch's default
@@ -23,7 +23,7 @@ const MAX_BULK_BYTES: usize = 10 << 20;
 
 /// The members of an openSearch action.
 pub(super) struct OpenSearchSpec {
-    bulk_url: String,
+    bulk_url: reqwest::Url,
     /// `[index, id]`.
     templates: Vec<Template>,
 }
@@ -40,8 +40,10 @@ impl ActionSpec for OpenSearchSpec {
         members.required_str("type")?;
         let index = members.required_template("index")?;
         let id = members.required_template("id")?;
+        let bulk_url = check_https(&format!("{}/_bulk", endpoint.trim_end_matches('/')))
+            .map_err(|e| format!("openSearch.endpoint: {e}"))?;
         Ok(OpenSearchSpec {
-            bulk_url: format!("{}/_bulk", endpoint.trim_end_matches('/')),
+            bulk_url,
             templates: vec![index, id],
         })
     }
@@ -138,7 +140,7 @@ impl OpenSearch {
         let result = match self
             .client
             .post(
-                url,
+                url.clone(),
                 "application/x-ndjson",
                 HeaderMap::new(),
                 Bytes::from(body),
@@ -180,6 +182,14 @@ impl Action for OpenSearch {
 
     fn templates(&self) -> &[Template] {
         &self.spec.templates
+    }
+
+    /// Bulk requests of a few batches at once: the domain indexes one while the next travels.
+    fn pipelining(&self) -> Pipelining {
+        Pipelining {
+            batch: usize::MAX,
+            in_flight: 4,
+        }
     }
 
     async fn deliver(&self, items: &[Prepared]) -> Vec<Result<(), String>> {
@@ -257,7 +267,7 @@ mod tests {
         };
         let ok = parse(json!({"roleArn": "r", "endpoint": "https://search.test:9200/", "index": "t-${topic(2)}", "type": "_doc", "id": "${newuuid()}"}))
             .expect("valid");
-        assert_eq!(ok.bulk_url, "https://search.test:9200/_bulk");
+        assert_eq!(ok.bulk_url.as_str(), "https://search.test:9200/_bulk");
         assert!(
             parse(
                 json!({"endpoint": "http://search.test", "index": "t", "type": "_doc", "id": "i"})

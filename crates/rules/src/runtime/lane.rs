@@ -1,6 +1,7 @@
 //! One action of a running rule: a bounded queue of the rule's outputs waiting for the action,
-//! drained by a task that exists only while there is work. It delivers in batches with retries
-//! and backoff, hands what keeps failing to the rule's error action with AWS's error payload,
+//! drained by a task that exists only while there is work. It keeps the action's window of
+//! batches in flight (see [`crate::actions::Pipelining`]), each with retries and backoff,
+//! hands what keeps failing to the rule's error action with AWS's error payload,
 //! and marks each record done in its partition's [`Progress`]. A slow or failing destination
 //! fills only its own queue.
 //!
@@ -14,6 +15,8 @@ use std::time::Instant;
 
 use base64::Engine;
 use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use parking_lot::Mutex;
 use serde_json::json;
 use tokio::sync::Notify;
@@ -44,6 +47,12 @@ pub(crate) struct Pending {
     pub origin: Arc<Origin>,
 }
 
+/// Messages taken from the queue for one `deliver` call, with where each came from.
+struct Batch {
+    items: Vec<Prepared>,
+    sources: Vec<(usize, u128, Arc<Origin>)>,
+}
+
 struct Queue {
     items: VecDeque<Pending>,
     /// A drain task is running.
@@ -59,7 +68,10 @@ pub(crate) struct ActionLane {
     /// Every partition's progress, by partition index.
     progress: Arc<[Arc<Progress>]>,
     queue: Mutex<Queue>,
+    /// Signalled when the queue has room again.
     space: Notify,
+    /// Signalled when a message is queued while the drain task runs (it may have a free slot).
+    arrived: Notify,
 }
 
 impl ActionLane {
@@ -82,6 +94,7 @@ impl ActionLane {
                 draining: false,
             }),
             space: Notify::new(),
+            arrived: Notify::new(),
         }
     }
 
@@ -117,44 +130,82 @@ impl ActionLane {
             return Some(pending);
         }
         queue.items.push_back(pending);
-        if !queue.draining {
+        if queue.draining {
+            drop(queue);
+            self.arrived.notify_one();
+        } else {
             queue.draining = true;
             tokio::spawn(Arc::clone(self).drain());
         }
         None
     }
 
-    /// Delivers batches until the queue is empty.
+    /// Keeps up to the action's window of [`Action::deliver`] calls running until the queue is
+    /// empty. Each call marks its records done as it completes, in whatever order (a partition's
+    /// committed position stays at the first record still owed), and a free slot of the window
+    /// is refilled at once, from the queue or from the next push.
     async fn drain(self: Arc<Self>) {
+        let shape = self.action.pipelining();
+        let batch = shape.batch.min(self.config.batch_limit).max(1);
+        let window = shape.in_flight.max(1);
+        let mut running = FuturesUnordered::new();
         loop {
-            let mut items = Vec::new();
-            let mut sources = Vec::new();
-            {
+            let mut took = false;
+            while running.len() < window {
+                let Some(taken) = self.take(batch) else {
+                    break;
+                };
+                took = true;
+                running.push(self.deliver_batch(taken));
+            }
+            if took {
+                self.space.notify_waiters();
+            }
+            if running.is_empty() {
                 let mut queue = self.queue.lock();
                 if queue.items.is_empty() {
                     queue.draining = false;
                     return;
                 }
-                let take = queue.items.len().min(self.config.batch_limit.max(1));
-                for pending in queue.items.drain(..take) {
-                    items.push(pending.item);
-                    sources.push((pending.partition, pending.position, pending.origin));
-                }
+                continue;
             }
-            self.space.notify_waiters();
-            self.deliver_batch(&items, &sources).await;
-            for (partition, progress) in self.progress.iter().enumerate() {
-                if sources.iter().any(|s| s.0 == partition) {
-                    progress.done(sources.iter().filter(|s| s.0 == partition).map(|s| s.1));
+            if running.len() < window {
+                tokio::select! {
+                    _ = running.next() => {}
+                    () = self.arrived.notified() => {}
                 }
+            } else {
+                running.next().await;
             }
         }
     }
 
-    async fn deliver_batch(&self, items: &[Prepared], sources: &[(usize, u128, Arc<Origin>)]) {
-        let outcomes = deliver(&*self.action, items, &self.config, Some(&self.events)).await;
+    /// Takes up to `limit` queued messages, or `None` when the queue is empty.
+    fn take(&self, limit: usize) -> Option<Batch> {
+        let mut queue = self.queue.lock();
+        if queue.items.is_empty() {
+            return None;
+        }
+        let take = queue.items.len().min(limit);
+        let mut batch = Batch {
+            items: Vec::with_capacity(take),
+            sources: Vec::with_capacity(take),
+        };
+        for pending in queue.items.drain(..take) {
+            batch.items.push(pending.item);
+            batch
+                .sources
+                .push((pending.partition, pending.position, pending.origin));
+        }
+        Some(batch)
+    }
+
+    /// Delivers one batch (with retries, then the error action) and marks its records done.
+    async fn deliver_batch(&self, batch: Batch) {
+        let Batch { items, sources } = batch;
+        let outcomes = deliver(&*self.action, &items, &self.config, Some(&self.events)).await;
         let mut delivered = 0;
-        for ((outcome, item), (_, _, origin)) in outcomes.into_iter().zip(items).zip(sources) {
+        for ((outcome, item), (_, _, origin)) in outcomes.into_iter().zip(&items).zip(&sources) {
             match outcome {
                 Ok(()) => delivered += 1,
                 Err(error) => {
@@ -164,6 +215,17 @@ impl ActionLane {
             }
         }
         self.events.succeeded(delivered);
+        if let [(partition, position, _)] = sources.as_slice() {
+            if let Some(progress) = self.progress.get(*partition) {
+                progress.done([*position]);
+            }
+            return;
+        }
+        for (partition, progress) in self.progress.iter().enumerate() {
+            if sources.iter().any(|s| s.0 == partition) {
+                progress.done(sources.iter().filter(|s| s.0 == partition).map(|s| s.1));
+            }
+        }
     }
 
     /// Hands a message the action gave up on to the rule's error action, with AWS's error
@@ -237,4 +299,144 @@ async fn deliver(
         backoff = (backoff * 2).min(config.max_backoff);
     }
     outcomes
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use fleetcore_stream::Position;
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::actions::Pipelining;
+    use crate::sql::Template;
+
+    /// An action whose deliveries finish when the test says so, one message per call, four
+    /// calls at once.
+    #[derive(Default)]
+    struct Gated {
+        /// Body -> the sender that finishes its delivery, once the call has started.
+        started: Mutex<HashMap<String, oneshot::Sender<()>>>,
+        arrived: Notify,
+    }
+
+    #[async_trait]
+    impl Action for Gated {
+        fn name(&self) -> &'static str {
+            "GatedAction"
+        }
+        fn resource(&self, _params: &[String]) -> String {
+            String::new()
+        }
+        fn templates(&self) -> &[Template] {
+            &[]
+        }
+        fn pipelining(&self) -> Pipelining {
+            Pipelining {
+                batch: 1,
+                in_flight: 4,
+            }
+        }
+        async fn deliver(&self, items: &[Prepared]) -> Vec<Result<(), String>> {
+            let mut outcomes = Vec::new();
+            for item in items {
+                let (finish, finished) = oneshot::channel();
+                let key = String::from_utf8_lossy(&item.body).into_owned();
+                self.started.lock().insert(key, finish);
+                self.arrived.notify_waiters();
+                outcomes.push(finished.await.map_err(|_| "cancelled".to_string()));
+            }
+            outcomes
+        }
+    }
+
+    impl Gated {
+        /// Waits (with a deadline) until `count` deliveries are running.
+        async fn running(&self, count: usize) {
+            tokio::time::timeout(Duration::from_secs(10), async {
+                loop {
+                    let notified = self.arrived.notified();
+                    tokio::pin!(notified);
+                    notified.as_mut().enable();
+                    if self.started.lock().len() >= count {
+                        return;
+                    }
+                    notified.await;
+                }
+            })
+            .await
+            .expect("deliveries did not start in time");
+        }
+
+        fn finish(&self, body: &str) {
+            let sender = self.started.lock().remove(body).expect("running");
+            sender.send(()).expect("delivery waiting");
+        }
+    }
+
+    fn pending(position: u128) -> Pending {
+        Pending {
+            partition: 0,
+            position,
+            item: Prepared {
+                body: Bytes::from(position.to_string()),
+                params: Vec::new(),
+            },
+            origin: Arc::new(Origin {
+                rule: "r".into(),
+                topic: "t".into(),
+                client_id: None,
+                trace_id: String::new(),
+                payload: Bytes::new(),
+                error_params: Vec::new(),
+            }),
+        }
+    }
+
+    async fn committed_becomes(progress: &Progress, want: u128) {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while progress.committed() != Position(want) {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("committed stayed at {:?}", progress.committed()));
+    }
+
+    #[tokio::test]
+    async fn deliveries_overlap_and_the_checkpoint_stays_at_the_first_owed_record() {
+        let action = Arc::new(Gated::default());
+        let progress = Arc::new(Progress::new(Position(0)));
+        let lane = Arc::new(ActionLane::new(
+            Arc::clone(&action) as Arc<dyn Action>,
+            None,
+            ActionEvents::new("r", "0:gated".into()),
+            Arc::new(RuntimeConfig::default()),
+            Arc::from([Arc::clone(&progress)]),
+        ));
+        for position in 0..6 {
+            progress.hold(position, 1);
+            lane.push(pending(position)).await;
+        }
+        progress.advance(Position(6));
+        // Four calls at once, not one batch after another.
+        action.running(4).await;
+        assert_eq!(action.started.lock().len(), 4, "the window is four calls");
+        // Later records finish first: the checkpoint stays at record 0 ...
+        action.finish("3");
+        action.finish("1");
+        // ... and the freed slots take records 4 and 5 at once.
+        action.running(4).await;
+        assert!(action.started.lock().contains_key("5"));
+        assert_eq!(progress.committed(), Position(0));
+        action.finish("0");
+        committed_becomes(&progress, 2).await;
+        for body in ["2", "4", "5"] {
+            action.finish(body);
+        }
+        committed_becomes(&progress, 6).await;
+    }
 }

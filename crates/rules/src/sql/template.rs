@@ -69,6 +69,15 @@ impl Template {
         self.parts.iter().all(|p| matches!(p, Part::Text(_)))
     }
 
+    /// The text of a template without any `${...}` part; `None` when it has one.
+    pub fn literal(&self) -> Option<&str> {
+        match self.parts.as_slice() {
+            [] => Some(""),
+            [Part::Text(text)] => Some(text),
+            _ => None,
+        }
+    }
+
     /// Expands the template for one message. An expression that is Undefined (or Null)
     /// contributes nothing; strings are inserted as they are, other values as JSON text.
     pub fn expand(&self, message: &MessageContext<'_>, payload: &Payload, env: &RuleEnv) -> String {
