@@ -530,3 +530,54 @@ def test_rule_lambda_action_failure_fires_the_error_action(fb, aws, clients, uid
     assert failure["failedAction"] == "LambdaAction"
     assert failure["failedResource"] == fn["FunctionArn"]
     assert "KeyError" in failure["errorMessage"]
+
+
+# ---------------------------------------------------------------------------------------------
+# aws_lambda() in rule SQL
+
+def test_aws_lambda_in_rule_sql_is_called_per_message_and_its_result_is_the_value(fb, aws, clients, uid):
+    iot, lam, kinesis = aws("iot", broker=fb), aws("lambda", broker=fb), aws("kinesis", broker=fb)
+    name, out = fn_name(uid), f"out-{uid}"
+    kinesis.create_stream(StreamName=out, ShardCount=1)
+    fn = create(lam, name, {"app.py": """
+def handler(event, context):
+    return {"fahrenheit": round(event["c"] * 9 / 5 + 32, 2), "hot": event["c"] > 30}
+"""})
+    create_rule(iot, rule_name(uid),
+                f"SELECT topic(2) AS thing, aws_lambda('{fn['FunctionArn']}', {{'c': temperature}}) AS conv "
+                f"FROM 'sql/+/{uid}' WHERE aws_lambda('{fn['FunctionArn']}', {{'c': temperature}}).hot = false",
+                [{"kinesis": {"roleArn": ROLE, "streamName": out, "partitionKey": "${topic(2)}"}}])
+    dev = clients(V5, broker=fb)
+    for i, c in enumerate([20, 35, 25]):
+        dev.publish(f"sql/d{i}/{uid}", json.dumps({"temperature": c}), qos=1)
+    records = wait_stream(kinesis, out, lambda rs: len(rs) >= 2, timeout=60)
+    got = sorted((json.loads(r["Data"]) for r in records), key=lambda r: r["thing"])
+    assert got == [{"thing": "d0", "conv": {"fahrenheit": 68.0, "hot": False}},
+                   {"thing": "d2", "conv": {"fahrenheit": 77.0, "hot": False}}]
+    # 35 °C was filtered by the WHERE clause on the function's result: a later message proves
+    # the reader went past it, and the stream still holds exactly the two cool ones.
+    dev.publish(f"sql/d3/{uid}", json.dumps({"temperature": 10}), qos=1)
+    records = wait_stream(kinesis, out, lambda rs: len(rs) >= 3, timeout=60)
+    assert sorted(json.loads(r["Data"])["thing"] for r in records) == ["d0", "d2", "d3"]
+
+
+def test_aws_lambda_failure_in_rule_sql_fires_the_error_action(fb, aws, clients, uid):
+    iot, lam = aws("iot", broker=fb), aws("lambda", broker=fb)
+    name = fn_name(uid)
+    fn = create(lam, name, {"app.py": "def handler(e, c):\n    raise ValueError('bad reading')\n"})
+    create_rule(iot, rule_name(uid),
+                f"SELECT aws_lambda('{fn['FunctionArn']}', *) AS r FROM 'sqlfail/{uid}'",
+                [{"republish": {"roleArn": ROLE, "topic": f"never/{uid}"}}],
+                errorAction={"republish": {"roleArn": ROLE, "topic": f"sql-errors/{uid}"}})
+    sub = clients(V5, broker=fb)
+    sub.subscribe(f"sql-errors/{uid}", qos=1)
+    sub.subscribe(f"never/{uid}", qos=1)
+    clients(V5, broker=fb).publish(f"sqlfail/{uid}", b'{"a":1}', qos=1)
+    msg = sub.wait_message(timeout=60, topic=f"sql-errors/{uid}")
+    report = json.loads(msg.payload)
+    assert base64.b64decode(report["base64OriginalPayload"]) == b'{"a":1}'
+    [failure] = report["failures"]
+    assert failure["failedAction"] == "aws_lambda"
+    assert failure["failedResource"] == fn["FunctionArn"]
+    assert "ValueError" in failure["errorMessage"] and "bad reading" in failure["errorMessage"]
+    assert sub.matching(topic=f"never/{uid}") == [], "the action did not run"
