@@ -152,7 +152,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     .context("starting the shadow service")?;
     // Functions (Lambda): their SDK calls reach this server's HTTP API with the admin
     // credentials.
-    let functions = crate::functions::start(&settings, &credentials, &store, &streams)?;
+    let functions = crate::functions::start(&settings, &credentials, &store, &streams).await?;
     // The rules engine: its ingest log is installed before any listener accepts a client.
     let rules_engine = crate::rules::RulesEngine::start(
         data_dir,

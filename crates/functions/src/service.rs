@@ -11,10 +11,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use fleetcore_core::{AccountContext, KvStore, WriteBatch};
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::{Semaphore, mpsc};
 
 use crate::FunctionsError;
 use crate::code::CodeStore;
+use crate::event_queue::{self, EventQueue};
 use crate::logs::{self, FunctionLogs, Report};
 use crate::model::{
     AliasRecord, Engine, FunctionRecord, FunctionRef, LATEST, VersionConfig, check_alias_name,
@@ -51,7 +51,8 @@ pub struct FunctionsConfig {
     /// Most concurrent invocations of one function version without reserved concurrency
     /// (more wait for a worker).
     pub default_concurrency: usize,
-    /// Most `Event` invocations waiting; more are refused with `TooManyRequestsException`.
+    /// Most `Event` invocations waiting or running; more are refused with
+    /// `TooManyRequestsException`.
     pub event_queue: usize,
 }
 
@@ -121,7 +122,7 @@ pub struct Functions {
     records: RwLock<BTreeMap<String, FunctionRecord>>,
     writer: tokio::sync::Mutex<()>,
     runners: Mutex<HashMap<(String, String), (String, Runner)>>,
-    events: mpsc::Sender<(FunctionRef, Bytes)>,
+    pub(crate) events: EventQueue,
     runtime_dir: PathBuf,
 }
 
@@ -130,10 +131,12 @@ fn new_revision() -> String {
 }
 
 impl Functions {
-    /// Loads the stored functions and starts the `Event` queue.
-    pub fn start(
+    /// Loads the stored functions and starts the durable queue of `Event` invocations (in
+    /// `streams`), running what a previous run left in it.
+    pub async fn start(
         config: FunctionsConfig,
         store: Arc<dyn KvStore>,
+        streams: Arc<dyn fleetcore_stream::Stream>,
     ) -> Result<Arc<Functions>, FunctionsError> {
         let code = CodeStore::open(&config.dir.join("code"))?;
         let logs = FunctionLogs::open(&config.dir.join("logs"))
@@ -162,7 +165,7 @@ impl Functions {
                 ),
             }
         }
-        let (events, queue) = mpsc::channel(config.event_queue.max(1));
+        let events = EventQueue::open(Arc::clone(&streams), config.event_queue).await?;
         let functions = Arc::new(Functions {
             config,
             store,
@@ -174,7 +177,7 @@ impl Functions {
             events,
             runtime_dir,
         });
-        tokio::spawn(run_events(Arc::downgrade(&functions), queue));
+        tokio::spawn(event_queue::run(Arc::downgrade(&functions), streams));
         tokio::spawn(reap_idle_workers(Arc::downgrade(&functions)));
         Ok(functions)
     }
@@ -842,8 +845,8 @@ impl Functions {
         })
     }
 
-    /// Queues an `Event` invocation (checked, then answered 202 at once).
-    pub fn invoke_async(
+    /// Queues an `Event` invocation: checked, then stored durably (see `event_queue`).
+    pub async fn invoke_async(
         &self,
         reference: FunctionRef,
         payload: Bytes,
@@ -854,46 +857,7 @@ impl Functions {
             )));
         }
         self.resolve(&reference)?;
-        self.events.try_send((reference, payload)).map_err(|_| {
-            FunctionsError::TooManyRequests(
-                "Rate Exceeded. (the queue of asynchronous invocations is full)".into(),
-            )
-        })
-    }
-}
-
-/// Runs queued `Event` invocations, at most 64 at once. An invocation that fails is retried
-/// twice (Lambda's default for asynchronous invocation), then logged and dropped. The queue
-/// lives in memory: events not yet run are lost if the process stops.
-async fn run_events(
-    functions: std::sync::Weak<Functions>,
-    mut queue: mpsc::Receiver<(FunctionRef, Bytes)>,
-) {
-    let running = Arc::new(Semaphore::new(64));
-    while let Some((reference, payload)) = queue.recv().await {
-        let Ok(permit) = Arc::clone(&running).acquire_owned().await else {
-            return;
-        };
-        let Some(functions) = functions.upgrade() else {
-            return;
-        };
-        tokio::spawn(async move {
-            let _permit = permit;
-            for attempt in 0..3 {
-                match functions.invoke(&reference, payload.clone(), None).await {
-                    Ok(invoked) if invoked.outcome.function_error.is_none() => return,
-                    Ok(_) | Err(_) if attempt < 2 => {
-                        tokio::time::sleep(Duration::from_secs(1 << attempt)).await;
-                    }
-                    Ok(_) => {}
-                    Err(error) => {
-                        tracing::warn!(function = %reference.name, %error, "asynchronous invocation failed")
-                    }
-                }
-            }
-            metrics::counter!("fleetcore_functions_async_dropped_total").increment(1);
-            tracing::warn!(function = %reference.name, "asynchronous invocation failed 3 times; dropped");
-        });
+        self.events.push(&reference, &payload).await
     }
 }
 

@@ -91,16 +91,14 @@ async fn the_function_result_is_the_value() {
 #[tokio::test]
 async fn nested_and_where_calls_see_each_others_results() {
     let fake = Arc::new(Fake::default());
-    let sql = format!(
-        "SELECT VALUE aws_lambda('double', aws_lambda('double', *)) FROM 'devices/#' \
-         WHERE aws_lambda('echo', {{'ok': ok}}).ok = true"
-    );
-    let out = run(&sql, r#"{"v":5,"ok":true}"#, &env(&fake)).await;
+    let sql = "SELECT VALUE aws_lambda('double', aws_lambda('double', *)) FROM 'devices/#' \
+               WHERE aws_lambda('echo', {'ok': ok}).ok = true";
+    let out = run(sql, r#"{"v":5,"ok":true}"#, &env(&fake)).await;
     assert_eq!(out, Ok(Some(json!({"v": 20}))));
     assert_eq!(fake.calls.lock().len(), 3, "each call is made once");
 
     let fake = Arc::new(Fake::default());
-    let out = run(&sql, r#"{"v":5,"ok":false}"#, &env(&fake)).await;
+    let out = run(sql, r#"{"v":5,"ok":false}"#, &env(&fake)).await;
     assert_eq!(out, Ok(None), "the WHERE clause reads the echo's result");
 }
 

@@ -581,3 +581,72 @@ def test_aws_lambda_failure_in_rule_sql_fires_the_error_action(fb, aws, clients,
     assert failure["failedResource"] == fn["FunctionArn"]
     assert "ValueError" in failure["errorMessage"] and "bad reading" in failure["errorMessage"]
     assert sub.matching(topic=f"never/{uid}") == [], "the action did not run"
+
+
+# ---------------------------------------------------------------------------------------------
+# durable Event invocations
+
+SLOW_PUT = """
+import json, os, time, boto3
+kinesis = boto3.client("kinesis")
+def handler(event, context):
+    time.sleep(float(os.environ["PAUSE"]))
+    record = dict(event, server=os.getppid())
+    kinesis.put_record(StreamName=os.environ["OUT"], Data=json.dumps(record).encode(), PartitionKey="k")
+    return "ok"
+"""
+
+
+def test_event_invocations_are_durable_once_accepted_and_run_after_sigkill(broker_factory, aws, uid):
+    b = broker_factory(env={"FLEETCORE_FUNCTIONS_PYTHON": sys.executable})
+    lam, kinesis = aws("lambda", broker=b), aws("kinesis", broker=b)
+    name, out = fn_name(uid), f"out-{uid}"
+    kinesis.create_stream(StreamName=out, ShardCount=1)
+    # The handler waits before its side effect, so the kill lands before any event finished
+    # (and workers die with the server: no orphan finishes one after the restart).
+    create(lam, name, {"app.py": SLOW_PUT}, Timeout=60,
+           Environment={"Variables": {"OUT": out, "PAUSE": "3"}})
+    for n in range(5):
+        r = lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"n": n}).encode())
+        assert r["StatusCode"] == 202
+    b.kill()
+    b.start()
+    kinesis = aws("kinesis", broker=b)
+    records = wait_stream(kinesis, out, lambda rs: {json.loads(r["Data"])["n"] for r in rs} >= set(range(5)),
+                          timeout=90)
+    got = [json.loads(r["Data"]) for r in records]
+    assert sorted({g["n"] for g in got}) == list(range(5))
+    assert {g["server"] for g in got} == {b.proc.pid}, "every event ran in the restarted server"
+
+
+
+def test_event_invocations_retry_twice_and_a_full_queue_is_refused(broker_factory, aws, uid, tmp_path):
+    b = broker_factory(env={"FLEETCORE_FUNCTIONS_PYTHON": sys.executable,
+                            "FLEETCORE_FUNCTIONS_EVENT_QUEUE": "3"})
+    lam, kinesis = aws("lambda", broker=b), aws("kinesis", broker=b)
+    name, out = fn_name(uid), f"out-{uid}"
+    kinesis.create_stream(StreamName=out, ShardCount=1)
+    # Each attempt is recorded; the first two fail, the third succeeds.
+    create(lam, name, {"app.py": """
+import json, os, boto3
+kinesis = boto3.client("kinesis")
+def handler(event, context):
+    path = os.path.join(os.environ["COUNTS"], str(event["n"]))
+    attempt = int(open(path).read()) + 1 if os.path.exists(path) else 1
+    open(path, "w").write(str(attempt))
+    kinesis.put_record(StreamName=os.environ["OUT"], PartitionKey="k",
+                       Data=json.dumps({"n": event["n"], "attempt": attempt}).encode())
+    if attempt < event["succeed_at"]:
+        raise RuntimeError(f"attempt {attempt} fails")
+    return "ok"
+"""}, Timeout=30, Environment={"Variables": {"OUT": out, "COUNTS": str(tmp_path)}})
+    lam.invoke(FunctionName=name, InvocationType="Event", Payload=b'{"n": 1, "succeed_at": 3}')
+    records = wait_stream(kinesis, out, lambda rs: len(rs) >= 3, timeout=60)
+    assert [json.loads(r["Data"])["attempt"] for r in records] == [1, 2, 3]
+
+    slow = f"{name}-slow"[:64]
+    create(lam, slow, {"app.py": "import time\ndef handler(e, c):\n    time.sleep(10)\n"}, Timeout=30)
+    for n in range(3):
+        assert lam.invoke(FunctionName=slow, InvocationType="Event", Payload=b"{}")["StatusCode"] == 202
+    with pytest.raises(lam.exceptions.TooManyRequestsException):
+        lam.invoke(FunctionName=slow, InvocationType="Event", Payload=b"{}")
