@@ -650,3 +650,88 @@ def handler(event, context):
         assert lam.invoke(FunctionName=slow, InvocationType="Event", Payload=b"{}")["StatusCode"] == 202
     with pytest.raises(lam.exceptions.TooManyRequestsException):
         lam.invoke(FunctionName=slow, InvocationType="Event", Payload=b"{}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Firehose data transformation with a Lambda processor
+
+FIREHOSE_TRANSFORM = """
+import base64, json
+def handler(event, context):
+    assert event["invocationId"] and event["region"] == "us-east-1"
+    assert event["deliveryStreamArn"].startswith("arn:aws:firehose:us-east-1:")
+    out = []
+    for r in event["records"]:
+        assert isinstance(r["approximateArrivalTimestamp"], int)
+        reading = json.loads(base64.b64decode(r["data"]))
+        if reading.get("drop"):
+            out.append({"recordId": r["recordId"], "result": "Dropped"})
+        elif reading.get("bad"):
+            out.append({"recordId": r["recordId"], "result": "ProcessingFailed", "data": r["data"]})
+        else:
+            reading["f"] = reading["c"] * 9 / 5 + 32
+            data = base64.b64encode(json.dumps(reading).encode() + b"\\n").decode()
+            out.append({"recordId": r["recordId"], "result": "Ok", "data": data})
+    return {"records": out}
+"""
+
+
+def lambda_processor(arn: str, **params) -> dict:
+    parameters = [{"ParameterName": "LambdaArn", "ParameterValue": arn}]
+    parameters += [{"ParameterName": k, "ParameterValue": str(v)} for k, v in params.items()]
+    return {"Enabled": True, "Processors": [{"Type": "Lambda", "Parameters": parameters}]}
+
+
+def test_firehose_lambda_processor_transforms_drops_and_fails_records_into_the_lake(fb, aws, uid):
+    from test_firehose import lake_files, lines_of, s3_destination
+    lam, fh = aws("lambda", broker=fb), aws("firehose", broker=fb)
+    fn = create(lam, fn_name(uid), {"app.py": FIREHOSE_TRANSFORM}, Timeout=30)
+    name, bucket = f"tx-{uid}"[:64], f"lake-{uid}".replace("_", "-")[:63]
+    fh.create_delivery_stream(DeliveryStreamName=name, ExtendedS3DestinationConfiguration=s3_destination(
+        bucket, Prefix="ok/", ErrorOutputPrefix="err/!{firehose:error-output-type}/",
+        ProcessingConfiguration=lambda_processor(fn["FunctionArn"], NumberOfRetries=1,
+                                                 BufferSizeInMBs=1, BufferIntervalInSeconds=60)))
+    described = fh.describe_delivery_stream(DeliveryStreamName=name)["DeliveryStreamDescription"]
+    [dest] = described["Destinations"]
+    assert dest["ExtendedS3DestinationDescription"]["ProcessingConfiguration"]["Processors"][0]["Type"] == "Lambda"
+    readings = [{"n": 0, "c": 20}, {"n": 1, "drop": True}, {"n": 2, "bad": True, "c": 1}, {"n": 3, "c": 100}]
+    out = fh.put_record_batch(DeliveryStreamName=name, Records=[{"Data": json.dumps(r).encode()} for r in readings])
+    assert out["FailedPutCount"] == 0
+
+    def landed():
+        files = lake_files(fb, bucket)
+        ok = [json.loads(line) for k, body in files.items() if k.startswith("ok/") for line in lines_of(k, body)]
+        err = [json.loads(line) for k, body in files.items() if k.startswith("err/processing-failed/")
+               for line in lines_of(k, body)]
+        return (ok, err) if len(ok) >= 2 and err else None
+    ok, err = wait_until(landed, 60, what="transformed records and the failed one in the lake")
+    assert sorted((r["n"], r["f"]) for r in ok) == [(0, 68.0), (3, 212.0)]
+    [failed] = err
+    assert json.loads(base64.b64decode(failed["rawData"])) == readings[2]
+    assert failed["errorCode"] == "Lambda.ProcessingFailedStatus"
+
+
+def test_firehose_lambda_processor_that_fails_sends_every_record_to_processing_failed(fb, aws, uid):
+    from test_firehose import lake_files, lines_of, s3_destination
+    lam, fh = aws("lambda", broker=fb), aws("firehose", broker=fb)
+    fn = create(lam, fn_name(uid), {"app.py": "def handler(e, c):\n    raise RuntimeError('no')\n"})
+    name, bucket = f"txf-{uid}"[:64], f"lakef-{uid}".replace("_", "-")[:63]
+    fh.create_delivery_stream(DeliveryStreamName=name, ExtendedS3DestinationConfiguration=s3_destination(
+        bucket, ProcessingConfiguration=lambda_processor(fn["FunctionArn"], NumberOfRetries=0)))
+    fh.put_record_batch(DeliveryStreamName=name, Records=[{"Data": b'{"a":1}'}, {"Data": b'{"a":2}'}])
+
+    def failed():
+        files = lake_files(fb, bucket)
+        lines = [json.loads(line) for k, body in files.items() for line in lines_of(k, body)]
+        return (files, lines) if len(lines) >= 2 else None
+    files, lines = wait_until(failed, 60, what="both records in the error output")
+    assert all(k.startswith("processing-failed/year=") for k in files), list(files)
+    assert sorted(base64.b64decode(x["rawData"]) for x in lines) == [b'{"a":1}', b'{"a":2}']
+    assert {x["errorCode"] for x in lines} == {"Lambda.FunctionError"}
+    assert "RuntimeError" in lines[0]["errorMessage"]
+
+    with pytest.raises(fh.exceptions.InvalidArgumentException) as e:
+        fh.create_delivery_stream(DeliveryStreamName=f"{name}-bad"[:64], ExtendedS3DestinationConfiguration=s3_destination(
+            bucket, ProcessingConfiguration={"Enabled": True, "Processors": [{"Type": "Lambda", "Parameters": [
+                {"ParameterName": "NumberOfRetries", "ParameterValue": "2"}]}]}))
+    assert "LambdaArn" in e.value.response["Error"]["Message"]
