@@ -17,8 +17,8 @@ use crate::code::CodeStore;
 use crate::event_queue::{self, EventQueue};
 use crate::logs::{self, FunctionLogs, Report};
 use crate::model::{
-    AliasRecord, Engine, FunctionRecord, FunctionRef, LATEST, VersionConfig, check_alias_name,
-    check_limits, check_name,
+    AliasRecord, DEFAULT_MEMORY, DEFAULT_TIMEOUT, Engine, FunctionRecord, FunctionRef, LATEST,
+    VersionConfig, check_alias_name, check_limits, check_name,
 };
 use crate::runtime::process::{Pool, WorkerSpec};
 use crate::runtime::wasm::WasmFunction;
@@ -61,20 +61,9 @@ pub struct FunctionsConfig {
 pub struct NewFunction {
     /// The name.
     pub name: String,
-    /// The runtime identifier.
-    pub runtime: String,
-    /// The handler.
-    pub handler: String,
-    /// The role ARN (stored only).
-    pub role: String,
-    /// Free text.
-    pub description: String,
-    /// Seconds.
-    pub timeout: u32,
-    /// MB.
-    pub memory_size: u32,
-    /// Variables.
-    pub environment: BTreeMap<String, String>,
+    /// Runtime, handler, role, description, limits and variables (absent: Lambda's defaults;
+    /// `revision_id` is not used).
+    pub settings: ConfigurationChange,
     /// The zip.
     pub zip: Vec<u8>,
     /// Publish version 1 at once.
@@ -100,6 +89,26 @@ pub struct ConfigurationChange {
     pub environment: Option<BTreeMap<String, String>>,
     /// Only if the current revision is this one.
     pub revision_id: Option<String>,
+}
+
+impl ConfigurationChange {
+    /// Sets the fields this change gives on `config`.
+    fn apply(self, config: &mut VersionConfig) {
+        let set = |target: &mut String, value: Option<String>| {
+            if let Some(v) = value {
+                *target = v;
+            }
+        };
+        set(&mut config.runtime, self.runtime);
+        set(&mut config.handler, self.handler);
+        set(&mut config.role, self.role);
+        set(&mut config.description, self.description);
+        config.timeout = self.timeout.unwrap_or(config.timeout);
+        config.memory_size = self.memory_size.unwrap_or(config.memory_size);
+        if let Some(v) = self.environment {
+            config.environment = v;
+        }
+    }
 }
 
 /// A finished invocation as the API reports it.
@@ -295,19 +304,20 @@ impl Functions {
         let mut latest = VersionConfig {
             name: new.name.clone(),
             version: LATEST.into(),
-            runtime: new.runtime,
-            handler: new.handler,
-            role: new.role,
-            description: new.description,
-            timeout: new.timeout,
-            memory_size: new.memory_size,
-            environment: new.environment,
+            runtime: String::new(),
+            handler: String::new(),
+            role: String::new(),
+            description: String::new(),
+            timeout: DEFAULT_TIMEOUT,
+            memory_size: DEFAULT_MEMORY,
+            environment: BTreeMap::new(),
             code_sha256: String::new(),
             code_id: String::new(),
             code_size: 0,
             last_modified: crate::clock::last_modified_now(),
             revision_id: new_revision(),
         };
+        new.settings.apply(&mut latest);
         self.check(&latest)?;
         let code = self.store_code(new.zip).await?;
         latest.code_sha256 = code.sha256;
@@ -399,27 +409,7 @@ impl Functions {
         let mut record = self.record(name)?;
         check_revision(&record.latest, change.revision_id.as_deref())?;
         let latest = &mut record.latest;
-        if let Some(v) = change.runtime {
-            latest.runtime = v;
-        }
-        if let Some(v) = change.handler {
-            latest.handler = v;
-        }
-        if let Some(v) = change.role {
-            latest.role = v;
-        }
-        if let Some(v) = change.description {
-            latest.description = v;
-        }
-        if let Some(v) = change.timeout {
-            latest.timeout = v;
-        }
-        if let Some(v) = change.memory_size {
-            latest.memory_size = v;
-        }
-        if let Some(v) = change.environment {
-            latest.environment = v;
-        }
+        change.apply(latest);
         latest.last_modified = crate::clock::last_modified_now();
         latest.revision_id = new_revision();
         self.check(&record.latest)?;
