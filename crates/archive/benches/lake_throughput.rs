@@ -85,6 +85,7 @@ async fn run(format: &str, input: &[Bytes]) -> serde_json::Value {
             backlog_limit_bytes: 1 << 30,
             shutdown_grace: Duration::from_secs(600),
         },
+        None,
     )
     .await
     .expect("archive");

@@ -11,6 +11,7 @@ use crate::error::ArchiveError;
 use crate::parquet::{Column, ParquetCompression};
 use crate::prefix::PrefixTemplate;
 use crate::query::ExtractionQuery;
+use crate::transform::LambdaProcessor;
 
 /// The tag whose value lists the Parquet columns, `name:type` separated by spaces (Firehose
 /// reads them from a Glue table, which fleetcore does not have).
@@ -188,6 +189,8 @@ pub struct DeliveryPlan {
     pub extraction: Option<ExtractionQuery>,
     /// Object name extension, dot included.
     pub extension: String,
+    /// The Lambda processor records go through before delivery.
+    pub transform: Option<LambdaProcessor>,
 }
 
 impl S3Destination {
@@ -241,7 +244,7 @@ impl S3Destination {
             .as_ref()
             .and_then(|d| d.enabled)
             .unwrap_or(false);
-        let extraction = self.extraction_query()?;
+        let (extraction, transform) = self.processors()?;
         if dynamic {
             let Some(query) = &extraction else {
                 return invalid("dynamic partitioning needs a MetadataExtraction processor with a MetadataExtractionQuery".into());
@@ -308,18 +311,23 @@ impl S3Destination {
             format,
             extraction: if dynamic { extraction } else { None },
             extension,
+            transform,
         })
     }
 
-    /// The MetadataExtraction processor's query, if processing is enabled and has one.
-    fn extraction_query(&self) -> Result<Option<ExtractionQuery>, ArchiveError> {
+    /// The MetadataExtraction processor's query and the Lambda processor, if processing is
+    /// enabled and has them.
+    fn processors(
+        &self,
+    ) -> Result<(Option<ExtractionQuery>, Option<LambdaProcessor>), ArchiveError> {
         let Some(processing) = &self.processing_configuration else {
-            return Ok(None);
+            return Ok((None, None));
         };
         if processing.enabled == Some(false) {
-            return Ok(None);
+            return Ok((None, None));
         }
         let mut query = None;
+        let mut lambda = None;
         for processor in &processing.processors {
             match processor.kind.as_str() {
                 "MetadataExtraction" => {
@@ -340,14 +348,27 @@ impl S3Destination {
                 }
                 // Records are always newline-delimited (see the crate docs).
                 "AppendDelimiterToRecord" => {}
+                "Lambda" if lambda.is_some() => {
+                    return Err(ArchiveError::InvalidArgument(
+                        "only one Lambda processor is allowed".into(),
+                    ));
+                }
+                "Lambda" => {
+                    lambda = Some(LambdaProcessor::from_parameters(
+                        processor
+                            .parameters
+                            .iter()
+                            .map(|p| (p.parameter_name.as_str(), p.parameter_value.as_str())),
+                    )?);
+                }
                 other => {
                     return Err(ArchiveError::InvalidArgument(format!(
-                        "processor {other} is not supported (MetadataExtraction, AppendDelimiterToRecord)"
+                        "processor {other} is not supported (Lambda, MetadataExtraction, AppendDelimiterToRecord)"
                     )));
                 }
             }
         }
-        Ok(query)
+        Ok((query, lambda))
     }
 }
 

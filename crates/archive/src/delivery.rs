@@ -23,6 +23,8 @@ use crate::config::DeliveryPlan;
 use crate::lake::Lake;
 use crate::metrics;
 use crate::objects::{PendingObject, build_objects};
+use crate::transform::{TransformContext, transform};
+use fleetcore_core::FunctionInvoker;
 
 /// How long a stopping task waits for more records from its source before the final flush.
 /// [`ConsumerGroup::next`] is cancel-safe: a read is handed out in the same poll it completes.
@@ -95,6 +97,12 @@ pub struct Delivery {
     pub backlog: Option<Arc<Backlog>>,
     /// Becomes true when the task must flush and stop.
     pub stop: watch::Receiver<bool>,
+    /// What runs the plan's Lambda processor (present whenever the plan has one).
+    pub functions: Option<Arc<dyn FunctionInvoker>>,
+    /// The delivery stream's ARN and region, for the Lambda processor's requests.
+    pub arn: String,
+    /// See `arn`.
+    pub region: String,
 }
 
 /// Records read but not yet delivered, and where each shard's checkpoint goes once they are.
@@ -204,12 +212,24 @@ impl Delivery {
             return FlushOutcome::Delivered;
         }
         let oldest = records.iter().map(|r| r.arrival).min();
+        let (records, rejected) = match (&self.plan.transform, &self.functions) {
+            (Some(processor), Some(functions)) => {
+                let context = TransformContext {
+                    functions: &**functions,
+                    delivery_stream_arn: &self.arn,
+                    region: &self.region,
+                };
+                transform(processor, &context, records).await
+            }
+            _ => (records, Vec::new()),
+        };
         // Encoding (gzip, Parquet) is CPU work of up to SizeInMBs: off the async workers.
         let (plan, name, version) = (Arc::clone(&self.plan), self.name.clone(), self.version);
-        let built =
-            tokio::task::spawn_blocking(move || build_objects(&plan, &name, version, &records))
-                .await
-                .unwrap_or_else(|e| Err(format!("the encoding task failed: {e}")));
+        let built = tokio::task::spawn_blocking(move || {
+            build_objects(&plan, &name, version, &records, rejected)
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("the encoding task failed: {e}")));
         let mut pending = match built {
             Ok(objects) => objects,
             Err(e) => {

@@ -13,6 +13,7 @@ pub mod parquet;
 pub mod prefix;
 pub mod query;
 mod service;
+pub mod transform;
 
 pub use error::ArchiveError;
 pub use service::{

@@ -39,28 +39,45 @@ struct ErrorGroup {
     lines: Vec<Vec<u8>>,
 }
 
-struct Failed {
-    index: usize,
-    kind: &'static str,
-    code: &'static str,
-    message: String,
+/// A record that goes to the error output instead of the destination, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// Its index in the flushed records.
+    pub index: usize,
+    /// `!{firehose:error-output-type}`.
+    pub kind: &'static str,
+    /// The error record's `errorCode`.
+    pub code: &'static str,
+    /// The error record's `errorMessage`.
+    pub message: String,
 }
 
-/// Builds the objects for `records` of delivery stream `stream` (version `version`).
+/// Builds the objects for `records` of delivery stream `stream` (version `version`); the
+/// `rejected` ones (a processor failed them) go to the error output.
 pub fn build_objects(
     plan: &DeliveryPlan,
     stream: &str,
     version: u64,
     records: &[Record],
+    rejected: Vec<Rejection>,
 ) -> Result<Vec<PendingObject>, String> {
     let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    let mut failed: Vec<Failed> = Vec::new();
+    let mut skip = vec![false; records.len()];
+    for r in &rejected {
+        if let Some(s) = skip.get_mut(r.index) {
+            *s = true;
+        }
+    }
+    let mut failed: Vec<Rejection> = rejected;
     for (index, record) in records.iter().enumerate() {
+        if skip[index] {
+            continue;
+        }
         let keys = match &plan.extraction {
             Some(query) => match query.extract(&record.data) {
                 Ok(keys) => Some(keys),
                 Err(e) => {
-                    failed.push(Failed {
+                    failed.push(Rejection {
                         index,
                         kind: PARTITIONING_FAILED,
                         code: "DynamicPartitioning.MetadataExtractionFailed",
@@ -78,7 +95,7 @@ pub fn build_objects(
         };
         match plan.prefix.expand(&ctx) {
             Ok(group) => groups.entry(group).or_default().push(index),
-            Err(e) => failed.push(Failed {
+            Err(e) => failed.push(Rejection {
                 index,
                 kind: PARTITIONING_FAILED,
                 code: "DynamicPartitioning.PrefixEvaluationFailed",
@@ -106,7 +123,7 @@ pub fn build_objects(
                     .map(|(i, _)| indices[*i])
                     .collect();
                 for (i, why) in converted.failures {
-                    failed.push(Failed {
+                    failed.push(Rejection {
                         index: indices[i],
                         kind: FORMAT_CONVERSION_FAILED,
                         code: "DataFormatConversion.MalformedData",
@@ -271,7 +288,7 @@ mod tests {
             record(1, 1_795_751_999, "{\"a\":1}"),
             record(2, 1_795_752_000, "{\"a\":2}"),
         ];
-        let objects = build_objects(&p, "s", 1, &records).expect("build");
+        let objects = build_objects(&p, "s", 1, &records, Vec::new()).expect("build");
         assert_eq!(objects.len(), 2);
         assert!(
             objects[0]
@@ -303,7 +320,7 @@ mod tests {
             record(3, 0, r#"{"other":1}"#),
             record(4, 0, r#"{"device":"a"}"#),
         ];
-        let objects = build_objects(&p, "s", 1, &records).expect("build");
+        let objects = build_objects(&p, "s", 1, &records, Vec::new()).expect("build");
         let keys: Vec<(&str, usize)> = objects
             .iter()
             .map(|o| (o.key.split("/s-").next().expect("key"), o.records))

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use fleetcore_core::{KvStore, WriteBatch};
+use fleetcore_core::{FunctionInvoker, KvStore, WriteBatch};
 use fleetcore_stream::{
     ConsumerConfig, ConsumerGroup, NewRecord, StartingPosition, Stream, StreamError, StreamMode,
     StreamSpec,
@@ -146,14 +146,18 @@ pub struct Archive {
     running: Mutex<BTreeMap<String, Running>>,
     /// Serializes create and delete (they touch the store, the stream and the task map).
     changes: tokio::sync::Mutex<()>,
+    /// Runs Lambda processors; without it a delivery stream with one is refused.
+    functions: Option<Arc<dyn FunctionInvoker>>,
 }
 
 impl Archive {
-    /// Loads the stored delivery streams and starts their delivery tasks.
+    /// Loads the stored delivery streams and starts their delivery tasks; `functions` runs
+    /// their Lambda processors.
     pub async fn start(
         store: Arc<dyn KvStore>,
         streams: Arc<dyn Stream>,
         settings: ArchiveSettings,
+        functions: Option<Arc<dyn FunctionInvoker>>,
     ) -> Result<Arc<Archive>, ArchiveError> {
         let archive = Arc::new(Archive {
             store,
@@ -162,6 +166,7 @@ impl Archive {
             settings,
             running: Mutex::new(BTreeMap::new()),
             changes: tokio::sync::Mutex::new(()),
+            functions,
         });
         let stored = archive.store.scan_prefix(TABLE, b"")?;
         for (key, value) in stored {
@@ -194,6 +199,12 @@ impl Archive {
     ) -> Result<DeliveryStream, ArchiveError> {
         check_name(&request.name)?;
         let plan = request.destination.plan(&request.tags)?;
+        if plan.transform.is_some() && self.functions.is_none() {
+            return Err(ArchiveError::InvalidArgument(
+                "a Lambda processor needs the functions capability, which this server does not run"
+                    .into(),
+            ));
+        }
         let _guard = self.changes.lock().await;
         if self.running.lock().contains_key(&request.name) {
             return Err(ArchiveError::InUse(format!(
@@ -421,6 +432,9 @@ impl Archive {
             owner: CONSUMER_OWNER.to_string(),
             backlog: backlog.clone(),
             stop: stop_rx,
+            functions: self.functions.clone(),
+            arn: stream.arn.clone(),
+            region: self.settings.region.clone(),
         };
         let task = tokio::spawn(delivery.run());
         self.running.lock().insert(

@@ -38,6 +38,7 @@ async fn start(dir: &Path, backlog_limit_bytes: usize) -> Server {
             backlog_limit_bytes,
             shutdown_grace: Duration::from_secs(10),
         },
+        None,
     )
     .await
     .expect("archive");

@@ -68,6 +68,11 @@ pub struct ServeArgs {
     #[arg(long, env = "FLEETCORE_FUNCTIONS_NODE", value_name = "PROGRAM")]
     functions_node: Option<PathBuf>,
 
+    /// Most `Event` invocations stored and not yet finished; more are refused with
+    /// TooManyRequestsException. [default: 10000]
+    #[arg(long, env = "FLEETCORE_FUNCTIONS_EVENT_QUEUE", value_name = "N")]
+    functions_event_queue: Option<usize>,
+
     /// Accept clients without a certificate on the plain listeners (--mqtt, --ws). For labs and CI.
     #[arg(long, env = "FLEETCORE_ALLOW_ANONYMOUS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     allow_anonymous: Option<bool>,
@@ -257,6 +262,7 @@ pub struct Settings {
     pub ingest_partitions: usize,
     pub functions_python: PathBuf,
     pub functions_node: PathBuf,
+    pub functions_event_queue: usize,
     pub allow_anonymous: bool,
     pub anonymous_policy: Option<String>,
     pub server_names: Vec<String>,
@@ -322,6 +328,7 @@ impl ServeArgs {
                 ingest_partitions,
                 functions_python,
                 functions_node,
+                functions_event_queue,
                 allow_anonymous,
                 anonymous_policy,
                 server_names,
@@ -429,6 +436,11 @@ impl ServeArgs {
             Some(n) => bail!("ingest_partitions must be between 1 and 256, not {n}"),
             None => std::thread::available_parallelism().map_or(1, usize::from),
         };
+        let functions_event_queue = match self.functions_event_queue {
+            Some(n @ 1..=1_000_000) => n,
+            Some(n) => bail!("functions_event_queue must be between 1 and 1000000, not {n}"),
+            None => 10_000,
+        };
         let server_names = self
             .server_names
             .filter(|n| !n.is_empty())
@@ -478,6 +490,7 @@ impl ServeArgs {
                 .functions_python
                 .unwrap_or_else(|| PathBuf::from("python3")),
             functions_node: self.functions_node.unwrap_or_else(|| PathBuf::from("node")),
+            functions_event_queue,
             allow_anonymous: self.allow_anonymous.unwrap_or(false),
             anonymous_policy: self.anonymous_policy.filter(|p| !p.is_empty()),
             server_names,

@@ -14,7 +14,7 @@ use fleetcore_stream::Stream;
 use crate::config::Settings;
 
 /// Starts the functions service and the event source mappings.
-pub fn start(
+pub async fn start(
     settings: &Settings,
     credentials: &AdminCredentials,
     store: &Arc<dyn KvStore>,
@@ -35,10 +35,12 @@ pub fn start(
             access_key_id: credentials.access_key_id.clone(),
             secret_access_key: credentials.secret_access_key.clone(),
             default_concurrency: 8,
-            event_queue: 10_000,
+            event_queue: settings.functions_event_queue,
         },
         Arc::clone(store),
+        Arc::clone(streams),
     )
+    .await
     .context("starting the functions service")?;
     let mappings = Mappings::start(
         Arc::clone(&functions),

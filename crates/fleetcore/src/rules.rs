@@ -139,10 +139,11 @@ impl RulesEngine {
                 firehose: Some(Arc::new(DeliveryStreams(archive))),
                 https,
                 topic_rule_destinations,
-                functions: Some(functions),
+                functions: Some(Arc::clone(&functions)),
             },
             RuleEnv {
                 shadows: Some(Arc::new(Shadows(shadows))),
+                functions: Some(functions),
             },
             config,
         )

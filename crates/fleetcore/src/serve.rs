@@ -113,7 +113,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     {
         tracing::warn!(policy = %name, "the anonymous policy does not exist (yet): anonymous clients are refused until it is created");
     }
-    // The archive (Firehose) delivers from the streams.
+    // Functions (Lambda): their SDK calls reach this server's HTTP API with the admin
+    // credentials.
+    let functions = crate::functions::start(&settings, &credentials, &store, &streams).await?;
+    // The archive (Firehose) delivers from the streams, through Lambda processors if any.
     let archive = Archive::start(
         Arc::clone(&store),
         Arc::clone(&streams),
@@ -124,6 +127,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             backlog_limit_bytes: settings.lake_backlog_limit_bytes,
             shutdown_grace: Duration::from_secs(20),
         },
+        Some(Arc::clone(&functions.functions) as Arc<dyn fleetcore_core::FunctionInvoker>),
     )
     .await
     .context("starting the delivery streams")?;
@@ -155,9 +159,6 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         Arc::clone(broker.router()),
     )
     .context("starting the shadow service")?;
-    // Functions (Lambda): their SDK calls reach this server's HTTP API with the admin
-    // credentials.
-    let functions = crate::functions::start(&settings, &credentials, &store, &streams)?;
     // The rules engine: its ingest log is installed before any listener accepts a client.
     let rules_engine = crate::rules::RulesEngine::start(
         data_dir,

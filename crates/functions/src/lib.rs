@@ -13,6 +13,7 @@ mod clock;
 mod code;
 mod error;
 pub mod esm;
+mod event_queue;
 mod logs;
 pub mod model;
 pub mod runtime;

@@ -11,14 +11,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use fleetcore_core::{AccountContext, KvStore, WriteBatch};
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::{Semaphore, mpsc};
 
 use crate::FunctionsError;
 use crate::code::CodeStore;
+use crate::event_queue::{self, EventQueue};
 use crate::logs::{self, FunctionLogs, Report};
 use crate::model::{
-    AliasRecord, Engine, FunctionRecord, FunctionRef, LATEST, VersionConfig, check_alias_name,
-    check_limits, check_name,
+    AliasRecord, DEFAULT_MEMORY, DEFAULT_TIMEOUT, Engine, FunctionRecord, FunctionRef, LATEST,
+    VersionConfig, check_alias_name, check_limits, check_name,
 };
 use crate::runtime::process::{Pool, WorkerSpec};
 use crate::runtime::wasm::WasmFunction;
@@ -51,7 +51,8 @@ pub struct FunctionsConfig {
     /// Most concurrent invocations of one function version without reserved concurrency
     /// (more wait for a worker).
     pub default_concurrency: usize,
-    /// Most `Event` invocations waiting; more are refused with `TooManyRequestsException`.
+    /// Most `Event` invocations waiting or running; more are refused with
+    /// `TooManyRequestsException`.
     pub event_queue: usize,
 }
 
@@ -60,20 +61,9 @@ pub struct FunctionsConfig {
 pub struct NewFunction {
     /// The name.
     pub name: String,
-    /// The runtime identifier.
-    pub runtime: String,
-    /// The handler.
-    pub handler: String,
-    /// The role ARN (stored only).
-    pub role: String,
-    /// Free text.
-    pub description: String,
-    /// Seconds.
-    pub timeout: u32,
-    /// MB.
-    pub memory_size: u32,
-    /// Variables.
-    pub environment: BTreeMap<String, String>,
+    /// Runtime, handler, role, description, limits and variables (absent: Lambda's defaults;
+    /// `revision_id` is not used).
+    pub settings: ConfigurationChange,
     /// The zip.
     pub zip: Vec<u8>,
     /// Publish version 1 at once.
@@ -101,6 +91,26 @@ pub struct ConfigurationChange {
     pub revision_id: Option<String>,
 }
 
+impl ConfigurationChange {
+    /// Sets the fields this change gives on `config`.
+    fn apply(self, config: &mut VersionConfig) {
+        let set = |target: &mut String, value: Option<String>| {
+            if let Some(v) = value {
+                *target = v;
+            }
+        };
+        set(&mut config.runtime, self.runtime);
+        set(&mut config.handler, self.handler);
+        set(&mut config.role, self.role);
+        set(&mut config.description, self.description);
+        config.timeout = self.timeout.unwrap_or(config.timeout);
+        config.memory_size = self.memory_size.unwrap_or(config.memory_size);
+        if let Some(v) = self.environment {
+            config.environment = v;
+        }
+    }
+}
+
 /// A finished invocation as the API reports it.
 #[derive(Debug, Clone)]
 pub struct Invoked {
@@ -121,7 +131,7 @@ pub struct Functions {
     records: RwLock<BTreeMap<String, FunctionRecord>>,
     writer: tokio::sync::Mutex<()>,
     runners: Mutex<HashMap<(String, String), (String, Runner)>>,
-    events: mpsc::Sender<(FunctionRef, Bytes)>,
+    pub(crate) events: EventQueue,
     runtime_dir: PathBuf,
 }
 
@@ -130,10 +140,12 @@ fn new_revision() -> String {
 }
 
 impl Functions {
-    /// Loads the stored functions and starts the `Event` queue.
-    pub fn start(
+    /// Loads the stored functions and starts the durable queue of `Event` invocations (in
+    /// `streams`), running what a previous run left in it.
+    pub async fn start(
         config: FunctionsConfig,
         store: Arc<dyn KvStore>,
+        streams: Arc<dyn fleetcore_stream::Stream>,
     ) -> Result<Arc<Functions>, FunctionsError> {
         let code = CodeStore::open(&config.dir.join("code"))?;
         let logs = FunctionLogs::open(&config.dir.join("logs"))
@@ -162,7 +174,7 @@ impl Functions {
                 ),
             }
         }
-        let (events, queue) = mpsc::channel(config.event_queue.max(1));
+        let events = EventQueue::open(Arc::clone(&streams), config.event_queue).await?;
         let functions = Arc::new(Functions {
             config,
             store,
@@ -174,7 +186,7 @@ impl Functions {
             events,
             runtime_dir,
         });
-        tokio::spawn(run_events(Arc::downgrade(&functions), queue));
+        tokio::spawn(event_queue::run(Arc::downgrade(&functions), streams));
         tokio::spawn(reap_idle_workers(Arc::downgrade(&functions)));
         Ok(functions)
     }
@@ -292,19 +304,20 @@ impl Functions {
         let mut latest = VersionConfig {
             name: new.name.clone(),
             version: LATEST.into(),
-            runtime: new.runtime,
-            handler: new.handler,
-            role: new.role,
-            description: new.description,
-            timeout: new.timeout,
-            memory_size: new.memory_size,
-            environment: new.environment,
+            runtime: String::new(),
+            handler: String::new(),
+            role: String::new(),
+            description: String::new(),
+            timeout: DEFAULT_TIMEOUT,
+            memory_size: DEFAULT_MEMORY,
+            environment: BTreeMap::new(),
             code_sha256: String::new(),
             code_id: String::new(),
             code_size: 0,
             last_modified: crate::clock::last_modified_now(),
             revision_id: new_revision(),
         };
+        new.settings.apply(&mut latest);
         self.check(&latest)?;
         let code = self.store_code(new.zip).await?;
         latest.code_sha256 = code.sha256;
@@ -396,27 +409,7 @@ impl Functions {
         let mut record = self.record(name)?;
         check_revision(&record.latest, change.revision_id.as_deref())?;
         let latest = &mut record.latest;
-        if let Some(v) = change.runtime {
-            latest.runtime = v;
-        }
-        if let Some(v) = change.handler {
-            latest.handler = v;
-        }
-        if let Some(v) = change.role {
-            latest.role = v;
-        }
-        if let Some(v) = change.description {
-            latest.description = v;
-        }
-        if let Some(v) = change.timeout {
-            latest.timeout = v;
-        }
-        if let Some(v) = change.memory_size {
-            latest.memory_size = v;
-        }
-        if let Some(v) = change.environment {
-            latest.environment = v;
-        }
+        change.apply(latest);
         latest.last_modified = crate::clock::last_modified_now();
         latest.revision_id = new_revision();
         self.check(&record.latest)?;
@@ -842,8 +835,8 @@ impl Functions {
         })
     }
 
-    /// Queues an `Event` invocation (checked, then answered 202 at once).
-    pub fn invoke_async(
+    /// Queues an `Event` invocation: checked, then stored durably (see `event_queue`).
+    pub async fn invoke_async(
         &self,
         reference: FunctionRef,
         payload: Bytes,
@@ -854,46 +847,7 @@ impl Functions {
             )));
         }
         self.resolve(&reference)?;
-        self.events.try_send((reference, payload)).map_err(|_| {
-            FunctionsError::TooManyRequests(
-                "Rate Exceeded. (the queue of asynchronous invocations is full)".into(),
-            )
-        })
-    }
-}
-
-/// Runs queued `Event` invocations, at most 64 at once. An invocation that fails is retried
-/// twice (Lambda's default for asynchronous invocation), then logged and dropped. The queue
-/// lives in memory: events not yet run are lost if the process stops.
-async fn run_events(
-    functions: std::sync::Weak<Functions>,
-    mut queue: mpsc::Receiver<(FunctionRef, Bytes)>,
-) {
-    let running = Arc::new(Semaphore::new(64));
-    while let Some((reference, payload)) = queue.recv().await {
-        let Ok(permit) = Arc::clone(&running).acquire_owned().await else {
-            return;
-        };
-        let Some(functions) = functions.upgrade() else {
-            return;
-        };
-        tokio::spawn(async move {
-            let _permit = permit;
-            for attempt in 0..3 {
-                match functions.invoke(&reference, payload.clone(), None).await {
-                    Ok(invoked) if invoked.outcome.function_error.is_none() => return,
-                    Ok(_) | Err(_) if attempt < 2 => {
-                        tokio::time::sleep(Duration::from_secs(1 << attempt)).await;
-                    }
-                    Ok(_) => {}
-                    Err(error) => {
-                        tracing::warn!(function = %reference.name, %error, "asynchronous invocation failed")
-                    }
-                }
-            }
-            metrics::counter!("fleetcore_functions_async_dropped_total").increment(1);
-            tracing::warn!(function = %reference.name, "asynchronous invocation failed 3 times; dropped");
-        });
+        self.events.push(&reference, &payload).await
     }
 }
 

@@ -105,12 +105,15 @@ pub trait ShadowReader: Send + Sync {
 pub struct RuleEnv {
     /// Where `get_thing_shadow` reads; without one it answers Undefined.
     pub shadows: Option<Arc<dyn ShadowReader>>,
+    /// What `aws_lambda` calls; without it every call fails (the rule's error action runs).
+    pub functions: Option<Arc<dyn fleetcore_core::FunctionInvoker>>,
 }
 
 impl std::fmt::Debug for RuleEnv {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RuleEnv")
             .field("shadows", &self.shadows.is_some())
+            .field("functions", &self.functions.is_some())
             .finish()
     }
 }

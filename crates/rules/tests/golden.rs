@@ -246,6 +246,7 @@ fn golden_files() {
     assert!(!files.is_empty(), "no golden files in {}", dir.display());
     let env = RuleEnv {
         shadows: Some(Arc::new(FixedShadows)),
+        functions: None,
     };
     let mut failures = Vec::new();
     let mut count = 0;

@@ -530,3 +530,208 @@ def test_rule_lambda_action_failure_fires_the_error_action(fb, aws, clients, uid
     assert failure["failedAction"] == "LambdaAction"
     assert failure["failedResource"] == fn["FunctionArn"]
     assert "KeyError" in failure["errorMessage"]
+
+
+# ---------------------------------------------------------------------------------------------
+# aws_lambda() in rule SQL
+
+def test_aws_lambda_in_rule_sql_is_called_per_message_and_its_result_is_the_value(fb, aws, clients, uid):
+    iot, lam, kinesis = aws("iot", broker=fb), aws("lambda", broker=fb), aws("kinesis", broker=fb)
+    name, out = fn_name(uid), f"out-{uid}"
+    kinesis.create_stream(StreamName=out, ShardCount=1)
+    fn = create(lam, name, {"app.py": """
+def handler(event, context):
+    return {"fahrenheit": round(event["c"] * 9 / 5 + 32, 2), "hot": event["c"] > 30}
+"""})
+    create_rule(iot, rule_name(uid),
+                f"SELECT topic(2) AS thing, aws_lambda('{fn['FunctionArn']}', {{'c': temperature}}) AS conv "
+                f"FROM 'sql/+/{uid}' WHERE aws_lambda('{fn['FunctionArn']}', {{'c': temperature}}).hot = false",
+                [{"kinesis": {"roleArn": ROLE, "streamName": out, "partitionKey": "${topic(2)}"}}])
+    dev = clients(V5, broker=fb)
+    for i, c in enumerate([20, 35, 25]):
+        dev.publish(f"sql/d{i}/{uid}", json.dumps({"temperature": c}), qos=1)
+    records = wait_stream(kinesis, out, lambda rs: len(rs) >= 2, timeout=60)
+    got = sorted((json.loads(r["Data"]) for r in records), key=lambda r: r["thing"])
+    assert got == [{"thing": "d0", "conv": {"fahrenheit": 68.0, "hot": False}},
+                   {"thing": "d2", "conv": {"fahrenheit": 77.0, "hot": False}}]
+    # 35 °C was filtered by the WHERE clause on the function's result: a later message proves
+    # the reader went past it, and the stream still holds exactly the two cool ones.
+    dev.publish(f"sql/d3/{uid}", json.dumps({"temperature": 10}), qos=1)
+    records = wait_stream(kinesis, out, lambda rs: len(rs) >= 3, timeout=60)
+    assert sorted(json.loads(r["Data"])["thing"] for r in records) == ["d0", "d2", "d3"]
+
+
+def test_aws_lambda_failure_in_rule_sql_fires_the_error_action(fb, aws, clients, uid):
+    iot, lam = aws("iot", broker=fb), aws("lambda", broker=fb)
+    name = fn_name(uid)
+    fn = create(lam, name, {"app.py": "def handler(e, c):\n    raise ValueError('bad reading')\n"})
+    create_rule(iot, rule_name(uid),
+                f"SELECT aws_lambda('{fn['FunctionArn']}', *) AS r FROM 'sqlfail/{uid}'",
+                [{"republish": {"roleArn": ROLE, "topic": f"never/{uid}"}}],
+                errorAction={"republish": {"roleArn": ROLE, "topic": f"sql-errors/{uid}"}})
+    sub = clients(V5, broker=fb)
+    sub.subscribe(f"sql-errors/{uid}", qos=1)
+    sub.subscribe(f"never/{uid}", qos=1)
+    clients(V5, broker=fb).publish(f"sqlfail/{uid}", b'{"a":1}', qos=1)
+    msg = sub.wait_message(timeout=60, topic=f"sql-errors/{uid}")
+    report = json.loads(msg.payload)
+    assert base64.b64decode(report["base64OriginalPayload"]) == b'{"a":1}'
+    [failure] = report["failures"]
+    assert failure["failedAction"] == "aws_lambda"
+    assert failure["failedResource"] == fn["FunctionArn"]
+    assert "ValueError" in failure["errorMessage"] and "bad reading" in failure["errorMessage"]
+    assert sub.matching(topic=f"never/{uid}") == [], "the action did not run"
+
+
+# ---------------------------------------------------------------------------------------------
+# durable Event invocations
+
+SLOW_PUT = """
+import json, os, time, boto3
+kinesis = boto3.client("kinesis")
+def handler(event, context):
+    time.sleep(float(os.environ["PAUSE"]))
+    record = dict(event, server=os.getppid())
+    kinesis.put_record(StreamName=os.environ["OUT"], Data=json.dumps(record).encode(), PartitionKey="k")
+    return "ok"
+"""
+
+
+def test_event_invocations_are_durable_once_accepted_and_run_after_sigkill(broker_factory, aws, uid):
+    b = broker_factory(env={"FLEETCORE_FUNCTIONS_PYTHON": sys.executable})
+    lam, kinesis = aws("lambda", broker=b), aws("kinesis", broker=b)
+    name, out = fn_name(uid), f"out-{uid}"
+    kinesis.create_stream(StreamName=out, ShardCount=1)
+    # The handler waits before its side effect, so the kill lands before any event finished
+    # (and workers die with the server: no orphan finishes one after the restart).
+    create(lam, name, {"app.py": SLOW_PUT}, Timeout=60,
+           Environment={"Variables": {"OUT": out, "PAUSE": "3"}})
+    for n in range(5):
+        r = lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"n": n}).encode())
+        assert r["StatusCode"] == 202
+    b.kill()
+    b.start()
+    kinesis = aws("kinesis", broker=b)
+    records = wait_stream(kinesis, out, lambda rs: {json.loads(r["Data"])["n"] for r in rs} >= set(range(5)),
+                          timeout=90)
+    got = [json.loads(r["Data"]) for r in records]
+    assert sorted({g["n"] for g in got}) == list(range(5))
+    assert {g["server"] for g in got} == {b.proc.pid}, "every event ran in the restarted server"
+
+
+
+def test_event_invocations_retry_twice_and_a_full_queue_is_refused(broker_factory, aws, uid, tmp_path):
+    b = broker_factory(env={"FLEETCORE_FUNCTIONS_PYTHON": sys.executable,
+                            "FLEETCORE_FUNCTIONS_EVENT_QUEUE": "3"})
+    lam, kinesis = aws("lambda", broker=b), aws("kinesis", broker=b)
+    name, out = fn_name(uid), f"out-{uid}"
+    kinesis.create_stream(StreamName=out, ShardCount=1)
+    # Each attempt is recorded; the first two fail, the third succeeds.
+    create(lam, name, {"app.py": """
+import json, os, boto3
+kinesis = boto3.client("kinesis")
+def handler(event, context):
+    path = os.path.join(os.environ["COUNTS"], str(event["n"]))
+    attempt = int(open(path).read()) + 1 if os.path.exists(path) else 1
+    open(path, "w").write(str(attempt))
+    kinesis.put_record(StreamName=os.environ["OUT"], PartitionKey="k",
+                       Data=json.dumps({"n": event["n"], "attempt": attempt}).encode())
+    if attempt < event["succeed_at"]:
+        raise RuntimeError(f"attempt {attempt} fails")
+    return "ok"
+"""}, Timeout=30, Environment={"Variables": {"OUT": out, "COUNTS": str(tmp_path)}})
+    lam.invoke(FunctionName=name, InvocationType="Event", Payload=b'{"n": 1, "succeed_at": 3}')
+    records = wait_stream(kinesis, out, lambda rs: len(rs) >= 3, timeout=60)
+    assert [json.loads(r["Data"])["attempt"] for r in records] == [1, 2, 3]
+
+    slow = f"{name}-slow"[:64]
+    create(lam, slow, {"app.py": "import time\ndef handler(e, c):\n    time.sleep(10)\n"}, Timeout=30)
+    for n in range(3):
+        assert lam.invoke(FunctionName=slow, InvocationType="Event", Payload=b"{}")["StatusCode"] == 202
+    with pytest.raises(lam.exceptions.TooManyRequestsException):
+        lam.invoke(FunctionName=slow, InvocationType="Event", Payload=b"{}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Firehose data transformation with a Lambda processor
+
+FIREHOSE_TRANSFORM = """
+import base64, json
+def handler(event, context):
+    assert event["invocationId"] and event["region"] == "us-east-1"
+    assert event["deliveryStreamArn"].startswith("arn:aws:firehose:us-east-1:")
+    out = []
+    for r in event["records"]:
+        assert isinstance(r["approximateArrivalTimestamp"], int)
+        reading = json.loads(base64.b64decode(r["data"]))
+        if reading.get("drop"):
+            out.append({"recordId": r["recordId"], "result": "Dropped"})
+        elif reading.get("bad"):
+            out.append({"recordId": r["recordId"], "result": "ProcessingFailed", "data": r["data"]})
+        else:
+            reading["f"] = reading["c"] * 9 / 5 + 32
+            data = base64.b64encode(json.dumps(reading).encode() + b"\\n").decode()
+            out.append({"recordId": r["recordId"], "result": "Ok", "data": data})
+    return {"records": out}
+"""
+
+
+def lambda_processor(arn: str, **params) -> dict:
+    parameters = [{"ParameterName": "LambdaArn", "ParameterValue": arn}]
+    parameters += [{"ParameterName": k, "ParameterValue": str(v)} for k, v in params.items()]
+    return {"Enabled": True, "Processors": [{"Type": "Lambda", "Parameters": parameters}]}
+
+
+def test_firehose_lambda_processor_transforms_drops_and_fails_records_into_the_lake(fb, aws, uid):
+    from test_firehose import lake_files, lines_of, s3_destination
+    lam, fh = aws("lambda", broker=fb), aws("firehose", broker=fb)
+    fn = create(lam, fn_name(uid), {"app.py": FIREHOSE_TRANSFORM}, Timeout=30)
+    name, bucket = f"tx-{uid}"[:64], f"lake-{uid}".replace("_", "-")[:63]
+    fh.create_delivery_stream(DeliveryStreamName=name, ExtendedS3DestinationConfiguration=s3_destination(
+        bucket, Prefix="ok/", ErrorOutputPrefix="err/!{firehose:error-output-type}/",
+        ProcessingConfiguration=lambda_processor(fn["FunctionArn"], NumberOfRetries=1,
+                                                 BufferSizeInMBs=1, BufferIntervalInSeconds=60)))
+    described = fh.describe_delivery_stream(DeliveryStreamName=name)["DeliveryStreamDescription"]
+    [dest] = described["Destinations"]
+    assert dest["ExtendedS3DestinationDescription"]["ProcessingConfiguration"]["Processors"][0]["Type"] == "Lambda"
+    readings = [{"n": 0, "c": 20}, {"n": 1, "drop": True}, {"n": 2, "bad": True, "c": 1}, {"n": 3, "c": 100}]
+    out = fh.put_record_batch(DeliveryStreamName=name, Records=[{"Data": json.dumps(r).encode()} for r in readings])
+    assert out["FailedPutCount"] == 0
+
+    def landed():
+        files = lake_files(fb, bucket)
+        ok = [json.loads(line) for k, body in files.items() if k.startswith("ok/") for line in lines_of(k, body)]
+        err = [json.loads(line) for k, body in files.items() if k.startswith("err/processing-failed/")
+               for line in lines_of(k, body)]
+        return (ok, err) if len(ok) >= 2 and err else None
+    ok, err = wait_until(landed, 60, what="transformed records and the failed one in the lake")
+    assert sorted((r["n"], r["f"]) for r in ok) == [(0, 68.0), (3, 212.0)]
+    [failed] = err
+    assert json.loads(base64.b64decode(failed["rawData"])) == readings[2]
+    assert failed["errorCode"] == "Lambda.ProcessingFailedStatus"
+
+
+def test_firehose_lambda_processor_that_fails_sends_every_record_to_processing_failed(fb, aws, uid):
+    from test_firehose import lake_files, lines_of, s3_destination
+    lam, fh = aws("lambda", broker=fb), aws("firehose", broker=fb)
+    fn = create(lam, fn_name(uid), {"app.py": "def handler(e, c):\n    raise RuntimeError('no')\n"})
+    name, bucket = f"txf-{uid}"[:64], f"lakef-{uid}".replace("_", "-")[:63]
+    fh.create_delivery_stream(DeliveryStreamName=name, ExtendedS3DestinationConfiguration=s3_destination(
+        bucket, ProcessingConfiguration=lambda_processor(fn["FunctionArn"], NumberOfRetries=0)))
+    fh.put_record_batch(DeliveryStreamName=name, Records=[{"Data": b'{"a":1}'}, {"Data": b'{"a":2}'}])
+
+    def failed():
+        files = lake_files(fb, bucket)
+        lines = [json.loads(line) for k, body in files.items() for line in lines_of(k, body)]
+        return (files, lines) if len(lines) >= 2 else None
+    files, lines = wait_until(failed, 60, what="both records in the error output")
+    assert all(k.startswith("processing-failed/year=") for k in files), list(files)
+    assert sorted(base64.b64decode(x["rawData"]) for x in lines) == [b'{"a":1}', b'{"a":2}']
+    assert {x["errorCode"] for x in lines} == {"Lambda.FunctionError"}
+    assert "RuntimeError" in lines[0]["errorMessage"]
+
+    with pytest.raises(fh.exceptions.InvalidArgumentException) as e:
+        fh.create_delivery_stream(DeliveryStreamName=f"{name}-bad"[:64], ExtendedS3DestinationConfiguration=s3_destination(
+            bucket, ProcessingConfiguration={"Enabled": True, "Processors": [{"Type": "Lambda", "Parameters": [
+                {"ParameterName": "NumberOfRetries", "ParameterValue": "2"}]}]}))
+    assert "LambdaArn" in e.value.response["Error"]["Message"]

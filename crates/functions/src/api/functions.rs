@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::LambdaState;
 use super::shapes::configuration;
 use crate::FunctionsError;
-use crate::model::{DEFAULT_MEMORY, DEFAULT_TIMEOUT, FunctionRef};
+use crate::model::FunctionRef;
 use crate::service::{ConfigurationChange, NewFunction};
 
 #[derive(Debug, Default, Deserialize)]
@@ -94,13 +94,16 @@ pub(super) async fn create(
         .functions
         .create(NewFunction {
             name: request.function_name,
-            runtime,
-            handler: request.handler.unwrap_or_default(),
-            role: request.role,
-            description: request.description,
-            timeout: request.timeout.unwrap_or(DEFAULT_TIMEOUT),
-            memory_size: request.memory_size.unwrap_or(DEFAULT_MEMORY),
-            environment: request.environment.map(|e| e.variables).unwrap_or_default(),
+            settings: ConfigurationChange {
+                runtime: Some(runtime),
+                handler: request.handler,
+                role: Some(request.role),
+                description: Some(request.description),
+                timeout: request.timeout,
+                memory_size: request.memory_size,
+                environment: request.environment.map(|e| e.variables),
+                revision_id: None,
+            },
             zip,
             publish: request.publish,
         })

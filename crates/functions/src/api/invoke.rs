@@ -56,7 +56,7 @@ pub(super) async fn invoke(
     match header(&headers, "x-amz-invocation-type").unwrap_or("RequestResponse") {
         "RequestResponse" => {}
         "Event" => {
-            state.functions.invoke_async(reference, payload)?;
+            state.functions.invoke_async(reference, payload).await?;
             return Ok(StatusCode::ACCEPTED.into_response());
         }
         "DryRun" => {

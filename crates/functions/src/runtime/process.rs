@@ -325,12 +325,18 @@ impl Worker {
             .stderr(Stdio::from(appender()?))
             .process_group(0)
             .kill_on_drop(true);
-        if let Some(limit) = spec.data_limit {
-            // SAFETY: the closure runs in the child between fork and exec, so it may only call
-            // async-signal-safe functions: setrlimit(2) is one, and it touches no memory of the
-            // parent beyond the copied `limit` and a stack value.
-            unsafe {
-                command.pre_exec(move || {
+        let data_limit = spec.data_limit;
+        // SAFETY: the closure runs in the child between fork and exec, so it may only call
+        // async-signal-safe functions: prctl(2) and setrlimit(2) are, and it touches no memory
+        // of the parent beyond the copied `data_limit` and stack values.
+        unsafe {
+            command.pre_exec(move || {
+                // A worker dies with the server (even on SIGKILL), so a crashed server leaves no
+                // orphan finishing an invocation the restarted server runs again.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if let Some(limit) = data_limit {
                     let rlimit = libc::rlimit {
                         rlim_cur: limit,
                         rlim_max: limit,
@@ -338,9 +344,9 @@ impl Worker {
                     if libc::setrlimit(libc::RLIMIT_DATA, &rlimit) != 0 {
                         return Err(std::io::Error::last_os_error());
                     }
-                    Ok(())
-                });
-            }
+                }
+                Ok(())
+            });
         }
         let mut child = command
             .spawn()

@@ -236,30 +236,53 @@ impl ActionLane {
             return;
         };
         self.events.error_action_fired();
-        let report = json!({
-            "ruleName": &*origin.rule,
-            "topic": &*origin.topic,
-            "cloudwatchTraceId": origin.trace_id,
-            "traceId": origin.trace_id,
-            "clientId": origin.client_id.as_deref().unwrap_or("n/a"),
-            "base64OriginalPayload": base64::engine::general_purpose::STANDARD.encode(&origin.payload),
-            "failures": [{
-                "failedAction": self.action.name(),
-                "failedResource": self.action.resource(&item.params),
-                "errorMessage": error,
-            }],
-        });
-        let report = [Prepared {
-            body: Bytes::from(report.to_string()),
-            params: origin.error_params.clone(),
-        }];
-        if let Some(Err(error)) = deliver(&**error_action, &report, &self.config, None)
-            .await
-            .pop()
+        let failed_resource = self.action.resource(&item.params);
+        if let Err(error) = fire_error_action(
+            &**error_action,
+            &self.config,
+            origin,
+            self.action.name(),
+            &failed_resource,
+            error,
+        )
+        .await
         {
             self.events.error_action_failed(&error);
         }
     }
+}
+
+/// Delivers AWS's error payload for a message of `origin` that `failed_action` (on
+/// `failed_resource`) gave up on to the rule's `error_action`, with the usual retries.
+pub(crate) async fn fire_error_action(
+    error_action: &dyn Action,
+    config: &RuntimeConfig,
+    origin: &Origin,
+    failed_action: &str,
+    failed_resource: &str,
+    error: &str,
+) -> Result<(), String> {
+    let report = json!({
+        "ruleName": &*origin.rule,
+        "topic": &*origin.topic,
+        "cloudwatchTraceId": origin.trace_id,
+        "traceId": origin.trace_id,
+        "clientId": origin.client_id.as_deref().unwrap_or("n/a"),
+        "base64OriginalPayload": base64::engine::general_purpose::STANDARD.encode(&origin.payload),
+        "failures": [{
+            "failedAction": failed_action,
+            "failedResource": failed_resource,
+            "errorMessage": error,
+        }],
+    });
+    let report = [Prepared {
+        body: Bytes::from(report.to_string()),
+        params: origin.error_params.clone(),
+    }];
+    deliver(error_action, &report, config, None)
+        .await
+        .pop()
+        .unwrap_or(Ok(()))
 }
 
 /// Delivers `items`, retrying the failed ones with exponential backoff up to the configured

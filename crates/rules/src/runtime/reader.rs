@@ -14,11 +14,12 @@ use tokio::time::Instant;
 use super::RuntimeConfig;
 use super::events;
 use super::index::{RuleIndex, RunningRule};
-use super::lane::{Origin, Pending};
+use super::lane::{Origin, Pending, fire_error_action};
 use super::progress::Progress;
 use crate::actions::{Action, Prepared};
 use crate::ingest::{INGEST_STREAM, IngestPartition, IngestRecord};
-use crate::message::{MessageContext, MqttProperties, Outcome, Payload, RuleEnv};
+use crate::message::{MessageContext, MqttProperties, Payload, RuleEnv};
+use crate::sql::EvalError;
 
 /// The consumer group whose checkpoint is the partition's committed position.
 pub(crate) const GROUP: &str = "rules";
@@ -246,26 +247,51 @@ impl PartitionReader {
                 .map(|t| t.expand(&message, &payload, &self.env))
                 .collect()
         };
-        for rule in matched.drain(..) {
-            rule.events.matched();
-            rule.events.evaluated();
-            let body = match rule.rule.statement.evaluate(&message, &payload, &self.env) {
-                Ok(Outcome::NoMatch) => continue,
-                Ok(Outcome::Json(v)) => Bytes::from(v.to_string()),
-                Ok(Outcome::Bytes(b)) => Bytes::copy_from_slice(b),
-                Err(error) => {
-                    rule.events.eval_error(&error);
-                    continue;
-                }
-            };
-            let origin = Arc::new(Origin {
+        let origin_of = |rule: &RunningRule| {
+            Arc::new(Origin {
                 rule: Arc::clone(&rule.name),
                 topic: stored.topic.as_ref().into(),
                 client_id: stored.client_id.as_deref().map(Into::into),
                 trace_id: trace_id.clone(),
                 payload: original.clone(),
                 error_params: rule.error_action.as_deref().map(expand).unwrap_or_default(),
-            });
+            })
+        };
+        for rule in matched.drain(..) {
+            rule.events.matched();
+            rule.events.evaluated();
+            let body = match rule
+                .rule
+                .statement
+                .evaluate_calling(&message, &payload, &self.env)
+                .await
+            {
+                Ok(Some(body)) => body,
+                Ok(None) => continue,
+                Err(error) => {
+                    rule.events.eval_error(&error);
+                    // A failed aws_lambda call is the rule's failure (AWS runs its error action).
+                    if let EvalError::FunctionCall {
+                        function,
+                        message: why,
+                    } = &error
+                        && let Some(error_action) = &rule.error_action
+                        && let Err(failure) = fire_error_action(
+                            &**error_action,
+                            &self.config,
+                            &origin_of(&rule),
+                            "aws_lambda",
+                            function,
+                            why,
+                        )
+                        .await
+                    {
+                        rule.events.eval_error(&failure);
+                    }
+                    continue;
+                }
+            };
+            let origin = origin_of(&rule);
             let items: Vec<Prepared> = rule
                 .lanes
                 .iter()

@@ -27,6 +27,9 @@ const MAX_DEPTH: usize = 64;
 /// which sqlparser does not count.
 const MAX_OPERATORS: usize = 256;
 
+/// Most `aws_lambda` calls in one statement (each is one synchronous invocation per message).
+const MAX_LAMBDA_CALLS: usize = 8;
+
 /// Deepest compiled tree: an operator chain nests one level per operator.
 const MAX_TREE_DEPTH: usize = MAX_OPERATORS + MAX_DEPTH;
 
@@ -81,6 +84,7 @@ pub(crate) fn compile(sql: &str, version: SqlVersion) -> Result<Statement, SqlEr
     let compiler = Compiler {
         version,
         deepest: Cell::new(0),
+        lambda_sites: Some(Cell::new(0)),
     };
     let topic_filter = from_clause(&text, select)?;
     let projection = compiler.projection(&select.projection, select_value, select.span())?;
@@ -91,6 +95,7 @@ pub(crate) fn compile(sql: &str, version: SqlVersion) -> Result<Statement, SqlEr
         .transpose()?;
     Ok(Statement {
         depth: compiler.deepest.get(),
+        lambda_sites: compiler.lambda_sites.map_or(0, Cell::into_inner),
         sql: sql.to_string(),
         version,
         topic_filter,
@@ -325,6 +330,9 @@ struct Compiler {
     version: SqlVersion,
     /// The deepest expression level met, kept in the statement to size the stack at run time.
     deepest: Cell<usize>,
+    /// The `aws_lambda` calls numbered so far; `None` where the function is not allowed
+    /// (substitution templates, which are expanded synchronously).
+    lambda_sites: Option<Cell<usize>>,
 }
 
 impl Compiler {
@@ -598,6 +606,26 @@ impl Compiler {
         let Some((func, arity)) = Func::lookup(&name) else {
             return Err(unsupported(format!("unknown function {name}"), span));
         };
+        let site = match (func, &self.lambda_sites) {
+            (Func::AwsLambda, None) => {
+                return Err(unsupported(
+                    "aws_lambda can be called in a rule's SQL statement, not in a substitution template",
+                    span,
+                ));
+            }
+            (Func::AwsLambda, Some(sites)) => {
+                let site = sites.get();
+                if site >= MAX_LAMBDA_CALLS {
+                    return Err(unsupported(
+                        format!("a statement may call aws_lambda at most {MAX_LAMBDA_CALLS} times"),
+                        span,
+                    ));
+                }
+                sites.set(site + 1);
+                site
+            }
+            _ => 0,
+        };
         if f.filter.is_some()
             || f.over.is_some()
             || f.null_treatment.is_some()
@@ -662,12 +690,22 @@ impl Compiler {
                 unsupported(format!("{name}: invalid regular expression: {m}"), x.span())
             })?);
         }
-        Ok(call(func, args, regex))
+        Ok(Expr::Call(Box::new(Call {
+            func,
+            args,
+            regex,
+            site,
+        })))
     }
 }
 
 fn call(func: Func, args: Vec<Expr>, regex: Option<regex::Regex>) -> Expr {
-    Expr::Call(Box::new(Call { func, args, regex }))
+    Expr::Call(Box::new(Call {
+        func,
+        args,
+        regex,
+        site: 0,
+    }))
 }
 
 /// The output key of an unnamed SELECT item: the last field name of a path (`a.b.c` is `c`),
@@ -750,6 +788,7 @@ pub(crate) fn expression(text: &str, version: SqlVersion) -> Result<(Expr, usize
     let compiler = Compiler {
         version,
         deepest: Cell::new(0),
+        lambda_sites: None,
     };
     let expr = compiler.expr(&parsed, 0)?;
     Ok((expr, compiler.deepest.get()))

@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use serde_json::{Map, Value};
 
 use super::expr::{CastType, Expr, Projection, SelectItem, Step};
+use super::function_calls::FunctionCalls;
 use super::functions;
 use super::value::{Num, Val, arith, compare, equal, negate};
 use crate::message::{MessageContext, Outcome, Payload, RuleEnv};
@@ -16,6 +17,8 @@ pub(crate) struct Scope<'a, 'e> {
     pub env: &'e RuleEnv,
     /// SQL 2016-03-23: whole Decimals are Ints.
     pub whole_as_int: bool,
+    /// The results of the statement's `aws_lambda` calls (`None`: it makes none).
+    pub calls: Option<&'e FunctionCalls>,
 }
 
 /// Why a statement could not produce a message (AWS then runs the rule's error action).
@@ -24,9 +27,28 @@ pub enum EvalError {
     /// `SELECT *, ...` merges the payload's keys into an object, which needs a JSON object.
     #[error("SELECT * with other items needs a JSON object payload")]
     PayloadNotAnObject,
+    /// An `aws_lambda` call could not be made or its function failed.
+    #[error("aws_lambda({function}): {message}")]
+    FunctionCall {
+        /// The function the call named.
+        function: String,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 impl<'a> Scope<'a, '_> {
+    /// `aws_lambda(function, input)` at call site `site`.
+    pub(crate) fn function_result(
+        &self,
+        site: usize,
+        function: &Val<'_>,
+        input: &Val<'_>,
+    ) -> Val<'a> {
+        self.calls
+            .map_or(Val::Undefined, |calls| calls.result(site, function, input))
+    }
+
     /// `WHERE`: only a Boolean true (or the string "true") lets the message through.
     pub(crate) fn holds(&self, condition: &'a Expr) -> bool {
         self.eval(condition).to_bool() == Some(true)

@@ -66,6 +66,8 @@ pub(crate) struct Call {
     pub args: Vec<Expr>,
     /// The compiled pattern of `regexp_matches`/`regexp_replace` when it is a literal.
     pub regex: Option<Regex>,
+    /// `aws_lambda`: the call's number in its statement (where its result is kept); 0 otherwise.
+    pub site: usize,
 }
 
 /// Arithmetic operators.

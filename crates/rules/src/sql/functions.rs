@@ -60,6 +60,7 @@ pub(crate) enum Func {
     ParseTime,
     TimeToEpoch,
     GetThingShadow,
+    AwsLambda,
     GetMqttProperty,
     GetUserProperties,
     Acos,
@@ -138,6 +139,7 @@ const FUNCTIONS: &[(&str, Func, usize, Option<usize>)] = &[
     ("parse_time", Func::ParseTime, 2, Some(3)),
     ("time_to_epoch", Func::TimeToEpoch, 2, Some(2)),
     ("get_thing_shadow", Func::GetThingShadow, 2, Some(3)),
+    ("aws_lambda", Func::AwsLambda, 2, Some(2)),
     ("get_mqtt_property", Func::GetMqttProperty, 1, Some(1)),
     ("get_user_properties", Func::GetUserProperties, 1, Some(1)),
     ("acos", Func::Acos, 1, Some(1)),
@@ -382,6 +384,7 @@ pub(crate) fn call<'a>(call: &'a Call, args: Vec<Val<'a>>, scope: &Scope<'a, '_>
                 _ => Val::Undefined,
             }
         }
+        Func::AwsLambda => scope.function_result(call.site, arg(0), arg(1)),
     }
 }
 

@@ -4,6 +4,7 @@
 mod compile;
 mod eval;
 mod expr;
+mod function_calls;
 mod functions;
 mod joda;
 mod template;
@@ -11,6 +12,7 @@ mod value;
 
 use std::str::FromStr;
 
+use bytes::Bytes;
 use sqlparser::tokenizer::Location;
 
 pub use compile::MAX_SQL_LEN;
@@ -19,6 +21,7 @@ pub use template::Template;
 
 use crate::message::{MessageContext, Outcome, Payload, RuleEnv};
 use expr::{Expr, Projection};
+use function_calls::FunctionCalls;
 
 /// The `awsIotSqlVersion` of a rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -95,6 +98,8 @@ impl SqlError {
 pub struct Statement {
     /// The deepest expression level, to know when evaluation needs a larger stack.
     depth: usize,
+    /// How many `aws_lambda` calls it makes.
+    lambda_sites: usize,
     sql: String,
     version: SqlVersion,
     topic_filter: String,
@@ -131,19 +136,69 @@ impl Statement {
         crate::topic::matches(&self.topic_filter, topic)
     }
 
+    /// True when the statement calls user functions (`aws_lambda`): it then runs only through
+    /// [`Statement::evaluate_calling`].
+    pub fn calls_functions(&self) -> bool {
+        self.lambda_sites > 0
+    }
+
     /// Runs the statement on one message whose payload is already parsed (the caller parses it
-    /// once for all rules, see [`Payload::parse`]). Does not check the topic filter.
+    /// once for all rules, see [`Payload::parse`]). Does not check the topic filter. A statement
+    /// that calls functions is refused here (see [`Statement::evaluate_calling`]).
     pub fn evaluate<'a>(
         &'a self,
         message: &'a MessageContext<'a>,
         payload: &'a Payload,
         env: &RuleEnv,
     ) -> Result<Outcome<'a>, EvalError> {
+        if self.calls_functions() {
+            return Err(EvalError::FunctionCall {
+                function: String::new(),
+                message: "a statement calling aws_lambda runs only in the rules runtime".into(),
+            });
+        }
+        self.pass(message, payload, env, None)
+    }
+
+    /// Runs the statement on one message as [`Statement::evaluate`] does, first making its
+    /// `aws_lambda` calls through `env.functions` (see `function_calls`); returns the bytes the
+    /// actions receive, or `None` when the WHERE clause does not hold.
+    pub async fn evaluate_calling(
+        &self,
+        message: &MessageContext<'_>,
+        payload: &Payload,
+        env: &RuleEnv,
+    ) -> Result<Option<Bytes>, EvalError> {
+        if !self.calls_functions() {
+            return Ok(self
+                .pass(message, payload, env, None)?
+                .to_bytes()
+                .map(Bytes::from));
+        }
+        let mut calls = FunctionCalls::new(self.lambda_sites);
+        loop {
+            let outcome = self
+                .pass(message, payload, env, Some(&calls))
+                .map(|o| o.to_bytes().map(Bytes::from));
+            if !calls.settle(env.functions.as_deref()).await? {
+                return outcome;
+            }
+        }
+    }
+
+    fn pass<'a>(
+        &'a self,
+        message: &'a MessageContext<'a>,
+        payload: &'a Payload,
+        env: &RuleEnv,
+        calls: Option<&FunctionCalls>,
+    ) -> Result<Outcome<'a>, EvalError> {
         let scope = eval::Scope {
             message,
             payload,
             env,
             whole_as_int: self.version != SqlVersion::V2015_10_08,
+            calls,
         };
         let run = || {
             if let Some(condition) = &self.condition

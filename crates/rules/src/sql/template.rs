@@ -86,6 +86,7 @@ impl Template {
             payload,
             env,
             whole_as_int: self.version != SqlVersion::V2015_10_08,
+            calls: None,
         };
         let run = || {
             let mut out = String::new();
