@@ -185,6 +185,12 @@ impl Xml {
         self.close(name)
     }
 
+    /// Appends another fragment.
+    pub fn append(&mut self, other: Xml) -> &mut Xml {
+        self.0.push_str(&other.0);
+        self
+    }
+
     /// The text written so far.
     pub fn into_string(self) -> String {
         self.0

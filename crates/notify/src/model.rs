@@ -125,15 +125,20 @@ pub fn check_topic_attribute(name: &str, value: &str) -> Result<(), NotifyServic
             "SignatureVersion: this server signs messages with SignatureVersion 2 (SHA256) only",
         )),
         "TracingConfig" if value == "PassThrough" => Ok(()),
-        "DeliveryPolicy" | "KmsMasterKeyId" | "FifoTopic" | "ContentBasedDeduplication"
-        | "ArchivePolicy" | "TracingConfig" | "FifoThroughputScope" => {
+        "DeliveryPolicy"
+        | "KmsMasterKeyId"
+        | "FifoTopic"
+        | "ContentBasedDeduplication"
+        | "ArchivePolicy"
+        | "TracingConfig"
+        | "FifoThroughputScope" => Err(NotifyServiceError::invalid(format!(
+            "{name}: not supported by this server"
+        ))),
+        _ if name.ends_with("FeedbackRoleArn") || name.ends_with("FeedbackSampleRate") => {
             Err(NotifyServiceError::invalid(format!(
-                "{name}: not supported by this server"
+                "{name}: delivery status logging is not supported by this server"
             )))
         }
-        _ if name.ends_with("FeedbackRoleArn") || name.ends_with("FeedbackSampleRate") => Err(
-            NotifyServiceError::invalid(format!("{name}: delivery status logging is not supported by this server")),
-        ),
         _ => Err(NotifyServiceError::invalid(format!(
             "AttributeName: unknown topic attribute {name}"
         ))),
