@@ -89,6 +89,7 @@ impl SigV4Error {
                 status: StatusCode::BAD_REQUEST,
                 ..error.json11()
             },
+            Protocol::Query => error.query(),
         }
     }
 }

@@ -159,6 +159,18 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         Arc::clone(broker.router()),
     )
     .context("starting the shadow service")?;
+    // The HTTP listener is bound now: SNS messages link to it (SubscribeURL, SigningCertURL).
+    let http = fleetcore_api::bind(settings.http)
+        .await
+        .with_context(|| format!("binding the HTTP listener on {}", settings.http))?;
+    let http_addr = http.local_addr()?;
+    let notify = crate::notify::start(
+        &settings,
+        &store,
+        broker.router(),
+        Arc::clone(&functions.functions) as Arc<dyn fleetcore_core::FunctionInvoker>,
+        http_addr,
+    )?;
     // The rules engine: its ingest log is installed before any listener accepts a client.
     let rules_engine = crate::rules::RulesEngine::start(
         data_dir,
@@ -171,6 +183,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             shadows: shadows.clone(),
             topic_rule_destinations: Arc::clone(&topic_rule_destinations),
             functions: Arc::clone(&functions.functions) as Arc<dyn fleetcore_core::FunctionInvoker>,
+            notifications: Arc::clone(&notify) as Arc<dyn fleetcore_core::TopicPublisher>,
         },
     )
     .await
@@ -259,10 +272,6 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         None => None,
     };
 
-    let http = fleetcore_api::bind(settings.http)
-        .await
-        .with_context(|| format!("binding the HTTP listener on {}", settings.http))?;
-    let http_addr = http.local_addr()?;
     let api_state = ApiState::new(prometheus.clone()).with_ca_pem(pki.ca_pem());
     let control_plane = control_plane(
         &settings,
@@ -286,7 +295,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         "lambda",
         fleetcore_functions::api::routes(functions.clone()),
         fleetcore_functions::api::BODY_LIMIT,
-    );
+    )
+    .service("sns", fleetcore_notify::api::routes(Arc::clone(&notify)))
+    .public(fleetcore_notify::public::routes(Arc::clone(&notify)));
     let (stop_http, http_stopped) = oneshot::channel::<()>();
     let http_task = tokio::spawn(fleetcore_api::serve(
         http,

@@ -22,6 +22,7 @@ mod members;
 mod opensearch;
 mod republish;
 mod sigv4_auth;
+mod sns;
 mod unsupported;
 
 use std::sync::Arc;
@@ -109,6 +110,8 @@ pub struct Destinations {
     pub topic_rule_destinations: Arc<TopicRuleDestinations>,
     /// The functions (the lambda action), if the server runs them.
     pub functions: Option<Arc<dyn fleetcore_core::FunctionInvoker>>,
+    /// The SNS topics (the sns action), if the server runs them.
+    pub notifications: Option<Arc<dyn fleetcore_core::TopicPublisher>>,
 }
 
 /// One action kind: its members parsed and checked (at CreateTopicRule and when the rule
@@ -165,6 +168,7 @@ pub const KINDS: &[ActionKind] = &[
     ActionKind::of::<http::HttpSpec>(),
     ActionKind::of::<opensearch::OpenSearchSpec>(),
     ActionKind::of::<lambda::LambdaSpec>(),
+    ActionKind::of::<sns::SnsSpec>(),
 ];
 
 /// AWS action kinds whose capability this server does not have, with that capability's name.
@@ -179,7 +183,6 @@ const MISSING_CAPABILITY: &[(&str, &str)] = &[
     ("dynamoDB", "DynamoDB"),
     ("dynamoDBv2", "DynamoDB"),
     ("s3", "S3 buckets"),
-    ("sns", "SNS notifications"),
     ("sqs", "SQS queues"),
     ("stepFunctions", "Step Functions"),
     ("timestream", "Timestream"),
