@@ -91,6 +91,9 @@ fi
 # pyarrow reads the Parquet objects, cramjam the Snappy (framing format) ones.
 .venv/bin/python -m pip install -q --disable-pip-version-check 'moto[server]' pyarrow cramjam \
   'botocore==1.42.50' 'boto3==1.42.50'
+# fleet provisioning tests: the AWS IoT Device SDK v2 for Python (its iotidentity client; the
+# awscrt wheel is a manylinux binary, nothing to compile).
+.venv/bin/python -m pip install -q --disable-pip-version-check 'awsiotsdk==1.31.0'
 done_stage
 
 # ------------------------------------------------------------------------------------------
