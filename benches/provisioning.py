@@ -9,8 +9,9 @@ certificate attached and activated, a policy attached), DISCONNECT. The anchor =
 connection with a registered device certificate, CONNECT, CONNACK, DISCONNECT. The ratio
 (anchor / provisioning) says what provisioning costs in connects.
 
-Both run with CONCURRENCY client threads (paho-mqtt over Python's ssl, on the same 2 cores as
-the server: the client is part of what is measured, and it is the same on both sides).
+Both run with CONCURRENCY client threads (raw MQTT 3.1.1 over Python's ssl, from the test
+suite's mqttwire, on the same 2 cores as the server: the client is part of what is measured,
+and it is the same on both sides).
 
     FLEETCORE_BIN=target/release/fleetcore .venv/bin/python benches/provisioning.py
 """
@@ -30,9 +31,10 @@ import time
 from pathlib import Path
 
 import boto3
-import paho.mqtt.client as mqtt
 from botocore.config import Config
-from paho.mqtt.enums import CallbackAPIVersion
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "crates/fleetcore/tests/system"))
+import mqttwire as w  # noqa: E402  (the test suite's raw MQTT codec: no client-side event loop)
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(os.environ.get("FLEETCORE_BIN", REPO / "target" / "release" / "fleetcore"))
@@ -122,82 +124,57 @@ def setup(server: Server, out: Path):
     return write_cert(iot, out, "claim", "bench-claim"), write_cert(iot, out, "device", "bench-device")
 
 
-class Device:
-    """One paho connection that answers by condition variable."""
-
-    def __init__(self, port: int, ca: str, cert: tuple[str, str], client_id: str):
-        self.cv = threading.Condition()
-        self.answers: dict[str, bytes] = {}
-        self.connected = False
-        self.subacks = 0
-        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                             protocol=mqtt.MQTTv311, reconnect_on_failure=False)
-        ctx = ssl.create_default_context(cafile=ca)
-        ctx.load_cert_chain(*cert)
-        self.c.tls_set_context(ctx)
-        self.c.on_connect = self._on_connect
-        self.c.on_message = self._on_message
-        self.c.on_subscribe = self._on_subscribe
-        self.port = port
-
-    def _on_connect(self, c, u, f, rc, p):
-        with self.cv:
-            self.connected = rc == 0
-            self.cv.notify_all()
-
-    def _on_subscribe(self, c, u, mid, rcs, p):
-        with self.cv:
-            self.subacks += 1
-            self.cv.notify_all()
-
-    def _on_message(self, c, u, msg):
-        with self.cv:
-            self.answers[msg.topic] = msg.payload
-            self.cv.notify_all()
-
-    def wait(self, pred, what: str):
-        with self.cv:
-            if not self.cv.wait_for(pred, TIMEOUT):
-                raise RuntimeError(f"timed out waiting for {what}")
-
-    def connect(self):
-        self.c.connect("localhost", self.port, keepalive=60)
-        self.c.loop_start()
-        self.wait(lambda: self.connected, "CONNACK")
-
-    def close(self):
-        self.c.disconnect()
-        self.c.loop_stop()
-
-    def ask(self, topic: str, payload: dict) -> dict:
-        self.c.publish(topic, json.dumps(payload), qos=1)
-        self.wait(lambda: f"{topic}/accepted" in self.answers or f"{topic}/rejected" in self.answers,
-                  topic)
-        if f"{topic}/rejected" in self.answers:
-            raise RuntimeError(f"{topic} rejected: {self.answers[f'{topic}/rejected']!r}")
-        return json.loads(self.answers[f"{topic}/accepted"])
+def open_tls(port: int, ctx: ssl.SSLContext) -> w.RawClient:
+    plain = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    return w.RawClient("127.0.0.1", port, w.V311, TIMEOUT,
+                       sock=ctx.wrap_socket(plain, server_hostname="localhost"))
 
 
-def provision_one(port, ca, claim, serial: str):
-    d = Device(port, ca, claim, f"claim-{serial}")
-    d.connect()
+def answer(rc: w.RawClient, topic: str) -> dict:
+    """The accepted answer to `topic` (QoS 1: acknowledged); a rejection fails the device."""
+    while True:
+        pk = rc.recv()
+        if pk.type != w.PUBLISH:
+            continue
+        if pk.qos:
+            rc.send(w.puback(pk.pid))
+        if pk.topic.decode() == f"{topic}/accepted":
+            return json.loads(pk.payload)
+        if pk.topic.decode() == f"{topic}/rejected":
+            raise RuntimeError(f"{topic} rejected: {pk.payload!r}")
+
+
+def provision_one(port, ctx, serial: str):
+    rc = open_tls(port, ctx)
     try:
+        assert rc.connect(f"claim-{serial}").rc == 0
         create, provision = "$aws/certificates/create/json", f"$aws/provisioning-templates/{TEMPLATE}/provision/json"
-        d.c.subscribe([(f"{create}/accepted", 1), (f"{create}/rejected", 1),
-                       (f"{provision}/accepted", 1), (f"{provision}/rejected", 1)])
-        d.wait(lambda: d.subacks >= 1, "SUBACK")
-        keys = d.ask(create, {})
-        done = d.ask(provision, {"certificateOwnershipToken": keys["certificateOwnershipToken"],
-                                 "parameters": {"SerialNumber": serial}})
+        rc.subscribe([(f"{create}/accepted", 1), (f"{create}/rejected", 1),
+                      (f"{provision}/accepted", 1), (f"{provision}/rejected", 1)])
+        rc.publish(create, b"{}", qos=0)
+        keys = answer(rc, create)
+        rc.publish(provision, json.dumps({"certificateOwnershipToken": keys["certificateOwnershipToken"],
+                                          "parameters": {"SerialNumber": serial}}).encode(), qos=0)
+        done = answer(rc, provision)
         assert done["thingName"] == f"bench-{serial}", done
+        rc.disconnect()
     finally:
-        d.close()
+        rc.close()
 
 
-def connect_one(port, ca, device, n: str):
-    d = Device(port, ca, device, f"anchor-{n}")
-    d.connect()
-    d.close()
+def connect_one(port, ctx, n: str):
+    rc = open_tls(port, ctx)
+    try:
+        assert rc.connect(f"anchor-{n}").rc == 0
+        rc.disconnect()
+    finally:
+        rc.close()
+
+
+def tls_context(ca: str, cert: tuple[str, str]) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=ca)
+    ctx.load_cert_chain(*cert)
+    return ctx
 
 
 def run(work, n: int, label: str) -> float:
@@ -236,11 +213,11 @@ def main():
         server = Server(tmp)
         try:
             claim, device = setup(server, tmp)
-            ca = str(server.ca)
+            claim_ctx, device_ctx = tls_context(str(server.ca), claim), tls_context(str(server.ca), device)
             rows = []
             for r in range(ROUNDS):
-                anchor = run(lambda n: connect_one(server.mqtts, ca, device, n), DEVICES, f"a{r}-")
-                prov = run(lambda s: provision_one(server.mqtts, ca, claim, s), DEVICES, f"r{r}-")
+                anchor = run(lambda n: connect_one(server.mqtts, device_ctx, n), DEVICES, f"a{r}-")
+                prov = run(lambda s: provision_one(server.mqtts, claim_ctx, s), DEVICES, f"r{r}-")
                 rows.append((anchor, prov))
                 print(f"round {r + 1}: mTLS connects/s {anchor:,.0f}  provisioned devices/s {prov:,.0f}  "
                       f"(a device costs {anchor / prov:.2f} connects)", flush=True)
