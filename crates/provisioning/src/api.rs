@@ -137,7 +137,6 @@ struct CreateBody {
     #[serde(default, rename = "type")]
     template_type: Option<String>,
     #[serde(default)]
-    #[allow(dead_code)]
     tags: Option<Vec<Value>>,
 }
 
@@ -146,6 +145,11 @@ async fn create_template(
     Json(body): Json<CreateBody>,
 ) -> Result<axum::Json<Value>, ApiError> {
     validate_name(&body.template_name)?;
+    if body.tags.as_ref().is_some_and(|t| !t.is_empty()) {
+        return Err(ApiError::invalid_request(
+            "tags on provisioning templates are not supported by this server",
+        ));
+    }
     check_description(&body.description)?;
     check_role(&body.provisioning_role_arn)?;
     let template_type = match &body.template_type {

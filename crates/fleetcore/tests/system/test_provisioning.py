@@ -287,6 +287,59 @@ def test_sdk_create_from_csr_flow(pb, aws, uid, tmp_path):
     publish_telemetry_as(pb, cert_file, key_file, reg.thing_name, f"telemetry/{reg.thing_name}")
 
 
+def cbor(value: dict) -> bytes:
+    import awscrt.cbor
+    e = awscrt.cbor.AwsCborEncoder()
+    e.write_dict(value)
+    return e.get_encoded_data()
+
+
+def uncbor(data: bytes) -> dict:
+    import awscrt.cbor
+    return awscrt.cbor.AwsCborDecoder(data).pop_next_data_item()
+
+
+def raw_answer(rc, topic: str) -> tuple[str, bytes]:
+    """(accepted|rejected, payload) of the answer to `topic` on a raw connection."""
+    import mqttwire as w
+    while True:
+        pk = rc.recv(TIMEOUT)
+        if pk.type != w.PUBLISH:
+            continue
+        if pk.qos:
+            rc.send(w.puback(pk.pid, rc.version))
+        for kind in ("accepted", "rejected"):
+            if pk.topic.decode() == f"{topic}/{kind}":
+                return kind, pk.payload
+
+
+def test_cbor_claim_flow(pb, aws, uid, tmp_path):
+    iot = aws("iot", broker=pb)
+    s = Setup(iot, tmp_path, uid)
+    serial = "cbor" + hashlib.sha1(uid.encode()).hexdigest()[:8]
+    create, provision = "$aws/certificates/create/cbor", f"$aws/provisioning-templates/{s.name}/provision/cbor"
+    rc = TlsRawClient(pb, s.claim_cert, s.claim_key, V5)
+    try:
+        assert rc.connect(f"claim-{serial}").rc == 0
+        rc.subscribe([(f"{t}/{k}", 1) for t in (create, provision) for k in ("accepted", "rejected")])
+        rc.publish(create, cbor({}), qos=0)
+        kind, payload = raw_answer(rc, create)
+        keys = uncbor(payload)
+        assert kind == "accepted" and set(keys) == {
+            "certificateId", "certificatePem", "privateKey", "certificateOwnershipToken"}
+        rc.publish(provision, b"\xff not cbor", qos=0)
+        kind, payload = raw_answer(rc, provision)
+        assert kind == "rejected" and uncbor(payload)["statusCode"] == 400
+        rc.publish(provision, cbor({"certificateOwnershipToken": keys["certificateOwnershipToken"],
+                                    "parameters": {"SerialNumber": serial}}), qos=0)
+        kind, payload = raw_answer(rc, provision)
+        assert (kind, uncbor(payload)) == ("accepted", {
+            "thingName": f"sensor-{serial}",
+            "deviceConfiguration": {"telemetryTopic": f"telemetry/sensor-{serial}"}})
+    finally:
+        rc.close()
+
+
 def test_claim_certificate_can_do_nothing_else(pb, aws, uid, tmp_path):
     iot = aws("iot", broker=pb)
     s = Setup(iot, tmp_path, uid)
