@@ -93,6 +93,9 @@ fi
   'botocore==1.42.50' 'boto3==1.42.50'
 # sns tests: aiosmtpd is the SMTP server email subscriptions are delivered to.
 .venv/bin/python -m pip install -q --disable-pip-version-check 'aiosmtpd>=1.4,<2'
+# fleet provisioning tests: the AWS IoT Device SDK v2 for Python (its iotidentity client; the
+# awscrt wheel is a manylinux binary, nothing to compile).
+.venv/bin/python -m pip install -q --disable-pip-version-check 'awsiotsdk==1.31.0'
 done_stage
 
 # ------------------------------------------------------------------------------------------

@@ -102,6 +102,25 @@ impl ControlPlane {
         self
     }
 
+    /// Adds `routes` to the service `signing_name` (registered before or after): a capability
+    /// contributes its operations to a service another crate serves (fleet provisioning's
+    /// template operations to `iot`). Paths must not overlap the service's own.
+    pub fn service_routes(mut self, signing_name: &str, routes: Router) -> ControlPlane {
+        match self.services.remove(signing_name) {
+            Some(service) => {
+                self.services.insert(
+                    signing_name.to_string(),
+                    Service {
+                        router: service.router.merge(routes),
+                        body_limit: service.body_limit,
+                    },
+                );
+                self
+            }
+            None => self.service(signing_name, routes),
+        }
+    }
+
     /// The whole HTTP router: `/health` and `/metrics` (unauthenticated) and, for every other
     /// path, the dispatcher.
     pub fn into_router(mut self, state: ApiState) -> Router {
@@ -393,6 +412,7 @@ mod tests {
                     axum::Json(serde_json::json!(q))
                 }),
             );
+        let contributed = Router::new().route("/contributed", get(|| async { "contributed" }));
         let iotdata = Router::new().route("/echo/{name}", post(|| async { "iotdata" }));
         let kinesis =
             Router::new().route("/", post(|ctx: RequestContext| async move { ctx.service }));
@@ -414,6 +434,7 @@ mod tests {
             .public(public)
             .service("sns", sns)
             .service("iot", iot)
+            .service_routes("iot", contributed)
             .service("iotdata", iotdata)
             .service_with_body_limit("kinesis", kinesis, 2048)
             .into_router(state)
@@ -579,6 +600,27 @@ mod tests {
                 .is_some_and(|t| t.contains("<Type>Sender</Type>")),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn contributed_routes_join_the_service() {
+        let app = app();
+        let (status, _, body) = call(
+            &app,
+            request("GET", "/contributed", "iot", b"", &[], &admin()),
+        )
+        .await;
+        assert_eq!((status, body), (StatusCode::OK, Value::from("contributed")));
+        // the service's own routes still answer, and other services do not see the addition
+        let (status, _, _) =
+            call(&app, request("POST", "/echo/x", "iot", b"", &[], &admin())).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _, _) = call(
+            &app,
+            request("GET", "/contributed", "iotdata", b"", &[], &admin()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
     }
 
     #[tokio::test]

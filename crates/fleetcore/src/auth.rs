@@ -6,7 +6,7 @@
 //! `--allow-anonymous`): the policy named by `--anonymous-policy` decides, or, without that
 //! flag, everything is allowed.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use fleetcore_api::iotdata::DeviceCaller;
 use fleetcore_core::access::{AllowAll, ConnectionGrant};
@@ -14,7 +14,8 @@ use fleetcore_core::auth::{AuthOutcome, Authenticator, ClientCredentials, Refusa
 use fleetcore_identity::policy::{
     GrantSubject, Policies, PolicyGrant, PolicyVariables, ResourceArns,
 };
-use fleetcore_identity::{IdentityService, certificate_id, peer_identity};
+use fleetcore_identity::{ConnectRefusal, IdentityService, certificate_id, peer_identity};
+use fleetcore_provisioning::jit::{FirstConnection, JustInTime};
 
 /// The principal given to clients without a certificate when anonymous access is allowed.
 pub const ANONYMOUS: &str = "anonymous";
@@ -31,6 +32,9 @@ pub struct IdentityAuthenticator {
     pub allow_anonymous: bool,
     /// The policy that governs anonymous clients; `None` allows them everything.
     pub anonymous_policy: Option<String>,
+    /// Just-in-time provisioning and registration of unregistered certificates from
+    /// registered CAs (set once the broker, which it announces through, is running).
+    pub just_in_time: OnceLock<Arc<JustInTime>>,
 }
 
 fn refused(why: impl Into<String>) -> AuthOutcome {
@@ -115,8 +119,33 @@ impl IdentityAuthenticator {
         })
     }
 
+    /// Gives just-in-time provisioning its chance at a certificate that is not registered;
+    /// `Some` refusal when the connection must not go on.
+    fn first_connection(&self, der: &[u8], id: &str) -> Option<AuthOutcome> {
+        let jit = self.just_in_time.get()?;
+        if !matches!(
+            self.identity.certificate_for_connect(id),
+            Err(ConnectRefusal::Unregistered(_))
+        ) {
+            return None;
+        }
+        match jit.first_connection(der) {
+            Ok(FirstConnection::NotEligible | FirstConnection::Provisioned) => None,
+            Ok(FirstConnection::Registered { certificate_id }) => Some(refused(format!(
+                "certificate {certificate_id} was registered just in time as PENDING_ACTIVATION; it may connect once activated"
+            ))),
+            Err(e) => {
+                tracing::warn!(certificate = %id, reason = %e, "just-in-time provisioning refused a device");
+                Some(refused(format!("just-in-time provisioning failed: {e}")))
+            }
+        }
+    }
+
     fn certificate(&self, der: &[u8], client_id: &str) -> AuthOutcome {
         let id = certificate_id(der);
+        if let Some(refusal) = self.first_connection(der, &id) {
+            return refusal;
+        }
         let common_name = match peer_identity(der) {
             Ok(p) => p.common_name,
             Err(e) => return refused(format!("unreadable client certificate: {e}")),

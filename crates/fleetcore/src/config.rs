@@ -60,6 +60,15 @@ pub struct ServeArgs {
     #[arg(long, env = "FLEETCORE_SHADOW_MAX_STATE_BYTES", value_name = "BYTES")]
     shadow_max_state_bytes: Option<usize>,
 
+    /// How long a fleet-provisioning certificate ownership token stays usable, in seconds (as
+    /// on AWS). [default: 3600]
+    #[arg(
+        long,
+        env = "FLEETCORE_PROVISIONING_TOKEN_TTL_SECS",
+        value_name = "SECONDS"
+    )]
+    provisioning_token_ttl_secs: Option<u64>,
+
     /// The Python interpreter that runs `python3.x` functions (one that can `import boto3`, as
     /// on Lambda). [default: python3]
     #[arg(long, env = "FLEETCORE_FUNCTIONS_PYTHON", value_name = "PROGRAM")]
@@ -364,6 +373,7 @@ pub struct Settings {
     pub wss: Option<SocketAddr>,
     pub https: Option<SocketAddr>,
     pub shadow_max_state_bytes: usize,
+    pub provisioning_token_ttl: std::time::Duration,
     pub ingest_partitions: usize,
     pub functions_python: PathBuf,
     pub functions_node: PathBuf,
@@ -432,6 +442,7 @@ impl ServeArgs {
                 wss,
                 https,
                 shadow_max_state_bytes,
+                provisioning_token_ttl_secs,
                 ingest_partitions,
                 functions_python,
                 functions_node,
@@ -550,6 +561,10 @@ impl ServeArgs {
         if shadow_max_state_bytes == 0 {
             bail!("shadow_max_state_bytes must be at least 1");
         }
+        let provisioning_token_ttl = match self.provisioning_token_ttl_secs.unwrap_or(3600) {
+            0 => bail!("provisioning_token_ttl_secs must be at least 1"),
+            secs => std::time::Duration::from_secs(secs),
+        };
         let ingest_partitions = match self.ingest_partitions {
             Some(n @ 1..=256) => n,
             Some(n) => bail!("ingest_partitions must be between 1 and 256, not {n}"),
@@ -604,6 +619,7 @@ impl ServeArgs {
             wss: address("wss", self.wss, None)?,
             https: address("https", self.https, None)?,
             shadow_max_state_bytes,
+            provisioning_token_ttl,
             ingest_partitions,
             functions_python: self
                 .functions_python

@@ -18,6 +18,9 @@ use fleetcore_identity::{
     credentials::credentials_path,
 };
 use fleetcore_mqtt::broker::{Broker, ListenerKind};
+use fleetcore_provisioning::claim::ClaimFlow;
+use fleetcore_provisioning::jit::JustInTime;
+use fleetcore_provisioning::{Provisioning, ProvisioningConfig};
 use fleetcore_rules::actions::{HttpsClient, HttpsConfig};
 use fleetcore_rules::destinations::TopicRuleDestinations;
 use fleetcore_rules::registry::RuleRegistry;
@@ -140,6 +143,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         arns: ResourceArns::new(&settings.region, &settings.account_id),
         allow_anonymous: settings.allow_anonymous,
         anonymous_policy: settings.anonymous_policy.clone(),
+        just_in_time: std::sync::OnceLock::new(),
     });
     let (broker, loaded) = Broker::start(
         settings.broker.clone(),
@@ -171,6 +175,25 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         Arc::clone(&functions.functions) as Arc<dyn fleetcore_core::FunctionInvoker>,
         http_addr,
     )?;
+    // Fleet provisioning: the claim flow's topics are served through a broker tap, and
+    // unregistered certificates from registered CAs get just-in-time provisioning, before any
+    // listener accepts a client.
+    let provisioning = Arc::new(Provisioning::new(
+        ProvisioningConfig {
+            token_ttl: settings.provisioning_token_ttl,
+            ..ProvisioningConfig::default()
+        },
+        Arc::clone(&store),
+        Arc::clone(&identity),
+        Arc::clone(&policies),
+        Some(Arc::clone(&functions.functions) as Arc<dyn fleetcore_core::FunctionInvoker>),
+    ));
+    ClaimFlow::start(Arc::clone(&provisioning), Arc::clone(broker.router()))
+        .context("starting the fleet provisioning service")?;
+    let _ = authenticator.just_in_time.set(Arc::new(JustInTime::new(
+        Arc::clone(&provisioning),
+        Arc::clone(broker.router()),
+    )));
     // The rules engine: its ingest log is installed before any listener accepts a client.
     let rules_engine = crate::rules::RulesEngine::start(
         data_dir,
@@ -290,6 +313,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         fleetcore_api::firehose::routes(Arc::clone(&archive)),
         fleetcore_api::firehose::BODY_LIMIT,
     )
+    .service_routes("iot", fleetcore_provisioning::api::routes(provisioning))
     .service("iotdata", iotdata::routes(iotdata_state))
     .service_with_body_limit(
         "lambda",

@@ -237,6 +237,15 @@ impl Certificates {
         &self,
         set_as_active: bool,
     ) -> Result<KeysAndCertificate, RegistryError> {
+        self.create_keys_and_certificate_with_status(active_or_inactive(set_as_active))
+    }
+
+    /// [`Certificates::create_keys_and_certificate`] with the status given (fleet provisioning
+    /// issues PENDING_ACTIVATION certificates that its template activates).
+    pub fn create_keys_and_certificate_with_status(
+        &self,
+        status: CertificateStatus,
+    ) -> Result<KeysAndCertificate, RegistryError> {
         let days = (self.pki.ca_not_after() - OffsetDateTime::now_utc())
             .whole_days()
             .clamp(1, i64::from(u32::MAX));
@@ -246,11 +255,6 @@ impl Certificates {
             .issue_client_certificate(ISSUED_COMMON_NAME, days)
             .map_err(|e| RegistryError::Internal(format!("issuing a certificate failed: {e}")))?;
         let parsed = ParsedCertificate::from_pem(&issued.certificate_pem, "issued certificate")?;
-        let status = if set_as_active {
-            CertificateStatus::Active
-        } else {
-            CertificateStatus::Inactive
-        };
         let certificate = self.insert(&parsed, status, None, CertificateMode::Default)?;
         Ok(KeysAndCertificate {
             certificate,
@@ -267,14 +271,47 @@ impl Certificates {
         csr_pem: &str,
         set_as_active: bool,
     ) -> Result<CertificateRecord, RegistryError> {
+        self.create_certificate_from_csr_with_status(csr_pem, active_or_inactive(set_as_active))
+    }
+
+    /// [`Certificates::create_certificate_from_csr`] with the status given.
+    pub fn create_certificate_from_csr_with_status(
+        &self,
+        csr_pem: &str,
+        status: CertificateStatus,
+    ) -> Result<CertificateRecord, RegistryError> {
         let der = x509::sign_csr(&self.pki, csr_pem)?;
         let parsed = ParsedCertificate::from_der(&der)?;
-        let status = if set_as_active {
-            CertificateStatus::Active
-        } else {
-            CertificateStatus::Inactive
-        };
         self.insert(&parsed, status, None, CertificateMode::Default)
+    }
+
+    /// The registered CA that signed the DER certificate `der` (an ACTIVE one first), if any:
+    /// just-in-time registration asks this of an unknown certificate presented over TLS.
+    pub fn registered_issuer_of_der(
+        &self,
+        der: &[u8],
+    ) -> Result<Option<CaCertificateRecord>, RegistryError> {
+        let parsed = ParsedCertificate::from_der(der)?;
+        self.registered_issuer_of(&parsed)
+    }
+
+    /// Registers the DER certificate `der` under the registered CA `ca_id` with `status`
+    /// (just-in-time registration: PENDING_ACTIVATION). The certificate must be valid now.
+    pub fn register_certificate_der(
+        &self,
+        der: &[u8],
+        ca_id: &str,
+        status: CertificateStatus,
+    ) -> Result<CertificateRecord, RegistryError> {
+        let parsed = ParsedCertificate::from_der(der)?;
+        parsed.check_valid_at(OffsetDateTime::now_utc(), "the certificate")?;
+        let ca = self.describe_ca_certificate(ca_id)?;
+        self.insert(
+            &parsed,
+            registration_status(Some(status))?,
+            Some(ca.id),
+            ca.mode,
+        )
     }
 
     /// RegisterCertificate: a device certificate made by a registered CA. With
@@ -537,6 +574,14 @@ impl Certificates {
 }
 
 /// The status a registration asks for, INACTIVE by default.
+fn active_or_inactive(set_as_active: bool) -> CertificateStatus {
+    if set_as_active {
+        CertificateStatus::Active
+    } else {
+        CertificateStatus::Inactive
+    }
+}
+
 fn registration_status(
     status: Option<CertificateStatus>,
 ) -> Result<CertificateStatus, RegistryError> {

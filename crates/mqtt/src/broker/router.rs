@@ -655,7 +655,35 @@ impl Router {
 
     /// Hands an authorized message to the taps whose filters match its topic.
     pub fn tap(&self, message: &Arc<Message>) {
-        self.taps.offer(message);
+        self.taps.offer(message, None);
+    }
+
+    /// Hands a message a client authenticated as `principal` published to the taps.
+    pub fn tap_from_client(&self, message: &Arc<Message>, principal: &str) {
+        self.taps.offer(message, Some(principal));
+    }
+
+    /// Delivers a server-originated answer to the session of `client_id` only, if it is
+    /// subscribed to the topic: request/response services whose answers are meant for the
+    /// requesting connection alone (fleet provisioning's private keys and ownership tokens).
+    /// Not tapped, not ingested, never retained. Returns whether it was queued.
+    pub fn publish_to(&self, client_id: &str, message: Arc<Message>) -> bool {
+        let mut targets = Vec::new();
+        self.targets(&message, &mut targets);
+        let mut queued = false;
+        for (session, delivery) in targets {
+            if &**session.client_id() != client_id {
+                continue;
+            }
+            match session.push_from_server(delivery) {
+                PushOutcome::Queued { .. } => queued = true,
+                PushOutcome::Full(_) => self
+                    .metrics
+                    .dropped(DropReason::QueueFull, session.client_id()),
+                PushOutcome::Dropped(reason) => self.metrics.dropped(reason, session.client_id()),
+            }
+        }
+        queued
     }
 
     /// Installs the durable ingest log (once; later calls are ignored).

@@ -26,6 +26,14 @@ pub trait ServiceTap: Send + Sync + 'static {
     /// A message was published on a topic matching one of the tap's filters. `message.origin`
     /// is the publisher's client id (`None` for server-originated messages). Must not block.
     fn on_message(&self, message: &Arc<Message>);
+
+    /// A client authenticated as `principal` (a certificate id, or `anonymous`) published
+    /// `message`. Services that answer by identity (fleet provisioning) override this; the
+    /// default is [`ServiceTap::on_message`]. Must not block.
+    fn on_client_message(&self, message: &Arc<Message>, principal: &str) {
+        let _ = principal;
+        self.on_message(message);
+    }
 }
 
 /// The registered taps: an append-only list read on every publish without a lock or any
@@ -56,11 +64,11 @@ impl Taps {
     }
 
     /// Hands `message` to every tap whose filters match its topic.
-    pub(super) fn offer(&self, message: &Arc<Message>) {
+    pub(super) fn offer(&self, message: &Arc<Message>, principal: Option<&str>) {
         let n = self.len.load(Ordering::Acquire);
         for slot in &self.slots[..n] {
             if let Some(entry) = slot.get() {
-                entry.offer(message);
+                entry.offer(message, principal);
             }
         }
     }
@@ -78,13 +86,16 @@ impl TapEntry {
     }
 
     /// Hands `message` to the tap when one of its filters matches the topic.
-    pub(super) fn offer(&self, message: &Arc<Message>) {
+    pub(super) fn offer(&self, message: &Arc<Message>, principal: Option<&str>) {
         if self
             .filters
             .iter()
             .any(|f| topic::matches(f, &message.topic))
         {
-            self.tap.on_message(message);
+            match principal {
+                Some(principal) => self.tap.on_client_message(message, principal),
+                None => self.tap.on_message(message),
+            }
         }
     }
 }
@@ -135,9 +146,9 @@ mod tests {
         }
         let extra = Arc::new(Count(AtomicU32::new(0)));
         assert!(taps.add(TapEntry::new(vec!["#".into()], extra)).is_err());
-        taps.offer(&message("$aws/things/a/shadow/update"));
-        taps.offer(&message("t1/x"));
-        taps.offer(&message("elsewhere"));
+        taps.offer(&message("$aws/things/a/shadow/update"), None);
+        taps.offer(&message("t1/x"), Some("cert"));
+        taps.offer(&message("elsewhere"), None);
         let seen: Vec<u32> = counts.iter().map(|c| c.0.load(Ordering::Relaxed)).collect();
         assert_eq!(seen[..3], [1, 1, 0]);
         assert_eq!(seen.iter().sum::<u32>(), 2);

@@ -87,7 +87,7 @@ impl Connection {
             properties: p.properties,
             origin: Some(Arc::clone(&self.client_id)),
         });
-        self.router.tap(&message);
+        self.router.tap_from_client(&message, &self.principal);
         let publisher = Publisher {
             client_id: Some(&self.client_id),
             principal: Some(&self.principal),
