@@ -43,7 +43,7 @@ impl RequestContext {
     pub fn error(&self, error: ApiError) -> ApiError {
         match self.protocol {
             Protocol::RestJson => error,
-            Protocol::Json11 => error.json11(),
+            protocol => error.in_protocol(protocol),
         }
     }
 }

@@ -118,7 +118,9 @@ impl ControlPlane {
             .headers
             .get("x-amz-target")
             .and_then(|v| v.to_str().ok());
-        let protocol = if target.is_some()
+        let protocol = if crate::rpcv2::is_rpc_v2_cbor(&parts.headers) {
+            Protocol::RpcV2Cbor
+        } else if target.is_some()
             || parts
                 .headers
                 .get(header::CONTENT_TYPE)
@@ -210,7 +212,7 @@ async fn read_body(parts: &Parts, body: Body, limit: usize) -> Result<Bytes, Api
 fn shaped(error: ApiError, protocol: Protocol) -> ApiError {
     match protocol {
         Protocol::RestJson => error,
-        Protocol::Json11 => error.json11(),
+        protocol => error.in_protocol(protocol),
     }
 }
 
@@ -288,6 +290,18 @@ fn unknown_operation_error(
             format!("{method} {path} is not an operation of service '{service}'."),
         )
         .json11(),
+        // RPC v2 names the operation in the path.
+        Protocol::RpcV2Cbor => ApiError::new(
+            "UnknownOperationException",
+            StatusCode::BAD_REQUEST,
+            match crate::rpcv2::operation_name(path) {
+                Some(op) => format!(
+                    "Operation {op} of service '{service}' is not implemented by this server."
+                ),
+                None => format!("{method} {path} is not an operation of service '{service}'."),
+            },
+        )
+        .rpc_v2_cbor(),
     }
 }
 
@@ -321,7 +335,7 @@ async fn aws_shaped(
                 ApiError::new("RequestEntityTooLargeException", status, text)
             } else if status.is_server_error() {
                 ApiError::internal(text)
-            } else if protocol == Protocol::Json11 {
+            } else if protocol != Protocol::RestJson {
                 ApiError::new("SerializationException", StatusCode::BAD_REQUEST, text)
             } else {
                 ApiError::invalid_request(text)

@@ -14,6 +14,8 @@ pub enum Protocol {
     RestJson,
     /// JSON 1.1: kinesis, firehose.
     Json11,
+    /// Smithy RPC v2 CBOR: monitoring (CloudWatch). Errors are CBOR maps with `__type`.
+    RpcV2Cbor,
 }
 
 /// An error as AWS reports it: an error code (the exception name SDKs raise), an HTTP status,
@@ -53,6 +55,18 @@ impl ApiError {
     /// Switches the body to the JSON 1.1 shape.
     pub fn json11(mut self) -> ApiError {
         self.protocol = Protocol::Json11;
+        self
+    }
+
+    /// Switches the body to the RPC v2 CBOR shape.
+    pub fn rpc_v2_cbor(mut self) -> ApiError {
+        self.protocol = Protocol::RpcV2Cbor;
+        self
+    }
+
+    /// Switches the body to `protocol`'s shape.
+    pub fn in_protocol(mut self, protocol: Protocol) -> ApiError {
+        self.protocol = protocol;
         self
     }
 
@@ -102,11 +116,14 @@ impl std::error::Error for ApiError {}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if self.protocol == Protocol::RpcV2Cbor {
+            return self.into_cbor_response();
+        }
         let mut body = self.fields;
         body.insert("message".into(), json!(self.message));
         let content_type = match self.protocol {
             Protocol::RestJson => "application/json",
-            Protocol::Json11 => {
+            Protocol::Json11 | Protocol::RpcV2Cbor => {
                 body.insert("__type".into(), json!(self.code));
                 "application/x-amz-json-1.1"
             }
@@ -115,6 +132,29 @@ impl IntoResponse for ApiError {
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         headers.insert("x-amzn-errortype", HeaderValue::from_static(self.code));
+        response
+    }
+}
+
+impl ApiError {
+    /// The RPC v2 CBOR error: a CBOR map with `__type` and `message`, and, because the
+    /// services on this protocol are query-compatible, `x-amzn-query-error: Code;Sender`.
+    fn into_cbor_response(self) -> Response {
+        let mut body = self.fields;
+        body.insert("message".into(), json!(self.message));
+        body.insert("__type".into(), json!(self.code));
+        let fault = if self.status.is_server_error() {
+            "Receiver"
+        } else {
+            "Sender"
+        };
+        let mut response = (self.status, crate::rpcv2::encode(&body)).into_response();
+        let headers = response.headers_mut();
+        crate::rpcv2::response_headers(headers);
+        headers.insert("x-amzn-errortype", HeaderValue::from_static(self.code));
+        if let Ok(value) = HeaderValue::from_str(&format!("{};{fault}", self.code)) {
+            headers.insert("x-amzn-query-error", value);
+        }
         response
     }
 }

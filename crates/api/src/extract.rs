@@ -36,12 +36,12 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
                 Protocol::RestJson => {
                     ApiError::invalid_request(format!("The request body is not valid: {e}"))
                 }
-                Protocol::Json11 => ApiError::new(
+                protocol => ApiError::new(
                     "SerializationException",
                     axum::http::StatusCode::BAD_REQUEST,
                     format!("The request body is not valid: {e}"),
                 )
-                .json11(),
+                .in_protocol(protocol),
             })
     }
 }
