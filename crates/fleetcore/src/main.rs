@@ -6,6 +6,7 @@ mod bench;
 mod cli;
 mod config;
 mod functions;
+mod observe;
 mod open_files;
 mod rules;
 mod serve;

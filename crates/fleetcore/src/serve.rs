@@ -253,6 +253,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         None => None,
     };
 
+    // Observability: the metric store sampled from this process's registry, CloudWatch.
+    let observe = crate::observe::start(&settings, broker.router(), &prometheus)?;
     let http = fleetcore_api::bind(settings.http)
         .await
         .with_context(|| format!("binding the HTTP listener on {}", settings.http))?;
@@ -276,6 +278,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         fleetcore_api::firehose::BODY_LIMIT,
     )
     .service("iotdata", iotdata::routes(iotdata_state))
+    .service(
+        "monitoring",
+        fleetcore_observe::cloudwatch::routes(Arc::clone(&observe.observe)),
+    )
     .service_with_body_limit(
         "lambda",
         fleetcore_functions::api::routes(functions.clone()),
@@ -327,6 +333,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     // No request comes in any more: flush every delivery stream's buffer to the lake.
     archive.shutdown().await;
     upkeep.abort();
+    observe.task.abort();
     tracing::info!("stopped");
     Ok(())
 }
