@@ -33,10 +33,13 @@ pub const DEFAULT_BODY_LIMIT: usize = (1 << 20) + (64 << 10);
 /// The response header carrying the request id.
 pub const REQUEST_ID_HEADER: &str = "x-amzn-requestid";
 
-/// `X-Amz-Target` prefixes of the JSON 1.1 services and their signing names.
+/// `X-Amz-Target` prefixes of the JSON 1.0/1.1 services and their signing names.
 const TARGET_PREFIXES: &[(&str, &str)] = &[
     ("Kinesis_20131202", "kinesis"),
     ("Firehose_20150804", "firehose"),
+    // CloudWatch over JSON 1.0 (what botocore 1.42 picks; RPC v2 CBOR is routed by scope).
+    ("GraniteServiceVersion20100801", "monitoring"),
+    ("Logs_20140328", "logs"),
 ];
 
 /// Largest error body of a service router that is rewritten into an AWS shape.

@@ -7,8 +7,6 @@
 //! JSON-like value first, tags dropped, byte strings as base64, so request types are plain serde
 //! types) and answers [`Cbor<T>`]; [`Timestamp`] serializes as tag 1.
 
-use std::io::Read;
-
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -18,7 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Number, Value};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Protocol};
 
 /// The header that names the protocol.
 pub const PROTOCOL_HEADER: &str = "smithy-protocol";
@@ -28,10 +26,6 @@ pub const PROTOCOL: &str = "rpc-v2-cbor";
 
 /// The content type of bodies.
 pub const CONTENT_TYPE: &str = "application/cbor";
-
-/// Largest decompressed body of a gzip-encoded request (botocore gzips PutMetricData bodies of
-/// 10 KiB and more).
-const INFLATED_LIMIT: u64 = 8 << 20;
 
 /// True when the request speaks this protocol.
 pub fn is_rpc_v2_cbor(headers: &HeaderMap) -> bool {
@@ -59,14 +53,12 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Cbor<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let gzipped = req
-            .headers()
-            .get(header::CONTENT_ENCODING)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+        let headers = req.headers().clone();
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|e| serialization(e.body_text()))?;
-        let bytes = if gzipped { inflate(&bytes)? } else { bytes };
+        let bytes = crate::extract::content_decoded(&headers, bytes)
+            .map_err(|e| e.in_protocol(Protocol::RpcV2Cbor))?;
         decode(&bytes).map(Cbor)
     }
 }
@@ -118,23 +110,6 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
         body.clear();
     }
     body
-}
-
-fn inflate(bytes: &[u8]) -> Result<Bytes, ApiError> {
-    let mut out = Vec::new();
-    flate2::read::GzDecoder::new(bytes)
-        .take(INFLATED_LIMIT + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| serialization(format!("The gzip request body is not valid: {e}")))?;
-    if out.len() as u64 > INFLATED_LIMIT {
-        return Err(ApiError::new(
-            "RequestEntityTooLargeException",
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("The decompressed request body is larger than {INFLATED_LIMIT} bytes."),
-        )
-        .rpc_v2_cbor());
-    }
-    Ok(Bytes::from(out))
 }
 
 fn serialization(message: impl Into<String>) -> ApiError {

@@ -481,7 +481,9 @@ impl ServeArgs {
         };
         let metrics_resolution = self.metrics_resolution.unwrap_or(60);
         if !(1..=3600).contains(&metrics_resolution) {
-            bail!("metrics_resolution must be between 1 and 3600 seconds, not {metrics_resolution}");
+            bail!(
+                "metrics_resolution must be between 1 and 3600 seconds, not {metrics_resolution}"
+            );
         }
         let metrics_retention_days = self.metrics_retention_days.unwrap_or(15);
         if !(1..=455).contains(&metrics_retention_days) {

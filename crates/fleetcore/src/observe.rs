@@ -69,6 +69,10 @@ pub fn start(
     .context("opening the metric store (<data>/metrics)")?;
     let handle = prometheus.clone();
     let task = observe.start(Arc::new(move || handle.render()));
-    tracing::info!(resolution, sample = settings.metrics_sample, "metric store ready");
+    tracing::info!(
+        resolution,
+        sample = settings.metrics_sample,
+        "metric store ready"
+    );
     Ok(Running { observe, task })
 }

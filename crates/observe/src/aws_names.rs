@@ -63,7 +63,12 @@ const MAPPINGS: &[Mapping] = &[
         "Connect.Success",
         &[],
     ),
-    map("fleetcore_rules_matched_total", "AWS/IoT", "TopicMatch", RULE),
+    map(
+        "fleetcore_rules_matched_total",
+        "AWS/IoT",
+        "TopicMatch",
+        RULE,
+    ),
     map(
         "fleetcore_ingest_shed_total",
         "AWS/IoT",

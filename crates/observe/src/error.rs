@@ -51,7 +51,7 @@ store_error!(
 );
 
 impl ObserveError {
-    /// The CloudWatch (query-compatible) error for this failure.
+    /// The CloudWatch (query-compatible) error for this failure; the caller picks the wire.
     pub fn to_api(&self) -> ApiError {
         let (code, status) = match self {
             ObserveError::InvalidParameter(_) => ("InvalidParameterValue", StatusCode::BAD_REQUEST),
@@ -63,21 +63,22 @@ impl ObserveError {
             ObserveError::InvalidDashboard(problems) => {
                 let messages: Vec<serde_json::Value> = problems
                     .iter()
-                    .map(|(path, message)| serde_json::json!({"DataPath": path, "Message": message}))
+                    .map(
+                        |(path, message)| serde_json::json!({"DataPath": path, "Message": message}),
+                    )
                     .collect();
                 return ApiError::new(
                     "InvalidParameterInput",
                     StatusCode::BAD_REQUEST,
                     self.to_string(),
                 )
-                .with_field("dashboardValidationMessages", messages)
-                .rpc_v2_cbor();
+                .with_field("dashboardValidationMessages", messages);
             }
             ObserveError::Store(_) | ObserveError::Stopped => {
                 ("InternalServiceError", StatusCode::INTERNAL_SERVER_ERROR)
             }
         };
-        ApiError::new(code, status, self.to_string()).rpc_v2_cbor()
+        ApiError::new(code, status, self.to_string())
     }
 }
 

@@ -116,7 +116,9 @@ impl Observe {
                     last_prune = now;
                     let store = Arc::clone(&observe.store);
                     match tokio::task::spawn_blocking(move || store.prune(now as i64)).await {
-                        Ok(Ok(n)) if n > 0 => tracing::info!(buckets = n, "expired metric buckets pruned"),
+                        Ok(Ok(n)) if n > 0 => {
+                            tracing::info!(buckets = n, "expired metric buckets pruned")
+                        }
                         Ok(Err(e)) => tracing::warn!(error = %e, "pruning the metric store failed"),
                         _ => {}
                     }

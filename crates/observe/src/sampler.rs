@@ -191,7 +191,11 @@ fleetcore_functions_invocation_seconds_count 2
         );
         assert_eq!(publish_in(&second), Some(15.0));
         let third = sampler.points(TEXT, 20.0);
-        assert_eq!(publish_in(&third), Some(10.0), "a reset counter counts whole");
+        assert_eq!(
+            publish_in(&third),
+            Some(10.0),
+            "a reset counter counts whole"
+        );
         let gauge = third
             .iter()
             .find(|p| p.series.name == "fleetcore_mqtt_connections")

@@ -111,7 +111,10 @@ impl StatSet {
     /// The 32 bytes stored per bucket.
     pub fn to_bytes(self) -> [u8; 32] {
         let mut out = [0u8; 32];
-        for (i, v) in [self.count, self.sum, self.min, self.max].iter().enumerate() {
+        for (i, v) in [self.count, self.sum, self.min, self.max]
+            .iter()
+            .enumerate()
+        {
             out[i * 8..(i + 1) * 8].copy_from_slice(&v.to_le_bytes());
         }
         out

@@ -166,7 +166,7 @@ def test_dashboards_round_trip_and_bodies_are_validated(aws, uid):
     messages = e.value.response["dashboardValidationMessages"]
     assert messages[0]["DataPath"] == "/widgets/0/type"
     cw.delete_dashboards(DashboardNames=[uid])
-    with pytest.raises(cw.exceptions.DashboardNotFoundError):
+    with pytest.raises(cw.exceptions.ResourceNotFound):  # DashboardNotFoundError's code
         cw.get_dashboard(DashboardName=uid)
 
 

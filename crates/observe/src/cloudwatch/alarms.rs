@@ -238,8 +238,13 @@ impl Alarms {
         };
         let key = metric.key()?;
         let period = input.period.ok_or_else(|| missing("Period"))?;
-        if period < 10 || (period >= 60 && period % 60 != 0) || (period < 60 && ![10, 30].contains(&period)) {
-            return Err(invalid("The period must be 10, 30 or a multiple of 60 seconds."));
+        if period < 10
+            || (period >= 60 && period % 60 != 0)
+            || (period < 60 && ![10, 30].contains(&period))
+        {
+            return Err(invalid(
+                "The period must be 10, 30 or a multiple of 60 seconds.",
+            ));
         }
         let evaluation_periods = input
             .evaluation_periods
@@ -301,9 +306,7 @@ impl Alarms {
                 .map_or("Unchecked: Initial alarm creation".into(), |a| {
                     a.state_reason.clone()
                 }),
-            state_updated_timestamp: existing
-                .as_ref()
-                .map_or(now, |a| a.state_updated_timestamp),
+            state_updated_timestamp: existing.as_ref().map_or(now, |a| a.state_updated_timestamp),
             alarm_configuration_updated_timestamp: now,
             metric_name: key.name,
             namespace: key.namespace,
@@ -398,7 +401,12 @@ impl Alarms {
                     .as_deref()
                     .is_none_or(|p| a.alarm_name.starts_with(p))
             })
-            .filter(|a| input.state_value.as_deref().is_none_or(|s| a.state_value == s))
+            .filter(|a| {
+                input
+                    .state_value
+                    .as_deref()
+                    .is_none_or(|s| a.state_value == s)
+            })
             .filter(|a| {
                 input.action_prefix.as_deref().is_none_or(|p| {
                     a.alarm_actions
@@ -441,18 +449,21 @@ impl Alarms {
 
     /// SetAlarmState: sets the state until the next evaluation; actions run on a change.
     pub async fn set_state(&self, input: SetStateInput) -> Result<Json, ObserveError> {
-        let name = input.alarm_name.ok_or_else(|| {
-            ObserveError::MissingParameter("AlarmName is required.".into())
-        })?;
-        let state = input.state_value.ok_or_else(|| {
-            ObserveError::MissingParameter("StateValue is required.".into())
-        })?;
+        let name = input
+            .alarm_name
+            .ok_or_else(|| ObserveError::MissingParameter("AlarmName is required.".into()))?;
+        let state = input
+            .state_value
+            .ok_or_else(|| ObserveError::MissingParameter("StateValue is required.".into()))?;
         if !STATES.contains(&state.as_str()) {
-            return Err(invalid(format!("StateValue must be one of {}.", STATES.join(", "))));
+            return Err(invalid(format!(
+                "StateValue must be one of {}.",
+                STATES.join(", ")
+            )));
         }
-        let reason = input.state_reason.ok_or_else(|| {
-            ObserveError::MissingParameter("StateReason is required.".into())
-        })?;
+        let reason = input
+            .state_reason
+            .ok_or_else(|| ObserveError::MissingParameter("StateReason is required.".into()))?;
         let change = {
             let _guard = self.lock.lock();
             let alarm = self
@@ -551,7 +562,11 @@ impl Alarms {
     }
 
     /// The state `alarm` should be in at `now` and why (`None`: keep it).
-    fn judge(&self, alarm: &Alarm, now: f64) -> Result<(Option<&'static str>, String), ObserveError> {
+    fn judge(
+        &self,
+        alarm: &Alarm,
+        now: f64,
+    ) -> Result<(Option<&'static str>, String), ObserveError> {
         let period = alarm.period;
         let end = (now as i64).div_euclid(period) * period;
         let start = end - period * alarm.evaluation_periods;
@@ -572,8 +587,14 @@ impl Alarms {
         let missing = values.len() - present.len();
         if present.is_empty() {
             return Ok(match alarm.treat_missing_data.as_str() {
-                "breaching" => (Some("ALARM"), self.reason(alarm, &present, "missing data treated as breaching")),
-                "notBreaching" => (Some("OK"), self.reason(alarm, &present, "missing data treated as not breaching")),
+                "breaching" => (
+                    Some("ALARM"),
+                    self.reason(alarm, &present, "missing data treated as breaching"),
+                ),
+                "notBreaching" => (
+                    Some("OK"),
+                    self.reason(alarm, &present, "missing data treated as not breaching"),
+                ),
                 "ignore" => (None, String::new()),
                 _ => (
                     Some("INSUFFICIENT_DATA"),
@@ -653,7 +674,9 @@ impl Alarms {
             if let Some(topic) = mqtt_topic(arn) {
                 match &self.mqtt {
                     Some(mqtt) => mqtt.publish(topic, message.to_string().into_bytes()),
-                    None => tracing::warn!(alarm = %alarm.alarm_name, %arn, "no broker for the alarm action"),
+                    None => {
+                        tracing::warn!(alarm = %alarm.alarm_name, %arn, "no broker for the alarm action")
+                    }
                 }
             } else if let Some(topics) = &self.topics {
                 let notification = Notification {
@@ -693,7 +716,10 @@ fn describe_one(a: &Alarm) -> Json {
     let mut v = serde_json::to_value(a).unwrap_or_default();
     if let Some(map) = v.as_object_mut() {
         map.remove("HistorySeq");
-        map.insert("StateTransitionedTimestamp".into(), json!(a.state_updated_timestamp));
+        map.insert(
+            "StateTransitionedTimestamp".into(),
+            json!(a.state_updated_timestamp),
+        );
         map.retain(|_, v| !v.is_null());
     }
     v

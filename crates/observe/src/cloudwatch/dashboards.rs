@@ -72,14 +72,10 @@ pub fn validate(body: &str) -> Vec<(String, String)> {
         };
         match w.get("type").and_then(Json::as_str) {
             Some(t) if WIDGET_TYPES.contains(&t) => {}
-            Some(t) => problems.push((
-                format!("{path}/type"),
-                format!("Invalid widget type '{t}'"),
-            )),
-            None => problems.push((
-                path.clone(),
-                "Should have required property 'type'".into(),
-            )),
+            Some(t) => {
+                problems.push((format!("{path}/type"), format!("Invalid widget type '{t}'")))
+            }
+            None => problems.push((path.clone(), "Should have required property 'type'".into())),
         }
         for field in ["x", "y", "width", "height"] {
             if let Some(v) = w.get(field)
@@ -236,7 +232,10 @@ mod tests {
             validate(r#"{"widgets":[{"type":"metric","x":0,"y":0,"width":6,"height":6,"properties":{"metrics":[["AWS/IoT","PublishIn.Success"]]}}]}"#)
                 .is_empty()
         );
-        assert_eq!(validate("{}")[0].1, "Should have required property 'widgets'");
+        assert_eq!(
+            validate("{}")[0].1,
+            "Should have required property 'widgets'"
+        );
         let problems = validate(r#"{"widgets":[{"type":"pie","x":-1}]}"#);
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert_eq!(problems[0].0, "/widgets/0/type");

@@ -41,10 +41,9 @@ fn tokenize(text: &str) -> Result<Vec<Token>, ObserveError> {
                 i += 1;
             }
             let text: String = chars[start..i].iter().collect();
-            tokens.push(Token::Number(
-                text.parse()
-                    .map_err(|_| invalid(format!("Invalid number {text} in expression.")))?,
-            ));
+            tokens.push(Token::Number(text.parse().map_err(|_| {
+                invalid(format!("Invalid number {text} in expression."))
+            })?));
         } else if c.is_alphanumeric() || c == '_' {
             let start = i;
             while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
@@ -206,7 +205,11 @@ fn binary(op: char, left: Value, right: Value) -> Result<Value, ObserveError> {
                 .filter(|(_, v)| v.is_finite())
                 .collect(),
         ),
-        _ => return Err(invalid("Arithmetic on arrays of time series is not supported.")),
+        _ => {
+            return Err(invalid(
+                "Arithmetic on arrays of time series is not supported.",
+            ));
+        }
     })
 }
 
@@ -224,9 +227,9 @@ fn function(name: &str, argument: Value) -> Result<Value, ObserveError> {
         })
     };
     match (name, argument) {
-        ("SUM" | "AVG" | "MIN" | "MAX", Value::Series(s)) => {
-            Ok(Value::Scalar(reduce(&mut s.values().copied()).unwrap_or(f64::NAN)))
-        }
+        ("SUM" | "AVG" | "MIN" | "MAX", Value::Series(s)) => Ok(Value::Scalar(
+            reduce(&mut s.values().copied()).unwrap_or(f64::NAN),
+        )),
         ("SUM" | "AVG" | "MIN" | "MAX", Value::Array(all)) => {
             let mut by_time: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
             for series in &all {
@@ -291,8 +294,14 @@ mod tests {
 
     #[test]
     fn functions_reduce_series_and_arrays() {
-        assert_eq!(evaluate("SUM(m1)", &ids()).expect("sum"), Value::Scalar(10.0));
-        assert_eq!(evaluate("MAX(m2)", &ids()).expect("max"), Value::Scalar(20.0));
+        assert_eq!(
+            evaluate("SUM(m1)", &ids()).expect("sum"),
+            Value::Scalar(10.0)
+        );
+        assert_eq!(
+            evaluate("MAX(m2)", &ids()).expect("max"),
+            Value::Scalar(20.0)
+        );
         assert_eq!(
             evaluate("AVG([m1, m2])", &ids()).expect("avg"),
             Value::Series(BTreeMap::from([(0, 5.5), (60, 11.5), (120, 6.0)]))

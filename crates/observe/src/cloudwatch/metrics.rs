@@ -150,7 +150,9 @@ fn check_value(v: f64) -> Result<f64, ObserveError> {
     if v.is_finite() && v.abs() <= 2f64.powi(360) {
         Ok(v)
     } else {
-        Err(invalid(format!("The value {v} is out of CloudWatch's range.")))
+        Err(invalid(format!(
+            "The value {v} is out of CloudWatch's range."
+        )))
     }
 }
 
@@ -278,7 +280,9 @@ pub fn period_stats(
 }
 
 fn check_period(period: i64, start: i64, end: i64) -> Result<(), ObserveError> {
-    if period <= 0 || (period >= 60 && period % 60 != 0) || (period < 60 && ![1, 5, 10, 30].contains(&period))
+    if period <= 0
+        || (period >= 60 && period % 60 != 0)
+        || (period < 60 && ![1, 5, 10, 30].contains(&period))
     {
         return Err(invalid(
             "The period must be 1, 5, 10, 30 or a multiple of 60 seconds.",
