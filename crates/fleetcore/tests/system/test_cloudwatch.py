@@ -263,3 +263,63 @@ def test_aws_cli_puts_and_reads_metrics(aws_cli, uid):
     assert [p["Sum"] for p in out["Datapoints"]] == [7.0]
     listed = aws_cli("cloudwatch", "list-metrics", "--namespace", ns)
     assert [m["MetricName"] for m in listed["Metrics"]] == ["cli"]
+
+
+@pytest.fixture
+def cbor_cloudwatch(tmp_path, broker):
+    """A boto3 cloudwatch client that speaks Smithy RPC v2 CBOR (botocore's own serializer and
+    parser for it): the same model with `protocols` narrowed to smithy-rpc-v2-cbor, as newer SDKs
+    pick it."""
+    import boto3
+    import botocore.session
+    from botocore.config import Config
+
+    from conftest import admin_credentials
+
+    loader = botocore.session.get_session().get_component("data_loader")
+    model = loader.load_service_model("cloudwatch", "service-2")
+    model["metadata"]["protocols"] = ["smithy-rpc-v2-cbor"]
+    model["metadata"]["protocol"] = "smithy-rpc-v2-cbor"
+    version = model["metadata"]["apiVersion"]
+    target = tmp_path / "models" / "cloudwatch" / version
+    target.mkdir(parents=True)
+    (target / "service-2.json").write_text(json.dumps(model))
+    core = botocore.session.get_session()
+    core.get_component("data_loader").search_paths.insert(0, str(tmp_path / "models"))
+    key, secret = admin_credentials(broker)
+    session = boto3.session.Session(botocore_session=core, aws_access_key_id=key,
+                                    aws_secret_access_key=secret, region_name="us-east-1")
+    client = session.client("cloudwatch", endpoint_url=broker.http_base,
+                            config=Config(retries={"max_attempts": 1}))
+    assert client.meta.service_model.resolved_protocol == "smithy-rpc-v2-cbor"
+    return client
+
+
+def test_the_rpc_v2_cbor_wire_works_too(cbor_cloudwatch, uid):
+    cw = cbor_cloudwatch
+    sent = []
+    cw.meta.events.register("before-send", lambda request, **kw: sent.append(request))
+    ns = f"Test/{uid}"
+    t0 = minute_start()
+    cw.put_metric_data(Namespace=ns, MetricData=[
+        {"MetricName": "c", "Timestamp": t0, "Value": 2.5},
+        {"MetricName": "c", "Timestamp": t0 + timedelta(seconds=1), "Value": 0.5}])
+    assert sent[0].url.endswith("/service/GraniteServiceVersion20100801/operation/PutMetricData")
+    assert sent[0].headers["smithy-protocol"] == b"rpc-v2-cbor"
+    stats = cw.get_metric_statistics(
+        Namespace=ns, MetricName="c", StartTime=t0, EndTime=t0 + timedelta(minutes=1),
+        Period=60, Statistics=["Sum", "SampleCount"])
+    assert stats["Datapoints"] == [{"Timestamp": t0, "Sum": 3.0, "SampleCount": 2.0,
+                                    "Unit": "None"}]
+    data = cw.get_metric_data(
+        StartTime=t0, EndTime=t0 + timedelta(minutes=1),
+        MetricDataQueries=[{"Id": "m", "MetricStat": {"Metric": {"Namespace": ns, "MetricName": "c"},
+                                                      "Period": 60, "Stat": "Average"}}])
+    result = data["MetricDataResults"][0]
+    assert result["Timestamps"] == [t0] and result["Values"] == [1.5]
+    with pytest.raises(cw.exceptions.InvalidParameterValueException):
+        cw.put_metric_data(Namespace=ns, MetricData=[
+            {"MetricName": "c", "Value": 1.0, "StorageResolution": 5}])
+    with pytest.raises(ClientError) as e:
+        cw.describe_anomaly_detectors()
+    assert code(e.value) == "UnknownOperationException"
