@@ -50,6 +50,7 @@ pub fn start(
     let resolution = settings.metrics_resolution as i64;
     let config = ObserveConfig {
         dir: settings.data_dir.join("metrics"),
+        logs_dir: settings.data_dir.join("logs"),
         retention: Retention {
             resolution,
             raw: settings.metrics_retention_days as i64 * 86_400,
@@ -67,6 +68,8 @@ pub fn start(
         Some(Arc::new(BrokerPublisher(Arc::clone(router)))),
     )
     .context("opening the metric store (<data>/metrics)")?;
+    // The platform's failure events go to AWSIotLogsV2 from here on.
+    fleetcore_observe::logs::platform::start_writer(Arc::clone(&observe.logs));
     let handle = prometheus.clone();
     let task = observe.start(Arc::new(move || handle.render()));
     tracing::info!(

@@ -43,6 +43,27 @@ pub fn init_logging(filter: &str) {
         .try_init();
 }
 
+/// [`init_logging`] for `serve`, plus the layer that copies the platform's failure events
+/// (rules, authorization) into CloudWatch Logs' `AWSIotLogsV2` (it sees INFO and above whatever
+/// `filter` says, so a quieter stderr does not silence them).
+pub fn init_serve_logging(filter: &str, account_id: &str) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_filter(filter);
+    let platform = fleetcore_observe::logs::platform::PlatformLogLayer::new(account_id)
+        .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
+    let _ = tracing_subscriber::registry()
+        .with(stderr)
+        .with(platform)
+        .try_init();
+}
+
 fn create_data_dir(settings: &Settings) -> anyhow::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
@@ -281,6 +302,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     .service(
         "monitoring",
         fleetcore_observe::cloudwatch::routes(Arc::clone(&observe.observe)),
+    )
+    .service(
+        "logs",
+        fleetcore_observe::logs::routes(Arc::clone(&observe.observe.logs)),
     )
     .service_with_body_limit(
         "lambda",

@@ -1,7 +1,7 @@
 //! Observability for fleetcore: the embedded metric store in `<data>/metrics/`, filled by a
 //! sampler that reads the platform's own metrics registry every resolution period (also under
 //! AWS's namespaces and names), and the CloudWatch service (`monitoring`) over it: metrics,
-//! metric math, alarms with their evaluator, dashboards.
+//! metric math, alarms with their evaluator, dashboards; and CloudWatch Logs (`logs`).
 //!
 //! ```text
 //! let observe = Observe::open(config, topics, mqtt)?;
@@ -12,6 +12,7 @@
 pub mod aws_names;
 pub mod cloudwatch;
 pub mod error;
+pub mod logs;
 pub mod sampler;
 pub mod series;
 pub mod store;
@@ -35,6 +36,8 @@ use cloudwatch::dashboards::Dashboards;
 pub struct ObserveConfig {
     /// `<data>/metrics`.
     pub dir: PathBuf,
+    /// `<data>/logs`.
+    pub logs_dir: PathBuf,
     /// Bucketing and retention; `retention.resolution` is also the sampling interval.
     pub retention: Retention,
     /// Whether the sampler stores the platform's own metrics (the CloudWatch API works either
@@ -54,6 +57,8 @@ pub struct Observe {
     pub alarms: Alarms,
     /// The dashboards.
     pub dashboards: Dashboards,
+    /// The log groups (CloudWatch Logs).
+    pub logs: Arc<logs::LogStore>,
     config: ObserveConfig,
 }
 
@@ -78,10 +83,13 @@ impl Observe {
             &config.account_id,
         )?;
         let dashboards = Dashboards::open(db)?;
+        let logs = logs::LogStore::open(&config.logs_dir, &config.region, &config.account_id)
+            .map_err(|e| ObserveError::Store(e.to_string()))?;
         Ok(Arc::new(Observe {
             store,
             alarms,
             dashboards,
+            logs: Arc::new(logs),
             config,
         }))
     }
