@@ -82,6 +82,8 @@ pub struct RuleTargets {
     pub topic_rule_destinations: Arc<TopicRuleDestinations>,
     /// The functions (the lambda action).
     pub functions: Arc<dyn FunctionInvoker>,
+    /// CloudWatch (the cloudwatch* actions).
+    pub cloudwatch: Arc<dyn fleetcore_core::CloudWatchSink>,
 }
 
 impl RulesEngine {
@@ -101,6 +103,7 @@ impl RulesEngine {
             shadows,
             topic_rule_destinations,
             functions,
+            cloudwatch,
         } = targets;
         let https = topic_rule_destinations.https().clone();
         let dir = data_dir.join("ingest");
@@ -140,6 +143,7 @@ impl RulesEngine {
                 https,
                 topic_rule_destinations,
                 functions: Some(functions),
+                cloudwatch: Some(cloudwatch),
             },
             RuleEnv {
                 shadows: Some(Arc::new(Shadows(shadows))),

@@ -174,6 +174,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     // Functions (Lambda): their SDK calls reach this server's HTTP API with the admin
     // credentials.
     let functions = crate::functions::start(&settings, &credentials, &store, &streams)?;
+    // Observability: the metric store sampled from this process's registry, CloudWatch.
+    let observe = crate::observe::start(&settings, broker.router(), &prometheus)?;
     // The rules engine: its ingest log is installed before any listener accepts a client.
     let rules_engine = crate::rules::RulesEngine::start(
         data_dir,
@@ -186,6 +188,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             shadows: shadows.clone(),
             topic_rule_destinations: Arc::clone(&topic_rule_destinations),
             functions: Arc::clone(&functions.functions) as Arc<dyn fleetcore_core::FunctionInvoker>,
+            cloudwatch: Arc::clone(&observe.observe) as Arc<dyn fleetcore_core::CloudWatchSink>,
         },
     )
     .await
@@ -274,8 +277,6 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         None => None,
     };
 
-    // Observability: the metric store sampled from this process's registry, CloudWatch.
-    let observe = crate::observe::start(&settings, broker.router(), &prometheus)?;
     let http = fleetcore_api::bind(settings.http)
         .await
         .with_context(|| format!("binding the HTTP listener on {}", settings.http))?;

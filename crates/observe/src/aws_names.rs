@@ -87,8 +87,10 @@ const MAPPINGS: &[Mapping] = &[
         "Failure",
         RULE_ACTION,
     ),
+    // The stream store counts all streams together (no `stream` label yet): AWS's
+    // stream-less aggregate.
     map(
-        "fleetcore_kinesis_incoming_records_total",
+        "fleetcore_stream_records_appended_total",
         "AWS/Kinesis",
         "IncomingRecords",
         STREAM,
@@ -96,18 +98,12 @@ const MAPPINGS: &[Mapping] = &[
     Mapping {
         unit: "Bytes",
         ..map(
-            "fleetcore_kinesis_incoming_bytes_total",
+            "fleetcore_stream_bytes_appended_total",
             "AWS/Kinesis",
             "IncomingBytes",
             STREAM,
         )
     },
-    map(
-        "fleetcore_kinesis_get_records_total",
-        "AWS/Kinesis",
-        "GetRecords.Records",
-        STREAM,
-    ),
     map(
         "fleetcore_archive_incoming_records_total",
         "AWS/Firehose",
@@ -129,6 +125,8 @@ const MAPPINGS: &[Mapping] = &[
             DELIVERY_STREAM,
         )
     },
+    // The functions count all functions together (no `function` label yet): AWS's
+    // function-less aggregate.
     map(
         "fleetcore_functions_invocations_total",
         "AWS/Lambda",
@@ -139,12 +137,6 @@ const MAPPINGS: &[Mapping] = &[
         "fleetcore_functions_failures_total",
         "AWS/Lambda",
         "Errors",
-        FUNCTION,
-    ),
-    map(
-        "fleetcore_functions_throttles_total",
-        "AWS/Lambda",
-        "Throttles",
         FUNCTION,
     ),
     Mapping {

@@ -15,6 +15,7 @@ pub mod error;
 pub mod logs;
 pub mod sampler;
 pub mod series;
+mod sink;
 pub mod store;
 
 use std::path::PathBuf;

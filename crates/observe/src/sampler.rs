@@ -113,7 +113,7 @@ impl Sampler {
     /// the first reading: counters start at zero with the process), gauges as they are.
     pub fn points(&mut self, text: &str, period_start: f64) -> Vec<Point> {
         let samples = parse_exposition(text);
-        let mut points = Vec::with_capacity(samples.len() * 2);
+        let mut values = Vec::with_capacity(samples.len());
         for sample in &samples {
             let value = if sample.cumulative {
                 let key = format!("{}{:?}", sample.name, sample.labels);
@@ -127,22 +127,50 @@ impl Sampler {
             } else {
                 sample.value
             };
-            let point = |series: SeriesKey, unit: &str, value: f64| Point {
-                series,
-                unit: Some(unit.to_string()),
-                timestamp: period_start,
-                stats: StatSet::one(value),
-                high_resolution: false,
-            };
+            values.push(value);
+        }
+        let mut points = Vec::with_capacity(samples.len() * 2);
+        let point = |series: SeriesKey, unit: &str, stats: StatSet| Point {
+            series,
+            unit: Some(unit.to_string()),
+            timestamp: period_start,
+            stats,
+            high_resolution: false,
+        };
+        for (sample, &value) in samples.iter().zip(&values) {
             let unit = if sample.cumulative { "Count" } else { "None" };
             points.push(point(
                 SeriesKey::new(NAMESPACE, &sample.name, sample.labels.clone()),
                 unit,
-                value,
+                StatSet::one(value),
             ));
-            if let Some(aws) = aws_names::aws_series(&sample.name, &sample.labels) {
-                points.push(point(aws.series, aws.unit, value * aws.scale));
-            }
+            let Some(aws) = aws_names::aws_series(&sample.name, &sample.labels) else {
+                continue;
+            };
+            // A summary's sum is spread over its events (Lambda Duration: one value per
+            // invocation, so Average is the mean duration); no events, no datapoint.
+            let stats = match sample.name.strip_suffix("_sum") {
+                Some(base) if sample.cumulative => {
+                    let count_name = format!("{base}_count");
+                    let count = samples
+                        .iter()
+                        .zip(&values)
+                        .find(|(s, _)| s.name == count_name && s.labels == sample.labels)
+                        .map_or(0.0, |(_, v)| *v);
+                    if count <= 0.0 {
+                        continue;
+                    }
+                    let mean = value * aws.scale / count;
+                    StatSet {
+                        count,
+                        sum: value * aws.scale,
+                        min: mean,
+                        max: mean,
+                    }
+                }
+                _ => StatSet::one(value * aws.scale),
+            };
+            points.push(point(aws.series, aws.unit, stats));
         }
         points
     }
@@ -201,6 +229,16 @@ fleetcore_functions_invocation_seconds_count 2
             .find(|p| p.series.name == "fleetcore_mqtt_connections")
             .expect("gauge");
         assert_eq!(gauge.stats.sum, 3.0);
+        let duration = first
+            .iter()
+            .find(|p| p.series.name == "Duration")
+            .expect("Duration");
+        assert_eq!(duration.stats.count, 2.0);
+        assert_eq!(duration.stats.statistic("Average"), Some(250.0));
+        assert!(
+            !second.iter().any(|p| p.series.name == "Duration"),
+            "no invocations, no Duration"
+        );
         let topic_match = third
             .iter()
             .find(|p| p.series.name == "TopicMatch")

@@ -307,10 +307,10 @@ impl Writer {
                     (&mut hourly, ts.div_euclid(HOUR) * HOUR),
                 ] {
                     let mut stats = point.stats;
-                    if let Some(old) = table.get((id, bucket))? {
-                        if let Some(old) = StatSet::from_bytes(old.value()) {
-                            stats.merge(&old);
-                        }
+                    if let Some(old) = table.get((id, bucket))?
+                        && let Some(old) = StatSet::from_bytes(old.value())
+                    {
+                        stats.merge(&old);
                     }
                     table.insert((id, bucket), stats.to_bytes().as_slice())?;
                 }

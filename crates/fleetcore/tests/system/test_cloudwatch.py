@@ -323,3 +323,56 @@ def test_the_rpc_v2_cbor_wire_works_too(cbor_cloudwatch, uid):
     with pytest.raises(ClientError) as e:
         cw.describe_anomaly_detectors()
     assert code(e.value) == "UnknownOperationException"
+
+
+def test_rule_actions_write_metrics_logs_and_alarm_states(aws, clients, uid):
+    from test_rules_engine import create_rule, rule_name
+
+    iot, cw, logs = aws("iot"), aws("cloudwatch"), aws("logs")
+    role = f"arn:aws:iam::{ACCOUNT}:role/rules"
+    ns = f"Rules/{uid}"
+    group = f"/rules/{uid}"
+    alarm = f"{uid}-alarm"
+    cw.put_metric_alarm(AlarmName=alarm, Namespace=ns, MetricName="unused", Statistic="Sum",
+                        Period=60, EvaluationPeriods=1, Threshold=1,
+                        ComparisonOperator="GreaterThanThreshold", TreatMissingData="ignore")
+    rule = rule_name(uid)
+    create_rule(iot, rule, f"SELECT temp, state FROM 'cw/{uid}/+'", [
+        {"cloudwatchMetric": {"roleArn": role, "metricNamespace": ns,
+                              "metricName": "${topic(3)}", "metricValue": "${temp}",
+                              "metricUnit": "Count"}},
+        {"cloudwatchLogs": {"roleArn": role, "logGroupName": group}},
+        {"cloudwatchAlarm": {"roleArn": role, "alarmName": alarm, "stateValue": "${state}",
+                             "stateReason": "set by rule ${topic(3)}"}},
+    ])
+    pub = clients(V5, client_id=f"{uid}-pub")
+    pub.publish(f"cw/{uid}/dev1", json.dumps({"temp": 21.5, "state": "ALARM"}).encode(), qos=1)
+    pub.publish(f"cw/{uid}/dev1", json.dumps({"temp": 3.5, "state": "ALARM"}).encode(), qos=1)
+
+    def metric_sum():
+        stats = cw.get_metric_statistics(
+            Namespace=ns, MetricName="dev1", StartTime=minute_start(),
+            EndTime=datetime.now(timezone.utc) + timedelta(minutes=1), Period=60,
+            Statistics=["Sum"])
+        return sum(p["Sum"] for p in stats["Datapoints"])
+
+    wait_until(lambda: metric_sum() == 25.0, timeout=30, what="the rule's metric values")
+
+    def logged():
+        try:
+            return logs.filter_log_events(logGroupName=group)["events"]
+        except ClientError:
+            return None
+
+    events = wait_until(lambda: (e := logged()) and len(e) == 2 and e, timeout=30,
+                        what="the rule's log events")
+    assert sorted(json.loads(e["message"])["temp"] for e in events) == [3.5, 21.5]
+    state = wait_until(lambda: cw.describe_alarms(AlarmNames=[alarm], StateValue="ALARM")
+                       ["MetricAlarms"], timeout=30, what="the alarm set by the rule")
+    assert state[0]["StateReason"] == "set by rule dev1"
+    # the kinds are no longer refused as a missing capability; bad members still are
+    with pytest.raises(iot.exceptions.InvalidRequestException):
+        create_rule(iot, f"{rule}_bad", f"SELECT * FROM 'cw/{uid}/x'",
+                    [{"cloudwatchMetric": {"roleArn": role, "metricNamespace": ns,
+                                           "metricName": "m", "metricValue": "${temp",
+                                           "metricUnit": "Count"}}])

@@ -79,7 +79,7 @@ pub fn validate(body: &str) -> Vec<(String, String)> {
         }
         for field in ["x", "y", "width", "height"] {
             if let Some(v) = w.get(field)
-                && !v.as_u64().is_some_and(|n| n <= 1000)
+                && v.as_u64().is_none_or(|n| n > 1000)
             {
                 problems.push((
                     format!("{path}/{field}"),
