@@ -1,4 +1,5 @@
-//! Smithy RPC v2 CBOR, the protocol botocore picks for CloudWatch (`monitoring`): every call is
+//! Smithy RPC v2 CBOR, the protocol newer AWS SDKs use for CloudWatch (`monitoring`; botocore
+//! 1.42.50 lists it but picks JSON 1.0, which `crates/observe` serves too): every call is
 //! `POST /service/{ServiceShape}/operation/{Operation}` with the header
 //! `smithy-protocol: rpc-v2-cbor` and a CBOR body; answers and errors are CBOR too, errors
 //! carrying `__type`. Timestamps travel as CBOR tag 1 (epoch seconds, integer or float).
