@@ -92,8 +92,20 @@ struct Batch {
 pub struct MetricStore {
     db: Arc<Database>,
     retention: Retention,
-    queue: SyncSender<Batch>,
+    /// `None` only while dropping: closing it stops the writer.
+    queue: Option<SyncSender<Batch>>,
+    writer: Option<std::thread::JoinHandle<()>>,
     ids: Arc<RwLock<HashMap<String, u64>>>,
+}
+
+impl Drop for MetricStore {
+    /// Stops the writer (after its current commit) so the file is released on return.
+    fn drop(&mut self) {
+        self.queue.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
 }
 
 impl MetricStore {
@@ -126,13 +138,14 @@ impl MetricStore {
             ids: Arc::clone(&ids),
             retention,
         };
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("metric-store".into())
             .spawn(move || writer.run(receiver))?;
         Ok(MetricStore {
             db,
             retention,
-            queue,
+            queue: Some(queue),
+            writer: Some(writer),
             ids,
         })
     }
@@ -149,8 +162,9 @@ impl MetricStore {
         }
         let (done, committed) = oneshot::channel();
         let mut batch = Batch { points, done };
+        let queue = self.queue.as_ref().ok_or(ObserveError::Stopped)?;
         loop {
-            match self.queue.try_send(batch) {
+            match queue.try_send(batch) {
                 Ok(()) => break,
                 Err(TrySendError::Full(back)) => {
                     batch = back;
