@@ -44,10 +44,10 @@ impl RequestContext {
     pub fn error(&self, error: ApiError) -> ApiError {
         match self.protocol {
             Protocol::RestJson => error,
-            Protocol::Json11 => error.json11(),
             Protocol::Query => error
                 .with_field("RequestId", self.request_id.as_str())
-                .query(),
+                .in_protocol(Protocol::Query),
+            protocol => error.in_protocol(protocol),
         }
     }
 }

@@ -35,10 +35,13 @@ pub const DEFAULT_BODY_LIMIT: usize = (1 << 20) + (64 << 10);
 /// The response header carrying the request id.
 pub const REQUEST_ID_HEADER: &str = "x-amzn-requestid";
 
-/// `X-Amz-Target` prefixes of the JSON 1.1 services and their signing names.
+/// `X-Amz-Target` prefixes of the JSON 1.0/1.1 services and their signing names.
 const TARGET_PREFIXES: &[(&str, &str)] = &[
     ("Kinesis_20131202", "kinesis"),
     ("Firehose_20150804", "firehose"),
+    // CloudWatch over JSON 1.0 (what botocore 1.42 picks; RPC v2 CBOR is routed by scope).
+    ("GraniteServiceVersion20100801", "monitoring"),
+    ("Logs_20140328", "logs"),
 ];
 
 /// Largest error body of a service router that is rewritten into an AWS shape.
@@ -156,7 +159,9 @@ impl ControlPlane {
             .headers
             .get(header::CONTENT_TYPE)
             .map_or(&b""[..], HeaderValue::as_bytes);
-        let protocol = if target.is_some() || content_type.starts_with(b"application/x-amz-json") {
+        let protocol = if crate::rpcv2::is_rpc_v2_cbor(&parts.headers) {
+            Protocol::RpcV2Cbor
+        } else if target.is_some() || content_type.starts_with(b"application/x-amz-json") {
             Protocol::Json11
         } else if content_type.starts_with(b"application/x-www-form-urlencoded") {
             Protocol::Query
@@ -252,7 +257,7 @@ async fn read_body(parts: &Parts, body: Body, limit: usize) -> Result<Bytes, Api
 }
 
 fn shaped(error: ApiError, protocol: Protocol) -> ApiError {
-    error.shaped(protocol)
+    error.in_protocol(protocol)
 }
 
 fn auth_failure(
@@ -328,7 +333,19 @@ fn unknown_operation_error(
             StatusCode::BAD_REQUEST,
             format!("{method} {path} is not an operation of service '{service}'."),
         )
-        .shaped(protocol),
+        .in_protocol(protocol),
+        // RPC v2 names the operation in the path.
+        Protocol::RpcV2Cbor => ApiError::new(
+            "UnknownOperationException",
+            StatusCode::BAD_REQUEST,
+            match crate::rpcv2::operation_name(path) {
+                Some(op) => format!(
+                    "Operation {op} of service '{service}' is not implemented by this server."
+                ),
+                None => format!("{method} {path} is not an operation of service '{service}'."),
+            },
+        )
+        .rpc_v2_cbor(),
     }
 }
 
@@ -362,7 +379,7 @@ async fn aws_shaped(
                 ApiError::new("RequestEntityTooLargeException", status, text)
             } else if status.is_server_error() {
                 ApiError::internal(text)
-            } else if protocol == Protocol::Json11 {
+            } else if protocol != Protocol::RestJson {
                 ApiError::new("SerializationException", StatusCode::BAD_REQUEST, text)
             } else if protocol == Protocol::Query {
                 ApiError::new("InvalidParameter", StatusCode::BAD_REQUEST, text)

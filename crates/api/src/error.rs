@@ -17,6 +17,8 @@ pub enum Protocol {
     Json11,
     /// AWS Query: form-encoded requests, XML answers (sns).
     Query,
+    /// Smithy RPC v2 CBOR: monitoring (CloudWatch). Errors are CBOR maps with `__type`.
+    RpcV2Cbor,
 }
 
 /// An error as AWS reports it: an error code (the exception name SDKs raise), an HTTP status,
@@ -65,8 +67,14 @@ impl ApiError {
         self
     }
 
-    /// The same error in `protocol`'s shape.
-    pub fn shaped(mut self, protocol: Protocol) -> ApiError {
+    /// Switches the body to the RPC v2 CBOR shape.
+    pub fn rpc_v2_cbor(mut self) -> ApiError {
+        self.protocol = Protocol::RpcV2Cbor;
+        self
+    }
+
+    /// Switches the body to `protocol`'s shape.
+    pub fn in_protocol(mut self, protocol: Protocol) -> ApiError {
         self.protocol = protocol;
         self
     }
@@ -120,11 +128,14 @@ impl IntoResponse for ApiError {
         if self.protocol == Protocol::Query {
             return query_error(self);
         }
+        if self.protocol == Protocol::RpcV2Cbor {
+            return self.into_cbor_response();
+        }
         let mut body = self.fields;
         body.insert("message".into(), json!(self.message));
         let content_type = match self.protocol {
             Protocol::RestJson => "application/json",
-            Protocol::Json11 => {
+            Protocol::Json11 | Protocol::RpcV2Cbor => {
                 body.insert("__type".into(), json!(self.code));
                 "application/x-amz-json-1.1"
             }
@@ -161,6 +172,29 @@ fn query_error(error: ApiError) -> Response {
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/xml"));
     headers.insert("x-amzn-errortype", HeaderValue::from_static(error.code));
     response
+}
+
+impl ApiError {
+    /// The RPC v2 CBOR error: a CBOR map with `__type` and `message`, and, because the
+    /// services on this protocol are query-compatible, `x-amzn-query-error: Code;Sender`.
+    fn into_cbor_response(self) -> Response {
+        let mut body = self.fields;
+        body.insert("message".into(), json!(self.message));
+        body.insert("__type".into(), json!(self.code));
+        let fault = if self.status.is_server_error() {
+            "Receiver"
+        } else {
+            "Sender"
+        };
+        let mut response = (self.status, crate::rpcv2::encode(&body)).into_response();
+        let headers = response.headers_mut();
+        crate::rpcv2::response_headers(headers);
+        headers.insert("x-amzn-errortype", HeaderValue::from_static(self.code));
+        if let Ok(value) = HeaderValue::from_str(&format!("{};{fault}", self.code)) {
+            headers.insert("x-amzn-query-error", value);
+        }
+        response
+    }
 }
 
 #[cfg(test)]

@@ -1,9 +1,12 @@
 //! Extractors for service handlers whose rejections are AWS-shaped [`ApiError`]s (axum's own
 //! answer in plain text, which SDKs cannot parse).
 
+use std::io::Read;
+
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
 
 use crate::context::RequestContext;
@@ -35,16 +38,50 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
             .map_err(|e| match protocol {
                 Protocol::RestJson | Protocol::Query => {
                     ApiError::invalid_request(format!("The request body is not valid: {e}"))
-                        .shaped(protocol)
+                        .in_protocol(protocol)
                 }
-                Protocol::Json11 => ApiError::new(
+                protocol => ApiError::new(
                     "SerializationException",
-                    axum::http::StatusCode::BAD_REQUEST,
+                    StatusCode::BAD_REQUEST,
                     format!("The request body is not valid: {e}"),
                 )
-                .json11(),
+                .in_protocol(protocol),
             })
     }
+}
+
+/// Largest decompressed body of a gzip-encoded request (botocore gzips the bodies of
+/// operations modelled with `requestcompression`, e.g. PutMetricData, from 10 KiB on).
+pub const INFLATED_LIMIT: u64 = 8 << 20;
+
+/// The body with its `Content-Encoding: gzip` undone (other bodies as they are); a corrupt
+/// stream is a 400 `SerializationException`, one inflating past [`INFLATED_LIMIT`] a 413.
+pub fn content_decoded(headers: &HeaderMap, body: Bytes) -> Result<Bytes, ApiError> {
+    let gzipped = headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+    if !gzipped {
+        return Ok(body);
+    }
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(body.as_ref())
+        .take(INFLATED_LIMIT + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| {
+            ApiError::new(
+                "SerializationException",
+                StatusCode::BAD_REQUEST,
+                format!("The gzip request body is not valid: {e}"),
+            )
+        })?;
+    if out.len() as u64 > INFLATED_LIMIT {
+        return Err(ApiError::new(
+            "RequestEntityTooLargeException",
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("The decompressed request body is larger than {INFLATED_LIMIT} bytes."),
+        ));
+    }
+    Ok(Bytes::from(out))
 }
 
 /// Query parameters; a missing or malformed one is a 400 `InvalidRequestException`.

@@ -12,6 +12,7 @@ pub mod iotdata;
 pub mod kinesis;
 pub mod operations;
 pub mod query;
+pub mod rpcv2;
 pub mod sigv4;
 
 pub use context::RequestContext;

@@ -79,17 +79,17 @@ impl SigV4Error {
     }
 
     /// The error response: 403 for REST-JSON services (as API Gateway-fronted AWS services
-    /// answer), 400 for JSON 1.1 services (as Kinesis and Firehose answer).
+    /// answer), 400 for the RPC protocols (as Kinesis, Firehose and CloudWatch answer).
     pub fn into_api_error(self, protocol: Protocol) -> ApiError {
         let code = self.code();
         let error = ApiError::new(code, StatusCode::FORBIDDEN, self.to_string());
         match protocol {
             Protocol::RestJson => error,
-            Protocol::Json11 => ApiError {
-                status: StatusCode::BAD_REQUEST,
-                ..error.json11()
-            },
             Protocol::Query => error.query(),
+            protocol => ApiError {
+                status: StatusCode::BAD_REQUEST,
+                ..error.in_protocol(protocol)
+            },
         }
     }
 }

@@ -5,12 +5,14 @@
 pub mod access;
 pub mod arn;
 pub mod auth;
+pub mod cloudwatch;
 pub mod invoke;
 pub mod notify;
 pub mod sigv4;
 pub mod store;
 
 pub use arn::{AccountContext, Arn, ArnError};
+pub use cloudwatch::{CloudWatchError, CloudWatchFuture, CloudWatchSink, MetricValue};
 pub use invoke::{FunctionInvoker, InvokeError, InvokeFuture, InvokeOutput};
 pub use notify::{Notification, NotifyError, NotifyFuture, TopicPublisher};
 pub use store::{KvStore, RedbStore, StoreError, WriteBatch};

@@ -189,6 +189,20 @@ pub struct ServeArgs {
     #[arg(long, env = "FLEETCORE_RULES_HTTPS_CA_FILE", value_name = "FILE")]
     rules_https_ca_file: Option<PathBuf>,
 
+    /// Seconds between samples of the platform's metrics into the embedded store
+    /// (`<data>/metrics/`), and the width of its buckets. [default: 60]
+    #[arg(long, env = "FLEETCORE_METRICS_RESOLUTION", value_name = "SECONDS")]
+    metrics_resolution: Option<u64>,
+
+    /// Days the store keeps full-resolution buckets (hourly ones are kept 455 days). [default: 15]
+    #[arg(long, env = "FLEETCORE_METRICS_RETENTION_DAYS", value_name = "DAYS")]
+    metrics_retention_days: Option<u64>,
+
+    /// Sample the platform's own metrics into the store (the CloudWatch API works either way).
+    /// [default: true]
+    #[arg(long, env = "FLEETCORE_METRICS_SAMPLE", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    metrics_sample: Option<bool>,
+
     /// The stream store (`[stream]` table in the file: `backend`, `servers`).
     #[command(flatten)]
     stream: StreamArgs,
@@ -392,6 +406,9 @@ pub struct Settings {
     pub rules_https_ca_file: Option<PathBuf>,
     pub sns_public_url: Option<String>,
     pub smtp: Option<SmtpConfig>,
+    pub metrics_resolution: u64,
+    pub metrics_retention_days: u64,
+    pub metrics_sample: bool,
 }
 
 /// Fills every `None` of `$over` from `$under`.
@@ -467,6 +484,9 @@ impl ServeArgs {
                 account_id,
                 log,
                 rules_https_ca_file,
+                metrics_resolution,
+                metrics_retention_days,
+                metrics_sample,
             );
             over.stream.layer(&mut under.stream);
             let (lake_over, lake_under) = (&mut over.lake, &mut under.lake);
@@ -605,6 +625,16 @@ impl ServeArgs {
                 }
             }
         };
+        let metrics_resolution = self.metrics_resolution.unwrap_or(60);
+        if !(1..=3600).contains(&metrics_resolution) {
+            bail!(
+                "metrics_resolution must be between 1 and 3600 seconds, not {metrics_resolution}"
+            );
+        }
+        let metrics_retention_days = self.metrics_retention_days.unwrap_or(15);
+        if !(1..=455).contains(&metrics_retention_days) {
+            bail!("metrics_retention_days must be between 1 and 455, not {metrics_retention_days}");
+        }
         let backlog_limit_mb = lake.backlog_limit_mb.unwrap_or(256);
         if backlog_limit_mb == 0 {
             bail!("lake backlog_limit_mb must be at least 1");
@@ -640,6 +670,9 @@ impl ServeArgs {
             rules_https_ca_file: self.rules_https_ca_file,
             sns_public_url: self.sns.public_url.clone().filter(|u| !u.is_empty()),
             smtp: self.sns.smtp()?,
+            metrics_resolution,
+            metrics_retention_days,
+            metrics_sample: self.metrics_sample.unwrap_or(true),
         })
     }
 }

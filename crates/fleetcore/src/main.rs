@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod functions;
 mod notify;
+mod observe;
 mod open_files;
 mod rules;
 mod serve;
@@ -55,7 +56,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let settings = args.resolve()?;
-            serve::init_logging(&settings.log);
+            serve::init_serve_logging(&settings.log, &settings.account_id);
             match open_files::raise_to_hard_limit() {
                 Ok(limit) => tracing::info!(limit, "open files"),
                 Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),

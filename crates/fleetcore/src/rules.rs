@@ -85,6 +85,8 @@ pub struct RuleTargets {
     pub functions: Arc<dyn FunctionInvoker>,
     /// The SNS topics (the sns action).
     pub notifications: Arc<dyn TopicPublisher>,
+    /// CloudWatch (the cloudwatch* actions).
+    pub cloudwatch: Arc<dyn fleetcore_core::CloudWatchSink>,
 }
 
 impl RulesEngine {
@@ -105,6 +107,7 @@ impl RulesEngine {
             topic_rule_destinations,
             functions,
             notifications,
+            cloudwatch,
         } = targets;
         let https = topic_rule_destinations.https().clone();
         let dir = data_dir.join("ingest");
@@ -145,6 +148,7 @@ impl RulesEngine {
                 topic_rule_destinations,
                 functions: Some(Arc::clone(&functions)),
                 notifications: Some(notifications),
+                cloudwatch: Some(cloudwatch),
             },
             RuleEnv {
                 shadows: Some(Arc::new(Shadows(shadows))),

@@ -46,6 +46,27 @@ pub fn init_logging(filter: &str) {
         .try_init();
 }
 
+/// [`init_logging`] for `serve`, plus the layer that copies the platform's failure events
+/// (rules, authorization) into CloudWatch Logs' `AWSIotLogsV2` (it sees INFO and above whatever
+/// `filter` says, so a quieter stderr does not silence them).
+pub fn init_serve_logging(filter: &str, account_id: &str) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_filter(filter);
+    let platform = fleetcore_observe::logs::platform::PlatformLogLayer::new(account_id)
+        .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
+    let _ = tracing_subscriber::registry()
+        .with(stderr)
+        .with(platform)
+        .try_init();
+}
+
 fn create_data_dir(settings: &Settings) -> anyhow::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
@@ -194,6 +215,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         Arc::clone(&provisioning),
         Arc::clone(broker.router()),
     )));
+    // Observability: the metric store sampled from this process's registry, CloudWatch.
+    let observe = crate::observe::start(&settings, broker.router(), &prometheus)?;
     // The rules engine: its ingest log is installed before any listener accepts a client.
     let rules_engine = crate::rules::RulesEngine::start(
         data_dir,
@@ -207,6 +230,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             topic_rule_destinations: Arc::clone(&topic_rule_destinations),
             functions: Arc::clone(&functions.functions) as Arc<dyn fleetcore_core::FunctionInvoker>,
             notifications: Arc::clone(&notify) as Arc<dyn fleetcore_core::TopicPublisher>,
+            cloudwatch: Arc::clone(&observe.observe) as Arc<dyn fleetcore_core::CloudWatchSink>,
         },
     )
     .await
@@ -315,6 +339,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     )
     .service_routes("iot", fleetcore_provisioning::api::routes(provisioning))
     .service("iotdata", iotdata::routes(iotdata_state))
+    .service(
+        "monitoring",
+        fleetcore_observe::cloudwatch::routes(Arc::clone(&observe.observe)),
+    )
+    .service(
+        "logs",
+        fleetcore_observe::logs::routes(Arc::clone(&observe.observe.logs)),
+    )
     .service_with_body_limit(
         "lambda",
         fleetcore_functions::api::routes(functions.clone()),
@@ -368,6 +400,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     // No request comes in any more: flush every delivery stream's buffer to the lake.
     archive.shutdown().await;
     upkeep.abort();
+    observe.task.abort();
     tracing::info!("stopped");
     Ok(())
 }

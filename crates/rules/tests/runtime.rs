@@ -97,6 +97,7 @@ impl Engine {
                 topic_rule_destinations,
                 functions: None,
                 notifications: None,
+                cloudwatch: None,
             },
             RuleEnv::default(),
             RuntimeConfig::default(),

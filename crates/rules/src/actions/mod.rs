@@ -13,6 +13,9 @@
 //! Adding a kind: a module with a type implementing [`ActionSpec`], one line in [`KINDS`], and,
 //! if it writes to a service of this server, that service's handle in [`Destinations`].
 
+mod cloudwatch_alarm;
+mod cloudwatch_logs;
+mod cloudwatch_metric;
 mod firehose;
 mod http;
 mod https;
@@ -112,6 +115,9 @@ pub struct Destinations {
     pub functions: Option<Arc<dyn fleetcore_core::FunctionInvoker>>,
     /// The SNS topics (the sns action), if the server runs them.
     pub notifications: Option<Arc<dyn fleetcore_core::TopicPublisher>>,
+    /// CloudWatch (the cloudwatchMetric, cloudwatchLogs and cloudwatchAlarm actions), if the
+    /// server runs it.
+    pub cloudwatch: Option<Arc<dyn fleetcore_core::CloudWatchSink>>,
 }
 
 /// One action kind: its members parsed and checked (at CreateTopicRule and when the rule
@@ -169,6 +175,9 @@ pub const KINDS: &[ActionKind] = &[
     ActionKind::of::<opensearch::OpenSearchSpec>(),
     ActionKind::of::<lambda::LambdaSpec>(),
     ActionKind::of::<sns::SnsSpec>(),
+    ActionKind::of::<cloudwatch_metric::CloudWatchMetricSpec>(),
+    ActionKind::of::<cloudwatch_logs::CloudWatchLogsSpec>(),
+    ActionKind::of::<cloudwatch_alarm::CloudWatchAlarmSpec>(),
 ];
 
 /// AWS action kinds whose capability this server does not have, with that capability's name.
@@ -177,9 +186,6 @@ const MISSING_CAPABILITY: &[(&str, &str)] = &[
     ("iotEvents", "events (AWS IoT Events)"),
     ("iotAnalytics", "analytics (AWS IoT Analytics)"),
     ("iotSiteWise", "AWS IoT SiteWise"),
-    ("cloudwatchMetric", "CloudWatch metrics"),
-    ("cloudwatchAlarm", "CloudWatch alarms"),
-    ("cloudwatchLogs", "CloudWatch Logs"),
     ("dynamoDB", "DynamoDB"),
     ("dynamoDBv2", "DynamoDB"),
     ("s3", "S3 buckets"),

@@ -1,0 +1,81 @@
+//! Wiring of the observability capability: its store in `<data>/metrics/`, the sampler over
+//! this process's Prometheus registry, and alarm actions published on the broker.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use fleetcore_mqtt::broker::{Message, Router};
+use fleetcore_mqtt::protocol::{PublishProperties, QoS, Utf8};
+use fleetcore_observe::{MqttPublisher, Observe, ObserveConfig, Retention};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::task::JoinHandle;
+
+use crate::config::Settings;
+
+/// The running capability and its periodic task.
+pub struct Running {
+    /// The capability (the `monitoring` service serves from it).
+    pub observe: Arc<Observe>,
+    /// Sampling, alarm evaluation, pruning.
+    pub task: JoinHandle<()>,
+}
+
+/// Alarm actions to MQTT topics, published by the server at QoS 1.
+struct BrokerPublisher(Arc<Router>);
+
+impl MqttPublisher for BrokerPublisher {
+    fn publish(&self, topic: &str, payload: Vec<u8>) {
+        let Some(topic) = Utf8::new(topic.to_string()) else {
+            tracing::warn!(topic, "alarm action topic contains U+0000");
+            return;
+        };
+        self.0.publish(Arc::new(Message {
+            topic,
+            payload: payload.into(),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: PublishProperties::default(),
+            expires_at: None,
+            origin: None,
+        }));
+    }
+}
+
+/// Opens the store and starts sampling `prometheus` every `metrics_resolution` seconds.
+pub fn start(
+    settings: &Settings,
+    router: &Arc<Router>,
+    prometheus: &PrometheusHandle,
+) -> anyhow::Result<Running> {
+    let resolution = settings.metrics_resolution as i64;
+    let config = ObserveConfig {
+        dir: settings.data_dir.join("metrics"),
+        logs_dir: settings.data_dir.join("logs"),
+        retention: Retention {
+            resolution,
+            raw: settings.metrics_retention_days as i64 * 86_400,
+            ..Retention::default()
+        },
+        sample: settings.metrics_sample,
+        region: settings.region.clone(),
+        account_id: settings.account_id.clone(),
+    };
+    // SNS alarm actions need the notify capability's TopicPublisher; until it is wired here
+    // they are refused at PutMetricAlarm.
+    let observe = Observe::open(
+        config,
+        None,
+        Some(Arc::new(BrokerPublisher(Arc::clone(router)))),
+    )
+    .context("opening the metric store (<data>/metrics)")?;
+    // The platform's failure events go to AWSIotLogsV2 from here on.
+    fleetcore_observe::logs::platform::start_writer(Arc::clone(&observe.logs));
+    let handle = prometheus.clone();
+    let task = observe.start(Arc::new(move || handle.render()));
+    tracing::info!(
+        resolution,
+        sample = settings.metrics_sample,
+        "metric store ready"
+    );
+    Ok(Running { observe, task })
+}
