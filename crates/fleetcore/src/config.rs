@@ -887,6 +887,29 @@ mod tests {
     }
 
     #[test]
+    fn provisioning_token_lifetime() {
+        let s = parse(&[]).resolve().expect("resolve");
+        assert_eq!(
+            s.provisioning_token_ttl,
+            std::time::Duration::from_secs(3600)
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("fleetcore.toml");
+        std::fs::write(&file, "provisioning_token_ttl_secs = 60\n").expect("write");
+        let s = parse(&["--config", file.to_str().expect("utf8")])
+            .resolve()
+            .expect("resolve");
+        assert_eq!(s.provisioning_token_ttl, std::time::Duration::from_secs(60));
+        let err = parse(&["--provisioning-token-ttl-secs", "0"])
+            .resolve()
+            .expect_err("zero");
+        assert!(
+            format!("{err:#}").contains("provisioning_token_ttl_secs"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
     fn ingest_partitions_default_to_the_cores_and_are_bounded() {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         assert_eq!(

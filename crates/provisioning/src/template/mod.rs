@@ -84,7 +84,6 @@ impl ResourceType {
                 "ThingTypeName",
                 "ThingGroups",
                 "AttributePayload",
-                "BillingGroup",
             ],
             ResourceType::Certificate => &[
                 "CertificateId",
