@@ -2,6 +2,7 @@
 //! on their names and attributes.
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
@@ -31,7 +32,7 @@ pub enum Status {
 }
 
 /// A subscription of an endpoint to a topic.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Subscription {
     /// `{topic arn}:{uuid}`.
     pub arn: String,
@@ -47,9 +48,53 @@ pub struct Subscription {
     pub token: String,
     /// The settable attributes (`FilterPolicy`, `FilterPolicyScope`, `RawMessageDelivery`).
     pub attributes: BTreeMap<String, String>,
+    /// The filter policy, parsed once (on the first message after the subscription was made
+    /// or changed).
+    #[serde(skip)]
+    filter: OnceLock<Option<(FilterPolicy, Scope)>>,
 }
 
 impl Subscription {
+    /// A new subscription record.
+    pub fn new(
+        arn: String,
+        topic_arn: String,
+        protocol: String,
+        endpoint: String,
+        status: Status,
+        token: String,
+        attributes: BTreeMap<String, String>,
+    ) -> Subscription {
+        Subscription {
+            arn,
+            topic_arn,
+            protocol,
+            endpoint,
+            status,
+            token,
+            attributes,
+            filter: OnceLock::new(),
+        }
+    }
+
+    /// A copy with `change` applied to its attributes (the parsed filter policy is dropped).
+    pub fn with_attributes(
+        &self,
+        change: impl FnOnce(&mut BTreeMap<String, String>),
+    ) -> Subscription {
+        let mut copy = Subscription::new(
+            self.arn.clone(),
+            self.topic_arn.clone(),
+            self.protocol.clone(),
+            self.endpoint.clone(),
+            self.status,
+            self.token.clone(),
+            self.attributes.clone(),
+        );
+        change(&mut copy.attributes);
+        copy
+    }
+
     /// Whether `RawMessageDelivery` is `true`.
     pub fn raw(&self) -> bool {
         self.attributes
@@ -58,10 +103,13 @@ impl Subscription {
     }
 
     /// The filter policy and its scope, if one is set (checked when it was set).
-    pub fn filter(&self) -> Option<(FilterPolicy, Scope)> {
-        let policy = self.attributes.get(FILTER_POLICY)?;
-        let policy = FilterPolicy::parse(policy).ok()?;
-        Some((policy, self.scope()))
+    pub fn filter(&self) -> Option<&(FilterPolicy, Scope)> {
+        self.filter
+            .get_or_init(|| {
+                let policy = FilterPolicy::parse(self.attributes.get(FILTER_POLICY)?).ok()?;
+                Some((policy, self.scope()))
+            })
+            .as_ref()
     }
 
     fn scope(&self) -> Scope {

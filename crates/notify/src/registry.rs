@@ -306,7 +306,7 @@ impl Registry {
         if found.status == Status::Confirmed {
             return Ok(found);
         }
-        let mut confirmed = (*found).clone();
+        let mut confirmed = found.with_attributes(|_| {});
         confirmed.status = Status::Confirmed;
         self.put_subscription(&confirmed)?;
         let confirmed = Arc::new(confirmed);
@@ -347,15 +347,15 @@ impl Registry {
         value: &str,
     ) -> Result<Arc<Subscription>, NotifyServiceError> {
         let _writer = self.writer.lock();
-        let mut subscription = (*self.subscription(arn)?).clone();
-        crate::model::check_subscription_attribute(&subscription.protocol, name, value)?;
-        if value.is_empty() && name == crate::model::FILTER_POLICY {
-            subscription.attributes.remove(name);
-        } else {
-            subscription
-                .attributes
-                .insert(name.to_string(), value.to_string());
-        }
+        let existing = self.subscription(arn)?;
+        crate::model::check_subscription_attribute(&existing.protocol, name, value)?;
+        let subscription = existing.with_attributes(|attributes| {
+            if value.is_empty() && name == crate::model::FILTER_POLICY {
+                attributes.remove(name);
+            } else {
+                attributes.insert(name.to_string(), value.to_string());
+            }
+        });
         self.put_subscription(&subscription)?;
         let subscription = Arc::new(subscription);
         self.state
@@ -457,15 +457,15 @@ mod tests {
     }
 
     fn subscription(topic: &str, n: usize) -> Subscription {
-        Subscription {
-            arn: format!("{topic}:{n}"),
-            topic_arn: topic.to_string(),
-            protocol: "mqtt".into(),
-            endpoint: format!("t/{n}"),
-            status: Status::Pending,
-            token: format!("token{n}"),
-            attributes: BTreeMap::new(),
-        }
+        Subscription::new(
+            format!("{topic}:{n}"),
+            topic.to_string(),
+            "mqtt".into(),
+            format!("t/{n}"),
+            Status::Pending,
+            format!("token{n}"),
+            BTreeMap::new(),
+        )
     }
 
     #[test]
@@ -481,6 +481,16 @@ mod tests {
                 .create_topic("alerts", BTreeMap::new(), BTreeMap::new())
                 .expect("idempotent");
             assert_eq!(again, t);
+            let filtered = r.subscribe(subscription(&t.arn, 2)).expect("subscribe").0;
+            assert!(filtered.filter().is_none());
+            let changed = r
+                .set_subscription_attribute(&filtered.arn, "FilterPolicy", "{\"a\":[\"b\"]}")
+                .expect("set");
+            assert!(
+                changed.filter().is_some(),
+                "a changed policy is parsed anew"
+            );
+            r.unsubscribe(&filtered.arn).expect("unsubscribe");
             let different = BTreeMap::from([("DisplayName".to_string(), "x".to_string())]);
             assert!(
                 r.create_topic("alerts", different, BTreeMap::new())

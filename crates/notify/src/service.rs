@@ -102,19 +102,20 @@ impl Notify {
         for (name, value) in &attributes {
             crate::model::check_subscription_attribute(protocol, name, value)?;
         }
-        let subscription = Subscription {
-            arn: format!("{topic_arn}:{}", uuid::Uuid::new_v4()),
-            topic_arn: topic_arn.to_string(),
-            protocol: kind.name.to_string(),
-            endpoint: endpoint.to_string(),
-            status: if kind.needs_confirmation {
-                Status::Pending
-            } else {
-                Status::Confirmed
-            },
-            token: token(),
-            attributes,
+        let status = if kind.needs_confirmation {
+            Status::Pending
+        } else {
+            Status::Confirmed
         };
+        let subscription = Subscription::new(
+            format!("{topic_arn}:{}", uuid::Uuid::new_v4()),
+            topic_arn.to_string(),
+            kind.name.to_string(),
+            endpoint.to_string(),
+            status,
+            token(),
+            attributes,
+        );
         let (subscription, created) = self.registry.subscribe(subscription)?;
         // A repeated Subscribe of a pending subscription sends the confirmation again.
         if subscription.status == Status::Pending {

@@ -519,3 +519,30 @@ def test_rule_sns_action_delivers_an_mqtt_publish_to_http(sb, aws, clients, endp
             create_rule(iot, rule_name(uid) + "_bad", f"SELECT * FROM 'sns/{uid}'", [{"sns": bad}])
         assert e.value.response["Error"]["Code"] == "InvalidRequestException"
         assert word in e.value.response["Error"]["Message"]
+
+
+def test_topics_and_subscriptions_survive_a_kill(fresh_broker, aws, clients, endpoint, uid):
+    sns = aws("sns", broker=fresh_broker)
+    topic = sns.create_topic(Name=f"durable-{uid}", Tags=[{"Key": "k", "Value": "v"}])["TopicArn"]
+    ep = endpoint()
+    confirmed_http_subscription(sns, topic, ep, RawMessageDelivery="true")
+    sns.subscribe(TopicArn=topic, Protocol="mqtt", Endpoint=f"kept/{uid}")
+    pending = endpoint()
+    sns.subscribe(TopicArn=topic, Protocol="http", Endpoint=pending.url)
+    pending.wait("SubscriptionConfirmation")
+    fresh_broker.kill()
+    fresh_broker.start()
+    sns = aws("sns", broker=fresh_broker)
+    assert sns.list_tags_for_resource(ResourceArn=topic)["Tags"] == [{"Key": "k", "Value": "v"}]
+    attrs = sns.get_topic_attributes(TopicArn=topic)["Attributes"]
+    assert (attrs["SubscriptionsConfirmed"], attrs["SubscriptionsPending"]) == ("2", "1")
+    sub = clients(V5, broker=fresh_broker)
+    sub.subscribe(f"kept/{uid}", qos=1)
+    sns.publish(TopicArn=topic, Message="after the restart")
+    assert json.loads(sub.wait_message(topic=f"kept/{uid}").payload)["Message"] == "after the restart"
+    wait_until(lambda: any(body == b"after the restart" for _, body in ep.requests), 30,
+               what="the raw http delivery after the restart")
+    # the pending subscription's link still confirms it
+    _, confirmation = pending.of_type("SubscriptionConfirmation")[0]
+    assert fetch(confirmation["SubscribeURL"])[0] == 200
+    assert sns.get_topic_attributes(TopicArn=topic)["Attributes"]["SubscriptionsConfirmed"] == "3"

@@ -16,7 +16,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use serde::Deserialize;
 
-use super::{Context, Failure, Outgoing, ProtocolKind, Targets, Transport};
+use super::{Built, Context, Failure, Outgoing, ProtocolKind, Targets, Transport};
 use crate::message::confirmation;
 use crate::model::Subscription;
 
@@ -76,15 +76,15 @@ fn check_endpoint(endpoint: &str) -> Result<(), String> {
         .map_err(|e| format!("{endpoint:?} is not an email address: {e}"))
 }
 
-fn build_text(targets: &Targets) -> Result<Option<Arc<dyn Transport>>, String> {
+fn build_text(targets: &Targets) -> Built {
     build(targets, false)
 }
 
-fn build_json(targets: &Targets) -> Result<Option<Arc<dyn Transport>>, String> {
+fn build_json(targets: &Targets) -> Built {
     build(targets, true)
 }
 
-fn build(targets: &Targets, json: bool) -> Result<Option<Arc<dyn Transport>>, String> {
+fn build(targets: &Targets, json: bool) -> Built {
     let Some(config) = &targets.smtp else {
         return Ok(None);
     };

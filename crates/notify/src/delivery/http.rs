@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use reqwest::header::{CONTENT_TYPE, USER_AGENT};
 
-use super::{Context, Failure, Outgoing, ProtocolKind, Targets, Transport};
+use super::{Built, Context, Failure, Outgoing, ProtocolKind, Targets, Transport};
 use crate::message::confirmation;
 use crate::model::Subscription;
 
@@ -52,7 +52,7 @@ fn check_url(endpoint: &str, scheme: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn build(targets: &Targets) -> Result<Option<Arc<dyn Transport>>, String> {
+fn build(targets: &Targets) -> Built {
     let mut builder = reqwest::Client::builder()
         .use_rustls_tls()
         .tls_built_in_root_certs(true)

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use fleetcore_core::{FunctionInvoker, InvokeError};
 
-use super::{Context, Failure, Outgoing, ProtocolKind, Targets, Transport};
+use super::{Built, Context, Failure, Outgoing, ProtocolKind, Targets, Transport};
 use crate::model::Subscription;
 
 /// The `lambda` protocol.
@@ -30,7 +30,7 @@ fn check_endpoint(endpoint: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn build(targets: &Targets) -> Result<Option<Arc<dyn Transport>>, String> {
+fn build(targets: &Targets) -> Built {
     Ok(targets
         .functions
         .clone()

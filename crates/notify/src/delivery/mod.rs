@@ -78,6 +78,10 @@ pub struct Targets {
     pub https_ca_file: Option<PathBuf>,
 }
 
+/// What building a protocol's transport gives: the transport, `None` when this server lacks
+/// what the protocol needs, or why the settings are wrong.
+pub type Built = Result<Option<Arc<dyn Transport>>, String>;
+
 /// One subscription protocol.
 pub struct ProtocolKind {
     /// The `Protocol` parameter of Subscribe.
@@ -88,7 +92,7 @@ pub struct ProtocolKind {
     pub check_endpoint: fn(&str) -> Result<(), String>,
     /// Builds the transport; `Ok(None)` when this server lacks what the protocol needs (then
     /// Subscribe refuses it, naming the reason in `unavailable`).
-    pub build: fn(&Targets) -> Result<Option<Arc<dyn Transport>>, String>,
+    pub build: fn(&Targets) -> Built,
     /// Why the protocol cannot be used when `build` gave `None`.
     pub unavailable: &'static str,
 }

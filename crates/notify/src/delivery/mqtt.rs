@@ -11,7 +11,7 @@ use fleetcore_mqtt::broker::{Message, Router};
 use fleetcore_mqtt::protocol::{PublishProperties, QoS, Utf8};
 use fleetcore_mqtt::topic::valid_topic_name;
 
-use super::{Context, Failure, Outgoing, ProtocolKind, Targets, Transport};
+use super::{Built, Context, Failure, Outgoing, ProtocolKind, Targets, Transport};
 use crate::model::Subscription;
 
 /// Longest MQTT topic an endpoint may name (AWS IoT's limit).
@@ -36,7 +36,7 @@ fn check_endpoint(endpoint: &str) -> Result<(), String> {
     }
 }
 
-fn build(targets: &Targets) -> Result<Option<Arc<dyn Transport>>, String> {
+fn build(targets: &Targets) -> Built {
     Ok(targets
         .router
         .clone()
