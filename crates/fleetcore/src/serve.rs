@@ -153,6 +153,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     // Functions (Lambda): their SDK calls reach this server's HTTP API with the admin
     // credentials.
     let functions = crate::functions::start(&settings, &credentials, &store, &streams)?;
+    // IoT Events: detectors resume in their stored state before any input arrives.
+    let events = crate::events::start(
+        &settings,
+        &store,
+        broker.router(),
+        &archive,
+        Arc::clone(&functions.functions) as Arc<dyn fleetcore_core::FunctionInvoker>,
+    )?;
     // The rules engine: its ingest log is installed before any listener accepts a client.
     let rules_engine = crate::rules::RulesEngine::start(
         data_dir,
@@ -165,6 +173,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             shadows: shadows.clone(),
             topic_rule_destinations: Arc::clone(&topic_rule_destinations),
             functions: Arc::clone(&functions.functions) as Arc<dyn fleetcore_core::FunctionInvoker>,
+            events: Arc::clone(&events) as Arc<dyn fleetcore_core::InputSink>,
         },
     )
     .await
@@ -280,7 +289,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         "lambda",
         fleetcore_functions::api::routes(functions.clone()),
         fleetcore_functions::api::BODY_LIMIT,
-    );
+    )
+    .service(
+        "iotevents",
+        fleetcore_events::api::control_routes(Arc::clone(&events)),
+    )
+    .service("ioteventsdata", fleetcore_events::api::data_routes(events));
     let (stop_http, http_stopped) = oneshot::channel::<()>();
     let http_task = tokio::spawn(fleetcore_api::serve(
         http,

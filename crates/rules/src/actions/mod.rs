@@ -5,7 +5,7 @@
 //!
 //! The runtime expands an action's [`Action::templates`] per message (against the original
 //! payload) and hands the action a batch of [`Prepared`] messages; the action answers one
-//! outcome per message. Kinds AWS has whose capability this server lacks (IoT Events,
+//! outcome per message. Kinds AWS has whose capability this server lacks (IoT Analytics,
 //! ...) are refused at CreateTopicRule, naming the capability ([`validate`]). A rule stored
 //! before such a refusal existed still loads: its action is built as one that fails every
 //! message with the reason, so the error action fires.
@@ -16,6 +16,7 @@
 mod firehose;
 mod http;
 mod https;
+mod iot_events;
 mod kinesis;
 mod lambda;
 mod members;
@@ -82,6 +83,8 @@ pub struct Destinations {
     pub topic_rule_destinations: Arc<TopicRuleDestinations>,
     /// The functions (the lambda action), if the server runs them.
     pub functions: Option<Arc<dyn fleetcore_core::FunctionInvoker>>,
+    /// The IoT Events inputs (the iotEvents action), if the server runs them.
+    pub events: Option<Arc<dyn fleetcore_core::InputSink>>,
 }
 
 /// One action kind: its members parsed and checked (at CreateTopicRule and when the rule
@@ -138,12 +141,12 @@ pub const KINDS: &[ActionKind] = &[
     ActionKind::of::<http::HttpSpec>(),
     ActionKind::of::<opensearch::OpenSearchSpec>(),
     ActionKind::of::<lambda::LambdaSpec>(),
+    ActionKind::of::<iot_events::IotEventsSpec>(),
 ];
 
 /// AWS action kinds whose capability this server does not have, with that capability's name.
 /// A kind moves from here to [`KINDS`] when its capability lands.
 const MISSING_CAPABILITY: &[(&str, &str)] = &[
-    ("iotEvents", "events (AWS IoT Events)"),
     ("iotAnalytics", "analytics (AWS IoT Analytics)"),
     ("iotSiteWise", "AWS IoT SiteWise"),
     ("cloudwatchMetric", "CloudWatch metrics"),
