@@ -360,3 +360,39 @@ def test_operations_not_built_are_answered_unknown(ev):
         ev.describe_logging_options()
     assert error_code(e) == "UnknownOperationException"
     assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 501
+
+
+def test_overheat_example_alerts_after_a_sustained_overheat(ev, data, clients, uid):
+    """examples/events/overheat.json as the README creates it (the `sns` action dropped: this
+    server runs no SNS topics yet; the timer shortened to 1 s): Normal -> Overheating above 30 ->
+    Alarm once the timer expires without recovery -> a message on alerts/{thingType}/critical."""
+    from pathlib import Path
+    example = json.loads((Path(__file__).resolve().parents[4] / "examples/events/overheat.json").read_text())
+    text = json.dumps(example["detectorModelDefinition"]).replace("TelemetryInput", rule_name(uid) + "_in") \
+        .replace('"seconds": 60', '"seconds": 1')
+    definition = json.loads(text)
+    for state in definition["states"]:
+        for event in state["onEnter"]["events"]:
+            event["actions"] = [a for a in event["actions"] if "sns" not in a]
+    name, model = rule_name(uid) + "_in", rule_name(uid)
+    make_input(ev, name, "sensorId", "temperature", "thingType")
+    ev.create_detector_model(detectorModelName=model, key=example["key"], roleArn=example["roleArn"],
+                             evaluationMethod=example["evaluationMethod"], detectorModelDefinition=definition)
+    kind = f"Oven{uid}"
+    sub = clients(V5)
+    sub.subscribe(f"alerts/{kind}/critical", qos=1)
+    # a short spike that recovers before the timer never alerts
+    assert put(data, name, {"sensorId": "o1", "temperature": 33, "thingType": kind}) == []
+    in_state(data, model, "o1", "Overheating")
+    assert put(data, name, {"sensorId": "o1", "temperature": 29, "thingType": kind}) == []
+    d = in_state(data, model, "o1", "Normal")
+    assert d["state"]["timers"] == []
+    # a sustained one does, with no further message
+    assert put(data, name, {"sensorId": "o2", "temperature": 35, "thingType": kind},
+               {"sensorId": "o2", "temperature": 36.5, "thingType": kind}) == []
+    alert = sub.wait_message(timeout=15)
+    assert alert.topic == f"alerts/{kind}/critical"
+    assert json.loads(alert.payload) == {"severity": "critical", "temperature": 36.5, "alarms": 1}
+    in_state(data, model, "o2", "Alarm")
+    assert detector(data, model, "o1")["state"]["stateName"] == "Normal"
+    assert len(sub.matching()) == 1
