@@ -91,6 +91,8 @@ fi
 # pyarrow reads the Parquet objects, cramjam the Snappy (framing format) ones.
 .venv/bin/python -m pip install -q --disable-pip-version-check 'moto[server]' pyarrow cramjam \
   'botocore==1.42.50' 'boto3==1.42.50'
+# sns tests: aiosmtpd is the SMTP server email subscriptions are delivered to.
+.venv/bin/python -m pip install -q --disable-pip-version-check 'aiosmtpd>=1.4,<2'
 done_stage
 
 # ------------------------------------------------------------------------------------------

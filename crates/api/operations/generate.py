@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Writes the REST-JSON route tables in this folder from botocore's service models: one line per
-operation, `METHOD /request/uri/{label} OperationName`, so the control plane can name an AWS
-operation it does not implement (UnknownOperationException, 501). Data, not code: rerun after a
+"""Writes the route tables in this folder from botocore's service models: one line per
+operation, `METHOD /request/uri/{label} OperationName` (Query services: `POST / Action`), so the
+control plane can name an AWS operation it does not implement (UnknownOperationException, 501). Data, not code: rerun after a
 botocore upgrade (`.venv/bin/python crates/api/operations/generate.py`) and commit the result.
 
 Signing name -> botocore service: the table file is named after the signing name the dispatcher
@@ -18,6 +18,7 @@ SERVICES = {
     "iotanalytics": "iotanalytics",
     "iotevents": "iotevents",
     "ioteventsdata": "iotevents-data",
+    "sns": "sns",
 }
 
 
@@ -27,8 +28,8 @@ def main() -> int:
     for signing_name, service in SERVICES.items():
         model = loader.load_service_model(service, "service-2")
         meta = model["metadata"]
-        if meta["protocol"] != "rest-json":
-            print(f"{service} is {meta['protocol']}, not rest-json", file=sys.stderr)
+        if meta["protocol"] not in ("rest-json", "query"):
+            print(f"{service} is {meta['protocol']}, not rest-json or query", file=sys.stderr)
             return 1
         lines = [
             f"# {service} {meta['apiVersion']} (botocore {botocore.__version__}): METHOD URI Operation",

@@ -39,11 +39,15 @@ impl RequestContext {
         Arn::iot(&self.region, &self.account_id, resource)
     }
 
-    /// An error in this request's protocol shape (JSON 1.1 services get `__type`).
+    /// An error in this request's protocol shape (JSON 1.1 services get `__type`, Query
+    /// services an XML document carrying the request id).
     pub fn error(&self, error: ApiError) -> ApiError {
         match self.protocol {
             Protocol::RestJson => error,
             Protocol::Json11 => error.json11(),
+            Protocol::Query => error
+                .with_field("RequestId", self.request_id.as_str())
+                .query(),
         }
     }
 }

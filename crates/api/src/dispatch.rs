@@ -2,6 +2,8 @@
 //! (body bounded), verified with Signature V4 against the admin credentials, and forwarded to
 //! the router of the service it names: the `X-Amz-Target` prefix for JSON 1.1 services, else
 //! the signature's credential scope (paths collide between services, so never the path).
+//! Query services (form-encoded bodies, `sns`) are routed by the scope too; their errors are
+//! XML documents. A few public paths (SNS subscription confirmation links) need no signature.
 //!
 //! ```text
 //! ControlPlane::new(credentials, "us-east-1", "000000000000")
@@ -53,6 +55,7 @@ pub struct ControlPlane {
     region: String,
     account_id: String,
     services: HashMap<String, Service>,
+    public: Router,
 }
 
 impl ControlPlane {
@@ -68,7 +71,16 @@ impl ControlPlane {
             region,
             account_id: account_id.into(),
             services: HashMap::new(),
+            public: Router::new(),
         }
+    }
+
+    /// Serves `router`'s paths without a signature (links a person or a webhook follows, such
+    /// as SNS's SubscribeURL, whose token is the secret). Its paths must not collide with
+    /// another service's.
+    pub fn public(mut self, router: Router) -> ControlPlane {
+        self.public = std::mem::take(&mut self.public).merge(router);
+        self
     }
 
     /// Serves the service whose signing name is `signing_name` (`iot`, `iotdata`, `kinesis`,
@@ -92,12 +104,15 @@ impl ControlPlane {
 
     /// The whole HTTP router: `/health` and `/metrics` (unauthenticated) and, for every other
     /// path, the dispatcher.
-    pub fn into_router(self, state: ApiState) -> Router {
+    pub fn into_router(mut self, state: ApiState) -> Router {
+        let public = std::mem::take(&mut self.public);
         let control_plane = Arc::new(self);
-        crate::router(state).fallback(move |request: Request| {
-            let control_plane = Arc::clone(&control_plane);
-            async move { control_plane.handle(request).await }
-        })
+        crate::router(state)
+            .merge(public)
+            .fallback(move |request: Request| {
+                let control_plane = Arc::clone(&control_plane);
+                async move { control_plane.handle(request).await }
+            })
     }
 
     async fn handle(&self, request: Request) -> Response {
@@ -118,13 +133,14 @@ impl ControlPlane {
             .headers
             .get("x-amz-target")
             .and_then(|v| v.to_str().ok());
-        let protocol = if target.is_some()
-            || parts
-                .headers
-                .get(header::CONTENT_TYPE)
-                .is_some_and(|v| v.as_bytes().starts_with(b"application/x-amz-json"))
-        {
+        let content_type = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .map_or(&b""[..], HeaderValue::as_bytes);
+        let protocol = if target.is_some() || content_type.starts_with(b"application/x-amz-json") {
             Protocol::Json11
+        } else if content_type.starts_with(b"application/x-www-form-urlencoded") {
+            Protocol::Query
         } else {
             Protocol::RestJson
         };
@@ -154,7 +170,16 @@ impl ControlPlane {
             .map_err(|e| auth_failure(e, protocol, &parts, request_id))?;
 
         let Some(service) = service else {
-            let error = unknown_operation(&parts, &service_name, protocol);
+            let error = match protocol {
+                Protocol::Query => {
+                    let action = crate::query::QueryParams::parse(&body)
+                        .get("Action")
+                        .unwrap_or_default()
+                        .to_string();
+                    crate::query::unknown_action(&service_name, &action)
+                }
+                _ => unknown_operation(&parts, &service_name, protocol),
+            };
             count_request(&service_name, error.status);
             return Err(error);
         };
@@ -208,10 +233,7 @@ async fn read_body(parts: &Parts, body: Body, limit: usize) -> Result<Bytes, Api
 }
 
 fn shaped(error: ApiError, protocol: Protocol) -> ApiError {
-    match protocol {
-        Protocol::RestJson => error,
-        Protocol::Json11 => error.json11(),
-    }
+    error.shaped(protocol)
 }
 
 fn auth_failure(
@@ -282,12 +304,12 @@ fn unknown_operation_error(
                 format!("{method} {path} is not an operation of service '{service}'."),
             ),
         },
-        Protocol::Json11 => ApiError::new(
+        Protocol::Json11 | Protocol::Query => ApiError::new(
             "UnknownOperationException",
             StatusCode::BAD_REQUEST,
             format!("{method} {path} is not an operation of service '{service}'."),
         )
-        .json11(),
+        .shaped(protocol),
     }
 }
 
@@ -323,6 +345,8 @@ async fn aws_shaped(
                 ApiError::internal(text)
             } else if protocol == Protocol::Json11 {
                 ApiError::new("SerializationException", StatusCode::BAD_REQUEST, text)
+            } else if protocol == Protocol::Query {
+                ApiError::new("InvalidParameter", StatusCode::BAD_REQUEST, text)
             } else {
                 ApiError::invalid_request(text)
             };
@@ -372,9 +396,23 @@ mod tests {
         let iotdata = Router::new().route("/echo/{name}", post(|| async { "iotdata" }));
         let kinesis =
             Router::new().route("/", post(|ctx: RequestContext| async move { ctx.service }));
+        let sns = crate::query::QueryService::new("urn:test", ())
+            .action("Echo", |_, ctx: RequestContext, params| async move {
+                let mut xml = crate::query::Xml::new();
+                xml.element("Service", &ctx.service)
+                    .optional("Name", params.get("Name"));
+                if params.get("Fail").is_some() {
+                    return Err(ApiError::new("NotFound", StatusCode::NOT_FOUND, "gone"));
+                }
+                Ok(xml)
+            })
+            .into_router();
+        let public = Router::new().route("/public/ping", get(|| async { "pong" }));
         let state = ApiState::new(metrics);
         state.set_ready(true);
         ControlPlane::new(admin(), "us-east-1", "000000000000")
+            .public(public)
+            .service("sns", sns)
             .service("iot", iot)
             .service("iotdata", iotdata)
             .service_with_body_limit("kinesis", kinesis, 2048)
@@ -468,9 +506,85 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn query_services_route_by_scope_and_action() {
+        let app = app();
+        let form = [(
+            "content-type",
+            "application/x-www-form-urlencoded; charset=utf-8",
+        )];
+        let (status, _, body) = call(
+            &app,
+            request(
+                "POST",
+                "/",
+                "sns",
+                b"Action=Echo&Version=1&Name=a%3Cb",
+                &form,
+                &admin(),
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let text = body.as_str().expect("xml");
+        assert!(
+            text.contains("<EchoResponse xmlns=\"urn:test\"><EchoResult><Service>sns</Service><Name>a&lt;b</Name></EchoResult>"),
+            "{text}"
+        );
+        let (status, headers, body) = call(
+            &app,
+            request("POST", "/", "sns", b"Action=Echo&Fail=1", &form, &admin()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let text = body.as_str().expect("xml");
+        assert!(text.contains("<Code>NotFound</Code>"), "{text}");
+        let request_id = headers[REQUEST_ID_HEADER].to_str().expect("id");
+        assert!(
+            text.contains(&format!("<RequestId>{request_id}</RequestId>")),
+            "{text}"
+        );
+        for (body, service, code, status) in [
+            (
+                &b"Action=ListTopics"[..],
+                "sns",
+                "UnknownOperationException",
+                501,
+            ),
+            (b"Action=Nonsense", "sns", "InvalidAction", 400),
+            (b"Version=1", "sns", "MissingAction", 400),
+            (b"Action=ListMetrics", "monitoring", "InvalidAction", 400),
+        ] {
+            let (got, _, text) =
+                call(&app, request("POST", "/", service, body, &form, &admin())).await;
+            assert_eq!(got.as_u16(), status, "{text}");
+            assert!(
+                text.as_str()
+                    .is_some_and(|t| t.contains(&format!("<Code>{code}</Code>"))),
+                "{text}"
+            );
+        }
+        // a refused signature answers in XML too
+        let wrong = Credentials {
+            secret_access_key: "wrong".into(),
+            ..admin()
+        };
+        let (status, _, text) = call(
+            &app,
+            request("POST", "/", "sns", b"Action=Echo", &form, &wrong),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(
+            text.as_str()
+                .is_some_and(|t| t.contains("<Type>Sender</Type>")),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
     async fn health_and_metrics_need_no_signature() {
         let app = app();
-        for path in ["/health", "/metrics"] {
+        for path in ["/health", "/metrics", "/public/ping"] {
             let req = Request::builder()
                 .uri(path)
                 .body(Body::empty())

@@ -1,6 +1,7 @@
 //! AWS-shaped errors. Every handler returns [`ApiError`]; this one place turns it into the
 //! response AWS SDKs parse: rest-json services get the `x-amzn-ErrorType` header and a
-//! `{"message": ...}` body, JSON 1.1 services (Kinesis, Firehose) get `{"__type": ...}`.
+//! `{"message": ...}` body, JSON 1.1 services (Kinesis, Firehose) get `{"__type": ...}`, Query
+//! services (SNS) get `<ErrorResponse><Error><Type/><Code/><Message/></Error>` in XML.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -14,6 +15,8 @@ pub enum Protocol {
     RestJson,
     /// JSON 1.1: kinesis, firehose.
     Json11,
+    /// AWS Query: form-encoded requests, XML answers (sns).
+    Query,
 }
 
 /// An error as AWS reports it: an error code (the exception name SDKs raise), an HTTP status,
@@ -53,6 +56,18 @@ impl ApiError {
     /// Switches the body to the JSON 1.1 shape.
     pub fn json11(mut self) -> ApiError {
         self.protocol = Protocol::Json11;
+        self
+    }
+
+    /// Switches the body to the AWS Query (XML) shape.
+    pub fn query(mut self) -> ApiError {
+        self.protocol = Protocol::Query;
+        self
+    }
+
+    /// The same error in `protocol`'s shape.
+    pub fn shaped(mut self, protocol: Protocol) -> ApiError {
+        self.protocol = protocol;
         self
     }
 
@@ -102,6 +117,9 @@ impl std::error::Error for ApiError {}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if self.protocol == Protocol::Query {
+            return query_error(self);
+        }
         let mut body = self.fields;
         body.insert("message".into(), json!(self.message));
         let content_type = match self.protocol {
@@ -110,6 +128,7 @@ impl IntoResponse for ApiError {
                 body.insert("__type".into(), json!(self.code));
                 "application/x-amz-json-1.1"
             }
+            Protocol::Query => "text/xml",
         };
         let mut response = (self.status, Value::Object(body).to_string()).into_response();
         let headers = response.headers_mut();
@@ -117,6 +136,31 @@ impl IntoResponse for ApiError {
         headers.insert("x-amzn-errortype", HeaderValue::from_static(self.code));
         response
     }
+}
+
+/// The AWS Query error document: `Sender` for client errors, `Receiver` for the server's own.
+fn query_error(error: ApiError) -> Response {
+    let kind = if error.status.is_server_error() {
+        "Receiver"
+    } else {
+        "Sender"
+    };
+    let mut xml = crate::query::Xml::new();
+    xml.open("ErrorResponse")
+        .open("Error")
+        .element("Type", kind)
+        .element("Code", error.code)
+        .element("Message", &error.message)
+        .close("Error");
+    if let Some(id) = error.fields.get("RequestId").and_then(Value::as_str) {
+        xml.element("RequestId", id);
+    }
+    xml.close("ErrorResponse");
+    let mut response = (error.status, xml.into_string()).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/xml"));
+    headers.insert("x-amzn-errortype", HeaderValue::from_static(error.code));
+    response
 }
 
 #[cfg(test)]
@@ -138,6 +182,29 @@ mod tests {
         let v: Value = serde_json::from_slice(&body).expect("json");
         assert_eq!(v["message"], "thing t exists");
         assert_eq!(v["resourceId"], "t");
+    }
+
+    #[tokio::test]
+    async fn query_errors_are_xml_documents() {
+        let r = ApiError::new(
+            "NotFound",
+            StatusCode::NOT_FOUND,
+            "Topic <t> does not exist",
+        )
+        .with_field("RequestId", "r-1")
+        .query()
+        .into_response();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "text/xml");
+        let body = axum::body::to_bytes(r.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        assert_eq!(
+            std::str::from_utf8(&body).expect("utf-8"),
+            "<ErrorResponse><Error><Type>Sender</Type><Code>NotFound</Code>\
+             <Message>Topic &lt;t&gt; does not exist</Message></Error>\
+             <RequestId>r-1</RequestId></ErrorResponse>"
+        );
     }
 
     #[tokio::test]

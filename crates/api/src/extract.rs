@@ -33,8 +33,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
         serde_json::from_slice(text)
             .map(Json)
             .map_err(|e| match protocol {
-                Protocol::RestJson => {
+                Protocol::RestJson | Protocol::Query => {
                     ApiError::invalid_request(format!("The request body is not valid: {e}"))
+                        .shaped(protocol)
                 }
                 Protocol::Json11 => ApiError::new(
                     "SerializationException",

@@ -11,6 +11,7 @@ pub mod iot;
 pub mod iotdata;
 pub mod kinesis;
 pub mod operations;
+pub mod query;
 pub mod sigv4;
 
 pub use context::RequestContext;

@@ -1,7 +1,8 @@
-//! The REST-JSON operations of the AWS services this control plane answers for, as botocore
-//! models them (`crates/api/operations/<signing name>.txt`, written by `generate.py` there), so
-//! a request for an operation this server does not implement is answered with its name
-//! (UnknownOperationException, 501) rather than a bare "no such path".
+//! The operations of the AWS services this control plane answers for, as botocore models them
+//! (`crates/api/operations/<signing name>.txt`, written by `generate.py` there), so a request
+//! for an operation this server does not implement is answered with its name
+//! (UnknownOperationException, 501) rather than a bare "no such path". REST-JSON operations
+//! are found by method and path, Query actions (all `POST /`) by name.
 
 use std::sync::LazyLock;
 
@@ -20,6 +21,7 @@ const TABLES: &[(&str, &str)] = &[
         "ioteventsdata",
         include_str!("../operations/ioteventsdata.txt"),
     ),
+    ("sns", include_str!("../operations/sns.txt")),
 ];
 
 /// One segment of a request URI template.
@@ -116,6 +118,13 @@ pub fn operation_name(service: &str, method: &Method, path: &str) -> Option<&'st
         .filter_map(|r| r.score(&path).map(|score| (score, r.operation)))
         .max_by_key(|(score, _)| *score)
         .map(|(_, operation)| operation)
+}
+
+/// Whether `service` (signing name) has an operation named `name` in AWS's model.
+pub fn is_operation(service: &str, name: &str) -> bool {
+    ROUTES
+        .iter()
+        .any(|r| r.service == service && r.operation == name)
 }
 
 #[cfg(test)]

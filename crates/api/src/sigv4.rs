@@ -131,6 +131,7 @@ impl SigV4Error {
                 status: StatusCode::BAD_REQUEST,
                 ..error.json11()
             },
+            Protocol::Query => error.query(),
         }
     }
 }

@@ -17,6 +17,9 @@ pub struct Notification {
     /// String message attributes (SNS `MessageAttributes` of type `String`), which
     /// subscription filter policies match against.
     pub attributes: BTreeMap<String, String>,
+    /// SNS's `MessageStructure`: `Some("json")` when `message` is a JSON object with a
+    /// `default` message and optional per-protocol ones (`email`, `http`, ...).
+    pub message_structure: Option<String>,
 }
 
 /// Why a notification was not accepted.

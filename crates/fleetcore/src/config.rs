@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use fleetcore_archive::lake::LakeConfig;
 use fleetcore_identity::AdminCredentials;
 use fleetcore_mqtt::broker::BrokerConfig;
+use fleetcore_notify::{SmtpConfig, SmtpSecurity};
 use serde::Deserialize;
 
 use crate::streams::{StreamArgs, StreamBackend};
@@ -182,6 +183,110 @@ pub struct ServeArgs {
     #[command(flatten)]
     #[serde(default)]
     lake: LakeArgs,
+
+    /// SNS: the links in messages and the SMTP server of email subscriptions (`[sns]`).
+    #[command(flatten)]
+    #[serde(default)]
+    sns: SnsArgs,
+}
+
+/// `[sns]`: where subscribers reach this server's links, and the SMTP server that delivers
+/// `email` and `email-json` subscriptions (without `smtp_host`, those protocols are refused).
+#[derive(clap::Args, Deserialize, Debug, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct SnsArgs {
+    /// Base URL of SubscribeURL, UnsubscribeURL and SigningCertURL in SNS messages: the HTTP
+    /// listener as subscribers reach it (`[sns] public_url`). [default: http://<http address>,
+    /// with the first server name for an unspecified address]
+    #[arg(
+        id = "sns_public_url",
+        long = "sns-public-url",
+        env = "FLEETCORE_SNS_PUBLIC_URL",
+        value_name = "URL"
+    )]
+    public_url: Option<String>,
+
+    /// SMTP server host of email subscriptions (`[sns] smtp_host`).
+    #[arg(
+        id = "sns_smtp_host",
+        long = "sns-smtp-host",
+        env = "FLEETCORE_SNS_SMTP_HOST",
+        value_name = "HOST"
+    )]
+    smtp_host: Option<String>,
+
+    /// SMTP port (`[sns] smtp_port`). [default: 587 for starttls, 465 for tls, 25 for none]
+    #[arg(
+        id = "sns_smtp_port",
+        long = "sns-smtp-port",
+        env = "FLEETCORE_SNS_SMTP_PORT",
+        value_name = "PORT"
+    )]
+    smtp_port: Option<u16>,
+
+    /// SMTP connection security: `starttls`, `tls` or `none` (`[sns] smtp_security`).
+    /// [default: starttls]
+    #[arg(
+        id = "sns_smtp_security",
+        long = "sns-smtp-security",
+        env = "FLEETCORE_SNS_SMTP_SECURITY",
+        value_name = "MODE"
+    )]
+    smtp_security: Option<String>,
+
+    /// SMTP user name (`[sns] smtp_username`).
+    #[arg(
+        id = "sns_smtp_username",
+        long = "sns-smtp-username",
+        env = "FLEETCORE_SNS_SMTP_USERNAME",
+        value_name = "USER"
+    )]
+    smtp_username: Option<String>,
+
+    /// SMTP password (`[sns] smtp_password`).
+    #[arg(
+        id = "sns_smtp_password",
+        long = "sns-smtp-password",
+        env = "FLEETCORE_SNS_SMTP_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
+    smtp_password: Option<String>,
+
+    /// Sender of SNS mails, e.g. `fleetcore <alerts@example.com>` (`[sns] smtp_from`).
+    #[arg(
+        id = "sns_smtp_from",
+        long = "sns-smtp-from",
+        env = "FLEETCORE_SNS_SMTP_FROM",
+        value_name = "ADDRESS"
+    )]
+    smtp_from: Option<String>,
+}
+
+impl SnsArgs {
+    /// The SMTP server, if one is configured.
+    fn smtp(self) -> anyhow::Result<Option<SmtpConfig>> {
+        let Some(host) = self.smtp_host.filter(|h| !h.is_empty()) else {
+            return Ok(None);
+        };
+        let security = match self.smtp_security.as_deref().unwrap_or("starttls") {
+            "starttls" => SmtpSecurity::Starttls,
+            "tls" => SmtpSecurity::Tls,
+            "none" => SmtpSecurity::None,
+            other => bail!("sns smtp_security must be starttls, tls or none, not `{other}`"),
+        };
+        let Some(from) = self.smtp_from else {
+            bail!("sns smtp_host needs smtp_from (the sender address)");
+        };
+        Ok(Some(SmtpConfig {
+            host,
+            port: self.smtp_port,
+            security,
+            username: self.smtp_username,
+            password: self.smtp_password,
+            from,
+        }))
+    }
 }
 
 /// `[lake]`: where delivery streams write objects. Without an endpoint, a local folder
@@ -269,6 +374,8 @@ pub struct Settings {
     pub lake: LakeConfig,
     pub lake_backlog_limit_bytes: usize,
     pub rules_https_ca_file: Option<PathBuf>,
+    pub sns_public_url: Option<String>,
+    pub smtp: Option<SmtpConfig>,
 }
 
 /// Fills every `None` of `$over` from `$under`.
@@ -354,6 +461,18 @@ impl ServeArgs {
                 secret_access_key,
                 path_style,
                 backlog_limit_mb,
+            );
+            let (sns_over, sns_under) = (&mut over.sns, &mut under.sns);
+            layer!(
+                sns_over,
+                sns_under,
+                public_url,
+                smtp_host,
+                smtp_port,
+                smtp_security,
+                smtp_username,
+                smtp_password,
+                smtp_from,
             );
         }
         let defaults = BrokerConfig::default();
@@ -490,6 +609,8 @@ impl ServeArgs {
             lake: lake_config,
             lake_backlog_limit_bytes: backlog_limit_mb << 20,
             rules_https_ca_file: self.rules_https_ca_file,
+            sns_public_url: self.sns.public_url.clone().filter(|u| !u.is_empty()),
+            smtp: self.sns.smtp()?,
         })
     }
 }
@@ -524,6 +645,40 @@ mod tests {
             (s.region.as_str(), s.account_id.as_str()),
             ("us-east-1", "000000000000")
         );
+    }
+
+    #[test]
+    fn sns_smtp_comes_from_the_file_and_is_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("fleetcore.toml");
+        std::fs::write(
+            &file,
+            "[sns]\nsmtp_host = \"mail.example.com\"\nsmtp_port = 2525\nsmtp_security = \"none\"\nsmtp_from = \"fc <a@example.com>\"\n",
+        )
+        .expect("write");
+        let config = file.to_str().expect("utf8");
+        let s = parse(&["--config", config]).resolve().expect("resolve");
+        let smtp = s.smtp.expect("smtp");
+        assert_eq!(
+            (smtp.host.as_str(), smtp.port, smtp.security),
+            ("mail.example.com", Some(2525), SmtpSecurity::None)
+        );
+        assert!(parse(&[]).resolve().expect("resolve").smtp.is_none());
+        let err = parse(&["--sns-smtp-host", "h"])
+            .resolve()
+            .expect_err("no sender");
+        assert!(format!("{err:#}").contains("smtp_from"), "{err:#}");
+        let err = parse(&[
+            "--sns-smtp-host",
+            "h",
+            "--sns-smtp-from",
+            "a@b.c",
+            "--sns-smtp-security",
+            "ssl",
+        ])
+        .resolve()
+        .expect_err("bad mode");
+        assert!(format!("{err:#}").contains("smtp_security"), "{err:#}");
     }
 
     #[test]

@@ -1,14 +1,13 @@
 //! Wiring of the events capability (IoT Events) in `fleetcore serve`: its detector actions
 //! reach the broker (iotTopicPublish), the delivery streams (firehose) and the functions
-//! (lambda) through the adapters here; SNS topics are reached through core's TopicPublisher
-//! once a notify capability is wired.
+//! (lambda) through the adapters here, and the SNS topics through core's TopicPublisher.
 
 use std::sync::Arc;
 
 use anyhow::Context;
 use bytes::Bytes;
 use fleetcore_archive::Archive;
-use fleetcore_core::{AccountContext, FunctionInvoker, KvStore};
+use fleetcore_core::{AccountContext, FunctionInvoker, KvStore, TopicPublisher};
 use fleetcore_events::{Events, EventsConfig, MqttPublisher, RecordFuture, RecordSink, Targets};
 use fleetcore_mqtt::broker::{Message, Router};
 use fleetcore_mqtt::protocol::{PublishProperties, QoS, Utf8};
@@ -69,10 +68,11 @@ pub fn start(
     router: &Arc<Router>,
     archive: &Arc<Archive>,
     functions: Arc<dyn FunctionInvoker>,
+    topics: Arc<dyn TopicPublisher>,
 ) -> anyhow::Result<Arc<Events>> {
     let targets = Targets {
         mqtt: Some(Arc::new(Broker(Arc::clone(router)))),
-        topics: None,
+        topics: Some(topics),
         functions: Some(functions),
         firehose: Some(Arc::new(DeliveryStreams(Arc::clone(archive)))),
         inputs: Arc::default(),

@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod events;
 mod functions;
+mod notify;
 mod open_files;
 mod rules;
 mod serve;

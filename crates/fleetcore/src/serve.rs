@@ -153,6 +153,18 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     // Functions (Lambda): their SDK calls reach this server's HTTP API with the admin
     // credentials.
     let functions = crate::functions::start(&settings, &credentials, &store, &streams)?;
+    // The HTTP listener is bound now: SNS messages link to it (SubscribeURL, SigningCertURL).
+    let http = fleetcore_api::bind(settings.http)
+        .await
+        .with_context(|| format!("binding the HTTP listener on {}", settings.http))?;
+    let http_addr = http.local_addr()?;
+    let notify = crate::notify::start(
+        &settings,
+        &store,
+        broker.router(),
+        Arc::clone(&functions.functions) as Arc<dyn fleetcore_core::FunctionInvoker>,
+        http_addr,
+    )?;
     // IoT Events: detectors resume in their stored state before any input arrives.
     let events = crate::events::start(
         &settings,
@@ -160,6 +172,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         broker.router(),
         &archive,
         Arc::clone(&functions.functions) as Arc<dyn fleetcore_core::FunctionInvoker>,
+        Arc::clone(&notify) as Arc<dyn fleetcore_core::TopicPublisher>,
     )?;
     // The rules engine: its ingest log is installed before any listener accepts a client.
     let rules_engine = crate::rules::RulesEngine::start(
@@ -174,6 +187,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             topic_rule_destinations: Arc::clone(&topic_rule_destinations),
             functions: Arc::clone(&functions.functions) as Arc<dyn fleetcore_core::FunctionInvoker>,
             events: Arc::clone(&events) as Arc<dyn fleetcore_core::InputSink>,
+            notifications: Arc::clone(&notify) as Arc<dyn fleetcore_core::TopicPublisher>,
         },
     )
     .await
@@ -262,10 +276,6 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         None => None,
     };
 
-    let http = fleetcore_api::bind(settings.http)
-        .await
-        .with_context(|| format!("binding the HTTP listener on {}", settings.http))?;
-    let http_addr = http.local_addr()?;
     let api_state = ApiState::new(prometheus.clone()).with_ca_pem(pki.ca_pem());
     let control_plane = control_plane(
         &settings,
@@ -294,7 +304,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         "iotevents",
         fleetcore_events::api::control_routes(Arc::clone(&events)),
     )
-    .service("ioteventsdata", fleetcore_events::api::data_routes(events));
+    .service("ioteventsdata", fleetcore_events::api::data_routes(events))
+    .service("sns", fleetcore_notify::api::routes(Arc::clone(&notify)))
+    .public(fleetcore_notify::public::routes(Arc::clone(&notify)));
     let (stop_http, http_stopped) = oneshot::channel::<()>();
     let http_task = tokio::spawn(fleetcore_api::serve(
         http,

@@ -3,7 +3,8 @@ inputs and detector models round trips with AWS's validation (an unknown state, 
 input attribute or a bad expression is an InvalidRequestException naming the place); detectors
 created per key by BatchPutMessage, described, listed, forced (BatchUpdateDetector) and deleted;
 timers firing with no input; telemetry over MQTT -> rule `iotEvents` action -> detector ->
-Alarm -> a message on `alerts/...`; SIGKILL with detectors in Alarm and pending timers, then a
+Alarm -> a message on `alerts/...` and an SNS notification at an HTTP subscriber (the overheat
+example); SIGKILL with detectors in Alarm and pending timers, then a
 restart: state, variables and timers intact, and a timer that came due while the server was down
 fires once."""
 
@@ -362,37 +363,65 @@ def test_operations_not_built_are_answered_unknown(ev):
     assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 501
 
 
-def test_overheat_example_alerts_after_a_sustained_overheat(ev, data, clients, uid):
-    """examples/events/overheat.json as the README creates it (the `sns` action dropped: this
-    server runs no SNS topics yet; the timer shortened to 1 s): Normal -> Overheating above 30 ->
-    Alarm once the timer expires without recovery -> a message on alerts/{thingType}/critical."""
+@pytest.fixture
+def http_subscriber():
+    from test_sns import Endpoint
+    made = []
+
+    def make():
+        made.append(Endpoint())
+        return made[-1]
+
+    yield make
+    for e in made:
+        e.close()
+
+
+def test_overheat_example_from_mqtt_to_alerts_and_sns(broker, ev, data, aws, clients, http_subscriber, uid):
+    """The whole path with examples/events/overheat.json (its timer shortened to 1 s, its SNS
+    topic this test's): telemetry over MQTT -> rule `iotEvents` action -> detector per sensor ->
+    Overheating -> (no recovery before the timer) Alarm -> a message on alerts/{thingType}/critical
+    and an SNS notification at an HTTP subscriber. A spike that recovers in time alerts nobody."""
     from pathlib import Path
+    from test_sns import confirmed_http_subscription
+    sns = aws("sns")
+    topic_arn = sns.create_topic(Name=f"alerts-{uid}")["TopicArn"]
+    ep = http_subscriber()
+    confirmed_http_subscription(sns, topic_arn, ep)
     example = json.loads((Path(__file__).resolve().parents[4] / "examples/events/overheat.json").read_text())
-    text = json.dumps(example["detectorModelDefinition"]).replace("TelemetryInput", rule_name(uid) + "_in") \
-        .replace('"seconds": 60', '"seconds": 1')
-    definition = json.loads(text)
-    for state in definition["states"]:
-        for event in state["onEnter"]["events"]:
-            event["actions"] = [a for a in event["actions"] if "sns" not in a]
     name, model = rule_name(uid) + "_in", rule_name(uid)
+    text = json.dumps(example["detectorModelDefinition"]).replace("TelemetryInput", name) \
+        .replace('"seconds": 60', '"seconds": 1') \
+        .replace("arn:aws:sns:us-east-1:000000000000:alerts", topic_arn)
     make_input(ev, name, "sensorId", "temperature", "thingType")
     ev.create_detector_model(detectorModelName=model, key=example["key"], roleArn=example["roleArn"],
-                             evaluationMethod=example["evaluationMethod"], detectorModelDefinition=definition)
+                             evaluationMethod=example["evaluationMethod"], detectorModelDefinition=json.loads(text))
+    create_rule(aws("iot"), rule_name(uid) + "_rule",
+                f"SELECT *, topic(3) AS sensorId FROM 'ovens/{uid}/+/telemetry'",
+                [{"iotEvents": {"inputName": name, "roleArn": ROLE}}])
     kind = f"Oven{uid}"
     sub = clients(V5)
     sub.subscribe(f"alerts/{kind}/critical", qos=1)
+    dev = clients(V5)
+
+    def send(sensor, temperature):
+        dev.publish(f"ovens/{uid}/{sensor}/telemetry",
+                    json.dumps({"temperature": temperature, "thingType": kind}), qos=1)
+
     # a short spike that recovers before the timer never alerts
-    assert put(data, name, {"sensorId": "o1", "temperature": 33, "thingType": kind}) == []
+    send("o1", 33)
     in_state(data, model, "o1", "Overheating")
-    assert put(data, name, {"sensorId": "o1", "temperature": 29, "thingType": kind}) == []
-    d = in_state(data, model, "o1", "Normal")
-    assert d["state"]["timers"] == []
+    send("o1", 29)
+    assert in_state(data, model, "o1", "Normal")["state"]["timers"] == []
     # a sustained one does, with no further message
-    assert put(data, name, {"sensorId": "o2", "temperature": 35, "thingType": kind},
-               {"sensorId": "o2", "temperature": 36.5, "thingType": kind}) == []
+    send("o2", 35)
+    send("o2", 36.5)
     alert = sub.wait_message(timeout=15)
     assert alert.topic == f"alerts/{kind}/critical"
     assert json.loads(alert.payload) == {"severity": "critical", "temperature": 36.5, "alarms": 1}
+    (_, notification), = ep.wait("Notification")
+    assert notification["TopicArn"] == topic_arn
+    assert notification["Message"] == f"Sensor {kind} above 30 degrees for 60 s: 36.5"
     in_state(data, model, "o2", "Alarm")
     assert detector(data, model, "o1")["state"]["stateName"] == "Normal"
-    assert len(sub.matching()) == 1
+    assert len(sub.matching()) == 1 and len(ep.of_type("Notification")) == 1

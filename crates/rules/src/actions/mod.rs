@@ -22,6 +22,7 @@ mod lambda;
 mod members;
 mod opensearch;
 mod republish;
+mod sns;
 mod unsupported;
 
 use std::sync::Arc;
@@ -85,6 +86,8 @@ pub struct Destinations {
     pub functions: Option<Arc<dyn fleetcore_core::FunctionInvoker>>,
     /// The IoT Events inputs (the iotEvents action), if the server runs them.
     pub events: Option<Arc<dyn fleetcore_core::InputSink>>,
+    /// The SNS topics (the sns action), if the server runs them.
+    pub notifications: Option<Arc<dyn fleetcore_core::TopicPublisher>>,
 }
 
 /// One action kind: its members parsed and checked (at CreateTopicRule and when the rule
@@ -142,6 +145,7 @@ pub const KINDS: &[ActionKind] = &[
     ActionKind::of::<opensearch::OpenSearchSpec>(),
     ActionKind::of::<lambda::LambdaSpec>(),
     ActionKind::of::<iot_events::IotEventsSpec>(),
+    ActionKind::of::<sns::SnsSpec>(),
 ];
 
 /// AWS action kinds whose capability this server does not have, with that capability's name.
@@ -155,7 +159,6 @@ const MISSING_CAPABILITY: &[(&str, &str)] = &[
     ("dynamoDB", "DynamoDB"),
     ("dynamoDBv2", "DynamoDB"),
     ("s3", "S3 buckets"),
-    ("sns", "SNS notifications"),
     ("sqs", "SQS queues"),
     ("stepFunctions", "Step Functions"),
     ("timestream", "Timestream"),

@@ -1,0 +1,211 @@
+//! The notification service: topics and subscriptions ([`Registry`]), publishing (filter
+//! policies, then one job per matching confirmed subscription on its lane), confirmation, and
+//! the `TopicPublisher` seam other capabilities publish through.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use fleetcore_core::{AccountContext, KvStore, Notification, NotifyFuture, TopicPublisher};
+
+use crate::delivery::lanes::{LaneConfig, Lanes};
+use crate::delivery::{Context, Outgoing, Targets, Transports};
+use crate::error::NotifyServiceError;
+use crate::message::{MessageAttribute, Published, Urls};
+use crate::model::{Scope, Status, Subscription};
+use crate::registry::Registry;
+use crate::signer::Signer;
+
+/// How the service is set up.
+#[derive(Clone)]
+pub struct NotifyConfig {
+    /// Where the signing key lives (`<data dir>/sns`).
+    pub dir: PathBuf,
+    /// The base of the links put in messages (SubscribeURL, UnsubscribeURL, SigningCertURL):
+    /// this server's HTTP listener as subscribers reach it, e.g. `http://10.0.0.5:8080`.
+    pub public_url: String,
+    /// Region and account of the ARNs.
+    pub account: AccountContext,
+    /// The services deliveries go to, and the SMTP server.
+    pub targets: Targets,
+    /// Queues, concurrency and retries of deliveries.
+    pub lanes: LaneConfig,
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The signing key.
+    #[error(transparent)]
+    Signer(#[from] crate::signer::SignerError),
+    /// The stored topics and subscriptions.
+    #[error("loading the SNS topics: {0}")]
+    Registry(#[from] NotifyServiceError),
+    /// A transport (bad CA file, bad SMTP settings).
+    #[error("{0}")]
+    Transport(String),
+}
+
+/// The running notification service.
+pub struct Notify {
+    registry: Registry,
+    lanes: Lanes,
+    transports: Arc<Transports>,
+    context: Arc<Context>,
+}
+
+impl Notify {
+    /// Loads the topics and subscriptions and builds the transports. Must run inside a tokio
+    /// runtime (lanes are tasks).
+    pub fn start(config: NotifyConfig, store: Arc<dyn KvStore>) -> Result<Arc<Notify>, StartError> {
+        let signer = Arc::new(Signer::load_or_create(&config.dir)?);
+        let registry = Registry::open(store, config.account)?;
+        let transports =
+            Arc::new(Transports::build(&config.targets).map_err(StartError::Transport)?);
+        let context = Arc::new(Context {
+            signer,
+            urls: Urls::new(&config.public_url),
+        });
+        let lanes = Lanes::new(Arc::clone(&transports), Arc::clone(&context), config.lanes);
+        Ok(Arc::new(Notify {
+            registry,
+            lanes,
+            transports,
+            context,
+        }))
+    }
+
+    /// The topics and subscriptions.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The certificate subscribers verify signatures with (PEM).
+    pub fn signing_certificate(&self) -> &str {
+        self.context.signer.certificate_pem()
+    }
+
+    /// Subscribes `endpoint` over `protocol` to a topic. Protocols that need confirmation get
+    /// their SubscriptionConfirmation sent; the others are confirmed at once.
+    pub fn subscribe(
+        &self,
+        topic_arn: &str,
+        protocol: &str,
+        endpoint: &str,
+        attributes: BTreeMap<String, String>,
+    ) -> Result<Arc<Subscription>, NotifyServiceError> {
+        self.registry.topic(topic_arn)?;
+        let kind = self
+            .transports
+            .check(protocol, endpoint)
+            .map_err(NotifyServiceError::InvalidParameter)?;
+        for (name, value) in &attributes {
+            crate::model::check_subscription_attribute(protocol, name, value)?;
+        }
+        let subscription = Subscription {
+            arn: format!("{topic_arn}:{}", uuid::Uuid::new_v4()),
+            topic_arn: topic_arn.to_string(),
+            protocol: kind.name.to_string(),
+            endpoint: endpoint.to_string(),
+            status: if kind.needs_confirmation {
+                Status::Pending
+            } else {
+                Status::Confirmed
+            },
+            token: token(),
+            attributes,
+        };
+        let (subscription, created) = self.registry.subscribe(subscription)?;
+        // A repeated Subscribe of a pending subscription sends the confirmation again.
+        if subscription.status == Status::Pending {
+            self.lanes.enqueue(&subscription, Outgoing::Confirmation);
+        }
+        if created {
+            tracing::info!(subscription = %subscription.arn, protocol, "SNS subscription created");
+        }
+        Ok(subscription)
+    }
+
+    /// Confirms the subscription whose token is `token` (ConfirmSubscription, SubscribeURL).
+    pub fn confirm(
+        &self,
+        topic_arn: &str,
+        token: &str,
+    ) -> Result<Arc<Subscription>, NotifyServiceError> {
+        self.registry.confirm(topic_arn, token)
+    }
+
+    /// Ends a subscription; what its lane still holds is not sent.
+    pub fn unsubscribe(&self, arn: &str) -> Result<(), NotifyServiceError> {
+        self.registry.unsubscribe(arn)?;
+        self.lanes.close(arn);
+        Ok(())
+    }
+
+    /// Deletes a topic and its subscriptions.
+    pub fn delete_topic(&self, arn: &str) -> Result<(), NotifyServiceError> {
+        for subscription in self.registry.delete_topic(arn)? {
+            self.lanes.close(&subscription.arn);
+        }
+        Ok(())
+    }
+
+    /// Sends `message` to every confirmed subscription of its topic whose filter policy it
+    /// passes; returns the MessageId once it is queued.
+    pub fn publish(&self, message: Published) -> Result<String, NotifyServiceError> {
+        let subscriptions = self.registry.deliver_to(&message.topic_arn)?;
+        let message = Arc::new(message);
+        let mut attribute_values = None;
+        for subscription in &subscriptions {
+            if let Some((policy, scope)) = subscription.filter() {
+                let passes = match scope {
+                    Scope::MessageAttributes => policy.matches_attributes(
+                        attribute_values.get_or_insert_with(|| message.filter_values()),
+                    ),
+                    Scope::MessageBody => {
+                        policy.matches_body(message.message_for(&subscription.protocol))
+                    }
+                };
+                if !passes {
+                    crate::delivery::filtered(&subscription.protocol);
+                    continue;
+                }
+            }
+            self.lanes
+                .enqueue(subscription, Outgoing::Notification(Arc::clone(&message)));
+        }
+        metrics::counter!("fleetcore_sns_published_total").increment(1);
+        Ok(message.message_id.clone())
+    }
+}
+
+/// A fresh subscription token: 128 random bits, hex, twice (AWS's are long hex strings).
+fn token() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+impl TopicPublisher for Notify {
+    fn publish<'a>(&'a self, topic_arn: &'a str, notification: Notification) -> NotifyFuture<'a> {
+        Box::pin(async move {
+            let mut attributes = BTreeMap::new();
+            for (name, value) in notification.attributes {
+                let attribute =
+                    MessageAttribute::new(&name, "String", value).map_err(|e| e.to_seam())?;
+                attributes.insert(name, attribute);
+            }
+            let message = Published::new(
+                topic_arn,
+                &notification.message,
+                notification.subject.as_deref(),
+                notification.message_structure.as_deref(),
+                attributes,
+            )
+            .map_err(|e| e.to_seam())?;
+            Notify::publish(self, message).map_err(|e| e.to_seam())
+        })
+    }
+}
