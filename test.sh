@@ -184,4 +184,14 @@ else
     cargo +nightly fuzz run shadow_update "${shadow_args[@]}" -- -max_total_time="$shadow_seconds"
     done_stage "${shadow_seconds}s, no crash"
   fi
+  if grep -q 'name *= *"events_expression"' fuzz/Cargo.toml; then
+    # IoT Events expressions (parse + evaluate untrusted model text): a few seconds
+    events_seconds=$(( fuzz_seconds < 10 ? fuzz_seconds : 10 ))
+    stage "cargo +nightly fuzz run events_expression (${events_seconds}s)"
+    mkdir -p "$root/fuzz/corpus/events_expression"
+    events_args=("$root/fuzz/corpus/events_expression")
+    [ -d "$root/fuzz/seeds/events_expression" ] && events_args+=("$root/fuzz/seeds/events_expression")
+    cargo +nightly fuzz run events_expression "${events_args[@]}" -- -max_total_time="$events_seconds"
+    done_stage "${events_seconds}s, no crash"
+  fi
 fi

@@ -6,6 +6,7 @@ pub mod access;
 pub mod arn;
 pub mod auth;
 pub mod cloudwatch;
+pub mod events;
 pub mod invoke;
 pub mod notify;
 pub mod sigv4;
@@ -13,6 +14,7 @@ pub mod store;
 
 pub use arn::{AccountContext, Arn, ArnError};
 pub use cloudwatch::{CloudWatchError, CloudWatchFuture, CloudWatchSink, MetricValue};
+pub use events::{InputError, InputFuture, InputMessage, InputSink};
 pub use invoke::{FunctionInvoker, InvokeError, InvokeFuture, InvokeOutput};
 pub use notify::{Notification, NotifyError, NotifyFuture, TopicPublisher};
 pub use store::{KvStore, RedbStore, StoreError, WriteBatch};

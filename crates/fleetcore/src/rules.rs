@@ -2,8 +2,8 @@
 //! stream store of its own (`<data dir>/ingest/partition-<n>`, so they never show in the user's
 //! ListStreams and each has its own writer thread and fsyncs), the ingest writer the broker
 //! hands messages to, and the runtime running every enabled rule's actions against the user's
-//! streams, the delivery streams, the functions, the SNS topics, the broker and the device
-//! shadows.
+//! streams, the delivery streams, the functions, the IoT Events inputs, the SNS topics, the broker
+//! and the device shadows.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use bytes::Bytes;
 use fleetcore_archive::Archive;
-use fleetcore_core::{FunctionInvoker, TopicPublisher};
+use fleetcore_core::{FunctionInvoker, InputSink, TopicPublisher};
 use fleetcore_mqtt::broker::Router;
 use fleetcore_rules::actions::{Destinations, FirehoseSink};
 use fleetcore_rules::destinations::TopicRuleDestinations;
@@ -83,6 +83,8 @@ pub struct RuleTargets {
     pub topic_rule_destinations: Arc<TopicRuleDestinations>,
     /// The functions (the lambda action).
     pub functions: Arc<dyn FunctionInvoker>,
+    /// The IoT Events inputs (the iotEvents action).
+    pub events: Arc<dyn InputSink>,
     /// The SNS topics (the sns action).
     pub notifications: Arc<dyn TopicPublisher>,
     /// CloudWatch (the cloudwatch* actions).
@@ -106,6 +108,7 @@ impl RulesEngine {
             shadows,
             topic_rule_destinations,
             functions,
+            events,
             notifications,
             cloudwatch,
         } = targets;
@@ -147,6 +150,7 @@ impl RulesEngine {
                 https,
                 topic_rule_destinations,
                 functions: Some(Arc::clone(&functions)),
+                events: Some(events),
                 notifications: Some(notifications),
                 cloudwatch: Some(cloudwatch),
             },

@@ -217,6 +217,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     )));
     // Observability: the metric store sampled from this process's registry, CloudWatch.
     let observe = crate::observe::start(&settings, broker.router(), &prometheus)?;
+    // IoT Events: detectors resume in their stored state before any input arrives.
+    let events = crate::events::start(
+        &settings,
+        &store,
+        broker.router(),
+        &archive,
+        Arc::clone(&functions.functions) as Arc<dyn fleetcore_core::FunctionInvoker>,
+        Arc::clone(&notify) as Arc<dyn fleetcore_core::TopicPublisher>,
+    )?;
     // The rules engine: its ingest log is installed before any listener accepts a client.
     let rules_engine = crate::rules::RulesEngine::start(
         data_dir,
@@ -229,6 +238,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             shadows: shadows.clone(),
             topic_rule_destinations: Arc::clone(&topic_rule_destinations),
             functions: Arc::clone(&functions.functions) as Arc<dyn fleetcore_core::FunctionInvoker>,
+            events: Arc::clone(&events) as Arc<dyn fleetcore_core::InputSink>,
             notifications: Arc::clone(&notify) as Arc<dyn fleetcore_core::TopicPublisher>,
             cloudwatch: Arc::clone(&observe.observe) as Arc<dyn fleetcore_core::CloudWatchSink>,
         },
@@ -352,6 +362,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         fleetcore_functions::api::routes(functions.clone()),
         fleetcore_functions::api::BODY_LIMIT,
     )
+    .service(
+        "iotevents",
+        fleetcore_events::api::control_routes(Arc::clone(&events)),
+    )
+    .service("ioteventsdata", fleetcore_events::api::data_routes(events))
     .service("sns", fleetcore_notify::api::routes(Arc::clone(&notify)))
     .public(fleetcore_notify::public::routes(Arc::clone(&notify)));
     let (stop_http, http_stopped) = oneshot::channel::<()>();

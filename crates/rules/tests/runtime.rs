@@ -96,6 +96,7 @@ impl Engine {
                 https,
                 topic_rule_destinations,
                 functions: None,
+                events: None,
                 notifications: None,
                 cloudwatch: None,
             },

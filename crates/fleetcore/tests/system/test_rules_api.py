@@ -242,7 +242,8 @@ def test_every_action_kind_this_server_runs_is_stored_as_given(aws, uid):
 
 
 @pytest.mark.parametrize("action,capability", [
-    ({"iotEvents": {"inputName": "in", "roleArn": ROLE, "messageId": "${newuuid()}"}}, "events"),
+    ({"timestream": {"roleArn": ROLE, "databaseName": "d", "tableName": "t",
+                     "dimensions": [{"name": "device", "value": "${topic(2)}"}]}}, "Timestream"),
     ({"iotAnalytics": {"channelName": "ch", "roleArn": ROLE}}, "analytics"),
     ({"cloudwatchMetric": {"roleArn": ROLE, "metricNamespace": "n", "metricName": "m",
                            "metricValue": "1", "metricUnit": "Count"}}, "CloudWatch metrics"),

@@ -103,9 +103,13 @@ mod tests {
 
     #[tokio::test]
     async fn every_message_fails_naming_the_reason() {
-        let members = json!({"inputName": "pumps", "roleArn": "r"});
-        let action = Unsupported::kind("iotEvents", &members, super::super::missing("iotEvents"));
-        assert_eq!(action.name(), "IotEventsAction");
+        let members = json!({"channelName": "pumps", "roleArn": "r"});
+        let action = Unsupported::kind(
+            "iotAnalytics",
+            &members,
+            super::super::missing("iotAnalytics"),
+        );
+        assert_eq!(action.name(), "IotAnalyticsAction");
         assert_eq!(action.resource(&[]), "pumps");
         let item = Prepared {
             body: bytes::Bytes::from_static(b"{}"),
@@ -115,7 +119,7 @@ mod tests {
         assert_eq!(outcomes.len(), 2);
         for outcome in outcomes {
             let reason = outcome.unwrap_err();
-            assert!(reason.contains("events"), "{reason}");
+            assert!(reason.contains("analytics"), "{reason}");
         }
     }
 }

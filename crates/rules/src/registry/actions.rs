@@ -147,10 +147,13 @@ mod tests {
     fn kinds_without_their_capability_are_refused_naming_it() {
         let e = validate_action(
             "actions[0]",
-            &json!({"iotEvents": {"inputName": "i", "roleArn": "r"}}),
+            &json!({"stepFunctions": {"stateMachineName": "m", "roleArn": "r"}}),
         )
         .unwrap_err();
-        assert!(e.contains("events") && e.contains("iotEvents"), "{e}");
+        assert!(
+            e.contains("Step Functions") && e.contains("stepFunctions"),
+            "{e}"
+        );
         let e = validate_action(
             "errorAction",
             &json!({"iotAnalytics": {"channelName": "c"}}),

@@ -521,7 +521,7 @@ mod tests {
                 sql: "SELECT * FROM 'a/#'".into(),
                 description: None,
                 created_at_ms: 1,
-                actions: vec![json!({"iotEvents": {"inputName": "in", "roleArn": "r"}})],
+                actions: vec![json!({"iotAnalytics": {"channelName": "in", "roleArn": "r"}})],
                 error_action: None,
                 rule_disabled: false,
                 aws_iot_sql_version: "2016-03-23".into(),
@@ -533,14 +533,14 @@ mod tests {
         }
         let registry = open(&dir);
         let old = registry.get("old").expect("loaded");
-        assert_eq!(old.record.actions[0]["iotEvents"]["inputName"], "in");
+        assert_eq!(old.record.actions[0]["iotAnalytics"]["channelName"], "in");
         let refused = crate::actions::validate(
-            "iotEvents",
-            &old.record.actions[0]["iotEvents"],
+            "iotAnalytics",
+            &old.record.actions[0]["iotAnalytics"],
             SqlVersion::V2016_03_23,
         )
         .unwrap_err();
-        assert!(refused.contains("events"), "{refused}");
+        assert!(refused.contains("analytics"), "{refused}");
     }
 
     #[test]

@@ -1,0 +1,286 @@
+//! One shard of the engine: a thread that owns the instances whose key hashes to it and their
+//! timers (a due-time index scanned by the same loop, so a timer fires on time without input).
+//! Each turn takes up to [`TURN`] commands, evaluates them, writes every changed instance in one
+//! store batch (group commit), and only then answers callers and starts the actions' effects,
+//! so what a caller sees and every effect follow a durable state.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fleetcore_core::{KvStore, WriteBatch};
+use tokio::sync::{Semaphore, mpsc};
+
+use super::instance::Instance;
+use super::{Command, ModelTable, TABLE_DETECTORS, detector_key, now_ms};
+use crate::actions::{Effect, Trigger};
+
+/// Most commands handled between two commits.
+const TURN: usize = 4096;
+
+/// Observes how late each timer fired (milliseconds), for benchmarks.
+pub type LatenessObserver = Arc<dyn Fn(u64) + Send + Sync>;
+
+type InstanceId = (String, Option<String>);
+
+pub(super) struct Shard {
+    pub store: Arc<dyn KvStore>,
+    pub models: ModelTable,
+    pub instances: HashMap<InstanceId, Instance>,
+    pub timers: BTreeSet<(u64, String, Option<String>, String)>,
+    pub effects_runtime: tokio::runtime::Handle,
+    pub effect_permits: Arc<Semaphore>,
+    pub lateness: Option<LatenessObserver>,
+}
+
+struct Turn {
+    dirty: HashSet<InstanceId>,
+    deleted: Vec<InstanceId>,
+    effects: Vec<Effect>,
+    replies: Vec<Box<dyn FnOnce() + Send>>,
+}
+
+impl Shard {
+    /// Indexes the timers of the loaded instances (a timer that came due while the server was
+    /// down fires at the first turn, once).
+    pub fn index_timers(&mut self) {
+        for ((model, key), instance) in &self.instances {
+            for (name, timer) in &instance.timers {
+                self.timers
+                    .insert((timer.due_ms, model.clone(), key.clone(), name.clone()));
+            }
+        }
+    }
+
+    pub fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "an events shard could not start its runtime");
+                return;
+            }
+        };
+        runtime.block_on(async move {
+            loop {
+                let mut turn = Turn {
+                    dirty: HashSet::new(),
+                    deleted: Vec::new(),
+                    effects: Vec::new(),
+                    replies: Vec::new(),
+                };
+                let wait = self.timers.first().map(|t| {
+                    Duration::from_millis(t.0.saturating_sub(now_ms()))
+                });
+                let first = match wait {
+                    Some(wait) => tokio::select! {
+                        c = commands.recv() => match c { Some(c) => Some(c), None => break },
+                        _ = tokio::time::sleep(wait) => None,
+                    },
+                    None => match commands.recv().await {
+                        Some(c) => Some(c),
+                        None => break,
+                    },
+                };
+                if let Some(command) = first {
+                    self.handle(command, &mut turn);
+                    for _ in 1..TURN {
+                        match commands.try_recv() {
+                            Ok(c) => self.handle(c, &mut turn),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                self.fire_due(&mut turn);
+                self.commit(&turn);
+                for reply in turn.replies {
+                    reply();
+                }
+                for effect in turn.effects {
+                    let Ok(permit) = Arc::clone(&self.effect_permits).acquire_owned().await else {
+                        break;
+                    };
+                    self.effects_runtime.spawn(async move {
+                        if let Err(error) = effect.call.await {
+                            metrics::counter!("fleetcore_events_action_failures_total", "action" => effect.action).increment(1);
+                            tracing::warn!(action = effect.action, %error, "detector action failed");
+                        }
+                        drop(permit);
+                    });
+                }
+            }
+        });
+    }
+
+    fn handle(&mut self, command: Command, turn: &mut Turn) {
+        let now = now_ms();
+        match command {
+            Command::Message {
+                model,
+                key,
+                trigger,
+            } => {
+                let id = (model.record.name.clone(), key);
+                let instance = match self.instances.get_mut(&id) {
+                    Some(instance) => {
+                        instance.evaluate(&model, &trigger, now, &mut turn.effects);
+                        instance
+                    }
+                    None => {
+                        let mut instance = Instance::create(
+                            &model,
+                            id.1.clone(),
+                            &trigger,
+                            now,
+                            &mut turn.effects,
+                        );
+                        instance.evaluate(&model, &trigger, now, &mut turn.effects);
+                        self.instances.entry(id.clone()).or_insert(instance)
+                    }
+                };
+                for (name, timer) in &instance.timers {
+                    self.timers
+                        .insert((timer.due_ms, id.0.clone(), id.1.clone(), name.clone()));
+                }
+                turn.dirty.insert(id);
+                metrics::counter!("fleetcore_events_evaluations_total").increment(1);
+            }
+            Command::Update {
+                model,
+                key,
+                state,
+                variables,
+                timers,
+                reply,
+            } => {
+                let id = (model.record.name.clone(), key);
+                let instance = self
+                    .instances
+                    .entry(id.clone())
+                    .or_insert_with(|| Instance {
+                        model: model.record.name.clone(),
+                        version: model.record.version,
+                        key: id.1.clone(),
+                        state: state.clone(),
+                        variables: Default::default(),
+                        timers: Default::default(),
+                        created_ms: now,
+                        updated_ms: now,
+                    });
+                instance.force(state, variables, timers, now);
+                for (name, timer) in &instance.timers {
+                    self.timers
+                        .insert((timer.due_ms, id.0.clone(), id.1.clone(), name.clone()));
+                }
+                turn.dirty.insert(id);
+                turn.replies.push(Box::new(move || {
+                    let _ = reply.send(());
+                }));
+            }
+            Command::Describe { model, key, reply } => {
+                let found = self.instances.get(&(model, key)).cloned();
+                turn.replies.push(Box::new(move || {
+                    let _ = reply.send(found);
+                }));
+            }
+            Command::List { model, reply } => {
+                let found: Vec<Instance> = self
+                    .instances
+                    .iter()
+                    .filter(|((m, _), _)| *m == model)
+                    .map(|(_, i)| i.clone())
+                    .collect();
+                turn.replies.push(Box::new(move || {
+                    let _ = reply.send(found);
+                }));
+            }
+            Command::Delete { model, key, reply } => {
+                let id = (model, key);
+                let existed = self.instances.remove(&id).is_some();
+                if existed {
+                    turn.dirty.remove(&id);
+                    turn.deleted.push(id);
+                }
+                turn.replies.push(Box::new(move || {
+                    let _ = reply.send(existed);
+                }));
+            }
+            Command::DropModel { model, reply } => {
+                let ids: Vec<InstanceId> = self
+                    .instances
+                    .keys()
+                    .filter(|(m, _)| *m == model)
+                    .cloned()
+                    .collect();
+                for id in ids {
+                    self.instances.remove(&id);
+                    turn.dirty.remove(&id);
+                    turn.deleted.push(id);
+                }
+                turn.replies.push(Box::new(move || {
+                    let _ = reply.send(());
+                }));
+            }
+        }
+    }
+
+    fn fire_due(&mut self, turn: &mut Turn) {
+        let now = now_ms();
+        while let Some(first) = self.timers.first() {
+            if first.0 > now {
+                break;
+            }
+            let Some((due, model_name, key, timer)) = self.timers.pop_first() else {
+                break;
+            };
+            let id = (model_name, key);
+            let Some(instance) = self.instances.get_mut(&id) else {
+                continue;
+            };
+            // A reset or cleared timer leaves a stale index entry: skip it.
+            if instance.timers.get(&timer).is_none_or(|t| t.due_ms != due) {
+                continue;
+            }
+            let Some(model) = self.models.read().get(&id.0).cloned() else {
+                continue;
+            };
+            instance.timers.remove(&timer);
+            if let Some(observe) = &self.lateness {
+                observe(now.saturating_sub(due));
+            }
+            instance.evaluate(&model, &Trigger::Timer(timer), now, &mut turn.effects);
+            for (name, t) in &instance.timers {
+                self.timers
+                    .insert((t.due_ms, id.0.clone(), id.1.clone(), name.clone()));
+            }
+            turn.dirty.insert(id);
+            metrics::counter!("fleetcore_events_timers_fired_total").increment(1);
+        }
+    }
+
+    fn commit(&self, turn: &Turn) {
+        if turn.dirty.is_empty() && turn.deleted.is_empty() {
+            return;
+        }
+        let mut batch = WriteBatch::new();
+        for id in &turn.deleted {
+            batch.delete(TABLE_DETECTORS, detector_key(&id.0, id.1.as_deref()));
+        }
+        for id in &turn.dirty {
+            if let Some(instance) = self.instances.get(id) {
+                match serde_json::to_vec(instance) {
+                    Ok(value) => {
+                        batch.put(TABLE_DETECTORS, detector_key(&id.0, id.1.as_deref()), value)
+                    }
+                    Err(e) => tracing::error!(error = %e, "a detector could not be encoded"),
+                }
+            }
+        }
+        if let Err(e) = self.store.apply(batch) {
+            metrics::counter!("fleetcore_events_commit_failures_total").increment(1);
+            tracing::error!(error = %e, "detector state could not be written");
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! Wiring of the events capability (IoT Events) in `fleetcore serve`: its detector actions
+//! reach the broker (iotTopicPublish), the delivery streams (firehose) and the functions
+//! (lambda) through the adapters here, and the SNS topics through core's TopicPublisher.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use bytes::Bytes;
+use fleetcore_archive::Archive;
+use fleetcore_core::{AccountContext, FunctionInvoker, KvStore, TopicPublisher};
+use fleetcore_events::{Events, EventsConfig, MqttPublisher, RecordFuture, RecordSink, Targets};
+use fleetcore_mqtt::broker::{Message, Router};
+use fleetcore_mqtt::protocol::{PublishProperties, QoS, Utf8};
+use fleetcore_mqtt::topic::valid_topic_name;
+
+use crate::config::Settings;
+
+/// The broker as detector actions publish to it.
+struct Broker(Arc<Router>);
+
+impl MqttPublisher for Broker {
+    fn publish(&self, topic: &str, payload: Bytes, qos: u8) -> Result<(), String> {
+        if !valid_topic_name(topic, self.0.config().max_topic_length) {
+            return Err(format!("{topic:?} is not a valid topic name"));
+        }
+        let topic = Utf8::new(topic.to_string()).ok_or("the topic contains U+0000")?;
+        self.0.publish(Arc::new(Message {
+            topic,
+            payload,
+            qos: if qos == 1 {
+                QoS::AtLeastOnce
+            } else {
+                QoS::AtMostOnce
+            },
+            retain: false,
+            properties: PublishProperties::default(),
+            expires_at: None,
+            origin: None,
+        }));
+        Ok(())
+    }
+}
+
+/// The delivery streams as the firehose detector action writes to them.
+struct DeliveryStreams(Arc<Archive>);
+
+impl RecordSink for DeliveryStreams {
+    fn put_record<'a>(&'a self, stream: &'a str, record: Bytes) -> RecordFuture<'a> {
+        Box::pin(async move {
+            let mut outcomes = self
+                .0
+                .put_records(stream, vec![record])
+                .await
+                .map_err(|e| e.to_string())?;
+            match outcomes.pop() {
+                Some(Ok(_)) => Ok(()),
+                Some(Err(refusal)) => Err(refusal.message),
+                None => Err("the delivery stream answered nothing".into()),
+            }
+        })
+    }
+}
+
+/// Starts the events engine (detectors resume in their stored state; overdue timers fire).
+pub fn start(
+    settings: &Settings,
+    store: &Arc<dyn KvStore>,
+    router: &Arc<Router>,
+    archive: &Arc<Archive>,
+    functions: Arc<dyn FunctionInvoker>,
+    topics: Arc<dyn TopicPublisher>,
+) -> anyhow::Result<Arc<Events>> {
+    let targets = Targets {
+        mqtt: Some(Arc::new(Broker(Arc::clone(router)))),
+        topics: Some(topics),
+        functions: Some(functions),
+        firehose: Some(Arc::new(DeliveryStreams(Arc::clone(archive)))),
+        inputs: Arc::default(),
+    };
+    Events::start(
+        Arc::clone(store),
+        targets,
+        AccountContext::new(&settings.region, &settings.account_id),
+        EventsConfig::default(),
+    )
+    .context("starting the events engine")
+}
