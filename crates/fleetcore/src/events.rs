@@ -9,9 +9,8 @@ use bytes::Bytes;
 use fleetcore_archive::Archive;
 use fleetcore_core::{AccountContext, FunctionInvoker, KvStore, TopicPublisher};
 use fleetcore_events::{Events, EventsConfig, MqttPublisher, RecordFuture, RecordSink, Targets};
-use fleetcore_mqtt::broker::{Message, Router};
-use fleetcore_mqtt::protocol::{PublishProperties, QoS, Utf8};
-use fleetcore_mqtt::topic::valid_topic_name;
+use fleetcore_mqtt::broker::Router;
+use fleetcore_mqtt::protocol::QoS;
 
 use crate::config::Settings;
 
@@ -20,24 +19,12 @@ struct Broker(Arc<Router>);
 
 impl MqttPublisher for Broker {
     fn publish(&self, topic: &str, payload: Bytes, qos: u8) -> Result<(), String> {
-        if !valid_topic_name(topic, self.0.config().max_topic_length) {
-            return Err(format!("{topic:?} is not a valid topic name"));
-        }
-        let topic = Utf8::new(topic.to_string()).ok_or("the topic contains U+0000")?;
-        self.0.publish(Arc::new(Message {
-            topic,
-            payload,
-            qos: if qos == 1 {
-                QoS::AtLeastOnce
-            } else {
-                QoS::AtMostOnce
-            },
-            retain: false,
-            properties: PublishProperties::default(),
-            expires_at: None,
-            origin: None,
-        }));
-        Ok(())
+        let qos = if qos == 1 {
+            QoS::AtLeastOnce
+        } else {
+            QoS::AtMostOnce
+        };
+        crate::server_publish::publish(&self.0, topic, payload, qos)
     }
 }
 

@@ -12,6 +12,7 @@ mod observe;
 mod open_files;
 mod rules;
 mod serve;
+mod server_publish;
 mod streams;
 
 use clap::{Parser, Subcommand};

@@ -1,11 +1,13 @@
 //! Wiring of the observability capability: its store in `<data>/metrics/`, the sampler over
-//! this process's Prometheus registry, and alarm actions published on the broker.
+//! this process's Prometheus registry, and alarm actions published on the broker and to SNS
+//! topics.
 
 use std::sync::Arc;
 
 use anyhow::Context;
-use fleetcore_mqtt::broker::{Message, Router};
-use fleetcore_mqtt::protocol::{PublishProperties, QoS, Utf8};
+use fleetcore_core::TopicPublisher;
+use fleetcore_mqtt::broker::Router;
+use fleetcore_mqtt::protocol::QoS;
 use fleetcore_observe::{MqttPublisher, Observe, ObserveConfig, Retention};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::task::JoinHandle;
@@ -25,19 +27,11 @@ struct BrokerPublisher(Arc<Router>);
 
 impl MqttPublisher for BrokerPublisher {
     fn publish(&self, topic: &str, payload: Vec<u8>) {
-        let Some(topic) = Utf8::new(topic.to_string()) else {
-            tracing::warn!(topic, "alarm action topic contains U+0000");
-            return;
-        };
-        self.0.publish(Arc::new(Message {
-            topic,
-            payload: payload.into(),
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            properties: PublishProperties::default(),
-            expires_at: None,
-            origin: None,
-        }));
+        if let Err(reason) =
+            crate::server_publish::publish(&self.0, topic, payload.into(), QoS::AtLeastOnce)
+        {
+            tracing::warn!(topic, reason, "alarm action not published");
+        }
     }
 }
 
@@ -45,6 +39,7 @@ impl MqttPublisher for BrokerPublisher {
 pub fn start(
     settings: &Settings,
     router: &Arc<Router>,
+    topics: Arc<dyn TopicPublisher>,
     prometheus: &PrometheusHandle,
 ) -> anyhow::Result<Running> {
     let resolution = settings.metrics_resolution as i64;
@@ -60,11 +55,9 @@ pub fn start(
         region: settings.region.clone(),
         account_id: settings.account_id.clone(),
     };
-    // SNS alarm actions need the notify capability's TopicPublisher; until it is wired here
-    // they are refused at PutMetricAlarm.
     let observe = Observe::open(
         config,
-        None,
+        Some(topics),
         Some(Arc::new(BrokerPublisher(Arc::clone(router)))),
     )
     .context("opening the metric store (<data>/metrics)")?;

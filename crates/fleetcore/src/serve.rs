@@ -216,7 +216,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         Arc::clone(broker.router()),
     )));
     // Observability: the metric store sampled from this process's registry, CloudWatch.
-    let observe = crate::observe::start(&settings, broker.router(), &prometheus)?;
+    let observe = crate::observe::start(
+        &settings,
+        broker.router(),
+        Arc::clone(&notify) as Arc<dyn fleetcore_core::TopicPublisher>,
+        &prometheus,
+    )?;
     // IoT Events: detectors resume in their stored state before any input arrives.
     let events = crate::events::start(
         &settings,

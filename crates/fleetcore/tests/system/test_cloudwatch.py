@@ -133,18 +133,26 @@ def test_refusals_have_cloudwatch_error_codes(aws, uid):
                             Period=60, EvaluationPeriods=1, Threshold=1,
                             ComparisonOperator="GreaterThanThreshold")
     assert "ExtendedStatistic" in e.value.response["Error"]["Message"]
-    # an SNS action needs the notification capability: refused at create, not failing later
-    with pytest.raises(cw.exceptions.InvalidParameterValueException):
-        cw.put_metric_alarm(AlarmName=uid, Namespace=ns, MetricName="m", Statistic="Sum",
-                            Period=60, EvaluationPeriods=1, Threshold=1,
-                            ComparisonOperator="GreaterThanThreshold",
-                            AlarmActions=[f"arn:aws:sns:us-east-1:{ACCOUNT}:ops"])
-    assert cw.describe_alarms(AlarmNames=[uid])["MetricAlarms"] == []
     # operations this server does not implement are named
     with pytest.raises(ClientError) as e:
         cw.describe_anomaly_detectors()
     assert code(e.value) == "UnknownOperationException"
     assert "DescribeAnomalyDetectors" in e.value.response["Error"]["Message"]
+
+
+def test_alarm_actions_reach_an_sns_topic(aws, clients, uid):
+    cw, sns = aws("cloudwatch"), aws("sns")
+    topic = sns.create_topic(Name=f"alarms-{uid}")["TopicArn"]
+    sub = clients(V5, client_id=f"{uid}-sub")
+    sub.subscribe(f"sns-alarms/{uid}", qos=1)
+    sns.subscribe(TopicArn=topic, Protocol="mqtt", Endpoint=f"sns-alarms/{uid}",
+                  Attributes={"RawMessageDelivery": "true"})
+    cw.put_metric_alarm(AlarmName=uid, Namespace=f"Test/{uid}", MetricName="m", Statistic="Sum",
+                        Period=60, EvaluationPeriods=1, Threshold=1,
+                        ComparisonOperator="GreaterThanThreshold", AlarmActions=[topic])
+    cw.set_alarm_state(AlarmName=uid, StateValue="ALARM", StateReason="by hand")
+    doc = json.loads(sub.wait_message(topic=f"sns-alarms/{uid}").payload)
+    assert (doc["AlarmName"], doc["NewStateValue"], doc["NewStateReason"]) == (uid, "ALARM", "by hand")
 
 
 def test_dashboards_round_trip_and_bodies_are_validated(aws, uid):
