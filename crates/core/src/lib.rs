@@ -6,6 +6,7 @@ pub mod access;
 pub mod arn;
 pub mod auth;
 pub mod cloudwatch;
+pub mod error_text;
 pub mod events;
 pub mod invoke;
 pub mod notify;

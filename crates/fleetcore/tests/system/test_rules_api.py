@@ -245,8 +245,8 @@ def test_every_action_kind_this_server_runs_is_stored_as_given(aws, uid):
     ({"timestream": {"roleArn": ROLE, "databaseName": "d", "tableName": "t",
                      "dimensions": [{"name": "device", "value": "${topic(2)}"}]}}, "Timestream"),
     ({"iotAnalytics": {"channelName": "ch", "roleArn": ROLE}}, "analytics"),
-    ({"cloudwatchMetric": {"roleArn": ROLE, "metricNamespace": "n", "metricName": "m",
-                           "metricValue": "1", "metricUnit": "Count"}}, "CloudWatch metrics"),
+    ({"sqs": {"roleArn": ROLE, "queueUrl": "https://sqs.us-east-1.amazonaws.com/1/q",
+              "useBase64": False}}, "SQS queues"),
     ({"s3": {"roleArn": ROLE, "bucketName": "b", "key": "${topic()}/${timestamp()}"}}, "S3"),
     ({"dynamoDBv2": {"roleArn": ROLE, "putItem": {"tableName": "t"}}}, "DynamoDB"),
 ])

@@ -154,14 +154,10 @@ impl Transport for Http {
 
 /// A request error with its cause chain (reqwest's own text says only "error sending request").
 fn describe(url: &str, error: &reqwest::Error) -> String {
-    let mut text = format!("POST {url}: {error}");
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    format!(
+        "POST {url}: {}",
+        fleetcore_core::error_text::with_causes(error)
+    )
 }
 
 #[cfg(test)]

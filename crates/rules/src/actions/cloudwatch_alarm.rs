@@ -49,10 +49,6 @@ impl Action for CloudWatchAlarm {
         "CloudwatchAlarmAction"
     }
 
-    fn resource(&self, params: &[String]) -> String {
-        params.first().cloned().unwrap_or_default()
-    }
-
     fn templates(&self) -> &[Template] {
         &self.spec.templates
     }

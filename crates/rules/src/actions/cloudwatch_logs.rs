@@ -83,10 +83,6 @@ impl Action for CloudWatchLogs {
         "CloudwatchLogsAction"
     }
 
-    fn resource(&self, params: &[String]) -> String {
-        params.first().cloned().unwrap_or_default()
-    }
-
     fn templates(&self) -> &[Template] {
         &self.spec.templates
     }

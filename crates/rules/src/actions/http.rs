@@ -160,10 +160,6 @@ impl Action for Http {
         "HttpAction"
     }
 
-    fn resource(&self, params: &[String]) -> String {
-        params.first().cloned().unwrap_or_default()
-    }
-
     fn templates(&self) -> &[Template] {
         &self.spec.templates
     }

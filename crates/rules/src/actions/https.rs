@@ -199,18 +199,14 @@ pub(crate) fn header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue
 /// sending request").
 fn describe(error: &reqwest::Error) -> String {
     let url = error.url().map_or("", reqwest::Url::as_str);
-    let mut text = if error.is_timeout() {
+    if error.is_timeout() {
         format!("POST {url}: no answer in time")
     } else {
-        format!("POST {url}: {error}")
-    };
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
+        format!(
+            "POST {url}: {}",
+            fleetcore_core::error_text::with_causes(error)
+        )
     }
-    text
 }
 
 #[cfg(test)]

@@ -82,8 +82,11 @@ pub trait Action: Send + Sync {
     /// The action's name in AWS's error payload (`failedAction`), e.g. `KinesisAction`.
     fn name(&self) -> &'static str;
 
-    /// The resource the message was for (`failedResource`): a stream, a topic, a URL.
-    fn resource(&self, params: &[String]) -> String;
+    /// The resource the message was for (`failedResource`): a stream, a topic, a URL; by
+    /// default the first substituted parameter.
+    fn resource(&self, params: &[String]) -> String {
+        params.first().cloned().unwrap_or_default()
+    }
 
     /// The substitution templates of the action's parameters.
     fn templates(&self) -> &[Template];

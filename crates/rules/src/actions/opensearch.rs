@@ -176,10 +176,6 @@ impl Action for OpenSearch {
         "OpenSearchAction"
     }
 
-    fn resource(&self, params: &[String]) -> String {
-        params.first().cloned().unwrap_or_default()
-    }
-
     fn templates(&self) -> &[Template] {
         &self.spec.templates
     }

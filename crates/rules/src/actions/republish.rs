@@ -128,10 +128,6 @@ impl Action for Republish {
         "RepublishAction"
     }
 
-    fn resource(&self, params: &[String]) -> String {
-        params.first().cloned().unwrap_or_default()
-    }
-
     fn templates(&self) -> &[Template] {
         &self.spec.templates
     }
