@@ -71,14 +71,17 @@ class Endpoint:
 
             def do_POST(self):  # noqa: N802 - http.server's naming
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                with endpoint.lock:
-                    endpoint.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
                 status, out = endpoint.answer(self, body)
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(out)))
                 self.end_headers()
                 self.wfile.write(out)
+                self.wfile.flush()
+                # Recorded once answered, so a test that waits for a request also knows the
+                # client has its response (and its kept-alive connection is free again).
+                with endpoint.lock:
+                    endpoint.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
 
             def log_message(self, *args):
                 pass
