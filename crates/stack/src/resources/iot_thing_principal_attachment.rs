@@ -1,0 +1,77 @@
+//! `aws_iot_thing_principal_attachment`: AttachThingPrincipal / DetachThingPrincipal (the
+//! principal, a certificate ARN, in the `x-amzn-principal` header).
+
+use http::Method;
+use serde_json::{Value, json};
+
+use super::{ResourceType, gone, s};
+use crate::api::{Api, ApiError, label};
+use crate::schema::{Arg, Schema};
+
+pub struct ThingPrincipalAttachment;
+
+/// The type.
+pub static TYPE: ThingPrincipalAttachment = ThingPrincipalAttachment;
+
+static SCHEMA: Schema = Schema {
+    args: &[
+        Arg::required("thing").force_new(),
+        Arg::required("principal").force_new(),
+        Arg::optional("thing_principal_type").force_new(),
+    ],
+    blocks: &[],
+    computed: &["id"],
+};
+
+#[async_trait::async_trait]
+impl ResourceType for ThingPrincipalAttachment {
+    fn name(&self) -> &'static str {
+        "aws_iot_thing_principal_attachment"
+    }
+    fn schema(&self) -> &'static Schema {
+        &SCHEMA
+    }
+    async fn create(&self, api: &Api, args: &Value) -> Result<Value, ApiError> {
+        let path = format!("/things/{}/principals", label(s(args, "thing")));
+        let headers = vec![("x-amzn-principal", s(args, "principal").to_string())];
+        api.rest_with(
+            "iot",
+            "AttachThingPrincipal",
+            Method::PUT,
+            &path,
+            headers,
+            None,
+        )
+        .await?;
+        Ok(json!({"id": format!("{}|{}", s(args, "principal"), s(args, "thing"))}))
+    }
+    async fn exists(&self, api: &Api, args: &Value, _: &Value) -> Result<bool, ApiError> {
+        let path = format!("/things/{}/principals", label(s(args, "thing")));
+        match api
+            .rest("iot", "ListThingPrincipals", Method::GET, &path, None)
+            .await
+        {
+            Ok(out) => Ok(out
+                .get("principals")
+                .and_then(Value::as_array)
+                .is_some_and(|l| l.iter().any(|p| p.as_str() == Some(s(args, "principal"))))),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+    async fn delete(&self, api: &Api, args: &Value, _: &Value) -> Result<(), ApiError> {
+        let path = format!("/things/{}/principals", label(s(args, "thing")));
+        let headers = vec![("x-amzn-principal", s(args, "principal").to_string())];
+        gone(
+            api.rest_with(
+                "iot",
+                "DetachThingPrincipal",
+                Method::DELETE,
+                &path,
+                headers,
+                None,
+            )
+            .await,
+        )
+    }
+}
