@@ -13,6 +13,7 @@ mod open_files;
 mod rules;
 mod serve;
 mod server_publish;
+mod stack;
 mod streams;
 
 use clap::{Parser, Subcommand};
@@ -45,13 +46,22 @@ enum Command {
     /// Functions (Lambda): read a function's invocation logs.
     #[command(subcommand)]
     Function(functions::FunctionCommand),
+    /// Show what `apply` would change: Terraform-syntax .tf files (a file or a folder)
+    /// compared with what the stack's state file says was made, against a running server.
+    Plan(stack::StackArgs),
+    /// Create, update and delete resources so the server matches the .tf files (in dependency
+    /// order, recorded in fleetcore.tfstate.json beside them). Asks first unless
+    /// -auto-approve.
+    Apply(stack::ChangeArgs),
+    /// Delete everything the stack's state file records, dependents first.
+    Destroy(stack::ChangeArgs),
     /// Load-test any MQTT broker: publishers, subscribers, rate, QoS; reports throughput,
     /// loss and latency percentiles.
     Bench(bench::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(stack::terraform_style_args(std::env::args().collect()));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -74,6 +84,18 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(command.run())
         }
         Command::Function(command) => command.run(),
+        Command::Plan(args) => {
+            serve::init_logging("warn");
+            runtime.block_on(stack::plan(args))
+        }
+        Command::Apply(args) => {
+            serve::init_logging("warn");
+            runtime.block_on(stack::apply(args))
+        }
+        Command::Destroy(args) => {
+            serve::init_logging("warn");
+            runtime.block_on(stack::destroy(args))
+        }
         Command::Bench(args) => {
             serve::init_logging("warn");
             if let Err(e) = open_files::raise_to_hard_limit() {

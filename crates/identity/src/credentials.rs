@@ -99,11 +99,17 @@ impl AdminCredentials {
 
     /// Reads the `fleetcore` profile of a shared-credentials file.
     pub fn parse(text: &str) -> Option<AdminCredentials> {
+        AdminCredentials::parse_profile(text, PROFILE)
+    }
+
+    /// Reads profile `profile` of a shared-credentials file (as the aws CLI reads
+    /// `~/.aws/credentials`).
+    pub fn parse_profile(text: &str, profile: &str) -> Option<AdminCredentials> {
         let mut in_profile = false;
         let (mut id, mut secret) = (None, None);
         for line in text.lines().map(str::trim) {
             if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-                in_profile = name.trim() == PROFILE;
+                in_profile = name.trim() == profile;
                 continue;
             }
             if !in_profile {

@@ -286,6 +286,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn labels_are_percent_encoded_like_the_sdks() {
+        assert_eq!(label("dev-1_a.b~"), "dev-1_a.b~");
+        assert_eq!(label("a/b c:d"), "a%2Fb%20c%3Ad");
+    }
+
+    #[test]
     fn xml_texts_are_unescaped() {
         let xml = "<R><A>x &amp; y</A><B>1</B><A>&lt;z&gt;</A></R>";
         assert_eq!(xml_texts(xml, "A"), ["x & y", "<z>"]);

@@ -39,6 +39,7 @@ pub fn base_context<'a>() -> Context<'a> {
     ctx.declare_func("jsondecode", string().build(jsondecode));
     ctx.declare_func("file", string().build(file));
     ctx.declare_func("filebase64", string().build(filebase64));
+    ctx.declare_func("filebase64sha256", string().build(filebase64sha256));
     ctx.declare_func(
         "lower",
         string().build(|a| Ok(str_arg(&a, 0).to_lowercase().into())),
@@ -114,6 +115,20 @@ fn filebase64(args: FuncArgs) -> Result<hcl::Value, String> {
                 .into()
         })
         .map_err(|e| format!("filebase64(\"{path}\"): {e}"))
+}
+
+fn filebase64sha256(args: FuncArgs) -> Result<hcl::Value, String> {
+    use base64::Engine;
+    use sha2::Digest;
+    let path = str_arg(&args, 0);
+    std::fs::read(path)
+        .map(|bytes| {
+            let digest = sha2::Sha256::digest(bytes);
+            base64::engine::general_purpose::STANDARD
+                .encode(digest)
+                .into()
+        })
+        .map_err(|e| format!("filebase64sha256(\"{path}\"): {e}"))
 }
 
 fn tostring(args: FuncArgs) -> Result<hcl::Value, String> {

@@ -59,16 +59,25 @@ impl ApiClient {
             },
             _ => read_credentials(&args.data_dir)?,
         };
-        let endpoint = args
-            .endpoint
+        Ok(ApiClient::with_credentials(
+            &args.endpoint,
+            &args.region,
+            credentials,
+        ))
+    }
+
+    /// A client of the server at `endpoint` (`host:port` or `http://host:port`) signing with
+    /// `credentials` for `region`.
+    pub fn with_credentials(endpoint: &str, region: &str, credentials: Credentials) -> ApiClient {
+        let endpoint = endpoint
             .trim_start_matches("http://")
             .trim_end_matches('/')
             .to_string();
-        Ok(ApiClient {
+        ApiClient {
             endpoint,
-            region: args.region.clone(),
+            region: region.to_string(),
             credentials,
-        })
+        }
     }
 
     /// The server's HTTP address (`host:port`).
@@ -129,6 +138,42 @@ impl ApiClient {
         if !body.is_empty() {
             headers.insert("content-type", HeaderValue::from_static("application/json"));
         }
+        let response = self
+            .send(service, method, path_and_query, headers, body)
+            .await?;
+        let status = response.status;
+        let error_type = response.error_type;
+        let bytes = response.body;
+        let json: Value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        if !status.is_success() {
+            let message = json
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("(no message)");
+            bail!(
+                "{} ({}): {message}",
+                error_type.as_deref().unwrap_or("error"),
+                status.as_u16()
+            );
+        }
+        Ok(json)
+    }
+
+    /// Signs and sends one request; the answer whatever its status (an error only when no
+    /// answer came).
+    pub async fn send(
+        &self,
+        service: &str,
+        method: Method,
+        path_and_query: &str,
+        mut headers: HeaderMap,
+        body: Vec<u8>,
+    ) -> anyhow::Result<RawResponse> {
         sigv4::sign(
             &self.credentials,
             &self.region,
@@ -166,26 +211,23 @@ impl ApiClient {
             .get("x-amzn-errortype")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let bytes = response.into_body().collect().await?.to_bytes();
-        let json: Value = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
-        };
-        if !status.is_success() {
-            let message = json
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("(no message)");
-            bail!(
-                "{} ({}): {message}",
-                error_type.as_deref().unwrap_or("error"),
-                status.as_u16()
-            );
-        }
-        Ok(json)
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok(RawResponse {
+            status,
+            error_type,
+            body,
+        })
     }
+}
+
+/// A signed request's answer, as it came.
+pub struct RawResponse {
+    /// The HTTP status.
+    pub status: hyper::http::StatusCode,
+    /// The `x-amzn-errortype` header, when given.
+    pub error_type: Option<String>,
+    /// The body.
+    pub body: Bytes,
 }
 
 fn read_credentials(data_dir: &Path) -> anyhow::Result<Credentials> {
@@ -204,26 +246,5 @@ fn read_credentials(data_dir: &Path) -> anyhow::Result<Credentials> {
     })
 }
 
-/// Percent-encodes one path label the way AWS SDKs do (everything but unreserved characters).
-pub fn label(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn labels_are_percent_encoded_like_the_sdks() {
-        assert_eq!(label("dev-1_a.b~"), "dev-1_a.b~");
-        assert_eq!(label("a/b c:d"), "a%2Fb%20c%3Ad");
-    }
-}
+/// Percent-encodes one path label the way AWS SDKs do (one copy, in the stack crate).
+pub use fleetcore_stack::api::label;
