@@ -37,8 +37,8 @@ pub fn render(plan: &Plan) -> String {
             }
             Action::Update(keys) => {
                 change += 1;
-                let _ = writeln!(out, "  ~ {}", c.address);
-                diff(&mut out, c.before.as_ref(), c.after.as_ref(), keys, "");
+                let _ = writeln!(out, "  ~ {} (updated in place)", c.address);
+                diff(&mut out, c.before.as_ref(), c.after.as_ref(), keys);
             }
             Action::Replace(keys) => {
                 add += 1;
@@ -48,7 +48,7 @@ pub fn render(plan: &Plan) -> String {
                     .iter()
                     .filter(|k| c.kind.schema().forces_new(k))
                     .collect();
-                diff(&mut out, c.before.as_ref(), c.after.as_ref(), keys, "");
+                diff(&mut out, c.before.as_ref(), c.after.as_ref(), keys);
                 let _ = writeln!(
                     out,
                     "      (a change of {} replaces it)",
@@ -72,15 +72,47 @@ pub fn render(plan: &Plan) -> String {
     out
 }
 
-fn diff(out: &mut String, before: Option<&Value>, after: Option<&Value>, keys: &[String], _: &str) {
+fn diff(out: &mut String, before: Option<&Value>, after: Option<&Value>, keys: &[String]) {
     let get = |v: Option<&Value>, k: &str| v.and_then(|v| v.get(k)).cloned().unwrap_or(Value::Null);
     for k in keys {
-        let _ = writeln!(
-            out,
-            "      {k}: {} => {}",
-            show(&get(before, k)),
-            show(&get(after, k))
-        );
+        let (old, new) = (get(before, k), get(after, k));
+        let mut leaves = Vec::new();
+        changed_leaves(&old, &new, k.clone(), &mut leaves);
+        for (path, old, new) in leaves {
+            let _ = writeln!(out, "      {path}: {} => {}", show(old), show(new));
+        }
+    }
+}
+
+/// The paths (`a.b[0].c`) where two values differ, down to the smallest differing parts, so a
+/// change deep in a large document reads as one line.
+fn changed_leaves<'a>(
+    old: &'a Value,
+    new: &'a Value,
+    path: String,
+    out: &mut Vec<(String, &'a Value, &'a Value)>,
+) {
+    const NULL: &Value = &Value::Null;
+    match (old, new) {
+        (Value::Object(a), Value::Object(b)) => {
+            let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                let (x, y) = (a.get(k).unwrap_or(NULL), b.get(k).unwrap_or(NULL));
+                if x != y {
+                    changed_leaves(x, y, format!("{path}.{k}"), out);
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                if x != y {
+                    changed_leaves(x, y, format!("{path}[{i}]"), out);
+                }
+            }
+        }
+        _ => out.push((path, old, new)),
     }
 }
 
