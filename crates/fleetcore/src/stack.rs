@@ -223,13 +223,14 @@ fn credentials(args: &StackArgs) -> anyhow::Result<Credentials> {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".aws/credentials")));
     let profile = args.profile.as_deref().unwrap_or("default");
-    if let Some(text) = shared.and_then(|p| std::fs::read_to_string(p).ok()) {
-        if let Some(c) = AdminCredentials::parse_profile(&text, profile) {
-            return Ok(Credentials {
-                access_key_id: c.access_key_id,
-                secret_access_key: c.secret_access_key,
-            });
-        }
+    let from_file = shared
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .and_then(|text| AdminCredentials::parse_profile(&text, profile));
+    if let Some(c) = from_file {
+        return Ok(Credentials {
+            access_key_id: c.access_key_id,
+            secret_access_key: c.secret_access_key,
+        });
     }
     data_dir_credentials(&PathBuf::from("fleetcore-data")).with_context(|| {
         "no credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile in ~/.aws/credentials, or --data-dir of the server"

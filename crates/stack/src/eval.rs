@@ -273,10 +273,13 @@ pub fn evaluate_body(
             ctx,
             &[],
         )?;
-        out.entry(nested.kind.clone())
+        if let Some(list) = out
+            .entry(nested.kind.clone())
             .or_insert_with(|| Value::Array(Vec::new()))
             .as_array_mut()
-            .map(|list| list.push(value));
+        {
+            list.push(value);
+        }
     }
     for arg in schema.args.iter().filter(|a| a.required) {
         if !out.contains_key(arg.name) {

@@ -155,10 +155,10 @@ fn payload(args: &Value) -> Value {
     if let Some(d) = opt_s(args, "description") {
         payload["description"] = json!(d);
     }
-    if let Some(error) = super::block(args, "error_action") {
-        if let Some(first) = actions(error).into_iter().next() {
-            payload["errorAction"] = first;
-        }
+    if let Some(first) =
+        super::block(args, "error_action").and_then(|e| actions(e).into_iter().next())
+    {
+        payload["errorAction"] = first;
     }
     payload
 }
@@ -172,10 +172,8 @@ impl ResourceType for TopicRule {
         &SCHEMA
     }
     fn validate(&self, args: &Value) -> Result<(), String> {
-        if let Some(error) = super::block(args, "error_action") {
-            if actions(error).len() != 1 {
-                return Err("`error_action` takes exactly one action block".to_string());
-            }
+        if super::block(args, "error_action").is_some_and(|e| actions(e).len() != 1) {
+            return Err("`error_action` takes exactly one action block".to_string());
         }
         if super::blocks(args, "error_action").len() > 1 {
             return Err("only one `error_action` block is allowed".to_string());
