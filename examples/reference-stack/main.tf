@@ -313,7 +313,7 @@ resource "aws_iot_topic_rule" "shadow_update" {
   sql_version = "2016-03-23"
   republish {
     role_arn = aws_iam_role.rules.arn
-    topic    = "$aws/things/$${topic(2)}/shadow/update"
+    topic    = "$$aws/things/$${topic(2)}/shadow/update"
     qos      = 1
   }
 }

@@ -100,7 +100,7 @@ def test_reference_stack_applies_and_boto3_finds_every_resource(fresh_broker, aw
     assert actions[0]["republish"]["topic"] == "alerts/sensor/critical"
     assert rule["errorAction"]["republish"]["topic"] == "errors/fleet/alerts"
     _, actions = rule_actions(iot, "fleet_shadow_update")
-    assert actions[0]["republish"]["topic"] == "$aws/things/${topic(2)}/shadow/update"
+    assert actions[0]["republish"]["topic"] == "$$aws/things/${topic(2)}/shadow/update"
 
     summary = aws("kinesis", broker=b).describe_stream_summary(StreamName="fleet-telemetry")
     assert summary["StreamDescriptionSummary"]["OpenShardCount"] == 2
