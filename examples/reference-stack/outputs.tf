@@ -17,3 +17,7 @@ output "alert_topic" {
 output "things" {
   value = aws_iot_thing.device[*].name
 }
+
+output "temperature_threshold" {
+  value = var.temperature_threshold
+}

@@ -5,6 +5,7 @@ mod auth;
 mod bench;
 mod cli;
 mod config;
+mod demo;
 mod events;
 mod functions;
 mod notify;
@@ -46,6 +47,10 @@ enum Command {
     /// Functions (Lambda): read a function's invocation logs.
     #[command(subcommand)]
     Function(functions::FunctionCommand),
+    /// The whole platform in one command: a server on loopback, the reference stack applied,
+    /// and a simulated fleet of mTLS devices; prints where to look and a live status line.
+    /// Ctrl-C stops it.
+    Demo(demo::DemoArgs),
     /// Show what `apply` would change: Terraform-syntax .tf files (a file or a folder)
     /// compared with what the stack's state file says was made, against a running server.
     Plan(stack::StackArgs),
@@ -84,6 +89,10 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(command.run())
         }
         Command::Function(command) => command.run(),
+        Command::Demo(args) => {
+            serve::init_logging("warn");
+            runtime.block_on(demo::run(args))
+        }
         Command::Plan(args) => {
             serve::init_logging("warn");
             runtime.block_on(stack::plan(args))

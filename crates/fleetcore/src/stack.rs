@@ -237,7 +237,8 @@ fn credentials(args: &StackArgs) -> anyhow::Result<Credentials> {
     })
 }
 
-fn data_dir_credentials(dir: &std::path::Path) -> anyhow::Result<Credentials> {
+/// The admin credentials in a server data folder's `credentials` file.
+pub(crate) fn data_dir_credentials(dir: &std::path::Path) -> anyhow::Result<Credentials> {
     let path = fleetcore_identity::credentials::credentials_path(dir);
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -250,7 +251,7 @@ fn data_dir_credentials(dir: &std::path::Path) -> anyhow::Result<Credentials> {
 }
 
 /// The stack's transport: the CLI's signed hyper client.
-struct SignedHttp(ApiClient);
+pub(crate) struct SignedHttp(pub(crate) ApiClient);
 
 #[async_trait::async_trait]
 impl Transport for SignedHttp {

@@ -15,7 +15,7 @@
 //! `subscriber`, `idle`), reading with a large buffer; with `--batch` many messages are encoded
 //! into one buffer per write, so the tool itself is rarely the bottleneck.
 
-mod conn;
+pub(crate) mod conn;
 mod idle;
 mod kinesis;
 mod payload;
