@@ -141,6 +141,9 @@ async fn with_server(args: &DemoArgs, data_dir: &Path) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut last = 0;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // Listeners made once: a signal that lands while the status line is being gathered is
+    // kept for the next poll instead of being missed.
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
@@ -161,7 +164,7 @@ async fn with_server(args: &DemoArgs, data_dir: &Path) -> anyhow::Result<()> {
                 );
                 last = sent;
             }
-            _ = tokio::signal::ctrl_c() => break,
+            _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
         }
     }
@@ -236,6 +239,9 @@ fn start_server(args: &DemoArgs, data_dir: &Path) -> anyhow::Result<tokio::proce
         .stdin(Stdio::null())
         .stdout(Stdio::from(log.try_clone()?))
         .stderr(Stdio::from(log))
+        // Its own process group: Ctrl-C reaches the demo only, which stops the fleet first and
+        // then the server.
+        .process_group(0)
         .kill_on_drop(true);
     // SAFETY: the closure runs in the child between fork and exec and only calls prctl(2),
     // which is async-signal-safe; it touches no memory of the parent.
