@@ -38,7 +38,11 @@ TOOL=${TOOL:-$PWD/target/release/fleetcore}
 export RUST_BACKTRACE=0
 
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -f "$OUT/data-dirs" ] && xargs rm -rf <"$OUT/data-dirs"
+  rm -f "$OUT/data-dirs"
+}
 trap cleanup EXIT INT TERM
 wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 stop() { kill "$1" 2>/dev/null || true; while kill -0 "$1" 2>/dev/null; do sleep 0.1; done; }
@@ -50,6 +54,7 @@ start_broker() { # who port pin -> pid
     pid=$("$SHARED/tools/mosquitto-anchor.sh" "$port")
   else
     local data core=(); data=$(mktemp -d /tmp/fc-device.XXXXXX)
+    echo "$data" >>"$OUT/data-dirs"
     [ "$pin" = pinned ] && core=(taskset -c 0)
     "${core[@]}" "$BIN" serve --data-dir "$data" --mqtt "127.0.0.1:$port" --mqtts off --http "127.0.0.1:$((port + 1))" \
       --allow-anonymous --log warn >>"$OUT/fleetcore.log" 2>&1 &
