@@ -10,6 +10,10 @@
 #   BIN=/tmp/old/fleetcore LABEL=before benches/broker_device.sh   # another fleetcore build
 #
 # Pinned: the broker runs on CPU 0 and the load tool on CPU 1 (taskset); unpinned: both float.
+# fleetcore is started on CPU 0 (`taskset -c 0 fleetcore serve`), so its runtime sizes itself to
+# the one core it has, as it would for a user who pins it; Mosquitto (one thread) is pinned after
+# it starts. ISOLATE=rt runs brokers and tools at SCHED_RR priority 1 (root only): on a machine
+# busy with other jobs it keeps them from taking the measured processes' CPU.
 # Figures: delivered msg/s for QoS 0 and 1, fan-in (10 publishers -> 1 subscriber) and fan-out
 # (1 -> 10); then p50/p99 publish-to-delivery latency of QoS 0 and QoS 1 fan-in paced at 50 %
 # and 100 % of the rate Mosquitto delivered in this run's fan-in.
@@ -20,6 +24,7 @@ PINS=${PINS:-unpinned pinned}
 SHARED=${SHARED:-/work/shared}
 MQTTV5=${MQTTV5:-$(command -v mqttv5 || echo /root/.cargo/bin/mqttv5)}
 LABEL=${LABEL:-fleetcore}
+ISOLATE=${ISOLATE:-none}
 OUT=${OUT:-target/bench-results/device-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
 [ -x "$MQTTV5" ] || { echo "mqttv5 not found: cargo install mqttv5-cli --version 0.29.10" >&2; exit 1; }
@@ -33,7 +38,11 @@ TOOL=${TOOL:-$PWD/target/release/fleetcore}
 export RUST_BACKTRACE=0
 
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -f "$OUT/data-dirs" ] && xargs rm -rf <"$OUT/data-dirs"
+  rm -f "$OUT/data-dirs"
+}
 trap cleanup EXIT INT TERM
 wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 stop() { kill "$1" 2>/dev/null || true; while kill -0 "$1" 2>/dev/null; do sleep 0.1; done; }
@@ -44,19 +53,26 @@ start_broker() { # who port pin -> pid
   if [ "$who" = mosquitto ]; then
     pid=$("$SHARED/tools/mosquitto-anchor.sh" "$port")
   else
-    local data; data=$(mktemp -d /tmp/fc-device.XXXXXX)
-    "$BIN" serve --data-dir "$data" --mqtt "127.0.0.1:$port" --mqtts off --http "127.0.0.1:$((port + 1))" \
+    local data core=(); data=$(mktemp -d /tmp/fc-device.XXXXXX)
+    echo "$data" >>"$OUT/data-dirs"
+    [ "$pin" = pinned ] && core=(taskset -c 0)
+    "${core[@]}" "$BIN" serve --data-dir "$data" --mqtt "127.0.0.1:$port" --mqtts off --http "127.0.0.1:$((port + 1))" \
       --allow-anonymous --log warn >>"$OUT/fleetcore.log" 2>&1 &
     pid=$!
   fi
   PIDS+=("$pid")
   wait_port "$port"
   [ "$pin" = pinned ] && taskset -a -p -c 0 "$pid" >/dev/null
+  if [ "$ISOLATE" = rt ]; then
+    for t in /proc/"$pid"/task/*; do chrt -r -p 1 "${t##*/}" >/dev/null; done
+  fi
   echo "$pid"
 }
 tool() { # pin cmd...
-  local pin=$1; shift
-  if [ "$pin" = pinned ]; then taskset -c 1 "$@"; else "$@"; fi
+  local pin=$1 run=(); shift
+  [ "$ISOLATE" = rt ] && run+=(chrt -r 1)
+  [ "$pin" = pinned ] && run+=(taskset -c 1)
+  "${run[@]}" "$@"
 }
 mqttv5() { # name pin port args...
   local name=$1 pin=$2 port=$3; shift 3
