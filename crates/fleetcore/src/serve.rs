@@ -215,6 +215,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         Arc::clone(&provisioning),
         Arc::clone(broker.router()),
     )));
+    // Device Defender: its meter counts on every connection accepted from here on.
+    let defender = crate::defender::start(
+        &settings,
+        &store,
+        &identity,
+        broker.router(),
+        Arc::clone(&notify) as Arc<dyn fleetcore_core::TopicPublisher>,
+    )?;
     // Observability: the metric store sampled from this process's registry, CloudWatch.
     let observe = crate::observe::start(
         &settings,
@@ -353,6 +361,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         fleetcore_api::firehose::BODY_LIMIT,
     )
     .service_routes("iot", fleetcore_provisioning::api::routes(provisioning))
+    .service_routes("iot", fleetcore_defender::api::routes(defender))
     .service("iotdata", iotdata::routes(iotdata_state))
     .service(
         "monitoring",
