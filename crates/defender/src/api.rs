@@ -704,7 +704,7 @@ async fn list_active_violations(
 }
 
 /// An ISO 8601 timestamp (as botocore writes query timestamps) or epoch seconds.
-fn parse_time(field: &str, text: Option<&str>) -> Result<f64, ApiError> {
+pub(crate) fn parse_time(field: &str, text: Option<&str>) -> Result<f64, ApiError> {
     let text = text.ok_or_else(|| invalid(format!("{field} is required")))?;
     if let Ok(seconds) = text.parse::<f64>() {
         return Ok(seconds);

@@ -3,12 +3,14 @@
 //! through its device-meter seam and aggregated per period ([`meter`]); the detector that
 //! evaluates every attached profile's behaviours each period ([`detector`]) and records
 //! violations ([`violations`]) and sends alerts to SNS and MQTT ([`alerts`]); and the Defender
-//! operations of the `iot` service ([`api`]).
+//! operations of the `iot` service ([`api`]); audits of the account's policies and
+//! certificates ([`audit`]).
 
 #![warn(missing_docs)]
 
 pub mod alerts;
 pub mod api;
+pub mod audit;
 pub mod detector;
 mod error;
 pub mod meter;

@@ -362,6 +362,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     )
     .service_routes("iot", fleetcore_provisioning::api::routes(provisioning))
     .service_routes("iot", fleetcore_defender::api::routes(defender))
+    .service_routes(
+        "iot",
+        fleetcore_defender::audit::api::routes(Arc::new(fleetcore_defender::audit::Audits::new(
+            Arc::clone(&store),
+            Arc::clone(&policies),
+        ))),
+    )
     .service("iotdata", iotdata::routes(iotdata_state))
     .service(
         "monitoring",

@@ -277,3 +277,48 @@ def test_statistical_threshold_over_50_devices_flags_only_the_outlier(db, aws, c
     assert [v["thingName"] for v in active] == [f"{uid}-loud"], active
     assert list(raised) == [f"{uid}-loud"]
     assert active[0]["lastViolationValue"]["count"] >= 200
+
+
+def test_an_audit_finds_a_policy_with_iot_star_on_star(fresh_broker, aws, uid):
+    iot = aws("iot", broker=fresh_broker)
+    broad, narrow = f"{uid}-broad", f"{uid}-narrow"
+    iot.create_policy(policyName=broad, policyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iot:*", "Resource": "*"}]}))
+    iot.create_policy(policyName=narrow, policyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iot:Publish",
+                                                "Resource": target(f"topic/dev/{uid}")}]}))
+    check = "IOT_POLICY_OVERLY_PERMISSIVE_CHECK"
+    # a check that is not enabled cannot run; one this server does not run cannot be enabled
+    with pytest.raises(iot.exceptions.InvalidRequestException):
+        iot.start_on_demand_audit_task(targetCheckNames=[check])
+    with pytest.raises(iot.exceptions.InvalidRequestException) as e:
+        iot.update_account_audit_configuration(
+            auditCheckConfigurations={"CA_CERTIFICATE_KEY_QUALITY_CHECK": {"enabled": True}})
+    assert "not supported by this server" in e.value.response["Error"]["Message"]
+    iot.update_account_audit_configuration(roleArn=ROLE,
+                                           auditCheckConfigurations={check: {"enabled": True}})
+    config = iot.describe_account_audit_configuration()
+    assert config["auditCheckConfigurations"][check] == {"enabled": True}
+    assert config["roleArn"] == ROLE
+
+    task = iot.start_on_demand_audit_task(targetCheckNames=[check])["taskId"]
+    got = iot.describe_audit_task(taskId=task)
+    assert (got["taskStatus"], got["taskType"]) == ("COMPLETED", "ON_DEMAND_AUDIT_TASK")
+    details = got["auditDetails"][check]
+    assert (details["checkRunStatus"], details["checkCompliant"]) == ("COMPLETED_NON_COMPLIANT", False)
+    assert details["totalResourcesCount"] == 2 and details["nonCompliantResourcesCount"] == 1
+    assert got["taskStatistics"]["nonCompliantChecks"] == 1
+    findings = iot.list_audit_findings(taskId=task)["findings"]
+    assert len(findings) == 1
+    f = findings[0]
+    assert f["checkName"] == check and f["severity"] == "CRITICAL"
+    assert f["nonCompliantResource"] == {
+        "resourceType": "IOT_POLICY",
+        "resourceIdentifier": {"policyVersionIdentifier": {"policyName": broad, "policyVersionId": "1"}}}
+    assert f["reasonForNonComplianceCode"] == "ALLOWS_BROAD_ACCESS_TO_IOT_DATA_PLANE_ACTIONS"
+    assert "iot:* on *" in f["reasonForNonCompliance"]
+    tasks = iot.list_audit_tasks(startTime=dt.datetime.now() - dt.timedelta(minutes=5),
+                                 endTime=dt.datetime.now() + dt.timedelta(minutes=1))["tasks"]
+    assert {"taskId": task, "taskStatus": "COMPLETED", "taskType": "ON_DEMAND_AUDIT_TASK"} in tasks
+    with pytest.raises(iot.exceptions.ResourceNotFoundException):
+        iot.describe_audit_task(taskId="0" * 32)
