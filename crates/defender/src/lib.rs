@@ -15,6 +15,7 @@ pub mod detector;
 mod error;
 pub mod meter;
 pub mod metric;
+pub mod mitigation;
 pub mod profile;
 mod service;
 pub mod store;

@@ -361,6 +361,16 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         fleetcore_api::firehose::BODY_LIMIT,
     )
     .service_routes("iot", fleetcore_provisioning::api::routes(provisioning))
+    .service_routes(
+        "iot",
+        fleetcore_defender::mitigation::routes(Arc::new(
+            fleetcore_defender::mitigation::Mitigations::new(
+                Arc::clone(&store),
+                Arc::clone(&defender),
+                Arc::clone(&identity) as Arc<dyn fleetcore_defender::mitigation::Mitigator>,
+            ),
+        )),
+    )
     .service_routes("iot", fleetcore_defender::api::routes(defender))
     .service_routes(
         "iot",

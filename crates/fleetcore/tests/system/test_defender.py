@@ -13,7 +13,7 @@ import time
 import pytest
 
 from brokers import let_time_pass, wait_until
-from clients import V5
+from clients import V5, ConnectFailed
 
 pytestmark = pytest.mark.fleetcore_only("Device Defender is fleetcore's")
 
@@ -322,3 +322,60 @@ def test_an_audit_finds_a_policy_with_iot_star_on_star(fresh_broker, aws, uid):
     assert {"taskId": task, "taskStatus": "COMPLETED", "taskType": "ON_DEMAND_AUDIT_TASK"} in tasks
     with pytest.raises(iot.exceptions.ResourceNotFoundException):
         iot.describe_audit_task(taskId="0" * 32)
+
+
+def test_a_quarantine_mitigation_cuts_the_device_off(broker_factory, aws, clients, client_cert, uid):
+    b = broker_factory(env={"FLEETCORE_DEFENDER_PERIOD_MS": str(PERIOD_MS)})
+    iot = aws("iot", broker=b)
+    thing, group, profile, action = f"{uid}-dev", f"{uid}-quarantine", f"sp-{uid}", f"{uid}-isolate"
+    cert, key = client_cert(b, thing)
+    iot.create_thing(thingName=thing)
+    [registered] = iot.list_certificates()["certificates"]
+    iot.attach_thing_principal(thingName=thing, principal=registered["certificateArn"])
+    # the quarantine group's policy denies everything to its things
+    iot.create_thing_group(thingGroupName=group)
+    iot.create_policy(policyName=group, policyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Action": "iot:*", "Resource": "*"}]}))
+    iot.attach_policy(policyName=group, target=target(f"thinggroup/{group}"))
+    with pytest.raises(iot.exceptions.ResourceNotFoundException):
+        iot.create_mitigation_action(actionName=action, roleArn=ROLE, actionParams={
+            "addThingsToThingGroupParams": {"thingGroupNames": [f"{group}-none"]}})
+    with pytest.raises(iot.exceptions.InvalidRequestException):
+        iot.create_mitigation_action(actionName=action, roleArn=ROLE, actionParams={
+            "enableIoTLoggingParams": {"roleArnForLogging": ROLE, "logLevel": "INFO"}})
+    out = iot.create_mitigation_action(actionName=action, roleArn=ROLE, actionParams={
+        "addThingsToThingGroupParams": {"thingGroupNames": [group]}})
+    assert out["actionArn"] == target(f"mitigationaction/{action}")
+    got = iot.describe_mitigation_action(actionName=action)
+    assert got["actionType"] == "ADD_THINGS_TO_THING_GROUP"
+    iot.create_security_profile(securityProfileName=profile, behaviors=[
+        behavior("flood", "aws:num-messages-sent", "less-than", 50)])
+    iot.attach_security_profile(securityProfileName=profile,
+                                securityProfileTargetArn=target("all/registered-things"))
+
+    device = clients(V5, broker=b, client_id=thing, tls=(cert, key))
+    for _ in range(300):
+        device.publish(f"t/{uid}", b"x", qos=0)
+    device.sync()
+    [violation] = wait_until(lambda: iot.list_active_violations(thingName=thing)["activeViolations"],
+                             DEADLINE, what="the flood's violation")
+    task = f"{uid}-task"
+    iot.start_detect_mitigation_actions_task(taskId=task, target={"securityProfileName": profile},
+                                             actions=[action], clientRequestToken="t1")
+    device.wait_disconnected(DEADLINE)
+    assert group in [g["groupName"] for g in iot.list_thing_groups_for_thing(thingName=thing)["thingGroups"]]
+    summary = iot.describe_detect_mitigation_actions_task(taskId=task)["taskSummary"]
+    assert summary["taskStatus"] == "SUCCESSFUL"
+    assert summary["taskStatistics"]["actionsExecuted"] == 1
+    assert summary["target"]["securityProfileName"] == profile
+    # it cannot come back
+    again = clients(V5, broker=b, client_id=thing, tls=(cert, key), connect=False)
+    try:
+        rc = again.connect(expect_ok=False)[0]
+    except ConnectFailed:  # closed before CONNACK also counts as refused
+        rc = -1
+    assert rc != 0
+    with pytest.raises(iot.exceptions.TaskAlreadyExistsException):
+        iot.start_detect_mitigation_actions_task(taskId=task, target={"securityProfileName": profile},
+                                                 actions=[action], clientRequestToken="t2")
+    assert violation["thingName"] == thing
