@@ -17,6 +17,7 @@ pub mod meter;
 pub mod metric;
 pub mod mitigation;
 pub mod profile;
+pub mod reports;
 mod service;
 pub mod store;
 pub mod violations;

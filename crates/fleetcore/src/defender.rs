@@ -9,6 +9,7 @@ use bytes::Bytes;
 use fleetcore_core::{AccountContext, KvStore, TopicPublisher};
 use fleetcore_defender::alerts::{Alerts, MqttPublisher};
 use fleetcore_defender::detector::ThingDirectory;
+use fleetcore_defender::reports::{self, DeviceReports};
 use fleetcore_defender::{Defender, DefenderConfig};
 use fleetcore_identity::IdentityService;
 use fleetcore_mqtt::broker::{DeviceMeter, Router};
@@ -30,8 +31,8 @@ impl MqttPublisher for Broker {
     }
 }
 
-/// Opens Defender, installs its meter on the broker (before any listener accepts a client)
-/// and starts the detector.
+/// Opens Defender, installs its meter on the broker (before any listener accepts a client),
+/// serves device metrics reports through a broker tap and starts the detector.
 pub fn start(
     settings: &Settings,
     store: &Arc<dyn KvStore>,
@@ -49,9 +50,16 @@ pub fn start(
     )
     .context("opening Device Defender")?;
     router.set_device_meter(defender.meter() as Arc<dyn DeviceMeter>);
-    defender.start(Alerts::new(
-        Some(notify),
-        Some(Arc::new(Broker(Arc::clone(router)))),
-    ));
+    let broker: Arc<dyn MqttPublisher> = Arc::new(Broker(Arc::clone(router)));
+    router
+        .add_tap(
+            reports::FILTERS.iter().map(|f| f.to_string()).collect(),
+            Arc::new(DeviceReports::new(
+                Arc::clone(&defender),
+                Arc::clone(&broker),
+            )),
+        )
+        .context("serving Device Defender metrics reports")?;
+    defender.start(Alerts::new(Some(notify), Some(broker)));
     Ok(defender)
 }

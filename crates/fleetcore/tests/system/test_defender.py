@@ -379,3 +379,55 @@ def test_a_quarantine_mitigation_cuts_the_device_off(broker_factory, aws, client
         iot.start_detect_mitigation_actions_task(taskId=task, target={"securityProfileName": profile},
                                                  actions=[action], clientRequestToken="t2")
     assert violation["thingName"] == thing
+
+
+def report(report_id: int, **extra) -> dict:
+    return {"header": {"report_id": report_id, "version": "1.0"},
+            "metrics": {"listening_tcp_ports": {"ports": [{"interface": "eth0", "port": 22}], "total": 1},
+                        "network_stats": {"bytes_in": 100, "bytes_out": 200, "packets_in": 3, "packets_out": 4},
+                        "tcp_connections": {"established_connections": {
+                            "connections": [{"local_interface": "eth0", "local_port": 22,
+                                             "remote_addr": "192.168.0.5:5000"}], "total": 1}}},
+            **extra}
+
+
+def test_device_metrics_reports_are_answered_on_accepted_and_rejected(aws, clients, uid):
+    iot = aws("iot")
+    metric = f"ports-{uid}"
+    iot.create_custom_metric(metricName=metric, metricType="number", clientRequestToken="t")
+    thing = f"{uid}-dev"
+    base = f"$aws/things/{thing}/defender/metrics"
+    device = clients(V5, client_id=thing)
+    for fmt in ("json", "cbor"):
+        device.subscribe(f"{base}/{fmt}/accepted", qos=1)
+        device.subscribe(f"{base}/{fmt}/rejected", qos=1)
+
+    device.publish(f"{base}/json", json.dumps(report(1, custom_metrics={metric: [{"number": 3}]})), qos=1)
+    answer = json.loads(device.wait_message(topic=f"{base}/json/accepted").payload)
+    assert (answer["thingName"], answer["reportId"], answer["status"]) == (thing, 1, "ACCEPTED")
+
+    bad = [
+        (report(2, custom_metrics={f"{metric}-none": [{"number": 3}]}), "does not exist"),
+        (report(3, custom_metrics={metric: [{"string_list": ["a"]}]}), "type number"),
+        ({"header": {"report_id": 4, "version": "2.0"}, "metrics": {}}, "version"),
+        (report(5) | {"metrics": {"gpu_temperature": 3}}, "not a device-side metric"),
+    ]
+    for doc, why in bad:
+        device.publish(f"{base}/json", json.dumps(doc), qos=1)
+        answer = json.loads(device.wait_message(
+            topic=f"{base}/json/rejected",
+            pred=lambda m, i=doc["header"]["report_id"]: json.loads(m.payload).get("reportId") == i).payload)
+        assert answer["status"] == "REJECTED"
+        assert answer["statusDetails"]["ErrorCode"] == "Malformed.Report"
+        assert why in answer["statusDetails"]["ErrorMessage"], answer
+    device.publish(f"{base}/json", b"{not json", qos=1)
+    answer = json.loads(device.wait_message(
+        topic=f"{base}/json/rejected", pred=lambda m: "reportId" not in json.loads(m.payload)).payload)
+    assert "does not parse" in answer["statusDetails"]["ErrorMessage"]
+
+    cbor = pytest.importorskip("awscrt.cbor", reason="awscrt (awsiotsdk) encodes CBOR here")
+    enc = cbor.AwsCborEncoder()
+    enc.write_dict(report(6))
+    device.publish(f"{base}/cbor", enc.get_encoded_data(), qos=1)
+    answer = cbor.AwsCborDecoder(device.wait_message(topic=f"{base}/cbor/accepted").payload).pop_next_data_item()
+    assert (answer["reportId"], answer["status"]) == (6, "ACCEPTED")
