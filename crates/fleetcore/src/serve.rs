@@ -377,6 +377,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         fleetcore_defender::audit::api::routes(Arc::new(fleetcore_defender::audit::Audits::new(
             Arc::clone(&store),
             Arc::clone(&policies),
+            Arc::clone(&identity),
         ))),
     )
     .service("iotdata", iotdata::routes(iotdata_state))

@@ -10,7 +10,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use fleetcore_core::{KvStore, WriteBatch};
+use fleetcore_identity::IdentityService;
+use fleetcore_identity::certificates::CertificateStatus;
 use fleetcore_identity::policy::{PageSpec, Policies, PolicyError};
+use fleetcore_identity::registry::PageRequest;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -88,9 +91,45 @@ pub struct AuditTask {
 /// What checks read.
 pub struct AuditSources {
     policies: Arc<Policies>,
+    identity: Arc<IdentityService>,
 }
 
 impl AuditSources {
+    /// ACTIVE device certificates as (id, not-after in epoch seconds).
+    pub fn active_device_certificates(&self) -> Result<Vec<(String, f64)>, String> {
+        let mut out = Vec::new();
+        let mut page = PageRequest::first(250);
+        loop {
+            let certs = self
+                .identity
+                .certificates()
+                .list_certificates(None, true, &page)
+                .map_err(|e| e.to_string())?;
+            out.extend(
+                certs
+                    .items
+                    .iter()
+                    .filter(|c| c.status == CertificateStatus::Active)
+                    .map(|c| (c.id.clone(), c.validity.not_after.epoch_seconds())),
+            );
+            match certs.next_token {
+                Some(t) => page = PageRequest::after(t, 250),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// ACTIVE registered CA certificates as (id, not-after in epoch seconds).
+    pub fn active_ca_certificates(&self) -> Result<Vec<(String, f64)>, String> {
+        Ok(self
+            .identity
+            .active_ca_certificates()
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(|c| (c.id.clone(), c.validity.not_after.epoch_seconds()))
+            .collect())
+    }
+
     /// Every policy as (name, default version id, document).
     pub fn policies(&self) -> Result<Vec<(String, String, String)>, PolicyError> {
         let mut out = Vec::new();
@@ -130,11 +169,15 @@ fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, DefenderError
 }
 
 impl Audits {
-    /// Audits stored in `store`, reading `policies`.
-    pub fn new(store: Arc<dyn KvStore>, policies: Arc<Policies>) -> Audits {
+    /// Audits stored in `store`, reading `policies` and `identity`'s certificates.
+    pub fn new(
+        store: Arc<dyn KvStore>,
+        policies: Arc<Policies>,
+        identity: Arc<IdentityService>,
+    ) -> Audits {
         Audits {
             store,
-            sources: AuditSources { policies },
+            sources: AuditSources { policies, identity },
             writing: Mutex::new(()),
         }
     }

@@ -279,7 +279,7 @@ def test_statistical_threshold_over_50_devices_flags_only_the_outlier(db, aws, c
     assert active[0]["lastViolationValue"]["count"] >= 200
 
 
-def test_an_audit_finds_a_policy_with_iot_star_on_star(fresh_broker, aws, uid):
+def test_an_audit_finds_a_policy_with_iot_star_on_star(fresh_broker, aws, client_cert, uid):
     iot = aws("iot", broker=fresh_broker)
     broad, narrow = f"{uid}-broad", f"{uid}-narrow"
     iot.create_policy(policyName=broad, policyDocument=json.dumps({
@@ -322,6 +322,21 @@ def test_an_audit_finds_a_policy_with_iot_star_on_star(fresh_broker, aws, uid):
     assert {"taskId": task, "taskStatus": "COMPLETED", "taskType": "ON_DEMAND_AUDIT_TASK"} in tasks
     with pytest.raises(iot.exceptions.ResourceNotFoundException):
         iot.describe_audit_task(taskId="0" * 32)
+
+    # the test PKI's device certificates are valid for 2 days: expiring within AWS's 30
+    client_cert(fresh_broker, f"{uid}-dev")
+    [registered] = iot.list_certificates()["certificates"]
+    expiring = "DEVICE_CERTIFICATE_EXPIRING_CHECK"
+    iot.update_account_audit_configuration(auditCheckConfigurations={expiring: {"enabled": True}})
+    task = iot.start_on_demand_audit_task(targetCheckNames=[expiring, check])["taskId"]
+    details = iot.describe_audit_task(taskId=task)["auditDetails"]
+    assert details[expiring]["checkRunStatus"] == "COMPLETED_NON_COMPLIANT"
+    assert details[expiring]["totalResourcesCount"] == 1
+    [f] = iot.list_audit_findings(taskId=task, checkName=expiring)["findings"]
+    assert f["nonCompliantResource"]["resourceType"] == "DEVICE_CERTIFICATE"
+    assert f["nonCompliantResource"]["resourceIdentifier"] == {
+        "deviceCertificateId": registered["certificateId"]}
+    assert f["reasonForNonComplianceCode"] == "CERTIFICATE_EXPIRING"
 
 
 def test_a_quarantine_mitigation_cuts_the_device_off(broker_factory, aws, clients, client_cert, uid):

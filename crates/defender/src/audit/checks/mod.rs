@@ -1,6 +1,7 @@
 //! The audit checks this server runs, one module each, in one registry: adding a check is
 //! adding a module and a line to [`registry`].
 
+mod expiring;
 mod overly_permissive;
 
 use serde_json::Value;
@@ -38,5 +39,9 @@ pub trait AuditCheck: Send + Sync {
 
 /// Every check this server runs.
 pub fn registry() -> Vec<Box<dyn AuditCheck>> {
-    vec![Box::new(overly_permissive::OverlyPermissivePolicies)]
+    vec![
+        Box::new(overly_permissive::OverlyPermissivePolicies),
+        Box::new(expiring::DeviceCertificatesExpiring),
+        Box::new(expiring::CaCertificatesExpiring),
+    ]
 }
