@@ -904,6 +904,20 @@ mod tests {
     }
 
     #[test]
+    fn defender_period() {
+        let s = parse(&[]).resolve().expect("resolve");
+        assert_eq!(s.defender_period, std::time::Duration::from_secs(300));
+        let s = parse(&["--defender-period-ms", "1000"])
+            .resolve()
+            .expect("resolve");
+        assert_eq!(s.defender_period, std::time::Duration::from_secs(1));
+        let err = parse(&["--defender-period-ms", "10"])
+            .resolve()
+            .expect_err("too short");
+        assert!(format!("{err:#}").contains("defender_period_ms"), "{err:#}");
+    }
+
+    #[test]
     fn provisioning_token_lifetime() {
         let s = parse(&[]).resolve().expect("resolve");
         assert_eq!(
