@@ -69,6 +69,16 @@ pub struct ServeArgs {
     )]
     provisioning_token_ttl_secs: Option<u64>,
 
+    /// Device Defender's period, in milliseconds: how often each device's cloud-side metrics
+    /// become a datapoint and security profiles are evaluated (AWS: 5 minutes). [default:
+    /// 300000]
+    #[arg(
+        long,
+        env = "FLEETCORE_DEFENDER_PERIOD_MS",
+        value_name = "MILLISECONDS"
+    )]
+    defender_period_ms: Option<u64>,
+
     /// The Python interpreter that runs `python3.x` functions (one that can `import boto3`, as
     /// on Lambda). [default: python3]
     #[arg(long, env = "FLEETCORE_FUNCTIONS_PYTHON", value_name = "PROGRAM")]
@@ -388,6 +398,7 @@ pub struct Settings {
     pub https: Option<SocketAddr>,
     pub shadow_max_state_bytes: usize,
     pub provisioning_token_ttl: std::time::Duration,
+    pub defender_period: std::time::Duration,
     pub ingest_partitions: usize,
     pub functions_python: PathBuf,
     pub functions_node: PathBuf,
@@ -460,6 +471,7 @@ impl ServeArgs {
                 https,
                 shadow_max_state_bytes,
                 provisioning_token_ttl_secs,
+                defender_period_ms,
                 ingest_partitions,
                 functions_python,
                 functions_node,
@@ -585,6 +597,10 @@ impl ServeArgs {
             0 => bail!("provisioning_token_ttl_secs must be at least 1"),
             secs => std::time::Duration::from_secs(secs),
         };
+        let defender_period = match self.defender_period_ms.unwrap_or(300_000) {
+            ms @ 100..=86_400_000 => std::time::Duration::from_millis(ms),
+            ms => bail!("defender_period_ms must be between 100 and 86400000, not {ms}"),
+        };
         let ingest_partitions = match self.ingest_partitions {
             Some(n @ 1..=256) => n,
             Some(n) => bail!("ingest_partitions must be between 1 and 256, not {n}"),
@@ -650,6 +666,7 @@ impl ServeArgs {
             https: address("https", self.https, None)?,
             shadow_max_state_bytes,
             provisioning_token_ttl,
+            defender_period,
             ingest_partitions,
             functions_python: self
                 .functions_python
@@ -884,6 +901,20 @@ mod tests {
             format!("{err:#}").contains("shadow_max_state_bytes"),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn defender_period() {
+        let s = parse(&[]).resolve().expect("resolve");
+        assert_eq!(s.defender_period, std::time::Duration::from_secs(300));
+        let s = parse(&["--defender-period-ms", "1000"])
+            .resolve()
+            .expect("resolve");
+        assert_eq!(s.defender_period, std::time::Duration::from_secs(1));
+        let err = parse(&["--defender-period-ms", "10"])
+            .resolve()
+            .expect_err("too short");
+        assert!(format!("{err:#}").contains("defender_period_ms"), "{err:#}");
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod bench;
 mod cli;
 mod config;
 mod demo;
+joinmod defender;
 mod events;
 mod functions;
 mod notify;

@@ -215,6 +215,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         Arc::clone(&provisioning),
         Arc::clone(broker.router()),
     )));
+    // Device Defender: its meter counts on every connection accepted from here on.
+    let defender = crate::defender::start(
+        &settings,
+        &store,
+        &identity,
+        broker.router(),
+        Arc::clone(&notify) as Arc<dyn fleetcore_core::TopicPublisher>,
+    )?;
     // Observability: the metric store sampled from this process's registry, CloudWatch.
     let observe = crate::observe::start(
         &settings,
@@ -353,6 +361,25 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         fleetcore_api::firehose::BODY_LIMIT,
     )
     .service_routes("iot", fleetcore_provisioning::api::routes(provisioning))
+    .service_routes(
+        "iot",
+        fleetcore_defender::mitigation::routes(Arc::new(
+            fleetcore_defender::mitigation::Mitigations::new(
+                Arc::clone(&store),
+                Arc::clone(&defender),
+                Arc::clone(&identity) as Arc<dyn fleetcore_defender::mitigation::Mitigator>,
+            ),
+        )),
+    )
+    .service_routes("iot", fleetcore_defender::api::routes(defender))
+    .service_routes(
+        "iot",
+        fleetcore_defender::audit::api::routes(Arc::new(fleetcore_defender::audit::Audits::new(
+            Arc::clone(&store),
+            Arc::clone(&policies),
+            Arc::clone(&identity),
+        ))),
+    )
     .service("iotdata", iotdata::routes(iotdata_state))
     .service(
         "monitoring",

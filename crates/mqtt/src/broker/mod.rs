@@ -2,6 +2,7 @@
 
 mod config;
 mod connection;
+mod device_meter;
 mod ingest;
 mod keep_alive;
 mod message;
@@ -28,6 +29,7 @@ use fleetcore_core::auth::Authenticator;
 use tokio::sync::{mpsc, watch};
 
 pub use config::BrokerConfig;
+pub use device_meter::{CountersTaken, DeviceCounters, DeviceMeter};
 pub use ingest::{IngestLog, Ingested, Publisher};
 pub use message::{Delivery, Message};
 pub use metrics::BrokerMetrics;

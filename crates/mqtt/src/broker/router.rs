@@ -10,6 +10,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Notify, OwnedMutexGuard, watch};
 
 use super::config::BrokerConfig;
+use super::device_meter::DeviceMeter;
 use super::ingest::{IngestLog, Ingested, Publisher};
 use super::keep_alive::KeepAliveSweep;
 use super::message::{Delivery, Message};
@@ -77,6 +78,8 @@ pub struct Router {
     taps: Taps,
     /// The durable log the rules engine reads, once installed.
     ingest: OnceLock<Arc<dyn IngestLog>>,
+    /// Device Defender's per-client counters, once installed.
+    device_meter: OnceLock<Arc<dyn DeviceMeter>>,
     /// Keep-alive deadlines of parked connections.
     keep_alive: Arc<KeepAliveSweep>,
 }
@@ -108,6 +111,7 @@ impl Router {
             shutting_down: AtomicBool::new(false),
             taps: Taps::new(),
             ingest: OnceLock::new(),
+            device_meter: OnceLock::new(),
             keep_alive: Arc::new(KeepAliveSweep::default()),
         })
     }
@@ -684,6 +688,17 @@ impl Router {
             }
         }
         queued
+    }
+
+    /// Installs the device meter (once; later calls are ignored): connections from then on
+    /// keep per-client counters for it.
+    pub fn set_device_meter(&self, meter: Arc<dyn DeviceMeter>) {
+        let _ = self.device_meter.set(meter);
+    }
+
+    /// The device meter, if one is installed.
+    pub fn device_meter(&self) -> Option<&Arc<dyn DeviceMeter>> {
+        self.device_meter.get()
     }
 
     /// Installs the durable ingest log (once; later calls are ignored).

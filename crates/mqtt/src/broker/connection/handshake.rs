@@ -12,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::{ClientStream, Connection, ConnectionInfo};
+use crate::broker::DeviceCounters;
 use crate::broker::config::BrokerConfig;
 use crate::broker::message::Message;
 use crate::broker::router::{Attached, Router};
@@ -35,6 +36,7 @@ pub(super) struct Accepted {
     pub client_max_packet: usize,
     pub client_alias_max: u16,
     pub connack: ConnAck,
+    pub meter: Option<Arc<DeviceCounters>>,
 }
 
 /// Reads CONNECT (within the connect timeout), authenticates, claims the session and queues
@@ -180,6 +182,9 @@ async fn accept(
     } else {
         Arc::from(connect.client_id.as_str())
     };
+    let meter = router
+        .device_meter()
+        .map(|m| m.connecting(&client_id, info.peer.ip()));
     let credentials = ClientCredentials {
         client_id: &client_id,
         username: connect.username.as_deref(),
@@ -191,6 +196,9 @@ async fn accept(
         AuthOutcome::Refused(refusal) => {
             let code = match &refusal {
                 Refusal::NotAuthorized(why) => {
+                    if let Some(m) = &meter {
+                        m.denied();
+                    }
                     tracing::info!(peer = %info.peer, client_id = %client_id, why, "connection not authorized");
                     reason::NOT_AUTHORIZED
                 }
@@ -219,6 +227,9 @@ async fn accept(
             };
             if !grant.allows(action, &w.topic) {
                 router.metrics().denied(action, &client_id, &w.topic);
+                if let Some(m) = &meter {
+                    m.denied();
+                }
                 tracing::info!(peer = %info.peer, client_id = %client_id, topic = %w.topic, "will topic not authorized");
                 refuse(io, version, reason::NOT_AUTHORIZED).await;
                 return None;
@@ -250,6 +261,9 @@ async fn accept(
     if version == ProtocolVersion::V5 {
         properties.server_keep_alive = keep_alive.announced;
     }
+    if let Some(m) = &meter {
+        m.connected();
+    }
     Some(Accepted {
         version,
         client_id,
@@ -272,6 +286,7 @@ async fn accept(
             ProtocolVersion::V5 => connect.properties.topic_alias_maximum.unwrap_or(0),
             ProtocolVersion::V311 => 0,
         },
+        meter,
     })
 }
 

@@ -37,6 +37,7 @@ use fleetcore_core::auth::{Authenticator, TransportKind};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, OwnedMutexGuard, watch};
 
+use super::DeviceCounters;
 use super::message::Delivery;
 use super::router::{Blocked, Router};
 use super::session::{PendingWill, SessionHandle, SessionState};
@@ -113,6 +114,8 @@ struct Connection {
     space: Arc<Notify>,
     targets: Vec<Blocked>,
     popped: Vec<Delivery>,
+    /// Device Defender's counters for this client id, when a device meter is installed.
+    meter: Option<Arc<DeviceCounters>>,
 }
 
 /// Serves one client from its first byte to the end of the connection. The handshake runs on
@@ -195,6 +198,7 @@ impl Connection {
             space: Arc::new(Notify::new()),
             targets: Vec::new(),
             popped: Vec::new(),
+            meter: accepted.meter,
         }
     }
 
@@ -232,6 +236,7 @@ impl Connection {
             session,
             state,
             will,
+            meter,
             ..
         } = *self;
         let will = if farewell.keep_will {
@@ -240,6 +245,9 @@ impl Connection {
             None
         };
         tracing::debug!(client_id = %session.client_id(), ?exit, "client disconnected");
+        if let Some(m) = meter {
+            m.disconnected();
+        }
         router.detach(session, state, will, farewell.taken_over);
         metrics.connections.decrement(1.0);
         drop(alive);

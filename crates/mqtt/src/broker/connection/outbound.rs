@@ -74,6 +74,9 @@ impl Connection {
         }
         if !self.grant.allows(MqttAction::Receive, &d.message.topic) {
             metrics.denied(MqttAction::Receive, &self.client_id, &d.message.topic);
+            if let Some(m) = &self.meter {
+                m.denied();
+            }
             self.session.settle(d.stored);
             return;
         }
@@ -100,6 +103,9 @@ impl Connection {
         }
         publish.encode(self.version, &mut self.wbuf);
         metrics.messages_sent.increment(1);
+        if let Some(m) = &self.meter {
+            m.delivered();
+        }
         if d.qos != QoS::AtMostOnce {
             self.session.sent(&mut d, packet_id);
             self.state.inflight.push_back(Inflight {

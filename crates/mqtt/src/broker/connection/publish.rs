@@ -33,10 +33,16 @@ impl Connection {
             self.router
                 .metrics()
                 .denied(action, &self.client_id, &p.topic);
+            if let Some(m) = &self.meter {
+                m.denied();
+            }
             if let Some(refusal) = refusal(self.version, p.qos, p.packet_id)? {
                 self.send(&refusal);
             }
             return Ok(());
+        }
+        if let Some(m) = &self.meter {
+            m.published(p.payload.len());
         }
         let held_pubacks = self.held_acks.as_ref().map_or(0, |h| h.pubacks());
         let ack = match p.qos {

@@ -22,6 +22,9 @@ impl Connection {
                 self.router
                     .metrics()
                     .denied(MqttAction::Subscribe, &self.client_id, &f.filter);
+                if let Some(m) = &self.meter {
+                    m.denied();
+                }
                 // The 3.1.1 encoder writes 0x80 (failure) for any code from 0x80 up.
                 reasons.push(reason::NOT_AUTHORIZED);
                 continue;

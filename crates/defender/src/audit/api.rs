@@ -1,0 +1,158 @@
+//! The audit operations of the `iot` service: the account audit configuration, on-demand
+//! audit tasks and their findings.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use fleetcore_api::ApiError;
+use fleetcore_api::extract::{Json, Query};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{AuditConfiguration, AuditTask, Audits};
+use crate::error::DefenderError;
+
+type Answer = Result<axum::Json<Value>, ApiError>;
+
+/// The routes; register with `ControlPlane::service_routes("iot", routes(audits))`.
+pub fn routes(audits: Arc<Audits>) -> Router {
+    Router::new()
+        .route(
+            "/audit/configuration",
+            get(describe_configuration).patch(update_configuration),
+        )
+        .route("/audit/tasks", post(start_on_demand).get(list_tasks))
+        .route("/audit/tasks/{taskId}", get(describe_task))
+        .route("/audit/findings", post(list_findings))
+        .with_state(audits)
+}
+
+async fn describe_configuration(State(a): State<Arc<Audits>>) -> Answer {
+    let c = a.configuration()?;
+    Ok(axum::Json(json!({
+        "roleArn": c.role_arn,
+        "auditNotificationTargetConfigurations": c.audit_notification_target_configurations,
+        "auditCheckConfigurations": c.audit_check_configurations,
+    })))
+}
+
+async fn update_configuration(
+    State(a): State<Arc<Audits>>,
+    Json(body): Json<AuditConfiguration>,
+) -> Answer {
+    a.update_configuration(body)?;
+    Ok(axum::Json(json!({})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StartBody {
+    #[serde(default)]
+    target_check_names: Vec<String>,
+}
+
+async fn start_on_demand(State(a): State<Arc<Audits>>, Json(body): Json<StartBody>) -> Answer {
+    let task = a.start_on_demand(&body.target_check_names)?;
+    Ok(axum::Json(json!({"taskId": task.task_id})))
+}
+
+fn existing(a: &Audits, id: &str) -> Result<AuditTask, ApiError> {
+    a.task(id)?
+        .ok_or_else(|| DefenderError::NotFound(format!("audit task {id} does not exist")).into())
+}
+
+async fn describe_task(State(a): State<Arc<Audits>>, Path(id): Path<String>) -> Answer {
+    let t = existing(&a, &id)?;
+    let count = |status: &str| {
+        t.details
+            .values()
+            .filter(|d| d["checkRunStatus"] == status)
+            .count()
+    };
+    Ok(axum::Json(json!({
+        "taskStatus": t.status,
+        "taskType": t.task_type,
+        "taskStartTime": t.start_time,
+        "taskStatistics": {
+            "totalChecks": t.details.len(),
+            "inProgressChecks": 0,
+            "waitingForDataCollectionChecks": 0,
+            "compliantChecks": count("COMPLETED_COMPLIANT"),
+            "nonCompliantChecks": count("COMPLETED_NON_COMPLIANT"),
+            "failedChecks": count("FAILED"),
+            "canceledChecks": 0,
+        },
+        "auditDetails": t.details,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListTasksQuery {
+    start_time: Option<String>,
+    end_time: Option<String>,
+    #[serde(default)]
+    task_type: Option<String>,
+    #[serde(default)]
+    task_status: Option<String>,
+}
+
+async fn list_tasks(State(a): State<Arc<Audits>>, Query(q): Query<ListTasksQuery>) -> Answer {
+    let start = crate::api::parse_time("startTime", q.start_time.as_deref())?;
+    let end = crate::api::parse_time("endTime", q.end_time.as_deref())?;
+    let tasks: Vec<Value> = a
+        .tasks()?
+        .into_iter()
+        .filter(|t| {
+            t.start_time >= start
+                && t.start_time <= end
+                && q.task_type.as_deref().is_none_or(|k| k == t.task_type)
+                && q.task_status.as_deref().is_none_or(|s| s == t.status)
+        })
+        .map(|t| json!({"taskId": t.task_id, "taskStatus": t.status, "taskType": t.task_type}))
+        .collect();
+    Ok(axum::Json(json!({"tasks": tasks})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FindingsBody {
+    #[serde(default)]
+    task_id: Option<String>,
+    #[serde(default)]
+    check_name: Option<String>,
+    #[serde(default)]
+    start_time: Option<f64>,
+    #[serde(default)]
+    end_time: Option<f64>,
+}
+
+async fn list_findings(State(a): State<Arc<Audits>>, Json(body): Json<FindingsBody>) -> Answer {
+    let tasks = match &body.task_id {
+        Some(id) => vec![existing(&a, id)?],
+        None => {
+            if body.start_time.is_none() || body.end_time.is_none() {
+                return Err(ApiError::invalid_request(
+                    "either taskId or startTime and endTime are required",
+                ));
+            }
+            a.tasks()?
+        }
+    };
+    let findings: Vec<Value> = tasks
+        .into_iter()
+        .filter(|t| {
+            body.start_time.is_none_or(|s| t.start_time >= s)
+                && body.end_time.is_none_or(|e| t.start_time <= e)
+        })
+        .flat_map(|t| t.findings)
+        .filter(|f| {
+            body.check_name
+                .as_deref()
+                .is_none_or(|c| f["checkName"] == c)
+        })
+        .collect();
+    Ok(axum::Json(json!({"findings": findings})))
+}

@@ -1,0 +1,47 @@
+//! The audit checks this server runs, one module each, in one registry: adding a check is
+//! adding a module and a line to [`registry`].
+
+mod expiring;
+mod overly_permissive;
+
+use serde_json::Value;
+
+use super::AuditSources;
+
+/// A resource a check found non-compliant.
+#[derive(Debug, Clone)]
+pub struct NonCompliance {
+    /// `nonCompliantResource` (`resourceType`, `resourceIdentifier`, `additionalInfo`).
+    pub resource: Value,
+    /// `severity` (`CRITICAL`, `HIGH`, `MEDIUM`, `LOW`).
+    pub severity: &'static str,
+    /// `reasonForNonCompliance`.
+    pub reason: String,
+    /// `reasonForNonComplianceCode`.
+    pub code: &'static str,
+}
+
+/// What one check found.
+pub struct CheckOutcome {
+    /// Resources looked at.
+    pub total: u64,
+    /// The non-compliant ones.
+    pub findings: Vec<NonCompliance>,
+}
+
+/// An audit check.
+pub trait AuditCheck: Send + Sync {
+    /// AWS's check name (`IOT_POLICY_OVERLY_PERMISSIVE_CHECK`).
+    fn name(&self) -> &'static str;
+    /// Runs the check.
+    fn run(&self, sources: &AuditSources) -> Result<CheckOutcome, String>;
+}
+
+/// Every check this server runs.
+pub fn registry() -> Vec<Box<dyn AuditCheck>> {
+    vec![
+        Box::new(overly_permissive::OverlyPermissivePolicies),
+        Box::new(expiring::DeviceCertificatesExpiring),
+        Box::new(expiring::CaCertificatesExpiring),
+    ]
+}
