@@ -6,7 +6,7 @@ mod bench;
 mod cli;
 mod config;
 mod demo;
-joinmod defender;
+mod defender;
 mod events;
 mod functions;
 mod notify;
