@@ -19,6 +19,11 @@ const MAX_ADDRESSES: usize = 16;
 /// How long a device that is offline and quiet stays known (for `aws:disconnect-duration`).
 const FORGET_AFTER: Duration = Duration::from_secs(24 * 3600);
 
+/// Most client ids measured at once. The meter learns a client id at CONNECT, before
+/// authentication, so a flood of made-up client ids must not grow it without bound: past this
+/// many, a new client id gets counters nobody reads, and the refusal is counted.
+const MAX_DEVICES: usize = 1_000_000;
+
 /// One device's measurements over one period.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Datapoint {
@@ -53,6 +58,10 @@ pub struct FleetMeter {
 impl DeviceMeter for FleetMeter {
     fn connecting(&self, client_id: &str, peer: IpAddr) -> Arc<DeviceCounters> {
         let mut devices = self.devices.lock();
+        if devices.len() >= MAX_DEVICES && !devices.contains_key(client_id) {
+            metrics::counter!("fleetcore_defender_devices_unmetered_total").increment(1);
+            return Arc::default();
+        }
         let device = match devices.get_mut(client_id) {
             Some(d) => d,
             None => devices
