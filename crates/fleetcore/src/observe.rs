@@ -20,6 +20,8 @@ pub struct Running {
     pub observe: Arc<Observe>,
     /// Sampling, alarm evaluation, pruning.
     pub task: JoinHandle<()>,
+    /// The functions' invocation logs into `/aws/lambda/<function>`.
+    pub lambda_logs: Arc<fleetcore_observe::logs::lambda::LambdaLogFeed>,
 }
 
 /// Alarm actions to MQTT topics, published by the server at QoS 1.
@@ -63,6 +65,7 @@ pub fn start(
     .context("opening the metric store (<data>/metrics)")?;
     // The platform's failure events go to AWSIotLogsV2 from here on.
     fleetcore_observe::logs::platform::start_writer(Arc::clone(&observe.logs));
+    let lambda_logs = fleetcore_observe::logs::lambda::start(Arc::clone(&observe.logs));
     let handle = prometheus.clone();
     let task = observe.start(Arc::new(move || handle.render()));
     tracing::info!(
@@ -70,5 +73,9 @@ pub fn start(
         sample = settings.metrics_sample,
         "metric store ready"
     );
-    Ok(Running { observe, task })
+    Ok(Running {
+        observe,
+        task,
+        lambda_logs,
+    })
 }

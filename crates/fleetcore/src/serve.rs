@@ -222,6 +222,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         Arc::clone(&notify) as Arc<dyn fleetcore_core::TopicPublisher>,
         &prometheus,
     )?;
+    functions.functions.set_log_sink(
+        Arc::clone(&observe.lambda_logs) as Arc<dyn fleetcore_core::InvocationLogSink>
+    );
     // IoT Events: detectors resume in their stored state before any input arrives.
     let events = crate::events::start(
         &settings,
