@@ -5,6 +5,7 @@ mod auth;
 mod bench;
 mod cli;
 mod config;
+mod console;
 mod events;
 mod functions;
 mod notify;

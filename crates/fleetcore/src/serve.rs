@@ -338,6 +338,22 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     };
 
     let api_state = ApiState::new(prometheus.clone()).with_ca_pem(pki.ca_pem());
+    // The web console (/console): signed in with the admin credentials, one page per section.
+    let render = prometheus.clone();
+    let console = fleetcore_observe::console::Console::new(
+        Arc::clone(&observe.observe),
+        Arc::new(move || render.render()),
+        vec![
+            Arc::new(crate::console::Things(Arc::clone(&identity))),
+            Arc::new(crate::console::FunctionList(Arc::clone(
+                &functions.functions,
+            ))),
+            Arc::new(crate::console::StreamList(Arc::clone(&streams))),
+            Arc::new(crate::console::DeliveryStreams(Arc::clone(&archive))),
+        ],
+        &credentials.access_key_id,
+        &credentials.secret_access_key,
+    );
     let control_plane = control_plane(
         &settings,
         credentials,
@@ -376,7 +392,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     )
     .service("ioteventsdata", fleetcore_events::api::data_routes(events))
     .service("sns", fleetcore_notify::api::routes(Arc::clone(&notify)))
-    .public(fleetcore_notify::public::routes(Arc::clone(&notify)));
+    .public(fleetcore_notify::public::routes(Arc::clone(&notify)))
+    .public(fleetcore_observe::console::routes(console));
     let (stop_http, http_stopped) = oneshot::channel::<()>();
     let http_task = tokio::spawn(fleetcore_api::serve(
         http,

@@ -11,6 +11,7 @@
 
 pub mod aws_names;
 pub mod cloudwatch;
+pub mod console;
 pub mod error;
 pub mod logs;
 pub mod sampler;
