@@ -68,6 +68,18 @@ pub fn start(
     let lambda_logs = fleetcore_observe::logs::lambda::start(Arc::clone(&observe.logs));
     let handle = prometheus.clone();
     let task = observe.start(Arc::new(move || handle.render()));
+    if let Some(endpoint) = &settings.otlp_endpoint {
+        let handle = prometheus.clone();
+        fleetcore_observe::otlp::start(
+            fleetcore_observe::otlp::OtlpConfig {
+                endpoint: endpoint.clone(),
+                interval: std::time::Duration::from_secs(settings.otlp_interval),
+                instance: settings.http.to_string(),
+            },
+            Arc::new(move || handle.render()),
+        );
+        tracing::info!(%endpoint, interval = settings.otlp_interval, "exporting metrics over OTLP/HTTP");
+    }
     tracing::info!(
         resolution,
         sample = settings.metrics_sample,

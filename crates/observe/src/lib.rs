@@ -14,6 +14,7 @@ pub mod cloudwatch;
 pub mod console;
 pub mod error;
 pub mod logs;
+pub mod otlp;
 pub mod sampler;
 pub mod series;
 mod sink;
