@@ -58,6 +58,9 @@ command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
 # nodejs* functions run on the machine's Node.js (Debian 12: 18.x)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
+# the web console's browser tests drive Debian's Chromium through chromedriver (Selenium)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if [ "$mode" = mosquitto ]; then
   command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 fi
@@ -96,6 +99,8 @@ fi
 # fleet provisioning tests: the AWS IoT Device SDK v2 for Python (its iotidentity client; the
 # awscrt wheel is a manylinux binary, nothing to compile).
 .venv/bin/python -m pip install -q --disable-pip-version-check 'awsiotsdk==1.31.0'
+# web console tests: Selenium drives the system Chromium through the system chromedriver.
+.venv/bin/python -m pip install -q --disable-pip-version-check 'selenium>=4.20,<5'
 done_stage
 
 # ------------------------------------------------------------------------------------------

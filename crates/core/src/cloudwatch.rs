@@ -57,3 +57,11 @@ pub trait CloudWatchSink: Send + Sync + 'static {
         reason: &'a str,
     ) -> CloudWatchFuture<'a>;
 }
+
+/// Takes the functions' invocation logs into CloudWatch Logs (`/aws/lambda/<function>`) without
+/// waiting: the implementor queues them (bounded; what does not fit is dropped and counted) and
+/// stores them in batches, so an invocation never waits for the log store.
+pub trait InvocationLogSink: Send + Sync + 'static {
+    /// Takes one invocation's framed log (`START` ... `REPORT`) of `function` at `version`.
+    fn invocation_log(&self, function: &str, version: &str, log: &str);
+}

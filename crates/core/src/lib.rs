@@ -14,7 +14,9 @@ pub mod sigv4;
 pub mod store;
 
 pub use arn::{AccountContext, Arn, ArnError};
-pub use cloudwatch::{CloudWatchError, CloudWatchFuture, CloudWatchSink, MetricValue};
+pub use cloudwatch::{
+    CloudWatchError, CloudWatchFuture, CloudWatchSink, InvocationLogSink, MetricValue,
+};
 pub use events::{InputError, InputFuture, InputMessage, InputSink};
 pub use invoke::{FunctionInvoker, InvokeError, InvokeFuture, InvokeOutput};
 pub use notify::{Notification, NotifyError, NotifyFuture, TopicPublisher};

@@ -213,6 +213,15 @@ pub struct ServeArgs {
     #[arg(long, env = "FLEETCORE_METRICS_SAMPLE", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     metrics_sample: Option<bool>,
 
+    /// An OpenTelemetry OTLP/HTTP receiver the platform's metrics are exported to as JSON
+    /// (`http://collector:4318`; `/v1/metrics` is appended). Off unless given.
+    #[arg(long, env = "FLEETCORE_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
+
+    /// Seconds between OTLP exports. [default: 60]
+    #[arg(long, env = "FLEETCORE_OTLP_INTERVAL", value_name = "SECONDS")]
+    otlp_interval: Option<u64>,
+
     /// The stream store (`[stream]` table in the file: `backend`, `servers`).
     #[command(flatten)]
     stream: StreamArgs,
@@ -420,6 +429,8 @@ pub struct Settings {
     pub metrics_resolution: u64,
     pub metrics_retention_days: u64,
     pub metrics_sample: bool,
+    pub otlp_endpoint: Option<String>,
+    pub otlp_interval: u64,
 }
 
 /// Fills every `None` of `$over` from `$under`.
@@ -499,6 +510,8 @@ impl ServeArgs {
                 metrics_resolution,
                 metrics_retention_days,
                 metrics_sample,
+                otlp_endpoint,
+                otlp_interval,
             );
             over.stream.layer(&mut under.stream);
             let (lake_over, lake_under) = (&mut over.lake, &mut under.lake);
@@ -651,6 +664,14 @@ impl ServeArgs {
         if !(1..=455).contains(&metrics_retention_days) {
             bail!("metrics_retention_days must be between 1 and 455, not {metrics_retention_days}");
         }
+        let otlp_endpoint = self.otlp_endpoint.filter(|e| !e.is_empty());
+        if let Some(endpoint) = &otlp_endpoint {
+            fleetcore_observe::otlp::check_endpoint(endpoint).map_err(anyhow::Error::msg)?;
+        }
+        let otlp_interval = self.otlp_interval.unwrap_or(60);
+        if !(1..=3600).contains(&otlp_interval) {
+            bail!("otlp_interval must be between 1 and 3600 seconds, not {otlp_interval}");
+        }
         let backlog_limit_mb = lake.backlog_limit_mb.unwrap_or(256);
         if backlog_limit_mb == 0 {
             bail!("lake backlog_limit_mb must be at least 1");
@@ -690,6 +711,8 @@ impl ServeArgs {
             metrics_resolution,
             metrics_retention_days,
             metrics_sample: self.metrics_sample.unwrap_or(true),
+            otlp_endpoint,
+            otlp_interval,
         })
     }
 }

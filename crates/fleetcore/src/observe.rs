@@ -20,6 +20,8 @@ pub struct Running {
     pub observe: Arc<Observe>,
     /// Sampling, alarm evaluation, pruning.
     pub task: JoinHandle<()>,
+    /// The functions' invocation logs into `/aws/lambda/<function>`.
+    pub lambda_logs: Arc<fleetcore_observe::logs::lambda::LambdaLogFeed>,
 }
 
 /// Alarm actions to MQTT topics, published by the server at QoS 1.
@@ -63,12 +65,29 @@ pub fn start(
     .context("opening the metric store (<data>/metrics)")?;
     // The platform's failure events go to AWSIotLogsV2 from here on.
     fleetcore_observe::logs::platform::start_writer(Arc::clone(&observe.logs));
+    let lambda_logs = fleetcore_observe::logs::lambda::start(Arc::clone(&observe.logs));
     let handle = prometheus.clone();
     let task = observe.start(Arc::new(move || handle.render()));
+    if let Some(endpoint) = &settings.otlp_endpoint {
+        let handle = prometheus.clone();
+        fleetcore_observe::otlp::start(
+            fleetcore_observe::otlp::OtlpConfig {
+                endpoint: endpoint.clone(),
+                interval: std::time::Duration::from_secs(settings.otlp_interval),
+                instance: settings.http.to_string(),
+            },
+            Arc::new(move || handle.render()),
+        );
+        tracing::info!(%endpoint, interval = settings.otlp_interval, "exporting metrics over OTLP/HTTP");
+    }
     tracing::info!(
         resolution,
         sample = settings.metrics_sample,
         "metric store ready"
     );
-    Ok(Running { observe, task })
+    Ok(Running {
+        observe,
+        task,
+        lambda_logs,
+    })
 }

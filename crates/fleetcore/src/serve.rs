@@ -230,6 +230,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         Arc::clone(&notify) as Arc<dyn fleetcore_core::TopicPublisher>,
         &prometheus,
     )?;
+    functions.functions.set_log_sink(
+        Arc::clone(&observe.lambda_logs) as Arc<dyn fleetcore_core::InvocationLogSink>
+    );
     // IoT Events: detectors resume in their stored state before any input arrives.
     let events = crate::events::start(
         &settings,
@@ -343,6 +346,22 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     };
 
     let api_state = ApiState::new(prometheus.clone()).with_ca_pem(pki.ca_pem());
+    // The web console (/console): signed in with the admin credentials, one page per section.
+    let render = prometheus.clone();
+    let console = fleetcore_observe::console::Console::new(
+        Arc::clone(&observe.observe),
+        Arc::new(move || render.render()),
+        vec![
+            Arc::new(crate::console::Things(Arc::clone(&identity))),
+            Arc::new(crate::console::FunctionList(Arc::clone(
+                &functions.functions,
+            ))),
+            Arc::new(crate::console::StreamList(Arc::clone(&streams))),
+            Arc::new(crate::console::DeliveryStreams(Arc::clone(&archive))),
+        ],
+        &credentials.access_key_id,
+        &credentials.secret_access_key,
+    );
     let control_plane = control_plane(
         &settings,
         credentials,
@@ -400,7 +419,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     )
     .service("ioteventsdata", fleetcore_events::api::data_routes(events))
     .service("sns", fleetcore_notify::api::routes(Arc::clone(&notify)))
-    .public(fleetcore_notify::public::routes(Arc::clone(&notify)));
+    .public(fleetcore_notify::public::routes(Arc::clone(&notify)))
+    .public(fleetcore_observe::console::routes(console));
     let (stop_http, http_stopped) = oneshot::channel::<()>();
     let http_task = tokio::spawn(fleetcore_api::serve(
         http,

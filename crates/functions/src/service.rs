@@ -133,6 +133,8 @@ pub struct Functions {
     runners: Mutex<HashMap<(String, String), (String, Runner)>>,
     pub(crate) events: EventQueue,
     runtime_dir: PathBuf,
+    /// Where invocation logs also go (CloudWatch Logs), once the binary wires it.
+    log_sink: std::sync::OnceLock<Arc<dyn fleetcore_core::InvocationLogSink>>,
 }
 
 fn new_revision() -> String {
@@ -185,6 +187,7 @@ impl Functions {
             runners: Mutex::new(HashMap::new()),
             events,
             runtime_dir,
+            log_sink: std::sync::OnceLock::new(),
         });
         tokio::spawn(event_queue::run(Arc::downgrade(&functions), streams));
         tokio::spawn(reap_idle_workers(Arc::downgrade(&functions)));
@@ -207,6 +210,11 @@ impl Functions {
             Some(q) => format!("{base}:{q}"),
             None => base,
         }
+    }
+
+    /// Sends every invocation's log from now on to `sink` too (CloudWatch Logs); once.
+    pub fn set_log_sink(&self, sink: Arc<dyn fleetcore_core::InvocationLogSink>) {
+        let _ = self.log_sink.set(sink);
     }
 
     /// The log file of `name`.
@@ -828,6 +836,9 @@ impl Functions {
             tracing::info!(function = %config.name, %request_id, "invocation failed");
         }
         self.logs.append(&config.name, &log);
+        if let Some(sink) = self.log_sink.get() {
+            sink.invocation_log(&config.name, &config.version, &log);
+        }
         Ok(Invoked {
             outcome,
             executed_version: config.version,

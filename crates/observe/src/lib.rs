@@ -11,8 +11,10 @@
 
 pub mod aws_names;
 pub mod cloudwatch;
+pub mod console;
 pub mod error;
 pub mod logs;
+pub mod otlp;
 pub mod sampler;
 pub mod series;
 mod sink;

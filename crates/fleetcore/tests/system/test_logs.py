@@ -1,7 +1,8 @@
 """CloudWatch Logs (`logs`, JSON 1.1) against the real binary with boto3 and the aws CLI: log
 groups and streams, PutLogEvents and its rejected-events report, GetLogEvents paging with the
 forward and backward tokens, FilterLogEvents with AWS's text and JSON filter patterns, retention;
-and the platform's own `AWSIotLogsV2` entries: a failing rule action found with FilterLogEvents."""
+the platform's own `AWSIotLogsV2` entries: a failing rule action found with FilterLogEvents; and
+functions' invocation logs in `/aws/lambda/<function>`."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from botocore.exceptions import ClientError
 
 from brokers import wait_until
 from clients import V5
+from test_functions import create, fb, fn_name, invoke  # noqa: F401 (fb is a fixture)
 from test_rules_engine import create_rule, rule_name
 
 pytestmark = pytest.mark.fleetcore_only("CloudWatch Logs is fleetcore's")
@@ -175,3 +177,46 @@ def test_aws_cli_writes_and_reads_logs(aws_cli, uid):
     out = aws_cli("logs", "filter-log-events", "--log-group-name", group,
                   "--filter-pattern", "hello")
     assert [e["message"] for e in out["events"]] == ["hello-from-cli"]
+
+
+def test_function_invocation_logs_are_in_the_aws_lambda_log_group(fb, aws, uid):
+    lam, logs = aws("lambda", broker=fb), aws("logs", broker=fb)
+    name = fn_name(uid)
+    create(lam, name, {"app.py": "def handler(event, context):\n"
+                                 "    print('line one', event['n'])\n"
+                                 "    print('line two')\n"
+                                 "    if event['n'] == 2:\n"
+                                 "        raise ValueError('boom')\n"
+                                 "    return 'ok'\n"})
+    assert invoke(lam, name, {"n": 1})[1] == "ok"
+    assert invoke(lam, name, {"n": 2})[0]["FunctionError"] == "Unhandled"
+    group = f"/aws/lambda/{name}"
+
+    def both_reports():
+        try:
+            out = logs.filter_log_events(logGroupName=group, filterPattern="REPORT")
+        except ClientError:
+            return None  # the group appears with the first invocation's log
+        return out["events"] if len(out["events"]) == 2 else None
+
+    reports = wait_until(both_reports, timeout=30, interval=0.2, what="both REPORT lines")
+    assert all(e["message"].startswith("REPORT RequestId: ") for e in reports)
+    groups = logs.describe_log_groups(logGroupNamePrefix="/aws/lambda/")["logGroups"]
+    assert group in [g["logGroupName"] for g in groups]
+    streams = logs.describe_log_streams(logGroupName=group)["logStreams"]
+    assert len(streams) == 1
+    stream = streams[0]["logStreamName"]
+    assert stream.startswith(time.strftime("%Y/%m/%d/", time.gmtime())) and "[$LATEST]" in stream
+    events = logs.get_log_events(logGroupName=group, logStreamName=stream,
+                                 startFromHead=True)["events"]
+    lines = [e["message"] for e in events]
+    # one event per line, in order: START, the output, END, REPORT, for each invocation
+    assert lines[0].startswith("START RequestId: ") and "Version: $LATEST" in lines[0]
+    assert lines[1] == "line one 1\n" and lines[2] == "line two\n"
+    assert lines[3].startswith("END RequestId: ") and lines[4].startswith("REPORT RequestId: ")
+    assert sum(m.startswith("START") for m in lines) == 2
+    # the handler's error is in the log, found with a filter pattern
+    failed = logs.filter_log_events(logGroupName=group, filterPattern="ValueError boom")
+    assert failed["events"] and all(e["logStreamName"] == stream for e in failed["events"])
+    starts = [m.split()[2] for m in lines if m.startswith("START")]
+    assert len(set(starts)) == 2

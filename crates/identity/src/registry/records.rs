@@ -398,6 +398,11 @@ impl RecordStore {
         Ok(self.kv.get(table, key.as_bytes())?.is_some())
     }
 
+    /// How many keys of `table` exist (no value is decoded).
+    pub(crate) fn count(&self, table: &'static str) -> Result<usize, RegistryError> {
+        Ok(self.kv.scan_prefix(table, b"")?.len())
+    }
+
     /// Every `(key, value)` whose key starts with `prefix`, in key order.
     pub(crate) fn scan<T: DeserializeOwned>(
         &self,

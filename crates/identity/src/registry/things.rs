@@ -222,6 +222,11 @@ impl Registry {
         Ok(record)
     }
 
+    /// How many things exist (the web console's fleet overview).
+    pub fn count_things(&self) -> Result<usize, RegistryError> {
+        self.store.count(tables::THING)
+    }
+
     /// ListThings, by name.
     pub fn list_things(
         &self,

@@ -164,6 +164,35 @@ async fn serve(
     }
 }
 
+/// The operations the web console may call: the ones that only read.
+pub(crate) const READ_ONLY: &[&str] = &[
+    "GetMetricData",
+    "GetMetricStatistics",
+    "ListMetrics",
+    "DescribeAlarms",
+    "DescribeAlarmHistory",
+    "GetDashboard",
+    "ListDashboards",
+];
+
+/// Runs a [`READ_ONLY`] operation on a JSON 1.0 body (the web console's reads); any other
+/// operation is refused.
+pub(crate) async fn read_only(
+    observe: &Observe,
+    ctx: &RequestContext,
+    op: &str,
+    body: &[u8],
+) -> Result<Json, ApiError> {
+    if !READ_ONLY.contains(&op) {
+        return Err(ApiError::new(
+            "AccessDeniedException",
+            axum::http::StatusCode::FORBIDDEN,
+            format!("The console only reads; {op} is not one of {READ_ONLY:?}."),
+        ));
+    }
+    handle(observe, ctx, op, body, Wire::Json).await
+}
+
 async fn handle(
     observe: &Observe,
     ctx: &RequestContext,

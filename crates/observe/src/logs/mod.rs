@@ -3,6 +3,7 @@
 //! `<data>/logs/logs.redb`. The platform writes its own events here too ([`LogStore::append`]).
 
 pub mod filter;
+pub mod lambda;
 pub mod platform;
 
 use std::sync::Arc;
