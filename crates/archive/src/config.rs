@@ -194,6 +194,26 @@ pub struct DeliveryPlan {
 }
 
 impl S3Destination {
+    /// This destination with the members of an `ExtendedS3DestinationUpdate` (or
+    /// `S3DestinationUpdate`) replacing its own; members the update leaves out are kept, as
+    /// Firehose merges an update into a destination of the same type.
+    pub fn merged(&self, update: &Map<String, Value>) -> Result<S3Destination, ArchiveError> {
+        let mut current = match serde_json::to_value(self) {
+            Ok(Value::Object(members)) => members,
+            Ok(_) | Err(_) => {
+                return Err(ArchiveError::Internal(
+                    "the stored destination is not a JSON object".into(),
+                ));
+            }
+        };
+        for (name, value) in update {
+            current.insert(name.clone(), value.clone());
+        }
+        serde_json::from_value(Value::Object(current)).map_err(|e| {
+            ArchiveError::InvalidArgument(format!("the destination update is not valid: {e}"))
+        })
+    }
+
     /// Validates the destination as Firehose does and compiles it.
     pub fn plan(&self, tags: &[Tag]) -> Result<DeliveryPlan, ArchiveError> {
         let invalid = |m: String| Err(ArchiveError::InvalidArgument(m));

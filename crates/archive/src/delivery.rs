@@ -72,6 +72,18 @@ impl Backlog {
     }
 }
 
+/// What a delivery task is told to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Keep delivering.
+    Running,
+    /// The server stops: take in what the source already holds, flush, checkpoint.
+    Shutdown,
+    /// A new configuration takes over: flush what is buffered (read under the old one) and
+    /// leave the rest of the source to the successor.
+    Replaced,
+}
+
 /// What a delivery task needs.
 pub struct Delivery {
     /// Delivery stream name.
@@ -95,8 +107,8 @@ pub struct Delivery {
     pub owner: String,
     /// DirectPut's backlog, released as records are delivered.
     pub backlog: Option<Arc<Backlog>>,
-    /// Becomes true when the task must flush and stop.
-    pub stop: watch::Receiver<bool>,
+    /// Leaves [`Stop::Running`] when the task must flush and stop.
+    pub stop: watch::Receiver<Stop>,
     /// What runs the plan's Lambda processor (present whenever the plan has one).
     pub functions: Option<Arc<dyn FunctionInvoker>>,
     /// The delivery stream's ARN and region, for the Lambda processor's requests.
@@ -181,9 +193,11 @@ impl Delivery {
                 return;
             }
         }
-        // Stopping: take in what the source already holds (a graceful stop leaves nothing
-        // behind for the next start), then flush.
-        while let Ok(Ok(batch)) = tokio::time::timeout(DRAIN_WAIT, self.group.next()).await {
+        // Shutting down: take in what the source already holds (a graceful stop leaves nothing
+        // behind for the next start), then flush. Replaced: the successor reads the rest.
+        let drain = *self.stop.borrow() == Stop::Shutdown;
+        while drain && let Ok(Ok(batch)) = tokio::time::timeout(DRAIN_WAIT, self.group.next()).await
+        {
             buffer.add(batch);
             if buffer.bytes >= self.plan.buffer_bytes
                 && let FlushOutcome::Abandoned = self.flush(&mut buffer).await
@@ -323,7 +337,7 @@ impl Delivery {
 
     /// Sleeps `d`; true if stop was signalled meanwhile.
     async fn pause(&mut self, d: Duration) -> bool {
-        if *self.stop.borrow() {
+        if *self.stop.borrow() != Stop::Running {
             return true;
         }
         tokio::select! {

@@ -14,6 +14,10 @@ pub enum ArchiveError {
     /// A request value is malformed or unsupported: `InvalidArgumentException`.
     #[error("{0}")]
     InvalidArgument(String),
+    /// The caller's `CurrentDeliveryStreamVersionId` is not the current one (another update
+    /// came first): `ConcurrentModificationException`.
+    #[error("{0}")]
+    ConcurrentModification(String),
     /// Too many delivery streams: `LimitExceededException`.
     #[error("{0}")]
     LimitExceeded(String),

@@ -17,6 +17,7 @@ pub mod transform;
 
 pub use error::ArchiveError;
 pub use service::{
-    Archive, ArchiveSettings, CreateDeliveryStream, DeliveryStream, MAX_BATCH_BYTES,
-    MAX_BATCH_RECORDS, MAX_RECORD_BYTES, RecordRefusal, Source, internal_stream_name,
+    Archive, ArchiveSettings, CreateDeliveryStream, DESTINATION_ID, DeliveryStream,
+    MAX_BATCH_BYTES, MAX_BATCH_RECORDS, MAX_RECORD_BYTES, RecordRefusal, Source, UpdateDestination,
+    internal_stream_name,
 };

@@ -14,11 +14,12 @@ use fleetcore_stream::{
 };
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{DeliveryPlan, S3Destination, Tag};
-use crate::delivery::{Backlog, Delivery};
+use crate::delivery::{Backlog, Delivery, Stop};
 use crate::error::ArchiveError;
 use crate::lake::{Lake, LakeConfig};
 use crate::metrics;
@@ -33,6 +34,9 @@ pub const MAX_BATCH_RECORDS: usize = 500;
 pub const MAX_BATCH_BYTES: usize = 4 << 20;
 /// Most delivery streams per server.
 pub const MAX_DELIVERY_STREAMS: usize = 500;
+
+/// The id of a delivery stream's one destination (`DestinationId` in describe and update).
+pub const DESTINATION_ID: &str = "destinationId-000000000001";
 
 /// The consumer group (and lease owner) every delivery task reads its source with.
 const CONSUMER_OWNER: &str = "fleetcore-archive";
@@ -121,6 +125,19 @@ pub struct CreateDeliveryStream {
     pub tags: Vec<Tag>,
 }
 
+/// What UpdateDestination asks for.
+#[derive(Debug, Clone)]
+pub struct UpdateDestination {
+    /// The delivery stream.
+    pub name: String,
+    /// `CurrentDeliveryStreamVersionId`: the version the caller read (stale: refused).
+    pub current_version_id: String,
+    /// `DestinationId`.
+    pub destination_id: String,
+    /// The members of `ExtendedS3DestinationUpdate` (or `S3DestinationUpdate`) as sent.
+    pub update: Map<String, Value>,
+}
+
 /// Why one record of a put was refused (PutRecordBatch's per-record `ErrorCode`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordRefusal {
@@ -133,7 +150,7 @@ pub struct RecordRefusal {
 struct Running {
     stream: Arc<DeliveryStream>,
     backlog: Option<Arc<Backlog>>,
-    stop: watch::Sender<bool>,
+    stop: watch::Sender<Stop>,
     task: JoinHandle<()>,
 }
 
@@ -178,7 +195,7 @@ impl Archive {
                 }
             };
             match stream.destination.plan(&stream.tags) {
-                Ok(plan) => archive.launch(stream, plan),
+                Ok(plan) => archive.launch(stream, plan, None),
                 Err(e) => {
                     tracing::error!(delivery_stream = %stream.name, error = %e, "skipping a delivery stream whose configuration no longer validates");
                 }
@@ -259,8 +276,57 @@ impl Archive {
             serde_json::to_vec(&stream).map_err(|e| ArchiveError::Internal(e.to_string()))?;
         batch.put(TABLE, stream.name.as_bytes().to_vec(), value);
         self.apply(batch).await?;
-        self.launch(stream.clone(), plan);
+        self.launch(stream.clone(), plan, None);
         tracing::info!(delivery_stream = %stream.name, source = stream.source.type_name(), "delivery stream created");
+        Ok(stream)
+    }
+
+    /// UpdateDestination: merges the update into the destination, stores it under the next
+    /// VersionId and hands delivery over to a task running it. The old task flushes what it
+    /// had read (delivered under the old configuration) and stops reading at once, so every
+    /// record put after this returns is delivered under the new one.
+    pub async fn update_destination(
+        &self,
+        request: UpdateDestination,
+    ) -> Result<DeliveryStream, ArchiveError> {
+        let _guard = self.changes.lock().await;
+        let current = self.describe(&request.name)?;
+        if request.current_version_id != current.version.to_string() {
+            return Err(ArchiveError::ConcurrentModification(format!(
+                "Cannot update delivery stream {}: CurrentDeliveryStreamVersionId {} is not the current version {}",
+                request.name, request.current_version_id, current.version
+            )));
+        }
+        if request.destination_id != DESTINATION_ID {
+            return Err(ArchiveError::InvalidArgument(format!(
+                "Delivery stream {} has no destination {} (its destination is {DESTINATION_ID})",
+                request.name, request.destination_id
+            )));
+        }
+        let destination = current.destination.merged(&request.update)?;
+        let plan = destination.plan(&current.tags)?;
+        if plan.transform.is_some() && self.functions.is_none() {
+            return Err(ArchiveError::InvalidArgument(
+                "a Lambda processor needs the functions capability, which this server does not run"
+                    .into(),
+            ));
+        }
+        let stream = DeliveryStream {
+            version: current.version + 1,
+            destination,
+            ..DeliveryStream::clone(&current)
+        };
+        let mut batch = WriteBatch::new();
+        let value =
+            serde_json::to_vec(&stream).map_err(|e| ArchiveError::Internal(e.to_string()))?;
+        batch.put(TABLE, stream.name.as_bytes().to_vec(), value);
+        self.apply(batch).await?;
+        let previous = self.running.lock().remove(&stream.name);
+        if let Some(previous) = &previous {
+            let _ = previous.stop.send(Stop::Replaced);
+        }
+        self.launch(stream.clone(), plan, previous);
+        tracing::info!(delivery_stream = %stream.name, version = stream.version, "delivery stream destination updated");
         Ok(stream)
     }
 
@@ -298,7 +364,7 @@ impl Archive {
         let Some(running) = self.running.lock().remove(name) else {
             return Err(self.not_found(name));
         };
-        let _ = running.stop.send(true);
+        let _ = running.stop.send(Stop::Shutdown);
         running.task.abort();
         let mut batch = WriteBatch::new();
         batch.delete(TABLE, name.as_bytes().to_vec());
@@ -375,7 +441,7 @@ impl Archive {
             .into_values()
             .collect();
         for r in &running {
-            let _ = r.stop.send(true);
+            let _ = r.stop.send(Stop::Shutdown);
         }
         for r in running {
             let name = r.stream.name.clone();
@@ -390,14 +456,24 @@ impl Archive {
         }
     }
 
-    fn launch(&self, stream: DeliveryStream, plan: DeliveryPlan) {
+    /// Starts the delivery task of `stream`; with `previous` (its task told to stop), the new
+    /// task keeps its backlog count and starts reading once it has finished (or after the
+    /// shutdown grace, when it is aborted: its unflushed records are then read again).
+    fn launch(&self, stream: DeliveryStream, plan: DeliveryPlan, previous: Option<Running>) {
         let (start, backlog) = match &stream.source {
             Source::DirectPut { .. } => (
                 StartingPosition::TrimHorizon,
-                Some(Arc::new(Backlog::new(
-                    &stream.name,
-                    self.settings.backlog_limit_bytes,
-                ))),
+                Some(
+                    previous
+                        .as_ref()
+                        .and_then(|p| p.backlog.clone())
+                        .unwrap_or_else(|| {
+                            Arc::new(Backlog::new(
+                                &stream.name,
+                                self.settings.backlog_limit_bytes,
+                            ))
+                        }),
+                ),
             ),
             // Like Firehose, a Kinesis source is read from the delivery stream's creation on.
             Source::KinesisStream { .. } => (
@@ -419,7 +495,7 @@ impl Archive {
                 start,
             },
         );
-        let (stop, stop_rx) = watch::channel(false);
+        let (stop, stop_rx) = watch::channel(Stop::Running);
         let delivery = Delivery {
             name: stream.name.clone(),
             version: stream.version,
@@ -436,7 +512,20 @@ impl Archive {
             arn: stream.arn.clone(),
             region: self.settings.region.clone(),
         };
-        let task = tokio::spawn(delivery.run());
+        let task = match previous {
+            None => tokio::spawn(delivery.run()),
+            Some(previous) => {
+                let (grace, name) = (self.settings.shutdown_grace, stream.name.clone());
+                tokio::spawn(async move {
+                    let abort = previous.task.abort_handle();
+                    if tokio::time::timeout(grace, previous.task).await.is_err() {
+                        abort.abort();
+                        tracing::warn!(delivery_stream = %name, "the previous configuration's flush did not finish in time; its records are delivered again under the new one");
+                    }
+                    delivery.run().await;
+                })
+            }
+        };
         self.running.lock().insert(
             stream.name.clone(),
             Running {

@@ -360,7 +360,7 @@ impl Functions {
             return Ok(());
         }
         let path = self.module_path(config)?;
-        WasmFunction::load(&path, config.memory_size)
+        WasmFunction::load(&path, config.memory_size, 1, false)
             .map(drop)
             .map_err(FunctionsError::InvalidParameter)
     }
@@ -660,20 +660,20 @@ impl Functions {
         {
             return Ok(runner.clone());
         }
+        let (concurrency, strict) = match reserved {
+            Some(n) => (n as usize, true),
+            None => (self.config.default_concurrency, false),
+        };
         let runner = match Engine::of(&config.runtime, &config.handler)? {
             Engine::Wasm => {
                 let path = self.module_path(config)?;
                 Runner::Wasm(Arc::new(
-                    WasmFunction::load(&path, config.memory_size)
+                    WasmFunction::load(&path, config.memory_size, concurrency, strict)
                         .map_err(FunctionsError::InvalidParameter)?,
                 ))
             }
             engine => {
                 let spec = self.worker_spec(config, engine);
-                let (concurrency, strict) = match reserved {
-                    Some(n) => (n as usize, true),
-                    None => (self.config.default_concurrency, false),
-                };
                 Runner::Process(Arc::new(Pool::new(spec, concurrency, strict)))
             }
         };
@@ -880,9 +880,7 @@ async fn reap_idle_workers(functions: std::sync::Weak<Functions>) {
             .map(|(_, runner)| runner.clone())
             .collect();
         for runner in pools {
-            if let Runner::Process(pool) = runner {
-                pool.reap(IDLE_WORKER_TTL);
-            }
+            runner.reap(IDLE_WORKER_TTL);
         }
     }
 }

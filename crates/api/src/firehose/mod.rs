@@ -23,7 +23,7 @@ use crate::error::ApiError;
 use crate::extract::Json;
 use shapes::{
     CreateInput, DeleteInput, DescribeInput, ListInput, PutRecordBatchInput, PutRecordInput,
-    describe,
+    UpdateInput, describe,
 };
 
 /// Largest request body: PutRecordBatch carries up to 4 MiB of records, base64-encoded.
@@ -62,6 +62,7 @@ async fn handle(
                 .map_err(error),
             Err(e) => Err(e),
         },
+        "UpdateDestination" => update_destination(&archive, body).await,
         "PutRecord" => put_record(&archive, body).await,
         "PutRecordBatch" => put_record_batch(&archive, body).await,
         other => Err(ApiError::new(
@@ -89,6 +90,15 @@ async fn create(archive: &Archive, body: Value) -> Result<Value, ApiError> {
     let request: CreateDeliveryStream = i.into_request()?;
     let stream = archive.create(request).await.map_err(error)?;
     Ok(json!({ "DeliveryStreamARN": stream.arn }))
+}
+
+async fn update_destination(archive: &Archive, body: Value) -> Result<Value, ApiError> {
+    let i: UpdateInput = input(body)?;
+    archive
+        .update_destination(i.into_request()?)
+        .await
+        .map_err(error)?;
+    Ok(json!({}))
 }
 
 fn list(archive: &Archive, i: &ListInput) -> Result<Value, ApiError> {
@@ -190,6 +200,9 @@ fn error(e: ArchiveError) -> ApiError {
         ArchiveError::NotFound(_) => ("ResourceNotFoundException", StatusCode::BAD_REQUEST),
         ArchiveError::InUse(_) => ("ResourceInUseException", StatusCode::BAD_REQUEST),
         ArchiveError::InvalidArgument(_) => ("InvalidArgumentException", StatusCode::BAD_REQUEST),
+        ArchiveError::ConcurrentModification(_) => {
+            ("ConcurrentModificationException", StatusCode::BAD_REQUEST)
+        }
         ArchiveError::LimitExceeded(_) => ("LimitExceededException", StatusCode::BAD_REQUEST),
         ArchiveError::Unavailable(_) => (
             "ServiceUnavailableException",
@@ -224,6 +237,11 @@ mod tests {
             (
                 ArchiveError::InvalidArgument("x".into()),
                 "InvalidArgumentException",
+                400,
+            ),
+            (
+                ArchiveError::ConcurrentModification("x".into()),
+                "ConcurrentModificationException",
                 400,
             ),
             (

@@ -1,7 +1,9 @@
 //! Firehose request shapes and the DeliveryStreamDescription response.
 
 use fleetcore_archive::config::{S3Destination, Tag};
-use fleetcore_archive::{CreateDeliveryStream, DeliveryStream, Source};
+use fleetcore_archive::{
+    CreateDeliveryStream, DESTINATION_ID, DeliveryStream, Source, UpdateDestination,
+};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -105,6 +107,50 @@ impl CreateInput {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
+pub(super) struct UpdateInput {
+    delivery_stream_name: String,
+    current_delivery_stream_version_id: String,
+    destination_id: String,
+    extended_s3_destination_update: Option<Map<String, Value>>,
+    s3_destination_update: Option<Map<String, Value>>,
+    #[serde(flatten)]
+    other: Map<String, Value>,
+}
+
+impl UpdateInput {
+    pub(super) fn into_request(self) -> Result<UpdateDestination, ApiError> {
+        if let Some(other) = self.other.keys().find(|k| k.ends_with("DestinationUpdate")) {
+            return Err(invalid(format!(
+                "{other} is not supported: fleetcore delivers to S3 (ExtendedS3DestinationUpdate)"
+            )));
+        }
+        let update = match (
+            self.extended_s3_destination_update,
+            self.s3_destination_update,
+        ) {
+            (Some(u), None) | (None, Some(u)) => u,
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "give ExtendedS3DestinationUpdate or S3DestinationUpdate, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(invalid(
+                    "a destination update is required: ExtendedS3DestinationUpdate",
+                ));
+            }
+        };
+        Ok(UpdateDestination {
+            name: self.delivery_stream_name,
+            current_version_id: self.current_delivery_stream_version_id,
+            destination_id: self.destination_id,
+            update,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub(super) struct DescribeInput {
     pub(super) delivery_stream_name: String,
 }
@@ -190,7 +236,7 @@ pub(super) fn describe(stream: &DeliveryStream) -> Value {
         "VersionId": stream.version.to_string(),
         "CreateTimestamp": created,
         "Destinations": [{
-            "DestinationId": "destinationId-000000000001",
+            "DestinationId": DESTINATION_ID,
             "S3DestinationDescription": plain_s3,
             "ExtendedS3DestinationDescription": destination,
         }],

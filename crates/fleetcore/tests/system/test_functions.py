@@ -735,3 +735,72 @@ def test_firehose_lambda_processor_that_fails_sends_every_record_to_processing_f
             bucket, ProcessingConfiguration={"Enabled": True, "Processors": [{"Type": "Lambda", "Parameters": [
                 {"ParameterName": "NumberOfRetries", "ParameterValue": "2"}]}]}))
     assert "LambdaArn" in e.value.response["Error"]["Message"]
+
+
+def test_firehose_update_destination_applies_to_records_after_it_and_survives_restart(broker_factory, aws, uid):
+    from test_firehose import lake_files, lines_of, s3_destination
+    b = broker_factory(env={"FLEETCORE_FUNCTIONS_PYTHON": sys.executable})
+    lam, fh = aws("lambda", broker=b), aws("firehose", broker=b)
+    fn = create(lam, fn_name(uid), {"app.py": FIREHOSE_TRANSFORM}, Timeout=30)
+    name, bucket = f"up-{uid}"[:64], f"lakeu-{uid}".replace("_", "-")[:63]
+    fh.create_delivery_stream(DeliveryStreamName=name,
+                              ExtendedS3DestinationConfiguration=s3_destination(bucket, Prefix="v1/"))
+
+    def under(prefix: str, count: int):
+        def landed():
+            rows = [json.loads(line) for k, body in lake_files(b, bucket).items()
+                    if k.startswith(prefix) for line in lines_of(k, body)]
+            return rows if len(rows) >= count else None
+        return wait_until(landed, 60, what=f"{count} record(s) under {prefix}")
+
+    fh.put_record(DeliveryStreamName=name, Record={"Data": b'{"n": 0, "c": 20}'})
+    assert under("v1/", 1) == [{"n": 0, "c": 20}]
+    [dest] = fh.describe_delivery_stream(DeliveryStreamName=name)["DeliveryStreamDescription"]["Destinations"]
+    described = fh.describe_delivery_stream(DeliveryStreamName=name)["DeliveryStreamDescription"]
+    assert described["VersionId"] == "1"
+
+    # Refused updates change nothing.
+    processor = lambda_processor(fn["FunctionArn"], BufferSizeInMBs=1, BufferIntervalInSeconds=60)
+    update = {"Prefix": "v2/", "ProcessingConfiguration": processor}
+    with pytest.raises(fh.exceptions.ConcurrentModificationException):
+        fh.update_destination(DeliveryStreamName=name, CurrentDeliveryStreamVersionId="7",
+                              DestinationId=dest["DestinationId"], ExtendedS3DestinationUpdate=update)
+    with pytest.raises(fh.exceptions.InvalidArgumentException):
+        fh.update_destination(DeliveryStreamName=name, CurrentDeliveryStreamVersionId="1",
+                              DestinationId="destinationId-000000000009", ExtendedS3DestinationUpdate=update)
+    with pytest.raises(fh.exceptions.InvalidArgumentException) as bad:
+        fh.update_destination(DeliveryStreamName=name, CurrentDeliveryStreamVersionId="1",
+                              DestinationId=dest["DestinationId"],
+                              ExtendedS3DestinationUpdate={"BufferingHints": {"SizeInMBs": 500}})
+    assert "SizeInMBs" in bad.value.response["Error"]["Message"]
+    with pytest.raises(fh.exceptions.ResourceNotFoundException):
+        fh.update_destination(DeliveryStreamName=f"{name}-no"[:64], CurrentDeliveryStreamVersionId="1",
+                              DestinationId=dest["DestinationId"], ExtendedS3DestinationUpdate=update)
+    assert fh.describe_delivery_stream(DeliveryStreamName=name)["DeliveryStreamDescription"]["VersionId"] == "1"
+
+    fh.update_destination(DeliveryStreamName=name, CurrentDeliveryStreamVersionId="1",
+                          DestinationId=dest["DestinationId"], ExtendedS3DestinationUpdate=update)
+    described = fh.describe_delivery_stream(DeliveryStreamName=name)["DeliveryStreamDescription"]
+    assert described["VersionId"] == "2"
+    [dest] = described["Destinations"]
+    s3 = dest["ExtendedS3DestinationDescription"]
+    assert s3["Prefix"] == "v2/" and s3["BucketARN"] == f"arn:aws:s3:::{bucket}", "members left out are kept"
+    assert s3["BufferingHints"] == {"SizeInMBs": 1, "IntervalInSeconds": 1}
+    assert s3["ProcessingConfiguration"]["Processors"][0]["Type"] == "Lambda"
+    with pytest.raises(fh.exceptions.ConcurrentModificationException):
+        fh.update_destination(DeliveryStreamName=name, CurrentDeliveryStreamVersionId="1",
+                              DestinationId=dest["DestinationId"], ExtendedS3DestinationUpdate={"Prefix": "v3/"})
+
+    # A record put after the update goes through the processor, under the new prefix.
+    fh.put_record(DeliveryStreamName=name, Record={"Data": b'{"n": 1, "c": 100}'})
+    assert under("v2/", 1) == [{"n": 1, "c": 100, "f": 212.0}]
+
+    b.restart()
+    fh = aws("firehose", broker=b)
+    described = fh.describe_delivery_stream(DeliveryStreamName=name)["DeliveryStreamDescription"]
+    assert described["VersionId"] == "2"
+    assert described["Destinations"][0]["ExtendedS3DestinationDescription"]["Prefix"] == "v2/"
+    fh.put_record(DeliveryStreamName=name, Record={"Data": b'{"n": 2, "c": 0}'})
+    assert sorted(under("v2/", 2), key=lambda r: r["n"]) == [
+        {"n": 1, "c": 100, "f": 212.0}, {"n": 2, "c": 0, "f": 32.0}]
+    assert under("v1/", 1) == [{"n": 0, "c": 20}], "nothing after the update used the old prefix"

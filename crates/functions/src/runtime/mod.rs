@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::json;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::FunctionsError;
 
@@ -73,12 +74,49 @@ impl Outcome {
     }
 }
 
+/// How many invocations of one function version run at once.
+pub struct Concurrency {
+    permits: Arc<Semaphore>,
+    /// Reserved concurrency: when every permit is taken, refuse instead of waiting.
+    strict: bool,
+}
+
+impl Concurrency {
+    /// At most `limit` at once; with `strict`, one more is refused (`TooManyRequestsException`)
+    /// instead of queued.
+    pub fn new(limit: usize, strict: bool) -> Concurrency {
+        Concurrency {
+            permits: Arc::new(Semaphore::new(limit.max(1))),
+            strict,
+        }
+    }
+
+    /// Room for one invocation, held until it ends.
+    pub async fn permit(&self) -> Result<OwnedSemaphorePermit, FunctionsError> {
+        let refused = || {
+            FunctionsError::TooManyRequests(
+                "Rate Exceeded. (ReservedFunctionConcurrentInvocationLimitExceeded)".into(),
+            )
+        };
+        if self.strict {
+            Arc::clone(&self.permits)
+                .try_acquire_owned()
+                .map_err(|_| refused())
+        } else {
+            Arc::clone(&self.permits)
+                .acquire_owned()
+                .await
+                .map_err(|_| refused())
+        }
+    }
+}
+
 /// A function version ready to run.
 #[derive(Clone)]
 pub enum Runner {
     /// A pool of worker processes.
     Process(Arc<process::Pool>),
-    /// A compiled WebAssembly module.
+    /// A compiled WebAssembly module and its warm instances.
     Wasm(Arc<wasm::WasmFunction>),
 }
 
@@ -88,11 +126,20 @@ impl Runner {
         match self {
             Runner::Process(pool) => pool.invoke(invocation).await,
             Runner::Wasm(function) => {
+                let _permit = function.concurrency().permit().await?;
                 let function = Arc::clone(function);
                 tokio::task::spawn_blocking(move || function.invoke(&invocation))
                     .await
                     .map_err(|e| FunctionsError::Io(format!("the wasm invocation failed: {e}")))
             }
+        }
+    }
+
+    /// Lets go of the workers or instances idle for longer than `ttl`.
+    pub fn reap(&self, ttl: Duration) {
+        match self {
+            Runner::Process(pool) => pool.reap(ttl),
+            Runner::Wasm(function) => function.reap(ttl),
         }
     }
 }

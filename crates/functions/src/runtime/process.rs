@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use super::runtime_api::{self, Pending, Reply, WorkerChannel};
-use super::{Invocation, Outcome};
+use super::{Concurrency, Invocation, Outcome};
 use crate::FunctionsError;
 use crate::logs::MAX_INVOCATION_OUTPUT;
 
@@ -54,9 +54,7 @@ pub struct Pool {
     spec: WorkerSpec,
     /// Warm workers, each with the time it became idle (most recent last).
     idle: Mutex<Vec<(Worker, Instant)>>,
-    permits: Arc<Semaphore>,
-    /// Reserved concurrency: when every permit is taken, refuse instead of waiting.
-    strict: bool,
+    concurrency: Concurrency,
     id: u64,
     next_worker: AtomicU64,
 }
@@ -70,8 +68,7 @@ impl Pool {
         Pool {
             spec,
             idle: Mutex::new(Vec::new()),
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
-            strict,
+            concurrency: Concurrency::new(concurrency, strict),
             id: NEXT_POOL.fetch_add(1, Ordering::Relaxed),
             next_worker: AtomicU64::new(1),
         }
@@ -90,27 +87,9 @@ impl Pool {
         drop(stale);
     }
 
-    async fn permit(&self) -> Result<OwnedSemaphorePermit, FunctionsError> {
-        let refused = || {
-            FunctionsError::TooManyRequests(
-                "Rate Exceeded. (ReservedFunctionConcurrentInvocationLimitExceeded)".into(),
-            )
-        };
-        if self.strict {
-            Arc::clone(&self.permits)
-                .try_acquire_owned()
-                .map_err(|_| refused())
-        } else {
-            Arc::clone(&self.permits)
-                .acquire_owned()
-                .await
-                .map_err(|_| refused())
-        }
-    }
-
     /// Runs `invocation` on a warm worker, or a new one.
     pub async fn invoke(&self, invocation: Invocation) -> Result<Outcome, FunctionsError> {
-        let _permit = self.permit().await?;
+        let _permit = self.concurrency.permit().await?;
         let warm = loop {
             let Some((worker, _)) = self.idle.lock().pop() else {
                 break None;

@@ -7,7 +7,10 @@
 //! - `memory`: its linear memory;
 //! - `alloc(len: i32) -> i32`: room for `len` bytes, where the host writes the event;
 //! - `handle(ptr: i32, len: i32) -> i64`: runs the function on the event (UTF-8 JSON at
-//!   `ptr..ptr+len`) and returns where its result is: `(result_ptr << 32) | result_len`.
+//!   `ptr..ptr+len`) and returns where its result is: `(result_ptr << 32) | result_len`;
+//! - optionally `dealloc(ptr: i32, len: i32)`: gives back room `alloc` handed out. After a
+//!   successful invocation the host calls it for the result, then for the event (the reverse of
+//!   their allocation, so a bump allocator can free by moving its pointer back).
 //!
 //! It may import, from module `env`:
 //!
@@ -16,26 +19,46 @@
 //!   (a JSON object such as `{"errorType":"Invalid","errorMessage":"..."}`; other text becomes the
 //!   `errorMessage`). The value `handle` returns is then ignored.
 //!
-//! Every invocation gets a fresh instance (no state survives between invocations, as if each
-//! were a cold start of a tiny sandbox; instantiating costs microseconds). Limits: linear memory
-//! at most `MemorySize` MB (a `memory.grow` past it fails, an initial memory past it fails the
-//! invocation); time: `handle` runs on fuel slices of [`FUEL_SLICE`] units (wasmi counts
-//! instructions), and between slices the wall clock is checked against `Timeout`: past it, the
-//! call is abandoned and reported as Lambda reports a timeout (so the limit holds on a slow or
-//! busy machine too). The start function and `alloc` get one slice. A trap (unreachable,
-//! out-of-bounds access, ...) fails the invocation with the trap's message.
+//! # Instances are reused, as Lambda reuses an execution environment
+//!
+//! Each function version keeps a pool of instantiated modules (at most its concurrency: the
+//! reserved concurrency, or the service default). An invocation takes an idle instance or
+//! instantiates one (a cold start, reported as `Init Duration`), and gives it back after a
+//! successful invocation. So, as on AWS Lambda, where a warm execution environment keeps its
+//! globals and `/tmp` between invocations, a module's globals and linear memory persist from
+//! one invocation of the same function version to the next: a cache built on the first call is
+//! there on the next. Isolation is per function version, never finer: an instance serves only
+//! its own version and nothing the host keeps (log, error, fuel) crosses from one invocation to
+//! the next; data a module leaves in its memory can be seen by its own later invocations, as
+//! on Lambda, so a module must not keep one caller's data where another call would read it.
+//! An instance is dropped, and the next call instantiates afresh, when:
+//! - the invocation failed, trapped or timed out (its state may be half-written);
+//! - the module exports no `dealloc` (it cannot give the event's room back, so reusing it would
+//!   leak): such a module is instantiated per invocation, as before the pool existed;
+//! - its memory grew past half of `MemorySize` (a module that leaks is recycled before it hits
+//!   the limit and fails a call);
+//! - it was idle for longer than the service's idle time-to-live ([`WasmFunction::reap`]).
+//!
+//! Limits: linear memory at most `MemorySize` MB (a `memory.grow` past it fails, an initial
+//! memory past it fails the invocation); time: `handle` runs on fuel slices of [`FUEL_SLICE`]
+//! units (wasmi counts instructions), and between slices the wall clock is checked against
+//! `Timeout`: past it, the call is abandoned and reported as Lambda reports a timeout (so the
+//! limit holds on a slow or busy machine too). The start function, `alloc` and `dealloc` get
+//! one slice each. A trap (unreachable, out-of-bounds access, ...) fails the invocation with
+//! the trap's message.
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 use serde_json::json;
 use wasmi::{
-    Caller, Config, Engine, Extern, Linker, Module, Store, StoreLimits, StoreLimitsBuilder,
+    Caller, Config, Engine, Extern, Linker, Memory, Module, Store, StoreLimits, StoreLimitsBuilder,
     TypedFunc, TypedResumableCall,
 };
 
-use super::{Invocation, Outcome};
+use super::{Concurrency, Invocation, Outcome};
 use crate::logs::MAX_INVOCATION_OUTPUT;
 
 /// Fuel units between two checks of the deadline (a few milliseconds of interpretation).
@@ -55,7 +78,7 @@ impl From<wasmi::Error> for RunError {
     }
 }
 
-/// Per-invocation host state.
+/// Host state of one instance; everything but the limits is reset for each invocation.
 struct HostState {
     limits: StoreLimits,
     log: Vec<u8>,
@@ -63,12 +86,26 @@ struct HostState {
     failure: Option<Vec<u8>>,
 }
 
-/// A compiled module and its limits.
+/// One instantiated module in its own store: the execution environment of an invocation.
+struct Sandbox {
+    store: Store<HostState>,
+    memory: Memory,
+    alloc: TypedFunc<i32, i32>,
+    handle: TypedFunc<(i32, i32), i64>,
+    dealloc: Option<TypedFunc<(i32, i32), ()>>,
+}
+
+/// A compiled module, its limits and its idle instances.
 pub struct WasmFunction {
     engine: Engine,
     module: Module,
     linker: Linker<HostState>,
     memory_bytes: usize,
+    /// Idle instances, each with the time it became idle (most recent last).
+    idle: Mutex<Vec<(Sandbox, Instant)>>,
+    /// How many idle instances are kept (the function's concurrency).
+    idle_limit: usize,
+    concurrency: Concurrency,
 }
 
 /// Reads `len` bytes at `ptr` of the caller's exported memory.
@@ -85,8 +122,14 @@ fn read_guest(caller: &Caller<'_, HostState>, ptr: i32, len: i32) -> Result<Vec<
 }
 
 impl WasmFunction {
-    /// Compiles the module at `path` (validated: an invalid module is refused here).
-    pub fn load(path: &Path, memory_mb: u32) -> Result<WasmFunction, String> {
+    /// Compiles the module at `path` (validated: an invalid module is refused here); at most
+    /// `concurrency` invocations run at once, and with `strict` one more is refused.
+    pub fn load(
+        path: &Path,
+        memory_mb: u32,
+        concurrency: usize,
+        strict: bool,
+    ) -> Result<WasmFunction, String> {
         let bytes = std::fs::read(path)
             .map_err(|e| format!("cannot read the module {}: {e}", path.display()))?;
         let mut config = Config::default();
@@ -130,30 +173,56 @@ impl WasmFunction {
             module,
             linker,
             memory_bytes: (memory_mb as usize) << 20,
+            idle: Mutex::new(Vec::new()),
+            idle_limit: concurrency.max(1),
+            concurrency: Concurrency::new(concurrency, strict),
         })
     }
 
-    /// Runs one invocation on a fresh instance.
+    /// How many invocations may run at once.
+    pub fn concurrency(&self) -> &Concurrency {
+        &self.concurrency
+    }
+
+    /// Drops the instances idle for longer than `ttl` (their memory goes back to the machine).
+    pub fn reap(&self, ttl: Duration) {
+        let stale: Vec<(Sandbox, Instant)> = {
+            let mut idle = self.idle.lock();
+            let keep = idle
+                .iter()
+                .position(|(_, since)| since.elapsed() < ttl)
+                .unwrap_or(idle.len());
+            idle.drain(..keep).collect()
+        };
+        drop(stale);
+    }
+
+    /// Runs one invocation on an idle instance, or a new one (a cold start).
     pub fn invoke(&self, invocation: &Invocation) -> Outcome {
-        let started = Instant::now();
-        let mut store = Store::new(
-            &self.engine,
-            HostState {
-                limits: StoreLimitsBuilder::new()
-                    .memory_size(self.memory_bytes)
-                    .instances(1)
-                    .build(),
-                log: Vec::new(),
-                logged: 0,
-                failure: None,
+        let queued = Instant::now();
+        let warm = self.idle.lock().pop();
+        let (mut sandbox, init) = match warm {
+            Some((sandbox, _)) => (sandbox, None),
+            None => match self.instantiate() {
+                Ok(sandbox) => (sandbox, Some(queued.elapsed())),
+                Err(error) => {
+                    let mut outcome = failure_outcome(invocation, RunError::Wasm(error));
+                    outcome.duration = queued.elapsed();
+                    return outcome;
+                }
             },
-        );
-        store.limiter(|state| &mut state.limits);
-        let deadline = started + invocation.timeout;
-        let result = self.run(&mut store, &invocation.payload, deadline);
+        };
+        let started = Instant::now();
+        let result = sandbox.run(&invocation.payload, started + invocation.timeout);
         let duration = started.elapsed();
-        let state = store.into_data();
-        let mut outcome = match (result, state.failure) {
+        let state = sandbox.store.data_mut();
+        let failure = state.failure.take();
+        let output = std::mem::take(&mut state.log);
+        let written = std::mem::replace(&mut state.logged, 0);
+        let reusable = matches!(result, Ok((_, true)))
+            && failure.is_none()
+            && sandbox.memory.data_size(&sandbox.store) <= self.memory_bytes / 2;
+        let mut outcome = match (result, failure) {
             (_, Some(failure)) => {
                 let document = match serde_json::from_slice::<serde_json::Value>(&failure) {
                     Ok(v) if v.is_object() => Bytes::from(failure),
@@ -167,54 +236,96 @@ impl WasmFunction {
                     ..Outcome::result(document)
                 }
             }
-            (Ok(result), None) => Outcome::result(Bytes::from(result)),
-            (Err(RunError::Timeout), None) => Outcome::failed(
-                "Sandbox.Timedout",
-                format!(
-                    "RequestId: {} Error: Task timed out after {:.2} seconds",
-                    invocation.request_id,
-                    invocation.timeout.as_secs_f64()
-                ),
-            ),
-            (Err(RunError::Wasm(error)), None) => Outcome::failed(
-                "Runtime.WasmError",
-                format!("RequestId: {} Error: {error}", invocation.request_id),
-            ),
+            (Ok((result, _)), None) => Outcome::result(Bytes::from(result)),
+            (Err(error), None) => failure_outcome(invocation, error),
         };
-        outcome.output = state.log;
-        outcome.written = state.logged;
+        if reusable {
+            let mut idle = self.idle.lock();
+            if idle.len() < self.idle_limit {
+                idle.push((sandbox, Instant::now()));
+            }
+        }
+        outcome.output = output;
+        outcome.written = written;
         outcome.duration = duration;
+        outcome.init = init;
         if outcome.function_error.is_some() {
             metrics::counter!("fleetcore_functions_failures_total").increment(1);
         }
         outcome
     }
 
-    fn run(
-        &self,
-        store: &mut Store<HostState>,
-        event: &[u8],
-        deadline: Instant,
-    ) -> Result<Vec<u8>, RunError> {
+    /// Instantiates the module in a new store and runs its start function.
+    fn instantiate(&self) -> Result<Sandbox, wasmi::Error> {
+        let mut store = Store::new(
+            &self.engine,
+            HostState {
+                limits: StoreLimitsBuilder::new()
+                    .memory_size(self.memory_bytes)
+                    .instances(1)
+                    .build(),
+                log: Vec::new(),
+                logged: 0,
+                failure: None,
+            },
+        );
+        store.limiter(|state| &mut state.limits);
         store.set_fuel(FUEL_SLICE)?;
         let instance = self
             .linker
-            .instantiate_and_start(&mut *store, &self.module)?;
+            .instantiate_and_start(&mut store, &self.module)?;
         let memory = instance
-            .get_memory(&*store, "memory")
+            .get_memory(&store, "memory")
             .ok_or_else(|| wasmi::Error::new("the module exports no `memory`"))?;
-        let alloc: TypedFunc<i32, i32> = instance.get_typed_func(&*store, "alloc")?;
-        let handle: TypedFunc<(i32, i32), i64> = instance.get_typed_func(&*store, "handle")?;
+        let alloc = instance.get_typed_func(&store, "alloc")?;
+        let handle = instance.get_typed_func(&store, "handle")?;
+        let dealloc = match instance.get_export(&store, "dealloc") {
+            Some(_) => Some(instance.get_typed_func(&store, "dealloc")?),
+            None => None,
+        };
+        Ok(Sandbox {
+            store,
+            memory,
+            alloc,
+            handle,
+            dealloc,
+        })
+    }
+}
+
+/// The outcome of an invocation that ended without a result.
+fn failure_outcome(invocation: &Invocation, error: RunError) -> Outcome {
+    match error {
+        RunError::Timeout => Outcome::failed(
+            "Sandbox.Timedout",
+            format!(
+                "RequestId: {} Error: Task timed out after {:.2} seconds",
+                invocation.request_id,
+                invocation.timeout.as_secs_f64()
+            ),
+        ),
+        RunError::Wasm(error) => Outcome::failed(
+            "Runtime.WasmError",
+            format!("RequestId: {} Error: {error}", invocation.request_id),
+        ),
+    }
+}
+
+impl Sandbox {
+    /// Runs `handle` on `event`; the result, and whether the instance may serve another call
+    /// (its memory given back through `dealloc`).
+    fn run(&mut self, event: &[u8], deadline: Instant) -> Result<(Vec<u8>, bool), RunError> {
+        let store = &mut self.store;
         let len = i32::try_from(event.len()).map_err(|_| wasmi::Error::new("event too large"))?;
         store.set_fuel(FUEL_SLICE)?;
-        let ptr = alloc.call(&mut *store, len)?;
-        memory
+        let ptr = self.alloc.call(&mut *store, len)?;
+        self.memory
             .write(&mut *store, ptr as u32 as usize, event)
             .map_err(|e| {
                 wasmi::Error::new(format!("alloc returned room outside the memory: {e}"))
             })?;
         store.set_fuel(FUEL_SLICE)?;
-        let mut call = handle.call_resumable(&mut *store, (ptr, len))?;
+        let mut call = self.handle.call_resumable(&mut *store, (ptr, len))?;
         let packed = loop {
             match call {
                 TypedResumableCall::Finished(packed) => break packed as u64,
@@ -232,22 +343,35 @@ impl WasmFunction {
                 }
             }
         };
-        let (out_ptr, out_len) = ((packed >> 32) as usize, (packed & 0xffff_ffff) as usize);
-        if out_len > super::MAX_RESPONSE_BYTES {
+        let (out_ptr, out_len) = ((packed >> 32) as u32, (packed & 0xffff_ffff) as u32);
+        if out_len as usize > super::MAX_RESPONSE_BYTES {
             return Err(RunError::Wasm(wasmi::Error::new(format!(
                 "Response payload size exceeded maximum allowed payload size ({} bytes).",
                 super::MAX_RESPONSE_BYTES
             ))));
         }
-        memory
+        let result = self
+            .memory
             .data(&*store)
-            .get(out_ptr..out_ptr.saturating_add(out_len))
+            .get(out_ptr as usize..(out_ptr as usize).saturating_add(out_len as usize))
             .map(<[u8]>::to_vec)
             .ok_or_else(|| {
                 RunError::Wasm(wasmi::Error::new(
                     "handle returned a result outside the memory",
                 ))
-            })
+            })?;
+        let freed = match self.dealloc {
+            Some(dealloc) => {
+                store.set_fuel(FUEL_SLICE).is_ok()
+                    && dealloc
+                        .call(&mut *store, (out_ptr as i32, out_len as i32))
+                        .is_ok()
+                    && store.set_fuel(FUEL_SLICE).is_ok()
+                    && dealloc.call(&mut *store, (ptr, len)).is_ok()
+            }
+            None => false,
+        };
+        Ok((result, freed))
     }
 }
 
@@ -284,7 +408,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("echo.wat");
         std::fs::write(&path, ECHO).expect("write");
-        let f = WasmFunction::load(&path, 128).expect("load");
+        let f = WasmFunction::load(&path, 128, 2, false).expect("load");
         (dir, f)
     }
 
@@ -317,6 +441,95 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("bad.wasm");
         std::fs::write(&path, b"\0asm garbage").expect("write");
-        assert!(WasmFunction::load(&path, 128).is_err());
+        assert!(WasmFunction::load(&path, 128, 1, false).is_err());
+    }
+
+    /// Counts its calls in a global and answers the count (4 bytes, little-endian); an event
+    /// starting with `T` traps, one starting with `G` grows the memory by 40 pages (2.5 MiB).
+    const COUNTER: &str = r#"
+    (module
+      (memory (export "memory") 1)
+      (global $next (mut i32) (i32.const 1024))
+      (global $calls (mut i32) (i32.const 0))
+      (func (export "alloc") (param $len i32) (result i32)
+        (local $p i32)
+        (local.set $p (global.get $next))
+        (global.set $next (i32.add (global.get $next) (local.get $len)))
+        (local.get $p))
+      (func (export "dealloc") (param $ptr i32) (param $len i32)
+        (if (i32.eq (i32.add (local.get $ptr) (local.get $len)) (global.get $next))
+          (then (global.set $next (local.get $ptr)))))
+      (func (export "handle") (param $ptr i32) (param $len i32) (result i64)
+        (global.set $calls (i32.add (global.get $calls) (i32.const 1)))
+        (if (i32.eq (i32.load8_u (local.get $ptr)) (i32.const 84)) (then unreachable))
+        (if (i32.eq (i32.load8_u (local.get $ptr)) (i32.const 71))
+          (then (drop (memory.grow (i32.const 40)))))
+        (i32.store (i32.const 0) (global.get $calls))
+        (i64.const 4)))
+    "#;
+
+    fn counter(wat: &str) -> (tempfile::TempDir, WasmFunction) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("counter.wat");
+        std::fs::write(&path, wat).expect("write");
+        let f = WasmFunction::load(&path, 4, 1, false).expect("load");
+        (dir, f)
+    }
+
+    fn count(outcome: &Outcome) -> u32 {
+        assert_eq!(outcome.function_error, None, "{:?}", outcome.payload);
+        u32::from_le_bytes(outcome.payload[..].try_into().expect("4 bytes"))
+    }
+
+    #[test]
+    fn an_instance_serves_many_invocations_and_gives_the_event_room_back() {
+        let (_dir, f) = counter(COUNTER);
+        // 2,000 events of 1,000 bytes: 30 times the 64 KiB memory, so without `dealloc`
+        // giving the room back the reused instance would run out.
+        let event = format!("{{\"pad\":\"{}\"}}", "x".repeat(990));
+        let first = call(&f, &event);
+        assert!(first.init.is_some(), "the first call is a cold start");
+        assert_eq!(count(&first), 1);
+        for n in 2..=2_000 {
+            let outcome = call(&f, &event);
+            assert_eq!(outcome.init, None);
+            assert_eq!(count(&outcome), n, "globals persist in a warm instance");
+        }
+    }
+
+    #[test]
+    fn a_trap_or_a_grown_memory_retires_the_instance() {
+        let (_dir, f) = counter(COUNTER);
+        assert_eq!(count(&call(&f, "{}")), 1);
+        assert_eq!(count(&call(&f, "{}")), 2);
+        let trapped = call(&f, "T");
+        assert_eq!(trapped.function_error, Some("Unhandled"));
+        assert!(String::from_utf8_lossy(&trapped.payload).contains("Runtime.WasmError"));
+        let fresh = call(&f, "{}");
+        assert!(fresh.init.is_some());
+        assert_eq!(count(&fresh), 1, "a trapped instance is not reused");
+        // 41 pages is past half of the 4 MiB limit: the answer stands, the instance goes.
+        assert_eq!(count(&call(&f, "G")), 2);
+        assert_eq!(count(&call(&f, "{}")), 1);
+    }
+
+    #[test]
+    fn a_module_without_dealloc_is_instantiated_per_invocation() {
+        let (_dir, f) = counter(&COUNTER.replace(r#"(export "dealloc") "#, ""));
+        for _ in 0..3 {
+            let outcome = call(&f, "{}");
+            assert!(outcome.init.is_some());
+            assert_eq!(count(&outcome), 1);
+        }
+    }
+
+    #[test]
+    fn idle_instances_past_their_time_to_live_are_dropped() {
+        let (_dir, f) = counter(COUNTER);
+        assert_eq!(count(&call(&f, "{}")), 1);
+        f.reap(Duration::from_secs(600));
+        assert_eq!(count(&call(&f, "{}")), 2);
+        f.reap(Duration::ZERO);
+        assert_eq!(count(&call(&f, "{}")), 1);
     }
 }
