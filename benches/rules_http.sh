@@ -4,7 +4,10 @@
 # fast server), fed by the neutral load tool `mqttv5 bench` (QoS 1), beside Mosquitto's bare
 # QoS 1 pub/sub with the same load tool in the same run. Deliveries are counted at the endpoint
 # (nginx's access log): the rate is taken between two samples inside the run (steady state),
-# and the total once the rule has caught up after the publishers stop.
+# and the total once the rule has caught up after the publishers stop. The ceiling of this
+# endpoint on this machine is measured in the same run with a neutral HTTP load tool sending the
+# same requests (POST of SIZE bytes, INFLIGHT at once): `wrk` (HTTP/1.1, INFLIGHT connections),
+# or `h2load` (HTTP/2, one connection with INFLIGHT streams) when H2=1.
 #
 #   benches/rules_http.sh
 #   DURATION=20 PUBLISHERS=10 SIZE=256 benches/rules_http.sh
@@ -27,6 +30,8 @@ MQTTV5=${MQTTV5:-$(command -v mqttv5 || echo /root/.cargo/bin/mqttv5)}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)  # nginx needs absolute paths
 command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx-light >/dev/null; }
+command -v wrk >/dev/null && command -v h2load >/dev/null ||
+  { apt-get update -qq && apt-get install -y -qq wrk nghttp2-client >/dev/null; }
 
 if [ -z "${BIN:-}" ]; then
   cargo build --release -p fleetcore -q
@@ -131,6 +136,7 @@ T1=$(date +%s.%N); D1=$(delivered)
 sleep "$(echo "$DURATION / 2" | bc -l)"
 T2=$(date +%s.%N); D2=$(delivered)
 wait "$LOAD"
+T3=$(date +%s.%N); D3=$(delivered)
 PUBLISHED=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["published"])' "$OUT/rule-http-fleetcore.json")
 # Then wait until the rule has delivered every published message (at least once: >=).
 for _ in $(seq 1 1200); do
@@ -139,8 +145,26 @@ for _ in $(seq 1 1200); do
 done
 sleep 0.5  # the access log flushes every 200 ms
 END=$(date +%s.%N)
-echo "{\"published\": $PUBLISHED, \"delivered\": $(delivered), \"seconds\": $(echo "$END - $START" | bc), \"steady_deliveries\": $((D2 - D1)), \"steady_seconds\": $(echo "$T2 - $T1" | bc)}" \
+echo "{\"published\": $PUBLISHED, \"delivered\": $(delivered), \"seconds\": $(echo "$END - $START" | bc), \"steady_deliveries\": $((D2 - D1)), \"steady_seconds\": $(echo "$T2 - $T1" | bc), \"after_load_deliveries\": $(($(delivered) - D3)), \"after_load_seconds\": $(echo "$END - $T3 - 0.5" | bc)}" \
   | tee "$OUT/rule-http-end-to-end.json"
+
+# The endpoint's ceiling: the same POSTs from a neutral HTTP load tool (path /anchor, so the
+# rule's deliveries count stays apart), INFLIGHT requests at once, for DURATION seconds.
+head -c "$SIZE" /dev/zero | tr '\0' x >"$OUT/body"
+if [ "$H2" = 1 ]; then
+  h2load -c 1 -m "$INFLIGHT" -D "$DURATION" -d "$OUT/body" -H 'content-type: application/json' \
+    "https://localhost:$NGINX_PORT/anchor" >"$OUT/anchor.txt" 2>&1
+  ANCHOR=$(awk '/^finished in/ {gsub(",", "", $4); print $4}' "$OUT/anchor.txt")
+  ANCHOR_TOOL="h2load (HTTP/2, 1 connection x $INFLIGHT streams)"
+else
+  printf 'wrk.method = "POST"\nwrk.body = string.rep("x", %d)\nwrk.headers["Content-Type"] = "application/json"\n' \
+    "$SIZE" >"$OUT/post.lua"
+  wrk -t 1 -c "$INFLIGHT" -d "${DURATION}s" -s "$OUT/post.lua" "https://localhost:$NGINX_PORT/anchor" \
+    >"$OUT/anchor.txt" 2>&1
+  ANCHOR=$(awk '/^Requests\/sec:/ {print $2}' "$OUT/anchor.txt")
+  ANCHOR_TOOL="wrk (HTTP/1.1, $INFLIGHT connections)"
+fi
+echo "{\"requests_per_s\": ${ANCHOR:-0}, \"tool\": \"$ANCHOR_TOOL\"}" >"$OUT/http-anchor.json"
 
 bench qos1-mosquitto "$MOSQ" 1
 
@@ -157,4 +181,12 @@ print(f"end to end: {e2e['delivered']:,} deliveries of {e2e['published']:,} publ
       f"= {e2e['delivered'] / e2e['seconds']:,.0f}/s")
 print(f"Mosquitto bare QoS 1 pub/sub (anchor, same tool): {mq['received_per_s']:,.0f} received/s")
 print(f"ratio http deliveries / Mosquitto bare QoS 1: {steady / max(mq['received_per_s'], 1):.2f}x")
+# Once the publishers stop, the action drains its backlog with the machine to itself, as the
+# neutral tool below has it: that rate compares with the ceiling.
+if e2e["after_load_deliveries"] > 1000:
+    drain = e2e["after_load_deliveries"] / e2e["after_load_seconds"]
+    print(f"http action deliveries/s after the load stopped (draining the backlog alone): {drain:,.0f}")
+an = json.loads((out / "http-anchor.json").read_text())
+print(f"endpoint ceiling, {an['tool']} POSTs to the same nginx: {an['requests_per_s']:,.0f} requests/s; "
+      f"ratio http action steady / ceiling: {steady / max(an['requests_per_s'], 1):.2f}x")
 PY

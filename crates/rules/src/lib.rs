@@ -8,6 +8,7 @@
 pub mod actions;
 pub mod destinations;
 pub mod ingest;
+pub mod ingest_tail;
 pub mod message;
 pub mod registry;
 pub mod runtime;

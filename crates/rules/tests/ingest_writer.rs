@@ -2,7 +2,8 @@
 //! (500) queue up at once; the writer appends them in several puts, the watermark reaches the
 //! last ticket, and the ingest stream holds every record in order. With several partitions,
 //! each publisher's messages go to one partition, in order, and each partition's watermark
-//! covers its own tickets.
+//! covers its own tickets. The in-memory tail a caught-up rules reader takes holds the same
+//! records as the log.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use fleetcore_mqtt::protocol::{PublishProperties, QoS, Utf8};
 use fleetcore_rules::ingest::{
     INGEST_STREAM, IngestConfig, IngestFilter, IngestPartition, IngestRecord, IngestWriter,
 };
+use fleetcore_rules::ingest_tail::TailRead;
 use fleetcore_stream::{EmbeddedConfig, EmbeddedStreams, Position, Stream};
 
 fn message(topic: &str, payload: Vec<u8>) -> Arc<Message> {
@@ -111,6 +113,38 @@ async fn large_backlogs_are_appended_in_several_puts() {
         .collect();
     let expected: Vec<String> = (0..1230).map(|i| format!("t/{i}")).collect();
     assert_eq!(topics, expected);
+
+    // What a rules reader that keeps up takes from memory is what the log holds: the same
+    // records, sequence numbers and bytes, in order; before them it is sent to the log.
+    let logged = logged(&partition).await;
+    let first = Position(logged[0].0);
+    let TailRead::Records(recent) = partition.recent.read(first, 10_000) else {
+        panic!("the tail holds every record appended since the partition opened");
+    };
+    let recent: Vec<(u128, Bytes)> = recent.into_iter().map(|r| (r.sequence.0, r.data)).collect();
+    assert_eq!(recent, logged);
+    assert!(matches!(
+        partition.recent.read(Position(first.0 - 1), 1),
+        TailRead::Behind
+    ));
+}
+
+/// Every record of a partition's log: (sequence number, bytes).
+async fn logged(partition: &IngestPartition) -> Vec<(u128, Bytes)> {
+    let mut from = Position(0);
+    let mut out = Vec::new();
+    loop {
+        let batch = partition
+            .stream
+            .read(INGEST_STREAM, partition.shard, from, 10_000)
+            .await
+            .expect("read");
+        if batch.records.is_empty() {
+            return out;
+        }
+        out.extend(batch.records.into_iter().map(|r| (r.sequence.0, r.data)));
+        from = batch.next;
+    }
 }
 
 #[tokio::test]

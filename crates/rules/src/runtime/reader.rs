@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
-use fleetcore_stream::{Position, Record, StartingPosition, StreamError};
+use fleetcore_stream::{Position, ReadBatch, Record, StartingPosition, StreamError};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -18,6 +18,7 @@ use super::lane::{Origin, Pending, fire_error_action};
 use super::progress::Progress;
 use crate::actions::{Action, Prepared};
 use crate::ingest::{INGEST_STREAM, IngestPartition, IngestRecord};
+use crate::ingest_tail::TailRead;
 use crate::message::{MessageContext, MqttProperties, Payload, RuleEnv};
 use crate::sql::EvalError;
 
@@ -100,44 +101,30 @@ impl PartitionReader {
                 self.checkpoint(&mut checkpointed).await;
                 last_checkpoint = Instant::now();
             }
-            let read = self.partition.stream.read(
-                INGEST_STREAM,
-                self.partition.shard,
-                cursor,
-                self.config.batch_limit,
-            );
-            let batch = tokio::select! {
-                biased;
-                _ = stop.wait_for(|s| *s) => break,
-                batch = read => batch,
-            };
-            let batch = match batch {
-                Ok(batch) => batch,
-                Err(error) => {
-                    tracing::warn!(partition = self.number, %error, "reading the ingest log failed; retrying");
-                    tokio::select! {
-                        _ = stop.wait_for(|s| *s) => break,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    }
+            // Caught up: the records just appended, from memory; behind: from the log.
+            let (records, next) = match self.partition.recent.read(cursor, self.config.batch_limit)
+            {
+                TailRead::Records(records) => {
+                    let Some(last) = records.last() else {
+                        tokio::select! {
+                            biased;
+                            _ = stop.wait_for(|s| *s) => break,
+                            () = self.partition.recent.wait_past(cursor, CHECKPOINT_EVERY) => continue,
+                        }
+                    };
+                    let next = Position::after(last.sequence);
+                    (records, next)
                 }
+                TailRead::Behind => match self.read_log(cursor, &mut stop).await {
+                    Some(Some(batch)) => (batch.records, batch.next),
+                    Some(None) => continue,
+                    None => break,
+                },
             };
-            if batch.records.is_empty() {
-                let wait = self.partition.stream.wait_for_records(
-                    INGEST_STREAM,
-                    self.partition.shard,
-                    cursor,
-                    CHECKPOINT_EVERY,
-                );
-                tokio::select! {
-                    biased;
-                    _ = stop.wait_for(|s| *s) => break,
-                    _ = wait => continue,
-                }
-            }
             // A full lane can hold a record's dispatch up for as long as its action retries; a
             // stop does not wait for it (the record is read again after the restart).
             let dispatched = async {
-                for record in &batch.records {
+                for record in &records {
                     self.dispatch(record, &mut matched).await;
                 }
             };
@@ -146,7 +133,7 @@ impl PartitionReader {
                 _ = stop.wait_for(|s| *s) => break,
                 _ = dispatched => {}
             }
-            cursor = batch.next;
+            cursor = next;
             self.progress.advance(cursor);
         }
         if tokio::time::timeout(self.config.stop_grace, self.progress.wait_idle())
@@ -159,6 +146,41 @@ impl PartitionReader {
             );
         }
         self.checkpoint(&mut checkpointed).await;
+    }
+
+    /// Reads the ingest log at `cursor`: a batch of records; `Some(None)` when there is none
+    /// yet (after waiting for one, or after a failed read and a pause); `None` on stop.
+    async fn read_log(
+        &self,
+        cursor: Position,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Option<Option<ReadBatch>> {
+        let stream = self.partition.stream.as_ref();
+        let shard = self.partition.shard;
+        let read = stream.read(INGEST_STREAM, shard, cursor, self.config.batch_limit);
+        let batch = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return None,
+            batch = read => batch,
+        };
+        match batch {
+            Ok(batch) if !batch.records.is_empty() => Some(Some(batch)),
+            Ok(_) => {
+                let wait = stream.wait_for_records(INGEST_STREAM, shard, cursor, CHECKPOINT_EVERY);
+                tokio::select! {
+                    biased;
+                    _ = stop.wait_for(|s| *s) => None,
+                    _ = wait => Some(None),
+                }
+            }
+            Err(error) => {
+                tracing::warn!(partition = self.number, %error, "reading the ingest log failed; retrying");
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => None,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => Some(None),
+                }
+            }
+        }
     }
 
     /// Writes the committed position if it moved (renewing the lease first when a third of

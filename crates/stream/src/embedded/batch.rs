@@ -11,6 +11,7 @@ use super::catalog::{ShardMeta, StreamMeta, sync_dir};
 use super::frame;
 use super::segment::{INDEX_INTERVAL, IndexEntry, Segment};
 use super::shard_log::ShardLog;
+use super::sync_pool::{SyncJob, SyncPool};
 use super::writer::{Cursor, Put};
 use crate::routing;
 use crate::{NewRecord, ShardId, StreamError};
@@ -52,6 +53,7 @@ pub struct Route {
 pub fn append(
     shared: &Shared,
     accepted: &[(Put, Vec<Route>)],
+    syncs: &mut SyncPool,
 ) -> Result<Vec<ShardAppend>, (Vec<ShardAppend>, StreamError)> {
     let mut appends: HashMap<(u64, u32), ShardAppend> = HashMap::new();
     let mut order = Vec::new();
@@ -83,7 +85,7 @@ pub fn append(
         }
     }
     let appends: Vec<ShardAppend> = order.iter().filter_map(|k| appends.remove(k)).collect();
-    match write_and_sync(&appends) {
+    match write_and_sync(&appends, syncs) {
         Ok(()) => Ok(appends),
         Err(error) => Err((appends, storage("appending records", error))),
     }
@@ -191,37 +193,25 @@ impl ShardAppend {
 }
 
 /// Writes every chunk, then makes them durable: one fdatasync per touched segment file (run in
-/// parallel when several files are touched, so shards do not queue behind each other), plus the
-/// directory of every shard that got a new segment.
-fn write_and_sync(appends: &[ShardAppend]) -> io::Result<()> {
+/// parallel on the pool's helpers when several files are touched, so shards do not queue behind
+/// each other), plus the directory of every shard that got a new segment.
+fn write_and_sync(appends: &[ShardAppend], syncs: &mut SyncPool) -> io::Result<()> {
     let chunks = || appends.iter().flat_map(|append| &append.chunks);
     for chunk in chunks() {
         chunk.segment.write_at(chunk.start_len, &chunk.bytes)?;
     }
-    let mut syncs: Vec<Box<dyn Fn() -> io::Result<()> + Send + Sync + '_>> = Vec::new();
+    let mut jobs: Vec<SyncJob> = Vec::new();
     for chunk in chunks() {
-        syncs.push(Box::new(|| chunk.segment.sync()));
+        let segment = Arc::clone(&chunk.segment);
+        jobs.push(Box::new(move || segment.sync()));
     }
     for append in appends {
         if append.chunks.iter().any(|chunk| chunk.created) {
-            syncs.push(Box::new(|| sync_dir(append.log.dir())));
+            let log = Arc::clone(&append.log);
+            jobs.push(Box::new(move || sync_dir(log.dir())));
         }
     }
-    if syncs.len() == 1 {
-        return syncs[0]();
-    }
-    std::thread::scope(|scope| {
-        let running: Vec<_> = syncs.iter().map(|sync| scope.spawn(sync)).collect();
-        running
-            .into_iter()
-            .map(|handle| {
-                handle
-                    .join()
-                    .unwrap_or_else(|_| Err(io::Error::other("a sync thread panicked")))
-            })
-            .collect::<io::Result<Vec<()>>>()
-            .map(drop)
-    })
+    syncs.run_all(jobs)
 }
 
 impl Chunk {

@@ -20,6 +20,7 @@ mod metrics;
 mod recovery;
 mod segment;
 mod shard_log;
+mod sync_pool;
 mod writer;
 
 use std::collections::HashMap;

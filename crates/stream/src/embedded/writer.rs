@@ -18,6 +18,7 @@ use super::catalog::{RESERVATION, ShardMeta, StreamMeta, sync_dir};
 use super::metrics::StreamMetrics;
 use super::segment::Segment;
 use super::shard_log::ShardLog;
+use super::sync_pool::SyncPool;
 use crate::routing::{self, uniform_ranges};
 use crate::{
     Appended, NewRecord, PutOutcome, SequenceNumber, ShardId, StreamError, StreamInfo, StreamSpec,
@@ -66,6 +67,8 @@ pub struct Writer {
     /// The catalog in memory reserves more sequence numbers than the file does.
     reservation_unsaved: bool,
     metrics: StreamMetrics,
+    /// Runs a batch's syncs in parallel.
+    syncs: SyncPool,
 }
 
 fn storage(context: &str, error: io::Error) -> StreamError {
@@ -84,6 +87,7 @@ impl Writer {
             cursors,
             reservation_unsaved: false,
             metrics: StreamMetrics::register(),
+            syncs: SyncPool::default(),
         }
     }
 
@@ -205,12 +209,15 @@ impl Writer {
             return;
         }
         let started = std::time::Instant::now();
-        let result = batch::append(&self.shared, &accepted).and_then(|appends| {
-            match self.shared.catalog.persist(snapshot) {
+        let result =
+            batch::append(&self.shared, &accepted, &mut self.syncs).and_then(|appends| match self
+                .shared
+                .catalog
+                .persist(snapshot)
+            {
                 Ok(()) => Ok(appends),
                 Err(error) => Err((appends, error)),
-            }
-        });
+            });
         if result.is_ok() {
             self.reservation_unsaved = false;
         }
