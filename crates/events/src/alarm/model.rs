@@ -333,3 +333,84 @@ fn compile_action(
     }
     Ok(built)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs() -> BTreeMap<String, Input> {
+        ["A", "B"]
+            .into_iter()
+            .map(|name| {
+                let input = Input {
+                    name: name.into(),
+                    description: None,
+                    attributes: vec!["t".into(), "limit".into()],
+                    created: 0.0,
+                    updated: 0.0,
+                };
+                (name.to_string(), input)
+            })
+            .collect()
+    }
+
+    fn record(members: Json) -> AlarmModelRecord {
+        let mut record = AlarmModelRecord {
+            name: "m".into(),
+            version: 1,
+            description: None,
+            role_arn: "arn:aws:iam::000000000000:role/r".into(),
+            key: None,
+            severity: None,
+            alarm_rule: json!({"simpleRule": {"inputProperty": "$input.A.t",
+                                              "comparisonOperator": "GREATER", "threshold": "$input.A.limit"}}),
+            alarm_notification: None,
+            alarm_event_actions: None,
+            alarm_capabilities: None,
+            tags: Vec::new(),
+            created: 0.0,
+            updated: 0.0,
+        };
+        if let Some(rule) = members.get("alarmRule") {
+            record.alarm_rule = rule.clone();
+        }
+        record.alarm_event_actions = members.get("alarmEventActions").cloned();
+        record
+    }
+
+    fn refusal(members: Json) -> String {
+        match compile(record(members), &inputs(), &Targets::default()) {
+            Ok(_) => panic!("compiled"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn a_rule_reads_one_input_and_defaults_to_enabled_with_acknowledge_flow() {
+        let model = compile(record(json!({})), &inputs(), &Targets::default()).expect("compiles");
+        assert_eq!(model.input, "A");
+        assert_eq!(
+            model.capabilities,
+            Capabilities {
+                disabled_on_initialization: false,
+                acknowledge_flow: true
+            }
+        );
+        let two = refusal(json!({"alarmRule": {"simpleRule": {
+            "inputProperty": "$input.A.t", "comparisonOperator": "LESS", "threshold": "$input.B.limit"}}}));
+        assert!(two.contains("reads several inputs (A, B)"), "{two}");
+    }
+
+    #[test]
+    fn detector_only_actions_are_refused() {
+        let e = refusal(json!({"alarmEventActions": {"alarmActions": [
+            {"setVariable": {"variableName": "v", "value": "1"}}]}}));
+        assert!(
+            e.contains("alarmActions[0]: \"setVariable\" is not an alarm action"),
+            "{e}"
+        );
+        let e = refusal(json!({"alarmEventActions": {"alarmActions": [
+            {"iotTopicPublish": {"mqttTopic": "a/b"}}]}}));
+        assert!(e.contains("this server does not run an MQTT broker"), "{e}");
+    }
+}
