@@ -9,6 +9,7 @@
 //! ```
 
 pub mod actions;
+pub mod alarm;
 pub mod api;
 mod engine;
 mod error;

@@ -15,7 +15,7 @@ use crate::signer::Signer;
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
 /// One message attribute as `Publish` takes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MessageAttribute {
     /// `String`, `String.Array`, `Number` or `Binary` (with an optional `.custom` suffix).
     pub data_type: String,
@@ -80,8 +80,9 @@ impl MessageAttribute {
     }
 }
 
-/// A message accepted by `Publish`, shared by every subscription's delivery.
-#[derive(Debug)]
+/// A message accepted by `Publish`, shared by every subscription's delivery (and kept in the
+/// outbox until delivered).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Published {
     /// The `MessageId`.
     pub message_id: String,
@@ -97,6 +98,7 @@ pub struct Published {
     pub attributes: BTreeMap<String, MessageAttribute>,
     /// When it was published, ISO 8601 with milliseconds.
     pub timestamp: String,
+    #[serde(skip)]
     signature: OnceLock<String>,
 }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use fleetcore_core::{AccountContext, KvStore, Notification, NotifyFuture, TopicPublisher};
 
 use crate::delivery::lanes::{LaneConfig, Lanes};
+use crate::delivery::outbox::Outbox;
 use crate::delivery::{Context, Outgoing, Targets, Transports};
 use crate::error::NotifyServiceError;
 use crate::message::{MessageAttribute, Published, Urls};
@@ -59,6 +60,8 @@ impl Notify {
     /// runtime (lanes are tasks).
     pub fn start(config: NotifyConfig, store: Arc<dyn KvStore>) -> Result<Arc<Notify>, StartError> {
         let signer = Arc::new(Signer::load_or_create(&config.dir)?);
+        let (outbox, pending) =
+            Outbox::open(Arc::clone(&store)).map_err(NotifyServiceError::from)?;
         let registry = Registry::open(store, config.account)?;
         let transports =
             Arc::new(Transports::build(&config.targets).map_err(StartError::Transport)?);
@@ -66,7 +69,13 @@ impl Notify {
             signer,
             urls: Urls::new(&config.public_url),
         });
-        let lanes = Lanes::new(Arc::clone(&transports), Arc::clone(&context), config.lanes);
+        let lanes = Lanes::new(
+            Arc::clone(&transports),
+            Arc::clone(&context),
+            config.lanes,
+            outbox,
+        );
+        lanes.recover(pending, &registry);
         Ok(Arc::new(Notify {
             registry,
             lanes,
@@ -119,7 +128,8 @@ impl Notify {
         let (subscription, created) = self.registry.subscribe(subscription)?;
         // A repeated Subscribe of a pending subscription sends the confirmation again.
         if subscription.status == Status::Pending {
-            self.lanes.enqueue(&subscription, Outgoing::Confirmation);
+            self.lanes
+                .enqueue(std::slice::from_ref(&subscription), Outgoing::Confirmation)?;
         }
         if created {
             tracing::info!(subscription = %subscription.arn, protocol, "SNS subscription created");
@@ -152,12 +162,13 @@ impl Notify {
     }
 
     /// Sends `message` to every confirmed subscription of its topic whose filter policy it
-    /// passes; returns the MessageId once it is queued.
+    /// passes; returns the MessageId once every delivery is on disk and queued.
     pub fn publish(&self, message: Published) -> Result<String, NotifyServiceError> {
         let subscriptions = self.registry.deliver_to(&message.topic_arn)?;
         let message = Arc::new(message);
         let mut attribute_values = None;
-        for subscription in &subscriptions {
+        let mut passing = Vec::with_capacity(subscriptions.len());
+        for subscription in subscriptions {
             if let Some((policy, scope)) = subscription.filter() {
                 let passes = match scope {
                     Scope::MessageAttributes => policy.matches_attributes(
@@ -172,9 +183,10 @@ impl Notify {
                     continue;
                 }
             }
-            self.lanes
-                .enqueue(subscription, Outgoing::Notification(Arc::clone(&message)));
+            passing.push(subscription);
         }
+        self.lanes
+            .enqueue(&passing, Outgoing::Notification(Arc::clone(&message)))?;
         metrics::counter!("fleetcore_sns_published_total").increment(1);
         Ok(message.message_id.clone())
     }

@@ -129,6 +129,9 @@ pub struct Run<'a> {
     pub event: &'a str,
     /// Calls to other services, collected.
     pub effects: &'a mut Vec<Effect>,
+    /// What an action without `payload` sends instead of the detector's default payload (an
+    /// alarm's state change).
+    pub default_payload: Option<&'a Json>,
 }
 
 impl Run<'_> {

@@ -39,7 +39,10 @@ impl Payload {
     pub(super) fn render(&self, run: &Run<'_>) -> String {
         match &self.content {
             Some(e) => run.eval(e).text(),
-            None => default_payload(run).to_string(),
+            None => match run.default_payload {
+                Some(payload) => payload.to_string(),
+                None => default_payload(run).to_string(),
+            },
         }
     }
 }

@@ -168,7 +168,7 @@ pub(super) async fn batch_delete_detector(
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub(super) struct KeyQuery {
-    key_value: Option<String>,
+    pub(super) key_value: Option<String>,
 }
 
 fn seconds(ms: u64) -> f64 {

@@ -1,7 +1,10 @@
 //! The `iotevents` (signing name `iotevents`) and `iotevents-data` (signing name
-//! `ioteventsdata`) services over the control plane, REST-JSON. Operations not routed here are
+//! `ioteventsdata`) services over the control plane, REST-JSON: inputs, detector models and
+//! alarm models; detectors and alarms. Operations not routed here are
 //! answered UnknownOperationException 501 by the dispatcher's route tables.
 
+mod alarm_models;
+mod alarms;
 mod data;
 mod models;
 
@@ -39,6 +42,20 @@ pub fn control_routes(events: Arc<Events>) -> Router {
             "/detector-models/{name}/versions",
             get(models::list_detector_model_versions),
         )
+        .route(
+            "/alarm-models",
+            post(alarm_models::create_alarm_model).get(alarm_models::list_alarm_models),
+        )
+        .route(
+            "/alarm-models/{name}",
+            get(alarm_models::describe_alarm_model)
+                .post(alarm_models::update_alarm_model)
+                .delete(alarm_models::delete_alarm_model),
+        )
+        .route(
+            "/alarm-models/{name}/versions",
+            get(alarm_models::list_alarm_model_versions),
+        )
         .with_state(events)
 }
 
@@ -54,6 +71,14 @@ pub fn data_routes(events: Arc<Events>) -> Router {
             get(data::describe_detector),
         )
         .route("/detectors/{model}/keyValues", get(data::describe_detector))
+        .route("/alarms/acknowledge", post(alarms::acknowledge))
+        .route("/alarms/disable", post(alarms::disable))
+        .route("/alarms/enable", post(alarms::enable))
+        .route("/alarms/reset", post(alarms::reset))
+        .route("/alarms/snooze", post(alarms::snooze))
+        .route("/alarms/{model}", get(alarms::list_alarms))
+        .route("/alarms/{model}/keyValues/", get(alarms::describe_alarm))
+        .route("/alarms/{model}/keyValues", get(alarms::describe_alarm))
         .with_state(events)
 }
 

@@ -40,8 +40,8 @@ pub(super) struct InputRequest {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub(super) struct ListQuery {
-    next_token: Option<String>,
-    max_results: Option<usize>,
+    pub(super) next_token: Option<String>,
+    pub(super) max_results: Option<usize>,
 }
 
 fn attributes(definition: Option<InputDefinition>) -> Result<Vec<String>, ApiError> {
@@ -215,18 +215,26 @@ pub(super) struct VersionQuery {
     version: Option<String>,
 }
 
+impl VersionQuery {
+    /// The `version` query parameter as a number, if given.
+    pub(super) fn number(&self) -> Result<Option<u32>, ApiError> {
+        self.version
+            .as_deref()
+            .map(|v| {
+                v.parse::<u32>().map_err(|_| {
+                    ApiError::invalid_request(format!("version {v:?} is not a version number"))
+                })
+            })
+            .transpose()
+    }
+}
+
 pub(super) async fn describe_detector_model(
     State(events): State<Arc<Events>>,
     Path(name): Path<String>,
     Query(query): Query<VersionQuery>,
 ) -> Result<Response, ApiError> {
-    let version = match query.version.as_deref() {
-        None => None,
-        Some(v) => Some(v.parse::<u32>().map_err(|_| {
-            ApiError::invalid_request(format!("version {v:?} is not a version number"))
-        })?),
-    };
-    let m = events.detector_model(&name, version)?;
+    let m = events.detector_model(&name, query.number()?)?;
     Ok(axum::Json(json!({
         "detectorModel": {
             "detectorModelDefinition": m.definition,

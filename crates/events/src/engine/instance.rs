@@ -181,6 +181,7 @@ impl Instance {
             state: &model.states[state].name,
             event: &event.name,
             effects,
+            default_payload: None,
         };
         for action in &event.actions {
             action.run(&mut run);

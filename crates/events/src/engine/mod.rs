@@ -6,6 +6,7 @@
 //! Queues: each shard's command queue holds [`QUEUE`] commands; when it is full the sender
 //! waits (BatchPutMessage and the rules `iotEvents` action are slowed, nothing is dropped).
 
+mod alarms;
 mod instance;
 mod shard;
 
@@ -23,6 +24,8 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 pub use instance::Instance;
 pub use shard::LatenessObserver;
+
+use alarms::{AlarmCommand, AlarmModelTable};
 
 use crate::EventsError;
 use crate::actions::{Targets, Timer, Trigger};
@@ -84,6 +87,7 @@ pub(crate) enum Command {
         model: String,
         reply: oneshot::Sender<()>,
     },
+    Alarm(AlarmCommand),
 }
 
 /// The running events service.
@@ -93,6 +97,7 @@ pub struct Events {
     account: AccountContext,
     inputs: RwLock<BTreeMap<String, Input>>,
     models: ModelTable,
+    alarm_models: AlarmModelTable,
     shards: Vec<mpsc::Sender<Command>>,
     /// Serializes changes of inputs and models (create/update/delete).
     changes: Mutex<()>,
@@ -117,7 +122,7 @@ pub(crate) fn detector_key(model: &str, key: Option<&str>) -> Vec<u8> {
     k
 }
 
-fn model_key(name: &str, version: u32) -> Vec<u8> {
+pub(crate) fn model_key(name: &str, version: u32) -> Vec<u8> {
     format!("{name}\0{version:010}").into_bytes()
 }
 
@@ -166,6 +171,9 @@ impl Events {
             }
         }
         let models: ModelTable = Arc::new(RwLock::new(models));
+        let alarm_models: AlarmModelTable = Arc::new(RwLock::new(alarms::load_models(
+            &*store, &inputs, &targets,
+        )?));
         let shard_count = if config.shards == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
         } else {
@@ -184,6 +192,7 @@ impl Events {
                 Err(e) => tracing::warn!(error = %e, "skipping an unreadable detector"),
             }
         }
+        let mut loaded_alarms = alarms::load_alarms(&*store, shard_count)?;
         let runtime = tokio::runtime::Handle::current();
         let permits = Arc::new(Semaphore::new(EFFECTS_IN_FLIGHT));
         let mut shards = Vec::with_capacity(shard_count);
@@ -194,11 +203,15 @@ impl Events {
                 models: Arc::clone(&models),
                 instances,
                 timers: Default::default(),
+                alarm_models: Arc::clone(&alarm_models),
+                alarms: std::mem::take(&mut loaded_alarms[number]),
+                snoozes: Default::default(),
                 effects_runtime: runtime.clone(),
                 effect_permits: Arc::clone(&permits),
                 lateness: config.lateness.clone(),
             };
             shard.index_timers();
+            shard.index_snoozes();
             std::thread::Builder::new()
                 .name(format!("events-shard-{number}"))
                 .spawn(move || shard.run(rx))
@@ -216,6 +229,7 @@ impl Events {
             account,
             inputs: RwLock::new(inputs),
             models,
+            alarm_models,
             shards,
             changes: Mutex::new(()),
         });
@@ -529,18 +543,8 @@ impl Events {
             payload: Arc::new(body),
         };
         for model in readers {
-            let key = match &model.key {
-                None => None,
-                Some(path) => match crate::actions::lookup(trigger_payload(&trigger), path) {
-                    Some(Json::String(s)) => Some(s.clone()),
-                    Some(v @ (Json::Number(_) | Json::Bool(_))) => Some(v.to_string()),
-                    _ => {
-                        metrics::counter!("fleetcore_events_messages_without_key_total")
-                            .increment(1);
-                        tracing::debug!(model = %model.record.name, input, "message has no key value for the model: skipped");
-                        continue;
-                    }
-                },
+            let Some(key) = key_value(model.key.as_deref(), &trigger, &model.record.name) else {
+                continue;
             };
             let shard =
                 &self.shards[shard_of(&model.record.name, key.as_deref(), self.shards.len())];
@@ -555,7 +559,9 @@ impl Events {
             .await
             .map_err(|e| ("ServiceUnavailableException", e.to_string()))?;
         }
-        Ok(())
+        self.route_to_alarms(input, &trigger)
+            .await
+            .map_err(|e| ("ServiceUnavailableException", e.to_string()))
     }
 
     /// BatchUpdateDetector: sets a detector's state, variables and timers.
@@ -683,6 +689,27 @@ fn trigger_payload(trigger: &Trigger) -> &Json {
     match trigger {
         Trigger::Message { payload, .. } => payload,
         _ => &Json::Null,
+    }
+}
+
+/// The key value a message has for a model with key `path` (`Some(None)` for a model without
+/// key); `None` when the message lacks it (counted, and the model skips the message).
+fn key_value(
+    path: Option<&[crate::expr::PathStep]>,
+    trigger: &Trigger,
+    model: &str,
+) -> Option<Option<String>> {
+    let Some(path) = path else {
+        return Some(None);
+    };
+    match crate::actions::lookup(trigger_payload(trigger), path) {
+        Some(Json::String(s)) => Some(Some(s.clone())),
+        Some(v @ (Json::Number(_) | Json::Bool(_))) => Some(Some(v.to_string())),
+        _ => {
+            metrics::counter!("fleetcore_events_messages_without_key_total").increment(1);
+            tracing::debug!(model, "message has no key value for the model: skipped");
+            None
+        }
     }
 }
 

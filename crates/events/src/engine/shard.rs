@@ -11,9 +11,11 @@ use std::time::Duration;
 use fleetcore_core::{KvStore, WriteBatch};
 use tokio::sync::{Semaphore, mpsc};
 
+use super::alarms::{AlarmModelTable, TABLE_ALARMS};
 use super::instance::Instance;
 use super::{Command, ModelTable, TABLE_DETECTORS, detector_key, now_ms};
 use crate::actions::{Effect, Trigger};
+use crate::alarm::Alarm;
 
 /// Most commands handled between two commits.
 const TURN: usize = 4096;
@@ -21,7 +23,7 @@ const TURN: usize = 4096;
 /// Observes how late each timer fired (milliseconds), for benchmarks.
 pub type LatenessObserver = Arc<dyn Fn(u64) + Send + Sync>;
 
-type InstanceId = (String, Option<String>);
+pub(super) type InstanceId = (String, Option<String>);
 
 pub(super) struct Shard {
     pub store: Arc<dyn KvStore>,
@@ -31,13 +33,21 @@ pub(super) struct Shard {
     pub effects_runtime: tokio::runtime::Handle,
     pub effect_permits: Arc<Semaphore>,
     pub lateness: Option<LatenessObserver>,
+    pub alarm_models: AlarmModelTable,
+    pub alarms: HashMap<InstanceId, Alarm>,
+    /// When each snoozed alarm wakes: (due, model, key).
+    pub snoozes: BTreeSet<(u64, String, Option<String>)>,
 }
 
-struct Turn {
-    dirty: HashSet<InstanceId>,
-    deleted: Vec<InstanceId>,
-    effects: Vec<Effect>,
-    replies: Vec<Box<dyn FnOnce() + Send>>,
+/// What one turn changed and owes: written in one batch, then answered and started.
+#[derive(Default)]
+pub(super) struct Turn {
+    pub dirty: HashSet<InstanceId>,
+    pub deleted: Vec<InstanceId>,
+    pub dirty_alarms: HashSet<InstanceId>,
+    pub deleted_alarms: Vec<InstanceId>,
+    pub effects: Vec<Effect>,
+    pub replies: Vec<Box<dyn FnOnce() + Send>>,
 }
 
 impl Shard {
@@ -65,15 +75,12 @@ impl Shard {
         };
         runtime.block_on(async move {
             loop {
-                let mut turn = Turn {
-                    dirty: HashSet::new(),
-                    deleted: Vec::new(),
-                    effects: Vec::new(),
-                    replies: Vec::new(),
+                let mut turn = Turn::default();
+                let next_due = match (self.timers.first(), self.snoozes.first()) {
+                    (Some(t), Some(s)) => Some(t.0.min(s.0)),
+                    (t, s) => t.map(|t| t.0).or(s.map(|s| s.0)),
                 };
-                let wait = self.timers.first().map(|t| {
-                    Duration::from_millis(t.0.saturating_sub(now_ms()))
-                });
+                let wait = next_due.map(|due| Duration::from_millis(due.saturating_sub(now_ms())));
                 let first = match wait {
                     Some(wait) => tokio::select! {
                         c = commands.recv() => match c { Some(c) => Some(c), None => break },
@@ -94,6 +101,7 @@ impl Shard {
                     }
                 }
                 self.fire_due(&mut turn);
+                self.fire_snoozes(&mut turn);
                 self.commit(&turn);
                 for reply in turn.replies {
                     reply();
@@ -223,6 +231,7 @@ impl Shard {
                     let _ = reply.send(());
                 }));
             }
+            Command::Alarm(command) => self.handle_alarm(command, turn),
         }
     }
 
@@ -261,10 +270,27 @@ impl Shard {
     }
 
     fn commit(&self, turn: &Turn) {
-        if turn.dirty.is_empty() && turn.deleted.is_empty() {
+        if turn.dirty.is_empty()
+            && turn.deleted.is_empty()
+            && turn.dirty_alarms.is_empty()
+            && turn.deleted_alarms.is_empty()
+        {
             return;
         }
         let mut batch = WriteBatch::new();
+        for id in &turn.deleted_alarms {
+            batch.delete(TABLE_ALARMS, detector_key(&id.0, id.1.as_deref()));
+        }
+        for id in &turn.dirty_alarms {
+            if let Some(alarm) = self.alarms.get(id) {
+                match serde_json::to_vec(alarm) {
+                    Ok(value) => {
+                        batch.put(TABLE_ALARMS, detector_key(&id.0, id.1.as_deref()), value)
+                    }
+                    Err(e) => tracing::error!(error = %e, "an alarm could not be encoded"),
+                }
+            }
+        }
         for id in &turn.deleted {
             batch.delete(TABLE_DETECTORS, detector_key(&id.0, id.1.as_deref()));
         }

@@ -546,3 +546,44 @@ def test_topics_and_subscriptions_survive_a_kill(fresh_broker, aws, clients, end
     _, confirmation = pending.of_type("SubscriptionConfirmation")[0]
     assert fetch(confirmation["SubscribeURL"])[0] == 200
     assert sns.get_topic_attributes(TopicArn=topic)["Attributes"]["SubscriptionsConfirmed"] == "3"
+
+
+def test_pending_deliveries_survive_a_kill(fresh_broker, aws, endpoint, uid):
+    """Deliveries are on disk before Publish answers: with the endpoint down (503), some
+    messages being retried and the rest still queued behind them, a SIGKILL and a restart with the
+    endpoint back deliver every message, at least once."""
+    sns = aws("sns", broker=fresh_broker)
+    topic = sns.create_topic(Name=f"outbox-{uid}")["TopicArn"]
+    ep = endpoint()
+    confirmed_http_subscription(sns, topic, ep)
+    ep.status = 503
+    sent = {sns.publish(TopicArn=topic, Message=f"m{i}")["MessageId"]: f"m{i}" for i in range(60)}
+
+    def tried() -> set:
+        return {n["MessageId"] for _, n in ep.of_type("Notification")}
+
+    # the lane's 16 slots are taken by messages being retried; the others wait in the queue
+    wait_until(lambda: len(tried()) >= 16, 30, what="the first deliveries failing")
+    assert len(tried()) < len(sent)
+    fresh_broker.kill()
+    with ep.lock:
+        ep.requests.clear()
+    ep.status = 200
+    fresh_broker.start()
+    got = wait_until(lambda: (ids := tried()) >= set(sent) and ids, 60,
+                     what="every message delivered after the restart")
+    assert got == set(sent)
+    assert {n["MessageId"]: n["Message"] for _, n in ep.of_type("Notification")} == sent
+    assert metric(fresh_broker, "fleetcore_sns_deliveries_total", protocol="http", outcome="delivered") >= len(sent)
+    # finished deliveries are forgotten: once the outbox is empty, a restart sends nothing again
+    assert "\nfleetcore_sns_outbox_deliveries " in fetch(fresh_broker.http_base + "/metrics")[1]
+    wait_until(lambda: metric(fresh_broker, "fleetcore_sns_outbox_deliveries") == 0, 10,
+               what="the outbox emptied")
+    fresh_broker.kill()
+    with ep.lock:
+        ep.requests.clear()
+    fresh_broker.start()
+    sns = aws("sns", broker=fresh_broker)
+    sns.publish(TopicArn=topic, Message="second fence")
+    (_, fence), = ep.wait("Notification", 1)
+    assert fence["Message"] == "second fence"

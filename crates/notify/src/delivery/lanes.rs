@@ -3,17 +3,21 @@
 //! message for a full lane is dropped for that subscription, logged and counted
 //! (`outcome="dropped"`): the publisher (an API call, a rule, a detector) never waits for a
 //! slow subscriber, and memory stays bounded. A dead endpoint fills only its own lane.
-//! Pending deliveries live in memory only: a restart loses what was queued.
+//! Every job is in the [`Outbox`] from before it is queued until it is finished (delivered,
+//! refused, given up, dropped), so a restart sends again what was queued or being retried.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use fleetcore_core::StoreError;
 use parking_lot::Mutex;
 use tokio::sync::{Semaphore, mpsc};
 
+use super::outbox::{Outbox, Recovered};
 use super::{Context, Failure, Outgoing, RetryPolicy, Transports, events};
-use crate::model::Subscription;
+use crate::model::{Status, Subscription};
+use crate::registry::Registry;
 
 /// How lanes queue and send.
 #[derive(Debug, Clone, Copy)]
@@ -39,6 +43,8 @@ impl Default for LaneConfig {
 struct Job {
     subscription: Arc<Subscription>,
     outgoing: Outgoing,
+    /// Its outbox id.
+    id: u64,
 }
 
 struct Lane {
@@ -52,31 +58,77 @@ pub struct Lanes {
     transports: Arc<Transports>,
     context: Arc<Context>,
     config: LaneConfig,
+    outbox: Arc<Outbox>,
 }
 
 impl Lanes {
-    /// Lanes sending through `transports`.
-    pub fn new(transports: Arc<Transports>, context: Arc<Context>, config: LaneConfig) -> Lanes {
+    /// Lanes sending through `transports`, keeping their jobs in `outbox`.
+    pub fn new(
+        transports: Arc<Transports>,
+        context: Arc<Context>,
+        config: LaneConfig,
+        outbox: Arc<Outbox>,
+    ) -> Lanes {
         Lanes {
             lanes: Mutex::new(HashMap::new()),
             transports,
             context,
             config,
+            outbox,
         }
     }
 
-    /// Queues `outgoing` for `subscription` (dropped and counted if its lane is full).
-    pub fn enqueue(&self, subscription: &Arc<Subscription>, outgoing: Outgoing) {
-        let job = Job {
-            subscription: Arc::clone(subscription),
-            outgoing,
+    /// Queues `outgoing` for each of `subscriptions` once the jobs are on disk (a job for a
+    /// full lane is dropped and counted).
+    pub fn enqueue(
+        &self,
+        subscriptions: &[Arc<Subscription>],
+        outgoing: Outgoing,
+    ) -> Result<(), StoreError> {
+        if subscriptions.is_empty() {
+            return Ok(());
+        }
+        let arns: Vec<&str> = subscriptions.iter().map(|s| s.arn.as_str()).collect();
+        let message = match &outgoing {
+            Outgoing::Notification(m) => Some(&**m),
+            Outgoing::Confirmation => None,
         };
+        let ids = self.outbox.record(&arns, message)?;
+        for (subscription, id) in subscriptions.iter().zip(ids) {
+            self.queue(Arc::clone(subscription), outgoing.clone(), id);
+        }
+        Ok(())
+    }
+
+    /// Queues again the jobs found in the outbox at start; those of subscriptions that are
+    /// gone (or no longer in the state the job was for) are forgotten.
+    pub fn recover(&self, recovered: Vec<Recovered>, registry: &Registry) {
+        for job in recovered {
+            let subscription = registry.subscription(&job.subscription).ok();
+            let (outgoing, wanted) = match job.message {
+                Some(m) => (Outgoing::Notification(Arc::new(m)), Status::Confirmed),
+                None => (Outgoing::Confirmation, Status::Pending),
+            };
+            match subscription {
+                Some(s) if s.status == wanted => self.queue(s, outgoing, job.id),
+                _ => self.outbox.forget(job.id),
+            }
+        }
+    }
+
+    fn queue(&self, subscription: Arc<Subscription>, outgoing: Outgoing, id: u64) {
         let mut lanes = self.lanes.lock();
         let lane = lanes
             .entry(subscription.arn.clone())
             .or_insert_with(|| self.start_lane());
-        if let Err(mpsc::error::TrySendError::Full(_)) = lane.queue.try_send(job) {
-            events::dropped(&subscription.protocol, &subscription.arn);
+        let job = Job {
+            subscription,
+            outgoing,
+            id,
+        };
+        if let Err(mpsc::error::TrySendError::Full(job)) = lane.queue.try_send(job) {
+            events::dropped(&job.subscription.protocol, &job.subscription.arn);
+            self.outbox.forget(job.id);
         }
     }
 
@@ -91,11 +143,12 @@ impl Lanes {
         let (queue, mut jobs) = mpsc::channel::<Job>(self.config.capacity.max(1));
         let closed = Arc::new(AtomicBool::new(false));
         let in_flight = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
-        let (transports, context, retry, stop) = (
+        let (transports, context, retry, stop, outbox) = (
             Arc::clone(&self.transports),
             Arc::clone(&self.context),
             self.config.retry,
             Arc::clone(&closed),
+            Arc::clone(&self.outbox),
         );
         tokio::spawn(async move {
             while let Some(job) = jobs.recv().await {
@@ -105,13 +158,17 @@ impl Lanes {
                 if stop.load(Ordering::Acquire) {
                     break;
                 }
-                let (transports, context, stop) = (
+                let (transports, context, stop, outbox) = (
                     Arc::clone(&transports),
                     Arc::clone(&context),
                     Arc::clone(&stop),
+                    Arc::clone(&outbox),
                 );
                 tokio::spawn(async move {
+                    let id = job.id;
+                    // Finished (sent, refused, given up) or its subscription is gone.
                     deliver(&transports, &context, retry, &stop, job).await;
+                    outbox.forget(id);
                     drop(permit);
                 });
             }

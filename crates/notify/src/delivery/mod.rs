@@ -9,6 +9,7 @@ mod http;
 mod lambda;
 pub mod lanes;
 mod mqtt;
+pub mod outbox;
 mod retry;
 
 use std::collections::HashMap;
