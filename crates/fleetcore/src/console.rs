@@ -1,10 +1,11 @@
 //! The web console's pages fed by the capabilities this binary wires: things (identity),
-//! functions, streams and delivery streams. Each is a `fleetcore_observe::console::Section`; a
-//! capability that wants a page (the defender's violations) adds one here.
+//! functions, streams, delivery streams and Device Defender's violations. Each is a
+//! `fleetcore_observe::console::Section`; a capability that wants a page adds one here.
 
 use std::sync::Arc;
 
 use fleetcore_archive::Archive;
+use fleetcore_defender::Defender;
 use fleetcore_functions::Functions;
 use fleetcore_identity::IdentityService;
 use fleetcore_identity::registry::{PageRequest, ThingFilter};
@@ -179,4 +180,63 @@ impl Section for DeliveryStreams {
             })
         })
     }
+}
+
+/// Device Defender's violations in force, newest first.
+pub struct Violations(pub Arc<Defender>);
+
+impl Section for Violations {
+    fn id(&self) -> &'static str {
+        "violations"
+    }
+
+    fn title(&self) -> &'static str {
+        "Defender violations"
+    }
+
+    fn read(&self) -> SectionFuture<'_> {
+        Box::pin(async move {
+            let mut active = self.0.violations().active_where(|_| true);
+            active.sort_by(|a, b| b.violation_start_time.total_cmp(&a.violation_start_time));
+            let total = active.len();
+            Ok(Table {
+                summary: vec![("violations in force".into(), json!(total))],
+                columns: [
+                    "thing",
+                    "security profile",
+                    "behavior",
+                    "since",
+                    "last value",
+                ]
+                .map(String::from)
+                .to_vec(),
+                rows: active
+                    .into_iter()
+                    .take(MAX_ROWS)
+                    .map(|v| {
+                        vec![
+                            json!(v.thing_name),
+                            json!(v.security_profile_name),
+                            json!(v.behavior.name),
+                            json!(rfc3339(v.violation_start_time)),
+                            json!(
+                                serde_json::to_string(&v.last_violation_value).unwrap_or_default()
+                            ),
+                        ]
+                    })
+                    .collect(),
+            })
+        })
+    }
+}
+
+/// Seconds since the epoch as an RFC 3339 UTC time (empty if out of range).
+fn rfc3339(seconds: f64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(seconds as i64)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
 }

@@ -358,6 +358,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             ))),
             Arc::new(crate::console::StreamList(Arc::clone(&streams))),
             Arc::new(crate::console::DeliveryStreams(Arc::clone(&archive))),
+            Arc::new(crate::console::Violations(Arc::clone(&defender))),
         ],
         &credentials.access_key_id,
         &credentials.secret_access_key,

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+import console_session
 from brokers import let_time_pass, wait_until
 from clients import V5, ConnectFailed
 
@@ -214,6 +215,12 @@ def test_flood_oversize_and_authorization_failures_raise_and_clear(db, aws, clie
     assert all(v["violationStartTime"] <= v["lastViolationTime"] for v in active)
     assert iot.list_active_violations(thingName=f"{uid}-big")["activeViolations"][0][
         "lastViolationValue"] == {"count": 5000}
+    # the console's violations page lists the same alarms
+    page = console_session.section(db, console_session.signed_in(db), "violations")
+    assert dict(page["summary"])["violations in force"] == 3
+    columns = page["columns"]
+    assert {(r[columns.index("thing")], r[columns.index("behavior")]) for r in page["rows"]} == set(expected.items())
+    assert json.loads(next(r for r in page["rows"] if r[0] == f"{uid}-big")[columns.index("last value")]) == {"count": 5000}
     # the same alerts reached the SNS topic
     sns_alerts = wait_until(lambda: {json.loads(m.payload)["thingName"] for m in watcher.matching(
         topic=f"sns/{uid}") if json.loads(m.payload)["violationEventType"] == "in-alarm"} >= expected.keys(),
