@@ -96,6 +96,8 @@ fi
 # fleet provisioning tests: the AWS IoT Device SDK v2 for Python (its iotidentity client; the
 # awscrt wheel is a manylinux binary, nothing to compile).
 .venv/bin/python -m pip install -q --disable-pip-version-check 'awsiotsdk==1.31.0'
+# analytics tests: DuckDB reads the datastores' Parquet files (the open layout); a manylinux wheel.
+.venv/bin/python -m pip install -q --disable-pip-version-check 'duckdb>=1.4,<2'
 done_stage
 
 # ------------------------------------------------------------------------------------------
