@@ -521,7 +521,9 @@ mod tests {
                 sql: "SELECT * FROM 'a/#'".into(),
                 description: None,
                 created_at_ms: 1,
-                actions: vec![json!({"sqs": {"queueUrl": "https://sqs/q", "roleArn": "r", "useBase64": false}})],
+                actions: vec![
+                    json!({"sqs": {"queueUrl": "https://sqs/q", "roleArn": "r", "useBase64": false}}),
+                ],
                 error_action: None,
                 rule_disabled: false,
                 aws_iot_sql_version: "2016-03-23".into(),
