@@ -24,7 +24,7 @@ fn kind_of(value: &Value) -> Option<ColumnKind> {
     }
 }
 
-/// Widens `columns` (in place, keeping their order, new ones at the end) to hold every
+/// Widens `columns` (in place, keeping their order, new ones at the end in key order) to hold every
 /// attribute of `messages`, leaving out `skip` (partition attributes); true if it changed.
 pub fn learn<'a>(
     columns: &mut Vec<Column>,
@@ -183,16 +183,17 @@ mod tests {
         let kinds: Vec<_> = columns.iter().map(|c| (c.name.as_str(), c.kind)).collect();
         assert_eq!(
             kinds,
+            // serde_json's maps are ordered by key
             [
-                ("t", ColumnKind::Double),
                 ("id", ColumnKind::String),
-                ("ok", ColumnKind::Boolean)
+                ("ok", ColumnKind::Boolean),
+                ("t", ColumnKind::Double)
             ]
         );
         let batch = batch(&columns, &[&a, &b]).unwrap();
         assert_eq!(batch.num_rows(), 2);
-        assert_eq!(json_value(batch.column(0), 1), json!(1.5));
-        assert_eq!(json_value(batch.column(1), 1), json!("7"));
-        assert_eq!(json_value(batch.column(2), 1), Value::Null);
+        assert_eq!(json_value(batch.column(2), 1), json!(1.5));
+        assert_eq!(json_value(batch.column(0), 1), json!("7"));
+        assert_eq!(json_value(batch.column(1), 1), Value::Null);
     }
 }

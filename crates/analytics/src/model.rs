@@ -97,7 +97,7 @@ pub struct DatastoreRecord {
     pub timestamp_partition: Option<String>,
     /// Whether the columns were given by the user (never widened) or learned from messages.
     pub fixed_schema: bool,
-    /// The columns of its table, in order of first appearance.
+    /// The columns of its table, in order of first appearance (key order within a message).
     pub columns: Vec<Column>,
     /// Creation, epoch seconds.
     pub created: f64,
