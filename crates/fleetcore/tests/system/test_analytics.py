@@ -136,7 +136,7 @@ def test_resources_round_trip_with_aws_shapes(ia, uid):
 
 @pytest.mark.parametrize("call,needle", [
     (lambda ia, n: ia.create_channel(channelName=n, channelStorage={"customerManagedS3": {
-        "bucket": "b", "roleArn": ROLE}}), "serviceManagedS3"),
+        "bucket": "my-bucket", "roleArn": ROLE}}), "serviceManagedS3"),
     (lambda ia, n: ia.create_datastore(datastoreName=n, fileFormatConfiguration={"jsonConfiguration": {}}),
      "jsonConfiguration"),
     (lambda ia, n: ia.create_dataset(datasetName=n, actions=[{"actionName": "c", "containerAction": {
@@ -163,8 +163,7 @@ def test_pipeline_activities_are_checked_at_create(ia, uid):
     ia.create_channel(channelName=n)
     ia.create_datastore(datastoreName=n)
     for bad, needle in (({"filter": {"filter": "temp >"}}, "not a valid expression"),
-                        ({"math": {"attribute": "x"}}, "math"),
-                        ({"selectAttributes": {"attributes": []}}, "attributes")):
+                        ({"math": {"attribute": "x", "math": "x +"}}, "activity a0")):
         with pytest.raises(ClientError) as exc:
             ia.create_pipeline(pipelineName=n, pipelineActivities=pipeline(n, n, n, bad))
         code, status, message = error_of(exc)
