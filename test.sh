@@ -101,6 +101,8 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check 'awsiotsdk==1.31.0'
 # web console tests: Selenium drives the system Chromium through the system chromedriver.
 .venv/bin/python -m pip install -q --disable-pip-version-check 'selenium>=4.20,<5'
+# analytics tests: DuckDB reads the datastores' Parquet files (the open layout); a manylinux wheel.
+.venv/bin/python -m pip install -q --disable-pip-version-check 'duckdb>=1.4,<2'
 done_stage
 
 # ------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 //! the Signature V4 core that both the API (verifying) and rule actions (signing) use.
 
 pub mod access;
+pub mod analytics;
 pub mod arn;
 pub mod auth;
 pub mod cloudwatch;
@@ -13,6 +14,7 @@ pub mod notify;
 pub mod sigv4;
 pub mod store;
 
+pub use analytics::{ChannelError, ChannelFuture, ChannelMessage, ChannelSink, DeviceDirectory};
 pub use arn::{AccountContext, Arn, ArnError};
 pub use cloudwatch::{
     CloudWatchError, CloudWatchFuture, CloudWatchSink, InvocationLogSink, MetricValue,

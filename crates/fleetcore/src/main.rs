@@ -1,6 +1,8 @@
 //! The fleetcore binary: the command line, configuration, and the wiring of the capabilities
 //! into one running server.
 
+#[cfg(feature = "analytics")]
+mod analytics;
 mod auth;
 mod bench;
 mod cli;
@@ -17,6 +19,8 @@ mod rules;
 mod serve;
 mod server_publish;
 mod stack;
+#[cfg(feature = "analytics")]
+mod sql;
 mod streams;
 
 use clap::{Parser, Subcommand};
@@ -65,6 +69,10 @@ enum Command {
     /// Load-test any MQTT broker: publishers, subscribers, rate, QoS; reports throughput,
     /// loss and latency percentiles.
     Bench(bench::BenchArgs),
+    /// Run SQL over the datastores' Parquet files (IoT Analytics) or any Parquet folder;
+    /// prints a table, CSV or JSON.
+    #[cfg(feature = "analytics")]
+    Sql(sql::SqlArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -113,6 +121,11 @@ fn main() -> anyhow::Result<()> {
                 tracing::warn!(error = %e, "cannot raise the open-files limit");
             }
             runtime.block_on(bench::run(args))
+        }
+        #[cfg(feature = "analytics")]
+        Command::Sql(args) => {
+            serve::init_logging("warn");
+            runtime.block_on(args.run())
         }
     }
 }

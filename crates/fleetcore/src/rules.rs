@@ -85,6 +85,8 @@ pub struct RuleTargets {
     pub functions: Arc<dyn FunctionInvoker>,
     /// The IoT Events inputs (the iotEvents action).
     pub events: Arc<dyn InputSink>,
+    /// The analytics channels (the iotAnalytics action), if the server runs them.
+    pub analytics: Option<Arc<dyn fleetcore_core::ChannelSink>>,
     /// The SNS topics (the sns action).
     pub notifications: Arc<dyn TopicPublisher>,
     /// CloudWatch (the cloudwatch* actions).
@@ -109,6 +111,7 @@ impl RulesEngine {
             topic_rule_destinations,
             functions,
             events,
+            analytics,
             notifications,
             cloudwatch,
         } = targets;
@@ -151,6 +154,7 @@ impl RulesEngine {
                 topic_rule_destinations,
                 functions: Some(Arc::clone(&functions)),
                 events: Some(events),
+                analytics,
                 notifications: Some(notifications),
                 cloudwatch: Some(cloudwatch),
             },

@@ -196,6 +196,20 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         Arc::clone(&functions.functions) as Arc<dyn fleetcore_core::FunctionInvoker>,
         http_addr,
     )?;
+    // IoT Analytics: pipelines resume from their checkpoints; contents download from here.
+    #[cfg(feature = "analytics")]
+    let analytics = crate::analytics::start(
+        &settings,
+        &store,
+        &identity,
+        &shadows,
+        Arc::clone(&functions.functions) as Arc<dyn fleetcore_core::FunctionInvoker>,
+        http_addr,
+    )?;
+    #[cfg(feature = "analytics")]
+    let channels = Some(Arc::clone(&analytics) as Arc<dyn fleetcore_core::ChannelSink>);
+    #[cfg(not(feature = "analytics"))]
+    let channels = None;
     // Fleet provisioning: the claim flow's topics are served through a broker tap, and
     // unregistered certificates from registered CAs get just-in-time provisioning, before any
     // listener accepts a client.
@@ -255,6 +269,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             topic_rule_destinations: Arc::clone(&topic_rule_destinations),
             functions: Arc::clone(&functions.functions) as Arc<dyn fleetcore_core::FunctionInvoker>,
             events: Arc::clone(&events) as Arc<dyn fleetcore_core::InputSink>,
+            analytics: channels,
             notifications: Arc::clone(&notify) as Arc<dyn fleetcore_core::TopicPublisher>,
             cloudwatch: Arc::clone(&observe.observe) as Arc<dyn fleetcore_core::CloudWatchSink>,
         },
@@ -422,6 +437,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     .service("sns", fleetcore_notify::api::routes(Arc::clone(&notify)))
     .public(fleetcore_notify::public::routes(Arc::clone(&notify)))
     .public(fleetcore_observe::console::routes(console));
+    #[cfg(feature = "analytics")]
+    let control_plane = control_plane
+        .service(
+            "iotanalytics",
+            fleetcore_analytics::api::routes(Arc::clone(&analytics)),
+        )
+        .public(fleetcore_analytics::api::public_routes(analytics));
     let (stop_http, http_stopped) = oneshot::channel::<()>();
     let http_task = tokio::spawn(fleetcore_api::serve(
         http,

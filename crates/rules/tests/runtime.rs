@@ -97,6 +97,7 @@ impl Engine {
                 topic_rule_destinations,
                 functions: None,
                 events: None,
+                analytics: None,
                 notifications: None,
                 cloudwatch: None,
             },

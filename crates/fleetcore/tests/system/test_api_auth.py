@@ -111,13 +111,13 @@ def test_unknown_operations_have_the_aws_shape(aws, broker, monkeypatch):
     assert status == 404
     assert hdrs["x-amzn-ErrorType"] == "UnknownOperationException"
     assert "/no/such/operation" in body["message"]
-    # a service fleetcore does not serve (yet): boto3 raises the code, not a parse error, and the
-    # message names the operation
+    # an operation of a served service that fleetcore does not implement (yet): boto3 raises
+    # the code, not a parse error, and the message names the operation
     with pytest.raises(ClientError) as exc:
-        aws("iotanalytics").list_channels()
+        aws("iotanalytics").describe_logging_options()
     code, status, message = error_of(exc)
     assert (code, status) == ("UnknownOperationException", 501)
-    assert "ListChannels" in message, message
+    assert "DescribeLoggingOptions" in message, message
 
 
 @pytest.mark.parametrize("service,call,operation", [

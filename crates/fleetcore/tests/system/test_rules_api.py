@@ -244,7 +244,9 @@ def test_every_action_kind_this_server_runs_is_stored_as_given(aws, uid):
 @pytest.mark.parametrize("action,capability", [
     ({"timestream": {"roleArn": ROLE, "databaseName": "d", "tableName": "t",
                      "dimensions": [{"name": "device", "value": "${topic(2)}"}]}}, "Timestream"),
-    ({"iotAnalytics": {"channelName": "ch", "roleArn": ROLE}}, "analytics"),
+    ({"iotSiteWise": {"roleArn": ROLE, "putAssetPropertyValueEntries": [
+        {"propertyValues": [{"value": {"doubleValue": "1"}, "timestamp": {"timeInSeconds": "1"}}]}]}},
+     "SiteWise"),
     ({"sqs": {"roleArn": ROLE, "queueUrl": "https://sqs.us-east-1.amazonaws.com/1/q",
               "useBase64": False}}, "SQS queues"),
     ({"s3": {"roleArn": ROLE, "bucketName": "b", "key": "${topic()}/${timestamp()}"}}, "S3"),

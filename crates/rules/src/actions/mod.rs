@@ -5,7 +5,7 @@
 //!
 //! The runtime expands an action's [`Action::templates`] per message (against the original
 //! payload) and hands the action a batch of [`Prepared`] messages; the action answers one
-//! outcome per message. Kinds AWS has whose capability this server lacks (IoT Analytics,
+//! outcome per message. Kinds AWS has whose capability this server lacks (IoT SiteWise,
 //! ...) are refused at CreateTopicRule, naming the capability ([`validate`]). A rule stored
 //! before such a refusal existed still loads: its action is built as one that fails every
 //! message with the reason, so the error action fires.
@@ -19,6 +19,7 @@ mod cloudwatch_metric;
 mod firehose;
 mod http;
 mod https;
+mod iot_analytics;
 mod iot_events;
 mod kinesis;
 mod lambda;
@@ -119,6 +120,8 @@ pub struct Destinations {
     pub functions: Option<Arc<dyn fleetcore_core::FunctionInvoker>>,
     /// The IoT Events inputs (the iotEvents action), if the server runs them.
     pub events: Option<Arc<dyn fleetcore_core::InputSink>>,
+    /// The analytics channels (the iotAnalytics action), if the server runs them.
+    pub analytics: Option<Arc<dyn fleetcore_core::ChannelSink>>,
     /// The SNS topics (the sns action), if the server runs them.
     pub notifications: Option<Arc<dyn fleetcore_core::TopicPublisher>>,
     /// CloudWatch (the cloudwatchMetric, cloudwatchLogs and cloudwatchAlarm actions), if the
@@ -181,6 +184,7 @@ pub const KINDS: &[ActionKind] = &[
     ActionKind::of::<opensearch::OpenSearchSpec>(),
     ActionKind::of::<lambda::LambdaSpec>(),
     ActionKind::of::<iot_events::IotEventsSpec>(),
+    ActionKind::of::<iot_analytics::IotAnalyticsSpec>(),
     ActionKind::of::<sns::SnsSpec>(),
     ActionKind::of::<cloudwatch_metric::CloudWatchMetricSpec>(),
     ActionKind::of::<cloudwatch_logs::CloudWatchLogsSpec>(),
@@ -190,7 +194,6 @@ pub const KINDS: &[ActionKind] = &[
 /// AWS action kinds whose capability this server does not have, with that capability's name.
 /// A kind moves from here to [`KINDS`] when its capability lands.
 const MISSING_CAPABILITY: &[(&str, &str)] = &[
-    ("iotAnalytics", "analytics (AWS IoT Analytics)"),
     ("iotSiteWise", "AWS IoT SiteWise"),
     ("dynamoDB", "DynamoDB"),
     ("dynamoDBv2", "DynamoDB"),

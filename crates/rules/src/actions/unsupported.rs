@@ -103,14 +103,10 @@ mod tests {
 
     #[tokio::test]
     async fn every_message_fails_naming_the_reason() {
-        let members = json!({"channelName": "pumps", "roleArn": "r"});
-        let action = Unsupported::kind(
-            "iotAnalytics",
-            &members,
-            super::super::missing("iotAnalytics"),
-        );
-        assert_eq!(action.name(), "IotAnalyticsAction");
-        assert_eq!(action.resource(&[]), "pumps");
+        let members = json!({"queueUrl": "https://sqs/q", "roleArn": "r"});
+        let action = Unsupported::kind("sqs", &members, super::super::missing("sqs"));
+        assert_eq!(action.name(), "SqsAction");
+        assert_eq!(action.resource(&[]), "https://sqs/q");
         let item = Prepared {
             body: bytes::Bytes::from_static(b"{}"),
             params: vec![],
@@ -119,7 +115,7 @@ mod tests {
         assert_eq!(outcomes.len(), 2);
         for outcome in outcomes {
             let reason = outcome.unwrap_err();
-            assert!(reason.contains("analytics"), "{reason}");
+            assert!(reason.contains("SQS queues"), "{reason}");
         }
     }
 }

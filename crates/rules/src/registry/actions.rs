@@ -156,11 +156,11 @@ mod tests {
         );
         let e = validate_action(
             "errorAction",
-            &json!({"iotAnalytics": {"channelName": "c"}}),
+            &json!({"timestream": {"roleArn": "r", "databaseName": "d", "tableName": "t", "dimensions": []}}),
         )
         .unwrap_err();
         assert!(
-            e.starts_with("errorAction") && e.contains("analytics"),
+            e.starts_with("errorAction") && e.contains("Timestream"),
             "{e}"
         );
         let e =

@@ -521,7 +521,9 @@ mod tests {
                 sql: "SELECT * FROM 'a/#'".into(),
                 description: None,
                 created_at_ms: 1,
-                actions: vec![json!({"iotAnalytics": {"channelName": "in", "roleArn": "r"}})],
+                actions: vec![
+                    json!({"sqs": {"queueUrl": "https://sqs/q", "roleArn": "r", "useBase64": false}}),
+                ],
                 error_action: None,
                 rule_disabled: false,
                 aws_iot_sql_version: "2016-03-23".into(),
@@ -533,14 +535,14 @@ mod tests {
         }
         let registry = open(&dir);
         let old = registry.get("old").expect("loaded");
-        assert_eq!(old.record.actions[0]["iotAnalytics"]["channelName"], "in");
+        assert_eq!(old.record.actions[0]["sqs"]["queueUrl"], "https://sqs/q");
         let refused = crate::actions::validate(
-            "iotAnalytics",
-            &old.record.actions[0]["iotAnalytics"],
+            "sqs",
+            &old.record.actions[0]["sqs"],
             SqlVersion::V2016_03_23,
         )
         .unwrap_err();
-        assert!(refused.contains("analytics"), "{refused}");
+        assert!(refused.contains("SQS queues"), "{refused}");
     }
 
     #[test]

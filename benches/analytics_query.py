@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""fleetcore's SQL (DataFusion, `fleetcore sql`) beside DuckDB on the same Parquet files, in the
+same run: a generated telemetry datastore (`--rows`, default 10M) laid out as fleetcore writes
+it (`__dt=YYYY-MM-DD/` folders, Snappy Parquet), then a time-bucketed GROUP BY and a filtered
+top-N, each run `--repeat` times per engine; the best wall time of each and the ratio
+fleetcore / DuckDB (target: within 1.5x). fleetcore's time is the whole `fleetcore sql`
+process (start, plan, read, print); DuckDB's is `execute().fetchall()` in this process.
+
+    .venv/bin/python benches/analytics_query.py --bin target/release/fleetcore [--rows 10000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+DAY_MS = 86_400_000
+
+
+def generate(folder: Path, rows: int, days: int = 10, devices: int = 1000, per_file: int = 1_000_000) -> None:
+    """`rows` readings spread over `days` days, `per_file` rows a file, one folder per day."""
+    import random
+    rng = random.Random(7)
+    start = 1_764_547_200_000  # 2025-12-01T00:00:00Z
+    written = 0
+    n = 0
+    while written < rows:
+        count = min(per_file, rows - written)
+        ts = [start + (written + i) * (days * DAY_MS // rows) for i in range(count)]
+        table = pa.table({
+            "deviceId": pa.array([f"d{rng.randrange(devices)}" for _ in range(count)]),
+            "ts": pa.array(ts, pa.int64()),
+            "temp": pa.array([rng.gauss(50, 20) for _ in range(count)], pa.float64()),
+            "humidity": pa.array([rng.randrange(100) for _ in range(count)], pa.int64()),
+        })
+        day = time.strftime("%Y-%m-%d", time.gmtime(ts[0] / 1000))
+        out = folder / f"__dt={day}"
+        out.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, out / f"gen-{n:04}.parquet", compression="snappy")
+        written += count
+        n += 1
+
+
+QUERIES = {
+    # hour buckets per device
+    "group_by_hour": (
+        "SELECT ts / 3600000 AS hour, deviceId, avg(temp) AS t, max(humidity) AS h FROM telemetry "
+        "GROUP BY 1, 2 ORDER BY 1, 2 LIMIT 5",
+        "SELECT ts // 3600000 AS hour, deviceId, avg(temp) AS t, max(humidity) AS h FROM telemetry "
+        "GROUP BY 1, 2 ORDER BY 1, 2 LIMIT 5",
+    ),
+    # the ten hottest readings of one day
+    "filtered_top_n": (
+        "SELECT deviceId, ts, temp FROM telemetry WHERE __dt = '2025-12-03' AND temp > 90 "
+        "ORDER BY temp DESC LIMIT 10",
+        "SELECT deviceId, ts, temp FROM telemetry WHERE __dt = '2025-12-03' AND temp > 90 "
+        "ORDER BY temp DESC LIMIT 10",
+    ),
+}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", default="target/release/fleetcore")
+    ap.add_argument("--rows", type=int, default=10_000_000)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--dir", help="reuse/generate the data here (default: a temporary folder)")
+    args = ap.parse_args()
+    base = Path(args.dir or tempfile.mkdtemp(prefix="analytics-bench-"))
+    folder = base / "telemetry"
+    if not folder.exists():
+        t = time.monotonic()
+        generate(folder, args.rows)
+        print(f"generated {args.rows} rows in {time.monotonic() - t:.1f}s under {folder}")
+    con = duckdb.connect()
+    con.execute(f"CREATE VIEW telemetry AS SELECT * FROM read_parquet('{folder}/**/*.parquet', hive_partitioning = true)")
+    print(f"load average {os.getloadavg()[0]:.2f}; DuckDB {duckdb.__version__} threads "
+          f"{con.execute('SELECT current_setting(' + repr('threads') + ')').fetchone()[0]}")
+    for name, (ours, theirs) in QUERIES.items():
+        best_f = best_d = float("inf")
+        for _ in range(args.repeat):
+            t = time.monotonic()
+            out = subprocess.run([args.bin, "sql", "--table", f"telemetry={folder}", "--format", "csv", ours],
+                                 capture_output=True, text=True)
+            best_f = min(best_f, time.monotonic() - t)
+            assert out.returncode == 0, out.stderr
+            t = time.monotonic()
+            rows = con.execute(theirs).fetchall()
+            best_d = min(best_d, time.monotonic() - t)
+        assert len(out.stdout.strip().splitlines()) - 1 == len(rows), (out.stdout, rows)
+        print(f"{name}: fleetcore {best_f * 1000:.0f} ms, DuckDB {best_d * 1000:.0f} ms, "
+              f"ratio {best_f / best_d:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

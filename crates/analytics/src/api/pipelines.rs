@@ -1,0 +1,89 @@
+//! CreatePipeline, DescribePipeline, ListPipelines, UpdatePipeline, DeletePipeline.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use fleetcore_api::ApiError;
+use fleetcore_api::extract::{Json, Query};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ListQuery, created, no_content, page};
+use crate::Analytics;
+use crate::resources::tag_list;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub(super) struct PipelineRequest {
+    pipeline_name: String,
+    pipeline_activities: Vec<Value>,
+    tags: Value,
+}
+
+pub(super) async fn create(
+    State(analytics): State<Arc<Analytics>>,
+    Json(request): Json<PipelineRequest>,
+) -> Result<Response, ApiError> {
+    let tags = tag_list(&request.tags)?;
+    let record =
+        analytics.create_pipeline(&request.pipeline_name, request.pipeline_activities, tags)?;
+    Ok(created(json!({
+        "pipelineName": record.name,
+        "pipelineArn": analytics.resource_arn("pipeline", &record.name),
+    })))
+}
+
+pub(super) async fn describe(
+    State(analytics): State<Arc<Analytics>>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let record = analytics.pipeline(&name)?;
+    Ok(axum::Json(json!({
+        "pipeline": {
+            "name": record.name,
+            "arn": analytics.resource_arn("pipeline", &record.name),
+            "activities": record.activities,
+            "reprocessingSummaries": [],
+            "creationTime": record.created,
+            "lastUpdateTime": record.updated,
+        }
+    }))
+    .into_response())
+}
+
+pub(super) async fn list(
+    State(analytics): State<Arc<Analytics>>,
+    Query(query): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    let (pipelines, next) = page(analytics.pipelines()?, &query)?;
+    let summaries: Vec<Value> = pipelines
+        .iter()
+        .map(|p| {
+            json!({
+                "pipelineName": p.name,
+                "reprocessingSummaries": [],
+                "creationTime": p.created,
+                "lastUpdateTime": p.updated,
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({"pipelineSummaries": summaries, "nextToken": next})).into_response())
+}
+
+pub(super) async fn update(
+    State(analytics): State<Arc<Analytics>>,
+    Path(name): Path<String>,
+    Json(request): Json<PipelineRequest>,
+) -> Result<Response, ApiError> {
+    analytics.update_pipeline(&name, request.pipeline_activities)?;
+    Ok(axum::Json(json!({})).into_response())
+}
+
+pub(super) async fn delete(
+    State(analytics): State<Arc<Analytics>>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    analytics.delete_pipeline(&name)?;
+    Ok(no_content())
+}

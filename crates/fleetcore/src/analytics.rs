@@ -1,0 +1,78 @@
+//! Wiring of the analytics capability (IoT Analytics) in `fleetcore serve`: its enrich
+//! activities read the registry and the shadows through core's DeviceDirectory (implemented
+//! here), its lambda activity calls the functions, and its channels receive the rules'
+//! iotAnalytics action. Its files live under `<data dir>/analytics/`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use fleetcore_analytics::{Analytics, AnalyticsConfig, Services};
+use fleetcore_core::{AccountContext, DeviceDirectory, FunctionInvoker, KvStore};
+use fleetcore_identity::IdentityService;
+use fleetcore_shadow::ShadowService;
+
+use crate::config::Settings;
+
+/// The registry and shadows as enrich activities read them.
+struct Devices {
+    identity: Arc<IdentityService>,
+    shadows: ShadowService,
+}
+
+impl DeviceDirectory for Devices {
+    fn thing(&self, name: &str) -> Result<Option<Vec<u8>>, String> {
+        let Some(thing) = self.identity.thing(name).map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        let document = serde_json::json!({
+            "thingName": thing.name,
+            "thingId": thing.id,
+            "thingArn": self.identity.registry().thing_arn(&thing.name),
+            "thingTypeName": thing.thing_type_name,
+            "attributes": thing.attributes,
+            "version": thing.version,
+            "defaultClientId": thing.name,
+        });
+        Ok(Some(document.to_string().into_bytes()))
+    }
+
+    fn shadow(&self, name: &str) -> Result<Option<Vec<u8>>, String> {
+        match self.shadows.get(name, None) {
+            Ok(document) => Ok(document.map(|d| d.to_string().into_bytes())),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// The folder of the analytics capability in the data folder.
+pub fn root(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("analytics")
+}
+
+/// Starts analytics (pipelines resume from their checkpoints).
+pub fn start(
+    settings: &Settings,
+    store: &Arc<dyn KvStore>,
+    identity: &Arc<IdentityService>,
+    shadows: &ShadowService,
+    functions: Arc<dyn FunctionInvoker>,
+    http_addr: SocketAddr,
+) -> anyhow::Result<Arc<Analytics>> {
+    Analytics::start(
+        Arc::clone(store),
+        AnalyticsConfig {
+            root: root(&settings.data_dir),
+            account: AccountContext::new(&settings.region, &settings.account_id),
+            content_base_url: format!("http://{http_addr}"),
+        },
+        Services {
+            functions: Some(functions),
+            devices: Some(Arc::new(Devices {
+                identity: Arc::clone(identity),
+                shadows: shadows.clone(),
+            })),
+        },
+    )
+    .context("starting analytics")
+}

@@ -1,0 +1,105 @@
+//! `fleetcore sql "SELECT ..."`: runs SQL with the analytics engine over the Parquet files of a
+//! data folder's datastores (each a table by its name) and any other Hive-partitioned Parquet
+//! folder (`--table name=folder`, e.g. a lake prefix), reading the files directly: it needs no
+//! running server, and the server may run while it reads.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use fleetcore_analytics::query::{self, Table};
+
+/// How the rows are printed.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Format {
+    /// A text table.
+    Table,
+    /// CSV with a header line.
+    Csv,
+    /// A JSON array of objects.
+    Json,
+}
+
+/// The arguments of `fleetcore sql`.
+#[derive(Debug, clap::Args)]
+pub struct SqlArgs {
+    /// The query, e.g. "SELECT deviceId, avg(temp) FROM telemetry GROUP BY deviceId".
+    query: String,
+    /// The data folder whose datastores are the tables.
+    #[arg(long, env = "FLEETCORE_DATA_DIR", default_value = "fleetcore-data")]
+    data_dir: PathBuf,
+    /// Another table: NAME=FOLDER, a folder of (Hive-partitioned) Parquet files.
+    #[arg(long = "table", value_name = "NAME=FOLDER")]
+    tables: Vec<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+}
+
+impl SqlArgs {
+    /// The tables: every datastore folder, then the `--table` ones.
+    fn tables(&self) -> anyhow::Result<Vec<Table>> {
+        let mut tables = Vec::new();
+        let datastores = crate::analytics::root(&self.data_dir).join("datastores");
+        if let Ok(entries) = std::fs::read_dir(&datastores) {
+            for entry in entries.filter_map(Result::ok) {
+                if entry.path().is_dir() && has_parquet(&entry.path()) {
+                    tables.push(Table {
+                        name: entry.file_name().to_string_lossy().to_string(),
+                        dir: entry.path(),
+                        schema: None,
+                        partitions: None,
+                    });
+                }
+            }
+        }
+        for spec in &self.tables {
+            let (name, dir) = spec
+                .split_once('=')
+                .with_context(|| format!("--table {spec}: expected NAME=FOLDER"))?;
+            tables.retain(|t| t.name != name);
+            tables.push(Table {
+                name: name.to_string(),
+                dir: PathBuf::from(dir),
+                schema: None,
+                partitions: None,
+            });
+        }
+        Ok(tables)
+    }
+
+    /// Runs the query and prints the rows.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let tables = self.tables()?;
+        let batches = query::run(&tables, &self.query).await?;
+        let out = match self.format {
+            Format::Table => {
+                let mut text = query::pretty(&batches)?;
+                text.push('\n');
+                text.into_bytes()
+            }
+            Format::Csv => query::csv(&batches)?,
+            Format::Json => {
+                let mut json = query::json(&batches)?;
+                json.push(b'\n');
+                json
+            }
+        };
+        std::io::Write::write_all(&mut std::io::stdout().lock(), &out)?;
+        Ok(())
+    }
+}
+
+/// Whether `dir` holds a Parquet file at any depth (a datastore nothing was written to yet
+/// has no schema to read, so it is no table here).
+fn has_parquet(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.filter_map(Result::ok).any(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                has_parquet(&path)
+            } else {
+                path.extension().is_some_and(|x| x == "parquet")
+            }
+        })
+    })
+}
