@@ -18,9 +18,9 @@ mod open_files;
 mod rules;
 mod serve;
 mod server_publish;
-mod stack;
 #[cfg(feature = "analytics")]
 mod sql;
+mod stack;
 mod streams;
 
 use clap::{Parser, Subcommand};
