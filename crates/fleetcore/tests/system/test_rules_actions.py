@@ -229,8 +229,8 @@ def test_https_action_sigv4_auth_of_another_shape_is_refused(rb, aws, uid):
 
 
 def test_https_connections_are_kept_alive_and_reused(rb, aws, clients, uid, endpoint):
-    """One TLS handshake for many messages: messages delivered one after another all travel on
-    the one pooled connection; a burst is delivered concurrently on a bounded number of them."""
+    """A handshake for many messages, not one each: messages delivered one after another travel
+    on a pooled connection; a burst is delivered concurrently on a bounded number of them."""
     e = endpoint()
     iot = aws("iot", broker=rb)
     enabled_destination(iot, e.url + "/", e)
@@ -241,7 +241,10 @@ def test_https_connections_are_kept_alive_and_reused(rb, aws, clients, uid, endp
     for n in range(1, 21):
         pub.publish(f"pool/{uid}", json.dumps({"n": n}), qos=1)
         wait_until(lambda: len(e.deliveries("/in")) >= n, 20, what=f"delivery {n}")
-    assert e.connections - before <= 1, f"{e.connections - before} new TLS connections for 20 sequential messages"
+    # One connection carries them; hyper's pool may open one more when a request is checked out
+    # a moment before the previous connection is back in the pool (it then keeps both), which
+    # CI saw once in a few runs. A client without a pool would open 20.
+    assert e.connections - before <= 2, f"{e.connections - before} new TLS connections for 20 sequential messages"
     for n in range(300):
         pub.publish(f"pool/{uid}", json.dumps({"n": 100 + n}), qos=1)
     wait_until(lambda: len(e.deliveries("/in")) >= 320, 60, what="320 deliveries")
