@@ -2,10 +2,14 @@
 //! (`<data dir>/lake/<bucket>/<key>`), or any S3-compatible endpoint.
 //!
 //! Every object is one `put` of the whole body: on S3 a single PUT, in the local folder a
-//! temporary file renamed into place (`object_store`'s `LocalFileSystem`), so an object appears
-//! whole or not at all.
+//! temporary file renamed into place, so an object appears whole or not at all. A local object
+//! is on disk (file and folder entries fsynced) before `put` returns, because the delivery is
+//! checkpointed right after: a power loss must not take an object whose records are already
+//! marked done.
 
 use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,7 +69,15 @@ impl std::fmt::Debug for LakeConfig {
 /// Object writer over the configured lake; one `object_store` client per bucket.
 pub struct Lake {
     config: LakeConfig,
-    stores: Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
+    stores: Mutex<HashMap<String, Bucket>>,
+}
+
+/// One bucket's writer: a local folder (its `LocalFileSystem` maps keys to file names, the
+/// same names every reader of the lake uses) or an S3 client.
+#[derive(Clone)]
+enum Bucket {
+    Local(Arc<LocalFileSystem>, PathBuf),
+    Remote(Arc<dyn ObjectStore>),
 }
 
 impl Lake {
@@ -84,25 +96,35 @@ impl Lake {
 
     /// Writes `body` as `bucket/key`, whole. Errors are messages for logs and retries.
     pub async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), String> {
-        let store = self.store(bucket)?;
-        store
-            .put(&Path::from(key), PutPayload::from(body))
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        match self.store(bucket)? {
+            Bucket::Local(fs, dir) => {
+                let path = fs
+                    .path_to_filesystem(&Path::from(key))
+                    .map_err(|e| e.to_string())?;
+                tokio::task::spawn_blocking(move || write_durably(&dir, &path, &body))
+                    .await
+                    .map_err(|e| format!("writing {key}: {e}"))?
+            }
+            Bucket::Remote(store) => store
+                .put(&Path::from(key), PutPayload::from(body))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        }
     }
 
-    fn store(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>, String> {
+    fn store(&self, bucket: &str) -> Result<Bucket, String> {
         let mut stores = self.stores.lock();
         if let Some(store) = stores.get(bucket) {
-            return Ok(Arc::clone(store));
+            return Ok(store.clone());
         }
-        let store: Arc<dyn ObjectStore> = match &self.config {
+        let store = match &self.config {
             LakeConfig::Local { root } => {
                 let dir = root.join(bucket);
                 std::fs::create_dir_all(&dir)
                     .map_err(|e| format!("creating {}: {e}", dir.display()))?;
-                Arc::new(LocalFileSystem::new_with_prefix(&dir).map_err(|e| e.to_string())?)
+                let fs = LocalFileSystem::new_with_prefix(&dir).map_err(|e| e.to_string())?;
+                Bucket::Local(Arc::new(fs), dir)
             }
             LakeConfig::S3 {
                 endpoint,
@@ -110,7 +132,7 @@ impl Lake {
                 access_key_id,
                 secret_access_key,
                 path_style,
-            } => Arc::new(
+            } => Bucket::Remote(Arc::new(
                 AmazonS3Builder::new()
                     .with_endpoint(endpoint)
                     .with_region(region)
@@ -132,11 +154,59 @@ impl Lake {
                     })
                     .build()
                     .map_err(|e| e.to_string())?,
-            ),
+            )),
         };
-        stores.insert(bucket.to_string(), Arc::clone(&store));
+        stores.insert(bucket.to_string(), store.clone());
         Ok(store)
     }
+}
+
+/// Writes `body` to `path` (inside the bucket folder `bucket_dir`) as a staged file
+/// `<path>#<n>` that is fsynced, renamed into place, and whose folder entries are fsynced up to
+/// the bucket folder. Readers of the lake skip names with `#` (`object_store` stages the same
+/// way); a crash leaves at most such a staged file, never a partial object.
+fn write_durably(bucket_dir: &std::path::Path, path: &std::path::Path, body: &[u8]) -> Result<(), String> {
+    let failed = |what: &str, p: &std::path::Path, e: std::io::Error| format!("{what} {}: {e}", p.display());
+    let parent = path
+        .parent()
+        .ok_or_else(|| format!("{} has no folder", path.display()))?;
+    let mut created = Vec::new();
+    let mut missing = Some(parent);
+    while let Some(dir) = missing.filter(|d| !d.exists() && d.starts_with(bucket_dir)) {
+        created.push(dir);
+        missing = dir.parent();
+    }
+    std::fs::create_dir_all(parent).map_err(|e| failed("creating", parent, e))?;
+    let mut n = 1u32;
+    let (mut file, staged) = loop {
+        let mut staged = path.as_os_str().to_owned();
+        staged.push(format!("#{n}"));
+        let staged = PathBuf::from(staged);
+        match OpenOptions::new().write(true).create_new(true).open(&staged) {
+            Ok(file) => break (file, staged),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => n += 1,
+            Err(e) => return Err(failed("creating", &staged, e)),
+        }
+    };
+    let written = file
+        .write_all(body)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| failed("writing", &staged, e))
+        .and_then(|()| std::fs::rename(&staged, path).map_err(|e| failed("renaming", &staged, e)));
+    drop(file);
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&staged);
+        return Err(e);
+    }
+    // The new name, and any folder made for it, persist only once their folders are synced.
+    let mut sync = vec![parent];
+    sync.extend(created.iter().filter_map(|d| d.parent()));
+    for dir in sync {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| failed("syncing", dir, e))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -154,5 +224,21 @@ mod tests {
             .expect("put");
         let path = dir.path().join("lake/b/p/year=2026/x.json");
         assert_eq!(std::fs::read(path).expect("read"), b"{}\n");
+    }
+
+    #[tokio::test]
+    async fn a_put_leaves_only_the_object_and_replaces_an_earlier_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lake = Lake::new(LakeConfig::Local {
+            root: dir.path().to_path_buf(),
+        });
+        lake.put("b", "k/o.gz", b"one".to_vec()).await.expect("put");
+        lake.put("b", "k/o.gz", b"two".to_vec()).await.expect("put again");
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("b/k"))
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, ["o.gz"]);
+        assert_eq!(std::fs::read(dir.path().join("b/k/o.gz")).expect("read"), b"two");
     }
 }

@@ -106,6 +106,7 @@ class Client:
             self.cv.notify_all()
 
     def _on_message(self, client, userdata, msg):
+        msg.timestamp = time.monotonic()  # when it arrived (paho stamps only outgoing messages)
         with self.cv:
             self.received.append(msg)
             self.cv.notify_all()

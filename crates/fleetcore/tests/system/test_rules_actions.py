@@ -53,9 +53,10 @@ def rb(tmp_path_factory, test_ca):
 
 class Endpoint:
     """A local HTTPS/1.1 server (keep-alive) with a certificate of `ca`, recording every
-    request and every accepted TLS connection; `answer(handler, body)` gives status and body."""
+    request and every accepted TLS connection; `answer(handler, body)` gives status and body.
+    `port` 0 takes a free one (another port: an endpoint coming back after an outage)."""
 
-    def __init__(self, workdir: Path, ca: tuple[Path, Path], answer=None):
+    def __init__(self, workdir: Path, ca: tuple[Path, Path], answer=None, port: int = 0):
         cert, key = pki.make_server_cert(ca[0], ca[1], workdir / "server.pem", workdir / "server.key")
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert, key)
@@ -96,7 +97,7 @@ class Endpoint:
                     endpoint.sockets.append(sock)
                 return sock, addr
 
-        self.server = Server((HOST, 0), Handler)
+        self.server = Server((HOST, port), Handler)
         self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
         self.url = f"https://localhost:{self.port}"
@@ -132,8 +133,8 @@ class Endpoint:
 def endpoint(tmp_path, test_ca):
     made: list[Endpoint] = []
 
-    def make(answer=None, ca=None) -> Endpoint:
-        e = Endpoint(tmp_path / f"endpoint{len(made)}", ca or test_ca, answer)
+    def make(answer=None, ca=None, port: int = 0) -> Endpoint:
+        e = Endpoint(tmp_path / f"endpoint{len(made)}", ca or test_ca, answer, port)
         made.append(e)
         return e
 
