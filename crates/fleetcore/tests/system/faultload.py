@@ -5,7 +5,8 @@ other's measurements:
   python faultload.py devices --port P --seconds S [--devices 4 --rate 100]
       well-behaved devices: each publishes QoS 1 at `rate` msg/s; one subscriber to all of them
       measures publish-to-delivery latency. Prints a JSON report.
-  python faultload.py abuse --port P --seconds S [--slow-readers 20 --half-open 200]
+  python faultload.py abuse --port P --seconds S [--slow-readers 20 --half-open 200
+                                                 --flood-rate 100 --malformed-rate 100]
       misbehaving clients until S seconds pass: malformed packets, slow readers that subscribe
       to the devices' topics and never read, a connect flood (connect + close) and half-open
       connections that never send CONNECT. Prints a JSON tally.
@@ -139,14 +140,14 @@ MALFORMED = [
     b"\x10\xff\xff\xff\xff\x01",  # CONNECT with a 5-byte remaining length
     b"\x00\x02\x00\x00",  # packet type 0 (reserved)
     b"\x10\x0c\x00\x04XQTT\x04\x02\x00\x3c\x00\x00",  # bad protocol name
-    connect_packet("ok") + b"\x30\x05\x00\x10ab",  # PUBLISH whose topic runs past the packet
+    connect_packet("ok") + b"\x30\x04\x00\x10ab",  # PUBLISH whose topic runs past the packet
     connect_packet("ok") + b"\xf0\x00",  # packet type 15 (AUTH) in 3.1.1
     b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",  # not MQTT at all
 ]
 
 
 def abuse(port: int, seconds: float, topic_filter: str, slow_readers: int, half_open: int,
-          flood_rate: float) -> dict:
+          flood_rate: float, malformed_rate: float) -> dict:
     until = time.monotonic() + seconds
     tally = {"malformed_sent": 0, "malformed_closed_by_server": 0, "flood_connects": 0,
              "flood_refused": 0, "slow_readers": 0, "half_open": 0, "errors": 0}
@@ -159,7 +160,11 @@ def abuse(port: int, seconds: float, topic_filter: str, slow_readers: int, half_
 
     def malformed():
         k = 0
+        start = time.monotonic()
         while time.monotonic() < until:
+            pause = start + k / malformed_rate - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
             try:
                 s = socket.create_connection((HOST, port), timeout=5)
                 s.sendall(MALFORMED[k % len(MALFORMED)])
@@ -234,12 +239,14 @@ def main(argv=None) -> int:
     p.add_argument("--prefix", default="dev")
     p.add_argument("--slow-readers", type=int, default=20)
     p.add_argument("--half-open", type=int, default=200)
-    p.add_argument("--flood-rate", type=float, default=100, help="connects/s")
+    p.add_argument("--flood-rate", type=float, default=100, help="connect + close per second")
+    p.add_argument("--malformed-rate", type=float, default=100, help="malformed connections per second")
     a = p.parse_args(argv)
     if a.mode == "devices":
         out = devices(a.port, a.seconds, a.devices, a.rate, a.prefix)
     else:
-        out = abuse(a.port, a.seconds, f"{a.prefix}/+/t", a.slow_readers, a.half_open, a.flood_rate)
+        out = abuse(a.port, a.seconds, f"{a.prefix}/+/t", a.slow_readers, a.half_open, a.flood_rate,
+                    a.malformed_rate)
     json.dump(out, sys.stdout)
     sys.stdout.write("\n")
     return 0
