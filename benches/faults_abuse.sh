@@ -3,7 +3,8 @@
 # (4 x 100 msg/s QoS 1, one subscriber measuring publish-to-delivery latency) first on the quiet
 # broker, then while 10,000 idle connections (conncount, holding) and misbehaving clients
 # (malformed packets, slow readers subscribed to the devices' topics that never read, a connect
-# flood, half-open connections) share it. Reports, per broker and round, the devices' throughput
+# flood, half-open connections) share it, once with the abuse starting with the measurement and
+# once after it ran for 6 s (LEADS). Reports, per broker, round and lead, the devices' throughput
 # and p99 under abuse as ratios of the quiet baseline measured just before (target: p99 <= 2x,
 # throughput >= 1x). The load tools are crates/fleetcore/tests/system/faultload.py and conncount.
 #
@@ -15,6 +16,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
+# Seconds the misbehaving clients run before the devices' measurement starts: 0 catches the
+# moment the slow readers' buffers fill (publishers of their topics wait for them up to
+# --slow-subscriber-timeout, 2 s, until they count as stuck); 6 is the steady state after.
+LEADS=${LEADS:-0 6}
 IDLE=${IDLE:-10000}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-5}
 SHARED=${SHARED:-$(cd .. && pwd)/shared}
@@ -50,10 +55,16 @@ one_round() {
     kill -0 "$idle" 2>/dev/null || { echo "conncount stopped:" >&2; cat "$OUT/$tag.idle.log" >&2; return 1; }
     sleep 0.2
   done
-  "$PY" "$LOAD" abuse --port "$port" --seconds $((SECONDS_PER_RUN + 4)) --prefix "a$tag" >"$OUT/$tag.abuse.json" &
-  local abuse=$!
-  "$PY" "$LOAD" devices --port "$port" --seconds "$SECONDS_PER_RUN" --prefix "a$tag" >"$OUT/$tag.loaded.json"
-  wait "$abuse"
+  local lead
+  for lead in $LEADS; do
+    "$PY" "$LOAD" abuse --port "$port" --seconds $((lead + SECONDS_PER_RUN + 4)) --prefix "a$tag-$lead" \
+      >"$OUT/$tag.lead$lead.abuse.json" &
+    local abuse=$!
+    sleep "$lead"
+    "$PY" "$LOAD" devices --port "$port" --seconds "$SECONDS_PER_RUN" --prefix "a$tag-$lead" \
+      >"$OUT/$tag.lead$lead.loaded.json"
+    wait "$abuse"
+  done
   kill "$idle"; wait "$idle" 2>/dev/null || true
 }
 
@@ -75,17 +86,18 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 echo "load $(cut -d' ' -f1-3 /proc/loadavg) at the end" | tee -a "$OUT/machine.txt" >&2
 
-"$PY" - "$OUT" "$ROUNDS" <<'PY'
+"$PY" - "$OUT" "$ROUNDS" $LEADS <<'PY'
 import json, sys, os
-out, rounds = sys.argv[1], int(sys.argv[2])
-print("| broker | round | quiet msg/s | quiet p99 ms | abused msg/s | abused p99 ms | throughput ratio | p99 ratio | all delivered |")
-print("|---|---|---|---|---|---|---|---|---|")
+out, rounds, leads = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+print("| broker | round | abuse lead s | quiet msg/s | quiet p99 ms | abused msg/s | abused p99 ms | throughput ratio | p99 ratio | all delivered |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for who in ("fleetcore", "mosquitto"):
     for r in range(1, rounds + 1):
         q = json.load(open(os.path.join(out, f"{who}-{r}.quiet.json")))
-        a = json.load(open(os.path.join(out, f"{who}-{r}.loaded.json")))
-        ok = "yes" if a["received"] == a["sent"] == a["acked"] else f"NO ({a['received']}/{a['sent']})"
-        print(f"| {who} | {r} | {q['msgs_per_s']} | {q['p99_ms']} | {a['msgs_per_s']} | {a['p99_ms']} | "
-              f"{a['msgs_per_s'] / q['msgs_per_s']:.2f} | {a['p99_ms'] / q['p99_ms']:.2f} | {ok} |")
+        for lead in leads:
+            a = json.load(open(os.path.join(out, f"{who}-{r}.lead{lead}.loaded.json")))
+            ok = "yes" if a["received"] == a["sent"] == a["acked"] else f"NO ({a['received']}/{a['sent']})"
+            print(f"| {who} | {r} | {lead} | {q['msgs_per_s']} | {q['p99_ms']} | {a['msgs_per_s']} | {a['p99_ms']} | "
+                  f"{a['msgs_per_s'] / q['msgs_per_s']:.2f} | {a['p99_ms'] / q['p99_ms']:.2f} | {ok} |")
 PY
 echo "raw reports: $OUT" >&2

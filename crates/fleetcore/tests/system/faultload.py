@@ -8,8 +8,9 @@ other's measurements:
   python faultload.py abuse --port P --seconds S [--slow-readers 20 --half-open 200
                                                  --flood-rate 100 --malformed-rate 100]
       misbehaving clients until S seconds pass: malformed packets, slow readers that subscribe
-      to the devices' topics and never read, a connect flood (connect + close) and half-open
-      connections that never send CONNECT. Prints a JSON tally.
+      to the devices' topics (and to a feed of 16 KiB messages that fills their buffers) and
+      never read, a connect flood (connect + close) and half-open connections that never send
+      CONNECT. Prints a JSON tally.
 Works against any MQTT broker on loopback."""
 
 from __future__ import annotations
@@ -146,11 +147,17 @@ MALFORMED = [
 ]
 
 
+def publish_packet(topic: str, payload: bytes) -> bytes:
+    body = _utf8(topic) + payload
+    return bytes([0x30]) + _remaining(len(body)) + body
+
+
 def abuse(port: int, seconds: float, topic_filter: str, slow_readers: int, half_open: int,
-          flood_rate: float, malformed_rate: float) -> dict:
+          flood_rate: float, malformed_rate: float, feed_rate: float) -> dict:
     until = time.monotonic() + seconds
     tally = {"malformed_sent": 0, "malformed_closed_by_server": 0, "flood_connects": 0,
-             "flood_refused": 0, "slow_readers": 0, "half_open": 0, "errors": 0}
+             "flood_refused": 0, "slow_readers": 0, "half_open": 0, "feed_bytes": 0, "errors": 0}
+    feed_topic = topic_filter.split("/")[0] + "/feed"
     lock = threading.Lock()
     held: list[socket.socket] = []
 
@@ -189,7 +196,8 @@ def abuse(port: int, seconds: float, topic_filter: str, slow_readers: int, half_
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             s.connect((HOST, port))
             s.sendall(connect_packet(f"slow-{n}-{time.monotonic_ns()}", keep_alive=0))
-            s.sendall(subscribe_packet(topic_filter))
+            s.sendall(subscribe_packet(topic_filter, 1))
+            s.sendall(subscribe_packet(feed_topic, 2))
             held.append(s)  # and never read from it
             count("slow_readers")
         except OSError:
@@ -211,6 +219,27 @@ def abuse(port: int, seconds: float, topic_filter: str, slow_readers: int, half_
             if pause > 0:
                 time.sleep(pause)
 
+    def feed():
+        # 16 KiB QoS 0 messages to a topic only the slow readers take: their buffers fill at once
+        # (the devices' own traffic alone would take minutes to fill a socket buffer).
+        try:
+            s = socket.create_connection((HOST, port), timeout=5)
+            s.sendall(connect_packet(f"feed-{time.monotonic_ns()}"))
+            s.recv(4)  # CONNACK
+            packet = publish_packet(feed_topic, b"f" * 16384)
+            k = 0
+            start = time.monotonic()
+            while time.monotonic() < until:
+                s.sendall(packet)
+                count("feed_bytes", len(packet))
+                k += 1
+                pause = start + k / feed_rate - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+            s.close()
+        except OSError:
+            count("errors")
+
     for n in range(slow_readers):
         slow_reader(n)
     for _ in range(half_open):
@@ -219,7 +248,7 @@ def abuse(port: int, seconds: float, topic_filter: str, slow_readers: int, half_
             count("half_open")
         except OSError:
             count("errors")
-    threads = [threading.Thread(target=malformed), threading.Thread(target=flood)]
+    threads = [threading.Thread(target=f) for f in (malformed, flood, feed)]
     for t in threads:
         t.start()
     for t in threads:
@@ -241,12 +270,14 @@ def main(argv=None) -> int:
     p.add_argument("--half-open", type=int, default=200)
     p.add_argument("--flood-rate", type=float, default=100, help="connect + close per second")
     p.add_argument("--malformed-rate", type=float, default=100, help="malformed connections per second")
+    p.add_argument("--feed-rate", type=float, default=100,
+                   help="16 KiB messages per second to the slow readers' own topic")
     a = p.parse_args(argv)
     if a.mode == "devices":
         out = devices(a.port, a.seconds, a.devices, a.rate, a.prefix)
     else:
         out = abuse(a.port, a.seconds, f"{a.prefix}/+/t", a.slow_readers, a.half_open, a.flood_rate,
-                    a.malformed_rate)
+                    a.malformed_rate, a.feed_rate)
     json.dump(out, sys.stdout)
     sys.stdout.write("\n")
     return 0

@@ -1,15 +1,17 @@
 """Fault suite (d): 10,000 idle connections plus misbehaving clients (malformed packets, slow
-readers that subscribe to the devices' traffic and never read, a connect flood, half-open
-connections that never send CONNECT) while well-behaved devices publish at QoS 1.
+readers that subscribe to the devices' traffic and to a 16 KiB feed and never read, a connect
+flood, half-open connections that never send CONNECT) while well-behaved devices publish at QoS 1.
 
 The devices' load (faultload.py devices: 4 devices x 100 msg/s, one subscriber measuring
 publish-to-delivery latency) runs twice in the same test: on the quiet broker (the baseline) and
-with the idle fleet (conncount, holding) and the misbehaving clients (faultload.py abuse) on.
-What CI asserts is what stays robust on a shared 2-core machine: every device message is
-delivered under abuse, the offered throughput holds (at least half the baseline's), every
-malformed connection is closed by the server, the idle fleet loses no connection, and the server
-stays up. The p99 ratio against the baseline is printed (run with -s); the 2x target itself is
-measured by benches/faults_abuse.sh, beside Mosquitto under the same abuse."""
+with the idle fleet (conncount, holding) and the misbehaving clients (faultload.py abuse, started
+with the measurement) on. What CI asserts is what stays robust on a shared 2-core machine: every
+device message is delivered under abuse, the throughput holds (at least half the baseline's),
+every malformed connection is closed by the server, the idle fleet stays parked, and the server
+stays up. The p99 ratio is printed (run with -s) and not asserted: while the slow readers'
+buffers fill, publishers of their topics wait for them up to --slow-subscriber-timeout (2 s)
+before they count as stuck, so the p99 of a window that contains that moment is about 2 s. The
+2x target is measured by benches/faults_abuse.sh beside Mosquitto, at that moment and after it."""
 
 from __future__ import annotations
 

@@ -158,11 +158,12 @@ def test_five_sigkills_under_qos1_load_lose_no_acknowledged_message(broker_facto
         for where, c in counts.items():
             assert set(c) <= published, f"{where}: a message nobody published"
         report.append((round_ + 1, len(acknowledged),
-                       {w: sum(c.values()) - len(c) for w, c in counts.items()}))
+                       {w: sum(c.values()) - len(c) for w, c in counts.items()},
+                       {w: max(c.values()) for w, c in counts.items()}))
 
-    print("\nfault (a): kill, acknowledged so far, duplicates per destination")
-    for kill, acked, dups in report:
-        print(f"  kill {kill}: {acked} acknowledged; duplicates {dups}")
+    print("\nfault (a): kill, acknowledged so far, duplicates and most copies per destination")
+    for kill, acked, dups, most in report:
+        print(f"  kill {kill}: {acked} acknowledged; duplicates {dups}; most copies {most}")
     # The lake promises at most two copies of a record after a crash (DESIGN §3).
     final_lake = in_lake()
     assert max(final_lake.values()) <= KILLS + 1, final_lake.most_common(3)

@@ -73,10 +73,11 @@ def same(body) -> str:
 
 
 class Publisher:
-    """An MQTT 5 paho client; `acks` maps each published body to the PUBACK reason code."""
+    """An MQTT 5 paho client; `answered()` maps each published body to its PUBACK reason code.
+    (PUBACKs are kept by packet id: paho may call back before `publish` has returned.)"""
 
     def __init__(self, port: int, client_id: str):
-        self.acks: dict[str, int] = {}
+        self.reasons: dict[int, int] = {}
         self.by_mid: dict[int, str] = {}
         self.lock = threading.Lock()
         self.c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
@@ -87,23 +88,20 @@ class Publisher:
 
     def _on_publish(self, client, userdata, mid, reason, props):
         with self.lock:
-            body = self.by_mid.get(mid)
-            if body is not None:
-                self.acks[body] = reason.value
+            self.reasons[mid] = reason.value
 
     def publish(self, topic: str, body: str) -> None:
-        with self.lock:  # the PUBACK callback must find the body
-            info = self.c.publish(topic, body, qos=1)
-            assert info.rc == mqtt.MQTT_ERR_SUCCESS, info.rc
-            self.by_mid[info.mid] = body
-
-    def succeeded(self) -> set[str]:
+        info = self.c.publish(topic, body, qos=1)
+        assert info.rc == mqtt.MQTT_ERR_SUCCESS, info.rc
         with self.lock:
-            return {b for b, reason in self.acks.items() if reason < 0x80}
+            self.by_mid[info.mid] = body
 
     def answered(self) -> dict[str, int]:
         with self.lock:
-            return dict(self.acks)
+            return {self.by_mid[m]: r for m, r in self.reasons.items() if m in self.by_mid}
+
+    def succeeded(self) -> set[str]:
+        return {b for b, reason in self.answered().items() if reason < 0x80}
 
     def close(self):
         self.c.disconnect()
@@ -174,6 +172,20 @@ def test_a_full_disk_withholds_pubacks_then_recovers_without_loss(small_disk, br
     print(f"\nfault (c): PutRecord while full -> {error['ResponseMetadata']['HTTPStatusCode']} "
           f"{error['Error']['Code']}: {error['Error']['Message']}")
 
+    # The registry (the store) refuses a write it cannot make durable, and keeps working.
+    big_attributes = {f"a{i}": "z" * 800 for i in range(3)}  # AWS: 3 without a thing type
+    with pytest.raises(ClientError) as refused:
+        for n in range(20):  # a page of the store may still have room for a few
+            iot.create_thing(thingName=f"full-{n}-{uid}"[:128],
+                             attributePayload={"attributes": big_attributes})
+    error = refused.value.response
+    assert error["ResponseMetadata"]["HTTPStatusCode"] >= 500, error
+    # (AWS's shape for an internal failure; the server's log names the cause)
+    assert any("identity operation failed" in line and "No space left on device" in line
+               for line in b.log_text(since=log_mark).splitlines()), b.log_tail(20)
+    print(f"fault (c): CreateThing while full -> {error['ResponseMetadata']['HTTPStatusCode']} "
+          f"{error['Error']['Code']}: {error['Error']['Message']}")
+
     if not lake_raced:
         failed_objects = f'fleetcore_archive_objects_total{{delivery_stream="{delivery}",outcome="failure"}}'
         wait_until(lambda: b.metrics().get(failed_objects, 0) >= 1, 30,
@@ -205,5 +217,8 @@ def test_a_full_disk_withholds_pubacks_then_recovers_without_loss(small_disk, br
     assert not staged, f"staged lake files left behind: {staged}"
     if lake_raced:
         print("fault (c): the lake flushed the mid messages before the disk filled (not exercised)")
+    iot = aws("iot", broker=b)
+    iot.create_thing(thingName=f"after-{uid}"[:128])
+    assert iot.describe_thing(thingName=f"after-{uid}"[:128])["thingName"] == f"after-{uid}"[:128]
     put = kinesis.put_record(StreamName=stream, Data=b"later", PartitionKey="k")
     assert put["SequenceNumber"]
