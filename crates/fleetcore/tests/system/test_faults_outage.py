@@ -1,8 +1,8 @@
 """Fault suite (b): a rule action's destination goes down, then comes back or never does.
 
-The destination is the `http` action's HTTPS endpoint (the S3 destination of the lake has its own
-outage test, test_firehose.py::test_s3_destination_survives_an_outage; no rule action targets
-NATS directly). The retry schedule is shortened for CI with FLEETCORE_TEST_RULES_RETRY_BACKOFF_MS
+The destinations are the `http` action's HTTPS endpoint, and NATS JetStream under the `kinesis`
+action when the stream backend is JetStream (the S3 destination of the lake has its own outage
+test, test_firehose.py::test_s3_destination_survives_an_outage). The retry schedule is shortened for CI with FLEETCORE_TEST_RULES_RETRY_BACKOFF_MS
 (first backoff; doubled per attempt, at most 8x; 5 attempts), so with BACKOFF_MS = 400 a message
 is retried for 0.4 + 0.8 + 1.6 + 3.2 = 6.0 s before its errorAction. An OUTAGE of 3 s is half of
 that window: the same proportion as a 30 s outage under a 60 s schedule. (The default schedule,
@@ -28,7 +28,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from brokers import HOST, let_time_pass, wait_until
 from clients import V5
 from test_rules_actions import enabled_destination, endpoint, test_ca  # noqa: F401 - fixtures
-from test_rules_engine import ROLE, create_rule, rule_name
+from test_rules_engine import ROLE, create_rule, rule_name, stream_records
 
 pytestmark = pytest.mark.fleetcore_only("rule actions are fleetcore's")
 
@@ -153,3 +153,44 @@ def test_an_endpoint_that_never_comes_back_gets_the_error_action_only_after_ever
     assert "503" in arrived[f"errors/{uid}/0"][1]["failures"][0]["errorMessage"]
     assert "onnect" in arrived[f"errors/{uid}/1"][1]["failures"][0]["errorMessage"]
     assert len(busy.deliveries("/busy")) == ATTEMPTS, "no attempt after the errorAction"
+
+
+@pytest.mark.timeout_seconds(120)
+def test_nats_down_for_a_while_then_back_the_kinesis_action_loses_nothing(
+        broker_factory, nats_server, aws, clients, uid):
+    """The stream backend is JetStream; nats-server stops for OUTAGE seconds and starts again on
+    the same port and store. PUBACKs keep coming (the ingest log is local); the kinesis action
+    retries and every acknowledged message is in the stream after NATS is back."""
+    nats = nats_server()
+    b = broker_factory(env={"FLEETCORE_STREAM_BACKEND": "jetstream",
+                            "FLEETCORE_STREAM_SERVERS": nats.url,
+                            "FLEETCORE_TEST_RULES_RETRY_BACKOFF_MS": str(BACKOFF_MS)})
+    iot, kinesis = aws("iot", broker=b), aws("kinesis", broker=b)
+    stream, name = f"s-{uid}"[:64], rule_name(uid)
+    kinesis.create_stream(StreamName=stream, ShardCount=1)
+    create_rule(iot, name, f"SELECT * FROM 'nats/{uid}'",
+                [{"kinesis": {"roleArn": ROLE, "streamName": stream, "partitionKey": "k"}}],
+                errorAction={"republish": {"roleArn": ROLE, "topic": f"errors/{uid}"}})
+    errors = clients(V5, broker=b)
+    errors.subscribe(f"errors/{uid}", qos=1)
+
+    def in_stream() -> set[int]:
+        return {json.loads(r["Data"])["i"] for r in stream_records(kinesis, stream)}
+
+    pub = PacedPublisher(b.ports["mqtt"], f"nats/{uid}", f"p-{uid}")
+    try:
+        wait_until(lambda: len(in_stream()) >= 40, 30, what="records before the outage")
+        nats.stop()
+        let_time_pass(time.monotonic() + OUTAGE)  # the outage itself is what is tested
+        acked_in_outage = pub.acked()
+        nats.start()
+        wait_until(lambda: len(in_stream() - acked_in_outage) >= 40, 30,
+                   what="records after NATS came back")
+    finally:
+        pub.finish()
+    acked = pub.acked()
+    wait_until(lambda: acked <= in_stream(), RETRY_WINDOW + 30,
+               what=f"all {len(acked)} acknowledged messages in the stream")
+    fired = b.metrics().get(f'fleetcore_rules_error_action_fired_total{{rule="{name}",action="0:kinesis"}}', 0)
+    assert fired == 0, f"the errorAction fired {fired} times for an outage shorter than the retries"
+    assert errors.matching(topic=f"errors/{uid}") == [], "an errorAction message"
