@@ -165,8 +165,13 @@ impl Lake {
 /// `<path>#<n>` that is fsynced, renamed into place, and whose folder entries are fsynced up to
 /// the bucket folder. Readers of the lake skip names with `#` (`object_store` stages the same
 /// way); a crash leaves at most such a staged file, never a partial object.
-fn write_durably(bucket_dir: &std::path::Path, path: &std::path::Path, body: &[u8]) -> Result<(), String> {
-    let failed = |what: &str, p: &std::path::Path, e: std::io::Error| format!("{what} {}: {e}", p.display());
+fn write_durably(
+    bucket_dir: &std::path::Path,
+    path: &std::path::Path,
+    body: &[u8],
+) -> Result<(), String> {
+    let failed =
+        |what: &str, p: &std::path::Path, e: std::io::Error| format!("{what} {}: {e}", p.display());
     let parent = path
         .parent()
         .ok_or_else(|| format!("{} has no folder", path.display()))?;
@@ -182,7 +187,11 @@ fn write_durably(bucket_dir: &std::path::Path, path: &std::path::Path, body: &[u
         let mut staged = path.as_os_str().to_owned();
         staged.push(format!("#{n}"));
         let staged = PathBuf::from(staged);
-        match OpenOptions::new().write(true).create_new(true).open(&staged) {
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&staged)
+        {
             Ok(file) => break (file, staged),
             Err(e) if e.kind() == ErrorKind::AlreadyExists => n += 1,
             Err(e) => return Err(failed("creating", &staged, e)),
@@ -233,12 +242,17 @@ mod tests {
             root: dir.path().to_path_buf(),
         });
         lake.put("b", "k/o.gz", b"one".to_vec()).await.expect("put");
-        lake.put("b", "k/o.gz", b"two".to_vec()).await.expect("put again");
+        lake.put("b", "k/o.gz", b"two".to_vec())
+            .await
+            .expect("put again");
         let names: Vec<_> = std::fs::read_dir(dir.path().join("b/k"))
             .expect("list")
             .map(|e| e.expect("entry").file_name())
             .collect();
         assert_eq!(names, ["o.gz"]);
-        assert_eq!(std::fs::read(dir.path().join("b/k/o.gz")).expect("read"), b"two");
+        assert_eq!(
+            std::fs::read(dir.path().join("b/k/o.gz")).expect("read"),
+            b"two"
+        );
     }
 }
