@@ -164,7 +164,8 @@ def test_five_sigkills_under_qos1_load_lose_no_acknowledged_message(broker_facto
     print("\nfault (a): kill, acknowledged so far, duplicates and most copies per destination")
     for kill, acked, dups, most in report:
         print(f"  kill {kill}: {acked} acknowledged; duplicates {dups}; most copies {most}")
-    # The lake promises at most two copies of a record after a crash (DESIGN §3).
-    final_lake = in_lake()
-    assert max(final_lake.values()) <= KILLS + 1, final_lake.most_common(3)
+    # A crash may write a record to the lake at most once more (DESIGN §3): a message of round r
+    # lived through KILLS - r kills.
+    over = {k: c for k, c in in_lake().items() if c > KILLS - k[0] + 1}
+    assert not over, f"more lake copies than kills survived: {sorted(over.items())[:5]}"
     assert b.running(), b.log_tail()
