@@ -25,9 +25,7 @@ use fleetcore_shadow::ShadowService;
 use fleetcore_stream::{EmbeddedConfig, EmbeddedStreams, Stream};
 use serde_json::Value;
 
-/// Test-only override of the first retry wait of rule actions, in milliseconds (the default
-/// 1 s, doubling, makes an error-action test wait 15 s). Not a documented setting.
-const RETRY_BACKOFF_ENV: &str = "FLEETCORE_TEST_RULES_RETRY_BACKOFF_MS";
+use crate::config::RulesRetry;
 
 /// The shadow service as `get_thing_shadow()` reads it.
 struct Shadows(ShadowService);
@@ -100,6 +98,7 @@ impl RulesEngine {
     pub async fn start(
         data_dir: &Path,
         partitions: usize,
+        retry: RulesRetry,
         registry: Arc<RuleRegistry>,
         router: &Arc<Router>,
         targets: RuleTargets,
@@ -134,14 +133,12 @@ impl RulesEngine {
         let index = Arc::new(RuleIndex::new());
         let writer = IngestWriter::start(&opened, Arc::clone(&index) as _, ingest_config);
         router.set_ingest_log(Arc::new(writer));
-        let mut config = RuntimeConfig::default();
-        if let Some(ms) = std::env::var(RETRY_BACKOFF_ENV)
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-        {
-            config.initial_backoff = Duration::from_millis(ms);
-            config.max_backoff = Duration::from_millis(ms * 8);
-        }
+        let config = RuntimeConfig {
+            max_attempts: retry.attempts,
+            initial_backoff: retry.initial_backoff,
+            max_backoff: retry.initial_backoff * 8,
+            ..RuntimeConfig::default()
+        };
         let runtime = RuleRuntime::start(
             registry,
             opened,

@@ -260,6 +260,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let rules_engine = crate::rules::RulesEngine::start(
         data_dir,
         settings.ingest_partitions,
+        settings.rules_retry,
         Arc::clone(&rules),
         broker.router(),
         crate::rules::RuleTargets {

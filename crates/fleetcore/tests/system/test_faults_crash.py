@@ -102,7 +102,7 @@ def _key(d: dict) -> tuple[int, int, int]:
 @pytest.mark.timeout_seconds(240)
 def test_five_sigkills_under_qos1_load_lose_no_acknowledged_message(broker_factory, aws, uid, tmp_path):
     b = broker_factory(env={"FLEETCORE_FUNCTIONS_PYTHON": sys.executable,
-                            "FLEETCORE_TEST_RULES_RETRY_BACKOFF_MS": "50"})
+                            "FLEETCORE_RULES_RETRY_BACKOFF_MS": "50"})
     seen_by_function = tmp_path / "function.out"
     seen_by_function.touch()
     iot, kinesis = aws("iot", broker=b), aws("kinesis", broker=b)

@@ -110,7 +110,7 @@ class Publisher:
 
 @pytest.mark.timeout_seconds(180)
 def test_a_full_disk_withholds_pubacks_then_recovers_without_loss(small_disk, broker_factory, aws, uid):
-    b = broker_factory(env={"FLEETCORE_TEST_RULES_RETRY_BACKOFF_MS": "50"})
+    b = broker_factory(env={"FLEETCORE_RULES_RETRY_BACKOFF_MS": "50"})
     assert b.data_dir == small_disk
     iot, kinesis = aws("iot", broker=b), aws("kinesis", broker=b)
     stream, delivery, bucket = f"s-{uid}"[:64], f"d-{uid}"[:64], "lake-full"

@@ -35,7 +35,7 @@ def fb(tmp_path_factory):
     boto3, as Lambda's Python runtime does)."""
     b = Broker(tmp_path_factory.mktemp("functions-broker"), name="functions",
                env={"FLEETCORE_FUNCTIONS_PYTHON": sys.executable,
-                    "FLEETCORE_TEST_RULES_RETRY_BACKOFF_MS": "50"})
+                    "FLEETCORE_RULES_RETRY_BACKOFF_MS": "50"})
     b.start()
     yield b
     b.stop()

@@ -45,7 +45,7 @@ def rb(tmp_path_factory, test_ca):
     so the errorAction tests do not wait 15 s."""
     b = Broker(tmp_path_factory.mktemp("actions-broker"), name="actions",
                extra_args=("--rules-https-ca-file", str(test_ca[0])),
-               env={"FLEETCORE_TEST_RULES_RETRY_BACKOFF_MS": "50"})
+               env={"FLEETCORE_RULES_RETRY_BACKOFF_MS": "50"})
     b.start()
     yield b
     b.stop()
@@ -482,7 +482,7 @@ def test_http_deliveries_completing_out_of_order_survive_a_crash(broker_factory,
 
     e = endpoint(slow)
     b = broker_factory("--rules-https-ca-file", str(test_ca[0]),
-                       env={"FLEETCORE_TEST_RULES_RETRY_BACKOFF_MS": "50"})
+                       env={"FLEETCORE_RULES_RETRY_BACKOFF_MS": "50"})
     iot = aws("iot", broker=b)
     enabled_destination(iot, e.url + "/", e)
     create_rule(iot, rule_name(uid), "SELECT * FROM 'crash/+'", [{"http": {"url": e.url + "/crash"}}])

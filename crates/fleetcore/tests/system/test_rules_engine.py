@@ -34,7 +34,7 @@ def rb(tmp_path_factory):
     """A server of this module's own; rule actions retry fast (50 ms, doubling) so the
     errorAction tests do not wait 15 s."""
     b = Broker(tmp_path_factory.mktemp("rules-broker"), name="rules",
-               env={"FLEETCORE_TEST_RULES_RETRY_BACKOFF_MS": "50"})
+               env={"FLEETCORE_RULES_RETRY_BACKOFF_MS": "50"})
     b.start()
     yield b
     b.stop()

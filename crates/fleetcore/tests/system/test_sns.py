@@ -35,7 +35,7 @@ def sb(tmp_path_factory):
     """A server of this module's own (rules with sns actions, functions run with this Python)."""
     b = Broker(tmp_path_factory.mktemp("sns-broker"), name="sns",
                env={"FLEETCORE_FUNCTIONS_PYTHON": sys.executable,
-                    "FLEETCORE_TEST_RULES_RETRY_BACKOFF_MS": "50"})
+                    "FLEETCORE_RULES_RETRY_BACKOFF_MS": "50"})
     b.start()
     yield b
     b.stop()
