@@ -56,8 +56,9 @@ def percentile(values: list[float], p: float) -> float:
 
 
 def credentials(data: Path) -> tuple[str, str]:
-    fields = dict(line.split("=", 1) for line in (data / "credentials").read_text().splitlines() if "=" in line)
-    return fields["aws_access_key_id"].strip(), fields["aws_secret_access_key"].strip()
+    pairs = (line.split("=", 1) for line in (data / "credentials").read_text().splitlines() if "=" in line)
+    fields = {k.strip(): v.strip() for k, v in pairs}
+    return fields["aws_access_key_id"], fields["aws_secret_access_key"]
 
 
 def run(n: int) -> dict:

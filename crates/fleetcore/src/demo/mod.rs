@@ -115,6 +115,7 @@ async fn with_server(args: &DemoArgs, data_dir: &Path) -> anyhow::Result<()> {
     let stream = named("stream_name")?;
     let bucket = named("lake_bucket")?;
     let targets = device_targets(args, data_dir, &state)?;
+    let targets_things: Vec<String> = targets.iter().map(|(thing, _)| thing.clone()).collect();
 
     println!();
     println!("Where to look:");
@@ -163,9 +164,12 @@ async fn with_server(args: &DemoArgs, data_dir: &Path) -> anyhow::Result<()> {
         ));
     }
 
+    let things: Vec<String> = targets_things;
     let started = Instant::now();
-    let mut last = 0;
+    let (mut last, mut last_at) = (0, Instant::now());
+    let mut desired_sent = 0u64;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Listeners made once: a signal that lands while the status line is being gathered is
     // kept for the next poll instead of being missed.
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
@@ -173,23 +177,33 @@ async fn with_server(args: &DemoArgs, data_dir: &Path) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             _ = tick.tick() => {
+                // Every 5 s an operator changes one device's desired state (round robin); the
+                // device answers the delta by reporting it.
+                let due = started.elapsed().as_secs() / 5;
+                if due > desired_sent && !things.is_empty() {
+                    let thing = &things[(desired_sent as usize) % things.len()];
+                    if status::set_desired(&api, thing, 1 + desired_sent % 5).await.is_ok() {
+                        desired_sent = due;
+                    }
+                }
                 let sent = counters.telemetry.load(Ordering::Relaxed);
                 let metrics = get(args.http, "/metrics").await.map(|(_, text)| text).unwrap_or_default();
                 let server = status::line(&api, &watched).await;
+                let rate = (sent - last) as f64 / last_at.elapsed().as_secs_f64().max(0.001);
                 println!(
-                    "[{:>4}s] devices {}/{} | telemetry {} ({}/s) | breaches {} | deltas answered {} | rule actions {} | alerts delivered {} | lake objects {} | {server}",
+                    "[{:>4}s] devices {}/{} | telemetry {} ({:.0}/s) | breaches {} | deltas answered {} | rule actions {} | alerts delivered {} | lake objects {} | {server}",
                     started.elapsed().as_secs(),
                     counters.connected.load(Ordering::Relaxed),
                     args.devices,
                     sent,
-                    sent - last,
+                    rate,
                     counters.breaches.load(Ordering::Relaxed),
                     counters.deltas.load(Ordering::Relaxed),
                     rule_actions(&metrics),
                     status::alerts_delivered(&metrics),
                     count_files(&data_dir.join("lake")),
                 );
-                last = sent;
+                (last, last_at) = (sent, Instant::now());
             }
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
@@ -337,12 +351,12 @@ async fn get(http: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
 }
 
 /// The rule actions delivered so far, from `/metrics` text.
-fn rule_actions(metrics: &str) -> f64 {
+fn rule_actions(metrics: &str) -> u64 {
     metrics
         .lines()
         .filter(|l| l.starts_with("fleetcore_rules_action_succeeded_total"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        .sum::<f64>() as u64
 }
 
 fn count_files(dir: &Path) -> usize {

@@ -1,6 +1,7 @@
-//! What the demo's status line reads from the server besides its own counters: detector and
-//! alarm states (ListDetectors, ListAlarms), Device Defender's active violations
-//! (ListActiveViolations) and the alerts SNS delivered, all through the HTTP API.
+//! The demo's conversation with the server besides its devices: what the status line reads
+//! (detector and alarm states by ListDetectors and ListAlarms, Device Defender's active
+//! violations, the alerts SNS delivered) and the operator's desired-state changes
+//! (UpdateThingShadow) that the devices answer.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -114,12 +115,27 @@ pub async fn line(api: &Api, watched: &Watched) -> String {
 }
 
 /// The alerts SNS delivered (every protocol), from `/metrics` text.
-pub fn alerts_delivered(metrics: &str) -> f64 {
+pub fn alerts_delivered(metrics: &str) -> u64 {
     metrics
         .lines()
         .filter(|l| {
             l.starts_with("fleetcore_sns_deliveries_total") && l.contains("outcome=\"delivered\"")
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        .sum::<f64>() as u64
+}
+
+/// Sets `thing`'s desired `report_interval_s` (UpdateThingShadow), as an operator would; the
+/// device sees the delta and reports the value back.
+pub async fn set_desired(api: &Api, thing: &str, interval: u64) -> anyhow::Result<()> {
+    let body = serde_json::json!({"state": {"desired": {"report_interval_s": interval}}});
+    api.rest(
+        "iotdata",
+        "UpdateThingShadow",
+        Method::POST,
+        &format!("/things/{}/shadow", label(thing)),
+        Some(&body),
+    )
+    .await?;
+    Ok(())
 }
