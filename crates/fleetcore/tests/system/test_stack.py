@@ -2,7 +2,9 @@
 server: the reference stack (examples/reference-stack) applies cleanly and boto3 finds every
 resource with the attributes the .tf files give; `plan` then says `No changes.` and a second
 apply changes nothing; a changed variable is a `~` update that apply makes; a resource taken out
-of the files is a `-` that apply deletes; `destroy` removes everything the state file records.
+of the files is a `-` that apply deletes; a resource changed behind the stack's back (through
+the API) is a `~` with the changed paths that apply puts back; `destroy` removes everything the
+state file records.
 Bad input is refused with the file and line, before anything is created."""
 
 from __future__ import annotations
