@@ -20,6 +20,8 @@ locals {
   tags = {
     stack = var.name_prefix
   }
+  # IoT Analytics and IoT Events names take underscores, not dashes.
+  underscored = replace(var.name_prefix, "-", "_")
 }
 
 # IAM: accepted and ignored by fleetcore (it authorises with its own credentials); the
@@ -108,6 +110,75 @@ resource "aws_iot_policy_attachment" "device" {
   target = aws_iot_certificate.device[count.index].arn
 }
 
+# Fleet provisioning by claim: a device holding a claim certificate gets its own certificate,
+# a thing named after its serial number and the device policy.
+resource "aws_iot_provisioning_template" "fleet" {
+  name                  = "${var.name_prefix}-fleet-provisioning"
+  description           = "Devices of the reference fleet provisioning themselves by claim"
+  provisioning_role_arn = aws_iam_role.rules.arn
+  enabled               = true
+  template_body = jsonencode({
+    Parameters = {
+      SerialNumber                = { Type = "String" }
+      "AWS::IoT::Certificate::Id" = { Type = "String" }
+    }
+    Resources = {
+      thing = {
+        Type = "AWS::IoT::Thing"
+        Properties = {
+          ThingName        = { "Fn::Join" = ["", ["${var.name_prefix}-device-", { Ref = "SerialNumber" }]] }
+          AttributePayload = { site = "lab" }
+        }
+      }
+      certificate = {
+        Type       = "AWS::IoT::Certificate"
+        Properties = { CertificateId = { Ref = "AWS::IoT::Certificate::Id" }, Status = "ACTIVE" }
+      }
+      policy = {
+        Type       = "AWS::IoT::Policy"
+        Properties = { PolicyName = aws_iot_policy.device.name }
+      }
+    }
+  })
+}
+
+# Device Defender: every thing is watched for message floods and authorization failures;
+# violations go to the alert topic.
+resource "awscc_iot_security_profile" "fleet" {
+  security_profile_name        = "${var.name_prefix}-fleet"
+  security_profile_description = "Message floods and authorization failures"
+  behaviors = [
+    {
+      name   = "message_flood"
+      metric = "aws:num-messages-sent"
+      criteria = {
+        comparison_operator             = "less-than"
+        value                           = { count = var.max_messages_per_window }
+        duration_seconds                = var.defender_window_seconds
+        consecutive_datapoints_to_alarm = 1
+        consecutive_datapoints_to_clear = 1
+      }
+    },
+    {
+      name   = "authorization_failures"
+      metric = "aws:num-authorization-failures"
+      criteria = {
+        comparison_operator = "less-than"
+        value               = { count = 5 }
+        duration_seconds    = var.defender_window_seconds
+      }
+    },
+  ]
+  alert_targets = {
+    SNS = {
+      alert_target_arn = aws_sns_topic.alerts.arn
+      role_arn         = aws_iam_role.rules.arn
+    }
+  }
+  # `arn:aws:iot:REGION:ACCOUNT:all/things`, from an ARN the server gave.
+  target_arns = [replace(aws_iot_thing_group.fleet.arn, "thinggroup/${aws_iot_thing_group.fleet.name}", "all/things")]
+}
+
 # ---------------------------------------------------------------------------------------------
 # Stream, lake, processor
 
@@ -132,7 +203,7 @@ resource "aws_kinesis_firehose_delivery_stream" "archive" {
     prefix              = "telemetry/year=!{timestamp:yyyy}/month=!{timestamp:MM}/day=!{timestamp:dd}/hour=!{timestamp:HH}/"
     error_output_prefix = "errors/!{firehose:error-output-type}/"
     buffering_size      = 1
-    buffering_interval  = 60
+    buffering_interval  = var.lake_buffering_seconds
     compression_format  = "GZIP"
   }
 }
@@ -234,6 +305,63 @@ resource "awscc_iotevents_detector_model" "overheat" {
   }
 }
 
+# The same breach as an alarm (acknowledgeable, one per thing), notified on the alert topic.
+resource "awscc_iotevents_alarm_model" "overheat" {
+  alarm_model_name        = "${var.name_prefix}-overheat-alarm"
+  alarm_model_description = "Temperature above the threshold"
+  key                     = "thing"
+  severity                = 2
+  role_arn                = aws_iam_role.rules.arn
+  alarm_rule = {
+    simple_rule = {
+      input_property      = "$input.${awscc_iotevents_input.telemetry.input_name}.temperature"
+      comparison_operator = "GREATER"
+      threshold           = tostring(var.temperature_threshold)
+    }
+  }
+  alarm_event_actions = {
+    alarm_actions = [{ sns = { target_arn = aws_sns_topic.alerts.arn } }]
+  }
+  alarm_capabilities = {
+    acknowledge_flow = { enabled = true }
+  }
+}
+
+# ---------------------------------------------------------------------------------------------
+# Analytics: channel -> pipeline -> datastore -> dataset
+
+resource "awscc_iotanalytics_channel" "telemetry" {
+  channel_name     = "${local.underscored}_telemetry"
+  retention_period = { unlimited = true }
+  tags             = [{ key = "stack", value = var.name_prefix }]
+}
+
+resource "awscc_iotanalytics_datastore" "telemetry" {
+  datastore_name   = "${local.underscored}_telemetry"
+  retention_period = { unlimited = true }
+  tags             = [{ key = "stack", value = var.name_prefix }]
+}
+
+resource "awscc_iotanalytics_pipeline" "telemetry" {
+  pipeline_name = "${local.underscored}_telemetry"
+  pipeline_activities = [
+    { channel = { name = "from_channel", channel_name = awscc_iotanalytics_channel.telemetry.channel_name, next = "fahrenheit" } },
+    { math = { name = "fahrenheit", attribute = "temperature_f", math = "temperature * 1.8 + 32", next = "to_datastore" } },
+    { datastore = { name = "to_datastore", datastore_name = awscc_iotanalytics_datastore.telemetry.datastore_name } },
+  ]
+}
+
+resource "awscc_iotanalytics_dataset" "per_device" {
+  dataset_name = "${local.underscored}_per_device"
+  actions = [{
+    action_name = "per_device"
+    query_action = {
+      sql_query = "SELECT thing, count(*) AS readings, max(temperature) AS max_temperature, max(temperature_f) AS max_temperature_f FROM ${awscc_iotanalytics_datastore.telemetry.datastore_name} GROUP BY thing ORDER BY thing"
+    }
+  }]
+  depends_on = [awscc_iotanalytics_pipeline.telemetry]
+}
+
 # ---------------------------------------------------------------------------------------------
 # Rules: one payload, many destinations
 
@@ -283,6 +411,18 @@ resource "aws_iot_topic_rule" "telemetry_events" {
   iot_events {
     role_arn   = aws_iam_role.rules.arn
     input_name = awscc_iotevents_input.telemetry.input_name
+  }
+}
+
+resource "aws_iot_topic_rule" "telemetry_analytics" {
+  name        = "${local.underscored}_telemetry_analytics"
+  description = "Telemetry into the analytics channel"
+  enabled     = true
+  sql         = "SELECT *, topic(2) AS thing FROM '${local.telemetry_filter}'"
+  sql_version = "2016-03-23"
+  iot_analytics {
+    role_arn     = aws_iam_role.rules.arn
+    channel_name = awscc_iotanalytics_channel.telemetry.channel_name
   }
 }
 

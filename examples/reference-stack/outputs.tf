@@ -21,3 +21,19 @@ output "things" {
 output "temperature_threshold" {
   value = var.temperature_threshold
 }
+
+output "analytics_dataset" {
+  value = awscc_iotanalytics_dataset.per_device.dataset_name
+}
+
+output "detector_model" {
+  value = awscc_iotevents_detector_model.overheat.detector_model_name
+}
+
+output "security_profile" {
+  value = awscc_iot_security_profile.fleet.security_profile_name
+}
+
+output "alarm_model" {
+  value = awscc_iotevents_alarm_model.overheat.alarm_model_name
+}

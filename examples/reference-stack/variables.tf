@@ -54,3 +54,21 @@ variable "log_retention_days" {
   type        = number
   default     = 14
 }
+
+variable "max_messages_per_window" {
+  description = "Device Defender flags a device that sends this many messages or more in one window"
+  type        = number
+  default     = 1000
+}
+
+variable "defender_window_seconds" {
+  description = "Device Defender's window for counting messages and authorization failures"
+  type        = number
+  default     = 300
+}
+
+variable "lake_buffering_seconds" {
+  description = "How long the delivery stream buffers telemetry before writing a lake object"
+  type        = number
+  default     = 60
+}

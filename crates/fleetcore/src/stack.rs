@@ -181,8 +181,15 @@ async fn refresh(
     api: &Api,
     state: &mut fleetcore_stack::State,
 ) -> anyhow::Result<()> {
-    for address in stack.refresh(api, state).await? {
+    let found = stack.refresh(api, state).await?;
+    for address in found.gone {
         println!("note: {address} is no longer on the server; it will be created again");
+    }
+    for (address, paths) in found.drifted {
+        println!(
+            "note: {address} was changed outside the stack ({}); apply puts it back",
+            paths.join(", ")
+        );
     }
     Ok(())
 }

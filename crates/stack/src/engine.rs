@@ -68,8 +68,9 @@ impl Stack {
         State::load(&self.config.dir)
     }
 
-    /// Forgets resources of `state` that no longer exist on the server (deleted by hand).
-    pub async fn refresh(&self, api: &Api, state: &mut State) -> Result<Vec<String>, StackError> {
+    /// Reads `state`'s resources back from the server: forgets those deleted by hand and takes
+    /// in arguments changed by hand, so that plan shows the way back.
+    pub async fn refresh(&self, api: &Api, state: &mut State) -> Result<Refreshed, StackError> {
         refresh(api, state).await
     }
 
@@ -364,26 +365,77 @@ pub async fn destroy(
     Ok(())
 }
 
-/// Forgets resources of `state` that are gone from the server; returns their addresses.
-pub async fn refresh(api: &Api, state: &mut State) -> Result<Vec<String>, StackError> {
-    let mut gone = Vec::new();
+/// What refresh found on the server.
+#[derive(Debug, Default)]
+pub struct Refreshed {
+    /// Resources of the state that are gone from the server (forgotten, to be created again).
+    pub gone: Vec<String>,
+    /// Resources changed behind the stack's back, with the changed argument paths; the state
+    /// now holds what the server has, so plan shows the way back as an update.
+    pub drifted: Vec<(String, Vec<String>)>,
+}
+
+/// Reads every resource of `state` back from the server: forgets the ones that are gone and
+/// takes in the arguments changed behind the stack's back (only the ones the state sets).
+pub async fn refresh(api: &Api, state: &mut State) -> Result<Refreshed, StackError> {
+    let mut out = Refreshed::default();
     for resource in state.resources.clone() {
         let Some(kind) = lookup(&resource.kind) else {
             continue;
         };
-        let exists = kind
-            .exists(api, &resource.arguments, &resource.attributes)
+        let live = kind
+            .read(api, &resource.arguments, &resource.attributes)
             .await
             .map_err(|source| StackError::Api {
                 address: resource.address.clone(),
                 source,
             })?;
-        if !exists {
+        let Some(live) = live else {
             state.forget(&resource.address);
-            gone.push(resource.address);
+            out.gone.push(resource.address);
+            continue;
+        };
+        let mut arguments = resource.arguments.clone();
+        let mut paths = Vec::new();
+        for (key, value) in live.as_object().into_iter().flatten() {
+            let Some(recorded) = arguments.get_mut(key).filter(|v| !v.is_null()) else {
+                continue;
+            };
+            if !same(recorded, value) {
+                paths.extend(crate::plan::changed_paths(recorded, value, key));
+                *recorded = value.clone();
+            }
+        }
+        if !paths.is_empty() {
+            state.take_in(&resource.address, arguments);
+            out.drifted.push((resource.address, paths));
         }
     }
-    Ok(gone)
+    Ok(out)
+}
+
+/// Whether a recorded argument and the server's value are the same setting: numbers by value
+/// (`1` and `1.0`), strings holding JSON documents by their content.
+fn same(recorded: &Value, live: &Value) -> bool {
+    match (recorded, live) {
+        (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
+        (Value::String(a), Value::String(b)) if a != b => {
+            match (
+                serde_json::from_str::<Value>(a),
+                serde_json::from_str::<Value>(b),
+            ) {
+                (Ok(x @ (Value::Object(_) | Value::Array(_))), Ok(y)) => same(&x, &y),
+                _ => false,
+            }
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same(x, y))
+        }
+        (Value::Object(a), Value::Object(b)) => {
+            a.len() == b.len() && a.iter().all(|(k, x)| b.get(k).is_some_and(|y| same(x, y)))
+        }
+        (a, b) => a == b,
+    }
 }
 
 async fn delete_one(api: &Api, state: &mut State, address: &str) -> Result<(), StackError> {
@@ -477,4 +529,28 @@ fn merge(args: &Value, attrs: &Value) -> Value {
         }
     }
     Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same;
+    use serde_json::json;
+
+    #[test]
+    fn server_values_match_recorded_arguments_by_meaning() {
+        assert!(same(&json!(1), &json!(1.0)));
+        assert!(!same(&json!(1), &json!(2)));
+        assert!(same(
+            &json!(r#"{"a": [1, {"b": "c"}]}"#),
+            &json!(r#"{"a":[1.0,{"b":"c"}]}"#)
+        ));
+        assert!(!same(&json!(r#"{"a": 1}"#), &json!(r#"{"a": 2}"#)));
+        assert!(!same(&json!("SELECT 1"), &json!("SELECT 2")));
+        assert!(
+            !same(&json!("1"), &json!("1.0")),
+            "strings that are not documents"
+        );
+        assert!(same(&json!({"x": [1, 2]}), &json!({"x": [1.0, 2]})));
+        assert!(!same(&json!({"x": 1}), &json!({"x": 1, "y": 2})));
+    }
 }

@@ -17,6 +17,6 @@ pub mod state;
 
 pub use api::{Api, ApiError, HttpRequest, HttpResponse, Transport};
 pub use config::{VarInputs, parse_var};
-pub use engine::{Plan, Stack, destroy};
+pub use engine::{Plan, Refreshed, Stack, destroy};
 pub use error::StackError;
 pub use state::State;

@@ -84,6 +84,13 @@ fn diff(out: &mut String, before: Option<&Value>, after: Option<&Value>, keys: &
     }
 }
 
+/// The paths (`key.b[0].c`) where two values of argument `key` differ.
+pub fn changed_paths(old: &Value, new: &Value, key: &str) -> Vec<String> {
+    let mut leaves = Vec::new();
+    changed_leaves(old, new, key.to_string(), &mut leaves);
+    leaves.into_iter().map(|(path, _, _)| path).collect()
+}
+
 /// The paths (`a.b[0].c`) where two values differ, down to the smallest differing parts, so a
 /// change deep in a large document reads as one line.
 fn changed_leaves<'a>(

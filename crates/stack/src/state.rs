@@ -118,6 +118,14 @@ impl State {
         self.resources.retain(|r| r.address != address);
     }
 
+    /// Replaces, in memory only, the recorded arguments of `address` with what the server has
+    /// (refresh found them changed behind the stack's back); apply saves them with its change.
+    pub fn take_in(&mut self, address: &str, arguments: Value) {
+        if let Some(r) = self.resources.iter_mut().find(|r| r.address == address) {
+            r.arguments = arguments;
+        }
+    }
+
     fn save(&mut self) -> Result<(), StackError> {
         self.serial += 1;
         let text = serde_json::to_string_pretty(self).map_err(|e| StackError::State {

@@ -1,5 +1,6 @@
 //! One simulated device: its own certificate over mTLS, telemetry every second on
-//! `devices/<thing>/telemetry` (now and then above the alert threshold), and answers to its
+//! `devices/<thing>/telemetry` (now and then above the alert threshold, stamped with its send
+//! time `sent_ms`), and answers to its
 //! shadow's deltas on `devices/<thing>/shadow/update` (the reference stack's rule forwards them
 //! into the shadow).
 
@@ -111,8 +112,12 @@ async fn publish_loop(
                 let breach = next_random(&mut random) < 0.04;
                 let base = threshold - 10.0 + next_random(&mut random) * 6.0;
                 let temperature = if breach { threshold + 5.0 + next_random(&mut random) * 5.0 } else { base };
+                // `sent_ms` (Unix ms) lets a reader of the stream or the lake measure latency.
+                let sent_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis());
                 let payload = format!(
-                    r#"{{"temperature":{temperature:.1},"humidity":{:.1},"battery":{:.2}}}"#,
+                    r#"{{"temperature":{temperature:.1},"humidity":{:.1},"battery":{:.2},"sent_ms":{sent_ms}}}"#,
                     40.0 + next_random(&mut random) * 20.0,
                     0.5 + next_random(&mut random) / 2.0
                 );

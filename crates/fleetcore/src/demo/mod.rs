@@ -6,6 +6,7 @@
 
 mod device;
 mod stack_files;
+mod status;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -96,30 +97,55 @@ async fn with_server(args: &DemoArgs, data_dir: &Path) -> anyhow::Result<()> {
     let plan = stack.apply(&api, &mut state, &mut progress).await?;
     println!(" {} resources", plan.changes.len());
 
-    let threshold = plan
-        .outputs
-        .iter()
-        .find(|(k, _)| k == "temperature_threshold")
-        .and_then(|(_, v)| v.as_f64())
+    let output = |name: &str| plan.outputs.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+    let threshold = output("temperature_threshold")
+        .and_then(|v| v.as_f64())
         .unwrap_or(30.0);
+    let named = |name: &str| -> anyhow::Result<String> {
+        output(name)
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .with_context(|| format!("the reference stack has no `{name}` output"))
+    };
+    let watched = status::Watched {
+        detector_model: named("detector_model")?,
+        alarm_model: named("alarm_model")?,
+        security_profile: named("security_profile")?,
+    };
+    let stream = named("stream_name")?;
+    let bucket = named("lake_bucket")?;
     let targets = device_targets(args, data_dir, &state)?;
+    let targets_things: Vec<String> = targets.iter().map(|(thing, _)| thing.clone()).collect();
 
     println!();
     println!("Where to look:");
+    println!(
+        "  console:    http://{}/console (access key and secret: {})",
+        args.http,
+        data_dir.join("credentials").display()
+    );
     println!("  metrics:    http://{}/metrics", args.http);
-    println!("  lake:       {}", data_dir.join("lake").display());
+    println!(
+        "  lake:       {} (gzip NDJSON, partitioned by hour)",
+        data_dir.join("lake").join(&bucket).display()
+    );
     println!(
         "  stack:      {} (state: fleetcore.tfstate.json)",
         stack_dir.display()
     );
     println!(
-        "  the stream: AWS_SHARED_CREDENTIALS_FILE={} AWS_PROFILE=fleetcore aws --endpoint-url http://{} --region us-east-1 kinesis get-records --shard-iterator \"$(aws --endpoint-url http://{} --region us-east-1 kinesis get-shard-iterator --stream-name fleet-telemetry --shard-id shardId-000000000000 --shard-iterator-type TRIM_HORIZON --query ShardIterator --output text)\"",
+        "  the stream: AWS_SHARED_CREDENTIALS_FILE={} AWS_PROFILE=fleetcore aws --endpoint-url http://{} --region us-east-1 kinesis get-records --shard-iterator \"$(aws --endpoint-url http://{} --region us-east-1 kinesis get-shard-iterator --stream-name {} --shard-id shardId-000000000000 --shard-iterator-type TRIM_HORIZON --query ShardIterator --output text)\"",
         data_dir.join("credentials").display(),
         args.http,
-        args.http
+        args.http,
+        stream
     );
+    let alert_topic = output("alert_topic")
+        .and_then(|v| v.as_str())
+        .unwrap_or("?");
     println!(
-        "  alerts:     MQTT topic alerts/sensor/critical (SNS topic fleet-alerts, detector fleet-overheat)"
+        "  alerts:     MQTT topic {alert_topic} (SNS topic fleet-alerts: detector {}, alarm {}, Device Defender profile {})",
+        watched.detector_model, watched.alarm_model, watched.security_profile
     );
     println!("Ctrl-C stops the fleet and the server.");
     println!();
@@ -138,9 +164,12 @@ async fn with_server(args: &DemoArgs, data_dir: &Path) -> anyhow::Result<()> {
         ));
     }
 
+    let things: Vec<String> = targets_things;
     let started = Instant::now();
-    let mut last = 0;
+    let (mut last, mut last_at) = (0, Instant::now());
+    let mut desired_sent = 0u64;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Listeners made once: a signal that lands while the status line is being gathered is
     // kept for the next poll instead of being missed.
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
@@ -148,21 +177,33 @@ async fn with_server(args: &DemoArgs, data_dir: &Path) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             _ = tick.tick() => {
+                // Every 5 s an operator changes one device's desired state (round robin); the
+                // device answers the delta by reporting it.
+                let due = started.elapsed().as_secs() / 5;
+                if due > desired_sent && !things.is_empty() {
+                    let thing = &things[(desired_sent as usize) % things.len()];
+                    if status::set_desired(&api, thing, 1 + desired_sent % 5).await.is_ok() {
+                        desired_sent = due;
+                    }
+                }
                 let sent = counters.telemetry.load(Ordering::Relaxed);
-                let rules = rule_actions(args.http).await.unwrap_or(0.0);
+                let metrics = get(args.http, "/metrics").await.map(|(_, text)| text).unwrap_or_default();
+                let server = status::line(&api, &watched).await;
+                let rate = (sent - last) as f64 / last_at.elapsed().as_secs_f64().max(0.001);
                 println!(
-                    "[{:>4}s] devices {}/{} | telemetry {} ({}/s) | breaches {} | deltas answered {} | rule actions {} | lake objects {}",
+                    "[{:>4}s] devices {}/{} | telemetry {} ({:.0}/s) | breaches {} | deltas answered {} | rule actions {} | alerts delivered {} | lake objects {} | {server}",
                     started.elapsed().as_secs(),
                     counters.connected.load(Ordering::Relaxed),
                     args.devices,
                     sent,
-                    sent - last,
+                    rate,
                     counters.breaches.load(Ordering::Relaxed),
                     counters.deltas.load(Ordering::Relaxed),
-                    rules,
+                    rule_actions(&metrics),
+                    status::alerts_delivered(&metrics),
                     count_files(&data_dir.join("lake")),
                 );
-                last = sent;
+                (last, last_at) = (sent, Instant::now());
             }
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
@@ -309,14 +350,13 @@ async fn get(http: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
-/// The rule actions delivered so far, from `/metrics`.
-async fn rule_actions(http: SocketAddr) -> anyhow::Result<f64> {
-    let (_, text) = get(http, "/metrics").await?;
-    Ok(text
+/// The rule actions delivered so far, from `/metrics` text.
+fn rule_actions(metrics: &str) -> u64 {
+    metrics
         .lines()
         .filter(|l| l.starts_with("fleetcore_rules_action_succeeded_total"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum())
+        .sum::<f64>() as u64
 }
 
 fn count_files(dir: &Path) -> usize {

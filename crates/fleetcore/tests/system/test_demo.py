@@ -1,7 +1,8 @@
 """`fleetcore demo` as a newcomer runs it: it starts a server on loopback, applies the reference
-stack, runs a fleet of mTLS devices, prints where to look and a status line; the devices'
-telemetry reaches the Kinesis stream (read back with boto3); Ctrl-C (SIGINT) stops everything
-and exits 0."""
+stack, runs a fleet of mTLS devices, prints where to look (console, lake folder, an aws CLI line)
+and a status line with the server's detector and alarm states and Defender violations; the
+devices' telemetry reaches the Kinesis stream (read back with boto3) and they answer the shadow
+deltas the demo causes; Ctrl-C (SIGINT) stops everything and exits 0."""
 
 from __future__ import annotations
 
@@ -43,7 +44,33 @@ def test_demo_runs_a_fleet_into_the_stream_and_stops_on_ctrl_c(tmp_path):
         wait_until(fleet_up, timeout=180, what="all 5 devices connected and publishing")
         text = "".join(lines)
         assert "Where to look:" in text and f"http://127.0.0.1:{http}/metrics" in text
-        assert "kinesis get-records" in text
+        assert f"console:    http://127.0.0.1:{http}/console" in text
+        assert f"lake:       {data / 'lake' / 'fleet-lake'}" in text
+        assert "kinesis get-records" in text and "--stream-name fleet-telemetry" in text
+
+        # The server's side of the status line: every device has a detector and an alarm, each
+        # counted by state, and Device Defender's violations are counted (none for a calm fleet).
+        server_part = re.compile(r"detectors ((?:\w+ \d+(?:, )?)+) \| alarms ((?:\w+ \d+(?:, )?)+) \| "
+                                 r"defender violations (\d+)$")
+
+        def every_device_watched():
+            for line in lines:
+                m = server_part.search(line.strip())
+                if m:
+                    count = lambda part: sum(int(n) for n in re.findall(r"\d+", part))
+                    if count(m.group(1)) == 5 and count(m.group(2)) == 5:
+                        return m
+            return None
+
+        m = wait_until(every_device_watched, timeout=120, what="5 detectors and 5 alarms in the status line")
+        assert set(re.findall(r"[A-Za-z]+", m.group(1))) <= {"Normal", "Overheating"}, m.group(0)
+        assert set(re.findall(r"[A-Z_]+", m.group(2))) <= {"NORMAL", "ACTIVE", "ACKNOWLEDGED", "LATCHED"}, m.group(0)
+        assert m.group(3) == "0", m.group(0)
+
+        # Every 5 s the demo changes one device's desired state; the device answers the delta.
+        answered = re.compile(r"deltas answered ([1-9]\d*) ")
+        wait_until(lambda: any(answered.search(line) for line in lines), timeout=60,
+                   what="a shadow delta answered by its device")
 
         key, secret = None, None
         for line in (data / "credentials").read_text().splitlines():

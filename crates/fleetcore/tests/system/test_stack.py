@@ -2,7 +2,9 @@
 server: the reference stack (examples/reference-stack) applies cleanly and boto3 finds every
 resource with the attributes the .tf files give; `plan` then says `No changes.` and a second
 apply changes nothing; a changed variable is a `~` update that apply makes; a resource taken out
-of the files is a `-` that apply deletes; `destroy` removes everything the state file records.
+of the files is a `-` that apply deletes; a resource changed behind the stack's back (through
+the API) is a `~` with the changed paths that apply puts back; `destroy` removes everything the
+state file records.
 Bad input is refused with the file and line, before anything is created."""
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ def rule_actions(iot, name: str) -> tuple[dict, list[dict]]:
 def test_reference_stack_applies_and_boto3_finds_every_resource(fresh_broker, aws, stack_dir):
     b = fresh_broker
     out = ok(fleetcore(b, "apply", stack_dir, "-auto-approve"))
-    assert "Apply complete: 31 added, 0 changed, 0 destroyed." in out, out
+    assert "Apply complete: 39 added, 0 changed, 0 destroyed." in out, out
     assert 'stream_name = "fleet-telemetry"' in out
 
     iot = aws("iot", broker=b)
@@ -144,9 +146,44 @@ def test_reference_stack_applies_and_boto3_finds_every_resource(fresh_broker, aw
     assert [s["stateName"] for s in states] == ["Normal", "Overheating"]
     assert states[1]["onEnter"]["events"][0]["actions"][0]["sns"]["targetArn"] == topic_arn
 
+    alarm = events.describe_alarm_model(alarmModelName="fleet-overheat-alarm")
+    assert (alarm["key"], alarm["severity"]) == ("thing", 2)
+    assert alarm["alarmRule"]["simpleRule"] == {
+        "inputProperty": "$input.fleet_telemetry.temperature", "comparisonOperator": "GREATER", "threshold": "30"}
+    assert alarm["alarmEventActions"]["alarmActions"] == [{"sns": {"targetArn": topic_arn}}]
+    assert alarm["alarmCapabilities"]["acknowledgeFlow"] == {"enabled": True}
+
+    ia = aws("iotanalytics", broker=b)
+    assert ia.describe_channel(channelName="fleet_telemetry")["channel"]["retentionPeriod"] == {"unlimited": True}
+    assert ia.describe_datastore(datastoreName="fleet_telemetry")["datastore"]["name"] == "fleet_telemetry"
+    activities = ia.describe_pipeline(pipelineName="fleet_telemetry")["pipeline"]["activities"]
+    assert activities == [
+        {"channel": {"name": "from_channel", "channelName": "fleet_telemetry", "next": "fahrenheit"}},
+        {"math": {"name": "fahrenheit", "attribute": "temperature_f", "math": "temperature * 1.8 + 32",
+                  "next": "to_datastore"}},
+        {"datastore": {"name": "to_datastore", "datastoreName": "fleet_telemetry"}}]
+    dataset = ia.describe_dataset(datasetName="fleet_per_device")["dataset"]
+    assert dataset["actions"][0]["queryAction"]["sqlQuery"].startswith("SELECT thing, count(*) AS readings")
+    channel_arn = f"arn:aws:iotanalytics:us-east-1:{ACCOUNT}:channel/fleet_telemetry"
+    assert ia.list_tags_for_resource(resourceArn=channel_arn)["tags"] == [{"key": "stack", "value": "fleet"}]
+    _, actions = rule_actions(iot, "fleet_telemetry_analytics")
+    assert actions[0]["iotAnalytics"]["channelName"] == "fleet_telemetry"
+
+    profile = iot.describe_security_profile(securityProfileName="fleet-fleet")
+    assert [x["name"] for x in profile["behaviors"]] == ["message_flood", "authorization_failures"]
+    assert profile["behaviors"][0]["criteria"]["value"] == {"count": 1000}
+    assert profile["alertTargets"]["SNS"]["alertTargetArn"] == topic_arn
+    targets = iot.list_targets_for_security_profile(securityProfileName="fleet-fleet")["securityProfileTargets"]
+    assert [x["arn"] for x in targets] == [f"arn:aws:iot:us-east-1:{ACCOUNT}:all/things"]
+
+    template = iot.describe_provisioning_template(templateName="fleet-fleet-provisioning")
+    assert (template["enabled"], template["defaultVersionId"]) == (True, 1)
+    body = json.loads(template["templateBody"])
+    assert body["Resources"]["policy"]["Properties"] == {"PolicyName": "fleet-device"}
+
     state = json.loads((stack_dir / "fleetcore.tfstate.json").read_text())
     assert state["format"] == "fleetcore-stack/1"
-    assert len(state["resources"]) == 31
+    assert len(state["resources"]) == 39
 
     # Nothing left to do: plan says so, and a second apply changes nothing.
     assert "No changes." in ok(fleetcore(b, "plan", stack_dir))
@@ -163,15 +200,19 @@ def test_a_changed_variable_is_an_update_a_removed_resource_a_delete_and_destroy
     plan = ok(fleetcore(b, "plan", stack_dir, "-var", "stream_shards=3", "-var", "temperature_threshold=35"))
     assert "  ~ aws_kinesis_stream.telemetry (updated in place)\n      shard_count: 2 => 3\n" in plan, plan
     assert "  ~ aws_iot_topic_rule.alerts (updated in place)" in plan
-    assert "Plan: 0 to add, 3 to change, 0 to destroy." in plan, plan
+    assert "  ~ awscc_iotevents_alarm_model.overheat (updated in place)\n" \
+           "      alarm_rule.simple_rule.threshold: \"30\" => \"35\"\n" in plan, plan
+    assert "Plan: 0 to add, 4 to change, 0 to destroy." in plan, plan
     # ... and in a tfvars file, as Terraform loads it.
     (stack_dir / "terraform.tfvars").write_text("stream_shards = 3\ntemperature_threshold = 35\n")
     out = ok(fleetcore(b, "apply", stack_dir, "-auto-approve"))
-    assert "Apply complete: 0 added, 3 changed, 0 destroyed." in out, out
+    assert "Apply complete: 0 added, 4 changed, 0 destroyed." in out, out
     summary = aws("kinesis", broker=b).describe_stream_summary(StreamName="fleet-telemetry")
     assert summary["StreamDescriptionSummary"]["OpenShardCount"] == 3
     iot = aws("iot", broker=b)
     assert iot.get_topic_rule(ruleName="fleet_alerts")["rule"]["sql"].endswith("WHERE temperature > 35")
+    alarm = aws("iotevents", broker=b).describe_alarm_model(alarmModelName="fleet-overheat-alarm")
+    assert alarm["alarmRule"]["simpleRule"]["threshold"] == "35"
     assert "No changes." in ok(fleetcore(b, "plan", stack_dir))
 
     # `-`: the dashboard taken out of the files.
@@ -206,8 +247,63 @@ def test_a_changed_variable_is_an_update_a_removed_resource_a_delete_and_destroy
     assert cloudwatch.describe_alarms()["MetricAlarms"] == []
     assert aws("iotevents", broker=b).list_detector_models()["detectorModelSummaries"] == []
     assert aws("iotevents", broker=b).list_inputs()["inputSummaries"] == []
+    assert aws("iotevents", broker=b).list_alarm_models()["alarmModelSummaries"] == []
+    ia = aws("iotanalytics", broker=b)
+    assert ia.list_channels()["channelSummaries"] == []
+    assert ia.list_pipelines()["pipelineSummaries"] == []
+    assert ia.list_datastores()["datastoreSummaries"] == []
+    assert ia.list_datasets()["datasetSummaries"] == []
+    assert iot.list_security_profiles()["securityProfileIdentifiers"] == []
+    assert iot.list_provisioning_templates()["templates"] == []
     assert json.loads((stack_dir / "fleetcore.tfstate.json").read_text())["resources"] == []
     assert "No changes." in ok(fleetcore(b, "destroy", stack_dir, "-auto-approve"))
+
+
+def test_changes_made_behind_the_stacks_back_show_as_updates_and_apply_puts_them_back(
+        fresh_broker, aws, stack_dir):
+    b = fresh_broker
+    ok(fleetcore(b, "apply", stack_dir, "-auto-approve"))
+    iot, events = aws("iot", broker=b), aws("iotevents", broker=b)
+    kinesis, logs = aws("kinesis", broker=b), aws("logs", broker=b)
+
+    # An operator changes five resources by hand, through the API.
+    kinesis.update_shard_count(StreamName="fleet-telemetry", TargetShardCount=3, ScalingType="UNIFORM_SCALING")
+    rule = iot.get_topic_rule(ruleName="fleet_telemetry_stream")["rule"]
+    iot.replace_topic_rule(ruleName="fleet_telemetry_stream", topicRulePayload={
+        "sql": "SELECT * FROM 'devices/+/telemetry'", "awsIotSqlVersion": rule["awsIotSqlVersion"],
+        "description": rule["description"], "actions": rule["actions"], "ruleDisabled": True})
+    logs.put_retention_policy(logGroupName="/aws/lambda/fleet-processor", retentionInDays=30)
+    alarm = events.describe_alarm_model(alarmModelName="fleet-overheat-alarm")
+    events.update_alarm_model(alarmModelName="fleet-overheat-alarm", roleArn=alarm["roleArn"],
+                              alarmRule=alarm["alarmRule"], severity=5)
+    iot.update_provisioning_template(templateName="fleet-fleet-provisioning", enabled=False)
+
+    plan = ok(fleetcore(b, "plan", stack_dir))
+    for note in ("aws_kinesis_stream.telemetry was changed outside the stack (shard_count)",
+                 "aws_iot_topic_rule.telemetry_stream was changed outside the stack (enabled, sql)",
+                 "aws_cloudwatch_log_group.processor was changed outside the stack (retention_in_days)",
+                 "awscc_iotevents_alarm_model.overheat was changed outside the stack (severity)",
+                 "aws_iot_provisioning_template.fleet was changed outside the stack (enabled)"):
+        assert f"note: {note}; apply puts it back" in plan, plan
+    assert "  ~ aws_kinesis_stream.telemetry (updated in place)\n      shard_count: 3 => 2\n" in plan, plan
+    assert "      sql: \"SELECT * FROM 'devices/+/telemetry'\" => " \
+           "\"SELECT *, topic(2) AS thing FROM 'devices/+/telemetry'\"\n" in plan, plan
+    assert "      enabled: false => true\n" in plan, plan
+    assert "      retention_in_days: 30 => 14\n" in plan, plan
+    assert "      severity: 5 => 2\n" in plan, plan
+    assert "Plan: 0 to add, 5 to change, 0 to destroy." in plan, plan
+
+    out = ok(fleetcore(b, "apply", stack_dir, "-auto-approve"))
+    assert "Apply complete: 0 added, 5 changed, 0 destroyed." in out, out
+    summary = kinesis.describe_stream_summary(StreamName="fleet-telemetry")["StreamDescriptionSummary"]
+    assert summary["OpenShardCount"] == 2
+    rule = iot.get_topic_rule(ruleName="fleet_telemetry_stream")["rule"]
+    assert (rule["sql"], rule["ruleDisabled"]) == ("SELECT *, topic(2) AS thing FROM 'devices/+/telemetry'", False)
+    groups = logs.describe_log_groups(logGroupNamePrefix="/aws/lambda/fleet-processor")["logGroups"]
+    assert groups[0]["retentionInDays"] == 14
+    assert events.describe_alarm_model(alarmModelName="fleet-overheat-alarm")["severity"] == 2
+    assert iot.describe_provisioning_template(templateName="fleet-fleet-provisioning")["enabled"] is True
+    assert "No changes." in ok(fleetcore(b, "plan", stack_dir))
 
 
 @pytest.mark.parametrize("text, where, says", [

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use super::{ResourceType, found, gone, opt_s, s};
+use super::{ResourceType, found, gone, opt_s, pick, s};
 use crate::api::{Api, ApiError};
 use crate::schema::{Arg, Schema};
 
@@ -59,15 +59,16 @@ impl ResourceType for Dashboard {
     async fn create(&self, api: &Api, args: &Value) -> Result<Value, ApiError> {
         put(api, args).await
     }
-    async fn exists(&self, api: &Api, args: &Value, _: &Value) -> Result<bool, ApiError> {
-        found(
+    async fn read(&self, api: &Api, args: &Value, _: &Value) -> Result<Option<Value>, ApiError> {
+        let answer = found(
             call(
                 api,
                 "GetDashboard",
                 json!({"DashboardName": s(args, "dashboard_name")}),
             )
             .await,
-        )
+        )?;
+        Ok(answer.map(|a| pick(&a, &[("dashboard_body", "/DashboardBody")])))
     }
     async fn update(
         &self,

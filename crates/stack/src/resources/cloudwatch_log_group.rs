@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use super::{ResourceType, gone, s, unexpected};
+use super::{ResourceType, gone, pick, s, unexpected};
 use crate::api::{Api, ApiError};
 use crate::schema::{Arg, Schema};
 
@@ -92,8 +92,9 @@ impl ResourceType for LogGroup {
         let arn = group.get("arn").and_then(Value::as_str).unwrap_or_default();
         Ok(json!({"arn": arn.trim_end_matches(":*"), "id": name}))
     }
-    async fn exists(&self, api: &Api, args: &Value, _: &Value) -> Result<bool, ApiError> {
-        Ok(describe(api, s(args, "name")).await?.is_some())
+    async fn read(&self, api: &Api, args: &Value, _: &Value) -> Result<Option<Value>, ApiError> {
+        let group = describe(api, s(args, "name")).await?;
+        Ok(group.map(|g| pick(&g, &[("retention_in_days", "/retentionInDays")])))
     }
     async fn update(
         &self,

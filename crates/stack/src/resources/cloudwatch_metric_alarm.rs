@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{ResourceType, gone, s, unexpected};
+use super::{ResourceType, gone, pick, s, unexpected};
 use crate::api::{Api, ApiError};
 use crate::schema::{Arg, Schema};
 
@@ -121,17 +121,26 @@ impl ResourceType for MetricAlarm {
     async fn create(&self, api: &Api, args: &Value) -> Result<Value, ApiError> {
         put(api, args).await
     }
-    async fn exists(&self, api: &Api, args: &Value, _: &Value) -> Result<bool, ApiError> {
+    async fn read(&self, api: &Api, args: &Value, _: &Value) -> Result<Option<Value>, ApiError> {
         let out = call(
             api,
             "DescribeAlarms",
             json!({"AlarmNames": [s(args, "alarm_name")]}),
         )
         .await?;
-        Ok(out
-            .get("MetricAlarms")
-            .and_then(Value::as_array)
-            .is_some_and(|l| !l.is_empty()))
+        let alarm = out.pointer("/MetricAlarms/0");
+        Ok(alarm.map(|a| {
+            pick(
+                a,
+                &[
+                    ("comparison_operator", "/ComparisonOperator"),
+                    ("evaluation_periods", "/EvaluationPeriods"),
+                    ("period", "/Period"),
+                    ("threshold", "/Threshold"),
+                    ("alarm_description", "/AlarmDescription"),
+                ],
+            )
+        }))
     }
     async fn update(
         &self,

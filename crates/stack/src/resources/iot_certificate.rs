@@ -7,7 +7,7 @@
 use http::Method;
 use serde_json::{Value, json};
 
-use super::{ResourceType, found, gone, opt_s, unexpected};
+use super::{ResourceType, Rest, gone, opt_s, unexpected};
 use crate::api::{Api, ApiError, label};
 use crate::schema::{Arg, Schema};
 
@@ -112,12 +112,17 @@ impl ResourceType for Certificate {
         }
         Ok(attrs)
     }
-    async fn exists(&self, api: &Api, _: &Value, attrs: &Value) -> Result<bool, ApiError> {
-        let path = format!("/certificates/{}", label(super::s(attrs, "id")));
-        found(
-            api.rest("iot", "DescribeCertificate", Method::GET, &path, None)
-                .await,
-        )
+    async fn read(&self, api: &Api, _: &Value, attrs: &Value) -> Result<Option<Value>, ApiError> {
+        let answer = rest(attrs).get(api).await?;
+        Ok(answer.map(|a| {
+            let status = a
+                .pointer("/certificateDescription/status")
+                .and_then(Value::as_str);
+            match status {
+                Some(status) => json!({"active": status == "ACTIVE"}),
+                None => json!({}),
+            }
+        }))
     }
     async fn update(
         &self,
@@ -142,10 +147,15 @@ impl ResourceType for Certificate {
             api.rest("iot", "UpdateCertificate", Method::PUT, &path, None)
                 .await,
         )?;
-        let path = format!("/certificates/{id}");
-        gone(
-            api.rest("iot", "DeleteCertificate", Method::DELETE, &path, None)
-                .await,
-        )
+        rest(attrs).remove(api).await
+    }
+}
+
+fn rest(attrs: &Value) -> Rest<'static> {
+    Rest {
+        service: "iot",
+        path: format!("/certificates/{}", label(super::s(attrs, "id"))),
+        describe: "DescribeCertificate",
+        delete: "DeleteCertificate",
     }
 }

@@ -4,7 +4,7 @@
 use http::Method;
 use serde_json::{Value, json};
 
-use super::{ResourceType, found, gone, opt_s, s, unexpected};
+use super::{ResourceType, Rest, gone, opt_s, pick, s, unexpected};
 use crate::api::{Api, ApiError, label};
 use crate::schema::{Arg, Schema};
 
@@ -44,9 +44,9 @@ impl ResourceType for Policy {
             json!({"arn": arn, "id": name, "default_version_id": out.get("policyVersionId").cloned().unwrap_or(json!("1"))}),
         )
     }
-    async fn exists(&self, api: &Api, args: &Value, _: &Value) -> Result<bool, ApiError> {
-        let path = format!("/policies/{}", label(s(args, "name")));
-        found(api.rest("iot", "GetPolicy", Method::GET, &path, None).await)
+    async fn read(&self, api: &Api, args: &Value, _: &Value) -> Result<Option<Value>, ApiError> {
+        let answer = rest(args).get(api).await?;
+        Ok(answer.map(|a| pick(&a, &[("policy", "/policyDocument")])))
     }
     async fn update(
         &self,
@@ -99,10 +99,15 @@ impl ResourceType for Policy {
                 }
             }
         }
-        let path = format!("/policies/{}", label(name));
-        gone(
-            api.rest("iot", "DeletePolicy", Method::DELETE, &path, None)
-                .await,
-        )
+        rest(args).remove(api).await
+    }
+}
+
+fn rest(args: &Value) -> Rest<'static> {
+    Rest {
+        service: "iot",
+        path: format!("/policies/{}", label(s(args, "name"))),
+        describe: "GetPolicy",
+        delete: "DeletePolicy",
     }
 }

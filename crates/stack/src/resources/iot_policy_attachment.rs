@@ -4,7 +4,7 @@
 use http::Method;
 use serde_json::{Value, json};
 
-use super::{ResourceType, gone, s};
+use super::{ResourceType, found, gone, s};
 use crate::api::{Api, ApiError, label};
 use crate::schema::{Arg, Schema};
 
@@ -37,23 +37,22 @@ impl ResourceType for PolicyAttachment {
             .await?;
         Ok(json!({"id": format!("{}|{}", s(args, "policy"), s(args, "target"))}))
     }
-    async fn exists(&self, api: &Api, args: &Value, _: &Value) -> Result<bool, ApiError> {
+    async fn read(&self, api: &Api, args: &Value, _: &Value) -> Result<Option<Value>, ApiError> {
         let path = format!("/attached-policies/{}", label(s(args, "target")));
-        match api
-            .rest("iot", "ListAttachedPolicies", Method::POST, &path, None)
-            .await
-        {
-            Ok(out) => Ok(out
-                .get("policies")
+        let answer = found(
+            api.rest("iot", "ListAttachedPolicies", Method::POST, &path, None)
+                .await,
+        )?;
+        let attached = answer.is_some_and(|out| {
+            out.get("policies")
                 .and_then(Value::as_array)
                 .is_some_and(|l| {
                     l.iter().any(|p| {
                         p.get("policyName").and_then(Value::as_str) == Some(s(args, "policy"))
                     })
-                })),
-            Err(e) if e.is_not_found() => Ok(false),
-            Err(e) => Err(e),
-        }
+                })
+        });
+        Ok(attached.then(|| json!({})))
     }
     async fn delete(&self, api: &Api, args: &Value, _: &Value) -> Result<(), ApiError> {
         let path = format!("/target-policies/{}", label(s(args, "policy")));

@@ -3,7 +3,7 @@
 use http::Method;
 use serde_json::{Value, json};
 
-use super::{ResourceType, found, gone, opt_s, s, unexpected};
+use super::{ResourceType, Rest, opt_s, pick, s, unexpected};
 use crate::api::{Api, ApiError, label};
 use crate::schema::{Arg, Schema};
 
@@ -48,12 +48,17 @@ impl ResourceType for Thing {
             opt_s(&out, "thingArn").ok_or_else(|| unexpected("CreateThing", "no thingArn"))?;
         Ok(json!({"arn": arn, "id": name, "default_client_id": name}))
     }
-    async fn exists(&self, api: &Api, args: &Value, _: &Value) -> Result<bool, ApiError> {
-        let path = format!("/things/{}", label(s(args, "name")));
-        found(
-            api.rest("iot", "DescribeThing", Method::GET, &path, None)
-                .await,
-        )
+    async fn read(&self, api: &Api, args: &Value, _: &Value) -> Result<Option<Value>, ApiError> {
+        let answer = rest(args).get(api).await?;
+        Ok(answer.map(|a| {
+            pick(
+                &a,
+                &[
+                    ("thing_type_name", "/thingTypeName"),
+                    ("attributes", "/attributes"),
+                ],
+            )
+        }))
     }
     async fn update(
         &self,
@@ -77,10 +82,15 @@ impl ResourceType for Thing {
         Ok(attrs.clone())
     }
     async fn delete(&self, api: &Api, args: &Value, _: &Value) -> Result<(), ApiError> {
-        let path = format!("/things/{}", label(s(args, "name")));
-        gone(
-            api.rest("iot", "DeleteThing", Method::DELETE, &path, None)
-                .await,
-        )
+        rest(args).remove(api).await
+    }
+}
+
+fn rest(args: &Value) -> Rest<'static> {
+    Rest {
+        service: "iot",
+        path: format!("/things/{}", label(s(args, "name"))),
+        describe: "DescribeThing",
+        delete: "DeleteThing",
     }
 }

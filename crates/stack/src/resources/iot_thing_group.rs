@@ -3,7 +3,7 @@
 use http::Method;
 use serde_json::{Value, json};
 
-use super::{ResourceType, found, gone, opt_s, s, unexpected};
+use super::{ResourceType, Rest, opt_s, s, unexpected};
 use crate::api::{Api, ApiError, label};
 use crate::schema::{Arg, BlockSpec, Schema};
 
@@ -65,12 +65,9 @@ impl ResourceType for ThingGroup {
             .ok_or_else(|| unexpected("CreateThingGroup", "no thingGroupArn"))?;
         Ok(json!({"arn": arn, "id": name}))
     }
-    async fn exists(&self, api: &Api, args: &Value, _: &Value) -> Result<bool, ApiError> {
-        let path = format!("/thing-groups/{}", label(s(args, "name")));
-        found(
-            api.rest("iot", "DescribeThingGroup", Method::GET, &path, None)
-                .await,
-        )
+    async fn read(&self, api: &Api, args: &Value, _: &Value) -> Result<Option<Value>, ApiError> {
+        let answer = rest(args).get(api).await?;
+        Ok(answer.map(|_| json!({})))
     }
     async fn update(
         &self,
@@ -86,10 +83,15 @@ impl ResourceType for ThingGroup {
         Ok(attrs.clone())
     }
     async fn delete(&self, api: &Api, args: &Value, _: &Value) -> Result<(), ApiError> {
-        let path = format!("/thing-groups/{}", label(s(args, "name")));
-        gone(
-            api.rest("iot", "DeleteThingGroup", Method::DELETE, &path, None)
-                .await,
-        )
+        rest(args).remove(api).await
+    }
+}
+
+fn rest(args: &Value) -> Rest<'static> {
+    Rest {
+        service: "iot",
+        path: format!("/thing-groups/{}", label(s(args, "name"))),
+        describe: "DescribeThingGroup",
+        delete: "DeleteThingGroup",
     }
 }

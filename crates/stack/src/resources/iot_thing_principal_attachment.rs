@@ -4,7 +4,7 @@
 use http::Method;
 use serde_json::{Value, json};
 
-use super::{ResourceType, gone, s};
+use super::{ResourceType, found, gone, s};
 use crate::api::{Api, ApiError, label};
 use crate::schema::{Arg, Schema};
 
@@ -45,19 +45,18 @@ impl ResourceType for ThingPrincipalAttachment {
         .await?;
         Ok(json!({"id": format!("{}|{}", s(args, "principal"), s(args, "thing"))}))
     }
-    async fn exists(&self, api: &Api, args: &Value, _: &Value) -> Result<bool, ApiError> {
+    async fn read(&self, api: &Api, args: &Value, _: &Value) -> Result<Option<Value>, ApiError> {
         let path = format!("/things/{}/principals", label(s(args, "thing")));
-        match api
-            .rest("iot", "ListThingPrincipals", Method::GET, &path, None)
-            .await
-        {
-            Ok(out) => Ok(out
-                .get("principals")
+        let answer = found(
+            api.rest("iot", "ListThingPrincipals", Method::GET, &path, None)
+                .await,
+        )?;
+        let attached = answer.is_some_and(|out| {
+            out.get("principals")
                 .and_then(Value::as_array)
-                .is_some_and(|l| l.iter().any(|p| p.as_str() == Some(s(args, "principal"))))),
-            Err(e) if e.is_not_found() => Ok(false),
-            Err(e) => Err(e),
-        }
+                .is_some_and(|l| l.iter().any(|p| p.as_str() == Some(s(args, "principal"))))
+        });
+        Ok(attached.then(|| json!({})))
     }
     async fn delete(&self, api: &Api, args: &Value, _: &Value) -> Result<(), ApiError> {
         let path = format!("/things/{}/principals", label(s(args, "thing")));

@@ -4,7 +4,7 @@
 use http::Method;
 use serde_json::{Value, json};
 
-use super::{ResourceType, found, gone, opt_s, s, unexpected};
+use super::{ResourceType, Rest, gone, opt_s, pick, s, unexpected};
 use crate::api::{Api, ApiError, label};
 use crate::schema::{Arg, BlockSpec, Schema};
 
@@ -59,12 +59,9 @@ impl ResourceType for ThingType {
         }
         Ok(json!({"arn": arn, "id": name}))
     }
-    async fn exists(&self, api: &Api, args: &Value, _: &Value) -> Result<bool, ApiError> {
-        let path = format!("/thing-types/{}", label(s(args, "name")));
-        found(
-            api.rest("iot", "DescribeThingType", Method::GET, &path, None)
-                .await,
-        )
+    async fn read(&self, api: &Api, args: &Value, _: &Value) -> Result<Option<Value>, ApiError> {
+        let answer = rest(args).get(api).await?;
+        Ok(answer.map(|a| pick(&a, &[("deprecated", "/thingTypeMetadata/deprecated")])))
     }
     async fn update(
         &self,
@@ -78,13 +75,8 @@ impl ResourceType for ThingType {
         Ok(attrs.clone())
     }
     async fn delete(&self, api: &Api, args: &Value, _: &Value) -> Result<(), ApiError> {
-        let name = s(args, "name");
-        gone(self.deprecate(api, name, false).await)?;
-        let path = format!("/thing-types/{}", label(name));
-        gone(
-            api.rest("iot", "DeleteThingType", Method::DELETE, &path, None)
-                .await,
-        )
+        gone(self.deprecate(api, s(args, "name"), false).await)?;
+        rest(args).remove(api).await
     }
 }
 
@@ -101,5 +93,14 @@ impl ThingType {
         )
         .await
         .map(|_| ())
+    }
+}
+
+fn rest(args: &Value) -> Rest<'static> {
+    Rest {
+        service: "iot",
+        path: format!("/thing-types/{}", label(s(args, "name"))),
+        describe: "DescribeThingType",
+        delete: "DeleteThingType",
     }
 }

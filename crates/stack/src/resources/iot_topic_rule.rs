@@ -7,7 +7,7 @@
 use http::Method;
 use serde_json::{Map, Value, json};
 
-use super::{ResourceType, camel, found, gone, opt_s, s};
+use super::{ResourceType, Rest, camel, opt_s, pick, s};
 use crate::api::{Api, ApiError, label};
 use crate::schema::{Arg, BlockSpec, Schema};
 
@@ -42,6 +42,11 @@ static IOT_EVENTS: Schema = Schema::args(&[
     Arg::required("role_arn"),
     Arg::required("input_name"),
     Arg::optional("message_id"),
+    Arg::optional("batch_mode"),
+]);
+static IOT_ANALYTICS: Schema = Schema::args(&[
+    Arg::required("role_arn"),
+    Arg::required("channel_name"),
     Arg::optional("batch_mode"),
 ]);
 static CLOUDWATCH_METRIC: Schema = Schema::args(&[
@@ -83,6 +88,7 @@ const ACTIONS: &[BlockSpec] = actions! {
     "republish" => REPUBLISH,
     "sns" => SNS,
     "iot_events" => IOT_EVENTS,
+    "iot_analytics" => IOT_ANALYTICS,
     "cloudwatch_metric" => CLOUDWATCH_METRIC,
     "cloudwatch_alarm" => CLOUDWATCH_ALARM,
     "cloudwatch_logs" => CLOUDWATCH_LOGS,
@@ -111,6 +117,7 @@ static SCHEMA: Schema = Schema {
         BlockSpec::new("republish", &REPUBLISH),
         BlockSpec::new("sns", &SNS),
         BlockSpec::new("iot_events", &IOT_EVENTS),
+        BlockSpec::new("iot_analytics", &IOT_ANALYTICS),
         BlockSpec::new("cloudwatch_metric", &CLOUDWATCH_METRIC),
         BlockSpec::new("cloudwatch_alarm", &CLOUDWATCH_ALARM),
         BlockSpec::new("cloudwatch_logs", &CLOUDWATCH_LOGS),
@@ -197,12 +204,21 @@ impl ResourceType for TopicRule {
         let arn = opt_s(&out, "ruleArn").unwrap_or_default();
         Ok(json!({"arn": arn, "id": name}))
     }
-    async fn exists(&self, api: &Api, args: &Value, _: &Value) -> Result<bool, ApiError> {
-        let path = format!("/rules/{}", label(s(args, "name")));
-        found(
-            api.rest("iot", "GetTopicRule", Method::GET, &path, None)
-                .await,
-        )
+    async fn read(&self, api: &Api, args: &Value, _: &Value) -> Result<Option<Value>, ApiError> {
+        let Some(answer) = rest(args).get(api).await? else {
+            return Ok(None);
+        };
+        let mut live = pick(
+            &answer,
+            &[("sql", "/rule/sql"), ("description", "/rule/description")],
+        );
+        if let Some(disabled) = answer
+            .pointer("/rule/ruleDisabled")
+            .and_then(Value::as_bool)
+        {
+            live["enabled"] = Value::Bool(!disabled);
+        }
+        Ok(Some(live))
     }
     async fn update(
         &self,
@@ -223,11 +239,16 @@ impl ResourceType for TopicRule {
         Ok(attrs.clone())
     }
     async fn delete(&self, api: &Api, args: &Value, _: &Value) -> Result<(), ApiError> {
-        let path = format!("/rules/{}", label(s(args, "name")));
-        gone(
-            api.rest("iot", "DeleteTopicRule", Method::DELETE, &path, None)
-                .await,
-        )
+        rest(args).remove(api).await
+    }
+}
+
+fn rest(args: &Value) -> Rest<'static> {
+    Rest {
+        service: "iot",
+        path: format!("/rules/{}", label(s(args, "name"))),
+        describe: "GetTopicRule",
+        delete: "DeleteTopicRule",
     }
 }
 

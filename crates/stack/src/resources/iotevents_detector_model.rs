@@ -5,7 +5,7 @@
 use http::Method;
 use serde_json::{Value, json};
 
-use super::{ResourceType, camel_keys, found, gone, opt_s, s};
+use super::{ResourceType, Rest, camel_keys, opt_s, pick, s};
 use crate::api::{Api, ApiError, label};
 use crate::schema::{Arg, Schema};
 
@@ -74,18 +74,21 @@ impl ResourceType for DetectorModel {
             .unwrap_or_default();
         Ok(json!({"arn": arn, "id": s(args, "detector_model_name")}))
     }
-    async fn exists(&self, api: &Api, args: &Value, _: &Value) -> Result<bool, ApiError> {
-        let path = format!("/detector-models/{}", label(s(args, "detector_model_name")));
-        found(
-            api.rest(
-                "iotevents",
-                "DescribeDetectorModel",
-                Method::GET,
-                &path,
-                None,
+    async fn read(&self, api: &Api, args: &Value, _: &Value) -> Result<Option<Value>, ApiError> {
+        let answer = rest(args).get(api).await?;
+        let config = "/detectorModel/detectorModelConfiguration";
+        Ok(answer.map(|a| {
+            pick(
+                &a,
+                &[
+                    (
+                        "detector_model_description",
+                        &format!("{config}/detectorModelDescription"),
+                    ),
+                    ("evaluation_method", &format!("{config}/evaluationMethod")),
+                ],
             )
-            .await,
-        )
+        }))
     }
     async fn update(
         &self,
@@ -106,16 +109,15 @@ impl ResourceType for DetectorModel {
         Ok(attrs.clone())
     }
     async fn delete(&self, api: &Api, args: &Value, _: &Value) -> Result<(), ApiError> {
-        let path = format!("/detector-models/{}", label(s(args, "detector_model_name")));
-        gone(
-            api.rest(
-                "iotevents",
-                "DeleteDetectorModel",
-                Method::DELETE,
-                &path,
-                None,
-            )
-            .await,
-        )
+        rest(args).remove(api).await
+    }
+}
+
+fn rest(args: &Value) -> Rest<'static> {
+    Rest {
+        service: "iotevents",
+        path: format!("/detector-models/{}", label(s(args, "detector_model_name"))),
+        describe: "DescribeDetectorModel",
+        delete: "DeleteDetectorModel",
     }
 }

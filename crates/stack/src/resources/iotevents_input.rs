@@ -4,7 +4,7 @@
 use http::Method;
 use serde_json::{Value, json};
 
-use super::{ResourceType, camel_keys, found, gone, opt_s, s};
+use super::{ResourceType, Rest, camel_keys, opt_s, pick, s};
 use crate::api::{Api, ApiError, label};
 use crate::schema::{Arg, Schema};
 
@@ -61,12 +61,17 @@ impl ResourceType for Input {
             .unwrap_or_default();
         Ok(json!({"arn": arn, "id": s(args, "input_name")}))
     }
-    async fn exists(&self, api: &Api, args: &Value, _: &Value) -> Result<bool, ApiError> {
-        let path = format!("/inputs/{}", label(s(args, "input_name")));
-        found(
-            api.rest("iotevents", "DescribeInput", Method::GET, &path, None)
-                .await,
-        )
+    async fn read(&self, api: &Api, args: &Value, _: &Value) -> Result<Option<Value>, ApiError> {
+        let answer = rest(args).get(api).await?;
+        Ok(answer.map(|a| {
+            pick(
+                &a,
+                &[(
+                    "input_description",
+                    "/input/inputConfiguration/inputDescription",
+                )],
+            )
+        }))
     }
     async fn update(
         &self,
@@ -87,10 +92,15 @@ impl ResourceType for Input {
         Ok(attrs.clone())
     }
     async fn delete(&self, api: &Api, args: &Value, _: &Value) -> Result<(), ApiError> {
-        let path = format!("/inputs/{}", label(s(args, "input_name")));
-        gone(
-            api.rest("iotevents", "DeleteInput", Method::DELETE, &path, None)
-                .await,
-        )
+        rest(args).remove(api).await
+    }
+}
+
+fn rest(args: &Value) -> Rest<'static> {
+    Rest {
+        service: "iotevents",
+        path: format!("/inputs/{}", label(s(args, "input_name"))),
+        describe: "DescribeInput",
+        delete: "DeleteInput",
     }
 }

@@ -159,15 +159,16 @@ impl ResourceType for DeliveryStream {
             .ok_or_else(|| unexpected("CreateDeliveryStream", "no DeliveryStreamARN"))?;
         Ok(json!({"arn": arn, "id": arn}))
     }
-    async fn exists(&self, api: &Api, args: &Value, _: &Value) -> Result<bool, ApiError> {
-        found(
+    async fn read(&self, api: &Api, args: &Value, _: &Value) -> Result<Option<Value>, ApiError> {
+        let answer = found(
             call(
                 api,
                 "DescribeDeliveryStream",
                 json!({"DeliveryStreamName": s(args, "name")}),
             )
             .await,
-        )
+        )?;
+        Ok(answer.map(|_| json!({})))
     }
     async fn delete(&self, api: &Api, args: &Value, _: &Value) -> Result<(), ApiError> {
         gone(

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::{ResourceType, found, gone, s, unexpected};
+use super::{ResourceType, found, gone, pick, s, unexpected};
 use crate::api::{Api, ApiError};
 use crate::schema::{Arg, BlockSpec, Schema};
 
@@ -95,15 +95,27 @@ impl ResourceType for KinesisStream {
             .ok_or_else(|| unexpected("DescribeStreamSummary", "no StreamARN"))?;
         Ok(json!({"arn": arn, "id": arn}))
     }
-    async fn exists(&self, api: &Api, args: &Value, _: &Value) -> Result<bool, ApiError> {
-        found(
+    async fn read(&self, api: &Api, args: &Value, _: &Value) -> Result<Option<Value>, ApiError> {
+        let answer = found(
             call(
                 api,
                 "DescribeStreamSummary",
                 json!({"StreamName": s(args, "name")}),
             )
             .await,
-        )
+        )?;
+        Ok(answer.map(|a| {
+            pick(
+                &a,
+                &[
+                    ("shard_count", "/StreamDescriptionSummary/OpenShardCount"),
+                    (
+                        "retention_period",
+                        "/StreamDescriptionSummary/RetentionPeriodHours",
+                    ),
+                ],
+            )
+        }))
     }
     async fn update(
         &self,

@@ -4,7 +4,7 @@
 use http::Method;
 use serde_json::{Value, json};
 
-use super::{ResourceType, block, found, gone, opt_s, s, unexpected};
+use super::{ResourceType, Rest, block, opt_s, pick, s, unexpected};
 use crate::api::{Api, ApiError, label};
 use crate::schema::{Arg, BlockSpec, Schema};
 
@@ -98,15 +98,9 @@ impl ResourceType for EventSourceMapping {
             json!({"id": uuid, "uuid": uuid, "function_arn": out.get("FunctionArn").cloned().unwrap_or_default()}),
         )
     }
-    async fn exists(&self, api: &Api, _: &Value, attrs: &Value) -> Result<bool, ApiError> {
-        let path = format!(
-            "/2015-03-31/event-source-mappings/{}",
-            label(s(attrs, "uuid"))
-        );
-        found(
-            api.rest("lambda", "GetEventSourceMapping", Method::GET, &path, None)
-                .await,
-        )
+    async fn read(&self, api: &Api, _: &Value, attrs: &Value) -> Result<Option<Value>, ApiError> {
+        let answer = rest(attrs).get(api).await?;
+        Ok(answer.map(|a| pick(&a, &[("batch_size", "/BatchSize")])))
     }
     async fn update(
         &self,
@@ -130,19 +124,18 @@ impl ResourceType for EventSourceMapping {
         Ok(attrs.clone())
     }
     async fn delete(&self, api: &Api, _: &Value, attrs: &Value) -> Result<(), ApiError> {
-        let path = format!(
+        rest(attrs).remove(api).await
+    }
+}
+
+fn rest(attrs: &Value) -> Rest<'static> {
+    Rest {
+        service: "lambda",
+        path: format!(
             "/2015-03-31/event-source-mappings/{}",
             label(s(attrs, "uuid"))
-        );
-        gone(
-            api.rest(
-                "lambda",
-                "DeleteEventSourceMapping",
-                Method::DELETE,
-                &path,
-                None,
-            )
-            .await,
-        )
+        ),
+        describe: "GetEventSourceMapping",
+        delete: "DeleteEventSourceMapping",
     }
 }

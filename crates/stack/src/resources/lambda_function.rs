@@ -7,7 +7,7 @@ use base64::Engine;
 use http::Method;
 use serde_json::{Value, json};
 
-use super::{ResourceType, block, found, gone, opt_s, s, unexpected};
+use super::{ResourceType, Rest, block, opt_s, pick, s, unexpected};
 use crate::api::{Api, ApiError, label};
 use crate::schema::{Arg, BlockSpec, Schema};
 
@@ -124,12 +124,19 @@ impl ResourceType for LambdaFunction {
             .await?;
         attributes(&out)
     }
-    async fn exists(&self, api: &Api, args: &Value, _: &Value) -> Result<bool, ApiError> {
-        let path = format!("/2015-03-31/functions/{}", label(s(args, "function_name")));
-        found(
-            api.rest("lambda", "GetFunction", Method::GET, &path, None)
-                .await,
-        )
+    async fn read(&self, api: &Api, args: &Value, _: &Value) -> Result<Option<Value>, ApiError> {
+        let answer = rest(args).get(api).await?;
+        Ok(answer.map(|a| {
+            pick(
+                &a,
+                &[
+                    ("handler", "/Configuration/Handler"),
+                    ("runtime", "/Configuration/Runtime"),
+                    ("timeout", "/Configuration/Timeout"),
+                    ("memory_size", "/Configuration/MemorySize"),
+                ],
+            )
+        }))
     }
     async fn update(
         &self,
@@ -169,10 +176,15 @@ impl ResourceType for LambdaFunction {
         attributes(&out).or_else(|_| Ok(attrs.clone()))
     }
     async fn delete(&self, api: &Api, args: &Value, _: &Value) -> Result<(), ApiError> {
-        let path = format!("/2015-03-31/functions/{}", label(s(args, "function_name")));
-        gone(
-            api.rest("lambda", "DeleteFunction", Method::DELETE, &path, None)
-                .await,
-        )
+        rest(args).remove(api).await
+    }
+}
+
+fn rest(args: &Value) -> Rest<'static> {
+    Rest {
+        service: "lambda",
+        path: format!("/2015-03-31/functions/{}", label(s(args, "function_name"))),
+        describe: "GetFunction",
+        delete: "DeleteFunction",
     }
 }

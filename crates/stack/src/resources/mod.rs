@@ -1,6 +1,7 @@
 //! The resource types: one module per type behind [`ResourceType`], listed once in
 //! [`REGISTRY`]. A new type is a new file and one line in that list.
 
+use http::Method;
 use serde_json::{Map, Value};
 
 use crate::api::{Api, ApiError};
@@ -12,11 +13,15 @@ mod cloudwatch_metric_alarm;
 mod iot_certificate;
 mod iot_policy;
 mod iot_policy_attachment;
+mod iot_provisioning_template;
+mod iot_security_profile;
 mod iot_thing;
 mod iot_thing_group;
 mod iot_thing_principal_attachment;
 mod iot_thing_type;
 mod iot_topic_rule;
+mod iotanalytics;
+mod iotevents_alarm_model;
 mod iotevents_detector_model;
 mod iotevents_input;
 mod kinesis_firehose_delivery_stream;
@@ -83,8 +88,12 @@ pub trait ResourceType: Send + Sync {
     /// Creates it; returns the computed attributes (`arn`, `id`, ...).
     async fn create(&self, api: &Api, args: &Value) -> Result<Value, ApiError>;
 
-    /// Whether it still exists on the server.
-    async fn exists(&self, api: &Api, args: &Value, attrs: &Value) -> Result<bool, ApiError>;
+    /// Reads it back from the server: `None` when it is gone, else the arguments as the server
+    /// reports them, as far as this type reads them back (an object with only those keys; `{}`
+    /// when it reads none). Refresh compares them with the state to find changes made behind
+    /// the stack's back.
+    async fn read(&self, api: &Api, args: &Value, attrs: &Value)
+    -> Result<Option<Value>, ApiError>;
 
     /// Changes it in place from `before` to `args`; returns the computed attributes.
     async fn update(
@@ -128,6 +137,13 @@ pub static REGISTRY: &[&dyn ResourceType] = &[
     &cloudwatch_log_group::TYPE,
     &iotevents_input::TYPE,
     &iotevents_detector_model::TYPE,
+    &iotevents_alarm_model::TYPE,
+    &iot_provisioning_template::TYPE,
+    &iot_security_profile::TYPE,
+    &iotanalytics::CHANNEL,
+    &iotanalytics::DATASTORE,
+    &iotanalytics::PIPELINE,
+    &iotanalytics::DATASET,
     &not_managed::S3_BUCKET,
     &not_managed::IAM_ROLE,
     &not_managed::IAM_ROLE_POLICY,
@@ -196,13 +212,58 @@ pub fn tag_list(args: &Value) -> Value {
     Value::Array(tags)
 }
 
-/// Turns "not found" into `Ok(false)` for [`ResourceType::exists`].
-pub fn found(result: Result<Value, ApiError>) -> Result<bool, ApiError> {
+/// Turns "not found" into `Ok(None)` for [`ResourceType::read`].
+pub fn found(result: Result<Value, ApiError>) -> Result<Option<Value>, ApiError> {
     match result {
-        Ok(_) => Ok(true),
-        Err(e) if e.is_not_found() => Ok(false),
+        Ok(answer) => Ok(Some(answer)),
+        Err(e) if e.is_not_found() => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// One REST resource at `path`: read with `GET` by its describe operation, removed with
+/// `DELETE` by its delete operation, "not found" meaning gone for both.
+pub struct Rest<'a> {
+    /// The signing name of the service.
+    pub service: &'static str,
+    /// The resource's path, labels already encoded.
+    pub path: String,
+    /// The describe operation's name.
+    pub describe: &'a str,
+    /// The delete operation's name.
+    pub delete: &'a str,
+}
+
+impl Rest<'_> {
+    /// The describe answer, or `None` when the resource is gone.
+    pub async fn get(&self, api: &Api) -> Result<Option<Value>, ApiError> {
+        found(
+            api.rest(self.service, self.describe, Method::GET, &self.path, None)
+                .await,
+        )
+    }
+
+    /// Deletes it; already gone counts as deleted.
+    pub async fn remove(&self, api: &Api) -> Result<(), ApiError> {
+        gone(
+            api.rest(self.service, self.delete, Method::DELETE, &self.path, None)
+                .await,
+        )
+    }
+}
+
+/// The readable arguments `picked` out of a describe answer: `(argument, answer member)` pairs,
+/// members absent from the answer left out.
+pub fn pick(answer: &Value, picked: &[(&str, &str)]) -> Value {
+    Value::Object(
+        picked
+            .iter()
+            .filter_map(|(arg, pointer)| {
+                let v = answer.pointer(pointer)?;
+                (!v.is_null()).then(|| (arg.to_string(), v.clone()))
+            })
+            .collect(),
+    )
 }
 
 /// Turns "not found" into success for [`ResourceType::delete`] (already gone).

@@ -100,8 +100,9 @@ impl ResourceType for NotManaged {
     async fn create(&self, _: &Api, args: &Value) -> Result<Value, ApiError> {
         Ok((self.attributes)(args))
     }
-    async fn exists(&self, _: &Api, _: &Value, _: &Value) -> Result<bool, ApiError> {
-        Ok(true)
+    async fn read(&self, api: &Api, _: &Value, _: &Value) -> Result<Option<Value>, ApiError> {
+        let _ = api;
+        Ok(Some(Value::Object(Default::default())))
     }
     async fn delete(&self, _: &Api, _: &Value, _: &Value) -> Result<(), ApiError> {
         Ok(())

@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use super::{ResourceType, found, gone, s, unexpected};
-use crate::api::{Api, ApiError, xml_text};
+use crate::api::{Api, ApiError, xml_text, xml_texts};
 use crate::schema::{Arg, Schema};
 
 pub struct SnsTopic;
@@ -80,13 +80,27 @@ impl ResourceType for SnsTopic {
         let owner = arn.split(':').nth(4).unwrap_or_default().to_string();
         Ok(json!({"arn": arn, "id": arn, "owner": owner}))
     }
-    async fn exists(&self, api: &Api, _: &Value, attrs: &Value) -> Result<bool, ApiError> {
+    async fn read(&self, api: &Api, _: &Value, attrs: &Value) -> Result<Option<Value>, ApiError> {
         let params = [("TopicArn".to_string(), s(attrs, "arn").to_string())];
-        found(
+        let answer = found(
             api.query("sns", "GetTopicAttributes", VERSION, &params)
                 .await
                 .map(Value::String),
-        )
+        )?;
+        Ok(answer.map(|xml| {
+            let xml = xml.as_str().unwrap_or_default();
+            let keys = xml_texts(xml, "key");
+            let values = xml_texts(xml, "value");
+            let display = keys
+                .iter()
+                .zip(values)
+                .find(|(k, _)| k.as_str() == "DisplayName")
+                .map(|(_, v)| v);
+            match display {
+                Some(d) => json!({ "display_name": d }),
+                None => json!({}),
+            }
+        }))
     }
     async fn update(
         &self,

@@ -66,13 +66,14 @@ impl ResourceType for SnsTopicSubscription {
         let pending = arn == "pending confirmation";
         Ok(json!({"arn": arn, "id": arn, "owner_id": owner, "pending_confirmation": pending}))
     }
-    async fn exists(&self, api: &Api, _: &Value, attrs: &Value) -> Result<bool, ApiError> {
+    async fn read(&self, api: &Api, _: &Value, attrs: &Value) -> Result<Option<Value>, ApiError> {
         let params = [("SubscriptionArn".to_string(), s(attrs, "arn").to_string())];
-        found(
+        let answer = found(
             api.query("sns", "GetSubscriptionAttributes", VERSION, &params)
                 .await
                 .map(Value::String),
-        )
+        )?;
+        Ok(answer.map(|_| json!({})))
     }
     async fn update(
         &self,
