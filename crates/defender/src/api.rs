@@ -180,7 +180,7 @@ struct ProfileBody {
 }
 
 impl ProfileBody {
-    fn check(&self) -> Result<(), ApiError> {
+    fn check(&self, d: &Defender) -> Result<(), ApiError> {
         check_description(&self.security_profile_description)?;
         refuse_unbuilt(&[
             (
@@ -195,7 +195,7 @@ impl ProfileBody {
             ("tags", non_empty(&self.tags)),
         ])?;
         if let Some(b) = &self.behaviors {
-            compile_behaviors(b)?;
+            compile_behaviors(b, d.store())?;
         }
         if let Some(t) = &self.alert_targets {
             validate_alert_targets(t)?;
@@ -210,7 +210,7 @@ async fn create_profile(
     Json(body): Json<ProfileBody>,
 ) -> Answer {
     profile::validate_name("securityProfileName", &name)?;
-    body.check()?;
+    body.check(&d)?;
     let _writing = d.write_lock();
     if d.store().profile(&name)?.is_some() {
         return Err(DefenderError::AlreadyExists(format!(
@@ -270,7 +270,7 @@ async fn update_profile(
     Query(q): Query<VersionQuery>,
     Json(body): Json<ProfileBody>,
 ) -> Answer {
-    body.check()?;
+    body.check(&d)?;
     if body.delete_behaviors == Some(true) && body.behaviors.is_some() {
         return Err(invalid(
             "behaviors and deleteBehaviors cannot both be given",
@@ -614,6 +614,17 @@ async fn update_custom_metric(
 
 async fn delete_custom_metric(State(d): State<Arc<Defender>>, Path(name): Path<String>) -> Answer {
     let _writing = d.write_lock();
+    let metric = format!("cmet:{name}");
+    if let Some(p) = d.store().profiles()?.into_iter().find(|p| {
+        p.behaviors
+            .iter()
+            .any(|b| b.metric.as_deref() == Some(&metric))
+    }) {
+        return Err(invalid(format!(
+            "custom metric {name} is used by security profile {}; remove it from the profile first",
+            p.name
+        )));
+    }
     d.store().delete_custom_metric(&name)?;
     Ok(axum::Json(json!({})))
 }
@@ -692,7 +703,7 @@ async fn list_active_violations(
             q.keeps(
                 &v.thing_name,
                 &v.security_profile_name,
-                v.criteria_type,
+                &v.criteria_type,
                 &v.behavior,
             )
         })
@@ -729,7 +740,7 @@ async fn list_violation_events(
                 && q.keeps(
                     &e.thing_name,
                     &e.security_profile_name,
-                    e.criteria_type,
+                    &e.criteria_type,
                     &e.behavior,
                 )
         })

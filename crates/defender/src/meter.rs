@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use fleetcore_mqtt::broker::{DeviceCounters, DeviceMeter};
 use parking_lot::Mutex;
 
+use crate::device_metrics::DeviceSample;
 use crate::metric::{CLOUD_METRICS, CloudMetric};
 
 /// Most distinct source addresses remembered per device per period (the rest are counted as
@@ -25,12 +26,17 @@ const FORGET_AFTER: Duration = Duration::from_secs(24 * 3600);
 const MAX_DEVICES: usize = 1_000_000;
 
 /// One device's measurements over one period.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Datapoint {
+    /// Whether the broker measured the device this period (false for a thing known only
+    /// from its metrics reports: its cloud-side behaviours are not evaluated).
+    pub metered: bool,
     /// Numeric metrics by [`CloudMetric::index`] (the address slot stays 0).
     pub values: [u64; CLOUD_METRICS.len()],
     /// Source addresses of the period's CONNECTs.
     pub addresses: Vec<IpAddr>,
+    /// What the device's metrics reports of the period said, if it sent any.
+    pub report: Option<Box<DeviceSample>>,
 }
 
 impl Datapoint {
@@ -83,6 +89,25 @@ impl DeviceMeter for FleetMeter {
 }
 
 impl FleetMeter {
+    /// Knows `client_id` as a device that was online and is offline since `now` (what a
+    /// restart knows of the devices with alarms in force, until they connect again).
+    pub fn remember_offline(&self, client_id: &str, now: Instant) {
+        let mut devices = self.devices.lock();
+        if devices.len() >= MAX_DEVICES || devices.contains_key(client_id) {
+            return;
+        }
+        devices.insert(
+            Arc::from(client_id),
+            Device {
+                counters: Arc::default(),
+                attempts: 0,
+                addresses: Vec::new(),
+                offline_since: Some(now),
+                ever_online: true,
+            },
+        );
+    }
+
     /// Takes one datapoint per known device (resetting the counters) at `now`, and forgets
     /// devices offline and quiet for a day.
     pub fn collect(&self, now: Instant) -> Vec<(Arc<str>, Datapoint)> {
@@ -123,7 +148,15 @@ impl FleetMeter {
                     .is_none_or(|since| now.saturating_duration_since(since) > FORGET_AFTER)
                 && Arc::strong_count(&d.counters) == 1;
             if !forgotten {
-                out.push((Arc::clone(thing), Datapoint { values, addresses }));
+                out.push((
+                    Arc::clone(thing),
+                    Datapoint {
+                        metered: true,
+                        values,
+                        addresses,
+                        report: None,
+                    },
+                ));
             }
             !forgotten
         });
