@@ -82,7 +82,7 @@ fn invalid(message: impl Into<String>) -> ApiError {
 }
 
 /// One page of `items` from `nextToken` (an offset this server issued).
-fn page<T>(
+pub(crate) fn page<T>(
     items: Vec<T>,
     token: Option<&str>,
     max: Option<usize>,

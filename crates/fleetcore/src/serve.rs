@@ -406,15 +406,16 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             ),
         )),
     )
-    .service_routes("iot", fleetcore_defender::api::routes(defender))
     .service_routes(
         "iot",
         fleetcore_defender::audit::api::routes(Arc::new(fleetcore_defender::audit::Audits::new(
             Arc::clone(&store),
             Arc::clone(&policies),
             Arc::clone(&identity),
+            defender.meter(),
         ))),
     )
+    .service_routes("iot", fleetcore_defender::api::routes(defender))
     .service("iotdata", iotdata::routes(iotdata_state))
     .service(
         "monitoring",

@@ -1,16 +1,18 @@
 //! The audit operations of the `iot` service: the account audit configuration, on-demand
 //! audit tasks and their findings.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use fleetcore_api::ApiError;
 use fleetcore_api::extract::{Json, Query};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::suppressions::SuppressionChange;
 use super::{AuditConfiguration, AuditTask, Audits};
 use crate::error::DefenderError;
 
@@ -26,6 +28,11 @@ pub fn routes(audits: Arc<Audits>) -> Router {
         .route("/audit/tasks", post(start_on_demand).get(list_tasks))
         .route("/audit/tasks/{taskId}", get(describe_task))
         .route("/audit/findings", post(list_findings))
+        .route("/audit/suppressions/create", post(create_suppression))
+        .route("/audit/suppressions/describe", post(describe_suppression))
+        .route("/audit/suppressions/update", patch(update_suppression))
+        .route("/audit/suppressions/delete", post(delete_suppression))
+        .route("/audit/suppressions/list", post(list_suppressions))
         .with_state(audits)
 }
 
@@ -127,6 +134,8 @@ struct FindingsBody {
     start_time: Option<f64>,
     #[serde(default)]
     end_time: Option<f64>,
+    #[serde(default)]
+    list_suppressed_findings: Option<bool>,
 }
 
 async fn list_findings(State(a): State<Arc<Audits>>, Json(body): Json<FindingsBody>) -> Answer {
@@ -152,7 +161,93 @@ async fn list_findings(State(a): State<Arc<Audits>>, Json(body): Json<FindingsBo
             body.check_name
                 .as_deref()
                 .is_none_or(|c| f["checkName"] == c)
+                && body
+                    .list_suppressed_findings
+                    .is_none_or(|s| f["isSuppressed"] == s)
         })
         .collect();
     Ok(axum::Json(json!({"findings": findings})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SuppressionBody {
+    check_name: String,
+    resource_identifier: BTreeMap<String, Value>,
+    #[serde(flatten)]
+    change: SuppressionChange,
+}
+
+async fn create_suppression(
+    State(a): State<Arc<Audits>>,
+    Json(body): Json<SuppressionBody>,
+) -> Answer {
+    a.create_suppression(body.check_name, body.resource_identifier, body.change)?;
+    Ok(axum::Json(json!({})))
+}
+
+async fn describe_suppression(
+    State(a): State<Arc<Audits>>,
+    Json(body): Json<SuppressionBody>,
+) -> Answer {
+    let s = a.existing_suppression(&body.check_name, &body.resource_identifier)?;
+    Ok(axum::Json(json!(s)))
+}
+
+async fn update_suppression(
+    State(a): State<Arc<Audits>>,
+    Json(body): Json<SuppressionBody>,
+) -> Answer {
+    a.update_suppression(&body.check_name, &body.resource_identifier, body.change)?;
+    Ok(axum::Json(json!({})))
+}
+
+async fn delete_suppression(
+    State(a): State<Arc<Audits>>,
+    Json(body): Json<SuppressionBody>,
+) -> Answer {
+    a.delete_suppression(&body.check_name, &body.resource_identifier)?;
+    Ok(axum::Json(json!({})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListSuppressionsBody {
+    #[serde(default)]
+    check_name: Option<String>,
+    #[serde(default)]
+    resource_identifier: Option<BTreeMap<String, Value>>,
+    #[serde(default)]
+    ascending_order: Option<bool>,
+    #[serde(default)]
+    next_token: Option<String>,
+    #[serde(default)]
+    max_results: Option<usize>,
+}
+
+async fn list_suppressions(
+    State(a): State<Arc<Audits>>,
+    Json(body): Json<ListSuppressionsBody>,
+) -> Answer {
+    let mut items: Vec<Value> = a
+        .suppressions()?
+        .into_iter()
+        .filter(|s| {
+            body.check_name.as_deref().is_none_or(|c| c == s.check_name)
+                && body
+                    .resource_identifier
+                    .as_ref()
+                    .is_none_or(|r| *r == s.resource_identifier)
+        })
+        .map(|s| json!(s))
+        .collect();
+    if body.ascending_order == Some(false) {
+        items.reverse();
+    }
+    let (items, next) = crate::api::page(items, body.next_token.as_deref(), body.max_results)?;
+    let mut out = json!({"suppressions": items});
+    if let Some(next) = next {
+        out["nextToken"] = json!(next);
+    }
+    Ok(axum::Json(out))
 }

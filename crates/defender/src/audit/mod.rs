@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod checks;
+pub mod suppressions;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::error::DefenderError;
+use crate::meter::FleetMeter;
 use crate::store::now;
 
 const TABLE: &str = "defender_audit";
@@ -92,6 +94,7 @@ pub struct AuditTask {
 pub struct AuditSources {
     policies: Arc<Policies>,
     identity: Arc<IdentityService>,
+    meter: Arc<FleetMeter>,
 }
 
 impl AuditSources {
@@ -169,15 +172,21 @@ fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, DefenderError
 }
 
 impl Audits {
-    /// Audits stored in `store`, reading `policies` and `identity`'s certificates.
+    /// Audits stored in `store`, reading `policies`, `identity`'s certificates and what
+    /// Defender's `meter` saw of the connections.
     pub fn new(
         store: Arc<dyn KvStore>,
         policies: Arc<Policies>,
         identity: Arc<IdentityService>,
+        meter: Arc<FleetMeter>,
     ) -> Audits {
         Audits {
             store,
-            sources: AuditSources { policies, identity },
+            sources: AuditSources {
+                policies,
+                identity,
+                meter,
+            },
             writing: Mutex::new(()),
         }
     }
@@ -264,19 +273,14 @@ impl Audits {
         let mut details = BTreeMap::new();
         let mut findings = Vec::new();
         let mut failed = false;
+        let suppressions = self.suppressions()?;
         for check in selected {
             match check.run(&self.sources) {
                 Ok(outcome) => {
                     let n = outcome.findings.len();
-                    details.insert(check.name().to_string(), json!({
-                        "checkRunStatus": if n == 0 { "COMPLETED_COMPLIANT" } else { "COMPLETED_NON_COMPLIANT" },
-                        "checkCompliant": n == 0,
-                        "totalResourcesCount": outcome.total,
-                        "nonCompliantResourcesCount": n,
-                        "suppressedNonCompliantResourcesCount": 0,
-                    }));
+                    let mut suppressed = 0;
                     for f in outcome.findings {
-                        findings.push(json!({
+                        let mut finding = json!({
                             "findingId": uuid::Uuid::new_v4().simple().to_string(),
                             "taskId": task_id,
                             "checkName": check.name(),
@@ -287,8 +291,20 @@ impl Audits {
                             "reasonForNonCompliance": f.reason,
                             "reasonForNonComplianceCode": f.code,
                             "isSuppressed": false,
-                        }));
+                        });
+                        if suppressions.iter().any(|s| s.covers(&finding, start_time)) {
+                            finding["isSuppressed"] = json!(true);
+                            suppressed += 1;
+                        }
+                        findings.push(finding);
                     }
+                    details.insert(check.name().to_string(), json!({
+                        "checkRunStatus": if n == 0 { "COMPLETED_COMPLIANT" } else { "COMPLETED_NON_COMPLIANT" },
+                        "checkCompliant": n == 0,
+                        "totalResourcesCount": outcome.total,
+                        "nonCompliantResourcesCount": n,
+                        "suppressedNonCompliantResourcesCount": suppressed,
+                    }));
                 }
                 Err(e) => {
                     failed = true;
