@@ -408,12 +408,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     )
     .service_routes(
         "iot",
-        fleetcore_defender::audit::api::routes(Arc::new(fleetcore_defender::audit::Audits::new(
-            Arc::clone(&store),
-            Arc::clone(&policies),
-            Arc::clone(&identity),
-            defender.meter(),
-        ))),
+        fleetcore_defender::audit::api::routes(crate::defender::audits(
+            &settings, &store, &policies, &identity, &defender,
+        )),
     )
     .service_routes("iot", fleetcore_defender::api::routes(defender))
     .service("iotdata", iotdata::routes(iotdata_state))

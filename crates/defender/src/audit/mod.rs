@@ -1,16 +1,18 @@
 //! Audits: the account's audit configuration, on-demand audit tasks that run the enabled
 //! checks ([`checks`]) over the registry and policies, and their findings ([`api`]).
 //! Tasks run to completion when started (the checks read the store only), so a task is
-//! `COMPLETED` (or `FAILED`) by the time StartOnDemandAuditTask answers.
+//! `COMPLETED` (or `FAILED`) by the time StartOnDemandAuditTask answers. Scheduled audits
+//! ([`schedule`]) run the same way when due; suppressions ([`suppressions`]) mark findings.
 
 pub mod api;
 pub mod checks;
+pub mod schedule;
 pub mod suppressions;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use fleetcore_core::{KvStore, WriteBatch};
+use fleetcore_core::{AccountContext, KvStore, WriteBatch};
 use fleetcore_identity::IdentityService;
 use fleetcore_identity::certificates::CertificateStatus;
 use fleetcore_identity::policy::{PageSpec, Policies, PolicyError};
@@ -21,6 +23,7 @@ use serde_json::{Value, json};
 
 use crate::error::DefenderError;
 use crate::meter::FleetMeter;
+use crate::service::Defender;
 use crate::store::now;
 
 const TABLE: &str = "defender_audit";
@@ -80,8 +83,11 @@ pub struct AuditTask {
     pub task_id: String,
     /// `COMPLETED` or `FAILED`.
     pub status: String,
-    /// `ON_DEMAND_AUDIT_TASK`.
+    /// `ON_DEMAND_AUDIT_TASK` or `SCHEDULED_AUDIT_TASK`.
     pub task_type: String,
+    /// The scheduled audit that ran it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_audit_name: Option<String>,
     /// Seconds since the epoch.
     pub start_time: f64,
     /// `auditDetails` by check name.
@@ -159,6 +165,8 @@ impl AuditSources {
 pub struct Audits {
     store: Arc<dyn KvStore>,
     sources: AuditSources,
+    account: AccountContext,
+    clock: schedule::ScheduleClock,
     writing: Mutex<()>,
 }
 
@@ -173,19 +181,22 @@ fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, DefenderError
 
 impl Audits {
     /// Audits stored in `store`, reading `policies`, `identity`'s certificates and what
-    /// Defender's `meter` saw of the connections.
+    /// `defender`'s meter saw of the connections; schedules run on `clock`.
     pub fn new(
         store: Arc<dyn KvStore>,
         policies: Arc<Policies>,
         identity: Arc<IdentityService>,
-        meter: Arc<FleetMeter>,
+        defender: &Defender,
+        clock: schedule::ScheduleClock,
     ) -> Audits {
         Audits {
             store,
+            clock,
+            account: defender.account().clone(),
             sources: AuditSources {
                 policies,
                 identity,
-                meter,
+                meter: defender.meter(),
             },
             writing: Mutex::new(()),
         }
@@ -249,8 +260,17 @@ impl Audits {
         Ok(self.store.apply(batch)?)
     }
 
-    /// Runs `check_names` (each enabled in the configuration) as a new task.
+    /// Runs `check_names` (each enabled in the configuration) as a new on-demand task.
     pub fn start_on_demand(&self, check_names: &[String]) -> Result<AuditTask, DefenderError> {
+        self.run_task(check_names, None)
+    }
+
+    /// Runs `check_names` as a new task: on demand, or of the scheduled audit `scheduled`.
+    fn run_task(
+        &self,
+        check_names: &[String],
+        scheduled: Option<&str>,
+    ) -> Result<AuditTask, DefenderError> {
         if check_names.is_empty() {
             return Err(DefenderError::Invalid("targetCheckNames is empty".into()));
         }
@@ -317,7 +337,13 @@ impl Audits {
         let task = AuditTask {
             task_id: task_id.clone(),
             status: if failed { "FAILED" } else { "COMPLETED" }.into(),
-            task_type: "ON_DEMAND_AUDIT_TASK".into(),
+            task_type: if scheduled.is_some() {
+                "SCHEDULED_AUDIT_TASK"
+            } else {
+                "ON_DEMAND_AUDIT_TASK"
+            }
+            .into(),
+            scheduled_audit_name: scheduled.map(str::to_string),
             start_time,
             details,
             findings,

@@ -1,13 +1,16 @@
 """Device Defender Audit: the connection checks (a certificate used by several devices at once,
 a client id used by several connections), the Cognito checks on a server without identity
-pools, and audit suppressions applied to the findings, through boto3."""
+pools, audit suppressions applied to the findings, and scheduled audits run by a scheduler that
+survives a SIGKILL, through boto3."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 
+from brokers import wait_until
 from clients import V5
 from test_defender import ROLE
 
@@ -103,3 +106,62 @@ def test_connection_checks_cognito_checks_and_suppressions(fresh_broker, aws, cl
     task = iot.start_on_demand_audit_task(targetCheckNames=[SHARED])["taskId"]
     [f] = iot.list_audit_findings(taskId=task)["findings"]
     assert f["isSuppressed"] is False
+
+
+def scheduled_tasks(iot) -> list[dict]:
+    return iot.list_audit_tasks(startTime=dt.datetime.now() - dt.timedelta(minutes=10),
+                                endTime=dt.datetime.now() + dt.timedelta(minutes=1),
+                                taskType="SCHEDULED_AUDIT_TASK")["tasks"]
+
+
+def test_scheduled_audits_run_when_due_and_survive_sigkill(broker_factory, aws, uid):
+    # Test knob (documented as such): a schedule's day lasts one second on this server.
+    b = broker_factory(env={"FLEETCORE_DEFENDER_AUDIT_DAY_SECS": "1"})
+    iot = aws("iot", broker=b)
+    broad = f"{uid}-broad"
+    iot.create_policy(policyName=broad, policyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iot:*", "Resource": "*"}]}))
+    check = "IOT_POLICY_OVERLY_PERMISSIVE_CHECK"
+    name = f"{uid}-nightly"
+    with pytest.raises(iot.exceptions.InvalidRequestException) as e:
+        iot.create_scheduled_audit(scheduledAuditName=name, frequency="DAILY", targetCheckNames=[check])
+    assert "not enabled" in e.value.response["Error"]["Message"]
+    iot.update_account_audit_configuration(roleArn=ROLE, auditCheckConfigurations={check: {"enabled": True}})
+    for bad in ({"frequency": "WEEKLY"}, {"frequency": "DAILY", "dayOfWeek": "MON"},
+                {"frequency": "MONTHLY", "dayOfMonth": "32"}):
+        with pytest.raises(iot.exceptions.InvalidRequestException):
+            iot.create_scheduled_audit(scheduledAuditName=name, targetCheckNames=[check], **bad)
+    # weekly on a day of a one-second week: it first runs within seven seconds
+    out = iot.create_scheduled_audit(scheduledAuditName=name, frequency="WEEKLY", dayOfWeek="MON",
+                                     targetCheckNames=[check])
+    arn = f"arn:aws:iot:us-east-1:000000000000:scheduledaudit/{name}"
+    assert out["scheduledAuditArn"] == arn
+    with pytest.raises(iot.exceptions.ResourceAlreadyExistsException):
+        iot.create_scheduled_audit(scheduledAuditName=name, frequency="DAILY", targetCheckNames=[check])
+    got = iot.describe_scheduled_audit(scheduledAuditName=name)
+    assert (got["frequency"], got["dayOfWeek"], got["targetCheckNames"]) == ("WEEKLY", "MON", [check])
+    assert iot.update_scheduled_audit(scheduledAuditName=name, frequency="DAILY")["scheduledAuditArn"] == arn
+    got = iot.describe_scheduled_audit(scheduledAuditName=name)
+    assert got["frequency"] == "DAILY" and "dayOfWeek" not in got
+    assert {"scheduledAuditName": name, "scheduledAuditArn": arn, "frequency": "DAILY"} in \
+        iot.list_scheduled_audits()["scheduledAudits"]
+
+    [first, *_] = wait_until(lambda: scheduled_tasks(iot), 20, interval=0.2, what="a scheduled audit task")
+    task = iot.describe_audit_task(taskId=first["taskId"])
+    assert (task["taskStatus"], task["scheduledAuditName"]) == ("COMPLETED", name)
+    findings = iot.list_audit_findings(taskId=first["taskId"])["findings"]
+    assert [f["nonCompliantResource"]["resourceIdentifier"]["policyVersionIdentifier"]["policyName"]
+            for f in findings] == [broad]
+
+    b.kill()  # SIGKILL: the schedule is in the store
+    b.start()
+    iot = aws("iot", broker=b)
+    before = {t["taskId"] for t in scheduled_tasks(iot)}
+    wait_until(lambda: {t["taskId"] for t in scheduled_tasks(iot)} - before, 20, interval=0.2,
+               what="a scheduled audit task after the restart")
+
+    iot.delete_scheduled_audit(scheduledAuditName=name)
+    with pytest.raises(iot.exceptions.ResourceNotFoundException):
+        iot.describe_scheduled_audit(scheduledAuditName=name)
+    with pytest.raises(iot.exceptions.ResourceNotFoundException):
+        iot.delete_scheduled_audit(scheduledAuditName=name)
