@@ -165,3 +165,85 @@ def test_scheduled_audits_run_when_due_and_survive_sigkill(broker_factory, aws, 
         iot.describe_scheduled_audit(scheduledAuditName=name)
     with pytest.raises(iot.exceptions.ResourceNotFoundException):
         iot.delete_scheduled_audit(scheduledAuditName=name)
+
+
+def test_audit_mitigation_actions_apply_to_findings(fresh_broker, aws, clients, client_cert, uid):
+    b = fresh_broker
+    iot, sns = aws("iot", broker=b), aws("sns", broker=b)
+    broad = f"{uid}-broad"
+    iot.create_policy(policyName=broad, policyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iot:*", "Resource": "*"}]}))
+    permissive = "IOT_POLICY_OVERLY_PERMISSIVE_CHECK"
+    iot.update_account_audit_configuration(roleArn=ROLE, auditCheckConfigurations={
+        permissive: {"enabled": True}, SHARED: {"enabled": True}})
+    cert, key, cert_id = new_certificate(iot, b, client_cert, f"{uid}-shared")
+    device = clients(V5, broker=b, client_id=f"{uid}-a", tls=(cert, key))
+    clients(V5, broker=b, client_id=f"{uid}-b", tls=(cert, key))
+    topic = sns.create_topic(Name=f"findings-{uid}")["TopicArn"]
+    watcher = clients(V5, broker=b, client_id=f"{uid}-watch")
+    watcher.subscribe(f"sns/{uid}", qos=1)
+    sns.subscribe(TopicArn=topic, Protocol="mqtt", Endpoint=f"sns/{uid}",
+                  Attributes={"RawMessageDelivery": "true"})
+
+    # one action per kind; enabling logging is refused (fleetcore has no logging options)
+    actions = {
+        "blank": {"replaceDefaultPolicyVersionParams": {"templateName": "BLANK_POLICY"}},
+        "deactivate": {"updateDeviceCertificateParams": {"action": "DEACTIVATE"}},
+        "ca": {"updateCACertificateParams": {"action": "DEACTIVATE"}},
+        "tell": {"publishFindingToSnsParams": {"topicArn": topic}},
+    }
+    for name, params in actions.items():
+        iot.create_mitigation_action(actionName=f"{uid}-{name}", roleArn=ROLE, actionParams=params)
+    assert iot.describe_mitigation_action(actionName=f"{uid}-ca")["actionType"] == "UPDATE_CA_CERTIFICATE"
+    with pytest.raises(iot.exceptions.InvalidRequestException) as e:
+        iot.create_mitigation_action(actionName=f"{uid}-log", roleArn=ROLE, actionParams={
+            "enableIoTLoggingParams": {"roleArnForLogging": ROLE, "logLevel": "INFO"}})
+    assert "logging" in e.value.response["Error"]["Message"]
+    with pytest.raises(iot.exceptions.InvalidRequestException):
+        iot.create_mitigation_action(actionName=f"{uid}-bad", roleArn=ROLE, actionParams={
+            "replaceDefaultPolicyVersionParams": {"templateName": "OTHER"}})
+
+    audit = iot.start_on_demand_audit_task(targetCheckNames=[permissive, SHARED])["taskId"]
+    findings = iot.list_audit_findings(taskId=audit)["findings"]
+    [on_broad] = [f for f in findings if f["checkName"] == permissive and f["nonCompliantResource"][
+        "resourceIdentifier"]["policyVersionIdentifier"]["policyName"] == broad]
+    [on_cert] = [f for f in findings if f["checkName"] == SHARED]
+    task = f"{uid}-fix"
+    iot.start_audit_mitigation_actions_task(
+        taskId=task, target={"findingIds": [on_broad["findingId"], on_cert["findingId"]]},
+        auditCheckToActionsMapping={permissive: [f"{uid}-blank", f"{uid}-tell"],
+                                    SHARED: [f"{uid}-deactivate", f"{uid}-ca"]},
+        clientRequestToken="t1")
+
+    # the policy's new default version denies everything; the certificate is inactive and
+    # its live connections are cut; the finding reached the SNS topic
+    policy = iot.get_policy(policyName=broad)
+    assert policy["defaultVersionId"] == "2"
+    assert json.loads(policy["policyDocument"])["Statement"][0]["Effect"] == "Deny"
+    assert iot.describe_certificate(certificateId=cert_id)["certificateDescription"]["status"] == "INACTIVE"
+    device.wait_disconnected()
+    published = json.loads(watcher.wait_message(topic=f"sns/{uid}").payload)
+    assert published["findingId"] == on_broad["findingId"]
+
+    got = iot.describe_audit_mitigation_actions_task(taskId=task)
+    assert got["taskStatus"] == "COMPLETED"
+    assert got["taskStatistics"][permissive]["succeededFindingsCount"] == 1
+    assert got["taskStatistics"][SHARED] == {"totalFindingsCount": 1, "failedFindingsCount": 0,
+                                             "succeededFindingsCount": 1, "skippedFindingsCount": 0,
+                                             "canceledFindingsCount": 0}
+    executions = iot.list_audit_mitigation_actions_executions(
+        taskId=task, findingId=on_cert["findingId"])["actionsExecutions"]
+    assert {(e["actionName"], e["status"]) for e in executions} == {
+        (f"{uid}-deactivate", "COMPLETED"), (f"{uid}-ca", "SKIPPED")}
+    listed = iot.list_audit_mitigation_actions_tasks(
+        findingId=on_broad["findingId"], startTime=dt.datetime.now() - dt.timedelta(minutes=5),
+        endTime=dt.datetime.now() + dt.timedelta(minutes=1))["tasks"]
+    assert [(t["taskId"], t["taskStatus"]) for t in listed] == [(task, "COMPLETED")]
+    with pytest.raises(iot.exceptions.InvalidRequestException):
+        iot.cancel_audit_mitigation_actions_task(taskId=task)
+    with pytest.raises(iot.exceptions.ResourceNotFoundException):
+        iot.cancel_audit_mitigation_actions_task(taskId=f"{uid}-none")
+    with pytest.raises(iot.exceptions.TaskAlreadyExistsException):
+        iot.start_audit_mitigation_actions_task(
+            taskId=task, target={"auditTaskId": audit},
+            auditCheckToActionsMapping={permissive: [f"{uid}-tell"]}, clientRequestToken="t2")
