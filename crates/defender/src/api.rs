@@ -49,6 +49,10 @@ pub fn routes(defender: Arc<Defender>) -> Router {
         )
         .route("/active-violations", get(list_active_violations))
         .route("/violation-events", get(list_violation_events))
+        .route(
+            "/behavior-model-training/summaries",
+            get(training_summaries),
+        )
         .with_state(defender)
 }
 
@@ -749,4 +753,26 @@ async fn list_violation_events(
         .collect();
     let (items, next) = page(events, q.next_token.as_deref(), q.max_results)?;
     Ok(with_token(json!({"violationEvents": items}), next))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SummariesQuery {
+    #[serde(default)]
+    security_profile_name: Option<String>,
+    #[serde(default)]
+    next_token: Option<String>,
+    #[serde(default)]
+    max_results: Option<usize>,
+}
+
+async fn training_summaries(
+    State(d): State<Arc<Defender>>,
+    Query(q): Query<SummariesQuery>,
+) -> Answer {
+    let items = d
+        .training_summaries()
+        .of(q.security_profile_name.as_deref());
+    let (items, next) = page(items, q.next_token.as_deref(), q.max_results)?;
+    Ok(with_token(json!({"summaries": items}), next))
 }

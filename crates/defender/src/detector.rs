@@ -15,6 +15,7 @@ use crate::alerts::Alerts;
 use crate::device_metrics::{CustomValue, DeviceSample};
 use crate::meter::Datapoint;
 use crate::metric::{CloudMetric, DeviceMetric};
+use crate::model::{Model, SharedSummaries};
 use crate::profile::{AlertTarget, Check, CompiledBehavior, Metric, MetricValue};
 use crate::store::{ProfileRecord, Target};
 use crate::violations::{AlarmKey, EventType, ViolationEvent, Violations};
@@ -90,6 +91,9 @@ pub struct Detector {
     directory: Arc<dyn ThingDirectory>,
     /// The period's alerts, sent once its changes are committed.
     outbox: Vec<(ViolationEvent, BTreeMap<String, AlertTarget>)>,
+    /// ML Detect models by (profile, behaviour).
+    models: HashMap<(String, String), Model>,
+    summaries: SharedSummaries,
 }
 
 impl Detector {
@@ -108,7 +112,15 @@ impl Detector {
             alerts,
             directory,
             outbox: Vec::new(),
+            models: HashMap::new(),
+            summaries: SharedSummaries::default(),
         }
+    }
+
+    /// Publishes the ML Detect models' training summaries to `summaries`.
+    pub fn with_summaries(mut self, summaries: SharedSummaries) -> Detector {
+        self.summaries = summaries;
+        self
     }
 
     /// Evaluates one period's datapoints against `catalog` at `now` (epoch seconds).
@@ -180,20 +192,42 @@ impl Detector {
                     }
                     _ => None,
                 };
+                let model_key = (entry.record.name.clone(), behavior.behavior.name.clone());
+                let learned = matches!(behavior.check, Check::Learned { .. });
+                let baseline = if learned {
+                    self.models.entry(model_key.clone()).or_default().baseline()
+                } else {
+                    None
+                };
+                let training: Vec<f64> = measured
+                    .iter()
+                    .filter_map(|(_, m)| m.as_ref().and_then(Measured::as_f64))
+                    .collect();
                 for (thing, m) in measured {
                     let key = (
                         entry.record.name.clone(),
                         behavior.behavior.name.clone(),
                         thing.to_string(),
                     );
-                    if let Some(m) = m {
-                        let (normal, value) = judge(&behavior.check, threshold, m);
+                    let judged = match (m, &behavior.check, baseline) {
+                        (None, ..) | (Some(_), Check::Learned { .. }, None) => None,
+                        (Some(m), Check::Learned { band }, Some(b)) => {
+                            let v = m.as_f64().unwrap_or_default();
+                            Some((b.is_normal(v, *band), number_value(&m)))
+                        }
+                        (Some(m), check, _) => Some(judge(check, threshold, m)),
+                    };
+                    if let Some((normal, value)) = judged {
                         self.step(entry, behavior, key.clone(), normal, value, now);
                     }
                     evaluated.insert(key);
                 }
+                if learned && let Some(model) = self.models.get_mut(&model_key) {
+                    model.learn(training, now);
+                }
             }
         }
+        self.publish_summaries(catalog);
         self.invalidate_unevaluated(catalog, &evaluated, now);
         if let Err(e) = self.violations.commit() {
             tracing::error!(error = %e, "writing the period's Defender violations failed; they are served from memory and may not survive a restart");
@@ -201,6 +235,27 @@ impl Detector {
         for (event, targets) in std::mem::take(&mut self.outbox) {
             self.alerts.send(&event, &targets);
         }
+    }
+
+    /// Forgets the models of behaviours that are gone and publishes the others' summaries.
+    fn publish_summaries(&mut self, catalog: &Catalog) {
+        let live: HashSet<(String, String)> = catalog
+            .profiles
+            .iter()
+            .flat_map(|p| {
+                p.behaviors
+                    .iter()
+                    .filter(|b| matches!(b.check, Check::Learned { .. }))
+                    .map(|b| (p.record.name.clone(), b.behavior.name.clone()))
+            })
+            .collect();
+        self.models.retain(|k, _| live.contains(k));
+        self.summaries.set(
+            self.models
+                .iter()
+                .map(|((p, b), m)| ((p.clone(), b.clone()), m.summary(p, b)))
+                .collect(),
+        );
     }
 
     /// Periods in `behavior`'s window.

@@ -18,6 +18,7 @@ mod error;
 pub mod meter;
 pub mod metric;
 pub mod mitigation;
+pub mod model;
 pub mod profile;
 pub mod reports;
 mod service;

@@ -58,7 +58,7 @@ pub struct Criteria {
     /// A threshold that is a percentile of the targeted devices' values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub statistical_threshold: Option<StatisticalThreshold>,
-    /// ML Detect (refused: not built).
+    /// ML Detect: `{"confidenceLevel": "LOW" | "MEDIUM" | "HIGH"}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ml_detection_config: Option<serde_json::Value>,
 }
@@ -180,6 +180,12 @@ pub enum Check {
         /// The numbers.
         numbers: Vec<f64>,
     },
+    /// The metric within a band around the learned baseline of the targeted devices (ML
+    /// Detect; see [`crate::model`]).
+    Learned {
+        /// How many spreads from the median are normal.
+        band: f64,
+    },
     /// Every string in (or, with `inside` false, outside) the set.
     Strings {
         /// `in-set` (true) or `not-in-set`.
@@ -281,6 +287,7 @@ impl CompiledBehavior {
     pub fn criteria_type(&self) -> &'static str {
         match self.check {
             Check::Statistical { .. } => "STATISTICAL",
+            Check::Learned { .. } => "MACHINE_LEARNING",
             _ => "STATIC",
         }
     }
@@ -428,10 +435,8 @@ fn compile(
         .criteria
         .as_ref()
         .ok_or_else(|| invalid(at("criteria is required")))?;
-    if c.ml_detection_config.is_some() {
-        return Err(invalid(at(
-            "mlDetectionConfig (ML Detect) is not supported by this server; use value or statisticalThreshold",
-        )));
+    if let Some(ml) = &c.ml_detection_config {
+        return compile_learned(b, metric, c, ml, &at);
     }
     let datapoints = |field: &str, v: Option<i64>| -> Result<u32, DefenderError> {
         match v {
@@ -593,6 +598,59 @@ fn compile(
     })
 }
 
+/// An ML Detect behaviour: a numeric metric that is not custom, no threshold of its own.
+fn compile_learned(
+    b: &Behavior,
+    metric: Metric,
+    c: &Criteria,
+    ml: &serde_json::Value,
+    at: &dyn Fn(&str) -> String,
+) -> Result<CompiledBehavior, DefenderError> {
+    let confidence = ml["confidenceLevel"].as_str().unwrap_or_default();
+    let band = crate::model::band_of(confidence).ok_or_else(|| {
+        invalid(at(&format!(
+            "mlDetectionConfig.confidenceLevel {confidence:?} must be LOW, MEDIUM or HIGH"
+        )))
+    })?;
+    if matches!(metric, Metric::Custom { .. }) || metric.shape() != Shape::Count {
+        return Err(invalid(at(
+            "ML Detect applies to the numeric cloud-side and device-side metrics only",
+        )));
+    }
+    if c.comparison_operator.is_some()
+        || c.value.is_some()
+        || c.statistical_threshold.is_some()
+        || c.duration_seconds.is_some()
+    {
+        return Err(invalid(at(
+            "an ML Detect behavior takes no comparisonOperator, value, statisticalThreshold or durationSeconds",
+        )));
+    }
+    let datapoints = |field: &str, v: Option<i64>| -> Result<u32, DefenderError> {
+        match v {
+            None => Ok(1),
+            Some(n @ 1..=10) => Ok(n as u32),
+            Some(n) => Err(invalid(at(&format!(
+                "{field} must be between 1 and 10, not {n}"
+            )))),
+        }
+    };
+    Ok(CompiledBehavior {
+        behavior: b.clone(),
+        metric,
+        check: Check::Learned { band },
+        duration_seconds: 0,
+        to_alarm: datapoints(
+            "consecutiveDatapointsToAlarm",
+            c.consecutive_datapoints_to_alarm,
+        )?,
+        to_clear: datapoints(
+            "consecutiveDatapointsToClear",
+            c.consecutive_datapoints_to_clear,
+        )?,
+    })
+}
+
 /// `p50` -> 50.0, for the statistics AWS allows.
 fn parse_statistic(text: &str) -> Option<f64> {
     const ALLOWED: [&str; 11] = [
@@ -729,8 +787,13 @@ mod tests {
             ),
             (
                 json!({"name": "a", "metric": "aws:num-messages-sent",
+                "criteria": {"mlDetectionConfig": {"confidenceLevel": "SURE"}}}),
+                "LOW, MEDIUM or HIGH",
+            ),
+            (
+                json!({"name": "a", "metric": "aws:source-ip-address",
                 "criteria": {"mlDetectionConfig": {"confidenceLevel": "HIGH"}}}),
-                "ML Detect",
+                "numeric",
             ),
         ];
         for (b, expected) in cases {

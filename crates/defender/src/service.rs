@@ -14,6 +14,7 @@ use crate::device_metrics::ReportInbox;
 use crate::error::DefenderError;
 use crate::meter::Datapoint;
 use crate::meter::FleetMeter;
+use crate::model::SharedSummaries;
 use crate::profile::compile_behaviors;
 use crate::store::{self, DefenderStore, Target};
 use crate::violations::Violations;
@@ -40,6 +41,7 @@ pub struct Defender {
     meter: Arc<FleetMeter>,
     reports: ReportInbox,
     violations: Arc<Violations>,
+    summaries: SharedSummaries,
     account: AccountContext,
     config: DefenderConfig,
     directory: Arc<dyn ThingDirectory>,
@@ -82,6 +84,7 @@ impl Defender {
             catalog: RwLock::new(Arc::default()),
             meter: Arc::new(meter),
             reports: ReportInbox::default(),
+            summaries: SharedSummaries::default(),
             violations: Arc::new(violations),
             account,
             config,
@@ -129,6 +132,11 @@ impl Defender {
     /// The stored state.
     pub fn store(&self) -> &DefenderStore {
         &self.store
+    }
+
+    /// The ML Detect models' training summaries.
+    pub fn training_summaries(&self) -> &SharedSummaries {
+        &self.summaries
     }
 
     /// The alarms and their history.
@@ -208,7 +216,8 @@ impl Defender {
                 Arc::clone(&defender.violations),
                 alerts,
                 Arc::clone(&defender.directory),
-            );
+            )
+            .with_summaries(Arc::clone(&defender.summaries));
             let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {

@@ -127,7 +127,7 @@ def test_security_profiles_targets_and_custom_metrics_round_trip(aws, uid):
         ([behavior("x", "aws:num-messages-sent", "less-than", 1, consecutiveDatapointsToAlarm=11)],
          "between 1 and 10"),
         ([{"name": "x", "metric": "aws:num-messages-sent",
-           "criteria": {"mlDetectionConfig": {"confidenceLevel": "HIGH"}}}], "ML Detect"),
+           "criteria": {"mlDetectionConfig": {"confidenceLevel": "SURE"}}}], "LOW, MEDIUM or HIGH"),
     ]
     for behaviors_, why in bad:
         with pytest.raises(iot.exceptions.InvalidRequestException) as e:

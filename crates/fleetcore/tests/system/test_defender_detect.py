@@ -1,12 +1,14 @@
 """Device Defender Detect beyond the broker's own counters: behaviours on device-side metrics
 (`aws:num-listening-tcp-ports`, `aws:listening-tcp-ports`, `aws:all-bytes-out`) and on custom
 metrics (`cmet:...`) are evaluated from the devices' metrics reports; violations are kept in the
-store, so a SIGKILL neither forgets an alarm in force nor raises it again."""
+store, so a SIGKILL neither forgets an alarm in force nor raises it again; an ML Detect
+behaviour trains on the fleet and flags the one device that deviates."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 import time
 
 import pytest
@@ -158,3 +160,74 @@ def test_violations_survive_sigkill_and_are_not_raised_again(db, aws, clients, u
     events = events_of(iot, profile, thing)
     assert [(e["violationEventType"], e["violationId"]) for e in events] == \
         [("in-alarm", alarm["violationId"]), ("alarm-cleared", alarm["violationId"])]
+
+
+def test_ml_detect_trains_on_the_fleet_and_flags_only_the_deviating_device(db, aws, clients, uid):
+    iot = aws("iot", broker=db)
+    iot.create_policy(policyName=f"{uid}-anon", policyDocument=ANON_POLICY)
+    profile = f"sp-{uid}"
+    with pytest.raises(iot.exceptions.InvalidRequestException):
+        iot.create_security_profile(securityProfileName=profile, behaviors=[
+            {"name": "ml", "metric": "aws:num-messages-sent",
+             "criteria": {"mlDetectionConfig": {"confidenceLevel": "HIGH"}, "durationSeconds": 300}}])
+    iot.create_security_profile(securityProfileName=profile, behaviors=[
+        {"name": "ml-sent", "metric": "aws:num-messages-sent",
+         "criteria": {"mlDetectionConfig": {"confidenceLevel": "HIGH"}}}])
+    # the fleet is the registered things (the watcher below is no thing, so not in it)
+    iot.attach_security_profile(securityProfileName=profile,
+                                securityProfileTargetArn=target("all/registered-things"))
+    watcher = clients(V5, broker=db, client_id=f"{uid}-watch")
+    watcher.subscribe(f"$fleetcore/defender/alerts/{profile}/#", qos=1)
+    names = [f"{uid}-d{i}" for i in range(10)]
+    for n in names:
+        iot.create_thing(thingName=n)
+    fleet = [clients(V5, broker=db, client_id=n) for n in names]
+    loud = names[-1]
+
+    # the fleet's ordinary traffic: two messages per device every 100 ms, while the test runs
+    stop = threading.Event()
+
+    def ordinary():
+        while not stop.is_set():
+            for c in fleet:
+                for _ in range(2):
+                    c.publish(f"t/{uid}", b"v", qos=0)
+            stop.wait(0.1)
+
+    traffic = threading.Thread(target=ordinary, daemon=True)
+    traffic.start()
+    try:
+        def summary():
+            got = iot.get_behavior_model_training_summaries(securityProfileName=profile)["summaries"]
+            return got[0] if got else None
+
+        first = wait_until(summary, DEADLINE, what="a training summary")
+        assert (first["behaviorName"], first["modelStatus"]) == ("ml-sent", "PENDING_BUILD")
+        assert first["datapointsCollectionPercentage"] < 100
+        active = wait_until(lambda: (s := summary()) and s["modelStatus"] == "ACTIVE" and s, 60,
+                            interval=0.2, what="the model to be built")
+        assert active["datapointsCollectionPercentage"] == 100
+        assert "lastModelRefreshDate" in active
+
+        for _ in range(1500):
+            fleet[-1].publish(f"t/{uid}", b"v", qos=0)
+        fleet[-1].sync()
+        raised = wait_until(lambda: alerts_of(watcher, profile, "in-alarm").get(loud), DEADLINE,
+                            what="the deviating device's alert")
+        assert raised["behavior"]["name"] == "ml-sent"
+        assert raised["metricValue"]["count"] >= 1000
+        active = iot.list_active_violations(securityProfileName=profile,
+                                            behaviorCriteriaType="MACHINE_LEARNING")["activeViolations"]
+        assert [(v["thingName"], v["lastViolationValue"]) for v in active] == [(loud, raised["metricValue"])], \
+            (active, iot.get_behavior_model_training_summaries(securityProfileName=profile))
+        # back to ordinary traffic, its alarm clears; no ordinary device was ever flagged
+        wait_until(lambda: alerts_of(watcher, profile, "alarm-cleared").get(loud), DEADLINE,
+                   what="the deviating device's alarm to clear")
+    finally:
+        stop.set()
+        traffic.join(5)
+    flagged = {e["thingName"] for e in iot.list_violation_events(
+        startTime=dt.datetime.now() - dt.timedelta(minutes=10),
+        endTime=dt.datetime.now() + dt.timedelta(minutes=1),
+        securityProfileName=profile)["violationEvents"]}
+    assert flagged == {loud}
