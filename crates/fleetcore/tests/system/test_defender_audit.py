@@ -9,6 +9,7 @@ import datetime as dt
 import json
 
 import pytest
+from botocore.exceptions import ClientError
 
 from brokers import wait_until
 from clients import V5
@@ -247,3 +248,8 @@ def test_audit_mitigation_actions_apply_to_findings(fresh_broker, aws, clients, 
         iot.start_audit_mitigation_actions_task(
             taskId=task, target={"auditTaskId": audit},
             auditCheckToActionsMapping={permissive: [f"{uid}-tell"]}, clientRequestToken="t2")
+    # Defender operations this server does not implement still answer as unknown, by name
+    with pytest.raises(ClientError) as e:
+        iot.list_dimensions()
+    assert e.value.response["Error"]["Code"] == "UnknownOperationException"
+    assert "ListDimensions" in e.value.response["Error"]["Message"]
