@@ -67,21 +67,26 @@ pub fn start(
     Ok(defender)
 }
 
-/// Opens Defender's audits and starts their scheduler.
+/// Opens Defender's audits (their notifications go to SNS through `notify`) and starts their
+/// scheduler.
 pub fn audits(
     settings: &Settings,
     store: &Arc<dyn KvStore>,
     policies: &Arc<Policies>,
     identity: &Arc<IdentityService>,
     defender: &Defender,
+    notify: Arc<dyn TopicPublisher>,
 ) -> Arc<Audits> {
-    let audits = Arc::new(Audits::new(
-        Arc::clone(store),
-        Arc::clone(policies),
-        Arc::clone(identity),
-        defender,
-        ScheduleClock::new(settings.defender_audit_day),
-    ));
+    let audits = Arc::new(
+        Audits::new(
+            Arc::clone(store),
+            Arc::clone(policies),
+            Arc::clone(identity),
+            defender,
+            ScheduleClock::new(settings.defender_audit_day),
+        )
+        .with_notifications(notify),
+    );
     audits.start_scheduler();
     audits
 }

@@ -237,7 +237,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         broker.router(),
         Arc::clone(&notify) as Arc<dyn fleetcore_core::TopicPublisher>,
     )?;
-    let audits = crate::defender::audits(&settings, &store, &policies, &identity, &defender);
+    let audits = crate::defender::audits(
+        &settings,
+        &store,
+        &policies,
+        &identity,
+        &defender,
+        Arc::clone(&notify) as Arc<dyn fleetcore_core::TopicPublisher>,
+    );
     let mitigations = Arc::new(fleetcore_defender::mitigation::Mitigations::new(
         Arc::clone(&store),
         Arc::clone(&defender),

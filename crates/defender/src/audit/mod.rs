@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod checks;
+pub mod notify;
 pub mod schedule;
 pub mod suppressions;
 
@@ -167,6 +168,7 @@ pub struct Audits {
     sources: AuditSources,
     account: AccountContext,
     clock: schedule::ScheduleClock,
+    notifier: Option<notify::AuditNotifier>,
     writing: Mutex<()>,
 }
 
@@ -193,6 +195,7 @@ impl Audits {
             store,
             clock,
             account: defender.account().clone(),
+            notifier: None,
             sources: AuditSources {
                 policies,
                 identity,
@@ -200,6 +203,13 @@ impl Audits {
             },
             writing: Mutex::new(()),
         }
+    }
+
+    /// Sends finished tasks to the configured SNS target through `sns` (call inside the
+    /// runtime).
+    pub fn with_notifications(mut self, sns: Arc<dyn fleetcore_core::TopicPublisher>) -> Audits {
+        self.notifier = Some(notify::AuditNotifier::new(sns));
+        self
     }
 
     /// The configuration (empty until first updated).
@@ -234,10 +244,12 @@ impl Audits {
                     "auditNotificationTargetConfigurations key {kind:?} is not SNS"
                 )));
             }
-            if target.get("enabled").and_then(Value::as_bool) == Some(true) {
-                return Err(DefenderError::Invalid(
-                    "audit notifications to SNS are not supported by this server yet".into(),
-                ));
+            let enabled = target.get("enabled").and_then(Value::as_bool) == Some(true);
+            let arn = target.get("targetArn").and_then(Value::as_str);
+            if enabled && !arn.is_some_and(|a| a.starts_with("arn:") && a.contains(":sns:")) {
+                return Err(DefenderError::Invalid(format!(
+                    "auditNotificationTargetConfigurations.SNS.targetArn {arn:?} is not an SNS topic ARN"
+                )));
             }
         }
         let _writing = self.writing.lock();
@@ -355,6 +367,14 @@ impl Audits {
             serde_json::to_vec(&task).unwrap_or_default(),
         );
         self.store.apply(batch)?;
+        if let (Some(notifier), Some(sns)) = (
+            &self.notifier,
+            config.audit_notification_target_configurations.get("SNS"),
+        ) && sns.get("enabled").and_then(Value::as_bool) == Some(true)
+            && let Some(topic) = sns.get("targetArn").and_then(Value::as_str)
+        {
+            notifier.send(topic, &self.account.account_id, &task);
+        }
         Ok(task)
     }
 

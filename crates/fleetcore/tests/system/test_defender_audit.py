@@ -204,7 +204,15 @@ def test_audit_mitigation_actions_apply_to_findings(fresh_broker, aws, clients, 
         iot.create_mitigation_action(actionName=f"{uid}-bad", roleArn=ROLE, actionParams={
             "replaceDefaultPolicyVersionParams": {"templateName": "OTHER"}})
 
+    # finished audits are announced on the configured SNS topic
+    iot.update_account_audit_configuration(auditNotificationTargetConfigurations={
+        "SNS": {"targetArn": topic, "roleArn": ROLE, "enabled": True}})
     audit = iot.start_on_demand_audit_task(targetCheckNames=[permissive, SHARED])["taskId"]
+    note = json.loads(watcher.wait_message(
+        topic=f"sns/{uid}", pred=lambda m: json.loads(m.payload).get("taskId") == audit).payload)
+    assert (note["taskStatus"], note["taskType"], note["totalChecksCount"]) == \
+        ("COMPLETED", "ON_DEMAND_AUDIT_TASK", 2)
+    assert note["nonCompliantChecksCount"] == 2
     findings = iot.list_audit_findings(taskId=audit)["findings"]
     [on_broad] = [f for f in findings if f["checkName"] == permissive and f["nonCompliantResource"][
         "resourceIdentifier"]["policyVersionIdentifier"]["policyName"] == broad]
@@ -223,7 +231,8 @@ def test_audit_mitigation_actions_apply_to_findings(fresh_broker, aws, clients, 
     assert json.loads(policy["policyDocument"])["Statement"][0]["Effect"] == "Deny"
     assert iot.describe_certificate(certificateId=cert_id)["certificateDescription"]["status"] == "INACTIVE"
     device.wait_disconnected()
-    published = json.loads(watcher.wait_message(topic=f"sns/{uid}").payload)
+    published = json.loads(watcher.wait_message(
+        topic=f"sns/{uid}", pred=lambda m: "findingId" in json.loads(m.payload)).payload)
     assert published["findingId"] == on_broad["findingId"]
 
     got = iot.describe_audit_mitigation_actions_task(taskId=task)
