@@ -954,6 +954,17 @@ mod tests {
             .resolve()
             .expect_err("too short");
         assert!(format!("{err:#}").contains("defender_period_ms"), "{err:#}");
+        assert_eq!(
+            parse(&[]).resolve().expect("resolve").defender_audit_day,
+            std::time::Duration::from_secs(86_400)
+        );
+        let err = parse(&["--defender-audit-day-secs", "0"])
+            .resolve()
+            .expect_err("zero");
+        assert!(
+            format!("{err:#}").contains("defender_audit_day_secs"),
+            "{err:#}"
+        );
     }
 
     #[test]
