@@ -6,7 +6,12 @@
 # test_defender.py's flood test run with `-s`.
 #
 #   SHARED=/work/shared benches/defender.sh
-#   BIN=target/release/fleetcore DURATION=8 PERIOD_MS=1000 SHARED=/work/shared benches/defender.sh
+#   BIN=target/release/fleetcore DURATION=8 PERIOD_MS=1000 ROUNDS=5 SHARED=/work/shared benches/defender.sh
+#
+# ROUNDS (default 5) rounds, each starting Mosquitto, fleetcore without and with the profile in
+# turn (the order of the two fleetcore runs alternates between rounds, so neither always runs
+# on a machine warmed or loaded by the other); the table gives each figure's median over the
+# rounds and the median and range of the per-round ratios profile / none.
 #
 # Figures: delivered msg/s of QoS 0 and QoS 1 fan-in (10 publishers -> 1 subscriber) and
 # fan-out (1 -> 10); the profile's behaviours count messages sent, message size and
@@ -15,6 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source benches/lib.sh
 DURATION=${DURATION:-8}
+ROUNDS=${ROUNDS:-5}
 PERIOD_MS=${PERIOD_MS:-1000}
 SHARED=${SHARED:-/work/shared}
 MQTTV5=${MQTTV5:-$(command -v mqttv5 || echo /root/.cargo/bin/mqttv5)}
@@ -24,7 +30,7 @@ mkdir -p "$OUT"
 [ -x "$MQTTV5" ] || { echo "mqttv5 not found: cargo install mqttv5-cli --version 0.29.10" >&2; exit 1; }
 command -v mosquitto >/dev/null || { apt-get update -qq && apt-get install -y -qq mosquitto >/dev/null; }
 if [ -z "${BIN:-}" ]; then
-  CARGO_INCREMENTAL=0 cargo build --release -p fleetcore -q
+  CARGO_INCREMENTAL=0 cargo build --release -p fleetcore --no-default-features -q
   BIN=$PWD/target/release/fleetcore
 fi
 PIDS=()
@@ -71,35 +77,42 @@ run() { # name port args...
 }
 
 port=$(free_port)
-for who in mosquitto none profile; do
-  echo "== $who" >&2
-  pid=$(start "$who" "$port")
-  [ "$who" = profile ] && profile "$port"
-  for qos in 0 1; do
-    run "fanin_q$qos.$who" "$port" --publishers 10 --subscribers 1 --qos "$qos"
-    run "fanout_q$qos.$who" "$port" --publishers 1 --subscribers 10 --qos "$qos"
+for round in $(seq 1 "$ROUNDS"); do
+  if [ $((round % 2)) = 1 ]; then order="mosquitto none profile"; else order="mosquitto profile none"; fi
+  for who in $order; do
+    echo "== round $round: $who" >&2
+    pid=$(start "$who" "$port")
+    [ "$who" = profile ] && profile "$port"
+    for qos in 0 1; do
+      run "fanin_q$qos.$who.r$round" "$port" --publishers 10 --subscribers 1 --qos "$qos"
+      run "fanout_q$qos.$who.r$round" "$port" --publishers 1 --subscribers 10 --qos "$qos"
+    done
+    stop "$pid"
   done
-  stop "$pid"
 done
 
 python3 - "$OUT" <<'PY'
-import glob, json, os, sys
+import glob, json, os, statistics, sys
 out = sys.argv[1]
 runs = {}
 for path in glob.glob(os.path.join(out, "*.json")):
-    name, who = os.path.basename(path)[:-5].split(".")
+    name, who, rnd = os.path.basename(path)[:-5].split(".")
     try:
-        r = json.load(open(path))
-        runs[(name, who)] = r.get("results", {}).get("throughput_steady")
+        v = json.load(open(path)).get("results", {}).get("throughput_steady")
     except ValueError:
-        pass
-print("| mqttv5 delivered msg/s | no profile | 3-behaviour profile on all/things | profile / none | Mosquitto | none / Mosquitto |")
-print("|---|---|---|---|---|---|")
+        v = None
+    if v:
+        runs.setdefault((name, who), {})[rnd] = v
+med = lambda xs: statistics.median(xs) if xs else None
+print("| mqttv5 delivered msg/s (median of rounds) | no profile | 3-behaviour profile on all/things | profile / none: median (min-max) of per-round ratios | rounds | Mosquitto | none / Mosquitto |")
+print("|---|---|---|---|---|---|---|")
 for q in (0, 1):
     for name, text in ((f"fanin_q{q}", f"QoS {q} fan-in 10->1"), (f"fanout_q{q}", f"QoS {q} fan-out 1->10")):
-        n, p, m = runs.get((name, "none")), runs.get((name, "profile")), runs.get((name, "mosquitto"))
+        n, p, m = (runs.get((name, w), {}) for w in ("none", "profile", "mosquitto"))
+        ratios = [p[r] / n[r] for r in n if r in p]
         f = lambda v: "-" if not v else f"{v:,.0f}"
-        r = lambda a, b: f"{a / b:.3f}x" if a and b else "-"
-        print(f"| {text} | {f(n)} | {f(p)} | {r(p, n)} | {f(m)} | {r(n, m)} |")
+        rr = f"{med(ratios):.3f}x ({min(ratios):.3f}-{max(ratios):.3f})" if ratios else "-"
+        nm = f"{med(list(n.values())) / med(list(m.values())):.3f}x" if n and m else "-"
+        print(f"| {text} | {f(med(list(n.values())))} | {f(med(list(p.values())))} | {rr} | {len(ratios)} | {f(med(list(m.values())))} | {nm} |")
 print(f"\nraw results: {out}")
 PY

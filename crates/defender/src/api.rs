@@ -49,6 +49,10 @@ pub fn routes(defender: Arc<Defender>) -> Router {
         )
         .route("/active-violations", get(list_active_violations))
         .route("/violation-events", get(list_violation_events))
+        .route(
+            "/behavior-model-training/summaries",
+            get(training_summaries),
+        )
         .with_state(defender)
 }
 
@@ -82,7 +86,7 @@ fn invalid(message: impl Into<String>) -> ApiError {
 }
 
 /// One page of `items` from `nextToken` (an offset this server issued).
-fn page<T>(
+pub(crate) fn page<T>(
     items: Vec<T>,
     token: Option<&str>,
     max: Option<usize>,
@@ -180,7 +184,7 @@ struct ProfileBody {
 }
 
 impl ProfileBody {
-    fn check(&self) -> Result<(), ApiError> {
+    fn check(&self, d: &Defender) -> Result<(), ApiError> {
         check_description(&self.security_profile_description)?;
         refuse_unbuilt(&[
             (
@@ -195,7 +199,7 @@ impl ProfileBody {
             ("tags", non_empty(&self.tags)),
         ])?;
         if let Some(b) = &self.behaviors {
-            compile_behaviors(b)?;
+            compile_behaviors(b, d.store())?;
         }
         if let Some(t) = &self.alert_targets {
             validate_alert_targets(t)?;
@@ -210,7 +214,7 @@ async fn create_profile(
     Json(body): Json<ProfileBody>,
 ) -> Answer {
     profile::validate_name("securityProfileName", &name)?;
-    body.check()?;
+    body.check(&d)?;
     let _writing = d.write_lock();
     if d.store().profile(&name)?.is_some() {
         return Err(DefenderError::AlreadyExists(format!(
@@ -270,7 +274,7 @@ async fn update_profile(
     Query(q): Query<VersionQuery>,
     Json(body): Json<ProfileBody>,
 ) -> Answer {
-    body.check()?;
+    body.check(&d)?;
     if body.delete_behaviors == Some(true) && body.behaviors.is_some() {
         return Err(invalid(
             "behaviors and deleteBehaviors cannot both be given",
@@ -614,6 +618,17 @@ async fn update_custom_metric(
 
 async fn delete_custom_metric(State(d): State<Arc<Defender>>, Path(name): Path<String>) -> Answer {
     let _writing = d.write_lock();
+    let metric = format!("cmet:{name}");
+    if let Some(p) = d.store().profiles()?.into_iter().find(|p| {
+        p.behaviors
+            .iter()
+            .any(|b| b.metric.as_deref() == Some(&metric))
+    }) {
+        return Err(invalid(format!(
+            "custom metric {name} is used by security profile {}; remove it from the profile first",
+            p.name
+        )));
+    }
     d.store().delete_custom_metric(&name)?;
     Ok(axum::Json(json!({})))
 }
@@ -692,7 +707,7 @@ async fn list_active_violations(
             q.keeps(
                 &v.thing_name,
                 &v.security_profile_name,
-                v.criteria_type,
+                &v.criteria_type,
                 &v.behavior,
             )
         })
@@ -729,7 +744,7 @@ async fn list_violation_events(
                 && q.keeps(
                     &e.thing_name,
                     &e.security_profile_name,
-                    e.criteria_type,
+                    &e.criteria_type,
                     &e.behavior,
                 )
         })
@@ -738,4 +753,26 @@ async fn list_violation_events(
         .collect();
     let (items, next) = page(events, q.next_token.as_deref(), q.max_results)?;
     Ok(with_token(json!({"violationEvents": items}), next))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SummariesQuery {
+    #[serde(default)]
+    security_profile_name: Option<String>,
+    #[serde(default)]
+    next_token: Option<String>,
+    #[serde(default)]
+    max_results: Option<usize>,
+}
+
+async fn training_summaries(
+    State(d): State<Arc<Defender>>,
+    Query(q): Query<SummariesQuery>,
+) -> Answer {
+    let items = d
+        .training_summaries()
+        .of(q.security_profile_name.as_deref());
+    let (items, next) = page(items, q.next_token.as_deref(), q.max_results)?;
+    Ok(with_token(json!({"summaries": items}), next))
 }

@@ -1,16 +1,22 @@
-//! The detector: once per period it takes one datapoint per device from the fleet meter,
-//! folds each behaviour's window, compares with the behaviour's criteria (a fixed number, a
-//! percentile of the targeted devices, or a CIDR set) and raises or clears alarms after the
-//! behaviour's consecutive datapoints.
+//! The detector: once per period it takes one datapoint per device (the fleet meter's
+//! cloud-side counts and the period's device metrics reports), folds each behaviour's window,
+//! compares with the behaviour's criteria (a fixed number, a percentile of the targeted
+//! devices, or a set of addresses, ports, numbers or strings) and raises or clears alarms after
+//! the behaviour's consecutive datapoints. A behaviour on a device-side or custom metric is
+//! evaluated for a device when a report in its window says the value; without one the device's
+//! streak and alarm stay as they are. The period's alarm changes are committed in one batch
+//! before their alerts go out.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::alerts::Alerts;
+use crate::device_metrics::{CustomValue, DeviceSample};
 use crate::meter::Datapoint;
-use crate::metric::CloudMetric;
-use crate::profile::{Check, CompiledBehavior, MetricValue};
+use crate::metric::{CloudMetric, DeviceMetric};
+use crate::model::{Model, SharedSummaries};
+use crate::profile::{AlertTarget, Check, CompiledBehavior, Metric, MetricValue};
 use crate::store::{ProfileRecord, Target};
 use crate::violations::{AlarmKey, EventType, ViolationEvent, Violations};
 
@@ -52,8 +58,22 @@ struct Streak {
 }
 
 enum Measured {
-    Number(u64),
+    Count(u64),
+    Number(f64),
     Addresses(Vec<IpAddr>),
+    Ports(Vec<u16>),
+    Numbers(Vec<f64>),
+    Strings(Vec<String>),
+}
+
+impl Measured {
+    fn as_f64(&self) -> Option<f64> {
+        match self {
+            Measured::Count(n) => Some(*n as f64),
+            Measured::Number(n) => Some(*n),
+            _ => None,
+        }
+    }
 }
 
 struct Membership {
@@ -69,6 +89,11 @@ pub struct Detector {
     violations: Arc<Violations>,
     alerts: Alerts,
     directory: Arc<dyn ThingDirectory>,
+    /// The period's alerts, sent once its changes are committed.
+    outbox: Vec<(ViolationEvent, BTreeMap<String, AlertTarget>)>,
+    /// ML Detect models by (profile, behaviour).
+    models: HashMap<(String, String), Model>,
+    summaries: SharedSummaries,
 }
 
 impl Detector {
@@ -86,7 +111,16 @@ impl Detector {
             violations,
             alerts,
             directory,
+            outbox: Vec::new(),
+            models: HashMap::new(),
+            summaries: SharedSummaries::default(),
         }
+    }
+
+    /// Publishes the ML Detect models' training summaries to `summaries`.
+    pub fn with_summaries(mut self, summaries: SharedSummaries) -> Detector {
+        self.summaries = summaries;
+        self
     }
 
     /// Evaluates one period's datapoints against `catalog` at `now` (epoch seconds).
@@ -99,6 +133,16 @@ impl Detector {
             }
             window.push_back(point);
             history.insert(thing, window);
+        }
+        // A thing known from its reports only stays while a report is in its history.
+        for (thing, mut window) in self.history.drain() {
+            if window.iter().any(|p| p.report.is_some()) {
+                if window.len() == MAX_WINDOW {
+                    window.pop_front();
+                }
+                window.push_back(Datapoint::default());
+                history.insert(thing, window);
+            }
         }
         self.history = history;
         let mut members: HashMap<Arc<str>, Membership> = HashMap::new();
@@ -128,42 +172,90 @@ impl Detector {
                 .collect();
             for behavior in &entry.behaviors {
                 let window = self.window(behavior);
-                let measured: Vec<(&Arc<str>, Measured)> = devices
+                let measured: Vec<(&Arc<str>, Option<Measured>)> = devices
                     .iter()
                     .map(|thing| {
                         (
                             thing,
-                            measure(&self.history[thing], behavior.metric, window),
+                            measure(&self.history[thing], &behavior.metric, window),
                         )
                     })
                     .collect();
                 let threshold = match &behavior.check {
                     Check::Statistical { percentile, .. } => {
-                        let mut values: Vec<u64> = measured
+                        let mut values: Vec<f64> = measured
                             .iter()
-                            .filter_map(|(_, m)| match m {
-                                Measured::Number(n) => Some(*n),
-                                Measured::Addresses(_) => None,
-                            })
+                            .filter_map(|(_, m)| m.as_ref().and_then(Measured::as_f64))
                             .collect();
-                        values.sort_unstable();
+                        values.sort_unstable_by(f64::total_cmp);
                         percentile_of(&values, *percentile)
                     }
                     _ => None,
                 };
+                let model_key = (entry.record.name.clone(), behavior.behavior.name.clone());
+                let learned = matches!(behavior.check, Check::Learned { .. });
+                let baseline = if learned {
+                    self.models.entry(model_key.clone()).or_default().baseline()
+                } else {
+                    None
+                };
+                let training: Vec<f64> = measured
+                    .iter()
+                    .filter_map(|(_, m)| m.as_ref().and_then(Measured::as_f64))
+                    .collect();
                 for (thing, m) in measured {
-                    let (normal, value) = judge(&behavior.check, threshold, m);
                     let key = (
                         entry.record.name.clone(),
                         behavior.behavior.name.clone(),
                         thing.to_string(),
                     );
-                    self.step(entry, behavior, key.clone(), normal, value, now);
+                    let judged = match (m, &behavior.check, baseline) {
+                        (None, ..) | (Some(_), Check::Learned { .. }, None) => None,
+                        (Some(m), Check::Learned { band }, Some(b)) => {
+                            let v = m.as_f64().unwrap_or_default();
+                            Some((b.is_normal(v, *band), number_value(&m)))
+                        }
+                        (Some(m), check, _) => Some(judge(check, threshold, m)),
+                    };
+                    if let Some((normal, value)) = judged {
+                        self.step(entry, behavior, key.clone(), normal, value, now);
+                    }
                     evaluated.insert(key);
+                }
+                if learned && let Some(model) = self.models.get_mut(&model_key) {
+                    model.learn(training, now);
                 }
             }
         }
+        self.publish_summaries(catalog);
         self.invalidate_unevaluated(catalog, &evaluated, now);
+        if let Err(e) = self.violations.commit() {
+            tracing::error!(error = %e, "writing the period's Defender violations failed; they are served from memory and may not survive a restart");
+        }
+        for (event, targets) in std::mem::take(&mut self.outbox) {
+            self.alerts.send(&event, &targets);
+        }
+    }
+
+    /// Forgets the models of behaviours that are gone and publishes the others' summaries.
+    fn publish_summaries(&mut self, catalog: &Catalog) {
+        let live: HashSet<(String, String)> = catalog
+            .profiles
+            .iter()
+            .flat_map(|p| {
+                p.behaviors
+                    .iter()
+                    .filter(|b| matches!(b.check, Check::Learned { .. }))
+                    .map(|b| (p.record.name.clone(), b.behavior.name.clone()))
+            })
+            .collect();
+        self.models.retain(|k, _| live.contains(k));
+        self.summaries.set(
+            self.models
+                .iter()
+                .map(|((p, b), m)| ((p.clone(), b.clone()), m.summary(p, b)))
+                .collect(),
+        );
     }
 
     /// Periods in `behavior`'s window.
@@ -216,7 +308,7 @@ impl Detector {
             thing_name: key.2,
             security_profile_name: key.0,
             behavior: behavior.behavior.clone(),
-            criteria_type: behavior.criteria_type(),
+            criteria_type: behavior.criteria_type().to_string(),
             metric_value: value,
             event_type,
             time: now,
@@ -229,7 +321,8 @@ impl Detector {
             "Device Defender alarm change"
         );
         self.violations.record(&event);
-        self.alerts.send(&event, &entry.record.alert_targets);
+        self.outbox
+            .push((event, entry.record.alert_targets.clone()));
     }
 
     /// Alarms whose behaviour, profile or attachment is gone (or whose device is forgotten)
@@ -271,13 +364,45 @@ impl Detector {
                 .find(|p| p.record.name == event.security_profile_name)
                 .map(|p| p.record.alert_targets.clone())
                 .unwrap_or_default();
-            self.alerts.send(&event, &targets);
+            self.outbox.push((event, targets));
         }
     }
 }
 
-/// The metric over the last `window` datapoints.
-fn measure(history: &VecDeque<Datapoint>, metric: CloudMetric, window: usize) -> Measured {
+/// The metric over the last `window` datapoints, or `None` when they do not say it.
+fn measure(history: &VecDeque<Datapoint>, metric: &Metric, window: usize) -> Option<Measured> {
+    let recent = history.iter().rev().take(window);
+    match metric {
+        Metric::Cloud(m) => history
+            .back()
+            .filter(|p| p.metered)
+            .map(|latest| measure_cloud(history, latest, *m, window)),
+        Metric::Device(m) if m.is_windowed() => recent
+            .filter_map(|p| p.report.as_ref()?.count(*m))
+            .reduce(u64::saturating_add)
+            .map(Measured::Count),
+        Metric::Device(m) => recent
+            .filter_map(|p| p.report.as_deref())
+            .find_map(|r| measure_device(r, *m)),
+        Metric::Custom { name, .. } => recent
+            .filter_map(|p| p.report.as_ref()?.custom.get(name))
+            .next()
+            .map(|v| match v {
+                CustomValue::Number(n) => Measured::Number(*n),
+                CustomValue::Numbers(n) => Measured::Numbers(n.clone()),
+                CustomValue::Strings(s) => Measured::Strings(s.clone()),
+                CustomValue::Addresses(a) => Measured::Addresses(a.clone()),
+            }),
+    }
+}
+
+/// A cloud-side metric over the last `window` datapoints.
+fn measure_cloud(
+    history: &VecDeque<Datapoint>,
+    latest: &Datapoint,
+    metric: CloudMetric,
+    window: usize,
+) -> Measured {
     let recent = history.iter().rev().take(window);
     match metric {
         CloudMetric::SourceIpAddress => {
@@ -291,61 +416,112 @@ fn measure(history: &VecDeque<Datapoint>, metric: CloudMetric, window: usize) ->
             }
             Measured::Addresses(seen)
         }
-        CloudMetric::DisconnectDuration => {
-            Measured::Number(history.back().map_or(0, |p| p.value(metric)))
+        CloudMetric::DisconnectDuration => Measured::Count(latest.value(metric)),
+        m if m.folds_by_max() => Measured::Count(recent.map(|p| p.value(m)).max().unwrap_or(0)),
+        m => Measured::Count(recent.map(|p| p.value(m)).sum()),
+    }
+}
+
+/// A device-side metric that is the latest report's, if `report` says it.
+fn measure_device(report: &DeviceSample, metric: DeviceMetric) -> Option<Measured> {
+    match metric {
+        DeviceMetric::ListeningTcpPorts => report.tcp_ports.clone().map(Measured::Ports),
+        DeviceMetric::ListeningUdpPorts => report.udp_ports.clone().map(Measured::Ports),
+        DeviceMetric::DestinationIpAddresses => {
+            report.destinations.clone().map(Measured::Addresses)
         }
-        m if m.folds_by_max() => Measured::Number(recent.map(|p| p.value(m)).max().unwrap_or(0)),
-        m => Measured::Number(recent.map(|p| p.value(m)).sum()),
+        m => report.count(m).map(Measured::Count),
     }
 }
 
 /// Nearest-rank percentile of sorted `values` (`None` when empty).
-fn percentile_of(values: &[u64], percentile: f64) -> Option<f64> {
+fn percentile_of(values: &[f64], percentile: f64) -> Option<f64> {
     if values.is_empty() {
         return None;
     }
     let rank = ((percentile / 100.0) * values.len() as f64).ceil() as usize;
-    Some(values[rank.clamp(1, values.len()) - 1] as f64)
+    Some(values[rank.clamp(1, values.len()) - 1])
+}
+
+/// Whether every item of a set is normal, and the items to report: the abnormal ones when
+/// some are, else all.
+fn judge_set<T: Clone>(items: Vec<T>, is_normal: impl Fn(&T) -> bool) -> (bool, Vec<T>) {
+    let abnormal: Vec<T> = items.iter().filter(|i| !is_normal(i)).cloned().collect();
+    if abnormal.is_empty() {
+        (true, items)
+    } else {
+        (false, abnormal)
+    }
+}
+
+/// The value of a number as AWS reports it: `count` for counts, `number` for custom numbers.
+fn number_value(m: &Measured) -> MetricValue {
+    match m {
+        Measured::Count(n) => MetricValue {
+            count: Some(*n),
+            ..MetricValue::default()
+        },
+        Measured::Number(n) => MetricValue {
+            number: Some(*n),
+            ..MetricValue::default()
+        },
+        _ => MetricValue::default(),
+    }
 }
 
 /// Whether the measurement is normal, and the value to report.
 fn judge(check: &Check, threshold: Option<f64>, m: Measured) -> (bool, MetricValue) {
     match (check, m) {
-        (Check::Static { op, threshold }, Measured::Number(n)) => (
-            op.holds(n as f64, *threshold),
-            MetricValue {
-                count: Some(n),
-                ..MetricValue::default()
-            },
-        ),
-        (Check::Statistical { op, .. }, Measured::Number(n)) => (
-            threshold.is_none_or(|t| op.holds(n as f64, t)),
-            MetricValue {
-                count: Some(n),
-                ..MetricValue::default()
-            },
-        ),
+        (Check::Static { op, threshold }, m) if m.as_f64().is_some() => {
+            let n = m.as_f64().unwrap_or_default();
+            (op.holds(n, *threshold), number_value(&m))
+        }
+        (Check::Statistical { op, .. }, m) if m.as_f64().is_some() => {
+            let n = m.as_f64().unwrap_or_default();
+            (threshold.is_none_or(|t| op.holds(n, t)), number_value(&m))
+        }
         (Check::Cidrs { inside, nets }, Measured::Addresses(addresses)) => {
-            let outside: Vec<String> = addresses
-                .iter()
-                .filter(|a| !Check::address_is_normal(*inside, nets, **a))
-                .map(|a| a.to_string())
-                .collect();
-            let normal = outside.is_empty();
-            let shown = if normal {
-                addresses.iter().map(|a| a.to_string()).collect()
-            } else {
-                outside
-            };
+            let (normal, shown) =
+                judge_set(addresses, |a| Check::address_is_normal(*inside, nets, *a));
             (
                 normal,
                 MetricValue {
-                    cidrs: Some(shown),
+                    cidrs: Some(shown.iter().map(|a| a.to_string()).collect()),
                     ..MetricValue::default()
                 },
             )
         }
-        // Compilation pairs address checks with the address metric only.
+        (Check::Ports { inside, ports }, Measured::Ports(seen)) => {
+            let (normal, shown) = judge_set(seen, |p| ports.contains(p) == *inside);
+            (
+                normal,
+                MetricValue {
+                    ports: Some(shown),
+                    ..MetricValue::default()
+                },
+            )
+        }
+        (Check::Numbers { inside, numbers }, Measured::Numbers(seen)) => {
+            let (normal, shown) = judge_set(seen, |n| numbers.contains(n) == *inside);
+            (
+                normal,
+                MetricValue {
+                    numbers: Some(shown),
+                    ..MetricValue::default()
+                },
+            )
+        }
+        (Check::Strings { inside, strings }, Measured::Strings(seen)) => {
+            let (normal, shown) = judge_set(seen, |s| strings.contains(s) == *inside);
+            (
+                normal,
+                MetricValue {
+                    strings: Some(shown),
+                    ..MetricValue::default()
+                },
+            )
+        }
+        // Compilation pairs each check with the metrics of its shape only.
         _ => (true, MetricValue::default()),
     }
 }
@@ -375,7 +551,10 @@ mod tests {
         let behaviors: Vec<Behavior> = serde_json::from_value(behaviors).expect("behaviors");
         Catalog {
             profiles: vec![ProfileEntry {
-                behaviors: compile_behaviors(&behaviors).expect("valid"),
+                behaviors: compile_behaviors(&behaviors, &|name: &str| {
+                    (name == "temp").then_some(crate::metric::CustomMetricType::Number)
+                })
+                .expect("valid"),
                 record: ProfileRecord {
                     name: "p".into(),
                     description: None,
@@ -396,10 +575,28 @@ mod tests {
         (
             Arc::from(thing),
             Datapoint {
+                metered: true,
                 values,
-                addresses: Vec::new(),
+                ..Datapoint::default()
             },
         )
+    }
+
+    fn reported(thing: &str, sample: DeviceSample) -> (Arc<str>, Datapoint) {
+        (
+            Arc::from(thing),
+            Datapoint {
+                report: Some(Box::new(sample)),
+                ..Datapoint::default()
+            },
+        )
+    }
+
+    fn violations() -> (tempfile::TempDir, Arc<Violations>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = fleetcore_core::RedbStore::open(&dir.path().join("s.redb")).expect("store");
+        let v = Violations::open(Arc::new(store)).expect("violations");
+        (dir, Arc::new(v))
     }
 
     fn detector(violations: &Arc<Violations>) -> Detector {
@@ -413,7 +610,7 @@ mod tests {
 
     #[test]
     fn alarms_after_consecutive_datapoints_and_clears_after_normal_ones() {
-        let violations = Arc::new(Violations::default());
+        let (_dir, violations) = violations();
         let mut d = detector(&violations);
         let c = catalog(json!([{"name": "flood", "metric": "aws:num-messages-sent",
             "criteria": {"comparisonOperator": "less-than", "value": {"count": 10}, "durationSeconds": 1,
@@ -446,7 +643,7 @@ mod tests {
 
     #[test]
     fn a_statistical_threshold_flags_only_the_outlier() {
-        let violations = Arc::new(Violations::default());
+        let (_dir, violations) = violations();
         let mut d = detector(&violations);
         let c = catalog(
             json!([{"name": "outlier", "metric": "aws:num-messages-sent",
@@ -462,8 +659,52 @@ mod tests {
     }
 
     #[test]
+    fn device_side_and_custom_metrics_are_evaluated_when_reported() {
+        let (_dir, violations) = violations();
+        let mut d = detector(&violations);
+        let c = catalog(json!([
+            {"name": "out", "metric": "aws:all-bytes-out",
+             "criteria": {"comparisonOperator": "less-than", "value": {"count": 1000}, "durationSeconds": 2}},
+            {"name": "ports", "metric": "aws:listening-tcp-ports",
+             "criteria": {"comparisonOperator": "in-port-set", "value": {"ports": [443]}}},
+            {"name": "temp", "metric": "cmet:temp",
+             "criteria": {"comparisonOperator": "less-than", "value": {"number": 80}}}]));
+        let mut bad = DeviceSample::default();
+        bad.counts[DeviceMetric::BytesOut.index()] = Some(600);
+        bad.tcp_ports = Some(vec![22, 443]);
+        bad.custom.insert("temp".into(), CustomValue::Number(91.5));
+        let mut good = DeviceSample::default();
+        good.counts[DeviceMetric::BytesOut.index()] = Some(10);
+        good.tcp_ports = Some(vec![443]);
+        good.custom.insert("temp".into(), CustomValue::Number(20.0));
+        // 600 bytes alone is normal; with the next report's 600 the 2-period window is not.
+        d.run_period(vec![reported("dev", bad.clone())], &c, 1.0);
+        let names = |v: &Violations| -> Vec<(String, MetricValue)> {
+            v.active_where(|_| true)
+                .into_iter()
+                .map(|a| (a.behavior.name, a.last_violation_value))
+                .collect()
+        };
+        let first = names(&violations);
+        assert_eq!(first.len(), 2, "{first:?}");
+        assert_eq!(first[0].1.ports, Some(vec![22]));
+        assert_eq!(first[1].1.number, Some(91.5));
+        d.run_period(vec![reported("dev", bad)], &c, 2.0);
+        let second = names(&violations);
+        assert_eq!(second[0].0, "out");
+        assert_eq!(second[0].1.count, Some(1200));
+        // A period without a report leaves the latest-report alarms as they are; the byte
+        // window slides past the first report and is normal again.
+        d.run_period(Vec::new(), &c, 3.0);
+        let third: Vec<String> = names(&violations).into_iter().map(|n| n.0).collect();
+        assert_eq!(third, ["ports", "temp"]);
+        d.run_period(vec![reported("dev", good)], &c, 4.0);
+        assert!(names(&violations).is_empty());
+    }
+
+    #[test]
     fn percentiles_are_nearest_rank() {
-        let v: Vec<u64> = (1..=10).collect();
+        let v: Vec<f64> = (1..=10).map(f64::from).collect();
         assert_eq!(percentile_of(&v, 90.0), Some(9.0));
         assert_eq!(percentile_of(&v, 100.0), Some(10.0));
         assert_eq!(percentile_of(&v, 0.0), Some(1.0));

@@ -1,8 +1,11 @@
 //! The fleet meter: the broker's device-meter seam implemented for Device Defender. It hands
 //! each client id one set of counters (the connection bumps them without a lock) and once per
-//! period turns them into one datapoint per device.
+//! period turns them into one datapoint per device. At each admitted connection (connect path
+//! only) it also notes what the audit checks look back on ([`Sighting`]): a live connection
+//! taken over by another with the same client id, and a certificate used by several client ids
+//! connected at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,6 +13,7 @@ use std::time::{Duration, Instant};
 use fleetcore_mqtt::broker::{DeviceCounters, DeviceMeter};
 use parking_lot::Mutex;
 
+use crate::device_metrics::DeviceSample;
 use crate::metric::{CLOUD_METRICS, CloudMetric};
 
 /// Most distinct source addresses remembered per device per period (the rest are counted as
@@ -24,13 +28,72 @@ const FORGET_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// many, a new client id gets counters nobody reads, and the refusal is counted.
 const MAX_DEVICES: usize = 1_000_000;
 
-/// One device's measurements over one period.
+/// Most sightings kept (the oldest go first).
+const MAX_SIGHTINGS: usize = 10_000;
+
+/// How far back sightings are kept: AWS's on-demand audits look back 31 days.
+pub const SIGHTINGS_KEPT_SECONDS: f64 = 31.0 * 24.0 * 3600.0;
+
+/// Most client ids remembered per certificate.
+const MAX_CLIENTS_PER_CERTIFICATE: usize = 16;
+
+/// Something the connection audit checks look back on.
 #[derive(Debug, Clone, PartialEq)]
+pub enum Sighting {
+    /// A connection took over a live connection with the same client id.
+    ConflictingClientId {
+        /// The client id.
+        client_id: String,
+        /// The new connection's principal (certificate id or `anonymous`).
+        principal: String,
+        /// The new connection's address.
+        peer: IpAddr,
+        /// Epoch seconds.
+        time: f64,
+    },
+    /// A connection authenticated with a certificate that other client ids' live connections
+    /// use too.
+    SharedCertificate {
+        /// The certificate id.
+        certificate_id: String,
+        /// The new connection's client id and those of the live ones.
+        client_ids: Vec<String>,
+        /// Epoch seconds.
+        time: f64,
+    },
+}
+
+impl Sighting {
+    /// When it was seen (epoch seconds).
+    pub fn time(&self) -> f64 {
+        match self {
+            Sighting::ConflictingClientId { time, .. }
+            | Sighting::SharedCertificate { time, .. } => *time,
+        }
+    }
+}
+
+/// A certificate id: 64 lowercase hex digits (the principal of a certificate-authenticated
+/// connection; the others are not certificates).
+fn is_certificate_id(principal: &str) -> bool {
+    principal.len() == 64
+        && principal
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// One device's measurements over one period.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Datapoint {
+    /// Whether the broker measured the device this period (false for a thing known only
+    /// from its metrics reports: its cloud-side behaviours are not evaluated).
+    pub metered: bool,
     /// Numeric metrics by [`CloudMetric::index`] (the address slot stays 0).
     pub values: [u64; CLOUD_METRICS.len()],
     /// Source addresses of the period's CONNECTs.
     pub addresses: Vec<IpAddr>,
+    /// What the device's metrics reports of the period said, if it sent any.
+    pub report: Option<Box<DeviceSample>>,
 }
 
 impl Datapoint {
@@ -53,6 +116,9 @@ struct Device {
 #[derive(Default)]
 pub struct FleetMeter {
     devices: Mutex<HashMap<Arc<str>, Device>>,
+    /// The client ids each certificate authenticated (locked after `devices`).
+    by_certificate: Mutex<HashMap<Arc<str>, Vec<Arc<str>>>>,
+    sightings: Mutex<VecDeque<Sighting>>,
 }
 
 impl DeviceMeter for FleetMeter {
@@ -80,9 +146,101 @@ impl DeviceMeter for FleetMeter {
         }
         Arc::clone(&device.counters)
     }
+
+    fn admitted(&self, client_id: &str, principal: &str, peer: IpAddr) {
+        let devices = self.devices.lock();
+        let online = |id: &str| devices.get(id).is_some_and(|d| d.counters.is_online());
+        let time = crate::store::now();
+        if online(client_id) {
+            self.sight(Sighting::ConflictingClientId {
+                client_id: client_id.to_string(),
+                principal: principal.to_string(),
+                peer,
+                time,
+            });
+        }
+        if !is_certificate_id(principal) || !devices.contains_key(client_id) {
+            return;
+        }
+        let mut by_certificate = self.by_certificate.lock();
+        if by_certificate.len() >= MAX_DEVICES && !by_certificate.contains_key(principal) {
+            return;
+        }
+        let clients = by_certificate.entry(Arc::from(principal)).or_default();
+        let others: Vec<String> = clients
+            .iter()
+            .filter(|id| &***id != client_id && online(id))
+            .map(|id| id.to_string())
+            .collect();
+        if !clients.iter().any(|id| &**id == client_id)
+            && clients.len() < MAX_CLIENTS_PER_CERTIFICATE
+        {
+            clients.push(Arc::from(client_id));
+        }
+        if !others.is_empty() {
+            let mut client_ids = vec![client_id.to_string()];
+            client_ids.extend(others);
+            self.sight(Sighting::SharedCertificate {
+                certificate_id: principal.to_string(),
+                client_ids,
+                time,
+            });
+        }
+    }
 }
 
 impl FleetMeter {
+    fn sight(&self, sighting: Sighting) {
+        let mut sightings = self.sightings.lock();
+        let oldest = sighting.time() - SIGHTINGS_KEPT_SECONDS;
+        while sightings
+            .front()
+            .is_some_and(|s| s.time() < oldest || sightings.len() >= MAX_SIGHTINGS)
+        {
+            sightings.pop_front();
+        }
+        sightings.push_back(sighting);
+    }
+
+    /// The sightings since `since` (epoch seconds), oldest first.
+    pub fn sightings_since(&self, since: f64) -> Vec<Sighting> {
+        self.sightings
+            .lock()
+            .iter()
+            .filter(|s| s.time() >= since)
+            .cloned()
+            .collect()
+    }
+
+    /// How many client ids are known.
+    pub fn known_devices(&self) -> usize {
+        self.devices.lock().len()
+    }
+
+    /// How many certificates authenticated a connection since their client ids became known.
+    pub fn known_certificates(&self) -> usize {
+        self.by_certificate.lock().len()
+    }
+
+    /// Knows `client_id` as a device that was online and is offline since `now` (what a
+    /// restart knows of the devices with alarms in force, until they connect again).
+    pub fn remember_offline(&self, client_id: &str, now: Instant) {
+        let mut devices = self.devices.lock();
+        if devices.len() >= MAX_DEVICES || devices.contains_key(client_id) {
+            return;
+        }
+        devices.insert(
+            Arc::from(client_id),
+            Device {
+                counters: Arc::default(),
+                attempts: 0,
+                addresses: Vec::new(),
+                offline_since: Some(now),
+                ever_online: true,
+            },
+        );
+    }
+
     /// Takes one datapoint per known device (resetting the counters) at `now`, and forgets
     /// devices offline and quiet for a day.
     pub fn collect(&self, now: Instant) -> Vec<(Arc<str>, Datapoint)> {
@@ -123,9 +281,21 @@ impl FleetMeter {
                     .is_none_or(|since| now.saturating_duration_since(since) > FORGET_AFTER)
                 && Arc::strong_count(&d.counters) == 1;
             if !forgotten {
-                out.push((Arc::clone(thing), Datapoint { values, addresses }));
+                out.push((
+                    Arc::clone(thing),
+                    Datapoint {
+                        metered: true,
+                        values,
+                        addresses,
+                        report: None,
+                    },
+                ));
             }
             !forgotten
+        });
+        self.by_certificate.lock().retain(|_, clients| {
+            clients.retain(|id| devices.contains_key(id));
+            !clients.is_empty()
         });
         out
     }
@@ -134,6 +304,42 @@ impl FleetMeter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn takeovers_and_certificates_shared_by_live_connections_are_sighted() {
+        let meter = FleetMeter::default();
+        let ip: IpAddr = "10.1.2.3".parse().expect("ip");
+        let cert = "ab".repeat(32);
+        let a = meter.connecting("a", ip);
+        meter.admitted("a", &cert, ip);
+        a.connected();
+        assert!(meter.sightings_since(0.0).is_empty());
+        // the same certificate as another client id while `a` is live
+        let b = meter.connecting("b", ip);
+        meter.admitted("b", &cert, ip);
+        b.connected();
+        // the same client id while `a` is live; anonymous principals are no certificate
+        let _a2 = meter.connecting("a", ip);
+        meter.admitted("a", "anonymous", ip);
+        let sightings = meter.sightings_since(0.0);
+        assert_eq!(sightings.len(), 2, "{sightings:?}");
+        assert!(
+            matches!(&sightings[0], Sighting::SharedCertificate { certificate_id, client_ids, .. }
+            if *certificate_id == cert && *client_ids == ["b", "a"])
+        );
+        assert!(
+            matches!(&sightings[1], Sighting::ConflictingClientId { client_id, principal, .. }
+            if client_id == "a" && principal == "anonymous")
+        );
+        assert_eq!(meter.known_certificates(), 1);
+        // a certificate whose client ids are offline is not shared
+        a.disconnected();
+        b.disconnected();
+        let c = meter.connecting("c", ip);
+        meter.admitted("c", &cert, ip);
+        c.connected();
+        assert_eq!(meter.sightings_since(0.0).len(), 2);
+    }
 
     #[test]
     fn a_period_becomes_one_datapoint_per_device() {

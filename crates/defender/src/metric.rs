@@ -1,4 +1,5 @@
-//! The metrics a behaviour can watch: the broker's cloud-side metrics (`aws:...`) and custom
+//! The metrics a behaviour can watch: the broker's cloud-side metrics (`aws:num-messages-sent`,
+//! ...), the device-side metrics of the devices' reports (`aws:all-bytes-out`, ...) and custom
 //! metrics (`cmet:<name>`), with how a window of per-period datapoints folds into one value.
 
 /// A cloud-side metric the broker measures for every device.
@@ -32,18 +33,6 @@ pub const CLOUD_METRICS: [CloudMetric; 8] = [
     CloudMetric::Disconnects,
     CloudMetric::DisconnectDuration,
     CloudMetric::SourceIpAddress,
-];
-
-/// Device-side metric names AWS defines, which this server does not evaluate (yet).
-const DEVICE_SIDE: [&str; 8] = [
-    "aws:all-bytes-out",
-    "aws:all-bytes-in",
-    "aws:all-packets-out",
-    "aws:all-packets-in",
-    "aws:destination-ip-addresses",
-    "aws:listening-tcp-ports",
-    "aws:listening-udp-ports",
-    "aws:num-established-tcp-connections",
 ];
 
 impl CloudMetric {
@@ -90,9 +79,92 @@ impl CloudMetric {
     }
 }
 
-/// Whether `name` is one of AWS's device-side metrics.
-pub fn is_device_side(name: &str) -> bool {
-    DEVICE_SIDE.contains(&name)
+/// A device-side metric, taken from the devices' metrics reports
+/// (`$aws/things/{thing}/defender/metrics/json|cbor`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeviceMetric {
+    /// `network_stats.bytes_out` (summed over the window).
+    BytesOut,
+    /// `network_stats.bytes_in` (summed over the window).
+    BytesIn,
+    /// `network_stats.packets_out` (summed over the window).
+    PacketsOut,
+    /// `network_stats.packets_in` (summed over the window).
+    PacketsIn,
+    /// How many TCP ports listen (the latest report's).
+    NumListeningTcpPorts,
+    /// How many UDP ports listen (the latest report's).
+    NumListeningUdpPorts,
+    /// How many TCP connections are established (the latest report's).
+    NumEstablishedTcpConnections,
+    /// The TCP ports that listen (the latest report's set).
+    ListeningTcpPorts,
+    /// The UDP ports that listen (the latest report's set).
+    ListeningUdpPorts,
+    /// The remote addresses of the established TCP connections (the latest report's set).
+    DestinationIpAddresses,
+}
+
+/// Every device-side metric, in the order of [`DeviceMetric::index`] for the counts first.
+pub const DEVICE_METRICS: [DeviceMetric; 10] = [
+    DeviceMetric::BytesOut,
+    DeviceMetric::BytesIn,
+    DeviceMetric::PacketsOut,
+    DeviceMetric::PacketsIn,
+    DeviceMetric::NumListeningTcpPorts,
+    DeviceMetric::NumListeningUdpPorts,
+    DeviceMetric::NumEstablishedTcpConnections,
+    DeviceMetric::ListeningTcpPorts,
+    DeviceMetric::ListeningUdpPorts,
+    DeviceMetric::DestinationIpAddresses,
+];
+
+/// How many device-side metrics are counts (the first of [`DEVICE_METRICS`]).
+pub const DEVICE_COUNTS: usize = 7;
+
+impl DeviceMetric {
+    /// The metric's AWS name (`aws:all-bytes-out`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceMetric::BytesOut => "aws:all-bytes-out",
+            DeviceMetric::BytesIn => "aws:all-bytes-in",
+            DeviceMetric::PacketsOut => "aws:all-packets-out",
+            DeviceMetric::PacketsIn => "aws:all-packets-in",
+            DeviceMetric::NumListeningTcpPorts => "aws:num-listening-tcp-ports",
+            DeviceMetric::NumListeningUdpPorts => "aws:num-listening-udp-ports",
+            DeviceMetric::NumEstablishedTcpConnections => "aws:num-established-tcp-connections",
+            DeviceMetric::ListeningTcpPorts => "aws:listening-tcp-ports",
+            DeviceMetric::ListeningUdpPorts => "aws:listening-udp-ports",
+            DeviceMetric::DestinationIpAddresses => "aws:destination-ip-addresses",
+        }
+    }
+
+    /// The metric named `name`, if it is a device-side metric.
+    pub fn parse(name: &str) -> Option<DeviceMetric> {
+        DEVICE_METRICS.into_iter().find(|m| m.name() == name)
+    }
+
+    /// Position in [`DEVICE_METRICS`] (and, for counts, in a report's counts).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Whether the metric is a count (compared with `count`).
+    pub fn is_count(self) -> bool {
+        self.index() < DEVICE_COUNTS
+    }
+
+    /// Whether the metric is summed over `durationSeconds` (and so needs it); the others are
+    /// the latest report's.
+    pub fn is_windowed(self) -> bool {
+        matches!(
+            self,
+            DeviceMetric::BytesOut
+                | DeviceMetric::BytesIn
+                | DeviceMetric::PacketsOut
+                | DeviceMetric::PacketsIn
+        )
+    }
 }
 
 /// The type of a custom metric (`metricType`), which fixes the operators and value field.
@@ -142,6 +214,10 @@ mod tests {
             assert_eq!(m.index(), i);
         }
         assert_eq!(CloudMetric::parse("aws:all-bytes-out"), None);
-        assert!(is_device_side("aws:all-bytes-out"));
+        for (i, m) in DEVICE_METRICS.into_iter().enumerate() {
+            assert_eq!(DeviceMetric::parse(m.name()), Some(m));
+            assert_eq!(m.index(), i);
+            assert_eq!(m.is_count(), i < DEVICE_COUNTS);
+        }
     }
 }

@@ -8,7 +8,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::error::DefenderError;
-use crate::metric::{self, CloudMetric};
+use crate::metric::{CloudMetric, CustomMetricType, DeviceMetric};
 
 /// Most behaviours a profile holds (AWS's limit).
 pub const MAX_BEHAVIORS: usize = 100;
@@ -58,7 +58,7 @@ pub struct Criteria {
     /// A threshold that is a percentile of the targeted devices' values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub statistical_threshold: Option<StatisticalThreshold>,
-    /// ML Detect (refused: not built).
+    /// ML Detect: `{"confidenceLevel": "LOW" | "MEDIUM" | "HIGH"}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ml_detection_config: Option<serde_json::Value>,
 }
@@ -159,12 +159,39 @@ pub enum Check {
         /// The percentile.
         percentile: f64,
     },
-    /// Every source address in (or, with `inside` false, outside) the CIDR blocks.
+    /// Every address in (or, with `inside` false, outside) the CIDR blocks.
     Cidrs {
         /// `in-cidr-set` (true) or `not-in-cidr-set`.
         inside: bool,
         /// The blocks.
         nets: Vec<IpNet>,
+    },
+    /// Every port in (or, with `inside` false, outside) the set.
+    Ports {
+        /// `in-port-set` (true) or `not-in-port-set`.
+        inside: bool,
+        /// The ports.
+        ports: Vec<u16>,
+    },
+    /// Every number in (or, with `inside` false, outside) the set.
+    Numbers {
+        /// `in-set` (true) or `not-in-set`.
+        inside: bool,
+        /// The numbers.
+        numbers: Vec<f64>,
+    },
+    /// The metric within a band around the learned baseline of the targeted devices (ML
+    /// Detect; see [`crate::model`]).
+    Learned {
+        /// How many spreads from the median are normal.
+        band: f64,
+    },
+    /// Every string in (or, with `inside` false, outside) the set.
+    Strings {
+        /// `in-set` (true) or `not-in-set`.
+        inside: bool,
+        /// The strings.
+        strings: Vec<String>,
     },
 }
 
@@ -175,16 +202,79 @@ impl Check {
     }
 }
 
+/// The metric a behaviour watches.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Metric {
+    /// A cloud-side metric the broker measures.
+    Cloud(CloudMetric),
+    /// A device-side metric of the devices' reports.
+    Device(DeviceMetric),
+    /// A custom metric (`cmet:<name>`) of the devices' reports.
+    Custom {
+        /// The name, without `cmet:`.
+        name: String,
+        /// Its type.
+        kind: CustomMetricType,
+    },
+}
+
+/// The shape of a metric's values, which fixes its operators and its `value` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// `value.count`.
+    Count,
+    /// `value.number`.
+    Number,
+    /// `value.cidrs`.
+    Addresses,
+    /// `value.ports`.
+    Ports,
+    /// `value.numbers`.
+    Numbers,
+    /// `value.strings`.
+    Strings,
+}
+
+impl Metric {
+    fn shape(&self) -> Shape {
+        match self {
+            Metric::Cloud(CloudMetric::SourceIpAddress) => Shape::Addresses,
+            Metric::Cloud(_) => Shape::Count,
+            Metric::Device(DeviceMetric::DestinationIpAddresses) => Shape::Addresses,
+            Metric::Device(DeviceMetric::ListeningTcpPorts | DeviceMetric::ListeningUdpPorts) => {
+                Shape::Ports
+            }
+            Metric::Device(_) => Shape::Count,
+            Metric::Custom { kind, .. } => match kind {
+                CustomMetricType::Number => Shape::Number,
+                CustomMetricType::NumberList => Shape::Numbers,
+                CustomMetricType::StringList => Shape::Strings,
+                CustomMetricType::IpAddressList => Shape::Addresses,
+            },
+        }
+    }
+
+    /// Whether `durationSeconds` is required (a window the metric is folded over), refused
+    /// (`Some(false)`), or optional (`None`: the window in which the latest report counts).
+    fn needs_duration(&self) -> Option<bool> {
+        match self {
+            Metric::Cloud(m) => Some(m.is_windowed()),
+            Metric::Device(m) if m.is_windowed() => Some(true),
+            _ => None,
+        }
+    }
+}
+
 /// A behaviour ready to evaluate.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CompiledBehavior {
     /// The behaviour as written (echoed in violations).
     pub behavior: Behavior,
     /// The metric.
-    pub metric: CloudMetric,
+    pub metric: Metric,
     /// The check.
     pub check: Check,
-    /// The window in seconds (`durationSeconds`; 0 for metrics without one).
+    /// The window in seconds (`durationSeconds`; 0 when not given).
     pub duration_seconds: u64,
     /// Violating datapoints in a row that raise the alarm.
     pub to_alarm: u32,
@@ -197,6 +287,7 @@ impl CompiledBehavior {
     pub fn criteria_type(&self) -> &'static str {
         match self.check {
             Check::Statistical { .. } => "STATISTICAL",
+            Check::Learned { .. } => "MACHINE_LEARNING",
             _ => "STATIC",
         }
     }
@@ -249,8 +340,24 @@ pub fn validate_alert_targets(
     Ok(())
 }
 
-/// Validates `behaviors` and compiles each, or says what is wrong with the first bad one.
-pub fn compile_behaviors(behaviors: &[Behavior]) -> Result<Vec<CompiledBehavior>, DefenderError> {
+/// The types of the custom metrics that exist, by name.
+pub trait CustomMetricTypes {
+    /// The type of custom metric `name`, if it exists.
+    fn custom_metric_type(&self, name: &str) -> Option<CustomMetricType>;
+}
+
+impl<F: Fn(&str) -> Option<CustomMetricType>> CustomMetricTypes for F {
+    fn custom_metric_type(&self, name: &str) -> Option<CustomMetricType> {
+        self(name)
+    }
+}
+
+/// Validates `behaviors` and compiles each, or says what is wrong with the first bad one;
+/// `custom` says which custom metrics exist.
+pub fn compile_behaviors(
+    behaviors: &[Behavior],
+    custom: &dyn CustomMetricTypes,
+) -> Result<Vec<CompiledBehavior>, DefenderError> {
     if behaviors.len() > MAX_BEHAVIORS {
         return Err(invalid(format!(
             "a security profile holds at most {MAX_BEHAVIORS} behaviors, not {}",
@@ -264,27 +371,58 @@ pub fn compile_behaviors(behaviors: &[Behavior]) -> Result<Vec<CompiledBehavior>
             if !names.insert(b.name.as_str()) {
                 return Err(invalid(format!("behavior name {:?} is used twice", b.name)));
             }
-            compile(b)
+            compile(b, custom)
         })
         .collect()
 }
 
-fn compile(b: &Behavior) -> Result<CompiledBehavior, DefenderError> {
+fn parse_metric(
+    name: &str,
+    custom: &dyn CustomMetricTypes,
+    at: &dyn Fn(&str) -> String,
+) -> Result<Metric, DefenderError> {
+    if let Some(m) = CloudMetric::parse(name) {
+        return Ok(Metric::Cloud(m));
+    }
+    if let Some(m) = DeviceMetric::parse(name) {
+        return Ok(Metric::Device(m));
+    }
+    if let Some(custom_name) = name.strip_prefix("cmet:") {
+        let kind = custom.custom_metric_type(custom_name).ok_or_else(|| {
+            invalid(at(&format!(
+                "custom metric {custom_name} does not exist (CreateCustomMetric first)"
+            )))
+        })?;
+        return Ok(Metric::Custom {
+            name: custom_name.to_string(),
+            kind,
+        });
+    }
+    Err(invalid(at(&format!("unknown metric {name:?}"))))
+}
+
+/// `in-<set>` (true) or `not-in-<set>` (false).
+fn set_operator(op: &str, set: &str) -> Option<bool> {
+    if op == format!("in-{set}") {
+        Some(true)
+    } else if op == format!("not-in-{set}") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+fn compile(
+    b: &Behavior,
+    custom: &dyn CustomMetricTypes,
+) -> Result<CompiledBehavior, DefenderError> {
     validate_name("behavior name", &b.name)?;
     let at = |what: &str| format!("behavior {:?}: {what}", b.name);
     let metric_name = b
         .metric
         .as_deref()
         .ok_or_else(|| invalid(at("metric is required")))?;
-    let metric = match CloudMetric::parse(metric_name) {
-        Some(m) => m,
-        None if metric::is_device_side(metric_name) || metric_name.starts_with("cmet:") => {
-            return Err(invalid(at(&format!(
-                "metric {metric_name} is a device-side or custom metric, which this server does not evaluate yet; the cloud-side metrics are evaluated"
-            ))));
-        }
-        None => return Err(invalid(at(&format!("unknown metric {metric_name:?}")))),
-    };
+    let metric = parse_metric(metric_name, custom, &at)?;
     if b.metric_dimension.is_some() {
         return Err(invalid(at(
             "metricDimension is not supported by this server",
@@ -297,10 +435,8 @@ fn compile(b: &Behavior) -> Result<CompiledBehavior, DefenderError> {
         .criteria
         .as_ref()
         .ok_or_else(|| invalid(at("criteria is required")))?;
-    if c.ml_detection_config.is_some() {
-        return Err(invalid(at(
-            "mlDetectionConfig (ML Detect) is not supported by this server; use value or statisticalThreshold",
-        )));
+    if let Some(ml) = &c.ml_detection_config {
+        return compile_learned(b, metric, c, ml, &at);
     }
     let datapoints = |field: &str, v: Option<i64>| -> Result<u32, DefenderError> {
         match v {
@@ -323,27 +459,26 @@ fn compile(b: &Behavior) -> Result<CompiledBehavior, DefenderError> {
         .comparison_operator
         .as_deref()
         .ok_or_else(|| invalid(at("criteria.comparisonOperator is required")))?;
-    let duration_seconds = match (metric.is_windowed(), c.duration_seconds) {
-        (true, Some(d)) if d > 0 => d as u64,
-        (true, Some(d)) => {
+    let duration_seconds = match (metric.needs_duration(), c.duration_seconds) {
+        (_, Some(d)) if d <= 0 => {
             return Err(invalid(at(&format!(
                 "durationSeconds must be positive, not {d}"
             ))));
         }
-        (true, None) => {
+        (Some(false), Some(_)) => {
             return Err(invalid(at(&format!(
-                "durationSeconds is required for {}",
-                metric.name()
+                "durationSeconds cannot be used with {metric_name}"
             ))));
         }
-        (false, Some(_)) => {
+        (Some(true), None) => {
             return Err(invalid(at(&format!(
-                "durationSeconds cannot be used with {}",
-                metric.name()
+                "durationSeconds is required for {metric_name}"
             ))));
         }
-        (false, None) => 0,
+        (_, d) => d.map_or(0, |d| d as u64),
     };
+    let shape = metric.shape();
+    let numeric = matches!(shape, Shape::Count | Shape::Number);
     let check = match (&c.value, &c.statistical_threshold) {
         (Some(_), Some(_)) => {
             return Err(invalid(at(
@@ -355,53 +490,88 @@ fn compile(b: &Behavior) -> Result<CompiledBehavior, DefenderError> {
                 "criteria needs a value or a statisticalThreshold",
             )));
         }
-        (Some(value), None) if metric.is_numeric() => {
+        (Some(value), None) if numeric => {
             let op = NumberComparison::parse(op).ok_or_else(|| {
                 invalid(at(&format!(
-                    "comparisonOperator {op:?} does not apply to {} (less-than, less-than-equals, greater-than, greater-than-equals)",
-                    metric.name()
+                    "comparisonOperator {op:?} does not apply to {metric_name} (less-than, less-than-equals, greater-than, greater-than-equals)"
                 )))
             })?;
-            let threshold = value.count.ok_or_else(|| {
-                invalid(at(&format!(
-                    "{} is compared with value.count",
-                    metric.name()
-                )))
-            })?;
-            Check::Static {
-                op,
-                threshold: threshold as f64,
-            }
+            let threshold = if shape == Shape::Count {
+                value.count.map(|c| c as f64).ok_or_else(|| {
+                    invalid(at(&format!("{metric_name} is compared with value.count")))
+                })?
+            } else {
+                value.number.ok_or_else(|| {
+                    invalid(at(&format!("{metric_name} is compared with value.number")))
+                })?
+            };
+            Check::Static { op, threshold }
         }
         (Some(value), None) => {
-            let inside = match op {
-                "in-cidr-set" => true,
-                "not-in-cidr-set" => false,
-                _ => {
-                    return Err(invalid(at(&format!(
-                        "comparisonOperator {op:?} does not apply to {} (in-cidr-set, not-in-cidr-set)",
-                        metric.name()
-                    ))));
-                }
+            let (set, field) = match shape {
+                Shape::Addresses => ("cidr-set", "cidrs"),
+                Shape::Ports => ("port-set", "ports"),
+                _ => (
+                    "set",
+                    if shape == Shape::Numbers {
+                        "numbers"
+                    } else {
+                        "strings"
+                    },
+                ),
             };
-            let cidrs = value
-                .cidrs
-                .as_ref()
-                .filter(|c| !c.is_empty())
-                .ok_or_else(|| invalid(at("value.cidrs is required")))?;
-            let nets = cidrs
-                .iter()
-                .map(|c| {
-                    parse_cidr(c).ok_or_else(|| invalid(at(&format!("{c:?} is not a CIDR block"))))
-                })
-                .collect::<Result<_, _>>()?;
-            Check::Cidrs { inside, nets }
+            let inside = set_operator(op, set).ok_or_else(|| {
+                invalid(at(&format!(
+                    "comparisonOperator {op:?} does not apply to {metric_name} (in-{set}, not-in-{set})"
+                )))
+            })?;
+            let missing = || invalid(at(&format!("value.{field} is required")));
+            match shape {
+                Shape::Addresses => {
+                    let cidrs = value
+                        .cidrs
+                        .as_ref()
+                        .filter(|c| !c.is_empty())
+                        .ok_or_else(missing)?;
+                    let nets = cidrs
+                        .iter()
+                        .map(|c| {
+                            parse_cidr(c)
+                                .ok_or_else(|| invalid(at(&format!("{c:?} is not a CIDR block"))))
+                        })
+                        .collect::<Result<_, _>>()?;
+                    Check::Cidrs { inside, nets }
+                }
+                Shape::Ports => Check::Ports {
+                    inside,
+                    ports: value
+                        .ports
+                        .clone()
+                        .filter(|p| !p.is_empty())
+                        .ok_or_else(missing)?,
+                },
+                Shape::Numbers => Check::Numbers {
+                    inside,
+                    numbers: value
+                        .numbers
+                        .clone()
+                        .filter(|p| !p.is_empty())
+                        .ok_or_else(missing)?,
+                },
+                _ => Check::Strings {
+                    inside,
+                    strings: value
+                        .strings
+                        .clone()
+                        .filter(|p| !p.is_empty())
+                        .ok_or_else(missing)?,
+                },
+            }
         }
         (None, Some(stat)) => {
-            if !metric.is_numeric() {
+            if !numeric {
                 return Err(invalid(at(&format!(
-                    "statisticalThreshold does not apply to {}",
-                    metric.name()
+                    "statisticalThreshold does not apply to {metric_name}"
                 ))));
             }
             let op = NumberComparison::parse(op).ok_or_else(|| {
@@ -428,6 +598,59 @@ fn compile(b: &Behavior) -> Result<CompiledBehavior, DefenderError> {
     })
 }
 
+/// An ML Detect behaviour: a numeric metric that is not custom, no threshold of its own.
+fn compile_learned(
+    b: &Behavior,
+    metric: Metric,
+    c: &Criteria,
+    ml: &serde_json::Value,
+    at: &dyn Fn(&str) -> String,
+) -> Result<CompiledBehavior, DefenderError> {
+    let confidence = ml["confidenceLevel"].as_str().unwrap_or_default();
+    let band = crate::model::band_of(confidence).ok_or_else(|| {
+        invalid(at(&format!(
+            "mlDetectionConfig.confidenceLevel {confidence:?} must be LOW, MEDIUM or HIGH"
+        )))
+    })?;
+    if matches!(metric, Metric::Custom { .. }) || metric.shape() != Shape::Count {
+        return Err(invalid(at(
+            "ML Detect applies to the numeric cloud-side and device-side metrics only",
+        )));
+    }
+    if c.comparison_operator.is_some()
+        || c.value.is_some()
+        || c.statistical_threshold.is_some()
+        || c.duration_seconds.is_some()
+    {
+        return Err(invalid(at(
+            "an ML Detect behavior takes no comparisonOperator, value, statisticalThreshold or durationSeconds",
+        )));
+    }
+    let datapoints = |field: &str, v: Option<i64>| -> Result<u32, DefenderError> {
+        match v {
+            None => Ok(1),
+            Some(n @ 1..=10) => Ok(n as u32),
+            Some(n) => Err(invalid(at(&format!(
+                "{field} must be between 1 and 10, not {n}"
+            )))),
+        }
+    };
+    Ok(CompiledBehavior {
+        behavior: b.clone(),
+        metric,
+        check: Check::Learned { band },
+        duration_seconds: 0,
+        to_alarm: datapoints(
+            "consecutiveDatapointsToAlarm",
+            c.consecutive_datapoints_to_alarm,
+        )?,
+        to_clear: datapoints(
+            "consecutiveDatapointsToClear",
+            c.consecutive_datapoints_to_clear,
+        )?,
+    })
+}
+
 /// `p50` -> 50.0, for the statistics AWS allows.
 fn parse_statistic(text: &str) -> Option<f64> {
     const ALLOWED: [&str; 11] = [
@@ -451,13 +674,26 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn no_custom(_: &str) -> Option<CustomMetricType> {
+        None
+    }
+
+    fn custom(name: &str) -> Option<CustomMetricType> {
+        match name {
+            "temp" => Some(CustomMetricType::Number),
+            "apps" => Some(CustomMetricType::StringList),
+            _ => None,
+        }
+    }
+
     fn behavior(v: serde_json::Value) -> Behavior {
         serde_json::from_value(v).expect("behavior")
     }
 
     #[test]
     fn compiles_static_statistical_and_cidr_behaviors() {
-        let compiled = compile_behaviors(&[
+        let compiled = compile_behaviors(
+            &[
             behavior(json!({"name": "flood", "metric": "aws:num-messages-sent",
                 "criteria": {"comparisonOperator": "less-than", "value": {"count": 100},
                              "durationSeconds": 300, "consecutiveDatapointsToAlarm": 2}})),
@@ -466,7 +702,9 @@ mod tests {
                              "statisticalThreshold": {"statistic": "p90"}, "durationSeconds": 300}})),
             behavior(json!({"name": "ips", "metric": "aws:source-ip-address",
                 "criteria": {"comparisonOperator": "in-cidr-set", "value": {"cidrs": ["10.0.0.0/8", "127.0.0.1"]}}})),
-        ])
+        ],
+            &no_custom,
+        )
         .expect("valid");
         assert_eq!(
             compiled[0].check,
@@ -509,8 +747,23 @@ mod tests {
             ),
             (
                 json!({"name": "a", "metric": "aws:all-bytes-out",
-                "criteria": {"comparisonOperator": "less-than", "value": {"count": 1}, "durationSeconds": 300}}),
-                "device-side",
+                "criteria": {"comparisonOperator": "less-than", "value": {"count": 1}}}),
+                "durationSeconds is required",
+            ),
+            (
+                json!({"name": "a", "metric": "cmet:nope",
+                "criteria": {"comparisonOperator": "less-than", "value": {"number": 1}}}),
+                "does not exist",
+            ),
+            (
+                json!({"name": "a", "metric": "cmet:temp",
+                "criteria": {"comparisonOperator": "less-than", "value": {"count": 1}}}),
+                "value.number",
+            ),
+            (
+                json!({"name": "a", "metric": "aws:listening-tcp-ports",
+                "criteria": {"comparisonOperator": "in-cidr-set", "value": {"ports": [22]}}}),
+                "in-port-set",
             ),
             (
                 json!({"name": "a", "metric": "aws:num-messages-sent",
@@ -534,16 +787,63 @@ mod tests {
             ),
             (
                 json!({"name": "a", "metric": "aws:num-messages-sent",
+                "criteria": {"mlDetectionConfig": {"confidenceLevel": "SURE"}}}),
+                "LOW, MEDIUM or HIGH",
+            ),
+            (
+                json!({"name": "a", "metric": "aws:source-ip-address",
                 "criteria": {"mlDetectionConfig": {"confidenceLevel": "HIGH"}}}),
-                "ML Detect",
+                "numeric",
             ),
         ];
         for (b, expected) in cases {
-            let err = compile_behaviors(&[behavior(b.clone())]).expect_err("invalid");
+            let err = compile_behaviors(&[behavior(b.clone())], &custom).expect_err("invalid");
             assert!(err.to_string().contains(expected), "{b}: {err}");
         }
         let twice = behavior(json!({"name": "a", "metric": "aws:num-disconnects",
             "criteria": {"comparisonOperator": "less-than", "value": {"count": 1}, "durationSeconds": 300}}));
-        assert!(compile_behaviors(&[twice.clone(), twice]).is_err());
+        assert!(compile_behaviors(&[twice.clone(), twice], &no_custom).is_err());
+    }
+
+    #[test]
+    fn compiles_device_side_and_custom_metric_behaviors() {
+        let compiled = compile_behaviors(
+            &[
+                behavior(json!({"name": "out", "metric": "aws:all-bytes-out",
+                    "criteria": {"comparisonOperator": "less-than-equals", "value": {"count": 4096},
+                                 "durationSeconds": 300}})),
+                behavior(json!({"name": "ports", "metric": "aws:listening-tcp-ports",
+                    "criteria": {"comparisonOperator": "in-port-set", "value": {"ports": [443, 8883]}}})),
+                behavior(json!({"name": "temp", "metric": "cmet:temp",
+                    "criteria": {"comparisonOperator": "less-than", "value": {"number": 80.5}}})),
+                behavior(json!({"name": "apps", "metric": "cmet:apps",
+                    "criteria": {"comparisonOperator": "not-in-set", "value": {"strings": ["telnetd"]}}})),
+            ],
+            &custom,
+        )
+        .expect("valid");
+        assert_eq!(compiled[0].metric, Metric::Device(DeviceMetric::BytesOut));
+        assert_eq!(compiled[0].duration_seconds, 300);
+        assert_eq!(
+            compiled[1].check,
+            Check::Ports {
+                inside: true,
+                ports: vec![443, 8883]
+            }
+        );
+        assert_eq!(
+            compiled[2].check,
+            Check::Static {
+                op: NumberComparison::LessThan,
+                threshold: 80.5
+            }
+        );
+        assert_eq!(
+            compiled[3].check,
+            Check::Strings {
+                inside: false,
+                strings: vec!["telnetd".into()]
+            }
+        );
     }
 }

@@ -1,10 +1,11 @@
 //! Device-side metrics reports: devices publish AWS's report format on
 //! `$aws/things/{thing}/defender/metrics/json` (or `/cbor`) and are answered on `.../accepted`
 //! or `.../rejected` in the same format. A report is checked (header, the metrics sections'
-//! shapes, custom metrics that exist with values of their type) and answered; behaviours on
-//! device-side metrics are refused at create for now, so accepted reports are not evaluated.
+//! shapes, custom metrics that exist with values of their type) and answered; an accepted
+//! report's measurements go to the detector's inbox and are evaluated at the end of the period.
 //! Long field names only (`header.report_id`, `metrics.listening_tcp_ports`, ...).
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -12,7 +13,8 @@ use fleetcore_mqtt::broker::{Message, ServiceTap};
 use serde_json::{Map, Value, json};
 
 use crate::alerts::MqttPublisher;
-use crate::metric::CustomMetricType;
+use crate::device_metrics::{CustomValue, DeviceSample};
+use crate::metric::{CustomMetricType, DeviceMetric};
 use crate::service::Defender;
 use crate::store::now;
 
@@ -40,7 +42,8 @@ impl DeviceReports {
         DeviceReports { defender, replies }
     }
 
-    fn check(&self, report: &Value) -> Result<(), String> {
+    /// Checks `report` and reads what it measures, or says what is wrong with it.
+    fn read(&self, report: &Value) -> Result<DeviceSample, String> {
         let header = report.get("header").ok_or("header is required")?;
         header
             .get("report_id")
@@ -53,8 +56,9 @@ impl DeviceReports {
             .get("metrics")
             .and_then(Value::as_object)
             .ok_or("metrics must be an object")?;
+        let mut sample = DeviceSample::default();
         for (name, section) in metrics {
-            check_section(name, section)?;
+            read_section(name, section, &mut sample)?;
         }
         if let Some(custom) = report.get("custom_metrics") {
             let custom = custom
@@ -69,40 +73,66 @@ impl DeviceReports {
                     .ok_or_else(|| format!("custom metric {name} does not exist"))?;
                 let kind = CustomMetricType::parse(&record.metric_type)
                     .ok_or_else(|| format!("custom metric {name} has an unknown type"))?;
-                check_custom(name, kind, values)?;
+                sample
+                    .custom
+                    .insert(name.clone(), read_custom(name, kind, values)?);
             }
         }
-        Ok(())
+        Ok(sample)
     }
 }
 
-fn numbers(v: &Value, what: &str) -> Result<(), String> {
-    match v {
-        Value::Number(n) if n.as_u64().is_some() => Ok(()),
-        _ => Err(format!("{what} must be a non-negative integer")),
-    }
+fn count(v: &Value, what: &str) -> Result<u64, String> {
+    v.as_u64()
+        .ok_or_else(|| format!("{what} must be a non-negative integer"))
 }
 
-fn check_section(name: &str, section: &Value) -> Result<(), String> {
+fn read_ports(name: &str, section: &Value) -> Result<(Vec<u16>, u64), String> {
+    let at = |field: &str| format!("metrics.{name}.{field}");
+    let mut ports = Vec::new();
+    if let Some(list) = section.get("ports") {
+        for p in list
+            .as_array()
+            .ok_or_else(|| format!("{} must be a list", at("ports")))?
+        {
+            let port = p.get("port").and_then(Value::as_u64);
+            match port.and_then(|p| u16::try_from(p).ok()) {
+                Some(port) => ports.push(port),
+                None => return Err(format!("{} must be a port number", at("ports[].port"))),
+            }
+        }
+    }
+    let total = match section.get("total") {
+        Some(t) => count(t, &at("total"))?,
+        None => ports.len() as u64,
+    };
+    Ok((ports, total))
+}
+
+fn read_section(name: &str, section: &Value, sample: &mut DeviceSample) -> Result<(), String> {
     let at = |field: &str| format!("metrics.{name}.{field}");
     match name {
-        "listening_tcp_ports" | "listening_udp_ports" => {
-            if let Some(ports) = section.get("ports") {
-                for p in ports
-                    .as_array()
-                    .ok_or_else(|| format!("{} must be a list", at("ports")))?
-                {
-                    numbers(p.get("port").unwrap_or(&Value::Null), &at("ports[].port"))?;
-                }
-            }
-            section
-                .get("total")
-                .map_or(Ok(()), |t| numbers(t, &at("total")))
+        "listening_tcp_ports" => {
+            let (ports, total) = read_ports(name, section)?;
+            sample.counts[DeviceMetric::NumListeningTcpPorts.index()] = Some(total);
+            sample.tcp_ports = Some(ports);
+            Ok(())
+        }
+        "listening_udp_ports" => {
+            let (ports, total) = read_ports(name, section)?;
+            sample.counts[DeviceMetric::NumListeningUdpPorts.index()] = Some(total);
+            sample.udp_ports = Some(ports);
+            Ok(())
         }
         "network_stats" => {
-            for field in ["bytes_in", "bytes_out", "packets_in", "packets_out"] {
+            for (field, metric) in [
+                ("bytes_in", DeviceMetric::BytesIn),
+                ("bytes_out", DeviceMetric::BytesOut),
+                ("packets_in", DeviceMetric::PacketsIn),
+                ("packets_out", DeviceMetric::PacketsOut),
+            ] {
                 if let Some(v) = section.get(field) {
-                    numbers(v, &at(field))?;
+                    sample.counts[metric.index()] = Some(count(v, &at(field))?);
                 }
             }
             Ok(())
@@ -111,60 +141,70 @@ fn check_section(name: &str, section: &Value) -> Result<(), String> {
             let established = section
                 .get("established_connections")
                 .ok_or_else(|| at("established_connections is required"))?;
+            let mut destinations = Vec::new();
             if let Some(list) = established.get("connections") {
                 let list = list
                     .as_array()
                     .ok_or_else(|| at("established_connections.connections must be a list"))?;
                 for c in list {
                     let remote = c.get("remote_addr").and_then(Value::as_str).unwrap_or("");
-                    if remote.parse::<std::net::SocketAddr>().is_err() {
+                    let Ok(address) = remote.parse::<std::net::SocketAddr>() else {
                         return Err(format!(
                             "{} {remote:?} is not an address:port",
                             at("established_connections.connections[].remote_addr")
                         ));
+                    };
+                    if !destinations.contains(&address.ip()) {
+                        destinations.push(address.ip());
                     }
                 }
             }
-            established
-                .get("total")
-                .map_or(Ok(()), |t| numbers(t, &at("established_connections.total")))
+            let total = match established.get("total") {
+                Some(t) => count(t, &at("established_connections.total"))?,
+                None => destinations.len() as u64,
+            };
+            sample.counts[DeviceMetric::NumEstablishedTcpConnections.index()] = Some(total);
+            sample.destinations = Some(destinations);
+            Ok(())
         }
         other => Err(format!("metrics.{other} is not a device-side metric")),
     }
 }
 
-fn check_custom(name: &str, kind: CustomMetricType, values: &Value) -> Result<(), String> {
+fn read_custom(name: &str, kind: CustomMetricType, values: &Value) -> Result<CustomValue, String> {
     let [value] = values.as_array().map(Vec::as_slice).unwrap_or_default() else {
         return Err(format!("custom_metrics.{name} must be a list of one value"));
     };
-    let ok = match kind {
-        CustomMetricType::Number => value.get("number").is_some_and(Value::is_number),
-        CustomMetricType::NumberList => value
-            .get("number_list")
-            .and_then(Value::as_array)
-            .is_some_and(|l| l.iter().all(Value::is_number)),
-        CustomMetricType::StringList => value
-            .get("string_list")
-            .and_then(Value::as_array)
-            .is_some_and(|l| l.iter().all(Value::is_string)),
-        CustomMetricType::IpAddressList => value
-            .get("ip_list")
-            .and_then(Value::as_array)
-            .is_some_and(|l| {
-                l.iter().all(|ip| {
-                    ip.as_str()
-                        .is_some_and(|s| s.parse::<std::net::IpAddr>().is_ok())
-                })
-            }),
+    let list = |field: &str| value.get(field).and_then(Value::as_array);
+    let read = match kind {
+        CustomMetricType::Number => value
+            .get("number")
+            .and_then(Value::as_f64)
+            .map(CustomValue::Number),
+        CustomMetricType::NumberList => list("number_list")
+            .and_then(|l| l.iter().map(Value::as_f64).collect::<Option<Vec<_>>>())
+            .map(CustomValue::Numbers),
+        CustomMetricType::StringList => list("string_list")
+            .and_then(|l| {
+                l.iter()
+                    .map(|s| s.as_str().map(str::to_string))
+                    .collect::<Option<Vec<_>>>()
+            })
+            .map(CustomValue::Strings),
+        CustomMetricType::IpAddressList => list("ip_list")
+            .and_then(|l| {
+                l.iter()
+                    .map(|ip| ip.as_str().and_then(|s| s.parse::<IpAddr>().ok()))
+                    .collect::<Option<Vec<_>>>()
+            })
+            .map(CustomValue::Addresses),
     };
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
+    read.ok_or_else(|| {
+        format!(
             "custom_metrics.{name} is not a value of type {}",
             kind.as_str()
-        ))
-    }
+        )
+    })
 }
 
 fn decode(format: Format, payload: &[u8]) -> Result<Value, String> {
@@ -207,7 +247,7 @@ impl ServiceTap for DeviceReports {
                     .get("header")
                     .and_then(|h| h.get("report_id"))
                     .cloned(),
-                self.check(&report),
+                self.read(&report),
             ),
             Err(e) => (None, Err(format!("the report does not parse: {e}"))),
         };
@@ -218,7 +258,8 @@ impl ServiceTap for DeviceReports {
             answer.insert("reportId".into(), id);
         }
         let suffix = match outcome {
-            Ok(_) => {
+            Ok(sample) => {
+                self.defender.reports().add(thing, sample);
                 answer.insert("status".into(), json!("ACCEPTED"));
                 "accepted"
             }

@@ -1,5 +1,5 @@
 //! The Defender service: the store, the catalog the detector reads, the fleet meter, the
-//! violations, and the detector's period task.
+//! inbox of device metrics reports, the violations, and the detector's period task.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,8 +10,11 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::alerts::Alerts;
 use crate::detector::{Catalog, Detector, ProfileEntry, ThingDirectory};
+use crate::device_metrics::ReportInbox;
 use crate::error::DefenderError;
+use crate::meter::Datapoint;
 use crate::meter::FleetMeter;
+use crate::model::SharedSummaries;
 use crate::profile::compile_behaviors;
 use crate::store::{self, DefenderStore, Target};
 use crate::violations::Violations;
@@ -36,7 +39,9 @@ pub struct Defender {
     store: DefenderStore,
     catalog: RwLock<Arc<Catalog>>,
     meter: Arc<FleetMeter>,
+    reports: ReportInbox,
     violations: Arc<Violations>,
+    summaries: SharedSummaries,
     account: AccountContext,
     config: DefenderConfig,
     directory: Arc<dyn ThingDirectory>,
@@ -66,11 +71,21 @@ impl Defender {
         account: AccountContext,
         directory: Arc<dyn ThingDirectory>,
     ) -> Result<Arc<Defender>, DefenderError> {
+        let violations = Violations::open(Arc::clone(&store))?;
+        // The devices with alarms in force are known as offline until they connect, so the
+        // first period after a restart does not take them for forgotten.
+        let meter = FleetMeter::default();
+        let now = Instant::now();
+        for v in violations.active_where(|_| true) {
+            meter.remember_offline(&v.thing_name, now);
+        }
         let defender = Arc::new(Defender {
             store: DefenderStore::new(store),
             catalog: RwLock::new(Arc::default()),
-            meter: Arc::default(),
-            violations: Arc::default(),
+            meter: Arc::new(meter),
+            reports: ReportInbox::default(),
+            summaries: SharedSummaries::default(),
+            violations: Arc::new(violations),
             account,
             config,
             directory,
@@ -85,9 +100,43 @@ impl Defender {
         Arc::clone(&self.meter)
     }
 
+    /// Where accepted device metrics reports wait for the end of the period.
+    pub fn reports(&self) -> &ReportInbox {
+        &self.reports
+    }
+
+    /// The period's datapoints: the meter's, with the period's reports joined by thing name.
+    fn collect(&self, now: Instant) -> Vec<(Arc<str>, Datapoint)> {
+        let mut points = self.meter.collect(now);
+        let mut reports = self.reports.take();
+        if reports.is_empty() {
+            return points;
+        }
+        for (thing, point) in &mut points {
+            if let Some(sample) = reports.remove(thing) {
+                point.report = Some(Box::new(sample));
+            }
+        }
+        points.extend(reports.into_iter().map(|(thing, sample)| {
+            (
+                thing,
+                Datapoint {
+                    report: Some(Box::new(sample)),
+                    ..Datapoint::default()
+                },
+            )
+        }));
+        points
+    }
+
     /// The stored state.
     pub fn store(&self) -> &DefenderStore {
         &self.store
+    }
+
+    /// The ML Detect models' training summaries.
+    pub fn training_summaries(&self) -> &SharedSummaries {
+        &self.summaries
     }
 
     /// The alarms and their history.
@@ -134,7 +183,7 @@ impl Defender {
         let attachments = self.store.attachments()?;
         let mut profiles = Vec::new();
         for record in self.store.profiles()? {
-            let behaviors = match compile_behaviors(&record.behaviors) {
+            let behaviors = match compile_behaviors(&record.behaviors, &self.store) {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::error!(profile = %record.name, error = %e, "a stored security profile no longer compiles; it is not evaluated");
@@ -167,12 +216,13 @@ impl Defender {
                 Arc::clone(&defender.violations),
                 alerts,
                 Arc::clone(&defender.directory),
-            );
+            )
+            .with_summaries(Arc::clone(&defender.summaries));
             let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                let points = defender.meter.collect(Instant::now());
+                let points = defender.collect(Instant::now());
                 let catalog = Arc::clone(&defender.catalog.read());
                 // Resolving targets reads the registry: off the async workers.
                 let evaluated = tokio::task::spawn_blocking(move || {

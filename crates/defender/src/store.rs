@@ -8,7 +8,8 @@ use fleetcore_core::{KvStore, WriteBatch};
 use serde::{Deserialize, Serialize};
 
 use crate::error::DefenderError;
-use crate::profile::{AlertTarget, Behavior};
+use crate::metric::CustomMetricType;
+use crate::profile::{AlertTarget, Behavior, CustomMetricTypes};
 
 const PROFILES: &str = "defender_profiles";
 const TARGETS: &str = "defender_targets";
@@ -219,5 +220,17 @@ impl DefenderStore {
         let mut batch = WriteBatch::new();
         batch.delete(CUSTOM_METRICS, name.as_bytes());
         Ok(self.store.apply(batch)?)
+    }
+}
+
+impl CustomMetricTypes for DefenderStore {
+    fn custom_metric_type(&self, name: &str) -> Option<CustomMetricType> {
+        match self.custom_metric(name) {
+            Ok(record) => record.and_then(|r| CustomMetricType::parse(&r.metric_type)),
+            Err(e) => {
+                tracing::error!(metric = name, error = %e, "reading a custom metric failed");
+                None
+            }
+        }
     }
 }

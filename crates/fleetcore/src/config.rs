@@ -79,6 +79,15 @@ pub struct ServeArgs {
     )]
     defender_period_ms: Option<u64>,
 
+    /// Test knob, not for production: the length of a day for Device Defender's scheduled
+    /// audits, in seconds, so a test can watch a DAILY audit run. [default: 86400]
+    #[arg(
+        long,
+        env = "FLEETCORE_DEFENDER_AUDIT_DAY_SECS",
+        value_name = "SECONDS"
+    )]
+    defender_audit_day_secs: Option<u64>,
+
     /// The Python interpreter that runs `python3.x` functions (one that can `import boto3`, as
     /// on Lambda). [default: python3]
     #[arg(long, env = "FLEETCORE_FUNCTIONS_PYTHON", value_name = "PROGRAM")]
@@ -419,6 +428,7 @@ pub struct Settings {
     pub shadow_max_state_bytes: usize,
     pub provisioning_token_ttl: std::time::Duration,
     pub defender_period: std::time::Duration,
+    pub defender_audit_day: std::time::Duration,
     pub ingest_partitions: usize,
     pub functions_python: PathBuf,
     pub functions_node: PathBuf,
@@ -523,6 +533,7 @@ impl ServeArgs {
                 shadow_max_state_bytes,
                 provisioning_token_ttl_secs,
                 defender_period_ms,
+                defender_audit_day_secs,
                 ingest_partitions,
                 functions_python,
                 functions_node,
@@ -656,6 +667,10 @@ impl ServeArgs {
             ms @ 100..=86_400_000 => std::time::Duration::from_millis(ms),
             ms => bail!("defender_period_ms must be between 100 and 86400000, not {ms}"),
         };
+        let defender_audit_day = match self.defender_audit_day_secs.unwrap_or(86_400) {
+            secs @ 1..=86_400 => std::time::Duration::from_secs(secs),
+            secs => bail!("defender_audit_day_secs must be between 1 and 86400, not {secs}"),
+        };
         let ingest_partitions = match self.ingest_partitions {
             Some(n @ 1..=256) => n,
             Some(n) => bail!("ingest_partitions must be between 1 and 256, not {n}"),
@@ -730,6 +745,7 @@ impl ServeArgs {
             shadow_max_state_bytes,
             provisioning_token_ttl,
             defender_period,
+            defender_audit_day,
             ingest_partitions,
             functions_python: self
                 .functions_python
@@ -981,6 +997,17 @@ mod tests {
             .resolve()
             .expect_err("too short");
         assert!(format!("{err:#}").contains("defender_period_ms"), "{err:#}");
+        assert_eq!(
+            parse(&[]).resolve().expect("resolve").defender_audit_day,
+            std::time::Duration::from_secs(86_400)
+        );
+        let err = parse(&["--defender-audit-day-secs", "0"])
+            .resolve()
+            .expect_err("zero");
+        assert!(
+            format!("{err:#}").contains("defender_audit_day_secs"),
+            "{err:#}"
+        );
     }
 
     #[test]

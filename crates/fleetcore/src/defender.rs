@@ -8,10 +8,13 @@ use anyhow::Context;
 use bytes::Bytes;
 use fleetcore_core::{AccountContext, KvStore, TopicPublisher};
 use fleetcore_defender::alerts::{Alerts, MqttPublisher};
+use fleetcore_defender::audit::Audits;
+use fleetcore_defender::audit::schedule::ScheduleClock;
 use fleetcore_defender::detector::ThingDirectory;
 use fleetcore_defender::reports::{self, DeviceReports};
 use fleetcore_defender::{Defender, DefenderConfig};
 use fleetcore_identity::IdentityService;
+use fleetcore_identity::policy::Policies;
 use fleetcore_mqtt::broker::{DeviceMeter, Router};
 use fleetcore_mqtt::protocol::QoS;
 
@@ -62,4 +65,28 @@ pub fn start(
         .context("serving Device Defender metrics reports")?;
     defender.start(Alerts::new(Some(notify), Some(broker)));
     Ok(defender)
+}
+
+/// Opens Defender's audits (their notifications go to SNS through `notify`) and starts their
+/// scheduler.
+pub fn audits(
+    settings: &Settings,
+    store: &Arc<dyn KvStore>,
+    policies: &Arc<Policies>,
+    identity: &Arc<IdentityService>,
+    defender: &Defender,
+    notify: Arc<dyn TopicPublisher>,
+) -> Arc<Audits> {
+    let audits = Arc::new(
+        Audits::new(
+            Arc::clone(store),
+            Arc::clone(policies),
+            Arc::clone(identity),
+            defender,
+            ScheduleClock::new(settings.defender_audit_day),
+        )
+        .with_notifications(notify),
+    );
+    audits.start_scheduler();
+    audits
 }

@@ -237,6 +237,21 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         broker.router(),
         Arc::clone(&notify) as Arc<dyn fleetcore_core::TopicPublisher>,
     )?;
+    let audits = crate::defender::audits(
+        &settings,
+        &store,
+        &policies,
+        &identity,
+        &defender,
+        Arc::clone(&notify) as Arc<dyn fleetcore_core::TopicPublisher>,
+    );
+    let mitigations = Arc::new(fleetcore_defender::mitigation::Mitigations::new(
+        Arc::clone(&store),
+        Arc::clone(&defender),
+        Arc::clone(&identity) as Arc<dyn fleetcore_defender::mitigation::Mitigator>,
+        Arc::clone(&policies),
+        Arc::clone(&notify) as Arc<dyn fleetcore_core::TopicPublisher>,
+    ));
     // Observability: the metric store sampled from this process's registry, CloudWatch.
     let observe = crate::observe::start(
         &settings,
@@ -399,23 +414,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     .service_routes("iot", fleetcore_provisioning::api::routes(provisioning))
     .service_routes(
         "iot",
-        fleetcore_defender::mitigation::routes(Arc::new(
-            fleetcore_defender::mitigation::Mitigations::new(
-                Arc::clone(&store),
-                Arc::clone(&defender),
-                Arc::clone(&identity) as Arc<dyn fleetcore_defender::mitigation::Mitigator>,
-            ),
-        )),
+        fleetcore_defender::mitigation::routes(Arc::clone(&mitigations)),
     )
-    .service_routes("iot", fleetcore_defender::api::routes(defender))
     .service_routes(
         "iot",
-        fleetcore_defender::audit::api::routes(Arc::new(fleetcore_defender::audit::Audits::new(
-            Arc::clone(&store),
-            Arc::clone(&policies),
-            Arc::clone(&identity),
-        ))),
+        fleetcore_defender::mitigation::audit_tasks::routes(mitigations, Arc::clone(&audits)),
     )
+    .service_routes("iot", fleetcore_defender::audit::api::routes(audits))
+    .service_routes("iot", fleetcore_defender::api::routes(defender))
     .service("iotdata", iotdata::routes(iotdata_state))
     .service(
         "monitoring",

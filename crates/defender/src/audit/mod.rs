@@ -1,15 +1,19 @@
 //! Audits: the account's audit configuration, on-demand audit tasks that run the enabled
 //! checks ([`checks`]) over the registry and policies, and their findings ([`api`]).
 //! Tasks run to completion when started (the checks read the store only), so a task is
-//! `COMPLETED` (or `FAILED`) by the time StartOnDemandAuditTask answers.
+//! `COMPLETED` (or `FAILED`) by the time StartOnDemandAuditTask answers. Scheduled audits
+//! ([`schedule`]) run the same way when due; suppressions ([`suppressions`]) mark findings.
 
 pub mod api;
 pub mod checks;
+pub mod notify;
+pub mod schedule;
+pub mod suppressions;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use fleetcore_core::{KvStore, WriteBatch};
+use fleetcore_core::{AccountContext, KvStore, WriteBatch};
 use fleetcore_identity::IdentityService;
 use fleetcore_identity::certificates::CertificateStatus;
 use fleetcore_identity::policy::{PageSpec, Policies, PolicyError};
@@ -19,6 +23,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::error::DefenderError;
+use crate::meter::FleetMeter;
+use crate::service::Defender;
 use crate::store::now;
 
 const TABLE: &str = "defender_audit";
@@ -78,8 +84,11 @@ pub struct AuditTask {
     pub task_id: String,
     /// `COMPLETED` or `FAILED`.
     pub status: String,
-    /// `ON_DEMAND_AUDIT_TASK`.
+    /// `ON_DEMAND_AUDIT_TASK` or `SCHEDULED_AUDIT_TASK`.
     pub task_type: String,
+    /// The scheduled audit that ran it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_audit_name: Option<String>,
     /// Seconds since the epoch.
     pub start_time: f64,
     /// `auditDetails` by check name.
@@ -92,6 +101,7 @@ pub struct AuditTask {
 pub struct AuditSources {
     policies: Arc<Policies>,
     identity: Arc<IdentityService>,
+    meter: Arc<FleetMeter>,
 }
 
 impl AuditSources {
@@ -156,6 +166,9 @@ impl AuditSources {
 pub struct Audits {
     store: Arc<dyn KvStore>,
     sources: AuditSources,
+    account: AccountContext,
+    clock: schedule::ScheduleClock,
+    notifier: Option<notify::AuditNotifier>,
     writing: Mutex<()>,
 }
 
@@ -169,17 +182,34 @@ fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, DefenderError
 }
 
 impl Audits {
-    /// Audits stored in `store`, reading `policies` and `identity`'s certificates.
+    /// Audits stored in `store`, reading `policies`, `identity`'s certificates and what
+    /// `defender`'s meter saw of the connections; schedules run on `clock`.
     pub fn new(
         store: Arc<dyn KvStore>,
         policies: Arc<Policies>,
         identity: Arc<IdentityService>,
+        defender: &Defender,
+        clock: schedule::ScheduleClock,
     ) -> Audits {
         Audits {
             store,
-            sources: AuditSources { policies, identity },
+            clock,
+            account: defender.account().clone(),
+            notifier: None,
+            sources: AuditSources {
+                policies,
+                identity,
+                meter: defender.meter(),
+            },
             writing: Mutex::new(()),
         }
+    }
+
+    /// Sends finished tasks to the configured SNS target through `sns` (call inside the
+    /// runtime).
+    pub fn with_notifications(mut self, sns: Arc<dyn fleetcore_core::TopicPublisher>) -> Audits {
+        self.notifier = Some(notify::AuditNotifier::new(sns));
+        self
     }
 
     /// The configuration (empty until first updated).
@@ -214,10 +244,12 @@ impl Audits {
                     "auditNotificationTargetConfigurations key {kind:?} is not SNS"
                 )));
             }
-            if target.get("enabled").and_then(Value::as_bool) == Some(true) {
-                return Err(DefenderError::Invalid(
-                    "audit notifications to SNS are not supported by this server yet".into(),
-                ));
+            let enabled = target.get("enabled").and_then(Value::as_bool) == Some(true);
+            let arn = target.get("targetArn").and_then(Value::as_str);
+            if enabled && !arn.is_some_and(|a| a.starts_with("arn:") && a.contains(":sns:")) {
+                return Err(DefenderError::Invalid(format!(
+                    "auditNotificationTargetConfigurations.SNS.targetArn {arn:?} is not an SNS topic ARN"
+                )));
             }
         }
         let _writing = self.writing.lock();
@@ -240,8 +272,17 @@ impl Audits {
         Ok(self.store.apply(batch)?)
     }
 
-    /// Runs `check_names` (each enabled in the configuration) as a new task.
+    /// Runs `check_names` (each enabled in the configuration) as a new on-demand task.
     pub fn start_on_demand(&self, check_names: &[String]) -> Result<AuditTask, DefenderError> {
+        self.run_task(check_names, None)
+    }
+
+    /// Runs `check_names` as a new task: on demand, or of the scheduled audit `scheduled`.
+    fn run_task(
+        &self,
+        check_names: &[String],
+        scheduled: Option<&str>,
+    ) -> Result<AuditTask, DefenderError> {
         if check_names.is_empty() {
             return Err(DefenderError::Invalid("targetCheckNames is empty".into()));
         }
@@ -264,19 +305,14 @@ impl Audits {
         let mut details = BTreeMap::new();
         let mut findings = Vec::new();
         let mut failed = false;
+        let suppressions = self.suppressions()?;
         for check in selected {
             match check.run(&self.sources) {
                 Ok(outcome) => {
                     let n = outcome.findings.len();
-                    details.insert(check.name().to_string(), json!({
-                        "checkRunStatus": if n == 0 { "COMPLETED_COMPLIANT" } else { "COMPLETED_NON_COMPLIANT" },
-                        "checkCompliant": n == 0,
-                        "totalResourcesCount": outcome.total,
-                        "nonCompliantResourcesCount": n,
-                        "suppressedNonCompliantResourcesCount": 0,
-                    }));
+                    let mut suppressed = 0;
                     for f in outcome.findings {
-                        findings.push(json!({
+                        let mut finding = json!({
                             "findingId": uuid::Uuid::new_v4().simple().to_string(),
                             "taskId": task_id,
                             "checkName": check.name(),
@@ -287,8 +323,20 @@ impl Audits {
                             "reasonForNonCompliance": f.reason,
                             "reasonForNonComplianceCode": f.code,
                             "isSuppressed": false,
-                        }));
+                        });
+                        if suppressions.iter().any(|s| s.covers(&finding, start_time)) {
+                            finding["isSuppressed"] = json!(true);
+                            suppressed += 1;
+                        }
+                        findings.push(finding);
                     }
+                    details.insert(check.name().to_string(), json!({
+                        "checkRunStatus": if n == 0 { "COMPLETED_COMPLIANT" } else { "COMPLETED_NON_COMPLIANT" },
+                        "checkCompliant": n == 0,
+                        "totalResourcesCount": outcome.total,
+                        "nonCompliantResourcesCount": n,
+                        "suppressedNonCompliantResourcesCount": suppressed,
+                    }));
                 }
                 Err(e) => {
                     failed = true;
@@ -301,7 +349,13 @@ impl Audits {
         let task = AuditTask {
             task_id: task_id.clone(),
             status: if failed { "FAILED" } else { "COMPLETED" }.into(),
-            task_type: "ON_DEMAND_AUDIT_TASK".into(),
+            task_type: if scheduled.is_some() {
+                "SCHEDULED_AUDIT_TASK"
+            } else {
+                "ON_DEMAND_AUDIT_TASK"
+            }
+            .into(),
+            scheduled_audit_name: scheduled.map(str::to_string),
             start_time,
             details,
             findings,
@@ -313,6 +367,14 @@ impl Audits {
             serde_json::to_vec(&task).unwrap_or_default(),
         );
         self.store.apply(batch)?;
+        if let (Some(notifier), Some(sns)) = (
+            &self.notifier,
+            config.audit_notification_target_configurations.get("SNS"),
+        ) && sns.get("enabled").and_then(Value::as_bool) == Some(true)
+            && let Some(topic) = sns.get("targetArn").and_then(Value::as_str)
+        {
+            notifier.send(topic, &self.account.account_id, &task);
+        }
         Ok(task)
     }
 

@@ -119,14 +119,15 @@ def test_security_profiles_targets_and_custom_metrics_round_trip(aws, uid):
 
     # what cannot be evaluated is refused at create, with the reason
     bad = [
-        ([behavior("x", "aws:all-bytes-out", "less-than", 1)], "device-side"),
+        ([{"name": "x", "metric": f"cmet:none-{uid}",
+           "criteria": {"comparisonOperator": "less-than", "value": {"number": 1}}}], "does not exist"),
         ([{"name": "x", "metric": "aws:num-messages-sent",
            "criteria": {"comparisonOperator": "less-than", "value": {"count": 1}}}], "durationSeconds"),
         ([behavior("x", "aws:num-messages-sent", "in-cidr-set", 1)], "does not apply"),
         ([behavior("x", "aws:num-messages-sent", "less-than", 1, consecutiveDatapointsToAlarm=11)],
          "between 1 and 10"),
         ([{"name": "x", "metric": "aws:num-messages-sent",
-           "criteria": {"mlDetectionConfig": {"confidenceLevel": "HIGH"}}}], "ML Detect"),
+           "criteria": {"mlDetectionConfig": {"confidenceLevel": "SURE"}}}], "LOW, MEDIUM or HIGH"),
     ]
     for behaviors_, why in bad:
         with pytest.raises(iot.exceptions.InvalidRequestException) as e:

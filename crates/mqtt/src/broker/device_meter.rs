@@ -93,6 +93,11 @@ pub trait DeviceMeter: Send + Sync + 'static {
     /// A client sent CONNECT as `client_id` from `peer` (before authentication): the
     /// counters its connection keeps.
     fn connecting(&self, client_id: &str, peer: IpAddr) -> Arc<DeviceCounters>;
+
+    /// The connection of `client_id` from `peer` was authenticated as `principal` and is
+    /// about to be attached (taking over a live connection of the same client id, if any).
+    /// Connect path only; the default does nothing.
+    fn admitted(&self, _client_id: &str, _principal: &str, _peer: IpAddr) {}
 }
 
 #[cfg(test)]

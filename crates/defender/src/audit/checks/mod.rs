@@ -1,6 +1,8 @@
 //! The audit checks this server runs, one module each, in one registry: adding a check is
 //! adding a module and a line to [`registry`].
 
+mod cognito;
+mod connections;
 mod expiring;
 mod overly_permissive;
 
@@ -43,5 +45,13 @@ pub fn registry() -> Vec<Box<dyn AuditCheck>> {
         Box::new(overly_permissive::OverlyPermissivePolicies),
         Box::new(expiring::DeviceCertificatesExpiring),
         Box::new(expiring::CaCertificatesExpiring),
+        Box::new(connections::ConflictingClientIds),
+        Box::new(connections::SharedCertificates),
+        Box::new(cognito::CognitoRole(
+            "UNAUTHENTICATED_COGNITO_ROLE_OVERLY_PERMISSIVE_CHECK",
+        )),
+        Box::new(cognito::CognitoRole(
+            "AUTHENTICATED_COGNITO_ROLE_OVERLY_PERMISSIVE_CHECK",
+        )),
     ]
 }

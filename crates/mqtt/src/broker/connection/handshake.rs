@@ -242,6 +242,9 @@ async fn accept(
         ProtocolVersion::V311 if connect.clean_start => 0,
         ProtocolVersion::V311 => NEVER_EXPIRES,
     };
+    if let Some(m) = router.device_meter() {
+        m.admitted(&client_id, &principal, info.peer.ip());
+    }
     let Some(attached) = router
         .attach(
             Arc::clone(&client_id),

@@ -1,9 +1,10 @@
-//! Mitigation actions and Detect mitigation tasks: CreateMitigationAction and its siblings
-//! store actions; StartDetectMitigationActionsTask applies them at once to the things of the
-//! alarms in force that the task targets. Supported: `addThingsToThingGroupParams`
-//! (quarantine: a group whose policy denies cuts the device off, as any policy change does)
-//! and `updateDeviceCertificateParams` (`DEACTIVATE`: the thing's certificates become INACTIVE
-//! and their live connections are cut). The others are refused at create.
+//! Mitigation actions and mitigation tasks: CreateMitigationAction and its siblings store
+//! actions of the kinds in [`actions`]; StartDetectMitigationActionsTask applies them at once to
+//! the things of the alarms in force that the task targets, and StartAuditMitigationActionsTask
+//! ([`audit_tasks`]) to the findings of an audit. `enableIoTLoggingParams` is refused at create.
+
+pub mod actions;
+pub mod audit_tasks;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,9 +14,11 @@ use axum::extract::{Path, State};
 use axum::routing::{get, put};
 use fleetcore_api::ApiError;
 use fleetcore_api::extract::Json;
-use fleetcore_core::{KvStore, WriteBatch};
+use fleetcore_core::{KvStore, TopicPublisher, WriteBatch};
 use fleetcore_identity::IdentityService;
 use fleetcore_identity::certificates::CertificateStatus;
+use fleetcore_identity::certificates::{CaCertificateStatus, CaCertificateUpdate};
+use fleetcore_identity::policy::Policies;
 use fleetcore_identity::registry::PageRequest;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -35,6 +38,14 @@ pub trait Mitigator: Send + Sync + 'static {
     fn deactivate_certificates(&self, thing: &str) -> Result<usize, String>;
     /// Whether thing group `name` exists.
     fn group_exists(&self, name: &str) -> bool;
+    /// Whether `name` is a thing.
+    fn is_thing(&self, name: &str) -> bool;
+    /// Sets device certificate `id` INACTIVE.
+    fn deactivate_certificate(&self, id: &str) -> Result<(), String>;
+    /// Sets registered CA certificate `id` INACTIVE.
+    fn deactivate_ca(&self, id: &str) -> Result<(), String>;
+    /// The things device certificate `id` is attached to.
+    fn things_of_certificate(&self, id: &str) -> Result<Vec<String>, String>;
 }
 
 impl Mitigator for IdentityService {
@@ -68,6 +79,47 @@ impl Mitigator for IdentityService {
     fn group_exists(&self, name: &str) -> bool {
         self.registry().describe_thing_group(name).is_ok()
     }
+
+    fn is_thing(&self, name: &str) -> bool {
+        matches!(self.thing(name), Ok(Some(_)))
+    }
+
+    fn deactivate_certificate(&self, id: &str) -> Result<(), String> {
+        self.certificates()
+            .update_certificate(id, CertificateStatus::Inactive)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn deactivate_ca(&self, id: &str) -> Result<(), String> {
+        self.certificates()
+            .update_ca_certificate(
+                id,
+                CaCertificateUpdate {
+                    new_status: Some(CaCertificateStatus::Inactive),
+                    ..CaCertificateUpdate::default()
+                },
+            )
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn things_of_certificate(&self, id: &str) -> Result<Vec<String>, String> {
+        let arn = self.registry().certificate_arn(id);
+        let mut out = Vec::new();
+        let mut page = PageRequest::first(250);
+        loop {
+            let things = self
+                .registry()
+                .list_principal_things(&arn, None, &page)
+                .map_err(|e| e.to_string())?;
+            out.extend(things.items.into_iter().map(|t| t.thing_name));
+            match things.next_token {
+                Some(t) => page = PageRequest::after(t, 250),
+                None => return Ok(out),
+            }
+        }
+    }
 }
 
 /// A stored mitigation action.
@@ -85,21 +137,28 @@ struct ActionRecord {
 pub struct Mitigations {
     store: Arc<dyn KvStore>,
     defender: Arc<Defender>,
-    mitigator: Arc<dyn Mitigator>,
+    reach: actions::Reach,
     writing: Mutex<()>,
 }
 
 impl Mitigations {
-    /// Actions stored in `store`, applied through `mitigator` to `defender`'s alarms.
+    /// Actions stored in `store`, applied to `defender`'s alarms and to audit findings through
+    /// `mitigator` (things, certificates), `policies` and `sns`.
     pub fn new(
         store: Arc<dyn KvStore>,
         defender: Arc<Defender>,
         mitigator: Arc<dyn Mitigator>,
+        policies: Arc<Policies>,
+        sns: Arc<dyn TopicPublisher>,
     ) -> Mitigations {
         Mitigations {
             store,
             defender,
-            mitigator,
+            reach: actions::Reach {
+                mitigator,
+                policies,
+                sns,
+            },
             writing: Mutex::new(()),
         }
     }
@@ -125,71 +184,48 @@ impl Mitigations {
             .to_string()
     }
 
-    /// The action type AWS reports for `params`.
-    fn action_type(params: &Value) -> &'static str {
-        if params.get("addThingsToThingGroupParams").is_some() {
-            "ADD_THINGS_TO_THING_GROUP"
-        } else {
-            "UPDATE_DEVICE_CERTIFICATE"
-        }
-    }
-
-    fn check_params(&self, params: &Value) -> Result<(), DefenderError> {
-        let Some(object) = params.as_object() else {
-            return Err(DefenderError::Invalid(
-                "actionParams must be an object".into(),
-            ));
-        };
-        if object.len() != 1 {
-            return Err(DefenderError::Invalid(
-                "actionParams takes exactly one kind of action".into(),
-            ));
-        }
-        if let Some(p) = object.get("addThingsToThingGroupParams") {
-            let groups: Vec<&str> = p
-                .get("thingGroupNames")
-                .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
-            if groups.is_empty() || groups.len() > 10 {
-                return Err(DefenderError::Invalid(
-                    "addThingsToThingGroupParams.thingGroupNames takes 1 to 10 groups".into(),
-                ));
-            }
-            for g in groups {
-                if !self.mitigator.group_exists(g) {
-                    return Err(DefenderError::NotFound(format!(
-                        "thing group {g} does not exist"
-                    )));
-                }
-            }
-            return Ok(());
-        }
-        if let Some(p) = object.get("updateDeviceCertificateParams") {
-            return match p.get("action").and_then(Value::as_str) {
-                Some("DEACTIVATE") => Ok(()),
-                other => Err(DefenderError::Invalid(format!(
-                    "updateDeviceCertificateParams.action must be DEACTIVATE, not {other:?}"
-                ))),
-            };
-        }
-        let kind = object.keys().next().map(String::as_str).unwrap_or_default();
-        Err(DefenderError::Invalid(format!(
-            "{kind} is not supported by this server (addThingsToThingGroupParams and updateDeviceCertificateParams are)"
-        )))
-    }
-
-    /// Applies `action` to `thing`.
-    fn apply(&self, action: &ActionRecord, thing: &str) -> Result<(), String> {
-        if let Some(groups) =
-            action.params["addThingsToThingGroupParams"]["thingGroupNames"].as_array()
+    /// Claims task key `key` (TaskAlreadyExistsException when taken) with an IN_PROGRESS
+    /// record, which the task's end replaces.
+    fn reserve_task(&self, key: &str, task_id: &str) -> Result<(), ApiError> {
+        let _writing = self.writing.lock();
+        if self
+            .store
+            .get(TABLE, key.as_bytes())
+            .map_err(DefenderError::from)?
+            .is_some()
         {
-            for g in groups.iter().filter_map(Value::as_str) {
-                self.mitigator.add_to_group(thing, g)?;
-            }
-            return Ok(());
+            return Err(ApiError::new(
+                "TaskAlreadyExistsException",
+                axum::http::StatusCode::BAD_REQUEST,
+                format!("task {task_id} already exists"),
+            ));
         }
-        self.mitigator.deactivate_certificates(thing).map(|_| ())
+        let mut batch = WriteBatch::new();
+        batch.put(
+            TABLE,
+            key.as_bytes().to_vec(),
+            serde_json::to_vec(
+                &json!({"taskId": task_id, "taskStatus": "IN_PROGRESS", "taskStartTime": now()}),
+            )
+            .unwrap_or_default(),
+        );
+        self.store.apply(batch).map_err(DefenderError::from)?;
+        Ok(())
+    }
+
+    /// Applies `action` to `subject`.
+    async fn apply(
+        &self,
+        action: &ActionRecord,
+        subject: actions::Subject<'_>,
+    ) -> Result<actions::Applied, String> {
+        let kind = actions::kind_of(&action.params).map_err(|e| e.to_string())?;
+        kind.apply(
+            actions::params_of(&action.params, kind),
+            subject,
+            &self.reach,
+        )
+        .await
     }
 }
 
@@ -238,7 +274,8 @@ async fn create_action(
             body.role_arn
         )));
     }
-    m.check_params(&body.action_params)?;
+    let kind = actions::kind_of(&body.action_params)?;
+    kind.check(actions::params_of(&body.action_params, kind), &m.reach)?;
     let _writing = m.writing.lock();
     if m.action(&name)?.is_some() {
         return Err(DefenderError::AlreadyExists(format!(
@@ -277,7 +314,7 @@ async fn describe_action(State(m): State<Arc<Mitigations>>, Path(name): Path<Str
     let a = existing(&m, &name)?;
     Ok(axum::Json(json!({
         "actionName": a.name,
-        "actionType": Mitigations::action_type(&a.params),
+        "actionType": actions::kind_of(&a.params).map(|k| k.action_type()).unwrap_or_default(),
         "actionArn": m.arn(&a.name),
         "actionId": a.id,
         "roleArn": a.role_arn,
@@ -364,18 +401,7 @@ async fn start_detect_task(
         .map(|a| existing(&m, a))
         .collect::<Result<Vec<_>, _>>()?;
     let key = format!("task/{task_id}");
-    let _writing = m.writing.lock();
-    if m.store
-        .get(TABLE, key.as_bytes())
-        .map_err(DefenderError::from)?
-        .is_some()
-    {
-        return Err(ApiError::new(
-            "TaskAlreadyExistsException",
-            axum::http::StatusCode::BAD_REQUEST,
-            format!("task {task_id} already exists"),
-        ));
-    }
+    m.reserve_task(&key, &task_id)?;
     let violations = m.defender.violations().active_where(|v| {
         t.violation_ids
             .as_ref()
@@ -390,22 +416,36 @@ async fn start_detect_task(
     let (mut succeeded, mut failed) = (0u64, 0u64);
     let mut executions = Vec::new();
     let started = now();
+    let mut skipped = 0u64;
     for v in &violations {
+        let violation = v.to_json();
         for a in &actions {
-            let outcome = m.apply(a, &v.thing_name);
-            match &outcome {
-                Ok(()) => succeeded += 1,
+            let subject = actions::Subject::Thing {
+                name: &v.thing_name,
+                violation: &violation,
+            };
+            let outcome = m.apply(a, subject).await;
+            let (status, message) = match &outcome {
+                Ok(actions::Applied::Done) => {
+                    succeeded += 1;
+                    ("SUCCESSFUL", None)
+                }
+                Ok(actions::Applied::Skipped(why)) => {
+                    skipped += 1;
+                    ("SKIPPED", Some(why.clone()))
+                }
                 Err(e) => {
                     failed += 1;
                     tracing::warn!(thing = %v.thing_name, action = %a.name, error = %e, "a Defender mitigation failed");
+                    ("FAILED", Some(e.clone()))
                 }
-            }
+            };
             executions.push(json!({
                 "taskId": task_id, "violationId": v.violation_id, "actionName": a.name,
-                "thingName": v.thing_name, "status": if outcome.is_ok() { "SUCCESSFUL" } else { "FAILED" },
+                "thingName": v.thing_name, "status": status,
                 "executionStartDate": started, "executionEndDate": now(),
                 "errorCode": outcome.as_ref().err().map(|_| "INTERNAL_FAILURE"),
-                "message": outcome.err(),
+                "message": message,
             }));
         }
     }
@@ -420,7 +460,7 @@ async fn start_detect_task(
             "name": a.name, "id": a.id, "roleArn": a.role_arn, "actionParams": a.params})).collect::<Vec<_>>(),
         "onlyActiveViolationsIncluded": true,
         "suppressedAlertsIncluded": false,
-        "taskStatistics": {"actionsExecuted": succeeded + failed, "actionsSkipped": 0, "actionsFailed": failed},
+        "taskStatistics": {"actionsExecuted": succeeded + failed, "actionsSkipped": skipped, "actionsFailed": failed},
         "executions": executions,
     });
     let mut batch = WriteBatch::new();
