@@ -1,8 +1,10 @@
 """The web console (`/console`) in a real headless browser: Debian's Chromium driven by Selenium
 through chromedriver. Sign in with the admin access key, every page loads, the charts draw the
 data points of MQTT traffic produced during the test (asserted on the SVG's circles, which carry
-their values), a rule's per-action outcomes, an alarm and a CloudWatch dashboard are shown, and
-the browser's console has no errors. Without a session every endpoint refuses. A screenshot of
+their values), a rule's per-action outcomes, an alarm and a CloudWatch dashboard are shown, the
+streams page shows each stream consumer's lag per shard (a disabled event source mapping behind
+by every record put, an enabled one caught up), the detectors page lists the detector models with
+their detectors per state, and the browser's console has no errors. Without a session every endpoint refuses. A screenshot of
 each page is saved in the test's tmp dir (and copied to $FLEETCORE_TEST_ARTIFACTS when set).
 
 The browser tests report themselves skipped only when Chromium or chromedriver is not installed
