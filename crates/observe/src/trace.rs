@@ -411,6 +411,54 @@ mod tests {
     }
 
     #[test]
+    fn the_layer_links_children_to_parents_and_queues_closed_spans() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let (queue, mut finished) = mpsc::channel(16);
+        assert!(
+            QUEUE.set(queue).is_ok(),
+            "only this test installs the queue"
+        );
+        let subscriber = tracing_subscriber::registry().with(TraceLayer);
+        tracing::subscriber::with_default(subscriber, || {
+            let request = tracing::trace_span!(
+                target: fleetcore_core::trace::TARGET,
+                "aws.request",
+                otel.kind = "server",
+                traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                http.response.status_code = tracing::field::Empty,
+            );
+            let _in_request = request.enter();
+            let invoke = tracing::trace_span!(
+                target: fleetcore_core::trace::TARGET,
+                "function.invoke",
+                otel.status_code = "error",
+            );
+            drop(invoke);
+            request.record("http.response.status_code", 502u64);
+        });
+        let invoke = finished.try_recv().expect("the child closes first");
+        let request = finished.try_recv().expect("then the request");
+        assert_eq!(
+            (invoke.name, request.name),
+            ("function.invoke", "aws.request")
+        );
+        assert_eq!(hex(&request.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            request.parent_span_id,
+            Some([0, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7])
+        );
+        assert_eq!(invoke.trace_id, request.trace_id);
+        assert_eq!(invoke.parent_span_id, Some(request.span_id));
+        assert_ne!(invoke.span_id, request.span_id);
+        assert_eq!((request.kind, invoke.status.0), (2, 2));
+        assert_eq!(
+            request.attributes,
+            vec![("http.response.status_code", AttributeValue::Int(502))]
+        );
+        assert!(request.end >= request.start);
+    }
+
+    #[test]
     fn otel_fields_set_kind_status_and_parent() {
         let (trace_id, span_id) = random_ids();
         assert_ne!(trace_id, [0; 16]);
