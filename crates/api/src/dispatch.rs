@@ -23,6 +23,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tower::ServiceExt;
+use tracing::Instrument;
 
 use crate::ApiState;
 use crate::context::{RequestContext, new_request_id};
@@ -139,10 +140,35 @@ impl ControlPlane {
 
     async fn handle(&self, request: Request) -> Response {
         let request_id = new_request_id();
-        let mut response = match self.dispatch(request, &request_id).await {
+        let span = tracing::trace_span!(
+            target: fleetcore_core::trace::TARGET,
+            "aws.request",
+            otel.kind = "server",
+            rpc.system = "aws-api",
+            rpc.service = tracing::field::Empty,
+            rpc.method = tracing::field::Empty,
+            http.request.method = %request.method(),
+            url.path = request.uri().path(),
+            http.response.status_code = tracing::field::Empty,
+            aws.request_id = %request_id,
+            traceparent = request.headers().get("traceparent").and_then(|v| v.to_str().ok()),
+            otel.status_code = tracing::field::Empty,
+        );
+        let mut response = match self
+            .dispatch(request, &request_id)
+            .instrument(span.clone())
+            .await
+        {
             Ok(response) => response,
             Err(error) => error.into_response(),
         };
+        if !span.is_disabled() {
+            let status = response.status();
+            span.record("http.response.status_code", status.as_u16());
+            if status.is_server_error() {
+                span.record("otel.status_code", "error");
+            }
+        }
         if let Ok(value) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert(REQUEST_ID_HEADER, value);
         }
@@ -207,6 +233,13 @@ impl ControlPlane {
             count_request(&service_name, error.status);
             return Err(error);
         };
+        let span = tracing::Span::current();
+        if !span.is_disabled() {
+            span.record("rpc.service", service_name.as_str());
+            if let Some(operation) = operation_name(&parts, &body, &service_name, protocol) {
+                span.record("rpc.method", operation.as_str());
+            }
+        }
         let context = RequestContext {
             region: self.region.clone(),
             account_id: self.account_id.clone(),
@@ -227,6 +260,26 @@ impl ControlPlane {
         count_request(&service_name, response.status());
         tracing::debug!(service = %service_name, %method, path, status = response.status().as_u16(), request_id, "control-plane request");
         Ok(response)
+    }
+}
+
+/// The AWS operation a request names, for its trace span: the JSON target's suffix, the
+/// Query `Action`, the RPC v2 path's last segment, or the REST route's operation.
+fn operation_name(parts: &Parts, body: &[u8], service: &str, protocol: Protocol) -> Option<String> {
+    match protocol {
+        Protocol::Json11 => parts
+            .headers
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok())
+            .map(|t| t.rsplit_once('.').map_or(t, |(_, op)| op).to_string()),
+        Protocol::Query => crate::query::QueryParams::parse(body)
+            .get("Action")
+            .map(str::to_string),
+        Protocol::RpcV2Cbor => crate::rpcv2::operation_name(parts.uri.path()).map(str::to_string),
+        Protocol::RestJson => {
+            crate::operations::operation_name(service, &parts.method, parts.uri.path())
+                .map(str::to_string)
+        }
     }
 }
 

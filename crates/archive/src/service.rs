@@ -581,8 +581,15 @@ pub fn internal_stream_name(delivery_stream: &str) -> String {
 }
 
 fn consumer_group_name(stream: &DeliveryStream) -> String {
-    // The creation time makes a re-created delivery stream of the same name a new group.
-    format!("firehose.{}.{}", stream.name, stream.created_millis)
+    stream.consumer_group()
+}
+
+impl DeliveryStream {
+    /// The consumer group its delivery reads its source stream as.
+    pub fn consumer_group(&self) -> String {
+        // The creation time makes a re-created delivery stream of the same name a new group.
+        format!("firehose.{}.{}", self.name, self.created_millis)
+    }
 }
 
 fn check_name(name: &str) -> Result<(), ArchiveError> {

@@ -13,6 +13,7 @@ pub mod invoke;
 pub mod notify;
 pub mod sigv4;
 pub mod store;
+pub mod trace;
 
 pub use analytics::{ChannelError, ChannelFuture, ChannelMessage, ChannelSink, DeviceDirectory};
 pub use arn::{AccountContext, Arn, ArnError};

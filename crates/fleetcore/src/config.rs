@@ -238,9 +238,14 @@ pub struct ServeArgs {
     #[arg(long, env = "FLEETCORE_OTLP_ENDPOINT", value_name = "URL")]
     otlp_endpoint: Option<String>,
 
-    /// Seconds between OTLP exports. [default: 60]
+    /// Seconds between OTLP metric exports. [default: 60]
     #[arg(long, env = "FLEETCORE_OTLP_INTERVAL", value_name = "SECONDS")]
     otlp_interval: Option<u64>,
+
+    /// The share of MQTT messages (and rule action deliveries) traced when `otlp_endpoint` is
+    /// set, 0 to 1 (API requests and function invocations are always traced). [default: 0.01]
+    #[arg(long, env = "FLEETCORE_OTLP_TRACE_SAMPLING", value_name = "RATIO")]
+    otlp_trace_sampling: Option<f64>,
 
     /// The stream store (`[stream]` table in the file: `backend`, `servers`).
     #[command(flatten)]
@@ -453,6 +458,7 @@ pub struct Settings {
     pub metrics_sample: bool,
     pub otlp_endpoint: Option<String>,
     pub otlp_interval: u64,
+    pub otlp_trace_sampling: f64,
 }
 
 /// How rule actions retry a failed delivery before the errorAction.
@@ -565,6 +571,7 @@ impl ServeArgs {
                 metrics_sample,
                 otlp_endpoint,
                 otlp_interval,
+                otlp_trace_sampling,
             );
             over.stream.layer(&mut under.stream);
             let (lake_over, lake_under) = (&mut over.lake, &mut under.lake);
@@ -729,6 +736,10 @@ impl ServeArgs {
         if !(1..=3600).contains(&otlp_interval) {
             bail!("otlp_interval must be between 1 and 3600 seconds, not {otlp_interval}");
         }
+        let otlp_trace_sampling = self.otlp_trace_sampling.unwrap_or(0.01);
+        if !(0.0..=1.0).contains(&otlp_trace_sampling) {
+            bail!("otlp_trace_sampling must be between 0 and 1, not {otlp_trace_sampling}");
+        }
         let backlog_limit_mb = lake.backlog_limit_mb.unwrap_or(256);
         if backlog_limit_mb == 0 {
             bail!("lake backlog_limit_mb must be at least 1");
@@ -772,6 +783,7 @@ impl ServeArgs {
             metrics_sample: self.metrics_sample.unwrap_or(true),
             otlp_endpoint,
             otlp_interval,
+            otlp_trace_sampling,
         })
     }
 }

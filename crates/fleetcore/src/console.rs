@@ -1,17 +1,21 @@
 //! The web console's pages fed by the capabilities this binary wires: things (identity),
-//! functions, streams, delivery streams and Device Defender's violations. Each is a
+//! functions, streams, stream consumers' lag, delivery streams, detector models and Device
+//! Defender's violations. Each is a
 //! `fleetcore_observe::console::Section`; a capability that wants a page adds one here.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use fleetcore_archive::Archive;
 use fleetcore_defender::Defender;
-use fleetcore_functions::Functions;
+use fleetcore_events::Events;
+use fleetcore_functions::{Functions, Mappings};
 use fleetcore_identity::IdentityService;
 use fleetcore_identity::registry::{PageRequest, ThingFilter};
 use fleetcore_observe::console::section::MAX_ROWS;
 use fleetcore_observe::console::{Section, SectionFuture, Table};
-use fleetcore_stream::Stream;
+use fleetcore_stream::{Position, StartingPosition, Stream, StreamError};
 use serde_json::json;
 
 /// The registry's things: how many, and the first names.
@@ -239,4 +243,204 @@ fn rfc3339(seconds: f64) -> String {
                 .ok()
         })
         .unwrap_or_default()
+}
+
+/// Most records counted behind one checkpoint (the page shows `1000+` beyond).
+const LAG_COUNT_LIMIT: usize = 1000;
+
+/// How far each consumer of a Kinesis stream is behind, per shard: the event source mappings
+/// (group `lambda-esm:<uuid>`) and the delivery streams reading their source stream. Records
+/// behind are counted by reading from the checkpoint (up to [`LAG_COUNT_LIMIT`]); the age is
+/// that of the oldest record not yet processed.
+pub struct ConsumerLag {
+    /// The stream store.
+    pub streams: Arc<dyn Stream>,
+    /// The event source mappings.
+    pub mappings: Arc<Mappings>,
+    /// The delivery streams.
+    pub archive: Arc<Archive>,
+}
+
+impl ConsumerLag {
+    /// Every (consumer, stream, group) reading a stream now.
+    fn consumers(&self) -> Vec<(String, String, String)> {
+        let mut out: Vec<(String, String, String)> = self
+            .mappings
+            .list(None, None)
+            .into_iter()
+            .map(|m| {
+                let state = if m.enabled { "" } else { " (disabled)" };
+                (
+                    format!("lambda {} {}{state}", m.function, m.uuid),
+                    m.stream,
+                    format!("lambda-esm:{}", m.uuid),
+                )
+            })
+            .collect();
+        let (names, _) = self.archive.list(None, None, MAX_ROWS);
+        for name in names {
+            // A delivery stream deleted since the listing is skipped.
+            if let Ok(stream) = self.archive.describe(&name) {
+                out.push((
+                    format!("firehose {name}"),
+                    stream.source.stream().to_string(),
+                    stream.consumer_group(),
+                ));
+            }
+        }
+        out
+    }
+
+    /// The rows of one consumer's shards.
+    async fn shard_rows(
+        &self,
+        consumer: &str,
+        stream: &str,
+        group: &str,
+    ) -> Result<Vec<Vec<serde_json::Value>>, StreamError> {
+        let info = self.streams.describe_stream(stream).await?;
+        let now = SystemTime::now();
+        let mut rows = Vec::new();
+        for shard in &info.shards {
+            let checkpoint = self.streams.checkpoint_of(stream, group, shard.id).await?;
+            if checkpoint == Some(Position::SHARD_END) {
+                continue;
+            }
+            let from = match checkpoint {
+                Some(position) => position,
+                None => {
+                    self.streams
+                        .resolve(stream, shard.id, StartingPosition::TrimHorizon)
+                        .await?
+                }
+            };
+            let latest = self
+                .streams
+                .resolve(stream, shard.id, StartingPosition::Latest)
+                .await?;
+            let behind = self
+                .streams
+                .read(stream, shard.id, from, LAG_COUNT_LIMIT)
+                .await?;
+            let count = behind.records.len();
+            let age = behind.records.first().map_or(0.0, |r| {
+                now.duration_since(r.arrival)
+                    .map_or(0.0, |d| d.as_secs_f64())
+            });
+            rows.push(vec![
+                json!(consumer),
+                json!(stream),
+                json!(shard.id.to_string()),
+                json!(checkpoint.map_or_else(|| "none".to_string(), |p| p.0.to_string())),
+                json!(latest.0.to_string()),
+                if count >= LAG_COUNT_LIMIT {
+                    json!(format!("{LAG_COUNT_LIMIT}+"))
+                } else {
+                    json!(count)
+                },
+                json!((age * 10.0).round() / 10.0),
+            ]);
+        }
+        Ok(rows)
+    }
+}
+
+impl Section for ConsumerLag {
+    fn id(&self) -> &'static str {
+        "consumer-lag"
+    }
+
+    fn title(&self) -> &'static str {
+        "Stream consumer lag"
+    }
+
+    fn read(&self) -> SectionFuture<'_> {
+        Box::pin(async move {
+            let consumers = self.consumers();
+            let mut rows = Vec::new();
+            for (consumer, stream, group) in &consumers {
+                if rows.len() >= MAX_ROWS {
+                    break;
+                }
+                // A stream deleted under its consumer shows no rows rather than failing the page.
+                if let Ok(shards) = self.shard_rows(consumer, stream, group).await {
+                    rows.extend(shards);
+                }
+            }
+            rows.truncate(MAX_ROWS);
+            Ok(Table {
+                summary: vec![("stream consumers".into(), json!(consumers.len()))],
+                columns: [
+                    "consumer",
+                    "stream",
+                    "shard",
+                    "checkpoint",
+                    "latest",
+                    "records behind",
+                    "oldest unprocessed (s)",
+                ]
+                .map(String::from)
+                .to_vec(),
+                rows,
+            })
+        })
+    }
+}
+
+/// The detector models (IoT Events) with their detectors counted per state.
+pub struct DetectorModels(pub Arc<Events>);
+
+impl Section for DetectorModels {
+    fn id(&self) -> &'static str {
+        "detectors"
+    }
+
+    fn title(&self) -> &'static str {
+        "Detector models"
+    }
+
+    fn read(&self) -> SectionFuture<'_> {
+        Box::pin(async move {
+            let models = self.0.detector_models();
+            let mut rows = Vec::new();
+            let mut detectors = 0;
+            for model in models.iter().take(MAX_ROWS) {
+                // A model deleted since the listing counts no detectors.
+                let instances = self.0.detectors(&model.name).await.unwrap_or_default();
+                detectors += instances.len();
+                let mut states: BTreeMap<&str, usize> = BTreeMap::new();
+                for instance in &instances {
+                    *states.entry(instance.state.as_str()).or_default() += 1;
+                }
+                let states: Vec<String> = states
+                    .into_iter()
+                    .map(|(state, n)| format!("{state}: {n}"))
+                    .collect();
+                rows.push(vec![
+                    json!(model.name),
+                    json!(model.version),
+                    // Every stored version is active: this server has no activation delay.
+                    json!("ACTIVE"),
+                    json!(instances.len()),
+                    json!(states.join(", ")),
+                ]);
+            }
+            Ok(Table {
+                summary: vec![
+                    ("detector models".into(), json!(models.len())),
+                    ("detectors".into(), json!(detectors)),
+                ],
+                columns: [
+                    "detector model",
+                    "version",
+                    "status",
+                    "detectors",
+                    "by state",
+                ]
+                .map(String::from)
+                .to_vec(),
+                rows,
+            })
+        })
+    }
 }

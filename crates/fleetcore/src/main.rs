@@ -83,7 +83,11 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let settings = args.resolve()?;
-            serve::init_serve_logging(&settings.log, &settings.account_id);
+            serve::init_serve_logging(
+                &settings.log,
+                &settings.account_id,
+                settings.otlp_endpoint.is_some(),
+            );
             match open_files::raise_to_hard_limit() {
                 Ok(limit) => tracing::info!(limit, "open files"),
                 Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),

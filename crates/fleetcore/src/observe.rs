@@ -70,15 +70,20 @@ pub fn start(
     let task = observe.start(Arc::new(move || handle.render()));
     if let Some(endpoint) = &settings.otlp_endpoint {
         let handle = prometheus.clone();
-        fleetcore_observe::otlp::start(
-            fleetcore_observe::otlp::OtlpConfig {
-                endpoint: endpoint.clone(),
-                interval: std::time::Duration::from_secs(settings.otlp_interval),
-                instance: settings.http.to_string(),
-            },
-            Arc::new(move || handle.render()),
+        let otlp = fleetcore_observe::otlp::OtlpConfig {
+            endpoint: endpoint.clone(),
+            interval: std::time::Duration::from_secs(settings.otlp_interval),
+            instance: settings.http.to_string(),
+        };
+        fleetcore_observe::otlp::start(otlp.clone(), Arc::new(move || handle.render()));
+        fleetcore_observe::trace::start(otlp);
+        fleetcore_core::trace::set_message_sampling(settings.otlp_trace_sampling);
+        tracing::info!(
+            %endpoint,
+            interval = settings.otlp_interval,
+            trace_sampling = settings.otlp_trace_sampling,
+            "exporting metrics and traces over OTLP/HTTP"
         );
-        tracing::info!(%endpoint, interval = settings.otlp_interval, "exporting metrics over OTLP/HTTP");
     }
     tracing::info!(
         resolution,

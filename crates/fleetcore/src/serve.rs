@@ -48,8 +48,9 @@ pub fn init_logging(filter: &str) {
 
 /// [`init_logging`] for `serve`, plus the layer that copies the platform's failure events
 /// (rules, authorization) into CloudWatch Logs' `AWSIotLogsV2` (it sees INFO and above whatever
-/// `filter` says, so a quieter stderr does not silence them).
-pub fn init_serve_logging(filter: &str, account_id: &str) {
+/// `filter` says, so a quieter stderr does not silence them), and with `traces`, the layer that
+/// turns the spans under `fleetcore_core::trace::TARGET` into OTLP spans.
+pub fn init_serve_logging(filter: &str, account_id: &str, traces: bool) {
     use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
@@ -61,9 +62,16 @@ pub fn init_serve_logging(filter: &str, account_id: &str) {
         .with_filter(filter);
     let platform = fleetcore_observe::logs::platform::PlatformLogLayer::new(account_id)
         .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
+    let traces = traces.then(|| {
+        fleetcore_observe::trace::TraceLayer.with_filter(
+            tracing_subscriber::filter::Targets::new()
+                .with_target(fleetcore_core::trace::TARGET, tracing::Level::TRACE),
+        )
+    });
     let _ = tracing_subscriber::registry()
         .with(stderr)
         .with(platform)
+        .with(traces)
         .try_init();
 }
 
@@ -388,7 +396,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
                 &functions.functions,
             ))),
             Arc::new(crate::console::StreamList(Arc::clone(&streams))),
+            Arc::new(crate::console::ConsumerLag {
+                streams: Arc::clone(&streams),
+                mappings: Arc::clone(&functions.mappings),
+                archive: Arc::clone(&archive),
+            }),
             Arc::new(crate::console::DeliveryStreams(Arc::clone(&archive))),
+            Arc::new(crate::console::DetectorModels(Arc::clone(&events))),
             Arc::new(crate::console::Violations(Arc::clone(&defender))),
         ],
         &credentials.access_key_id,

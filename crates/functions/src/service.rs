@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use fleetcore_core::{AccountContext, KvStore, WriteBatch};
 use parking_lot::{Mutex, RwLock};
+use tracing::Instrument;
 
 use crate::FunctionsError;
 use crate::code::CodeStore;
@@ -817,7 +818,40 @@ impl Functions {
             timeout: Duration::from_secs(u64::from(config.timeout)),
             client_context,
         };
-        let outcome = runner.invoke(invocation).await?;
+        let span = tracing::trace_span!(
+            target: fleetcore_core::trace::TARGET,
+            "function.invoke",
+            otel.kind = "internal",
+            faas.invoked_name = %config.name,
+            faas.version = %config.version,
+            faas.invocation_id = %request_id,
+            faas.duration_ms = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            otel.status_message = tracing::field::Empty,
+        );
+        let outcome = runner.invoke(invocation).instrument(span.clone()).await;
+        if !span.is_disabled() {
+            match &outcome {
+                Ok(o) => {
+                    span.record("faas.duration_ms", o.duration.as_secs_f64() * 1000.0);
+                    match &o.function_error {
+                        Some(kind) => {
+                            span.record("otel.status_code", "error");
+                            span.record("otel.status_message", *kind);
+                        }
+                        None => {
+                            span.record("otel.status_code", "ok");
+                        }
+                    }
+                }
+                Err(e) => {
+                    span.record("otel.status_code", "error");
+                    span.record("otel.status_message", e.to_string().as_str());
+                }
+            }
+        }
+        drop(span);
+        let outcome = outcome?;
         metrics::counter!("fleetcore_functions_invocations_total").increment(1);
         metrics::histogram!("fleetcore_functions_invocation_seconds")
             .record(outcome.duration.as_secs_f64());

@@ -19,6 +19,7 @@ pub mod sampler;
 pub mod series;
 mod sink;
 pub mod store;
+pub mod trace;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -114,7 +115,26 @@ impl Observe {
                 let now = cloudwatch::now_secs();
                 if observe.config.sample {
                     // The reading covers (previous, now]: it is stored at the period it began in.
-                    let points = sampler.points(&render(), previous);
+                    // Rendering and parsing the registry take a millisecond or more: off the
+                    // runtime's workers, so no connection task waits behind them.
+                    let render = Arc::clone(&render);
+                    let taken = tokio::task::spawn_blocking(move || {
+                        let points = sampler.points(&render(), previous);
+                        (sampler, points)
+                    })
+                    .await;
+                    let points = match taken {
+                        Ok((back, points)) => {
+                            sampler = back;
+                            points
+                        }
+                        Err(e) => {
+                            // Only a panic in the sampler gets here; start again from scratch.
+                            tracing::error!(error = %e, "the metric sampler failed");
+                            sampler = sampler::Sampler::default();
+                            Vec::new()
+                        }
+                    };
                     if let Err(e) = observe.store.write(points).await {
                         tracing::warn!(error = %e, "storing the metric sample failed");
                     }

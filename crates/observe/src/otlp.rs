@@ -6,7 +6,7 @@
 //! Hand-written rather than the `opentelemetry` + `opentelemetry-otlp` crates: none of them is in
 //! the tree, they would add their SDK, `prost` and an HTTP stack to a 2-core CI build, while this
 //! needs one JSON document and the `reqwest` client the rules and notify crates already build.
-//! Traces are not exported.
+//! Traces go to the same receiver ([`crate::trace`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -88,13 +88,18 @@ pub fn request(samples: &[Sample], config: &OtlpConfig, start: f64, now: f64) ->
         })
         .collect();
     json!({"resourceMetrics": [{
-        "resource": {"attributes": [
-            {"key": "service.name", "value": {"stringValue": "fleetcore"}},
-            {"key": "service.version", "value": {"stringValue": env!("CARGO_PKG_VERSION")}},
-            {"key": "service.instance.id", "value": {"stringValue": config.instance}},
-        ]},
+        "resource": {"attributes": resource_attributes(config)},
         "scopeMetrics": [{"scope": {"name": "fleetcore"}, "metrics": metrics}],
     }]})
+}
+
+/// The attributes of the resource (this server) metrics and spans are exported under.
+pub fn resource_attributes(config: &OtlpConfig) -> Json {
+    json!([
+        {"key": "service.name", "value": {"stringValue": "fleetcore"}},
+        {"key": "service.version", "value": {"stringValue": env!("CARGO_PKG_VERSION")}},
+        {"key": "service.instance.id", "value": {"stringValue": config.instance}},
+    ])
 }
 
 /// Starts exporting `render`'s registry to `config.endpoint` every `config.interval`. A failed

@@ -1,8 +1,10 @@
 """The web console (`/console`) in a real headless browser: Debian's Chromium driven by Selenium
 through chromedriver. Sign in with the admin access key, every page loads, the charts draw the
 data points of MQTT traffic produced during the test (asserted on the SVG's circles, which carry
-their values), a rule's per-action outcomes, an alarm and a CloudWatch dashboard are shown, and
-the browser's console has no errors. Without a session every endpoint refuses. A screenshot of
+their values), a rule's per-action outcomes, an alarm and a CloudWatch dashboard are shown, the
+streams page shows each stream consumer's lag per shard (a disabled event source mapping behind
+by every record put, an enabled one caught up), the detectors page lists the detector models with
+their detectors per state, and the browser's console has no errors. Without a session every endpoint refuses. A screenshot of
 each page is saved in the test's tmp dir (and copied to $FLEETCORE_TEST_ARTIFACTS when set).
 
 The browser tests report themselves skipped only when Chromium or chromedriver is not installed
@@ -241,3 +243,68 @@ def test_console_pages_draw_what_the_fleet_just_did(console_broker, browser, aws
 
     errors = browser_errors(driver)
     assert errors == [], errors
+
+
+def section_rows(driver, section: str) -> list[list[str]]:
+    return driver.execute_script(
+        "return [...document.querySelectorAll('#section-' + arguments[0] + ' tbody tr')]"
+        ".map(r => [...r.children].map(td => td.textContent))", section)
+
+
+def test_console_shows_stream_consumer_lag_and_detector_models(console_broker, browser, aws, uid,
+                                                              tmp_path):
+    from test_functions import create, fn_name
+    from test_iotevents import ROLE as EVENTS_ROLE, in_state, make_input, put, threshold_model
+    b, driver = console_broker, browser
+    kinesis, lam = aws("kinesis", broker=b), aws("lambda", broker=b)
+    ev, data = aws("iotevents", broker=b), aws("iotevents-data", broker=b)
+    stream = f"lag-{uid}"[:60]
+    kinesis.create_stream(StreamName=stream, ShardCount=1)
+    wait_until(lambda: kinesis.describe_stream_summary(StreamName=stream)
+               ["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE", timeout=30,
+               what="the stream active")
+    arn = kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]["StreamARN"]
+    name = fn_name(uid)
+    create(lam, name, {"app.py": "def handler(e, c):\n    return len(e['Records'])\n"})
+    # A disabled mapping never reads: everything put is behind it. An enabled one catches up.
+    idle = lam.create_event_source_mapping(EventSourceArn=arn, FunctionName=name,
+                                           StartingPosition="TRIM_HORIZON", Enabled=False)["UUID"]
+    busy = lam.create_event_source_mapping(EventSourceArn=arn, FunctionName=name,
+                                           StartingPosition="TRIM_HORIZON", BatchSize=10)["UUID"]
+    for i in range(7):
+        kinesis.put_record(StreamName=stream, Data=json.dumps({"i": i}).encode(), PartitionKey="k")
+
+    model = rule_name(uid)
+    make_input(ev, f"{model}_in", "temperature", "sensorId")
+    ev.create_detector_model(detectorModelName=model, key="sensorId", roleArn=EVENTS_ROLE,
+                             evaluationMethod="SERIAL",
+                             detectorModelDefinition=threshold_model(f"{model}_in"))
+    assert put(data, f"{model}_in", {"sensorId": "a", "temperature": 20},
+               {"sensorId": "b", "temperature": 35.5}, {"sensorId": "c", "temperature": 20}) == []
+    in_state(data, model, "b", "Alarm")
+    in_state(data, model, "c", "Normal")
+
+    driver.delete_all_cookies()  # a session of an earlier test would skip the sign-in page
+    sign_in(driver, b)
+
+    def lag_rows():
+        page_ready(driver, "streams")
+        rows = {r[0]: r for r in section_rows(driver, "consumer-lag") if r[1] == stream}
+        idle_row = next((r for c, r in rows.items() if idle in c), None)
+        busy_row = next((r for c, r in rows.items() if busy in c), None)
+        if idle_row and busy_row and idle_row[5] == "7" and busy_row[5] == "0":
+            return idle_row, busy_row
+        return None
+
+    idle_row, busy_row = wait_until(lag_rows, timeout=90, interval=1,
+                                    what="the consumer lag of both mappings")
+    assert "(disabled)" in idle_row[0] and idle_row[2] == "shardId-000000000000"
+    assert idle_row[3] == "none" and float(idle_row[6]) >= 0
+    assert busy_row[3] != "none", "the enabled mapping has checkpointed"
+    shot(driver, tmp_path, "consumer-lag")
+
+    page_ready(driver, "events")
+    rows = [r for r in section_rows(driver, "detectors") if r[0] == model]
+    assert rows == [[model, "1", "ACTIVE", "3", "Alarm: 1, Normal: 2"]], rows
+    shot(driver, tmp_path, "detector-models")
+    assert browser_errors(driver) == []

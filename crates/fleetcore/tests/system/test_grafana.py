@@ -28,18 +28,21 @@ ROLE = "arn:aws:iam::000000000000:role/r"
 
 
 class Receiver:
-    """A tiny OTLP/HTTP receiver: keeps every JSON body posted to /v1/metrics."""
+    """A tiny OTLP/HTTP receiver: keeps every JSON body posted to /v1/metrics (`requests`) and
+    /v1/traces (`traces`)."""
 
     def __init__(self):
         self.requests: list[tuple[str, dict]] = []
+        self.traces: list[tuple[str, dict]] = []
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                if self.path == "/v1/metrics":
-                    receiver.requests.append((self.headers.get("content-type", ""),
-                                              json.loads(body)))
+                kept = {"/v1/metrics": receiver.requests, "/v1/traces": receiver.traces}
+                if self.path in kept:
+                    kept[self.path].append((self.headers.get("content-type", ""),
+                                            json.loads(body)))
                     self.send_response(200)
                 else:
                     self.send_response(404)

@@ -63,6 +63,16 @@ pub(crate) struct ActionEvents {
 }
 
 impl ActionEvents {
+    /// The rule's name.
+    pub(crate) fn rule(&self) -> &str {
+        &self.rule
+    }
+
+    /// The action's label (`<index>:<kind>`), as the metrics name it.
+    pub(crate) fn action(&self) -> &str {
+        &self.action
+    }
+
     /// Registers the counters of action `action` (`index:kind`) of rule `rule`.
     pub(crate) fn new(rule: &str, action: String) -> ActionEvents {
         let labels = [("rule", rule.to_string()), ("action", action.clone())];

@@ -20,6 +20,7 @@ use futures_util::stream::FuturesUnordered;
 use parking_lot::Mutex;
 use serde_json::json;
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 use super::RuntimeConfig;
 use super::events::ActionEvents;
@@ -203,7 +204,42 @@ impl ActionLane {
     /// Delivers one batch (with retries, then the error action) and marks its records done.
     async fn deliver_batch(&self, batch: Batch) {
         let Batch { items, sources } = batch;
-        let outcomes = deliver(&*self.action, &items, &self.config, Some(&self.events)).await;
+        // A sampled share of the deliveries is traced (one decision per batch).
+        let span = if fleetcore_core::trace::sample_message() {
+            let resource = items.first().map(|i| self.action.resource(&i.params));
+            tracing::trace_span!(
+                target: fleetcore_core::trace::TARGET,
+                "rule.action",
+                otel.kind = "client",
+                fleetcore.rule = self.events.rule(),
+                fleetcore.action = self.events.action(),
+                fleetcore.action_type = self.action.name(),
+                fleetcore.resource = resource.as_deref(),
+                fleetcore.batch_size = items.len(),
+                fleetcore.delivered = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+                otel.status_message = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
+        let outcomes = deliver(&*self.action, &items, &self.config, Some(&self.events))
+            .instrument(span.clone())
+            .await;
+        if !span.is_disabled() {
+            let delivered = outcomes.iter().filter(|o| o.is_ok()).count();
+            span.record("fleetcore.delivered", delivered);
+            match outcomes.iter().find_map(|o| o.as_ref().err()) {
+                Some(error) => {
+                    span.record("otel.status_code", "error");
+                    span.record("otel.status_message", error.as_str());
+                }
+                None => {
+                    span.record("otel.status_code", "ok");
+                }
+            }
+        }
+        drop(span);
         let mut delivered = 0;
         for ((outcome, item), (_, _, origin)) in outcomes.into_iter().zip(&items).zip(&sources) {
             match outcome {

@@ -44,6 +44,21 @@ impl Connection {
         if let Some(m) = &self.meter {
             m.published(p.payload.len());
         }
+        // A sampled share of the messages is traced from here through routing and fan-out.
+        let trace = fleetcore_core::trace::sample_message().then(|| {
+            tracing::trace_span!(
+                target: fleetcore_core::trace::TARGET,
+                "mqtt.publish",
+                otel.kind = "server",
+                messaging.system = "mqtt",
+                messaging.destination.name = %p.topic,
+                messaging.mqtt.qos = p.qos as u8,
+                messaging.client_id = %self.client_id,
+                messaging.message.body.size = p.payload.len(),
+                fleetcore.rules_ingested = tracing::field::Empty,
+            )
+            .entered()
+        });
         let held_pubacks = self.held_acks.as_ref().map_or(0, |h| h.pubacks());
         let ack = match p.qos {
             QoS::AtMostOnce => None,
@@ -102,6 +117,9 @@ impl Connection {
             Ingested::Accepted(ticket) => Some(ticket),
             Ingested::NotWanted | Ingested::Shed => None,
         };
+        if let Some(span) = &trace {
+            span.record("fleetcore.rules_ingested", ticket.is_some());
+        }
         if message.retain {
             self.router.retain(&message);
         }

@@ -11,7 +11,7 @@ const PAGES = [
   ["functions", "Functions"], ["events", "Detectors"], ["alarms", "Alarms"],
   ["dashboards", "Dashboards"],
 ];
-const CLAIMED = new Set(["streams", "delivery-streams", "functions", "detectors"]);
+const CLAIMED = new Set(["streams", "consumer-lag", "delivery-streams", "functions", "detectors"]);
 let info = null;
 
 async function api(path, body) {
@@ -219,6 +219,7 @@ const render = {
 
   async streams(page, h) {
     await sectionInto(page, "streams");
+    await sectionInto(page, "consumer-lag");
     await sectionInto(page, "delivery-streams");
     const s = await samples();
     const rows = grouped(s, "fleetcore_archive_", ["delivery_stream"]).map((r) => [
