@@ -13,6 +13,8 @@ use fleetcore_mqtt::broker::BrokerConfig;
 use fleetcore_notify::{SmtpConfig, SmtpSecurity};
 use serde::Deserialize;
 
+use crate::cluster::{ClusterArgs, ClusterSettings};
+use crate::state::{StateArgs, StateBackend};
 use crate::streams::{StreamArgs, StreamBackend};
 
 /// Options of `fleetcore serve`. Every field is optional here so that the file, the
@@ -226,6 +228,16 @@ pub struct ServeArgs {
     #[command(flatten)]
     stream: StreamArgs,
 
+    /// Where the state is kept (`[state]` in the file: `backend`, `url`).
+    #[command(flatten)]
+    #[serde(default)]
+    state: StateArgs,
+
+    /// This node's place in a cluster (`[cluster]` in the file: `nats`, `node_id`).
+    #[command(flatten)]
+    #[serde(default)]
+    cluster: ClusterArgs,
+
     /// The data lake Firehose delivery streams write to (`[lake]` in the file).
     #[command(flatten)]
     #[serde(default)]
@@ -421,6 +433,8 @@ pub struct Settings {
     pub account_id: String,
     pub log: String,
     pub stream: StreamBackend,
+    pub state: StateBackend,
+    pub cluster: ClusterSettings,
     pub lake: LakeConfig,
     pub lake_backlog_limit_bytes: usize,
     pub rules_https_ca_file: Option<PathBuf>,
@@ -514,6 +528,8 @@ impl ServeArgs {
                 otlp_interval,
             );
             over.stream.layer(&mut under.stream);
+            over.state.layer(&mut under.state);
+            over.cluster.layer(&mut under.cluster);
             let (lake_over, lake_under) = (&mut over.lake, &mut under.lake);
             layer!(
                 lake_over,
@@ -703,6 +719,8 @@ impl ServeArgs {
             account_id,
             log: self.log.unwrap_or_else(|| "info".into()),
             stream: self.stream.resolve()?,
+            state: self.state.resolve()?,
+            cluster: self.cluster.resolve()?,
             lake: lake_config,
             lake_backlog_limit_bytes: backlog_limit_mb << 20,
             rules_https_ca_file: self.rules_https_ca_file,

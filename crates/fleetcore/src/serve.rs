@@ -11,7 +11,7 @@ use fleetcore_api::kinesis::KinesisState;
 use fleetcore_api::kinesis::token::TokenCodec;
 use fleetcore_api::{ApiState, ControlPlane};
 use fleetcore_archive::{Archive, ArchiveSettings};
-use fleetcore_core::{AccountContext, KvStore, RedbStore};
+use fleetcore_core::AccountContext;
 use fleetcore_identity::policy::{Policies, ResourceArns};
 use fleetcore_identity::{
     AdminCredentials, AttachmentCheck, ClientVerifier, IdentityService, Pki,
@@ -97,14 +97,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let prometheus = PrometheusBuilder::new()
         .install_recorder()
         .context("installing the metrics recorder")?;
-    let store_path = data_dir.join("store.redb");
-    let store = RedbStore::open(&store_path).with_context(|| {
-        format!(
-            "opening the store {} (is another fleetcore running on this data folder?)",
-            store_path.display()
-        )
-    })?;
-    let store: Arc<dyn KvStore> = Arc::new(store);
+    let (store, state_changes) =
+        crate::state::open(&settings.state, data_dir, &settings.cluster.node_id).await?;
+    tracing::info!(backend = ?settings.state, node = %settings.cluster.node_id, "state store ready");
     let streams = crate::streams::open(&settings.stream, data_dir).await?;
     tracing::info!(backend = ?settings.stream, "stream store ready");
     let pki = Arc::new(pki);
@@ -306,6 +301,29 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         let router = Arc::clone(broker.router());
         policies.on_change(Arc::new(move || router.revalidate_all()));
     }
+    // With shared state, the other nodes' changes take effect here as if made here.
+    if let Some(feed) = state_changes {
+        crate::state::follow(
+            feed,
+            crate::state::Followers {
+                identity: Arc::clone(&identity),
+                policies: Arc::clone(&policies),
+                rules: Arc::clone(&rules),
+            },
+        );
+    }
+    // In a cluster, messages published here reach the other nodes' subscribers and theirs ours.
+    let cluster = match &settings.cluster.nats {
+        Some(nats) => Some(Arc::new(
+            fleetcore_cluster::Cluster::join(
+                fleetcore_cluster::ClusterConfig::new(nats.clone(), &settings.cluster.node_id),
+                Arc::clone(broker.router()),
+            )
+            .await
+            .context("joining the cluster")?,
+        )),
+        None => None,
+    };
     tracing::info!(
         retained = loaded.retained,
         sessions = loaded.sessions,
@@ -436,7 +454,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     .service("ioteventsdata", fleetcore_events::api::data_routes(events))
     .service("sns", fleetcore_notify::api::routes(Arc::clone(&notify)))
     .public(fleetcore_notify::public::routes(Arc::clone(&notify)))
-    .public(fleetcore_observe::console::routes(console));
+    .public(fleetcore_observe::console::routes(console))
+    .public(crate::cluster::health_routes(
+        settings.cluster.node_id.clone(),
+        match settings.state {
+            crate::state::StateBackend::Embedded => "embedded",
+            crate::state::StateBackend::Postgres { .. } => "postgres",
+        },
+        cluster,
+    ));
     #[cfg(feature = "analytics")]
     let control_plane = control_plane
         .service(

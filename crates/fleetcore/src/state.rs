@@ -1,0 +1,214 @@
+//! Where `fleetcore serve` keeps its state (`[state]` in the config file, `--state-*` flags,
+//! `FLEETCORE_STATE_*` variables): the embedded redb file, or PostgreSQL shared by several nodes;
+//! and, with PostgreSQL, following the changes the other nodes make.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use fleetcore_core::{KvStore, RedbStore};
+use fleetcore_identity::IdentityService;
+use fleetcore_identity::policy::Policies;
+use fleetcore_postgres::{Change, ChangeFeed, PgStore, PgStoreConfig};
+use fleetcore_rules::registry::RuleRegistry;
+use serde::Deserialize;
+
+/// Tables whose changes other nodes must hear of: identity (registry, certificates, CAs,
+/// policies and attachments: checked on live connections) and the topic rules (compiled in
+/// memory). Every other table is read from the store when needed.
+const WATCHED: &[&str] = &["iot_", RULES_TABLE];
+const RULES_TABLE: &str = "rules_topic_rule";
+const POLICY_TABLES: &str = "iot_policy";
+
+/// Options of the state store, layered like the other `serve` options.
+#[derive(clap::Args, Deserialize, Debug, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct StateArgs {
+    /// State backend: `embedded` (<data-dir>/store.redb) or `postgres` (shared by every node,
+    /// at --state-url). [default: embedded]
+    #[arg(
+        long = "state-backend",
+        env = "FLEETCORE_STATE_BACKEND",
+        value_name = "BACKEND"
+    )]
+    pub backend: Option<String>,
+
+    /// PostgreSQL of the `postgres` backend: `postgres://user:password@host:port/database`.
+    #[arg(
+        long = "state-url",
+        env = "FLEETCORE_STATE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub url: Option<String>,
+}
+
+/// Which state store to run.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StateBackend {
+    /// `<data dir>/store.redb`.
+    Embedded,
+    /// PostgreSQL at this URL.
+    Postgres { url: String },
+}
+
+impl std::fmt::Debug for StateBackend {
+    // The URL may hold a password: never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StateBackend::Embedded => f.write_str("Embedded"),
+            StateBackend::Postgres { .. } => f.write_str("Postgres"),
+        }
+    }
+}
+
+impl StateArgs {
+    /// Fills what these options leave unset from `under` (the config file).
+    pub fn layer(&mut self, under: &mut StateArgs) {
+        if self.backend.is_none() {
+            self.backend = under.backend.take();
+        }
+        if self.url.is_none() {
+            self.url = under.url.take();
+        }
+    }
+
+    /// The backend these options name; `postgres` without a URL is refused.
+    pub fn resolve(self) -> anyhow::Result<StateBackend> {
+        match self.backend.as_deref().map(str::trim) {
+            None | Some("embedded") => Ok(StateBackend::Embedded),
+            Some("postgres") => match self.url.filter(|u| !u.trim().is_empty()) {
+                Some(url) => Ok(StateBackend::Postgres { url }),
+                None => bail!(
+                    "the postgres state backend needs a url ([state] url, --state-url or \
+                     FLEETCORE_STATE_URL)"
+                ),
+            },
+            Some(other) => bail!("state backend `{other}` is not `embedded` or `postgres`"),
+        }
+    }
+}
+
+/// Opens the state store; with PostgreSQL also the feed of the other nodes' changes.
+pub async fn open(
+    backend: &StateBackend,
+    data_dir: &Path,
+    node_id: &str,
+) -> anyhow::Result<(Arc<dyn KvStore>, Option<ChangeFeed>)> {
+    match backend {
+        StateBackend::Embedded => {
+            let path = data_dir.join("store.redb");
+            let store = RedbStore::open(&path).with_context(|| {
+                format!(
+                    "opening the store {} (is another fleetcore running on this data folder?)",
+                    path.display()
+                )
+            })?;
+            Ok((Arc::new(store), None))
+        }
+        StateBackend::Postgres { url } => {
+            let mut config = PgStoreConfig::new(url.clone(), node_id);
+            config.watched = WATCHED.to_vec();
+            let (store, feed) = tokio::task::spawn_blocking(move || PgStore::connect(config))
+                .await
+                .context("connecting to PostgreSQL")?
+                .context("opening the PostgreSQL state store")?;
+            Ok((Arc::new(store), Some(feed)))
+        }
+    }
+}
+
+/// What a node refreshes when another node changes the shared state.
+pub struct Followers {
+    pub identity: Arc<IdentityService>,
+    pub policies: Arc<Policies>,
+    pub rules: Arc<RuleRegistry>,
+}
+
+/// Applies the other nodes' changes as they come: identity changes re-check live connections
+/// (a revoked certificate is cut off here as on the node that revoked it), policy changes drop
+/// the compiled policies, rule changes recompile the rule.
+pub fn follow(mut feed: ChangeFeed, followers: Followers) {
+    tokio::spawn(async move {
+        while let Some(change) = feed.recv().await {
+            let followers = Followers {
+                identity: Arc::clone(&followers.identity),
+                policies: Arc::clone(&followers.policies),
+                rules: Arc::clone(&followers.rules),
+            };
+            // The handlers read the store and take locks: off the async workers.
+            let applied = tokio::task::spawn_blocking(move || apply(&change, &followers)).await;
+            if let Err(e) = applied {
+                tracing::error!(error = %e, "applying another node's change panicked");
+            }
+        }
+    });
+}
+
+fn apply(change: &Change, f: &Followers) {
+    let rule_failed = |e: fleetcore_rules::registry::RuleError| {
+        tracing::error!(error = %e, "could not reload a topic rule changed by another node");
+    };
+    match change {
+        Change::Everything => {
+            f.policies.changed_elsewhere();
+            f.identity.notify_change();
+            if let Err(e) = f.rules.reload_all() {
+                rule_failed(e);
+            }
+        }
+        Change::Key { table, key } if table == RULES_TABLE => {
+            if let Err(e) = f.rules.reload(&String::from_utf8_lossy(key)) {
+                rule_failed(e);
+            }
+        }
+        Change::Prefix { table, .. } if table == RULES_TABLE => {
+            if let Err(e) = f.rules.reload_all() {
+                rule_failed(e);
+            }
+        }
+        other if other.table().is_some_and(|t| t.starts_with(POLICY_TABLES)) => {
+            f.policies.changed_elsewhere();
+        }
+        _ => f.identity.notify_change(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_is_the_default_and_postgres_needs_a_url() {
+        assert_eq!(
+            StateArgs::default().resolve().expect("default"),
+            StateBackend::Embedded
+        );
+        let pg = StateArgs {
+            backend: Some("postgres".into()),
+            url: Some("postgres://u:secret@db/fleet".into()),
+        };
+        let resolved = pg.resolve().expect("postgres");
+        assert_eq!(
+            resolved,
+            StateBackend::Postgres {
+                url: "postgres://u:secret@db/fleet".into()
+            }
+        );
+        assert!(!format!("{resolved:?}").contains("secret"));
+        let err = StateArgs {
+            backend: Some("postgres".into()),
+            url: None,
+        }
+        .resolve()
+        .expect_err("no url");
+        assert!(err.to_string().contains("needs a url"), "{err}");
+        let err = StateArgs {
+            backend: Some("mysql".into()),
+            url: None,
+        }
+        .resolve()
+        .expect_err("unknown");
+        assert!(err.to_string().contains("mysql"), "{err}");
+    }
+}
