@@ -25,6 +25,7 @@ pub struct ClusterArgs {
 
     /// This node's id, unique in the cluster: 1 to 64 of [A-Za-z0-9_-]. [default: node-<random>]
     #[arg(
+        id = "cluster_node_id",
         long = "cluster-node-id",
         env = "FLEETCORE_CLUSTER_NODE_ID",
         value_name = "ID"

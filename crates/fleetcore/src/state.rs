@@ -27,6 +27,7 @@ pub struct StateArgs {
     /// State backend: `embedded` (<data-dir>/store.redb) or `postgres` (shared by every node,
     /// at --state-url). [default: embedded]
     #[arg(
+        id = "state_backend",
         long = "state-backend",
         env = "FLEETCORE_STATE_BACKEND",
         value_name = "BACKEND"
@@ -35,6 +36,7 @@ pub struct StateArgs {
 
     /// PostgreSQL of the `postgres` backend: `postgres://user:password@host:port/database`.
     #[arg(
+        id = "state_url",
         long = "state-url",
         env = "FLEETCORE_STATE_URL",
         value_name = "URL",
