@@ -105,6 +105,11 @@ impl WriteBatch {
     pub fn ops(&self) -> &[WriteOp] {
         &self.ops
     }
+
+    /// The writes, in order, taken out of the batch (no copy).
+    pub fn into_ops(self) -> Vec<WriteOp> {
+        self.ops
+    }
 }
 
 /// Key-value storage shared by every capability. Calls block (they may fsync); async callers use

@@ -97,21 +97,23 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let prometheus = PrometheusBuilder::new()
         .install_recorder()
         .context("installing the metrics recorder")?;
-    let (store, state_changes) =
-        crate::state::open(&settings.state, data_dir, &settings.cluster.node_id).await?;
+    let state = crate::state::open(&settings.state, data_dir, &settings.cluster.node_id).await?;
+    // Identity, policies and topic rules are shared by every node of a cluster; the rest of the
+    // state is this node's own (the same store when embedded).
+    let (shared, store, state_changes) = (state.shared, state.node, state.changes);
     tracing::info!(backend = ?settings.state, node = %settings.cluster.node_id, "state store ready");
     let streams = crate::streams::open(&settings.stream, data_dir).await?;
     tracing::info!(backend = ?settings.stream, "stream store ready");
     let pki = Arc::new(pki);
     let account = AccountContext::new(&settings.region, &settings.account_id);
     let identity = Arc::new(IdentityService::new(
-        Arc::clone(&store),
+        Arc::clone(&shared),
         Arc::clone(&pki),
         account,
     ));
-    let policies = Arc::new(Policies::new(Arc::clone(&store)));
+    let policies = Arc::new(Policies::new(Arc::clone(&shared)));
     let rules =
-        Arc::new(RuleRegistry::open(Arc::clone(&store)).context("loading the topic rules")?);
+        Arc::new(RuleRegistry::open(Arc::clone(&shared)).context("loading the topic rules")?);
     // The HTTPS client of rule actions and destination confirmations: one pool per server,
     // signing the requests of http actions with `auth.sigv4` with the admin credentials.
     let https = HttpsClient::new(&HttpsConfig {

@@ -6,7 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use fleetcore_core::{KvStore, RedbStore};
+use fleetcore_core::store::{Entries, StoreError, WriteOp};
+use fleetcore_core::{KvStore, RedbStore, WriteBatch};
 use fleetcore_identity::IdentityService;
 use fleetcore_identity::policy::Policies;
 use fleetcore_postgres::{Change, ChangeFeed, PgStore, PgStoreConfig};
@@ -91,8 +92,33 @@ impl StateArgs {
     }
 }
 
+/// The state a node runs on.
+pub struct State {
+    /// Tables every node shares: identity (registry, certificates, policies) and topic rules.
+    pub shared: Arc<dyn KvStore>,
+    /// Every other capability's tables, kept apart per node (the same store as `shared` when
+    /// embedded): those services keep caches or run single writers that are not yet safe to
+    /// share between nodes (docs/SCALING.md).
+    pub node: Arc<dyn KvStore>,
+    /// The other nodes' changes to the shared tables (PostgreSQL only).
+    pub changes: Option<ChangeFeed>,
+}
+
 /// Opens the state store; with PostgreSQL also the feed of the other nodes' changes.
-pub async fn open(
+pub async fn open(backend: &StateBackend, data_dir: &Path, node_id: &str) -> anyhow::Result<State> {
+    let (store, changes) = open_backend(backend, data_dir, node_id).await?;
+    let node: Arc<dyn KvStore> = match changes {
+        Some(_) => Arc::new(NodeScoped::new(Arc::clone(&store), node_id)),
+        None => Arc::clone(&store),
+    };
+    Ok(State {
+        shared: store,
+        node,
+        changes,
+    })
+}
+
+async fn open_backend(
     backend: &StateBackend,
     data_dir: &Path,
     node_id: &str,
@@ -117,6 +143,61 @@ pub async fn open(
                 .context("opening the PostgreSQL state store")?;
             Ok((Arc::new(store), Some(feed)))
         }
+    }
+}
+
+/// A node's own part of a shared store: every key is stored behind `<node id>\0`, so nodes
+/// sharing one database never see or overwrite each other's keys in these tables.
+struct NodeScoped {
+    inner: Arc<dyn KvStore>,
+    prefix: Vec<u8>,
+}
+
+impl NodeScoped {
+    fn new(inner: Arc<dyn KvStore>, node_id: &str) -> NodeScoped {
+        let mut prefix = node_id.as_bytes().to_vec();
+        prefix.push(0);
+        NodeScoped { inner, prefix }
+    }
+
+    fn scoped(&self, key: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.prefix.len() + key.len());
+        out.extend_from_slice(&self.prefix);
+        out.extend_from_slice(key);
+        out
+    }
+}
+
+impl KvStore for NodeScoped {
+    fn get(&self, table: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(table, &self.scoped(key))
+    }
+
+    fn scan_prefix(&self, table: &'static str, prefix: &[u8]) -> Result<Entries, StoreError> {
+        let skip = self.prefix.len();
+        Ok(self
+            .inner
+            .scan_prefix(table, &self.scoped(prefix))?
+            .into_iter()
+            .map(|(mut k, v)| {
+                k.drain(..skip);
+                (k, v)
+            })
+            .collect())
+    }
+
+    fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        let mut scoped = WriteBatch::new();
+        for op in batch.into_ops() {
+            match op {
+                WriteOp::Put { table, key, value } => scoped.put(table, self.scoped(&key), value),
+                WriteOp::Delete { table, key } => scoped.delete(table, self.scoped(&key)),
+                WriteOp::DeletePrefix { table, prefix } => {
+                    scoped.delete_prefix(table, self.scoped(&prefix))
+                }
+            }
+        }
+        self.inner.apply(scoped)
     }
 }
 
@@ -179,6 +260,35 @@ fn apply(change: &Change, f: &Followers) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_scoped_views_of_one_store_do_not_see_each_other() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn KvStore> =
+            Arc::new(RedbStore::open(&dir.path().join("s.redb")).expect("store"));
+        let (a, b) = (
+            NodeScoped::new(Arc::clone(&store), "a"),
+            NodeScoped::new(Arc::clone(&store), "b"),
+        );
+        let mut batch = WriteBatch::new();
+        batch.put("mqtt_sessions", b"c1".to_vec(), b"on a".to_vec());
+        batch.put("mqtt_sessions", b"c2".to_vec(), b"on a too".to_vec());
+        a.apply(batch).expect("apply");
+        let mut batch = WriteBatch::new();
+        batch.put("mqtt_sessions", b"c1".to_vec(), b"on b".to_vec());
+        b.apply(batch).expect("apply");
+        assert_eq!(a.get("mqtt_sessions", b"c1").expect("get"), Some(b"on a".to_vec()));
+        assert_eq!(b.get("mqtt_sessions", b"c1").expect("get"), Some(b"on b".to_vec()));
+        assert_eq!(
+            b.scan_prefix("mqtt_sessions", b"").expect("scan"),
+            vec![(b"c1".to_vec(), b"on b".to_vec())]
+        );
+        let mut batch = WriteBatch::new();
+        batch.delete_prefix("mqtt_sessions", b"c".to_vec());
+        a.apply(batch).expect("apply");
+        assert!(a.scan_prefix("mqtt_sessions", b"").expect("scan").is_empty());
+        assert_eq!(b.get("mqtt_sessions", b"c1").expect("get"), Some(b"on b".to_vec()));
+    }
 
     #[test]
     fn embedded_is_the_default_and_postgres_needs_a_url() {
