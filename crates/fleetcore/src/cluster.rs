@@ -2,9 +2,10 @@
 //! `FLEETCORE_CLUSTER_*` variables): the node's id and the NATS servers messages travel between
 //! nodes through.
 
+use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use axum::Json;
 use axum::routing::get;
 use fleetcore_cluster::Cluster;
@@ -23,7 +24,8 @@ pub struct ClusterArgs {
     )]
     pub nats: Option<String>,
 
-    /// This node's id, unique in the cluster: 1 to 64 of [A-Za-z0-9_-]. [default: node-<random>]
+    /// This node's id, unique in the cluster: 1 to 64 of [A-Za-z0-9_-]. [default: the one in
+    /// <data-dir>/node-id, made `node-<random>` at the first start]
     #[arg(
         id = "cluster_node_id",
         long = "cluster-node-id",
@@ -36,8 +38,8 @@ pub struct ClusterArgs {
 /// The cluster settings of a node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterSettings {
-    /// This node's id (also stamped on its state changes in PostgreSQL).
-    pub node_id: String,
+    /// This node's id as configured (see [`node_id`] for the one in use).
+    pub node_id: Option<String>,
     /// NATS servers, when the node routes messages to others.
     pub nats: Option<String>,
 }
@@ -55,17 +57,50 @@ impl ClusterArgs {
 
     /// The settings; a node id that cannot be a NATS subject token is refused.
     pub fn resolve(self) -> anyhow::Result<ClusterSettings> {
-        let node_id = match self.node_id.filter(|n| !n.trim().is_empty()) {
-            Some(id) => id,
-            None => format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
-        };
-        if !fleetcore_cluster::valid_node_id(&node_id) {
-            bail!("cluster node id {node_id:?} must be 1 to 64 characters of [A-Za-z0-9_-]");
+        let node_id = self.node_id.filter(|n| !n.trim().is_empty());
+        if let Some(id) = &node_id {
+            check(id)?;
         }
         Ok(ClusterSettings {
             node_id,
             nats: self.nats.filter(|n| !n.trim().is_empty()),
         })
+    }
+}
+
+fn check(id: &str) -> anyhow::Result<()> {
+    if !fleetcore_cluster::valid_node_id(id) {
+        bail!("cluster node id {id:?} must be 1 to 64 characters of [A-Za-z0-9_-]");
+    }
+    Ok(())
+}
+
+/// The node id in use: the configured one, else — for a node that shares state or messages
+/// (`keep`) — the one kept in `<data_dir>/node-id`, made `node-<random>` and kept there at the
+/// first start (a node keeps its id, and with it its per-node state, across restarts); a node
+/// alone gets a fresh `node-<random>`.
+pub fn node_id(configured: Option<&str>, data_dir: &Path, keep: bool) -> anyhow::Result<String> {
+    let fresh = || format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    if let Some(id) = configured {
+        return Ok(id.to_owned());
+    }
+    if !keep {
+        return Ok(fresh());
+    }
+    let path = data_dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let id = text.trim().to_owned();
+            check(&id).with_context(|| format!("in {}", path.display()))?;
+            Ok(id)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = fresh();
+            std::fs::write(&path, format!("{id}\n"))
+                .with_context(|| format!("writing {}", path.display()))?;
+            Ok(id)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
 }
 
@@ -104,19 +139,24 @@ mod tests {
     #[test]
     fn a_node_id_is_made_when_none_is_given_and_bad_ones_are_refused() {
         let s = ClusterArgs::default().resolve().expect("default");
-        assert!(
-            s.node_id.starts_with("node-") && s.node_id.len() == 17,
-            "{}",
-            s.node_id
+        assert_eq!((s.node_id, s.nats), (None, None));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let alone = node_id(None, dir.path(), false).expect("alone");
+        assert!(alone.starts_with("node-") && alone.len() == 17, "{alone}");
+        assert!(!dir.path().join("node-id").exists());
+        let made = node_id(None, dir.path(), true).expect("made");
+        assert_eq!(node_id(None, dir.path(), true).expect("kept"), made);
+        assert_eq!(
+            node_id(Some("x"), dir.path(), true).expect("configured"),
+            "x"
         );
-        assert_eq!(s.nats, None);
         let s = ClusterArgs {
             nats: Some("nats://10.0.0.1:4222".into()),
             node_id: Some("edge-1".into()),
         }
         .resolve()
         .expect("given");
-        assert_eq!(s.node_id, "edge-1");
+        assert_eq!(s.node_id.as_deref(), Some("edge-1"));
         assert_eq!(s.nats.as_deref(), Some("nats://10.0.0.1:4222"));
         let err = ClusterArgs {
             nats: None,

@@ -97,11 +97,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let prometheus = PrometheusBuilder::new()
         .install_recorder()
         .context("installing the metrics recorder")?;
-    let state = crate::state::open(&settings.state, data_dir, &settings.cluster.node_id).await?;
+    let shares = settings.cluster.nats.is_some()
+        || matches!(settings.state, crate::state::StateBackend::Postgres { .. });
+    let node_id = crate::cluster::node_id(settings.cluster.node_id.as_deref(), data_dir, shares)?;
+    let state = crate::state::open(&settings.state, data_dir, &node_id).await?;
     // Identity, policies and topic rules are shared by every node of a cluster; the rest of the
     // state is this node's own (the same store when embedded).
     let (shared, store, state_changes) = (state.shared, state.node, state.changes);
-    tracing::info!(backend = ?settings.state, node = %settings.cluster.node_id, "state store ready");
+    tracing::info!(backend = ?settings.state, node = %node_id, "state store ready");
     let streams = crate::streams::open(&settings.stream, data_dir).await?;
     tracing::info!(backend = ?settings.stream, "stream store ready");
     let pki = Arc::new(pki);
@@ -318,7 +321,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let cluster = match &settings.cluster.nats {
         Some(nats) => Some(Arc::new(
             fleetcore_cluster::Cluster::join(
-                fleetcore_cluster::ClusterConfig::new(nats.clone(), &settings.cluster.node_id),
+                fleetcore_cluster::ClusterConfig::new(nats.clone(), &node_id),
                 Arc::clone(broker.router()),
             )
             .await
@@ -458,7 +461,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     .public(fleetcore_notify::public::routes(Arc::clone(&notify)))
     .public(fleetcore_observe::console::routes(console))
     .public(crate::cluster::health_routes(
-        settings.cluster.node_id.clone(),
+        node_id.clone(),
         match settings.state {
             crate::state::StateBackend::Embedded => "embedded",
             crate::state::StateBackend::Postgres { .. } => "postgres",

@@ -277,8 +277,14 @@ mod tests {
         let mut batch = WriteBatch::new();
         batch.put("mqtt_sessions", b"c1".to_vec(), b"on b".to_vec());
         b.apply(batch).expect("apply");
-        assert_eq!(a.get("mqtt_sessions", b"c1").expect("get"), Some(b"on a".to_vec()));
-        assert_eq!(b.get("mqtt_sessions", b"c1").expect("get"), Some(b"on b".to_vec()));
+        assert_eq!(
+            a.get("mqtt_sessions", b"c1").expect("get"),
+            Some(b"on a".to_vec())
+        );
+        assert_eq!(
+            b.get("mqtt_sessions", b"c1").expect("get"),
+            Some(b"on b".to_vec())
+        );
         assert_eq!(
             b.scan_prefix("mqtt_sessions", b"").expect("scan"),
             vec![(b"c1".to_vec(), b"on b".to_vec())]
@@ -286,8 +292,15 @@ mod tests {
         let mut batch = WriteBatch::new();
         batch.delete_prefix("mqtt_sessions", b"c".to_vec());
         a.apply(batch).expect("apply");
-        assert!(a.scan_prefix("mqtt_sessions", b"").expect("scan").is_empty());
-        assert_eq!(b.get("mqtt_sessions", b"c1").expect("get"), Some(b"on b".to_vec()));
+        assert!(
+            a.scan_prefix("mqtt_sessions", b"")
+                .expect("scan")
+                .is_empty()
+        );
+        assert_eq!(
+            b.get("mqtt_sessions", b"c1").expect("get"),
+            Some(b"on b".to_vec())
+        );
     }
 
     #[test]

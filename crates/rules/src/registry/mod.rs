@@ -13,7 +13,7 @@ mod commit;
 
 mod actions;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -316,10 +316,10 @@ impl RuleRegistry {
         Ok(())
     }
 
-    /// [`RuleRegistry::reload`] of every rule in the store or in memory (when what changed is
-    /// not known).
+    /// [`RuleRegistry::reload`] of every rule in the store or in memory, by name (when what
+    /// changed is not known).
     pub fn reload_all(&self) -> Result<(), RuleError> {
-        let mut names: HashSet<String> = self.rules.read().keys().cloned().collect();
+        let mut names: BTreeSet<String> = self.rules.read().keys().cloned().collect();
         for (key, _) in self.commits.store().scan_prefix(TABLE, b"")? {
             names.insert(String::from_utf8_lossy(&key).into_owned());
         }
@@ -550,6 +550,50 @@ mod tests {
     fn open(dir: &tempfile::TempDir) -> RuleRegistry {
         let store = RedbStore::open(&dir.path().join("store.redb")).expect("store");
         RuleRegistry::open(Arc::new(store)).expect("registry")
+    }
+
+    #[test]
+    fn reload_takes_what_another_registry_on_the_same_store_changed() {
+        struct Seen(Mutex<Vec<(Option<String>, Option<bool>)>>);
+        impl RuleObserver for Seen {
+            fn rule_changed(&self, old: Option<&Arc<TopicRule>>, new: Option<&Arc<TopicRule>>) {
+                self.0.lock().push((
+                    old.map(|r| r.record.name.clone()),
+                    new.map(|r| r.record.rule_disabled),
+                ));
+            }
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn KvStore> =
+            Arc::new(RedbStore::open(&dir.path().join("store.redb")).expect("store"));
+        let here = RuleRegistry::open(Arc::clone(&store)).expect("registry");
+        let there = RuleRegistry::open(store).expect("registry");
+        let seen = Arc::new(Seen(Mutex::new(Vec::new())));
+        there.set_observer(Arc::clone(&seen) as Arc<dyn RuleObserver>);
+
+        here.create("r1", &payload("SELECT * FROM 'a/#'"), None)
+            .expect("create");
+        there.reload("r1").expect("reload");
+        assert_eq!(there.get("r1").expect("seen there").topic_pattern(), "a/#");
+        there.reload("r1").expect("unchanged");
+        here.set_disabled("r1", true).expect("disable");
+        here.create("r2", &payload("SELECT * FROM 'b'"), None)
+            .expect("create");
+        there.reload_all().expect("reload all");
+        here.delete("r1").expect("delete");
+        there.reload("r1").expect("reload deleted");
+        assert!(matches!(there.get("r1"), Err(RuleError::NotFound { .. })));
+        assert!(there.get("r2").is_ok());
+        assert_eq!(
+            *seen.0.lock(),
+            vec![
+                (None, Some(false)),
+                (Some("r1".into()), Some(true)),
+                (None, Some(false)),
+                (Some("r1".into()), None),
+            ],
+            "the observer hears each change once, an unchanged rule not at all"
+        );
     }
 
     #[test]
