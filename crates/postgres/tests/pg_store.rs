@@ -158,3 +158,55 @@ async fn other_nodes_hear_of_watched_changes_within_a_second() {
         "a node does not hear its own changes, nor unwatched ones"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_fail_clearly_while_postgres_is_down_and_recover_with_a_full_refresh() {
+    let Some(mut pg) = Postgres::start() else {
+        return;
+    };
+    let (a, _feed_a) = tokio::task::block_in_place(|| node(&pg, "a"));
+    let (_b, mut feed_b) = tokio::task::block_in_place(|| node(&pg, "b"));
+    assert_eq!(next_change(&mut feed_b).await, Change::Everything);
+    let mut batch = WriteBatch::new();
+    batch.put("iot_thing", b"before".to_vec(), b"1".to_vec());
+    tokio::task::block_in_place(|| a.apply(batch)).expect("apply");
+    assert!(matches!(next_change(&mut feed_b).await, Change::Key { .. }));
+
+    pg.kill();
+    let err = tokio::task::block_in_place(|| a.get("iot_thing", b"before")).expect_err("down");
+    assert!(err.to_string().contains("store get failed"), "{err}");
+    let mut batch = WriteBatch::new();
+    batch.put("iot_thing", b"during".to_vec(), b"2".to_vec());
+    tokio::task::block_in_place(|| a.apply(batch)).expect_err("no commit while down");
+
+    pg.start_again();
+    // The pool reconnects on the next request; nothing written while down was kept.
+    let value = tokio::task::block_in_place(|| a.get("iot_thing", b"before")).expect("back");
+    assert_eq!(value, Some(b"1".to_vec()));
+    assert_eq!(
+        tokio::task::block_in_place(|| a.get("iot_thing", b"during")).expect("get"),
+        None
+    );
+    // The listener is back too: b is told to refresh everything (it may have missed changes),
+    // then hears new ones.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let change = tokio::time::timeout_at(deadline, feed_b.recv())
+            .await
+            .expect("a refresh after the reconnect")
+            .expect("feed open");
+        if change == Change::Everything {
+            break;
+        }
+    }
+    let mut batch = WriteBatch::new();
+    batch.put("iot_thing", b"after".to_vec(), b"3".to_vec());
+    tokio::task::block_in_place(|| a.apply(batch)).expect("apply");
+    assert_eq!(
+        next_change(&mut feed_b).await,
+        Change::Key {
+            table: "iot_thing".into(),
+            key: b"after".to_vec()
+        }
+    );
+}

@@ -13,7 +13,9 @@ pub struct Postgres {
     child: Child,
     /// `postgres://postgres@127.0.0.1:<port>/postgres`.
     pub url: String,
-    _dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+    dir: tempfile::TempDir,
 }
 
 fn bin_dir() -> Option<PathBuf> {
@@ -82,37 +84,41 @@ impl Postgres {
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
-        let child = as_postgres(&bin.join("postgres"))
-            .arg("-D")
-            .arg(&data)
-            .args([
-                "-p",
-                &port.to_string(),
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-k",
-            ])
-            .arg(dir.path())
-            .args(["-c", "fsync=off"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start postgres");
+        let child = spawn(&bin, dir.path(), port);
         let pg = Postgres {
             child,
             url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
-            _dir: dir,
+            bin,
+            port,
+            dir,
         };
+        pg.wait_ready();
+        Some(pg)
+    }
+
+    /// Stops the server at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same port and data.
+    pub fn start_again(&mut self) {
+        self.child = spawn(&self.bin, self.dir.path(), self.port);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let ready = Command::new(bin.join("pg_isready"))
-                .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            let ready = Command::new(self.bin.join("pg_isready"))
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
                 .stdout(Stdio::null())
                 .status()
                 .map(|s| s.success())
                 .unwrap_or(false);
             if ready {
-                return Some(pg);
+                return;
             }
             assert!(
                 Instant::now() < deadline,
@@ -121,6 +127,19 @@ impl Postgres {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+fn spawn(bin: &Path, dir: &Path, port: u16) -> Child {
+    as_postgres(&bin.join("postgres"))
+        .arg("-D")
+        .arg(dir.join("data"))
+        .args(["-p", &port.to_string()])
+        .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-k"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start postgres")
 }
 
 impl Drop for Postgres {
