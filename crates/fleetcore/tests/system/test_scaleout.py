@@ -229,3 +229,32 @@ def _probe(pub: Client, sub: Client, topic: str, expect: str | None = None,
         return True
     except AssertionError:
         return False
+
+
+def test_per_node_state_survives_a_restart_and_stays_on_its_node(cluster, uid):
+    """Retained messages are per node (docs/SCALING.md): kept in PostgreSQL under the node's own
+    keys, so node A finds its own after a restart and node B never sees them."""
+    a, b = cluster.nodes
+    pub = Client(a, V5)
+    try:
+        pub.connect()
+        pub.publish(f"{uid}/state", b"retained on a", qos=1, retain=True)
+    finally:
+        pub.close()
+    a.restart()
+    on_a = Client(a, V5)
+    on_b = Client(b, V5)
+    try:
+        on_a.connect()
+        on_a.subscribe(f"{uid}/state", qos=1)
+        assert on_a.wait_message(timeout=5).payload == b"retained on a"
+        on_b.connect()
+        on_b.subscribe(f"{uid}/#", qos=1)
+        # A fence published on B after the subscription: had B a retained message for the
+        # filter, it would have arrived first.
+        on_b.publish(f"{uid}/fence", b"fence", qos=1)
+        first = on_b.wait_message(timeout=5)
+        assert (first.topic, first.payload) == (f"{uid}/fence", b"fence")
+    finally:
+        on_a.close()
+        on_b.close()
