@@ -850,6 +850,37 @@ mod tests {
     }
 
     #[test]
+    fn the_state_and_cluster_tables_configure_a_node_and_flags_win() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("fleetcore.toml");
+        std::fs::write(
+            &file,
+            "[state]\nbackend = \"postgres\"\nurl = \"postgres://u@db/fleet\"\n\
+             [cluster]\nnats = \"nats://10.0.0.1:4222\"\nnode_id = \"edge-1\"\n",
+        )
+        .expect("write");
+        let config = file.to_str().expect("utf8");
+        let s = parse(&["--config", config]).resolve().expect("resolve");
+        assert_eq!(
+            s.state,
+            StateBackend::Postgres {
+                url: "postgres://u@db/fleet".into()
+            }
+        );
+        assert_eq!(s.cluster.node_id.as_deref(), Some("edge-1"));
+        assert_eq!(s.cluster.nats.as_deref(), Some("nats://10.0.0.1:4222"));
+        let s = parse(&["--config", config, "--cluster-node-id", "edge-2"])
+            .resolve()
+            .expect("resolve");
+        assert_eq!(s.cluster.node_id.as_deref(), Some("edge-2"));
+        let s = parse(&[]).resolve().expect("default");
+        assert_eq!((s.state, s.cluster.nats), (StateBackend::Embedded, None));
+        std::fs::write(&file, "[state]\nbackend = \"postgres\"\n").expect("write");
+        let err = parse(&["--config", config]).resolve().expect_err("no url");
+        assert!(format!("{err:#}").contains("needs a url"), "{err:#}");
+    }
+
+    #[test]
     fn the_stream_table_selects_the_backend_and_flags_win() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("fleetcore.toml");
