@@ -9,7 +9,8 @@ nats-server (`[cluster] nats`). What a user of either node sees:
 - a topic rule created through A runs for messages published on B;
 - messages published on A reach subscribers on B at QoS 0 and 1 (each once, in order, with the
   subscriber's PUBACK to B), with topics NATS would otherwise read as wildcards or separators;
-- `/health/cluster` on each node names both nodes.
+- `/health/cluster` on each node names both nodes;
+- per-node state (retained messages) survives a node's restart and stays on its node.
 """
 
 from __future__ import annotations
