@@ -56,6 +56,8 @@ missing=()
 command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 # the JetStream stream backend's tests start their own nats-server (Debian puts it in /usr/sbin)
 command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
+# the scale-out tests (PgStore, test_scaleout.py) start their own PostgreSQL from its binaries
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 # nodejs* functions run on the machine's Node.js (Debian 12: 18.x)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 # the web console's browser tests drive Debian's Chromium through chromedriver (Selenium)

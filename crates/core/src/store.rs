@@ -2,7 +2,7 @@
 //!
 //! The trait is deliberately small: named tables of byte keys and byte values, prefix scans, and
 //! atomic, durable batches. Capabilities own their encodings; the store owns durability. The
-//! scale-out PostgreSQL implementation will sit behind the same trait.
+//! scale-out PostgreSQL implementation (`fleetcore-postgres`) sits behind the same trait.
 
 use std::path::Path;
 
@@ -105,6 +105,11 @@ impl WriteBatch {
     pub fn ops(&self) -> &[WriteOp] {
         &self.ops
     }
+
+    /// The writes, in order, taken out of the batch (no copy).
+    pub fn into_ops(self) -> Vec<WriteOp> {
+        self.ops
+    }
 }
 
 /// Key-value storage shared by every capability. Calls block (they may fsync); async callers use
@@ -139,8 +144,8 @@ impl RedbStore {
 }
 
 /// The smallest key greater than every key starting with `prefix`, or `None` when no such key
-/// exists (the prefix is all 0xFF).
-fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+/// exists (the prefix is all 0xFF). Backends use it to turn a prefix into a key range.
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < u8::MAX {

@@ -13,6 +13,8 @@ use fleetcore_mqtt::broker::BrokerConfig;
 use fleetcore_notify::{SmtpConfig, SmtpSecurity};
 use serde::Deserialize;
 
+use crate::cluster::{ClusterArgs, ClusterSettings};
+use crate::state::{StateArgs, StateBackend};
 use crate::streams::{StreamArgs, StreamBackend};
 
 /// Options of `fleetcore serve`. Every field is optional here so that the file, the
@@ -251,6 +253,16 @@ pub struct ServeArgs {
     #[command(flatten)]
     stream: StreamArgs,
 
+    /// Where the state is kept (`[state]` in the file: `backend`, `url`).
+    #[command(flatten)]
+    #[serde(default)]
+    state: StateArgs,
+
+    /// This node's place in a cluster (`[cluster]` in the file: `nats`, `node_id`).
+    #[command(flatten)]
+    #[serde(default)]
+    cluster: ClusterArgs,
+
     /// The data lake Firehose delivery streams write to (`[lake]` in the file).
     #[command(flatten)]
     #[serde(default)]
@@ -447,6 +459,8 @@ pub struct Settings {
     pub account_id: String,
     pub log: String,
     pub stream: StreamBackend,
+    pub state: StateBackend,
+    pub cluster: ClusterSettings,
     pub lake: LakeConfig,
     pub lake_backlog_limit_bytes: usize,
     pub rules_https_ca_file: Option<PathBuf>,
@@ -574,6 +588,8 @@ impl ServeArgs {
                 otlp_trace_sampling,
             );
             over.stream.layer(&mut under.stream);
+            over.state.layer(&mut under.state);
+            over.cluster.layer(&mut under.cluster);
             let (lake_over, lake_under) = (&mut over.lake, &mut under.lake);
             layer!(
                 lake_over,
@@ -772,6 +788,8 @@ impl ServeArgs {
             account_id,
             log: self.log.unwrap_or_else(|| "info".into()),
             stream: self.stream.resolve()?,
+            state: self.state.resolve()?,
+            cluster: self.cluster.resolve()?,
             lake: lake_config,
             lake_backlog_limit_bytes: backlog_limit_mb << 20,
             rules_https_ca_file: self.rules_https_ca_file,
@@ -900,6 +918,37 @@ mod tests {
         assert_eq!(s.mqtt, Some("127.0.0.1:1999".parse().expect("addr")));
         assert_eq!(s.mqtts, None);
         assert!(s.allow_anonymous);
+    }
+
+    #[test]
+    fn the_state_and_cluster_tables_configure_a_node_and_flags_win() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("fleetcore.toml");
+        std::fs::write(
+            &file,
+            "[state]\nbackend = \"postgres\"\nurl = \"postgres://u@db/fleet\"\n\
+             [cluster]\nnats = \"nats://10.0.0.1:4222\"\nnode_id = \"edge-1\"\n",
+        )
+        .expect("write");
+        let config = file.to_str().expect("utf8");
+        let s = parse(&["--config", config]).resolve().expect("resolve");
+        assert_eq!(
+            s.state,
+            StateBackend::Postgres {
+                url: "postgres://u@db/fleet".into()
+            }
+        );
+        assert_eq!(s.cluster.node_id.as_deref(), Some("edge-1"));
+        assert_eq!(s.cluster.nats.as_deref(), Some("nats://10.0.0.1:4222"));
+        let s = parse(&["--config", config, "--cluster-node-id", "edge-2"])
+            .resolve()
+            .expect("resolve");
+        assert_eq!(s.cluster.node_id.as_deref(), Some("edge-2"));
+        let s = parse(&[]).resolve().expect("default");
+        assert_eq!((s.state, s.cluster.nats), (StateBackend::Embedded, None));
+        std::fs::write(&file, "[state]\nbackend = \"postgres\"\n").expect("write");
+        let err = parse(&["--config", config]).resolve().expect_err("no url");
+        assert!(format!("{err:#}").contains("needs a url"), "{err:#}");
     }
 
     #[test]

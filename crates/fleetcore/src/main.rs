@@ -6,6 +6,7 @@ mod analytics;
 mod auth;
 mod bench;
 mod cli;
+mod cluster;
 mod config;
 mod console;
 mod defender;
@@ -21,6 +22,7 @@ mod server_publish;
 #[cfg(feature = "analytics")]
 mod sql;
 mod stack;
+mod state;
 mod streams;
 
 use clap::{Parser, Subcommand};

@@ -11,7 +11,7 @@ use fleetcore_api::kinesis::KinesisState;
 use fleetcore_api::kinesis::token::TokenCodec;
 use fleetcore_api::{ApiState, ControlPlane};
 use fleetcore_archive::{Archive, ArchiveSettings};
-use fleetcore_core::{AccountContext, KvStore, RedbStore};
+use fleetcore_core::AccountContext;
 use fleetcore_identity::policy::{Policies, ResourceArns};
 use fleetcore_identity::{
     AdminCredentials, AttachmentCheck, ClientVerifier, IdentityService, Pki,
@@ -105,26 +105,26 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let prometheus = PrometheusBuilder::new()
         .install_recorder()
         .context("installing the metrics recorder")?;
-    let store_path = data_dir.join("store.redb");
-    let store = RedbStore::open(&store_path).with_context(|| {
-        format!(
-            "opening the store {} (is another fleetcore running on this data folder?)",
-            store_path.display()
-        )
-    })?;
-    let store: Arc<dyn KvStore> = Arc::new(store);
+    let shares = settings.cluster.nats.is_some()
+        || matches!(settings.state, crate::state::StateBackend::Postgres { .. });
+    let node_id = crate::cluster::node_id(settings.cluster.node_id.as_deref(), data_dir, shares)?;
+    let state = crate::state::open(&settings.state, data_dir, &node_id).await?;
+    // Identity, policies and topic rules are shared by every node of a cluster; the rest of the
+    // state is this node's own (the same store when embedded).
+    let (shared, store, state_changes) = (state.shared, state.node, state.changes);
+    tracing::info!(backend = ?settings.state, node = %node_id, "state store ready");
     let streams = crate::streams::open(&settings.stream, data_dir).await?;
     tracing::info!(backend = ?settings.stream, "stream store ready");
     let pki = Arc::new(pki);
     let account = AccountContext::new(&settings.region, &settings.account_id);
     let identity = Arc::new(IdentityService::new(
-        Arc::clone(&store),
+        Arc::clone(&shared),
         Arc::clone(&pki),
         account,
     ));
-    let policies = Arc::new(Policies::new(Arc::clone(&store)));
+    let policies = Arc::new(Policies::new(Arc::clone(&shared)));
     let rules =
-        Arc::new(RuleRegistry::open(Arc::clone(&store)).context("loading the topic rules")?);
+        Arc::new(RuleRegistry::open(Arc::clone(&shared)).context("loading the topic rules")?);
     // The HTTPS client of rule actions and destination confirmations: one pool per server,
     // signing the requests of http actions with `auth.sigv4` with the admin credentials.
     let https = HttpsClient::new(&HttpsConfig {
@@ -330,6 +330,29 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         let router = Arc::clone(broker.router());
         policies.on_change(Arc::new(move || router.revalidate_all()));
     }
+    // With shared state, the other nodes' changes take effect here as if made here.
+    if let Some(feed) = state_changes {
+        crate::state::follow(
+            feed,
+            crate::state::Followers {
+                identity: Arc::clone(&identity),
+                policies: Arc::clone(&policies),
+                rules: Arc::clone(&rules),
+            },
+        );
+    }
+    // In a cluster, messages published here reach the other nodes' subscribers and theirs ours.
+    let cluster = match &settings.cluster.nats {
+        Some(nats) => Some(Arc::new(
+            fleetcore_cluster::Cluster::join(
+                fleetcore_cluster::ClusterConfig::new(nats.clone(), &node_id),
+                Arc::clone(broker.router()),
+            )
+            .await
+            .context("joining the cluster")?,
+        )),
+        None => None,
+    };
     tracing::info!(
         retained = loaded.retained,
         sessions = loaded.sessions,
@@ -457,7 +480,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     .service("ioteventsdata", fleetcore_events::api::data_routes(events))
     .service("sns", fleetcore_notify::api::routes(Arc::clone(&notify)))
     .public(fleetcore_notify::public::routes(Arc::clone(&notify)))
-    .public(fleetcore_observe::console::routes(console));
+    .public(fleetcore_observe::console::routes(console))
+    .public(crate::cluster::health_routes(
+        node_id.clone(),
+        match settings.state {
+            crate::state::StateBackend::Embedded => "embedded",
+            crate::state::StateBackend::Postgres { .. } => "postgres",
+        },
+        cluster,
+    ));
     #[cfg(feature = "analytics")]
     let control_plane = control_plane
         .service(

@@ -72,6 +72,11 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1883)]
     pub port: u16,
 
+    /// Port the subscribers connect to instead of --port, on the same host: another node of a
+    /// fleetcore cluster, to measure messages crossing nodes. [default: --port]
+    #[arg(long, value_name = "PORT")]
+    pub subscriber_port: Option<u16>,
+
     /// TLS options. Boxed so the arguments stay small enough to sit unboxed in the CLI's
     /// command enum.
     #[command(flatten)]
@@ -352,7 +357,11 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         return kinesis::run(kinesis).await;
     }
     let plan = args.validate().map_err(anyhow::Error::msg)?;
-    let target = Arc::new(build_target(&args, &plan).await?);
+    let target = Arc::new(build_target(&args, &plan, args.port).await?);
+    let subscriber_target = match args.subscriber_port {
+        Some(port) => Arc::new(build_target(&args, &plan, port).await?),
+        None => Arc::clone(&target),
+    };
     let broker = format!("{}:{}", args.host, args.port);
     let progress = std::io::stderr().is_terminal();
     if args.shadow {
@@ -387,7 +396,11 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         };
         Report::Idle(idle::run(target, idle_plan, empty).await?)
     } else {
-        Report::PubSub(run_pubsub(&args, &plan, target, broker, progress).await?)
+        let targets = Targets {
+            publishers: target,
+            subscribers: subscriber_target,
+        };
+        Report::PubSub(run_pubsub(&args, &plan, targets, broker, progress).await?)
     };
     report.print(args.json)?;
     if let Report::PubSub(r) = &report
@@ -401,8 +414,14 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn build_target(args: &BenchArgs, plan: &Plan) -> anyhow::Result<Target> {
-    let addrs: Vec<_> = tokio::net::lookup_host((args.host.as_str(), args.port))
+/// Where publishers and subscribers connect (the same broker unless `--subscriber-port`).
+struct Targets {
+    publishers: Arc<Target>,
+    subscribers: Arc<Target>,
+}
+
+async fn build_target(args: &BenchArgs, plan: &Plan, port: u16) -> anyhow::Result<Target> {
+    let addrs: Vec<_> = tokio::net::lookup_host((args.host.as_str(), port))
         .await
         .with_context(|| format!("cannot resolve broker host {:?}", args.host))?
         .collect();
@@ -468,7 +487,7 @@ where
 async fn run_pubsub(
     args: &BenchArgs,
     plan: &Plan,
-    target: Arc<Target>,
+    targets: Targets,
     broker: String,
     progress: bool,
 ) -> anyhow::Result<PubSubReport> {
@@ -476,9 +495,9 @@ async fn run_pubsub(
 
     let filter = args.filter.clone();
     let qos = plan.qos;
-    let subscribe_timeout = target.connect_timeout;
+    let subscribe_timeout = targets.subscribers.connect_timeout;
     let subscribers = connect_all(
-        &target,
+        &targets.subscribers,
         args.subscribers,
         args.connect_concurrency,
         |i| format!("{}-sub-{i}", plan.client_prefix),
@@ -501,7 +520,7 @@ async fn run_pubsub(
     .await
     .context("a subscriber could not connect")?;
     let publishers = connect_all(
-        &target,
+        &targets.publishers,
         args.publishers,
         args.connect_concurrency,
         |i| format!("{}-pub-{i}", plan.client_prefix),

@@ -344,3 +344,20 @@ def nats_server(tmp_path):
     yield make
     for n in made:
         n.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL for the scale-out state backend
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One private PostgreSQL for the session (see pgserver.py); tests take a database each with
+    `postgres_server.database(name)`. Skipped, saying why, where PostgreSQL is not installed."""
+    from pgserver import PostgresServer, find_bin_dir
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb; "
+                    "test.sh installs the postgresql package)")
+    server = PostgresServer(bin_dir).start()
+    yield server
+    server.stop()

@@ -255,6 +255,17 @@ impl Policies {
         self.listeners.write().push(f);
     }
 
+    /// Another node sharing the store changed policies or attachments: every compiled document
+    /// is forgotten, grants see a new generation, and the change listeners run.
+    pub fn changed_elsewhere(&self) {
+        {
+            let mut cache = self.compiled.write();
+            cache.clear();
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+        self.notify();
+    }
+
     /// Counts committed changes since startup; grants compare it to know their cache is current.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)

@@ -38,6 +38,11 @@ impl GroupCommit {
         }
     }
 
+    /// The store written to.
+    pub(super) fn store(&self) -> &Arc<dyn KvStore> {
+        &self.store
+    }
+
     /// Applies `batch` durably, in one transaction with whatever other callers queue meanwhile.
     pub(super) fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
         let mut state = self.state.lock();

@@ -13,7 +13,7 @@ mod commit;
 
 mod actions;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -195,6 +195,21 @@ impl std::fmt::Debug for RuleRegistry {
     }
 }
 
+/// A stored rule, compiled.
+fn decode_rule(name: &str, value: &[u8]) -> Result<TopicRule, RuleError> {
+    let corrupt = |message: String| RuleError::Corrupt {
+        name: name.to_owned(),
+        message,
+    };
+    let record: RuleRecord = serde_json::from_slice(value).map_err(|e| corrupt(e.to_string()))?;
+    let version = record
+        .aws_iot_sql_version
+        .parse::<SqlVersion>()
+        .map_err(&corrupt)?;
+    let statement = Statement::compile(&record.sql, version).map_err(|e| corrupt(e.to_string()))?;
+    Ok(TopicRule { record, statement })
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -263,19 +278,8 @@ impl RuleRegistry {
         let mut rules = BTreeMap::new();
         for (key, value) in store.scan_prefix(TABLE, b"")? {
             let name = String::from_utf8_lossy(&key).into_owned();
-            let corrupt = |message: String| RuleError::Corrupt {
-                name: name.clone(),
-                message,
-            };
-            let record: RuleRecord =
-                serde_json::from_slice(&value).map_err(|e| corrupt(e.to_string()))?;
-            let version = record
-                .aws_iot_sql_version
-                .parse::<SqlVersion>()
-                .map_err(&corrupt)?;
-            let statement =
-                Statement::compile(&record.sql, version).map_err(|e| corrupt(e.to_string()))?;
-            rules.insert(name, Arc::new(TopicRule { record, statement }));
+            let rule = decode_rule(&name, &value)?;
+            rules.insert(name, Arc::new(rule));
         }
         Ok(RuleRegistry {
             commits: GroupCommit::new(store),
@@ -284,6 +288,45 @@ impl RuleRegistry {
             change_done: Condvar::new(),
             observer: RwLock::new(None),
         })
+    }
+
+    /// Takes rule `name` as it now is in the store, after another node sharing the store changed
+    /// it; the observer is told as for a local change.
+    pub fn reload(&self, name: &str) -> Result<(), RuleError> {
+        let _change = self.begin(name);
+        let new = match self.commits.store().get(TABLE, name.as_bytes())? {
+            Some(value) => Some(Arc::new(decode_rule(name, &value)?)),
+            None => None,
+        };
+        let old = {
+            let mut rules = self.rules.write();
+            match &new {
+                Some(rule) => rules.insert(name.into(), Arc::clone(rule)),
+                None => rules.remove(name),
+            }
+        };
+        let same = match (&old, &new) {
+            (Some(a), Some(b)) => a.record == b.record,
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            self.changed(old.as_ref(), new.as_ref());
+        }
+        Ok(())
+    }
+
+    /// [`RuleRegistry::reload`] of every rule in the store or in memory, by name (when what
+    /// changed is not known).
+    pub fn reload_all(&self) -> Result<(), RuleError> {
+        let mut names: BTreeSet<String> = self.rules.read().keys().cloned().collect();
+        for (key, _) in self.commits.store().scan_prefix(TABLE, b"")? {
+            names.insert(String::from_utf8_lossy(&key).into_owned());
+        }
+        for name in names {
+            self.reload(&name)?;
+        }
+        Ok(())
     }
 
     /// Waits until no other change of rule `name` is under way, then holds the name.
@@ -507,6 +550,50 @@ mod tests {
     fn open(dir: &tempfile::TempDir) -> RuleRegistry {
         let store = RedbStore::open(&dir.path().join("store.redb")).expect("store");
         RuleRegistry::open(Arc::new(store)).expect("registry")
+    }
+
+    #[test]
+    fn reload_takes_what_another_registry_on_the_same_store_changed() {
+        struct Seen(Mutex<Vec<(Option<String>, Option<bool>)>>);
+        impl RuleObserver for Seen {
+            fn rule_changed(&self, old: Option<&Arc<TopicRule>>, new: Option<&Arc<TopicRule>>) {
+                self.0.lock().push((
+                    old.map(|r| r.record.name.clone()),
+                    new.map(|r| r.record.rule_disabled),
+                ));
+            }
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn KvStore> =
+            Arc::new(RedbStore::open(&dir.path().join("store.redb")).expect("store"));
+        let here = RuleRegistry::open(Arc::clone(&store)).expect("registry");
+        let there = RuleRegistry::open(store).expect("registry");
+        let seen = Arc::new(Seen(Mutex::new(Vec::new())));
+        there.set_observer(Arc::clone(&seen) as Arc<dyn RuleObserver>);
+
+        here.create("r1", &payload("SELECT * FROM 'a/#'"), None)
+            .expect("create");
+        there.reload("r1").expect("reload");
+        assert_eq!(there.get("r1").expect("seen there").topic_pattern(), "a/#");
+        there.reload("r1").expect("unchanged");
+        here.set_disabled("r1", true).expect("disable");
+        here.create("r2", &payload("SELECT * FROM 'b'"), None)
+            .expect("create");
+        there.reload_all().expect("reload all");
+        here.delete("r1").expect("delete");
+        there.reload("r1").expect("reload deleted");
+        assert!(matches!(there.get("r1"), Err(RuleError::NotFound { .. })));
+        assert!(there.get("r2").is_ok());
+        assert_eq!(
+            *seen.0.lock(),
+            vec![
+                (None, Some(false)),
+                (Some("r1".into()), Some(true)),
+                (None, Some(false)),
+                (Some("r1".into()), None),
+            ],
+            "the observer hears each change once, an unchanged rule not at all"
+        );
     }
 
     #[test]

@@ -1,0 +1,169 @@
+//! Running as one node of several (`[cluster]` in the config file, `--cluster-*` flags,
+//! `FLEETCORE_CLUSTER_*` variables): the node's id and the NATS servers messages travel between
+//! nodes through.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use axum::Json;
+use axum::routing::get;
+use fleetcore_cluster::Cluster;
+use serde::Deserialize;
+
+/// Options of the cluster, layered like the other `serve` options.
+#[derive(clap::Args, Deserialize, Debug, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterArgs {
+    /// NATS servers through which this node exchanges messages with the other nodes
+    /// (`nats://host:4222`, comma separated). Without it the node runs alone.
+    #[arg(
+        long = "cluster-nats",
+        env = "FLEETCORE_CLUSTER_NATS",
+        value_name = "URLS"
+    )]
+    pub nats: Option<String>,
+
+    /// This node's id, unique in the cluster: 1 to 64 of [A-Za-z0-9_-]. [default: the one in
+    /// <data-dir>/node-id, made `node-<random>` at the first start]
+    #[arg(
+        id = "cluster_node_id",
+        long = "cluster-node-id",
+        env = "FLEETCORE_CLUSTER_NODE_ID",
+        value_name = "ID"
+    )]
+    pub node_id: Option<String>,
+}
+
+/// The cluster settings of a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// This node's id as configured (see [`node_id`] for the one in use).
+    pub node_id: Option<String>,
+    /// NATS servers, when the node routes messages to others.
+    pub nats: Option<String>,
+}
+
+impl ClusterArgs {
+    /// Fills what these options leave unset from `under` (the config file).
+    pub fn layer(&mut self, under: &mut ClusterArgs) {
+        if self.nats.is_none() {
+            self.nats = under.nats.take();
+        }
+        if self.node_id.is_none() {
+            self.node_id = under.node_id.take();
+        }
+    }
+
+    /// The settings; a node id that cannot be a NATS subject token is refused.
+    pub fn resolve(self) -> anyhow::Result<ClusterSettings> {
+        let node_id = self.node_id.filter(|n| !n.trim().is_empty());
+        if let Some(id) = &node_id {
+            check(id)?;
+        }
+        Ok(ClusterSettings {
+            node_id,
+            nats: self.nats.filter(|n| !n.trim().is_empty()),
+        })
+    }
+}
+
+fn check(id: &str) -> anyhow::Result<()> {
+    if !fleetcore_cluster::valid_node_id(id) {
+        bail!("cluster node id {id:?} must be 1 to 64 characters of [A-Za-z0-9_-]");
+    }
+    Ok(())
+}
+
+/// The node id in use: the configured one, else — for a node that shares state or messages
+/// (`keep`) — the one kept in `<data_dir>/node-id`, made `node-<random>` and kept there at the
+/// first start (a node keeps its id, and with it its per-node state, across restarts); a node
+/// alone gets a fresh `node-<random>`.
+pub fn node_id(configured: Option<&str>, data_dir: &Path, keep: bool) -> anyhow::Result<String> {
+    let fresh = || format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    if let Some(id) = configured {
+        return Ok(id.to_owned());
+    }
+    if !keep {
+        return Ok(fresh());
+    }
+    let path = data_dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let id = text.trim().to_owned();
+            check(&id).with_context(|| format!("in {}", path.display()))?;
+            Ok(id)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = fresh();
+            std::fs::write(&path, format!("{id}\n"))
+                .with_context(|| format!("writing {}", path.display()))?;
+            Ok(id)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// `GET /health/cluster` (no signature, like `/health`): this node's id, its state backend and
+/// the cluster members it hears (itself only when it runs alone).
+pub fn health_routes(
+    node_id: String,
+    state: &'static str,
+    cluster: Option<Arc<Cluster>>,
+) -> axum::Router {
+    axum::Router::new().route(
+        "/health/cluster",
+        get(move || {
+            let members = match &cluster {
+                Some(c) => c.members(),
+                None => vec![fleetcore_cluster::Member {
+                    node_id: node_id.clone(),
+                    last_seen_ms: 0,
+                }],
+            };
+            let body = serde_json::json!({
+                "node_id": node_id,
+                "state": state,
+                "clustered": cluster.is_some(),
+                "members": members,
+            });
+            async move { Json(body) }
+        }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_id_is_made_when_none_is_given_and_bad_ones_are_refused() {
+        let s = ClusterArgs::default().resolve().expect("default");
+        assert_eq!((s.node_id, s.nats), (None, None));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let alone = node_id(None, dir.path(), false).expect("alone");
+        assert!(alone.starts_with("node-") && alone.len() == 17, "{alone}");
+        assert!(!dir.path().join("node-id").exists());
+        let made = node_id(None, dir.path(), true).expect("made");
+        assert_eq!(node_id(None, dir.path(), true).expect("kept"), made);
+        assert_eq!(
+            node_id(Some("x"), dir.path(), true).expect("configured"),
+            "x"
+        );
+        let s = ClusterArgs {
+            nats: Some("nats://10.0.0.1:4222".into()),
+            node_id: Some("edge-1".into()),
+        }
+        .resolve()
+        .expect("given");
+        assert_eq!(s.node_id.as_deref(), Some("edge-1"));
+        assert_eq!(s.nats.as_deref(), Some("nats://10.0.0.1:4222"));
+        let err = ClusterArgs {
+            nats: None,
+            node_id: Some("a.b".into()),
+        }
+        .resolve()
+        .expect_err("dot");
+        assert!(err.to_string().contains("a.b"), "{err}");
+    }
+}

@@ -1,0 +1,261 @@
+"""Several fleetcore nodes as one: two `fleetcore serve` processes on loopback, each with its own
+ports and data folder, sharing a real PostgreSQL (`[state] backend = "postgres"`) and a real
+nats-server (`[cluster] nats`). What a user of either node sees:
+
+- a thing, certificate and policy created through node A are usable through node B (boto3 reads
+  them there, a device connects to B with the certificate and is authorized by the policy);
+- a certificate revoked through A cuts off its device connected to B within a second, as it does
+  on one node; a new default policy version made through A applies on B at once;
+- a topic rule created through A runs for messages published on B;
+- messages published on A reach subscribers on B at QoS 0 and 1 (each once, in order, with the
+  subscriber's PUBACK to B), with topics NATS would otherwise read as wildcards or separators;
+- `/health/cluster` on each node names both nodes;
+- per-node state (retained messages) survives a node's restart and stays on its node.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import urllib.request
+
+import pytest
+
+from brokers import wait_until
+from clients import V5, Client
+
+pytestmark = pytest.mark.fleetcore_only("clustering is fleetcore's")
+
+KEY_ID, SECRET = "AKIDSCALEOUTTEST0001", "scaleout-test-secret-key-0000000000000000"
+LIVE_CHANGE_DEADLINE = 1.0  # seconds from the control-plane call to the effect on the other node
+NOT_AUTHORIZED = 0x87
+REGION, ACCOUNT = "us-east-1", "000000000000"
+ARN = f"arn:aws:iot:{REGION}:{ACCOUNT}"
+
+
+class Cluster:
+    def __init__(self, nodes, aws):
+        self.nodes = nodes
+        self._aws = aws
+
+    def iot(self, i: int):
+        return self._aws("iot", broker=self.nodes[i], access_key_id=KEY_ID,
+                         secret_access_key=SECRET)
+
+
+@pytest.fixture
+def cluster(broker_factory, nats_server, postgres_server, aws, uid):
+    """Two nodes `a` and `b` on one PostgreSQL database and one nats-server. B gets A's CA (a
+    cluster's nodes share their CA, as they share their state) and both the same admin keys."""
+    db = postgres_server.database(uid.lower().replace("-", "_")[:60])
+    nats = nats_server()
+    env = {"FLEETCORE_ACCESS_KEY_ID": KEY_ID, "FLEETCORE_SECRET_ACCESS_KEY": SECRET}
+
+    def node(name: str, start: bool):
+        return broker_factory("--state-backend", "postgres", "--state-url", db,
+                              "--cluster-nats", nats.url, "--cluster-node-id", name,
+                              env=env, start=start)
+    a = node("a", True)
+    b = node("b", False)
+    shutil.copytree(a.data_dir / "ca", b.data_dir / "ca")
+    b.start()
+    return Cluster([a, b], aws)
+
+
+def health(node) -> dict:
+    with urllib.request.urlopen(f"{node.http_base}/health/cluster", timeout=5) as r:
+        return json.loads(r.read())
+
+
+def allow_all(thing: str) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "iot:Connect", "Resource": f"{ARN}:client/{thing}"},
+        {"Effect": "Allow", "Action": ["iot:Publish", "iot:Receive"],
+         "Resource": f"{ARN}:topic/devices/{thing}/*"},
+        {"Effect": "Allow", "Action": "iot:Subscribe",
+         "Resource": f"{ARN}:topicfilter/devices/{thing}/*"}]})
+
+
+def make_device(iot, tmp_path, thing: str, policy: str):
+    iot.create_thing(thingName=thing)
+    iot.create_policy(policyName=policy, policyDocument=allow_all(thing))
+    made = iot.create_keys_and_certificate(setAsActive=True)
+    iot.attach_policy(policyName=policy, target=made["certificateArn"])
+    iot.attach_thing_principal(thingName=thing, principal=made["certificateArn"])
+    cert, key = tmp_path / f"{thing}.pem", tmp_path / f"{thing}.key"
+    cert.write_text(made["certificatePem"])
+    key.write_text(made["keyPair"]["PrivateKey"])
+    return made["certificateId"], (cert, key)
+
+
+def test_health_names_the_node_and_both_members(cluster):
+    a, b = cluster.nodes
+    assert health(a)["node_id"] == "a" and health(a)["state"] == "postgres"
+    for node in (a, b):
+        wait_until(lambda: [m["node_id"] for m in health(node)["members"]] == ["a", "b"], 5,
+                   what=f"both members on /health/cluster of {node.name}")
+
+
+def test_registry_made_on_one_node_is_usable_on_the_other(cluster, tmp_path, uid):
+    iot_a, iot_b = cluster.iot(0), cluster.iot(1)
+    thing = f"{uid}-dev"
+    cert_id, tls = make_device(iot_a, tmp_path, thing, f"{uid}-p")
+    assert iot_b.describe_thing(thingName=thing)["thingName"] == thing
+    assert iot_b.describe_certificate(certificateId=cert_id)[
+        "certificateDescription"]["status"] == "ACTIVE"
+    assert iot_b.list_thing_principals(thingName=thing)["principals"]
+    with pytest.raises(iot_b.exceptions.ResourceAlreadyExistsException):
+        iot_b.create_thing(thingName=thing, attributePayload={"attributes": {"x": "1"}})
+    # The device connects to B, authorized by the policy made through A.
+    dev = Client(cluster.nodes[1], V5, client_id=thing, tls=tls)
+    try:
+        dev.connect()
+        dev.subscribe(f"devices/{thing}/echo", qos=1)
+        dev.publish(f"devices/{thing}/echo", b"hello", qos=1)
+        dev.wait_payload(b"hello")
+    finally:
+        dev.close()
+
+
+def test_revoked_on_one_node_cuts_off_the_device_on_the_other(cluster, tmp_path, uid):
+    thing = f"{uid}-dev"
+    cert_id, tls = make_device(cluster.iot(0), tmp_path, thing, f"{uid}-p")
+    dev = Client(cluster.nodes[1], V5, client_id=thing, tls=tls)
+    try:
+        dev.connect()
+        started = time.monotonic()
+        cluster.iot(0).update_certificate(certificateId=cert_id, newStatus="REVOKED")
+        code, _ = dev.wait_disconnected(timeout=LIVE_CHANGE_DEADLINE + 2)
+        assert time.monotonic() - started <= LIVE_CHANGE_DEADLINE, "cut off within a second"
+        assert code == NOT_AUTHORIZED, dev.disconnects
+    finally:
+        dev.close()
+    again = Client(cluster.nodes[1], V5, client_id=thing, tls=tls)
+    try:
+        assert again.connect(expect_ok=False)[0] == NOT_AUTHORIZED
+    finally:
+        again.close()
+
+
+def test_a_new_policy_version_made_on_one_node_applies_on_the_other(cluster, tmp_path, uid):
+    thing, policy = f"{uid}-dev", f"{uid}-p"
+    _, tls = make_device(cluster.iot(0), tmp_path, thing, policy)
+    dev = Client(cluster.nodes[1], V5, client_id=thing, tls=tls)
+    try:
+        dev.connect()
+        dev.subscribe(f"devices/{thing}/x", qos=1)
+        dev.publish(f"devices/{thing}/x", b"allowed", qos=1)
+        dev.wait_payload(b"allowed")  # B has compiled and cached the policy by now
+        without_connect = json.dumps({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": ["iot:Publish", "iot:Receive"],
+             "Resource": f"{ARN}:topic/devices/{thing}/*"}]})
+        started = time.monotonic()
+        cluster.iot(0).create_policy_version(policyName=policy, policyDocument=without_connect,
+                                             setAsDefault=True)
+        code, _ = dev.wait_disconnected(timeout=LIVE_CHANGE_DEADLINE + 2)
+        assert time.monotonic() - started <= LIVE_CHANGE_DEADLINE, "cut off within a second"
+        assert code == NOT_AUTHORIZED, dev.disconnects
+    finally:
+        dev.close()
+
+
+def test_a_rule_created_on_one_node_runs_on_the_other(cluster, uid):
+    a, b = cluster.nodes
+    cluster.iot(0).create_topic_rule(ruleName=uid.replace("-", "_"), topicRulePayload={
+        "sql": f"SELECT temp FROM '{uid}/in' WHERE temp > 50",
+        "actions": [{"republish": {"topic": f"{uid}/hot", "qos": 1,
+                                   "roleArn": f"arn:aws:iam::{ACCOUNT}:role/republish"}}]})
+    sub = Client(b, V5)
+    pub = Client(b, V5)
+    try:
+        sub.connect()
+        pub.connect()
+        sub.subscribe(f"{uid}/hot", qos=1)
+        # The rule reaches B within a second; until then B's messages pass it by.
+        started = time.monotonic()
+        wait_until(lambda: _probe(pub, sub, f"{uid}/in", f"{uid}/hot",
+                                  json.dumps({"temp": 70}).encode()),
+                   LIVE_CHANGE_DEADLINE + 2, what="the rule made on A running on B")
+        assert time.monotonic() - started <= LIVE_CHANGE_DEADLINE + 0.5
+        assert json.loads(sub.received[0].payload) == {"temp": 70}
+    finally:
+        sub.close()
+        pub.close()
+
+
+@pytest.mark.parametrize("qos", [0, 1])
+def test_messages_published_on_one_node_reach_subscribers_on_the_other(cluster, uid, qos):
+    a, b = cluster.nodes
+    topics = [f"{uid}/plain", f"{uid}/a.b/*/>/with space", f"{uid}//empty/"]
+    on_b = Client(b, V5)
+    on_a = Client(a, V5)
+    pub = Client(a, V5)
+    try:
+        for c in (on_b, on_a, pub):
+            c.connect()
+        on_b.subscribe(f"{uid}/#", qos=1)
+        on_b.subscribe(f"{uid}/+/*/>/with space", qos=1)  # overlaps the first: one delivery
+        on_a.subscribe(f"{uid}/#", qos=1)
+        # B's subscription exists before the first message: wait until a probe crosses.
+        wait_until(lambda: _probe(pub, on_b, f"{uid}/probe"), 10, what="the route from A to B")
+        wait_until(lambda: on_a.matching(topic=f"{uid}/probe"), 5, what="the probe on A")
+        on_b.received.clear()
+        on_a.received.clear()
+        sent = []
+        for i in range(200):
+            topic = topics[i % len(topics)]
+            payload = f"{i}".encode()
+            sent.append((topic, payload))
+            pub.publish(topic, payload, qos=qos)
+        pub.sync()
+        on_b.wait_messages(len(sent), timeout=10)
+        on_a.wait_messages(len(sent), timeout=10)
+        for who in (on_b, on_a):
+            got = [(m.topic, m.payload) for m in who.received if not m.topic.endswith("/probe")]
+            assert got == sent, f"every message once, in order ({who is on_b and 'B' or 'A'})"
+        assert {m.qos for m in on_b.received} == {qos}
+    finally:
+        for c in (on_b, on_a, pub):
+            c.close()
+
+
+def _probe(pub: Client, sub: Client, topic: str, expect: str | None = None,
+           payload: bytes = b"probe") -> bool:
+    """Publishes once on `topic`; true when `sub` gets a message on `expect` (default: `topic`)
+    within 0.2 s."""
+    pub.publish(topic, payload, qos=1)
+    try:
+        sub.wait_message(timeout=0.2, topic=expect or topic)
+        return True
+    except AssertionError:
+        return False
+
+
+def test_per_node_state_survives_a_restart_and_stays_on_its_node(cluster, uid):
+    """Retained messages are per node (docs/SCALING.md): kept in PostgreSQL under the node's own
+    keys, so node A finds its own after a restart and node B never sees them."""
+    a, b = cluster.nodes
+    pub = Client(a, V5)
+    try:
+        pub.connect()
+        pub.publish(f"{uid}/state", b"retained on a", qos=1, retain=True)
+    finally:
+        pub.close()
+    a.restart()
+    on_a = Client(a, V5)
+    on_b = Client(b, V5)
+    try:
+        on_a.connect()
+        on_a.subscribe(f"{uid}/state", qos=1)
+        assert on_a.wait_message(timeout=5).payload == b"retained on a"
+        on_b.connect()
+        on_b.subscribe(f"{uid}/#", qos=1)
+        # A fence published on B after the subscription: had B a retained message for the
+        # filter, it would have arrived first.
+        on_b.publish(f"{uid}/fence", b"fence", qos=1)
+        first = on_b.wait_message(timeout=5)
+        assert (first.topic, first.payload) == (f"{uid}/fence", b"fence")
+    finally:
+        on_a.close()
+        on_b.close()
