@@ -290,8 +290,8 @@ impl Shard {
             if alarm.snooze_until_ms != Some(due) {
                 continue;
             }
-            if let Some(observe) = &self.lateness {
-                observe(now.saturating_sub(due));
+            if self.lateness.is_some() {
+                turn.fired.push(due);
             }
             if alarm.snooze_over(now) {
                 if let Some(model) = self.alarm_models.read().get(&id.0).cloned() {

@@ -20,7 +20,8 @@ use crate::alarm::Alarm;
 /// Most commands handled between two commits.
 const TURN: usize = 4096;
 
-/// Observes how late each timer fired (milliseconds), for benchmarks.
+/// Observes how late each timer fired (milliseconds from its due time to the commit that made
+/// its firing durable), for benchmarks.
 pub type LatenessObserver = Arc<dyn Fn(u64) + Send + Sync>;
 
 pub(super) type InstanceId = (String, Option<String>);
@@ -48,6 +49,8 @@ pub(super) struct Turn {
     pub deleted_alarms: Vec<InstanceId>,
     pub effects: Vec<Effect>,
     pub replies: Vec<Box<dyn FnOnce() + Send>>,
+    /// Due times of the timers fired in this turn (for the lateness observer).
+    pub fired: Vec<u64>,
 }
 
 impl Shard {
@@ -103,6 +106,12 @@ impl Shard {
                 self.fire_due(&mut turn);
                 self.fire_snoozes(&mut turn);
                 self.commit(&turn);
+                if let Some(observe) = &self.lateness {
+                    let now = now_ms();
+                    for due in &turn.fired {
+                        observe(now.saturating_sub(*due));
+                    }
+                }
                 for reply in turn.replies {
                     reply();
                 }
@@ -256,8 +265,8 @@ impl Shard {
                 continue;
             };
             instance.timers.remove(&timer);
-            if let Some(observe) = &self.lateness {
-                observe(now.saturating_sub(due));
+            if self.lateness.is_some() {
+                turn.fired.push(due);
             }
             instance.evaluate(&model, &Trigger::Timer(timer), now, &mut turn.effects);
             for (name, t) in &instance.timers {
