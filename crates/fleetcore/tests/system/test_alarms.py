@@ -325,25 +325,11 @@ def test_email_and_sms_notifications_reach_the_recipient_directory(broker_factor
     aiosmtpd sink here) and the text to the SMS gateway's MQTT topic, when the alarm becomes
     ACTIVE (not when it is created NORMAL). A recipient missing from the directory, or without an
     address for the channel, is refused at create naming the member."""
-    from aiosmtpd.controller import Controller
-    from aiosmtpd.handlers import Message as MessageHandler
+    from test_sns import smtp_sink
 
-    from brokers import HOST, free_port
-
-    mails = []
-
-    class Sink(MessageHandler):
-        def handle_message(self, message):
-            mails.append(message)
-
-    port = free_port()
-    controller = Controller(Sink(), hostname=HOST, port=port)
-    controller.start()
-    try:
+    with smtp_sink() as (smtp, mails):
         b = broker_factory(config_toml=(
-            "[sns]\n"
-            f'smtp_host = "{HOST}"\nsmtp_port = {port}\nsmtp_security = "none"\n'
-            'smtp_from = "fleetcore <alerts@fleetcore.test>"\n'
+            "[sns]\n" + smtp +
             f'sms_topic = "sms/{uid}/outbound"\n'
             '[[sns.recipients]]\nidentity_store_id = "d-1234567890"\nuser_id = "ann"\n'
             'email = "ann@example.test"\nphone = "+4915112345678"\n'
@@ -417,8 +403,6 @@ def test_email_and_sms_notifications_reach_the_recipient_directory(broker_factor
         assert len(mails) == 2
         assert "is ACTIVE: 45 > 30" in mails[1].get_payload(decode=True).decode()
         assert len(gateway.wait_messages(4, timeout=10)) == 4
-    finally:
-        controller.stop()
 
 
 def test_sms_notifications_are_refused_without_an_sms_gateway(ev, uid):
