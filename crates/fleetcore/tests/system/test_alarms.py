@@ -421,3 +421,46 @@ def test_sms_notifications_are_refused_without_an_sms_gateway(ev, uid):
     message = e.value.response["Error"]["Message"]
     assert "notificationActions[0].smsConfigurations[0].recipients[0].ssoIdentity: " \
            "no SMS gateway is configured ([sns] sms_topic" in message, message
+
+
+@pytest.mark.timeout_seconds(300)
+def test_lambda_notification_action_gets_each_state_change(ev, data, aws, uid):
+    """notificationActions[].action.lambdaAction (how AWS hands alarm notifications to a
+    function): a Python function is invoked on each state change with the alarm as DescribeAlarm
+    shows it (the first message creates the alarm already breached: one ACTIVE, then NORMAL); it
+    writes the event to a stream, where the test reads it."""
+    import io
+    import zipfile
+
+    from test_rules_engine import wait_stream
+    from test_sns import PY_TO_STREAM
+
+    lam, kinesis = aws("lambda"), aws("kinesis")
+    stream = f"alarm-{uid}"
+    kinesis.create_stream(StreamName=stream, ShardCount=1)
+    code = io.BytesIO()
+    with zipfile.ZipFile(code, "w") as z:
+        z.writestr("app.py", PY_TO_STREAM)
+    fn = lam.create_function(FunctionName=f"alarm-{uid}"[:60], Runtime="python3.11", Role=ROLE,
+                             Handler="app.handler", Code={"ZipFile": code.getvalue()}, Timeout=30,
+                             Environment={"Variables": {"STREAM": stream}})
+    name, model = rule_name(uid) + "_in", rule_name(uid)
+    make_input(ev, name, "temperature", "sensorId")
+    ev.create_alarm_model(alarmModelName=model, roleArn=ROLE, key="sensorId", severity=3,
+                          alarmRule=simple_rule(name),
+                          alarmCapabilities={"acknowledgeFlow": {"enabled": False}},
+                          alarmNotification={"notificationActions": [
+                              {"action": {"lambdaAction": {"functionArn": fn["FunctionArn"]}}}]})
+    assert put(data, name, {"sensorId": "p1", "temperature": 50}) == []
+    alarm_in(data, model, "p1", "ACTIVE")
+    assert put(data, name, {"sensorId": "p1", "temperature": 10}) == []
+    alarm_in(data, model, "p1", "NORMAL")
+    records = wait_stream(kinesis, stream, lambda rs: len(rs) >= 2, timeout=120)
+    events = [json.loads(r["Data"]) for r in records]
+    # The first message creates the alarm and breaches at once (ACTIVE), the second clears it.
+    states = sorted((e["eventTime"], e["alarmState"]["stateName"]) for e in events)
+    assert [s for _, s in states] == ["ACTIVE", "NORMAL"], events
+    active = next(e for e in events if e["alarmState"]["stateName"] == "ACTIVE")
+    assert (active["alarmModelName"], active["keyValue"], active["severity"]) == (model, "p1", 3)
+    assert active["alarmState"]["ruleEvaluation"]["simpleRuleEvaluation"] == \
+        {"inputPropertyValue": "50", "operator": "GREATER", "thresholdValue": "30"}
