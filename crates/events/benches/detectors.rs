@@ -11,8 +11,9 @@
 //! firing durable (when its effects start). The bench checks that every armed timer fired once
 //! and that no load key's timer fired.
 //!
-//! `cargo bench -p fleetcore-events --bench detectors -- [seconds] [keys] [timer_keys]`
-//! (defaults 10 s, 10,000 keys, 1,000 of them timer keys).
+//! `cargo bench -p fleetcore-events --bench detectors -- [seconds] [keys] [timer_keys]
+//! [timer_check]` (defaults 10 s, 10,000 keys, 1,000 of them timer keys, the engine's default
+//! clock check every 64 commands; 0 fires timers only between full turns, the old behaviour).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -66,8 +67,16 @@ fn main() {
     let seconds = args.first().copied().unwrap_or(10).max(TIMER_SECONDS + 4);
     let keys = args.get(1).copied().unwrap_or(10_000);
     let timer_keys = args.get(2).copied().unwrap_or(1_000).min(keys / 2);
+    let timer_check = args
+        .get(3)
+        .map_or(EventsConfig::default().timer_check, |&n| n as usize);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    runtime.block_on(run(Duration::from_secs(seconds), keys, timer_keys));
+    runtime.block_on(run(
+        Duration::from_secs(seconds),
+        keys,
+        timer_keys,
+        timer_check,
+    ));
 }
 
 fn message(key: u64, t: u32) -> InputMessage {
@@ -78,7 +87,7 @@ fn message(key: u64, t: u32) -> InputMessage {
     }
 }
 
-async fn run(duration: Duration, keys: u64, timer_keys: u64) {
+async fn run(duration: Duration, keys: u64, timer_keys: u64, timer_check: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store: Arc<dyn KvStore> =
         Arc::new(RedbStore::open(&dir.path().join("store.redb")).expect("store"));
@@ -95,6 +104,7 @@ async fn run(duration: Duration, keys: u64, timer_keys: u64) {
             lateness: Some(Arc::new(move |ms| {
                 let _ = observed.lock().record(ms.max(1));
             })),
+            timer_check,
         },
     )
     .expect("engine");
@@ -166,7 +176,7 @@ async fn run(duration: Duration, keys: u64, timer_keys: u64) {
     };
     let h = lateness.lock();
     println!(
-        "seconds={:.3} keys={keys} messages={sent} rate={:.0}/s timers_armed={armed} timers_fired={} timer_keys_in_alarm={} load_keys_in_alarm={} lateness_ms p50={} p99={} max={}",
+        "timer_check={timer_check} seconds={:.3} keys={keys} messages={sent} rate={:.0}/s timers_armed={armed} timers_fired={} timer_keys_in_alarm={} load_keys_in_alarm={} lateness_ms p50={} p99={} max={}",
         elapsed.as_secs_f64(),
         (sent + armed) as f64 / elapsed.as_secs_f64(),
         h.len(),

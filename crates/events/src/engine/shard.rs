@@ -34,6 +34,9 @@ pub(super) struct Shard {
     pub effects_runtime: tokio::runtime::Handle,
     pub effect_permits: Arc<Semaphore>,
     pub lateness: Option<LatenessObserver>,
+    /// Commands handled between two looks at the clock for a due timer (0: none, timers fire
+    /// only between full turns).
+    pub timer_check: usize,
     pub alarm_models: AlarmModelTable,
     pub alarms: HashMap<InstanceId, Alarm>,
     /// When each snoozed alarm wakes: (due, model, key).
@@ -96,7 +99,15 @@ impl Shard {
                 };
                 if let Some(command) = first {
                     self.handle(command, &mut turn);
-                    for _ in 1..TURN {
+                    for taken in 1..TURN {
+                        // A timer that comes due ends the turn early, so it fires (and is
+                        // committed) within a few commands of its time, not behind a full turn.
+                        if self.timer_check != 0
+                            && taken % self.timer_check == 0
+                            && self.timer_due(now_ms())
+                        {
+                            break;
+                        }
                         match commands.try_recv() {
                             Ok(c) => self.handle(c, &mut turn),
                             Err(_) => break,
@@ -242,6 +253,12 @@ impl Shard {
             }
             Command::Alarm(command) => self.handle_alarm(command, turn),
         }
+    }
+
+    /// Whether a timer or a snooze is due at `now`.
+    fn timer_due(&self, now: u64) -> bool {
+        self.timers.first().is_some_and(|t| t.0 <= now)
+            || self.snoozes.first().is_some_and(|s| s.0 <= now)
     }
 
     fn fire_due(&mut self, turn: &mut Turn) {
