@@ -22,5 +22,8 @@ pub use cloudwatch::{
 };
 pub use events::{InputError, InputFuture, InputMessage, InputSink};
 pub use invoke::{FunctionInvoker, InvokeError, InvokeFuture, InvokeOutput};
-pub use notify::{Notification, NotifyError, NotifyFuture, TopicPublisher};
+pub use notify::{
+    Channel, DirectFuture, DirectMessage, Notification, NotifyError, NotifyFuture, Recipient,
+    RecipientNotifier, TopicPublisher,
+};
 pub use store::{KvStore, RedbStore, StoreError, WriteBatch};

@@ -1,7 +1,8 @@
 //! The seam through which capabilities publish notifications to topics (SNS): detector and alarm
 //! actions, the rules `sns` action, CloudWatch alarm actions and Defender alerts call it;
 //! `fleetcore-notify` implements it and the binary wires it, so no capability depends on the
-//! notification crate.
+//! notification crate. [`RecipientNotifier`] is the same kind of seam for messages sent straight
+//! to people (alarm email and SMS notifications).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -43,4 +44,51 @@ pub type NotifyFuture<'a> = Pin<Box<dyn Future<Output = Result<String, NotifyErr
 pub trait TopicPublisher: Send + Sync + 'static {
     /// Accepts `notification` for every subscriber of `topic_arn`.
     fn publish<'a>(&'a self, topic_arn: &'a str, notification: Notification) -> NotifyFuture<'a>;
+}
+
+/// A person notified directly (alarm models' email and SMS notifications), named as AWS names
+/// an IAM Identity Center user; the server's recipient directory gives the address and number.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Recipient {
+    /// `ssoIdentity.identityStoreId`.
+    pub identity_store_id: String,
+    /// `ssoIdentity.userId`.
+    pub user_id: String,
+}
+
+/// How a direct notification reaches a person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// A mail through the configured SMTP server.
+    Email,
+    /// A text message through the configured SMS gateway.
+    Sms,
+}
+
+/// A message sent straight to people, not through a topic.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DirectMessage {
+    /// The mail's subject (unused by SMS).
+    pub subject: String,
+    /// The text.
+    pub body: String,
+    /// Who it says it is from: the mail's `Reply-To`, the SMS sender id.
+    pub sender: Option<String>,
+}
+
+/// The future of a direct notification: done once every recipient got it or it was given up.
+pub type DirectFuture<'a> = Pin<Box<dyn Future<Output = Result<(), NotifyError>> + Send + 'a>>;
+
+/// Sends notifications straight to the people of the server's recipient directory.
+pub trait RecipientNotifier: Send + Sync + 'static {
+    /// Whether `recipient` can be reached over `channel`; `Err` says why not (not in the
+    /// directory, no address, channel not configured).
+    fn check(&self, channel: Channel, recipient: &Recipient) -> Result<(), String>;
+    /// Sends `message` to every recipient over `channel`.
+    fn send<'a>(
+        &'a self,
+        channel: Channel,
+        recipients: &'a [Recipient],
+        message: DirectMessage,
+    ) -> DirectFuture<'a>;
 }

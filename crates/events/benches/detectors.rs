@@ -1,9 +1,19 @@
 //! Messages per second through a 3-state detector model with 10,000 keys, in process (the
 //! engine's `InputSink` path that BatchPutMessage and the rules `iotEvents` action use, without
 //! HTTP), with detector state committed to a redb store as in `fleetcore serve`; and how late
-//! timers fire under that load (p50 / p99 / max).
+//! timers fire while that load runs.
 //!
-//! `cargo bench -p fleetcore-events --bench detectors -- [messages] [keys]`
+//! Most keys ("load keys") receive 35, 20, 40, 28, ... round robin for the whole run, so their
+//! 3 s timer is armed and cleared again and never fires. A known set of "timer keys" receive one
+//! `t = 35` each, spread over seconds 1 to 3 of the run, and nothing after: each arms its timer,
+//! which comes due (seconds 4 to 6) while the load keys still take the full message rate. A
+//! timer's lateness is measured from its due time to the end of the shard commit that made its
+//! firing durable (when its effects start). The bench checks that every armed timer fired once
+//! and that no load key's timer fired.
+//!
+//! `cargo bench -p fleetcore-events --bench detectors -- [seconds] [keys] [timer_keys]
+//! [timer_check]` (defaults 10 s, 10,000 keys, 1,000 of them timer keys, the engine's default
+//! clock check every 64 commands; 0 fires timers only between full turns, the old behaviour).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,9 +25,13 @@ use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 use serde_json::json;
 
-/// Normal -(t > 30)-> Hot (sets a 1 s timer) -(timeout)-> Alarm -(t < 25)-> Normal; Hot
-/// -(t < 25)-> Normal clears the timer. Every message evaluates conditions and most set a
-/// variable.
+/// Seconds a key stays in Hot before its timer moves it to Alarm.
+const TIMER_SECONDS: u64 = 3;
+/// Messages per `put` call.
+const BATCH: u64 = 100;
+
+/// Normal -(t > 30)-> Hot (sets a 3 s timer) -(timeout)-> Alarm -(t < 25)-> Normal; Hot
+/// -(t < 25)-> Normal clears the timer. Every message evaluates conditions and sets a variable.
 fn definition() -> serde_json::Value {
     let count = json!({"setVariable": {"variableName": "n", "value": "$variable.n + 1"}});
     json!({
@@ -31,7 +45,7 @@ fn definition() -> serde_json::Value {
                                                "actions": [], "nextState": "Hot"}]}},
             {"stateName": "Hot",
              "onEnter": {"events": [{"eventName": "arm", "condition": "true",
-                                     "actions": [{"setTimer": {"timerName": "sustained", "seconds": 1}}]}]},
+                                     "actions": [{"setTimer": {"timerName": "sustained", "seconds": TIMER_SECONDS}}]}]},
              "onInput": {"events": [{"eventName": "count", "condition": "true", "actions": [count]}],
                          "transitionEvents": [
                              {"eventName": "fire", "condition": "timeout(\"sustained\")", "actions": [], "nextState": "Alarm"},
@@ -50,13 +64,30 @@ fn main() {
         .skip(1)
         .filter_map(|a| a.parse().ok())
         .collect();
-    let messages = args.first().copied().unwrap_or(1_000_000);
+    let seconds = args.first().copied().unwrap_or(10).max(TIMER_SECONDS + 4);
     let keys = args.get(1).copied().unwrap_or(10_000);
+    let timer_keys = args.get(2).copied().unwrap_or(1_000).min(keys / 2);
+    let timer_check = args
+        .get(3)
+        .map_or(EventsConfig::default().timer_check, |&n| n as usize);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    runtime.block_on(run(messages, keys));
+    runtime.block_on(run(
+        Duration::from_secs(seconds),
+        keys,
+        timer_keys,
+        timer_check,
+    ));
 }
 
-async fn run(messages: u64, keys: u64) {
+fn message(key: u64, t: u32) -> InputMessage {
+    InputMessage {
+        input_name: "T".into(),
+        message_id: String::new(),
+        payload: format!("{{\"id\":\"k{key}\",\"t\":{t}}}").into_bytes(),
+    }
+}
+
+async fn run(duration: Duration, keys: u64, timer_keys: u64, timer_check: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store: Arc<dyn KvStore> =
         Arc::new(RedbStore::open(&dir.path().join("store.redb")).expect("store"));
@@ -73,13 +104,13 @@ async fn run(messages: u64, keys: u64) {
             lateness: Some(Arc::new(move |ms| {
                 let _ = observed.lock().record(ms.max(1));
             })),
+            timer_check,
         },
     )
     .expect("engine");
     events
         .create_input("T", None, vec!["t".into(), "id".into()])
         .expect("input");
-    let now = 0.0;
     events
         .put_detector_model(
             DetectorModelRecord {
@@ -90,51 +121,67 @@ async fn run(messages: u64, keys: u64) {
                 role_arn: "arn:aws:iam::000000000000:role/bench".into(),
                 evaluation_method: "SERIAL".into(),
                 definition: definition(),
-                created: now,
-                updated: now,
+                created: 0.0,
+                updated: 0.0,
             },
             false,
         )
         .await
         .expect("model");
-    let payloads: Vec<Vec<u8>> = (0..keys)
-        .flat_map(|k| {
-            [35, 20, 40, 28].map(|t| format!("{{\"id\":\"k{k}\",\"t\":{t}}}").into_bytes())
-        })
-        .collect();
+    // Keys 0..timer_keys are timer keys; the rest are load keys.
+    let load_keys = keys - timer_keys;
     let started = Instant::now();
-    let batch = 100u64;
-    let mut sent = 0u64;
-    while sent < messages {
-        let n = batch.min(messages - sent);
-        let chunk: Vec<InputMessage> = (sent..sent + n)
+    let (mut sent, mut armed) = (0u64, 0u64);
+    while started.elapsed() < duration {
+        let chunk: Vec<InputMessage> = (sent..sent + BATCH)
             .map(|i| {
-                // Round robin over the keys; each key sees 35, 20, 40, 28, ... in turn.
-                let k = i % keys;
-                let round = (i / keys) % 4;
-                InputMessage {
-                    input_name: "T".into(),
-                    message_id: String::new(),
-                    payload: payloads[(k * 4 + round) as usize].clone(),
-                }
+                // Round robin over the load keys; each sees 35, 20, 40, 28, ... in turn.
+                let round = (i / load_keys) % 4;
+                message(timer_keys + i % load_keys, [35, 20, 40, 28][round as usize])
             })
             .collect();
         let outcomes = events.put(chunk).await;
         assert!(outcomes.iter().all(Result::is_ok));
-        sent += n;
+        sent += BATCH;
+        // Arm the timer keys evenly over seconds 1 to 3.
+        let progress = (started.elapsed().as_secs_f64() - 1.0) / 2.0;
+        let due = ((progress.clamp(0.0, 1.0) * timer_keys as f64) as u64).max(armed);
+        if due > armed {
+            let outcomes = events
+                .put((armed..due).map(|k| message(k, 35)).collect())
+                .await;
+            assert!(outcomes.iter().all(Result::is_ok));
+            armed = due;
+        }
     }
     // A list is answered by each shard after every message queued before it is evaluated.
     let detectors = events.detectors("bench").await.expect("list");
     let elapsed = started.elapsed();
-    assert_eq!(detectors.len() as u64, keys.min(messages));
-    // Let the last timers come due and fire while nothing else runs.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(detectors.len() as u64, keys.min(sent + armed));
+    // Timers still pending (the run was too short for them) fire now: wait for all, bounded.
+    let deadline = Instant::now() + Duration::from_secs(TIMER_SECONDS + 10);
+    while lateness.lock().len() < armed && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let detectors = events.detectors("bench").await.expect("list");
+    let in_alarm = |timer: bool| {
+        detectors
+            .iter()
+            .filter(|d| d.state == "Alarm")
+            .filter(|d| {
+                let k: u64 = d.key.as_deref().unwrap_or("k0")[1..].parse().unwrap_or(0);
+                (k < timer_keys) == timer
+            })
+            .count()
+    };
     let h = lateness.lock();
     println!(
-        "messages={messages} keys={keys} elapsed={:.3}s rate={:.0}/s timers_fired={} lateness_ms p50={} p99={} max={}",
+        "timer_check={timer_check} seconds={:.3} keys={keys} messages={sent} rate={:.0}/s timers_armed={armed} timers_fired={} timer_keys_in_alarm={} load_keys_in_alarm={} lateness_ms p50={} p99={} max={}",
         elapsed.as_secs_f64(),
-        messages as f64 / elapsed.as_secs_f64(),
+        (sent + armed) as f64 / elapsed.as_secs_f64(),
         h.len(),
+        in_alarm(true),
+        in_alarm(false),
         h.value_at_quantile(0.5),
         h.value_at_quantile(0.99),
         h.max()

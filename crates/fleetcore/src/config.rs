@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use fleetcore_archive::lake::LakeConfig;
 use fleetcore_identity::AdminCredentials;
 use fleetcore_mqtt::broker::BrokerConfig;
-use fleetcore_notify::{SmtpConfig, SmtpSecurity};
+use fleetcore_notify::{RecipientEntry, SmtpConfig, SmtpSecurity};
 use serde::Deserialize;
 
 use crate::cluster::{ClusterArgs, ClusterSettings};
@@ -345,6 +345,22 @@ pub struct SnsArgs {
         value_name = "ADDRESS"
     )]
     smtp_from: Option<String>,
+
+    /// MQTT topic an SMS gateway takes alarm text messages from, as JSON `{"phoneNumber",
+    /// "senderId", "message"}` (`[sns] sms_topic`); without it, alarm models with
+    /// `smsConfigurations` are refused.
+    #[arg(
+        id = "sns_sms_topic",
+        long = "sns-sms-topic",
+        env = "FLEETCORE_SNS_SMS_TOPIC",
+        value_name = "TOPIC"
+    )]
+    sms_topic: Option<String>,
+
+    /// The people alarm email and SMS notifications name, by IAM Identity Center identity
+    /// (`[[sns.recipients]]` with `identity_store_id`, `user_id`, `email`, `phone`; file only).
+    #[arg(skip)]
+    recipients: Option<Vec<RecipientEntry>>,
 }
 
 impl SnsArgs {
@@ -466,6 +482,8 @@ pub struct Settings {
     pub rules_https_ca_file: Option<PathBuf>,
     pub rules_retry: RulesRetry,
     pub sns_public_url: Option<String>,
+    pub sns_sms_topic: Option<String>,
+    pub sns_recipients: Vec<RecipientEntry>,
     pub smtp: Option<SmtpConfig>,
     pub metrics_resolution: u64,
     pub metrics_retention_days: u64,
@@ -612,6 +630,8 @@ impl ServeArgs {
                 smtp_username,
                 smtp_password,
                 smtp_from,
+                sms_topic,
+                recipients,
             );
         }
         let defaults = BrokerConfig::default();
@@ -795,6 +815,8 @@ impl ServeArgs {
             rules_https_ca_file: self.rules_https_ca_file,
             rules_retry: RulesRetry::resolve(self.rules_retry_attempts, self.rules_retry_backoff_ms)?,
             sns_public_url: self.sns.public_url.clone().filter(|u| !u.is_empty()),
+            sns_sms_topic: self.sns.sms_topic.take().filter(|t| !t.is_empty()),
+            sns_recipients: self.sns.recipients.take().unwrap_or_default(),
             smtp: self.sns.smtp()?,
             metrics_resolution,
             metrics_retention_days,
@@ -835,6 +857,34 @@ mod tests {
         assert_eq!(
             (s.region.as_str(), s.account_id.as_str()),
             ("us-east-1", "000000000000")
+        );
+    }
+
+    #[test]
+    fn sns_recipients_and_sms_topic_come_from_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("fleetcore.toml");
+        std::fs::write(
+            &file,
+            "[sns]\nsms_topic = \"sms/out\"\n[[sns.recipients]]\nidentity_store_id = \"d-1\"\nuser_id = \"ann\"\nemail = \"ann@example.com\"\n",
+        )
+        .expect("write");
+        let config = file.to_str().expect("utf8");
+        let s = parse(&["--config", config]).resolve().expect("resolve");
+        assert_eq!(s.sns_sms_topic.as_deref(), Some("sms/out"));
+        assert_eq!(
+            s.sns_recipients,
+            [RecipientEntry {
+                identity_store_id: "d-1".into(),
+                user_id: "ann".into(),
+                email: Some("ann@example.com".into()),
+                phone: None,
+            }]
+        );
+        let flag = parse(&["--config", config, "--sns-sms-topic", "gw/sms"]);
+        assert_eq!(
+            flag.resolve().expect("resolve").sns_sms_topic.as_deref(),
+            Some("gw/sms")
         );
     }
 

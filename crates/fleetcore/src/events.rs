@@ -1,13 +1,14 @@
 //! Wiring of the events capability (IoT Events) in `fleetcore serve`: its detector actions
 //! reach the broker (iotTopicPublish), the delivery streams (firehose) and the functions
-//! (lambda) through the adapters here, and the SNS topics through core's TopicPublisher.
+//! (lambda) through the adapters here, the SNS topics through core's TopicPublisher and the
+//! alarm mails and texts through its RecipientNotifier.
 
 use std::sync::Arc;
 
 use anyhow::Context;
 use bytes::Bytes;
 use fleetcore_archive::Archive;
-use fleetcore_core::{AccountContext, FunctionInvoker, KvStore, TopicPublisher};
+use fleetcore_core::{AccountContext, FunctionInvoker, KvStore, RecipientNotifier, TopicPublisher};
 use fleetcore_events::{Events, EventsConfig, MqttPublisher, RecordFuture, RecordSink, Targets};
 use fleetcore_mqtt::broker::Router;
 use fleetcore_mqtt::protocol::QoS;
@@ -56,12 +57,14 @@ pub fn start(
     archive: &Arc<Archive>,
     functions: Arc<dyn FunctionInvoker>,
     topics: Arc<dyn TopicPublisher>,
+    recipients: Arc<dyn RecipientNotifier>,
 ) -> anyhow::Result<Arc<Events>> {
     let targets = Targets {
         mqtt: Some(Arc::new(Broker(Arc::clone(router)))),
         topics: Some(topics),
         functions: Some(functions),
         firehose: Some(Arc::new(DeliveryStreams(Arc::clone(archive)))),
+        recipients: Some(recipients),
         inputs: Arc::default(),
     };
     Events::start(

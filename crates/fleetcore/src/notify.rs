@@ -1,6 +1,7 @@
 //! Wiring of the notification capability (SNS) in `fleetcore serve`: topics in the store,
 //! deliveries to the broker (mqtt), the functions (lambda), the SMTP server (email) and HTTP
-//! endpoints, links pointing at this server's HTTP listener.
+//! endpoints, links pointing at this server's HTTP listener; alarm mails and texts to the people
+//! of the recipient directory.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,6 +42,8 @@ pub fn start(
                 functions: Some(functions),
                 smtp: settings.smtp.clone(),
                 https_ca_file: settings.rules_https_ca_file.clone(),
+                recipients: settings.sns_recipients.clone(),
+                sms_topic: settings.sns_sms_topic.clone(),
             },
             lanes: LaneConfig::default(),
         },

@@ -278,6 +278,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         &archive,
         Arc::clone(&functions.functions) as Arc<dyn fleetcore_core::FunctionInvoker>,
         Arc::clone(&notify) as Arc<dyn fleetcore_core::TopicPublisher>,
+        notify.recipients(),
     )?;
     // The rules engine: its ingest log is installed before any listener accepts a client.
     let rules_engine = crate::rules::RulesEngine::start(

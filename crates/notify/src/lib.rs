@@ -17,6 +17,7 @@ pub mod registry;
 mod service;
 pub mod signer;
 
+pub use delivery::direct::RecipientEntry;
 pub use delivery::lanes::LaneConfig;
 pub use delivery::{RetryPolicy, SmtpConfig, SmtpSecurity, Targets};
 pub use error::NotifyServiceError;

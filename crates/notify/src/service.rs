@@ -6,8 +6,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use fleetcore_core::{AccountContext, KvStore, Notification, NotifyFuture, TopicPublisher};
+use fleetcore_core::{
+    AccountContext, KvStore, Notification, NotifyFuture, RecipientNotifier, TopicPublisher,
+};
 
+use crate::delivery::direct::Direct;
 use crate::delivery::lanes::{LaneConfig, Lanes};
 use crate::delivery::outbox::Outbox;
 use crate::delivery::{Context, Outgoing, Targets, Transports};
@@ -42,7 +45,7 @@ pub enum StartError {
     /// The stored topics and subscriptions.
     #[error("loading the SNS topics: {0}")]
     Registry(#[from] NotifyServiceError),
-    /// A transport (bad CA file, bad SMTP settings).
+    /// A transport or the recipient directory (bad CA file, bad SMTP settings, bad entry).
     #[error("{0}")]
     Transport(String),
 }
@@ -53,6 +56,7 @@ pub struct Notify {
     lanes: Lanes,
     transports: Arc<Transports>,
     context: Arc<Context>,
+    direct: Arc<Direct>,
 }
 
 impl Notify {
@@ -69,6 +73,9 @@ impl Notify {
             signer,
             urls: Urls::new(&config.public_url),
         });
+        let direct = Arc::new(
+            Direct::build(&config.targets, config.lanes.retry).map_err(StartError::Transport)?,
+        );
         let lanes = Lanes::new(
             Arc::clone(&transports),
             Arc::clone(&context),
@@ -81,12 +88,18 @@ impl Notify {
             lanes,
             transports,
             context,
+            direct,
         }))
     }
 
     /// The topics and subscriptions.
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// Sends alarm notifications straight to the people of the recipient directory.
+    pub fn recipients(&self) -> Arc<dyn RecipientNotifier> {
+        Arc::clone(&self.direct) as Arc<dyn RecipientNotifier>
     }
 
     /// The certificate subscribers verify signatures with (PEM).

@@ -22,7 +22,7 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use fleetcore_core::{FunctionInvoker, InputSink, TopicPublisher};
+use fleetcore_core::{FunctionInvoker, InputSink, RecipientNotifier, TopicPublisher};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
@@ -69,6 +69,8 @@ pub struct Targets {
     pub functions: Option<Arc<dyn FunctionInvoker>>,
     /// Delivery streams (firehose).
     pub firehose: Option<Arc<dyn RecordSink>>,
+    /// People reached by mail and SMS (alarm models' email and SMS notifications).
+    pub recipients: Option<Arc<dyn RecipientNotifier>>,
     /// This server's own inputs (iotEvents); set once the engine runs.
     pub inputs: Arc<OnceLock<Arc<dyn InputSink>>>,
 }

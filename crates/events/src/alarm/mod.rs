@@ -3,6 +3,7 @@
 //! same shards and the same group commit ([`crate::engine`]).
 
 mod model;
+mod recipients;
 mod state;
 
 pub use model::{AlarmModel, AlarmModelRecord, Capabilities, Operator, SharedAlarmModel, compile};

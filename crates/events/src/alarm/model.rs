@@ -9,6 +9,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 
+use fleetcore_core::Channel;
+
 use crate::actions::{self, DetectorAction, Targets};
 use crate::expr::{self, BinaryOp, Expr, PathStep};
 use crate::model::{CompileEnv, Input, check_references, parse_path};
@@ -107,8 +109,8 @@ pub struct AlarmModel {
     pub rule: Expr,
     /// The capabilities.
     pub capabilities: Capabilities,
-    /// `alarmEventActions.alarmActions` then `alarmNotification`'s lambda actions, run on each
-    /// state change.
+    /// `alarmEventActions.alarmActions` then `alarmNotification`'s mails, texts (sent on a change
+    /// to ACTIVE) and lambda actions, run on each state change.
     pub actions: Vec<Box<dyn DetectorAction>>,
 }
 
@@ -273,22 +275,39 @@ pub fn compile(
     }
     for (i, notification) in notifications.unwrap_or(&[]).iter().enumerate() {
         let place = format!("alarmNotification.notificationActions[{i}]");
-        for refused in ["smsConfigurations", "emailConfigurations"] {
-            if member(notification, refused).is_some() {
-                return Err(format!(
-                    "{place}.{refused}: recipients are AWS IAM Identity Center users, which this server does not have; notify through alarmEventActions (sns, iotTopicPublish) or a lambdaAction instead"
-                ));
+        let mut direct = 0;
+        for (member_name, channel) in [
+            ("emailConfigurations", Channel::Email),
+            ("smsConfigurations", Channel::Sms),
+        ] {
+            let configs = as_list(
+                member(notification, member_name),
+                &format!("{place}.{member_name}"),
+            )?;
+            for (j, config) in configs.iter().enumerate() {
+                built.push(super::recipients::build(
+                    config,
+                    channel,
+                    &format!("{place}.{member_name}[{j}]"),
+                    env.actions,
+                )?);
+                direct += 1;
             }
         }
-        let lambda = member(notification, "action")
-            .and_then(|a| member(a, "lambdaAction"))
-            .ok_or_else(|| format!("{place}.action.lambdaAction is required"))?;
-        built.push(compile_action(
-            &json!({ "lambda": lambda }),
-            &format!("{place}.action.lambdaAction"),
-            &env,
-            &input,
-        )?);
+        // AWS requires `action.lambdaAction` (its own function sends the mails and texts); here
+        // the server sends them, so the function is optional beside them and invoked if given.
+        match member(notification, "action").and_then(|a| member(a, "lambdaAction")) {
+            Some(lambda) => built.push(compile_action(
+                &json!({ "lambda": lambda }),
+                &format!("{place}.action.lambdaAction"),
+                &env,
+                &input,
+            )?),
+            None if direct == 0 => {
+                return Err(format!("{place}.action.lambdaAction is required"));
+            }
+            None => {}
+        }
     }
     Ok(AlarmModel {
         rule: Expr::Binary(*op, Box::new(property.clone()), Box::new(threshold.clone())),
@@ -375,6 +394,7 @@ mod tests {
             record.alarm_rule = rule.clone();
         }
         record.alarm_event_actions = members.get("alarmEventActions").cloned();
+        record.alarm_notification = members.get("alarmNotification").cloned();
         record
     }
 
@@ -412,5 +432,76 @@ mod tests {
         let e = refusal(json!({"alarmEventActions": {"alarmActions": [
             {"iotTopicPublish": {"mqttTopic": "a/b"}}]}}));
         assert!(e.contains("this server does not run an MQTT broker"), "{e}");
+    }
+
+    /// A directory that knows `ann` (email only).
+    struct Directory;
+
+    impl fleetcore_core::RecipientNotifier for Directory {
+        fn check(&self, channel: Channel, r: &fleetcore_core::Recipient) -> Result<(), String> {
+            match (channel, r.user_id.as_str()) {
+                (Channel::Email, "ann") => Ok(()),
+                (Channel::Sms, _) => Err("no SMS gateway is configured".into()),
+                _ => Err(format!("{} is not in the directory", r.user_id)),
+            }
+        }
+
+        fn send<'a>(
+            &'a self,
+            _: Channel,
+            _: &'a [fleetcore_core::Recipient],
+            _: fleetcore_core::DirectMessage,
+        ) -> fleetcore_core::DirectFuture<'a> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    #[test]
+    fn email_and_sms_recipients_are_checked_at_create() {
+        let targets = Targets {
+            recipients: Some(Arc::new(Directory)),
+            ..Targets::default()
+        };
+        let notification =
+            |config: Json| json!({"alarmNotification": {"notificationActions": [config]}});
+        let email = |user: &str| {
+            json!({"emailConfigurations": [{"from": "ops@example.com", "recipients": {"to": [
+                {"ssoIdentity": {"identityStoreId": "d-1", "userId": user}}]}}]})
+        };
+        let model = compile(record(notification(email("ann"))), &inputs(), &targets)
+            .expect("a known recipient compiles without a lambdaAction");
+        assert_eq!(model.actions.len(), 1);
+        let refused = |members: Json| match compile(record(members), &inputs(), &targets) {
+            Ok(_) => panic!("compiled"),
+            Err(e) => e,
+        };
+        let e = refused(notification(email("eve")));
+        assert!(
+            e.contains("notificationActions[0].emailConfigurations[0].recipients.to[0].ssoIdentity: eve is not in the directory"),
+            "{e}"
+        );
+        let e = refused(notification(json!({"smsConfigurations": [{"recipients": [
+            {"ssoIdentity": {"identityStoreId": "d-1", "userId": "ann"}}]}]})));
+        assert!(
+            e.contains("smsConfigurations[0].recipients[0].ssoIdentity: no SMS gateway"),
+            "{e}"
+        );
+        let e = refused(notification(
+            json!({"emailConfigurations": [{"from": "a@b.c",
+            "recipients": {"to": [{"ssoIdentity": {"identityStoreId": "d-1"}}]}}]}),
+        ));
+        assert!(e.contains("ssoIdentity.userId is required"), "{e}");
+        let e = refused(notification(json!({})));
+        assert!(e.contains("action.lambdaAction is required"), "{e}");
+        // No recipient directory at all (a server without the notify service).
+        let e = match compile(
+            record(notification(email("ann"))),
+            &inputs(),
+            &Targets::default(),
+        ) {
+            Ok(_) => panic!("compiled"),
+            Err(e) => e,
+        };
+        assert!(e.contains("this server has no recipient directory"), "{e}");
     }
 }

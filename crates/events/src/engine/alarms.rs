@@ -1,5 +1,5 @@
-//! Alarms in the engine. Alarm models are kept like detector models (every version in the
-//! store, the latest compiled); alarm instances live in the same shards as detectors (by a hash
+//! Alarms in the engine. Alarm models are kept like detector models (a [`super::catalog`]:
+//! every version in the store, the latest compiled); alarm instances live in the same shards as detectors (by a hash
 //! of model and key value), are written in the same per-turn batch, and their actions start only
 //! once the new state is durable. A snoozed alarm's wake-up time is indexed by its shard, so the
 //! snooze ends on time without input, and one that ended while the server was down ends at the
@@ -8,26 +8,23 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use fleetcore_core::{KvStore, WriteBatch};
-use parking_lot::RwLock;
+use fleetcore_core::KvStore;
 use serde_json::json;
 use tokio::sync::oneshot;
 
 use super::shard::{InstanceId, Shard, Turn};
-use super::{Command, Events, check_name, key_value, model_key, now_ms, send, shard_of, stopped};
+use super::{Command, Events, check_name, key_value, now_ms, send, shard_of, stopped};
 use crate::EventsError;
-use crate::actions::{Detector, Effect, Run, Targets, Trigger, View};
+use crate::actions::{Detector, Effect, Run, Trigger, View};
 use crate::alarm::{
     self, Alarm, AlarmModel, AlarmModelRecord, CustomerAction, RuleEvaluation, SharedAlarmModel,
 };
 use crate::expr::Value;
-use crate::model::Input;
 
-const TABLE_ALARM_MODELS: &str = "events.alarm_models";
 pub(super) const TABLE_ALARMS: &str = "events.alarms";
 
 /// The latest compiled version of each alarm model, by name.
-pub(super) type AlarmModelTable = Arc<RwLock<HashMap<String, SharedAlarmModel>>>;
+pub(super) type AlarmModelTable = super::catalog::Latest<AlarmModel>;
 
 /// What a shard does for alarms.
 pub(crate) enum AlarmCommand {
@@ -55,37 +52,6 @@ pub(crate) enum AlarmCommand {
         model: String,
         reply: oneshot::Sender<()>,
     },
-}
-
-/// The latest version of every stored alarm model, compiled (one that no longer compiles is
-/// logged and left out: its alarms stay as they are).
-pub(super) fn load_models(
-    store: &dyn KvStore,
-    inputs: &BTreeMap<String, Input>,
-    targets: &Targets,
-) -> Result<HashMap<String, SharedAlarmModel>, EventsError> {
-    let mut latest: BTreeMap<String, AlarmModelRecord> = BTreeMap::new();
-    for (_, value) in store.scan_prefix(TABLE_ALARM_MODELS, b"")? {
-        match serde_json::from_slice::<AlarmModelRecord>(&value) {
-            // Keys sort by version, so the last one read is the latest.
-            Ok(record) => {
-                latest.insert(record.name.clone(), record);
-            }
-            Err(e) => tracing::warn!(error = %e, "skipping an unreadable alarm model"),
-        }
-    }
-    let mut models = HashMap::new();
-    for (name, record) in latest {
-        match alarm::compile(record, inputs, targets) {
-            Ok(m) => {
-                models.insert(name, Arc::new(m));
-            }
-            Err(e) => {
-                tracing::error!(model = %name, error = %e, "a stored alarm model no longer compiles: its alarms stay idle")
-            }
-        }
-    }
-    Ok(models)
 }
 
 /// Every stored alarm, by shard.
@@ -290,8 +256,8 @@ impl Shard {
             if alarm.snooze_until_ms != Some(due) {
                 continue;
             }
-            if let Some(observe) = &self.lateness {
-                observe(now.saturating_sub(due));
+            if self.lateness.is_some() {
+                turn.fired.push(due);
             }
             if alarm.snooze_over(now) {
                 if let Some(model) = self.alarm_models.read().get(&id.0).cloned() {
@@ -341,43 +307,22 @@ impl Events {
             ));
         }
         let _change = self.changes.lock();
-        let existing = self.alarm_models.read().get(&record.name).cloned();
-        match (&existing, update) {
-            (Some(_), false) => {
-                return Err(EventsError::AlreadyExists {
-                    message: format!("Alarm model {} already exists", record.name),
-                    id: record.name.clone(),
-                    arn: self.alarm_model_arn(&record.name),
-                });
-            }
-            (None, true) => {
-                return Err(EventsError::NotFound(format!(
-                    "Alarm model {} does not exist",
-                    record.name
-                )));
-            }
-            (Some(old), true) => {
+        let old = self
+            .alarm_models
+            .replacing(&record.name, update, || self.alarm_model_arn(&record.name))?;
+        match old {
+            Some(old) => {
                 record.version = old.record.version + 1;
                 record.created = old.record.created;
                 record.key = old.record.key.clone();
                 record.tags = old.record.tags.clone();
             }
-            (None, false) => record.version = 1,
+            None => record.version = 1,
         }
         let inputs = self.inputs.read().clone();
         let compiled =
             Arc::new(alarm::compile(record, &inputs, &self.targets).map_err(EventsError::Invalid)?);
-        let mut batch = WriteBatch::new();
-        batch.put(
-            TABLE_ALARM_MODELS,
-            model_key(&compiled.record.name, compiled.record.version),
-            serde_json::to_vec(&compiled.record)
-                .map_err(|e| EventsError::Invalid(e.to_string()))?,
-        );
-        self.store.apply(batch)?;
-        self.alarm_models
-            .write()
-            .insert(compiled.record.name.clone(), Arc::clone(&compiled));
+        self.alarm_models.save(Arc::clone(&compiled))?;
         Ok(compiled.record.clone())
     }
 
@@ -387,65 +332,24 @@ impl Events {
         name: &str,
         version: Option<u32>,
     ) -> Result<AlarmModelRecord, EventsError> {
-        match version {
-            None => self
-                .alarm_models
-                .read()
-                .get(name)
-                .map(|m| m.record.clone())
-                .ok_or_else(|| EventsError::NotFound(format!("Alarm model {name} does not exist"))),
-            Some(v) => {
-                let value = self
-                    .store
-                    .get(TABLE_ALARM_MODELS, &model_key(name, v))?
-                    .ok_or_else(|| {
-                        EventsError::NotFound(format!(
-                            "Alarm model {name} version {v} does not exist"
-                        ))
-                    })?;
-                serde_json::from_slice(&value).map_err(|e| EventsError::Invalid(e.to_string()))
-            }
-        }
+        self.alarm_models.record(name, version)
     }
 
     /// ListAlarmModels: the latest version of each, by name.
     pub fn alarm_models(&self) -> Vec<AlarmModelRecord> {
-        let mut all: Vec<AlarmModelRecord> = self
-            .alarm_models
-            .read()
-            .values()
-            .map(|m| m.record.clone())
-            .collect();
-        all.sort_by(|a, b| a.name.cmp(&b.name));
-        all
+        self.alarm_models.records()
     }
 
     /// ListAlarmModelVersions: newest first.
     pub fn alarm_model_versions(&self, name: &str) -> Result<Vec<AlarmModelRecord>, EventsError> {
-        self.alarm_model(name, None)?;
-        let mut prefix = name.as_bytes().to_vec();
-        prefix.push(0);
-        let mut versions: Vec<AlarmModelRecord> = self
-            .store
-            .scan_prefix(TABLE_ALARM_MODELS, &prefix)?
-            .into_iter()
-            .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
-            .collect();
-        versions.reverse();
-        Ok(versions)
+        self.alarm_models.versions(name)
     }
 
     /// DeleteAlarmModel: every version and every alarm.
     pub async fn delete_alarm_model(&self, name: &str) -> Result<(), EventsError> {
         {
             let _change = self.changes.lock();
-            self.alarm_model(name, None)?;
-            let mut prefix = name.as_bytes().to_vec();
-            prefix.push(0);
-            let mut batch = WriteBatch::new();
-            batch.delete_prefix(TABLE_ALARM_MODELS, prefix);
-            self.store.apply(batch)?;
-            self.alarm_models.write().remove(name);
+            self.alarm_models.delete(name)?;
         }
         for shard in &self.shards {
             let (reply, done) = oneshot::channel();
@@ -500,14 +404,9 @@ impl Events {
         key: Option<String>,
         action: CustomerAction,
     ) -> Result<(), EventsError> {
-        let model = self
-            .alarm_models
-            .read()
-            .get(model_name)
-            .cloned()
-            .ok_or_else(|| {
-                EventsError::NotFound(format!("Alarm model {model_name} does not exist"))
-            })?;
+        let model = self.alarm_models.get(model_name).ok_or_else(|| {
+            EventsError::NotFound(format!("Alarm model {model_name} does not exist"))
+        })?;
         if model.key.is_some() != key.is_some() {
             return Err(EventsError::Invalid(if key.is_some() {
                 format!("alarm model {model_name} has no key: give no keyValue")
@@ -565,9 +464,6 @@ impl Events {
 
     /// The severity the latest version of `model` gives its alarms.
     pub fn alarm_severity(&self, model: &str) -> Option<i64> {
-        self.alarm_models
-            .read()
-            .get(model)
-            .and_then(|m| m.record.severity)
+        self.alarm_models.get(model).and_then(|m| m.record.severity)
     }
 }

@@ -317,3 +317,150 @@ def test_kill_restart_keeps_alarm_states_and_ends_a_snooze_due_while_down(fresh_
     # and they go on from there
     assert put(data, name, {"sensorId": "ack", "temperature": 5}) == []
     alarm_in(data, model, "ack", "NORMAL")
+
+
+def test_email_and_sms_notifications_reach_the_recipient_directory(broker_factory, aws, clients, uid):
+    """emailConfigurations / smsConfigurations name IAM Identity Center users; the server looks
+    them up in `[[sns.recipients]]`: the mail goes through the SMTP server of SNS email (a local
+    aiosmtpd sink here) and the text to the SMS gateway's MQTT topic, when the alarm becomes
+    ACTIVE (not when it is created NORMAL). A recipient missing from the directory, or without an
+    address for the channel, is refused at create naming the member."""
+    from test_sns import smtp_sink
+
+    with smtp_sink() as (smtp, mails):
+        b = broker_factory(config_toml=(
+            "[sns]\n" + smtp +
+            f'sms_topic = "sms/{uid}/outbound"\n'
+            '[[sns.recipients]]\nidentity_store_id = "d-1234567890"\nuser_id = "ann"\n'
+            'email = "ann@example.test"\nphone = "+4915112345678"\n'
+            '[[sns.recipients]]\nidentity_store_id = "d-1234567890"\nuser_id = "bob"\n'
+            'phone = "+4915187654321"\n'))
+        ev, data = aws("iotevents", broker=b), aws("iotevents-data", broker=b)
+        gateway = clients(V5, broker=b)
+        gateway.subscribe(f"sms/{uid}/outbound", qos=1)
+        name, model = rule_name(uid) + "_in", rule_name(uid)
+        make_input(ev, name, "temperature", "sensorId")
+
+        def who(user: str) -> dict:
+            return {"ssoIdentity": {"identityStoreId": "d-1234567890", "userId": user}}
+
+        def notification(email_to: list, sms_to: list) -> dict:
+            n = {"action": {"lambdaAction": {
+                     "functionArn": "arn:aws:lambda:us-east-1:000000000000:function:none"}},
+                 "emailConfigurations": [{"from": "ops@example.test",
+                                          "content": {"subject": "Boiler too hot",
+                                                      "additionalMessage": "Check the boiler room."},
+                                          "recipients": {"to": email_to}}]}
+            if sms_to:
+                n["smsConfigurations"] = [{"senderId": "fleet", "additionalMessage": "Boiler!",
+                                           "recipients": sms_to}]
+            return {"notificationActions": [n]}
+
+        # Refused at create, naming the member: unknown user; a user without an email address.
+        for email_to, words in ([who("eve")], "emailConfigurations[0].recipients.to[0].ssoIdentity: "
+                                              "identityStoreId \"d-1234567890\" userId \"eve\" is not in"), \
+                               ([who("bob")], "has no email address"):
+            with pytest.raises(ClientError) as e:
+                ev.create_alarm_model(alarmModelName=model, roleArn=ROLE, key="sensorId",
+                                      alarmRule=simple_rule(name), alarmNotification=notification(email_to, []))
+            assert error_code(e) == "InvalidRequestException"
+            assert words in e.value.response["Error"]["Message"], e.value.response["Error"]["Message"]
+
+        # Without the lambda function the notification action is still built (fleetcore sends
+        # the mails and texts itself); here the function is left out of the request.
+        wanted = notification([who("ann")], [who("ann"), who("bob")])
+        del wanted["notificationActions"][0]["action"]
+        ev_raw = aws("iotevents", broker=b, parameter_validation=False)
+        ev_raw.create_alarm_model(alarmModelName=model, roleArn=ROLE, key="sensorId", severity=2,
+                                  alarmRule=simple_rule(name), alarmNotification=wanted,
+                                  alarmCapabilities={"acknowledgeFlow": {"enabled": False}})
+        assert put(data, name, {"sensorId": "boiler-1", "temperature": 22}) == []
+        alarm_in(data, model, "boiler-1", "NORMAL")
+        assert put(data, name, {"sensorId": "boiler-1", "temperature": 41}) == []
+        alarm_in(data, model, "boiler-1", "ACTIVE")
+
+        wait_until(lambda: mails, 30, what="the alarm mail")
+        mail = mails[0]
+        assert mail["To"] == "ann@example.test"
+        assert "alerts@fleetcore.test" in mail["From"]
+        assert mail["Reply-To"] == "ops@example.test"
+        assert mail["Subject"] == "Boiler too hot"
+        body = mail.get_payload(decode=True).decode().replace("\r\n", "\n")
+        assert body.startswith("Check the boiler room.\n\nAlarm " + model + " (key boiler-1) is ACTIVE: 41 > 30")
+        assert '"stateName": "ACTIVE"' in body
+        texts = [json.loads(m.payload) for m in gateway.wait_messages(2, timeout=10)]
+        assert sorted(t["phoneNumber"] for t in texts) == ["+4915112345678", "+4915187654321"]
+        for t in texts:
+            assert t["senderId"] == "fleet"
+            assert t["message"].startswith("Boiler!\n\nAlarm " + model + " (key boiler-1) is ACTIVE: 41 > 30")
+        # Back to NORMAL sends nothing (the notifications are for the alarm becoming ACTIVE):
+        # after NORMAL and ACTIVE again, there are exactly two mails, both about ACTIVE.
+        assert put(data, name, {"sensorId": "boiler-1", "temperature": 20}) == []
+        alarm_in(data, model, "boiler-1", "NORMAL")
+        assert put(data, name, {"sensorId": "boiler-1", "temperature": 45}) == []
+        alarm_in(data, model, "boiler-1", "ACTIVE")
+        wait_until(lambda: len(mails) >= 2, 30, what="the second alarm mail")
+        assert len(mails) == 2
+        assert "is ACTIVE: 45 > 30" in mails[1].get_payload(decode=True).decode()
+        assert len(gateway.wait_messages(4, timeout=10)) == 4
+
+
+def test_sms_notifications_are_refused_without_an_sms_gateway(ev, uid):
+    """The shared test server has no `[sns] sms_topic` and no recipient directory: an alarm model
+    with smsConfigurations is refused at create, naming the member."""
+    name, model = rule_name(uid) + "_in", rule_name(uid)
+    make_input(ev, name, "temperature")
+    with pytest.raises(ClientError) as e:
+        ev.create_alarm_model(alarmModelName=model, roleArn=ROLE, alarmRule=simple_rule(name),
+                              alarmNotification={"notificationActions": [{
+                                  "action": {"lambdaAction": {
+                                      "functionArn": "arn:aws:lambda:us-east-1:000000000000:function:f"}},
+                                  "smsConfigurations": [{"recipients": [
+                                      {"ssoIdentity": {"identityStoreId": "d-1", "userId": "u"}}]}]}]})
+    assert error_code(e) == "InvalidRequestException"
+    message = e.value.response["Error"]["Message"]
+    assert "notificationActions[0].smsConfigurations[0].recipients[0].ssoIdentity: " \
+           "no SMS gateway is configured ([sns] sms_topic" in message, message
+
+
+@pytest.mark.timeout_seconds(300)
+def test_lambda_notification_action_gets_each_state_change(ev, data, aws, uid):
+    """notificationActions[].action.lambdaAction (how AWS hands alarm notifications to a
+    function): a Python function is invoked on each state change with the alarm as DescribeAlarm
+    shows it (the first message creates the alarm already breached: one ACTIVE, then NORMAL); it
+    writes the event to a stream, where the test reads it."""
+    import io
+    import zipfile
+
+    from test_rules_engine import wait_stream
+    from test_sns import PY_TO_STREAM
+
+    lam, kinesis = aws("lambda"), aws("kinesis")
+    stream = f"alarm-{uid}"
+    kinesis.create_stream(StreamName=stream, ShardCount=1)
+    code = io.BytesIO()
+    with zipfile.ZipFile(code, "w") as z:
+        z.writestr("app.py", PY_TO_STREAM)
+    fn = lam.create_function(FunctionName=f"alarm-{uid}"[:60], Runtime="python3.11", Role=ROLE,
+                             Handler="app.handler", Code={"ZipFile": code.getvalue()}, Timeout=30,
+                             Environment={"Variables": {"STREAM": stream}})
+    name, model = rule_name(uid) + "_in", rule_name(uid)
+    make_input(ev, name, "temperature", "sensorId")
+    ev.create_alarm_model(alarmModelName=model, roleArn=ROLE, key="sensorId", severity=3,
+                          alarmRule=simple_rule(name),
+                          alarmCapabilities={"acknowledgeFlow": {"enabled": False}},
+                          alarmNotification={"notificationActions": [
+                              {"action": {"lambdaAction": {"functionArn": fn["FunctionArn"]}}}]})
+    assert put(data, name, {"sensorId": "p1", "temperature": 50}) == []
+    alarm_in(data, model, "p1", "ACTIVE")
+    assert put(data, name, {"sensorId": "p1", "temperature": 10}) == []
+    alarm_in(data, model, "p1", "NORMAL")
+    records = wait_stream(kinesis, stream, lambda rs: len(rs) >= 2, timeout=120)
+    events = [json.loads(r["Data"]) for r in records]
+    # The first message creates the alarm and breaches at once (ACTIVE), the second clears it.
+    states = sorted((e["eventTime"], e["alarmState"]["stateName"]) for e in events)
+    assert [s for _, s in states] == ["ACTIVE", "NORMAL"], events
+    active = next(e for e in events if e["alarmState"]["stateName"] == "ACTIVE")
+    assert (active["alarmModelName"], active["keyValue"], active["severity"]) == (model, "p1", 3)
+    assert active["alarmState"]["ruleEvaluation"]["simpleRuleEvaluation"] == \
+        {"inputPropertyValue": "50", "operator": "GREATER", "thresholdValue": "30"}

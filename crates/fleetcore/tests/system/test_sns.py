@@ -9,6 +9,7 @@ stream; a topic rule's `sns` action; and a hung endpoint that does not hold up a
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import re
@@ -412,7 +413,10 @@ def test_dead_endpoint_does_not_hold_up_a_healthy_one(sb, aws, endpoint, uid):
     healthy.wait("Notification", 41)
 
 
-def test_email_subscription_through_an_smtp_server(broker_factory, aws, tmp_path, uid):
+@contextlib.contextmanager
+def smtp_sink():
+    """A local SMTP server (aiosmtpd) keeping every mail it receives: yields (the `[sns]` config
+    lines that send through it, the list of received email.message.Message)."""
     from aiosmtpd.controller import Controller
     from aiosmtpd.handlers import Message as MessageHandler
 
@@ -426,10 +430,15 @@ def test_email_subscription_through_an_smtp_server(broker_factory, aws, tmp_path
     controller = Controller(Sink(), hostname=HOST, port=port)
     controller.start()
     try:
-        b = broker_factory(config_toml=(
-            "[sns]\n"
-            f'smtp_host = "{HOST}"\nsmtp_port = {port}\nsmtp_security = "none"\n'
-            'smtp_from = "fleetcore <alerts@fleetcore.test>"\n'))
+        yield (f'smtp_host = "{HOST}"\nsmtp_port = {port}\nsmtp_security = "none"\n'
+               'smtp_from = "fleetcore <alerts@fleetcore.test>"\n'), mails
+    finally:
+        controller.stop()
+
+
+def test_email_subscription_through_an_smtp_server(broker_factory, aws, tmp_path, uid):
+    with smtp_sink() as (smtp, mails):
+        b = broker_factory(config_toml="[sns]\n" + smtp)
         sns = aws("sns", broker=b)
         topic = sns.create_topic(Name=f"mail-{uid}")["TopicArn"]
         sns.subscribe(TopicArn=topic, Protocol="email", Endpoint="ops@example.test")
@@ -456,8 +465,6 @@ def test_email_subscription_through_an_smtp_server(broker_factory, aws, tmp_path
         assert (envelope["Message"], envelope["Subject"]) == ("pump 4 stopped", "Pump alarm")
         delivered = metric(b, "fleetcore_sns_deliveries_total", protocol="email", outcome="delivered")
         assert delivered >= 2
-    finally:
-        controller.stop()
 
 
 PY_TO_STREAM = """

@@ -88,6 +88,14 @@ fn build(targets: &Targets, json: bool) -> Built {
     let Some(config) = &targets.smtp else {
         return Ok(None);
     };
+    let (mailer, from) = mailer(config)?;
+    Ok(Some(Arc::new(Email { mailer, from, json })))
+}
+
+/// The SMTP connection pool and sender address of `config`.
+pub(crate) fn mailer(
+    config: &SmtpConfig,
+) -> Result<(AsyncSmtpTransport<Tokio1Executor>, Mailbox), String> {
     let from = Mailbox::from_str(&config.from)
         .map_err(|e| format!("sns.smtp.from {:?}: {e}", config.from))?;
     let builder = match config.security {
@@ -110,11 +118,23 @@ fn build(targets: &Targets, json: bool) -> Built {
             config.password.clone().unwrap_or_default(),
         ));
     }
-    Ok(Some(Arc::new(Email {
-        mailer: builder.build(),
-        from,
-        json,
-    })))
+    Ok((builder.build(), from))
+}
+
+/// Sends `mail` once: `Retry` for a transient SMTP reply or no connection, `Permanent` for a
+/// refusal.
+pub(crate) async fn send_mail(
+    mailer: &AsyncSmtpTransport<Tokio1Executor>,
+    mail: lettre::Message,
+    to: &str,
+) -> Result<(), Failure> {
+    match mailer.send(mail).await {
+        Ok(_) => Ok(()),
+        Err(error) if error.is_permanent() => Err(Failure::Permanent(format!(
+            "SMTP refused the mail to {to}: {error}"
+        ))),
+        Err(error) => Err(Failure::Retry(format!("SMTP delivery to {to}: {error}"))),
+    }
 }
 
 struct Email {
@@ -207,17 +227,7 @@ impl Transport for Email {
             .header(content_type)
             .body(body)
             .map_err(|e| Failure::Permanent(format!("building the mail: {e}")))?;
-        match self.mailer.send(mail).await {
-            Ok(_) => Ok(()),
-            Err(error) if error.is_permanent() => Err(Failure::Permanent(format!(
-                "SMTP refused the mail to {}: {error}",
-                subscription.endpoint
-            ))),
-            Err(error) => Err(Failure::Retry(format!(
-                "SMTP delivery to {}: {error}",
-                subscription.endpoint
-            ))),
-        }
+        send_mail(&self.mailer, mail, &subscription.endpoint).await
     }
 }
 

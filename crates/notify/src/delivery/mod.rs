@@ -3,6 +3,7 @@
 //! this server's services), registered once in [`PROTOCOLS`]. Each subscription has its own
 //! bounded lane ([`lanes`]), so a dead endpoint only ever fills its own queue.
 
+pub mod direct;
 mod email;
 mod events;
 mod http;
@@ -77,6 +78,10 @@ pub struct Targets {
     pub smtp: Option<SmtpConfig>,
     /// A PEM file of CAs trusted besides the system's for `https` endpoints.
     pub https_ca_file: Option<PathBuf>,
+    /// The people alarm notifications may name (`[[sns.recipients]]`).
+    pub recipients: Vec<direct::RecipientEntry>,
+    /// The MQTT topic the SMS gateway takes text messages from (`[sns] sms_topic`).
+    pub sms_topic: Option<String>,
 }
 
 /// What building a protocol's transport gives: the transport, `None` when this server lacks

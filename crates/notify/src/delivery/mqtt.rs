@@ -71,17 +71,22 @@ impl Transport for Mqtt {
                 )
                 .to_string()
         };
-        let topic = Utf8::new(subscription.endpoint.clone())
-            .ok_or_else(|| Failure::Permanent("the MQTT topic contains U+0000".into()))?;
-        self.router.publish(Arc::new(Message {
-            topic,
-            payload: Bytes::from(payload),
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            properties: PublishProperties::default(),
-            expires_at: None,
-            origin: None,
-        }));
-        Ok(())
+        publish(&self.router, &subscription.endpoint, Bytes::from(payload))
+            .map_err(Failure::Permanent)
     }
+}
+
+/// Publishes `payload` at QoS 1 on `topic` as a server-originated message.
+pub(crate) fn publish(router: &Router, topic: &str, payload: Bytes) -> Result<(), String> {
+    let topic = Utf8::new(topic.to_string()).ok_or("the MQTT topic contains U+0000".to_string())?;
+    router.publish(Arc::new(Message {
+        topic,
+        payload,
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: PublishProperties::default(),
+        expires_at: None,
+        origin: None,
+    }));
+    Ok(())
 }
