@@ -18,7 +18,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from brokers import wait_until
-from test_analytics import content_rows, error_of, ident, pipeline, put
+from test_analytics import content_rows, error_of, ia, ident, pipeline, put  # noqa: F401 (ia: fixture)
 
 pytestmark = pytest.mark.fleetcore_only("IoT Analytics is fleetcore's")
 
@@ -32,7 +32,7 @@ def count_rows(ia, dataset: str, want: list[dict], timeout: float = 30) -> None:
 
 
 def sample(ia, channel: str) -> list[dict]:
-    return sorted((json.loads(p) for p in ia.sample_channel_data(channelName=channel, maxMessages=100)["payloads"]),
+    return sorted((json.loads(p) for p in ia.sample_channel_data(channelName=channel, maxMessages=10)["payloads"]),
                   key=lambda m: m["seq"])
 
 
