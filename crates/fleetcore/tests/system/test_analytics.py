@@ -62,11 +62,14 @@ def pipeline(name: str, channel: str, datastore: str, *middle: dict) -> list:
     return acts
 
 
-def content_rows(ia, dataset: str, timeout: float = 30) -> list[dict]:
-    """Creates a content of `dataset`, waits for SUCCEEDED, downloads its CSV: the rows."""
+def content_rows(ia, dataset: str, timeout: float = 30, must_succeed: bool = True) -> list[dict] | None:
+    """Creates a content of `dataset`, waits for SUCCEEDED, downloads its CSV: the rows (None
+    for a FAILED content when `must_succeed` is false)."""
     version = ia.create_dataset_content(datasetName=dataset)["versionId"]
     done = wait_until(lambda: (c := ia.get_dataset_content(datasetName=dataset, versionId=version))
                       ["status"]["state"] != "CREATING" and c, timeout, what="dataset content")
+    if not must_succeed and done["status"]["state"] == "FAILED":
+        return None
     assert done["status"]["state"] == "SUCCEEDED", done["status"]
     (entry,) = done["entries"]
     with urllib.request.urlopen(entry["dataURI"], timeout=10) as r:
@@ -75,9 +78,11 @@ def content_rows(ia, dataset: str, timeout: float = 30) -> list[dict]:
 
 
 def rows_eventually(ia, dataset: str, count: int, timeout: float = 30) -> list[dict]:
-    """The dataset's rows once there are `count` of them (the pipeline runs in the background)."""
-    return wait_until(lambda: (rows := content_rows(ia, dataset)) and len(rows) >= count and rows,
-                      timeout, interval=0.3, what=f"{count} rows in {dataset}")
+    """The dataset's rows once there are `count` of them (the pipeline runs in the background;
+    until its first rows are written, the datastore has no columns and a query naming them
+    fails)."""
+    return wait_until(lambda: (rows := content_rows(ia, dataset, must_succeed=False)) and len(rows) >= count
+                      and rows, timeout, interval=0.3, what=f"{count} rows in {dataset}")
 
 
 def test_resources_round_trip_with_aws_shapes(ia, uid):

@@ -26,8 +26,9 @@ OLD_MS = 1_577_836_800_000  # 2020-01-01T00:00:00Z
 
 
 def count_rows(ia, dataset: str, want: list[dict], timeout: float = 30) -> None:
-    """Waits until the dataset's content is `want` (the pipeline runs in the background)."""
-    wait_until(lambda: content_rows(ia, dataset) == want, timeout, interval=0.3,
+    """Waits until the dataset's content is `want` (the pipeline runs in the background; before
+    its first rows the datastore has no columns, and a query naming one fails)."""
+    wait_until(lambda: content_rows(ia, dataset, must_succeed=False) == want, timeout, interval=0.3,
                what=f"{dataset} content {want}")
 
 
