@@ -207,8 +207,16 @@ impl Analytics {
             return Ok(());
         }
         let contents = self.contents(&dataset.name)?;
-        let keep: Vec<&str> = match dataset.versioning.get("maxVersions").and_then(Value::as_u64) {
-            Some(max) => contents.iter().take(max as usize).map(|c| c.version.as_str()).collect(),
+        let keep: Vec<&str> = match dataset
+            .versioning
+            .get("maxVersions")
+            .and_then(Value::as_u64)
+        {
+            Some(max) => contents
+                .iter()
+                .take(max as usize)
+                .map(|c| c.version.as_str())
+                .collect(),
             None => contents
                 .first()
                 .into_iter()
@@ -216,9 +224,10 @@ impl Analytics {
                 .map(|c| c.version.as_str())
                 .collect(),
         };
-        for old in contents.iter().filter(|c| {
-            !keep.contains(&c.version.as_str()) && c.state != ContentState::Creating
-        }) {
+        for old in contents
+            .iter()
+            .filter(|c| !keep.contains(&c.version.as_str()) && c.state != ContentState::Creating)
+        {
             self.delete_content(&dataset.name, Some(&old.version))?;
         }
         Ok(())
@@ -332,19 +341,28 @@ mod tests {
         let (analytics, _dir) = analytics();
         let new = |name: &str, versioning| NewDataset {
             name: name.into(),
-            actions: vec![json!({"actionName": "q", "queryAction": {"sqlQuery": "SELECT 1 AS one"}})],
+            actions: vec![
+                json!({"actionName": "q", "queryAction": {"sqlQuery": "SELECT 1 AS one"}}),
+            ],
             versioning,
             retention: json!({"numberOfDays": 2}),
             ..Default::default()
         };
-        analytics.create_dataset(new("two", json!({"maxVersions": 2})), Default::default()).unwrap();
-        analytics.create_dataset(new("default", serde_json::Value::Null), Default::default()).unwrap();
+        analytics
+            .create_dataset(new("two", json!({"maxVersions": 2})), Default::default())
+            .unwrap();
+        analytics
+            .create_dataset(new("default", serde_json::Value::Null), Default::default())
+            .unwrap();
         for _ in 0..3 {
             for name in ["two", "default"] {
                 analytics.create_content(name).unwrap();
                 let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
                 while analytics.content(name, None).unwrap().state == ContentState::Creating {
-                    assert!(std::time::Instant::now() < deadline, "the content never finished");
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "the content never finished"
+                    );
                     tokio::task::yield_now().await;
                     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                 }

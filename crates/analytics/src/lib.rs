@@ -260,6 +260,9 @@ pub(crate) mod test_support {
             account: fleetcore_core::AccountContext::new("us-east-1", "000000000000"),
             content_base_url: "http://127.0.0.1:0".into(),
         };
-        (Analytics::start(store, config, Services::default()).unwrap(), dir)
+        (
+            Analytics::start(store, config, Services::default()).unwrap(),
+            dir,
+        )
     }
 }

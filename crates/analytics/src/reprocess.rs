@@ -121,9 +121,7 @@ impl Analytics {
 
     /// The reprocessings of `pipeline`, newest first.
     pub fn reprocessings(&self, pipeline: &str) -> Result<Vec<Reprocessing>, AnalyticsError> {
-        let mut all: Vec<Reprocessing> = self
-            .catalog
-            .list("reprocess", &format!("{pipeline}/"))?;
+        let mut all: Vec<Reprocessing> = self.catalog.list("reprocess", &format!("{pipeline}/"))?;
         all.sort_by(|a, b| b.created.total_cmp(&a.created));
         Ok(all)
     }

@@ -472,7 +472,9 @@ impl Analytics {
                             "dataset {name} cannot trigger {dataset}: {dataset} would trigger itself"
                         )));
                     }
-                    for upstream in crate::dataset::dataset_triggers(&self.dataset(&current)?.triggers) {
+                    for upstream in
+                        crate::dataset::dataset_triggers(&self.dataset(&current)?.triggers)
+                    {
                         if !seen.contains(&upstream) {
                             seen.push(upstream.clone());
                             next.push(upstream);

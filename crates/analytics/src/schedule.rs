@@ -37,8 +37,12 @@ fn value(text: &str, names: &[&str], first: u32) -> Result<u32, String> {
     if let Some(i) = names.iter().position(|n| n.eq_ignore_ascii_case(text)) {
         return Ok(first + i as u32);
     }
-    text.parse()
-        .map_err(|_| format!("`{text}` is not a number{}", if names.is_empty() { "" } else { " or a name" }))
+    text.parse().map_err(|_| {
+        format!(
+            "`{text}` is not a number{}",
+            if names.is_empty() { "" } else { " or a name" }
+        )
+    })
 }
 
 /// The values `field` allows within [min, max], as (bit set, every value given by `*`).
@@ -150,9 +154,7 @@ impl Schedule {
                 None => (range.parse().ok(), range.parse().ok()),
             };
             let (Some(low), Some(high)) = (low, high) else {
-                return Err(format!(
-                    "cron year: `{years}` is not a year, a range or *"
-                ));
+                return Err(format!("cron year: `{years}` is not a year, a range or *"));
             };
             if !(1970..=LAST_YEAR).contains(&low) || !(low..=LAST_YEAR).contains(&high) {
                 return Err(format!("cron year: `{years}` is outside 1970-{LAST_YEAR}"));
@@ -192,7 +194,8 @@ impl Cron {
 
     fn next_after(&self, after: OffsetDateTime) -> Option<OffsetDateTime> {
         let after = after.to_offset(time::UtcOffset::UTC);
-        let start = after.replace_nanosecond(0).ok()?.replace_second(0).ok()? + Duration::minutes(1);
+        let start =
+            after.replace_nanosecond(0).ok()?.replace_second(0).ok()? + Duration::minutes(1);
         let mut date = start.date();
         while date.year() <= LAST_YEAR {
             if self.date_matches(date) {
@@ -231,7 +234,8 @@ mod tests {
     fn next(expression: &str, after: &str) -> String {
         let schedule = Schedule::parse(expression).unwrap();
         let t = schedule.next_after(at(after)).unwrap();
-        t.format(&time::format_description::well_known::Rfc3339).unwrap()
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
     }
 
     #[test]
@@ -239,25 +243,55 @@ mod tests {
         assert_eq!(Schedule::parse("rate(5 minutes)"), Ok(Schedule::Rate(300)));
         assert_eq!(Schedule::parse("rate(1 day)"), Ok(Schedule::Rate(86_400)));
         assert!(Schedule::parse("rate(0 minutes)").is_err());
-        assert!(Schedule::parse("rate(5 weeks)").unwrap_err().contains("weeks"));
+        assert!(
+            Schedule::parse("rate(5 weeks)")
+                .unwrap_err()
+                .contains("weeks")
+        );
     }
 
     #[test]
     fn crons_as_aws_writes_them() {
         // Every day at 12:00 UTC.
-        assert_eq!(next("cron(0 12 * * ? *)", "2026-03-01T12:00:00Z"), "2026-03-02T12:00:00Z");
-        assert_eq!(next("cron(0 12 * * ? *)", "2026-03-01T11:59:30Z"), "2026-03-01T12:00:00Z");
+        assert_eq!(
+            next("cron(0 12 * * ? *)", "2026-03-01T12:00:00Z"),
+            "2026-03-02T12:00:00Z"
+        );
+        assert_eq!(
+            next("cron(0 12 * * ? *)", "2026-03-01T11:59:30Z"),
+            "2026-03-01T12:00:00Z"
+        );
         // Every 15 minutes.
-        assert_eq!(next("cron(0/15 * * * ? *)", "2026-03-01T10:16:00Z"), "2026-03-01T10:30:00Z");
+        assert_eq!(
+            next("cron(0/15 * * * ? *)", "2026-03-01T10:16:00Z"),
+            "2026-03-01T10:30:00Z"
+        );
         // 18:00 Monday to Friday (2026-03-07 is a Saturday).
-        assert_eq!(next("cron(0 18 ? * MON-FRI *)", "2026-03-06T18:00:00Z"), "2026-03-09T18:00:00Z");
+        assert_eq!(
+            next("cron(0 18 ? * MON-FRI *)", "2026-03-06T18:00:00Z"),
+            "2026-03-09T18:00:00Z"
+        );
         // 8:00 on the first day of the month.
-        assert_eq!(next("cron(0 8 1 * ? *)", "2026-03-01T09:00:00Z"), "2026-04-01T08:00:00Z");
+        assert_eq!(
+            next("cron(0 8 1 * ? *)", "2026-03-01T09:00:00Z"),
+            "2026-04-01T08:00:00Z"
+        );
         // Day 1 = Sunday.
-        assert_eq!(next("cron(30 2 ? * 1 *)", "2026-03-01T03:00:00Z"), "2026-03-08T02:30:00Z");
+        assert_eq!(
+            next("cron(30 2 ? * 1 *)", "2026-03-01T03:00:00Z"),
+            "2026-03-08T02:30:00Z"
+        );
         // Years.
-        assert_eq!(next("cron(0 0 1 JAN ? 2028)", "2026-03-01T00:00:00Z"), "2028-01-01T00:00:00Z");
-        assert!(Schedule::parse("cron(0 0 1 JAN ? 2020)").unwrap().next_after(at("2026-01-01T00:00:00Z")).is_none());
+        assert_eq!(
+            next("cron(0 0 1 JAN ? 2028)", "2026-03-01T00:00:00Z"),
+            "2028-01-01T00:00:00Z"
+        );
+        assert!(
+            Schedule::parse("cron(0 0 1 JAN ? 2020)")
+                .unwrap()
+                .next_after(at("2026-01-01T00:00:00Z"))
+                .is_none()
+        );
     }
 
     #[test]

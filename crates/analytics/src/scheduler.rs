@@ -86,7 +86,9 @@ mod tests {
     fn dataset(name: &str, triggers: Vec<serde_json::Value>) -> NewDataset {
         NewDataset {
             name: name.into(),
-            actions: vec![json!({"actionName": "q", "queryAction": {"sqlQuery": "SELECT 1 AS one"}})],
+            actions: vec![
+                json!({"actionName": "q", "queryAction": {"sqlQuery": "SELECT 1 AS one"}}),
+            ],
             triggers,
             ..Default::default()
         }
@@ -96,17 +98,28 @@ mod tests {
     async fn a_schedule_fires_on_the_test_clock_and_is_stored() {
         let (analytics, _dir) = analytics();
         let rate = vec![json!({"schedule": {"expression": "rate(1 minute)"}})];
-        analytics.create_dataset(dataset("s", rate), Default::default()).unwrap();
+        analytics
+            .create_dataset(dataset("s", rate), Default::default())
+            .unwrap();
         let t0 = 1_800_000_000_000;
         analytics.run_schedules(t0).unwrap();
-        assert_eq!(analytics.catalog.get::<i64>("schedule", "s").unwrap(), Some(t0 + 60_000));
+        assert_eq!(
+            analytics.catalog.get::<i64>("schedule", "s").unwrap(),
+            Some(t0 + 60_000)
+        );
         analytics.run_schedules(t0 + 59_999).unwrap();
         assert!(analytics.contents("s").unwrap().is_empty());
         analytics.run_schedules(t0 + 60_000).unwrap();
         assert_eq!(analytics.contents("s").unwrap().len(), 1);
-        assert_eq!(analytics.catalog.get::<i64>("schedule", "s").unwrap(), Some(t0 + 120_000));
+        assert_eq!(
+            analytics.catalog.get::<i64>("schedule", "s").unwrap(),
+            Some(t0 + 120_000)
+        );
         // A firing missed while stopped runs once, then the schedule counts from then.
         analytics.run_schedules(t0 + 600_000).unwrap();
-        assert_eq!(analytics.catalog.get::<i64>("schedule", "s").unwrap(), Some(t0 + 660_000));
+        assert_eq!(
+            analytics.catalog.get::<i64>("schedule", "s").unwrap(),
+            Some(t0 + 660_000)
+        );
     }
 }

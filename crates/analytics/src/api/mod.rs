@@ -48,7 +48,10 @@ pub fn routes(analytics: Arc<Analytics>) -> Router {
                 .put(pipelines::update)
                 .delete(pipelines::delete),
         )
-        .route("/pipelines/{name}/reprocessing", post(pipelines::start_reprocessing))
+        .route(
+            "/pipelines/{name}/reprocessing",
+            post(pipelines::start_reprocessing),
+        )
         .route(
             "/pipelines/{name}/reprocessing/{id}",
             axum::routing::delete(pipelines::cancel_reprocessing),
