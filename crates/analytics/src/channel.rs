@@ -56,7 +56,7 @@ fn seq_of(path: &Path) -> Option<u64> {
 }
 
 /// The numbered files of folder `dir`, in order.
-fn numbered(dir: &Path) -> Result<Vec<(u64, PathBuf)>, std::io::Error> {
+pub(crate) fn numbered(dir: &Path) -> Result<Vec<(u64, PathBuf)>, std::io::Error> {
     let mut files = Vec::new();
     match std::fs::read_dir(dir) {
         Ok(entries) => {

@@ -2,7 +2,12 @@
 //! background (state CREATING), writes the rows as `datasets/<dataset>/<version>.csv` and marks
 //! the version SUCCEEDED, or FAILED with the engine's message. The CSV is downloaded from
 //! `/iotanalytics/contents/<token>` on the HTTP port, the token (random, per version) standing in
-//! for a presigned URL's signature. `versioningConfiguration.maxVersions` keeps that many.
+//! for a presigned URL's signature. Versions kept: `versioningConfiguration.maxVersions` of
+//! them, all when `unlimited`, else (AWS's default) the latest and the latest succeeded.
+//! A query action's `deltaTime` filter reads only the rows whose time expression falls after
+//! the previous successful content's window, up to the run time plus `offsetSeconds` (a
+//! negative offset leaves late messages to the next window); the first window has no start.
+//! A content that succeeds starts the contents of the datasets it triggers.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,6 +16,41 @@ use crate::Analytics;
 use crate::error::AnalyticsError;
 use crate::model::{ContentRecord, ContentState, DatasetRecord, now_seconds};
 use crate::query;
+use serde_json::Value;
+
+/// The `deltaTime` filter of a dataset action, checked: (offsetSeconds, timeExpression).
+pub(crate) fn delta_of(action: &Value) -> Result<Option<(i64, String)>, String> {
+    let filters = match action.pointer("/queryAction/filters") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(f)) => f,
+        Some(_) => return Err("queryAction.filters must be a list".into()),
+    };
+    let delta = match filters.as_slice() {
+        [] => return Ok(None),
+        [filter] => filter
+            .get("deltaTime")
+            .ok_or("the only filter this server (and AWS) knows is deltaTime")?,
+        _ => return Err("queryAction.filters holds at most one deltaTime".into()),
+    };
+    let offset = delta
+        .get("offsetSeconds")
+        .and_then(Value::as_i64)
+        .ok_or("deltaTime.offsetSeconds must be a whole number of seconds")?;
+    let expression = delta
+        .get("timeExpression")
+        .and_then(Value::as_str)
+        .filter(|e| !e.trim().is_empty())
+        .ok_or("deltaTime.timeExpression must be an expression giving the time of a row")?;
+    Ok(Some((offset, expression.to_string())))
+}
+
+/// The names of the datasets in `triggers` whose contents trigger a content.
+pub(crate) fn dataset_triggers(triggers: &[Value]) -> Vec<String> {
+    triggers
+        .iter()
+        .filter_map(|t| t.pointer("/dataset/name")?.as_str().map(str::to_string))
+        .collect()
+}
 
 /// The public path prefix contents are served under.
 pub const CONTENT_PATH: &str = "/iotanalytics/contents";
@@ -84,7 +124,8 @@ impl Analytics {
     /// Runs the dataset's query and writes its CSV; `Err` is the reason it failed.
     async fn run_content(&self, dataset: &DatasetRecord, version: &str) -> Result<(), String> {
         let tables = self.tables().map_err(|e| e.to_string())?;
-        let batches = query::run(&tables, &dataset.sql)
+        let window = self.window(dataset).map_err(|e| e.to_string())?;
+        let batches = query::run_in(&tables, &dataset.sql, window.as_ref())
             .await
             .map_err(|e| e.to_string())?;
         let csv = query::csv(&batches).map_err(|e| e.to_string())?;
@@ -98,11 +139,33 @@ impl Analytics {
         })
         .await
         .map_err(|e| e.to_string())?
-        .map_err(|e| format!("writing the content: {e}"))
+        .map_err(|e| format!("writing the content: {e}"))?;
+        if let Some(window) = window {
+            self.catalog
+                .put("delta", &dataset.name, &window.end_ms)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// The delta window of the dataset's next content, if its action has a `deltaTime`.
+    fn window(&self, dataset: &DatasetRecord) -> Result<Option<query::Window>, AnalyticsError> {
+        let Some((offset, expression)) = dataset
+            .actions
+            .first()
+            .and_then(|a| delta_of(a).ok().flatten())
+        else {
+            return Ok(None);
+        };
+        Ok(Some(query::Window {
+            expression,
+            start_ms: self.catalog.get("delta", &dataset.name)?,
+            end_ms: crate::retention::now_ms() + offset * 1000,
+        }))
     }
 
     fn finish_content(
-        &self,
+        self: &Arc<Self>,
         dataset: &DatasetRecord,
         mut content: ContentRecord,
         outcome: Result<(), String>,
@@ -127,13 +190,63 @@ impl Analytics {
             &content_key(&dataset.name, &content.version),
             &content,
         )?;
-        if let Some(max) = dataset
+        self.prune_versions(dataset)?;
+        if content.state == ContentState::Succeeded {
+            for follower in self.datasets()? {
+                if dataset_triggers(&follower.triggers).contains(&dataset.name) {
+                    self.create_content(&follower.name)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the versions `versioningConfiguration` does not keep.
+    fn prune_versions(&self, dataset: &DatasetRecord) -> Result<(), AnalyticsError> {
+        if dataset.versioning.get("unlimited").and_then(Value::as_bool) == Some(true) {
+            return Ok(());
+        }
+        let contents = self.contents(&dataset.name)?;
+        let keep: Vec<&str> = match dataset
             .versioning
             .get("maxVersions")
-            .and_then(|v| v.as_u64())
+            .and_then(Value::as_u64)
         {
-            let contents = self.contents(&dataset.name)?;
-            for old in contents.iter().skip(max as usize) {
+            Some(max) => contents
+                .iter()
+                .take(max as usize)
+                .map(|c| c.version.as_str())
+                .collect(),
+            None => contents
+                .first()
+                .into_iter()
+                .chain(contents.iter().find(|c| c.state == ContentState::Succeeded))
+                .map(|c| c.version.as_str())
+                .collect(),
+        };
+        for old in contents
+            .iter()
+            .filter(|c| !keep.contains(&c.version.as_str()) && c.state != ContentState::Creating)
+        {
+            self.delete_content(&dataset.name, Some(&old.version))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the versions of every dataset older than its `retentionPeriod` (90 days when
+    /// none was given, as AWS keeps them), as of `now` (epoch seconds).
+    pub(crate) fn expire_contents(&self, now: f64) -> Result<(), AnalyticsError> {
+        for dataset in self.datasets()? {
+            if dataset.retention.get("unlimited").and_then(Value::as_bool) == Some(true) {
+                continue;
+            }
+            let days = crate::retention::days(&dataset.retention).unwrap_or(90);
+            let cutoff = now - days as f64 * 86_400.0;
+            for old in self
+                .contents(&dataset.name)?
+                .iter()
+                .filter(|c| c.created < cutoff && c.state != ContentState::Creating)
+            {
                 self.delete_content(&dataset.name, Some(&old.version))?;
             }
         }
@@ -212,5 +325,56 @@ impl Analytics {
             }
         }
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::model::ContentState;
+    use crate::resources::NewDataset;
+    use crate::test_support::analytics;
+
+    #[tokio::test]
+    async fn versions_and_retention_of_contents() {
+        let (analytics, _dir) = analytics();
+        let new = |name: &str, versioning| NewDataset {
+            name: name.into(),
+            actions: vec![
+                json!({"actionName": "q", "queryAction": {"sqlQuery": "SELECT 1 AS one"}}),
+            ],
+            versioning,
+            retention: json!({"numberOfDays": 2}),
+            ..Default::default()
+        };
+        analytics
+            .create_dataset(new("two", json!({"maxVersions": 2})), Default::default())
+            .unwrap();
+        analytics
+            .create_dataset(new("default", serde_json::Value::Null), Default::default())
+            .unwrap();
+        for _ in 0..3 {
+            for name in ["two", "default"] {
+                analytics.create_content(name).unwrap();
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+                while analytics.content(name, None).unwrap().state == ContentState::Creating {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "the content never finished"
+                    );
+                    tokio::task::yield_now().await;
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            }
+        }
+        assert_eq!(analytics.contents("two").unwrap().len(), 2);
+        assert_eq!(analytics.contents("default").unwrap().len(), 1);
+        let now = crate::model::now_seconds();
+        analytics.expire_contents(now + 86_400.0).unwrap();
+        assert_eq!(analytics.contents("two").unwrap().len(), 2);
+        analytics.expire_contents(now + 3.0 * 86_400.0).unwrap();
+        assert!(analytics.contents("two").unwrap().is_empty());
+        assert!(analytics.contents("default").unwrap().is_empty());
     }
 }

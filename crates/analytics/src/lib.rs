@@ -15,8 +15,12 @@ mod functions;
 pub mod model;
 pub mod pipeline;
 pub mod query;
+pub mod reprocess;
 pub mod resources;
+mod retention;
 mod runner;
+mod schedule;
+mod scheduler;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -56,6 +60,7 @@ pub struct Analytics {
     datastores: DatastoreFiles,
     services: Services,
     runners: Mutex<HashMap<String, AbortHandle>>,
+    reprocessing_tasks: Mutex<HashMap<String, AbortHandle>>,
     datastore_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -78,6 +83,7 @@ impl Analytics {
             config,
             services,
             runners: Mutex::new(HashMap::new()),
+            reprocessing_tasks: Mutex::new(HashMap::new()),
             datastore_locks: Mutex::new(HashMap::new()),
         });
         for pipeline in analytics
@@ -86,7 +92,10 @@ impl Analytics {
         {
             analytics.start_pipeline(&pipeline.name);
         }
+        analytics.resume_reprocessings()?;
         dataset::fail_interrupted(&analytics)?;
+        tokio::spawn(retention::run(Arc::downgrade(&analytics)));
+        tokio::spawn(scheduler::run(Arc::downgrade(&analytics)));
         Ok(analytics)
     }
 
@@ -233,5 +242,27 @@ mod tests {
         assert!(parse_message(b"{").unwrap_err().contains("not JSON"));
         assert!(parse_message(br#"{"9a": 1}"#).unwrap_err().contains("9a"));
         assert!(parse_message(br#"{"a-b": 1}"#).unwrap_err().contains("a-b"));
+    }
+}
+
+/// An analytics capability over a temporary folder, for the unit tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+
+    /// The capability and the folder it lives in (removed when dropped).
+    pub(crate) fn analytics() -> (Arc<Analytics>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn KvStore> =
+            Arc::new(fleetcore_core::RedbStore::open(&dir.path().join("store.redb")).unwrap());
+        let config = AnalyticsConfig {
+            root: dir.path().join("analytics"),
+            account: fleetcore_core::AccountContext::new("us-east-1", "000000000000"),
+            content_base_url: "http://127.0.0.1:0".into(),
+        };
+        (
+            Analytics::start(store, config, Services::default()).unwrap(),
+            dir,
+        )
     }
 }

@@ -123,6 +123,9 @@ pub struct DatasetRecord {
     pub versioning: Value,
     /// `contentDeliveryRules` as given.
     pub delivery_rules: Value,
+    /// `triggers` as given (checked at create: schedules and datasets).
+    #[serde(default)]
+    pub triggers: Vec<Value>,
     /// Creation, epoch seconds.
     pub created: f64,
     /// Last update, epoch seconds.

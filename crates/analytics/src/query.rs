@@ -69,9 +69,42 @@ fn engine(e: impl std::fmt::Display) -> AnalyticsError {
     AnalyticsError::Query(e.to_string())
 }
 
+/// A delta time window: the tables a query reads hold only the rows whose `expression` (a
+/// timestamp, e.g. `from_unixtime(time)`) is in [start, end).
+#[derive(Debug, Clone)]
+pub struct Window {
+    /// The time expression (`deltaTime.timeExpression`).
+    pub expression: String,
+    /// The start (inclusive), epoch milliseconds; none for the first window.
+    pub start_ms: Option<i64>,
+    /// The end (exclusive), epoch milliseconds.
+    pub end_ms: i64,
+}
+
 /// Runs `sql` over `tables`; the error is the engine's message.
 pub async fn run(tables: &[Table], sql: &str) -> Result<Vec<RecordBatch>, AnalyticsError> {
+    run_in(tables, sql, None).await
+}
+
+/// The names of the tables `sql` reads (none when it does not parse: running it will say why).
+fn referenced(ctx: &SessionContext, sql: &str) -> Vec<String> {
+    let state = ctx.state();
+    let dialect = state.config().options().sql_parser.dialect;
+    state
+        .sql_to_statement(sql, &dialect)
+        .and_then(|statement| state.resolve_table_references(&statement))
+        .map(|refs| refs.iter().map(|r| r.table().to_string()).collect())
+        .unwrap_or_default()
+}
+
+/// Runs `sql` over `tables`, each read through `window` if one is given.
+pub async fn run_in(
+    tables: &[Table],
+    sql: &str,
+    window: Option<&Window>,
+) -> Result<Vec<RecordBatch>, AnalyticsError> {
     let ctx = session();
+    let windowed = window.map(|_| referenced(&ctx, sql)).unwrap_or_default();
     for table in tables {
         let mut dir = table.dir.to_string_lossy().to_string();
         if !dir.ends_with('/') {
@@ -97,8 +130,31 @@ pub async fn run(tables: &[Table], sql: &str) -> Result<Vec<RecordBatch>, Analyt
         };
         let listing = ListingTable::try_new(config).map_err(engine)?;
         // A bare reference keeps the name's case (a &str would be lowercased).
-        ctx.register_table(TableReference::bare(table.name.clone()), Arc::new(listing))
-            .map_err(engine)?;
+        match window {
+            Some(window) if windowed.contains(&table.name) => {
+                let all = format!("__all_{}", table.name);
+                ctx.register_table(TableReference::bare(all.clone()), Arc::new(listing))
+                    .map_err(engine)?;
+                let expression = &window.expression;
+                let mut filter = format!("({expression}) < to_timestamp_millis({})", window.end_ms);
+                if let Some(start) = window.start_ms {
+                    filter.push_str(&format!(
+                        " AND ({expression}) >= to_timestamp_millis({start})"
+                    ));
+                }
+                let view = ctx
+                    .sql(&format!("SELECT * FROM \"{all}\" WHERE {filter}"))
+                    .await
+                    .map_err(|e| engine(format!("deltaTime.timeExpression: {e}")))?
+                    .into_view();
+                ctx.register_table(TableReference::bare(table.name.clone()), view)
+                    .map_err(engine)?;
+            }
+            _ => {
+                ctx.register_table(TableReference::bare(table.name.clone()), Arc::new(listing))
+                    .map_err(engine)?;
+            }
+        }
     }
     ctx.sql(sql)
         .await

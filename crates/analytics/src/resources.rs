@@ -48,6 +48,13 @@ fn check_storage(kind: &str, storage: &Value) -> Result<(), AnalyticsError> {
 }
 
 fn check_retention(retention: &Value) -> Result<(), AnalyticsError> {
+    if retention.get("unlimited").and_then(Value::as_bool) == Some(true)
+        && retention.get("numberOfDays").is_some_and(|d| !d.is_null())
+    {
+        return Err(invalid(
+            "retentionPeriod is either unlimited or numberOfDays, not both",
+        ));
+    }
     match retention.get("numberOfDays") {
         None | Some(Value::Null) => Ok(()),
         Some(days) if days.as_u64().is_some_and(|d| d >= 1) => Ok(()),
@@ -148,9 +155,12 @@ impl Analytics {
         Catalog::stage_delete(&mut batch, "tags", &self.arn(kind, name));
         if kind == "pipeline" {
             Catalog::stage_delete(&mut batch, "checkpoint", name);
+            self.drop_reprocessings(name, &mut batch)?;
         }
         if kind == "dataset" {
             Catalog::stage_delete_prefix(&mut batch, "content", &format!("{name}/"));
+            Catalog::stage_delete(&mut batch, "schedule", name);
+            Catalog::stage_delete(&mut batch, "delta", name);
         }
         self.catalog.apply(batch)
     }
@@ -196,7 +206,7 @@ impl Analytics {
 
     /// UpdateChannel.
     pub fn update_channel(
-        &self,
+        self: &Arc<Self>,
         name: &str,
         storage: Value,
         retention: Value,
@@ -207,7 +217,9 @@ impl Analytics {
         record.storage = storage;
         record.retention = retention;
         record.updated = now_seconds();
-        self.catalog.put("channel", name, &record)
+        self.catalog.put("channel", name, &record)?;
+        self.sweep_soon();
+        Ok(())
     }
 
     /// DeleteChannel: its stored messages go too.
@@ -282,7 +294,7 @@ impl Analytics {
 
     /// UpdateDatastore (retention and storage; the file format and partitions stay).
     pub fn update_datastore(
-        &self,
+        self: &Arc<Self>,
         name: &str,
         storage: Value,
         retention: Value,
@@ -293,7 +305,9 @@ impl Analytics {
         record.storage = storage;
         record.retention = retention;
         record.updated = now_seconds();
-        self.catalog.put("datastore", name, &record)
+        self.catalog.put("datastore", name, &record)?;
+        self.sweep_soon();
+        Ok(())
     }
 
     /// DeleteDatastore: its files go too.
@@ -400,20 +414,8 @@ impl Analytics {
         let query = action
             .get("queryAction")
             .ok_or_else(|| invalid("the dataset's action needs a queryAction"))?;
-        if query
-            .get("filters")
-            .and_then(Value::as_array)
-            .is_some_and(|f| !f.is_empty())
-        {
-            return Err(invalid(
-                "queryAction.filters (delta time windows) are not supported by this server yet",
-            ));
-        }
-        if !request.triggers.is_empty() {
-            return Err(invalid(
-                "dataset triggers (schedules, other datasets) are not supported by this server yet: create contents with CreateDatasetContent",
-            ));
-        }
+        crate::dataset::delta_of(action).map_err(invalid)?;
+        self.check_triggers(&request.name, &request.triggers)?;
         if request
             .delivery_rules
             .as_array()
@@ -446,6 +448,48 @@ impl Analytics {
         Ok(sql.to_string())
     }
 
+    /// Checks `triggers`: at most five, each a schedule expression or an existing dataset, and
+    /// no dataset that (through others) triggers `dataset` itself.
+    fn check_triggers(&self, dataset: &str, triggers: &[Value]) -> Result<(), AnalyticsError> {
+        if triggers.len() > 5 {
+            return Err(invalid("a dataset has at most 5 triggers"));
+        }
+        for trigger in triggers {
+            if let Some(expression) = trigger.pointer("/schedule/expression") {
+                let expression = expression
+                    .as_str()
+                    .ok_or_else(|| invalid("schedule.expression must be a string"))?;
+                crate::schedule::Schedule::parse(expression).map_err(invalid)?;
+            } else if let Some(name) = trigger.pointer("/dataset/name") {
+                let name = name
+                    .as_str()
+                    .ok_or_else(|| invalid("dataset.name must be a string"))?;
+                let mut seen = vec![name.to_string()];
+                let mut next = vec![name.to_string()];
+                while let Some(current) = next.pop() {
+                    if current == dataset {
+                        return Err(invalid(format!(
+                            "dataset {name} cannot trigger {dataset}: {dataset} would trigger itself"
+                        )));
+                    }
+                    for upstream in
+                        crate::dataset::dataset_triggers(&self.dataset(&current)?.triggers)
+                    {
+                        if !seen.contains(&upstream) {
+                            seen.push(upstream.clone());
+                            next.push(upstream);
+                        }
+                    }
+                }
+            } else {
+                return Err(invalid(
+                    "each trigger is a schedule ({\"schedule\": {\"expression\": ...}}) or a dataset ({\"dataset\": {\"name\": ...}})",
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// CreateDataset.
     pub fn create_dataset(
         &self,
@@ -462,6 +506,7 @@ impl Analytics {
             retention: request.retention,
             versioning: request.versioning,
             delivery_rules: request.delivery_rules,
+            triggers: request.triggers,
             created: now,
             updated: now,
         };
@@ -486,8 +531,13 @@ impl Analytics {
         record.actions = request.actions;
         record.retention = request.retention;
         record.versioning = request.versioning;
+        record.triggers = request.triggers;
         record.updated = now_seconds();
-        self.catalog.put("dataset", &record.name.clone(), &record)
+        let mut batch = WriteBatch::new();
+        Catalog::stage(&mut batch, "dataset", &record.name, &record);
+        // The schedule is worked out again from the new triggers.
+        Catalog::stage_delete(&mut batch, "schedule", &record.name);
+        self.catalog.apply(batch)
     }
 
     /// DeleteDataset: its contents go too.

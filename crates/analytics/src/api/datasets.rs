@@ -50,12 +50,9 @@ pub(super) struct VersionQuery {
     version_id: Option<String>,
 }
 
-fn versioning(record: &DatasetRecord) -> Value {
-    if record.versioning.is_null() {
-        json!({"unlimited": true})
-    } else {
-        record.versioning.clone()
-    }
+/// `versioningConfiguration` as given (absent: AWS's default, the latest and latest succeeded).
+fn versioning(record: &DatasetRecord) -> Option<&Value> {
+    Some(&record.versioning).filter(|v| !v.is_null())
 }
 
 pub(super) async fn create(
@@ -82,7 +79,7 @@ pub(super) async fn describe(
             "name": record.name,
             "arn": analytics.resource_arn("dataset", &record.name),
             "actions": record.actions,
-            "triggers": [],
+            "triggers": record.triggers,
             "contentDeliveryRules": [],
             "status": "ACTIVE",
             "creationTime": record.created,
@@ -112,7 +109,7 @@ pub(super) async fn list(
                 "status": "ACTIVE",
                 "creationTime": d.created,
                 "lastUpdateTime": d.updated,
-                "triggers": [],
+                "triggers": d.triggers,
                 "actions": actions,
             })
         })

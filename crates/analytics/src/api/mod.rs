@@ -1,5 +1,5 @@
 //! The `iotanalytics` service (signing name `iotanalytics`, REST-JSON) over the control plane.
-//! Operations not routed here (logging options, pipeline reprocessing) are answered
+//! Operations not routed here (logging options) are answered
 //! UnknownOperationException 501 by the dispatcher's route tables.
 
 mod channels;
@@ -47,6 +47,14 @@ pub fn routes(analytics: Arc<Analytics>) -> Router {
             get(pipelines::describe)
                 .put(pipelines::update)
                 .delete(pipelines::delete),
+        )
+        .route(
+            "/pipelines/{name}/reprocessing",
+            post(pipelines::start_reprocessing),
+        )
+        .route(
+            "/pipelines/{name}/reprocessing/{id}",
+            axum::routing::delete(pipelines::cancel_reprocessing),
         )
         .route("/datasets", post(datasets::create).get(datasets::list))
         .route(

@@ -1,4 +1,5 @@
-//! CreatePipeline, DescribePipeline, ListPipelines, UpdatePipeline, DeletePipeline.
+//! CreatePipeline, DescribePipeline, ListPipelines, UpdatePipeline, DeletePipeline;
+//! StartPipelineReprocessing and CancelPipelineReprocessing.
 
 use std::sync::Arc;
 
@@ -44,7 +45,7 @@ pub(super) async fn describe(
             "name": record.name,
             "arn": analytics.resource_arn("pipeline", &record.name),
             "activities": record.activities,
-            "reprocessingSummaries": [],
+            "reprocessingSummaries": summaries(&analytics, &record.name)?,
             "creationTime": record.created,
             "lastUpdateTime": record.updated,
         }
@@ -57,17 +58,17 @@ pub(super) async fn list(
     Query(query): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     let (pipelines, next) = page(analytics.pipelines()?, &query)?;
-    let summaries: Vec<Value> = pipelines
+    let summaries = pipelines
         .iter()
         .map(|p| {
-            json!({
+            Ok(json!({
                 "pipelineName": p.name,
-                "reprocessingSummaries": [],
+                "reprocessingSummaries": summaries(&analytics, &p.name)?,
                 "creationTime": p.created,
                 "lastUpdateTime": p.updated,
-            })
+            }))
         })
-        .collect();
+        .collect::<Result<Vec<Value>, ApiError>>()?;
     Ok(axum::Json(json!({"pipelineSummaries": summaries, "nextToken": next})).into_response())
 }
 
@@ -86,4 +87,43 @@ pub(super) async fn delete(
 ) -> Result<Response, ApiError> {
     analytics.delete_pipeline(&name)?;
     Ok(no_content())
+}
+
+/// `reprocessingSummaries` of a pipeline, newest first.
+fn summaries(analytics: &Analytics, pipeline: &str) -> Result<Vec<Value>, ApiError> {
+    Ok(analytics
+        .reprocessings(pipeline)?
+        .iter()
+        .map(|r| json!({"id": r.id, "status": r.status, "creationTime": r.created}))
+        .collect())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub(super) struct ReprocessingRequest {
+    start_time: Option<f64>,
+    end_time: Option<f64>,
+    channel_messages: Option<Value>,
+}
+
+pub(super) async fn start_reprocessing(
+    State(analytics): State<Arc<Analytics>>,
+    Path(name): Path<String>,
+    Json(request): Json<ReprocessingRequest>,
+) -> Result<Response, ApiError> {
+    if request.channel_messages.is_some() {
+        return Err(ApiError::invalid_request(
+            "channelMessages.s3Paths are not supported by this server: channels keep their messages in its data folder; reprocess a time window with startTime and endTime",
+        ));
+    }
+    let id = analytics.start_reprocessing(&name, request.start_time, request.end_time)?;
+    Ok(axum::Json(json!({"reprocessingId": id})).into_response())
+}
+
+pub(super) async fn cancel_reprocessing(
+    State(analytics): State<Arc<Analytics>>,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    analytics.cancel_reprocessing(&name, &id)?;
+    Ok(axum::Json(json!({})).into_response())
 }
