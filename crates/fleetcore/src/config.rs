@@ -813,7 +813,10 @@ impl ServeArgs {
             lake: lake_config,
             lake_backlog_limit_bytes: backlog_limit_mb << 20,
             rules_https_ca_file: self.rules_https_ca_file,
-            rules_retry: RulesRetry::resolve(self.rules_retry_attempts, self.rules_retry_backoff_ms)?,
+            rules_retry: RulesRetry::resolve(
+                self.rules_retry_attempts,
+                self.rules_retry_backoff_ms,
+            )?,
             sns_public_url: self.sns.public_url.clone().filter(|u| !u.is_empty()),
             sns_sms_topic: self.sns.sms_topic.take().filter(|t| !t.is_empty()),
             sns_recipients: self.sns.recipients.take().unwrap_or_default(),
