@@ -852,8 +852,14 @@ impl Functions {
         }
         drop(span);
         let outcome = outcome?;
-        metrics::counter!("fleetcore_functions_invocations_total").increment(1);
-        metrics::histogram!("fleetcore_functions_invocation_seconds")
+        let function = config.name.clone();
+        metrics::counter!("fleetcore_functions_invocations_total", "function" => function.clone())
+            .increment(1);
+        if outcome.function_error.is_some() {
+            metrics::counter!("fleetcore_functions_failures_total", "function" => function.clone())
+                .increment(1);
+        }
+        metrics::histogram!("fleetcore_functions_invocation_seconds", "function" => function)
             .record(outcome.duration.as_secs_f64());
         let log = logs::frame(
             &request_id,

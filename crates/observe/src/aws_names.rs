@@ -18,6 +18,9 @@ struct Mapping {
     unit: &'static str,
     /// Multiplies the value (seconds to AWS's milliseconds).
     scale: f64,
+    /// AWS also publishes the series without dimensions, summed over them (Lambda's
+    /// metrics across all functions).
+    also_summed: bool,
 }
 
 const fn map(
@@ -34,6 +37,7 @@ const fn map(
         only: None,
         unit: "Count",
         scale: 1.0,
+        also_summed: false,
     }
 }
 
@@ -125,23 +129,29 @@ const MAPPINGS: &[Mapping] = &[
             DELIVERY_STREAM,
         )
     },
-    // The functions count all functions together (no `function` label yet): AWS's
-    // function-less aggregate.
-    map(
-        "fleetcore_functions_invocations_total",
-        "AWS/Lambda",
-        "Invocations",
-        FUNCTION,
-    ),
-    map(
-        "fleetcore_functions_failures_total",
-        "AWS/Lambda",
-        "Errors",
-        FUNCTION,
-    ),
+    // Lambda's metrics per FunctionName and, as AWS has them too, across all functions.
+    Mapping {
+        also_summed: true,
+        ..map(
+            "fleetcore_functions_invocations_total",
+            "AWS/Lambda",
+            "Invocations",
+            FUNCTION,
+        )
+    },
+    Mapping {
+        also_summed: true,
+        ..map(
+            "fleetcore_functions_failures_total",
+            "AWS/Lambda",
+            "Errors",
+            FUNCTION,
+        )
+    },
     Mapping {
         unit: "Milliseconds",
         scale: 1000.0,
+        also_summed: true,
         ..map(
             "fleetcore_functions_invocation_seconds_sum",
             "AWS/Lambda",
@@ -161,9 +171,30 @@ pub struct AwsSeries {
     pub scale: f64,
 }
 
-/// The AWS series a Prometheus sample is also published as, if AWS has one.
-pub fn aws_series(name: &str, labels: &BTreeMap<String, String>) -> Option<AwsSeries> {
-    let mapping = MAPPINGS.iter().find(|m| m.prometheus == name)?;
+/// The AWS series a Prometheus sample is also published as: none when AWS has no such
+/// series, two when AWS publishes it both with and without its dimensions.
+pub fn aws_series(name: &str, labels: &BTreeMap<String, String>) -> Vec<AwsSeries> {
+    let Some(mapping) = MAPPINGS.iter().find(|m| m.prometheus == name) else {
+        return Vec::new();
+    };
+    let Some(dimensioned) = mapped(mapping, labels) else {
+        return Vec::new();
+    };
+    let mut series = Vec::with_capacity(2);
+    if mapping.also_summed && !dimensioned.series.dimensions.is_empty() {
+        series.push(AwsSeries {
+            series: SeriesKey::new(mapping.namespace, mapping.name, BTreeMap::new()),
+            unit: mapping.unit,
+            scale: mapping.scale,
+        });
+    }
+    series.push(dimensioned);
+    series
+}
+
+/// The series of `mapping` with the sample's labels as dimensions, unless the mapping's filter
+/// excludes the sample.
+fn mapped(mapping: &Mapping, labels: &BTreeMap<String, String>) -> Option<AwsSeries> {
     if let Some((label, value)) = mapping.only
         && labels.get(label).map(String::as_str) != Some(value)
     {
@@ -207,7 +238,9 @@ mod tests {
             ("action".to_string(), "1:republish".to_string()),
         ]
         .into();
-        let aws = aws_series("fleetcore_rules_action_failed_total", &labels).expect("mapped");
+        let mut found = aws_series("fleetcore_rules_action_failed_total", &labels);
+        assert_eq!(found.len(), 1);
+        let aws = found.remove(0);
         assert_eq!(aws.series.namespace, "AWS/IoT");
         assert_eq!(aws.series.name, "Failure");
         assert_eq!(aws.series.dimensions["ActionType"], "Republish");
@@ -221,13 +254,24 @@ mod tests {
             ("outcome".to_string(), "success".to_string()),
         ]
         .into();
-        assert!(aws_series("fleetcore_archive_objects_total", &ok).is_some());
+        assert_eq!(aws_series("fleetcore_archive_objects_total", &ok).len(), 1);
         let failed: BTreeMap<String, String> = [
             ("delivery_stream".to_string(), "d".to_string()),
             ("outcome".to_string(), "failure".to_string()),
         ]
         .into();
-        assert!(aws_series("fleetcore_archive_objects_total", &failed).is_none());
-        assert!(aws_series("fleetcore_mqtt_connections", &BTreeMap::new()).is_none());
+        assert!(aws_series("fleetcore_archive_objects_total", &failed).is_empty());
+        assert!(aws_series("fleetcore_mqtt_connections", &BTreeMap::new()).is_empty());
+    }
+
+    #[test]
+    fn lambda_series_come_per_function_and_summed() {
+        let labels: BTreeMap<String, String> =
+            [("function".to_string(), "enrich".to_string())].into();
+        let found = aws_series("fleetcore_functions_invocations_total", &labels);
+        let dimensions: Vec<_> = found.iter().map(|a| &a.series.dimensions).collect();
+        assert_eq!(found.len(), 2);
+        assert!(dimensions[0].is_empty());
+        assert_eq!(dimensions[1]["FunctionName"], "enrich");
     }
 }

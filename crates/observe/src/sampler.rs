@@ -144,33 +144,32 @@ impl Sampler {
                 unit,
                 StatSet::one(value),
             ));
-            let Some(aws) = aws_names::aws_series(&sample.name, &sample.labels) else {
-                continue;
-            };
-            // A summary's sum is spread over its events (Lambda Duration: one value per
-            // invocation, so Average is the mean duration); no events, no datapoint.
-            let stats = match sample.name.strip_suffix("_sum") {
-                Some(base) if sample.cumulative => {
-                    let count_name = format!("{base}_count");
-                    let count = samples
-                        .iter()
-                        .zip(&values)
-                        .find(|(s, _)| s.name == count_name && s.labels == sample.labels)
-                        .map_or(0.0, |(_, v)| *v);
-                    if count <= 0.0 {
-                        continue;
+            for aws in aws_names::aws_series(&sample.name, &sample.labels) {
+                // A summary's sum is spread over its events (Lambda Duration: one value per
+                // invocation, so Average is the mean duration); no events, no datapoint.
+                let stats = match sample.name.strip_suffix("_sum") {
+                    Some(base) if sample.cumulative => {
+                        let count_name = format!("{base}_count");
+                        let count = samples
+                            .iter()
+                            .zip(&values)
+                            .find(|(s, _)| s.name == count_name && s.labels == sample.labels)
+                            .map_or(0.0, |(_, v)| *v);
+                        if count <= 0.0 {
+                            break;
+                        }
+                        let mean = value * aws.scale / count;
+                        StatSet {
+                            count,
+                            sum: value * aws.scale,
+                            min: mean,
+                            max: mean,
+                        }
                     }
-                    let mean = value * aws.scale / count;
-                    StatSet {
-                        count,
-                        sum: value * aws.scale,
-                        min: mean,
-                        max: mean,
-                    }
-                }
-                _ => StatSet::one(value * aws.scale),
-            };
-            points.push(point(aws.series, aws.unit, stats));
+                    _ => StatSet::one(value * aws.scale),
+                };
+                points.push(point(aws.series, aws.unit, stats));
+            }
         }
         points
     }

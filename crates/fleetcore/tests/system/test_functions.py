@@ -225,7 +225,7 @@ def handler(event, context):
     assert len(tail) <= 4096 and "REPORT RequestId" in tail
     log = (fb.data_dir / "functions" / "logs" / f"{name}.log").read_text()
     assert "bytes of output cut" in log
-    assert fb.metrics().get("fleetcore_functions_failures_total", 0) >= 3
+    assert fb.metrics().get(f'fleetcore_functions_failures_total{{function="{name}"}}', 0) >= 3
 
 
 def test_memory_size_limits_the_worker(fb, aws, uid):

@@ -195,8 +195,8 @@ def test_every_destination_of_the_reference_flowchart(broker_factory, aws, tmp_p
     except AssertionError as e:
         raise AssertionError(f"{e}; on alerts/sensor/critical: {payloads()}") from None
 
-    # CloudWatch: the streams' IncomingRecords and the functions' invocations (fleetcore keeps
-    # both as AWS's stream-less and function-less aggregates), and the processor's logs.
+    # CloudWatch: the streams' IncomingRecords (AWS's stream-less aggregate), the processor's
+    # invocations, and its logs.
     cw = aws("cloudwatch", broker=b)
 
     def metric_sum(namespace: str, name: str, dimensions: list) -> float:
@@ -207,9 +207,11 @@ def test_every_destination_of_the_reference_flowchart(broker_factory, aws, tmp_p
         return sum(p["Sum"] for p in stats["Datapoints"])
     wait_until(lambda: metric_sum("AWS/Kinesis", "IncomingRecords", []) >= 2 * len(sent), timeout=30,
                what="IncomingRecords of every raw and enriched record")
-    # fleetcore counts invocations of all functions together (AWS's function-less aggregate).
-    wait_until(lambda: metric_sum("AWS/Lambda", "Invocations", []) >= len(sent),
+    # Lambda's invocations per FunctionName (the stack's dashboard widget) and across functions.
+    processor = [{"Name": "FunctionName", "Value": "fleet-processor"}]
+    wait_until(lambda: metric_sum("AWS/Lambda", "Invocations", processor) >= len(sent),
                timeout=30, what="the processor's invocations")
+    assert metric_sum("AWS/Lambda", "Invocations", []) >= metric_sum("AWS/Lambda", "Invocations", processor)
     logs = aws("logs", broker=b)
 
     def processor_logged():

@@ -211,9 +211,6 @@ impl Pool {
                 outcome
             }
         };
-        if outcome.function_error.is_some() {
-            metrics::counter!("fleetcore_functions_failures_total").increment(1);
-        }
         if worker.alive() {
             self.idle.lock().push((worker, Instant::now()));
         }

@@ -249,9 +249,6 @@ impl WasmFunction {
         outcome.written = written;
         outcome.duration = duration;
         outcome.init = init;
-        if outcome.function_error.is_some() {
-            metrics::counter!("fleetcore_functions_failures_total").increment(1);
-        }
         outcome
     }
 
