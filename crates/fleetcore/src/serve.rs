@@ -86,6 +86,7 @@ fn create_data_dir(settings: &Settings) -> anyhow::Result<()> {
 
 /// Runs the server until SIGTERM or SIGINT.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let signals = ShutdownSignals::install()?;
     create_data_dir(&settings)?;
     let data_dir = &settings.data_dir;
     let pki = Pki::load_or_create(data_dir, &settings.server_names)
@@ -515,7 +516,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     api_state.set_ready(true);
     tracing::info!(address = %http_addr, region = %settings.region, account_id = %settings.account_id, "HTTP API (SigV4), /health and /metrics ready");
 
-    wait_for_signal().await?;
+    signals.wait().await;
     tracing::info!("shutting down");
     api_state.set_ready(false);
     broker
@@ -613,13 +614,28 @@ fn control_plane(
         )
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, caught from the start of `run`: a signal that arrives while the server
+/// is still starting (or in the instant after it reports ready) ends in the same graceful
+/// shutdown instead of the default action killing the process.
+struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> anyhow::Result<ShutdownSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(ShutdownSignals {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
     }
-    Ok(())
+
+    /// Waits for the first of them.
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
 }

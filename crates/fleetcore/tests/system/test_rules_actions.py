@@ -242,10 +242,11 @@ def test_https_connections_are_kept_alive_and_reused(rb, aws, clients, uid, endp
     for n in range(1, 21):
         pub.publish(f"pool/{uid}", json.dumps({"n": n}), qos=1)
         wait_until(lambda: len(e.deliveries("/in")) >= n, 20, what=f"delivery {n}")
-    # One connection carries them; hyper's pool may open one more when a request is checked out
-    # a moment before the previous connection is back in the pool (it then keeps both), which
-    # CI saw once in a few runs. A client without a pool would open 20.
-    assert e.connections - before <= 2, f"{e.connections - before} new TLS connections for 20 sequential messages"
+    # One connection carries them; hyper's pool opens another when a request is checked out a
+    # moment before the previous connection is back in the pool (it then keeps both). Under load
+    # that race was seen up to 3 times in 20 messages. A client without a pool opens 20, so a
+    # quarter of that still tells pooling from none.
+    assert e.connections - before <= 5, f"{e.connections - before} new TLS connections for 20 sequential messages"
     for n in range(300):
         pub.publish(f"pool/{uid}", json.dumps({"n": 100 + n}), qos=1)
     wait_until(lambda: len(e.deliveries("/in")) >= 320, 60, what="320 deliveries")
