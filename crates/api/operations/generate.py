@@ -17,6 +17,7 @@ SERVICES = {
     "iotdata": "iot-data",
     "iotanalytics": "iotanalytics",
     "iotevents": "iotevents",
+    "lambda": "lambda",
     "ioteventsdata": "iotevents-data",
     "sns": "sns",
 }

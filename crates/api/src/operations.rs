@@ -17,6 +17,7 @@ const TABLES: &[(&str, &str)] = &[
         include_str!("../operations/iotanalytics.txt"),
     ),
     ("iotevents", include_str!("../operations/iotevents.txt")),
+    ("lambda", include_str!("../operations/lambda.txt")),
     (
         "ioteventsdata",
         include_str!("../operations/ioteventsdata.txt"),
@@ -152,6 +153,18 @@ mod tests {
         assert_eq!(
             name("iotanalytics", Method::GET, "/channels"),
             Some("ListChannels")
+        );
+        assert_eq!(
+            name(
+                "lambda",
+                Method::POST,
+                "/2015-03-31/functions/f1/invocations"
+            ),
+            Some("Invoke")
+        );
+        assert_eq!(
+            name("lambda", Method::GET, "/2015-03-31/functions/f1/aliases"),
+            Some("ListAliases")
         );
         assert_eq!(name("iot", Method::GET, "/no/such/operation"), None);
         assert_eq!(name("iot", Method::DELETE, "/jobs"), None);

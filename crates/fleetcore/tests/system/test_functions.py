@@ -177,6 +177,12 @@ def test_api_errors_have_aws_shapes(fb, aws, uid):
     # not JSON
     with pytest.raises(lam.exceptions.InvalidRequestContentException):
         lam.invoke(FunctionName=name, Payload=b"{nope")
+    # an operation Lambda has and fleetcore does not build is named, 501
+    with pytest.raises(lam.exceptions.ClientError) as e:
+        lam.list_layers()
+    assert e.value.response["Error"]["Code"] == "UnknownOperationException"
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 501
+    assert "ListLayers" in e.value.response["Error"]["Message"]
 
 
 def test_handler_errors_timeouts_and_crashes_are_reported_and_the_worker_replaced(fb, aws, uid):

@@ -129,9 +129,9 @@ def test_messages_rule_actions_and_functions_are_spans(tb, receiver, aws, client
     invoked = wait_span(receiver, "function.invoke", **{"faas.invoked_name": name})
     assert_w3c_ids(invoked)
     assert invoked["status"]["code"] == 1
-    # Invoked through the API: a child of the Invoke request's span (Lambda's REST routes are
-    # not in the route tables, so its request span has the path rather than the operation).
+    # Invoked through the API: a child of the Invoke request's span, named by its operation.
     request = wait_span(receiver, "aws.request", **{
-        "rpc.service": "lambda", "url.path": f"/2015-03-31/functions/{name}/invocations"})
+        "rpc.service": "lambda", "rpc.method": "Invoke",
+        "url.path": f"/2015-03-31/functions/{name}/invocations"})
     assert invoked["traceId"] == request["traceId"]
     assert invoked["parentSpanId"] == request["spanId"]
