@@ -8,9 +8,13 @@
 # favours one of them. Prints the median delivered msg/s of each and the on/off ratio.
 # With PERF=1 the first "on" server is also profiled (`perf record -g` during its QoS 1 run) and
 # the share of its CPU samples spent in the store and the sampler is printed.
+# With PINNED=1 every server runs on CPU 0 and the load tool on CPU 1 (taskset), so the server's
+# own CPU is the bottleneck and its throughput resolves small differences (unpinned, QoS 0 fan-in
+# is bound by the load tool's own backlog and swings by tens of per cent between runs).
 #
 #   BIN=target/release/fleetcore benches/metric_store_cost.sh
 #   ROUNDS=5 DURATION=10 METRICS_RESOLUTION=60 BIN=... benches/metric_store_cost.sh
+#   PINNED=1 ROUNDS=7 DURATION=10 METRICS_RESOLUTION=60 BIN=... benches/metric_store_cost.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source benches/lib.sh
@@ -26,6 +30,9 @@ if [ -z "${BIN:-}" ]; then
   CARGO_INCREMENTAL=0 cargo build --release -p fleetcore -q
   BIN=$PWD/target/release/fleetcore
 fi
+PINNED=${PINNED:-0}
+SERVER_CPU=(); LOAD_CPU=()
+if [ "$PINNED" = 1 ]; then SERVER_CPU=(taskset -c 0); LOAD_CPU=(taskset -c 1); fi
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT INT TERM
@@ -37,10 +44,11 @@ start() { # who port -> pid
   local who=$1 port=$2 pid data
   if [ "$who" = mosquitto ]; then
     pid=$("$SHARED/tools/mosquitto-anchor.sh" "$port")
+    [ "$PINNED" = 1 ] && taskset -a -p -c 0 "$pid" >/dev/null
   else
     local sample=true; [ "$who" = off ] && sample=false
     data=$(mktemp -d /tmp/fc-mstore.XXXXXX)
-    "$BIN" serve --data-dir "$data" --mqtt "127.0.0.1:$port" --mqtts off --http "127.0.0.1:$(free_port)" \
+    "${SERVER_CPU[@]}" "$BIN" serve --data-dir "$data" --mqtt "127.0.0.1:$port" --mqtts off --http "127.0.0.1:$(free_port)" \
       --allow-anonymous --log warn --metrics-sample "$sample" \
       --metrics-resolution "$METRICS_RESOLUTION" >>"$OUT/fleetcore.log" 2>&1 &
     pid=$!
@@ -50,7 +58,7 @@ start() { # who port -> pid
   echo "$pid"
 }
 
-echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)" | tee "$OUT/load"
+echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg); pinned: $PINNED" | tee "$OUT/load"
 ORDER=(on off mosquitto)
 for round in $(seq 1 "$ROUNDS"); do
   for i in 0 1 2; do
@@ -64,7 +72,7 @@ for round in $(seq 1 "$ROUNDS"); do
         profile=$!
       fi
       before=$(cpu_ticks "$pid")
-      "$MQTTV5" bench --mode throughput --host 127.0.0.1 --port "$port" --payload-size 256 \
+      "${LOAD_CPU[@]}" "$MQTTV5" bench --mode throughput --host 127.0.0.1 --port "$port" --payload-size 256 \
         --duration "$DURATION" --publishers 10 --subscribers 1 --qos "$qos" \
         >"$OUT/q$qos.$who.$round.json" 2>>"$OUT/mqttv5.log" || true
       echo $(( $(cpu_ticks "$pid") - before )) >"$OUT/q$qos.$who.$round.cpu"
@@ -95,6 +103,7 @@ python3 - "$OUT" <<'PY'
 import glob, json, os, statistics, sys
 out = sys.argv[1]
 rates = {}
+by_round = {}  # (qos, who) -> {round: msg/s}
 cpu = {}  # server CPU microseconds per delivered message
 tick = os.sysconf("SC_CLK_TCK")
 for path in glob.glob(os.path.join(out, "q*.json")):
@@ -105,6 +114,7 @@ for path in glob.glob(os.path.join(out, "q*.json")):
     except (ValueError, KeyError, TypeError):
         continue
     rates.setdefault((q, who), []).append(r)
+    by_round.setdefault((q, who), {})[int(_)] = r
     try:
         ticks = int(open(path[:-5] + ".cpu").read())
         if results["received"]:
@@ -118,6 +128,11 @@ for q in ("q0", "q1"):
     ratio = f"{on / off:.3f}" if off else "-"
     anchor = f"{off / mq:.2f}x" if mq else "-"
     print(f"| QoS {q[1]} | {on:,.0f} | {off:,.0f} | {ratio} | {mq:,.0f} | {anchor} |")
+    on_r, off_r = by_round.get((q, "on"), {}), by_round.get((q, "off"), {})
+    paired = sorted(on_r[k] / off_r[k] for k in on_r if off_r.get(k))
+    if paired:
+        print(f"|   QoS {q[1]} on / off paired by round: median {statistics.median(paired):.3f}, "
+              f"range {paired[0]:.3f}-{paired[-1]:.3f} ({len(paired)} rounds) | | | | | |")
     print(f"<!-- {q} runs: " + "; ".join(f"{w}={sorted(rates.get((q, w), []))}" for w in ("on", "off", "mosquitto")) + " -->")
 print()
 print("| server CPU per delivered message (us, median) | store on | store off | on / off | Mosquitto |")
