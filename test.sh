@@ -7,6 +7,8 @@
 #   FLEETCORE_TEST_BROKER=mosquitto ./test.sh   run only the generic system tests, against
 #                                                Mosquitto (proves the tests themselves right)
 #   FUZZ_SECONDS=0 ./test.sh                     skip the fuzz smoke run
+#   PYTEST_WORKERS=1 ./test.sh                   system tests one at a time (default: 2 pytest-xdist
+#                                                workers, each test file on one worker)
 set -euo pipefail
 cd "$(dirname "$0")"
 root=$PWD
@@ -90,7 +92,7 @@ if ! venv_ok; then
 fi
 # botocore 1.42.50 is the last release with the iotanalytics client (gone from 1.42.51; iotevents
 # lasts until 1.43.x); boto3 1.42.50 and awscli 1.44.40 are the releases built on it.
-.venv/bin/python -m pip install -q --disable-pip-version-check 'paho-mqtt>=2,<3' pytest cryptography \
+.venv/bin/python -m pip install -q --disable-pip-version-check 'paho-mqtt>=2,<3' pytest 'pytest-xdist>=3.6,<4' cryptography \
   'botocore==1.42.50' 'boto3==1.42.50' 'awscli==1.44.40'
 # archive tests: moto_server is the S3-compatible destination (started on loopback by the tests),
 # pyarrow reads the Parquet objects, cramjam the Snappy (framing format) ones.
@@ -137,11 +139,17 @@ else
 fi
 
 # ------------------------------------------------------------------------------------------
-stage "system tests (pytest, broker: $mode)"
+pytest_workers=${PYTEST_WORKERS:-2}
+stage "system tests (pytest, broker: $mode, $pytest_workers workers)"
 export FLEETCORE_TEST_BROKER=$mode
+# The system tests mostly wait on sockets and child processes, so two workers (pytest-xdist)
+# roughly halve the stage on two cores. A test file stays on one worker (--dist loadfile): its
+# module fixtures are made once, and brokers.free_port keeps the workers' ports apart.
+xdist=()
+[ "$pytest_workers" -gt 1 ] && xdist=(-n "$pytest_workers" --dist loadfile)
 pytest_log=$(mktemp)
 set +e
-.venv/bin/python -m pytest crates/fleetcore/tests/system -q -p no:cacheprovider "$@" 2>&1 | tee "$pytest_log"
+.venv/bin/python -m pytest crates/fleetcore/tests/system -q -p no:cacheprovider "${xdist[@]}" "$@" 2>&1 | tee "$pytest_log"
 pytest_rc=${PIPESTATUS[0]}
 set -e
 pytest_counts=$(grep -E '^(=+ )?[0-9]+ (passed|failed|skipped|error)' "$pytest_log" | tail -n 1 || true)

@@ -28,6 +28,13 @@ ALL_BROKERS: list["Broker"] = []
 _handed_out: set[int] = set()
 
 
+# Under pytest-xdist each worker process hands out only the ports of its own residue class, so
+# two workers never pick the same free port in the moment between probing it and a server
+# binding it. Linux gives bind() odd ports first, so the class is taken of port / 2.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+
+
 def free_port() -> int:
     """A port nothing listens on now and that this test run has not handed out before: the
     kernel may offer a just-released port again, and two listeners of one broker on the same
@@ -36,7 +43,7 @@ def free_port() -> int:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.bind((HOST, 0))
             port = s.getsockname()[1]
-        if port not in _handed_out:
+        if (port >> 1) % _WORKERS == _WORKER and port not in _handed_out:
             _handed_out.add(port)
             return port
 
