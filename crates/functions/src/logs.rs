@@ -125,7 +125,11 @@ pub fn frame(
         report.memory_size
     );
     if let Some(init) = report.init {
-        let _ = write!(text, "\tInit Duration: {:.2} ms", init.as_secs_f64() * 1000.0);
+        let _ = write!(
+            text,
+            "\tInit Duration: {:.2} ms",
+            init.as_secs_f64() * 1000.0
+        );
     }
     text.push_str("\t\n");
     text
