@@ -113,7 +113,11 @@ impl PartitionReader {
             // stop does not wait for it (the record is read again after the restart).
             let dispatched = async {
                 for record in &records {
-                    self.dispatch(record, &mut matched, &mut handoff).await;
+                    // Outputs wait for the end of the batch, unless a rule called a function
+                    // (which may take long): then what is ready goes now.
+                    if self.dispatch(record, &mut matched, &mut handoff).await {
+                        handoff.flush().await;
+                    }
                 }
                 handoff.flush().await;
             };
@@ -206,18 +210,18 @@ impl PartitionReader {
     }
 
     /// Runs every matching rule on one record and adds its outputs to `handoff`, for the
-    /// rule's actions.
+    /// rule's actions; true if a rule's statement calls functions (`aws_lambda`).
     async fn dispatch(
         &self,
         record: &Record,
         matched: &mut Vec<Arc<RunningRule>>,
         handoff: &mut Handoff,
-    ) {
+    ) -> bool {
         let stored = match IngestRecord::decode(&record.data) {
             Ok(stored) => stored,
             Err(error) => {
                 events::undecodable(self.number, &error);
-                return;
+                return false;
             }
         };
         matched.clear();
@@ -229,8 +233,9 @@ impl PartitionReader {
                 .is_none_or(|start| start.0 <= position)
         });
         if matched.is_empty() {
-            return;
+            return false;
         }
+        let called = matched.iter().any(|r| r.rule.statement.calls_functions());
         let trace_id = TraceId::of(self.number, position);
         let received_at_ms = record
             .arrival
@@ -319,6 +324,7 @@ impl PartitionReader {
                 );
             }
         }
+        called
     }
 }
 
