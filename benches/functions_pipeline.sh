@@ -6,15 +6,19 @@
 # stream) and the WebAssembly echo (the runtime's own cost). The bench payloads are binary, so
 # every rule selects `encode(*, 'base64') AS data`: the function gets a JSON object. Anchor, same run: the same load
 # through a rule whose kinesis action writes the stream directly (the transformation in SQL, no
-# function: the limit).
+# function: the limit). Each figure comes with the server's CPU per message (user + system time
+# from /proc over the scenario, publishing included), which a shared machine disturbs less than
+# the rate.
 #
 #   benches/functions_pipeline.sh
 #   DURATION=5 PUBLISHERS=8 benches/functions_pipeline.sh
+#   SCENARIOS="sql wasm" benches/functions_pipeline.sh    # without the (slow) Python pipeline
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
 PUBLISHERS=${PUBLISHERS:-8}
 INFLIGHT=${INFLIGHT:-64}
+SCENARIOS=${SCENARIOS:-sql wasm py}
 TARGET=${CARGO_TARGET_DIR:-target}
 OUT=${OUT:-$TARGET/bench-results/functions-pipeline-$(date -u +%Y%m%dT%H%M%SZ)}
 PY=${PY:-.venv/bin/python}
@@ -30,7 +34,10 @@ FC_DATA=$(mktemp -d /tmp/fc-functions-pipeline.XXXXXX)
 MQTT=$(free_port); HTTP=$(free_port)
 "$BIN" serve --data-dir "$FC_DATA" --mqtt "127.0.0.1:$MQTT" --mqtts off --http "127.0.0.1:$HTTP" \
   --allow-anonymous --functions-python "$(realpath "$PY")" --log warn >>"$OUT/fleetcore.log" 2>&1 &
-PIDS+=("$!")
+SERVER=$!
+PIDS+=("$SERVER")
+# The server's user + system CPU seconds so far.
+cpu() { awk -v t="$(getconf CLK_TCK)" '{print ($14 + $15) / t}' "/proc/$SERVER/stat"; }
 wait_port 127.0.0.1 "$MQTT"
 wait_port 127.0.0.1 "$HTTP"
 
@@ -64,22 +71,26 @@ iot.create_topic_rule(ruleName="sql", topicRulePayload={
 PY
 
 delivered() { curl -s "http://127.0.0.1:$HTTP/metrics" | awk -v r="rule=\"$1\"" 'index($0, "fleetcore_rules_action_succeeded_total{") == 1 && index($0, r) {s += $NF} END {print s + 0}'; }
-for name in sql wasm py; do
+for name in $SCENARIOS; do
   echo "== $name" >&2
   START=$(date +%s.%N)
+  CPU0=$(cpu)
   "$BIN" bench --port "$MQTT" --duration "$DURATION" --json --client-prefix "$name" --qos 1 \
     --publishers "$PUBLISHERS" --subscribers 0 --inflight "$INFLIGHT" --size 64 \
     --topic "bench/$name/{p}" > "$OUT/$name.json"
   ACKED=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["acked"])' "$OUT/$name.json")
   for _ in $(seq 1 1200); do [ "$(delivered "$name")" -ge "$ACKED" ] && break; sleep 0.1; done
   END=$(date +%s.%N)
-  echo "{\"acked\": $ACKED, \"delivered\": $(delivered "$name"), \"seconds\": $(echo "$END - $START" | bc)}" | tee "$OUT/$name-end-to-end.json"
+  echo "{\"acked\": $ACKED, \"delivered\": $(delivered "$name"), \"seconds\": $(echo "$END - $START" | bc), \"cpu_seconds\": $(echo "$(cpu) - $CPU0" | bc)}" | tee "$OUT/$name-end-to-end.json"
 done
 "$PY" - "$OUT" <<'PY'
 import json, sys, pathlib
 out = pathlib.Path(sys.argv[1])
 for name, what in [("sql", "rule SQL -> kinesis action (anchor)"), ("wasm", "rule -> wasm lambda"),
                    ("py", "rule -> Python lambda -> stream (boto3)")]:
+    if not (out / f"{name}-end-to-end.json").exists():
+        continue
     e = json.loads((out / f"{name}-end-to-end.json").read_text())
-    print(f"{what}: {e['delivered']:,} of {e['acked']:,} in {e['seconds']:.1f} s -> {e['acked'] / e['seconds']:,.0f} msg/s")
+    print(f"{what}: {e['delivered']:,} of {e['acked']:,} in {e['seconds']:.1f} s -> {e['acked'] / e['seconds']:,.0f} msg/s, "
+          f"server CPU {e['cpu_seconds'] / max(e['acked'], 1) * 1e6:.1f} us/msg")
 PY

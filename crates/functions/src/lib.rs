@@ -18,6 +18,7 @@ mod logs;
 pub mod model;
 pub mod runtime;
 mod service;
+mod targets;
 
 pub use error::FunctionsError;
 pub use esm::Mappings;

@@ -54,11 +54,11 @@ impl FunctionLogs {
     pub fn append(&self, function: &str, text: &str) {
         let mut open = self.open.lock();
         let result = (|| -> std::io::Result<()> {
-            let path = self.path(function);
             if open
                 .get(function)
                 .is_none_or(|(_, size)| *size > ROTATE_BYTES)
             {
+                let path = self.path(function);
                 if open.remove(function).is_some() {
                     std::fs::rename(&path, self.dir.join(format!("{function}.log.1")))?;
                 }
@@ -99,31 +99,37 @@ pub fn frame(
     written: u64,
     report: &Report,
 ) -> String {
-    let mut text = format!("START RequestId: {request_id} Version: {version}\n");
+    use std::fmt::Write as _;
     let shown = &output[output.len().saturating_sub(MAX_INVOCATION_OUTPUT)..];
+    // One allocation of about the frame's size; writing to a String cannot fail.
+    let mut text = String::with_capacity(shown.len() + 3 * request_id.len() + 160);
+    let _ = writeln!(text, "START RequestId: {request_id} Version: {version}");
     let cut = written.saturating_sub(shown.len() as u64);
     if cut > 0 {
-        text.push_str(&format!(
-            "[fleetcore: {cut} bytes of output cut, the last {} follow]\n",
+        let _ = writeln!(
+            text,
+            "[fleetcore: {cut} bytes of output cut, the last {} follow]",
             shown.len()
-        ));
+        );
     }
     text.push_str(&String::from_utf8_lossy(shown));
     if !text.ends_with('\n') {
         text.push('\n');
     }
     let ms = report.duration.as_secs_f64() * 1000.0;
-    text.push_str(&format!("END RequestId: {request_id}\n"));
-    text.push_str(&format!(
+    let _ = writeln!(text, "END RequestId: {request_id}");
+    let _ = write!(
+        text,
         "REPORT RequestId: {request_id}\tDuration: {ms:.2} ms\tBilled Duration: {} ms\tMemory Size: {} MB",
         ms.ceil() as u64,
         report.memory_size
-    ));
+    );
     if let Some(init) = report.init {
-        text.push_str(&format!(
+        let _ = write!(
+            text,
             "\tInit Duration: {:.2} ms",
             init.as_secs_f64() * 1000.0
-        ));
+        );
     }
     text.push_str("\t\n");
     text

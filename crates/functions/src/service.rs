@@ -24,6 +24,7 @@ use crate::model::{
 use crate::runtime::process::{Pool, WorkerSpec};
 use crate::runtime::wasm::WasmFunction;
 use crate::runtime::{Invocation, Outcome, Runner};
+use crate::targets::{Target, TargetCache};
 
 /// The store table of function records (key: name; value: [`FunctionRecord`] as JSON).
 const TABLE: &str = "lambda_functions";
@@ -136,6 +137,8 @@ pub struct Functions {
     runtime_dir: PathBuf,
     /// Where invocation logs also go (CloudWatch Logs), once the binary wires it.
     log_sink: std::sync::OnceLock<Arc<dyn fleetcore_core::InvocationLogSink>>,
+    /// Resolved targets of the seam's callers.
+    targets: TargetCache,
 }
 
 fn new_revision() -> String {
@@ -189,6 +192,7 @@ impl Functions {
             events,
             runtime_dir,
             log_sink: std::sync::OnceLock::new(),
+            targets: TargetCache::default(),
         });
         tokio::spawn(event_queue::run(Arc::downgrade(&functions), streams));
         tokio::spawn(reap_idle_workers(Arc::downgrade(&functions)));
@@ -278,6 +282,7 @@ impl Functions {
         let name = record.latest.name.clone();
         self.records.write().insert(name.clone(), record);
         self.runners.lock().retain(|(n, _), _| n != &name);
+        self.targets.invalidate();
         Ok(())
     }
 
@@ -439,6 +444,7 @@ impl Functions {
                 self.store.apply(batch)?;
                 self.records.write().remove(name);
                 self.runners.lock().retain(|(n, _), _| n != name);
+                self.targets.invalidate();
                 self.logs.remove(name);
             }
             Some(LATEST) => {
@@ -780,41 +786,73 @@ impl Functions {
         payload: Bytes,
         client_context: Option<String>,
     ) -> Result<Invoked, FunctionsError> {
-        if payload.len() > MAX_SYNC_PAYLOAD {
-            return Err(FunctionsError::TooLarge(format!(
-                "Request must be smaller than {MAX_SYNC_PAYLOAD} bytes for the InvokeFunction operation"
-            )));
-        }
-        let (config, reserved) = {
+        check_sync_payload(&payload)?;
+        let target = self.target(reference)?;
+        self.run(&target, payload, client_context, LogFrame::Always)
+            .await
+    }
+
+    /// Resolves `reference` to the version it names, its runner and metric handles.
+    fn target(&self, reference: &FunctionRef) -> Result<Arc<Target>, FunctionsError> {
+        let not_found = || {
+            FunctionsError::function_not_found(
+                &self.arn(&reference.name, reference.qualifier.as_deref()),
+            )
+        };
+        let (generation, config, reserved) = {
             let records = self.records.read();
-            let record = records.get(&reference.name).ok_or_else(|| {
-                FunctionsError::function_not_found(
-                    &self.arn(&reference.name, reference.qualifier.as_deref()),
-                )
-            })?;
+            // Read with the records: a change after this moves the generation past it.
+            let generation = self.targets.generation();
+            let record = records.get(&reference.name).ok_or_else(not_found)?;
             let config = record
                 .resolve(reference.qualifier.as_deref())
                 .cloned()
-                .ok_or_else(|| {
-                    FunctionsError::function_not_found(
-                        &self.arn(&reference.name, reference.qualifier.as_deref()),
-                    )
-                })?;
-            (config, record.reserved_concurrency)
+                .ok_or_else(not_found)?;
+            (generation, config, record.reserved_concurrency)
         };
-        if reserved == Some(0) {
+        let runner = self.runner(&config, reserved)?;
+        let invoked_arn = self.arn(&reference.name, reference.qualifier.as_deref());
+        Ok(Arc::new(Target::new(
+            generation,
+            config,
+            reserved,
+            runner,
+            invoked_arn,
+        )))
+    }
+
+    /// The target `function` (a name or ARN, as a caller of the seam names it) resolves to,
+    /// from the cache while no function changed.
+    fn cached_target(&self, function: &str) -> Result<Arc<Target>, FunctionsError> {
+        if let Some(target) = self.targets.get(function) {
+            return Ok(target);
+        }
+        let target = self.target(&FunctionRef::parse(function, None)?)?;
+        self.targets.put(function, &target);
+        Ok(target)
+    }
+
+    /// Runs one invocation of `target`, counts it and writes its log (`LogFrame` says when).
+    async fn run(
+        &self,
+        target: &Target,
+        payload: Bytes,
+        client_context: Option<String>,
+        frame: LogFrame,
+    ) -> Result<Invoked, FunctionsError> {
+        if target.reserved == Some(0) {
             return Err(FunctionsError::TooManyRequests(
                 "Rate Exceeded. (ReservedFunctionConcurrentInvocationLimitExceeded: the function's \
                  reserved concurrency is 0)"
                     .into(),
             ));
         }
-        let runner = self.runner(&config, reserved)?;
-        let request_id = uuid::Uuid::new_v4().to_string();
+        let config = &target.config;
+        let request_id = fleetcore_api::context::new_request_id();
         let invocation = Invocation {
             request_id: request_id.clone(),
             payload,
-            invoked_arn: self.arn(&reference.name, reference.qualifier.as_deref()),
+            invoked_arn: target.invoked_arn.clone(),
             timeout: Duration::from_secs(u64::from(config.timeout)),
             client_context,
         };
@@ -829,7 +867,11 @@ impl Functions {
             otel.status_code = tracing::field::Empty,
             otel.status_message = tracing::field::Empty,
         );
-        let outcome = runner.invoke(invocation).instrument(span.clone()).await;
+        let outcome = target
+            .runner
+            .invoke(invocation)
+            .instrument(span.clone())
+            .await;
         if !span.is_disabled() {
             match &outcome {
                 Ok(o) => {
@@ -852,36 +894,36 @@ impl Functions {
         }
         drop(span);
         let outcome = outcome?;
-        let function = config.name.clone();
-        metrics::counter!("fleetcore_functions_invocations_total", "function" => function.clone())
-            .increment(1);
+        target.invocations.increment(1);
         if outcome.function_error.is_some() {
-            metrics::counter!("fleetcore_functions_failures_total", "function" => function.clone())
-                .increment(1);
-        }
-        metrics::histogram!("fleetcore_functions_invocation_seconds", "function" => function)
-            .record(outcome.duration.as_secs_f64());
-        let log = logs::frame(
-            &request_id,
-            &config.version,
-            &outcome.output,
-            outcome.written,
-            &Report {
-                duration: outcome.duration,
-                memory_size: config.memory_size,
-                init: outcome.init,
-            },
-        );
-        if outcome.function_error.is_some() {
+            target.failures.increment(1);
             tracing::info!(function = %config.name, %request_id, "invocation failed");
         }
-        self.logs.append(&config.name, &log);
-        if let Some(sink) = self.log_sink.get() {
-            sink.invocation_log(&config.name, &config.version, &log);
-        }
+        target.seconds.record(outcome.duration.as_secs_f64());
+        let quiet = outcome.written == 0 && outcome.function_error.is_none();
+        let log = if frame == LogFrame::UnlessQuiet && quiet {
+            String::new()
+        } else {
+            let log = logs::frame(
+                &request_id,
+                &config.version,
+                &outcome.output,
+                outcome.written,
+                &Report {
+                    duration: outcome.duration,
+                    memory_size: config.memory_size,
+                    init: outcome.init,
+                },
+            );
+            self.logs.append(&config.name, &log);
+            if let Some(sink) = self.log_sink.get() {
+                sink.invocation_log(&config.name, &config.version, &log);
+            }
+            log
+        };
         Ok(Invoked {
             outcome,
-            executed_version: config.version,
+            executed_version: config.version.clone(),
             log,
         })
     }
@@ -960,18 +1002,45 @@ fn check_revision(config: &VersionConfig, expected: Option<&str>) -> Result<(), 
 }
 
 impl fleetcore_core::FunctionInvoker for Functions {
+    /// Invokes through the cached target of `function`. An invocation that succeeded without
+    /// writing anything leaves no log frame (a rule invoking a quiet function at thousands of
+    /// messages per second would otherwise write three lines per message); one that wrote
+    /// something or failed is logged as Lambda logs it.
     fn invoke<'a>(
         &'a self,
         function: &'a str,
         payload: Vec<u8>,
     ) -> fleetcore_core::InvokeFuture<'a> {
         Box::pin(async move {
-            let reference = FunctionRef::parse(function, None)?;
-            let invoked = Functions::invoke(self, &reference, Bytes::from(payload), None).await?;
+            let payload = Bytes::from(payload);
+            check_sync_payload(&payload)?;
+            let target = self.cached_target(function)?;
+            let invoked = self
+                .run(&target, payload, None, LogFrame::UnlessQuiet)
+                .await?;
             Ok(fleetcore_core::InvokeOutput {
-                payload: invoked.outcome.payload.to_vec(),
+                payload: invoked.outcome.payload.into(),
                 function_error: invoked.outcome.function_error.map(str::to_string),
             })
         })
     }
+}
+
+/// When an invocation's log frame (START ... REPORT) is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LogFrame {
+    /// For every invocation (the Lambda API: the caller may ask for its tail).
+    Always,
+    /// Unless the invocation succeeded and wrote nothing.
+    UnlessQuiet,
+}
+
+/// Refuses a synchronous event larger than Lambda allows.
+fn check_sync_payload(payload: &[u8]) -> Result<(), FunctionsError> {
+    if payload.len() > MAX_SYNC_PAYLOAD {
+        return Err(FunctionsError::TooLarge(format!(
+            "Request must be smaller than {MAX_SYNC_PAYLOAD} bytes for the InvokeFunction operation"
+        )));
+    }
+    Ok(())
 }

@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use serde_json::Value;
 
 /// One message as the rules engine receives it.
@@ -90,6 +91,15 @@ impl Outcome<'_> {
             Outcome::Bytes(b) => Some(b.to_vec()),
         }
     }
+
+    /// The bytes the actions receive, as [`Outcome::to_bytes`], sharing `source` instead of
+    /// copying when the output is a part of it.
+    pub fn into_body(self, source: &Bytes) -> Option<Bytes> {
+        match self {
+            Outcome::Bytes(b) if within(source, b) => Some(source.slice_ref(b)),
+            other => other.to_bytes().map(Bytes::from),
+        }
+    }
 }
 
 /// Reads device shadows for `get_thing_shadow(thingName, [shadowName,] roleArn)`. The shadow
@@ -115,5 +125,32 @@ impl std::fmt::Debug for RuleEnv {
             .field("shadows", &self.shadows.is_some())
             .field("functions", &self.functions.is_some())
             .finish()
+    }
+}
+
+/// True when `part` lies in `source`'s memory.
+fn within(source: &Bytes, part: &[u8]) -> bool {
+    let start = source.as_ptr() as usize;
+    let at = part.as_ptr() as usize;
+    !part.is_empty() && at >= start && at + part.len() <= start + source.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_that_is_part_of_the_source_shares_it_and_others_are_copied() {
+        let source = Bytes::from_static(b"\x00\x01binary payload");
+        let shared = Outcome::Bytes(&source[2..])
+            .into_body(&source)
+            .expect("body");
+        assert_eq!(&shared[..], b"binary payload");
+        assert_eq!(shared.as_ptr(), source[2..].as_ptr(), "no copy");
+        let elsewhere = Outcome::Bytes(b"other").into_body(&source).expect("body");
+        assert_eq!(&elsewhere[..], b"other");
+        let json = Outcome::Json(Cow::Owned(serde_json::json!({"a": 1}))).into_body(&source);
+        assert_eq!(json.as_deref(), Some(&br#"{"a":1}"#[..]));
+        assert_eq!(Outcome::NoMatch.into_body(&source), None);
     }
 }

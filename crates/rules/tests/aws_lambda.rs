@@ -65,7 +65,7 @@ async fn run(sql: &str, payload: &str, env: &RuleEnv) -> Result<Option<Value>, E
     };
     let parsed = Payload::parse(payload.as_bytes());
     let out = statement
-        .evaluate_calling(&message, &parsed, env)
+        .evaluate_calling(&message, &parsed, env, &bytes::Bytes::new())
         .await?
         .map(|body| serde_json::from_slice(&body).expect("the output is JSON"));
     Ok(out)

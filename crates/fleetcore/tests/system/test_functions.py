@@ -589,6 +589,39 @@ def test_aws_lambda_failure_in_rule_sql_fires_the_error_action(fb, aws, clients,
     assert sub.matching(topic=f"never/{uid}") == [], "the action did not run"
 
 
+def test_rule_calls_follow_updates_and_deletion_of_their_function(fb, aws, clients, uid):
+    """A rule resolves its function once and keeps it (no lookup per message), yet every
+    message published after UpdateFunctionCode runs the new code, and after DeleteFunction the
+    call fails into the error action."""
+    iot, lam = aws("iot", broker=fb), aws("lambda", broker=fb)
+    name = fn_name(uid)
+    wat = (HERE / "functions" / "echo.wat").read_text()
+    fn = create(lam, name, {"echo.wat": wat}, runtime="provided.al2023", handler="echo.wat")
+    create_rule(iot, rule_name(uid),
+                f"SELECT aws_lambda('{fn['FunctionArn']}', *) AS r FROM 'follow/{uid}'",
+                [{"republish": {"roleArn": ROLE, "topic": f"followed/{uid}"}}],
+                errorAction={"republish": {"roleArn": ROLE, "topic": f"follow-errors/{uid}"}})
+    sub = clients(V5, broker=fb)
+    sub.subscribe(f"followed/{uid}", qos=1)
+    sub.subscribe(f"follow-errors/{uid}", qos=1)
+    dev = clients(V5, broker=fb)
+    dev.publish(f"follow/{uid}", b'{"n":1}', qos=1)
+    msg = sub.wait_message(timeout=60, topic=f"followed/{uid}")
+    assert json.loads(msg.payload) == {"r": {"wasm": {"n": 1}}}
+    # the same module answering under another key (same length, so the offsets hold)
+    lam.update_function_code(FunctionName=name, ZipFile=package(
+        {"echo.wat": wat.replace('"{\\"wasm\\":"', '"{\\"wat2\\":"')}))
+    dev.publish(f"follow/{uid}", b'{"n":2}', qos=1)
+    wait_until(lambda: len(sub.matching(topic=f"followed/{uid}")) >= 2, timeout=60)
+    assert json.loads(sub.matching(topic=f"followed/{uid}")[1].payload) == {"r": {"wat2": {"n": 2}}}
+    lam.delete_function(FunctionName=name)
+    dev.publish(f"follow/{uid}", b'{"n":3}', qos=1)
+    report = json.loads(sub.wait_message(timeout=60, topic=f"follow-errors/{uid}").payload)
+    assert report["failures"][0]["failedAction"] == "aws_lambda"
+    assert "not found" in report["failures"][0]["errorMessage"].lower()
+    assert len(sub.matching(topic=f"followed/{uid}")) == 2
+
+
 # ---------------------------------------------------------------------------------------------
 # durable Event invocations
 

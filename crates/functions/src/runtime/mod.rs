@@ -127,10 +127,24 @@ impl Runner {
             Runner::Process(pool) => pool.invoke(invocation).await,
             Runner::Wasm(function) => {
                 let _permit = function.concurrency().permit().await?;
-                let function = Arc::clone(function);
-                tokio::task::spawn_blocking(move || function.invoke(&invocation))
-                    .await
-                    .map_err(|e| FunctionsError::Io(format!("the wasm invocation failed: {e}")))
+                // Most calls end within the inline fuel, with no hop to another thread; one
+                // that needs more continues where blocking does not stall the broker.
+                let blocking = |work: Box<dyn FnOnce() -> Outcome + Send>| async move {
+                    tokio::task::spawn_blocking(work)
+                        .await
+                        .map_err(|e| FunctionsError::Io(format!("the wasm invocation failed: {e}")))
+                };
+                match function.start(&invocation, wasm::INLINE_FUEL) {
+                    wasm::Started::Done(outcome) => Ok(outcome),
+                    wasm::Started::Paused(paused) => {
+                        let function = Arc::clone(function);
+                        blocking(Box::new(move || function.finish(paused))).await
+                    }
+                    wasm::Started::NotStarted => {
+                        let function = Arc::clone(function);
+                        blocking(Box::new(move || function.invoke(&invocation))).await
+                    }
+                }
             }
         }
     }

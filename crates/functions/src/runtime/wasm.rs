@@ -55,7 +55,7 @@ use parking_lot::Mutex;
 use serde_json::json;
 use wasmi::{
     Caller, Config, Engine, Extern, Linker, Memory, Module, Store, StoreLimits, StoreLimitsBuilder,
-    TypedFunc, TypedResumableCall,
+    TypedFunc, TypedResumableCall, TypedResumableCallOutOfFuel,
 };
 
 use super::{Concurrency, Invocation, Outcome};
@@ -63,6 +63,10 @@ use crate::logs::MAX_INVOCATION_OUTPUT;
 
 /// Fuel units between two checks of the deadline (a few milliseconds of interpretation).
 pub const FUEL_SLICE: u64 = 2_000_000;
+
+/// Fuel an invocation may use on the async worker that started it (a few tens of
+/// microseconds of interpretation) before it continues on a thread that may block.
+pub const INLINE_FUEL: u64 = 50_000;
 
 /// How a run ended without a result.
 enum RunError {
@@ -197,8 +201,26 @@ impl WasmFunction {
         drop(stale);
     }
 
-    /// Runs one invocation on an idle instance, or a new one (a cold start).
+    /// Runs one invocation to its end on an idle instance, or a new one (a cold start),
+    /// on the calling thread (which it may occupy until the timeout).
     pub fn invoke(&self, invocation: &Invocation) -> Outcome {
+        match self.start(invocation, FUEL_SLICE) {
+            Started::Done(outcome) => outcome,
+            Started::Paused(paused) => self.finish(paused),
+            // Only a start with less than a slice of fuel ends here.
+            Started::NotStarted => failure_outcome(
+                invocation,
+                RunError::Wasm(wasmi::Error::new("the event's allocation ran out of fuel")),
+            ),
+        }
+    }
+
+    /// Runs `invocation` for at most `fuel` units on the calling thread (an async worker:
+    /// keep it small): most invocations end within it. One that needs more comes back
+    /// [`Started::Paused`] (continue it with [`WasmFunction::finish`], on a thread that may
+    /// block), or [`Started::NotStarted`] when even its event's allocation did not fit (run it
+    /// with [`WasmFunction::invoke`] there).
+    pub fn start(&self, invocation: &Invocation, fuel: u64) -> Started {
         let queued = Instant::now();
         let warm = self.idle.lock().pop();
         let (mut sandbox, init) = match warm {
@@ -208,12 +230,70 @@ impl WasmFunction {
                 Err(error) => {
                     let mut outcome = failure_outcome(invocation, RunError::Wasm(error));
                     outcome.duration = queued.elapsed();
-                    return outcome;
+                    return Started::Done(outcome);
                 }
             },
         };
         let started = Instant::now();
-        let result = sandbox.run(&invocation.payload, started + invocation.timeout);
+        let deadline = started + invocation.timeout;
+        match sandbox.begin(&invocation.payload, fuel) {
+            // The instance may be half-way through `alloc`: it is dropped.
+            Err(_) if fuel < FUEL_SLICE => Started::NotStarted,
+            Err(error) => {
+                Started::Done(self.conclude(sandbox, Err(error), invocation, init, started))
+            }
+            Ok(Begun::Finished(packed, event)) => {
+                let result = sandbox.end(packed, event, fuel);
+                Started::Done(self.conclude(sandbox, result, invocation, init, started))
+            }
+            Ok(Begun::OutOfFuel(call, event)) => Started::Paused(Box::new(Paused {
+                sandbox,
+                call,
+                event,
+                request_id: invocation.request_id.clone(),
+                timeout: invocation.timeout,
+                init,
+                started,
+                deadline,
+            })),
+        }
+    }
+
+    /// Runs a paused invocation to its end (result, error or timeout) on the calling thread.
+    pub fn finish(&self, paused: Box<Paused>) -> Outcome {
+        let Paused {
+            mut sandbox,
+            call,
+            event,
+            request_id,
+            timeout,
+            init,
+            started,
+            deadline,
+        } = *paused;
+        let result = sandbox
+            .resume(call, deadline)
+            .and_then(|packed| sandbox.end(packed, event, FUEL_SLICE));
+        let invocation = Invocation {
+            request_id,
+            payload: Bytes::new(),
+            invoked_arn: String::new(),
+            timeout,
+            client_context: None,
+        };
+        self.conclude(sandbox, result, &invocation, init, started)
+    }
+
+    /// The outcome of a run that ended; the instance goes back to the idle ones if it may
+    /// serve another call.
+    fn conclude(
+        &self,
+        mut sandbox: Sandbox,
+        result: Result<(Vec<u8>, bool), RunError>,
+        invocation: &Invocation,
+        init: Option<Duration>,
+        started: Instant,
+    ) -> Outcome {
         let duration = started.elapsed();
         let state = sandbox.store.data_mut();
         let failure = state.failure.take();
@@ -309,37 +389,63 @@ fn failure_outcome(invocation: &Invocation, error: RunError) -> Outcome {
 }
 
 impl Sandbox {
-    /// Runs `handle` on `event`; the result, and whether the instance may serve another call
-    /// (its memory given back through `dealloc`).
-    fn run(&mut self, event: &[u8], deadline: Instant) -> Result<(Vec<u8>, bool), RunError> {
+    /// Writes `event` into room from `alloc` and starts `handle` on it with `fuel` units; each
+    /// step gets `fuel`.
+    fn begin(&mut self, event: &[u8], fuel: u64) -> Result<Begun, RunError> {
         let store = &mut self.store;
         let len = i32::try_from(event.len()).map_err(|_| wasmi::Error::new("event too large"))?;
-        store.set_fuel(FUEL_SLICE)?;
+        store.set_fuel(fuel)?;
         let ptr = self.alloc.call(&mut *store, len)?;
         self.memory
             .write(&mut *store, ptr as u32 as usize, event)
             .map_err(|e| {
                 wasmi::Error::new(format!("alloc returned room outside the memory: {e}"))
             })?;
-        store.set_fuel(FUEL_SLICE)?;
-        let mut call = self.handle.call_resumable(&mut *store, (ptr, len))?;
-        let packed = loop {
-            match call {
-                TypedResumableCall::Finished(packed) => break packed as u64,
-                TypedResumableCall::OutOfFuel(paused) => {
-                    if Instant::now() >= deadline {
-                        return Err(RunError::Timeout);
-                    }
-                    store.set_fuel(FUEL_SLICE)?;
-                    call = paused.resume(&mut *store)?;
-                }
+        store.set_fuel(fuel)?;
+        match self.handle.call_resumable(&mut *store, (ptr, len))? {
+            TypedResumableCall::Finished(packed) => Ok(Begun::Finished(packed, (ptr, len))),
+            TypedResumableCall::OutOfFuel(paused) => Ok(Begun::OutOfFuel(paused, (ptr, len))),
+            TypedResumableCall::HostTrap(trap) => Err(RunError::Wasm(wasmi::Error::new(
+                trap.host_error().to_string(),
+            ))),
+        }
+    }
+
+    /// Continues `handle` slice by slice until it returns or `deadline` passes.
+    fn resume(
+        &mut self,
+        mut call: TypedResumableCallOutOfFuel<i64>,
+        deadline: Instant,
+    ) -> Result<i64, RunError> {
+        let store = &mut self.store;
+        loop {
+            if Instant::now() >= deadline {
+                return Err(RunError::Timeout);
+            }
+            store.set_fuel(FUEL_SLICE)?;
+            match call.resume(&mut *store)? {
+                TypedResumableCall::Finished(packed) => return Ok(packed),
+                TypedResumableCall::OutOfFuel(paused) => call = paused,
                 TypedResumableCall::HostTrap(trap) => {
                     return Err(RunError::Wasm(wasmi::Error::new(
                         trap.host_error().to_string(),
                     )));
                 }
             }
-        };
+        }
+    }
+
+    /// Reads the result `handle` returned (`packed`) and gives back its room and the event's
+    /// (`dealloc`, with `fuel` units each); the result, and whether the instance may serve
+    /// another call.
+    fn end(
+        &mut self,
+        packed: i64,
+        event: (i32, i32),
+        fuel: u64,
+    ) -> Result<(Vec<u8>, bool), RunError> {
+        let store = &mut self.store;
+        let packed = packed as u64;
         let (out_ptr, out_len) = ((packed >> 32) as u32, (packed & 0xffff_ffff) as u32);
         if out_len as usize > super::MAX_RESPONSE_BYTES {
             return Err(RunError::Wasm(wasmi::Error::new(format!(
@@ -357,19 +463,49 @@ impl Sandbox {
                     "handle returned a result outside the memory",
                 ))
             })?;
+        // A dealloc that fails (or runs out of fuel) only costs the instance its reuse.
         let freed = match self.dealloc {
             Some(dealloc) => {
-                store.set_fuel(FUEL_SLICE).is_ok()
+                store.set_fuel(fuel).is_ok()
                     && dealloc
                         .call(&mut *store, (out_ptr as i32, out_len as i32))
                         .is_ok()
-                    && store.set_fuel(FUEL_SLICE).is_ok()
-                    && dealloc.call(&mut *store, (ptr, len)).is_ok()
+                    && store.set_fuel(fuel).is_ok()
+                    && dealloc.call(&mut *store, event).is_ok()
             }
             None => false,
         };
         Ok((result, freed))
     }
+}
+
+/// How [`Sandbox::begin`] left `handle`: returned, or out of fuel; with the event's room.
+enum Begun {
+    Finished(i64, (i32, i32)),
+    OutOfFuel(TypedResumableCallOutOfFuel<i64>, (i32, i32)),
+}
+
+/// How [`WasmFunction::start`] left an invocation.
+pub enum Started {
+    /// It ended.
+    Done(Outcome),
+    /// `handle` used up its first fuel: continue it with [`WasmFunction::finish`].
+    Paused(Box<Paused>),
+    /// Its event's allocation used up the fuel: nothing ran that counts (the instance was
+    /// dropped); run it with [`WasmFunction::invoke`].
+    NotStarted,
+}
+
+/// An invocation whose `handle` is paused for lack of fuel, with its instance.
+pub struct Paused {
+    sandbox: Sandbox,
+    call: TypedResumableCallOutOfFuel<i64>,
+    event: (i32, i32),
+    request_id: String,
+    timeout: Duration,
+    init: Option<Duration>,
+    started: Instant,
+    deadline: Instant,
 }
 
 #[cfg(test)]
@@ -528,5 +664,63 @@ mod tests {
         assert_eq!(count(&call(&f, "{}")), 2);
         f.reap(Duration::ZERO);
         assert_eq!(count(&call(&f, "{}")), 1);
+    }
+
+    fn invocation(event: &str) -> Invocation {
+        Invocation {
+            request_id: "r".into(),
+            payload: Bytes::from(event.to_string()),
+            invoked_arn: "arn".into(),
+            timeout: Duration::from_secs(10),
+            client_context: None,
+        }
+    }
+
+    /// Counts down from 200,000 before it answers the event (several times the inline fuel).
+    const SLOW: &str = r#"
+    (module
+      (memory (export "memory") 1)
+      (func (export "alloc") (param $len i32) (result i32) (i32.const 1024))
+      (func (export "handle") (param $ptr i32) (param $len i32) (result i64)
+        (local $n i32)
+        (local.set $n (i32.const 200000))
+        (loop $spin
+          (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+          (br_if $spin (local.get $n)))
+        (i64.or (i64.shl (i64.extend_i32_u (local.get $ptr)) (i64.const 32))
+                (i64.extend_i32_u (local.get $len)))))
+    "#;
+
+    #[test]
+    fn a_call_that_outgrows_the_inline_fuel_continues_where_it_stopped() {
+        let (_dir, echo) = function();
+        let Started::Done(quick) = echo.start(&invocation(r#"{"a":1}"#), INLINE_FUEL) else {
+            panic!("a short call ends inline");
+        };
+        assert_eq!(&quick.payload[..], br#"{"a":1}"#);
+        assert_eq!(quick.output, b"hi");
+        // The rest of a long call runs in `finish`, with the result of a call run in one go.
+        let (_dir, slow) = counter(SLOW);
+        let Started::Paused(paused) = slow.start(&invocation(r#"{"b":2}"#), INLINE_FUEL) else {
+            panic!("200,000 iterations do not fit in the inline fuel");
+        };
+        let finished = slow.finish(paused);
+        assert_eq!(finished.function_error, None);
+        assert_eq!(&finished.payload[..], br#"{"b":2}"#);
+        // A paused call still times out.
+        let Started::Paused(mut looping) = echo.start(&invocation("L"), INLINE_FUEL) else {
+            panic!("an endless loop pauses");
+        };
+        looping.deadline = Instant::now();
+        let timed_out = echo.finish(looping);
+        assert!(String::from_utf8_lossy(&timed_out.payload).contains("Task timed out"));
+    }
+
+    #[test]
+    fn an_allocation_that_outgrows_the_inline_fuel_is_not_started() {
+        let (_dir, f) = counter(COUNTER);
+        assert!(matches!(f.start(&invocation("{}"), 1), Started::NotStarted));
+        // Nothing counted: the instance that started `alloc` was dropped.
+        assert_eq!(count(&f.invoke(&invocation("{}"))), 1);
     }
 }

@@ -49,7 +49,7 @@ fn random_key() -> String {
             .map_or(0, |d| d.as_nanos());
         bytes = now.to_le_bytes();
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    fleetcore_core::sigv4::hex(&bytes)
 }
 
 #[async_trait]
@@ -71,7 +71,11 @@ impl Action for Kinesis {
         let mut records = Vec::new();
         for item in items {
             let key = match item.params.first() {
-                Some(key) if !key.is_empty() => key.chars().take(256).collect(),
+                // At most 256 characters, as Kinesis allows.
+                Some(key) if !key.is_empty() => match key.char_indices().nth(256) {
+                    Some((cut, _)) => key[..cut].to_string(),
+                    None => key.clone(),
+                },
                 Some(_) => {
                     outcomes.push(Err("the partition key template expanded to nothing".into()));
                     continue;
@@ -85,18 +89,28 @@ impl Action for Kinesis {
                 data: item.body.clone(),
             });
         }
-        let mut results = Vec::new();
-        for chunk in records.chunks(fleetcore_stream::MAX_PUT_RECORDS) {
+        let mut results = Vec::with_capacity(records.len());
+        // Moved into the store one put's worth at a time (no copy of the records).
+        let mut records = records.into_iter().peekable();
+        while records.peek().is_some() {
+            let chunk: Vec<NewRecord> = records
+                .by_ref()
+                .take(fleetcore_stream::MAX_PUT_RECORDS)
+                .collect();
+            let count = chunk.len();
             match self
                 .streams
-                .put_records(&self.spec.stream_name, chunk.to_vec())
+                .put_records(&self.spec.stream_name, chunk)
                 .await
             {
                 Ok(put) => results.extend(
                     put.into_iter()
                         .map(|r| r.map(|_| ()).map_err(|f| format!("{f:?}"))),
                 ),
-                Err(e) => results.extend(chunk.iter().map(|_| Err(e.to_string()))),
+                Err(e) => {
+                    let error = e.to_string();
+                    results.extend((0..count).map(|_| Err(error.clone())));
+                }
             }
         }
         let mut results = results.into_iter();

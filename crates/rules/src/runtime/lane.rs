@@ -25,33 +25,58 @@ use tracing::Instrument;
 use super::RuntimeConfig;
 use super::events::ActionEvents;
 use super::progress::Progress;
+use super::trace_id::TraceId;
 use crate::actions::{Action, Prepared};
+use crate::ingest::IngestRecord;
 
-/// The message a rule output came from, with what the error payload needs; shared by the
-/// rule's actions.
+/// The message a rule output came from, with what the error payload needs: the ingest record
+/// itself (a reference count, no copy), decoded again only when an error action fires.
+#[derive(Clone)]
 pub(crate) struct Origin {
     pub rule: Arc<str>,
-    pub topic: Box<str>,
-    pub client_id: Option<Box<str>>,
-    pub trace_id: String,
-    pub payload: Bytes,
-    /// The error action's templates, expanded for this message.
-    pub error_params: Vec<String>,
+    /// The ingest partition and position of the record.
+    pub partition: usize,
+    pub position: u128,
+    /// The record as the ingest log stores it.
+    pub record: Bytes,
+    /// The error action's templates, expanded for this message (`None` without one).
+    pub error_params: Option<Arc<[String]>>,
+}
+
+impl Origin {
+    /// AWS's error payload for this message, which `failed_action` (on `failed_resource`) gave
+    /// up on with `error`.
+    fn error_report(&self, failed_action: &str, failed_resource: &str, error: &str) -> String {
+        let stored = IngestRecord::decode(&self.record).ok();
+        let trace_id = TraceId::of(self.partition, self.position);
+        json!({
+            "ruleName": &*self.rule,
+            "topic": stored.as_ref().map_or("", |s| &*s.topic),
+            "cloudwatchTraceId": trace_id.as_str(),
+            "traceId": trace_id.as_str(),
+            "clientId": stored.as_ref().and_then(|s| s.client_id.as_deref()).unwrap_or("n/a"),
+            "base64OriginalPayload": base64::engine::general_purpose::STANDARD
+                .encode(stored.as_ref().map_or(&[][..], |s| &*s.payload)),
+            "failures": [{
+                "failedAction": failed_action,
+                "failedResource": failed_resource,
+                "errorMessage": error,
+            }],
+        })
+        .to_string()
+    }
 }
 
 /// One rule output waiting for an action.
 pub(crate) struct Pending {
-    /// The ingest partition and position of the record it came from.
-    pub partition: usize,
-    pub position: u128,
     pub item: Prepared,
-    pub origin: Arc<Origin>,
+    pub origin: Origin,
 }
 
 /// Messages taken from the queue for one `deliver` call, with where each came from.
 struct Batch {
     items: Vec<Prepared>,
-    sources: Vec<(usize, u128, Arc<Origin>)>,
+    sources: Vec<Origin>,
 }
 
 struct Queue {
@@ -104,41 +129,41 @@ impl ActionLane {
         &*self.action
     }
 
-    /// Queues `pending`, waiting for room while the queue is full; starts the drain task if
-    /// none runs.
-    pub(crate) async fn push(self: &Arc<Self>, pending: Pending) {
-        let Some(pending) = self.try_push(pending) else {
-            return;
-        };
-        // Full: wait for room (registered before the re-check, so no wake-up is missed).
-        let mut pending = Some(pending);
-        while let Some(p) = pending.take() {
+    /// Queues every message of `batch` in order (emptying it), waiting for room while the
+    /// queue is full; starts the drain task if none runs. One lock and at most one wake-up of
+    /// the drain task per call, however many messages it queues.
+    pub(crate) async fn push_all(self: &Arc<Self>, batch: &mut VecDeque<Pending>) {
+        loop {
+            // Registered before the attempt, so room made right after it is not missed.
             let notified = self.space.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            pending = self.try_push(p);
-            if pending.is_some() {
-                notified.await;
+            self.try_push(batch);
+            if batch.is_empty() {
+                return;
             }
+            notified.await;
         }
     }
 
-    /// Queues `pending` if there is room (starting the drain task if none runs); gives it back
-    /// when the queue is full.
-    fn try_push(self: &Arc<Self>, pending: Pending) -> Option<Pending> {
+    /// Queues as many messages of `batch` as there is room for, from its front (starting the
+    /// drain task if none runs, waking it if one does).
+    fn try_push(self: &Arc<Self>, batch: &mut VecDeque<Pending>) {
         let mut queue = self.queue.lock();
-        if queue.items.len() >= self.config.lane_capacity {
-            return Some(pending);
+        let room = self.config.lane_capacity.saturating_sub(queue.items.len());
+        let take = room.min(batch.len());
+        if take == 0 {
+            return;
         }
-        queue.items.push_back(pending);
+        queue.items.extend(batch.drain(..take));
         if queue.draining {
             drop(queue);
             self.arrived.notify_one();
         } else {
             queue.draining = true;
+            drop(queue);
             tokio::spawn(Arc::clone(self).drain());
         }
-        None
     }
 
     /// Keeps up to the action's window of [`Action::deliver`] calls running until the queue is
@@ -194,9 +219,7 @@ impl ActionLane {
         };
         for pending in queue.items.drain(..take) {
             batch.items.push(pending.item);
-            batch
-                .sources
-                .push((pending.partition, pending.position, pending.origin));
+            batch.sources.push(pending.origin);
         }
         Some(batch)
     }
@@ -241,7 +264,7 @@ impl ActionLane {
         }
         drop(span);
         let mut delivered = 0;
-        for ((outcome, item), (_, _, origin)) in outcomes.into_iter().zip(&items).zip(&sources) {
+        for ((outcome, item), origin) in outcomes.into_iter().zip(&items).zip(&sources) {
             match outcome {
                 Ok(()) => delivered += 1,
                 Err(error) => {
@@ -251,15 +274,20 @@ impl ActionLane {
             }
         }
         self.events.succeeded(delivered);
-        if let [(partition, position, _)] = sources.as_slice() {
-            if let Some(progress) = self.progress.get(*partition) {
-                progress.done([*position]);
+        if let [origin] = sources.as_slice() {
+            if let Some(progress) = self.progress.get(origin.partition) {
+                progress.done([origin.position]);
             }
             return;
         }
         for (partition, progress) in self.progress.iter().enumerate() {
-            if sources.iter().any(|s| s.0 == partition) {
-                progress.done(sources.iter().filter(|s| s.0 == partition).map(|s| s.1));
+            if sources.iter().any(|s| s.partition == partition) {
+                progress.done(
+                    sources
+                        .iter()
+                        .filter(|s| s.partition == partition)
+                        .map(|s| s.position),
+                );
             }
         }
     }
@@ -298,22 +326,13 @@ pub(crate) async fn fire_error_action(
     failed_resource: &str,
     error: &str,
 ) -> Result<(), String> {
-    let report = json!({
-        "ruleName": &*origin.rule,
-        "topic": &*origin.topic,
-        "cloudwatchTraceId": origin.trace_id,
-        "traceId": origin.trace_id,
-        "clientId": origin.client_id.as_deref().unwrap_or("n/a"),
-        "base64OriginalPayload": base64::engine::general_purpose::STANDARD.encode(&origin.payload),
-        "failures": [{
-            "failedAction": failed_action,
-            "failedResource": failed_resource,
-            "errorMessage": error,
-        }],
-    });
     let report = [Prepared {
-        body: Bytes::from(report.to_string()),
-        params: origin.error_params.clone(),
+        body: Bytes::from(origin.error_report(failed_action, failed_resource, error)),
+        params: origin
+            .error_params
+            .as_deref()
+            .map(<[String]>::to_vec)
+            .unwrap_or_default(),
     }];
     deliver(error_action, &report, config, None)
         .await
@@ -329,28 +348,33 @@ async fn deliver(
     config: &RuntimeConfig,
     events: Option<&ActionEvents>,
 ) -> Vec<Result<(), String>> {
-    let mut outcomes: Vec<Result<(), String>> = vec![Err("not attempted".into()); items.len()];
-    let mut pending: Vec<usize> = (0..items.len()).collect();
+    // The first attempt's answers are the outcomes (no placeholder per message); later
+    // attempts replace those of the messages that failed.
+    let mut outcomes: Vec<Result<(), String>> = Vec::new();
+    let mut pending: Vec<usize> = Vec::new();
     let mut backoff = config.initial_backoff;
     for attempt in 1..=config.max_attempts.max(1) {
         let started = Instant::now();
-        let results = if pending.len() == items.len() {
-            action.deliver(items).await
+        if attempt == 1 {
+            outcomes = action.deliver(items).await;
+            outcomes.truncate(items.len());
+            outcomes.resize_with(items.len(), || Err("the action gave no outcome".into()));
+            pending = (0..items.len()).filter(|&i| outcomes[i].is_err()).collect();
         } else {
             let batch: Vec<Prepared> = pending.iter().map(|&i| items[i].clone()).collect();
-            action.deliver(&batch).await
-        };
+            let results = action.deliver(&batch).await;
+            let mut still = Vec::new();
+            for (&i, result) in pending.iter().zip(results) {
+                if result.is_err() {
+                    still.push(i);
+                }
+                outcomes[i] = result;
+            }
+            pending = still;
+        }
         if let Some(events) = events {
             events.attempt(started.elapsed());
         }
-        let mut still = Vec::new();
-        for (&i, result) in pending.iter().zip(results) {
-            if result.is_err() {
-                still.push(i);
-            }
-            outcomes[i] = result;
-        }
-        pending = still;
         if pending.is_empty() || attempt == config.max_attempts {
             break;
         }
@@ -438,20 +462,17 @@ mod tests {
 
     fn pending(position: u128) -> Pending {
         Pending {
-            partition: 0,
-            position,
             item: Prepared {
                 body: Bytes::from(position.to_string()),
                 params: Vec::new(),
             },
-            origin: Arc::new(Origin {
+            origin: Origin {
                 rule: "r".into(),
-                topic: "t".into(),
-                client_id: None,
-                trace_id: String::new(),
-                payload: Bytes::new(),
-                error_params: Vec::new(),
-            }),
+                partition: 0,
+                position,
+                record: Bytes::new(),
+                error_params: None,
+            },
         }
     }
 
@@ -478,7 +499,8 @@ mod tests {
         ));
         for position in 0..6 {
             progress.hold(position, 1);
-            lane.push(pending(position)).await;
+            lane.push_all(&mut VecDeque::from([pending(position)]))
+                .await;
         }
         progress.advance(Position(6));
         // Four calls at once, not one batch after another.

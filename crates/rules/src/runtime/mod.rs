@@ -22,6 +22,7 @@ mod index;
 mod lane;
 mod progress;
 mod reader;
+mod trace_id;
 
 use std::sync::Arc;
 use std::time::Duration;

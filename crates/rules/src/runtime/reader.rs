@@ -3,10 +3,10 @@
 //! queues the output on every action of the rule. It checkpoints the partition's committed
 //! position (see [`Progress`]) in the partition's store under the consumer group [`GROUP`].
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use bytes::Bytes;
 use fleetcore_stream::{Position, ReadBatch, Record, StartingPosition, StreamError};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -14,8 +14,9 @@ use tokio::time::Instant;
 use super::RuntimeConfig;
 use super::events;
 use super::index::{RuleIndex, RunningRule};
-use super::lane::{Origin, Pending, fire_error_action};
+use super::lane::{ActionLane, Origin, Pending, fire_error_action};
 use super::progress::Progress;
+use super::trace_id::TraceId;
 use crate::actions::{Action, Prepared};
 use crate::ingest::{INGEST_STREAM, IngestPartition, IngestRecord};
 use crate::ingest_tail::TailRead;
@@ -47,20 +48,6 @@ pub(crate) struct PartitionReader {
     pub progress: Arc<Progress>,
     pub env: RuleEnv,
     pub config: Arc<RuntimeConfig>,
-}
-
-/// The trace id of an ingested message: its partition and sequence number in the ingest log,
-/// shaped as a UUID, so it is unique and the same on every delivery attempt.
-fn trace_id(partition: usize, record: &Record) -> String {
-    let n = record.sequence.0;
-    format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        ((n >> 96) as u32) ^ ((partition as u32) << 24),
-        (n >> 80) as u16,
-        (n >> 64) as u16,
-        (n >> 48) as u16,
-        n as u64 & 0xffff_ffff_ffff
-    )
 }
 
 impl PartitionReader {
@@ -96,6 +83,7 @@ impl PartitionReader {
         let mut checkpointed = Checkpointed::default();
         let mut last_checkpoint = Instant::now();
         let mut matched = Vec::new();
+        let mut handoff = Handoff::default();
         loop {
             if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
                 self.checkpoint(&mut checkpointed).await;
@@ -125,8 +113,13 @@ impl PartitionReader {
             // stop does not wait for it (the record is read again after the restart).
             let dispatched = async {
                 for record in &records {
-                    self.dispatch(record, &mut matched).await;
+                    // Outputs wait for the end of the batch, unless a rule called a function
+                    // (which may take long): then what is ready goes now.
+                    if self.dispatch(record, &mut matched, &mut handoff).await {
+                        handoff.flush().await;
+                    }
                 }
+                handoff.flush().await;
             };
             tokio::select! {
                 biased;
@@ -216,13 +209,19 @@ impl PartitionReader {
         }
     }
 
-    /// Runs every matching rule on one record and queues its outputs on the rule's actions.
-    async fn dispatch(&self, record: &Record, matched: &mut Vec<Arc<RunningRule>>) {
+    /// Runs every matching rule on one record and adds its outputs to `handoff`, for the
+    /// rule's actions; true if a rule's statement calls functions (`aws_lambda`).
+    async fn dispatch(
+        &self,
+        record: &Record,
+        matched: &mut Vec<Arc<RunningRule>>,
+        handoff: &mut Handoff,
+    ) -> bool {
         let stored = match IngestRecord::decode(&record.data) {
             Ok(stored) => stored,
             Err(error) => {
                 events::undecodable(self.number, &error);
-                return;
+                return false;
             }
         };
         matched.clear();
@@ -234,9 +233,10 @@ impl PartitionReader {
                 .is_none_or(|start| start.0 <= position)
         });
         if matched.is_empty() {
-            return;
+            return false;
         }
-        let trace_id = trace_id(self.number, record);
+        let called = matched.iter().any(|r| r.rule.statement.calls_functions());
+        let trace_id = TraceId::of(self.number, position);
         let received_at_ms = record
             .arrival
             .duration_since(UNIX_EPOCH)
@@ -248,7 +248,7 @@ impl PartitionReader {
             payload: &stored.payload,
             received_at_ms,
             properties: MqttProperties {
-                trace_id: Some(&trace_id),
+                trace_id: Some(trace_id.as_str()),
                 user_properties: &stored.user_properties,
                 content_type: stored.content_type.as_deref(),
                 payload_format_utf8: stored.payload_format_indicator.map(|f| f == 1),
@@ -257,11 +257,6 @@ impl PartitionReader {
             },
         };
         let payload = Payload::parse(&stored.payload);
-        // The original payload without a copy when it is a slice of the record.
-        let original = match &stored.payload {
-            std::borrow::Cow::Borrowed(slice) => record.data.slice_ref(slice),
-            std::borrow::Cow::Owned(bytes) => Bytes::copy_from_slice(bytes),
-        };
         let expand = |action: &dyn Action| -> Vec<String> {
             action
                 .templates()
@@ -269,15 +264,12 @@ impl PartitionReader {
                 .map(|t| t.expand(&message, &payload, &self.env))
                 .collect()
         };
-        let origin_of = |rule: &RunningRule| {
-            Arc::new(Origin {
-                rule: Arc::clone(&rule.name),
-                topic: stored.topic.as_ref().into(),
-                client_id: stored.client_id.as_deref().map(Into::into),
-                trace_id: trace_id.clone(),
-                payload: original.clone(),
-                error_params: rule.error_action.as_deref().map(expand).unwrap_or_default(),
-            })
+        let origin_of = |rule: &RunningRule| Origin {
+            rule: Arc::clone(&rule.name),
+            partition: self.number,
+            position,
+            record: record.data.clone(),
+            error_params: rule.error_action.as_deref().map(|a| expand(a).into()),
         };
         for rule in matched.drain(..) {
             rule.events.matched();
@@ -285,7 +277,7 @@ impl PartitionReader {
             let body = match rule
                 .rule
                 .statement
-                .evaluate_calling(&message, &payload, &self.env)
+                .evaluate_calling(&message, &payload, &self.env, &record.data)
                 .await
             {
                 Ok(Some(body)) => body,
@@ -314,25 +306,59 @@ impl PartitionReader {
                 }
             };
             let origin = origin_of(&rule);
-            let items: Vec<Prepared> = rule
-                .lanes
-                .iter()
-                .map(|lane| Prepared {
+            self.progress.hold(
+                position,
+                u32::try_from(rule.lanes.len()).unwrap_or(u32::MAX),
+            );
+            for lane in &rule.lanes {
+                let item = Prepared {
                     body: body.clone(),
                     params: expand(lane.action()),
-                })
-                .collect();
-            self.progress
-                .hold(position, u32::try_from(items.len()).unwrap_or(u32::MAX));
-            for (lane, item) in rule.lanes.iter().zip(items) {
-                lane.push(Pending {
-                    partition: self.number,
-                    position,
-                    item,
-                    origin: Arc::clone(&origin),
-                })
-                .await;
+                };
+                handoff.add(
+                    lane,
+                    Pending {
+                        item,
+                        origin: origin.clone(),
+                    },
+                );
             }
         }
+        called
+    }
+}
+
+/// The outputs of one read batch, grouped by action lane, so that each lane takes them in one
+/// push (one lock, one wake-up of its drain task) instead of one per message. Each lane gets its
+/// messages in record order. Kept by the reader and reused from batch to batch.
+#[derive(Default)]
+struct Handoff {
+    /// Lanes with outputs waiting, in the order they were first given one.
+    lanes: Vec<(Arc<ActionLane>, VecDeque<Pending>)>,
+    /// A lane's index in `lanes`, by the lane's address (unique while `lanes` holds the lane).
+    by_lane: HashMap<usize, usize>,
+}
+
+impl Handoff {
+    /// Adds `pending` for `lane`, after what it already holds for it.
+    fn add(&mut self, lane: &Arc<ActionLane>, pending: Pending) {
+        let lanes = &mut self.lanes;
+        let at = *self
+            .by_lane
+            .entry(Arc::as_ptr(lane) as usize)
+            .or_insert_with(|| {
+                lanes.push((Arc::clone(lane), VecDeque::new()));
+                lanes.len() - 1
+            });
+        lanes[at].1.push_back(pending);
+    }
+
+    /// Queues what it holds on each lane (waiting for room where a lane is full) and empties it.
+    async fn flush(&mut self) {
+        for (lane, batch) in &mut self.lanes {
+            lane.push_all(batch).await;
+        }
+        self.lanes.clear();
+        self.by_lane.clear();
     }
 }

@@ -162,24 +162,24 @@ impl Statement {
 
     /// Runs the statement on one message as [`Statement::evaluate`] does, first making its
     /// `aws_lambda` calls through `env.functions` (see `function_calls`); returns the bytes the
-    /// actions receive, or `None` when the WHERE clause does not hold.
+    /// actions receive, or `None` when the WHERE clause does not hold. `source` holds the bytes
+    /// `message.payload` borrows from (or any other bytes): an output that is a part of it
+    /// (`SELECT *` of a binary payload) shares it instead of being copied.
     pub async fn evaluate_calling(
         &self,
         message: &MessageContext<'_>,
         payload: &Payload,
         env: &RuleEnv,
+        source: &Bytes,
     ) -> Result<Option<Bytes>, EvalError> {
         if !self.calls_functions() {
-            return Ok(self
-                .pass(message, payload, env, None)?
-                .to_bytes()
-                .map(Bytes::from));
+            return Ok(self.pass(message, payload, env, None)?.into_body(source));
         }
         let mut calls = FunctionCalls::new(self.lambda_sites);
         loop {
             let outcome = self
                 .pass(message, payload, env, Some(&calls))
-                .map(|o| o.to_bytes().map(Bytes::from));
+                .map(|o| o.into_body(source));
             if !calls.settle(env.functions.as_deref()).await? {
                 return outcome;
             }
