@@ -118,7 +118,7 @@ fn random_hex(bytes: usize) -> Result<String, DestinationError> {
     let mut b = vec![0u8; bytes];
     getrandom::fill(&mut b)
         .map_err(|e| DestinationError::InvalidRequest(format!("no randomness: {e}")))?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+    Ok(fleetcore_core::sigv4::hex(&b))
 }
 
 /// The topic rule destinations.

@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use base64::Engine as _;
+use fleetcore_core::sigv4::hex;
 use md5::Md5;
 use regex::Regex;
 use serde_json::Value;
@@ -237,7 +238,7 @@ pub(crate) fn call<'a>(call: &'a Call, args: Vec<Val<'a>>, scope: &Scope<'a, '_>
         Func::ClientId => Val::string(scope.message.client_id.unwrap_or("n/a")),
         Func::Principal => scope.message.principal.map_or(Val::Undefined, Val::string),
         Func::Timestamp => Val::int(scope.message.received_at_ms),
-        Func::NewUuid => new_uuid().map_or(Val::Undefined, Val::string),
+        Func::NewUuid => Val::string(uuid::Uuid::new_v4().to_string()),
         Func::TraceId => scope
             .message
             .properties
@@ -513,31 +514,6 @@ fn rand() -> Option<f64> {
     let mut b = [0u8; 8];
     getrandom::fill(&mut b).ok()?;
     Some((u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64)
-}
-
-/// A random (version 4) UUID.
-fn new_uuid() -> Option<String> {
-    let mut b = [0u8; 16];
-    getrandom::fill(&mut b).ok()?;
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex(&b);
-    Some(format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    ))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
 }
 
 /// `ceil`, `floor`, `round`: an Int stays; a Decimal becomes the Int the rounding gives.
