@@ -9,7 +9,11 @@ nats-server (`[cluster] nats`). What a user of either node sees:
 - a topic rule created through A runs for messages published on B;
 - messages published on A reach subscribers on B at QoS 0 and 1 (each once, in order, with the
   subscriber's PUBACK to B), with topics NATS would otherwise read as wildcards or separators;
-- `/health/cluster` on each node names both nodes;
+- QoS 1 is acknowledged end to end: every message A PUBACKed while B was killed (SIGKILL)
+  reaches B's persistent session once B is back, in each publisher's order; with three nodes
+  each subscriber of B and C gets each message of A once;
+- `/health/cluster` on each node names both nodes, and a node killed with SIGKILL leaves the
+  others' lists within the heartbeat timeout;
 - per-node state (retained messages) survives a node's restart and stays on its node.
 """
 
@@ -44,10 +48,10 @@ class Cluster:
                          secret_access_key=SECRET)
 
 
-@pytest.fixture
-def cluster(broker_factory, nats_server, postgres_server, aws, uid):
-    """Two nodes `a` and `b` on one PostgreSQL database and one nats-server. B gets A's CA (a
-    cluster's nodes share their CA, as they share their state) and both the same admin keys."""
+def start_cluster(names, broker_factory, nats_server, postgres_server, aws, uid) -> Cluster:
+    """Nodes named `names` on one PostgreSQL database and one nats-server. The others get the
+    first node's CA (a cluster's nodes share their CA, as they share their state) and all the
+    same admin keys."""
     db = postgres_server.database(uid.lower().replace("-", "_")[:60])
     nats = nats_server()
     env = {"FLEETCORE_ACCESS_KEY_ID": KEY_ID, "FLEETCORE_SECRET_ACCESS_KEY": SECRET}
@@ -56,11 +60,27 @@ def cluster(broker_factory, nats_server, postgres_server, aws, uid):
         return broker_factory("--state-backend", "postgres", "--state-url", db,
                               "--cluster-nats", nats.url, "--cluster-node-id", name,
                               env=env, start=start)
-    a = node("a", True)
-    b = node("b", False)
-    shutil.copytree(a.data_dir / "ca", b.data_dir / "ca")
-    b.start()
-    return Cluster([a, b], aws)
+    first = node(names[0], True)
+    nodes = [first]
+    for name in names[1:]:
+        other = node(name, False)
+        shutil.copytree(first.data_dir / "ca", other.data_dir / "ca")
+        nodes.append(other)
+    for other in nodes[1:]:
+        other.start()
+    return Cluster(nodes, aws)
+
+
+@pytest.fixture
+def cluster(broker_factory, nats_server, postgres_server, aws, uid):
+    """Two nodes `a` and `b` (see `start_cluster`)."""
+    return start_cluster(["a", "b"], broker_factory, nats_server, postgres_server, aws, uid)
+
+
+@pytest.fixture
+def cluster3(broker_factory, nats_server, postgres_server, aws, uid):
+    """Three nodes `a`, `b` and `c` (see `start_cluster`)."""
+    return start_cluster(["a", "b", "c"], broker_factory, nats_server, postgres_server, aws, uid)
 
 
 def health(node) -> dict:
@@ -259,3 +279,118 @@ def test_per_node_state_survives_a_restart_and_stays_on_its_node(cluster, uid):
     finally:
         on_a.close()
         on_b.close()
+
+
+HEARTBEAT_TIMEOUT = 3.0  # seconds: three missed one-second heartbeats (docs/SCALING.md)
+
+
+def _route_ready(pub: Client, subs, topic: str) -> None:
+    """Waits until a QoS 1 probe from `pub` reaches every client of `subs` (their subscriptions
+    are known cluster-wide), then forgets the probes."""
+    for sub in subs:
+        wait_until(lambda: _probe(pub, sub, topic), 10, what="the route between the nodes")
+    for sub in subs:
+        wait_until(lambda: sub.matching(topic=topic), 5, what="the last probe")
+        sub.received.clear()
+
+
+def _first_copies(messages) -> list[bytes]:
+    """The payloads in arrival order, each once (at-least-once may repeat some)."""
+    seen, out = set(), []
+    for m in messages:
+        if m.payload not in seen:
+            seen.add(m.payload)
+            out.append(m.payload)
+    return out
+
+
+def test_qos1_acknowledged_on_one_node_survives_the_other_nodes_kill(cluster, uid):
+    """A PUBACK from A means JetStream has the message: B, killed with SIGKILL while A keeps
+    acknowledging, delivers every such message to its persistent session when it is back, in
+    each publisher's order."""
+    a, b = cluster.nodes
+    topic = f"{uid}/t"
+    sub_id = f"{uid}-sub"
+    sub = Client(b, V5, client_id=sub_id, clean=False, session_expiry=3600)
+    pubs = [Client(a, V5, client_id=f"{uid}-p{i}") for i in range(2)]
+    try:
+        sub.connect()
+        sub.subscribe(f"{uid}/#", qos=1)
+        for p in pubs:
+            p.connect()
+        _route_ready(pubs[0], [sub], f"{uid}/probe")
+        sent = {p.client_id: [] for p in pubs}
+
+        def publish_round(label: str, n: int) -> None:
+            for i in range(n):
+                for p in pubs:
+                    payload = f"{p.client_id}:{label}:{i}".encode()
+                    p.publish(topic, payload, qos=1)  # returns once PUBACKed
+                    sent[p.client_id].append(payload)
+
+        publish_round("before", 20)
+        sub.wait_messages(40, timeout=10, topic=topic)
+        b.kill()
+        sub.drop()
+        publish_round("during", 50)  # every one PUBACKed by A while B is down
+        b.start()
+        again = Client(b, V5, client_id=sub_id, clean=False, session_expiry=3600)
+        try:
+            again.connect()
+            assert again.session_present, "B kept the persistent session across SIGKILL"
+            want = sum(len(v) for v in sent.values())
+            already = _first_copies(sub.matching(topic=topic))
+
+            def all_arrived():
+                return len(set(already) | set(_first_copies(again.matching(topic=topic)))) >= want
+            wait_until(all_arrived, 15, what="every PUBACKed message on B's session")
+            for p in pubs:
+                mine = lambda m, cid=p.client_id: m.payload.startswith(f"{cid}:".encode())
+                got = _first_copies(sub.matching(mine, topic) + again.matching(mine, topic))
+                assert got == sent[p.client_id], f"every message of {p.client_id}, in order"
+        finally:
+            again.close()
+    finally:
+        sub.close()
+        for p in pubs:
+            p.close()
+
+
+def test_three_nodes_each_subscriber_gets_each_message_once(cluster3, uid):
+    a, b, c = cluster3.nodes
+    topic = f"{uid}/three"
+    subs = [Client(node, V5) for node in (b, c)]
+    pub = Client(a, V5)
+    try:
+        for client in (*subs, pub):
+            client.connect()
+        for sub in subs:
+            sub.subscribe(f"{uid}/#", qos=1)
+        _route_ready(pub, subs, f"{uid}/probe")
+        sent = []
+        for i in range(100):
+            payload = f"{i}".encode()
+            pub.publish(topic, payload, qos=1, wait=False)
+            sent.append(payload)
+        pub.sync()
+        for sub, name in zip(subs, "bc"):
+            sub.wait_messages(len(sent), timeout=10, topic=topic)
+            assert sub.payloads(topic) == sent, f"each message once, in order, on {name}"
+            assert {m.qos for m in sub.matching(topic=topic)} == {1}
+    finally:
+        for client in (*subs, pub):
+            client.close()
+
+
+def test_a_killed_node_leaves_the_others_members_within_the_heartbeat_timeout(cluster3):
+    a, b, c = cluster3.nodes
+    for node in (a, b):
+        wait_until(lambda: [m["node_id"] for m in health(node)["members"]] == ["a", "b", "c"],
+                   5, what=f"three members on /health/cluster of {node.name}")
+    c.kill()
+    killed = time.monotonic()
+    for node in (a, b):
+        wait_until(lambda: [m["node_id"] for m in health(node)["members"]] == ["a", "b"],
+                   HEARTBEAT_TIMEOUT + 2, what=f"c gone from /health/cluster of {node.name}")
+    assert time.monotonic() - killed <= HEARTBEAT_TIMEOUT + 1.0, \
+        "gone within the heartbeat timeout (plus one period of the reader's clock)"
