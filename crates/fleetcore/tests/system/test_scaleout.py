@@ -11,7 +11,8 @@ nats-server (`[cluster] nats`). What a user of either node sees:
   subscriber's PUBACK to B), with topics NATS would otherwise read as wildcards or separators;
 - QoS 1 is acknowledged end to end: every message A PUBACKed while B was killed (SIGKILL)
   reaches B's persistent session once B is back, in each publisher's order; with three nodes
-  each subscriber of B and C gets each message of A once;
+  each subscriber of B and C gets each message of A once; while NATS restarts, A withholds its
+  PUBACKs and every message arrives once NATS is back;
 - `/health/cluster` on each node names both nodes, and a node killed with SIGKILL leaves the
   others' lists within the heartbeat timeout;
 - per-node state (retained messages) survives a node's restart and stays on its node.
@@ -39,9 +40,10 @@ ARN = f"arn:aws:iot:{REGION}:{ACCOUNT}"
 
 
 class Cluster:
-    def __init__(self, nodes, aws):
+    def __init__(self, nodes, aws, nats):
         self.nodes = nodes
         self._aws = aws
+        self.nats = nats
 
     def iot(self, i: int):
         return self._aws("iot", broker=self.nodes[i], access_key_id=KEY_ID,
@@ -68,7 +70,7 @@ def start_cluster(names, broker_factory, nats_server, postgres_server, aws, uid)
         nodes.append(other)
     for other in nodes[1:]:
         other.start()
-    return Cluster(nodes, aws)
+    return Cluster(nodes, aws, nats)
 
 
 @pytest.fixture
@@ -394,3 +396,34 @@ def test_a_killed_node_leaves_the_others_members_within_the_heartbeat_timeout(cl
                    HEARTBEAT_TIMEOUT + 2, what=f"c gone from /health/cluster of {node.name}")
     assert time.monotonic() - killed <= HEARTBEAT_TIMEOUT + 1.0, \
         "gone within the heartbeat timeout (plus one period of the reader's clock)"
+
+
+def test_qos1_waits_for_nats_to_come_back_and_loses_nothing(cluster, uid):
+    """NATS stopped: A still delivers to its own subscribers but withholds the PUBACKs (it cannot
+    vouch for the other nodes); NATS back: the PUBACKs come and B gets every message, in order."""
+    a, b = cluster.nodes
+    topic = f"{uid}/t"
+    on_b = Client(b, V5)
+    on_a = Client(a, V5)
+    pub = Client(a, V5)
+    try:
+        for c in (on_b, on_a, pub):
+            c.connect()
+        on_b.subscribe(f"{uid}/#", qos=1)
+        on_a.subscribe(f"{uid}/#", qos=1)
+        _route_ready(pub, [on_b, on_a], f"{uid}/probe")
+        cluster.nats.stop()
+        sent = [f"{i}".encode() for i in range(20)]
+        pending = [pub.publish(topic, p, qos=1, wait=False) for p in sent]
+        on_a.wait_messages(len(sent), timeout=10, topic=topic)  # A has handled every one
+        assert not any(info.is_published() for info in pending), \
+            f"no PUBACK while JetStream cannot take the messages {[i.is_published() for i in pending]}"
+        cluster.nats.start()
+        for info in pending:
+            info.wait_for_publish(20)
+            assert info.is_published(), "PUBACKed once NATS is back"
+        on_b.wait_messages(len(sent), timeout=10, topic=topic)
+        assert _first_copies(on_b.matching(topic=topic)) == sent
+    finally:
+        for c in (on_b, on_a, pub):
+            c.close()
