@@ -15,7 +15,9 @@
 //! is retried with the same `Nats-Msg-Id` (JetStream drops the copy it already has within its
 //! two-minute duplicate window) until accepted, counted as
 //! `fleetcore_cluster_forward_retries_total`: meanwhile every later acknowledgement stays
-//! withheld, which is backpressure on the publishers. A message larger than the server's
+//! withheld, which is backpressure on the publishers, and nothing new is sent until the
+//! publishes in flight are all stored, so order is kept (except if JetStream accepts a message
+//! sent after a refused one while both were in flight: room freed in that instant). A message larger than the server's
 //! `max_payload` can never be stored: it is delivered on its own node only, counted as
 //! `reason="too_large"`.
 //!
@@ -32,7 +34,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::{self, consumer, context::PublishErrorKind, stream};
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+use async_nats::jetstream::{self, consumer, stream};
 use fleetcore_mqtt::broker::{IngestLog, Ingested, Message, Publisher, Router};
 use fleetcore_mqtt::protocol::QoS;
 use futures_util::StreamExt;
@@ -183,23 +186,26 @@ struct Publishing {
 }
 
 /// What one publish came back with.
-type Acked = (Queued, Result<(), PublishErrorKind>);
+type Acked = (Queued, Result<(), PublishError>);
 
 impl Publishing {
     async fn run(self, mut queue: mpsc::Receiver<Queued>) {
         let sent = metrics::counter!("fleetcore_cluster_forwarded_total");
         let mut in_flight = FuturesOrdered::new();
         let mut open = true;
+        // After a refusal nothing new is sent until every publish in flight is stored (each
+        // refused one sent again in order), so a later message cannot overtake a refused one.
+        let mut recovering = false;
         while open || !in_flight.is_empty() {
             tokio::select! {
-                next = queue.recv(), if open && in_flight.len() < self.window => match next {
-                    Some(queued) => in_flight.push_back(self.send(queued).await),
-                    None => open = false,
-                },
+                biased;
                 Some((queued, acked)) = in_flight.next(), if !in_flight.is_empty() => {
                     let stored = match acked {
                         Ok(()) => true,
-                        Err(kind) => self.retry(&queued, kind).await,
+                        Err(error) => {
+                            recovering = true;
+                            self.retry(&queued, error).await
+                        }
                     };
                     if stored {
                         sent.increment(1);
@@ -208,7 +214,12 @@ impl Publishing {
                             .increment(1);
                     }
                     self.durable.send_replace(queued.ticket);
+                    recovering &= !in_flight.is_empty();
                 }
+                next = queue.recv(), if open && !recovering && in_flight.len() < self.window => match next {
+                    Some(queued) => in_flight.push_back(self.send(queued).await),
+                    None => open = false,
+                },
             }
         }
     }
@@ -224,41 +235,42 @@ impl Publishing {
             .await;
         async move {
             let acked = match sent {
-                Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.kind()),
-                Err(e) => Err(e.kind()),
+                Ok(ack) => ack.await.map(|_| ()),
+                Err(e) => Err(e),
             };
             (queued, acked)
         }
     }
 
-    /// Sends `queued` again until JetStream stores it (true) or it can never fit (false).
-    async fn retry(&self, queued: &Queued, mut kind: PublishErrorKind) -> bool {
+    /// Sends `queued` again until JetStream stores it (true) or it can never fit (false): at
+    /// once (a refusal may be old news when the window was full of them), then with a growing
+    /// pause.
+    async fn retry(&self, queued: &Queued, mut error: PublishError) -> bool {
         let mut pause = Duration::from_millis(50);
         loop {
-            if kind == PublishErrorKind::MaxPayloadExceeded {
+            if error.kind() == PublishErrorKind::MaxPayloadExceeded {
                 return false;
             }
             metrics::counter!("fleetcore_cluster_forward_retries_total").increment(1);
-            tracing::warn!(error = %kind, ticket = queued.ticket,
+            match self.send_again(queued).await {
+                Ok(()) => return true,
+                Err(again) => error = again,
+            }
+            tracing::warn!(%error, ticket = queued.ticket,
                 "JetStream did not store a message for the other nodes: retrying (acknowledgements wait)");
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(MAX_RETRY_PAUSE);
-            match self.send_again(queued).await {
-                Ok(()) => return true,
-                Err(again) => kind = again,
-            }
         }
     }
 
     /// Sends `queued` and waits for JetStream's answer.
-    async fn send_again(&self, queued: &Queued) -> Result<(), PublishErrorKind> {
+    async fn send_again(&self, queued: &Queued) -> Result<(), PublishError> {
         let (subject, headers) = self.publish_parts(queued);
         let ack = self
             .js
             .publish_with_headers(subject, headers, queued.message.payload.clone())
-            .await
-            .map_err(|e| e.kind())?;
-        ack.await.map(|_| ()).map_err(|e| e.kind())
+            .await?;
+        ack.await.map(|_| ())
     }
 
     fn publish_parts(&self, queued: &Queued) -> (String, HeaderMap) {

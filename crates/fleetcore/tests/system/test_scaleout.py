@@ -12,7 +12,8 @@ nats-server (`[cluster] nats`). What a user of either node sees:
 - QoS 1 is acknowledged end to end: every message A PUBACKed while B was killed (SIGKILL)
   reaches B's persistent session once B is back, in each publisher's order; with three nodes
   each subscriber of B and C gets each message of A once; while NATS restarts, A withholds its
-  PUBACKs and every message arrives once NATS is back;
+  PUBACKs and every message arrives once NATS is back; when JetStream's stream is full (a node
+  stopped), A withholds PUBACKs and retries until the node runs again and catches up;
 - `/health/cluster` on each node names both nodes, and a node killed with SIGKILL leaves the
   others' lists within the heartbeat timeout;
 - per-node state (retained messages) survives a node's restart and stays on its node.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import time
 import urllib.request
 
@@ -40,27 +42,42 @@ ARN = f"arn:aws:iot:{REGION}:{ACCOUNT}"
 
 
 class Cluster:
-    def __init__(self, nodes, aws, nats):
+    def __init__(self, nodes, aws, nats, postgres, database):
         self.nodes = nodes
         self._aws = aws
         self.nats = nats
+        self._postgres = postgres
+        self._database = database
+
+    def session_saved(self, client_id: str, topic_filter: str) -> bool:
+        """True once some node stored the persistent session `client_id` with `topic_filter`
+        among its subscriptions (sessions are saved just after SUBACK, not before it)."""
+        def literal(text: str) -> str:
+            return "convert_to('" + text.replace("'", "''") + "', 'UTF8')"
+        count = self._postgres.sql(
+            f"SELECT count(*) FROM fleetcore_kv WHERE tbl = 'mqtt_sessions' "
+            f"AND position({literal(client_id)} in key) > 0 "
+            f"AND position({literal(topic_filter)} in value) > 0", self._database)
+        return int(count.strip() or 0) > 0
 
     def iot(self, i: int):
         return self._aws("iot", broker=self.nodes[i], access_key_id=KEY_ID,
                          secret_access_key=SECRET)
 
 
-def start_cluster(names, broker_factory, nats_server, postgres_server, aws, uid) -> Cluster:
-    """Nodes named `names` on one PostgreSQL database and one nats-server. The others get the
-    first node's CA (a cluster's nodes share their CA, as they share their state) and all the
-    same admin keys."""
-    db = postgres_server.database(uid.lower().replace("-", "_")[:60])
+def start_cluster(names, broker_factory, nats_server, postgres_server, aws, uid,
+                  extra=()) -> Cluster:
+    """Nodes named `names` on one PostgreSQL database and one nats-server, started with the
+    flags `extra`. The others get the first node's CA (a cluster's nodes share their CA, as they
+    share their state) and all the same admin keys."""
+    db_name = uid.lower().replace("-", "_")[:60]
+    db = postgres_server.database(db_name)
     nats = nats_server()
     env = {"FLEETCORE_ACCESS_KEY_ID": KEY_ID, "FLEETCORE_SECRET_ACCESS_KEY": SECRET}
 
     def node(name: str, start: bool):
         return broker_factory("--state-backend", "postgres", "--state-url", db,
-                              "--cluster-nats", nats.url, "--cluster-node-id", name,
+                              "--cluster-nats", nats.url, "--cluster-node-id", name, *extra,
                               env=env, start=start)
     first = node(names[0], True)
     nodes = [first]
@@ -70,7 +87,7 @@ def start_cluster(names, broker_factory, nats_server, postgres_server, aws, uid)
         nodes.append(other)
     for other in nodes[1:]:
         other.start()
-    return Cluster(nodes, aws, nats)
+    return Cluster(nodes, aws, nats, postgres_server, db_name)
 
 
 @pytest.fixture
@@ -318,6 +335,8 @@ def test_qos1_acknowledged_on_one_node_survives_the_other_nodes_kill(cluster, ui
     try:
         sub.connect()
         sub.subscribe(f"{uid}/#", qos=1)
+        wait_until(lambda: cluster.session_saved(sub_id, f"{uid}/#"), 5,
+                   what="B saving the persistent session")
         for p in pubs:
             p.connect()
         _route_ready(pubs[0], [sub], f"{uid}/probe")
@@ -427,3 +446,47 @@ def test_qos1_waits_for_nats_to_come_back_and_loses_nothing(cluster, uid):
     finally:
         for c in (on_b, on_a, pub):
             c.close()
+
+
+def test_a_full_forward_stream_holds_pubacks_until_the_nodes_catch_up(
+        broker_factory, nats_server, postgres_server, aws, uid):
+    """The forward stream is bounded (here 4 KiB): with B down (SIGKILL) its messages stay, the
+    stream fills and JetStream refuses. A then withholds its PUBACKs and retries (counted)
+    rather than drop anything; once B is back and acknowledges, A's PUBACKs come and B's
+    persistent session has every message, in order."""
+    cluster = start_cluster(["a", "b"], broker_factory, nats_server, postgres_server, aws, uid,
+                            extra=("--cluster-forward-max-bytes", "4096"))
+    a, b = cluster.nodes
+    topic = f"{uid}/full"
+    sub_id = f"{uid}-sub"
+    sub = Client(b, V5, client_id=sub_id, clean=False, session_expiry=3600)
+    pub = Client(a, V5)
+    again = None
+    try:
+        sub.connect()
+        sub.subscribe(f"{uid}/#", qos=1)
+        wait_until(lambda: cluster.session_saved(sub_id, f"{uid}/#"), 5,
+                   what="B saving the persistent session")
+        pub.connect()
+        _route_ready(pub, [sub], f"{uid}/probe")
+        b.kill()
+        sub.drop()
+        sent = [f"{i:03d}".encode() + b"." * 100 for i in range(60)]
+        pending = [pub.publish(topic, p, qos=1, wait=False) for p in sent]
+        wait_until(lambda: a.metrics().get("fleetcore_cluster_forward_retries_total", 0) > 0, 10,
+                   what="A retrying what the full stream refused")
+        assert not all(info.is_published() for info in pending), "PUBACKs held while full"
+        b.start()
+        again = Client(b, V5, client_id=sub_id, clean=False, session_expiry=3600)
+        again.connect()
+        assert again.session_present
+        for info in pending:
+            info.wait_for_publish(20)
+            assert info.is_published(), "PUBACKed once B caught up"
+        again.wait_messages(len(sent), timeout=10, topic=topic)
+        assert _first_copies(again.matching(topic=topic)) == sent
+        assert a.metrics().get('fleetcore_cluster_dropped_total{reason="forward_full"}', 0) == 0
+    finally:
+        for c in (sub, pub, again):
+            if c is not None:
+                c.close()
