@@ -10,12 +10,13 @@
 //! other nodes are delivered, not published again, so they never loop); order per publisher,
 //! topic and QoS is kept (one queue, one NATS connection and one delivering task per node and
 //! hop). The QoS of a delivery is the smaller of the published and the subscribed one, and a QoS
-//! 1 delivery is acknowledged by the subscriber to its own node. What does not hold yet: retained
-//! messages, shared subscriptions, sessions and MQTT 5 properties stay per node (see
-//! docs/SCALING.md).
+//! 1 delivery is acknowledged by the subscriber to its own node. Retained messages are shared
+//! through a JetStream key-value bucket (see `retained.rs`). What does not hold yet: shared
+//! subscriptions, sessions and MQTT 5 properties stay per node (see docs/SCALING.md).
 
 mod forward;
 mod members;
+mod retained;
 mod route;
 pub mod subject;
 
@@ -131,6 +132,7 @@ impl Cluster {
                 message: e.to_string(),
             })?;
         forward::start(&config, &client, Arc::clone(&router)).await?;
+        retained::start(&config, &client, Arc::clone(&router)).await?;
         route::start(&config, &client, router).await?;
         let members = members::start(&config, &client).await?;
         tracing::info!(node = %config.node_id, nats = %config.nats_url, "joined the cluster");

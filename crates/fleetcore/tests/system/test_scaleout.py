@@ -16,7 +16,8 @@ nats-server (`[cluster] nats`). What a user of either node sees:
   stopped), A withholds PUBACKs and retries until the node runs again and catches up;
 - `/health/cluster` on each node names both nodes, and a node killed with SIGKILL leaves the
   others' lists within the heartbeat timeout;
-- per-node state (retained messages) survives a node's restart and stays on its node.
+- a retained message published on one node is what a new subscriber on another gets, and
+  clearing it on one node clears it everywhere.
 """
 
 from __future__ import annotations
@@ -271,9 +272,25 @@ def _probe(pub: Client, sub: Client, topic: str, expect: str | None = None,
         return False
 
 
-def test_per_node_state_survives_a_restart_and_stays_on_its_node(cluster, uid):
-    """Retained messages are per node (docs/SCALING.md): kept in PostgreSQL under the node's own
-    keys, so node A finds its own after a restart and node B never sees them."""
+def _retained(node, uid: str) -> bytes | None:
+    """The retained payload a new subscriber to `<uid>/state` on `node` gets, or None: a fence
+    published by the subscriber itself after its SUBACK would arrive first had it none."""
+    c = Client(node, V5)
+    try:
+        c.connect()
+        c.subscribe(f"{uid}/state", qos=1)
+        c.subscribe(f"{uid}/fence", qos=1)
+        c.publish(f"{uid}/fence", b"fence", qos=1)
+        first = c.wait_message(timeout=5)
+        return None if first.topic == f"{uid}/fence" else first.payload
+    finally:
+        c.close()
+
+
+def test_retained_messages_are_cluster_wide(cluster, uid):
+    """A retained message published on A is what a new subscriber on B gets (shared through
+    JetStream's key-value bucket); it survives A's restart; clearing it on B (empty retained
+    payload) clears it on A."""
     a, b = cluster.nodes
     pub = Client(a, V5)
     try:
@@ -281,23 +298,17 @@ def test_per_node_state_survives_a_restart_and_stays_on_its_node(cluster, uid):
         pub.publish(f"{uid}/state", b"retained on a", qos=1, retain=True)
     finally:
         pub.close()
+    wait_until(lambda: _retained(b, uid) == b"retained on a", 5, what="A's retained message on B")
     a.restart()
-    on_a = Client(a, V5)
-    on_b = Client(b, V5)
+    assert _retained(a, uid) == b"retained on a"
+    clear = Client(b, V5)
     try:
-        on_a.connect()
-        on_a.subscribe(f"{uid}/state", qos=1)
-        assert on_a.wait_message(timeout=5).payload == b"retained on a"
-        on_b.connect()
-        on_b.subscribe(f"{uid}/#", qos=1)
-        # A fence published on B after the subscription: had B a retained message for the
-        # filter, it would have arrived first.
-        on_b.publish(f"{uid}/fence", b"fence", qos=1)
-        first = on_b.wait_message(timeout=5)
-        assert (first.topic, first.payload) == (f"{uid}/fence", b"fence")
+        clear.connect()
+        clear.publish(f"{uid}/state", b"", qos=1, retain=True)
     finally:
-        on_a.close()
-        on_b.close()
+        clear.close()
+    wait_until(lambda: _retained(a, uid) is None, 5, what="the retained message cleared on A")
+    assert _retained(b, uid) is None
 
 
 HEARTBEAT_TIMEOUT = 3.0  # seconds: three missed one-second heartbeats (docs/SCALING.md)
