@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # QoS 1 fan-in across two fleetcore nodes: publishers on node A, the subscriber on node B (the
-# messages cross NATS), beside one node alone and beside Mosquitto, in the same run, with the
+# messages cross NATS JetStream, each PUBACKed once JetStream stored it), beside one node alone and beside Mosquitto, in the same run, with the
 # same load tool (`fleetcore bench`; `mqttv5 bench` cannot put publishers and subscribers on
 # different ports in throughput mode). The nodes keep embedded state: this measures messaging.
 #
@@ -25,7 +25,9 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
 nats_port=$(free_port)
-"$NATS" -a 127.0.0.1 -p "$nats_port" >"$OUT/nats.log" 2>&1 &
+# JetStream carries the QoS 1 hop between the nodes (PUBACK after JetStream stored it).
+nats_store=$(mktemp -d /tmp/fc-cluster-nats.XXXXXX)
+"$NATS" -a 127.0.0.1 -p "$nats_port" -js -sd "$nats_store" >"$OUT/nats.log" 2>&1 &
 PIDS+=($!)
 wait_port 127.0.0.1 "$nats_port"
 

@@ -1,19 +1,22 @@
-//! fleetcore nodes as one broker. Each node publishes the messages its clients publish to NATS
-//! (core subjects derived from the topics, see [`subject`]) and delivers what the other nodes
-//! publish to its own subscribers; nodes announce themselves on a heartbeat subject, so each
-//! knows the cluster's members.
+//! fleetcore nodes as one broker. Each node hands the messages its clients publish to the other
+//! nodes over NATS — QoS 0 on core subjects derived from the topics (see [`subject`]), at most
+//! once; QoS 1/2 through a JetStream stream with acknowledgements, so a publisher's PUBACK means
+//! JetStream stored the message and every node gets it, at least once, even after being down
+//! (see `forward.rs`) — and delivers what the other nodes publish to its own subscribers; nodes
+//! announce themselves on a heartbeat subject, so each knows the cluster's members.
 //!
-//! What holds: every message reaches each matching subscriber of every node once (a node never
-//! receives its own messages back: the NATS connection is `no_echo`, and messages from other
-//! nodes are delivered, not published again, so they never loop); order per publisher and topic
-//! is kept (one queue and one NATS connection per node, one delivering task per node). The QoS
-//! of a delivery is the smaller of the published and the subscribed one, and a QoS 1 delivery
-//! is acknowledged by the subscriber to its own node. What does not hold yet: the hop between
-//! nodes is core NATS (at most once): the publisher's PUBACK means its node took the message,
-//! not that the other nodes did; retained messages, shared subscriptions, sessions and MQTT 5
-//! properties stay per node (see docs/SCALING.md).
+//! What holds: every message reaches each matching subscriber of every node (once while the
+//! nodes stay up; a node's own messages never come back to it as deliveries, and messages from
+//! other nodes are delivered, not published again, so they never loop); order per publisher,
+//! topic and QoS is kept (one queue, one NATS connection and one delivering task per node and
+//! hop). The QoS of a delivery is the smaller of the published and the subscribed one, and a QoS
+//! 1 delivery is acknowledged by the subscriber to its own node. Retained messages are shared
+//! through a JetStream key-value bucket (see `retained.rs`). What does not hold yet: shared
+//! subscriptions, sessions and MQTT 5 properties stay per node (see docs/SCALING.md).
 
+mod forward;
 mod members;
+mod retained;
 mod route;
 pub mod subject;
 
@@ -37,11 +40,22 @@ pub struct ClusterConfig {
     pub outbound_capacity: usize,
     /// How often the node announces itself.
     pub heartbeat: Duration,
+    /// QoS 1/2 messages waiting for JetStream before new ones are not forwarded (and counted).
+    pub forward_capacity: usize,
+    /// QoS 1/2 publishes to JetStream in flight at once.
+    pub forward_window: usize,
+    /// How long the forward stream keeps a message no node has acknowledged yet, and how long
+    /// NATS keeps the consumer of a node that is gone.
+    pub forward_retention: Duration,
+    /// The forward stream's size limit; beyond it JetStream refuses new messages (acknowledgements
+    /// wait) until the nodes catch up.
+    pub forward_max_bytes: i64,
 }
 
 impl ClusterConfig {
-    /// Defaults for a node `node_id` on `nats_url`: prefix `fleetcore`, 65,536 messages queued,
-    /// a heartbeat per second.
+    /// Defaults for a node `node_id` on `nats_url`: prefix `fleetcore`, 65,536 messages queued
+    /// for each hop, a heartbeat per second, 256 JetStream publishes in flight, a forward stream
+    /// of at most 1 GiB keeping messages for 24 hours.
     pub fn new(nats_url: impl Into<String>, node_id: impl Into<String>) -> ClusterConfig {
         ClusterConfig {
             nats_url: nats_url.into(),
@@ -49,6 +63,10 @@ impl ClusterConfig {
             subject_prefix: "fleetcore".into(),
             outbound_capacity: 65_536,
             heartbeat: Duration::from_secs(1),
+            forward_capacity: 65_536,
+            forward_window: 256,
+            forward_retention: Duration::from_secs(24 * 3600),
+            forward_max_bytes: 1 << 30,
         }
     }
 }
@@ -65,6 +83,11 @@ pub enum ClusterError {
     /// A subscription could not be made.
     #[error("cannot subscribe to {subject}: {message}")]
     Subscribe { subject: String, message: String },
+    /// The forward stream or this node's consumer could not be set up (is JetStream enabled?).
+    #[error(
+        "cannot set up the JetStream stream {stream} (nats-server must run with JetStream enabled): {message}"
+    )]
+    JetStream { stream: String, message: String },
     /// The broker has no room for one more service tap.
     #[error(transparent)]
     Tap(#[from] fleetcore_mqtt::broker::TooManyTaps),
@@ -108,6 +131,8 @@ impl Cluster {
                 url: config.nats_url.clone(),
                 message: e.to_string(),
             })?;
+        forward::start(&config, &client, Arc::clone(&router)).await?;
+        retained::start(&config, &client, Arc::clone(&router)).await?;
         route::start(&config, &client, router).await?;
         let members = members::start(&config, &client).await?;
         tracing::info!(node = %config.node_id, nats = %config.nats_url, "joined the cluster");

@@ -1,18 +1,19 @@
-//! Messages between nodes. Outbound: a service tap on `#` hands every message this node's
-//! clients (and its in-process services) publish to a bounded queue — full-policy: drop the
-//! message for the other nodes and count it (`fleetcore_cluster_dropped_total{reason="outbound_full"}`),
+//! QoS 0 messages between nodes, on core NATS (at most once; QoS 1/2 go through JetStream, see
+//! `forward.rs`). Outbound: a service tap on `#` hands every QoS 0 message this node's clients
+//! (and its in-process services) publish to a bounded queue — full-policy: drop the message for
+//! the other nodes and count it (`fleetcore_cluster_dropped_total{reason="outbound_full"}`),
 //! since a tap must never block a publisher — and one task publishes the queue to NATS in order.
 //! Inbound: one task takes the other nodes' messages and offers each to this node's matching
-//! subscribers, waiting (up to the slow-subscriber timeout, as a local publisher does) for room
-//! in full queues. Delivered messages go to no tap, no ingest log and no retained store: their
-//! own node ran those already, so rules run once per message in the cluster.
+//! subscribers ([`Deliverer`]). Delivered messages go to no tap, no ingest log, no forward log
+//! and no retained store: their own node ran those already, so rules run once per message in
+//! the cluster.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
-use fleetcore_mqtt::broker::{Message, Offered, Router, ServiceTap};
+use fleetcore_mqtt::broker::{Blocked, Message, Offered, Router, ServiceTap};
 use fleetcore_mqtt::protocol::{PublishProperties, QoS, Utf8};
 use futures_util::StreamExt;
 use tokio::sync::{Notify, mpsc};
@@ -32,6 +33,9 @@ struct Outbound {
 
 impl ServiceTap for Outbound {
     fn on_message(&self, message: &Arc<Message>) {
+        if message.qos != QoS::AtMostOnce {
+            return; // the forward log's
+        }
         if let Err(mpsc::error::TrySendError::Full(_)) = self.queue.try_send(Arc::clone(message)) {
             metrics::counter!("fleetcore_cluster_dropped_total", "reason" => "outbound_full")
                 .increment(1);
@@ -63,7 +67,7 @@ pub(crate) async fn start(
     ));
     tokio::spawn(deliver_inbound(
         inbound,
-        router,
+        Deliverer::new(router),
         config.subject_prefix.clone(),
         config.node_id.clone(),
     ));
@@ -78,9 +82,7 @@ async fn publish_outbound(
 ) {
     let sent = metrics::counter!("fleetcore_cluster_sent_total");
     while let Some(message) = queue.recv().await {
-        let mut headers = HeaderMap::new();
-        headers.insert(NODE_HEADER, node_id.as_str());
-        headers.insert(QOS_HEADER, qos_text(message.qos));
+        let headers = headers(&node_id, message.qos);
         let subject = topic_subject(&prefix, &message.topic);
         // The payload is shared, not copied.
         match client
@@ -97,6 +99,14 @@ async fn publish_outbound(
     }
 }
 
+/// The headers of a message this node sends to the others.
+pub(crate) fn headers(node_id: &str, qos: QoS) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(NODE_HEADER, node_id);
+    headers.insert(QOS_HEADER, qos_text(qos));
+    headers
+}
+
 fn qos_text(qos: QoS) -> &'static str {
     match qos {
         QoS::AtMostOnce => "0",
@@ -106,7 +116,7 @@ fn qos_text(qos: QoS) -> &'static str {
 }
 
 /// The message carried by a NATS message from another node, or `None` if it is not one.
-fn decode(prefix: &str, own: &str, nats: &async_nats::Message) -> Option<Message> {
+pub(crate) fn decode(prefix: &str, own: &str, nats: &async_nats::Message) -> Option<Message> {
     let headers = nats.headers.as_ref()?;
     let node = headers.get(NODE_HEADER)?.as_str();
     if node == own {
@@ -130,14 +140,11 @@ fn decode(prefix: &str, own: &str, nats: &async_nats::Message) -> Option<Message
 
 async fn deliver_inbound(
     mut inbound: async_nats::Subscriber,
-    router: Arc<Router>,
+    mut deliverer: Deliverer,
     prefix: String,
     node_id: String,
 ) {
     let received = metrics::counter!("fleetcore_cluster_received_total");
-    let space = Arc::new(Notify::new());
-    let mut targets = Vec::new();
-    let mut blocked = Vec::new();
     while let Some(nats) = inbound.next().await {
         let Some(message) = decode(&prefix, &node_id, &nats) else {
             metrics::counter!("fleetcore_cluster_dropped_total", "reason" => "malformed")
@@ -145,30 +152,68 @@ async fn deliver_inbound(
             continue;
         };
         received.increment(1);
-        let message = Arc::new(message);
-        router.targets(&message, &mut targets);
-        for (session, delivery) in targets.drain(..) {
-            if let Offered::Full(d) = router.offer(&session, delivery, Some(&space)) {
-                blocked.push((session, d));
+        deliverer.deliver(Arc::new(message)).await;
+    }
+}
+
+/// Offers the other nodes' messages to this node's matching subscribers, waiting for room in
+/// full queues as a local publisher does (up to the slow-subscriber timeout; then the message
+/// is dropped for them and counted as `reason="subscriber_full"`).
+pub(crate) struct Deliverer {
+    router: Arc<Router>,
+    space: Arc<Notify>,
+    targets: Vec<Blocked>,
+    blocked: Vec<Blocked>,
+}
+
+impl Deliverer {
+    pub(crate) fn new(router: Arc<Router>) -> Deliverer {
+        Deliverer {
+            router,
+            space: Arc::new(Notify::new()),
+            targets: Vec::new(),
+            blocked: Vec::new(),
+        }
+    }
+
+    pub(crate) fn router(&self) -> &Arc<Router> {
+        &self.router
+    }
+
+    /// Offers `message` to every matching subscriber; returns the durable queues' ticket the
+    /// persistent sessions that took it wait for (0: none).
+    pub(crate) async fn deliver(&mut self, message: Arc<Message>) -> u64 {
+        let mut ticket = 0;
+        let router = &self.router;
+        router.targets(&message, &mut self.targets);
+        for (session, delivery) in self.targets.drain(..) {
+            match router.offer(&session, delivery, Some(&self.space)) {
+                Offered::Taken { ticket: t } => ticket = ticket.max(t),
+                Offered::Full(d) => self.blocked.push((session, d)),
             }
         }
-        // Wait for room as a local publisher would, up to the slow-subscriber timeout.
         let deadline = Instant::now() + router.config().slow_subscriber_timeout;
-        while !blocked.is_empty() {
+        while !self.blocked.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || tokio::time::timeout(left, space.notified()).await.is_err() {
+            if left.is_zero()
+                || tokio::time::timeout(left, self.space.notified())
+                    .await
+                    .is_err()
+            {
                 metrics::counter!("fleetcore_cluster_dropped_total", "reason" => "subscriber_full")
-                    .increment(blocked.len() as u64);
-                blocked.clear();
+                    .increment(self.blocked.len() as u64);
+                self.blocked.clear();
                 break;
             }
             let mut still = Vec::new();
-            for (session, delivery) in blocked.drain(..) {
-                if let Offered::Full(d) = router.offer(&session, delivery, Some(&space)) {
-                    still.push((session, d));
+            for (session, delivery) in self.blocked.drain(..) {
+                match router.offer(&session, delivery, Some(&self.space)) {
+                    Offered::Taken { ticket: t } => ticket = ticket.max(t),
+                    Offered::Full(d) => still.push((session, d)),
                 }
             }
-            blocked = still;
+            self.blocked = still;
         }
+        ticket
     }
 }

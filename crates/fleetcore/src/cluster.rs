@@ -33,6 +33,16 @@ pub struct ClusterArgs {
         value_name = "ID"
     )]
     pub node_id: Option<String>,
+
+    /// Size limit of the JetStream stream that carries QoS 1/2 messages between nodes, set when
+    /// the first node creates it; beyond it JetStream refuses new messages and publishers' PUBACKs
+    /// wait until the nodes catch up. [default: 1 GiB]
+    #[arg(
+        long = "cluster-forward-max-bytes",
+        env = "FLEETCORE_CLUSTER_FORWARD_MAX_BYTES",
+        value_name = "BYTES"
+    )]
+    pub forward_max_bytes: Option<u64>,
 }
 
 /// The cluster settings of a node.
@@ -42,6 +52,8 @@ pub struct ClusterSettings {
     pub node_id: Option<String>,
     /// NATS servers, when the node routes messages to others.
     pub nats: Option<String>,
+    /// The forward stream's size limit, when not the default.
+    pub forward_max_bytes: Option<i64>,
 }
 
 impl ClusterArgs {
@@ -53,6 +65,9 @@ impl ClusterArgs {
         if self.node_id.is_none() {
             self.node_id = under.node_id.take();
         }
+        if self.forward_max_bytes.is_none() {
+            self.forward_max_bytes = under.forward_max_bytes.take();
+        }
     }
 
     /// The settings; a node id that cannot be a NATS subject token is refused.
@@ -61,12 +76,23 @@ impl ClusterArgs {
         if let Some(id) = &node_id {
             check(id)?;
         }
+        let forward_max_bytes = match self.forward_max_bytes {
+            Some(n) if !(MIN_FORWARD_BYTES..=i64::MAX as u64).contains(&n) => bail!(
+                "cluster forward_max_bytes {n} must be between {MIN_FORWARD_BYTES} and {}",
+                i64::MAX
+            ),
+            n => n.map(|n| n as i64),
+        };
         Ok(ClusterSettings {
             node_id,
             nats: self.nats.filter(|n| !n.trim().is_empty()),
+            forward_max_bytes,
         })
     }
 }
+
+/// The smallest forward stream: room for a few messages.
+const MIN_FORWARD_BYTES: u64 = 1024;
 
 fn check(id: &str) -> anyhow::Result<()> {
     if !fleetcore_cluster::valid_node_id(id) {
@@ -153,17 +179,28 @@ mod tests {
         let s = ClusterArgs {
             nats: Some("nats://10.0.0.1:4222".into()),
             node_id: Some("edge-1".into()),
+            forward_max_bytes: Some(4096),
         }
         .resolve()
         .expect("given");
+        assert_eq!(s.forward_max_bytes, Some(4096));
         assert_eq!(s.node_id.as_deref(), Some("edge-1"));
         assert_eq!(s.nats.as_deref(), Some("nats://10.0.0.1:4222"));
         let err = ClusterArgs {
             nats: None,
             node_id: Some("a.b".into()),
+            forward_max_bytes: None,
         }
         .resolve()
         .expect_err("dot");
         assert!(err.to_string().contains("a.b"), "{err}");
+        let err = ClusterArgs {
+            nats: None,
+            node_id: None,
+            forward_max_bytes: Some(10),
+        }
+        .resolve()
+        .expect_err("too small");
+        assert!(err.to_string().contains("forward_max_bytes 10"), "{err}");
     }
 }

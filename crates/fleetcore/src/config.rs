@@ -258,7 +258,8 @@ pub struct ServeArgs {
     #[serde(default)]
     state: StateArgs,
 
-    /// This node's place in a cluster (`[cluster]` in the file: `nats`, `node_id`).
+    /// This node's place in a cluster (`[cluster]` in the file: `nats`, `node_id`,
+    /// `forward_max_bytes`).
     #[command(flatten)]
     #[serde(default)]
     cluster: ClusterArgs,

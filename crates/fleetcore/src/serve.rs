@@ -347,7 +347,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let cluster = match &settings.cluster.nats {
         Some(nats) => Some(Arc::new(
             fleetcore_cluster::Cluster::join(
-                fleetcore_cluster::ClusterConfig::new(nats.clone(), &node_id),
+                {
+                    let mut config = fleetcore_cluster::ClusterConfig::new(nats.clone(), &node_id);
+                    if let Some(bytes) = settings.cluster.forward_max_bytes {
+                        config.forward_max_bytes = bytes;
+                    }
+                    config
+                },
                 Arc::clone(broker.router()),
             )
             .await

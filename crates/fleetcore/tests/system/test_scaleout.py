@@ -9,14 +9,22 @@ nats-server (`[cluster] nats`). What a user of either node sees:
 - a topic rule created through A runs for messages published on B;
 - messages published on A reach subscribers on B at QoS 0 and 1 (each once, in order, with the
   subscriber's PUBACK to B), with topics NATS would otherwise read as wildcards or separators;
-- `/health/cluster` on each node names both nodes;
-- per-node state (retained messages) survives a node's restart and stays on its node.
+- QoS 1 is acknowledged end to end: every message A PUBACKed while B was killed (SIGKILL)
+  reaches B's persistent session once B is back, in each publisher's order; with three nodes
+  each subscriber of B and C gets each message of A once; while NATS restarts, A withholds its
+  PUBACKs and every message arrives once NATS is back; when JetStream's stream is full (a node
+  stopped), A withholds PUBACKs and retries until the node runs again and catches up;
+- `/health/cluster` on each node names both nodes, and a node killed with SIGKILL leaves the
+  others' lists within the heartbeat timeout;
+- a retained message published on one node is what a new subscriber on another gets, and
+  clearing it on one node clears it everywhere.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import signal
 import time
 import urllib.request
 
@@ -35,32 +43,64 @@ ARN = f"arn:aws:iot:{REGION}:{ACCOUNT}"
 
 
 class Cluster:
-    def __init__(self, nodes, aws):
+    def __init__(self, nodes, aws, nats, postgres, database):
         self.nodes = nodes
         self._aws = aws
+        self.nats = nats
+        self._postgres = postgres
+        self._database = database
+
+    def session_saved(self, client_id: str, topic_filter: str) -> bool:
+        """True once some node stored the persistent session `client_id` with `topic_filter`
+        among its subscriptions (sessions are saved just after SUBACK, not before it)."""
+        def literal(text: str) -> str:
+            return "convert_to('" + text.replace("'", "''") + "', 'UTF8')"
+        count = self._postgres.sql(
+            f"SELECT count(*) FROM fleetcore_kv WHERE tbl = 'mqtt_sessions' "
+            f"AND position({literal(client_id)} in key) > 0 "
+            f"AND position({literal(topic_filter)} in value) > 0", self._database)
+        return int(count.strip() or 0) > 0
 
     def iot(self, i: int):
         return self._aws("iot", broker=self.nodes[i], access_key_id=KEY_ID,
                          secret_access_key=SECRET)
 
 
-@pytest.fixture
-def cluster(broker_factory, nats_server, postgres_server, aws, uid):
-    """Two nodes `a` and `b` on one PostgreSQL database and one nats-server. B gets A's CA (a
-    cluster's nodes share their CA, as they share their state) and both the same admin keys."""
-    db = postgres_server.database(uid.lower().replace("-", "_")[:60])
+def start_cluster(names, broker_factory, nats_server, postgres_server, aws, uid,
+                  extra=()) -> Cluster:
+    """Nodes named `names` on one PostgreSQL database and one nats-server, started with the
+    flags `extra`. The others get the first node's CA (a cluster's nodes share their CA, as they
+    share their state) and all the same admin keys."""
+    db_name = uid.lower().replace("-", "_")[:60]
+    db = postgres_server.database(db_name)
     nats = nats_server()
     env = {"FLEETCORE_ACCESS_KEY_ID": KEY_ID, "FLEETCORE_SECRET_ACCESS_KEY": SECRET}
 
     def node(name: str, start: bool):
         return broker_factory("--state-backend", "postgres", "--state-url", db,
-                              "--cluster-nats", nats.url, "--cluster-node-id", name,
+                              "--cluster-nats", nats.url, "--cluster-node-id", name, *extra,
                               env=env, start=start)
-    a = node("a", True)
-    b = node("b", False)
-    shutil.copytree(a.data_dir / "ca", b.data_dir / "ca")
-    b.start()
-    return Cluster([a, b], aws)
+    first = node(names[0], True)
+    nodes = [first]
+    for name in names[1:]:
+        other = node(name, False)
+        shutil.copytree(first.data_dir / "ca", other.data_dir / "ca")
+        nodes.append(other)
+    for other in nodes[1:]:
+        other.start()
+    return Cluster(nodes, aws, nats, postgres_server, db_name)
+
+
+@pytest.fixture
+def cluster(broker_factory, nats_server, postgres_server, aws, uid):
+    """Two nodes `a` and `b` (see `start_cluster`)."""
+    return start_cluster(["a", "b"], broker_factory, nats_server, postgres_server, aws, uid)
+
+
+@pytest.fixture
+def cluster3(broker_factory, nats_server, postgres_server, aws, uid):
+    """Three nodes `a`, `b` and `c` (see `start_cluster`)."""
+    return start_cluster(["a", "b", "c"], broker_factory, nats_server, postgres_server, aws, uid)
 
 
 def health(node) -> dict:
@@ -232,9 +272,25 @@ def _probe(pub: Client, sub: Client, topic: str, expect: str | None = None,
         return False
 
 
-def test_per_node_state_survives_a_restart_and_stays_on_its_node(cluster, uid):
-    """Retained messages are per node (docs/SCALING.md): kept in PostgreSQL under the node's own
-    keys, so node A finds its own after a restart and node B never sees them."""
+def _retained(node, uid: str) -> bytes | None:
+    """The retained payload a new subscriber to `<uid>/state` on `node` gets, or None: a fence
+    published by the subscriber itself after its SUBACK would arrive first had it none."""
+    c = Client(node, V5)
+    try:
+        c.connect()
+        c.subscribe(f"{uid}/state", qos=1)
+        c.subscribe(f"{uid}/fence", qos=1)
+        c.publish(f"{uid}/fence", b"fence", qos=1)
+        first = c.wait_message(timeout=5)
+        return None if first.topic == f"{uid}/fence" else first.payload
+    finally:
+        c.close()
+
+
+def test_retained_messages_are_cluster_wide(cluster, uid):
+    """A retained message published on A is what a new subscriber on B gets (shared through
+    JetStream's key-value bucket); it survives A's restart; clearing it on B (empty retained
+    payload) clears it on A."""
     a, b = cluster.nodes
     pub = Client(a, V5)
     try:
@@ -242,20 +298,206 @@ def test_per_node_state_survives_a_restart_and_stays_on_its_node(cluster, uid):
         pub.publish(f"{uid}/state", b"retained on a", qos=1, retain=True)
     finally:
         pub.close()
+    wait_until(lambda: _retained(b, uid) == b"retained on a", 5, what="A's retained message on B")
     a.restart()
-    on_a = Client(a, V5)
-    on_b = Client(b, V5)
+    assert _retained(a, uid) == b"retained on a"
+    clear = Client(b, V5)
     try:
-        on_a.connect()
-        on_a.subscribe(f"{uid}/state", qos=1)
-        assert on_a.wait_message(timeout=5).payload == b"retained on a"
-        on_b.connect()
-        on_b.subscribe(f"{uid}/#", qos=1)
-        # A fence published on B after the subscription: had B a retained message for the
-        # filter, it would have arrived first.
-        on_b.publish(f"{uid}/fence", b"fence", qos=1)
-        first = on_b.wait_message(timeout=5)
-        assert (first.topic, first.payload) == (f"{uid}/fence", b"fence")
+        clear.connect()
+        clear.publish(f"{uid}/state", b"", qos=1, retain=True)
     finally:
-        on_a.close()
-        on_b.close()
+        clear.close()
+    wait_until(lambda: _retained(a, uid) is None, 5, what="the retained message cleared on A")
+    assert _retained(b, uid) is None
+
+
+HEARTBEAT_TIMEOUT = 3.0  # seconds: three missed one-second heartbeats (docs/SCALING.md)
+
+
+def _route_ready(pub: Client, subs, topic: str) -> None:
+    """Waits until a QoS 1 probe from `pub` reaches every client of `subs` (their subscriptions
+    are known cluster-wide), then forgets the probes."""
+    for sub in subs:
+        wait_until(lambda: _probe(pub, sub, topic), 10, what="the route between the nodes")
+    for sub in subs:
+        wait_until(lambda: sub.matching(topic=topic), 5, what="the last probe")
+        sub.received.clear()
+
+
+def _first_copies(messages) -> list[bytes]:
+    """The payloads in arrival order, each once (at-least-once may repeat some)."""
+    seen, out = set(), []
+    for m in messages:
+        if m.payload not in seen:
+            seen.add(m.payload)
+            out.append(m.payload)
+    return out
+
+
+def test_qos1_acknowledged_on_one_node_survives_the_other_nodes_kill(cluster, uid):
+    """A PUBACK from A means JetStream has the message: B, killed with SIGKILL while A keeps
+    acknowledging, delivers every such message to its persistent session when it is back, in
+    each publisher's order."""
+    a, b = cluster.nodes
+    topic = f"{uid}/t"
+    sub_id = f"{uid}-sub"
+    sub = Client(b, V5, client_id=sub_id, clean=False, session_expiry=3600)
+    pubs = [Client(a, V5, client_id=f"{uid}-p{i}") for i in range(2)]
+    try:
+        sub.connect()
+        sub.subscribe(f"{uid}/#", qos=1)
+        wait_until(lambda: cluster.session_saved(sub_id, f"{uid}/#"), 5,
+                   what="B saving the persistent session")
+        for p in pubs:
+            p.connect()
+        _route_ready(pubs[0], [sub], f"{uid}/probe")
+        sent = {p.client_id: [] for p in pubs}
+
+        def publish_round(label: str, n: int) -> None:
+            for i in range(n):
+                for p in pubs:
+                    payload = f"{p.client_id}:{label}:{i}".encode()
+                    p.publish(topic, payload, qos=1)  # returns once PUBACKed
+                    sent[p.client_id].append(payload)
+
+        publish_round("before", 20)
+        sub.wait_messages(40, timeout=10, topic=topic)
+        b.kill()
+        sub.drop()
+        publish_round("during", 50)  # every one PUBACKed by A while B is down
+        b.start()
+        again = Client(b, V5, client_id=sub_id, clean=False, session_expiry=3600)
+        try:
+            again.connect()
+            assert again.session_present, "B kept the persistent session across SIGKILL"
+            want = sum(len(v) for v in sent.values())
+            already = _first_copies(sub.matching(topic=topic))
+
+            def all_arrived():
+                return len(set(already) | set(_first_copies(again.matching(topic=topic)))) >= want
+            wait_until(all_arrived, 15, what="every PUBACKed message on B's session")
+            for p in pubs:
+                mine = lambda m, cid=p.client_id: m.payload.startswith(f"{cid}:".encode())
+                got = _first_copies(sub.matching(mine, topic) + again.matching(mine, topic))
+                assert got == sent[p.client_id], f"every message of {p.client_id}, in order"
+        finally:
+            again.close()
+    finally:
+        sub.close()
+        for p in pubs:
+            p.close()
+
+
+def test_three_nodes_each_subscriber_gets_each_message_once(cluster3, uid):
+    a, b, c = cluster3.nodes
+    topic = f"{uid}/three"
+    subs = [Client(node, V5) for node in (b, c)]
+    pub = Client(a, V5)
+    try:
+        for client in (*subs, pub):
+            client.connect()
+        for sub in subs:
+            sub.subscribe(f"{uid}/#", qos=1)
+        _route_ready(pub, subs, f"{uid}/probe")
+        sent = []
+        for i in range(100):
+            payload = f"{i}".encode()
+            pub.publish(topic, payload, qos=1, wait=False)
+            sent.append(payload)
+        pub.sync()
+        for sub, name in zip(subs, "bc"):
+            sub.wait_messages(len(sent), timeout=10, topic=topic)
+            assert sub.payloads(topic) == sent, f"each message once, in order, on {name}"
+            assert {m.qos for m in sub.matching(topic=topic)} == {1}
+    finally:
+        for client in (*subs, pub):
+            client.close()
+
+
+def test_a_killed_node_leaves_the_others_members_within_the_heartbeat_timeout(cluster3):
+    a, b, c = cluster3.nodes
+    for node in (a, b):
+        wait_until(lambda: [m["node_id"] for m in health(node)["members"]] == ["a", "b", "c"],
+                   5, what=f"three members on /health/cluster of {node.name}")
+    c.kill()
+    killed = time.monotonic()
+    for node in (a, b):
+        wait_until(lambda: [m["node_id"] for m in health(node)["members"]] == ["a", "b"],
+                   HEARTBEAT_TIMEOUT + 2, what=f"c gone from /health/cluster of {node.name}")
+    assert time.monotonic() - killed <= HEARTBEAT_TIMEOUT + 1.0, \
+        "gone within the heartbeat timeout (plus one period of the reader's clock)"
+
+
+def test_qos1_waits_for_nats_to_come_back_and_loses_nothing(cluster, uid):
+    """NATS stopped: A still delivers to its own subscribers but withholds the PUBACKs (it cannot
+    vouch for the other nodes); NATS back: the PUBACKs come and B gets every message, in order."""
+    a, b = cluster.nodes
+    topic = f"{uid}/t"
+    on_b = Client(b, V5)
+    on_a = Client(a, V5)
+    pub = Client(a, V5)
+    try:
+        for c in (on_b, on_a, pub):
+            c.connect()
+        on_b.subscribe(f"{uid}/#", qos=1)
+        on_a.subscribe(f"{uid}/#", qos=1)
+        _route_ready(pub, [on_b, on_a], f"{uid}/probe")
+        cluster.nats.stop()
+        sent = [f"{i}".encode() for i in range(20)]
+        pending = [pub.publish(topic, p, qos=1, wait=False) for p in sent]
+        on_a.wait_messages(len(sent), timeout=10, topic=topic)  # A has handled every one
+        assert not any(info.is_published() for info in pending), \
+            f"no PUBACK while JetStream cannot take the messages {[i.is_published() for i in pending]}"
+        cluster.nats.start()
+        for info in pending:
+            info.wait_for_publish(20)
+            assert info.is_published(), "PUBACKed once NATS is back"
+        on_b.wait_messages(len(sent), timeout=10, topic=topic)
+        assert _first_copies(on_b.matching(topic=topic)) == sent
+    finally:
+        for c in (on_b, on_a, pub):
+            c.close()
+
+
+def test_a_full_forward_stream_holds_pubacks_until_the_nodes_catch_up(
+        broker_factory, nats_server, postgres_server, aws, uid):
+    """The forward stream is bounded (here 4 KiB): with B down (SIGKILL) its messages stay, the
+    stream fills and JetStream refuses. A then withholds its PUBACKs and retries (counted)
+    rather than drop anything; once B is back and acknowledges, A's PUBACKs come and B's
+    persistent session has every message, in order."""
+    cluster = start_cluster(["a", "b"], broker_factory, nats_server, postgres_server, aws, uid,
+                            extra=("--cluster-forward-max-bytes", "4096"))
+    a, b = cluster.nodes
+    topic = f"{uid}/full"
+    sub_id = f"{uid}-sub"
+    sub = Client(b, V5, client_id=sub_id, clean=False, session_expiry=3600)
+    pub = Client(a, V5)
+    again = None
+    try:
+        sub.connect()
+        sub.subscribe(f"{uid}/#", qos=1)
+        wait_until(lambda: cluster.session_saved(sub_id, f"{uid}/#"), 5,
+                   what="B saving the persistent session")
+        pub.connect()
+        _route_ready(pub, [sub], f"{uid}/probe")
+        b.kill()
+        sub.drop()
+        sent = [f"{i:03d}".encode() + b"." * 100 for i in range(60)]
+        pending = [pub.publish(topic, p, qos=1, wait=False) for p in sent]
+        wait_until(lambda: a.metrics().get("fleetcore_cluster_forward_retries_total", 0) > 0, 10,
+                   what="A retrying what the full stream refused")
+        assert not all(info.is_published() for info in pending), "PUBACKs held while full"
+        b.start()
+        again = Client(b, V5, client_id=sub_id, clean=False, session_expiry=3600)
+        again.connect()
+        assert again.session_present
+        for info in pending:
+            info.wait_for_publish(20)
+            assert info.is_published(), "PUBACKed once B caught up"
+        again.wait_messages(len(sent), timeout=10, topic=topic)
+        assert _first_copies(again.matching(topic=topic)) == sent
+        assert a.metrics().get('fleetcore_cluster_dropped_total{reason="forward_full"}', 0) == 0
+    finally:
+        for c in (sub, pub, again):
+            if c is not None:
+                c.close()

@@ -33,7 +33,7 @@ pub use device_meter::{CountersTaken, DeviceCounters, DeviceMeter};
 pub use ingest::{IngestLog, Ingested, Publisher};
 pub use message::{Delivery, Message};
 pub use metrics::BrokerMetrics;
-pub use router::{LoadReport, Offered, Router};
+pub use router::{Blocked, LoadReport, Offered, Router};
 pub use tap::{MAX_TAPS, ServiceTap, TooManyTaps};
 pub use transport::ListenerKind;
 

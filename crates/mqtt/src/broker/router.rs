@@ -78,6 +78,9 @@ pub struct Router {
     taps: Taps,
     /// The durable log the rules engine reads, once installed.
     ingest: OnceLock<Arc<dyn IngestLog>>,
+    /// The durable log that carries QoS 1/2 messages to the other nodes of a cluster, once
+    /// installed.
+    forward: OnceLock<Arc<dyn IngestLog>>,
     /// Device Defender's per-client counters, once installed.
     device_meter: OnceLock<Arc<dyn DeviceMeter>>,
     /// Keep-alive deadlines of parked connections.
@@ -111,6 +114,7 @@ impl Router {
             shutting_down: AtomicBool::new(false),
             taps: Taps::new(),
             ingest: OnceLock::new(),
+            forward: OnceLock::new(),
             device_meter: OnceLock::new(),
             keep_alive: Arc::new(KeepAliveSweep::default()),
         })
@@ -720,6 +724,27 @@ impl Router {
         self.ingest.get().map(|log| log.durable(publisher))
     }
 
+    /// Installs the durable log that carries messages to the other nodes of a cluster (once;
+    /// later calls are ignored). A client's QoS 1/2 acknowledgement then also waits until it
+    /// took the message ([`IngestLog`]'s contract: answer at once, durable by watermark).
+    pub fn set_forward_log(&self, log: Arc<dyn IngestLog>) {
+        let _ = self.forward.set(log);
+    }
+
+    /// Hands an authorized message to the forward log, if one is installed.
+    pub fn forward(&self, message: &Arc<Message>, publisher: Publisher<'_>) -> Ingested {
+        match self.forward.get() {
+            Some(log) => log.ingest(message, publisher),
+            None => Ingested::NotWanted,
+        }
+    }
+
+    /// The durable watermark of the forward log's partition that `publisher`'s messages go to,
+    /// if a forward log is installed.
+    pub fn forward_watermark(&self, publisher: Publisher<'_>) -> Option<watch::Receiver<u64>> {
+        self.forward.get().map(|log| log.durable(publisher))
+    }
+
     /// Publishes a server-originated message (a will, a message from an in-process client):
     /// hands it to the taps, retains it if asked, and queues it for every subscriber without
     /// waiting for room. Returns what the ingest log did with it, so an in-process publisher
@@ -727,6 +752,8 @@ impl Router {
     pub fn publish(&self, message: Arc<Message>) -> Ingested {
         self.tap(&message);
         let ingested = self.ingest(&message, Publisher::default());
+        // Server-originated messages reach the other nodes without anyone waiting for it.
+        self.forward(&message, Publisher::default());
         if message.retain {
             self.retain(&message);
         }

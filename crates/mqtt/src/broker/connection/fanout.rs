@@ -50,18 +50,16 @@ impl PendingFanout {
 
 impl Connection {
     /// Offers `message` to every matching receiver; sends `ack` once all took it and it is
-    /// durable where it must be (the ingest log's `ingest_ticket`, the durable queues of the
-    /// persistent sessions that took it), or pauses reading until receivers have room.
+    /// durable where it must be (the ingest log's `tickets.ingest`, the durable queues of the
+    /// persistent sessions that took it, the forward log's `tickets.forward`), or pauses reading
+    /// until receivers have room.
     pub(super) fn fan_out(
         &mut self,
         message: &Arc<Message>,
         ack: Option<Packet>,
-        ingest_ticket: Option<u64>,
+        tickets: Tickets,
     ) {
-        let mut tickets = Tickets {
-            ingest: ingest_ticket.unwrap_or(0),
-            queue: 0,
-        };
+        let mut tickets = tickets;
         let mut targets = std::mem::take(&mut self.targets);
         self.router.targets(message, &mut targets);
         let mut blocked = Vec::new();

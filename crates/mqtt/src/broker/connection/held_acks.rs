@@ -1,6 +1,7 @@
 //! Acknowledgements held back until their messages are durable — in the ingest log (a rule
-//! wants the message) and in the durable queues (a persistent session will receive it) — sent
-//! in the order of their PUBLISH packets.
+//! wants the message), in the durable queues (a persistent session will receive it) and in the
+//! forward log (the other nodes of a cluster will receive it) — sent in the order of their
+//! PUBLISH packets.
 
 use std::collections::VecDeque;
 
@@ -10,19 +11,21 @@ use super::Connection;
 use crate::broker::Publisher;
 use crate::protocol::Packet;
 
-/// What an acknowledgement waits for: a ticket of the ingest log and one of the persistent
-/// sessions' durable queues (0: nothing to wait for there).
+/// What an acknowledgement waits for: a ticket of the ingest log, one of the persistent
+/// sessions' durable queues and one of the forward log (0: nothing to wait for there).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Tickets {
     /// The ingest log's ticket.
     pub(super) ingest: u64,
     /// The durable queues' ticket.
     pub(super) queue: u64,
+    /// The forward log's ticket.
+    pub(super) forward: u64,
 }
 
 impl Tickets {
     fn is_empty(&self) -> bool {
-        self.ingest == 0 && self.queue == 0
+        self.ingest == 0 && self.queue == 0 && self.forward == 0
     }
 }
 
@@ -36,20 +39,24 @@ pub(super) struct HeldAcks {
     ingest: Option<watch::Receiver<u64>>,
     /// The durable queues' durable ticket.
     queues: watch::Receiver<u64>,
+    /// The forward log's durable ticket, if a forward log is installed.
+    forward: Option<watch::Receiver<u64>>,
 }
 
 impl HeldAcks {
-    /// Nothing held yet; the receivers give the durable tickets of the ingest log and of the
-    /// durable queues.
+    /// Nothing held yet; the receivers give the durable tickets of the ingest log, of the
+    /// durable queues and of the forward log.
     pub(super) fn new(
         ingest: Option<watch::Receiver<u64>>,
         queues: watch::Receiver<u64>,
+        forward: Option<watch::Receiver<u64>>,
     ) -> HeldAcks {
         HeldAcks {
             queue: VecDeque::with_capacity(4),
             pubacks: 0,
             ingest,
             queues,
+            forward,
         }
     }
 
@@ -78,10 +85,14 @@ impl HeldAcks {
             .as_mut()
             .map_or(u64::MAX, |w| *w.borrow_and_update());
         let queue = *self.queues.borrow_and_update();
+        let forward = self
+            .forward
+            .as_mut()
+            .map_or(u64::MAX, |w| *w.borrow_and_update());
         while self
             .queue
             .front()
-            .is_some_and(|(t, _)| t.ingest <= ingest && t.queue <= queue)
+            .is_some_and(|(t, _)| t.ingest <= ingest && t.queue <= queue && t.forward <= forward)
         {
             if let Some((_, ack)) = self.queue.pop_front() {
                 self.pubacks -= usize::from(matches!(ack, Packet::PubAck(_)));
@@ -98,16 +109,14 @@ pub(super) async fn watermark_moved(held: &mut Option<Box<HeldAcks>>) {
     let Some(h) = held else {
         return std::future::pending().await;
     };
-    let HeldAcks { ingest, queues, .. } = &mut **h;
-    let ingest_moved = async {
-        let moved = match ingest {
-            Some(w) => w.changed().await.is_ok(),
-            None => false,
-        };
-        if !moved {
-            std::future::pending::<()>().await;
-        }
-    };
+    let HeldAcks {
+        ingest,
+        queues,
+        forward,
+        ..
+    } = &mut **h;
+    let ingest_moved = optional_moved(ingest);
+    let forward_moved = optional_moved(forward);
     let queues_moved = async {
         if queues.changed().await.is_err() {
             std::future::pending::<()>().await;
@@ -116,6 +125,18 @@ pub(super) async fn watermark_moved(held: &mut Option<Box<HeldAcks>>) {
     tokio::select! {
         _ = ingest_moved => {}
         _ = queues_moved => {}
+        _ = forward_moved => {}
+    }
+}
+
+/// Resolves when the watermark moves; never without one or once its writer is gone.
+async fn optional_moved(watermark: &mut Option<watch::Receiver<u64>>) {
+    let moved = match watermark {
+        Some(w) => w.changed().await.is_ok(),
+        None => false,
+    };
+    if !moved {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -137,6 +158,7 @@ impl Connection {
                 let mut held = Box::new(HeldAcks::new(
                     self.router.ingest_watermark(publisher),
                     self.router.queue_watermark(),
+                    self.router.forward_watermark(publisher),
                 ));
                 held.push(tickets, ack);
                 self.held_acks = Some(held);
@@ -184,7 +206,7 @@ mod tests {
     fn ingest(ticket: u64) -> Tickets {
         Tickets {
             ingest: ticket,
-            queue: 0,
+            ..Tickets::default()
         }
     }
 
@@ -192,7 +214,7 @@ mod tests {
     fn acknowledgements_leave_in_order_as_the_log_makes_them_durable() {
         let (log, watermark) = watch::channel(0u64);
         let (_queues, queue_watermark) = watch::channel(0u64);
-        let mut held = HeldAcks::new(Some(watermark), queue_watermark);
+        let mut held = HeldAcks::new(Some(watermark), queue_watermark, None);
         held.push(ingest(5), puback(1));
         held.push(Tickets::default(), puback(2)); // nothing to wait for, but must not overtake 1
         held.push(ingest(6), puback(3));
@@ -223,11 +245,12 @@ mod tests {
     fn an_acknowledgement_waits_for_both_the_log_and_the_durable_queues() {
         let (log, watermark) = watch::channel(0u64);
         let (queues, queue_watermark) = watch::channel(0u64);
-        let mut held = HeldAcks::new(Some(watermark), queue_watermark);
+        let mut held = HeldAcks::new(Some(watermark), queue_watermark, None);
         held.push(
             Tickets {
                 ingest: 1,
                 queue: 4,
+                forward: 0,
             },
             puback(1),
         );
@@ -245,11 +268,12 @@ mod tests {
     #[test]
     fn without_an_ingest_log_only_the_queue_ticket_counts() {
         let (queues, queue_watermark) = watch::channel(0u64);
-        let mut held = HeldAcks::new(None, queue_watermark);
+        let mut held = HeldAcks::new(None, queue_watermark, None);
         held.push(
             Tickets {
                 ingest: 0,
                 queue: 2,
+                forward: 0,
             },
             puback(7),
         );
@@ -260,11 +284,38 @@ mod tests {
         assert_eq!(ids(&ready), [7]);
     }
 
+    #[test]
+    fn an_acknowledgement_waits_for_the_forward_log() {
+        let (_queues, queue_watermark) = watch::channel(0u64);
+        let (forward, forward_watermark) = watch::channel(0u64);
+        let mut held = HeldAcks::new(None, queue_watermark, Some(forward_watermark));
+        held.push(
+            Tickets {
+                forward: 3,
+                ..Tickets::default()
+            },
+            puback(9),
+        );
+        let mut ready = Vec::new();
+        let _ = forward.send(2);
+        assert!(
+            !held.take_durable(&mut ready),
+            "the other nodes do not have it yet"
+        );
+        let _ = forward.send(3);
+        assert!(held.take_durable(&mut ready));
+        assert_eq!(ids(&ready), [9]);
+    }
+
     #[tokio::test]
     async fn either_watermark_wakes_a_holder() {
         let (log, watermark) = watch::channel(0u64);
         let (queues, queue_watermark) = watch::channel(0u64);
-        let mut held = Some(Box::new(HeldAcks::new(Some(watermark), queue_watermark)));
+        let mut held = Some(Box::new(HeldAcks::new(
+            Some(watermark),
+            queue_watermark,
+            None,
+        )));
         let _ = log.send(1);
         tokio::time::timeout(
             std::time::Duration::from_secs(5),

@@ -113,17 +113,22 @@ impl Connection {
             client_id: Some(&self.client_id),
             principal: Some(&self.principal),
         };
-        let ticket = match self.router.ingest(&message, publisher) {
-            Ingested::Accepted(ticket) => Some(ticket),
-            Ingested::NotWanted | Ingested::Shed => None,
+        let ticket = |ingested| match ingested {
+            Ingested::Accepted(ticket) => ticket,
+            Ingested::NotWanted | Ingested::Shed => 0,
+        };
+        let tickets = Tickets {
+            ingest: ticket(self.router.ingest(&message, publisher)),
+            queue: 0,
+            forward: ticket(self.router.forward(&message, publisher)),
         };
         if let Some(span) = &trace {
-            span.record("fleetcore.rules_ingested", ticket.is_some());
+            span.record("fleetcore.rules_ingested", tickets.ingest != 0);
         }
         if message.retain {
             self.router.retain(&message);
         }
-        self.fan_out(&message, ack, ticket);
+        self.fan_out(&message, ack, tickets);
         Ok(())
     }
 }
