@@ -30,7 +30,7 @@ pub(crate) fn days(retention: &Value) -> Option<u64> {
 
 /// Removes the files of channel folder `dir` written before `cutoff_ms` (a file is written
 /// when its messages arrive, so its modification time is theirs); the last file is emptied, not
-/// removed. How many files it cleared.
+/// removed (keeping its stream marks). How many files it cleared.
 pub(crate) fn sweep_channel(dir: &Path, cutoff_ms: i64) -> Result<usize, std::io::Error> {
     let files = crate::channel::numbered(dir)?;
     let cutoff = std::time::UNIX_EPOCH + Duration::from_millis(cutoff_ms.max(0) as u64);
@@ -45,8 +45,14 @@ pub(crate) fn sweep_channel(dir: &Path, cutoff_ms: i64) -> Result<usize, std::io
             continue;
         }
         if i + 1 == files.len() {
+            // Its stream marks stay: a stream source resumes from them.
+            let marks = crate::channel::read_marks(path)?;
             let tmp = path.with_extension("tmp");
-            std::fs::File::create(&tmp)?.sync_all()?;
+            let mut file = std::fs::File::create(&tmp)?;
+            for mark in &marks {
+                std::io::Write::write_all(&mut file, mark.line().as_bytes())?;
+            }
+            file.sync_all()?;
             std::fs::rename(&tmp, path)?;
         } else {
             std::fs::remove_file(path)?;
