@@ -211,6 +211,29 @@ mod tests {
     }
 
     #[test]
+    fn the_emptied_last_file_keeps_its_stream_marks() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = day_start_ms("2020-01-01").unwrap();
+        let path = dir.path().join(format!("{:020}.jsonl", 1));
+        std::fs::write(&path, format!("#mark\tg\t0\t42\n{old}\t{{\"seq\":1}}\n")).unwrap();
+        let when = std::time::UNIX_EPOCH + Duration::from_millis(old as u64);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(when)
+            .unwrap();
+        assert_eq!(sweep_channel(dir.path(), old + DAY_MS).unwrap(), 1);
+        assert!(crate::channel::read_file(&path).unwrap().is_empty());
+        let mark = crate::channel::Mark {
+            group: "g".into(),
+            shard: 0,
+            next: 42,
+        };
+        assert_eq!(crate::channel::read_marks(&path).unwrap(), [mark]);
+    }
+
+    #[test]
     fn datastore_days_expire_whole() {
         let dir = tempfile::tempdir().unwrap();
         for day in ["2020-01-01", "2026-01-09", "2026-01-10"] {

@@ -88,8 +88,9 @@ impl Analytics {
             ))
         })?;
         match streams.describe_stream(&stream).await {
-            Ok(_) => {}
-            Err(StreamError::NotFound(_)) => {
+            // The Kinesis API does not serve fleetcore's own streams; neither does this.
+            Ok(_) if !fleetcore_stream::is_internal_stream(&stream) => {}
+            Ok(_) | Err(StreamError::NotFound(_)) => {
                 return Err(AnalyticsError::Invalid(format!(
                     "tag {SOURCE_TAG}: stream {stream} does not exist"
                 )));
