@@ -29,7 +29,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         Services::default(),
     )?;
-    analytics.create_channel("bench", json!({}), json!({}), Default::default())?;
+    analytics
+        .create_channel("bench", json!({}), json!({}), Default::default())
+        .await?;
     analytics.create_datastore(
         fleetcore_analytics::resources::NewDatastore {
             name: "bench".into(),

@@ -3,6 +3,9 @@
 //! fsynced, renamed) and a put is answered once its file is durable. One writer task per
 //! channel takes every put waiting in its queue into one file (group commit: many puts share
 //! one fsync); the queue is bounded and a full queue blocks the caller (BatchPutMessage waits).
+//! A put from a stream source also carries its mark (`#mark\t<group>\t<shard>\t<next>`): the
+//! writer puts every mark of a file before its messages, so the file itself records, atomically
+//! with the messages, how far into the stream it holds ([`ChannelFiles::last_mark`]).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -28,6 +31,7 @@ pub struct Stored {
 }
 
 struct Put {
+    marks: Vec<u8>,
     lines: Vec<u8>,
     done: oneshot::Sender<Result<(), String>>,
 }
@@ -84,12 +88,56 @@ fn write_file(dir: &Path, seq: u64, bytes: &[u8]) -> Result<(), std::io::Error> 
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// How far into a stream a channel file holds: the records of `shard` before `next` are in it
+/// or in an earlier file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Mark {
+    /// The consumer group of the channel's source.
+    pub group: String,
+    /// The stream's shard.
+    pub shard: u32,
+    /// The position after the last record written.
+    pub next: u128,
+}
+
+impl Mark {
+    /// The mark as the line a channel file holds.
+    pub(crate) fn line(&self) -> String {
+        format!("#mark\t{}\t{}\t{}\n", self.group, self.shard, self.next)
+    }
+
+    fn parse(line: &str) -> Option<Mark> {
+        let mut parts = line.strip_prefix("#mark\t")?.split('\t');
+        let (group, shard, next) = (parts.next()?, parts.next()?, parts.next()?);
+        Some(Mark {
+            group: group.to_string(),
+            shard: shard.parse().ok()?,
+            next: next.parse().ok()?,
+        })
+    }
+}
+
+/// The marks at the head of a channel file.
+pub(crate) fn read_marks(path: &Path) -> Result<Vec<Mark>, std::io::Error> {
+    use std::io::BufRead;
+    let mut marks = Vec::new();
+    for line in std::io::BufReader::new(std::fs::File::open(path)?).lines() {
+        let line = line?;
+        if !line.starts_with('#') {
+            break;
+        }
+        marks.extend(Mark::parse(&line));
+    }
+    Ok(marks)
+}
+
 /// Reads one channel file.
 pub(crate) fn read_file(path: &Path) -> Result<Vec<Stored>, AnalyticsError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| AnalyticsError::io(format!("reading {}", path.display()), e))?;
     Ok(text
         .lines()
+        .filter(|line| !line.starts_with('#'))
         .filter_map(|line| {
             let (ms, json) = line.split_once('\t')?;
             Some(Stored {
@@ -185,12 +233,36 @@ impl ChannelFiles {
         Ok((queue, watcher))
     }
 
-    /// Appends `messages` to `channel`, durably.
+    /// The newest mark of consumer group `group` in `channel` (files newest first; only their
+    /// heads are read).
+    pub(crate) fn last_mark(
+        &self,
+        channel: &str,
+        group: &str,
+    ) -> Result<Option<Mark>, AnalyticsError> {
+        let files = numbered(&self.dir(channel))
+            .map_err(|e| AnalyticsError::io(format!("listing channel {channel}"), e))?;
+        for (_, path) in files.iter().rev() {
+            let marks = match read_marks(path) {
+                Ok(marks) => marks,
+                // Retention removed it meanwhile: it held no newer mark than the files after it.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(AnalyticsError::io(format!("reading {}", path.display()), e)),
+            };
+            if let Some(mark) = marks.into_iter().rev().find(|m| m.group == group) {
+                return Ok(Some(mark));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Appends `messages` to `channel`, durably, with `mark` in the same file if given.
     pub(crate) async fn append(
         &self,
         channel: &str,
         arrival_ms: i64,
         messages: &[Message],
+        mark: Option<&Mark>,
     ) -> Result<(), AnalyticsError> {
         let mut lines = Vec::with_capacity(messages.len() * 64);
         for message in messages {
@@ -203,7 +275,11 @@ impl ChannelFiles {
         let (done, answer) = oneshot::channel();
         let stopped = || AnalyticsError::Invalid(format!("channel {channel} was deleted"));
         queue
-            .send(Put { lines, done })
+            .send(Put {
+                marks: mark.map(Mark::line).unwrap_or_default().into_bytes(),
+                lines,
+                done,
+            })
             .await
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?.map_err(|e| {
@@ -229,6 +305,9 @@ async fn write_loop(
             puts.push(more);
         }
         let mut bytes = Vec::new();
+        for put in &puts {
+            bytes.extend_from_slice(&put.marks);
+        }
         for put in &puts {
             bytes.extend_from_slice(&put.lines);
         }

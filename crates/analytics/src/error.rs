@@ -41,6 +41,9 @@ pub enum AnalyticsError {
     /// The query engine failed (the message is the engine's).
     #[error("{0}")]
     Query(String),
+    /// The stream a channel is fed from failed.
+    #[error("stream: {0}")]
+    Stream(#[from] fleetcore_stream::StreamError),
 }
 
 impl AnalyticsError {
@@ -71,7 +74,7 @@ impl From<AnalyticsError> for ApiError {
             AnalyticsError::Invalid(_) | AnalyticsError::Query(_) => {
                 ApiError::invalid_request(e.to_string())
             }
-            AnalyticsError::Store(_) | AnalyticsError::Io { .. } => {
+            AnalyticsError::Store(_) | AnalyticsError::Io { .. } | AnalyticsError::Stream(_) => {
                 ApiError::internal(e.to_string())
             }
         }

@@ -21,6 +21,7 @@ mod retention;
 mod runner;
 mod schedule;
 mod scheduler;
+mod source;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -35,6 +36,7 @@ use tokio::task::AbortHandle;
 pub use channel::Stored;
 pub use error::AnalyticsError;
 pub use pipeline::Services;
+pub use source::SOURCE_TAG;
 
 use catalog::Catalog;
 use channel::ChannelFiles;
@@ -61,6 +63,7 @@ pub struct Analytics {
     services: Services,
     runners: Mutex<HashMap<String, AbortHandle>>,
     reprocessing_tasks: Mutex<HashMap<String, AbortHandle>>,
+    sources: Mutex<HashMap<String, AbortHandle>>,
     datastore_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -84,6 +87,7 @@ impl Analytics {
             services,
             runners: Mutex::new(HashMap::new()),
             reprocessing_tasks: Mutex::new(HashMap::new()),
+            sources: Mutex::new(HashMap::new()),
             datastore_locks: Mutex::new(HashMap::new()),
         });
         for pipeline in analytics
@@ -91,6 +95,12 @@ impl Analytics {
             .list::<model::PipelineRecord>("pipeline", "")?
         {
             analytics.start_pipeline(&pipeline.name);
+        }
+        for channel in analytics
+            .catalog
+            .list::<model::ChannelRecord>("channel", "")?
+        {
+            analytics.run_source(&channel);
         }
         analytics.resume_reprocessings()?;
         dataset::fail_interrupted(&analytics)?;
@@ -183,7 +193,7 @@ impl Analytics {
         }
         if !accepted.is_empty() {
             let now_ms = (model::now_seconds() * 1000.0) as i64;
-            if let Err(e) = self.channels.append(channel, now_ms, &accepted).await {
+            if let Err(e) = self.channels.append(channel, now_ms, &accepted, None).await {
                 let e = e.to_string();
                 for outcome in outcomes.iter_mut().filter(|o| o.is_ok()) {
                     *outcome = Err(ChannelError::Storage(e.clone()));

@@ -17,6 +17,21 @@ pub struct ChannelRecord {
     pub created: f64,
     /// Last update, epoch seconds.
     pub updated: f64,
+    /// The stream the channel is fed from, if any (tag [`crate::SOURCE_TAG`]).
+    #[serde(default)]
+    pub source: Option<StreamSource>,
+}
+
+/// A channel's stream source: a consumer group that appends the stream's records to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamSource {
+    /// The stream's name.
+    pub stream: String,
+    /// The consumer group (named after the channel and the time the source was set, so a new
+    /// source starts afresh).
+    pub group: String,
+    /// Records that arrived from this time on (epoch milliseconds) are read.
+    pub since_ms: i64,
 }
 
 /// A pipeline: the activities from a channel to a datastore.

@@ -170,9 +170,9 @@ impl Analytics {
         self.arn(kind, name)
     }
 
-    /// CreateChannel.
-    pub fn create_channel(
-        &self,
+    /// CreateChannel (its stream source, if its tags name one, starts at once).
+    pub async fn create_channel(
+        self: &Arc<Self>,
         name: &str,
         storage: Value,
         retention: Value,
@@ -181,9 +181,13 @@ impl Analytics {
         check_name("channel", name)?;
         check_storage("channel", &storage)?;
         check_retention(&retention)?;
+        if self.catalog.get::<Value>("channel", name)?.is_some() {
+            return Err(self.exists_error("channel", name));
+        }
         let now = now_seconds();
         let record = ChannelRecord {
             name: name.to_string(),
+            source: self.source_for(name, None, &tags).await?,
             storage,
             retention,
             created: now,
@@ -191,6 +195,7 @@ impl Analytics {
         };
         self.channels.create(name)?;
         self.create("channel", name, &record, tags)?;
+        self.run_source(&record);
         Ok(record)
     }
 
@@ -225,6 +230,7 @@ impl Analytics {
     /// DeleteChannel: its stored messages go too.
     pub fn delete_channel(&self, name: &str) -> Result<(), AnalyticsError> {
         self.delete_record("channel", name)?;
+        self.stop_source(name);
         self.channels.remove(name)
     }
 
@@ -546,8 +552,8 @@ impl Analytics {
         crate::dataset::remove_files(self, name)
     }
 
-    /// The resource an ARN of this service names, checked to exist.
-    fn tagged(&self, arn: &str) -> Result<(), AnalyticsError> {
+    /// The resource an ARN of this service names, checked to exist: its kind and name.
+    fn tagged<'a>(&self, arn: &'a str) -> Result<(&'static str, &'a str), AnalyticsError> {
         let prefix = self.arn("", "");
         let resource = arn
             .strip_prefix(prefix.trim_end_matches('/'))
@@ -566,7 +572,8 @@ impl Analytics {
                 )));
             }
         };
-        self.get_record::<Value>(kind, name).map(drop)
+        self.get_record::<Value>(kind, name)?;
+        Ok((kind, name))
     }
 
     /// ListTagsForResource.
@@ -576,17 +583,38 @@ impl Analytics {
     }
 
     /// TagResource.
-    pub fn tag(&self, arn: &str, tags: Tags) -> Result<(), AnalyticsError> {
+    pub async fn tag(self: &Arc<Self>, arn: &str, tags: Tags) -> Result<(), AnalyticsError> {
         let mut all = self.tags(arn)?;
         all.extend(tags);
-        self.catalog.put("tags", arn, &all)
+        self.retag(arn, all).await
     }
 
     /// UntagResource.
-    pub fn untag(&self, arn: &str, keys: &[String]) -> Result<(), AnalyticsError> {
+    pub async fn untag(self: &Arc<Self>, arn: &str, keys: &[String]) -> Result<(), AnalyticsError> {
         let mut all = self.tags(arn)?;
         all.retain(|k, _| !keys.contains(k));
-        self.catalog.put("tags", arn, &all)
+        self.retag(arn, all).await
+    }
+
+    /// Stores the tags of `arn`; for a channel, starts, changes or stops its stream source.
+    async fn retag(self: &Arc<Self>, arn: &str, tags: Tags) -> Result<(), AnalyticsError> {
+        let ("channel", name) = self.tagged(arn)? else {
+            return self.catalog.put("tags", arn, &tags);
+        };
+        let mut record = self.channel(name)?;
+        let source = self.source_for(name, record.source.as_ref(), &tags).await?;
+        let mut batch = WriteBatch::new();
+        Catalog::stage(&mut batch, "tags", arn, &tags);
+        let changed = source != record.source;
+        if changed {
+            record.source = source;
+            Catalog::stage(&mut batch, "channel", name, &record);
+        }
+        self.catalog.apply(batch)?;
+        if changed {
+            self.run_source(&record);
+        }
+        Ok(())
     }
 
     /// SampleChannelData: up to `max` of the latest messages that arrived in [start, end).

@@ -30,7 +30,7 @@ pub(crate) fn days(retention: &Value) -> Option<u64> {
 
 /// Removes the files of channel folder `dir` written before `cutoff_ms` (a file is written
 /// when its messages arrive, so its modification time is theirs); the last file is emptied, not
-/// removed. How many files it cleared.
+/// removed (keeping its stream marks). How many files it cleared.
 pub(crate) fn sweep_channel(dir: &Path, cutoff_ms: i64) -> Result<usize, std::io::Error> {
     let files = crate::channel::numbered(dir)?;
     let cutoff = std::time::UNIX_EPOCH + Duration::from_millis(cutoff_ms.max(0) as u64);
@@ -45,8 +45,14 @@ pub(crate) fn sweep_channel(dir: &Path, cutoff_ms: i64) -> Result<usize, std::io
             continue;
         }
         if i + 1 == files.len() {
+            // Its stream marks stay: a stream source resumes from them.
+            let marks = crate::channel::read_marks(path)?;
             let tmp = path.with_extension("tmp");
-            std::fs::File::create(&tmp)?.sync_all()?;
+            let mut file = std::fs::File::create(&tmp)?;
+            for mark in &marks {
+                std::io::Write::write_all(&mut file, mark.line().as_bytes())?;
+            }
+            file.sync_all()?;
             std::fs::rename(&tmp, path)?;
         } else {
             std::fs::remove_file(path)?;
@@ -202,6 +208,29 @@ mod tests {
         assert_eq!(left[0].0, 4);
         assert!(crate::channel::read_file(&left[0].1).unwrap().is_empty());
         assert_eq!(sweep_channel(dir.path(), new + 1).unwrap(), 0);
+    }
+
+    #[test]
+    fn the_emptied_last_file_keeps_its_stream_marks() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = day_start_ms("2020-01-01").unwrap();
+        let path = dir.path().join(format!("{:020}.jsonl", 1));
+        std::fs::write(&path, format!("#mark\tg\t0\t42\n{old}\t{{\"seq\":1}}\n")).unwrap();
+        let when = std::time::UNIX_EPOCH + Duration::from_millis(old as u64);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(when)
+            .unwrap();
+        assert_eq!(sweep_channel(dir.path(), old + DAY_MS).unwrap(), 1);
+        assert!(crate::channel::read_file(&path).unwrap().is_empty());
+        let mark = crate::channel::Mark {
+            group: "g".into(),
+            shard: 0,
+            next: 42,
+        };
+        assert_eq!(crate::channel::read_marks(&path).unwrap(), [mark]);
     }
 
     #[test]

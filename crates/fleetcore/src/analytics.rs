@@ -1,7 +1,8 @@
 //! Wiring of the analytics capability (IoT Analytics) in `fleetcore serve`: its enrich
 //! activities read the registry and the shadows through core's DeviceDirectory (implemented
 //! here), its lambda activity calls the functions, and its channels receive the rules'
-//! iotAnalytics action. Its files live under `<data dir>/analytics/`.
+//! iotAnalytics action; channels tagged with a stream read it. Its files live under
+//! `<data dir>/analytics/`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -57,6 +58,7 @@ pub fn start(
     identity: &Arc<IdentityService>,
     shadows: &ShadowService,
     functions: Arc<dyn FunctionInvoker>,
+    streams: &Arc<dyn fleetcore_stream::Stream>,
     http_addr: SocketAddr,
 ) -> anyhow::Result<Arc<Analytics>> {
     Analytics::start(
@@ -72,6 +74,7 @@ pub fn start(
                 identity: Arc::clone(identity),
                 shadows: shadows.clone(),
             })),
+            streams: Some(Arc::clone(streams)),
         },
     )
     .context("starting analytics")

@@ -213,6 +213,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         &identity,
         &shadows,
         Arc::clone(&functions.functions) as Arc<dyn fleetcore_core::FunctionInvoker>,
+        &streams,
         http_addr,
     )?;
     #[cfg(feature = "analytics")]

@@ -28,12 +28,14 @@ pub(super) async fn create(
     Json(request): Json<ChannelRequest>,
 ) -> Result<Response, ApiError> {
     let tags = tag_list(&request.tags)?;
-    let record = analytics.create_channel(
-        &request.channel_name,
-        request.channel_storage,
-        request.retention_period,
-        tags,
-    )?;
+    let record = analytics
+        .create_channel(
+            &request.channel_name,
+            request.channel_storage,
+            request.retention_period,
+            tags,
+        )
+        .await?;
     Ok(created(json!({
         "channelName": record.name,
         "channelArn": analytics.resource_arn("channel", &record.name),

@@ -42,7 +42,9 @@ pub(super) async fn tag(
     Query(query): Query<ArnQuery>,
     Json(body): Json<TagsBody>,
 ) -> Result<Response, ApiError> {
-    analytics.tag(&query.resource_arn, tag_list(&body.tags)?)?;
+    analytics
+        .tag(&query.resource_arn, tag_list(&body.tags)?)
+        .await?;
     Ok(no_content())
 }
 
@@ -60,6 +62,6 @@ pub(super) async fn untag(
             _ => {}
         }
     }
-    analytics.untag(&arn, &keys)?;
+    analytics.untag(&arn, &keys).await?;
     Ok(no_content())
 }

@@ -18,13 +18,16 @@ pub(crate) use expr::SqlExpr;
 pub use plan::Plan;
 pub(crate) use plan::build_activity;
 
-/// What activities may call: the functions (lambda) and the device registry and shadows.
+/// What the capability calls on: the functions (lambda), the device registry and shadows, and
+/// the streams channels may be fed from.
 #[derive(Clone, Default)]
 pub struct Services {
     /// The functions, for the `lambda` activity.
     pub functions: Option<Arc<dyn FunctionInvoker>>,
     /// Things and shadows, for `deviceRegistryEnrich` and `deviceShadowEnrich`.
     pub devices: Option<Arc<dyn DeviceDirectory>>,
+    /// The Kinesis-API streams, for channels with a stream source.
+    pub streams: Option<Arc<dyn fleetcore_stream::Stream>>,
 }
 
 /// One running activity: messages in, messages out (fewer, changed or the same).
