@@ -212,6 +212,23 @@ impl FleetMeter {
             .collect()
     }
 
+    /// The client ids connected now that certificate `certificate_id` authenticated (up to
+    /// 16 remembered per certificate).
+    pub fn live_clients_of(&self, certificate_id: &str) -> Vec<String> {
+        let devices = self.devices.lock();
+        let by_certificate = self.by_certificate.lock();
+        by_certificate
+            .get(certificate_id)
+            .map(|clients| {
+                clients
+                    .iter()
+                    .filter(|id| devices.get(&***id).is_some_and(|d| d.counters.is_online()))
+                    .map(|id| id.to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// How many client ids are known.
     pub fn known_devices(&self) -> usize {
         self.devices.lock().len()
