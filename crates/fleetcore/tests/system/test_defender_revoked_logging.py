@@ -2,7 +2,8 @@
 revoked-CA check (a CA made INACTIVE while device certificates it signed are still ACTIVE), the
 revoked-device-certificate check (a REVOKED certificate still attached to a thing), the
 SetV2LoggingOptions / GetV2LoggingOptions round trip, honoured by the platform's
-`AWSIotLogsV2` entries, LOGGING_DISABLED_CHECK and the ENABLE_IOT_LOGGING mitigation action."""
+`AWSIotLogsV2` entries, LOGGING_DISABLED_CHECK and the ENABLE_IOT_LOGGING mitigation action;
+and the connection checks' sightings kept across a SIGKILL."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ pytestmark = pytest.mark.fleetcore_only("Device Defender is fleetcore's")
 REVOKED_CA = "REVOKED_CA_CERTIFICATE_STILL_ACTIVE_CHECK"
 REVOKED_DEVICE = "REVOKED_DEVICE_CERTIFICATE_STILL_ACTIVE_CHECK"
 LOGGING = "LOGGING_DISABLED_CHECK"
+SHARED = "DEVICE_CERTIFICATE_SHARED_CHECK"
+CONFLICT = "CONFLICTING_CLIENT_IDS_CHECK"
 
 
 def audit(iot, *checks):
@@ -181,3 +184,30 @@ def test_logging_options_are_honoured_audited_and_mitigated(broker_factory, aws,
         iot.list_v2_logging_levels()
     assert e.value.response["Error"]["Code"] == "UnknownOperationException"
     assert "ListV2LoggingLevels" in e.value.response["Error"]["Message"]
+
+
+def test_connection_sightings_survive_sigkill(broker_factory, aws, clients, client_cert, uid):
+    b = broker_factory(env={"FLEETCORE_DEFENDER_PERIOD_MS": "200"})
+    iot = aws("iot", broker=b)
+    iot.update_account_audit_configuration(roleArn=ROLE, auditCheckConfigurations={
+        SHARED: {"enabled": True}, CONFLICT: {"enabled": True}})
+    cert, key, cert_id = new_certificate(iot, b, client_cert, f"{uid}-shared")
+    clients(V5, broker=b, client_id=f"{uid}-a", tls=(cert, key))
+    clients(V5, broker=b, client_id=f"{uid}-b", tls=(cert, key))
+    first = clients(V5, broker=b, client_id=f"{uid}-a", tls=(cert, key))  # takes `a` over
+    del first
+
+    def periods() -> float:
+        return b.metrics().get("fleetcore_defender_periods_committed_total", 0.0)
+
+    # sightings are written with a period's commit: wait for two, so one began after them
+    seen = periods()
+    wait_until(lambda: periods() >= seen + 2, 20, interval=0.1, what="two committed periods")
+    b.kill()
+    b.start()
+    iot = aws("iot", broker=b)
+    _, findings = audit(iot, SHARED, CONFLICT)
+    by_check = {f["checkName"]: f["nonCompliantResource"] for f in findings}
+    assert by_check[SHARED]["resourceIdentifier"] == {"deviceCertificateId": cert_id}
+    assert sorted(by_check[SHARED]["additionalInfo"]["CLIENT_IDS"].split(",")) == [f"{uid}-a", f"{uid}-b"]
+    assert by_check[CONFLICT]["resourceIdentifier"] == {"clientId": f"{uid}-a"}
