@@ -74,10 +74,10 @@ impl Defender {
         directory: Arc<dyn ThingDirectory>,
     ) -> Result<Arc<Defender>, DefenderError> {
         let violations = Violations::open(Arc::clone(&store))?;
-        // The devices with alarms in force are known as offline until they connect, so the
-        // first period after a restart does not take them for forgotten.
         let meter = FleetMeter::default();
         meter.restore_sightings(store.as_ref())?;
+        // The devices with alarms in force are known as offline until they connect, so the
+        // first period after a restart does not take them for forgotten.
         let now = Instant::now();
         for v in violations.active_where(|_| true) {
             meter.remember_offline(&v.thing_name, now);
