@@ -192,10 +192,10 @@ def test_connection_sightings_survive_sigkill(broker_factory, aws, clients, clie
     iot.update_account_audit_configuration(roleArn=ROLE, auditCheckConfigurations={
         SHARED: {"enabled": True}, CONFLICT: {"enabled": True}})
     cert, key, cert_id = new_certificate(iot, b, client_cert, f"{uid}-shared")
-    clients(V5, broker=b, client_id=f"{uid}-a", tls=(cert, key))
-    clients(V5, broker=b, client_id=f"{uid}-b", tls=(cert, key))
-    first = clients(V5, broker=b, client_id=f"{uid}-a", tls=(cert, key))  # takes `a` over
-    del first
+    first = clients(V5, broker=b, client_id=f"{uid}-a", tls=(cert, key))
+    clients(V5, broker=b, client_id=f"{uid}-b", tls=(cert, key))  # the same certificate at once
+    clients(V5, broker=b, client_id=f"{uid}-a", tls=(cert, key))  # takes `a` over
+    first.wait_disconnected()
 
     def periods() -> float:
         return b.metrics().get("fleetcore_defender_periods_committed_total", 0.0)
