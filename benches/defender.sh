@@ -23,9 +23,10 @@
 #
 # Detection delay: DELAY_REPS (default 10) floods, one fresh client id each, against a server
 # with the profile plus a flood behaviour (`aws:num-messages-sent` less-than 50); the time from
-# each flood's first message to its `in-alarm` alert on `$fleetcore/defender/alerts/...`. The
-# delay is bounded by one period (PERIOD_MS) plus the evaluation: the alarm is raised at the
-# end of the period that holds the violating datapoint.
+# each flood's first message to its `in-alarm` alert on `$fleetcore/defender/alerts/...`, each
+# flood starting at a random point of a period. The delay is bounded by one period (PERIOD_MS)
+# plus the evaluation: the alarm is raised at the end of the period that holds the violating
+# datapoint. ROUNDS=0 measures only the delay.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source benches/lib.sh
@@ -117,10 +118,10 @@ if [ "$DELAY_REPS" -gt 0 ]; then
   echo "== detection delay ($DELAY_REPS floods)" >&2
   pid=$(start delay "$port")
   profile delay "$port" flood
-  "$PY" - "$port" "$DELAY_REPS" >"$OUT/delay.txt" <<'PY'
-import sys, threading, time
+  "$PY" - "$port" "$DELAY_REPS" "$PERIOD_MS" >"$OUT/delay.txt" <<'PY'
+import random, sys, threading, time
 import paho.mqtt.client as mqtt
-port, reps = int(sys.argv[1]), int(sys.argv[2])
+port, reps, period = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]) / 1000
 alerts, cond = {}, threading.Condition()
 def on_message(_c, _u, m):
     if b'"in-alarm"' in m.payload:
@@ -143,6 +144,9 @@ delays = []
 for i in range(reps):
     cid = f"flood-{i}"
     dev = client(cid)
+    # Each alert comes at a period's end: start the next flood at a random point of the
+    # period, not right after it (which would always measure the worst case, one period).
+    time.sleep(random.uniform(0, period))
     started = time.monotonic()
     for _ in range(200):
         dev.publish("bench/flood", b"x", qos=0)
