@@ -11,11 +11,13 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use fleetcore_core::WriteBatch;
+
 use crate::alerts::Alerts;
 use crate::device_metrics::{CustomValue, DeviceSample};
 use crate::meter::Datapoint;
 use crate::metric::{CloudMetric, DeviceMetric};
-use crate::model::{Model, SharedSummaries};
+use crate::model::{self, Models, SharedSummaries};
 use crate::profile::{AlertTarget, Check, CompiledBehavior, Metric, MetricValue};
 use crate::store::{ProfileRecord, Target};
 use crate::violations::{AlarmKey, EventType, ViolationEvent, Violations};
@@ -92,7 +94,9 @@ pub struct Detector {
     /// The period's alerts, sent once its changes are committed.
     outbox: Vec<(ViolationEvent, BTreeMap<String, AlertTarget>)>,
     /// ML Detect models by (profile, behaviour).
-    models: HashMap<(String, String), Model>,
+    models: Models,
+    /// The period's writes of models, committed with its violations.
+    staged: WriteBatch,
     summaries: SharedSummaries,
 }
 
@@ -112,9 +116,16 @@ impl Detector {
             alerts,
             directory,
             outbox: Vec::new(),
-            models: HashMap::new(),
+            models: Models::new(),
+            staged: WriteBatch::new(),
             summaries: SharedSummaries::default(),
         }
+    }
+
+    /// Starts from the ML Detect `models` kept in the store.
+    pub fn with_models(mut self, models: Models) -> Detector {
+        self.models = models;
+        self
     }
 
     /// Publishes the ML Detect models' training summaries to `summaries`.
@@ -224,13 +235,18 @@ impl Detector {
                 }
                 if learned && let Some(model) = self.models.get_mut(&model_key) {
                     model.learn(training, now);
+                    model::stage_learned(&model_key, model, &mut self.staged);
                 }
             }
         }
         self.publish_summaries(catalog);
         self.invalidate_unevaluated(catalog, &evaluated, now);
-        if let Err(e) = self.violations.commit() {
-            tracing::error!(error = %e, "writing the period's Defender violations failed; they are served from memory and may not survive a restart");
+        self.violations.stage(std::mem::take(&mut self.staged));
+        match self.violations.commit() {
+            Ok(()) => metrics::counter!("fleetcore_defender_periods_committed_total").increment(1),
+            Err(e) => {
+                tracing::error!(error = %e, "writing the period's Defender violations, sightings and models failed; they are served from memory and may not survive a restart");
+            }
         }
         for (event, targets) in std::mem::take(&mut self.outbox) {
             self.alerts.send(&event, &targets);
@@ -249,13 +265,15 @@ impl Detector {
                     .map(|b| (p.record.name.clone(), b.behavior.name.clone()))
             })
             .collect();
-        self.models.retain(|k, _| live.contains(k));
-        self.summaries.set(
-            self.models
-                .iter()
-                .map(|((p, b), m)| ((p.clone(), b.clone()), m.summary(p, b)))
-                .collect(),
-        );
+        let staged = &mut self.staged;
+        self.models.retain(|k, _| {
+            let keep = live.contains(k);
+            if !keep {
+                model::stage_forget(k, staged);
+            }
+            keep
+        });
+        self.summaries.set_from(&self.models);
     }
 
     /// Periods in `behavior`'s window.

@@ -15,6 +15,7 @@ pub mod audit;
 pub mod detector;
 pub mod device_metrics;
 mod error;
+pub mod logging;
 pub mod meter;
 pub mod metric;
 pub mod mitigation;

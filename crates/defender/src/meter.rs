@@ -3,15 +3,20 @@
 //! period turns them into one datapoint per device. At each admitted connection (connect path
 //! only) it also notes what the audit checks look back on ([`Sighting`]): a live connection
 //! taken over by another with the same client id, and a certificate used by several client ids
-//! connected at once.
+//! connected at once. Sightings are kept in the store ([`SIGHTINGS_TABLE`]): each period's new
+//! ones are written with the period's violations in one batch ([`FleetMeter::sightings_to_save`]),
+//! and [`FleetMeter::restore_sightings`] reads them back at start, so a restart (even a SIGKILL
+//! after the period's commit) keeps what the audits look back on.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fleetcore_core::{KvStore, WriteBatch};
 use fleetcore_mqtt::broker::{DeviceCounters, DeviceMeter};
 use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
 
 use crate::device_metrics::DeviceSample;
 use crate::metric::{CLOUD_METRICS, CloudMetric};
@@ -34,11 +39,14 @@ const MAX_SIGHTINGS: usize = 10_000;
 /// How far back sightings are kept: AWS's on-demand audits look back 31 days.
 pub const SIGHTINGS_KEPT_SECONDS: f64 = 31.0 * 24.0 * 3600.0;
 
+/// The store table of the sightings, by sequence number (big-endian `u64`).
+pub const SIGHTINGS_TABLE: &str = "defender_sightings";
+
 /// Most client ids remembered per certificate.
 const MAX_CLIENTS_PER_CERTIFICATE: usize = 16;
 
 /// Something the connection audit checks look back on.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Sighting {
     /// A connection took over a live connection with the same client id.
     ConflictingClientId {
@@ -118,7 +126,20 @@ pub struct FleetMeter {
     devices: Mutex<HashMap<Arc<str>, Device>>,
     /// The client ids each certificate authenticated (locked after `devices`).
     by_certificate: Mutex<HashMap<Arc<str>, Vec<Arc<str>>>>,
-    sightings: Mutex<VecDeque<Sighting>>,
+    sightings: Mutex<SightingLog>,
+}
+
+/// The sightings kept, with what the store has not seen yet.
+#[derive(Default)]
+struct SightingLog {
+    /// By sequence number, oldest first.
+    kept: VecDeque<(u64, Sighting)>,
+    /// The next sequence number.
+    next: u64,
+    /// Sequence numbers from here on are not in the store yet.
+    saved_up_to: u64,
+    /// Sequence numbers dropped since the last save.
+    evicted: Vec<u64>,
 }
 
 impl DeviceMeter for FleetMeter {
@@ -191,25 +212,94 @@ impl DeviceMeter for FleetMeter {
 
 impl FleetMeter {
     fn sight(&self, sighting: Sighting) {
-        let mut sightings = self.sightings.lock();
+        let mut log = self.sightings.lock();
         let oldest = sighting.time() - SIGHTINGS_KEPT_SECONDS;
-        while sightings
-            .front()
-            .is_some_and(|s| s.time() < oldest || sightings.len() >= MAX_SIGHTINGS)
-        {
-            sightings.pop_front();
+        while let Some((seq, front)) = log.kept.front() {
+            if front.time() >= oldest && log.kept.len() < MAX_SIGHTINGS {
+                break;
+            }
+            let seq = *seq;
+            log.kept.pop_front();
+            log.evicted.push(seq);
         }
-        sightings.push_back(sighting);
+        let seq = log.next;
+        log.next += 1;
+        log.kept.push_back((seq, sighting));
     }
 
     /// The sightings since `since` (epoch seconds), oldest first.
     pub fn sightings_since(&self, since: f64) -> Vec<Sighting> {
         self.sightings
             .lock()
+            .kept
             .iter()
-            .filter(|s| s.time() >= since)
-            .cloned()
+            .filter(|(_, s)| s.time() >= since)
+            .map(|(_, s)| s.clone())
             .collect()
+    }
+
+    /// The writes that bring the store up to date with the sightings (new ones written,
+    /// dropped ones deleted); from then on they count as saved.
+    pub fn sightings_to_save(&self) -> WriteBatch {
+        let mut batch = WriteBatch::new();
+        let mut log = self.sightings.lock();
+        for seq in std::mem::take(&mut log.evicted) {
+            if seq < log.saved_up_to {
+                batch.delete(SIGHTINGS_TABLE, seq.to_be_bytes().to_vec());
+            }
+        }
+        let from = log.saved_up_to;
+        for (seq, s) in log.kept.iter().filter(|(seq, _)| *seq >= from) {
+            // Serializing these plain records cannot fail.
+            batch.put(
+                SIGHTINGS_TABLE,
+                seq.to_be_bytes().to_vec(),
+                serde_json::to_vec(s).unwrap_or_default(),
+            );
+        }
+        log.saved_up_to = log.next;
+        batch
+    }
+
+    /// Reads the sightings kept in `store` (at start, before any connection); those past the
+    /// look-back, and records that do not parse, are dropped (and deleted at the next save).
+    pub fn restore_sightings(&self, store: &dyn KvStore) -> Result<(), fleetcore_core::StoreError> {
+        let oldest = crate::store::now() - SIGHTINGS_KEPT_SECONDS;
+        let mut log = self.sightings.lock();
+        for (key, value) in store.scan_prefix(SIGHTINGS_TABLE, b"")? {
+            let Ok(seq) = <[u8; 8]>::try_from(key.as_slice()).map(u64::from_be_bytes) else {
+                continue;
+            };
+            log.next = log.next.max(seq + 1);
+            match serde_json::from_slice::<Sighting>(&value) {
+                Ok(s) if s.time() >= oldest => log.kept.push_back((seq, s)),
+                _ => log.evicted.push(seq),
+            }
+        }
+        while log.kept.len() > MAX_SIGHTINGS {
+            if let Some((seq, _)) = log.kept.pop_front() {
+                log.evicted.push(seq);
+            }
+        }
+        log.saved_up_to = log.next;
+        Ok(())
+    }
+
+    /// The client ids connected now that certificate `certificate_id` authenticated (up to
+    /// 16 remembered per certificate).
+    pub fn live_clients_of(&self, certificate_id: &str) -> Vec<String> {
+        let devices = self.devices.lock();
+        let by_certificate = self.by_certificate.lock();
+        by_certificate
+            .get(certificate_id)
+            .map(|clients| {
+                clients
+                    .iter()
+                    .filter(|id| devices.get(&***id).is_some_and(|d| d.counters.is_online()))
+                    .map(|id| id.to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// How many client ids are known.
@@ -339,6 +429,39 @@ mod tests {
         meter.admitted("c", &cert, ip);
         c.connected();
         assert_eq!(meter.sightings_since(0.0).len(), 2);
+    }
+
+    #[test]
+    fn sightings_are_saved_in_batches_and_restored() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = fleetcore_core::RedbStore::open(&dir.path().join("s.redb")).expect("store");
+        let meter = FleetMeter::default();
+        let ip: IpAddr = "10.1.2.3".parse().expect("ip");
+        let a = meter.connecting("a", ip);
+        meter.admitted("a", "anonymous", ip);
+        a.connected();
+        meter.admitted("a", "anonymous", ip);
+        meter.admitted("a", "anonymous", ip);
+        let batch = meter.sightings_to_save();
+        assert_eq!(batch.len(), 2);
+        store.apply(batch).expect("apply");
+        assert!(meter.sightings_to_save().is_empty(), "saved once");
+        meter.admitted("a", "anonymous", ip);
+        store.apply(meter.sightings_to_save()).expect("apply");
+
+        let restarted = FleetMeter::default();
+        restarted.restore_sightings(&store).expect("restore");
+        assert_eq!(restarted.sightings_since(0.0), meter.sightings_since(0.0));
+        assert_eq!(restarted.sightings_since(0.0).len(), 3);
+        // new sightings after the restart take new sequence numbers
+        let b = restarted.connecting("b", ip);
+        restarted.admitted("b", "anonymous", ip);
+        b.connected();
+        restarted.admitted("b", "anonymous", ip);
+        store.apply(restarted.sightings_to_save()).expect("apply");
+        let again = FleetMeter::default();
+        again.restore_sightings(&store).expect("restore");
+        assert_eq!(again.sightings_since(0.0).len(), 4);
     }
 
     #[test]

@@ -10,16 +10,30 @@
 //!   least 1, so a fleet of identical values does not flag every wobble.
 //! - **Status**: `PENDING_BUILD` until [`MIN_PERIODS`] periods and [`MIN_DATAPOINTS`]
 //!   datapoints are collected, then `ACTIVE` (GetBehaviorModelTrainingSummaries shows the
-//!   collection percentage). Models are in memory: a restart trains them again.
+//!   collection percentage).
+//! - **Kept**: each period's training datapoints are written with the period's violations in
+//!   one batch (one record per model and period, [`stage_learned`]; the period that falls out
+//!   of the window is deleted), and [`load`] reads them back at start, so after a restart (even
+//!   a SIGKILL) a model is as ACTIVE as it was at the last period's commit.
 //! - **Confidence**: a datapoint is anomalous when it lies more than `k` spreads from the
 //!   median, either side: `LOW` k = 2.5 (more alarms), `MEDIUM` k = 3.5, `HIGH` k = 5 (fewer
 //!   alarms, only the clearest outliers).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
+use fleetcore_core::{KvStore, StoreError, WriteBatch};
 use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+
+/// Models by (profile, behaviour).
+pub type Models = HashMap<(String, String), Model>;
+
+/// Each model's header (`{profile}\n{behavior}` -> [`Header`]).
+const MODELS_TABLE: &str = "defender_ml_models";
+/// Each model's periods (`{profile}\n{behavior}\n` + big-endian sequence number -> datapoints).
+const PERIODS_TABLE: &str = "defender_ml_periods";
 
 /// Periods of training data kept.
 pub const TRAINING_PERIODS: usize = 288;
@@ -69,6 +83,105 @@ pub struct Model {
     periods: VecDeque<Vec<f64>>,
     started: Option<f64>,
     refreshed: Option<f64>,
+    /// The sequence number the next period gets in the store.
+    next: u64,
+}
+
+/// What the store keeps of a model besides its periods.
+#[derive(Debug, Serialize, Deserialize)]
+struct Header {
+    started: Option<f64>,
+    refreshed: Option<f64>,
+    next: u64,
+}
+
+fn model_key(key: &(String, String)) -> String {
+    format!("{}\n{}", key.0, key.1)
+}
+
+fn periods_prefix(key: &(String, String)) -> Vec<u8> {
+    format!("{}\n{}\n", key.0, key.1).into_bytes()
+}
+
+/// Stages the writes that record `model`'s latest [`Model::learn`] (of model `key`).
+pub fn stage_learned(key: &(String, String), model: &Model, batch: &mut WriteBatch) {
+    let Some(latest) = model.periods.back() else {
+        return;
+    };
+    let seq = model.next - 1;
+    let mut period_key = periods_prefix(key);
+    period_key.extend_from_slice(&seq.to_be_bytes());
+    // Serializing plain numbers and options cannot fail.
+    batch.put(
+        PERIODS_TABLE,
+        period_key,
+        serde_json::to_vec(latest).unwrap_or_default(),
+    );
+    if model.periods.len() == TRAINING_PERIODS
+        && let Some(dropped) = seq.checked_sub(TRAINING_PERIODS as u64)
+    {
+        let mut dropped_key = periods_prefix(key);
+        dropped_key.extend_from_slice(&dropped.to_be_bytes());
+        batch.delete(PERIODS_TABLE, dropped_key);
+    }
+    let header = Header {
+        started: model.started,
+        refreshed: model.refreshed,
+        next: model.next,
+    };
+    batch.put(
+        MODELS_TABLE,
+        model_key(key).into_bytes(),
+        serde_json::to_vec(&header).unwrap_or_default(),
+    );
+}
+
+/// Stages the writes that forget model `key` (its behaviour is gone).
+pub fn stage_forget(key: &(String, String), batch: &mut WriteBatch) {
+    batch.delete(MODELS_TABLE, model_key(key).into_bytes());
+    batch.delete_prefix(PERIODS_TABLE, periods_prefix(key));
+}
+
+/// The models kept in `store`; a record that does not parse is skipped (and logged), so a
+/// damaged model trains again rather than stopping Defender.
+pub fn load(store: &dyn KvStore) -> Result<Models, StoreError> {
+    let mut models = Models::new();
+    for (key, value) in store.scan_prefix(MODELS_TABLE, b"")? {
+        let text = String::from_utf8_lossy(&key);
+        let Some((profile, behavior)) = text.split_once('\n') else {
+            continue;
+        };
+        let key = (profile.to_string(), behavior.to_string());
+        let header: Header = match serde_json::from_slice(&value) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(profile, behavior, error = %e, "a stored ML Detect model does not parse; it trains again");
+                continue;
+            }
+        };
+        let mut periods = VecDeque::new();
+        for (_, datapoints) in store.scan_prefix(PERIODS_TABLE, &periods_prefix(&key))? {
+            match serde_json::from_slice::<Vec<f64>>(&datapoints) {
+                Ok(values) => periods.push_back(values),
+                Err(e) => {
+                    tracing::warn!(profile, behavior, error = %e, "a stored ML Detect training period does not parse; it is skipped");
+                }
+            }
+        }
+        while periods.len() > TRAINING_PERIODS {
+            periods.pop_front();
+        }
+        models.insert(
+            key,
+            Model {
+                periods,
+                started: header.started,
+                refreshed: header.refreshed,
+                next: header.next,
+            },
+        );
+    }
+    Ok(models)
 }
 
 impl Model {
@@ -100,6 +213,7 @@ impl Model {
             self.periods.pop_front();
         }
         self.periods.push_back(values);
+        self.next += 1;
         if self.baseline().is_some() {
             self.refreshed = Some(now);
         }
@@ -132,6 +246,16 @@ impl Model {
 pub struct TrainingSummaries(Mutex<BTreeMap<(String, String), Value>>);
 
 impl TrainingSummaries {
+    /// Replaces the summaries with those of `models`.
+    pub fn set_from(&self, models: &Models) {
+        self.set(
+            models
+                .iter()
+                .map(|((p, b), m)| ((p.clone(), b.clone()), m.summary(p, b)))
+                .collect(),
+        );
+    }
+
     /// Replaces the summaries.
     pub fn set(&self, summaries: BTreeMap<(String, String), Value>) {
         *self.0.lock() = summaries;
@@ -174,5 +298,41 @@ mod tests {
         assert!(!b.is_normal(near, band_of("LOW").expect("band")));
         assert!(b.is_normal(near, band_of("HIGH").expect("band")));
         assert_eq!(m.summary("p", "b")["modelStatus"], "ACTIVE");
+    }
+
+    #[test]
+    fn models_are_kept_a_period_at_a_time_and_loaded_back() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = fleetcore_core::RedbStore::open(&dir.path().join("s.redb")).expect("store");
+        let key = ("p".to_string(), "b".to_string());
+        let other = ("p".to_string(), "b2".to_string());
+        let mut m = Model::default();
+        let mut o = Model::default();
+        for p in 0..TRAINING_PERIODS + 3 {
+            let mut batch = WriteBatch::new();
+            m.learn(vec![p as f64; 5], p as f64);
+            stage_learned(&key, &m, &mut batch);
+            o.learn(vec![1.0], p as f64);
+            stage_learned(&other, &o, &mut batch);
+            store.apply(batch).expect("apply");
+        }
+        let loaded = load(&store).expect("load");
+        let back = &loaded[&key];
+        assert_eq!(
+            back.periods, m.periods,
+            "the window, oldest periods dropped"
+        );
+        assert_eq!(
+            (back.started, back.refreshed, back.next),
+            (m.started, m.refreshed, m.next)
+        );
+        assert_eq!(back.baseline(), m.baseline());
+        assert_eq!(back.summary("p", "b"), m.summary("p", "b"));
+        let mut batch = WriteBatch::new();
+        stage_forget(&key, &mut batch);
+        store.apply(batch).expect("apply");
+        let loaded = load(&store).expect("load");
+        assert!(!loaded.contains_key(&key));
+        assert_eq!(loaded[&other].periods.len(), TRAINING_PERIODS);
     }
 }

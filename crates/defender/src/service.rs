@@ -14,7 +14,7 @@ use crate::device_metrics::ReportInbox;
 use crate::error::DefenderError;
 use crate::meter::Datapoint;
 use crate::meter::FleetMeter;
-use crate::model::SharedSummaries;
+use crate::model::{self, Models, SharedSummaries};
 use crate::profile::compile_behaviors;
 use crate::store::{self, DefenderStore, Target};
 use crate::violations::Violations;
@@ -42,6 +42,8 @@ pub struct Defender {
     reports: ReportInbox,
     violations: Arc<Violations>,
     summaries: SharedSummaries,
+    /// The ML Detect models read at open, until the detector starts with them.
+    restored_models: Mutex<Models>,
     account: AccountContext,
     config: DefenderConfig,
     directory: Arc<dyn ThingDirectory>,
@@ -72,19 +74,24 @@ impl Defender {
         directory: Arc<dyn ThingDirectory>,
     ) -> Result<Arc<Defender>, DefenderError> {
         let violations = Violations::open(Arc::clone(&store))?;
+        let meter = FleetMeter::default();
+        meter.restore_sightings(store.as_ref())?;
         // The devices with alarms in force are known as offline until they connect, so the
         // first period after a restart does not take them for forgotten.
-        let meter = FleetMeter::default();
         let now = Instant::now();
         for v in violations.active_where(|_| true) {
             meter.remember_offline(&v.thing_name, now);
         }
+        let models = model::load(store.as_ref())?;
+        let summaries = SharedSummaries::default();
+        summaries.set_from(&models);
         let defender = Arc::new(Defender {
             store: DefenderStore::new(store),
             catalog: RwLock::new(Arc::default()),
             meter: Arc::new(meter),
             reports: ReportInbox::default(),
-            summaries: SharedSummaries::default(),
+            summaries,
+            restored_models: Mutex::new(models),
             violations: Arc::new(violations),
             account,
             config,
@@ -106,8 +113,10 @@ impl Defender {
     }
 
     /// The period's datapoints: the meter's, with the period's reports joined by thing name.
+    /// The period's new sightings are staged for its commit.
     fn collect(&self, now: Instant) -> Vec<(Arc<str>, Datapoint)> {
         let mut points = self.meter.collect(now);
+        self.violations.stage(self.meter.sightings_to_save());
         let mut reports = self.reports.take();
         if reports.is_empty() {
             return points;
@@ -217,7 +226,8 @@ impl Defender {
                 alerts,
                 Arc::clone(&defender.directory),
             )
-            .with_summaries(Arc::clone(&defender.summaries));
+            .with_summaries(Arc::clone(&defender.summaries))
+            .with_models(std::mem::take(&mut *defender.restored_models.lock()));
             let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {

@@ -237,6 +237,12 @@ impl Violations {
         }
     }
 
+    /// Adds `writes` of the period's other state (sightings, ML Detect training data) to the
+    /// next [`commit`](Violations::commit), so a period costs one batch.
+    pub fn stage(&self, writes: WriteBatch) {
+        self.pending.lock().extend(writes);
+    }
+
     /// Writes the changes recorded since the last commit, in one batch.
     pub fn commit(&self) -> Result<(), DefenderError> {
         let batch = std::mem::take(&mut *self.pending.lock());

@@ -11,6 +11,7 @@ use fleetcore_defender::alerts::{Alerts, MqttPublisher};
 use fleetcore_defender::audit::Audits;
 use fleetcore_defender::audit::schedule::ScheduleClock;
 use fleetcore_defender::detector::ThingDirectory;
+use fleetcore_defender::logging::{IotLogging, LogGate};
 use fleetcore_defender::reports::{self, DeviceReports};
 use fleetcore_defender::{Defender, DefenderConfig};
 use fleetcore_identity::IdentityService;
@@ -67,6 +68,15 @@ pub fn start(
     Ok(defender)
 }
 
+/// Opens the account's logging options (SetV2LoggingOptions) and applies them to the writer of
+/// the platform's `AWSIotLogsV2` events, now and at every change.
+pub fn logging(store: &Arc<dyn KvStore>) -> anyhow::Result<Arc<IotLogging>> {
+    let gate: LogGate = Arc::new(fleetcore_observe::logs::platform::set_level);
+    Ok(Arc::new(
+        IotLogging::open(Arc::clone(store), gate).context("opening the logging options")?,
+    ))
+}
+
 /// Opens Defender's audits (their notifications go to SNS through `notify`) and starts their
 /// scheduler.
 pub fn audits(
@@ -75,6 +85,7 @@ pub fn audits(
     policies: &Arc<Policies>,
     identity: &Arc<IdentityService>,
     defender: &Defender,
+    logging: &Arc<IotLogging>,
     notify: Arc<dyn TopicPublisher>,
 ) -> Arc<Audits> {
     let audits = Arc::new(
@@ -83,6 +94,7 @@ pub fn audits(
             Arc::clone(policies),
             Arc::clone(identity),
             defender,
+            Arc::clone(logging),
             ScheduleClock::new(settings.defender_audit_day),
         )
         .with_notifications(notify),

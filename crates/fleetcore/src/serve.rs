@@ -247,12 +247,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         broker.router(),
         Arc::clone(&notify) as Arc<dyn fleetcore_core::TopicPublisher>,
     )?;
+    let logging = crate::defender::logging(&store)?;
     let audits = crate::defender::audits(
         &settings,
         &store,
         &policies,
         &identity,
         &defender,
+        &logging,
         Arc::clone(&notify) as Arc<dyn fleetcore_core::TopicPublisher>,
     );
     let mitigations = Arc::new(fleetcore_defender::mitigation::Mitigations::new(
@@ -261,6 +263,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         Arc::clone(&identity) as Arc<dyn fleetcore_defender::mitigation::Mitigator>,
         Arc::clone(&policies),
         Arc::clone(&notify) as Arc<dyn fleetcore_core::TopicPublisher>,
+        Arc::clone(&logging),
     ));
     // Observability: the metric store sampled from this process's registry, CloudWatch.
     let observe = crate::observe::start(
@@ -468,6 +471,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     )
     .service_routes("iot", fleetcore_defender::audit::api::routes(audits))
     .service_routes("iot", fleetcore_defender::api::routes(defender))
+    .service_routes("iot", fleetcore_defender::logging::routes(logging))
     .service("iotdata", iotdata::routes(iotdata_state))
     .service(
         "monitoring",

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use fleetcore_core::{AccountContext, KvStore, WriteBatch};
 use fleetcore_identity::IdentityService;
-use fleetcore_identity::certificates::CertificateStatus;
+use fleetcore_identity::certificates::{CaCertificateRecord, CertificateRecord, CertificateStatus};
 use fleetcore_identity::policy::{PageSpec, Policies, PolicyError};
 use fleetcore_identity::registry::PageRequest;
 use parking_lot::Mutex;
@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::error::DefenderError;
+use crate::logging::IotLogging;
 use crate::meter::FleetMeter;
 use crate::service::Defender;
 use crate::store::now;
@@ -102,11 +103,13 @@ pub struct AuditSources {
     policies: Arc<Policies>,
     identity: Arc<IdentityService>,
     meter: Arc<FleetMeter>,
+    logging: Arc<IotLogging>,
+    account_id: String,
 }
 
 impl AuditSources {
-    /// ACTIVE device certificates as (id, not-after in epoch seconds).
-    pub fn active_device_certificates(&self) -> Result<Vec<(String, f64)>, String> {
+    /// Every device certificate.
+    pub fn device_certificates(&self) -> Result<Vec<CertificateRecord>, String> {
         let mut out = Vec::new();
         let mut page = PageRequest::first(250);
         loop {
@@ -115,14 +118,36 @@ impl AuditSources {
                 .certificates()
                 .list_certificates(None, true, &page)
                 .map_err(|e| e.to_string())?;
-            out.extend(
-                certs
-                    .items
-                    .iter()
-                    .filter(|c| c.status == CertificateStatus::Active)
-                    .map(|c| (c.id.clone(), c.validity.not_after.epoch_seconds())),
-            );
+            out.extend(certs.items);
             match certs.next_token {
+                Some(t) => page = PageRequest::after(t, 250),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// ACTIVE device certificates as (id, not-after in epoch seconds).
+    pub fn active_device_certificates(&self) -> Result<Vec<(String, f64)>, String> {
+        Ok(self
+            .device_certificates()?
+            .iter()
+            .filter(|c| c.status == CertificateStatus::Active)
+            .map(|c| (c.id.clone(), c.validity.not_after.epoch_seconds()))
+            .collect())
+    }
+
+    /// Every registered CA certificate, whatever its status.
+    pub fn ca_certificates(&self) -> Result<Vec<CaCertificateRecord>, String> {
+        let mut out = Vec::new();
+        let mut page = PageRequest::first(250);
+        loop {
+            let cas = self
+                .identity
+                .certificates()
+                .list_ca_certificates(true, None, &page)
+                .map_err(|e| e.to_string())?;
+            out.extend(cas.items);
+            match cas.next_token {
                 Some(t) => page = PageRequest::after(t, 250),
                 None => return Ok(out),
             }
@@ -138,6 +163,18 @@ impl AuditSources {
             .iter()
             .map(|c| (c.id.clone(), c.validity.not_after.epoch_seconds()))
             .collect())
+    }
+
+    /// The things device certificate `id` is attached to.
+    pub fn things_of_certificate(&self, id: &str) -> Result<Vec<String>, String> {
+        self.identity
+            .things_for_certificate(id)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The client ids connected now with device certificate `id`.
+    pub fn live_clients_of_certificate(&self, id: &str) -> Vec<String> {
+        self.meter.live_clients_of(id)
     }
 
     /// Every policy as (name, default version id, document).
@@ -182,13 +219,15 @@ fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, DefenderError
 }
 
 impl Audits {
-    /// Audits stored in `store`, reading `policies`, `identity`'s certificates and what
-    /// `defender`'s meter saw of the connections; schedules run on `clock`.
+    /// Audits stored in `store`, reading `policies`, `identity`'s certificates, what
+    /// `defender`'s meter saw of the connections and the `logging` options; schedules run on
+    /// `clock`.
     pub fn new(
         store: Arc<dyn KvStore>,
         policies: Arc<Policies>,
         identity: Arc<IdentityService>,
         defender: &Defender,
+        logging: Arc<IotLogging>,
         clock: schedule::ScheduleClock,
     ) -> Audits {
         Audits {
@@ -200,6 +239,8 @@ impl Audits {
                 policies,
                 identity,
                 meter: defender.meter(),
+                logging,
+                account_id: defender.account().account_id.clone(),
             },
             writing: Mutex::new(()),
         }
@@ -324,6 +365,9 @@ impl Audits {
                             "reasonForNonComplianceCode": f.code,
                             "isSuppressed": false,
                         });
+                        if !f.related.is_empty() {
+                            finding["relatedResources"] = Value::Array(f.related);
+                        }
                         if suppressions.iter().any(|s| s.covers(&finding, start_time)) {
                             finding["isSuppressed"] = json!(true);
                             suppressed += 1;

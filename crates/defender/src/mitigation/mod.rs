@@ -1,7 +1,7 @@
 //! Mitigation actions and mitigation tasks: CreateMitigationAction and its siblings store
 //! actions of the kinds in [`actions`]; StartDetectMitigationActionsTask applies them at once to
 //! the things of the alarms in force that the task targets, and StartAuditMitigationActionsTask
-//! ([`audit_tasks`]) to the findings of an audit. `enableIoTLoggingParams` is refused at create.
+//! ([`audit_tasks`]) to the findings of an audit.
 
 pub mod actions;
 pub mod audit_tasks;
@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::error::DefenderError;
+use crate::logging::IotLogging;
 use crate::service::Defender;
 use crate::store::now;
 
@@ -143,13 +144,14 @@ pub struct Mitigations {
 
 impl Mitigations {
     /// Actions stored in `store`, applied to `defender`'s alarms and to audit findings through
-    /// `mitigator` (things, certificates), `policies` and `sns`.
+    /// `mitigator` (things, certificates), `policies`, `sns` and the `logging` options.
     pub fn new(
         store: Arc<dyn KvStore>,
         defender: Arc<Defender>,
         mitigator: Arc<dyn Mitigator>,
         policies: Arc<Policies>,
         sns: Arc<dyn TopicPublisher>,
+        logging: Arc<IotLogging>,
     ) -> Mitigations {
         Mitigations {
             store,
@@ -158,6 +160,7 @@ impl Mitigations {
                 mitigator,
                 policies,
                 sns,
+                logging,
             },
             writing: Mutex::new(()),
         }

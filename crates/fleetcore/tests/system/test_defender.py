@@ -365,7 +365,7 @@ def test_a_quarantine_mitigation_cuts_the_device_off(broker_factory, aws, client
             "addThingsToThingGroupParams": {"thingGroupNames": [f"{group}-none"]}})
     with pytest.raises(iot.exceptions.InvalidRequestException):
         iot.create_mitigation_action(actionName=action, roleArn=ROLE, actionParams={
-            "enableIoTLoggingParams": {"roleArnForLogging": ROLE, "logLevel": "INFO"}})
+            "enableIoTLoggingParams": {"roleArnForLogging": ROLE, "logLevel": "DISABLED"}})
     out = iot.create_mitigation_action(actionName=action, roleArn=ROLE, actionParams={
         "addThingsToThingGroupParams": {"thingGroupNames": [group]}})
     assert out["actionArn"] == target(f"mitigationaction/{action}")

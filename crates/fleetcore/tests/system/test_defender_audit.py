@@ -186,7 +186,7 @@ def test_audit_mitigation_actions_apply_to_findings(fresh_broker, aws, clients, 
     sns.subscribe(TopicArn=topic, Protocol="mqtt", Endpoint=f"sns/{uid}",
                   Attributes={"RawMessageDelivery": "true"})
 
-    # one action per kind; enabling logging is refused (fleetcore has no logging options)
+    # one action per kind; an unknown log level is refused at create
     actions = {
         "blank": {"replaceDefaultPolicyVersionParams": {"templateName": "BLANK_POLICY"}},
         "deactivate": {"updateDeviceCertificateParams": {"action": "DEACTIVATE"}},
@@ -198,8 +198,8 @@ def test_audit_mitigation_actions_apply_to_findings(fresh_broker, aws, clients, 
     assert iot.describe_mitigation_action(actionName=f"{uid}-ca")["actionType"] == "UPDATE_CA_CERTIFICATE"
     with pytest.raises(iot.exceptions.InvalidRequestException) as e:
         iot.create_mitigation_action(actionName=f"{uid}-log", roleArn=ROLE, actionParams={
-            "enableIoTLoggingParams": {"roleArnForLogging": ROLE, "logLevel": "INFO"}})
-    assert "logging" in e.value.response["Error"]["Message"]
+            "enableIoTLoggingParams": {"roleArnForLogging": ROLE, "logLevel": "LOUD"}})
+    assert "log level" in e.value.response["Error"]["Message"]
     with pytest.raises(iot.exceptions.InvalidRequestException):
         iot.create_mitigation_action(actionName=f"{uid}-bad", roleArn=ROLE, actionParams={
             "replaceDefaultPolicyVersionParams": {"templateName": "OTHER"}})

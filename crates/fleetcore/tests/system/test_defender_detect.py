@@ -2,7 +2,8 @@
 (`aws:num-listening-tcp-ports`, `aws:listening-tcp-ports`, `aws:all-bytes-out`) and on custom
 metrics (`cmet:...`) are evaluated from the devices' metrics reports; violations are kept in the
 store, so a SIGKILL neither forgets an alarm in force nor raises it again; an ML Detect
-behaviour trains on the fleet and flags the one device that deviates."""
+behaviour trains on the fleet, flags the one device that deviates, and its model survives a
+SIGKILL."""
 
 from __future__ import annotations
 
@@ -231,3 +232,14 @@ def test_ml_detect_trains_on_the_fleet_and_flags_only_the_deviating_device(db, a
         endTime=dt.datetime.now() + dt.timedelta(minutes=1),
         securityProfileName=profile)["violationEvents"]}
     assert flagged == {loud}
+
+    # the model is kept: after a SIGKILL it is ACTIVE at once, the same model (same training
+    # start), not a new one waiting for a training window
+    before = iot.get_behavior_model_training_summaries(securityProfileName=profile)["summaries"][0]
+    db.kill()
+    db.start()
+    iot = aws("iot", broker=db)
+    [after] = iot.get_behavior_model_training_summaries(securityProfileName=profile)["summaries"]
+    assert (after["behaviorName"], after["modelStatus"], after["datapointsCollectionPercentage"]) == \
+        ("ml-sent", "ACTIVE", 100)
+    assert after["trainingDataCollectionStartDate"] == before["trainingDataCollectionStartDate"]

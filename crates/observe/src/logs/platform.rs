@@ -8,9 +8,12 @@
 //! no capability depends on this crate. The layer hands them to a bounded queue
 //! ([`QUEUE_DEPTH`]); when it is full the event is dropped and counted
 //! (`fleetcore_observe_platform_logs_dropped_total`): logging never slows the message path.
-//! [`start_writer`] drains the queue into the log store in batches.
+//! [`start_writer`] drains the queue into the log store in batches. [`set_level`] is the
+//! account's logging options (SetV2LoggingOptions) as the layer honours them: events above the
+//! level set, or all of them when logging is disabled, are not written.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use serde_json::json;
@@ -29,6 +32,30 @@ pub const STREAM: &str = "fleetcore";
 pub const QUEUE_DEPTH: usize = 4096;
 
 static QUEUE: OnceLock<mpsc::Sender<InputEvent>> = OnceLock::new();
+
+/// The most verbose level written, as [`rank`] numbers it (0: nothing); INFO until set.
+static LEVEL: AtomicU8 = AtomicU8::new(3);
+
+/// 1 for ERROR up to 5 for TRACE.
+fn rank(level: &tracing::Level) -> u8 {
+    match *level {
+        tracing::Level::ERROR => 1,
+        tracing::Level::WARN => 2,
+        tracing::Level::INFO => 3,
+        tracing::Level::DEBUG => 4,
+        tracing::Level::TRACE => 5,
+    }
+}
+
+/// Writes events up to `level` from now on; `None` writes none (logging disabled).
+pub fn set_level(level: Option<tracing::Level>) {
+    LEVEL.store(level.as_ref().map_or(0, rank), Ordering::Relaxed);
+}
+
+/// Whether an event at `level` is written under the level set.
+fn written(level: &tracing::Level) -> bool {
+    rank(level) <= LEVEL.load(Ordering::Relaxed)
+}
 
 /// A tracing layer that turns the platform's failure events into `AWSIotLogsV2` entries.
 pub struct PlatformLogLayer {
@@ -60,6 +87,9 @@ impl Visit for Fields {
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for PlatformLogLayer {
     fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
         let Some(queue) = QUEUE.get() else { return };
+        if !written(event.metadata().level()) {
+            return;
+        }
         let mut fields = Fields::default();
         event.record(&mut fields);
         let Some(document) = entry(&fields.0, &self.account_id, event.metadata().level()) else {
@@ -200,6 +230,17 @@ mod tests {
         assert_eq!(doc["topicName"], "a/b");
         let other = BTreeMap::from([("message", "client connected".to_string())]);
         assert!(entry(&other, "0", &tracing::Level::INFO).is_none());
+    }
+
+    #[test]
+    fn the_level_set_gates_events() {
+        set_level(Some(tracing::Level::WARN));
+        assert!(written(&tracing::Level::ERROR) && written(&tracing::Level::WARN));
+        assert!(!written(&tracing::Level::INFO));
+        set_level(None);
+        assert!(!written(&tracing::Level::ERROR));
+        set_level(Some(tracing::Level::INFO));
+        assert!(written(&tracing::Level::INFO) && !written(&tracing::Level::DEBUG));
     }
 
     #[test]

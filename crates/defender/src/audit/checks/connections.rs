@@ -50,6 +50,7 @@ impl AuditCheck for ConflictingClientIds {
                 severity: "HIGH",
                 reason: "Multiple connections were made with the same client ID".into(),
                 code: "DUPLICATE_CLIENT_ID_ACROSS_CONNECTIONS",
+                related: Vec::new(),
             })
             .collect();
         Ok(CheckOutcome {
@@ -93,6 +94,7 @@ impl AuditCheck for SharedCertificates {
                 severity: "CRITICAL",
                 reason: "Certificate is used by multiple devices connected at the same time".into(),
                 code: "CERTIFICATE_SHARED_BY_MULTIPLE_DEVICES",
+                related: Vec::new(),
             })
             .collect();
         Ok(CheckOutcome {

@@ -41,6 +41,7 @@ fn finding(
             "Certificate is expiring within 30 days".into()
         },
         code,
+        related: Vec::new(),
     }
 }
 

@@ -4,7 +4,9 @@
 mod cognito;
 mod connections;
 mod expiring;
+mod logging;
 mod overly_permissive;
+mod revoked;
 
 use serde_json::Value;
 
@@ -21,6 +23,8 @@ pub struct NonCompliance {
     pub reason: String,
     /// `reasonForNonComplianceCode`.
     pub code: &'static str,
+    /// `relatedResources` (empty: none written).
+    pub related: Vec<Value>,
 }
 
 /// What one check found.
@@ -47,6 +51,9 @@ pub fn registry() -> Vec<Box<dyn AuditCheck>> {
         Box::new(expiring::CaCertificatesExpiring),
         Box::new(connections::ConflictingClientIds),
         Box::new(connections::SharedCertificates),
+        Box::new(revoked::RevokedCaStillActive),
+        Box::new(revoked::RevokedDeviceCertificateStillActive),
+        Box::new(logging::LoggingDisabled),
         Box::new(cognito::CognitoRole(
             "UNAUTHENTICATED_COGNITO_ROLE_OVERLY_PERMISSIVE_CHECK",
         )),

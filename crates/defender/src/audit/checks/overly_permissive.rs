@@ -98,6 +98,7 @@ impl AuditCheck for OverlyPermissivePolicies {
                     shown.join(", ")
                 ),
                 code: "ALLOWS_BROAD_ACCESS_TO_IOT_DATA_PLANE_ACTIONS",
+                related: Vec::new(),
             });
         }
         Ok(CheckOutcome {

@@ -5,6 +5,7 @@
 mod ca_certificate;
 mod default_policy;
 mod device_certificate;
+mod logging;
 mod quarantine;
 mod sns;
 
@@ -18,6 +19,7 @@ use serde_json::Value;
 
 use super::Mitigator;
 use crate::error::DefenderError;
+use crate::logging::IotLogging;
 
 /// What an action is applied to.
 pub enum Subject<'a> {
@@ -67,6 +69,8 @@ pub struct Reach {
     pub policies: Arc<Policies>,
     /// SNS topics.
     pub sns: Arc<dyn TopicPublisher>,
+    /// The account's logging options.
+    pub logging: Arc<IotLogging>,
 }
 
 /// The future of an action's application.
@@ -97,6 +101,7 @@ pub fn registry() -> &'static [&'static dyn ActionKind] {
         &ca_certificate::UpdateCaCertificate,
         &default_policy::ReplaceDefaultPolicyVersion,
         &sns::PublishFindingToSns,
+        &logging::EnableIotLogging,
     ]
 }
 
@@ -111,11 +116,6 @@ pub fn kind_of(params: &Value) -> Result<&'static dyn ActionKind, DefenderError>
         ));
     }
     let key = object.keys().next().map(String::as_str).unwrap_or_default();
-    if key == "enableIoTLoggingParams" {
-        return Err(DefenderError::Invalid(
-            "enableIoTLoggingParams is not supported by this server: fleetcore has no AWS IoT logging options to enable (its logs are always on)".into(),
-        ));
-    }
     registry()
         .iter()
         .copied()
