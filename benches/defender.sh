@@ -21,6 +21,10 @@
 # ("0 1") narrows them. The profile's behaviours count messages sent, message size and
 # authorization failures (every client is a device the detector evaluates each period).
 #
+# PINNED=1 runs every server on CPU 0 and the load tool on CPU 1 (taskset), so the server's own
+# CPU bounds the throughput and the ratios resolve small differences; SHAPES ("fanin fanout")
+# narrows the figures.
+#
 # Detection delay: DELAY_REPS (default 10) floods, one fresh client id each, against a server
 # with the profile plus a flood behaviour (`aws:num-messages-sent` less-than 50); the time from
 # each flood's first message to its `in-alarm` alert on `$fleetcore/defender/alerts/...`, each
@@ -33,6 +37,10 @@ source benches/lib.sh
 DURATION=${DURATION:-8}
 ROUNDS=${ROUNDS:-9}
 QOS=${QOS:-0 1}
+SHAPES=${SHAPES:-fanin fanout}
+PINNED=${PINNED:-0}
+SERVER_CPU=(); LOAD_CPU=()
+if [ "$PINNED" = 1 ]; then SERVER_CPU=(taskset -c 0); LOAD_CPU=(taskset -c 1); fi
 DELAY_REPS=${DELAY_REPS:-10}
 PERIOD_MS=${PERIOD_MS:-1000}
 SHARED=${SHARED:-/work/shared}
@@ -57,9 +65,10 @@ start() { # who port -> pid (data dir in $OUT/<who>)
   local who=$1 port=$2 pid
   if [ "$who" = mosquitto ]; then
     pid=$("$SHARED/tools/mosquitto-anchor.sh" "$port")
+    [ "$PINNED" = 1 ] && taskset -a -p -c 0 "$pid" >/dev/null
   else
     rm -rf "$OUT/data-$who"
-    FLEETCORE_DEFENDER_PERIOD_MS=$PERIOD_MS "$BIN" serve --data-dir "$OUT/data-$who" \
+    FLEETCORE_DEFENDER_PERIOD_MS=$PERIOD_MS "${SERVER_CPU[@]}" "$BIN" serve --data-dir "$OUT/data-$who" \
       --mqtt "127.0.0.1:$port" --mqtts off --http "127.0.0.1:$((port + 1))" --allow-anonymous \
       --log warn >>"$OUT/fleetcore.log" 2>&1 &
     pid=$!
@@ -90,12 +99,12 @@ PY
 run() { # name port pid args...: the run's result and the server's CPU ticks during it
   local name=$1 port=$2 pid=$3 before; shift 3
   before=$(cpu_ticks "$pid")
-  "$MQTTV5" bench --mode throughput --host 127.0.0.1 --port "$port" --payload-size 256 \
+  "${LOAD_CPU[@]}" "$MQTTV5" bench --mode throughput --host 127.0.0.1 --port "$port" --payload-size 256 \
     --duration "$DURATION" "$@" >"$OUT/$name.json" 2>>"$OUT/mqttv5.log" || true
   echo $(( $(cpu_ticks "$pid") - before )) >"$OUT/$name.cpu"
 }
 
-echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)" | tee "$OUT/load" >&2
+echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg); pinned: $PINNED" | tee "$OUT/load" >&2
 port=$(free_port)
 for round in $(seq 1 "$ROUNDS"); do
   if [ $((round % 2)) = 1 ]; then order="mosquitto none profile"; else order="mosquitto profile none"; fi
@@ -104,8 +113,10 @@ for round in $(seq 1 "$ROUNDS"); do
     pid=$(start "$who" "$port")
     [ "$who" = profile ] && profile profile "$port"
     for qos in $QOS; do
-      run "fanin_q$qos.$who.r$round" "$port" "$pid" --publishers 10 --subscribers 1 --qos "$qos"
-      run "fanout_q$qos.$who.r$round" "$port" "$pid" --publishers 1 --subscribers 10 --qos "$qos"
+      case " $SHAPES " in *" fanin "*)
+        run "fanin_q$qos.$who.r$round" "$port" "$pid" --publishers 10 --subscribers 1 --qos "$qos" ;; esac
+      case " $SHAPES " in *" fanout "*)
+        run "fanout_q$qos.$who.r$round" "$port" "$pid" --publishers 1 --subscribers 10 --qos "$qos" ;; esac
     done
     stop "$pid"
   done
