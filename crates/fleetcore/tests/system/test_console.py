@@ -208,7 +208,7 @@ def test_console_pages_draw_what_the_fleet_just_did(console_broker, browser, aws
     assert max(values) > 0
     assert driver.execute_script(
         "return document.querySelector('#card-things-things .value').textContent") != "0"
-    assert int(driver.find_element("css selector", "#card-connections .value").text) >= 1
+    assert int(text_of(driver, "#card-connections .value")) >= 1
     shot(driver, tmp_path, "overview")
 
     def rule_row():
@@ -222,13 +222,13 @@ def test_console_pages_draw_what_the_fleet_just_did(console_broker, browser, aws
     shot(driver, tmp_path, "rules")
 
     page_ready(driver, "section-things")
-    assert f"{uid}-thing" in driver.find_element("id", "section-things").text
+    assert f"{uid}-thing" in text_of(driver, "#section-things")
     for name in ("streams", "functions", "events"):
         page_ready(driver, name)
         shot(driver, tmp_path, name)
 
     page_ready(driver, "alarms")
-    alarm_rows = driver.find_element("id", "alarms").text
+    alarm_rows = text_of(driver, "#alarms")
     assert f"{uid}-alarm" in alarm_rows
     shot(driver, tmp_path, "alarms")
 
@@ -238,11 +238,19 @@ def test_console_pages_draw_what_the_fleet_just_did(console_broker, browser, aws
         return v if sum(v) >= 200 else None
 
     wait_until(widget_points, timeout=60, interval=1, what="the dashboard widget's data points")
-    assert "fleet notes" in driver.find_element("css selector", ".text-widget").text
+    wait_until(lambda: "fleet notes" in text_of(driver, ".text-widget"), timeout=10,
+               what="the dashboard's text widget")
     shot(driver, tmp_path, "dashboard")
 
     errors = browser_errors(driver)
     assert errors == [], errors
+
+
+def text_of(driver, css: str) -> str:
+    """The rendered text of the element `css` selects ('' if none), read in one script: the
+    pages redraw on their refresh, which makes an element found beforehand stale."""
+    return driver.execute_script(
+        "const e = document.querySelector(arguments[0]); return e ? e.innerText : ''", css)
 
 
 def section_rows(driver, section: str) -> list[list[str]]:

@@ -55,7 +55,7 @@ def variables(d: dict) -> dict:
     return {v["name"]: v["value"] for v in d["state"]["variables"]}
 
 
-def in_state(data, model: str, key: str | None, state: str, timeout: float = 10):
+def in_state(data, model: str, key: str | None, state: str, timeout: float = 30):
     return wait_until(lambda: (d := detector(data, model, key)) and d["state"]["stateName"] == state and d,
                       timeout, what=f"detector {model}/{key} in state {state}")
 
