@@ -3,7 +3,6 @@
 //! Undefined, as the AWS IoT SQL reference documents per function.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
 
 use base64::Engine as _;
 use fleetcore_core::sigv4::hex;
