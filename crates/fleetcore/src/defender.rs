@@ -8,8 +8,8 @@ use anyhow::Context;
 use bytes::Bytes;
 use fleetcore_core::{AccountContext, KvStore, TopicPublisher};
 use fleetcore_defender::alerts::{Alerts, MqttPublisher};
-use fleetcore_defender::audit::Audits;
 use fleetcore_defender::audit::schedule::ScheduleClock;
+use fleetcore_defender::audit::{AnonymousAccess, Audits};
 use fleetcore_defender::detector::ThingDirectory;
 use fleetcore_defender::logging::{IotLogging, LogGate};
 use fleetcore_defender::reports::{self, DeviceReports};
@@ -88,17 +88,22 @@ pub fn audits(
     logging: &Arc<IotLogging>,
     notify: Arc<dyn TopicPublisher>,
 ) -> Arc<Audits> {
-    let audits = Arc::new(
-        Audits::new(
-            Arc::clone(store),
-            Arc::clone(policies),
-            Arc::clone(identity),
-            defender,
-            Arc::clone(logging),
-            ScheduleClock::new(settings.defender_audit_day),
-        )
-        .with_notifications(notify),
-    );
+    let mut audits = Audits::new(
+        Arc::clone(store),
+        Arc::clone(policies),
+        Arc::clone(identity),
+        defender,
+        Arc::clone(logging),
+        ScheduleClock::new(settings.defender_audit_day),
+    )
+    .with_notifications(notify);
+    // Anonymous clients exist only where a plain listener admits them.
+    if settings.allow_anonymous && (settings.mqtt.is_some() || settings.ws.is_some()) {
+        audits = audits.with_anonymous_access(AnonymousAccess {
+            policy: settings.anonymous_policy.clone(),
+        });
+    }
+    let audits = Arc::new(audits);
     audits.start_scheduler();
     audits
 }

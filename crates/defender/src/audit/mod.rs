@@ -98,16 +98,38 @@ pub struct AuditTask {
     pub findings: Vec<Value>,
 }
 
+/// How the server admits clients without a certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnonymousAccess {
+    /// The IoT policy that governs them; `None`: they may do everything.
+    pub policy: Option<String>,
+}
+
 /// What checks read.
 pub struct AuditSources {
     policies: Arc<Policies>,
     identity: Arc<IdentityService>,
     meter: Arc<FleetMeter>,
     logging: Arc<IotLogging>,
+    anonymous: Option<AnonymousAccess>,
     account_id: String,
 }
 
 impl AuditSources {
+    /// Anonymous access, if a plain listener admits clients without a certificate.
+    pub fn anonymous_access(&self) -> Option<&AnonymousAccess> {
+        self.anonymous.as_ref()
+    }
+
+    /// The default version id and document of policy `name`, if it exists.
+    pub fn policy(&self, name: &str) -> Result<Option<(String, String)>, String> {
+        match self.policies.get(name) {
+            Ok(info) => Ok(Some((info.default_version_id, info.document))),
+            Err(PolicyError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// Every device certificate.
     pub fn device_certificates(&self) -> Result<Vec<CertificateRecord>, String> {
         let mut out = Vec::new();
@@ -240,6 +262,7 @@ impl Audits {
                 identity,
                 meter: defender.meter(),
                 logging,
+                anonymous: None,
                 account_id: defender.account().account_id.clone(),
             },
             writing: Mutex::new(()),
@@ -250,6 +273,13 @@ impl Audits {
     /// runtime).
     pub fn with_notifications(mut self, sns: Arc<dyn fleetcore_core::TopicPublisher>) -> Audits {
         self.notifier = Some(notify::AuditNotifier::new(sns));
+        self
+    }
+
+    /// Audits the server's anonymous access (a plain listener that admits clients without a
+    /// certificate, under `access.policy` or none).
+    pub fn with_anonymous_access(mut self, access: AnonymousAccess) -> Audits {
+        self.sources.anonymous = Some(access);
         self
     }
 

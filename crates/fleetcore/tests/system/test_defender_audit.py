@@ -1,7 +1,7 @@
 """Device Defender Audit: the connection checks (a certificate used by several devices at once,
-a client id used by several connections), the Cognito checks on a server without identity
-pools, audit suppressions applied to the findings, and scheduled audits run by a scheduler that
-survives a SIGKILL, through boto3."""
+a client id used by several connections), the Cognito checks (no identity pools; the
+unauthenticated check audits anonymous access), audit suppressions applied to the findings, and
+scheduled audits run by a scheduler that survives a SIGKILL, through boto3."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ SHARED = "DEVICE_CERTIFICATE_SHARED_CHECK"
 CONFLICT = "CONFLICTING_CLIENT_IDS_CHECK"
 COGNITO = ["UNAUTHENTICATED_COGNITO_ROLE_OVERLY_PERMISSIVE_CHECK",
            "AUTHENTICATED_COGNITO_ROLE_OVERLY_PERMISSIVE_CHECK"]
+# fleetcore's unauthenticated devices are its anonymous clients, named in AWS's pool id slot
+ANONYMOUS = {"cognitoIdentityPoolId": "fleetcore:anonymous-clients"}
 
 
 def new_certificate(iot, b, client_cert, cn: str):
@@ -50,9 +52,15 @@ def test_connection_checks_cognito_checks_and_suppressions(fresh_broker, aws, cl
 
     task = iot.start_on_demand_audit_task(targetCheckNames=[SHARED, CONFLICT, *COGNITO])["taskId"]
     details = iot.describe_audit_task(taskId=task)["auditDetails"]
-    for name in COGNITO:
-        assert details[name]["checkRunStatus"] == "COMPLETED_COMPLIANT", details[name]
-        assert details[name]["totalResourcesCount"] == 0
+    authenticated, unauthenticated = details[COGNITO[1]], details[COGNITO[0]]
+    assert (authenticated["checkRunStatus"], authenticated["totalResourcesCount"]) == \
+        ("COMPLETED_COMPLIANT", 0), authenticated
+    # the test brokers admit anonymous clients on plain TCP with no policy: everything allowed
+    assert (unauthenticated["checkRunStatus"], unauthenticated["totalResourcesCount"],
+            unauthenticated["nonCompliantResourcesCount"]) == ("COMPLETED_NON_COMPLIANT", 1, 1)
+    [anonymous] = iot.list_audit_findings(taskId=task, checkName=COGNITO[0])["findings"]
+    assert anonymous["nonCompliantResource"]["resourceIdentifier"] == ANONYMOUS
+    assert anonymous["severity"] == "CRITICAL" and "--anonymous-policy" in anonymous["reasonForNonCompliance"]
     assert details[SHARED]["checkRunStatus"] == "COMPLETED_NON_COMPLIANT"
     assert details[CONFLICT]["checkRunStatus"] == "COMPLETED_NON_COMPLIANT"
     [shared] = iot.list_audit_findings(taskId=task, checkName=SHARED)["findings"]
@@ -262,3 +270,41 @@ def test_audit_mitigation_actions_apply_to_findings(fresh_broker, aws, clients, 
         iot.list_dimensions()
     assert e.value.response["Error"]["Code"] == "UnknownOperationException"
     assert "ListDimensions" in e.value.response["Error"]["Message"]
+
+
+def _unauthenticated_check(iot):
+    task = iot.start_on_demand_audit_task(targetCheckNames=[COGNITO[0]])["taskId"]
+    details = iot.describe_audit_task(taskId=task)["auditDetails"][COGNITO[0]]
+    return details, iot.list_audit_findings(taskId=task, checkName=COGNITO[0])["findings"]
+
+
+def test_unauthenticated_check_audits_anonymous_access_and_its_policy(broker_factory, aws):
+    # anonymous clients governed by a policy: compliant while the policy is narrow
+    b = broker_factory("--anonymous-policy", "anon")
+    iot = aws("iot", broker=b)
+    iot.update_account_audit_configuration(roleArn=ROLE, auditCheckConfigurations={
+        COGNITO[0]: {"enabled": True}})
+    narrow = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iot:Publish",
+              "Resource": "arn:aws:iot:us-east-1:000000000000:topic/lab/anon"}]}
+    iot.create_policy(policyName="anon", policyDocument=json.dumps(narrow))
+    details, findings = _unauthenticated_check(iot)
+    assert (details["checkRunStatus"], details["totalResourcesCount"], findings) == \
+        ("COMPLETED_COMPLIANT", 1, [])
+    # the policy's new default version allows everything: non-compliant, naming the grant
+    broad = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iot:*", "Resource": "*"}]}
+    iot.create_policy_version(policyName="anon", policyDocument=json.dumps(broad), setAsDefault=True)
+    details, [finding] = _unauthenticated_check(iot)
+    assert details["checkRunStatus"] == "COMPLETED_NON_COMPLIANT"
+    assert finding["nonCompliantResource"]["resourceIdentifier"] == ANONYMOUS
+    assert finding["nonCompliantResource"]["additionalInfo"] == {"ANONYMOUS_POLICY": "anon",
+                                                                  "POLICY_VERSION_ID": "2"}
+    assert "iot:* on *" in finding["reasonForNonCompliance"]
+
+    # no anonymous clients at all: nothing to audit
+    closed = broker_factory(allow_anonymous=False)
+    iot = aws("iot", broker=closed)
+    iot.update_account_audit_configuration(roleArn=ROLE, auditCheckConfigurations={
+        COGNITO[0]: {"enabled": True}})
+    details, findings = _unauthenticated_check(iot)
+    assert (details["checkRunStatus"], details["totalResourcesCount"], findings) == \
+        ("COMPLETED_COMPLIANT", 0, [])

@@ -1,9 +1,8 @@
-//! `UNAUTHENTICATED_COGNITO_ROLE_OVERLY_PERMISSIVE_CHECK` and
 //! `AUTHENTICATED_COGNITO_ROLE_OVERLY_PERMISSIVE_CHECK`: fleetcore has no Cognito identity
-//! pools (devices authenticate with certificates, or anonymously under the configured
-//! anonymous policy, which `IOT_POLICY_OVERLY_PERMISSIVE_CHECK` audits as any policy), so there
-//! is no pool role to audit: the checks complete compliant over zero resources, as AWS reports
-//! them for an account without identity pools.
+//! pools (devices authenticate with certificates; the unauthenticated ones, anonymous clients,
+//! are audited by `UNAUTHENTICATED_COGNITO_ROLE_OVERLY_PERMISSIVE_CHECK` in `anonymous.rs`), so
+//! there is no authenticated pool role to audit: the check completes compliant over zero
+//! resources, as AWS reports it for an account without identity pools.
 
 use super::{AuditCheck, CheckOutcome};
 use crate::audit::AuditSources;

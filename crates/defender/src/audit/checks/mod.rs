@@ -1,6 +1,7 @@
 //! The audit checks this server runs, one module each, in one registry: adding a check is
 //! adding a module and a line to [`registry`].
 
+mod anonymous;
 mod cognito;
 mod connections;
 mod expiring;
@@ -54,9 +55,7 @@ pub fn registry() -> Vec<Box<dyn AuditCheck>> {
         Box::new(revoked::RevokedCaStillActive),
         Box::new(revoked::RevokedDeviceCertificateStillActive),
         Box::new(logging::LoggingDisabled),
-        Box::new(cognito::CognitoRole(
-            "UNAUTHENTICATED_COGNITO_ROLE_OVERLY_PERMISSIVE_CHECK",
-        )),
+        Box::new(anonymous::AnonymousAccessOverlyPermissive),
         Box::new(cognito::CognitoRole(
             "AUTHENTICATED_COGNITO_ROLE_OVERLY_PERMISSIVE_CHECK",
         )),
