@@ -788,8 +788,7 @@ impl Functions {
     ) -> Result<Invoked, FunctionsError> {
         check_sync_payload(&payload)?;
         let target = self.target(reference)?;
-        self.run(&target, payload, client_context, LogFrame::Always)
-            .await
+        self.run(&target, payload, client_context).await
     }
 
     /// Resolves `reference` to the version it names, its runner and metric handles.
@@ -832,13 +831,12 @@ impl Functions {
         Ok(target)
     }
 
-    /// Runs one invocation of `target`, counts it and writes its log (`LogFrame` says when).
+    /// Runs one invocation of `target`, counts it and writes its log.
     async fn run(
         &self,
         target: &Target,
         payload: Bytes,
         client_context: Option<String>,
-        frame: LogFrame,
     ) -> Result<Invoked, FunctionsError> {
         if target.reserved == Some(0) {
             return Err(FunctionsError::TooManyRequests(
@@ -900,27 +898,21 @@ impl Functions {
             tracing::info!(function = %config.name, %request_id, "invocation failed");
         }
         target.seconds.record(outcome.duration.as_secs_f64());
-        let quiet = outcome.written == 0 && outcome.function_error.is_none();
-        let log = if frame == LogFrame::UnlessQuiet && quiet {
-            String::new()
-        } else {
-            let log = logs::frame(
-                &request_id,
-                &config.version,
-                &outcome.output,
-                outcome.written,
-                &Report {
-                    duration: outcome.duration,
-                    memory_size: config.memory_size,
-                    init: outcome.init,
-                },
-            );
-            self.logs.append(&config.name, &log);
-            if let Some(sink) = self.log_sink.get() {
-                sink.invocation_log(&config.name, &config.version, &log);
-            }
-            log
-        };
+        let log = logs::frame(
+            &request_id,
+            &config.version,
+            &outcome.output,
+            outcome.written,
+            &Report {
+                duration: outcome.duration,
+                memory_size: config.memory_size,
+                init: outcome.init,
+            },
+        );
+        self.logs.append(&config.name, &log);
+        if let Some(sink) = self.log_sink.get() {
+            sink.invocation_log(&config.name, &config.version, &log);
+        }
         Ok(Invoked {
             outcome,
             executed_version: config.version.clone(),
@@ -1002,10 +994,8 @@ fn check_revision(config: &VersionConfig, expected: Option<&str>) -> Result<(), 
 }
 
 impl fleetcore_core::FunctionInvoker for Functions {
-    /// Invokes through the cached target of `function`. An invocation that succeeded without
-    /// writing anything leaves no log frame (a rule invoking a quiet function at thousands of
-    /// messages per second would otherwise write three lines per message); one that wrote
-    /// something or failed is logged as Lambda logs it.
+    /// Invokes through the cached target of `function`, logged as Lambda logs every invocation
+    /// (START, output, END, REPORT).
     fn invoke<'a>(
         &'a self,
         function: &'a str,
@@ -1015,24 +1005,13 @@ impl fleetcore_core::FunctionInvoker for Functions {
             let payload = Bytes::from(payload);
             check_sync_payload(&payload)?;
             let target = self.cached_target(function)?;
-            let invoked = self
-                .run(&target, payload, None, LogFrame::UnlessQuiet)
-                .await?;
+            let invoked = self.run(&target, payload, None).await?;
             Ok(fleetcore_core::InvokeOutput {
                 payload: invoked.outcome.payload.into(),
                 function_error: invoked.outcome.function_error.map(str::to_string),
             })
         })
     }
-}
-
-/// When an invocation's log frame (START ... REPORT) is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LogFrame {
-    /// For every invocation (the Lambda API: the caller may ask for its tail).
-    Always,
-    /// Unless the invocation succeeded and wrote nothing.
-    UnlessQuiet,
 }
 
 /// Refuses a synchronous event larger than Lambda allows.
