@@ -222,6 +222,21 @@ def test_invalid_sql_fails_the_content_with_the_engine_reason(ia, uid):
     assert summary["version"] == version and summary["status"]["state"] == "FAILED"
 
 
+def enriching_pipeline_and_dataset(ia, n: str) -> str:
+    """The whole-path tests' pipeline n, channel n -> filter (tempC >= 0) -> math (tempF) ->
+    deviceRegistryEnrich (the thing named by deviceId) -> datastore n, and dataset n selecting
+    deviceId, seq, tempF and the thing's site in seq order. Returns the dataset's SQL."""
+    ia.create_pipeline(pipelineName=n, pipelineActivities=pipeline(
+        n, n, n,
+        {"filter": {"filter": "tempC >= 0"}},
+        {"math": {"attribute": "tempF", "math": "tempC * 9 / 5 + 32"}},
+        {"deviceRegistryEnrich": {"attribute": "device", "thingName": "deviceId", "roleArn": ROLE}}))
+    sql = (f"SELECT deviceId, seq, tempF, json_extract_scalar(device, '$.attributes.site') AS site "
+           f"FROM {n} ORDER BY seq")
+    ia.create_dataset(datasetName=n, actions=[{"actionName": "q", "queryAction": {"sqlQuery": sql}}])
+    return sql
+
+
 def test_mqtt_telemetry_to_dataset_csv_and_duckdb(broker, ia, aws, clients, uid, tmp_path):
     """The whole path, and the open layout: the same Parquet files answer DuckDB and
     `fleetcore sql` the same way."""
@@ -232,14 +247,7 @@ def test_mqtt_telemetry_to_dataset_csv_and_duckdb(broker, ia, aws, clients, uid,
     ia.create_channel(channelName=n)
     ia.create_datastore(datastoreName=n, datastorePartitions={"partitions": [
         {"attributePartition": {"attributeName": "deviceId"}}]})
-    ia.create_pipeline(pipelineName=n, pipelineActivities=pipeline(
-        n, n, n,
-        {"filter": {"filter": "tempC >= 0"}},
-        {"math": {"attribute": "tempF", "math": "tempC * 9 / 5 + 32"}},
-        {"deviceRegistryEnrich": {"attribute": "device", "thingName": "deviceId", "roleArn": ROLE}}))
-    sql = (f"SELECT deviceId, seq, tempF, json_extract_scalar(device, '$.attributes.site') AS site "
-           f"FROM {n} ORDER BY seq")
-    ia.create_dataset(datasetName=n, actions=[{"actionName": "q", "queryAction": {"sqlQuery": sql}}])
+    sql = enriching_pipeline_and_dataset(ia, n)
     create_rule(iot, rule_name(uid), f"SELECT *, topic(3) AS deviceId FROM 'ia/{uid}/+/telemetry'",
                 [{"iotAnalytics": {"channelName": n, "roleArn": ROLE}}])
     dev = clients(V5)

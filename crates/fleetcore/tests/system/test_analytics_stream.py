@@ -15,7 +15,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from clients import V5
-from test_analytics import ROLE, content_rows, error_of, ident, pipeline, rows_eventually
+from test_analytics import (ROLE, content_rows, enriching_pipeline_and_dataset, error_of, ident,
+                            pipeline, rows_eventually)
 from test_rules_engine import create_rule, rule_name
 from brokers import wait_until
 
@@ -38,14 +39,7 @@ def test_mqtt_telemetry_through_a_stream_to_dataset_csv_and_duckdb(broker, aws, 
     assert {"key": SOURCE_TAG, "value": stream_arn(n)} in ia.list_tags_for_resource(
         resourceArn=f"arn:aws:iotanalytics:us-east-1:000000000000:channel/{n}")["tags"]
     ia.create_datastore(datastoreName=n)
-    ia.create_pipeline(pipelineName=n, pipelineActivities=pipeline(
-        n, n, n,
-        {"filter": {"filter": "tempC >= 0"}},
-        {"math": {"attribute": "tempF", "math": "tempC * 9 / 5 + 32"}},
-        {"deviceRegistryEnrich": {"attribute": "device", "thingName": "deviceId", "roleArn": ROLE}}))
-    sql = (f"SELECT deviceId, seq, tempF, json_extract_scalar(device, '$.attributes.site') AS site "
-           f"FROM {n} ORDER BY seq")
-    ia.create_dataset(datasetName=n, actions=[{"actionName": "q", "queryAction": {"sqlQuery": sql}}])
+    enriching_pipeline_and_dataset(ia, n)
     create_rule(iot, rule_name(uid), f"SELECT *, topic(3) AS deviceId FROM 'ias/{uid}/+/telemetry'",
                 [{"kinesis": {"roleArn": ROLE, "streamName": n, "partitionKey": "${topic(3)}"}}])
     dev = clients(V5)
