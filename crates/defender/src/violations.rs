@@ -334,4 +334,22 @@ mod tests {
             .collect();
         assert_eq!(kinds, [EventType::InAlarm, EventType::AlarmCleared]);
     }
+
+    #[test]
+    fn an_alarms_start_time_reads_back_to_the_same_bits() {
+        // A time whose shortest decimal form serde_json parses one bit off without
+        // `float_roundtrip`: ListActiveViolations would answer a different microsecond
+        // after a restart.
+        let time = 1_796_615_488.259_737_7;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn KvStore> =
+            Arc::new(RedbStore::open(&dir.path().join("s.redb")).expect("store"));
+        let v = Violations::open(Arc::clone(&store)).expect("open");
+        v.record(&event(EventType::InAlarm, time));
+        v.commit().expect("commit");
+        let key = ("p".to_string(), "b".to_string(), "t".to_string());
+        let reopened = Violations::open(store).expect("reopen");
+        let active = reopened.active(&key).expect("in force");
+        assert_eq!(active.violation_start_time.to_bits(), time.to_bits());
+    }
 }
