@@ -146,6 +146,38 @@ fn stream_of<'a>(
         .ok_or_else(|| StreamError::NotFound(format!("stream {name} not found")))
 }
 
+/// The stream `name`, to change.
+fn stream_of_mut<'a>(
+    streams: &'a mut std::collections::BTreeMap<String, StreamMeta>,
+    name: &str,
+) -> Result<&'a mut StreamMeta, StreamError> {
+    streams
+        .get_mut(name)
+        .ok_or_else(|| StreamError::NotFound(format!("stream {name} not found")))
+}
+
+/// The consumer group `group` of stream `name` (created if new), once `shard` is known to exist.
+fn group_of<'a>(
+    streams: &'a mut std::collections::BTreeMap<String, StreamMeta>,
+    name: &str,
+    group: String,
+    shard: ShardId,
+) -> Result<&'a mut GroupMeta, StreamError> {
+    let stream = stream_of_mut(streams, name)?;
+    stream.shard(shard)?;
+    Ok(stream.groups.entry(group).or_default())
+}
+
+/// Gives `shard`'s lease to `owner` until `expires_ms`.
+fn grant(
+    leases: &mut std::collections::BTreeMap<u32, LeaseMeta>,
+    shard: ShardId,
+    owner: String,
+    expires_ms: u64,
+) {
+    leases.insert(shard.0, LeaseMeta { owner, expires_ms });
+}
+
 fn storage(context: &str, error: impl std::fmt::Display) -> StreamError {
     StreamError::Storage(format!("{context}: {error}"))
 }
@@ -304,10 +336,7 @@ impl Stream for EmbeddedStreams {
         routing::validate_retention(hours)?;
         let name = name.to_owned();
         self.change(move |data| {
-            let stream = data
-                .streams
-                .get_mut(&name)
-                .ok_or_else(|| StreamError::NotFound(format!("stream {name} not found")))?;
+            let stream = stream_of_mut(&mut data.streams, &name)?;
             stream.retention_hours = hours;
             Ok((stream.info(&name), true))
         })
@@ -443,25 +472,14 @@ impl Stream for EmbeddedStreams {
         let (name, group, owner) = (name.to_owned(), group.to_owned(), owner.to_owned());
         let now = self.shared.now_ms();
         self.change(move |data| {
-            let stream = data
-                .streams
-                .get_mut(&name)
-                .ok_or_else(|| StreamError::NotFound(format!("stream {name} not found")))?;
-            stream.shard(shard)?;
-            let leases = &mut stream.groups.entry(group).or_default().leases;
+            let leases = &mut group_of(&mut data.streams, &name, group, shard)?.leases;
             if leases
                 .get(&shard.0)
                 .is_some_and(|lease| lease.owner != owner && lease.expires_ms > now)
             {
                 return Ok((false, false));
             }
-            leases.insert(
-                shard.0,
-                LeaseMeta {
-                    owner,
-                    expires_ms: now + ttl.as_millis() as u64,
-                },
-            );
+            grant(leases, shard, owner, now + ttl.as_millis() as u64);
             Ok((true, true))
         })
         .await
@@ -486,25 +504,14 @@ impl Stream for EmbeddedStreams {
         let (current, owner) = (current.to_owned(), owner.to_owned());
         let now = self.shared.now_ms();
         self.change(move |data| {
-            let stream = data
-                .streams
-                .get_mut(&name)
-                .ok_or_else(|| StreamError::NotFound(format!("stream {name} not found")))?;
-            stream.shard(shard)?;
-            let leases = &mut stream.groups.entry(group).or_default().leases;
+            let leases = &mut group_of(&mut data.streams, &name, group, shard)?.leases;
             if leases
                 .get(&shard.0)
                 .is_none_or(|lease| lease.owner != current)
             {
                 return Ok((false, false));
             }
-            leases.insert(
-                shard.0,
-                LeaseMeta {
-                    owner,
-                    expires_ms: now + ttl.as_millis() as u64,
-                },
-            );
+            grant(leases, shard, owner, now + ttl.as_millis() as u64);
             Ok((true, true))
         })
         .await
@@ -520,12 +527,7 @@ impl Stream for EmbeddedStreams {
     ) -> Result<(), StreamError> {
         let (name, group, owner) = (name.to_owned(), group.to_owned(), owner.to_owned());
         self.change(move |data| {
-            let stream = data
-                .streams
-                .get_mut(&name)
-                .ok_or_else(|| StreamError::NotFound(format!("stream {name} not found")))?;
-            stream.shard(shard)?;
-            let entry: &mut GroupMeta = stream.groups.entry(group.clone()).or_default();
+            let entry = group_of(&mut data.streams, &name, group.clone(), shard)?;
             if entry
                 .leases
                 .get(&shard.0)
