@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use fleetcore_mqtt::protocol::{
     self, ConnAck, Connect, ConnectProperties, DecodeError, Disconnect, Packet, ProtocolVersion,
     QoS, SubAck, Subscribe, SubscribeFilter, SubscribeProperties, SubscriptionOptions, Utf8,
@@ -18,6 +18,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 /// Read half of a connection, TCP or TLS.
 pub(crate) type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
@@ -508,6 +509,27 @@ pub(crate) async fn write_or_flush(wr: &mut WriteHalf, buf: &[u8]) -> io::Result
     } else {
         wr.write(buf).await
     }
+}
+
+/// Takes the outcome of a [`write_or_flush`] of `wbuf` that moved `n` bytes: advances past them
+/// (the connection then needs a flush and `last_write` moves), or, for a flush, clears
+/// `needs_flush`. A write that takes nothing means the peer stopped reading.
+pub(crate) fn wrote(
+    n: usize,
+    wbuf: &mut BytesMut,
+    needs_flush: &mut bool,
+    last_write: &mut Instant,
+) -> anyhow::Result<()> {
+    if wbuf.is_empty() {
+        *needs_flush = false;
+    } else if n == 0 {
+        anyhow::bail!("the connection stopped accepting data");
+    } else {
+        wbuf.advance(n);
+        *needs_flush = true;
+        *last_write = Instant::now();
+    }
+    Ok(())
 }
 
 /// What of `buf` the next write call takes: all of it, or with `one_per_write` only its first

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use fleetcore_mqtt::protocol::{self, Packet, PubAck, Publish, PublishProperties, QoS, Utf8};
 use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
-use super::conn::{Link, reason_name, writable, write_or_flush};
+use super::conn::{Link, reason_name, writable, write_or_flush, wrote};
 use super::payload::{self, Stamp};
 
 /// Stop adding messages once this many bytes wait to be written...
@@ -261,16 +261,7 @@ async fn publish_loop(
                 link.rbuf.reserve(READ_CHUNK);
             }
             io = write_or_flush(&mut link.wr, writable(&wbuf, plan.one_per_write)), if !wbuf.is_empty() || needs_flush => {
-                let n = io?;
-                if wbuf.is_empty() {
-                    needs_flush = false;
-                } else if n == 0 {
-                    anyhow::bail!("the connection stopped accepting data");
-                } else {
-                    wbuf.advance(n);
-                    needs_flush = true;
-                    last_write = Instant::now();
-                }
+                wrote(io?, &mut wbuf, &mut needs_flush, &mut last_write)?;
             }
             () = &mut timer => {}
         }

@@ -5,14 +5,14 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use fleetcore_mqtt::protocol::{self, Packet, PubAck, QoS};
 use hdrhistogram::Histogram;
 use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::conn::{Link, reason_name, writable, write_or_flush};
+use super::conn::{Link, reason_name, writable, write_or_flush, wrote};
 use super::payload::{self, Stamp};
 use super::publisher::keep_alive_interval;
 
@@ -178,16 +178,7 @@ async fn receive_loop(
                 }
             }
             io = write_or_flush(&mut link.wr, writable(&wbuf, plan.one_per_write)), if !wbuf.is_empty() || needs_flush => {
-                let n = io?;
-                if wbuf.is_empty() {
-                    needs_flush = false;
-                } else if n == 0 {
-                    anyhow::bail!("the connection stopped accepting data");
-                } else {
-                    wbuf.advance(n);
-                    needs_flush = true;
-                    last_write = Instant::now();
-                }
+                wrote(io?, &mut wbuf, &mut needs_flush, &mut last_write)?;
             }
             read = link.rd.read_buf(&mut link.rbuf) => {
                 if read? == 0 {
