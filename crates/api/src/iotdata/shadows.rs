@@ -50,10 +50,14 @@ async fn run(
     thing: String,
     name: Option<String>,
     operation: Operation,
-    action: IotAction,
     payload: Bytes,
 ) -> Result<Response, ApiError> {
     let id = ShadowId::new(&thing, name.as_deref())?;
+    let action = match operation {
+        Operation::Get => IotAction::GetThingShadow,
+        Operation::Update => IotAction::UpdateThingShadow,
+        Operation::Delete => IotAction::DeleteThingShadow,
+    };
     caller.authorize(action, &state.arns.thing(&id.thing))?;
     let answer = state.shadows.request(id, operation, payload).await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], answer).into_response())
@@ -65,17 +69,7 @@ async fn get_shadow(
     Path(thing): Path<String>,
     Query(q): Query<ShadowQuery>,
 ) -> Result<Response, ApiError> {
-    let action = IotAction::GetThingShadow;
-    run(
-        state,
-        caller,
-        thing,
-        q.name,
-        Operation::Get,
-        action,
-        Bytes::new(),
-    )
-    .await
+    run(state, caller, thing, q.name, Operation::Get, Bytes::new()).await
 }
 
 async fn update_shadow(
@@ -85,17 +79,7 @@ async fn update_shadow(
     Query(q): Query<ShadowQuery>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let action = IotAction::UpdateThingShadow;
-    run(
-        state,
-        caller,
-        thing,
-        q.name,
-        Operation::Update,
-        action,
-        body,
-    )
-    .await
+    run(state, caller, thing, q.name, Operation::Update, body).await
 }
 
 async fn delete_shadow(
@@ -104,14 +88,12 @@ async fn delete_shadow(
     Path(thing): Path<String>,
     Query(q): Query<ShadowQuery>,
 ) -> Result<Response, ApiError> {
-    let action = IotAction::DeleteThingShadow;
     run(
         state,
         caller,
         thing,
         q.name,
         Operation::Delete,
-        action,
         Bytes::new(),
     )
     .await
