@@ -30,6 +30,7 @@ import urllib.request
 
 import pytest
 
+import mqttwire as w
 from brokers import wait_until
 from clients import V5, Client
 
@@ -311,6 +312,38 @@ def test_retained_messages_are_cluster_wide(cluster, uid):
     assert _retained(b, uid) is None
 
 
+TAKEOVER_DEADLINE = 1.0  # seconds from the second CONNACK to the first connection's end
+
+
+@pytest.mark.parametrize("version", [w.V311, w.V5])
+def test_a_client_id_connecting_on_another_node_takes_the_session_over(cluster, uid, version):
+    """A CONNECT on B with a client id connected on A takes the session over, as on one node: A
+    closes the old connection within a second, with DISCONNECT 0x8E (Session taken over) for
+    MQTT 5 and a plain close for 3.1.1; the new connection on B stays."""
+    a, b = cluster.nodes
+    cid = f"{uid}-dev"
+    first = w.RawClient(a.host, a.ports["mqtt"], version, 5.0)
+    second = w.RawClient(b.host, b.ports["mqtt"], version, 5.0)
+    try:
+        assert first.connect(cid).rc == 0
+        assert second.connect(cid).rc == 0
+        connected = time.monotonic()
+        seen = first.wait_closed(5)
+        took = time.monotonic() - connected
+        if version == w.V5:
+            assert seen and seen[-1].type == w.DISCONNECT and seen[-1].rc == 0x8E, seen
+        else:
+            assert seen == [], seen
+        assert took <= TAKEOVER_DEADLINE, f"the old connection ended {took:.2f} s after the new one"
+        second.send(w.pingreq())
+        second.expect(w.PINGRESP)  # the new one stays: A's own announcement was older
+        assert a.metrics().get("fleetcore_cluster_takeovers_total", 0) == 1
+        assert b.metrics().get("fleetcore_cluster_takeovers_total", 0) == 0
+    finally:
+        first.close()
+        second.close()
+
+
 HEARTBEAT_TIMEOUT = 3.0  # seconds: three missed one-second heartbeats (docs/SCALING.md)
 
 
@@ -459,17 +492,15 @@ def test_qos1_waits_for_nats_to_come_back_and_loses_nothing(cluster, uid):
             c.close()
 
 
-@pytest.mark.skip(reason="open bug (issue #21, docs/SCALING.md): with the forward stream full, "
-                  "A sometimes never retries within 30 s, and a refused message can land after a "
-                  "later one; seen in about half of the runs at merge")
 def test_a_full_forward_stream_holds_pubacks_until_the_nodes_catch_up(
         broker_factory, nats_server, postgres_server, aws, uid):
-    """The forward stream is bounded (here 4 KiB): with B down (SIGKILL) its messages stay, the
-    stream fills and JetStream refuses. A then withholds its PUBACKs and retries (counted)
+    """The forward stream is bounded (here 16 messages): with B down (SIGKILL) its messages
+    stay, the stream fills and JetStream refuses (none of the stored ones is dropped to make
+    room). A then withholds its PUBACKs and retries (counted)
     rather than drop anything; once B is back and acknowledges, A's PUBACKs come and B's
     persistent session has every message, in order."""
     cluster = start_cluster(["a", "b"], broker_factory, nats_server, postgres_server, aws, uid,
-                            extra=("--cluster-forward-max-bytes", "4096"))
+                            extra=("--cluster-forward-max-messages", "16"))
     a, b = cluster.nodes
     topic = f"{uid}/full"
     sub_id = f"{uid}-sub"
