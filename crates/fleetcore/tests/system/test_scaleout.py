@@ -492,13 +492,14 @@ def test_qos1_waits_for_nats_to_come_back_and_loses_nothing(cluster, uid):
             c.close()
 
 
+@pytest.mark.parametrize("stop", ["sigkill", "sigstop"])
 def test_a_full_forward_stream_holds_pubacks_until_the_nodes_catch_up(
-        broker_factory, nats_server, postgres_server, aws, uid):
-    """The forward stream is bounded (here 16 messages): with B down (SIGKILL) its messages
-    stay, the stream fills and JetStream refuses (none of the stored ones is dropped to make
-    room). A then withholds its PUBACKs and retries (counted)
-    rather than drop anything; once B is back and acknowledges, A's PUBACKs come and B's
-    persistent session has every message, in order."""
+        broker_factory, nats_server, postgres_server, aws, uid, stop):
+    """The forward stream is bounded (here 16 messages): with B down (SIGKILL, then started
+    again) or frozen (SIGSTOP, then SIGCONT) its messages stay, the stream fills and JetStream
+    refuses — none of the stored ones is dropped to make room. A then withholds its PUBACKs and
+    retries (counted) rather than drop anything; once B is back and acknowledges, A's PUBACKs
+    come and B's persistent session has every message, in order."""
     cluster = start_cluster(["a", "b"], broker_factory, nats_server, postgres_server, aws, uid,
                             extra=("--cluster-forward-max-messages", "16"))
     a, b = cluster.nodes
@@ -514,22 +515,31 @@ def test_a_full_forward_stream_holds_pubacks_until_the_nodes_catch_up(
                    what="B saving the persistent session")
         pub.connect()
         _route_ready(pub, [sub], f"{uid}/probe")
-        b.kill()
-        sub.drop()
+        if stop == "sigkill":
+            b.kill()
+            sub.drop()
+        else:
+            b.proc.send_signal(signal.SIGSTOP)
         sent = [f"{i:03d}".encode() + b"." * 100 for i in range(60)]
         pending = [pub.publish(topic, p, qos=1, wait=False) for p in sent]
-        wait_until(lambda: a.metrics().get("fleetcore_cluster_forward_retries_total", 0) > 0, 10,
-                   what="A retrying what the full stream refused")
-        assert not all(info.is_published() for info in pending), "PUBACKs held while full"
-        b.start()
-        again = Client(b, V5, client_id=sub_id, clean=False, session_expiry=3600)
-        again.connect()
-        assert again.session_present
+        try:
+            wait_until(lambda: a.metrics().get("fleetcore_cluster_forward_retries_total", 0) > 0,
+                       10, what="A retrying what the full stream refused")
+            assert not all(info.is_published() for info in pending), "PUBACKs held while full"
+        finally:
+            if stop == "sigstop":
+                b.proc.send_signal(signal.SIGCONT)
+        if stop == "sigkill":
+            b.start()
+            again = Client(b, V5, client_id=sub_id, clean=False, session_expiry=3600)
+            again.connect()
+            assert again.session_present
+        receiver = again or sub
         for info in pending:
             info.wait_for_publish(20)
             assert info.is_published(), "PUBACKed once B caught up"
-        again.wait_messages(len(sent), timeout=10, topic=topic)
-        assert _first_copies(again.matching(topic=topic)) == sent
+        receiver.wait_messages(len(sent), timeout=10, topic=topic)
+        assert _first_copies(receiver.matching(topic=topic)) == sent
         assert a.metrics().get('fleetcore_cluster_dropped_total{reason="forward_full"}', 0) == 0
     finally:
         for c in (sub, pub, again):
