@@ -22,9 +22,11 @@ nats-server (`[cluster] nats`). What a user of either node sees:
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import shutil
 import signal
+import threading
 import time
 import urllib.request
 
@@ -342,6 +344,41 @@ def test_a_client_id_connecting_on_another_node_takes_the_session_over(cluster, 
     finally:
         first.close()
         second.close()
+
+
+def test_two_nodes_accepting_one_client_id_at_once_keep_exactly_one(cluster, uid):
+    """The same client id connects to A and to B at the same moment: each node hears of the
+    other's connection, and both judge the pair alike (the later attach stays, node ids break a
+    tie), so exactly one connection is closed with 0x8E and the other stays."""
+    a, b = cluster.nodes
+    cid = f"{uid}-twin"
+    for attempt in range(3):
+        clients = [w.RawClient(n.host, n.ports["mqtt"], w.V5, 5.0) for n in (a, b)]
+        try:
+            go = threading.Barrier(2)
+
+            def connect(c):
+                go.wait()
+                return c.connect(cid)
+            with concurrent.futures.ThreadPoolExecutor(2) as pool:
+                acks = list(pool.map(connect, clients))
+            assert [ack.rc for ack in acks] == [0, 0]
+            closed = []
+            deadline = time.monotonic() + TAKEOVER_DEADLINE + 1.0
+            while not closed and time.monotonic() < deadline:
+                for i, c in enumerate(clients):
+                    try:
+                        c.send(w.pingreq())
+                        c.expect(w.PINGRESP, timeout=0.2)
+                    except (AssertionError, OSError, w.Closed, TimeoutError):
+                        closed.append(i)
+            assert len(closed) == 1, f"exactly one of the two connections closed, not {closed}"
+            stays = clients[1 - closed[0]]
+            stays.send(w.pingreq())
+            stays.expect(w.PINGRESP)
+        finally:
+            for c in clients:
+                c.close()
 
 
 HEARTBEAT_TIMEOUT = 3.0  # seconds: three missed one-second heartbeats (docs/SCALING.md)
