@@ -17,7 +17,9 @@ nats-server (`[cluster] nats`). What a user of either node sees:
 - `/health/cluster` on each node names both nodes, and a node killed with SIGKILL leaves the
   others' lists within the heartbeat timeout;
 - a retained message published on one node is what a new subscriber on another gets, and
-  clearing it on one node clears it everywhere.
+  clearing it on one node clears it everywhere;
+- a client id connecting on B takes the session over from its connection on A (0x8E for MQTT 5,
+  a plain close for 3.1.1) within a second; connecting on both at once leaves exactly one.
 """
 
 from __future__ import annotations
