@@ -11,14 +11,17 @@
 //! topic and QoS is kept (one queue, one NATS connection and one delivering task per node and
 //! hop). The QoS of a delivery is the smaller of the published and the subscribed one, and a QoS
 //! 1 delivery is acknowledged by the subscriber to its own node. Retained messages are shared
-//! through a JetStream key-value bucket (see `retained.rs`). What does not hold yet: shared
-//! subscriptions, sessions and MQTT 5 properties stay per node (see docs/SCALING.md).
+//! through a JetStream key-value bucket (see `retained.rs`); a client id connecting on one node
+//! takes the session over from its connection on another (see `takeover.rs`). What does not
+//! hold yet: shared subscriptions, persistent sessions and MQTT 5 properties stay per node (see
+//! docs/SCALING.md).
 
 mod forward;
 mod members;
 mod retained;
 mod route;
 pub mod subject;
+mod takeover;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,15 +50,16 @@ pub struct ClusterConfig {
     /// How long the forward stream keeps a message no node has acknowledged yet, and how long
     /// NATS keeps the consumer of a node that is gone.
     pub forward_retention: Duration,
-    /// The forward stream's size limit; beyond it JetStream refuses new messages (acknowledgements
-    /// wait) until the nodes catch up.
-    pub forward_max_bytes: i64,
+    /// The forward stream's limit in messages; beyond it JetStream refuses new messages
+    /// (acknowledgements wait) until the nodes catch up. A message count, not bytes: nats-server
+    /// enforces a byte limit by discarding the oldest messages (see `forward.rs`).
+    pub forward_max_messages: i64,
 }
 
 impl ClusterConfig {
     /// Defaults for a node `node_id` on `nats_url`: prefix `fleetcore`, 65,536 messages queued
     /// for each hop, a heartbeat per second, 256 JetStream publishes in flight, a forward stream
-    /// of at most 1 GiB keeping messages for 24 hours.
+    /// of at most 1,048,576 messages keeping them for 24 hours.
     pub fn new(nats_url: impl Into<String>, node_id: impl Into<String>) -> ClusterConfig {
         ClusterConfig {
             nats_url: nats_url.into(),
@@ -66,7 +70,7 @@ impl ClusterConfig {
             forward_capacity: 65_536,
             forward_window: 256,
             forward_retention: Duration::from_secs(24 * 3600),
-            forward_max_bytes: 1 << 30,
+            forward_max_messages: 1 << 20,
         }
     }
 }
@@ -133,6 +137,7 @@ impl Cluster {
             })?;
         forward::start(&config, &client, Arc::clone(&router)).await?;
         retained::start(&config, &client, Arc::clone(&router)).await?;
+        takeover::start(&config, &client, Arc::clone(&router)).await?;
         route::start(&config, &client, router).await?;
         let members = members::start(&config, &client).await?;
         tracing::info!(node = %config.node_id, nats = %config.nats_url, "joined the cluster");

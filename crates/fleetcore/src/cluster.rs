@@ -34,15 +34,15 @@ pub struct ClusterArgs {
     )]
     pub node_id: Option<String>,
 
-    /// Size limit of the JetStream stream that carries QoS 1/2 messages between nodes, set when
-    /// the first node creates it; beyond it JetStream refuses new messages and publishers' PUBACKs
-    /// wait until the nodes catch up. [default: 1 GiB]
+    /// Messages the JetStream stream that carries QoS 1/2 messages between nodes may hold, set
+    /// when the first node creates it; beyond it JetStream refuses new messages and publishers'
+    /// PUBACKs wait until the nodes catch up. [default: 1048576]
     #[arg(
-        long = "cluster-forward-max-bytes",
-        env = "FLEETCORE_CLUSTER_FORWARD_MAX_BYTES",
-        value_name = "BYTES"
+        long = "cluster-forward-max-messages",
+        env = "FLEETCORE_CLUSTER_FORWARD_MAX_MESSAGES",
+        value_name = "COUNT"
     )]
-    pub forward_max_bytes: Option<u64>,
+    pub forward_max_messages: Option<u64>,
 }
 
 /// The cluster settings of a node.
@@ -52,8 +52,8 @@ pub struct ClusterSettings {
     pub node_id: Option<String>,
     /// NATS servers, when the node routes messages to others.
     pub nats: Option<String>,
-    /// The forward stream's size limit, when not the default.
-    pub forward_max_bytes: Option<i64>,
+    /// The forward stream's limit in messages, when not the default.
+    pub forward_max_messages: Option<i64>,
 }
 
 impl ClusterArgs {
@@ -65,8 +65,8 @@ impl ClusterArgs {
         if self.node_id.is_none() {
             self.node_id = under.node_id.take();
         }
-        if self.forward_max_bytes.is_none() {
-            self.forward_max_bytes = under.forward_max_bytes.take();
+        if self.forward_max_messages.is_none() {
+            self.forward_max_messages = under.forward_max_messages.take();
         }
     }
 
@@ -76,9 +76,9 @@ impl ClusterArgs {
         if let Some(id) = &node_id {
             check(id)?;
         }
-        let forward_max_bytes = match self.forward_max_bytes {
-            Some(n) if !(MIN_FORWARD_BYTES..=i64::MAX as u64).contains(&n) => bail!(
-                "cluster forward_max_bytes {n} must be between {MIN_FORWARD_BYTES} and {}",
+        let forward_max_messages = match self.forward_max_messages {
+            Some(n) if !(MIN_FORWARD_MESSAGES..=i64::MAX as u64).contains(&n) => bail!(
+                "cluster forward_max_messages {n} must be between {MIN_FORWARD_MESSAGES} and {}",
                 i64::MAX
             ),
             n => n.map(|n| n as i64),
@@ -86,13 +86,13 @@ impl ClusterArgs {
         Ok(ClusterSettings {
             node_id,
             nats: self.nats.filter(|n| !n.trim().is_empty()),
-            forward_max_bytes,
+            forward_max_messages,
         })
     }
 }
 
 /// The smallest forward stream: room for a few messages.
-const MIN_FORWARD_BYTES: u64 = 1024;
+const MIN_FORWARD_MESSAGES: u64 = 4;
 
 fn check(id: &str) -> anyhow::Result<()> {
     if !fleetcore_cluster::valid_node_id(id) {
@@ -179,17 +179,17 @@ mod tests {
         let s = ClusterArgs {
             nats: Some("nats://10.0.0.1:4222".into()),
             node_id: Some("edge-1".into()),
-            forward_max_bytes: Some(4096),
+            forward_max_messages: Some(4096),
         }
         .resolve()
         .expect("given");
-        assert_eq!(s.forward_max_bytes, Some(4096));
+        assert_eq!(s.forward_max_messages, Some(4096));
         assert_eq!(s.node_id.as_deref(), Some("edge-1"));
         assert_eq!(s.nats.as_deref(), Some("nats://10.0.0.1:4222"));
         let err = ClusterArgs {
             nats: None,
             node_id: Some("a.b".into()),
-            forward_max_bytes: None,
+            forward_max_messages: None,
         }
         .resolve()
         .expect_err("dot");
@@ -197,10 +197,10 @@ mod tests {
         let err = ClusterArgs {
             nats: None,
             node_id: None,
-            forward_max_bytes: Some(10),
+            forward_max_messages: Some(2),
         }
         .resolve()
         .expect_err("too small");
-        assert!(err.to_string().contains("forward_max_bytes 10"), "{err}");
+        assert!(err.to_string().contains("forward_max_messages 2"), "{err}");
     }
 }

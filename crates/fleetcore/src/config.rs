@@ -259,7 +259,7 @@ pub struct ServeArgs {
     state: StateArgs,
 
     /// This node's place in a cluster (`[cluster]` in the file: `nats`, `node_id`,
-    /// `forward_max_bytes`).
+    /// `forward_max_messages`).
     #[command(flatten)]
     #[serde(default)]
     cluster: ClusterArgs,

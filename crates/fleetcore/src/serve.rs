@@ -353,8 +353,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             fleetcore_cluster::Cluster::join(
                 {
                     let mut config = fleetcore_cluster::ClusterConfig::new(nats.clone(), &node_id);
-                    if let Some(bytes) = settings.cluster.forward_max_bytes {
-                        config.forward_max_bytes = bytes;
+                    if let Some(count) = settings.cluster.forward_max_messages {
+                        config.forward_max_messages = count;
                     }
                     config
                 },

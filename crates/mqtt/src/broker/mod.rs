@@ -14,6 +14,7 @@ mod retained;
 mod router;
 mod session;
 mod subscriptions;
+mod takeover;
 mod tap;
 #[cfg(test)]
 mod test_support;
@@ -34,6 +35,7 @@ pub use ingest::{IngestLog, Ingested, Publisher};
 pub use message::{Delivery, Message};
 pub use metrics::BrokerMetrics;
 pub use router::{Blocked, LoadReport, Offered, Router};
+pub use takeover::AttachObserver;
 pub use tap::{MAX_TAPS, ServiceTap, TooManyTaps};
 pub use transport::ListenerKind;
 

@@ -23,6 +23,7 @@ use super::session::{
     SubscriptionRecord,
 };
 use super::subscriptions::{Match, Subscriber, SubscriptionTree};
+use super::takeover::{self, AttachObserver};
 use super::tap::{ServiceTap, TapEntry, Taps, TooManyTaps};
 use crate::protocol::{ProtocolVersion, RetainHandling, SubscriptionOptions, reason};
 use crate::topic::{self, FilterKind};
@@ -83,6 +84,8 @@ pub struct Router {
     forward: OnceLock<Arc<dyn IngestLog>>,
     /// Device Defender's per-client counters, once installed.
     device_meter: OnceLock<Arc<dyn DeviceMeter>>,
+    /// Told of every attach, once installed (a cluster, for takeovers across nodes).
+    attach_observer: OnceLock<Arc<dyn AttachObserver>>,
     /// Keep-alive deadlines of parked connections.
     keep_alive: Arc<KeepAliveSweep>,
 }
@@ -116,6 +119,7 @@ impl Router {
             ingest: OnceLock::new(),
             forward: OnceLock::new(),
             device_meter: OnceLock::new(),
+            attach_observer: OnceLock::new(),
             keep_alive: Arc::new(KeepAliveSweep::default()),
         })
     }
@@ -325,6 +329,7 @@ impl Router {
         connection_id: u64,
     ) -> Option<Attached> {
         loop {
+            let stamp = takeover::attach_stamp();
             let (session, existed) = {
                 let mut sessions = self.sessions.lock();
                 if self.is_shutting_down() {
@@ -343,6 +348,7 @@ impl Router {
                 };
                 // Claimed under the lock, so begin_shutdown cannot miss this connection.
                 found.0.claim(connection_id);
+                found.0.set_attached_at(stamp);
                 found
             };
             let mut state = session.lock_state().await;
@@ -373,12 +379,43 @@ impl Router {
                     .delete(persist::SESSIONS_TABLE, client_id.as_bytes().to_vec());
             }
             self.update_gauges();
+            if let Some(observer) = self.attach_observer.get() {
+                observer.attached(&client_id, stamp);
+            }
             return Some(Attached {
                 session,
                 state,
                 session_present: resumed,
             });
         }
+    }
+
+    /// Installs the observer told of every attach (once; later calls are ignored).
+    pub fn set_attach_observer(&self, observer: Arc<dyn AttachObserver>) {
+        let _ = self.attach_observer.set(observer);
+    }
+
+    /// The client `client_id` connected on another node, stamped `attached_at`: the
+    /// connection holding its session here, if older, is sent away as taken over (DISCONNECT
+    /// 0x8E for MQTT 5). `theirs_wins_tie` breaks equal stamps. Returns whether one was.
+    pub fn take_over_from_elsewhere(
+        &self,
+        client_id: &str,
+        attached_at: u64,
+        theirs_wins_tie: bool,
+    ) -> bool {
+        // Under the sessions lock, as attach claims, so a newer local claim is never sent away.
+        let sessions = self.sessions.lock();
+        let Some(session) = sessions.get(client_id) else {
+            return false;
+        };
+        if !session.is_online()
+            || !takeover::gives_way(session.attached_at(), attached_at, theirs_wins_tie)
+        {
+            return false;
+        }
+        session.claim(0);
+        true
     }
 
     /// Ends a connection's hold on its session: publishes or schedules the will, and ends or
@@ -413,7 +450,8 @@ impl Router {
         if expiry == 0 {
             self.clear_session(&session, &mut state);
             state.ended = true;
-            if !taken_over {
+            // A takeover from another node leaves no owner here: nobody resumes the session.
+            if !taken_over || session.is_owned_by(0) {
                 self.forget(&session);
             }
         } else {

@@ -75,6 +75,8 @@ pub struct SessionHandle {
     /// The id of the connection that owns the session (0: none, or the server is shutting
     /// down); changed together with a `kick`, which tells the current owner to look.
     owner: AtomicU64,
+    /// When the owner claimed the session (see `takeover.rs`); 0 before the first claim.
+    attached_at: AtomicU64,
     kick: Notify,
     /// The waker of the connection while it is parked (no task waits on `wake` or `kick`
     /// then): woken with every wake and kick.
@@ -125,6 +127,7 @@ impl SessionHandle {
             }),
             wake: Notify::new(),
             owner: AtomicU64::new(0),
+            attached_at: AtomicU64::new(0),
             kick: Notify::new(),
             parked: AtomicWaker::new(),
             revalidations: AtomicU64::new(0),
@@ -332,6 +335,16 @@ impl SessionHandle {
     pub fn claim(&self, conn_id: u64) {
         self.owner.store(conn_id, Ordering::Release);
         self.kick();
+    }
+
+    /// Records when the current owner claimed the session (see `takeover.rs`).
+    pub fn set_attached_at(&self, stamp: u64) {
+        self.attached_at.store(stamp, Ordering::Release);
+    }
+
+    /// When the current owner claimed the session.
+    pub fn attached_at(&self) -> u64 {
+        self.attached_at.load(Ordering::Acquire)
     }
 
     /// True while connection `conn_id` owns the session.

@@ -301,7 +301,10 @@ impl Connection {
                 }
                 written = self.io.write(&self.wbuf) => match written {
                     Ok(0) | Err(_) => return Err(Exit::Closed),
-                    Ok(k) => self.wbuf.advance(k),
+                    Ok(k) => {
+                        self.wbuf.advance(k);
+                        self.connack_unsent = self.connack_unsent.saturating_sub(k);
+                    }
                 },
             }
         }

@@ -116,6 +116,10 @@ struct Connection {
     popped: Vec<Delivery>,
     /// Device Defender's counters for this client id, when a device meter is installed.
     meter: Option<Arc<DeviceCounters>>,
+    /// Bytes of the CONNACK at the front of `wbuf` not written yet: a connection sent away
+    /// before they went out still sends them first (no DISCONNECT before CONNACK, MQTT 5
+    /// §3.14.0-1; a takeover from another node can come that early).
+    connack_unsent: usize,
 }
 
 /// Serves one client from its first byte to the end of the connection. The handshake runs on
@@ -169,6 +173,7 @@ impl Connection {
             accepted.version,
             &mut wbuf,
         );
+        let connack_unsent = wbuf.len();
         Connection {
             router,
             io,
@@ -199,6 +204,7 @@ impl Connection {
             targets: Vec::new(),
             popped: Vec::new(),
             meter: accepted.meter,
+            connack_unsent,
         }
     }
 
@@ -255,6 +261,8 @@ impl Connection {
 
     /// Sends DISCONNECT with `goodbye` (MQTT 5) or just closes the socket.
     async fn say_goodbye(&mut self, goodbye: Option<u8>, exit: &Exit) {
+        // Deliveries not written are dropped; a CONNACK not written goes first.
+        self.wbuf.truncate(self.connack_unsent);
         if let (Some(code), ProtocolVersion::V5) = (goodbye, self.version) {
             let packet = Packet::Disconnect(Disconnect {
                 reason: code,
@@ -263,10 +271,14 @@ impl Connection {
                     ..DisconnectProperties::default()
                 },
             });
-            self.wbuf.clear();
-            handshake::write_packet(&mut self.io, &packet, self.version).await;
-        } else {
-            let _ = tokio::time::timeout(Duration::from_secs(1), self.io.shutdown()).await;
+            protocol::encode(&packet, self.version, &mut self.wbuf);
         }
+        let (io, out) = (&mut self.io, &self.wbuf);
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            let _ = io.write_all(out).await;
+            let _ = io.flush().await;
+            let _ = io.shutdown().await;
+        })
+        .await;
     }
 }
