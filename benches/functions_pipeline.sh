@@ -146,7 +146,7 @@ for name in $SCENARIOS; do
   END=$(date +%s.%N)
   CPU1=$(cpu); workers > "$OUT/$name.workers1"
   if [ -n "$PERF_PID" ]; then kill -INT "$PERF_PID"; wait "$PERF_PID" || true; fi
-  echo "{\"acked\": $ACKED, \"delivered\": $(delivered "$name"), \"seconds\": $(echo "$END - $START" | bc), \"cpu_seconds\": $(echo "$CPU1 - $CPU0" | bc), \"worker_cpu_seconds\": $(workers_cpu "$OUT/$name.workers0" "$OUT/$name.workers1"), \"workers\": $(wc -l < "$OUT/$name.workers1"), \"load\": \"$(cut -d' ' -f1-3 /proc/loadavg)\"}" | tee "$OUT/$name-end-to-end.json"
+  echo "{\"acked\": $ACKED, \"delivered\": $(delivered "$name"), \"seconds\": $(awk "BEGIN {printf \"%.3f\", $END - $START}"), \"cpu_seconds\": $(awk "BEGIN {printf \"%.3f\", $CPU1 - $CPU0}"), \"worker_cpu_seconds\": $(workers_cpu "$OUT/$name.workers0" "$OUT/$name.workers1"), \"workers\": $(wc -l < "$OUT/$name.workers1"), \"load\": \"$(cut -d' ' -f1-3 /proc/loadavg)\"}" | tee "$OUT/$name-end-to-end.json"
 done
 if [[ " $SCENARIOS " == *" pybatch "* ]]; then
   # Every record the mapping delivered is in `out`, once per successful batch.

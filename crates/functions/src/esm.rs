@@ -27,6 +27,7 @@ use tokio::sync::watch;
 
 use crate::FunctionsError;
 use crate::model::FunctionRef;
+use crate::runtime::WhenBusy;
 use crate::service::Functions;
 use kinesis_event::KinesisEvent;
 
@@ -568,7 +569,7 @@ impl BatchPoller {
             FunctionRef::parse(&self.record.function, None).map_err(|e| e.to_string())?;
         let invoked = self
             .functions
-            .invoke(&reference, Bytes::from(event), None)
+            .invoke(&reference, Bytes::from(event), None, WhenBusy::Wait)
             .await
             .map_err(|e| e.to_string())?;
         match invoked.outcome.function_error {

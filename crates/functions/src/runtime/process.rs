@@ -90,7 +90,7 @@ impl Pool {
 
     /// Runs `invocation` on a warm worker, or a new one.
     pub async fn invoke(&self, invocation: Invocation) -> Result<Outcome, FunctionsError> {
-        let _permit = self.concurrency.permit().await?;
+        let _permit = self.concurrency.permit(invocation.when_busy).await?;
         let warm = loop {
             let Some((worker, _)) = self.idle.lock().pop() else {
                 break None;
