@@ -61,7 +61,7 @@ class RuntimeApi:
                 while len(answers) < len(requests):
                     answers.append(self.read_response())
                 return answers
-            except (OSError, ValueError):
+            except (OSError, ValueError, IndexError):
                 self.close()
                 if attempt:
                     raise
