@@ -11,8 +11,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fleetcore_functions::runtime::Invocation;
 use fleetcore_functions::runtime::wasm::WasmFunction;
+use fleetcore_functions::runtime::{Invocation, WhenBusy};
 
 const EVENT: &str = r#"{"device":"d1","temperature":21.5}"#;
 
@@ -23,6 +23,7 @@ fn invocation() -> Invocation {
         invoked_arn: "arn:aws:lambda:us-east-1:000000000000:function:echo".into(),
         timeout: Duration::from_secs(3),
         client_context: None,
+        when_busy: WhenBusy::Refuse,
     }
 }
 

@@ -9,11 +9,12 @@
 //! (default -1: forever, as Lambda until the record expires) the batch's description goes to the
 //! `DestinationConfig.OnFailure` stream and reading goes on.
 
+mod kinesis_event;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::Engine as _;
 use bytes::Bytes;
 use fleetcore_core::{KvStore, WriteBatch};
 use fleetcore_stream::{
@@ -26,7 +27,9 @@ use tokio::sync::watch;
 
 use crate::FunctionsError;
 use crate::model::FunctionRef;
+use crate::runtime::WhenBusy;
 use crate::service::Functions;
+use kinesis_event::KinesisEvent;
 
 /// The store table of mappings (key: UUID; value: [`MappingRecord`] as JSON).
 const TABLE: &str = "lambda_event_source_mappings";
@@ -422,12 +425,19 @@ impl Mappings {
 
     fn start_poller(&self, record: &MappingRecord) {
         let (stop, stopped) = watch::channel(false);
+        let function = FunctionRef::parse(&record.function, None)
+            .map_or_else(|_| record.function.clone(), |r| r.name);
         let poller = BatchPoller {
             record: record.clone(),
             functions: Arc::clone(&self.functions),
             streams: Arc::clone(&self.streams),
             results: Arc::clone(&self.results),
             stopped,
+            identity_arn: format!(
+                "arn:aws:iam::{}:role/fleetcore",
+                self.functions.account().account_id
+            ),
+            delivered: metrics::counter!("fleetcore_functions_esm_records_total", "function" => function),
         };
         let task = tokio::spawn(poller.run());
         self.pollers
@@ -446,6 +456,11 @@ struct BatchPoller {
     streams: Arc<dyn Stream>,
     results: Arc<Mutex<HashMap<String, String>>>,
     stopped: watch::Receiver<bool>,
+    /// The event's `invokeIdentityArn`.
+    identity_arn: String,
+    /// `fleetcore_functions_esm_records_total` of the function: records of batches it
+    /// processed successfully.
+    delivered: metrics::Counter,
 }
 
 impl BatchPoller {
@@ -542,37 +557,26 @@ impl BatchPoller {
 
     async fn invoke(&self, records: &[Record], shard: ShardId) -> Result<(), String> {
         let account = self.functions.account();
-        let items: Vec<Value> = records
-            .iter()
-            .map(|r| {
-                json!({
-                    "kinesis": {
-                        "kinesisSchemaVersion": "1.0",
-                        "partitionKey": r.partition_key,
-                        "sequenceNumber": r.sequence.to_string(),
-                        "data": base64::engine::general_purpose::STANDARD.encode(&r.data),
-                        "approximateArrivalTimestamp": crate::clock::epoch_seconds(r.arrival),
-                    },
-                    "eventSource": "aws:kinesis",
-                    "eventVersion": "1.0",
-                    "eventID": format!("{shard}:{}", r.sequence),
-                    "eventName": "aws:kinesis:record",
-                    "invokeIdentityArn": format!("arn:aws:iam::{}:role/fleetcore", account.account_id),
-                    "awsRegion": account.region,
-                    "eventSourceARN": self.record.event_source_arn,
-                })
-            })
-            .collect();
-        let event = json!({ "Records": items }).to_string();
+        let event = KinesisEvent {
+            records,
+            shard,
+            source_arn: &self.record.event_source_arn,
+            region: &account.region,
+            identity_arn: &self.identity_arn,
+        }
+        .to_json();
         let reference =
             FunctionRef::parse(&self.record.function, None).map_err(|e| e.to_string())?;
         let invoked = self
             .functions
-            .invoke(&reference, Bytes::from(event), None)
+            .invoke(&reference, Bytes::from(event), None, WhenBusy::Wait)
             .await
             .map_err(|e| e.to_string())?;
         match invoked.outcome.function_error {
-            None => Ok(()),
+            None => {
+                self.delivered.increment(records.len() as u64);
+                Ok(())
+            }
             Some(_) => Err(String::from_utf8_lossy(&invoked.outcome.payload).into_owned()),
         }
     }

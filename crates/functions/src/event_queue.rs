@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 
 use crate::FunctionsError;
 use crate::model::FunctionRef;
+use crate::runtime::WhenBusy;
 use crate::service::Functions;
 
 /// The internal stream holding the queued events (hidden from the Kinesis API).
@@ -217,7 +218,10 @@ pub(crate) async fn run(functions: Weak<Functions>, streams: Arc<dyn Stream>) {
 async fn run_event(functions: &Functions, reference: &FunctionRef, payload: Bytes) {
     let mut wait = FIRST_RETRY;
     for attempt in 1..=ATTEMPTS {
-        let error = match functions.invoke(reference, payload.clone(), None).await {
+        let error = match functions
+            .invoke(reference, payload.clone(), None, WhenBusy::Wait)
+            .await
+        {
             Ok(invoked) if invoked.outcome.function_error.is_none() => return,
             Ok(invoked) => String::from_utf8_lossy(&invoked.outcome.payload).into_owned(),
             Err(error) => error.to_string(),

@@ -23,7 +23,7 @@ use crate::model::{
 };
 use crate::runtime::process::{Pool, WorkerSpec};
 use crate::runtime::wasm::WasmFunction;
-use crate::runtime::{Invocation, Outcome, Runner};
+use crate::runtime::{Invocation, Outcome, Runner, WhenBusy};
 use crate::targets::{Target, TargetCache};
 
 /// The store table of function records (key: name; value: [`FunctionRecord`] as JSON).
@@ -779,16 +779,18 @@ impl Functions {
         }
     }
 
-    /// Invokes `reference` synchronously with the JSON `payload`.
+    /// Invokes `reference` synchronously with the JSON `payload`; `when_busy` says whether an
+    /// invocation over the function's reserved concurrency is refused or waits.
     pub async fn invoke(
         &self,
         reference: &FunctionRef,
         payload: Bytes,
         client_context: Option<String>,
+        when_busy: WhenBusy,
     ) -> Result<Invoked, FunctionsError> {
         check_sync_payload(&payload)?;
         let target = self.target(reference)?;
-        self.run(&target, payload, client_context).await
+        self.run(&target, payload, client_context, when_busy).await
     }
 
     /// Resolves `reference` to the version it names, its runner and metric handles.
@@ -837,6 +839,7 @@ impl Functions {
         target: &Target,
         payload: Bytes,
         client_context: Option<String>,
+        when_busy: WhenBusy,
     ) -> Result<Invoked, FunctionsError> {
         if target.reserved == Some(0) {
             return Err(FunctionsError::TooManyRequests(
@@ -853,6 +856,7 @@ impl Functions {
             invoked_arn: target.invoked_arn.clone(),
             timeout: Duration::from_secs(u64::from(config.timeout)),
             client_context,
+            when_busy,
         };
         let span = tracing::trace_span!(
             target: fleetcore_core::trace::TARGET,
@@ -995,7 +999,8 @@ fn check_revision(config: &VersionConfig, expected: Option<&str>) -> Result<(), 
 
 impl fleetcore_core::FunctionInvoker for Functions {
     /// Invokes through the cached target of `function`, logged as Lambda logs every invocation
-    /// (START, output, END, REPORT).
+    /// (START, output, END, REPORT); over the function's reserved concurrency it waits for a
+    /// slot, as AWS retries a throttled invocation from a rule or an event source.
     fn invoke<'a>(
         &'a self,
         function: &'a str,
@@ -1005,7 +1010,7 @@ impl fleetcore_core::FunctionInvoker for Functions {
             let payload = Bytes::from(payload);
             check_sync_payload(&payload)?;
             let target = self.cached_target(function)?;
-            let invoked = self.run(&target, payload, None).await?;
+            let invoked = self.run(&target, payload, None, WhenBusy::Wait).await?;
             Ok(fleetcore_core::InvokeOutput {
                 payload: invoked.outcome.payload.into(),
                 function_error: invoked.outcome.function_error.map(str::to_string),

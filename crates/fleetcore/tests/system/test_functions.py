@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -536,6 +537,41 @@ def test_rule_lambda_action_failure_fires_the_error_action(fb, aws, clients, uid
     assert failure["failedAction"] == "LambdaAction"
     assert failure["failedResource"] == fn["FunctionArn"]
     assert "KeyError" in failure["errorMessage"]
+
+
+def test_reserved_concurrency_refuses_a_synchronous_call_and_queues_a_rules_calls(fb, aws, clients, uid,
+                                                                                  tmp_path):
+    """Over a function's reserved concurrency the Invoke API answers TooManyRequestsException, as
+    Lambda does; a rule's lambda action waits for a slot instead (AWS retries a throttled
+    invocation from IoT), so no message fails to its errorAction."""
+    iot, lam, kinesis = aws("iot", broker=fb), aws("lambda", broker=fb), aws("kinesis", broker=fb)
+    name, out, marker = fn_name(uid), f"out-{uid}", tmp_path / "running"
+    kinesis.create_stream(StreamName=out, ShardCount=1)
+    code = ("import json, os, time, boto3\nk = boto3.client('kinesis')\n"
+            "def handler(e, c):\n    open(os.environ['MARKER'], 'w').close()\n"
+            "    time.sleep(e.get('sleep', 0.2))\n"
+            "    k.put_record(StreamName=os.environ['OUT'], Data=json.dumps(e).encode(), PartitionKey='k')\n"
+            "    return e\n")
+    fn = create(lam, name, {"app.py": code}, Timeout=30,
+                Environment={"Variables": {"OUT": out, "MARKER": str(marker)}})
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=1)
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(invoke, lam, name, {"sleep": 2, "n": -1})
+        wait_until(marker.exists, timeout=30)
+        with pytest.raises(lam.exceptions.TooManyRequestsException):
+            invoke(lam, name, {"n": -2})
+        assert first.result()[1] == {"sleep": 2, "n": -1}
+    errors = clients(V5, broker=fb)
+    errors.subscribe(f"fn-errors/{uid}", qos=1)
+    create_rule(iot, rule_name(uid), f"SELECT * FROM 'fn/{uid}'",
+                [{"lambda": {"functionArn": fn["FunctionArn"]}}],
+                errorAction={"republish": {"roleArn": ROLE, "topic": f"fn-errors/{uid}"}})
+    device = clients(V5, broker=fb)
+    for i in range(6):  # 6 x 0.2 s in one slot; the lane's 5 attempts span 0.75 s (50 ms backoff)
+        device.publish(f"fn/{uid}", json.dumps({"n": i}), qos=1)
+    records = wait_stream(kinesis, out, lambda rs: len(rs) >= 7, timeout=30)
+    assert sorted(json.loads(r["Data"])["n"] for r in records) == [-1, 0, 1, 2, 3, 4, 5]
+    assert errors.payloads(f"fn-errors/{uid}") == []
 
 
 # ---------------------------------------------------------------------------------------------

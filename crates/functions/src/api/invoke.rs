@@ -14,6 +14,7 @@ use super::functions::QualifierQuery;
 use crate::FunctionsError;
 use crate::logs;
 use crate::model::FunctionRef;
+use crate::runtime::WhenBusy;
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
@@ -85,7 +86,7 @@ pub(super) async fn invoke(
     };
     let invoked = state
         .functions
-        .invoke(&reference, payload, client_context)
+        .invoke(&reference, payload, client_context, WhenBusy::Refuse)
         .await?;
     let mut response = (StatusCode::OK, invoked.outcome.payload).into_response();
     let out = response.headers_mut();

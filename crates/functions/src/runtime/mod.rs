@@ -31,6 +31,19 @@ pub struct Invocation {
     pub timeout: Duration,
     /// `X-Amz-Client-Context`, passed through.
     pub client_context: Option<String>,
+    /// What it does when the function's reserved concurrency is all in use.
+    pub when_busy: WhenBusy,
+}
+
+/// What an invocation does when every slot of its function's reserved concurrency is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenBusy {
+    /// It is refused with `TooManyRequestsException`: the Invoke API, as Lambda answers a
+    /// synchronous call over the reservation.
+    Refuse,
+    /// It waits for a slot: the callers inside the server (rule actions, event source mappings,
+    /// the `Event` queue), whose AWS counterparts retry a throttled invocation until it runs.
+    Wait,
 }
 
 /// How an invocation ended.
@@ -83,7 +96,7 @@ pub struct Concurrency {
 
 impl Concurrency {
     /// At most `limit` at once; with `strict`, one more is refused (`TooManyRequestsException`)
-    /// instead of queued.
+    /// instead of queued, unless it is one that waits ([`WhenBusy::Wait`]).
     pub fn new(limit: usize, strict: bool) -> Concurrency {
         Concurrency {
             permits: Arc::new(Semaphore::new(limit.max(1))),
@@ -92,13 +105,16 @@ impl Concurrency {
     }
 
     /// Room for one invocation, held until it ends.
-    pub async fn permit(&self) -> Result<OwnedSemaphorePermit, FunctionsError> {
+    pub async fn permit(
+        &self,
+        when_busy: WhenBusy,
+    ) -> Result<OwnedSemaphorePermit, FunctionsError> {
         let refused = || {
             FunctionsError::TooManyRequests(
                 "Rate Exceeded. (ReservedFunctionConcurrentInvocationLimitExceeded)".into(),
             )
         };
-        if self.strict {
+        if self.strict && when_busy == WhenBusy::Refuse {
             Arc::clone(&self.permits)
                 .try_acquire_owned()
                 .map_err(|_| refused())
@@ -126,7 +142,7 @@ impl Runner {
         match self {
             Runner::Process(pool) => pool.invoke(invocation).await,
             Runner::Wasm(function) => {
-                let _permit = function.concurrency().permit().await?;
+                let _permit = function.concurrency().permit(invocation.when_busy).await?;
                 // Most calls end within the inline fuel, with no hop to another thread; one
                 // that needs more continues where blocking does not stall the broker.
                 let blocking = |work: Box<dyn FnOnce() -> Outcome + Send>| async move {

@@ -58,7 +58,7 @@ use wasmi::{
     TypedFunc, TypedResumableCall, TypedResumableCallOutOfFuel,
 };
 
-use super::{Concurrency, Invocation, Outcome};
+use super::{Concurrency, Invocation, Outcome, WhenBusy};
 use crate::logs::MAX_INVOCATION_OUTPUT;
 
 /// Fuel units between two checks of the deadline (a few milliseconds of interpretation).
@@ -280,6 +280,7 @@ impl WasmFunction {
             invoked_arn: String::new(),
             timeout,
             client_context: None,
+            when_busy: WhenBusy::Refuse,
         };
         self.conclude(sandbox, result, &invocation, init, started)
     }
@@ -552,6 +553,7 @@ mod tests {
             invoked_arn: "arn".into(),
             timeout: Duration::from_millis(20),
             client_context: None,
+            when_busy: WhenBusy::Refuse,
         })
     }
 
@@ -673,6 +675,7 @@ mod tests {
             invoked_arn: "arn".into(),
             timeout: Duration::from_secs(10),
             client_context: None,
+            when_busy: WhenBusy::Refuse,
         }
     }
 
