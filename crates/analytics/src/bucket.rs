@@ -159,7 +159,114 @@ pub async fn delete_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use object_store::memory::InMemory;
     use serde_json::json;
+
+    /// One in-memory bucket, `lake`; any other name is missing.
+    struct Memory(Arc<InMemory>);
+
+    #[async_trait]
+    impl Buckets for Memory {
+        fn store(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>, String> {
+            match bucket {
+                "lake" => Ok(Arc::clone(&self.0) as Arc<dyn ObjectStore>),
+                _ => Err(format!("NoSuchBucket: {bucket}")),
+            }
+        }
+
+        async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), String> {
+            self.store(bucket)?
+                .put(&Path::from(key), body.into())
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_datastore_in_a_bucket_is_written_queried_and_expired_there() {
+        let memory = Arc::new(InMemory::new());
+        let (analytics, _dir) = crate::test_support::analytics_with(crate::Services {
+            buckets: Some(Arc::new(Memory(Arc::clone(&memory)))),
+            ..Default::default()
+        });
+        let storage = |bucket: &str| json!({"customerManagedS3": {"bucket": bucket, "keyPrefix": "iot/", "roleArn": ROLE}});
+        let new = |name: &str, bucket: &str| crate::resources::NewDatastore {
+            name: name.into(),
+            storage: storage(bucket),
+            partitions: json!({"partitions": [{"attributePartition": {"attributeName": "site"}}]}),
+            ..Default::default()
+        };
+        let err = analytics
+            .create_datastore(new("gone", "missing"), Default::default())
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("`missing` cannot be used"),
+            "{err}"
+        );
+        assert!(analytics.datastore("gone").is_err());
+        analytics
+            .create_datastore(new("t", "lake"), Default::default())
+            .await
+            .unwrap();
+        // The probe object is gone again.
+        assert!(objects(memory.as_ref(), "iot/").await.unwrap().is_empty());
+
+        let day_ms = 1_765_000_000_000; // 2025-12-06
+        let rows = (0..6)
+            .map(|i| crate::channel::Stored {
+                arrival_ms: if i < 4 { day_ms } else { 86_400_000 },
+                message: json!({"seq": i, "site": ["a", "b"][i % 2]})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            })
+            .collect();
+        crate::runner::write(&analytics, "t", "p-1-1", rows)
+            .await
+            .unwrap();
+        let mut keys: Vec<String> = objects(memory.as_ref(), "iot/t/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k.to_string())
+            .collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "iot/t/__dt=1970-01-02/site=a/p-1-1.parquet",
+                "iot/t/__dt=1970-01-02/site=b/p-1-1.parquet",
+                "iot/t/__dt=2025-12-06/site=a/p-1-1.parquet",
+                "iot/t/__dt=2025-12-06/site=b/p-1-1.parquet",
+            ]
+        );
+        let count = |sql: &'static str| {
+            let analytics = Arc::clone(&analytics);
+            async move {
+                let batches = crate::query::run(&analytics.tables().unwrap(), sql)
+                    .await
+                    .unwrap();
+                crate::columns::json_value(batches[0].column(0), 0)
+            }
+        };
+        assert_eq!(count("SELECT count(*) FROM t").await, json!(6));
+        assert_eq!(
+            count("SELECT count(*) FROM t WHERE site = 'a' AND __dt = '2025-12-06'").await,
+            json!(2)
+        );
+        assert!(analytics.datastore_size("t").await.unwrap() > 0);
+
+        let removed = crate::retention::sweep_objects(memory.as_ref(), "iot/t/", day_ms)
+            .await
+            .unwrap();
+        assert_eq!(removed, 1);
+        assert_eq!(count("SELECT count(*) FROM t").await, json!(4));
+        // The customer's objects outlive the datastore.
+        analytics.delete_datastore("t").unwrap();
+        assert_eq!(objects(memory.as_ref(), "iot/t/").await.unwrap().len(), 2);
+    }
 
     const ROLE: &str = "arn:aws:iam::000000000000:role/analytics";
 

@@ -233,12 +233,13 @@ impl DatastoreFiles {
         let location = self.location(datastore)?;
         let record = datastore.clone();
         let stem = stem.to_string();
-        let failed = |e| AnalyticsError::io(format!("writing datastore {}", datastore.name), e);
+        let what = format!("writing datastore {}", datastore.name);
+        let failed = move |e| AnalyticsError::io(what.clone(), e);
         match location {
             Location::Folder(dir) => tokio::task::spawn_blocking(move || {
                 let mut bytes = 0;
                 for (partition, batch) in partition_batches(&record, &rows)? {
-                    bytes += write_parquet(&dir.join(partition), &stem, &batch).map_err(failed)?;
+                    bytes += write_parquet(&dir.join(partition), &stem, &batch).map_err(&failed)?;
                 }
                 Ok(bytes)
             })
@@ -254,7 +255,7 @@ impl DatastoreFiles {
                     partition_batches(&record, &rows)?
                         .into_iter()
                         .map(|(partition, batch)| {
-                            let body = encode(Vec::new(), &batch).map_err(failed)?;
+                            let body = encode(Vec::new(), &batch).map_err(&failed)?;
                             Ok((format!("{prefix}{partition}/{stem}.parquet"), body))
                         })
                         .collect::<Result<Vec<_>, AnalyticsError>>()

@@ -262,6 +262,11 @@ pub(crate) mod test_support {
 
     /// The capability and the folder it lives in (removed when dropped).
     pub(crate) fn analytics() -> (Arc<Analytics>, tempfile::TempDir) {
+        analytics_with(Services::default())
+    }
+
+    /// The capability calling on `services`, and its folder.
+    pub(crate) fn analytics_with(services: Services) -> (Arc<Analytics>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn KvStore> =
             Arc::new(fleetcore_core::RedbStore::open(&dir.path().join("store.redb")).unwrap());
@@ -270,9 +275,6 @@ pub(crate) mod test_support {
             account: fleetcore_core::AccountContext::new("us-east-1", "000000000000"),
             content_base_url: "http://127.0.0.1:0".into(),
         };
-        (
-            Analytics::start(store, config, Services::default()).unwrap(),
-            dir,
-        )
+        (Analytics::start(store, config, services).unwrap(), dir)
     }
 }

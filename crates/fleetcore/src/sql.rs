@@ -7,8 +7,6 @@
 
 use std::path::PathBuf;
 
-use std::sync::Arc;
-
 use anyhow::Context;
 use fleetcore_analytics::bucket::Buckets;
 use fleetcore_analytics::query::{self, Source, Table};
