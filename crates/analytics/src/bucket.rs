@@ -215,12 +215,12 @@ mod tests {
 
         let day_ms = 1_765_000_000_000; // 2025-12-06
         let rows = (0..6)
-            .map(|i| crate::channel::Stored {
-                arrival_ms: if i < 4 { day_ms } else { 86_400_000 },
-                message: json!({"seq": i, "site": ["a", "b"][i % 2]})
-                    .as_object()
-                    .unwrap()
-                    .clone(),
+            .map(|i| {
+                let site = if i % 2 == 0 { "a" } else { "b" };
+                crate::channel::Stored {
+                    arrival_ms: if i < 4 { day_ms } else { 86_400_000 },
+                    message: json!({"seq": i, "site": site}).as_object().unwrap().clone(),
+                }
             })
             .collect();
         crate::runner::write(&analytics, "t", "p-1-1", rows)
