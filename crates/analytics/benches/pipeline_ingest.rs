@@ -32,13 +32,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     analytics
         .create_channel("bench", json!({}), json!({}), Default::default())
         .await?;
-    analytics.create_datastore(
-        fleetcore_analytics::resources::NewDatastore {
-            name: "bench".into(),
-            ..Default::default()
-        },
-        Default::default(),
-    )?;
+    analytics
+        .create_datastore(
+            fleetcore_analytics::resources::NewDatastore {
+                name: "bench".into(),
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await?;
     let activities = vec![
         json!({"channel": {"name": "c", "channelName": "bench", "next": "f"}}),
         json!({"filter": {"name": "f", "filter": "temp >= 0", "next": "m"}}),

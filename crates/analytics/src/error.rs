@@ -38,6 +38,14 @@ pub enum AnalyticsError {
         /// The cause.
         source: std::io::Error,
     },
+    /// An object of a customer-managed bucket could not be read, written or deleted.
+    #[error("bucket {bucket}: {message}")]
+    Bucket {
+        /// The bucket.
+        bucket: String,
+        /// What failed.
+        message: String,
+    },
     /// The query engine failed (the message is the engine's).
     #[error("{0}")]
     Query(String),
@@ -74,9 +82,10 @@ impl From<AnalyticsError> for ApiError {
             AnalyticsError::Invalid(_) | AnalyticsError::Query(_) => {
                 ApiError::invalid_request(e.to_string())
             }
-            AnalyticsError::Store(_) | AnalyticsError::Io { .. } | AnalyticsError::Stream(_) => {
-                ApiError::internal(e.to_string())
-            }
+            AnalyticsError::Store(_)
+            | AnalyticsError::Io { .. }
+            | AnalyticsError::Bucket { .. }
+            | AnalyticsError::Stream(_) => ApiError::internal(e.to_string()),
         }
     }
 }

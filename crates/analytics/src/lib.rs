@@ -5,6 +5,7 @@
 //! binary wires, and [`query`] the SQL the `fleetcore sql` command uses too.
 
 pub mod api;
+pub mod bucket;
 mod catalog;
 mod channel;
 pub mod columns;
@@ -81,7 +82,10 @@ impl Analytics {
         }
         let analytics = Arc::new(Analytics {
             channels: ChannelFiles::new(config.root.join("channels")),
-            datastores: DatastoreFiles::new(config.root.join("datastores")),
+            datastores: DatastoreFiles::new(
+                config.root.join("datastores"),
+                services.buckets.clone(),
+            ),
             catalog: Catalog::new(store),
             config,
             services,
@@ -107,11 +111,6 @@ impl Analytics {
         tokio::spawn(retention::run(Arc::downgrade(&analytics)));
         tokio::spawn(scheduler::run(Arc::downgrade(&analytics)));
         Ok(analytics)
-    }
-
-    /// The folder of datastore `name` (its Parquet files).
-    pub fn datastore_dir(&self, name: &str) -> PathBuf {
-        self.datastores.dir(name)
     }
 
     fn arn(&self, kind: &str, name: &str) -> String {
@@ -149,21 +148,22 @@ impl Analytics {
 
     /// The tables of every datastore, for a query.
     pub fn tables(&self) -> Result<Vec<query::Table>, AnalyticsError> {
-        Ok(self
-            .catalog
+        self.catalog
             .list::<model::DatastoreRecord>("datastore", "")?
             .into_iter()
-            .map(|d| query::Table {
-                dir: self.datastores.dir(&d.name),
-                schema: Some(columns::schema(&d.columns)),
-                partitions: Some(
-                    std::iter::once(datastore::DAY_COLUMN.to_string())
-                        .chain(d.attribute_partition.clone())
-                        .collect(),
-                ),
-                name: d.name,
+            .map(|d| {
+                Ok(query::Table {
+                    source: self.datastores.source(&d)?,
+                    schema: Some(columns::schema(&d.columns)),
+                    partitions: Some(
+                        std::iter::once(datastore::DAY_COLUMN.to_string())
+                            .chain(d.attribute_partition.clone())
+                            .collect(),
+                    ),
+                    name: d.name,
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Stores messages in `channel`: each must be a JSON object whose attribute names are
@@ -262,6 +262,11 @@ pub(crate) mod test_support {
 
     /// The capability and the folder it lives in (removed when dropped).
     pub(crate) fn analytics() -> (Arc<Analytics>, tempfile::TempDir) {
+        analytics_with(Services::default())
+    }
+
+    /// The capability calling on `services`, and its folder.
+    pub(crate) fn analytics_with(services: Services) -> (Arc<Analytics>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn KvStore> =
             Arc::new(fleetcore_core::RedbStore::open(&dir.path().join("store.redb")).unwrap());
@@ -270,9 +275,6 @@ pub(crate) mod test_support {
             account: fleetcore_core::AccountContext::new("us-east-1", "000000000000"),
             content_base_url: "http://127.0.0.1:0".into(),
         };
-        (
-            Analytics::start(store, config, Services::default()).unwrap(),
-            dir,
-        )
+        (Analytics::start(store, config, services).unwrap(), dir)
     }
 }

@@ -93,7 +93,7 @@ impl ColumnKind {
     }
 }
 
-/// A datastore: Hive-partitioned Parquet files in the datastore's folder.
+/// A datastore: Hive-partitioned Parquet files in the datastore's folder or bucket.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DatastoreRecord {
     /// The name (also its table name in SQL).
@@ -121,6 +121,16 @@ pub struct DatastoreRecord {
     /// Last message written, epoch seconds.
     #[serde(default)]
     pub last_message: Option<f64>,
+}
+
+impl DatastoreRecord {
+    /// The customer-managed bucket its files are in (`None`: the server's data folder).
+    pub fn customer_s3(&self) -> Option<crate::bucket::CustomerS3> {
+        // Checked at create, so an error cannot come back here.
+        crate::bucket::CustomerS3::of("datastore", &self.storage)
+            .ok()
+            .flatten()
+    }
 }
 
 /// A dataset: a SQL query over the datastores.

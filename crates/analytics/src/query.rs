@@ -2,7 +2,8 @@
 //! folder) is a table; partition columns are known, so `WHERE __dt >= '...'` reads only the
 //! matching folders, and Parquet statistics prune row groups. Identifiers are case-sensitive
 //! as written (attribute names keep their case, as IoT Analytics' SQL reads them), and the
-//! functions of [`crate::functions`] are registered.
+//! functions of [`crate::functions`] are registered. A table's files are a local folder or
+//! objects of a bucket (its object store registered with the session).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,6 +16,8 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::prelude::{SessionConfig, SessionContext};
+use object_store::ObjectStore;
+use object_store::path::Path as ObjectPath;
 
 use crate::error::AnalyticsError;
 
@@ -23,12 +26,26 @@ use crate::error::AnalyticsError;
 pub struct Table {
     /// The table's name in SQL.
     pub name: String,
-    /// The folder.
-    pub dir: PathBuf,
+    /// Where its files are.
+    pub source: Source,
     /// The files' columns (`None`: read from the files).
     pub schema: Option<Schema>,
     /// The partition columns, outermost first (`None`: read from the folder names).
     pub partitions: Option<Vec<String>>,
+}
+
+/// Where a table's Parquet files are.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A local folder.
+    Folder(PathBuf),
+    /// The objects under a prefix of an object store.
+    Objects {
+        /// `s3://<bucket>/<prefix>/`: the store is registered for `s3://<bucket>`.
+        url: String,
+        /// The bucket's store.
+        store: Arc<dyn ObjectStore>,
+    },
 }
 
 /// A DataFusion session with identifiers kept as written.
@@ -52,8 +69,8 @@ pub fn partition_columns(dir: &Path) -> Vec<String> {
         };
         let next = entries.filter_map(Result::ok).find_map(|e| {
             let name = e.file_name().to_string_lossy().to_string();
-            let (key, _) = name.split_once('=')?;
-            (e.path().is_dir() && !key.is_empty()).then(|| (key.to_string(), e.path()))
+            let key = partition_key(&name)?;
+            e.path().is_dir().then(|| (key.to_string(), e.path()))
         });
         match next {
             Some((key, path)) => {
@@ -63,6 +80,39 @@ pub fn partition_columns(dir: &Path) -> Vec<String> {
             None => return keys,
         }
     }
+}
+
+/// The partition columns of the Hive objects under `prefix`: the `key=` names along the first
+/// branch of their keys.
+pub async fn object_partition_columns(
+    store: &dyn ObjectStore,
+    prefix: &str,
+) -> Result<Vec<String>, AnalyticsError> {
+    let mut keys = Vec::new();
+    let mut current = ObjectPath::from(prefix);
+    loop {
+        let listed = store
+            .list_with_delimiter(Some(&current))
+            .await
+            .map_err(engine)?;
+        let next = listed.common_prefixes.into_iter().find_map(|p| {
+            let key = partition_key(p.filename()?)?.to_string();
+            Some((key, p))
+        });
+        match next {
+            Some((key, path)) => {
+                keys.push(key);
+                current = path;
+            }
+            None => return Ok(keys),
+        }
+    }
+}
+
+/// The key of a Hive partition folder name (`key=value`).
+fn partition_key(name: &str) -> Option<&str> {
+    let (key, _) = name.split_once('=')?;
+    (!key.is_empty()).then_some(key)
 }
 
 fn engine(e: impl std::fmt::Display) -> AnalyticsError {
@@ -106,15 +156,30 @@ pub async fn run_in(
     let ctx = session();
     let windowed = window.map(|_| referenced(&ctx, sql)).unwrap_or_default();
     for table in tables {
-        let mut dir = table.dir.to_string_lossy().to_string();
-        if !dir.ends_with('/') {
-            dir.push('/');
+        let (mut location, partitions) = match &table.source {
+            Source::Folder(dir) => (
+                dir.to_string_lossy().to_string(),
+                match &table.partitions {
+                    Some(p) => p.clone(),
+                    None => partition_columns(dir),
+                },
+            ),
+            Source::Objects { url, store } => {
+                let parsed = ListingTableUrl::parse(url).map_err(engine)?;
+                ctx.register_object_store(parsed.object_store().as_ref(), Arc::clone(store));
+                let partitions = match &table.partitions {
+                    Some(p) => p.clone(),
+                    None => {
+                        object_partition_columns(store.as_ref(), parsed.prefix().as_ref()).await?
+                    }
+                };
+                (url.clone(), partitions)
+            }
+        };
+        if !location.ends_with('/') {
+            location.push('/');
         }
-        let url = ListingTableUrl::parse(&dir).map_err(engine)?;
-        let partitions = table
-            .partitions
-            .clone()
-            .unwrap_or_else(|| partition_columns(&table.dir));
+        let url = ListingTableUrl::parse(&location).map_err(engine)?;
         let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
             .with_file_extension(".parquet")
             .with_table_partition_cols(

@@ -1,6 +1,7 @@
 //! Creating, reading, updating and deleting channels, datastores, pipelines and datasets, and
 //! their tags. Every request is checked in full before anything is stored: what this server
-//! cannot run (a container action, schedules, a customer-managed bucket) is refused here.
+//! cannot run (a container action, a customer-managed channel bucket) is refused here, and a
+//! customer-managed datastore's bucket is checked to be there and take writes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -36,15 +37,23 @@ fn check_name(kind: &str, name: &str) -> Result<(), AnalyticsError> {
     Ok(())
 }
 
-/// Refuses storage other than service-managed (this server keeps it under its data folder).
-fn check_storage(kind: &str, storage: &Value) -> Result<(), AnalyticsError> {
+/// Refuses channel storage other than service-managed (this server keeps channels under its
+/// data folder).
+fn check_channel_storage(storage: &Value) -> Result<(), AnalyticsError> {
     match storage.as_object() {
         None => Ok(()),
         Some(s) if s.is_empty() || (s.len() == 1 && s.contains_key("serviceManagedS3")) => Ok(()),
-        Some(_) => Err(invalid(format!(
-            "{kind} storage other than serviceManagedS3 is not supported by this server: it keeps {kind}s in its own data folder"
-        ))),
+        Some(_) => Err(invalid(
+            "channel storage other than serviceManagedS3 is not supported by this server: it keeps channels in its own data folder",
+        )),
     }
+}
+
+/// Checks a datastore's storage: service-managed, or a customer-managed bucket.
+fn check_datastore_storage(storage: &Value) -> Result<(), AnalyticsError> {
+    crate::bucket::CustomerS3::of("datastore", storage)
+        .map(|_| ())
+        .map_err(invalid)
 }
 
 fn check_retention(retention: &Value) -> Result<(), AnalyticsError> {
@@ -179,7 +188,7 @@ impl Analytics {
         tags: Tags,
     ) -> Result<ChannelRecord, AnalyticsError> {
         check_name("channel", name)?;
-        check_storage("channel", &storage)?;
+        check_channel_storage(&storage)?;
         check_retention(&retention)?;
         if self.catalog.get::<Value>("channel", name)?.is_some() {
             return Err(self.exists_error("channel", name));
@@ -217,7 +226,7 @@ impl Analytics {
         retention: Value,
     ) -> Result<(), AnalyticsError> {
         let mut record = self.channel(name)?;
-        check_storage("channel", &storage)?;
+        check_channel_storage(&storage)?;
         check_retention(&retention)?;
         record.storage = storage;
         record.retention = retention;
@@ -245,14 +254,14 @@ impl Analytics {
         })
     }
 
-    /// CreateDatastore.
-    pub fn create_datastore(
+    /// CreateDatastore (a customer-managed bucket is checked to be there and take writes).
+    pub async fn create_datastore(
         &self,
         request: NewDatastore,
         tags: Tags,
     ) -> Result<DatastoreRecord, AnalyticsError> {
         check_name("datastore", &request.name)?;
-        check_storage("datastore", &request.storage)?;
+        check_datastore_storage(&request.storage)?;
         check_retention(&request.retention)?;
         let (fixed_schema, columns) = file_format(&request.file_format)?;
         let (attribute_partition, timestamp_partition) = partitions(&request.partitions)?;
@@ -278,7 +287,14 @@ impl Analytics {
             updated: now,
             last_message: None,
         };
-        self.datastores.create(&request.name)?;
+        if self
+            .catalog
+            .get::<Value>("datastore", &record.name)?
+            .is_some()
+        {
+            return Err(self.exists_error("datastore", &record.name));
+        }
+        self.datastores.create(&record).await?;
         self.create("datastore", &request.name, &record, tags)?;
         Ok(record)
     }
@@ -294,11 +310,12 @@ impl Analytics {
     }
 
     /// The bytes a datastore's files hold.
-    pub fn datastore_size(&self, name: &str) -> u64 {
-        self.datastores.size(name)
+    pub async fn datastore_size(&self, name: &str) -> Result<u64, AnalyticsError> {
+        self.datastores.size(&self.datastore(name)?).await
     }
 
-    /// UpdateDatastore (retention and storage; the file format and partitions stay).
+    /// UpdateDatastore (retention, and the storage's role; the file format, partitions and
+    /// where the files are stay, as AWS keeps them).
     pub fn update_datastore(
         self: &Arc<Self>,
         name: &str,
@@ -306,8 +323,19 @@ impl Analytics {
         retention: Value,
     ) -> Result<(), AnalyticsError> {
         let mut record = self.datastore(name)?;
-        check_storage("datastore", &storage)?;
+        check_datastore_storage(&storage)?;
         check_retention(&retention)?;
+        let storage = if storage.is_null() {
+            record.storage.clone()
+        } else {
+            storage
+        };
+        let now = crate::bucket::CustomerS3::of("datastore", &storage).map_err(invalid)?;
+        if now != record.customer_s3() {
+            return Err(invalid(
+                "the storage of a datastore (service-managed, or its bucket and key prefix) cannot change after it is created",
+            ));
+        }
         record.storage = storage;
         record.retention = retention;
         record.updated = now_seconds();
@@ -317,9 +345,11 @@ impl Analytics {
     }
 
     /// DeleteDatastore: its files go too.
+    /// A customer-managed datastore's objects stay in the customer's bucket.
     pub fn delete_datastore(&self, name: &str) -> Result<(), AnalyticsError> {
+        let record = self.datastore(name)?;
         self.delete_record("datastore", name)?;
-        self.datastores.remove(name)
+        self.datastores.remove(&record)
     }
 
     /// Checks a pipeline's activities against the existing channel and datastore.

@@ -5,16 +5,20 @@
 //! the channel's last file is emptied instead of removed, so its numbering (which pipelines'
 //! checkpoints count on) continues. A datastore's `__dt=YYYY-MM-DD` partition goes once the
 //! whole day is before the cutoff (the day is the timestamp partition's, else the arrival's).
-//! A dataset's content versions go after its retention period (see [`crate::dataset`]).
+//! A customer-managed datastore's day partitions are deleted from its bucket the same way (AWS
+//! ignores the retention period of customer-managed storage; this server applies the period
+//! the datastore shows). A dataset's content versions go after its retention period (see
+//! [`crate::dataset`]).
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use object_store::ObjectStore;
 use serde_json::Value;
 
 use crate::Analytics;
-use crate::datastore::DAY_COLUMN;
+use crate::datastore::{DAY_COLUMN, Location};
 use crate::error::AnalyticsError;
 use crate::model::{ChannelRecord, DatastoreRecord, now_seconds};
 
@@ -91,6 +95,31 @@ pub(crate) fn sweep_datastore(dir: &Path, cutoff_ms: i64) -> Result<usize, std::
     Ok(removed)
 }
 
+/// Removes the day partitions under `prefix` of a bucket whose day ended by `cutoff_ms`; how
+/// many it removed.
+pub(crate) async fn sweep_objects(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    cutoff_ms: i64,
+) -> Result<usize, object_store::Error> {
+    let listed = store
+        .list_with_delimiter(Some(&object_store::path::Path::from(prefix)))
+        .await?;
+    let mut removed = 0;
+    for partition in listed.common_prefixes {
+        let expired = partition
+            .filename()
+            .and_then(|n| n.strip_prefix(DAY_COLUMN)?.strip_prefix('='))
+            .and_then(day_start_ms)
+            .is_some_and(|start_ms| start_ms + DAY_MS <= cutoff_ms);
+        if expired {
+            crate::bucket::delete_all(store, partition.as_ref()).await?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// Epoch milliseconds of the start of `YYYY-MM-DD` (UTC).
 fn day_start_ms(day: &str) -> Option<i64> {
     let mut parts = day.splitn(3, '-');
@@ -123,14 +152,25 @@ impl Analytics {
             };
             let lock = self.datastore_lock(&datastore.name);
             let _guard = lock.lock().await;
-            let dir = self.datastores.dir(&datastore.name);
             let cutoff = now_ms - days as i64 * DAY_MS;
-            let removed = tokio::task::spawn_blocking(move || sweep_datastore(&dir, cutoff))
-                .await
-                .map_err(|e| AnalyticsError::Invalid(e.to_string()))?
-                .map_err(|e| {
-                    AnalyticsError::io(format!("expiring datastore {}", datastore.name), e)
-                })?;
+            let removed = match self.datastores.location(&datastore)? {
+                Location::Folder(dir) => {
+                    tokio::task::spawn_blocking(move || sweep_datastore(&dir, cutoff))
+                        .await
+                        .map_err(|e| AnalyticsError::Invalid(e.to_string()))?
+                        .map_err(|e| {
+                            AnalyticsError::io(format!("expiring datastore {}", datastore.name), e)
+                        })?
+                }
+                Location::Bucket {
+                    s3, prefix, store, ..
+                } => sweep_objects(store.as_ref(), &prefix, cutoff)
+                    .await
+                    .map_err(|e| AnalyticsError::Bucket {
+                        bucket: s3.bucket,
+                        message: format!("expiring datastore {}: {e}", datastore.name),
+                    })?,
+            };
             if removed > 0 {
                 tracing::info!(datastore = %datastore.name, partitions = removed, "datastore retention expired partitions");
             }

@@ -157,12 +157,8 @@ pub(crate) async fn write(
     // The columns are stored before the file that needs them exists, so a query never
     // meets a file column its table does not know.
     analytics.catalog.put("datastore", datastore, &record)?;
-    let worker = Arc::clone(analytics);
-    let stem = stem.to_string();
     let count = rows.len();
-    tokio::task::spawn_blocking(move || worker.datastores.write(&record, &stem, &rows))
-        .await
-        .map_err(|e| AnalyticsError::Invalid(e.to_string()))??;
+    analytics.datastores.write(&record, stem, rows).await?;
     metrics::counter!("fleetcore_analytics_datastore_rows_total", "datastore" => datastore.to_string())
         .increment(count as u64);
     Ok(())

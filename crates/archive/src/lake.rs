@@ -113,6 +113,15 @@ impl Lake {
         }
     }
 
+    /// The object store of `bucket`, for reading, listing and deleting its objects (writes go
+    /// through [`Lake::put`], which makes a local object durable).
+    pub fn object_store(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>, String> {
+        Ok(match self.store(bucket)? {
+            Bucket::Local(fs, _) => fs,
+            Bucket::Remote(store) => store,
+        })
+    }
+
     fn store(&self, bucket: &str) -> Result<Bucket, String> {
         let mut stores = self.stores.lock();
         if let Some(store) = stores.get(bucket) {

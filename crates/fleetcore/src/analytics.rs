@@ -2,13 +2,16 @@
 //! activities read the registry and the shadows through core's DeviceDirectory (implemented
 //! here), its lambda activity calls the functions, and its channels receive the rules'
 //! iotAnalytics action; channels tagged with a stream read it. Its files live under
-//! `<data dir>/analytics/`.
+//! `<data dir>/analytics/`; customer-managed datastores are objects in the lake's buckets
+//! (`LakeBuckets`, written through the archive's `Lake`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use fleetcore_analytics::bucket::Buckets;
 use fleetcore_analytics::{Analytics, AnalyticsConfig, Services};
+use fleetcore_archive::lake::{Lake, LakeConfig};
 use fleetcore_core::{AccountContext, DeviceDirectory, FunctionInvoker, KvStore};
 use fleetcore_identity::IdentityService;
 use fleetcore_shadow::ShadowService;
@@ -46,6 +49,27 @@ impl DeviceDirectory for Devices {
     }
 }
 
+/// The lake's buckets as customer-managed datastores use them.
+pub struct LakeBuckets(Lake);
+
+impl LakeBuckets {
+    /// The buckets of the lake at `config`.
+    pub fn new(config: LakeConfig) -> LakeBuckets {
+        LakeBuckets(Lake::new(config))
+    }
+}
+
+#[async_trait::async_trait]
+impl Buckets for LakeBuckets {
+    fn store(&self, bucket: &str) -> Result<Arc<dyn object_store::ObjectStore>, String> {
+        self.0.object_store(bucket)
+    }
+
+    async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), String> {
+        self.0.put(bucket, key, body).await
+    }
+}
+
 /// The folder of the analytics capability in the data folder.
 pub fn root(data_dir: &std::path::Path) -> std::path::PathBuf {
     data_dir.join("analytics")
@@ -75,6 +99,7 @@ pub fn start(
                 shadows: shadows.clone(),
             })),
             streams: Some(Arc::clone(streams)),
+            buckets: Some(Arc::new(LakeBuckets::new(settings.lake.clone()))),
         },
     )
     .context("starting analytics")

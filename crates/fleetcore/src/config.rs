@@ -449,6 +449,32 @@ pub struct LakeArgs {
     backlog_limit_mb: Option<usize>,
 }
 
+impl LakeArgs {
+    /// Where the lake is: the S3-compatible endpoint given, else `<data_dir>/lake`.
+    pub fn config(&self, data_dir: &std::path::Path) -> anyhow::Result<LakeConfig> {
+        let Some(endpoint) = self.endpoint.clone().filter(|e| !e.is_empty()) else {
+            return Ok(LakeConfig::Local {
+                root: data_dir.join("lake"),
+            });
+        };
+        if !endpoint.starts_with("http://") && !endpoint.starts_with("https://") {
+            bail!("lake endpoint `{endpoint}` must be an http:// or https:// URL");
+        }
+        let (Some(access_key_id), Some(secret_access_key)) =
+            (self.access_key_id.clone(), self.secret_access_key.clone())
+        else {
+            bail!("a lake endpoint needs lake access_key_id and secret_access_key");
+        };
+        Ok(LakeConfig::S3 {
+            endpoint,
+            region: self.region.clone().unwrap_or_else(|| "us-east-1".into()),
+            access_key_id,
+            secret_access_key,
+            path_style: self.path_style.unwrap_or(true),
+        })
+    }
+}
+
 /// Resolved settings of `fleetcore serve`.
 #[derive(Debug)]
 pub struct Settings {
@@ -733,28 +759,7 @@ impl ServeArgs {
             .data_dir
             .unwrap_or_else(|| PathBuf::from("fleetcore-data"));
         let lake = self.lake;
-        let lake_config = match lake.endpoint.filter(|e| !e.is_empty()) {
-            None => LakeConfig::Local {
-                root: data_dir.join("lake"),
-            },
-            Some(endpoint) => {
-                if !endpoint.starts_with("http://") && !endpoint.starts_with("https://") {
-                    bail!("lake endpoint `{endpoint}` must be an http:// or https:// URL");
-                }
-                let (Some(access_key_id), Some(secret_access_key)) =
-                    (lake.access_key_id, lake.secret_access_key)
-                else {
-                    bail!("a lake endpoint needs lake access_key_id and secret_access_key");
-                };
-                LakeConfig::S3 {
-                    endpoint,
-                    region: lake.region.unwrap_or_else(|| "us-east-1".into()),
-                    access_key_id,
-                    secret_access_key,
-                    path_style: lake.path_style.unwrap_or(true),
-                }
-            }
-        };
+        let lake_config = lake.config(&data_dir)?;
         let metrics_resolution = self.metrics_resolution.unwrap_or(60);
         if !(1..=3600).contains(&metrics_resolution) {
             bail!(

@@ -1,12 +1,18 @@
 //! `fleetcore sql "SELECT ..."`: runs SQL with the analytics engine over the Parquet files of a
 //! data folder's datastores (each a table by its name) and any other Hive-partitioned Parquet
-//! folder (`--table name=folder`, e.g. a lake prefix), reading the files directly: it needs no
-//! running server, and the server may run while it reads.
+//! folder (`--table name=folder`, e.g. a lake prefix) or bucket prefix of the lake
+//! (`--table name=s3://bucket/prefix/`, e.g. a customer-managed datastore, with the `[lake]`
+//! settings the server uses), reading the files directly: it needs no running server, and the
+//! server may run while it reads.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
-use fleetcore_analytics::query::{self, Table};
+use fleetcore_analytics::bucket::Buckets;
+use fleetcore_analytics::query::{self, Source, Table};
+
+use crate::analytics::LakeBuckets;
+use crate::config::LakeArgs;
 
 /// How the rows are printed.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -27,9 +33,13 @@ pub struct SqlArgs {
     /// The data folder whose datastores are the tables.
     #[arg(long, env = "FLEETCORE_DATA_DIR", default_value = "fleetcore-data")]
     data_dir: PathBuf,
-    /// Another table: NAME=FOLDER, a folder of (Hive-partitioned) Parquet files.
-    #[arg(long = "table", value_name = "NAME=FOLDER")]
+    /// Another table: NAME=FOLDER, a folder of (Hive-partitioned) Parquet files, or
+    /// NAME=s3://BUCKET/PREFIX/, the Parquet objects under a prefix of a bucket of the lake.
+    #[arg(long = "table", value_name = "NAME=FOLDER|s3://BUCKET/PREFIX/")]
     tables: Vec<String>,
+    /// The lake `s3://` tables are read from (the server's `[lake]` settings).
+    #[command(flatten)]
+    lake: LakeArgs,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
@@ -45,21 +55,43 @@ impl SqlArgs {
                 if entry.path().is_dir() && has_parquet(&entry.path()) {
                     tables.push(Table {
                         name: entry.file_name().to_string_lossy().to_string(),
-                        dir: entry.path(),
+                        source: Source::Folder(entry.path()),
                         schema: None,
                         partitions: None,
                     });
                 }
             }
         }
+        let mut buckets: Option<LakeBuckets> = None;
         for spec in &self.tables {
-            let (name, dir) = spec
-                .split_once('=')
-                .with_context(|| format!("--table {spec}: expected NAME=FOLDER"))?;
+            let (name, place) = spec.split_once('=').with_context(|| {
+                format!("--table {spec}: expected NAME=FOLDER or NAME=s3://BUCKET/PREFIX/")
+            })?;
+            let source = match place.strip_prefix("s3://") {
+                Some(path) => {
+                    let bucket = path.split('/').next().unwrap_or_default();
+                    if bucket.is_empty() {
+                        anyhow::bail!("--table {spec}: the URL names no bucket");
+                    }
+                    let lake = match &buckets {
+                        Some(lake) => lake,
+                        None => buckets.insert(LakeBuckets::new(self.lake.config(&self.data_dir)?)),
+                    };
+                    let store = lake
+                        .store(bucket)
+                        .map_err(anyhow::Error::msg)
+                        .with_context(|| format!("--table {spec}: bucket {bucket}"))?;
+                    Source::Objects {
+                        url: place.to_string(),
+                        store,
+                    }
+                }
+                None => Source::Folder(PathBuf::from(place)),
+            };
             tables.retain(|t| t.name != name);
             tables.push(Table {
                 name: name.to_string(),
-                dir: PathBuf::from(dir),
+                source,
                 schema: None,
                 partitions: None,
             });

@@ -40,16 +40,18 @@ pub(super) async fn create(
     Json(request): Json<DatastoreRequest>,
 ) -> Result<Response, ApiError> {
     let tags = tag_list(&request.tags)?;
-    let record = analytics.create_datastore(
-        NewDatastore {
-            name: request.datastore_name,
-            storage: request.datastore_storage,
-            retention: request.retention_period,
-            file_format: request.file_format_configuration,
-            partitions: request.datastore_partitions,
-        },
-        tags,
-    )?;
+    let record = analytics
+        .create_datastore(
+            NewDatastore {
+                name: request.datastore_name,
+                storage: request.datastore_storage,
+                retention: request.retention_period,
+                file_format: request.file_format_configuration,
+                partitions: request.datastore_partitions,
+            },
+            tags,
+        )
+        .await?;
     Ok(created(json!({
         "datastoreName": record.name,
         "datastoreArn": analytics.resource_arn("datastore", &record.name),
@@ -79,7 +81,7 @@ pub(super) async fn describe(
     });
     if query.include_statistics == Some(true) {
         body["statistics"] = json!({"size": {
-            "estimatedSizeInBytes": analytics.datastore_size(&name) as f64,
+            "estimatedSizeInBytes": analytics.datastore_size(&name).await? as f64,
             "estimatedOn": now_seconds(),
         }});
     }

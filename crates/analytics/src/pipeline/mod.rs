@@ -18,8 +18,8 @@ pub(crate) use expr::SqlExpr;
 pub use plan::Plan;
 pub(crate) use plan::build_activity;
 
-/// What the capability calls on: the functions (lambda), the device registry and shadows, and
-/// the streams channels may be fed from.
+/// What the capability calls on: the functions (lambda), the device registry and shadows, the
+/// streams channels may be fed from, and the lake's buckets customer-managed datastores use.
 #[derive(Clone, Default)]
 pub struct Services {
     /// The functions, for the `lambda` activity.
@@ -28,6 +28,8 @@ pub struct Services {
     pub devices: Option<Arc<dyn DeviceDirectory>>,
     /// The Kinesis-API streams, for channels with a stream source.
     pub streams: Option<Arc<dyn fleetcore_stream::Stream>>,
+    /// The lake's buckets, for `customerManagedS3` datastores.
+    pub buckets: Option<Arc<dyn crate::bucket::Buckets>>,
 }
 
 /// One running activity: messages in, messages out (fewer, changed or the same).

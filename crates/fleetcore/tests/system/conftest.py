@@ -327,6 +327,51 @@ def _watchdog(request):
 
 
 # ---------------------------------------------------------------------------------------------
+# moto in server mode: the S3-compatible lake of the archive and analytics tests
+
+@pytest.fixture
+def moto(tmp_path):
+    """moto_server on a free loopback port; .start()/.stop() to simulate an outage (moto keeps
+    its state in memory: a restarted moto has no bucket until one is created again); .s3() is a
+    boto3 S3 client of it; .lake_env are the server's settings that make it the lake."""
+    from brokers import HOST, free_port, port_open, wait_until
+    exe = Path(sys.executable).parent / "moto_server"
+    if not exe.exists():
+        pytest.skip("moto_server is not installed in the venv (test.sh installs moto[server])")
+
+    class Moto:
+        port = free_port()
+        proc = None
+        url = f"http://{HOST}:{port}"
+        lake_env = {"FLEETCORE_LAKE_ENDPOINT": url, "FLEETCORE_LAKE_ACCESS_KEY_ID": "moto",
+                    "FLEETCORE_LAKE_SECRET_ACCESS_KEY": "moto"}
+
+        def start(self):
+            log = open(tmp_path / "moto.log", "ab")
+            self.proc = subprocess.Popen([str(exe), "-H", HOST, "-p", str(self.port)],
+                                         stdout=log, stderr=subprocess.STDOUT)
+            wait_until(lambda: port_open(self.port), 30, what="moto_server up")
+
+        def stop(self):
+            if self.proc and self.proc.poll() is None:
+                self.proc.terminate()
+                self.proc.wait(10)
+
+        def s3(self):
+            import boto3
+            from botocore.config import Config
+            return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1",
+                                aws_access_key_id="moto", aws_secret_access_key="moto",
+                                config=Config(s3={"addressing_style": "path"},
+                                              retries={"max_attempts": 1}))
+
+    m = Moto()
+    m.start()
+    yield m
+    m.stop()
+
+
+# ---------------------------------------------------------------------------------------------
 # nats-server for the JetStream stream backend
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """IoT Analytics through boto3 (`iotanalytics`, botocore 1.42.50 as test.sh pins): channels,
 datastores, pipelines and datasets round trips with AWS's shapes and errors; BatchPutMessage's
 error entries for malformed messages; SampleChannelData; RunPipelineActivity; tags; what this
-server does not run (a container action, cron's L/W/#, customer-managed buckets) refused at
+server does not run (a container action, cron's L/W/#, customer-managed channel buckets) refused at
 create time; an invalid SQL query failing the dataset content with the engine's reason. Whole system:
 MQTT telemetry -> rule `iotAnalytics` -> channel -> pipeline (filter, math,
 deviceRegistryEnrich) -> Hive-partitioned Parquet datastore -> dataset SQL -> the CSV at the

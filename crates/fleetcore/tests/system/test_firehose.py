@@ -13,14 +13,11 @@ import os
 import re
 import shutil
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from brokers import HOST, free_port, port_open, wait_until
+from brokers import wait_until
 
 pytestmark = pytest.mark.fleetcore_only("Firehose is fleetcore's")
 
@@ -436,45 +433,7 @@ def test_crash_loses_no_acknowledged_record(stream_backend_broker, aws, uid):
 
 
 # ---------------------------------------------------------------------------------------------
-# an S3 destination: moto in server mode
-
-@pytest.fixture
-def moto(tmp_path):
-    """moto_server on a free loopback port; .start()/.stop() to simulate an outage (moto keeps
-    its state in memory: a restarted moto has no bucket until one is created again)."""
-    exe = Path(sys.executable).parent / "moto_server"
-    if not exe.exists():
-        pytest.skip("moto_server is not installed in the venv (test.sh installs moto[server])")
-
-    class Moto:
-        port = free_port()
-        proc = None
-        url = f"http://{HOST}:{port}"
-
-        def start(self):
-            log = open(tmp_path / "moto.log", "ab")
-            self.proc = subprocess.Popen([str(exe), "-H", HOST, "-p", str(self.port)],
-                                         stdout=log, stderr=subprocess.STDOUT)
-            wait_until(lambda: port_open(self.port), 30, what="moto_server up")
-
-        def stop(self):
-            if self.proc and self.proc.poll() is None:
-                self.proc.terminate()
-                self.proc.wait(10)
-
-    m = Moto()
-    m.start()
-    yield m
-    m.stop()
-
-
-def _s3(moto):
-    import boto3
-    from botocore.config import Config
-    return boto3.client("s3", endpoint_url=moto.url, region_name="us-east-1",
-                        aws_access_key_id="moto", aws_secret_access_key="moto",
-                        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
-
+# an S3 destination: moto in server mode (the `moto` fixture is in conftest.py)
 
 def _s3_records(s3, bucket: str) -> list[bytes]:
     out = []
@@ -486,10 +445,8 @@ def _s3_records(s3, bucket: str) -> list[bytes]:
 
 
 def test_s3_destination_survives_an_outage(broker_factory, aws, moto, uid):
-    b = broker_factory(env={
-        "FLEETCORE_LAKE_ENDPOINT": moto.url, "FLEETCORE_LAKE_ACCESS_KEY_ID": "moto",
-        "FLEETCORE_LAKE_SECRET_ACCESS_KEY": "moto", "FLEETCORE_LAKE_BACKLOG_LIMIT_MB": "1"})
-    s3 = _s3(moto)
+    b = broker_factory(env={**moto.lake_env, "FLEETCORE_LAKE_BACKLOG_LIMIT_MB": "1"})
+    s3 = moto.s3()
     s3.create_bucket(Bucket="lake-s3")
     fh = aws("firehose", broker=b)
     name = f"s3-{uid}"[:64]
@@ -520,7 +477,7 @@ def test_s3_destination_survives_an_outage(broker_factory, aws, moto, uid):
     assert b.metrics().get("fleetcore_archive_objects_total{delivery_stream=\"%s\",outcome=\"failure\"}" % name, 0) >= 1
 
     moto.start()  # a new, empty moto: the bucket comes back, the old objects do not
-    s3 = _s3(moto)
+    s3 = moto.s3()
     s3.create_bucket(Bucket="lake-s3")
     wait_until(lambda: set(_s3_records(s3, "lake-s3")) >= set(accepted), 60,
                what="every record accepted during the outage")

@@ -1,0 +1,121 @@
+"""IoT Analytics datastores in a customer-managed bucket (`customerManagedS3`) of an S3 lake
+(moto in server mode): BatchPutMessage -> pipeline (filter, math) -> Hive-partitioned Parquet
+objects in the bucket -> dataset SQL -> the CSV equal to the expected rows; the objects read
+with boto3 + pyarrow hold exactly those rows under `<keyPrefix><datastore>/__dt=/<attr>=/`;
+`fleetcore sql` reads them from the bucket; Describe/List show the storage as AWS does; the
+retention period deletes expired day partitions from the bucket; a bucket that does not exist
+is refused at create, and the storage cannot change afterwards."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import subprocess
+import time
+
+import pytest
+from botocore.exceptions import ClientError
+
+from brokers import FLEETCORE_BIN, wait_until
+from test_analytics import ROLE, error_of, ident, pipeline, put, rows_eventually
+
+pytestmark = pytest.mark.fleetcore_only("IoT Analytics is fleetcore's")
+
+BUCKET = "customer-lake"
+OLD_MS = 1_577_836_800_000  # 2020-01-01T00:00:00Z
+
+
+def bucket_rows(s3, prefix: str) -> list[dict]:
+    """Every row of the Parquet objects under `prefix`, with the partition values of its key."""
+    import pyarrow.parquet as pq
+    rows = []
+    for obj in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", []):
+        key = obj["Key"]
+        assert key.endswith(".parquet"), key
+        partitions = dict(part.split("=", 1) for part in key[len(prefix):].split("/")[:-1])
+        table = pq.read_table(io.BytesIO(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()))
+        rows += [{**row, **partitions} for row in table.to_pylist()]
+    return sorted(rows, key=lambda r: r["seq"])
+
+
+def test_datastore_in_a_customer_bucket(broker_factory, aws, moto, uid):
+    b = broker_factory(env=moto.lake_env)
+    ia = aws("iotanalytics", broker=b)
+    s3 = moto.s3()
+    s3.create_bucket(Bucket=BUCKET)
+    n = ident(uid)
+    storage = {"customerManagedS3": {"bucket": BUCKET, "keyPrefix": "iot/", "roleArn": ROLE}}
+
+    # A bucket that does not exist is refused at create, and nothing is left behind.
+    with pytest.raises(ClientError) as exc:
+        ia.create_datastore(datastoreName=n + "_x", datastoreStorage={
+            "customerManagedS3": {"bucket": "no-such-bucket", "roleArn": ROLE}})
+    code, status, message = error_of(exc)
+    assert (code, status) == ("InvalidRequestException", 400), message
+    assert "no-such-bucket" in message and "cannot be used" in message, message
+    with pytest.raises(ClientError) as exc:
+        ia.describe_datastore(datastoreName=n + "_x")
+    assert error_of(exc)[:2] == ("ResourceNotFoundException", 404)
+
+    ia.create_channel(channelName=n)
+    ia.create_datastore(datastoreName=n, datastoreStorage=storage, datastorePartitions={
+        "partitions": [{"attributePartition": {"attributeName": "site"}}]})
+    assert ia.describe_datastore(datastoreName=n)["datastore"]["storage"] == storage
+    (summary,) = [d for d in ia.list_datastores()["datastoreSummaries"] if d["datastoreName"] == n]
+    assert summary["datastoreStorage"] == storage
+    with pytest.raises(ClientError) as exc:
+        ia.update_datastore(datastoreName=n, datastoreStorage={"serviceManagedS3": {}})
+    assert error_of(exc)[:2] == ("InvalidRequestException", 400)
+
+    ia.create_pipeline(pipelineName=n, pipelineActivities=pipeline(
+        n, n, n, {"filter": {"filter": "temp > 0"}}, {"math": {"attribute": "twice", "math": "temp * 2"}}))
+    sql = f"SELECT site, seq, temp, twice FROM {n} ORDER BY seq"
+    ia.create_dataset(datasetName=n, actions=[{"actionName": "q", "queryAction": {"sqlQuery": sql}}])
+    messages = [{"seq": i, "site": "ab"[i % 2], "temp": i - 3} for i in range(12)]
+    assert put(ia, n, *messages) == []
+    kept = [m for m in messages if m["temp"] > 0]
+    expected = [{"site": m["site"], "seq": str(m["seq"]), "temp": str(m["temp"]),
+                 "twice": str(m["temp"] * 2)} for m in kept]
+    assert rows_eventually(ia, n, len(expected)) == expected
+
+    # The objects: Hive-partitioned Parquet under the key prefix, holding exactly those rows.
+    prefix = f"iot/{n}/"
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]]
+    assert keys and all(re.fullmatch(rf"{prefix}__dt={today}/site=[ab]/[^/]+\.parquet", k) for k in keys), keys
+    assert bucket_rows(s3, prefix) == [{"seq": m["seq"], "temp": m["temp"], "twice": m["temp"] * 2,
+                                        "__dt": today, "site": m["site"]} for m in kept]
+    assert ia.describe_datastore(datastoreName=n, includeStatistics=True)[
+        "statistics"]["size"]["estimatedSizeInBytes"] > 0
+
+    # `fleetcore sql` reads the same objects from the bucket, with the server's lake settings.
+    out = subprocess.run([str(FLEETCORE_BIN), "sql", "--data-dir", str(b.data_dir), "--table",
+                          f"t=s3://{BUCKET}/{prefix}", "--format", "csv",
+                          "SELECT site, seq, temp, twice FROM t ORDER BY seq"],
+                         env={**os.environ, **moto.lake_env}, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert list(csv.DictReader(io.StringIO(out.stdout))) == expected
+
+    # Retention: rows that arrived in 2020 (a channel file as the channel writes them, dated
+    # 2020) land under __dt=2020-01-01; a retention period deletes that day from the bucket.
+    folder = b.data_dir / "analytics" / "channels" / n
+    last = max(int(p.stem) for p in folder.glob("*.jsonl"))
+    tmp = folder / ".fake.tmp"
+    tmp.write_text("".join(f"{OLD_MS}\t{json.dumps({'seq': 100 + i, 'site': 'a', 'temp': 1})}\n"
+                           for i in range(2)))
+    os.utime(tmp, (OLD_MS / 1000, OLD_MS / 1000))
+    os.rename(tmp, folder / f"{last + 1:020}.jsonl")
+    old = f"{prefix}__dt=2020-01-01/"
+    wait_until(lambda: len(bucket_rows(s3, old)) == 2, 30, interval=0.2, what="the 2020 rows in the bucket")
+    ia.update_datastore(datastoreName=n, retentionPeriod={"numberOfDays": 30})
+    wait_until(lambda: not s3.list_objects_v2(Bucket=BUCKET, Prefix=old).get("Contents"), 30,
+               interval=0.2, what="the 2020 partition deleted")
+    assert len(bucket_rows(s3, prefix)) == len(kept)
+    assert ia.describe_datastore(datastoreName=n)["datastore"]["storage"] == storage
+
+    # DeleteDatastore leaves the customer's objects in the customer's bucket.
+    ia.delete_datastore(datastoreName=n)
+    assert len(bucket_rows(s3, prefix)) == len(kept)
