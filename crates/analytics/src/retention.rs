@@ -5,16 +5,16 @@
 //! the channel's last file is emptied instead of removed, so its numbering (which pipelines'
 //! checkpoints count on) continues. A datastore's `__dt=YYYY-MM-DD` partition goes once the
 //! whole day is before the cutoff (the day is the timestamp partition's, else the arrival's).
-//! A customer-managed datastore's day partitions are deleted from its bucket the same way (AWS
-//! ignores the retention period of customer-managed storage; this server applies the period
-//! the datastore shows). A dataset's content versions go after its retention period (see
+//! A customer-managed datastore's bucket is left alone: AWS ignores the retention period of
+//! customer-managed storage, and so does this server (the objects are the customer's). Datastores
+//! are swept before channels, so once a sweep has cleared a channel, the datastores' part of
+//! that sweep is done. A dataset's content versions go after its retention period (see
 //! [`crate::dataset`]).
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use object_store::ObjectStore;
 use serde_json::Value;
 
 use crate::Analytics;
@@ -95,31 +95,6 @@ pub(crate) fn sweep_datastore(dir: &Path, cutoff_ms: i64) -> Result<usize, std::
     Ok(removed)
 }
 
-/// Removes the day partitions under `prefix` of a bucket whose day ended by `cutoff_ms`; how
-/// many it removed.
-pub(crate) async fn sweep_objects(
-    store: &dyn ObjectStore,
-    prefix: &str,
-    cutoff_ms: i64,
-) -> Result<usize, object_store::Error> {
-    let listed = store
-        .list_with_delimiter(Some(&object_store::path::Path::from(prefix)))
-        .await?;
-    let mut removed = 0;
-    for partition in listed.common_prefixes {
-        let expired = partition
-            .filename()
-            .and_then(|n| n.strip_prefix(DAY_COLUMN)?.strip_prefix('='))
-            .and_then(day_start_ms)
-            .is_some_and(|start_ms| start_ms + DAY_MS <= cutoff_ms);
-        if expired {
-            crate::bucket::delete_all(store, partition.as_ref()).await?;
-            removed += 1;
-        }
-    }
-    Ok(removed)
-}
-
 /// Epoch milliseconds of the start of `YYYY-MM-DD` (UTC).
 fn day_start_ms(day: &str) -> Option<i64> {
     let mut parts = day.splitn(3, '-');
@@ -132,6 +107,27 @@ fn day_start_ms(day: &str) -> Option<i64> {
 impl Analytics {
     /// Deletes what every channel's and datastore's retention period has expired, as of `now_ms`.
     pub(crate) async fn sweep(self: &Arc<Self>, now_ms: i64) -> Result<(), AnalyticsError> {
+        for datastore in self.catalog.list::<DatastoreRecord>("datastore", "")? {
+            let Some(days) = days(&datastore.retention) else {
+                continue;
+            };
+            let lock = self.datastore_lock(&datastore.name);
+            let _guard = lock.lock().await;
+            let cutoff = now_ms - days as i64 * DAY_MS;
+            // A customer-managed bucket keeps everything, as on AWS.
+            let Location::Folder(dir) = self.datastores.location(&datastore)? else {
+                continue;
+            };
+            let removed = tokio::task::spawn_blocking(move || sweep_datastore(&dir, cutoff))
+                .await
+                .map_err(|e| AnalyticsError::Invalid(e.to_string()))?
+                .map_err(|e| {
+                    AnalyticsError::io(format!("expiring datastore {}", datastore.name), e)
+                })?;
+            if removed > 0 {
+                tracing::info!(datastore = %datastore.name, partitions = removed, "datastore retention expired partitions");
+            }
+        }
         for channel in self.catalog.list::<ChannelRecord>("channel", "")? {
             let Some(days) = days(&channel.retention) else {
                 continue;
@@ -144,35 +140,6 @@ impl Analytics {
                 .map_err(|e| AnalyticsError::io(format!("expiring channel {}", channel.name), e))?;
             if cleared > 0 {
                 tracing::info!(channel = %channel.name, files = cleared, "channel retention expired files");
-            }
-        }
-        for datastore in self.catalog.list::<DatastoreRecord>("datastore", "")? {
-            let Some(days) = days(&datastore.retention) else {
-                continue;
-            };
-            let lock = self.datastore_lock(&datastore.name);
-            let _guard = lock.lock().await;
-            let cutoff = now_ms - days as i64 * DAY_MS;
-            let removed = match self.datastores.location(&datastore)? {
-                Location::Folder(dir) => {
-                    tokio::task::spawn_blocking(move || sweep_datastore(&dir, cutoff))
-                        .await
-                        .map_err(|e| AnalyticsError::Invalid(e.to_string()))?
-                        .map_err(|e| {
-                            AnalyticsError::io(format!("expiring datastore {}", datastore.name), e)
-                        })?
-                }
-                Location::Bucket {
-                    s3, prefix, store, ..
-                } => sweep_objects(store.as_ref(), &prefix, cutoff)
-                    .await
-                    .map_err(|e| AnalyticsError::Bucket {
-                        bucket: s3.bucket,
-                        message: format!("expiring datastore {}: {e}", datastore.name),
-                    })?,
-            };
-            if removed > 0 {
-                tracing::info!(datastore = %datastore.name, partitions = removed, "datastore retention expired partitions");
             }
         }
         self.expire_contents(now_ms as f64 / 1000.0)
