@@ -29,7 +29,7 @@ const IDLE_RELEASE: Duration = Duration::from_secs(1);
 struct Deadlines {
     /// No packet from the client for 1.5 times its keep alive.
     keep_alive: Option<Instant>,
-    /// A fan-out waiting for full receivers gives up on them.
+    /// A fan-out waiting for full receivers looks at them again, or gives up on them.
     pending: Option<Instant>,
     /// The connection gives its buffers back.
     idle: Option<Instant>,
@@ -108,7 +108,7 @@ impl Connection {
             let holds_buffers = self.rbuf.capacity() > 0 || self.wbuf.capacity() > 0;
             let deadlines = Deadlines {
                 keep_alive: self.keep_alive.map(|k| self.last_packet + k),
-                pending: self.pending.as_ref().map(|p| p.deadline),
+                pending: self.pending.as_ref().map(|p| p.next_look()),
                 idle: holds_buffers.then(|| self.last_activity + IDLE_RELEASE),
                 // A packet started must be finished within the connect timeout, keep-alive or
                 // not: a client trickling one byte at a time does not hold a buffer forever.
@@ -154,7 +154,7 @@ impl Connection {
                 },
                 // More deliveries or read packets wait: poll the socket once (above), then go on.
                 _ = std::future::ready(()), if more_to_send || more_to_handle => {}
-                _ = space.notified(), if blocked => self.retry_pending(false),
+                _ = space.notified(), if blocked => self.retry_pending(),
                 _ = watermark_moved(&mut self.held_acks), if holding => self.release_acks(),
                 _ = &mut woken => {
                     woken.set(session.wake().notified());
@@ -176,7 +176,7 @@ impl Connection {
                         ));
                     }
                     if passed(deadlines.pending, now) {
-                        self.retry_pending(true);
+                        self.retry_pending();
                     }
                     if passed(deadlines.idle, now) {
                         self.release_idle_buffers();
@@ -301,7 +301,11 @@ impl Connection {
                 }
                 written = self.io.write(&self.wbuf) => match written {
                     Ok(0) | Err(_) => return Err(Exit::Closed),
-                    Ok(k) => self.wbuf.advance(k),
+                    Ok(k) => {
+                        self.wbuf.advance(k);
+                        // A reader that reads is not stuck, however slowly it takes its queue.
+                        session.made_progress();
+                    }
                 },
             }
         }
