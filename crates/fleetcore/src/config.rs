@@ -169,11 +169,11 @@ pub struct ServeArgs {
     #[arg(long, env = "FLEETCORE_SLOW_SUBSCRIBER_TIMEOUT", value_name = "SECS")]
     slow_subscriber_timeout: Option<u64>,
 
-    /// Milliseconds a subscriber's full queue may make no progress (nothing taken, nothing
-    /// written to its socket) before it counts as stuck: publishers stop waiting for it, its
+    /// Milliseconds a subscriber's full queue may make no progress while its socket takes
+    /// nothing (the client does not read) before it counts as stuck: publishers stop waiting for it, its
     /// QoS 0 messages are dropped (counted as reason="stuck") and QoS 1/2 messages to a
     /// persistent session go to its durable queue; a clean session's QoS 1/2 messages are
-    /// still waited for, up to --slow-subscriber-timeout. [default: 50]
+    /// still waited for, up to --slow-subscriber-timeout. [default: 20]
     #[arg(long, env = "FLEETCORE_STUCK_SUBSCRIBER_TIMEOUT_MS", value_name = "MS")]
     stuck_subscriber_timeout_ms: Option<u64>,
 

@@ -35,8 +35,8 @@ pub struct BrokerConfig {
     /// subscriber has made no progress (taken nothing from its full queue, written nothing to
     /// its socket) for this long, every message that finds it full is dropped at once.
     pub slow_subscriber_timeout: Duration,
-    /// How long an online subscriber with a full queue may make no progress before it counts
-    /// as stuck: publishers stop waiting for it, its QoS 0 messages are dropped (counted as
+    /// How long an online subscriber with a full queue, waiting for its socket to take bytes,
+    /// may make no progress before it counts as stuck: publishers stop waiting for it, its QoS 0 messages are dropped (counted as
     /// `reason="stuck"`) and its QoS 1/2 messages, if its session is persistent, go to its
     /// durable queue up to `max_queued_messages`. A clean session's QoS 1/2 messages are
     /// still waited for, up to `slow_subscriber_timeout`: nothing promised is dropped early.
@@ -64,7 +64,7 @@ impl Default for BrokerConfig {
             connect_timeout: Duration::from_secs(10),
             topic_alias_maximum: 64,
             slow_subscriber_timeout: Duration::from_secs(2),
-            stuck_subscriber_timeout: Duration::from_millis(50),
+            stuck_subscriber_timeout: Duration::from_millis(20),
             session_commit_delay: Duration::ZERO,
             max_keep_alive: 1200,
         }

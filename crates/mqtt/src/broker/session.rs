@@ -81,6 +81,10 @@ pub struct SessionHandle {
     /// Milliseconds after `born` when the connection last took deliveries or wrote to its
     /// socket: a receiver that has done neither for a while is stuck.
     progress_ms: AtomicU64,
+    /// True while the connection waits for its socket to take bytes (the client is not
+    /// reading them): only then can it be stuck, so a connection that is merely slow to be
+    /// scheduled on a busy machine is still waited for.
+    awaiting_socket: AtomicBool,
     mailbox: Mutex<Mailbox>,
     /// Wakes the connection when deliveries arrive.
     wake: Notify,
@@ -130,6 +134,7 @@ impl SessionHandle {
             patience,
             born: Instant::now(),
             progress_ms: AtomicU64::new(0),
+            awaiting_socket: AtomicBool::new(false),
             mailbox: Mutex::new(Mailbox {
                 queue: VecDeque::new(),
                 bytes: 0,
@@ -163,6 +168,11 @@ impl SessionHandle {
         self.progress_ms.store(now, Ordering::Relaxed);
     }
 
+    /// Says whether the connection is waiting for its socket to take what it writes.
+    pub fn set_awaiting_socket(&self, awaiting: bool) {
+        self.awaiting_socket.store(awaiting, Ordering::Relaxed);
+    }
+
     /// How long the connection has made no progress.
     fn idle(&self) -> Duration {
         let now = self.born.elapsed().as_millis() as u64;
@@ -180,8 +190,8 @@ impl SessionHandle {
     }
 
     /// Offers a delivery. `waiter` is notified when a full queue drains (only registered when
-    /// the outcome is `Full`). A full online receiver that made no progress for
-    /// `patience.stuck` is not waited for: a QoS 0 delivery is dropped, a QoS 1/2 delivery to a
+    /// the outcome is `Full`). A full online receiver that waits for its socket and made no
+    /// progress for `patience.stuck` is not waited for: a QoS 0 delivery is dropped, a QoS 1/2 delivery to a
     /// persistent session goes to its durable queue (up to the message bound), so one dead
     /// subscriber holds up a topic for moments at most; after `patience.give_up` the delivery
     /// is dropped whatever its QoS.
@@ -223,7 +233,7 @@ impl SessionHandle {
             if idle >= self.patience.give_up {
                 return PushOutcome::Dropped(DropReason::QueueFull);
             }
-            let stuck = idle >= self.patience.stuck;
+            let stuck = idle >= self.patience.stuck && self.awaiting_socket.load(Ordering::Relaxed);
             if stuck && delivery.qos == QoS::AtMostOnce {
                 return PushOutcome::Dropped(DropReason::Stuck);
             }
@@ -361,6 +371,7 @@ impl SessionHandle {
         let mut mb = self.mailbox.lock();
         mb.online = online;
         self.made_progress();
+        self.set_awaiting_socket(false);
         if !online {
             for w in mb.waiting.drain(..) {
                 w.notify_one();

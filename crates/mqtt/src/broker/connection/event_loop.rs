@@ -289,6 +289,9 @@ impl Connection {
         mut kicked: Pin<&mut Notified<'s>>,
     ) -> Result<(), Exit> {
         let n = self.wbuf.len();
+        // Cleared only once everything is written: a connection suspended in here is waiting
+        // for a client that does not read (a failed write ends the connection anyway).
+        session.set_awaiting_socket(true);
         while !self.wbuf.is_empty() {
             tokio::select! {
                 biased;
@@ -324,6 +327,7 @@ impl Connection {
                 },
             }
         }
+        session.set_awaiting_socket(false);
         self.wbuf.clear();
         self.last_activity = Instant::now();
         self.router.metrics().bytes_sent.increment(n as u64);
