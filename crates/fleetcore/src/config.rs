@@ -173,7 +173,7 @@ pub struct ServeArgs {
     /// nothing (the client does not read) before it counts as stuck: publishers stop waiting for it, its
     /// QoS 0 messages are dropped (counted as reason="stuck") and QoS 1/2 messages to a
     /// persistent session go to its durable queue; a clean session's QoS 1/2 messages are
-    /// still waited for, up to --slow-subscriber-timeout. [default: 20]
+    /// still waited for, up to --slow-subscriber-timeout. [default: 200]
     #[arg(long, env = "FLEETCORE_STUCK_SUBSCRIBER_TIMEOUT_MS", value_name = "MS")]
     stuck_subscriber_timeout_ms: Option<u64>,
 

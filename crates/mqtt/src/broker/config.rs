@@ -64,7 +64,7 @@ impl Default for BrokerConfig {
             connect_timeout: Duration::from_secs(10),
             topic_alias_maximum: 64,
             slow_subscriber_timeout: Duration::from_secs(2),
-            stuck_subscriber_timeout: Duration::from_millis(20),
+            stuck_subscriber_timeout: Duration::from_millis(200),
             session_commit_delay: Duration::ZERO,
             max_keep_alive: 1200,
         }
