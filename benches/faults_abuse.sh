@@ -17,8 +17,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
 # Seconds the misbehaving clients run before the devices' measurement starts: 0 catches the
-# moment the slow readers' buffers fill (publishers of their topics wait for them up to
-# --slow-subscriber-timeout, 2 s, until they count as stuck); 6 is the steady state after.
+# moment the slow readers' buffers fill (publishers of their topics wait for them for
+# --stuck-subscriber-timeout-ms, 200 ms, until they count as stuck); 6 is the steady state after.
+# Extra server settings go through the environment (FLEETCORE_STUCK_SUBSCRIBER_TIMEOUT_MS=20).
 LEADS=${LEADS:-0 6}
 IDLE=${IDLE:-10000}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-5}

@@ -164,10 +164,24 @@ pub struct ServeArgs {
     connect_timeout: Option<u64>,
 
     /// Seconds a publisher waits for room in a subscriber's full queue (backpressure) before
-    /// the message is dropped for that subscriber; a subscriber that took nothing for this long
-    /// is treated as stuck and dropped for at once. [default: 2]
+    /// the message is dropped for that subscriber; a subscriber whose full queue made no
+    /// progress for this long is dropped for at once, whatever the QoS. [default: 2]
     #[arg(long, env = "FLEETCORE_SLOW_SUBSCRIBER_TIMEOUT", value_name = "SECS")]
     slow_subscriber_timeout: Option<u64>,
+
+    /// Milliseconds a subscriber's full queue may make no progress while its socket takes
+    /// nothing (the client does not read) before it counts as stuck: publishers stop waiting for it, its
+    /// QoS 0 messages are dropped (counted as reason="stuck") and QoS 1/2 messages to a
+    /// persistent session go to its durable queue; a clean session's QoS 1/2 messages are
+    /// still waited for, up to --slow-subscriber-timeout. [default: 200]
+    #[arg(long, env = "FLEETCORE_STUCK_SUBSCRIBER_TIMEOUT_MS", value_name = "MS")]
+    stuck_subscriber_timeout_ms: Option<u64>,
+
+    /// Milliseconds the writer of sessions and retained messages gathers changes before one
+    /// commit; a persistent session's CONNACK, SUBACK and UNSUBACK wait for that commit.
+    /// [default: 0, commit as soon as the writer is free]
+    #[arg(long, env = "FLEETCORE_SESSION_COMMIT_DELAY_MS", value_name = "MS")]
+    session_commit_delay_ms: Option<u64>,
 
     /// Topic aliases a client may use towards the server (MQTT 5). [default: 64]
     #[arg(long, env = "FLEETCORE_TOPIC_ALIAS_MAXIMUM", value_name = "N")]
@@ -615,6 +629,8 @@ impl ServeArgs {
                 max_connections_per_second,
                 connect_timeout,
                 slow_subscriber_timeout,
+                stuck_subscriber_timeout_ms,
+                session_commit_delay_ms,
                 topic_alias_maximum,
                 max_keep_alive,
                 access_key_id,
@@ -685,6 +701,17 @@ impl ServeArgs {
             slow_subscriber_timeout: self
                 .slow_subscriber_timeout
                 .map_or(defaults.slow_subscriber_timeout, Duration::from_secs),
+            // Unset, it is never longer than the slow-subscriber timeout.
+            stuck_subscriber_timeout: self.stuck_subscriber_timeout_ms.map_or(
+                defaults.stuck_subscriber_timeout.min(
+                    self.slow_subscriber_timeout
+                        .map_or(defaults.slow_subscriber_timeout, Duration::from_secs),
+                ),
+                Duration::from_millis,
+            ),
+            session_commit_delay: self
+                .session_commit_delay_ms
+                .map_or(defaults.session_commit_delay, Duration::from_millis),
             max_keep_alive: self.max_keep_alive.unwrap_or(defaults.max_keep_alive),
         };
         if broker.max_packet_size < 64 || broker.max_packet_size > 268_435_455 {
@@ -698,6 +725,11 @@ impl ServeArgs {
         }
         if broker.max_queued_bytes == 0 {
             bail!("max_queued_bytes must be at least 1");
+        }
+        if broker.stuck_subscriber_timeout > broker.slow_subscriber_timeout {
+            bail!(
+                "stuck_subscriber_timeout_ms must not exceed slow_subscriber_timeout (a subscriber is stuck before it is given up on)"
+            );
         }
         if broker.write_buffer_bytes < 1024 {
             bail!("write_buffer_bytes must be at least 1024");

@@ -8,10 +8,10 @@ with the idle fleet (conncount, holding) and the misbehaving clients (faultload.
 with the measurement) on. What CI asserts is what stays robust on a shared 2-core machine: every
 device message is delivered under abuse, the throughput holds (at least half the baseline's),
 every malformed connection is closed by the server, the idle fleet stays parked, and the server
-stays up. The p99 ratio is printed (run with -s) and not asserted: while the slow readers'
-buffers fill, publishers of their topics wait for them up to --slow-subscriber-timeout (2 s)
-before they count as stuck, so the p99 of a window that contains that moment is about 2 s. The
-2x target is measured by benches/faults_abuse.sh beside Mosquitto, at that moment and after it."""
+stays up. The p99 ratio is printed (run with -s) and not asserted (a timing on a shared machine):
+once the slow readers' buffers are full, publishers of their topics wait for them for the
+stuck-subscriber timeout (200 ms) at most, once (decision 0008). The 2x target is measured by
+benches/faults_abuse.sh beside Mosquitto, at that moment and after it."""
 
 from __future__ import annotations
 

@@ -366,6 +366,28 @@ def test_bounded_offline_queue_drops_are_counted_and_the_kept_messages_survive_s
 
 @crash_only
 @pytest.mark.parametrize("version", VERSIONS)
+def test_connack_suback_and_unsuback_of_a_persistent_session_survive_sigkill(broker_factory, raw, uid, version):
+    """CONNACK, SUBACK and UNSUBACK of a persistent session promise its record: a SIGKILL right
+    after them loses none of it. The session store gathers changes for 0.7 s before each commit
+    here, so an answer sent before its commit would be followed by a crash that loses it."""
+    b = broker_factory("--session-commit-delay-ms", "700")
+    cid = f"s-{uid}"
+    sub, _ = _connect_persistent(raw, b, version, cid)
+    sub.subscribe([(f"s/{uid}/kept", 1), (f"s/{uid}/dropped", 1)])
+    sub.send(w.unsubscribe(2, [f"s/{uid}/dropped"], version))
+    assert sub.expect(w.UNSUBACK).pid == 2
+    b.kill()
+    b.start()
+    _Publisher(raw, b, version, f"p-{uid}").send(
+        [(f"s/{uid}/dropped", b"unsubscribed"), (f"s/{uid}/kept", b"after the crash")])
+    back, ack = _connect_persistent(raw, b, version, cid)
+    assert ack.session_present, "the session CONNACK promised was lost in the crash"
+    assert [p.payload for p in _receive(back, 1, version)] == [b"after the crash"]
+    _nothing_more(back)
+
+
+@crash_only
+@pytest.mark.parametrize("version", VERSIONS)
 def test_clean_session_subscriber_pays_nothing_for_durable_queues(fresh_broker, raw, uid, version):
     b = fresh_broker
     stored = "fleetcore_mqtt_durable_queue_messages_total"

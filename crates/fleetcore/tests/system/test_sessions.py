@@ -1,6 +1,7 @@
 """Sessions: clean session / clean start, persistent sessions queueing QoS 1/2 while offline
 (bounded by max_queued_messages), v5 session expiry, session takeover."""
 
+import socket
 import time
 
 import pytest
@@ -215,6 +216,63 @@ def test_online_slow_consumer_queue_bounded(broker_factory, raw, clients, uid, v
         got.append(p.payload)
     assert QUEUED <= len(got) <= QUEUED + INFLIGHT, f"{len(got)} of {SENT} delivered: {got}"
     assert got == [f"m{i}".encode() for i in range(len(got))], got
+
+
+def _reader_that_never_reads(b, version, cid, filters, clean=True):
+    """A raw client with a 4 KiB receive buffer that subscribes and then never reads."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(5)
+    s.connect((b.host, b.ports["mqtt"]))
+    c = w.RawClient(b.host, b.ports["mqtt"], version, sock=s)
+    props = {"SessionExpiryInterval": 3600} if version == V5 and not clean else None
+    assert c.connect(cid, clean=clean, props=props).rc == 0
+    c.subscribe(filters)
+    return c
+
+
+@pytest.mark.fleetcore_only("the stuck-subscriber policy and its counter are fleetcore's")
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_reader_that_never_reads_costs_only_itself(broker_factory, raw, clients, uid, version):
+    """Readers whose sockets are full and who never read (a QoS 0 one and a persistent QoS 1 one)
+    must not hold up their publishers: with --slow-subscriber-timeout 30, each publish waits at
+    most the stuck-subscriber timeout once, not 30 s. The QoS 0 reader's messages are dropped
+    and counted as stuck; the persistent reader's QoS 1 messages go to its durable queue and all
+    arrive, in order, when it comes back; the healthy subscriber gets everything."""
+    b = broker_factory("--slow-subscriber-timeout", "30")
+    t, feed = f"s/{uid}", f"feed/{uid}"
+    cid = f"stuck-p-{uid}"
+    readers = [_reader_that_never_reads(b, version, f"stuck-0-{uid}", [(t, 0), (feed, 0)]),
+               _reader_that_never_reads(b, version, cid, [(t, 1), (feed, 0)], clean=False)]
+    healthy = clients(version, broker=b)
+    healthy.subscribe(t, qos=1)
+    stuck = 'fleetcore_mqtt_messages_dropped_total{reason="stuck"}'
+    # 16 KiB QoS 0 messages only the readers take, until the broker has given up on the QoS 0 one
+    feeder = raw(version, broker=b)
+    assert feeder.connect(f"feed-{uid}").rc == 0
+    deadline = time.monotonic() + 20
+    while b.metrics().get(stuck, 0.0) == 0:
+        assert time.monotonic() < deadline, "the readers' buffers never filled"
+        for _ in range(8):
+            feeder.publish(feed, b"f" * 16384)
+    pub = clients(version, broker=b)
+    n = 20
+    for i in range(n):
+        pub.publish(t, f"m{i}".encode(), qos=1, timeout=10)
+        healthy.wait_payload(f"m{i}".encode(), timeout=10)
+    for r in readers:
+        r.close()
+    back = raw(version, broker=b)
+    ack = back.connect(cid, clean=False, props={"SessionExpiryInterval": 3600} if version == V5 else None)
+    assert (ack.rc, ack.session_present) == (0, True)
+    got = []
+    while len(got) < n:
+        p = back.expect(w.PUBLISH, timeout=10)
+        if p.qos:
+            back.send(w.puback(p.pid, version))
+        if p.topic == t.encode():
+            got.append(p.payload)
+    assert got == [f"m{i}".encode() for i in range(n)], got
 
 
 @pytest.mark.parametrize("version", VERSIONS)

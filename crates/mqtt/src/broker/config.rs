@@ -31,10 +31,20 @@ pub struct BrokerConfig {
     /// Topic aliases a client may use towards the broker (advertised as Topic Alias Maximum).
     pub topic_alias_maximum: u16,
     /// How long a publisher waits for an online subscriber's full queue before the message is
-    /// dropped for that subscriber (counted in `fleetcore_mqtt_messages_dropped_total`). A
-    /// subscriber that has taken nothing from its full queue for this long counts as stuck:
-    /// publishers then drop for it at once instead of waiting.
+    /// dropped for that subscriber (counted in `fleetcore_mqtt_messages_dropped_total`); once a
+    /// subscriber has made no progress (taken nothing from its full queue, written nothing to
+    /// its socket) for this long, every message that finds it full is dropped at once.
     pub slow_subscriber_timeout: Duration,
+    /// How long an online subscriber with a full queue, waiting for its socket to take bytes,
+    /// may make no progress before it counts as stuck: publishers stop waiting for it, its QoS 0 messages are dropped (counted as
+    /// `reason="stuck"`) and its QoS 1/2 messages, if its session is persistent, go to its
+    /// durable queue up to `max_queued_messages`. A clean session's QoS 1/2 messages are
+    /// still waited for, up to `slow_subscriber_timeout`: nothing promised is dropped early.
+    pub stuck_subscriber_timeout: Duration,
+    /// How long the writer of sessions and retained messages gathers changes before it commits
+    /// them in one transaction (0: as soon as it is free). A persistent session's CONNACK,
+    /// SUBACK and UNSUBACK wait for that commit.
+    pub session_commit_delay: Duration,
     /// Longest keep alive a client may have, in seconds (0: no maximum). A client asking for
     /// more, or for none (0), gets this one, announced as Server Keep Alive in an MQTT 5
     /// CONNACK; AWS IoT allows 30-1200 s.
@@ -54,6 +64,8 @@ impl Default for BrokerConfig {
             connect_timeout: Duration::from_secs(10),
             topic_alias_maximum: 64,
             slow_subscriber_timeout: Duration::from_secs(2),
+            stuck_subscriber_timeout: Duration::from_millis(200),
+            session_commit_delay: Duration::ZERO,
             max_keep_alive: 1200,
         }
     }

@@ -110,7 +110,10 @@ mod tests {
             Arc::from(id),
             10,
             64 * 1024,
-            Duration::from_secs(1),
+            crate::broker::session::Patience {
+                stuck: std::time::Duration::from_secs(1),
+                give_up: std::time::Duration::from_secs(1),
+            },
             SessionState::new(0, ProtocolVersion::V5),
             crate::broker::queue_store::QueueStore::new(Arc::new(
                 crate::broker::test_support::NoStore,

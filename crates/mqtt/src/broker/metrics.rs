@@ -9,6 +9,9 @@ use metrics::{Counter, Gauge, counter, gauge};
 pub enum DropReason {
     /// The session's queue was full (offline, or online past the slow-subscriber timeout).
     QueueFull,
+    /// A QoS 0 message for an online session whose full queue made no progress for the
+    /// stuck-subscriber timeout.
+    Stuck,
     /// QoS 0 message for an offline session.
     Offline,
     /// The message expired before it could be sent.
@@ -46,6 +49,7 @@ pub struct BrokerMetrics {
     /// Subscriptions.
     pub subscriptions: Gauge,
     dropped_queue_full: Counter,
+    dropped_stuck: Counter,
     dropped_offline: Counter,
     dropped_expired: Counter,
     dropped_too_large: Counter,
@@ -69,6 +73,7 @@ impl BrokerMetrics {
             retained: gauge!("fleetcore_mqtt_retained_messages"),
             subscriptions: gauge!("fleetcore_mqtt_subscriptions"),
             dropped_queue_full: dropped("queue_full"),
+            dropped_stuck: dropped("stuck"),
             dropped_offline: dropped("offline"),
             dropped_expired: dropped("expired"),
             dropped_too_large: dropped("too_large"),
@@ -94,6 +99,7 @@ impl BrokerMetrics {
         tracing::debug!(client_id, ?reason, "message dropped for subscriber");
         match reason {
             DropReason::QueueFull => self.dropped_queue_full.increment(1),
+            DropReason::Stuck => self.dropped_stuck.increment(1),
             DropReason::Offline => self.dropped_offline.increment(1),
             DropReason::Expired => self.dropped_expired.increment(1),
             DropReason::TooLarge => self.dropped_too_large.increment(1),

@@ -63,7 +63,7 @@ impl Broker {
     ) -> Result<(Broker, LoadReport), fleetcore_core::StoreError> {
         let queues = queue_store::QueueStore::new(Arc::clone(&store));
         tokio::spawn(Arc::clone(&queues).run());
-        let persister = persist::Persister::new(store);
+        let persister = persist::Persister::new(store, config.session_commit_delay);
         tokio::spawn(Arc::clone(&persister).run());
         let router = Router::new(
             config,

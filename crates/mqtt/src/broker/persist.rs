@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use fleetcore_core::{KvStore, StoreError, WriteBatch};
 use parking_lot::Mutex;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use super::message::{Delivery, Message};
 use super::session::{SessionState, SubscriptionRecord};
@@ -287,20 +287,40 @@ pub fn decode_delivery(bytes: &[u8], seq: u64, clock: &Clock) -> Result<Delivery
 /// Key of a pending write: table and key.
 type PendingKey = (&'static str, Vec<u8>);
 
-/// Coalescing, batching writer in front of the store.
+/// Writes not yet committed, coalesced by key, and the ticket of the last one.
+#[derive(Default)]
+struct Pending {
+    writes: BTreeMap<PendingKey, Option<Vec<u8>>>,
+    ticket: u64,
+}
+
+/// How long a failed commit waits before it is tried again.
+const RETRY_AFTER: Duration = Duration::from_millis(500);
+
+/// Coalescing, group-committing writer in front of the store. Every write gets a ticket; the
+/// durable watermark ([`Persister::durable`]) reaches it once the write is committed, so an
+/// acknowledgement that promises the write (a persistent session's SUBACK) can wait for it
+/// without a commit of its own. A failed commit keeps its writes and is tried again: the
+/// watermark never passes a write that is not on disk.
 pub struct Persister {
     store: Arc<dyn KvStore>,
-    pending: Mutex<BTreeMap<PendingKey, Option<Vec<u8>>>>,
+    pending: Mutex<Pending>,
     wake: Notify,
+    durable: watch::Sender<u64>,
+    /// How long the writer gathers writes after the first one before it commits them.
+    gather: Duration,
 }
 
 impl Persister {
-    /// A writer for `store`; call [`Persister::run`] on a task.
-    pub fn new(store: Arc<dyn KvStore>) -> Arc<Persister> {
+    /// A writer for `store` that commits `gather` after the first write of a batch (zero: at
+    /// once); call [`Persister::run`] on a task.
+    pub fn new(store: Arc<dyn KvStore>, gather: Duration) -> Arc<Persister> {
         Arc::new(Persister {
             store,
-            pending: Mutex::new(BTreeMap::new()),
+            pending: Mutex::new(Pending::default()),
             wake: Notify::new(),
+            durable: watch::channel(0).0,
+            gather,
         })
     }
 
@@ -309,53 +329,87 @@ impl Persister {
         &self.store
     }
 
-    /// Queues a put (replacing any pending write of the same key).
-    pub fn put(&self, table: &'static str, key: Vec<u8>, value: Vec<u8>) {
-        self.pending.lock().insert((table, key), Some(value));
-        self.wake.notify_one();
+    /// Queues a put (replacing any pending write of the same key); returns its ticket.
+    pub fn put(&self, table: &'static str, key: Vec<u8>, value: Vec<u8>) -> u64 {
+        self.write((table, key), Some(value))
     }
 
-    /// Queues a delete.
-    pub fn delete(&self, table: &'static str, key: Vec<u8>) {
-        self.pending.lock().insert((table, key), None);
-        self.wake.notify_one();
+    /// Queues a delete; returns its ticket.
+    pub fn delete(&self, table: &'static str, key: Vec<u8>) -> u64 {
+        self.write((table, key), None)
     }
 
-    fn take_batch(&self) -> WriteBatch {
-        let pending = std::mem::take(&mut *self.pending.lock());
-        let mut batch = WriteBatch::new();
-        for ((table, key), value) in pending {
-            match value {
-                Some(v) => batch.put(table, key, v),
-                None => batch.delete(table, key),
+    fn write(&self, key: PendingKey, value: Option<Vec<u8>>) -> u64 {
+        let mut pending = self.pending.lock();
+        pending.writes.insert(key, value);
+        pending.ticket += 1;
+        let ticket = pending.ticket;
+        drop(pending);
+        self.wake.notify_one();
+        ticket
+    }
+
+    /// The highest ticket that is committed.
+    pub fn durable(&self) -> watch::Receiver<u64> {
+        self.durable.subscribe()
+    }
+
+    /// Commits everything queued so far, on a blocking thread, and moves the watermark. On
+    /// failure the writes go back to the queue (behind newer writes of the same keys).
+    async fn commit(&self) -> Result<(), StoreError> {
+        let (writes, ticket) = {
+            let mut pending = self.pending.lock();
+            (std::mem::take(&mut pending.writes), pending.ticket)
+        };
+        if !writes.is_empty() {
+            let mut batch = WriteBatch::new();
+            for ((table, key), value) in &writes {
+                match value {
+                    Some(v) => batch.put(table, key.clone(), v.clone()),
+                    None => batch.delete(table, key.clone()),
+                }
+            }
+            let store = Arc::clone(&self.store);
+            let committed = match tokio::task::spawn_blocking(move || store.apply(batch)).await {
+                Ok(result) => result,
+                Err(join) => Err(StoreError::Backend {
+                    operation: "commit",
+                    message: join.to_string(),
+                }),
+            };
+            if let Err(e) = committed {
+                let mut pending = self.pending.lock();
+                for (key, value) in writes {
+                    pending.writes.entry(key).or_insert(value);
+                }
+                return Err(e);
             }
         }
-        batch
+        self.durable.send_if_modified(|d| {
+            let moved = ticket > *d;
+            *d = (*d).max(ticket);
+            moved
+        });
+        Ok(())
     }
 
-    /// Commits everything queued so far, on a blocking thread.
+    /// Commits everything queued so far (graceful shutdown).
     pub async fn flush(&self) -> Result<(), StoreError> {
-        let batch = self.take_batch();
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let store = Arc::clone(&self.store);
-        match tokio::task::spawn_blocking(move || store.apply(batch)).await {
-            Ok(result) => result,
-            Err(join) => Err(StoreError::Backend {
-                operation: "commit",
-                message: join.to_string(),
-            }),
-        }
+        self.commit().await
     }
 
     /// Commits queued writes as they come, until the task is dropped.
     pub async fn run(self: Arc<Self>) {
         loop {
             self.wake.notified().await;
-            if let Err(e) = self.flush().await {
-                tracing::error!(error = %e, "could not save broker state");
+            if !self.gather.is_zero() {
+                tokio::time::sleep(self.gather).await;
+            }
+            if let Err(e) = self.commit().await {
+                tracing::error!(error = %e, "could not save broker state; retrying");
                 metrics::counter!("fleetcore_store_errors_total").increment(1);
+                tokio::time::sleep(RETRY_AFTER).await;
+                self.wake.notify_one();
             }
         }
     }

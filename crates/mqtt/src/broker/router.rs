@@ -19,8 +19,8 @@ use super::persist::{self, Clock, Persister};
 use super::queue_store::{QueueStore, STAGE_AWAITING_ACK, STAGE_AWAITING_COMP, SessionRecords};
 use super::retained::RetainedStore;
 use super::session::{
-    Inflight, InflightStage, NEVER_EXPIRES, PendingWill, PushOutcome, SessionHandle, SessionState,
-    SubscriptionRecord,
+    Inflight, InflightStage, NEVER_EXPIRES, Patience, PendingWill, PushOutcome, SessionHandle,
+    SessionState, SubscriptionRecord,
 };
 use super::subscriptions::{Match, Subscriber, SubscriptionTree};
 use super::takeover::{self, AttachObserver};
@@ -36,6 +36,9 @@ pub struct Attached {
     pub state: OwnedMutexGuard<SessionState>,
     /// Whether an earlier session was resumed (CONNACK Session Present).
     pub session_present: bool,
+    /// The session store's ticket of the session's record as this connection set it (0:
+    /// nothing written): CONNACK waits until [`Router::session_watermark`] reaches it.
+    pub record_ticket: u64,
 }
 
 /// A delivery that could not be queued yet because the receiver's queue is full.
@@ -60,6 +63,9 @@ pub enum Offered {
 pub struct Subscribed {
     /// Retained messages to send now, as deliveries for this subscription.
     pub retained: Vec<Delivery>,
+    /// The session store's ticket of the record that holds the subscription (0: a session
+    /// that ends with its connection keeps no record): SUBACK waits for it.
+    pub record_ticket: u64,
 }
 
 /// The broker's shared state.
@@ -164,7 +170,9 @@ impl Router {
                     self.retained.write().restore(Arc::new(m));
                     report.retained += 1;
                 }
-                Ok(_) => self.persister.delete(persist::RETAINED_TABLE, key),
+                Ok(_) => {
+                    self.persister.delete(persist::RETAINED_TABLE, key);
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "skipping unreadable retained message");
                     report.skipped += 1;
@@ -285,7 +293,10 @@ impl Router {
             client_id,
             self.config.max_queued_messages,
             self.config.max_queued_bytes,
-            self.config.slow_subscriber_timeout,
+            Patience {
+                stuck: self.config.stuck_subscriber_timeout,
+                give_up: self.config.slow_subscriber_timeout,
+            },
             state,
             Arc::clone(&self.queues),
         )
@@ -362,6 +373,8 @@ impl Router {
                 continue;
             }
             session.next_epoch();
+            // Only a session that outlived a connection can have a record in the store.
+            let stored = existed && state.expiry_interval > 0 && !state.ended;
             let resumed = existed && !clean_start && !state.ended;
             if !resumed {
                 self.clear_session(&session, &mut state);
@@ -372,12 +385,14 @@ impl Router {
             state.disconnected_at = None;
             session.set_persistent(expiry_interval > 0);
             session.set_online(true);
-            if expiry_interval > 0 {
-                self.save_session(&session, &state);
-            } else {
+            let record_ticket = if expiry_interval > 0 {
+                self.save_session(&session, &state)
+            } else if stored {
                 self.persister
-                    .delete(persist::SESSIONS_TABLE, client_id.as_bytes().to_vec());
-            }
+                    .delete(persist::SESSIONS_TABLE, client_id.as_bytes().to_vec())
+            } else {
+                0
+            };
             self.update_gauges();
             if let Some(observer) = self.attach_observer.get() {
                 observer.attached(&client_id, stamp);
@@ -386,6 +401,7 @@ impl Router {
                 session,
                 state,
                 session_present: resumed,
+                record_ticket,
             });
         }
     }
@@ -521,13 +537,20 @@ impl Router {
         session.set_persistent(false);
     }
 
-    fn save_session(&self, session: &SessionHandle, state: &SessionState) {
+    /// Queues the session's record for the store; returns its ticket.
+    fn save_session(&self, session: &SessionHandle, state: &SessionState) -> u64 {
         let clock = Clock::now();
         self.persister.put(
             persist::SESSIONS_TABLE,
             session.client_id().as_bytes().to_vec(),
             persist::encode_session(state, &clock),
-        );
+        )
+    }
+
+    /// The durable watermark of the session store: a record whose ticket is at or below it is
+    /// on disk.
+    pub fn session_watermark(&self) -> watch::Receiver<u64> {
+        self.persister.durable()
     }
 
     /// Adds or replaces a subscription. `Err` carries the SUBACK reason code of a refusal.
@@ -557,9 +580,11 @@ impl Router {
         state
             .subscriptions
             .insert(filter.to_string(), SubscriptionRecord { options, id });
-        if state.expiry_interval > 0 {
-            self.save_session(session, state);
-        }
+        let record_ticket = if state.expiry_interval > 0 {
+            self.save_session(session, state)
+        } else {
+            0
+        };
         let send_retained = group.is_none()
             && match options.retain_handling {
                 RetainHandling::OnSubscribe => true,
@@ -583,27 +608,32 @@ impl Router {
             Vec::new()
         };
         self.update_gauges();
-        Ok(Subscribed { retained })
+        Ok(Subscribed {
+            retained,
+            record_ticket,
+        })
     }
 
-    /// Removes a subscription; true if it existed.
+    /// Removes a subscription. `None` if it did not exist; otherwise the session store's
+    /// ticket of the record without it (0: the session keeps no record), which UNSUBACK waits
+    /// for.
     pub fn unsubscribe(
         &self,
         session: &Arc<SessionHandle>,
         state: &mut SessionState,
         filter: &str,
-    ) -> bool {
-        let existed = state.subscriptions.remove(filter).is_some();
-        if existed {
-            if let Some((group, plain)) = split_filter(filter) {
-                self.tree.write().remove(plain, group, session.client_id());
-            }
-            if state.expiry_interval > 0 {
-                self.save_session(session, state);
-            }
-            self.update_gauges();
+    ) -> Option<u64> {
+        state.subscriptions.remove(filter)?;
+        if let Some((group, plain)) = split_filter(filter) {
+            self.tree.write().remove(plain, group, session.client_id());
         }
-        existed
+        let ticket = if state.expiry_interval > 0 {
+            self.save_session(session, state)
+        } else {
+            0
+        };
+        self.update_gauges();
+        Some(ticket)
     }
 
     /// Sets or clears the retained message of `message.topic` (an empty payload clears).

@@ -42,9 +42,20 @@ pub enum PushOutcome {
     /// The session is online and its queue is full: the delivery is handed back, and the
     /// publisher's waker is registered to be notified when room frees up.
     Full(Delivery),
-    /// Dropped: QoS 0 for an offline session, or the queue is full (offline, or online and
-    /// stuck).
+    /// Dropped: QoS 0 for an offline session, QoS 0 for a stuck one, or the queue is full
+    /// (offline, or online and given up on).
     Dropped(DropReason),
+}
+
+/// How long publishers wait for an online subscriber whose queue is full and which makes no
+/// progress (takes nothing from its queue, writes nothing to its socket).
+#[derive(Debug, Clone, Copy)]
+pub struct Patience {
+    /// After this long it is stuck: nobody waits for it any more, except a publisher whose
+    /// QoS 1/2 message it would otherwise lose (a clean session's).
+    pub stuck: Duration,
+    /// After this long a message finding it full is dropped for it, whatever its QoS.
+    pub give_up: Duration,
 }
 
 struct Mailbox {
@@ -52,9 +63,6 @@ struct Mailbox {
     /// Payload and topic bytes of the queued deliveries.
     bytes: usize,
     online: bool,
-    /// When the connection last took deliveries: a receiver that has not for a while is stuck,
-    /// and publishers stop waiting for it.
-    last_pop: Instant,
     /// Publishers waiting for room, each woken once when the queue drains below capacity.
     waiting: Vec<Arc<Notify>>,
 }
@@ -66,9 +74,17 @@ pub struct SessionHandle {
     /// Bytes an online session's queue may hold before publishers wait: a short queue keeps
     /// latency low under saturation (the offline queue is bounded by `capacity` only).
     online_bytes: usize,
-    /// How long a full, online receiver may go without taking deliveries before publishers
-    /// drop for it instead of waiting.
-    stuck_after: Duration,
+    /// How long publishers wait for a full, online receiver that makes no progress.
+    patience: Patience,
+    /// The origin of `progress_ms`.
+    born: Instant,
+    /// Milliseconds after `born` when the connection last took deliveries or wrote to its
+    /// socket: a receiver that has done neither for a while is stuck.
+    progress_ms: AtomicU64,
+    /// True while the connection waits for its socket to take bytes (the client is not
+    /// reading them): only then can it be stuck, so a connection that is merely slow to be
+    /// scheduled on a busy machine is still waited for.
+    awaiting_socket: AtomicBool,
     mailbox: Mutex<Mailbox>,
     /// Wakes the connection when deliveries arrive.
     wake: Notify,
@@ -108,7 +124,7 @@ impl SessionHandle {
         client_id: Arc<str>,
         capacity: usize,
         online_bytes: usize,
-        stuck_after: Duration,
+        patience: Patience,
         state: SessionState,
         queues: Arc<QueueStore>,
     ) -> Arc<SessionHandle> {
@@ -117,12 +133,14 @@ impl SessionHandle {
             client_id,
             capacity,
             online_bytes,
-            stuck_after,
+            patience,
+            born: Instant::now(),
+            progress_ms: AtomicU64::new(0),
+            awaiting_socket: AtomicBool::new(false),
             mailbox: Mutex::new(Mailbox {
                 queue: VecDeque::new(),
                 bytes: 0,
                 online: false,
-                last_pop: Instant::now(),
                 waiting: Vec::new(),
             }),
             wake: Notify::new(),
@@ -147,6 +165,23 @@ impl SessionHandle {
         d.qos != QoS::AtMostOnce && d.stored.is_none() && self.persistent.load(Ordering::Acquire)
     }
 
+    /// Records that the connection made progress (took deliveries, or wrote to its socket).
+    pub fn made_progress(&self) {
+        let now = self.born.elapsed().as_millis() as u64;
+        self.progress_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// Says whether the connection is waiting for its socket to take what it writes.
+    pub fn set_awaiting_socket(&self, awaiting: bool) {
+        self.awaiting_socket.store(awaiting, Ordering::Relaxed);
+    }
+
+    /// How long the connection has made no progress.
+    fn idle(&self) -> Duration {
+        let now = self.born.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.progress_ms.load(Ordering::Relaxed)))
+    }
+
     /// The MQTT client identifier.
     pub fn client_id(&self) -> &Arc<str> {
         &self.client_id
@@ -158,9 +193,11 @@ impl SessionHandle {
     }
 
     /// Offers a delivery. `waiter` is notified when a full queue drains (only registered when
-    /// the outcome is `Full`). A full online receiver that has taken nothing for
-    /// `stuck_after` is treated like an offline one: the delivery is dropped at once, so one
-    /// dead subscriber cannot hold up a topic.
+    /// the outcome is `Full`). A full online receiver that waits for its socket and made no
+    /// progress for `patience.stuck` is not waited for: a QoS 0 delivery is dropped, a QoS 1/2 delivery to a
+    /// persistent session goes to its durable queue (up to the message bound), so one dead
+    /// subscriber holds up a topic for moments at most; after `patience.give_up` the delivery
+    /// is dropped whatever its QoS.
     ///
     /// A QoS 1/2 delivery to a persistent session is encoded (before the lock) and handed to
     /// the durable queue under the mailbox lock, so the stored order is the queue order.
@@ -188,22 +225,38 @@ impl SessionHandle {
         if !mb.online && delivery.qos == QoS::AtMostOnce {
             return PushOutcome::Dropped(DropReason::Offline);
         }
-        let full = mb.queue.len() >= self.capacity
-            || (byte_bound && mb.online && !mb.queue.is_empty() && mb.bytes >= self.online_bytes);
-        if full {
-            if !mb.online || mb.last_pop.elapsed() >= self.stuck_after {
+        let over_count = mb.queue.len() >= self.capacity;
+        let over_bytes =
+            byte_bound && mb.online && !mb.queue.is_empty() && mb.bytes >= self.online_bytes;
+        if over_count || over_bytes {
+            if !mb.online {
                 return PushOutcome::Dropped(DropReason::QueueFull);
             }
-            if let Some(w) = waiter {
-                mb.waiting.push(Arc::clone(w));
+            let idle = self.idle();
+            if idle >= self.patience.give_up {
+                return PushOutcome::Dropped(DropReason::QueueFull);
             }
-            return PushOutcome::Full(delivery);
+            let stuck = idle >= self.patience.stuck && self.awaiting_socket.load(Ordering::Relaxed);
+            if stuck && delivery.qos == QoS::AtMostOnce {
+                return PushOutcome::Dropped(DropReason::Stuck);
+            }
+            // A stuck persistent session's QoS 1/2 messages wait on disk, as if it were offline.
+            if !(stuck && !over_count && record.is_some()) {
+                if let Some(w) = waiter {
+                    mb.waiting.push(Arc::clone(w));
+                }
+                return PushOutcome::Full(delivery);
+            }
         }
         let mut ticket = 0;
         if let Some(record) = record {
             let seq = self.queues.next_seq();
             delivery.stored = Some(seq);
             ticket = self.queues.put_message(&self.client_id, seq, record);
+        }
+        if mb.queue.is_empty() {
+            // The receiver's clock starts when it has something to do: an idle one is not stuck.
+            self.made_progress();
         }
         mb.bytes += queued_size(&delivery);
         mb.queue.push_back(delivery);
@@ -256,6 +309,9 @@ impl SessionHandle {
     /// the durable queue, a retained message sent at subscribe).
     pub fn restore(&self, delivery: Delivery) {
         let mut mb = self.mailbox.lock();
+        if mb.queue.is_empty() {
+            self.made_progress();
+        }
         mb.bytes += queued_size(&delivery);
         mb.queue.push_back(delivery);
     }
@@ -285,7 +341,7 @@ impl SessionHandle {
             return;
         }
         mb.bytes -= bytes;
-        mb.last_pop = Instant::now();
+        self.made_progress();
         if !mb.waiting.is_empty() {
             for w in mb.waiting.drain(..) {
                 w.notify_one();
@@ -317,7 +373,8 @@ impl SessionHandle {
     pub fn set_online(&self, online: bool) {
         let mut mb = self.mailbox.lock();
         mb.online = online;
-        mb.last_pop = Instant::now();
+        self.made_progress();
+        self.set_awaiting_socket(false);
         if !online {
             for w in mb.waiting.drain(..) {
                 w.notify_one();
@@ -541,7 +598,10 @@ mod tests {
             Arc::from("s"),
             messages,
             bytes,
-            Duration::from_secs(60),
+            Patience {
+                stuck: Duration::from_secs(60),
+                give_up: Duration::from_secs(60),
+            },
             SessionState::new(0, ProtocolVersion::V5),
             super::super::queue_store::QueueStore::new(Arc::new(
                 super::super::test_support::NoStore,

@@ -181,7 +181,10 @@ mod tests {
                 id.into(),
                 10,
                 1 << 20,
-                std::time::Duration::from_secs(1),
+                crate::broker::session::Patience {
+                    stuck: std::time::Duration::from_secs(1),
+                    give_up: std::time::Duration::from_secs(1),
+                },
                 SessionState::new(0, ProtocolVersion::V5),
                 crate::broker::queue_store::QueueStore::new(Arc::new(
                     crate::broker::test_support::NoStore,

@@ -29,7 +29,7 @@ const IDLE_RELEASE: Duration = Duration::from_secs(1);
 struct Deadlines {
     /// No packet from the client for 1.5 times its keep alive.
     keep_alive: Option<Instant>,
-    /// A fan-out waiting for full receivers gives up on them.
+    /// A fan-out waiting for full receivers looks at them again, or gives up on them.
     pending: Option<Instant>,
     /// The connection gives its buffers back.
     idle: Option<Instant>,
@@ -108,7 +108,7 @@ impl Connection {
             let holds_buffers = self.rbuf.capacity() > 0 || self.wbuf.capacity() > 0;
             let deadlines = Deadlines {
                 keep_alive: self.keep_alive.map(|k| self.last_packet + k),
-                pending: self.pending.as_ref().map(|p| p.deadline),
+                pending: self.pending.as_ref().map(|p| p.next_look()),
                 idle: holds_buffers.then(|| self.last_activity + IDLE_RELEASE),
                 // A packet started must be finished within the connect timeout, keep-alive or
                 // not: a client trickling one byte at a time does not hold a buffer forever.
@@ -154,7 +154,7 @@ impl Connection {
                 },
                 // More deliveries or read packets wait: poll the socket once (above), then go on.
                 _ = std::future::ready(()), if more_to_send || more_to_handle => {}
-                _ = space.notified(), if blocked => self.retry_pending(false),
+                _ = space.notified(), if blocked => self.retry_pending(),
                 _ = watermark_moved(&mut self.held_acks), if holding => self.release_acks(),
                 _ = &mut woken => {
                     woken.set(session.wake().notified());
@@ -176,7 +176,7 @@ impl Connection {
                         ));
                     }
                     if passed(deadlines.pending, now) {
-                        self.retry_pending(true);
+                        self.retry_pending();
                     }
                     if passed(deadlines.idle, now) {
                         self.release_idle_buffers();
@@ -289,6 +289,9 @@ impl Connection {
         mut kicked: Pin<&mut Notified<'s>>,
     ) -> Result<(), Exit> {
         let n = self.wbuf.len();
+        // Cleared only once everything is written: a connection suspended in here is waiting
+        // for a client that does not read (a failed write ends the connection anyway).
+        session.set_awaiting_socket(true);
         while !self.wbuf.is_empty() {
             tokio::select! {
                 biased;
@@ -304,6 +307,8 @@ impl Connection {
                     Ok(k) => {
                         self.wbuf.advance(k);
                         self.connack_unsent = self.connack_unsent.saturating_sub(k);
+                        // A reader that reads is not stuck, however slowly it takes its queue.
+                        session.made_progress();
                     }
                 },
             }
@@ -323,6 +328,7 @@ impl Connection {
                 },
             }
         }
+        session.set_awaiting_socket(false);
         self.wbuf.clear();
         self.last_activity = Instant::now();
         self.router.metrics().bytes_sent.increment(n as u64);

@@ -1,6 +1,9 @@
 //! Fan-out of an accepted message to its receivers, and the wait for receivers whose queues
 //! are full: the publisher's acknowledgement (and the reading of its socket) waits until every
-//! receiver took the message or the slow-subscriber deadline passed.
+//! receiver took the message or the slow-subscriber deadline passed. The blocked deliveries are
+//! offered again whenever a receiver makes room, and every stuck-subscriber timeout: a receiver
+//! that made no progress for that long is not waited for any more (`SessionHandle::push`), so a
+//! reader that never reads stalls its publishers once, briefly, not for the whole deadline.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,7 +24,9 @@ pub(super) struct PendingFanout {
     /// message.
     tickets: Tickets,
     /// When the receivers still full are given up on.
-    pub(super) deadline: Instant,
+    deadline: Instant,
+    /// When the blocked deliveries are offered again even if no receiver made room.
+    recheck: Instant,
 }
 
 impl PendingFanout {
@@ -40,6 +45,11 @@ impl PendingFanout {
         }
         self.blocked = still;
         self.blocked.is_empty()
+    }
+
+    /// When the connection must look at this fan-out again without a wake-up.
+    pub(super) fn next_look(&self) -> Instant {
+        self.deadline.min(self.recheck)
     }
 
     /// Gives up on the receivers still full, handing back their sessions.
@@ -75,21 +85,25 @@ impl Connection {
                 self.acknowledge(ack, tickets);
             }
         } else {
+            let now = Instant::now();
+            let config = self.router.config();
             self.pending = Some(Box::new(PendingFanout {
                 blocked,
                 ack,
                 tickets,
-                deadline: Instant::now() + self.router.config().slow_subscriber_timeout,
+                deadline: now + config.slow_subscriber_timeout,
+                recheck: now + config.stuck_subscriber_timeout,
             }));
         }
     }
 
     /// Offers the blocked deliveries again; at the deadline, drops what still does not fit.
-    pub(super) fn retry_pending(&mut self, deadline_passed: bool) {
+    pub(super) fn retry_pending(&mut self) {
         let Some(mut pending) = self.pending.take() else {
             return;
         };
-        let done = if deadline_passed {
+        let now = Instant::now();
+        let done = if now >= pending.deadline {
             for session in pending.give_up() {
                 self.router
                     .metrics()
@@ -106,6 +120,7 @@ impl Connection {
                 self.acknowledge(ack, pending.tickets);
             }
         } else {
+            pending.recheck = now + self.router.config().stuck_subscriber_timeout;
             self.pending = Some(pending);
         }
     }
@@ -119,7 +134,7 @@ mod tests {
 
     use super::*;
     use crate::broker::queue_store::QueueStore;
-    use crate::broker::session::{PushOutcome, SessionState};
+    use crate::broker::session::{Patience, PushOutcome, SessionState};
     use crate::protocol::{ProtocolVersion, PublishProperties, QoS, Utf8};
 
     fn delivery(payload: &'static [u8]) -> Delivery {
@@ -145,7 +160,10 @@ mod tests {
             Arc::from("slow"),
             1,
             1 << 20,
-            Duration::from_secs(60),
+            Patience {
+                stuck: Duration::from_secs(60),
+                give_up: Duration::from_secs(60),
+            },
             SessionState::new(0, ProtocolVersion::V5),
             QueueStore::new(Arc::new(crate::broker::test_support::NoStore)),
         );
@@ -173,6 +191,7 @@ mod tests {
             ack: None,
             tickets: Tickets::default(),
             deadline: Instant::now(),
+            recheck: Instant::now(),
         };
         assert!(!pending.offer_again(offer), "still full");
         assert_eq!(receiver.queued(), 1);
@@ -194,6 +213,7 @@ mod tests {
             ack: None,
             tickets: Tickets::default(),
             deadline: Instant::now(),
+            recheck: Instant::now(),
         };
         assert_eq!(pending.give_up().count(), 2);
         assert!(pending.offer_again(offer), "nothing left blocked");

@@ -258,6 +258,21 @@ async fn accept(
         refuse(io, version, reason::SERVER_UNAVAILABLE).await;
         return None;
     };
+    // A persistent session is promised by CONNACK: its record must be on disk first (the
+    // session store's group commit, shared with every connection saved meanwhile).
+    if attached.record_ticket != 0 {
+        let mut durable = router.session_watermark();
+        let wait = durable.wait_for(|d| *d >= attached.record_ticket);
+        if !matches!(
+            tokio::time::timeout(config.connect_timeout, wait).await,
+            Ok(Ok(_))
+        ) {
+            tracing::warn!(peer = %info.peer, client_id = %client_id, "the session's record was not saved in time; refusing the connection");
+            router.detach(attached.session, attached.state, None, false);
+            refuse(io, version, reason::SERVER_UNAVAILABLE).await;
+            return None;
+        }
+    }
     tracing::debug!(peer = %info.peer, client_id = %client_id, principal, transport = info.transport.as_str(), "client connected");
     let keep_alive = KeepAlive::negotiate(connect.keep_alive, config.max_keep_alive);
     let mut properties = connack_properties(config, version, assigned);

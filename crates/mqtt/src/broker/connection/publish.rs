@@ -119,8 +119,8 @@ impl Connection {
         };
         let tickets = Tickets {
             ingest: ticket(self.router.ingest(&message, publisher)),
-            queue: 0,
             forward: ticket(self.router.forward(&message, publisher)),
+            ..Tickets::default()
         };
         if let Some(span) = &trace {
             span.record("fleetcore.rules_ingested", tickets.ingest != 0);

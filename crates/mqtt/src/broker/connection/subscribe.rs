@@ -1,5 +1,6 @@
 //! SUBSCRIBE and UNSUBSCRIBE: each filter checked and authorized, applied through the router,
-//! answered in order, retained messages queued behind the SUBACK.
+//! answered in order once a persistent session's record holding the change is on disk,
+//! retained messages queued behind the SUBACK.
 
 use std::sync::Arc;
 
@@ -7,6 +8,7 @@ use fleetcore_core::access::MqttAction;
 
 use super::Connection;
 use super::exit::{Exit, violation};
+use super::held_acks::Tickets;
 use crate::protocol::{
     AckProperties, Packet, SubAck, Subscribe, SubscribeFilter, UnsubAck, Unsubscribe, reason,
 };
@@ -16,6 +18,7 @@ impl Connection {
     pub(super) fn on_subscribe(&mut self, s: Subscribe) -> Result<(), Exit> {
         let mut reasons = Vec::with_capacity(s.filters.len());
         let mut retained = Vec::new();
+        let mut tickets = Tickets::default();
         for f in &s.filters {
             check_filter(f)?;
             if !self.grant.allows(MqttAction::Subscribe, &f.filter) {
@@ -40,39 +43,46 @@ impl Connection {
                 Ok(subscribed) => {
                     reasons.push(f.options.qos as u8);
                     retained.extend(subscribed.retained);
+                    tickets.session = tickets.session.max(subscribed.record_ticket);
                 }
                 Err(code) => reasons.push(code),
             }
         }
-        self.send(&Packet::SubAck(SubAck {
-            packet_id: s.packet_id,
-            reasons,
-            properties: AckProperties::default(),
-        }));
         // Retained messages follow the SUBACK, behind what is already queued.
-        for d in retained {
-            self.session.restore(d);
-        }
+        self.acknowledge_then(
+            Packet::SubAck(SubAck {
+                packet_id: s.packet_id,
+                reasons,
+                properties: AckProperties::default(),
+            }),
+            tickets,
+            retained,
+        );
         Ok(())
     }
 
     /// Handles an UNSUBSCRIBE from the client.
     pub(super) fn on_unsubscribe(&mut self, u: Unsubscribe) {
         let mut reasons = Vec::with_capacity(u.filters.len());
+        let mut tickets = Tickets::default();
         for f in &u.filters {
             let router = Arc::clone(&self.router);
-            let existed = router.unsubscribe(&self.session, &mut self.state, f);
-            reasons.push(if existed {
-                reason::SUCCESS
-            } else {
-                reason::NO_SUBSCRIPTION_EXISTED
-            });
+            match router.unsubscribe(&self.session, &mut self.state, f) {
+                Some(ticket) => {
+                    tickets.session = tickets.session.max(ticket);
+                    reasons.push(reason::SUCCESS);
+                }
+                None => reasons.push(reason::NO_SUBSCRIPTION_EXISTED),
+            }
         }
-        self.send(&Packet::UnsubAck(UnsubAck {
-            packet_id: u.packet_id,
-            reasons,
-            properties: AckProperties::default(),
-        }));
+        self.acknowledge(
+            Packet::UnsubAck(UnsubAck {
+                packet_id: u.packet_id,
+                reasons,
+                properties: AckProperties::default(),
+            }),
+            tickets,
+        );
     }
 }
 
