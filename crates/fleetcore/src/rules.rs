@@ -136,6 +136,7 @@ impl RulesEngine {
             max_attempts: retry.attempts,
             initial_backoff: retry.initial_backoff,
             max_backoff: retry.initial_backoff * 8,
+            spill_dir: Some(dir.join("overflow")),
             ..RuntimeConfig::default()
         };
         let runtime = RuleRuntime::start(

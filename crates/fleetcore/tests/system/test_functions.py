@@ -574,6 +574,35 @@ def test_reserved_concurrency_refuses_a_synchronous_call_and_queues_a_rules_call
     assert errors.payloads(f"fn-errors/{uid}") == []
 
 
+def test_a_function_that_falls_behind_delays_only_its_own_rule_action(fb, aws, clients, uid):
+    """A rule whose lambda action cannot keep up (one slot, every call sleeping) holds back only
+    that action: another rule on the same messages republishes every one of them meanwhile,
+    although more of them wait for the function than an action's queue holds in memory (4,096):
+    the rest wait in the action's overflow file instead of stopping the rules' reader."""
+    iot, lam = aws("iot", broker=fb), aws("lambda", broker=fb)
+    name, n = fn_name(uid), 8000
+    fn = create(lam, name, {"app.py": "import time\ndef handler(e, c):\n    time.sleep(5)\n"},
+                Timeout=30)
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=1)
+    slow, fast = rule_name(uid) + "_slow", rule_name(uid) + "_fast"
+    create_rule(iot, slow, f"SELECT * FROM 'lag/{uid}'",
+                [{"lambda": {"functionArn": fn["FunctionArn"]}}])
+    create_rule(iot, fast, f"SELECT * FROM 'lag/{uid}'",
+                [{"republish": {"roleArn": ROLE, "topic": f"lag-out/{uid}", "qos": 1}}])
+    try:
+        sub = clients(V5, broker=fb)
+        sub.subscribe(f"lag-out/{uid}", qos=1)
+        device = clients(V5, broker=fb)
+        for i in range(n):
+            device.publish(f"lag/{uid}", str(i).encode(), qos=0, wait=False)
+        device.sync()
+        wait_until(lambda: len(sub.payloads(f"lag-out/{uid}")) >= n, timeout=60)
+        assert sub.payloads(f"lag-out/{uid}") == [str(i).encode() for i in range(n)]
+    finally:
+        iot.delete_topic_rule(ruleName=slow)
+        iot.delete_topic_rule(ruleName=fast)
+
+
 # ---------------------------------------------------------------------------------------------
 # aws_lambda() in rule SQL
 

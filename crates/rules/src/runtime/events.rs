@@ -60,6 +60,8 @@ pub(crate) struct ActionEvents {
     error_action_fired: Counter,
     error_action_failed: Counter,
     dropped: Counter,
+    spilled: Counter,
+    spill_errors: Counter,
 }
 
 impl ActionEvents {
@@ -91,6 +93,8 @@ impl ActionEvents {
                 &labels
             ),
             dropped: metrics::counter!("fleetcore_rules_dropped_total", &labels),
+            spilled: metrics::counter!("fleetcore_rules_spilled_total", &labels),
+            spill_errors: metrics::counter!("fleetcore_rules_spill_errors_total", &labels),
         }
     }
 
@@ -124,5 +128,17 @@ impl ActionEvents {
     /// A failed message of a rule without an error action: given up.
     pub(crate) fn dropped(&self) {
         self.dropped.increment(1);
+    }
+
+    /// Messages that waited in the lane's overflow file (the destination fell behind).
+    pub(crate) fn spilled(&self, count: u64) {
+        self.spilled.increment(count);
+    }
+
+    /// The overflow file failed: the reader waits for room instead, or (when reading it back)
+    /// its messages stay owed until a restart delivers them again.
+    pub(crate) fn spill_failed(&self, error: &std::io::Error) {
+        tracing::error!(rule = %self.rule, action = %self.action, %error, "rule action overflow file failed");
+        self.spill_errors.increment(1);
     }
 }

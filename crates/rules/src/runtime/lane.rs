@@ -5,9 +5,11 @@
 //! and marks each record done in its partition's [`Progress`]. A slow or failing destination
 //! fills only its own queue.
 //!
-//! Full-policy: the queue holds at most [`RuntimeConfig::lane_capacity`] messages; a partition
-//! reader that finds it full waits for room (it stops reading its partition meanwhile), so
-//! nothing is dropped and memory stays bounded.
+//! Full-policy: the queue holds at most [`RuntimeConfig::lane_capacity`] messages in memory;
+//! what arrives beyond that waits in the lane's overflow file ([`Spill`], at most
+//! [`RuntimeConfig::lane_spill_bytes`]), so the partition reader goes on feeding the other
+//! actions. Only when that is full too (or there is no spill folder) does a reader wait for
+//! room, stopping its partition meanwhile: nothing is dropped and memory stays bounded.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -25,6 +27,7 @@ use tracing::Instrument;
 use super::RuntimeConfig;
 use super::events::ActionEvents;
 use super::progress::Progress;
+use super::spill::Spill;
 use super::trace_id::TraceId;
 use crate::actions::{Action, Prepared};
 use crate::ingest::IngestRecord;
@@ -80,9 +83,55 @@ struct Batch {
 }
 
 struct Queue {
+    /// The oldest waiting messages, in memory.
     items: VecDeque<Pending>,
+    /// The newer ones that did not fit (empty unless the destination fell behind).
+    spill: Option<Spill>,
     /// A drain task is running.
     draining: bool,
+}
+
+impl Queue {
+    fn is_empty(&self) -> bool {
+        self.items.is_empty() && self.spill.as_ref().is_none_or(Spill::is_empty)
+    }
+
+    /// Moves what fits from `batch` into memory, or, once anything waits in the spill (order)
+    /// or memory is full, into the spill. A spill that fails is logged and treated as full.
+    fn accept(&mut self, capacity: usize, batch: &mut VecDeque<Pending>, events: &ActionEvents) {
+        let spilled = self.spill.as_ref().is_some_and(|s| !s.is_empty());
+        if !spilled {
+            let take = capacity.saturating_sub(self.items.len()).min(batch.len());
+            self.items.extend(batch.drain(..take));
+        }
+        if batch.is_empty() {
+            return;
+        }
+        if let Some(spill) = &mut self.spill {
+            match spill.append(batch) {
+                Ok(count) => events.spilled(count as u64),
+                Err(error) => events.spill_failed(&error),
+            }
+        }
+    }
+
+    /// Takes up to `limit` messages from the front, refilling memory from the spill first
+    /// when it has room.
+    fn take(&mut self, capacity: usize, limit: usize, events: &ActionEvents) -> Vec<Pending> {
+        if let Some(spill) = &mut self.spill
+            && !spill.is_empty()
+            && self.items.len() <= capacity / 2
+        {
+            let room = capacity - self.items.len();
+            if let Err(error) = spill.take(room, &mut self.items) {
+                // Lost from the spill: the checkpoint stays at them, so a restart delivers
+                // them again.
+                events.spill_failed(&error);
+            }
+        }
+        let take = self.items.len().min(limit);
+        self.items.drain(..take).collect()
+    }
 }
 
 /// One action of a running rule, with its queue.
@@ -109,6 +158,10 @@ impl ActionLane {
         config: Arc<RuntimeConfig>,
         progress: Arc<[Arc<Progress>]>,
     ) -> ActionLane {
+        let spill = config
+            .spill_dir
+            .as_ref()
+            .map(|dir| Spill::new(dir.join(spill_file_name()), config.lane_spill_bytes));
         ActionLane {
             action,
             error_action,
@@ -117,6 +170,7 @@ impl ActionLane {
             progress,
             queue: Mutex::new(Queue {
                 items: VecDeque::new(),
+                spill,
                 draining: false,
             }),
             space: Notify::new(),
@@ -130,7 +184,7 @@ impl ActionLane {
     }
 
     /// Queues every message of `batch` in order (emptying it), waiting for room while the
-    /// queue is full; starts the drain task if none runs. One lock and at most one wake-up of
+    /// queue and its spill are full; starts the drain task if none runs. One lock and at most one wake-up of
     /// the drain task per call, however many messages it queues.
     pub(crate) async fn push_all(self: &Arc<Self>, batch: &mut VecDeque<Pending>) {
         loop {
@@ -150,12 +204,11 @@ impl ActionLane {
     /// drain task if none runs, waking it if one does).
     fn try_push(self: &Arc<Self>, batch: &mut VecDeque<Pending>) {
         let mut queue = self.queue.lock();
-        let room = self.config.lane_capacity.saturating_sub(queue.items.len());
-        let take = room.min(batch.len());
-        if take == 0 {
+        let before = batch.len();
+        queue.accept(self.config.lane_capacity, batch, &self.events);
+        if batch.len() == before {
             return;
         }
-        queue.items.extend(batch.drain(..take));
         if queue.draining {
             drop(queue);
             self.arrived.notify_one();
@@ -189,7 +242,7 @@ impl ActionLane {
             }
             if running.is_empty() {
                 let mut queue = self.queue.lock();
-                if queue.items.is_empty() {
+                if queue.is_empty() {
                     queue.draining = false;
                     return;
                 }
@@ -208,16 +261,18 @@ impl ActionLane {
 
     /// Takes up to `limit` queued messages, or `None` when the queue is empty.
     fn take(&self, limit: usize) -> Option<Batch> {
-        let mut queue = self.queue.lock();
-        if queue.items.is_empty() {
+        let taken = self
+            .queue
+            .lock()
+            .take(self.config.lane_capacity, limit, &self.events);
+        if taken.is_empty() {
             return None;
         }
-        let take = queue.items.len().min(limit);
         let mut batch = Batch {
-            items: Vec::with_capacity(take),
-            sources: Vec::with_capacity(take),
+            items: Vec::with_capacity(taken.len()),
+            sources: Vec::with_capacity(taken.len()),
         };
-        for pending in queue.items.drain(..take) {
+        for pending in taken {
             batch.items.push(pending.item);
             batch.sources.push(pending.origin);
         }
@@ -314,6 +369,13 @@ impl ActionLane {
             self.events.error_action_failed(&error);
         }
     }
+}
+
+/// A name for a new lane's spill file, unique in this process.
+fn spill_file_name() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("lane-{n}.spill")
 }
 
 /// Delivers AWS's error payload for a message of `origin` that `failed_action` (on
@@ -519,5 +581,55 @@ mod tests {
             action.finish(body);
         }
         committed_becomes(&progress, 6).await;
+    }
+
+    #[tokio::test]
+    async fn a_destination_that_fell_behind_does_not_hold_up_the_reader_and_gets_everything_in_order()
+     {
+        let spill_dir = tempfile::tempdir().unwrap();
+        let config = RuntimeConfig {
+            lane_capacity: 4,
+            spill_dir: Some(spill_dir.path().to_path_buf()),
+            ..RuntimeConfig::default()
+        };
+        let action = Arc::new(Gated::default());
+        let progress = Arc::new(Progress::new(Position(0)));
+        let lane = Arc::new(ActionLane::new(
+            Arc::clone(&action) as Arc<dyn Action>,
+            None,
+            ActionEvents::new("r", "0:gated".into()),
+            Arc::new(config),
+            Arc::from([Arc::clone(&progress)]),
+        ));
+        // Four deliveries hang and four more fill the queue; the other 92 do not make the
+        // reader wait: they go to the overflow file.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            for position in 0..100 {
+                progress.hold(position, 1);
+                lane.push_all(&mut VecDeque::from([pending(position)]))
+                    .await;
+            }
+        })
+        .await
+        .expect("the reader was held up by a lane that fell behind");
+        progress.advance(Position(100));
+        assert!(
+            std::fs::read_dir(spill_dir.path()).unwrap().count() == 1,
+            "the overflow is in a file"
+        );
+        // Delivered one by one as the destination recovers: every message, in order.
+        for position in 0..100u128 {
+            action.running(1).await;
+            let first = action
+                .started
+                .lock()
+                .keys()
+                .filter_map(|k| k.parse::<u128>().ok())
+                .min()
+                .expect("a delivery runs");
+            assert_eq!(first, position, "delivered in order");
+            action.finish(&position.to_string());
+        }
+        committed_becomes(&progress, 100).await;
     }
 }

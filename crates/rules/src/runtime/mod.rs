@@ -22,8 +22,10 @@ mod index;
 mod lane;
 mod progress;
 mod reader;
+mod spill;
 mod trace_id;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,8 +51,14 @@ pub struct RuntimeConfig {
     /// Most ingest records a reader takes in one read, and most messages an action delivers
     /// in one batch.
     pub batch_limit: usize,
-    /// Most messages waiting in one action's queue; a reader waits for room beyond it.
+    /// Most messages waiting in memory in one action's queue; beyond it they wait in the
+    /// action's overflow file.
     pub lane_capacity: usize,
+    /// Where actions that fell behind keep their overflow files (`None`: no overflow, a reader
+    /// waits for room in the queue). Scratch space: cleared when the runtime starts.
+    pub spill_dir: Option<PathBuf>,
+    /// Most bytes in one action's overflow file; a reader waits for room beyond it.
+    pub lane_spill_bytes: u64,
     /// Delivery attempts of a message before it goes to the error action.
     pub max_attempts: u32,
     /// Wait before the second attempt; doubled after each failed one.
@@ -70,6 +78,8 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             batch_limit: 500,
             lane_capacity: 4096,
+            spill_dir: None,
+            lane_spill_bytes: 256 << 20,
             max_attempts: 5,
             initial_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(8),
@@ -108,6 +118,15 @@ impl RuleRuntime {
         env: RuleEnv,
         config: RuntimeConfig,
     ) -> Result<Arc<RuleRuntime>, StreamError> {
+        if let Some(dir) = &config.spill_dir {
+            // Overflow of a previous run: its records are read again from the checkpoint.
+            match std::fs::remove_dir_all(dir) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                    tracing::warn!(dir = %dir.display(), %error, "could not clear the rules overflow folder");
+                }
+                _ => {}
+            }
+        }
         let mut progress = Vec::with_capacity(partitions.len());
         for partition in &partitions {
             let start = PartitionReader::start_position(partition, config.lease_ttl).await?;
