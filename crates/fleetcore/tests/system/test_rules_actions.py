@@ -361,6 +361,32 @@ def test_batched_https_action_keeps_to_the_byte_limit_and_the_open_time(rb, aws,
     assert elapsed >= 0.15, f"a lone message went after {elapsed:.3f} s, before maxBatchOpenMs"
 
 
+def test_batch_across_topics_shares_batches_between_topics(rb, aws, clients, uid, endpoint):
+    """`batchAcrossTopics` (newer than this botocore's model: added to the request body before it
+    is signed) lets messages of different topics share a batch."""
+    e = endpoint()
+    iot = aws("iot", broker=rb)
+
+    def across_topics(request, **_):
+        payload = json.loads(request.body)
+        payload["actions"][0]["http"]["batchConfig"]["batchAcrossTopics"] = True
+        request.data = json.dumps(payload).encode()
+        request.headers["Content-Length"] = str(len(request.data))
+
+    iot.meta.events.register_first("before-sign.iot.CreateTopicRule", across_topics)
+    batched_rule(iot, uid, e, "/across", {"maxBatchOpenMs": 200, "maxBatchSize": 4})
+    pub = clients(V5, broker=rb)
+    infos = [pub.publish(f"batch/{uid}/x{n % 2}", json.dumps({"n": n}), qos=1, wait=False)
+             for n in range(12)]
+    for info in infos:
+        info.wait_for_publish(30)
+    wait_until(lambda: sum(len(json.loads(b)) for _, _, b in e.deliveries("/across")) >= 12, 30,
+               what="the 12 messages")
+    batches = [json.loads(b) for _, _, b in e.deliveries("/across")]
+    assert sorted(x["n"] for batch in batches for x in batch) == list(range(12))
+    assert any(len({x["t"] for x in batch}) == 2 for batch in batches), batches
+
+
 def test_batch_limits_outside_aws_ranges_are_refused(rb, aws, uid):
     iot = aws("iot", broker=rb)
     for config, field in [({"maxBatchSize": 11}, "maxBatchSize"),
