@@ -16,6 +16,7 @@
 #
 #   BINS="/tmp/before target/release/fleetcore" ROUNDS=3 benches/rules_cpu.sh
 #   PERF=1 BINS=target/release/fleetcore benches/rules_cpu.sh   # + perf record -g of the server
+#                                                               # in the measured window
 #   BARE=1 ...   # each server first takes the same load on a topic no rule wants (bare QoS 1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,19 +44,27 @@ trap cleanup EXIT
 cpu() { awk -v t="$TICK" '{print ($14 + $15) / t}' "/proc/$1/stat"; }
 metric() { curl -s "http://127.0.0.1:$2/metrics" | awk -v m="$1" 'index($0, m) == 1 {s += $NF} END {print s + 0}'; }
 
-# load NAME PORT TOPIC PID: mqttv5 load; the broker's CPU in the measured window -> NAME-steady.
+# load NAME PORT TOPIC PID [PERF_DATA]: mqttv5 load; the broker's CPU in the measured window ->
+# NAME-steady. With PERF_DATA, `perf record` covers the measured window: it attaches after the
+# warm-up, since `perf record -p` does not follow threads started after it attached (the stream
+# store's sync helpers start on the first commit that touches several shard files).
 load() {
-  local name=$1 port=$2 topic=$3 pid=$4
+  local name=$1 port=$2 topic=$3 pid=$4 perf_data=${5:-}
   "$MQTTV5" bench --mode throughput --host 127.0.0.1 --port "$port" --topic "$topic" \
     --publishers "$PUBLISHERS" --subscribers 1 --qos 1 --payload-size "$SIZE" \
     --duration "$DURATION" 2>/dev/null >"$OUT/$name.json" &
   local tool=$!
   sleep 2.2 # mqttv5's warm-up (2 s) is not counted in its figures
-  local a b
+  local a b perf=""
   a=$(cpu "$pid")
+  if [ -n "$perf_data" ]; then
+    perf record -e cpu-clock -g -p "$pid" -o "$perf_data" -- sleep "$DURATION" >/dev/null 2>&1 &
+    perf=$!
+  fi
   sleep "$DURATION"
   b=$(cpu "$pid")
   wait "$tool"
+  [ -z "$perf" ] || wait "$perf" || true
   echo "$a $b" >"$OUT/$name-steady.cpu"
 }
 
@@ -82,11 +91,6 @@ s.client("iot", endpoint_url=url).create_topic_rule(ruleName="one", topicRulePay
     "actions": [{"kinesis": {"roleArn": "arn:aws:iam::000000000000:role/r", "streamName": "s1",
                              "partitionKey": "${topic()}"}}]})
 PY
-  local perf=""
-  if [ -n "$PERF" ]; then
-    perf record -e cpu-clock -g -p "$pid" -o "$OUT/$name.perf.data" -- sleep "$((DURATION + 2))" >/dev/null 2>&1 &
-    perf=$!
-  fi
   if [ -n "$BARE" ]; then
     load "$name-bare" "$mqtt" bare/t "$pid"
   fi
@@ -94,7 +98,7 @@ PY
   start=$(cpu "$pid")
   ingested0=$(metric fleetcore_ingest_records_total "$http")
   commits0=$(metric fleetcore_stream_commit_batches_total "$http")
-  load "$name" "$mqtt" one/t "$pid"
+  load "$name" "$mqtt" one/t "$pid" "${PERF:+$OUT/$name.perf.data}"
   local ingested delivered
   ingested=$(( $(metric fleetcore_ingest_records_total "$http") - ingested0 ))
   for _ in $(seq 1 1200); do
@@ -103,7 +107,6 @@ PY
     sleep 0.1
   done
   echo "$start $(cpu "$pid") $ingested $delivered $(( $(metric fleetcore_stream_commit_batches_total "$http") - commits0 ))" >"$OUT/$name-whole.cpu"
-  [ -z "$perf" ] || wait "$perf" || true
   kill "$pid"; wait "$pid" 2>/dev/null || true
   rm -rf "$data"
 }

@@ -13,6 +13,10 @@
 #   DURATION=20 PUBLISHERS=10 SIZE=256 benches/rules_http.sh
 #   LOAD=fleetcore benches/rules_http.sh      # `fleetcore bench` as the load (both sides)
 #   H2=1 benches/rules_http.sh                # the endpoint offers HTTP/2 (ALPN h2)
+#   BATCH=1 benches/rules_http.sh             # enableBatching (AWS's default batchConfig: up to
+#       10 messages or 5,120 bytes per POST, 20 ms open); the rule is then
+#       `SELECT encode(*, 'base64') AS data` (a batch is a JSON array of JSON outputs) and
+#       deliveries are messages delivered (the server's action counter), beside POSTs at nginx
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-20}
@@ -21,6 +25,7 @@ SIZE=${SIZE:-256}
 LOAD=${LOAD:-mqttv5}
 INFLIGHT=${INFLIGHT:-64}
 H2=${H2:-0}
+BATCH=${BATCH:-0}
 LISTEN_FLAGS=ssl; [ "$H2" = 1 ] && LISTEN_FLAGS="ssl http2"
 SHARED=${SHARED:-$(cd .. && pwd)/shared}
 TARGET=${CARGO_TARGET_DIR:-target}
@@ -87,9 +92,9 @@ PIDS+=("$MOSQ_PID")
 
 # The destination (confirmed with the token of the confirmation message, which nginx logged in
 # its request line) and the rule, created as a user would (boto3 with the server's credentials).
-"$PY" - "$FC_DATA" "$HTTP" "$NGINX_PORT" "$NG/access.log" <<'PY'
+"$PY" - "$FC_DATA" "$HTTP" "$NGINX_PORT" "$NG/access.log" "$BATCH" <<'PY'
 import configparser, re, sys, time, boto3
-data, http, port, log = sys.argv[1:]
+data, http, port, log, batch = sys.argv[1:]
 cp = configparser.ConfigParser(); cp.read(f"{data}/credentials")
 s = boto3.session.Session(aws_access_key_id=cp["fleetcore"]["aws_access_key_id"],
                           aws_secret_access_key=cp["fleetcore"]["aws_secret_access_key"], region_name="us-east-1")
@@ -105,12 +110,21 @@ while True:
         sys.exit("no confirmation message reached nginx")
     time.sleep(0.2)
 iot.confirm_topic_rule_destination(confirmationToken=found[0])
+if batch == "1":
+    sql, action = "SELECT encode(*, 'base64') AS data FROM 'bench/#'", {"url": url + "in", "enableBatching": True}
+else:
+    sql, action = "SELECT * FROM 'bench/#'", {"url": url + "in"}
 iot.create_topic_rule(ruleName="bench", topicRulePayload={
-    "sql": "SELECT * FROM 'bench/#'", "awsIotSqlVersion": "2016-03-23",
-    "actions": [{"http": {"url": url + "in"}}]})
+    "sql": sql, "awsIotSqlVersion": "2016-03-23", "actions": [{"http": action}]})
 PY
 
-delivered() { grep -c '^POST /in' "$NG/access.log" || true; }
+posts() { grep -c '^POST /in' "$NG/access.log" || true; }
+if [ "$BATCH" = 1 ]; then
+  # Messages delivered (a POST carries up to 10): the action's success counter.
+  delivered() { curl -s "http://127.0.0.1:$HTTP/metrics" | awk 'index($0, "fleetcore_rules_action_succeeded_total{") == 1 {s += $NF} END {print s + 0}'; }
+else
+  delivered() { posts; }
+fi
 bench() { # name port subscribers
   local name=$1 port=$2 subscribers=$3
   echo "== $name ($LOAD)" >&2
@@ -126,6 +140,9 @@ bench() { # name port subscribers
     "$PY" -c 'import json,sys; r=json.load(open(sys.argv[1])); json.dump({"published": r["acked"], "seconds": r["duration_s"], "received_per_s": r.get("received_per_s", 0)}, open(sys.argv[2], "w"))' "$OUT/$name.raw.json" "$OUT/$name.json"
   fi
 }
+
+# secs EXPR: seconds as a JSON number (bc prints .5 for 0.5).
+secs() { echo "$1" | bc -l | awk '{printf "%.3f", $1}'; }
 
 # fleetcore: sample the endpoint's count a quarter and three quarters into the run.
 START=$(date +%s.%N)
@@ -145,7 +162,7 @@ for _ in $(seq 1 1200); do
 done
 sleep 0.5  # the access log flushes every 200 ms
 END=$(date +%s.%N)
-echo "{\"published\": $PUBLISHED, \"delivered\": $(delivered), \"seconds\": $(echo "$END - $START" | bc), \"steady_deliveries\": $((D2 - D1)), \"steady_seconds\": $(echo "$T2 - $T1" | bc), \"after_load_deliveries\": $(($(delivered) - D3)), \"after_load_seconds\": $(echo "$END - $T3 - 0.5" | bc)}" \
+echo "{\"posts\": $(posts), \"published\": $PUBLISHED, \"delivered\": $(delivered), \"seconds\": $(secs "$END - $START"), \"steady_deliveries\": $((D2 - D1)), \"steady_seconds\": $(secs "$T2 - $T1"), \"after_load_deliveries\": $(($(delivered) - D3)), \"after_load_seconds\": $(secs "$END - $T3 - 0.5")}" \
   | tee "$OUT/rule-http-end-to-end.json"
 
 # The endpoint's ceiling: the same POSTs from a neutral HTTP load tool (path /anchor, so the
@@ -177,6 +194,7 @@ mq = json.loads((out / "qos1-mosquitto.json").read_text())
 steady = e2e["steady_deliveries"] / e2e["steady_seconds"]
 print(f"fleetcore QoS 1 published/s through the rule (PUBACK after the ingest fsync): {fc['published'] / fc['seconds']:,.0f}")
 print(f"http action deliveries/s at nginx, steady (mid-run samples): {steady:,.0f}")
+print(f"POSTs at nginx: {e2e['posts']:,} ({e2e['delivered'] / max(e2e['posts'], 1):.1f} messages per POST)")
 print(f"end to end: {e2e['delivered']:,} deliveries of {e2e['published']:,} published in {e2e['seconds']:.1f} s "
       f"= {e2e['delivered'] / e2e['seconds']:,.0f}/s")
 print(f"Mosquitto bare QoS 1 pub/sub (anchor, same tool): {mq['received_per_s']:,.0f} received/s")

@@ -16,6 +16,7 @@ import json
 import socket
 import ssl
 import threading
+import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -296,6 +297,105 @@ def test_a_closed_port_fires_the_error_action(rb, aws, clients, uid, endpoint):
     [failure] = error_payload_for(sub, f"errors/{uid}")["failures"]
     assert failure["failedResource"] == e.url + "/never"
     assert "onnect" in failure["errorMessage"], failure
+
+
+def batched_rule(iot, uid: str, e: Endpoint, path: str, batch_config: dict) -> None:
+    enabled_destination(iot, e.url + "/", e)
+    create_rule(iot, rule_name(uid), f"SELECT n, topic(3) AS t FROM 'batch/{uid}/+'",
+                [{"http": {"url": e.url + path, "enableBatching": True, "batchConfig": batch_config,
+                           "headers": [{"key": "x-last", "value": "${n}"}]}}])
+
+
+def test_batched_https_action_posts_json_arrays_per_topic(rb, aws, clients, uid, endpoint):
+    """`enableBatching`: the rule outputs arrive as JSON arrays of at most maxBatchSize, only
+    messages of one topic in each, with the header values of the batch's last message; every
+    message exactly once."""
+    e = endpoint()
+    batched_rule(aws("iot", broker=rb), uid, e, "/batch", {"maxBatchOpenMs": 200, "maxBatchSize": 4})
+    pub = clients(V5, broker=rb)
+    sent = [(f"a{i % 2}", n) for n, i in enumerate(range(26))]
+    infos = [pub.publish(f"batch/{uid}/{topic}", json.dumps({"n": n}), qos=1, wait=False)
+             for topic, n in sent]
+    for info in infos:
+        info.wait_for_publish(30)
+    def elements():
+        return [x for _, _, b in e.deliveries("/batch") for x in json.loads(b)]
+    wait_until(lambda: len(elements()) >= len(sent), 30, what="every batched message")
+    requests = e.deliveries("/batch")
+    assert sorted((x["t"], x["n"]) for x in elements()) == sorted(sent), "each message once"
+    for _, headers, body in requests:
+        batch = json.loads(body)
+        assert isinstance(batch, list) and 1 <= len(batch) <= 4, body
+        assert len({x["t"] for x in batch}) == 1, f"topics mixed in one batch: {body}"
+        assert headers["x-last"] == str(batch[-1]["n"]), (headers, body)
+        assert headers["content-type"] == "application/json"
+    assert len(requests) < len(sent), f"{len(requests)} requests for {len(sent)} messages: no batching"
+    assert any(len(json.loads(b)) == 4 for _, _, b in requests), "no batch filled to maxBatchSize"
+
+
+def test_batched_https_action_keeps_to_the_byte_limit_and_the_open_time(rb, aws, clients, uid,
+                                                                         endpoint):
+    """A batch body stays within maxBatchSizeBytes; a lone message waits maxBatchOpenMs for
+    others before it goes, as an array of one."""
+    e = endpoint()
+    batched_rule(aws("iot", broker=rb), uid, e, "/bytes",
+                 {"maxBatchOpenMs": 150, "maxBatchSizeBytes": 100})
+    pub = clients(V5, broker=rb)
+    infos = [pub.publish(f"batch/{uid}/b", json.dumps({"n": n}), qos=1, wait=False) for n in range(12)]
+    for info in infos:
+        info.wait_for_publish(30)
+    wait_until(lambda: sum(len(json.loads(b)) for _, _, b in e.deliveries("/bytes")) >= 12, 30,
+               what="the 12 messages")
+    bodies = [b for _, _, b in e.deliveries("/bytes")]
+    # Each element is {"n":N,"t":"b"}, 15-16 bytes: about six fit in 100 bytes.
+    assert all(len(b) <= 100 for b in bodies), [len(b) for b in bodies]
+    assert sorted(x["n"] for b in bodies for x in json.loads(b)) == list(range(12))
+    assert any(len(json.loads(b)) > 1 for b in bodies), bodies
+
+    before = len(e.deliveries("/bytes"))
+    started = time.monotonic()
+    pub.publish(f"batch/{uid}/lone", json.dumps({"n": 99}), qos=1)
+    wait_until(lambda: len(e.deliveries("/bytes")) > before, 30, what="the lone message")
+    elapsed = time.monotonic() - started
+    assert json.loads(e.deliveries("/bytes")[-1][2]) == [{"n": 99, "t": "lone"}]
+    assert elapsed >= 0.15, f"a lone message went after {elapsed:.3f} s, before maxBatchOpenMs"
+
+
+def test_batch_across_topics_shares_batches_between_topics(rb, aws, clients, uid, endpoint):
+    """`batchAcrossTopics` (newer than this botocore's model: added to the request body before it
+    is signed) lets messages of different topics share a batch."""
+    e = endpoint()
+    iot = aws("iot", broker=rb)
+
+    def across_topics(request, **_):
+        payload = json.loads(request.body)
+        payload["actions"][0]["http"]["batchConfig"]["batchAcrossTopics"] = True
+        request.data = json.dumps(payload).encode()
+        request.headers["Content-Length"] = str(len(request.data))
+
+    iot.meta.events.register_first("before-sign.iot.CreateTopicRule", across_topics)
+    batched_rule(iot, uid, e, "/across", {"maxBatchOpenMs": 200, "maxBatchSize": 4})
+    pub = clients(V5, broker=rb)
+    infos = [pub.publish(f"batch/{uid}/x{n % 2}", json.dumps({"n": n}), qos=1, wait=False)
+             for n in range(12)]
+    for info in infos:
+        info.wait_for_publish(30)
+    wait_until(lambda: sum(len(json.loads(b)) for _, _, b in e.deliveries("/across")) >= 12, 30,
+               what="the 12 messages")
+    batches = [json.loads(b) for _, _, b in e.deliveries("/across")]
+    assert sorted(x["n"] for batch in batches for x in batch) == list(range(12))
+    assert any(len({x["t"] for x in batch}) == 2 for batch in batches), batches
+
+
+def test_batch_limits_outside_aws_ranges_are_refused(rb, aws, uid):
+    iot = aws("iot", broker=rb)
+    for config, field in [({"maxBatchSize": 11}, "maxBatchSize"),
+                          ({"maxBatchOpenMs": 201}, "maxBatchOpenMs"),
+                          ({"maxBatchSizeBytes": 131073}, "maxBatchSizeBytes")]:
+        with pytest.raises(iot.exceptions.InvalidRequestException, match=field):
+            create_rule(iot, rule_name(uid), "SELECT * FROM 'x'",
+                        [{"http": {"url": "https://localhost:1/in", "enableBatching": True,
+                                   "batchConfig": config}}])
 
 
 def test_an_untrusted_certificate_is_refused(rb, aws, uid, endpoint, tmp_path):

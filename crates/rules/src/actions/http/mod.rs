@@ -4,15 +4,20 @@
 //! (or an HTTP/2 stream), and refills a slot as soon as any answer comes. As on AWS, the URL
 //! must start with the confirmation URL of an ENABLED topic rule destination. With
 //! `auth.sigv4` each request is signed with Signature V4 (see [`SigV4Auth`]). A 2xx answer is
-//! success; anything else, or no answer, a failure (retried, then the error action).
+//! success; anything else, or no answer, a failure (retried, then the error action). With
+//! `enableBatching` messages go out in batches, as JSON arrays (see [`batch`]).
+
+mod batch;
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures_util::future::join_all;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
+use self::batch::{BatchConfig, Batcher};
 use super::https::{HttpsClient, check_https, header, post_request};
 use super::sigv4_auth::SigV4Auth;
 use super::{Action, ActionSpec, Destinations, Members, Pipelining, Prepared};
@@ -28,6 +33,8 @@ pub(super) struct HttpSpec {
     templates: Vec<Template>,
     header_names: Vec<HeaderName>,
     auth: Option<SigV4Auth>,
+    /// `enableBatching` with its `batchConfig` (then the last template is `${topic()}`).
+    batching: Option<BatchConfig>,
 }
 
 /// The literal part of a URL template before its first `${`: what can be checked at create time.
@@ -65,9 +72,7 @@ impl ActionSpec for HttpSpec {
             }
         }
         let auth = members.get("auth").map(SigV4Auth::parse).transpose()?;
-        if members.bool("enableBatching", false)? {
-            return Err("http.enableBatching is not supported by this server yet".into());
-        }
+        let batching = BatchConfig::parse(members)?;
         let mut templates = vec![members.compile("url", url)?];
         let mut header_names = Vec::new();
         let headers = match members.get("headers") {
@@ -90,10 +95,15 @@ impl ActionSpec for HttpSpec {
             header_names.push(name);
             templates.push(members.compile(&format!("headers[{i}].value"), value)?);
         }
+        if batching.is_some() {
+            // A batch holds messages of one topic (unless batchAcrossTopics).
+            templates.push(members.compile("url", "${topic()}")?);
+        }
         Ok(HttpSpec {
             templates,
             header_names,
             auth,
+            batching,
         })
     }
 
@@ -106,17 +116,28 @@ impl ActionSpec for HttpSpec {
         if self.auth.is_some() && destinations.https.signing_credentials().is_none() {
             return Err("http.auth.sigv4: this server has no credentials to sign with".into());
         }
+        let batcher = self.batching.clone().map(|c| Arc::new(Batcher::new(c)));
         Ok(Arc::new(Http {
-            client: destinations.https.clone(),
-            allowed: Arc::clone(&destinations.topic_rule_destinations),
-            fixed_url,
-            spec: self,
+            sender: Arc::new(Sender {
+                client: destinations.https.clone(),
+                allowed: Arc::clone(&destinations.topic_rule_destinations),
+                fixed_url,
+                spec: self,
+            }),
+            batcher,
         }))
     }
 }
 
 /// The http action.
 struct Http {
+    sender: Arc<Sender>,
+    /// The open batches, with `enableBatching`.
+    batcher: Option<Arc<Batcher>>,
+}
+
+/// What POSTs one request of an http action.
+struct Sender {
     client: HttpsClient,
     allowed: Arc<TopicRuleDestinations>,
     /// The URL, when its template has no substitution.
@@ -124,26 +145,32 @@ struct Http {
     spec: HttpSpec,
 }
 
-impl Http {
-    async fn post(&self, item: &Prepared) -> Result<(), String> {
-        let url = item.params.first().map_or("", String::as_str);
+impl Sender {
+    /// POSTs `body` with the expanded `params` (URL, then header values).
+    async fn post(&self, params: &[String], body: Bytes) -> Result<(), String> {
+        let url = params.first().map_or("", String::as_str);
         self.allowed.allows(url)?;
         let parsed = match &self.fixed_url {
             Some(fixed) => fixed.clone(),
             None => check_https(url)?,
         };
         let mut headers = HeaderMap::with_capacity(self.spec.header_names.len() + 1);
-        for (name, value) in self.spec.header_names.iter().zip(&item.params[1..]) {
+        for (name, value) in self
+            .spec
+            .header_names
+            .iter()
+            .zip(params.get(1..).unwrap_or(&[]))
+        {
             let value = HeaderValue::from_str(value).map_err(|_| {
                 format!("the value of header {name} is not a valid HTTP header value")
             })?;
             headers.append(name.clone(), value);
         }
-        let mut request = post_request(parsed, "application/json", headers, item.body.clone());
+        let mut request = post_request(parsed, "application/json", headers, body.clone());
         if let (Some(auth), Some(credentials)) =
             (&self.spec.auth, self.client.signing_credentials())
         {
-            auth.sign(credentials, &mut request, &item.body, SystemTime::now())?;
+            auth.sign(credentials, &mut request, &body, SystemTime::now())?;
         }
         let answer = self.client.send(request).await?;
         if answer.status.is_success() {
@@ -161,20 +188,31 @@ impl Action for Http {
     }
 
     fn templates(&self) -> &[Template] {
-        &self.spec.templates
+        &self.sender.spec.templates
     }
 
-    /// One request per call, the client's concurrency in flight: the lane refills a slot as
-    /// soon as any answer comes, in whatever order.
+    /// One request per call (batched: a batch's worth of messages per call), the client's
+    /// concurrency in flight: the lane refills a slot as soon as any answer comes, in whatever
+    /// order.
     fn pipelining(&self) -> Pipelining {
         Pipelining {
-            batch: 1,
-            in_flight: self.client.max_concurrent_requests(),
+            batch: self.batcher.as_ref().map_or(1, |b| b.config().max_messages),
+            in_flight: self.sender.client.max_concurrent_requests(),
         }
     }
 
     async fn deliver(&self, items: &[Prepared]) -> Vec<Result<(), String>> {
-        join_all(items.iter().map(|item| self.post(item))).await
+        match &self.batcher {
+            Some(batcher) => batcher.deliver(&self.sender, items).await,
+            None => {
+                join_all(
+                    items
+                        .iter()
+                        .map(|item| self.sender.post(&item.params, item.body.clone())),
+                )
+                .await
+            }
+        }
     }
 }
 
