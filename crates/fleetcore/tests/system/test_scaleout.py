@@ -19,7 +19,11 @@ nats-server (`[cluster] nats`). What a user of either node sees:
 - a retained message published on one node is what a new subscriber on another gets, and
   clearing it on one node clears it everywhere;
 - a client id connecting on B takes the session over from its connection on A (0x8E for MQTT 5,
-  a plain close for 3.1.1) within a second; connecting on both at once leaves exactly one.
+  a plain close for 3.1.1) within a second; connecting on both at once leaves exactly one;
+- a drain of A (`POST /admin/drain`) sends its MQTT 5 clients to B with DISCONNECT 0x9C and B's
+  address as Server Reference, closes its 3.1.1 clients, loses nothing it PUBACKed, and B lists
+  A as draining; a node alone refuses to drain;
+- a shared group with members on both nodes gets each message once across the cluster.
 """
 
 from __future__ import annotations
