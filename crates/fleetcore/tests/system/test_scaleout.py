@@ -694,6 +694,23 @@ def test_a_drained_node_sends_its_clients_to_another_node_and_loses_nothing_ackn
         old.close()
 
 
+def test_sigterm_in_a_cluster_drains_before_the_node_stops(cluster, uid):
+    """A node stopped with SIGTERM while another node runs sends its MQTT 5 clients to that
+    node (0x9C with its address) instead of just saying it shuts down (0x8B), and exits 0."""
+    a, b = cluster.nodes
+    wait_until(lambda: len((_member(a, "b") or {}).get("listeners", {})) == 4, 5,
+               what="B's four advertised MQTT listeners on A")
+    c = w.RawClient(a.host, a.ports["mqtt"], w.V5, 5.0)
+    try:
+        assert c.connect(f"{uid}-term").rc == 0
+        assert a.stop(signal.SIGTERM) == 0
+        seen = c.wait_closed(5)
+        assert seen and seen[-1].type == w.DISCONNECT and seen[-1].rc == USE_ANOTHER_SERVER, seen
+        assert seen[-1].props["ServerReference"].endswith(f":{b.ports['mqtt']}"), seen
+    finally:
+        c.close()
+
+
 def test_a_node_alone_refuses_to_drain(cluster):
     """A drain needs somewhere to send the clients: with B stopped, A answers 409 and keeps
     serving."""
