@@ -125,7 +125,40 @@ mod tests {
         assert_eq!(filter_subjects("fc", "a//x"), ["fc.msg.a.~.x"]);
     }
 
+    /// NATS's own subject matching: `*` one token, `>` one or more trailing tokens.
+    fn nats_matches(pattern: &str, subject: &str) -> bool {
+        let mut p = pattern.split('.');
+        let mut s = subject.split('.');
+        loop {
+            match (p.next(), s.next()) {
+                (Some(">"), Some(_)) => return true,
+                (Some("*"), Some(_)) => {}
+                (Some(a), Some(b)) if a == b => {}
+                (None, None) => return true,
+                _ => return false,
+            }
+        }
+    }
+
     proptest! {
+        #[test]
+        fn a_filters_subjects_match_exactly_the_topics_the_filter_matches(
+            topic in proptest::collection::vec("(|a|b|a b|\\.)", 1..5),
+            filter in proptest::collection::vec("(|a|b|\\+|a b|\\.)", 1..5),
+            hash in any::<bool>(),
+        ) {
+            let topic = topic.join("/");
+            let mut filter = filter.join("/");
+            if hash {
+                filter.push_str("/#");
+            }
+            let subject = topic_subject("fc", &topic);
+            let by_nats = filter_subjects("fc", &filter)
+                .iter()
+                .any(|pattern| nats_matches(pattern, &subject));
+            prop_assert_eq!(by_nats, fleetcore_mqtt::topic::matches(&filter, &topic));
+        }
+
         #[test]
         fn any_topic_round_trips_and_never_makes_a_wildcard(topic in "\\PC{0,40}") {
             let subject = topic_subject("fleetcore", &topic);
