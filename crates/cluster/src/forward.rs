@@ -57,8 +57,13 @@ use crate::subject::{all_messages, topic_subject};
 use crate::{ClusterConfig, ClusterError};
 
 /// The subject prefix of forwarded messages, apart from the core ones.
-fn forward_prefix(prefix: &str) -> String {
+pub(crate) fn forward_prefix(prefix: &str) -> String {
     format!("{prefix}.q")
+}
+
+/// The name of the JetStream stream that carries QoS 1/2 messages between nodes.
+pub(crate) fn stream_name(prefix: &str) -> String {
+    format!("{prefix}_forward")
 }
 
 /// A message waiting for JetStream, with its ticket and its publisher's key.
@@ -129,7 +134,7 @@ pub(crate) async fn start(
 ) -> Result<(), ClusterError> {
     let js = jetstream::new(client.clone());
     let prefix = forward_prefix(&config.subject_prefix);
-    let stream_name = format!("{}_forward", config.subject_prefix);
+    let stream_name = stream_name(&config.subject_prefix);
     let jetstream_error = |e: &dyn std::fmt::Display| ClusterError::JetStream {
         stream: stream_name.clone(),
         message: e.to_string(),

@@ -20,13 +20,15 @@ mod forward;
 mod members;
 mod retained;
 mod route;
+mod shared;
 pub mod subject;
 mod takeover;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use fleetcore_mqtt::broker::Router;
+use fleetcore_core::auth::TransportKind;
+use fleetcore_mqtt::broker::{Drainer, Router};
 
 pub use members::Member;
 
@@ -92,6 +94,14 @@ pub enum ClusterError {
         "cannot set up the JetStream stream {stream} (nats-server must run with JetStream enabled): {message}"
     )]
     JetStream { stream: String, message: String },
+    /// A drain needs another live node that does not drain to send the clients to.
+    #[error(
+        "no other live node that does not drain is known: its clients would have nowhere to go"
+    )]
+    NowhereToGo,
+    /// The node is draining or shutting down already.
+    #[error("this node is draining or shutting down already")]
+    AlreadyDraining,
     /// The broker has no room for one more service tap.
     #[error(transparent)]
     Tap(#[from] fleetcore_mqtt::broker::TooManyTaps),
@@ -138,6 +148,7 @@ impl Cluster {
         forward::start(&config, &client, Arc::clone(&router)).await?;
         retained::start(&config, &client, Arc::clone(&router)).await?;
         takeover::start(&config, &client, Arc::clone(&router)).await?;
+        shared::start(&config, &client, Arc::clone(&router)).await?;
         route::start(&config, &client, router).await?;
         let members = members::start(&config, &client).await?;
         tracing::info!(node = %config.node_id, nats = %config.nats_url, "joined the cluster");
@@ -156,4 +167,46 @@ impl Cluster {
     pub fn members(&self) -> Vec<Member> {
         self.members.current()
     }
+
+    /// Announces, from the next heartbeat on, that clients of `transport` reach this node at
+    /// `address` (`host:port`): where a draining node may send its clients.
+    pub fn advertise(&self, transport: TransportKind, address: String) {
+        self.members.advertise(transport, address);
+    }
+
+    /// Drains this node: announces it as draining (the others send no clients here and list
+    /// it so), stops accepting MQTT connections and sends every connected client to the other
+    /// live nodes (spread over them; DISCONNECT 0x9C with a Server Reference for MQTT 5, a
+    /// plain close for 3.1.1), each after the acknowledgements it is owed. Refused, with
+    /// nothing changed, when no other live node could take the clients. Returns how many
+    /// clients were told to go and where they may go.
+    pub fn drain(&self, broker: &Drainer) -> Result<Drained, ClusterError> {
+        if broker.is_draining() {
+            return Err(ClusterError::AlreadyDraining);
+        }
+        if !self
+            .members
+            .current()
+            .iter()
+            .any(|m| m.node_id != self.node_id && !m.draining && !m.listeners.is_empty())
+        {
+            return Err(ClusterError::NowhereToGo);
+        }
+        let redirect = self.members.start_draining();
+        let targets = redirect.addresses();
+        let clients = broker
+            .drain(redirect)
+            .ok_or(ClusterError::AlreadyDraining)?;
+        tracing::info!(node = %self.node_id, clients, ?targets, "draining: clients sent to the other nodes");
+        Ok(Drained { clients, targets })
+    }
+}
+
+/// What a drain did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Drained {
+    /// Clients connected when the drain began, each told to go.
+    pub clients: usize,
+    /// The addresses they were sent to.
+    pub targets: Vec<String>,
 }

@@ -117,11 +117,16 @@ fn qos_text(qos: QoS) -> &'static str {
 
 /// The message carried by a NATS message from another node, or `None` if it is not one.
 pub(crate) fn decode(prefix: &str, own: &str, nats: &async_nats::Message) -> Option<Message> {
-    let headers = nats.headers.as_ref()?;
-    let node = headers.get(NODE_HEADER)?.as_str();
+    let node = nats.headers.as_ref()?.get(NODE_HEADER)?.as_str();
     if node == own {
         return None;
     }
+    decode_any(prefix, nats)
+}
+
+/// The message carried by a NATS message from any node, this one included.
+pub(crate) fn decode_any(prefix: &str, nats: &async_nats::Message) -> Option<Message> {
+    let headers = nats.headers.as_ref()?;
     let qos = headers
         .get(QOS_HEADER)
         .and_then(|v| v.as_str().parse::<u8>().ok())
@@ -183,9 +188,27 @@ impl Deliverer {
     /// Offers `message` to every matching subscriber; returns the durable queues' ticket the
     /// persistent sessions that took it wait for (0: none).
     pub(crate) async fn deliver(&mut self, message: Arc<Message>) -> u64 {
+        self.router.targets(&message, &mut self.targets);
+        self.offer_targets().await
+    }
+
+    /// Offers `message` to one member of the shared group `group` with `filter` on this node
+    /// and returns the ticket as [`Deliverer::deliver`]; `None` when the group has no member
+    /// here (any more).
+    pub(crate) async fn deliver_shared(
+        &mut self,
+        group: &str,
+        filter: &str,
+        message: Arc<Message>,
+    ) -> Option<u64> {
+        let target = self.router.shared_target(group, filter, &message)?;
+        self.targets.push(target);
+        Some(self.offer_targets().await)
+    }
+
+    async fn offer_targets(&mut self) -> u64 {
         let mut ticket = 0;
         let router = &self.router;
-        router.targets(&message, &mut self.targets);
         for (session, delivery) in self.targets.drain(..) {
             match router.offer(&session, delivery, Some(&self.space)) {
                 Offered::Taken { ticket: t } => ticket = ticket.max(t),

@@ -2,13 +2,16 @@
 //! `FLEETCORE_CLUSTER_*` variables): the node's id and the NATS servers messages travel between
 //! nodes through.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use axum::Json;
-use axum::routing::get;
+use axum::routing::{get, post};
+use fleetcore_api::ApiError;
 use fleetcore_cluster::Cluster;
+use fleetcore_mqtt::broker::Drainer;
 use serde::Deserialize;
 
 /// Options of the cluster, layered like the other `serve` options.
@@ -43,6 +46,17 @@ pub struct ClusterArgs {
         value_name = "COUNT"
     )]
     pub forward_max_messages: Option<u64>,
+
+    /// Host name or IP address this node's MQTT listeners are reached at by clients of the
+    /// other nodes: a draining node sends its clients to `<host>:<listener port>` of another
+    /// node (MQTT 5 Server Reference). [default: the listener's own IP when it binds one, else
+    /// the first of --server-names, the name its certificate is issued for]
+    #[arg(
+        long = "cluster-advertise-host",
+        env = "FLEETCORE_CLUSTER_ADVERTISE_HOST",
+        value_name = "HOST"
+    )]
+    pub advertise_host: Option<String>,
 }
 
 /// The cluster settings of a node.
@@ -54,6 +68,8 @@ pub struct ClusterSettings {
     pub nats: Option<String>,
     /// The forward stream's limit in messages, when not the default.
     pub forward_max_messages: Option<i64>,
+    /// The host clients of other nodes reach this node's MQTT listeners at, when configured.
+    pub advertise_host: Option<String>,
 }
 
 impl ClusterArgs {
@@ -67,6 +83,9 @@ impl ClusterArgs {
         }
         if self.forward_max_messages.is_none() {
             self.forward_max_messages = under.forward_max_messages.take();
+        }
+        if self.advertise_host.is_none() {
+            self.advertise_host = under.advertise_host.take();
         }
     }
 
@@ -83,10 +102,17 @@ impl ClusterArgs {
             ),
             n => n.map(|n| n as i64),
         };
+        let advertise_host = self.advertise_host.filter(|h| !h.trim().is_empty());
+        if let Some(host) = &advertise_host
+            && (host.contains(['/', ' ', '\0']) || host.len() > 253)
+        {
+            bail!("cluster advertise_host {host:?} must be a host name or IP address");
+        }
         Ok(ClusterSettings {
             node_id,
             nats: self.nats.filter(|n| !n.trim().is_empty()),
             forward_max_messages,
+            advertise_host,
         })
     }
 }
@@ -130,6 +156,53 @@ pub fn node_id(configured: Option<&str>, data_dir: &Path, keep: bool) -> anyhow:
     }
 }
 
+/// The address clients reach the listener bound at `bound` from other nodes: `advertise_host`
+/// when configured, else the bound IP when the listener binds one, else `fallback` (the first
+/// server name); with the bound port.
+pub fn advertised_address(
+    advertise_host: Option<&str>,
+    bound: SocketAddr,
+    fallback: &str,
+) -> String {
+    let host = match advertise_host {
+        Some(h) => h.to_owned(),
+        None if !bound.ip().is_unspecified() => bound.ip().to_string(),
+        None => fallback.to_owned(),
+    };
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{}", bound.port())
+    } else {
+        format!("{host}:{}", bound.port())
+    }
+}
+
+/// `POST /admin/drain` (signed with the admin credentials, service name `fleetcore`): drains
+/// this node (see [`Cluster::drain`]). 200 with `{"node_id", "clients", "targets"}`; 409
+/// when the node is alone, no other live node could take its clients, or it drains already.
+pub fn admin_routes(drain: Option<(Arc<Cluster>, Drainer)>) -> axum::Router {
+    axum::Router::new().route(
+        "/admin/drain",
+        post(move || {
+            let drain = drain.clone();
+            async move {
+                let Some((cluster, drainer)) = drain else {
+                    return Err(ApiError::conflict(
+                        "this node is not part of a cluster: there is no other node to send its clients to",
+                    ));
+                };
+                match cluster.drain(&drainer) {
+                    Ok(done) => Ok(Json(serde_json::json!({
+                        "node_id": cluster.node_id(),
+                        "clients": done.clients,
+                        "targets": done.targets,
+                    }))),
+                    Err(e) => Err(ApiError::conflict(e.to_string())),
+                }
+            }
+        }),
+    )
+}
+
 /// `GET /health/cluster` (no signature, like `/health`): this node's id, its state backend and
 /// the cluster members it hears (itself only when it runs alone).
 pub fn health_routes(
@@ -145,6 +218,8 @@ pub fn health_routes(
                 None => vec![fleetcore_cluster::Member {
                     node_id: node_id.clone(),
                     last_seen_ms: 0,
+                    draining: false,
+                    listeners: Default::default(),
                 }],
             };
             let body = serde_json::json!({
@@ -180,6 +255,7 @@ mod tests {
             nats: Some("nats://10.0.0.1:4222".into()),
             node_id: Some("edge-1".into()),
             forward_max_messages: Some(4096),
+            advertise_host: None,
         }
         .resolve()
         .expect("given");
@@ -190,6 +266,7 @@ mod tests {
             nats: None,
             node_id: Some("a.b".into()),
             forward_max_messages: None,
+            advertise_host: None,
         }
         .resolve()
         .expect_err("dot");
@@ -198,9 +275,37 @@ mod tests {
             nats: None,
             node_id: None,
             forward_max_messages: Some(2),
+            advertise_host: None,
         }
         .resolve()
         .expect_err("too small");
         assert!(err.to_string().contains("forward_max_messages 2"), "{err}");
+        let err = ClusterArgs {
+            advertise_host: Some("http://x".into()),
+            ..ClusterArgs::default()
+        }
+        .resolve()
+        .expect_err("not a host");
+        assert!(err.to_string().contains("advertise_host"), "{err}");
+    }
+
+    #[test]
+    fn the_advertised_address_is_the_configured_host_the_bound_ip_or_the_server_name() {
+        let any: SocketAddr = "0.0.0.0:1883".parse().expect("addr");
+        let one: SocketAddr = "10.1.2.3:8883".parse().expect("addr");
+        let v6: SocketAddr = "[::]:1883".parse().expect("addr");
+        assert_eq!(
+            advertised_address(Some("b.example"), any, "x"),
+            "b.example:1883"
+        );
+        assert_eq!(advertised_address(None, one, "x"), "10.1.2.3:8883");
+        assert_eq!(
+            advertised_address(None, any, "iot.example"),
+            "iot.example:1883"
+        );
+        assert_eq!(
+            advertised_address(Some("fd00::1"), v6, "x"),
+            "[fd00::1]:1883"
+        );
     }
 }

@@ -389,11 +389,25 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             "ws" => ListenerKind::WebSocket,
             _ => ListenerKind::WebSocketTls(tls()?),
         };
+        let transport = kind.transport();
         let bound = broker
             .listen(addr, kind)
             .await
             .with_context(|| format!("binding the {name} listener on {addr}"))?;
         tracing::info!(listener = name, address = %bound, "listening");
+        if let Some(cluster) = &cluster {
+            cluster.advertise(
+                transport,
+                crate::cluster::advertised_address(
+                    settings.cluster.advertise_host.as_deref(),
+                    bound,
+                    settings
+                        .server_names
+                        .first()
+                        .map_or("localhost", String::as_str),
+                ),
+            );
+        }
     }
 
     let (stop_https, https_stopped) = oneshot::channel::<()>();
@@ -494,13 +508,17 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     .service("sns", fleetcore_notify::api::routes(Arc::clone(&notify)))
     .public(fleetcore_notify::public::routes(Arc::clone(&notify)))
     .public(fleetcore_observe::console::routes(console))
+    .service(
+        "fleetcore",
+        crate::cluster::admin_routes(cluster.as_ref().map(|c| (Arc::clone(c), broker.drainer()))),
+    )
     .public(crate::cluster::health_routes(
         node_id.clone(),
         match settings.state {
             crate::state::StateBackend::Embedded => "embedded",
             crate::state::StateBackend::Postgres { .. } => "postgres",
         },
-        cluster,
+        cluster.clone(),
     ));
     #[cfg(feature = "analytics")]
     let control_plane = control_plane
@@ -529,6 +547,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 
     signals.wait().await;
     tracing::info!("shutting down");
+    // In a cluster, the clients are sent to the other nodes first (unless already drained).
+    if let Some(cluster) = &cluster {
+        match cluster.drain(&broker.drainer()) {
+            Ok(_) => {}
+            Err(e) => tracing::info!(reason = %e, "not draining before the shutdown"),
+        }
+    }
     api_state.set_ready(false);
     broker
         .shutdown()

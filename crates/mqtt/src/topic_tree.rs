@@ -63,6 +63,15 @@ impl<T: Slot> TopicTree<T> {
         &mut node.slot
     }
 
+    /// The slot of `filter`, if the filter is in the tree.
+    pub fn get(&self, filter: &str) -> Option<&T> {
+        let mut node = &self.root;
+        for level in filter.split('/') {
+            node = node.children.get(level)?;
+        }
+        Some(&node.slot)
+    }
+
     /// Runs `change` on the slot of `filter` if the filter is in the tree, then prunes the
     /// nodes left empty. `None` when the filter is not there.
     pub fn update<R>(&mut self, filter: &str, change: impl FnOnce(&mut T) -> R) -> Option<R> {

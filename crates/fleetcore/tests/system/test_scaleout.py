@@ -19,7 +19,11 @@ nats-server (`[cluster] nats`). What a user of either node sees:
 - a retained message published on one node is what a new subscriber on another gets, and
   clearing it on one node clears it everywhere;
 - a client id connecting on B takes the session over from its connection on A (0x8E for MQTT 5,
-  a plain close for 3.1.1) within a second; connecting on both at once leaves exactly one.
+  a plain close for 3.1.1) within a second; connecting on both at once leaves exactly one;
+- a drain of A (`POST /admin/drain`) sends its MQTT 5 clients to B with DISCONNECT 0x9C and B's
+  address as Server Reference, closes its 3.1.1 clients, loses nothing it PUBACKed, and B lists
+  A as draining; a node alone refuses to drain;
+- a shared group with members on both nodes gets each message once across the cluster.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import shutil
 import signal
 import threading
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -584,3 +589,187 @@ def test_a_full_forward_stream_holds_pubacks_until_the_nodes_catch_up(
         for c in (sub, pub, again):
             if c is not None:
                 c.close()
+
+
+USE_ANOTHER_SERVER = 0x9C
+
+
+def _drain(node, expect_status: int = 200) -> dict:
+    """`POST /admin/drain` on `node`, signed with the admin keys (service name `fleetcore`)."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+    request = AWSRequest(method="POST", url=f"{node.http_base}/admin/drain", data=b"")
+    SigV4Auth(Credentials(KEY_ID, SECRET), "fleetcore", REGION).add_auth(request)
+    prepared = urllib.request.Request(request.url, data=b"", method="POST",
+                                      headers=dict(request.headers.items()))
+    try:
+        with urllib.request.urlopen(prepared, timeout=10) as r:
+            status, body = r.status, r.read()
+    except urllib.error.HTTPError as e:
+        status, body = e.code, e.read()
+    assert status == expect_status, (status, body)
+    return json.loads(body or b"{}")
+
+
+def _member(node, node_id: str) -> dict | None:
+    return next((m for m in health(node)["members"] if m["node_id"] == node_id), None)
+
+
+def test_a_drained_node_sends_its_clients_to_another_node_and_loses_nothing_acknowledged(
+        cluster, uid):
+    """`POST /admin/drain` on A: A stops accepting connections, sends its MQTT 5 clients
+    DISCONNECT 0x9C (Use another server) with B's MQTT address as Server Reference — after the
+    PUBACKs it owes them —, closes its 3.1.1 clients, and B lists A as draining. A publisher on
+    A loses nothing it got a PUBACK for; a subscriber sent away reconnects to the address it was
+    given and its subscription works there."""
+    a, b = cluster.nodes
+    wait_until(lambda: len((_member(a, "b") or {}).get("listeners", {})) == 4, 5,
+               what="B's four advertised MQTT listeners on A")
+    sub_b = Client(b, V5, client_id=f"{uid}-sub-b")
+    pub = Client(a, V5, client_id=f"{uid}-pub")
+    moved = w.RawClient(a.host, a.ports["mqtt"], w.V5, 5.0)
+    old = w.RawClient(a.host, a.ports["mqtt"], w.V311, 5.0)
+    try:
+        sub_b.connect()
+        sub_b.subscribe(f"{uid}/load", qos=1)
+        sub_b.subscribe(f"{uid}/probe", qos=1)
+        pub.connect()
+        _route_ready(pub, [sub_b], f"{uid}/probe")
+        assert moved.connect(f"{uid}-moved").rc == 0
+        assert moved.subscribe([(f"{uid}/after", 1)]).rcs == [1]
+        assert old.connect(f"{uid}-old").rc == 0
+        # QoS 1 load from A while A drains.
+        sent = [pub.publish(f"{uid}/load", f"{i}".encode(), qos=1, wait=False)
+                for i in range(400)]
+        wait_until(lambda: sum(s.is_published() for s in sent) >= 50, 10,
+                   what="the first PUBACKs")
+        done = _drain(a)
+        assert done["node_id"] == "a" and done["clients"] >= 3, done
+        # B's four listeners (each client goes to the one of its own transport).
+        assert sorted(int(t.rsplit(":", 1)[1]) for t in done["targets"]) == \
+            sorted(b.ports[k] for k in ("mqtt", "mqtts", "ws", "wss")), done
+        # MQTT 5: DISCONNECT 0x9C naming B; 3.1.1: a plain close.
+        seen = moved.wait_closed(5)
+        assert seen and seen[-1].type == w.DISCONNECT and seen[-1].rc == USE_ANOTHER_SERVER, seen
+        reference = seen[-1].props["ServerReference"]
+        host, port = reference.rsplit(":", 1)
+        assert int(port) == b.ports["mqtt"], reference
+        assert old.wait_closed(5) == []
+        code, props = pub.wait_disconnected(5)
+        assert code == USE_ANOTHER_SERVER, code
+        assert getattr(props, "ServerReference", None) == reference
+        # Every message A acknowledged reaches B's subscriber.
+        acked = [f"{i}".encode() for i, s in enumerate(sent) if s.is_published()]
+        assert len(acked) >= 50
+        wait_until(lambda: set(acked) <= set(sub_b.payloads(topic=f"{uid}/load")), 10,
+                   what="every message A acknowledged at B")
+        # A accepts no new connection; B lists A as draining.
+        with pytest.raises(OSError):
+            w.RawClient(a.host, a.ports["mqtt"], w.V5, 1.0).connect(f"{uid}-late")
+        wait_until(lambda: (_member(b, "a") or {}).get("draining"), 5,
+                   what="A listed as draining on B")
+        # The client sent away reconnects where it was told, and its subscription works there.
+        again = w.RawClient(host, int(port), w.V5, 5.0)
+        try:
+            assert again.connect(f"{uid}-moved").rc == 0
+            assert again.subscribe([(f"{uid}/after", 1)]).rcs == [1]
+            on_b = Client(b, V5)
+            try:
+                on_b.connect()
+                on_b.publish(f"{uid}/after", b"hello again", qos=1)
+            finally:
+                on_b.close()
+            got = again.expect(w.PUBLISH)
+            assert got.topic in (f"{uid}/after", f"{uid}/after".encode()), got
+            assert got.payload == b"hello again", got
+        finally:
+            again.close()
+        # A second drain is refused: it drains already.
+        assert "already" in _drain(a, 409).get("message", "")
+    finally:
+        for c in (sub_b, pub):
+            c.close()
+        moved.close()
+        old.close()
+
+
+def test_sigterm_in_a_cluster_drains_before_the_node_stops(cluster, uid):
+    """A node stopped with SIGTERM while another node runs sends its MQTT 5 clients to that
+    node (0x9C with its address) instead of just saying it shuts down (0x8B), and exits 0."""
+    a, b = cluster.nodes
+    wait_until(lambda: len((_member(a, "b") or {}).get("listeners", {})) == 4, 5,
+               what="B's four advertised MQTT listeners on A")
+    c = w.RawClient(a.host, a.ports["mqtt"], w.V5, 5.0)
+    try:
+        assert c.connect(f"{uid}-term").rc == 0
+        assert a.stop(signal.SIGTERM) == 0
+        seen = c.wait_closed(5)
+        assert seen and seen[-1].type == w.DISCONNECT and seen[-1].rc == USE_ANOTHER_SERVER, seen
+        assert seen[-1].props["ServerReference"].endswith(f":{b.ports['mqtt']}"), seen
+    finally:
+        c.close()
+
+
+def test_a_node_alone_refuses_to_drain(cluster):
+    """A drain needs somewhere to send the clients: with B stopped, A answers 409 and keeps
+    serving."""
+    a, b = cluster.nodes
+    b.kill()
+    wait_until(lambda: _member(a, "b") is None, HEARTBEAT_TIMEOUT + 2, what="B gone from A")
+    body = _drain(a, 409)
+    assert "no other live node" in body.get("message", ""), body
+    c = w.RawClient(a.host, a.ports["mqtt"], w.V5, 5.0)
+    try:
+        assert c.connect("still-served").rc == 0
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize("qos", [0, 1])
+def test_a_shared_group_with_members_on_two_nodes_gets_each_message_once(cluster, uid, qos):
+    """`$share/g/<uid>/s/#` with one member on A and one on B: messages published on both nodes
+    reach the group once each across the cluster (never once per node), and members on either
+    node get some (NATS hands each message to one of the nodes reading the group)."""
+    a, b = cluster.nodes
+    group = f"$share/g/{uid}/s/#"
+    members = [Client(a, V5), Client(b, V5)]
+    pubs = [Client(a, V5), Client(b, V5)]
+    try:
+        for c in members + pubs:
+            c.connect()
+        for m in members:
+            m.subscribe(group, qos=1)
+        # Both nodes read the group once a probe reached each member.
+        probes = []
+
+        def both_reached() -> bool:
+            for p in pubs:
+                probes.append(f"probe {len(probes)}".encode())
+                p.publish(f"{uid}/s/probe", probes[-1], qos=1)
+            return all(m.matching(topic=f"{uid}/s/probe") for m in members)
+        wait_until(both_reached, 15, what="the group read on both nodes")
+        # (A probe published while a node was still setting up its reader may come twice: the
+        # node's own delivery and the cluster's. The messages below come after that.)
+
+        def load(m: Client) -> list[bytes]:
+            return [x.payload for x in m.received if x.topic != f"{uid}/s/probe"]
+        sent = []
+        for i in range(200):
+            payload = f"{i}".encode()
+            sent.append(payload)
+            pubs[i % 2].publish(f"{uid}/s/{i % 3}", payload, qos=qos, wait=qos > 0)
+        for p in pubs:
+            p.sync()
+        wait_until(lambda: sum(len(load(m)) for m in members) >= len(sent), 10,
+                   what="every message at one member")
+        got = load(members[0]) + load(members[1])
+        assert sorted(got) == sorted(sent), "each message once across the group"
+        assert all(load(m) for m in members), \
+            f"members on both nodes get messages ({[len(load(m)) for m in members]})"
+        # Nothing more comes (a second copy would arrive within the route's milliseconds).
+        pubs[0].sync()
+        assert sum(len(load(m)) for m in members) == len(sent)
+    finally:
+        for c in members + pubs:
+            c.close()

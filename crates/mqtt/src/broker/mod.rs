@@ -3,6 +3,7 @@
 mod config;
 mod connection;
 mod device_meter;
+mod drain;
 mod ingest;
 mod keep_alive;
 mod message;
@@ -13,6 +14,7 @@ mod queue_store;
 mod retained;
 mod router;
 mod session;
+mod shared;
 mod subscriptions;
 mod takeover;
 mod tap;
@@ -31,10 +33,12 @@ use tokio::sync::{mpsc, watch};
 
 pub use config::BrokerConfig;
 pub use device_meter::{CountersTaken, DeviceCounters, DeviceMeter};
+pub use drain::{Drainer, Redirect};
 pub use ingest::{IngestLog, Ingested, Publisher};
 pub use message::{Delivery, Message};
 pub use metrics::BrokerMetrics;
 pub use router::{Blocked, LoadReport, Offered, Router};
+pub use shared::SharedGroups;
 pub use takeover::AttachObserver;
 pub use tap::{MAX_TAPS, ServiceTap, TooManyTaps};
 pub use transport::ListenerKind;
@@ -90,6 +94,16 @@ impl Broker {
     /// The router, for in-process clients.
     pub fn router(&self) -> &Arc<Router> {
         &self.router
+    }
+
+    /// A handle that drains this broker (see [`Drainer::drain`]): it stops accepting
+    /// connections and sends connected clients to other nodes; [`Broker::shutdown`] still
+    /// saves the state afterwards.
+    pub fn drainer(&self) -> Drainer {
+        Drainer {
+            router: Arc::clone(&self.router),
+            stop_accepting: self.shutdown.clone(),
+        }
     }
 
     /// Binds `addr` and serves `kind` connections on it until shutdown. Returns the bound

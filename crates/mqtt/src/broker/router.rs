@@ -11,6 +11,7 @@ use tokio::sync::{Notify, OwnedMutexGuard, watch};
 
 use super::config::BrokerConfig;
 use super::device_meter::DeviceMeter;
+use super::drain::Redirect;
 use super::ingest::{IngestLog, Ingested, Publisher};
 use super::keep_alive::KeepAliveSweep;
 use super::message::{Delivery, Message};
@@ -22,6 +23,7 @@ use super::session::{
     Inflight, InflightStage, NEVER_EXPIRES, Patience, PendingWill, PushOutcome, SessionHandle,
     SessionState, SubscriptionRecord,
 };
+use super::shared::{SharedGroups, SharedInterest};
 use super::subscriptions::{Match, Subscriber, SubscriptionTree};
 use super::takeover::{self, AttachObserver};
 use super::tap::{ServiceTap, TapEntry, Taps, TooManyTaps};
@@ -94,6 +96,10 @@ pub struct Router {
     attach_observer: OnceLock<Arc<dyn AttachObserver>>,
     /// Keep-alive deadlines of parked connections.
     keep_alive: Arc<KeepAliveSweep>,
+    /// Where clients are sent once the node drains (set when the drain begins).
+    redirect: OnceLock<Redirect>,
+    /// The shared groups with members here, and the cluster that delivers to them.
+    shared: SharedInterest,
 }
 
 fn split_filter(filter: &str) -> Option<(Option<&str>, &str)> {
@@ -127,6 +133,8 @@ impl Router {
             device_meter: OnceLock::new(),
             attach_observer: OnceLock::new(),
             keep_alive: Arc::new(KeepAliveSweep::default()),
+            redirect: OnceLock::new(),
+            shared: SharedInterest::default(),
         })
     }
 
@@ -210,7 +218,7 @@ impl Router {
                 let Some((group, plain)) = split_filter(&filter) else {
                     continue;
                 };
-                self.tree.write().insert(
+                let replaced = self.tree.write().insert(
                     plain,
                     group,
                     Subscriber {
@@ -219,6 +227,9 @@ impl Router {
                         id: record.id,
                     },
                 );
+                if let (Some(g), false) = (group, replaced) {
+                    self.shared.added(g, plain);
+                }
                 state.subscriptions.insert(filter, record);
             }
             if let Some(records) = queues.remove(&client_id) {
@@ -314,6 +325,33 @@ impl Router {
         for session in sessions.values() {
             session.claim(0);
         }
+    }
+
+    /// Starts a drain: like [`Router::begin_shutdown`], but connected clients are sent to
+    /// `redirect`'s addresses. Returns how many sessions were online; `None` when shutdown or
+    /// a drain had begun already.
+    pub fn begin_drain(&self, redirect: Redirect) -> Option<usize> {
+        let sessions = self.sessions.lock();
+        if self.is_shutting_down() || self.redirect.set(redirect).is_err() {
+            return None;
+        }
+        self.shutting_down.store(true, Ordering::Release);
+        let mut online = 0;
+        for session in sessions.values() {
+            online += usize::from(session.is_online());
+            session.claim(0);
+        }
+        Some(online)
+    }
+
+    /// The Server Reference for the `n`-th client of `transport` once the node drains; `None`
+    /// when it is not draining or has no address for that transport.
+    pub(crate) fn server_reference(
+        &self,
+        transport: fleetcore_core::auth::TransportKind,
+        n: u64,
+    ) -> Option<crate::protocol::Utf8> {
+        self.redirect.get()?.pick(transport, n)
     }
 
     /// Asks every connected client to check again that it may stay connected (identity state
@@ -525,8 +563,11 @@ impl Router {
         if !state.subscriptions.is_empty() {
             let mut tree = self.tree.write();
             for filter in state.subscriptions.keys() {
-                if let Some((group, plain)) = split_filter(filter) {
-                    tree.remove(plain, group, session.client_id());
+                if let Some((group, plain)) = split_filter(filter)
+                    && tree.remove(plain, group, session.client_id())
+                    && let Some(g) = group
+                {
+                    self.shared.removed(g, plain);
                 }
             }
         }
@@ -577,6 +618,9 @@ impl Router {
                 id,
             },
         );
+        if let (Some(g), false) = (group, existed) {
+            self.shared.added(g, plain);
+        }
         state
             .subscriptions
             .insert(filter.to_string(), SubscriptionRecord { options, id });
@@ -624,8 +668,11 @@ impl Router {
         filter: &str,
     ) -> Option<u64> {
         state.subscriptions.remove(filter)?;
-        if let Some((group, plain)) = split_filter(filter) {
-            self.tree.write().remove(plain, group, session.client_id());
+        if let Some((group, plain)) = split_filter(filter)
+            && self.tree.write().remove(plain, group, session.client_id())
+            && let Some(g) = group
+        {
+            self.shared.removed(g, plain);
         }
         let ticket = if state.expiry_interval > 0 {
             self.save_session(session, state)
@@ -660,6 +707,8 @@ impl Router {
     /// each matching shared group adds one delivery of its own, even to a session that also
     /// has a plain subscription (MQTT 5 §4.8.2).
     pub fn targets(&self, message: &Arc<Message>, out: &mut Vec<Blocked>) {
+        // In a cluster, the shared groups it delivers this message to are its.
+        let cluster_groups = self.shared.groups();
         let tree = self.tree.read();
         let origin = message.origin.as_deref();
         let delivery = |s: &Subscriber| {
@@ -682,7 +731,8 @@ impl Router {
                 }
             }
             Match::Shared(g) => {
-                if let Some(s) = g.pick() {
+                let here = cluster_groups.is_none_or(|c| !c.delivers(message, &g.name, &g.filter));
+                if here && let Some(s) = g.pick() {
                     shared.push(delivery(s));
                 }
             }
@@ -692,6 +742,38 @@ impl Router {
             merge_same_session(out);
         }
         out.append(&mut shared);
+    }
+
+    /// The delivery of `message` to one member of the shared group `group` with `filter` on
+    /// this node (its next member, round robin), if the group has members here and `filter`
+    /// matches the topic: how a cluster hands a group's message to the node it chose.
+    pub fn shared_target(
+        &self,
+        group: &str,
+        filter: &str,
+        message: &Arc<Message>,
+    ) -> Option<Blocked> {
+        if !topic::matches(filter, &message.topic) {
+            return None;
+        }
+        let tree = self.tree.read();
+        let member = tree.shared_group(filter, group)?.pick()?;
+        Some((
+            Arc::clone(&member.session),
+            Delivery {
+                message: Arc::clone(message),
+                qos: message.qos.min(member.options.qos),
+                retain: false,
+                subscription_ids: member.id.into_iter().collect(),
+                stored: None,
+            },
+        ))
+    }
+
+    /// Installs the cluster that delivers messages to shared groups (once; later calls are
+    /// ignored), and tells it of the groups with members here already.
+    pub fn set_shared_groups(&self, groups: Arc<dyn SharedGroups>) {
+        self.shared.install(groups);
     }
 
     /// Offers `delivery` to `session`; hands it back when the session is online and full, with

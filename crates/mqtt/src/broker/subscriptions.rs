@@ -24,6 +24,8 @@ pub struct Subscriber {
 pub struct SharedGroup {
     /// The group name.
     pub name: String,
+    /// The filter its members subscribed to (without `$share/{group}/`).
+    pub filter: Box<str>,
     /// Members, in join order.
     pub members: Vec<Subscriber>,
     next: AtomicUsize,
@@ -88,6 +90,7 @@ impl SubscriptionTree {
                     None => {
                         node.shared.push(SharedGroup {
                             name: g.to_string(),
+                            filter: filter.into(),
                             members: Vec::new(),
                             next: AtomicUsize::new(0),
                         });
@@ -130,6 +133,15 @@ impl SubscriptionTree {
             self.count -= 1;
         }
         removed
+    }
+
+    /// The shared group `group` of `filter`, if it has members.
+    pub fn shared_group(&self, filter: &str, group: &str) -> Option<&SharedGroup> {
+        self.tree
+            .get(filter)?
+            .shared
+            .iter()
+            .find(|g| g.name == group)
     }
 
     /// Calls `each` for every plain subscription and every shared group matching `topic`. A topic

@@ -272,7 +272,10 @@ impl Connection {
                 }
             }
         } else if self.router.is_shutting_down() {
-            Some(Exit::Shutdown)
+            let moved_to = self
+                .router
+                .server_reference(self.transport, self.connection_id);
+            Some(moved_to.map_or(Exit::Shutdown, Exit::Moved))
         } else {
             Some(Exit::TakenOver)
         }

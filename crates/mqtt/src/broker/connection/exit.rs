@@ -1,7 +1,7 @@
 //! Why a connection ends, and what each ending means for the goodbye packet, the will and the
 //! session.
 
-use crate::protocol::reason;
+use crate::protocol::{Utf8, reason};
 
 /// Why a connection ends.
 #[derive(Debug)]
@@ -16,6 +16,8 @@ pub(super) enum Exit {
     TakenOver,
     /// The server is shutting down.
     Shutdown,
+    /// The node drains: the client is sent to another node, named by the Server Reference.
+    Moved(Utf8),
 }
 
 /// The connection ends because the client broke the protocol or a limit.
@@ -43,6 +45,7 @@ impl Exit {
             Exit::Closed => (true, false, None),
             Exit::TakenOver => (true, true, Some(reason::SESSION_TAKEN_OVER)),
             Exit::Shutdown => (false, false, Some(reason::SERVER_SHUTTING_DOWN)),
+            Exit::Moved(_) => (false, false, Some(reason::USE_ANOTHER_SERVER)),
         };
         Farewell {
             keep_will,
@@ -55,6 +58,14 @@ impl Exit {
     pub(super) fn reason_string(&self) -> Option<&'static str> {
         match self {
             Exit::Violation { why, .. } => Some(why),
+            _ => None,
+        }
+    }
+
+    /// The Server Reference for the server's DISCONNECT.
+    pub(super) fn server_reference(&self) -> Option<Utf8> {
+        match self {
+            Exit::Moved(to) => Some(to.clone()),
             _ => None,
         }
     }
@@ -110,5 +121,19 @@ mod tests {
             Exit::Shutdown.farewell(),
             farewell(false, false, Some(reason::SERVER_SHUTTING_DOWN))
         );
+    }
+
+    #[test]
+    fn a_drain_names_the_other_server_and_does_not_publish_the_will() {
+        let exit = Exit::Moved(Utf8::new("b:1883").expect("utf8"));
+        assert_eq!(
+            exit.farewell(),
+            farewell(false, false, Some(reason::USE_ANOTHER_SERVER))
+        );
+        assert_eq!(
+            exit.server_reference().map(|r| r.as_str().to_owned()),
+            Some("b:1883".into())
+        );
+        assert_eq!(Exit::Shutdown.server_reference(), None);
     }
 }

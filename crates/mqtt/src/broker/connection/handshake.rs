@@ -97,7 +97,13 @@ pub(super) async fn admit(
     )
     .await
     {
-        Some(accepted) => Some(Connection::new(router, io, rbuf, accepted, connection_id)),
+        Some(accepted) => Some(Connection::new(
+            router,
+            io,
+            rbuf,
+            accepted,
+            (connection_id, info.transport),
+        )),
         None => {
             metrics.connections_refused.increment(1);
             None

@@ -5,6 +5,7 @@
 //! they answer.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -12,6 +13,9 @@ use super::Connection;
 use crate::broker::Publisher;
 use crate::broker::message::Delivery;
 use crate::protocol::Packet;
+
+/// How long a connection sent to another node waits for its held acknowledgements.
+const SETTLE_GRACE: Duration = Duration::from_secs(5);
 
 /// What an acknowledgement waits for: a ticket of the ingest log, one of the persistent
 /// sessions' durable queues, one of the forward log and one of the session store (0: nothing
@@ -194,6 +198,23 @@ impl Connection {
             }
         }
         self.release_acks();
+    }
+
+    /// Moves every held acknowledgement into the write buffer as its message becomes durable,
+    /// waiting up to [`SETTLE_GRACE`] in all (a node that drains: the acknowledgements still
+    /// held then stay unsent, and the client publishes those messages again elsewhere).
+    pub(super) async fn settle_held_acks(&mut self) {
+        let deadline = tokio::time::Instant::now() + SETTLE_GRACE;
+        loop {
+            self.release_acks();
+            if self.held_acks.is_none()
+                || tokio::time::timeout_at(deadline, watermark_moved(&mut self.held_acks))
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+        }
     }
 
     /// Sends the held acknowledgements whose messages are durable now, in order.

@@ -83,6 +83,9 @@ struct Connection {
     rbuf: BytesMut,
     wbuf: BytesMut,
     version: ProtocolVersion,
+    /// The transport the client came in on (a drain sends it to another node's listener of
+    /// that transport).
+    transport: TransportKind,
     connection_id: u64,
     client_id: Arc<str>,
     /// What the client's identity may do; asked on every publish, subscribe and delivery.
@@ -165,7 +168,7 @@ impl Connection {
         io: Box<dyn ClientStream>,
         rbuf: BytesMut,
         accepted: Accepted,
-        connection_id: u64,
+        (connection_id, transport): (u64, TransportKind),
     ) -> Connection {
         let mut wbuf = BytesMut::new();
         protocol::encode(
@@ -180,6 +183,7 @@ impl Connection {
             rbuf,
             wbuf,
             version: accepted.version,
+            transport,
             connection_id,
             client_id: accepted.client_id,
             grant: accepted.grant,
@@ -263,11 +267,17 @@ impl Connection {
     async fn say_goodbye(&mut self, goodbye: Option<u8>, exit: &Exit) {
         // Deliveries not written are dropped; a CONNACK not written goes first.
         self.wbuf.truncate(self.connack_unsent);
+        if matches!(exit, Exit::Moved(_)) {
+            // A client sent to another node gets the acknowledgements of what it published
+            // here, so it does not publish those messages again there.
+            self.settle_held_acks().await;
+        }
         if let (Some(code), ProtocolVersion::V5) = (goodbye, self.version) {
             let packet = Packet::Disconnect(Disconnect {
                 reason: code,
                 properties: DisconnectProperties {
                     reason_string: exit.reason_string().and_then(Utf8::new),
+                    server_reference: exit.server_reference(),
                     ..DisconnectProperties::default()
                 },
             });
