@@ -6,6 +6,7 @@
 #   wasm     rule -> lambda action -> the WebAssembly echo (the runtime's own cost)
 #   pyecho   rule -> lambda action -> a Python handler that returns its event (the Python
 #            runtime's own cost per invocation: Runtime API, worker, log frame)
+#   nodeecho the same with a Node.js handler (`exports.handler = async (e) => e`)
 #   py       rule -> lambda action -> a Python handler calling boto3 `put_record` per message
 #            (rule -> lambda -> stream, one invocation and one SDK call per message)
 #   pybatch  the AWS-shaped high-rate pipeline: rule -> kinesis action (stream `in`) -> Lambda
@@ -26,6 +27,8 @@
 #   SCENARIOS="sql wasm" benches/functions_pipeline.sh       # without the Python pipelines
 #   SCENARIOS="pybatch" BATCH_SIZE=100 benches/functions_pipeline.sh
 #   PERF="pyecho" benches/functions_pipeline.sh     # perf record of the server during those scenarios
+#   SCENARIOS="mosquitto sql wasm" benches/functions_pipeline.sh  # with the same load on Mosquitto,
+#            bare QoS 1 (no rule, no subscriber): the broker anchor of the same run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
@@ -36,7 +39,7 @@ PUBLISHERS=${PUBLISHERS:-8}
 INFLIGHT=${INFLIGHT:-64}
 BATCH_SIZE=${BATCH_SIZE:-500}
 MAX_WAIT=${MAX_WAIT:-300}
-SCENARIOS=${SCENARIOS:-sql wasm pyecho py pybatch}
+SCENARIOS=${SCENARIOS:-sql wasm pyecho nodeecho py pybatch}
 TARGET=${CARGO_TARGET_DIR:-target}
 OUT=${OUT:-$TARGET/bench-results/functions-pipeline-$(date -u +%Y%m%dT%H%M%SZ)}
 PY=${PY:-.venv/bin/python}
@@ -82,6 +85,7 @@ def zipped(name, body):
 py = ("import json, boto3\nk = boto3.client('kinesis')\n"
       "def handler(e, c):\n    k.put_record(StreamName='bench', Data=json.dumps(e).encode(), PartitionKey='k')\n    return e\n")
 pyecho = "def handler(e, c):\n    return e\n"
+nodeecho = "exports.handler = async (e) => e;\n"
 # The reference's enrichment, batched: every record of the Kinesis event decoded, a field added,
 # all of them written with one put_records (Kinesis takes up to 500 records per call).
 pybatch = """import base64, json, boto3
@@ -102,6 +106,7 @@ wat = pathlib.Path("crates/fleetcore/tests/system/functions/echo.wat").read_text
 role = "arn:aws:iam::000000000000:role/r"
 for name, runtime, handler, files in [("py", "python3.11", "app.handler", ("app.py", py)),
                                       ("pyecho", "python3.11", "app.handler", ("app.py", pyecho)),
+                                      ("nodeecho", "nodejs20.x", "index.handler", ("index.js", nodeecho)),
                                       ("pybatch", "python3.11", "app.handler", ("app.py", pybatch)),
                                       ("wasm", "provided.al2023", "echo.wat", ("echo.wat", wat))]:
     arn = lam.create_function(FunctionName=name, Runtime=runtime, Role=role, Handler=handler, Timeout=30,
@@ -117,7 +122,7 @@ for name, runtime, handler, files in [("py", "python3.11", "app.handler", ("app.
 # (a Python process importing boto3) is not counted in a scenario's CPU per message.
 from concurrent.futures import ThreadPoolExecutor
 with ThreadPoolExecutor(8) as pool:
-    for name in ("py", "pyecho"):
+    for name in ("py", "pyecho", "nodeecho"):
         calls = [pool.submit(lam.invoke, FunctionName=name, Payload=b'{"data": "d2FybQ=="}') for _ in range(8)]
         assert all("FunctionError" not in c.result() for c in calls)
 for name, stream in [("sql", "bench"), ("pybatch", "in")]:
@@ -134,9 +139,28 @@ delivered() {
     curl -s "http://127.0.0.1:$HTTP/metrics" | awk -v r="rule=\"$1\"" 'index($0, "fleetcore_rules_action_succeeded_total{") == 1 && index($0, r) {s += $NF} END {print s + 0}'
   fi
 }
+# mosquitto: the same publishers against Mosquitto (shared/tools/mosquitto-anchor.sh), bare QoS 1.
+if [[ " $SCENARIOS " == *" mosquitto "* ]]; then
+  MQ_PORT=$(free_port)
+  MQ_PID=$("${SHARED:?set SHARED=/work/shared}/tools/mosquitto-anchor.sh" "$MQ_PORT")
+  PIDS+=("$MQ_PID")
+  MQ0=$(awk -v t="$TICKS" '{print ($14 + $15) / t}' "/proc/$MQ_PID/stat")
+  "$BIN" bench --port "$MQ_PORT" --duration "$DURATION" --json --client-prefix mq --qos 1 \
+    --publishers "$PUBLISHERS" --subscribers 0 --inflight "$INFLIGHT" --size 64 --topic "bench/mq/{p}" > "$OUT/mosquitto.json"
+  MQ1=$(awk -v t="$TICKS" '{print ($14 + $15) / t}' "/proc/$MQ_PID/stat")
+  kill "$MQ_PID" 2>/dev/null || true
+  "$PY" - "$OUT/mosquitto.json" "$MQ0" "$MQ1" "$DURATION" <<'PY' | tee "$OUT/mosquitto-summary.txt"
+import json, sys
+r = json.load(open(sys.argv[1]))
+n = max(r["acked"], 1)
+print(f"anchor: Mosquitto, bare QoS 1 (same load, no rule): {r['acked']:,} acked in {sys.argv[4]} s -> "
+      f"{r['acked'] / float(sys.argv[4]):,.0f} msg/s, CPU per message {(float(sys.argv[3]) - float(sys.argv[2])) / n * 1e6:.1f} us")
+PY
+fi
 for name in $SCENARIOS; do
+  [ "$name" = mosquitto ] && continue
   echo "== $name" >&2
-  case $name in py|pyecho) seconds=$PY_DURATION ;; *) seconds=$DURATION ;; esac
+  case $name in py|pyecho|nodeecho) seconds=$PY_DURATION ;; *) seconds=$DURATION ;; esac
   START=$(date +%s.%N)
   CPU0=$(cpu); workers > "$OUT/$name.workers0"
   PERF_PID=
@@ -153,7 +177,8 @@ for name in $SCENARIOS; do
   END=$(date +%s.%N)
   CPU1=$(cpu); workers > "$OUT/$name.workers1"
   if [ -n "$PERF_PID" ]; then kill -INT "$PERF_PID"; wait "$PERF_PID" || true; fi
-  echo "{\"acked\": $ACKED, \"delivered\": $(delivered "$name"), \"seconds\": $(awk "BEGIN {printf \"%.3f\", $END - $START}"), \"cpu_seconds\": $(awk "BEGIN {printf \"%.3f\", $CPU1 - $CPU0}"), \"worker_cpu_seconds\": $(workers_cpu "$OUT/$name.workers0" "$OUT/$name.workers1"), \"workers\": $(wc -l < "$OUT/$name.workers1"), \"load\": \"$(cut -d' ' -f1-3 /proc/loadavg)\"}" | tee "$OUT/$name-end-to-end.json"
+  DROPPED=$(curl -s "http://127.0.0.1:$HTTP/metrics" | awk 'index($0, "fleetcore_observe_function_logs_dropped_total") == 1 {s += $NF} END {print s + 0}')
+  echo "{\"acked\": $ACKED, \"delivered\": $(delivered "$name"), \"cloudwatch_logs_dropped_so_far\": $DROPPED, \"seconds\": $(awk "BEGIN {printf \"%.3f\", $END - $START}"), \"cpu_seconds\": $(awk "BEGIN {printf \"%.3f\", $CPU1 - $CPU0}"), \"worker_cpu_seconds\": $(workers_cpu "$OUT/$name.workers0" "$OUT/$name.workers1"), \"workers\": $(wc -l < "$OUT/$name.workers1"), \"load\": \"$(cut -d' ' -f1-3 /proc/loadavg)\"}" | tee "$OUT/$name-end-to-end.json"
 done
 if [[ " $SCENARIOS " == *" pybatch "* ]]; then
   # Every record the mapping delivered is in `out`, once per successful batch.
@@ -180,6 +205,7 @@ import json, sys, pathlib
 out = pathlib.Path(sys.argv[1])
 for name, what in [("sql", "rule SQL -> kinesis action (anchor)"), ("wasm", "rule -> wasm lambda"),
                    ("pyecho", "rule -> Python lambda returning its event (no SDK call)"),
+                   ("nodeecho", "rule -> Node.js lambda returning its event (no SDK call)"),
                    ("py", "rule -> Python lambda -> stream (boto3 put_record per message)"),
                    ("pybatch", "rule -> stream -> event source mapping -> Python -> put_records -> stream")]:
     if not (out / f"{name}-end-to-end.json").exists():
@@ -187,6 +213,8 @@ for name, what in [("sql", "rule SQL -> kinesis action (anchor)"), ("wasm", "rul
     e = json.loads((out / f"{name}-end-to-end.json").read_text())
     n = max(e["delivered"], 1)
     late = "" if e["delivered"] >= e["acked"] else f" (NOT ALL DELIVERED: {e['acked'] - e['delivered']:,} left)"
+    dropped = e.get("cloudwatch_logs_dropped_so_far", 0)
+    late += f" (CloudWatch Logs feed: {dropped:,} hand-offs of invocation logs dropped so far (queue full))" if dropped else ""
     print(f"{what}: {e['delivered']:,} of {e['acked']:,} in {e['seconds']:.1f} s -> {e['delivered'] / e['seconds']:,.0f} msg/s{late}, "
           f"CPU per message: server {e['cpu_seconds'] / n * 1e6:.1f} us, {e['workers']} workers {e['worker_cpu_seconds'] / n * 1e6:.1f} us; load {e['load']}")
 PY

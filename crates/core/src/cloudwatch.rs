@@ -62,6 +62,7 @@ pub trait CloudWatchSink: Send + Sync + 'static {
 /// waiting: the implementor queues them (bounded; what does not fit is dropped and counted) and
 /// stores them in batches, so an invocation never waits for the log store.
 pub trait InvocationLogSink: Send + Sync + 'static {
-    /// Takes one invocation's framed log (`START` ... `REPORT`) of `function` at `version`.
+    /// Takes the framed logs (`START` ... `REPORT`) of one or more invocations of `function` at
+    /// `version`, one after another in the order they ran (a batch is handed over at once).
     fn invocation_log(&self, function: &str, version: &str, log: &str);
 }

@@ -5,6 +5,8 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use bytes::Bytes;
+
 /// What a finished synchronous invocation returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvokeOutput {
@@ -36,8 +38,27 @@ pub enum InvokeError {
 pub type InvokeFuture<'a> =
     Pin<Box<dyn Future<Output = Result<InvokeOutput, InvokeError>> + Send + 'a>>;
 
+/// The future of [`FunctionInvoker::invoke_each`]: one result per event, in order.
+pub type InvokeEachFuture<'a> =
+    Pin<Box<dyn Future<Output = Vec<Result<InvokeOutput, InvokeError>>> + Send + 'a>>;
+
 /// Invokes user functions by name or ARN (with an optional `:qualifier`), synchronously.
 pub trait FunctionInvoker: Send + Sync + 'static {
     /// Runs `function` with the JSON `payload` and waits for its result.
     fn invoke<'a>(&'a self, function: &'a str, payload: Vec<u8>) -> InvokeFuture<'a>;
+
+    /// Runs `function` once per event of `events` (one invocation each, exactly as
+    /// [`FunctionInvoker::invoke`] would) and waits for all of them; the results are in the
+    /// order of `events`. An implementor may share per-call work across the events (resolving
+    /// the function, writing the logs) and run them concurrently; this default invokes them one
+    /// after another.
+    fn invoke_each<'a>(&'a self, function: &'a str, events: &'a [Bytes]) -> InvokeEachFuture<'a> {
+        Box::pin(async move {
+            let mut results = Vec::with_capacity(events.len());
+            for event in events {
+                results.push(self.invoke(function, event.to_vec()).await);
+            }
+            results
+        })
+    }
 }

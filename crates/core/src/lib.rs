@@ -21,7 +21,7 @@ pub use cloudwatch::{
     CloudWatchError, CloudWatchFuture, CloudWatchSink, InvocationLogSink, MetricValue,
 };
 pub use events::{InputError, InputFuture, InputMessage, InputSink};
-pub use invoke::{FunctionInvoker, InvokeError, InvokeFuture, InvokeOutput};
+pub use invoke::{FunctionInvoker, InvokeEachFuture, InvokeError, InvokeFuture, InvokeOutput};
 pub use notify::{
     Channel, DirectFuture, DirectMessage, Notification, NotifyError, NotifyFuture, Recipient,
     RecipientNotifier, TopicPublisher,

@@ -90,19 +90,21 @@ impl FunctionLogs {
     }
 }
 
-/// One invocation's log text, framed as Lambda frames it.
-/// `output` is the end of what the function wrote, `written` how much it wrote in all.
-pub fn frame(
+/// Appends one invocation's log to `text`, framed as Lambda frames it: `START`, the end of what
+/// the function wrote (`output`; `written` is how much it wrote in all), `END`, `REPORT`. A
+/// batch of invocations is framed into one buffer and written at once.
+pub fn frame_into(
+    text: &mut String,
     request_id: &str,
     version: &str,
     output: &[u8],
     written: u64,
     report: &Report,
-) -> String {
+) {
     use std::fmt::Write as _;
     let shown = &output[output.len().saturating_sub(MAX_INVOCATION_OUTPUT)..];
-    // One allocation of about the frame's size; writing to a String cannot fail.
-    let mut text = String::with_capacity(shown.len() + 3 * request_id.len() + 160);
+    // About the frame's size at once; writing to a String cannot fail.
+    text.reserve(shown.len() + 3 * request_id.len() + 160);
     let _ = writeln!(text, "START RequestId: {request_id} Version: {version}");
     let cut = written.saturating_sub(shown.len() as u64);
     if cut > 0 {
@@ -116,23 +118,29 @@ pub fn frame(
     if !text.ends_with('\n') {
         text.push('\n');
     }
-    let ms = report.duration.as_secs_f64() * 1000.0;
     let _ = writeln!(text, "END RequestId: {request_id}");
     let _ = write!(
         text,
-        "REPORT RequestId: {request_id}\tDuration: {ms:.2} ms\tBilled Duration: {} ms\tMemory Size: {} MB",
-        ms.ceil() as u64,
+        "REPORT RequestId: {request_id}\tDuration: {} ms\tBilled Duration: {} ms\tMemory Size: {} MB",
+        Millis(report.duration),
+        report.duration.as_nanos().div_ceil(1_000_000),
         report.memory_size
     );
     if let Some(init) = report.init {
-        let _ = write!(
-            text,
-            "\tInit Duration: {:.2} ms",
-            init.as_secs_f64() * 1000.0
-        );
+        let _ = write!(text, "\tInit Duration: {} ms", Millis(init));
     }
     text.push_str("\t\n");
-    text
+}
+
+/// A duration as Lambda's REPORT line shows it: milliseconds with two decimals (integer
+/// arithmetic, rounded half up, rather than a float formatted per invocation).
+struct Millis(Duration);
+
+impl std::fmt::Display for Millis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hundredths = (self.0.as_nanos() + 5_000) / 10_000;
+        write!(f, "{}.{:02}", hundredths / 100, hundredths % 100)
+    }
 }
 
 /// The last [`TAIL_BYTES`] of `log`, cut at a character boundary.
@@ -177,11 +185,23 @@ mod tests {
             memory_size: 128,
             init: None,
         };
-        let log = frame("r1", "$LATEST", b"hello", 5, &report);
+        let mut log = String::new();
+        frame_into(&mut log, "r1", "$LATEST", b"hello", 5, &report);
         assert!(
             log.starts_with("START RequestId: r1 Version: $LATEST\nhello\nEND RequestId: r1\n")
         );
         assert!(log.contains("REPORT RequestId: r1\tDuration: 1.50 ms\tBilled Duration: 2 ms"));
+        // A batch's frames follow each other in one buffer; durations round half up.
+        let second = Report {
+            duration: Duration::from_nanos(2_004_999),
+            memory_size: 128,
+            init: Some(Duration::from_nanos(10_005_000)),
+        };
+        frame_into(&mut log, "r2", "3", b"", 0, &second);
+        assert!(log.ends_with(
+            "\t\nSTART RequestId: r2 Version: 3\nEND RequestId: r2\nREPORT RequestId: r2\t\
+             Duration: 2.00 ms\tBilled Duration: 3 ms\tMemory Size: 128 MB\tInit Duration: 10.01 ms\t\n"
+        ));
         let big = "é".repeat(5000);
         let t = tail(&big);
         assert!(t.len() <= TAIL_BYTES && t.len() >= TAIL_BYTES - 1);

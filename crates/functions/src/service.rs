@@ -812,7 +812,8 @@ impl Functions {
             (generation, config, record.reserved_concurrency)
         };
         let runner = self.runner(&config, reserved)?;
-        let invoked_arn = self.arn(&reference.name, reference.qualifier.as_deref());
+        let invoked_arn: Arc<str> =
+            Arc::from(self.arn(&reference.name, reference.qualifier.as_deref()));
         Ok(Arc::new(Target::new(
             generation,
             config,
@@ -841,6 +842,62 @@ impl Functions {
         client_context: Option<String>,
         when_busy: WhenBusy,
     ) -> Result<Invoked, FunctionsError> {
+        let mut log = String::new();
+        let outcome = self
+            .execute(target, payload, client_context, when_busy, &mut log)
+            .await?;
+        self.write_log(&target.config, &log);
+        Ok(Invoked {
+            outcome,
+            executed_version: target.config.version.clone(),
+            log,
+        })
+    }
+
+    /// Runs `target` once per event (each its own invocation: request id, START/END/REPORT,
+    /// metrics), waiting for a slot of its concurrency when it is all in use. A WebAssembly
+    /// function runs them one after another on the calling task (yielding to the other tasks
+    /// every [`YIELD_AFTER`]) and writes their logs at once; worker processes run them
+    /// concurrently, as separate calls would.
+    async fn run_each(
+        &self,
+        target: &Target,
+        events: &[Bytes],
+    ) -> Vec<Result<Outcome, FunctionsError>> {
+        if !matches!(target.runner, Runner::Wasm(_)) {
+            return futures_util::future::join_all(events.iter().map(|event| async {
+                self.run(target, event.clone(), None, WhenBusy::Wait)
+                    .await
+                    .map(|invoked| invoked.outcome)
+            }))
+            .await;
+        }
+        let mut log = String::new();
+        let mut results = Vec::with_capacity(events.len());
+        let mut slice = std::time::Instant::now();
+        for event in events {
+            let result = self
+                .execute(target, event.clone(), None, WhenBusy::Wait, &mut log)
+                .await;
+            results.push(result);
+            if slice.elapsed() >= YIELD_AFTER {
+                tokio::task::yield_now().await;
+                slice = std::time::Instant::now();
+            }
+        }
+        self.write_log(&target.config, &log);
+        results
+    }
+
+    /// Runs one invocation of `target` and counts it; its framed log is appended to `log`.
+    async fn execute(
+        &self,
+        target: &Target,
+        payload: Bytes,
+        client_context: Option<String>,
+        when_busy: WhenBusy,
+        log: &mut String,
+    ) -> Result<Outcome, FunctionsError> {
         if target.reserved == Some(0) {
             return Err(FunctionsError::TooManyRequests(
                 "Rate Exceeded. (ReservedFunctionConcurrentInvocationLimitExceeded: the function's \
@@ -853,7 +910,7 @@ impl Functions {
         let invocation = Invocation {
             request_id: request_id.clone(),
             payload,
-            invoked_arn: target.invoked_arn.clone(),
+            invoked_arn: Arc::clone(&target.invoked_arn),
             timeout: Duration::from_secs(u64::from(config.timeout)),
             client_context,
             when_busy,
@@ -869,12 +926,14 @@ impl Functions {
             otel.status_code = tracing::field::Empty,
             otel.status_message = tracing::field::Empty,
         );
-        let outcome = target
-            .runner
-            .invoke(invocation)
-            .instrument(span.clone())
-            .await;
-        if !span.is_disabled() {
+        let outcome = if span.is_disabled() {
+            target.runner.invoke(invocation).await
+        } else {
+            let outcome = target
+                .runner
+                .invoke(invocation)
+                .instrument(span.clone())
+                .await;
             match &outcome {
                 Ok(o) => {
                     span.record("faas.duration_ms", o.duration.as_secs_f64() * 1000.0);
@@ -893,7 +952,8 @@ impl Functions {
                     span.record("otel.status_message", e.to_string().as_str());
                 }
             }
-        }
+            outcome
+        };
         drop(span);
         let outcome = outcome?;
         target.invocations.increment(1);
@@ -902,7 +962,8 @@ impl Functions {
             tracing::info!(function = %config.name, %request_id, "invocation failed");
         }
         target.seconds.record(outcome.duration.as_secs_f64());
-        let log = logs::frame(
+        logs::frame_into(
+            log,
             &request_id,
             &config.version,
             &outcome.output,
@@ -913,15 +974,19 @@ impl Functions {
                 init: outcome.init,
             },
         );
-        self.logs.append(&config.name, &log);
-        if let Some(sink) = self.log_sink.get() {
-            sink.invocation_log(&config.name, &config.version, &log);
+        Ok(outcome)
+    }
+
+    /// Writes framed invocation logs of `config`'s function to its log file and to the
+    /// CloudWatch Logs feed, if one is set.
+    fn write_log(&self, config: &VersionConfig, log: &str) {
+        if log.is_empty() {
+            return;
         }
-        Ok(Invoked {
-            outcome,
-            executed_version: config.version.clone(),
-            log,
-        })
+        self.logs.append(&config.name, log);
+        if let Some(sink) = self.log_sink.get() {
+            sink.invocation_log(&config.name, &config.version, log);
+        }
     }
 
     /// Queues an `Event` invocation: checked, then stored durably (see `event_queue`).
@@ -939,6 +1004,9 @@ impl Functions {
         self.events.push(&reference, &payload).await
     }
 }
+
+/// How long a batch of WebAssembly invocations runs on its task before it lets the others run.
+const YIELD_AFTER: Duration = Duration::from_micros(200);
 
 /// How long a worker may stay idle before it is stopped.
 const IDLE_WORKER_TTL: Duration = Duration::from_secs(600);
@@ -1011,11 +1079,60 @@ impl fleetcore_core::FunctionInvoker for Functions {
             check_sync_payload(&payload)?;
             let target = self.cached_target(function)?;
             let invoked = self.run(&target, payload, None, WhenBusy::Wait).await?;
-            Ok(fleetcore_core::InvokeOutput {
-                payload: invoked.outcome.payload.into(),
-                function_error: invoked.outcome.function_error.map(str::to_string),
-            })
+            Ok(seam_output(invoked.outcome))
         })
+    }
+
+    /// As [`Self::invoke`] once per event, with the function resolved once and, for a
+    /// WebAssembly function, the invocations run in turn and their logs written at once.
+    fn invoke_each<'a>(
+        &'a self,
+        function: &'a str,
+        events: &'a [Bytes],
+    ) -> fleetcore_core::InvokeEachFuture<'a> {
+        Box::pin(async move {
+            let target = match self.cached_target(function) {
+                Ok(target) => target,
+                Err(error) => {
+                    let error = fleetcore_core::InvokeError::from(error);
+                    return events.iter().map(|_| Err(error.clone())).collect();
+                }
+            };
+            // Events too large fail alone; the others run together.
+            let mut results: Vec<
+                Option<Result<fleetcore_core::InvokeOutput, fleetcore_core::InvokeError>>,
+            > = events
+                .iter()
+                .map(|event| check_sync_payload(event).err().map(|e| Err(e.into())))
+                .collect();
+            let runnable: Vec<Bytes> = events
+                .iter()
+                .zip(&results)
+                .filter(|(_, refused)| refused.is_none())
+                .map(|(event, _)| event.clone())
+                .collect();
+            let mut ran = self.run_each(&target, &runnable).await.into_iter();
+            results
+                .iter_mut()
+                .map(|slot| match slot.take() {
+                    Some(refused) => refused,
+                    None => match ran.next() {
+                        Some(outcome) => outcome.map(seam_output).map_err(Into::into),
+                        None => Err(fleetcore_core::InvokeError::Service(
+                            "the invocation did not run".into(),
+                        )),
+                    },
+                })
+                .collect()
+        })
+    }
+}
+
+/// What the seam's callers get of an outcome.
+fn seam_output(outcome: Outcome) -> fleetcore_core::InvokeOutput {
+    fleetcore_core::InvokeOutput {
+        payload: outcome.payload.into(),
+        function_error: outcome.function_error.map(str::to_string),
     }
 }
 

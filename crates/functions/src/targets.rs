@@ -28,7 +28,7 @@ pub(crate) struct Target {
     /// Its worker pool or compiled module.
     pub runner: Runner,
     /// The ARN the caller named (with its qualifier).
-    pub invoked_arn: String,
+    pub invoked_arn: Arc<str>,
     /// `fleetcore_functions_invocations_total` of the function.
     pub invocations: metrics::Counter,
     /// `fleetcore_functions_failures_total` of the function.
@@ -44,7 +44,7 @@ impl Target {
         config: VersionConfig,
         reserved: Option<u32>,
         runner: Runner,
-        invoked_arn: String,
+        invoked_arn: Arc<str>,
     ) -> Target {
         let function = config.name.clone();
         Target {

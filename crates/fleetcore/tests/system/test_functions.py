@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from botocore.exceptions import ClientError
 
 from brokers import FLEETCORE_BIN, Broker, wait_until
 from clients import V5
@@ -408,6 +409,87 @@ def test_wasm_module_runs_in_process_with_logs_and_fuel_limit(fb, aws, uid):
     with pytest.raises(lam.exceptions.InvalidParameterValueException):
         create(lam, name + "-bad", {"bad.wasm": b"\0asm\x01\0\0\0garbage"},
                runtime="provided.al2023", handler="bad.wasm")
+
+
+# Logs a line per call, echoes its event, and fails (through `fail`) an event starting with `!`.
+WAT_FAILS_ON_BANG = """
+(module
+  (import "env" "log" (func $log (param i32 i32)))
+  (import "env" "fail" (func $fail (param i32 i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "line\\n")
+  (data (i32.const 32) "{\\"errorType\\":\\"Bad\\",\\"errorMessage\\":\\"bang\\"}")
+  (global $next (mut i32) (i32.const 1024))
+  (func $alloc (export "alloc") (param $len i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $next))
+    (global.set $next (i32.add (global.get $next) (local.get $len)))
+    (local.get $p))
+  (func (export "dealloc") (param $ptr i32) (param $len i32)
+    (if (i32.eq (i32.add (local.get $ptr) (local.get $len)) (global.get $next))
+      (then (global.set $next (local.get $ptr)))))
+  (func (export "handle") (param $ptr i32) (param $len i32) (result i64)
+    (call $log (i32.const 16) (i32.const 5))
+    (if (i32.eq (i32.load8_u (local.get $ptr)) (i32.const 33))
+      (then (call $fail (i32.const 32) (i32.const 41))))
+    (i64.or (i64.shl (i64.extend_i32_u (local.get $ptr)) (i64.const 32))
+            (i64.extend_i32_u (local.get $len)))))
+"""
+
+
+def test_a_burst_through_a_rule_to_wasm_is_one_logged_invocation_per_message(fb, aws, clients, uid):
+    """A burst of messages reaches the lambda action in batches; each message is still its own
+    invocation, with its own START/END/REPORT under its own request id in the function's log and
+    in CloudWatch Logs, and a failing one fails alone (only it reaches the errorAction)."""
+    iot, lam, logs = aws("iot", broker=fb), aws("lambda", broker=fb), aws("logs", broker=fb)
+    name = fn_name(uid)
+    fn = create(lam, name, {"m.wat": WAT_FAILS_ON_BANG}, runtime="provided.al2023", handler="m.wat")
+    create_rule(iot, rule_name(uid), f"SELECT * FROM 'fnb/{uid}'",
+                [{"lambda": {"functionArn": fn["FunctionArn"]}}],
+                errorAction={"republish": {"roleArn": ROLE, "topic": f"fnb-errors/{uid}"}})
+    sub = clients(V5, broker=fb)
+    sub.subscribe(f"fnb-errors/{uid}", qos=1)
+    dev = clients(V5, broker=fb)
+    payloads = [json.dumps({"n": i}).encode() for i in range(60)]
+    payloads[30] = b"!bad"
+    sent = [dev.publish(f"fnb/{uid}", p, qos=1, wait=False) for p in payloads]
+    for info in sent:
+        info.wait_for_publish(30)
+        assert info.is_published()
+    failure = json.loads(sub.wait_message(timeout=60, topic=f"fnb-errors/{uid}").payload)
+    [failed] = failure["failures"]
+    assert failed["failedAction"] == "LambdaAction" and '"errorType":"Bad"' in failed["errorMessage"]
+    assert base64.b64decode(failure["base64OriginalPayload"]) == b"!bad"
+    path = fb.data_dir / "functions" / "logs" / f"{name}.log"
+
+    def frames():
+        # The failing message is tried again (5 attempts): wait until it went to the errorAction
+        # and every good message ran, then read the log as the CLI shows it.
+        text = subprocess.run([str(FLEETCORE_BIN), "function", "logs", name, "--data-dir",
+                               str(fb.data_dir)], capture_output=True, text=True, timeout=30).stdout
+        lines = text.splitlines()
+        return lines if sum(1 for line in lines if line.startswith("REPORT ")) >= 64 else None
+
+    lines = wait_until(frames, timeout=30, interval=0.1, what=f"64 REPORT lines in {path}")
+    starts = [line.split()[2] for line in lines if line.startswith("START RequestId: ")]
+    assert len(starts) == 64 and len(set(starts)) == 64, "one request id per invocation"
+    # each invocation framed as Lambda frames it: START, its line, END, REPORT of the same id
+    for i, rid in enumerate(starts):
+        at = lines.index(f"START RequestId: {rid} Version: $LATEST")
+        assert lines[at + 1] == "line" and lines[at + 2] == f"END RequestId: {rid}", lines[at:at + 4]
+        assert lines[at + 3].startswith(f"REPORT RequestId: {rid}\tDuration: ")
+        assert "\tBilled Duration: " in lines[at + 3] and "\tMemory Size: 128 MB" in lines[at + 3]
+    # and the same invocations in CloudWatch Logs, one event per line
+    def reports():
+        try:
+            out = logs.get_paginator("filter_log_events").paginate(
+                logGroupName=f"/aws/lambda/{name}", filterPattern="REPORT").build_full_result()
+        except ClientError:
+            return None
+        return out["events"] if len(out["events"]) >= 64 else None
+
+    events = wait_until(reports, timeout=30, interval=0.2, what="64 REPORT events in CloudWatch Logs")
+    assert sorted(e["message"].split()[2] for e in events) == sorted(starts)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ pub struct Invocation {
     /// The event (JSON).
     pub payload: Bytes,
     /// The ARN the caller named (with its qualifier).
-    pub invoked_arn: String,
+    pub invoked_arn: Arc<str>,
     /// How long it may run.
     pub timeout: Duration,
     /// `X-Amz-Client-Context`, passed through.

@@ -48,6 +48,7 @@
 //! the trap's message.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -112,17 +113,25 @@ pub struct WasmFunction {
     concurrency: Concurrency,
 }
 
-/// Reads `len` bytes at `ptr` of the caller's exported memory.
-fn read_guest(caller: &Caller<'_, HostState>, ptr: i32, len: i32) -> Result<Vec<u8>, wasmi::Error> {
-    let memory = caller
+/// The caller's exported memory.
+fn guest_memory(caller: &Caller<'_, HostState>) -> Result<Memory, wasmi::Error> {
+    caller
         .get_export("memory")
         .and_then(Extern::into_memory)
-        .ok_or_else(|| wasmi::Error::new("the module exports no `memory`"))?;
-    let data = memory.data(caller);
+        .ok_or_else(|| wasmi::Error::new("the module exports no `memory`"))
+}
+
+/// The `len` bytes at `ptr` of a guest memory's `data`.
+fn guest_range(data: &[u8], ptr: i32, len: i32) -> Result<&[u8], wasmi::Error> {
     let (start, len) = (ptr as u32 as usize, len as u32 as usize);
     data.get(start..start.saturating_add(len))
-        .map(<[u8]>::to_vec)
         .ok_or_else(|| wasmi::Error::new("log/fail: range outside the memory"))
+}
+
+/// Reads `len` bytes at `ptr` of the caller's exported memory.
+fn read_guest(caller: &Caller<'_, HostState>, ptr: i32, len: i32) -> Result<Vec<u8>, wasmi::Error> {
+    let memory = guest_memory(caller)?;
+    guest_range(memory.data(caller), ptr, len).map(<[u8]>::to_vec)
 }
 
 impl WasmFunction {
@@ -151,11 +160,13 @@ impl WasmFunction {
                 "env",
                 "log",
                 |mut caller: Caller<'_, HostState>, ptr: i32, len: i32| {
-                    let bytes = read_guest(&caller, ptr, len)?;
-                    let state = caller.data_mut();
+                    // Straight from the guest's memory into the log: no copy in between.
+                    let memory = guest_memory(&caller)?;
+                    let (data, state) = memory.data_and_store_mut(&mut caller);
+                    let bytes = guest_range(data, ptr, len)?;
                     state.logged += bytes.len() as u64;
                     if state.log.len() < 2 * MAX_INVOCATION_OUTPUT {
-                        state.log.extend_from_slice(&bytes);
+                        state.log.extend_from_slice(bytes);
                     }
                     Ok(())
                 },
@@ -277,7 +288,7 @@ impl WasmFunction {
         let invocation = Invocation {
             request_id,
             payload: Bytes::new(),
-            invoked_arn: String::new(),
+            invoked_arn: Arc::from(""),
             timeout,
             client_context: None,
             when_busy: WhenBusy::Refuse,

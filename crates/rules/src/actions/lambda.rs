@@ -1,14 +1,17 @@
 //! `lambda`: invokes a function with the rule's output through the `FunctionInvoker` seam
-//! (implemented by the functions capability, wired by the binary). Up to [`IN_FLIGHT`] messages
-//! are invoked at once, each as its own call of the lane's window; each waits for its function to finish, so a message counts as
-//! delivered only once its function succeeded (at least once, from the ingest log), and a
-//! function error, timeout or unknown function fails the message (the errorAction fires).
+//! (implemented by the functions capability, wired by the binary). A call of the action takes up
+//! to [`BATCH`] messages and invokes the function once per message (one invocation each, as
+//! Lambda does for IoT rules) in one call of the seam, which shares the per-call work (resolving
+//! the function, writing the logs) across them; up to [`IN_FLIGHT`] such calls run at once. Each
+//! message waits for its function to finish, so it counts as delivered only once its function
+//! succeeded (at least once, from the ingest log), and a function error, timeout or unknown
+//! function fails that message alone (the errorAction fires for it).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use fleetcore_core::FunctionInvoker;
-use futures_util::future::join_all;
+use bytes::Bytes;
+use fleetcore_core::{FunctionInvoker, InvokeError, InvokeOutput};
 
 use super::{Action, ActionSpec, Destinations, Members, Pipelining, Prepared};
 use crate::sql::Template;
@@ -45,27 +48,24 @@ struct Lambda {
     function_arn: String,
 }
 
-/// Invocations one lambda action has running at once (the function's own concurrency limit
-/// throttles beyond it, which fails and retries the message).
-const IN_FLIGHT: usize = 64;
+/// Most messages of one call of the action (each still its own invocation).
+const BATCH: usize = 16;
 
-impl Lambda {
-    /// Invokes the function with one message; `Ok` once it succeeded.
-    async fn invoke(&self, item: &Prepared) -> Result<(), String> {
-        match self
-            .functions
-            .invoke(&self.function_arn, item.body.to_vec())
-            .await
-        {
-            Ok(output) => match output.function_error {
-                None => Ok(()),
-                Some(kind) => Err(format!(
-                    "the function failed ({kind}): {}",
-                    String::from_utf8_lossy(&output.payload[..output.payload.len().min(512)])
-                )),
-            },
-            Err(error) => Err(error.to_string()),
-        }
+/// Calls of the action running at once: with [`BATCH`], up to 128 invocations outstanding (the
+/// function's own concurrency makes the rest wait for a slot).
+const IN_FLIGHT: usize = 8;
+
+/// What one invocation's result means for its message: `Ok` once the function succeeded.
+fn verdict(result: Result<InvokeOutput, InvokeError>) -> Result<(), String> {
+    match result {
+        Ok(output) => match output.function_error {
+            None => Ok(()),
+            Some(kind) => Err(format!(
+                "the function failed ({kind}): {}",
+                String::from_utf8_lossy(&output.payload[..output.payload.len().min(512)])
+            )),
+        },
+        Err(error) => Err(error.to_string()),
     }
 }
 
@@ -83,16 +83,22 @@ impl Action for Lambda {
         &[]
     }
 
-    /// One message per call, many calls at once: each waits for its function, and a slot is
-    /// refilled as soon as any finishes.
+    /// A few messages per call, several calls at once: each message waits for its own
+    /// invocation, and a slot is refilled as soon as any call finishes.
     fn pipelining(&self) -> Pipelining {
         Pipelining {
-            batch: 1,
+            batch: BATCH,
             in_flight: IN_FLIGHT,
         }
     }
 
     async fn deliver(&self, items: &[Prepared]) -> Vec<Result<(), String>> {
-        join_all(items.iter().map(|item| self.invoke(item))).await
+        let events: Vec<Bytes> = items.iter().map(|item| item.body.clone()).collect();
+        self.functions
+            .invoke_each(&self.function_arn, &events)
+            .await
+            .into_iter()
+            .map(verdict)
+            .collect()
     }
 }
