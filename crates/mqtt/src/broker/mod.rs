@@ -3,6 +3,7 @@
 mod config;
 mod connection;
 mod device_meter;
+mod idle_watch;
 mod ingest;
 mod keep_alive;
 mod message;
@@ -18,6 +19,7 @@ mod takeover;
 mod tap;
 #[cfg(test)]
 mod test_support;
+mod tls;
 mod transport;
 
 use std::io;
