@@ -9,6 +9,7 @@
 #   benches/idle_connections.sh                             # 10,000 and 200,000 plain, 10,000 mTLS
 #   COUNTS=10000 TLS_COUNT=0 benches/idle_connections.sh    # 10,000 plain only
 #   FLEETCORE_BIN=/path/to/fleetcore benches/idle_connections.sh  # another build, not rebuilt
+#   CONNCOUNT=/path/to/conncount ...                        # a built conncount, not rebuilt
 #
 # Each broker needs N + a few hundred open files, and so does conncount: a count above the hard
 # limit (`ulimit -Hn`; raise it as root, with fs.nr_open) is skipped with a note. All traffic
@@ -32,8 +33,11 @@ if [ -n "${FLEETCORE_BIN:-}" ]; then BIN=$FLEETCORE_BIN; else
   cargo build --release -p fleetcore -q
   BIN=$PWD/target/release/fleetcore
 fi
-cargo build --release -p fleetcore-conncount -q
-CONNCOUNT=$PWD/target/release/conncount
+# CONNCOUNT=path uses that build of the tool (e.g. while a release build holds target/).
+if [ -z "${CONNCOUNT:-}" ]; then
+  cargo build --release -p fleetcore-conncount -q
+  CONNCOUNT=$PWD/target/release/conncount
+fi
 
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }

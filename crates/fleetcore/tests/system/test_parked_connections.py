@@ -3,6 +3,8 @@
 closes it at 1.5 x keep alive and fires its will, a takeover still reaches it, a delivery wakes
 it, over plain TCP and mTLS alike."""
 
+import socket
+import ssl
 import time
 
 import pytest
@@ -140,3 +142,37 @@ def test_parked_mtls_connection_resumes_on_its_own_traffic(fresh_broker, clients
         _wait_parked(b, 2)
         watcher.publish(f"{topic}/back", b"back %d" % i, qos=1)
         assert tls.wait_payload(b"back %d" % i, timeout=5)
+
+
+def test_parked_mtls_connection_wakes_for_a_qos1_publish_and_answers_pingreq(
+        fresh_broker, clients, client_cert, uid):
+    """A parked mTLS connection (its TLS record buffers given back while parked) wakes for a
+    QoS 1 delivery and acknowledges it, parks again, then answers a PINGREQ that arrives split
+    over two TLS records, and ends cleanly: the TLS session goes on across parkings."""
+    b = fresh_broker
+    topic = f"parked/tls/ping/{uid}"
+    cert, key = client_cert(b, f"ping-{uid}")
+    ctx = ssl.create_default_context(cafile=str(b.ca_pem))
+    ctx.load_cert_chain(str(cert), str(key))
+    plain = socket.create_connection((b.host, b.ports["mqtts"]), timeout=5)
+    c = w.RawClient(b.host, 0, V5, 5.0, sock=ctx.wrap_socket(plain, server_hostname="localhost"))
+    try:
+        assert c.connect(f"ping-{uid}", keepalive=60).rc == 0
+        assert c.subscribe([(topic, 1)]).rcs == [1]
+        _wait_parked(b, 1)
+        pub = clients(V5, broker=b)
+        pub.publish(topic, b"to a parked tls connection", qos=1)
+        msg = c.expect(w.PUBLISH, timeout=5)
+        assert (msg.payload, msg.qos) == (b"to a parked tls connection", 1), msg
+        c.send(w.puback(msg.pid, V5))
+        _wait_parked(b, 2)  # this connection again, and the publisher
+        ping = w.pingreq()
+        c.send(ping[:1])  # one TLS record each
+        c.send(ping[1:])
+        assert c.expect(w.PINGRESP, timeout=5).type == w.PINGRESP
+        assert c.quiet(0.3) == [], "nothing else arrives (the PUBLISH is not resent)"
+        c.send(w.disconnect(V5))
+        assert c.wait_closed(5) == []
+        assert b.metrics().get("fleetcore_mqtt_protocol_errors_total", 0) == 0
+    finally:
+        c.close()

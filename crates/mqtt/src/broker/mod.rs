@@ -4,6 +4,7 @@ mod config;
 mod connection;
 mod device_meter;
 mod drain;
+mod idle_watch;
 mod ingest;
 mod keep_alive;
 mod message;
@@ -20,6 +21,7 @@ mod takeover;
 mod tap;
 #[cfg(test)]
 mod test_support;
+mod tls;
 mod transport;
 
 use std::io;

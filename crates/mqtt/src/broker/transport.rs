@@ -1,12 +1,13 @@
-//! Network listeners: plain TCP, TLS (client certificate required), and MQTT over WebSocket,
-//! plain and TLS. Each accepted socket is turned into a [`ClientStream`] and handed to the
-//! connection code, which does not know which transport it runs on.
+//! Network listeners: plain TCP, TLS (client certificate required; driven by `tls`), and MQTT
+//! over WebSocket, plain and TLS (through tokio-rustls: WebSocket connections never park). Each
+//! accepted socket is turned into a [`ClientStream`] and handed to the connection code, which
+//! does not know which transport it runs on.
 
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
@@ -22,6 +23,8 @@ use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::connection::{ClientStream, ConnectionInfo};
+use super::idle_watch::Socket;
+use super::tls;
 
 /// Which protocol stack a listener speaks.
 #[derive(Clone)]
@@ -97,10 +100,11 @@ pub(crate) async fn handshake(
         peer_certificate: None,
     };
     let stream: Box<dyn ClientStream> = match kind {
-        ListenerKind::Tcp => Box::new(tcp),
+        ListenerKind::Tcp => Box::new(Socket::Live(tcp)),
+        // rustls's unbuffered API, so that a parked connection holds no TLS buffer (`tls`).
         ListenerKind::Tls(config) => {
-            let tls = TlsAcceptor::from(Arc::clone(config)).accept(tcp).await?;
-            info.peer_certificate = leaf_certificate(&tls);
+            let tls = tls::accept(Arc::clone(config), tcp).await?;
+            info.peer_certificate = tls.peer_certificate();
             Box::new(tls)
         }
         ListenerKind::WebSocket => Box::new(upgrade(tcp, max_message).await?),
@@ -171,29 +175,21 @@ where
     })
 }
 
-impl ClientStream for TcpStream {
+impl ClientStream for Socket {
     fn parkable(&mut self) -> bool {
         true
     }
 
     fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.poll_read_ready(cx)
-    }
-}
-
-impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
-    /// rustls may hold decrypted bytes the socket no longer shows (a read took only part of a
-    /// record), or records still to send: then the connection stays in its busy loop.
-    fn parkable(&mut self) -> bool {
-        let (_, tls) = self.get_mut();
-        !tls.wants_write()
-            && tls
-                .process_new_packets()
-                .is_ok_and(|state| state.plaintext_bytes_to_read() == 0 && !state.peer_has_closed())
+        self.live()?.poll_read_ready(cx)
     }
 
-    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_ref().0.poll_read_ready(cx)
+    fn park_socket(&mut self, waker: &Waker) -> bool {
+        self.park(waker)
+    }
+
+    fn unpark_socket(&mut self) {
+        self.unpark();
     }
 }
 

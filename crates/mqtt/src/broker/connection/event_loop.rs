@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
 
 use super::Connection;
@@ -54,6 +55,14 @@ pub(super) enum Served {
     Exit(Exit),
     /// Nothing to do for a while: park.
     Idle,
+}
+
+/// Ready once `space` is notified; never without one.
+async fn room(space: Option<&Notify>) {
+    match space {
+        Some(space) => space.notified().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// True once `deadline` is set and has passed.
@@ -132,7 +141,7 @@ impl Connection {
                 self.rbuf.reserve(self.read_size);
             }
             let spare = self.rbuf.capacity() - self.rbuf.len();
-            let space = Arc::clone(&self.space);
+            let space = self.space.clone();
             let blocked = self.pending.is_some();
             let paused = self.reading_paused();
             let holding = self.held_acks.is_some();
@@ -154,7 +163,7 @@ impl Connection {
                 },
                 // More deliveries or read packets wait: poll the socket once (above), then go on.
                 _ = std::future::ready(()), if more_to_send || more_to_handle => {}
-                _ = space.notified(), if blocked => self.retry_pending(),
+                _ = room(space.as_deref()), if blocked => self.retry_pending(),
                 _ = watermark_moved(&mut self.held_acks), if holding => self.release_acks(),
                 _ = &mut woken => {
                     woken.set(session.wake().notified());
@@ -249,6 +258,9 @@ impl Connection {
         }
         self.targets = Vec::new();
         self.popped = Vec::new();
+        if self.pending.is_none() {
+            self.space = None;
+        }
         self.read_size = MIN_READ;
     }
 

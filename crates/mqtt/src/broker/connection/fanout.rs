@@ -74,7 +74,8 @@ impl Connection {
         self.router.targets(message, &mut targets);
         let mut blocked = Vec::new();
         for (session, delivery) in targets.drain(..) {
-            match self.router.offer(&session, delivery, Some(&self.space)) {
+            let space = &*self.space.get_or_insert_with(Default::default);
+            match self.router.offer(&session, delivery, Some(space)) {
                 Offered::Taken { ticket } => tickets.queue = tickets.queue.max(ticket),
                 Offered::Full(d) => blocked.push((session, d)),
             }
@@ -112,7 +113,7 @@ impl Connection {
             true
         } else {
             let router = &self.router;
-            let space = &self.space;
+            let space = &*self.space.get_or_insert_with(Default::default);
             pending.offer_again(|session, delivery| router.offer(session, delivery, Some(space)))
         };
         if done {

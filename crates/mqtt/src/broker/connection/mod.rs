@@ -28,7 +28,7 @@ mod subscribe;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -64,6 +64,16 @@ pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {
         let _ = cx;
         Poll::Ready(Ok(()))
     }
+
+    /// Takes the socket out of tokio's reactor while the connection is parked, to wake `waker`
+    /// once it is readable (`idle_watch`). False if it stays in tokio's reactor.
+    fn park_socket(&mut self, waker: &Waker) -> bool {
+        let _ = waker;
+        false
+    }
+
+    /// Brings a parked socket back into tokio's reactor (called in the runtime's context).
+    fn unpark_socket(&mut self) {}
 }
 
 /// What the transport knows about a new connection.
@@ -114,7 +124,9 @@ struct Connection {
     /// Boxed: only present while acknowledgements wait for the ingest log.
     held_acks: Option<Box<HeldAcks>>,
     principal: Arc<str>,
-    space: Arc<Notify>,
+    /// Notified when a full receiver has room again; made when a fan-out first meets a full
+    /// receiver, given back when the connection is quiet.
+    space: Option<Arc<Notify>>,
     targets: Vec<Blocked>,
     popped: Vec<Delivery>,
     /// Device Defender's counters for this client id, when a device meter is installed.
@@ -204,7 +216,7 @@ impl Connection {
             pending: None,
             held_acks: None,
             principal: accepted.principal,
-            space: Arc::new(Notify::new()),
+            space: None,
             targets: Vec::new(),
             popped: Vec::new(),
             meter: accepted.meter,

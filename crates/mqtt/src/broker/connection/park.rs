@@ -42,6 +42,8 @@ impl<A: Send + 'static> Resume for ParkedConnection<A> {
             alive,
             filed,
         } = self;
+        // The socket rejoins tokio's reactor, which needs the runtime's context.
+        let _runtime = runtime.enter();
         connection.unparked(filed);
         runtime.spawn(connection.live(alive));
     }
@@ -100,6 +102,8 @@ impl Connection {
             let exit = self.woken(woke);
             return Parking::Busy(self, alive, exit);
         }
+        // Out of tokio's reactor while parked (it wakes the spot when readable).
+        self.io.park_socket(&waker);
         let filed = self.keep_alive.map(|k| {
             self.router.keep_alive_sweep().file(
                 self.last_packet + k,
@@ -127,9 +131,10 @@ impl Connection {
         }
     }
 
-    /// Takes back what parking filed: the keep-alive deadline, the session's waker (its task
-    /// waits on the session again) and the parked count.
+    /// Takes back what parking filed: the socket (back into tokio's reactor), the keep-alive
+    /// deadline, the session's waker (its task waits on the session again) and the parked count.
     fn unparked(&mut self, filed: Option<Filed>) {
+        self.io.unpark_socket();
         self.router.metrics().connections_parked.decrement(1.0);
         self.session.unregister_parked();
         if let Some(filed) = filed {
