@@ -1,5 +1,5 @@
-//! SQL over Parquet folders with DataFusion: each datastore (or any Hive-partitioned Parquet
-//! folder) is a table; partition columns are known, so `WHERE __dt >= '...'` reads only the
+//! SQL over Parquet or newline-delimited JSON folders with DataFusion: each datastore (or any
+//! Hive-partitioned folder of such files) is a table; partition columns are known, so `WHERE __dt >= '...'` reads only the
 //! matching folders, and Parquet statistics prune row groups. Identifiers are case-sensitive
 //! as written (attribute names keep their case, as IoT Analytics' SQL reads them), and the
 //! functions of [`crate::functions`] are registered. A table's files are a local folder or
@@ -11,6 +11,7 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use arrow_schema::{DataType, Schema};
 use datafusion::common::TableReference;
+use datafusion::datasource::file_format::json::JsonFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
@@ -21,20 +22,50 @@ use object_store::path::Path as ObjectPath;
 
 use crate::error::AnalyticsError;
 
-/// One table of a query: a Parquet folder.
+/// One table of a query: a folder of Parquet or JSON files.
 #[derive(Debug, Clone)]
 pub struct Table {
     /// The table's name in SQL.
     pub name: String,
     /// Where its files are.
     pub source: Source,
+    /// The format of its files.
+    pub format: FileFormat,
     /// The files' columns (`None`: read from the files).
     pub schema: Option<Schema>,
     /// The partition columns, outermost first (`None`: read from the folder names).
     pub partitions: Option<Vec<String>>,
 }
 
-/// Where a table's Parquet files are.
+/// The format of a table's files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FileFormat {
+    /// Parquet (`.parquet`).
+    #[default]
+    Parquet,
+    /// One JSON object a line (`.json`).
+    Json,
+}
+
+impl FileFormat {
+    /// The extension of its files, without the dot.
+    pub fn extension(self) -> &'static str {
+        match self {
+            FileFormat::Parquet => "parquet",
+            FileFormat::Json => "json",
+        }
+    }
+
+    /// The format of a file named `name`, if it is a data file.
+    pub fn of_file(name: &str) -> Option<FileFormat> {
+        let (_, extension) = name.rsplit_once('.')?;
+        [FileFormat::Parquet, FileFormat::Json]
+            .into_iter()
+            .find(|f| f.extension() == extension)
+    }
+}
+
+/// Where a table's files are.
 #[derive(Debug, Clone)]
 pub enum Source {
     /// A local folder.
@@ -109,6 +140,38 @@ pub async fn object_partition_columns(
     }
 }
 
+/// The format of the first data file (`.parquet` or `.json`) in folder `dir`, at any depth
+/// (`None`: it holds none yet).
+pub fn folder_format(dir: &Path) -> Option<FileFormat> {
+    let entries = std::fs::read_dir(dir).ok()?;
+    let mut folders = Vec::new();
+    for entry in entries.filter_map(Result::ok) {
+        let path = entry.path();
+        if path.is_dir() {
+            folders.push(path);
+        } else if let Some(format) = FileFormat::of_file(&entry.file_name().to_string_lossy()) {
+            return Some(format);
+        }
+    }
+    folders.iter().find_map(|f| folder_format(f))
+}
+
+/// The format of the first data file under `prefix` of `store` (`None`: none there yet).
+pub async fn object_format(
+    store: &dyn ObjectStore,
+    prefix: &str,
+) -> Result<Option<FileFormat>, AnalyticsError> {
+    use futures_util::StreamExt;
+    let mut listed = store.list(Some(&ObjectPath::from(prefix)));
+    while let Some(meta) = listed.next().await {
+        let meta = meta.map_err(engine)?;
+        if let Some(format) = meta.location.filename().and_then(FileFormat::of_file) {
+            return Ok(Some(format));
+        }
+    }
+    Ok(None)
+}
+
 /// The key of a Hive partition folder name (`key=value`).
 fn partition_key(name: &str) -> Option<&str> {
     let (key, _) = name.split_once('=')?;
@@ -180,8 +243,12 @@ pub async fn run_in(
             location.push('/');
         }
         let url = ListingTableUrl::parse(&location).map_err(engine)?;
-        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-            .with_file_extension(".parquet")
+        let format: Arc<dyn datafusion::datasource::file_format::FileFormat> = match table.format {
+            FileFormat::Parquet => Arc::new(ParquetFormat::default()),
+            FileFormat::Json => Arc::new(JsonFormat::default()),
+        };
+        let options = ListingOptions::new(format)
+            .with_file_extension(format!(".{}", table.format.extension()))
             .with_table_partition_cols(
                 partitions
                     .into_iter()

@@ -27,8 +27,9 @@ pub(super) async fn create(
     Json(request): Json<PipelineRequest>,
 ) -> Result<Response, ApiError> {
     let tags = tag_list(&request.tags)?;
-    let record =
-        analytics.create_pipeline(&request.pipeline_name, request.pipeline_activities, tags)?;
+    let record = analytics
+        .create_pipeline(&request.pipeline_name, request.pipeline_activities, tags)
+        .await?;
     Ok(created(json!({
         "pipelineName": record.name,
         "pipelineArn": analytics.resource_arn("pipeline", &record.name),
@@ -77,7 +78,9 @@ pub(super) async fn update(
     Path(name): Path<String>,
     Json(request): Json<PipelineRequest>,
 ) -> Result<Response, ApiError> {
-    analytics.update_pipeline(&name, request.pipeline_activities)?;
+    analytics
+        .update_pipeline(&name, request.pipeline_activities)
+        .await?;
     Ok(axum::Json(json!({})).into_response())
 }
 
