@@ -217,6 +217,7 @@ pub async fn run_in(
     window: Option<&Window>,
 ) -> Result<Vec<RecordBatch>, AnalyticsError> {
     let ctx = session();
+    tracing::debug!("query session ready");
     let windowed = window.map(|_| referenced(&ctx, sql)).unwrap_or_default();
     for table in tables {
         let (mut location, partitions) = match &table.source {
@@ -287,13 +288,13 @@ pub async fn run_in(
                     .map_err(engine)?;
             }
         }
+        tracing::debug!(table = %table.name, "query table registered");
     }
-    ctx.sql(sql)
-        .await
-        .map_err(engine)?
-        .collect()
-        .await
-        .map_err(engine)
+    let frame = ctx.sql(sql).await.map_err(engine)?;
+    tracing::debug!("query planned");
+    let batches = frame.collect().await.map_err(engine)?;
+    tracing::debug!("query ran");
+    Ok(batches)
 }
 
 /// The rows as CSV with a header line.

@@ -114,6 +114,7 @@ impl SqlArgs {
 
     /// Runs the query and prints the rows.
     pub async fn run(self) -> anyhow::Result<()> {
+        tracing::debug!("sql started");
         let tables = self.tables().await?;
         let batches = query::run(&tables, &self.query).await?;
         let out = match self.format {
@@ -130,6 +131,7 @@ impl SqlArgs {
             }
         };
         std::io::Write::write_all(&mut std::io::stdout().lock(), &out)?;
+        tracing::debug!("sql printed");
         Ok(())
     }
 }

@@ -116,7 +116,7 @@ pub(super) async fn start_reprocessing(
 ) -> Result<Response, ApiError> {
     if request.channel_messages.is_some() {
         return Err(ApiError::invalid_request(
-            "channelMessages.s3Paths are not supported by this server: channels keep their messages in its data folder; reprocess a time window with startTime and endTime",
+            "channelMessages.s3Paths are not supported by this server: reprocess a time window with startTime and endTime",
         ));
     }
     let id = analytics.start_reprocessing(&name, request.start_time, request.end_time)?;
