@@ -83,15 +83,11 @@ pub enum Source {
     },
 }
 
-/// A DataFusion session with identifiers kept as written, whose Parquet scans evaluate the
-/// query's filters while decoding (late materialization: the other columns are decoded only for
-/// the rows that pass, so a filtered top-N decodes a fraction of its text columns).
+/// A DataFusion session with identifiers kept as written. (Parquet filter pushdown stays off:
+/// measured, it made the filtered top-N slower, 52 -> 69-74 ms CPU; see BENCHMARKS.md.)
 pub(crate) fn session() -> SessionContext {
     let mut config = SessionConfig::new();
-    let options = config.options_mut();
-    options.sql_parser.enable_ident_normalization = false;
-    options.execution.parquet.pushdown_filters = true;
-    options.execution.parquet.reorder_filters = true;
+    config.options_mut().sql_parser.enable_ident_normalization = false;
     let ctx = SessionContext::new_with_config(config);
     for udf in crate::functions::udfs() {
         ctx.register_udf(udf);
