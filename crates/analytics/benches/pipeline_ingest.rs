@@ -49,7 +49,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         json!({"removeAttributes": {"name": "r", "attributes": ["noise"], "next": "d"}}),
         json!({"datastore": {"name": "d", "datastoreName": "bench"}}),
     ];
-    analytics.create_pipeline("bench", activities, Default::default())?;
+    analytics
+        .create_pipeline("bench", activities, Default::default())
+        .await?;
     let batch = 500;
     let mut expected = 0usize;
     let started = Instant::now();

@@ -1,7 +1,9 @@
-//! Customer-managed storage (`customerManagedS3`): a datastore's Parquet objects in a bucket of
-//! the server's lake (the S3-compatible store it is configured with, or the lake's local folder),
-//! reached through the [`Buckets`] seam the binary implements over that lake. Objects are
-//! `<keyPrefix><datastore>/__dt=YYYY-MM-DD[/<attribute>=<value>]/<file>.parquet`.
+//! Customer-managed storage (`customerManagedS3`): a channel's or datastore's objects in a bucket
+//! of the server's lake (the S3-compatible store it is configured with, or the lake's local
+//! folder), reached through the [`Buckets`] seam the binary implements over that lake. Each
+//! resource keeps its objects under `<keyPrefix><name>/` ([`Placed`]): a channel its numbered
+//! message files (`<seq>.jsonl`), a datastore its Hive partitions
+//! (`__dt=YYYY-MM-DD[/<attribute>=<value>]/<file>.parquet|.json`).
 
 use std::sync::Arc;
 
@@ -10,6 +12,8 @@ use futures_util::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use serde_json::Value;
+
+use crate::error::AnalyticsError;
 
 /// The lake's buckets, as customer-managed storage uses them.
 #[async_trait]
@@ -91,8 +95,8 @@ impl CustomerS3 {
         }))
     }
 
-    /// The key prefix of datastore `name`'s objects (ends with `/`).
-    pub fn datastore_prefix(&self, name: &str) -> String {
+    /// The key prefix of the objects of channel or datastore `name` (ends with `/`).
+    pub fn prefix_of(&self, name: &str) -> String {
         format!("{}{name}/", self.key_prefix)
     }
 
@@ -132,6 +136,124 @@ pub async fn check(buckets: &dyn Buckets, bucket: &str, prefix: &str) -> Result<
         .map_err(|e| format!("deleting from it failed: {e}"))
 }
 
+/// One resource's objects: a prefix of a customer's bucket, and the lake that writes there.
+#[derive(Clone)]
+pub(crate) struct Placed {
+    /// The bucket and key prefix the resource was created with.
+    pub s3: CustomerS3,
+    /// The resource's key prefix (`<keyPrefix><name>/`).
+    pub prefix: String,
+    /// The bucket's store, for reading, listing and deleting.
+    pub store: Arc<dyn ObjectStore>,
+    /// The lake, for durable writes.
+    pub buckets: Arc<dyn Buckets>,
+}
+
+impl Placed {
+    /// The objects of resource `name` stored as `s3` in the lake `buckets`; the error says
+    /// why the bucket cannot be reached.
+    pub(crate) fn new(
+        buckets: Option<&Arc<dyn Buckets>>,
+        s3: CustomerS3,
+        name: &str,
+    ) -> Result<Placed, AnalyticsError> {
+        let buckets = buckets.cloned().ok_or_else(|| {
+            AnalyticsError::Invalid("this server has no lake for customerManagedS3 storage".into())
+        })?;
+        let store = buckets
+            .store(&s3.bucket)
+            .map_err(|message| AnalyticsError::Bucket {
+                bucket: s3.bucket.clone(),
+                message,
+            })?;
+        Ok(Placed {
+            prefix: s3.prefix_of(name),
+            s3,
+            store,
+            buckets,
+        })
+    }
+
+    /// The objects of a resource being created, checked to be usable now (a bucket that is
+    /// missing or refuses writes is refused at create, not at the first write): `kind` is
+    /// `channel` or `datastore`.
+    pub(crate) async fn prepare(
+        kind: &str,
+        buckets: Option<&Arc<dyn Buckets>>,
+        s3: CustomerS3,
+        name: &str,
+    ) -> Result<Placed, AnalyticsError> {
+        let unusable = |bucket: &str, why: String| {
+            AnalyticsError::Invalid(format!(
+                "{kind}Storage.customerManagedS3.bucket `{bucket}` cannot be used: {why}"
+            ))
+        };
+        let placed = match Placed::new(buckets, s3, name) {
+            Ok(placed) => placed,
+            Err(AnalyticsError::Bucket { bucket, message }) => {
+                return Err(unusable(&bucket, message));
+            }
+            Err(e) => return Err(e),
+        };
+        check(placed.buckets.as_ref(), &placed.s3.bucket, &placed.prefix)
+            .await
+            .map_err(|why| unusable(&placed.s3.bucket, why))?;
+        Ok(placed)
+    }
+
+    fn failed(&self, message: String) -> AnalyticsError {
+        AnalyticsError::Bucket {
+            bucket: self.s3.bucket.clone(),
+            message,
+        }
+    }
+
+    /// Writes `body` as the object `key` (under the prefix), whole and durable.
+    pub(crate) async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), AnalyticsError> {
+        let key = format!("{}{key}", self.prefix);
+        self.buckets
+            .put(&self.s3.bucket, &key, body)
+            .await
+            .map_err(|e| self.failed(format!("writing {key}: {e}")))
+    }
+
+    /// The object `key` (under the prefix); `None` when it is not there.
+    pub(crate) async fn get(&self, key: &str) -> Result<Option<bytes::Bytes>, AnalyticsError> {
+        let key = format!("{}{key}", self.prefix);
+        let fetched = match self.store.get(&Path::from(key.as_str())).await {
+            Ok(fetched) => fetched,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.failed(format!("reading {key}: {e}"))),
+        };
+        fetched
+            .bytes()
+            .await
+            .map(Some)
+            .map_err(|e| self.failed(format!("reading {key}: {e}")))
+    }
+
+    /// The names and sizes of the objects right under the prefix (not in its folders).
+    pub(crate) async fn top(&self) -> Result<Vec<(String, u64)>, AnalyticsError> {
+        let listed = self
+            .store
+            .list_with_delimiter(Some(&Path::from(self.prefix.as_str())))
+            .await
+            .map_err(|e| self.failed(format!("listing {}: {e}", self.prefix)))?;
+        Ok(listed
+            .objects
+            .into_iter()
+            .filter_map(|meta| Some((meta.location.filename()?.to_string(), meta.size)))
+            .collect())
+    }
+
+    /// Every object under the prefix, at any depth: (key, size).
+    pub(crate) async fn all(&self) -> Result<Vec<(Path, u64)>, AnalyticsError> {
+        objects(self.store.as_ref(), &self.prefix)
+            .await
+            .map_err(|e| self.failed(format!("listing {}: {e}", self.prefix)))
+    }
+}
+
 /// Every object under `prefix`: (key, size).
 pub async fn objects(
     store: &dyn ObjectStore,
@@ -142,18 +264,6 @@ pub async fn objects(
         .map_ok(|meta| (meta.location, meta.size))
         .try_collect()
         .await
-}
-
-/// Deletes every object under `prefix`; how many it deleted.
-pub async fn delete_all(
-    store: &dyn ObjectStore,
-    prefix: &str,
-) -> Result<usize, object_store::Error> {
-    let keys = objects(store, prefix).await?;
-    for (key, _) in &keys {
-        store.delete(key).await?;
-    }
-    Ok(keys.len())
 }
 
 #[cfg(test)]
@@ -265,6 +375,130 @@ mod tests {
 
     const ROLE: &str = "arn:aws:iam::000000000000:role/analytics";
 
+    /// The `seq` values of a datastore's rows, sorted (none before its first rows).
+    async fn seqs(analytics: &crate::Analytics, datastore: &str) -> Vec<i64> {
+        if analytics.datastore(datastore).unwrap().columns.is_empty() {
+            return Vec::new();
+        }
+        let sql = format!("SELECT seq FROM {datastore} ORDER BY seq");
+        let batches = crate::query::run(&analytics.tables().unwrap(), &sql)
+            .await
+            .unwrap();
+        batches
+            .iter()
+            .flat_map(|b| (0..b.num_rows()).map(|i| crate::columns::json_value(b.column(0), i)))
+            .map(|v| v.as_i64().unwrap())
+            .collect()
+    }
+
+    /// Waits (up to 20 s) until `datastore` holds `count` rows; their `seq` values.
+    async fn seqs_eventually(
+        analytics: &crate::Analytics,
+        datastore: &str,
+        count: usize,
+    ) -> Vec<i64> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let seqs = seqs(analytics, datastore).await;
+            if seqs.len() >= count || tokio::time::Instant::now() > deadline {
+                return seqs;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    fn messages(seqs: std::ops::Range<i64>) -> Vec<fleetcore_core::ChannelMessage> {
+        seqs.map(|i| fleetcore_core::ChannelMessage {
+            message_id: i.to_string(),
+            payload: json!({ "seq": i }).to_string().into_bytes(),
+        })
+        .collect()
+    }
+
+    #[tokio::test]
+    async fn a_channel_in_a_bucket_feeds_pipelines_and_reprocessing_and_outlives_its_delete() {
+        let memory = Arc::new(InMemory::new());
+        let (analytics, dir) = crate::test_support::analytics_with(crate::Services {
+            buckets: Some(Arc::new(Memory(Arc::clone(&memory)))),
+            ..Default::default()
+        });
+        let storage = |bucket: &str| json!({"customerManagedS3": {"bucket": bucket, "keyPrefix": "raw/", "roleArn": ROLE}});
+        let err = analytics
+            .create_channel("gone", storage("missing"), json!({}), Default::default())
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("channelStorage.customerManagedS3.bucket `missing` cannot be used"),
+            "{err}"
+        );
+        assert!(analytics.channel("gone").is_err());
+
+        analytics
+            .create_channel(
+                "c",
+                storage("lake"),
+                json!({"numberOfDays": 1}),
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        analytics
+            .create_datastore(
+                crate::resources::NewDatastore {
+                    name: "d".into(),
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        let activities = vec![
+            json!({"channel": {"name": "in", "channelName": "c", "next": "out"}}),
+            json!({"datastore": {"name": "out", "datastoreName": "d"}}),
+        ];
+        analytics
+            .create_pipeline("p", activities, Default::default())
+            .await
+            .unwrap();
+        let outcomes = analytics.put_messages("c", messages(0..5)).await.unwrap();
+        assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+        assert_eq!(seqs_eventually(&analytics, "d", 5).await, [0, 1, 2, 3, 4]);
+
+        // The raw messages are objects of the bucket, none in the data folder.
+        let keys: Vec<String> = objects(memory.as_ref(), "raw/c/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k.to_string())
+            .collect();
+        assert_eq!(keys, ["raw/c/00000000000000000001.jsonl"]);
+        assert!(!dir.path().join("analytics/channels/c").exists());
+        assert!(analytics.channel_size("c").await.unwrap() > 0);
+        let sample = analytics.sample("c", 2, None, None).await.unwrap();
+        let sample: Vec<Value> = sample
+            .iter()
+            .map(|p| serde_json::from_slice(p).unwrap())
+            .collect();
+        assert_eq!(sample, [json!({"seq": 3}), json!({"seq": 4})]);
+
+        // A reprocessing reads the bucket again: every message lands a second time.
+        let id = analytics.start_reprocessing("p", None, None).unwrap();
+        assert_eq!(seqs_eventually(&analytics, "d", 10).await.len(), 10);
+        let done = analytics.reprocessings("p").unwrap();
+        assert_eq!(done[0].id, id);
+
+        // Retention is ignored for the customer's bucket, and the objects outlive the channel.
+        analytics
+            .sweep(crate::retention::now_ms() + 10 * 86_400_000)
+            .await
+            .unwrap();
+        assert_eq!(objects(memory.as_ref(), "raw/c/").await.unwrap().len(), 1);
+        analytics.delete_pipeline("p").unwrap();
+        analytics.delete_channel("c").unwrap();
+        assert_eq!(objects(memory.as_ref(), "raw/c/").await.unwrap().len(), 1);
+    }
+
     #[test]
     fn storage_members_are_checked() {
         assert_eq!(CustomerS3::of("datastore", &json!(null)), Ok(None));
@@ -278,7 +512,7 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        assert_eq!(s.datastore_prefix("t"), "iot/t/");
+        assert_eq!(s.prefix_of("t"), "iot/t/");
         assert_eq!(s.url("iot/t/"), "s3://my-lake/iot/t/");
         let no_prefix = CustomerS3::of(
             "channel",
@@ -286,7 +520,7 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        assert_eq!(no_prefix.datastore_prefix("t"), "t/");
+        assert_eq!(no_prefix.prefix_of("t"), "t/");
         for (bad, says) in [
             (
                 json!({"customerManagedS3": {"roleArn": ROLE}}),

@@ -1,13 +1,15 @@
-//! Datastore storage: Hive-style partitioned Parquet folders, plain files any Parquet engine
-//! reads: `<datastore>/__dt=YYYY-MM-DD[/<attribute>=<value>]/<pipeline>-<first>-<last>.parquet`,
+//! Datastore storage: Hive-style partitioned folders of plain files any engine reads, Parquet
+//! (the default) or newline-delimited JSON (`fileFormatConfiguration.jsonConfiguration`):
+//! `<datastore>/__dt=YYYY-MM-DD[/<attribute>=<value>]/<pipeline>-<first>-<last>.parquet|.json`,
 //! in the server's data folder (service-managed) or as objects of a bucket of the lake
 //! (`customerManagedS3`, see [`crate::bucket`]).
 //! The day comes from the timestamp partition's attribute (epoch seconds or milliseconds, or
 //! an RFC 3339 text) or else the arrival time; a partition attribute leaves the file's columns
-//! and comes back as the partition column. A file appears whole (a local file is written under a
-//! temporary name, fsynced and renamed; an object is one PUT); its name is fixed by the channel
-//! files it came from, so a pipeline that redoes a batch after a crash replaces it instead of
-//! adding rows twice.
+//! and comes back as the partition column. A JSON file holds one object per row, its members
+//! the datastore's columns (typed as the table has them; a null is left out). A file appears
+//! whole (a local file is written under a temporary name, fsynced and renamed; an object is one
+//! PUT); its name is fixed by the channel files it came from, so a pipeline that redoes a batch
+//! after a crash replaces it instead of adding rows twice.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,19 +17,18 @@ use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use datafusion::arrow::compute::kernels::cast_utils::string_to_timestamp_nanos;
-use object_store::ObjectStore;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use crate::bucket::{self, Buckets, CustomerS3};
+use crate::bucket::{Buckets, Placed};
 use crate::channel::Stored;
 use crate::columns;
 use crate::error::AnalyticsError;
 use crate::model::DatastoreRecord;
-use crate::query::Source;
+use crate::query::{FileFormat, Source};
 
 /// The name of the time partition column.
 pub const DAY_COLUMN: &str = "__dt";
@@ -45,17 +46,8 @@ pub(crate) struct DatastoreFiles {
 pub(crate) enum Location {
     /// A folder of the data folder.
     Folder(PathBuf),
-    /// Objects under `prefix` in a bucket of the lake.
-    Bucket {
-        /// The bucket and key prefix the datastore was created with.
-        s3: CustomerS3,
-        /// The datastore's key prefix (`<keyPrefix><datastore>/`).
-        prefix: String,
-        /// The bucket's store.
-        store: Arc<dyn ObjectStore>,
-        /// The lake, for durable writes.
-        buckets: Arc<dyn Buckets>,
-    },
+    /// Objects under `<keyPrefix><datastore>/` in a bucket of the lake.
+    Bucket(Placed),
 }
 
 /// The time of a timestamp attribute value, epoch milliseconds.
@@ -145,23 +137,9 @@ impl DatastoreFiles {
 
     /// Where `datastore`'s files are.
     pub(crate) fn location(&self, datastore: &DatastoreRecord) -> Result<Location, AnalyticsError> {
-        let Some(s3) = datastore.customer_s3() else {
-            return Ok(Location::Folder(self.dir(&datastore.name)));
-        };
-        let buckets = self.buckets.clone().ok_or_else(|| {
-            AnalyticsError::Invalid("this server has no lake for customerManagedS3 storage".into())
-        })?;
-        let store = buckets
-            .store(&s3.bucket)
-            .map_err(|message| AnalyticsError::Bucket {
-                bucket: s3.bucket.clone(),
-                message,
-            })?;
-        Ok(Location::Bucket {
-            prefix: s3.datastore_prefix(&datastore.name),
-            s3,
-            store,
-            buckets,
+        Ok(match datastore.customer_s3() {
+            None => Location::Folder(self.dir(&datastore.name)),
+            Some(s3) => Location::Bucket(Placed::new(self.buckets.as_ref(), s3, &datastore.name)?),
         })
     }
 
@@ -169,11 +147,9 @@ impl DatastoreFiles {
     pub(crate) fn source(&self, datastore: &DatastoreRecord) -> Result<Source, AnalyticsError> {
         Ok(match self.location(datastore)? {
             Location::Folder(dir) => Source::Folder(dir),
-            Location::Bucket {
-                s3, prefix, store, ..
-            } => Source::Objects {
-                url: s3.url(&prefix),
-                store,
+            Location::Bucket(placed) => Source::Objects {
+                url: placed.s3.url(&placed.prefix),
+                store: placed.store,
             },
         })
     }
@@ -181,29 +157,14 @@ impl DatastoreFiles {
     /// Makes the place of a new datastore: its folder, or checks that its bucket is there and
     /// takes writes (a bucket that cannot be used is refused now, not at the first write).
     pub(crate) async fn create(&self, datastore: &DatastoreRecord) -> Result<(), AnalyticsError> {
-        match self.location(datastore) {
-            Ok(Location::Folder(dir)) => std::fs::create_dir_all(dir).map_err(|e| {
+        match datastore.customer_s3() {
+            None => std::fs::create_dir_all(self.dir(&datastore.name)).map_err(|e| {
                 AnalyticsError::io(format!("creating datastore {}", datastore.name), e)
             }),
-            Ok(Location::Bucket {
-                s3,
-                prefix,
-                buckets,
-                ..
-            }) => bucket::check(buckets.as_ref(), &s3.bucket, &prefix)
-                .await
-                .map_err(|e| {
-                    AnalyticsError::Invalid(format!(
-                        "datastoreStorage.customerManagedS3.bucket `{}` cannot be used: {e}",
-                        s3.bucket
-                    ))
-                }),
-            Err(AnalyticsError::Bucket { bucket, message }) => {
-                Err(AnalyticsError::Invalid(format!(
-                    "datastoreStorage.customerManagedS3.bucket `{bucket}` cannot be used: {message}"
-                )))
+            Some(s3) => {
+                Placed::prepare("datastore", self.buckets.as_ref(), s3, &datastore.name).await?;
+                Ok(())
             }
-            Err(e) => Err(e),
         }
     }
 
@@ -222,7 +183,7 @@ impl DatastoreFiles {
         }
     }
 
-    /// Writes `rows` into `datastore`'s partitions as files named `<stem>.parquet`, with the
+    /// Writes `rows` into `datastore`'s partitions as files named `<stem>.<format>`, with the
     /// datastore's columns (already widened to hold them); the bytes written.
     pub(crate) async fn write(
         &self,
@@ -231,47 +192,41 @@ impl DatastoreFiles {
         rows: Vec<Stored>,
     ) -> Result<u64, AnalyticsError> {
         let location = self.location(datastore)?;
+        let format = datastore.format();
         let record = datastore.clone();
-        let stem = stem.to_string();
+        let name = format!("{stem}.{}", format.extension());
         let what = format!("writing datastore {}", datastore.name);
         let failed = move |e| AnalyticsError::io(what.clone(), e);
+        let files = tokio::task::spawn_blocking(move || {
+            partition_batches(&record, &rows)?
+                .into_iter()
+                .map(|(partition, batch)| {
+                    let body = encode(format, &batch).map_err(&failed)?;
+                    Ok((partition, body))
+                })
+                .collect::<Result<Vec<_>, AnalyticsError>>()
+        })
+        .await
+        .map_err(|e| AnalyticsError::Invalid(e.to_string()))??;
+        let mut bytes = 0;
         match location {
-            Location::Folder(dir) => tokio::task::spawn_blocking(move || {
-                let mut bytes = 0;
-                for (partition, batch) in partition_batches(&record, &rows)? {
-                    bytes += write_parquet(&dir.join(partition), &stem, &batch).map_err(&failed)?;
-                }
-                Ok(bytes)
-            })
-            .await
-            .map_err(|e| AnalyticsError::Invalid(e.to_string()))?,
-            Location::Bucket {
-                s3,
-                prefix,
-                buckets,
-                ..
-            } => {
-                let objects = tokio::task::spawn_blocking(move || {
-                    partition_batches(&record, &rows)?
-                        .into_iter()
-                        .map(|(partition, batch)| {
-                            let body = encode(Vec::new(), &batch).map_err(&failed)?;
-                            Ok((format!("{prefix}{partition}/{stem}.parquet"), body))
-                        })
-                        .collect::<Result<Vec<_>, AnalyticsError>>()
+            Location::Folder(dir) => {
+                let what = format!("writing datastore {}", datastore.name);
+                tokio::task::spawn_blocking(move || {
+                    for (partition, body) in files {
+                        bytes += body.len() as u64;
+                        write_file(&dir.join(partition), &name, &body)?;
+                    }
+                    Ok(bytes)
                 })
                 .await
-                .map_err(|e| AnalyticsError::Invalid(e.to_string()))??;
-                let mut bytes = 0;
-                for (key, body) in objects {
+                .map_err(|e| AnalyticsError::Invalid(e.to_string()))?
+                .map_err(|e| AnalyticsError::io(what, e))
+            }
+            Location::Bucket(placed) => {
+                for (partition, body) in files {
                     bytes += body.len() as u64;
-                    buckets
-                        .put(&s3.bucket, &key, body)
-                        .await
-                        .map_err(|message| AnalyticsError::Bucket {
-                            bucket: s3.bucket.clone(),
-                            message: format!("writing {key}: {message}"),
-                        })?;
+                    placed.put(&format!("{partition}/{name}"), body).await?;
                 }
                 Ok(bytes)
             }
@@ -294,39 +249,49 @@ impl DatastoreFiles {
         }
         match self.location(datastore)? {
             Location::Folder(dir) => Ok(walk(&dir)),
-            Location::Bucket {
-                s3, prefix, store, ..
-            } => bucket::objects(store.as_ref(), &prefix)
-                .await
-                .map(|objects| objects.iter().map(|(_, size)| size).sum())
-                .map_err(|e| AnalyticsError::Bucket {
-                    bucket: s3.bucket,
-                    message: e.to_string(),
-                }),
+            // Its partitions' files (a channel of the same name may share the prefix).
+            Location::Bucket(placed) => Ok(placed
+                .all()
+                .await?
+                .iter()
+                .filter(|(key, _)| key.as_ref()[placed.prefix.len()..].contains('/'))
+                .map(|(_, size)| size)
+                .sum()),
         }
     }
 }
 
-/// `batch` as a Snappy Parquet file written to `out`.
-fn encode<W: std::io::Write + Send>(out: W, batch: &RecordBatch) -> Result<W, std::io::Error> {
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .build();
-    let mut writer =
-        ArrowWriter::try_new(out, batch.schema(), Some(props)).map_err(std::io::Error::other)?;
-    writer.write(batch).map_err(std::io::Error::other)?;
-    writer.into_inner().map_err(std::io::Error::other)
+/// `batch` as the bytes of a file of `format`: Snappy Parquet, or one JSON object a line.
+fn encode(format: FileFormat, batch: &RecordBatch) -> Result<Vec<u8>, std::io::Error> {
+    match format {
+        FileFormat::Parquet => {
+            let props = WriterProperties::builder()
+                .set_compression(Compression::SNAPPY)
+                .build();
+            let mut writer = ArrowWriter::try_new(Vec::new(), batch.schema(), Some(props))
+                .map_err(std::io::Error::other)?;
+            writer.write(batch).map_err(std::io::Error::other)?;
+            writer.into_inner().map_err(std::io::Error::other)
+        }
+        FileFormat::Json => {
+            let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(Vec::new());
+            writer.write(batch).map_err(std::io::Error::other)?;
+            writer.finish().map_err(std::io::Error::other)?;
+            Ok(writer.into_inner())
+        }
+    }
 }
 
-fn write_parquet(dir: &Path, stem: &str, batch: &RecordBatch) -> Result<u64, std::io::Error> {
+/// Writes `body` as `dir/name`: under a temporary name, fsynced, renamed, the folder fsynced.
+fn write_file(dir: &Path, name: &str, body: &[u8]) -> Result<(), std::io::Error> {
+    use std::io::Write;
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{stem}.tmp"));
-    let file = encode(std::fs::File::create(&tmp)?, batch)?;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(body)?;
     file.sync_data()?;
-    let len = file.metadata()?.len();
-    std::fs::rename(&tmp, dir.join(format!("{stem}.parquet")))?;
-    std::fs::File::open(dir)?.sync_all()?;
-    Ok(len)
+    std::fs::rename(&tmp, dir.join(name))?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
@@ -348,5 +313,75 @@ mod tests {
             Some(86_400_000)
         );
         assert_eq!(escape("a/b c"), "a%2Fb%20c");
+    }
+
+    #[tokio::test]
+    async fn a_json_datastore_holds_json_lines_that_sql_reads() {
+        let (analytics, dir) = crate::test_support::analytics();
+        let new = |format: Value| crate::resources::NewDatastore {
+            name: "j".into(),
+            file_format: format,
+            partitions: json!({"partitions": [{"attributePartition": {"attributeName": "site"}}]}),
+            ..Default::default()
+        };
+        let both = json!({"jsonConfiguration": {}, "parquetConfiguration": {}});
+        let err = analytics
+            .create_datastore(new(both), Default::default())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("not both"), "{err}");
+        let record = analytics
+            .create_datastore(new(json!({"jsonConfiguration": {}})), Default::default())
+            .await
+            .unwrap();
+        assert_eq!(record.format(), FileFormat::Json);
+
+        let day_ms = 1_765_000_000_000; // 2025-12-06
+        let row = |message: Value| Stored {
+            arrival_ms: day_ms,
+            message: message.as_object().unwrap().clone(),
+        };
+        let rows = vec![
+            row(json!({"seq": 1, "site": "a", "temp": 20, "ok": true})),
+            row(json!({"seq": 2, "site": "a", "label": "x y"})),
+            row(json!({"seq": 3, "site": "b", "temp": 21})),
+        ];
+        crate::runner::write(&analytics, "j", "p-1-1", rows)
+            .await
+            .unwrap();
+        let folder = dir.path().join("analytics/datastores/j/__dt=2025-12-06");
+        let lines = |site: &str| -> Vec<Value> {
+            let path = folder.join(format!("site={site}/p-1-1.json"));
+            std::fs::read_to_string(path)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        };
+        // Each row an object of the datastore's columns (a null left out, the partition in the
+        // folder name).
+        assert_eq!(
+            lines("a"),
+            [
+                json!({"seq": 1, "temp": 20, "ok": true}),
+                json!({"seq": 2, "label": "x y"})
+            ]
+        );
+        assert_eq!(lines("b"), [json!({"seq": 3, "temp": 21})]);
+
+        // A later batch widens temp to a double; the older file's integers read as doubles.
+        let later = vec![row(json!({"seq": 4, "site": "b", "temp": 21.5}))];
+        crate::runner::write(&analytics, "j", "p-2-2", later)
+            .await
+            .unwrap();
+        let sql = "SELECT seq, site, temp, __dt FROM j WHERE site = 'b' ORDER BY seq";
+        let batches = crate::query::run(&analytics.tables().unwrap(), sql)
+            .await
+            .unwrap();
+        let csv = String::from_utf8(crate::query::csv(&batches).unwrap()).unwrap();
+        assert_eq!(
+            csv,
+            "seq,site,temp,__dt\n3,b,21.0,2025-12-06\n4,b,21.5,2025-12-06\n"
+        );
     }
 }

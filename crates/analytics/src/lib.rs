@@ -1,5 +1,5 @@
 //! IoT Analytics for fleetcore: channels keep raw messages, pipelines run activities over them
-//! into datastores (Hive-partitioned Parquet folders any Parquet engine reads), and datasets run
+//! into datastores (Hive-partitioned Parquet or JSON folders any engine reads), and datasets run
 //! SQL over the datastores with Apache DataFusion, their content a CSV file served over HTTP.
 //! The `iotanalytics` service ([`api`]) is its AWS face; [`Analytics`] is the handle the
 //! binary wires, and [`query`] the SQL the `fleetcore sql` command uses too.
@@ -81,7 +81,7 @@ impl Analytics {
                 .map_err(|e| AnalyticsError::io(format!("creating {}", path.display()), e))?;
         }
         let analytics = Arc::new(Analytics {
-            channels: ChannelFiles::new(config.root.join("channels")),
+            channels: ChannelFiles::new(config.root.join("channels"), services.buckets.clone()),
             datastores: DatastoreFiles::new(
                 config.root.join("datastores"),
                 services.buckets.clone(),
@@ -94,17 +94,20 @@ impl Analytics {
             sources: Mutex::new(HashMap::new()),
             datastore_locks: Mutex::new(HashMap::new()),
         });
+        let channels = analytics
+            .catalog
+            .list::<model::ChannelRecord>("channel", "")?;
+        for channel in &channels {
+            analytics.channels.open(channel);
+        }
         for pipeline in analytics
             .catalog
             .list::<model::PipelineRecord>("pipeline", "")?
         {
             analytics.start_pipeline(&pipeline.name);
         }
-        for channel in analytics
-            .catalog
-            .list::<model::ChannelRecord>("channel", "")?
-        {
-            analytics.run_source(&channel);
+        for channel in &channels {
+            analytics.run_source(channel);
         }
         analytics.resume_reprocessings()?;
         dataset::fail_interrupted(&analytics)?;
@@ -155,6 +158,7 @@ impl Analytics {
                 Ok(query::Table {
                     source: self.datastores.source(&d)?,
                     schema: Some(columns::schema(&d.columns)),
+                    format: d.format(),
                     partitions: Some(
                         std::iter::once(datastore::DAY_COLUMN.to_string())
                             .chain(d.attribute_partition.clone())

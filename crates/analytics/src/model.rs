@@ -4,12 +4,12 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// A channel: raw messages kept in the channel's folder.
+/// A channel: raw messages kept in the channel's folder or a customer's bucket.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChannelRecord {
     /// The name.
     pub name: String,
-    /// `channelStorage` as given (`serviceManagedS3`).
+    /// `channelStorage` as given (`serviceManagedS3` or `customerManagedS3`).
     pub storage: Value,
     /// `retentionPeriod` as given.
     pub retention: Value,
@@ -20,6 +20,16 @@ pub struct ChannelRecord {
     /// The stream the channel is fed from, if any (tag [`crate::SOURCE_TAG`]).
     #[serde(default)]
     pub source: Option<StreamSource>,
+}
+
+impl ChannelRecord {
+    /// The customer-managed bucket its files are in (`None`: the server's data folder).
+    pub fn customer_s3(&self) -> Option<crate::bucket::CustomerS3> {
+        // Checked at create, so an error cannot come back here.
+        crate::bucket::CustomerS3::of("channel", &self.storage)
+            .ok()
+            .flatten()
+    }
 }
 
 /// A channel's stream source: a consumer group that appends the stream's records to it.
@@ -93,7 +103,7 @@ impl ColumnKind {
     }
 }
 
-/// A datastore: Hive-partitioned Parquet files in the datastore's folder or bucket.
+/// A datastore: Hive-partitioned Parquet or JSON files in the datastore's folder or bucket.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DatastoreRecord {
     /// The name (also its table name in SQL).
@@ -130,6 +140,19 @@ impl DatastoreRecord {
         crate::bucket::CustomerS3::of("datastore", &self.storage)
             .ok()
             .flatten()
+    }
+
+    /// The format of its files (`fileFormatConfiguration`: Parquet unless `jsonConfiguration`).
+    pub fn format(&self) -> crate::query::FileFormat {
+        if self
+            .file_format
+            .get("jsonConfiguration")
+            .is_some_and(|j| !j.is_null())
+        {
+            crate::query::FileFormat::Json
+        } else {
+            crate::query::FileFormat::Parquet
+        }
     }
 }
 

@@ -1,5 +1,5 @@
-//! SQL over Parquet folders with DataFusion: each datastore (or any Hive-partitioned Parquet
-//! folder) is a table; partition columns are known, so `WHERE __dt >= '...'` reads only the
+//! SQL over Parquet or newline-delimited JSON folders with DataFusion: each datastore (or any
+//! Hive-partitioned folder of such files) is a table; partition columns are known, so `WHERE __dt >= '...'` reads only the
 //! matching folders, and Parquet statistics prune row groups. Identifiers are case-sensitive
 //! as written (attribute names keep their case, as IoT Analytics' SQL reads them), and the
 //! functions of [`crate::functions`] are registered. A table's files are a local folder or
@@ -11,6 +11,7 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use arrow_schema::{DataType, Schema};
 use datafusion::common::TableReference;
+use datafusion::datasource::file_format::json::JsonFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
@@ -21,20 +22,54 @@ use object_store::path::Path as ObjectPath;
 
 use crate::error::AnalyticsError;
 
-/// One table of a query: a Parquet folder.
+/// The bytes read from the end of a local Parquet file to get its footer (a larger footer takes
+/// a second read).
+const LOCAL_FOOTER_READ: usize = 64 * 1024;
+
+/// One table of a query: a folder of Parquet or JSON files.
 #[derive(Debug, Clone)]
 pub struct Table {
     /// The table's name in SQL.
     pub name: String,
     /// Where its files are.
     pub source: Source,
+    /// The format of its files.
+    pub format: FileFormat,
     /// The files' columns (`None`: read from the files).
     pub schema: Option<Schema>,
     /// The partition columns, outermost first (`None`: read from the folder names).
     pub partitions: Option<Vec<String>>,
 }
 
-/// Where a table's Parquet files are.
+/// The format of a table's files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FileFormat {
+    /// Parquet (`.parquet`).
+    #[default]
+    Parquet,
+    /// One JSON object a line (`.json`).
+    Json,
+}
+
+impl FileFormat {
+    /// The extension of its files, without the dot.
+    pub fn extension(self) -> &'static str {
+        match self {
+            FileFormat::Parquet => "parquet",
+            FileFormat::Json => "json",
+        }
+    }
+
+    /// The format of a file named `name`, if it is a data file.
+    pub fn of_file(name: &str) -> Option<FileFormat> {
+        let (_, extension) = name.rsplit_once('.')?;
+        [FileFormat::Parquet, FileFormat::Json]
+            .into_iter()
+            .find(|f| f.extension() == extension)
+    }
+}
+
+/// Where a table's files are.
 #[derive(Debug, Clone)]
 pub enum Source {
     /// A local folder.
@@ -48,7 +83,8 @@ pub enum Source {
     },
 }
 
-/// A DataFusion session with identifiers kept as written.
+/// A DataFusion session with identifiers kept as written. (Parquet filter pushdown stays off:
+/// measured, it made the filtered top-N slower, 52 -> 69-74 ms CPU; see BENCHMARKS.md.)
 pub(crate) fn session() -> SessionContext {
     let mut config = SessionConfig::new();
     config.options_mut().sql_parser.enable_ident_normalization = false;
@@ -109,6 +145,38 @@ pub async fn object_partition_columns(
     }
 }
 
+/// The format of the first data file (`.parquet` or `.json`) in folder `dir`, at any depth
+/// (`None`: it holds none yet).
+pub fn folder_format(dir: &Path) -> Option<FileFormat> {
+    let entries = std::fs::read_dir(dir).ok()?;
+    let mut folders = Vec::new();
+    for entry in entries.filter_map(Result::ok) {
+        let path = entry.path();
+        if path.is_dir() {
+            folders.push(path);
+        } else if let Some(format) = FileFormat::of_file(&entry.file_name().to_string_lossy()) {
+            return Some(format);
+        }
+    }
+    folders.iter().find_map(|f| folder_format(f))
+}
+
+/// The format of the first data file under `prefix` of `store` (`None`: none there yet).
+pub async fn object_format(
+    store: &dyn ObjectStore,
+    prefix: &str,
+) -> Result<Option<FileFormat>, AnalyticsError> {
+    use futures_util::StreamExt;
+    let mut listed = store.list(Some(&ObjectPath::from(prefix)));
+    while let Some(meta) = listed.next().await {
+        let meta = meta.map_err(engine)?;
+        if let Some(format) = meta.location.filename().and_then(FileFormat::of_file) {
+            return Ok(Some(format));
+        }
+    }
+    Ok(None)
+}
+
 /// The key of a Hive partition folder name (`key=value`).
 fn partition_key(name: &str) -> Option<&str> {
     let (key, _) = name.split_once('=')?;
@@ -154,6 +222,7 @@ pub async fn run_in(
     window: Option<&Window>,
 ) -> Result<Vec<RecordBatch>, AnalyticsError> {
     let ctx = session();
+    tracing::debug!("query session ready");
     let windowed = window.map(|_| referenced(&ctx, sql)).unwrap_or_default();
     for table in tables {
         let (mut location, partitions) = match &table.source {
@@ -180,8 +249,18 @@ pub async fn run_in(
             location.push('/');
         }
         let url = ListingTableUrl::parse(&location).map_err(engine)?;
-        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-            .with_file_extension(".parquet")
+        let format: Arc<dyn datafusion::datasource::file_format::FileFormat> =
+            match (table.format, &table.source) {
+                // A local footer is read in one small read (the engine's default, 512 KiB, saves
+                // object-store round trips, but from a local file it only costs memory).
+                (FileFormat::Parquet, Source::Folder(_)) => Arc::new(
+                    ParquetFormat::default().with_metadata_size_hint(Some(LOCAL_FOOTER_READ)),
+                ),
+                (FileFormat::Parquet, Source::Objects { .. }) => Arc::new(ParquetFormat::default()),
+                (FileFormat::Json, _) => Arc::new(JsonFormat::default()),
+            };
+        let options = ListingOptions::new(format)
+            .with_file_extension(format!(".{}", table.format.extension()))
             .with_table_partition_cols(
                 partitions
                     .into_iter()
@@ -220,13 +299,13 @@ pub async fn run_in(
                     .map_err(engine)?;
             }
         }
+        tracing::debug!(table = %table.name, "query table registered");
     }
-    ctx.sql(sql)
-        .await
-        .map_err(engine)?
-        .collect()
-        .await
-        .map_err(engine)
+    let frame = ctx.sql(sql).await.map_err(engine)?;
+    tracing::debug!("query planned");
+    let batches = frame.collect().await.map_err(engine)?;
+    tracing::debug!("query ran");
+    Ok(batches)
 }
 
 /// The rows as CSV with a header line.

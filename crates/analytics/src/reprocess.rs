@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::Analytics;
 use crate::catalog::Catalog;
-use crate::channel::read_file;
 use crate::error::AnalyticsError;
 use crate::model::{PipelineRecord, now_seconds};
 use crate::pipeline::Plan;
@@ -212,16 +211,15 @@ impl Analytics {
             };
             let files = self
                 .channels
-                .after(&plan.channel, progress.done, FILES_PER_BATCH)?;
-            let (Some((first, _)), Some((last, _))) = (files.first(), files.last()) else {
+                .after(&plan.channel, progress.done, FILES_PER_BATCH)
+                .await?;
+            let (Some(first), Some(last)) = (files.first(), files.last()) else {
                 return Ok(());
             };
             let (first, last) = (*first, *last);
             let mut rows = Vec::new();
-            for (_, path) in files {
-                let stored = tokio::task::spawn_blocking(move || read_file(&path))
-                    .await
-                    .map_err(|e| AnalyticsError::Invalid(e.to_string()))??;
+            for seq in files {
+                let stored = self.channels.read(&plan.channel, seq).await?;
                 rows.extend(stored.into_iter().filter(|s| {
                     progress.start_ms.is_none_or(|t| s.arrival_ms >= t)
                         && progress.end_ms.is_none_or(|t| s.arrival_ms < t)

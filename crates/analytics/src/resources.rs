@@ -1,7 +1,7 @@
 //! Creating, reading, updating and deleting channels, datastores, pipelines and datasets, and
 //! their tags. Every request is checked in full before anything is stored: what this server
-//! cannot run (a container action, a customer-managed channel bucket) is refused here, and a
-//! customer-managed datastore's bucket is checked to be there and take writes.
+//! cannot run (a container action) is refused here, and a customer-managed channel's or
+//! datastore's bucket is checked to be there and take writes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use fleetcore_core::WriteBatch;
 use serde_json::Value;
 
 use crate::Analytics;
+use crate::bucket::CustomerS3;
 use crate::catalog::Catalog;
 use crate::error::AnalyticsError;
 use crate::model::{
@@ -37,23 +38,27 @@ fn check_name(kind: &str, name: &str) -> Result<(), AnalyticsError> {
     Ok(())
 }
 
-/// Refuses channel storage other than service-managed (this server keeps channels under its
-/// data folder).
-fn check_channel_storage(storage: &Value) -> Result<(), AnalyticsError> {
-    match storage.as_object() {
-        None => Ok(()),
-        Some(s) if s.is_empty() || (s.len() == 1 && s.contains_key("serviceManagedS3")) => Ok(()),
-        Some(_) => Err(invalid(
-            "channel storage other than serviceManagedS3 is not supported by this server: it keeps channels in its own data folder",
-        )),
-    }
+/// Checks a channel's or datastore's storage (`kind`: `channel` or `datastore`):
+/// service-managed, or a customer-managed bucket.
+fn check_storage(kind: &str, storage: &Value) -> Result<(), AnalyticsError> {
+    CustomerS3::of(kind, storage).map(|_| ()).map_err(invalid)
 }
 
-/// Checks a datastore's storage: service-managed, or a customer-managed bucket.
-fn check_datastore_storage(storage: &Value) -> Result<(), AnalyticsError> {
-    crate::bucket::CustomerS3::of("datastore", storage)
-        .map(|_| ())
-        .map_err(invalid)
+/// The storage an update leaves a channel or datastore with (none given: unchanged), checked
+/// to keep its place: service-managed, or the same bucket and key prefix, as AWS keeps it (the
+/// role may change).
+fn updated_storage(kind: &str, current: &Value, storage: Value) -> Result<Value, AnalyticsError> {
+    check_storage(kind, &storage)?;
+    if storage.is_null() {
+        return Ok(current.clone());
+    }
+    let place = |s: &Value| CustomerS3::of(kind, s).ok().flatten();
+    if place(&storage) != place(current) {
+        return Err(invalid(format!(
+            "the storage of a {kind} (service-managed, or its bucket and key prefix) cannot change after it is created"
+        )));
+    }
+    Ok(storage)
 }
 
 fn check_retention(retention: &Value) -> Result<(), AnalyticsError> {
@@ -179,7 +184,8 @@ impl Analytics {
         self.arn(kind, name)
     }
 
-    /// CreateChannel (its stream source, if its tags name one, starts at once).
+    /// CreateChannel (a customer-managed bucket is checked to be there and take writes; its
+    /// stream source, if its tags name one, starts at once).
     pub async fn create_channel(
         self: &Arc<Self>,
         name: &str,
@@ -188,7 +194,7 @@ impl Analytics {
         tags: Tags,
     ) -> Result<ChannelRecord, AnalyticsError> {
         check_name("channel", name)?;
-        check_channel_storage(&storage)?;
+        check_storage("channel", &storage)?;
         check_retention(&retention)?;
         if self.catalog.get::<Value>("channel", name)?.is_some() {
             return Err(self.exists_error("channel", name));
@@ -202,7 +208,7 @@ impl Analytics {
             created: now,
             updated: now,
         };
-        self.channels.create(name)?;
+        self.channels.create(&record).await?;
         self.create("channel", name, &record, tags)?;
         self.run_source(&record);
         Ok(record)
@@ -226,7 +232,7 @@ impl Analytics {
         retention: Value,
     ) -> Result<(), AnalyticsError> {
         let mut record = self.channel(name)?;
-        check_channel_storage(&storage)?;
+        let storage = updated_storage("channel", &record.storage, storage)?;
         check_retention(&retention)?;
         record.storage = storage;
         record.retention = retention;
@@ -236,7 +242,8 @@ impl Analytics {
         Ok(())
     }
 
-    /// DeleteChannel: its stored messages go too.
+    /// DeleteChannel: its stored messages go too; a customer-managed channel's objects stay in
+    /// the customer's bucket.
     pub fn delete_channel(&self, name: &str) -> Result<(), AnalyticsError> {
         self.delete_record("channel", name)?;
         self.stop_source(name);
@@ -244,14 +251,8 @@ impl Analytics {
     }
 
     /// The bytes a channel's files hold.
-    pub fn channel_size(&self, name: &str) -> u64 {
-        std::fs::read_dir(self.channels.dir(name)).map_or(0, |entries| {
-            entries
-                .filter_map(Result::ok)
-                .filter_map(|e| e.metadata().ok())
-                .map(|m| m.len())
-                .sum()
-        })
+    pub async fn channel_size(&self, name: &str) -> Result<u64, AnalyticsError> {
+        self.channels.size(name).await
     }
 
     /// CreateDatastore (a customer-managed bucket is checked to be there and take writes).
@@ -261,7 +262,7 @@ impl Analytics {
         tags: Tags,
     ) -> Result<DatastoreRecord, AnalyticsError> {
         check_name("datastore", &request.name)?;
-        check_datastore_storage(&request.storage)?;
+        check_storage("datastore", &request.storage)?;
         check_retention(&request.retention)?;
         let (fixed_schema, columns) = file_format(&request.file_format)?;
         let (attribute_partition, timestamp_partition) = partitions(&request.partitions)?;
@@ -323,19 +324,8 @@ impl Analytics {
         retention: Value,
     ) -> Result<(), AnalyticsError> {
         let mut record = self.datastore(name)?;
-        check_datastore_storage(&storage)?;
+        let storage = updated_storage("datastore", &record.storage, storage)?;
         check_retention(&retention)?;
-        let storage = if storage.is_null() {
-            record.storage.clone()
-        } else {
-            storage
-        };
-        let now = crate::bucket::CustomerS3::of("datastore", &storage).map_err(invalid)?;
-        if now != record.customer_s3() {
-            return Err(invalid(
-                "the storage of a datastore (service-managed, or its bucket and key prefix) cannot change after it is created",
-            ));
-        }
         record.storage = storage;
         record.retention = retention;
         record.updated = now_seconds();
@@ -361,7 +351,7 @@ impl Analytics {
     }
 
     /// CreatePipeline: it processes the messages that arrive from now on.
-    pub fn create_pipeline(
+    pub async fn create_pipeline(
         self: &Arc<Self>,
         name: &str,
         activities: Vec<Value>,
@@ -377,7 +367,7 @@ impl Analytics {
             updated: now,
         };
         let checkpoint = crate::runner::Checkpoint {
-            done: self.channels.last(&plan.channel)?,
+            done: self.channels.last(&plan.channel).await?,
             in_flight: None,
         };
         if self.catalog.get::<Value>("pipeline", name)?.is_some() {
@@ -406,7 +396,7 @@ impl Analytics {
 
     /// UpdatePipeline: new activities from the next batch on (a new channel is read from its
     /// current end).
-    pub fn update_pipeline(
+    pub async fn update_pipeline(
         self: &Arc<Self>,
         name: &str,
         activities: Vec<Value>,
@@ -417,7 +407,7 @@ impl Analytics {
         let mut batch = WriteBatch::new();
         if old.is_none_or(|old| old.channel != plan.channel) {
             let checkpoint = crate::runner::Checkpoint {
-                done: self.channels.last(&plan.channel)?,
+                done: self.channels.last(&plan.channel).await?,
                 in_flight: None,
             };
             Catalog::stage(&mut batch, "checkpoint", name, &checkpoint);
@@ -648,7 +638,7 @@ impl Analytics {
     }
 
     /// SampleChannelData: up to `max` of the latest messages that arrived in [start, end).
-    pub fn sample(
+    pub async fn sample(
         &self,
         channel: &str,
         max: usize,
@@ -656,10 +646,10 @@ impl Analytics {
         end_ms: Option<i64>,
     ) -> Result<Vec<Vec<u8>>, AnalyticsError> {
         self.channel(channel)?;
-        let files = self.channels.after(channel, 0, usize::MAX)?;
+        let files = self.channels.after(channel, 0, usize::MAX).await?;
         let mut out = Vec::new();
-        for (_, path) in files.iter().rev() {
-            let mut stored = crate::channel::read_file(path)?;
+        for seq in files.into_iter().rev() {
+            let mut stored = self.channels.read(channel, seq).await?;
             stored.retain(|s| {
                 start_ms.is_none_or(|t| s.arrival_ms >= t)
                     && end_ms.is_none_or(|t| s.arrival_ms < t)
@@ -711,12 +701,36 @@ impl Analytics {
     }
 }
 
-/// The columns a `fileFormatConfiguration` fixes, if any (true: given by the user).
+/// The columns a `fileFormatConfiguration` fixes, if any (true: given by the user). A JSON
+/// datastore (`jsonConfiguration`, an empty object as on AWS) learns its columns.
 fn file_format(format: &Value) -> Result<(bool, Vec<Column>), AnalyticsError> {
-    if format.get("jsonConfiguration").is_some() {
-        return Err(invalid(
-            "jsonConfiguration is not supported by this server: datastores are Parquet (omit fileFormatConfiguration or use parquetConfiguration)",
-        ));
+    match format {
+        Value::Null => {}
+        Value::Object(members) => {
+            let given = |key: &str| members.get(key).is_some_and(|v| !v.is_null());
+            if let Some(key) = members
+                .keys()
+                .find(|k| *k != "jsonConfiguration" && *k != "parquetConfiguration")
+            {
+                return Err(invalid(format!(
+                    "fileFormatConfiguration.{key} is not a file format: use jsonConfiguration or parquetConfiguration"
+                )));
+            }
+            if given("jsonConfiguration") && given("parquetConfiguration") {
+                return Err(invalid(
+                    "fileFormatConfiguration is either jsonConfiguration or parquetConfiguration, not both",
+                ));
+            }
+            if members
+                .get("jsonConfiguration")
+                .is_some_and(|j| !j.is_null() && !j.is_object())
+            {
+                return Err(invalid(
+                    "fileFormatConfiguration.jsonConfiguration must be an object ({})",
+                ));
+            }
+        }
+        _ => return Err(invalid("fileFormatConfiguration must be an object")),
     }
     let Some(columns) = format
         .pointer("/parquetConfiguration/schemaDefinition/columns")

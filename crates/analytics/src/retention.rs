@@ -5,8 +5,8 @@
 //! the channel's last file is emptied instead of removed, so its numbering (which pipelines'
 //! checkpoints count on) continues. A datastore's `__dt=YYYY-MM-DD` partition goes once the
 //! whole day is before the cutoff (the day is the timestamp partition's, else the arrival's).
-//! A customer-managed datastore's bucket is left alone: AWS ignores the retention period of
-//! customer-managed storage, and so does this server (the objects are the customer's). Datastores
+//! A customer-managed channel's or datastore's bucket is left alone: AWS ignores the retention
+//! period of customer-managed storage, and so does this server (the objects are the customer's). Datastores
 //! are swept before channels, so once a sweep has cleared a channel, the datastores' part of
 //! that sweep is done. A dataset's content versions go after its retention period (see
 //! [`crate::dataset`]).
@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::Analytics;
-use crate::datastore::{DAY_COLUMN, Location};
+use crate::datastore::DAY_COLUMN;
 use crate::error::AnalyticsError;
 use crate::model::{ChannelRecord, DatastoreRecord, now_seconds};
 
@@ -115,9 +115,10 @@ impl Analytics {
             let _guard = lock.lock().await;
             let cutoff = now_ms - days as i64 * DAY_MS;
             // A customer-managed bucket keeps everything, as on AWS.
-            let Location::Folder(dir) = self.datastores.location(&datastore)? else {
+            if datastore.customer_s3().is_some() {
                 continue;
-            };
+            }
+            let dir = self.datastores.dir(&datastore.name);
             let removed = tokio::task::spawn_blocking(move || sweep_datastore(&dir, cutoff))
                 .await
                 .map_err(|e| AnalyticsError::Invalid(e.to_string()))?
@@ -132,6 +133,10 @@ impl Analytics {
             let Some(days) = days(&channel.retention) else {
                 continue;
             };
+            // A customer-managed bucket keeps everything, as on AWS.
+            if channel.customer_s3().is_some() {
+                continue;
+            }
             let dir = self.channels.dir(&channel.name);
             let cutoff = now_ms - days as i64 * DAY_MS;
             let cleared = tokio::task::spawn_blocking(move || sweep_channel(&dir, cutoff))

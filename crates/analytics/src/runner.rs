@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::Analytics;
-use crate::channel::{Stored, read_file};
+use crate::channel::Stored;
 use crate::columns;
 use crate::error::AnalyticsError;
 use crate::model::{DatastoreRecord, PipelineRecord, now_seconds};
@@ -56,19 +56,19 @@ async fn step(analytics: &Arc<Analytics>, name: &str) -> Result<bool, AnalyticsE
         .unwrap_or_default();
     let (first, last, files) = match checkpoint.in_flight {
         Some((first, last)) => {
-            let files =
-                analytics
-                    .channels
-                    .after(&plan.channel, first - 1, (last - first + 1) as usize)?;
+            let files = analytics
+                .channels
+                .after(&plan.channel, first - 1, (last - first + 1) as usize)
+                .await?;
             (first, last, files)
         }
         None => {
-            let mut watch = analytics.channels.watch(&plan.channel)?;
-            let files =
-                analytics
-                    .channels
-                    .after(&plan.channel, checkpoint.done, FILES_PER_BATCH)?;
-            let (Some((first, _)), Some((last, _))) = (files.first(), files.last()) else {
+            let mut watch = analytics.channels.watch(&plan.channel).await?;
+            let files = analytics
+                .channels
+                .after(&plan.channel, checkpoint.done, FILES_PER_BATCH)
+                .await?;
+            let (Some(first), Some(last)) = (files.first(), files.last()) else {
                 // Nothing new: wait for the channel's writer (or a periodic look, for files
                 // that another writer of the folder made).
                 let _ = tokio::time::timeout(Duration::from_secs(5), watch.changed()).await;
@@ -81,12 +81,8 @@ async fn step(analytics: &Arc<Analytics>, name: &str) -> Result<bool, AnalyticsE
         }
     };
     let mut rows = Vec::new();
-    for (_, path) in files.iter().filter(|(s, _)| *s <= last) {
-        let path = path.clone();
-        let stored = tokio::task::spawn_blocking(move || read_file(&path))
-            .await
-            .map_err(|e| AnalyticsError::Invalid(e.to_string()))??;
-        rows.extend(stored);
+    for seq in files.into_iter().filter(|s| *s <= last) {
+        rows.extend(analytics.channels.read(&plan.channel, seq).await?);
     }
     let output = transform(&plan, name, rows).await;
     if !output.is_empty() {

@@ -160,11 +160,7 @@ async fn consume(
 ) -> Result<std::convert::Infallible, AnalyticsError> {
     // Where the channel already is in each shard: the newest mark (see the module docs).
     let mut written: HashMap<u32, u128> = HashMap::new();
-    let reader = Arc::clone(analytics);
-    let (name, group) = (channel.to_string(), source.group.clone());
-    let newest = tokio::task::spawn_blocking(move || reader.channels.last_mark(&name, &group))
-        .await
-        .map_err(|e| AnalyticsError::Invalid(e.to_string()))??;
+    let newest = analytics.channels.last_mark(channel, &source.group).await?;
     if let Some(mark) = newest {
         written.insert(mark.shard, mark.next);
     }

@@ -1,6 +1,6 @@
-//! `fleetcore sql "SELECT ..."`: runs SQL with the analytics engine over the Parquet files of a
-//! data folder's datastores (each a table by its name) and any other Hive-partitioned Parquet
-//! folder (`--table name=folder`, e.g. a lake prefix) or bucket prefix of the lake
+//! `fleetcore sql "SELECT ..."`: runs SQL with the analytics engine over the Parquet or JSON
+//! files of a data folder's datastores (each a table by its name) and any other Hive-partitioned
+//! folder of such files (`--table name=folder`, e.g. a lake prefix) or bucket prefix of the lake
 //! (`--table name=s3://bucket/prefix/`, e.g. a customer-managed datastore, with the `[lake]`
 //! settings the server uses), reading the files directly: it needs no running server, and the
 //! server may run while it reads.
@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use fleetcore_analytics::bucket::Buckets;
-use fleetcore_analytics::query::{self, Source, Table};
+use fleetcore_analytics::query::{self, FileFormat, Source, Table};
 
 use crate::analytics::LakeBuckets;
 use crate::config::LakeArgs;
@@ -33,8 +33,8 @@ pub struct SqlArgs {
     /// The data folder whose datastores are the tables.
     #[arg(long, env = "FLEETCORE_DATA_DIR", default_value = "fleetcore-data")]
     data_dir: PathBuf,
-    /// Another table: NAME=FOLDER, a folder of (Hive-partitioned) Parquet files, or
-    /// NAME=s3://BUCKET/PREFIX/, the Parquet objects under a prefix of a bucket of the lake.
+    /// Another table: NAME=FOLDER, a folder of (Hive-partitioned) Parquet or JSON-lines files,
+    /// or NAME=s3://BUCKET/PREFIX/, such objects under a prefix of a bucket of the lake.
     #[arg(long = "table", value_name = "NAME=FOLDER|s3://BUCKET/PREFIX/")]
     tables: Vec<String>,
     /// The lake `s3://` tables are read from (the server's `[lake]` settings).
@@ -46,16 +46,19 @@ pub struct SqlArgs {
 }
 
 impl SqlArgs {
-    /// The tables: every datastore folder, then the `--table` ones.
-    fn tables(&self) -> anyhow::Result<Vec<Table>> {
+    /// The tables: every datastore folder, then the `--table` ones (each in the format of
+    /// its first file).
+    async fn tables(&self) -> anyhow::Result<Vec<Table>> {
         let mut tables = Vec::new();
         let datastores = crate::analytics::root(&self.data_dir).join("datastores");
         if let Ok(entries) = std::fs::read_dir(&datastores) {
             for entry in entries.filter_map(Result::ok) {
-                if entry.path().is_dir() && has_parquet(&entry.path()) {
+                // A datastore nothing was written to yet has no schema to read: no table.
+                if let Some(format) = query::folder_format(&entry.path()) {
                     tables.push(Table {
                         name: entry.file_name().to_string_lossy().to_string(),
                         source: Source::Folder(entry.path()),
+                        format,
                         schema: None,
                         partitions: None,
                     });
@@ -67,7 +70,7 @@ impl SqlArgs {
             let (name, place) = spec.split_once('=').with_context(|| {
                 format!("--table {spec}: expected NAME=FOLDER or NAME=s3://BUCKET/PREFIX/")
             })?;
-            let source = match place.strip_prefix("s3://") {
+            let (source, format) = match place.strip_prefix("s3://") {
                 Some(path) => {
                     let bucket = path.split('/').next().unwrap_or_default();
                     if bucket.is_empty() {
@@ -81,17 +84,27 @@ impl SqlArgs {
                         .store(bucket)
                         .map_err(anyhow::Error::msg)
                         .with_context(|| format!("--table {spec}: bucket {bucket}"))?;
-                    Source::Objects {
+                    let prefix = path[bucket.len()..].trim_start_matches('/');
+                    let format = query::object_format(store.as_ref(), prefix)
+                        .await
+                        .with_context(|| format!("--table {spec}"))?;
+                    let source = Source::Objects {
                         url: place.to_string(),
                         store,
-                    }
+                    };
+                    (source, format)
                 }
-                None => Source::Folder(PathBuf::from(place)),
+                None => {
+                    let folder = PathBuf::from(place);
+                    let format = query::folder_format(&folder);
+                    (Source::Folder(folder), format)
+                }
             };
             tables.retain(|t| t.name != name);
             tables.push(Table {
                 name: name.to_string(),
                 source,
+                format: format.unwrap_or(FileFormat::Parquet),
                 schema: None,
                 partitions: None,
             });
@@ -101,7 +114,8 @@ impl SqlArgs {
 
     /// Runs the query and prints the rows.
     pub async fn run(self) -> anyhow::Result<()> {
-        let tables = self.tables()?;
+        tracing::debug!("sql started");
+        let tables = self.tables().await?;
         let batches = query::run(&tables, &self.query).await?;
         let out = match self.format {
             Format::Table => {
@@ -117,21 +131,7 @@ impl SqlArgs {
             }
         };
         std::io::Write::write_all(&mut std::io::stdout().lock(), &out)?;
+        tracing::debug!("sql printed");
         Ok(())
     }
-}
-
-/// Whether `dir` holds a Parquet file at any depth (a datastore nothing was written to yet
-/// has no schema to read, so it is no table here).
-fn has_parquet(dir: &std::path::Path) -> bool {
-    std::fs::read_dir(dir).is_ok_and(|entries| {
-        entries.filter_map(Result::ok).any(|e| {
-            let path = e.path();
-            if path.is_dir() {
-                has_parquet(&path)
-            } else {
-                path.extension().is_some_and(|x| x == "parquet")
-            }
-        })
-    })
 }

@@ -62,7 +62,7 @@ pub(super) async fn describe(
     });
     if query.include_statistics == Some(true) {
         body["statistics"] = json!({"size": {
-            "estimatedSizeInBytes": analytics.channel_size(&name) as f64,
+            "estimatedSizeInBytes": analytics.channel_size(&name).await? as f64,
             "estimatedOn": now_seconds(),
         }});
     }

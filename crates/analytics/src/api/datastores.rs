@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use super::{ListQuery, StatisticsQuery, created, no_content, page, retention, storage};
 use crate::Analytics;
 use crate::model::{DatastoreRecord, now_seconds};
+use crate::query::FileFormat;
 use crate::resources::{NewDatastore, tag_list};
 
 #[derive(Debug, Default, Deserialize)]
@@ -25,8 +26,11 @@ pub(super) struct DatastoreRequest {
     tags: Value,
 }
 
-/// The file format as Describe shows it (Parquet with the table's columns).
+/// The file format as Describe shows it (JSON, or Parquet with the table's columns).
 fn file_format(record: &DatastoreRecord) -> Value {
+    if record.format() == FileFormat::Json {
+        return json!({"jsonConfiguration": {}});
+    }
     let columns: Vec<Value> = record
         .columns
         .iter()
@@ -103,7 +107,10 @@ pub(super) async fn list(
                 "creationTime": d.created,
                 "lastUpdateTime": d.updated,
                 "lastMessageArrivalTime": d.last_message,
-                "fileFormatType": "PARQUET",
+                "fileFormatType": match d.format() {
+                    FileFormat::Parquet => "PARQUET",
+                    FileFormat::Json => "JSON",
+                },
             })
         })
         .collect();

@@ -110,10 +110,7 @@ pub(super) async fn sample(
     }
     let start = query.start_time.as_deref().map(time_ms).transpose()?;
     let end = query.end_time.as_deref().map(time_ms).transpose()?;
-    let analytics = Arc::clone(&analytics);
-    let payloads = tokio::task::spawn_blocking(move || analytics.sample(&name, max, start, end))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))??;
+    let payloads = analytics.sample(&name, max, start, end).await?;
     let payloads: Vec<String> = payloads.iter().map(|p| STANDARD.encode(p)).collect();
     Ok(axum::Json(json!({"payloads": payloads})).into_response())
 }

@@ -27,8 +27,9 @@ pub(super) async fn create(
     Json(request): Json<PipelineRequest>,
 ) -> Result<Response, ApiError> {
     let tags = tag_list(&request.tags)?;
-    let record =
-        analytics.create_pipeline(&request.pipeline_name, request.pipeline_activities, tags)?;
+    let record = analytics
+        .create_pipeline(&request.pipeline_name, request.pipeline_activities, tags)
+        .await?;
     Ok(created(json!({
         "pipelineName": record.name,
         "pipelineArn": analytics.resource_arn("pipeline", &record.name),
@@ -77,7 +78,9 @@ pub(super) async fn update(
     Path(name): Path<String>,
     Json(request): Json<PipelineRequest>,
 ) -> Result<Response, ApiError> {
-    analytics.update_pipeline(&name, request.pipeline_activities)?;
+    analytics
+        .update_pipeline(&name, request.pipeline_activities)
+        .await?;
     Ok(axum::Json(json!({})).into_response())
 }
 
@@ -113,7 +116,7 @@ pub(super) async fn start_reprocessing(
 ) -> Result<Response, ApiError> {
     if request.channel_messages.is_some() {
         return Err(ApiError::invalid_request(
-            "channelMessages.s3Paths are not supported by this server: channels keep their messages in its data folder; reprocess a time window with startTime and endTime",
+            "channelMessages.s3Paths are not supported by this server: reprocess a time window with startTime and endTime",
         ));
     }
     let id = analytics.start_reprocessing(&name, request.start_time, request.end_time)?;

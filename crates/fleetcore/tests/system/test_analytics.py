@@ -1,8 +1,8 @@
 """IoT Analytics through boto3 (`iotanalytics`, botocore 1.42.50 as test.sh pins): channels,
 datastores, pipelines and datasets round trips with AWS's shapes and errors; BatchPutMessage's
 error entries for malformed messages; SampleChannelData; RunPipelineActivity; tags; what this
-server does not run (a container action, cron's L/W/#, customer-managed channel buckets) refused at
-create time; an invalid SQL query failing the dataset content with the engine's reason. Whole system:
+server does not run (a container action, cron's L/W/#) and malformed storage or file formats refused
+at create time; an invalid SQL query failing the dataset content with the engine's reason. Whole system:
 MQTT telemetry -> rule `iotAnalytics` -> channel -> pipeline (filter, math,
 deviceRegistryEnrich) -> Hive-partitioned Parquet datastore -> dataset SQL -> the CSV at the
 content's dataURI equal to the expected rows; the same Parquet files read by DuckDB give the
@@ -141,9 +141,9 @@ def test_resources_round_trip_with_aws_shapes(ia, uid):
 
 @pytest.mark.parametrize("call,needle", [
     (lambda ia, n: ia.create_channel(channelName=n, channelStorage={"customerManagedS3": {
-        "bucket": "my-bucket", "roleArn": ROLE}}), "serviceManagedS3"),
-    (lambda ia, n: ia.create_datastore(datastoreName=n, fileFormatConfiguration={"jsonConfiguration": {}}),
-     "jsonConfiguration"),
+        "bucket": "my-bucket", "keyPrefix": "no-slash", "roleArn": ROLE}}), "keyPrefix"),
+    (lambda ia, n: ia.create_datastore(datastoreName=n, fileFormatConfiguration={
+        "jsonConfiguration": {}, "parquetConfiguration": {}}), "not both"),
     (lambda ia, n: ia.create_dataset(datasetName=n, actions=[{"actionName": "c", "containerAction": {
         "image": "i", "executionRoleArn": ROLE, "resourceConfiguration": {
             "computeType": "ACU_1", "volumeSizeInGB": 1}}}]), "containerAction"),

@@ -1,5 +1,8 @@
-"""IoT Analytics datastores in a customer-managed bucket (`customerManagedS3`) of an S3 lake
-(moto in server mode): BatchPutMessage -> pipeline (filter, math) -> Hive-partitioned Parquet
+"""IoT Analytics channels and datastores in a customer-managed bucket (`customerManagedS3`) of an
+S3 lake (moto in server mode). A channel: BatchPutMessage -> its raw messages as objects under
+`<keyPrefix><channel>/` -> pipeline -> dataset CSV equal to the expected rows; SampleChannelData
+and StartPipelineReprocessing read the bucket back; Describe/List show the storage as AWS does,
+it cannot change afterwards, and DeleteChannel leaves the objects. A datastore: BatchPutMessage -> pipeline (filter, math) -> Hive-partitioned Parquet
 objects in the bucket -> dataset SQL -> the CSV equal to the expected rows; the objects read
 with boto3 + pyarrow hold exactly those rows under `<keyPrefix><datastore>/__dt=/<attr>=/`;
 `fleetcore sql` reads them from the bucket; Describe/List show the storage as AWS does; the
@@ -124,3 +127,70 @@ def test_datastore_in_a_customer_bucket(broker_factory, aws, moto, uid):
     # DeleteDatastore leaves the customer's objects in the customer's bucket.
     ia.delete_datastore(datastoreName=n)
     assert len(bucket_rows(s3, prefix)) == len(kept) + 2
+
+
+def channel_messages(s3, prefix: str) -> list[dict]:
+    """The messages of the channel objects under `prefix` (`<arrival ms>\t<json>` lines)."""
+    out = []
+    for obj in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", []):
+        assert re.fullmatch(rf"{prefix}\d{{20}}\.jsonl", obj["Key"]), obj["Key"]
+        text = s3.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read().decode()
+        out += [json.loads(line.split("\t", 1)[1]) for line in text.splitlines() if not line.startswith("#")]
+    return sorted(out, key=lambda m: m["seq"])
+
+
+def test_channel_in_a_customer_bucket(broker_factory, aws, moto, uid):
+    b = broker_factory(env=moto.lake_env)
+    ia = aws("iotanalytics", broker=b)
+    s3 = moto.s3()
+    s3.create_bucket(Bucket=BUCKET)
+    n = ident(uid)
+    storage = {"customerManagedS3": {"bucket": BUCKET, "keyPrefix": "raw/", "roleArn": ROLE}}
+
+    # A bucket that does not exist is refused at create, and nothing is left behind.
+    with pytest.raises(ClientError) as exc:
+        ia.create_channel(channelName=n + "_x", channelStorage={
+            "customerManagedS3": {"bucket": "no-such-bucket", "roleArn": ROLE}})
+    code, status, message = error_of(exc)
+    assert (code, status) == ("InvalidRequestException", 400), message
+    assert "no-such-bucket" in message and "cannot be used" in message, message
+    with pytest.raises(ClientError) as exc:
+        ia.describe_channel(channelName=n + "_x")
+    assert error_of(exc)[:2] == ("ResourceNotFoundException", 404)
+
+    ia.create_channel(channelName=n, channelStorage=storage, retentionPeriod={"numberOfDays": 1})
+    assert ia.describe_channel(channelName=n)["channel"]["storage"] == storage
+    (summary,) = [c for c in ia.list_channels()["channelSummaries"] if c["channelName"] == n]
+    assert summary["channelStorage"] == storage
+    with pytest.raises(ClientError) as exc:
+        ia.update_channel(channelName=n, channelStorage={"serviceManagedS3": {}})
+    assert error_of(exc)[:2] == ("InvalidRequestException", 400)
+
+    ia.create_datastore(datastoreName=n)
+    ia.create_pipeline(pipelineName=n, pipelineActivities=pipeline(n, n, n, {"filter": {"filter": "temp > 0"}}))
+    sql = f"SELECT seq, temp FROM {n} ORDER BY seq"
+    ia.create_dataset(datasetName=n, actions=[{"actionName": "q", "queryAction": {"sqlQuery": sql}}])
+    messages = [{"seq": i, "temp": i - 3} for i in range(10)]
+    assert put(ia, n, *messages) == []
+    kept = [{"seq": str(m["seq"]), "temp": str(m["temp"])} for m in messages if m["temp"] > 0]
+    assert rows_eventually(ia, n, len(kept)) == kept
+
+    # The raw messages are objects under <keyPrefix><channel>/ in the customer's bucket, and
+    # nothing of the channel is in the data folder.
+    prefix = f"raw/{n}/"
+    assert channel_messages(s3, prefix) == messages
+    assert not (b.data_dir / "analytics" / "channels" / n).exists()
+    sample = ia.sample_channel_data(channelName=n, maxMessages=3)["payloads"]
+    assert [json.loads(p) for p in sample] == messages[-3:]
+    assert ia.describe_channel(channelName=n, includeStatistics=True)[
+        "statistics"]["size"]["estimatedSizeInBytes"] > 0
+
+    # A reprocessing reads the bucket back: every kept message lands a second time.
+    ia.start_pipeline_reprocessing(pipelineName=n)
+    twice = sorted(kept + kept, key=lambda r: int(r["seq"]))
+    assert rows_eventually(ia, n, len(twice)) == twice
+
+    # DeleteChannel leaves the customer's objects in the customer's bucket.
+    ia.delete_pipeline(pipelineName=n)
+    ia.delete_channel(channelName=n)
+    assert channel_messages(s3, prefix) == messages
