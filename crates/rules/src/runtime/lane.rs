@@ -548,17 +548,23 @@ mod tests {
         .unwrap_or_else(|_| panic!("committed stayed at {:?}", progress.committed()));
     }
 
-    #[tokio::test]
-    async fn deliveries_overlap_and_the_checkpoint_stays_at_the_first_owed_record() {
+    /// A lane of a [`Gated`] action over one partition starting at record 0.
+    fn gated_lane(config: RuntimeConfig) -> (Arc<Gated>, Arc<Progress>, Arc<ActionLane>) {
         let action = Arc::new(Gated::default());
         let progress = Arc::new(Progress::new(Position(0)));
         let lane = Arc::new(ActionLane::new(
             Arc::clone(&action) as Arc<dyn Action>,
             None,
             ActionEvents::new("r", "0:gated".into()),
-            Arc::new(RuntimeConfig::default()),
+            Arc::new(config),
             Arc::from([Arc::clone(&progress)]),
         ));
+        (action, progress, lane)
+    }
+
+    #[tokio::test]
+    async fn deliveries_overlap_and_the_checkpoint_stays_at_the_first_owed_record() {
+        let (action, progress, lane) = gated_lane(RuntimeConfig::default());
         for position in 0..6 {
             progress.hold(position, 1);
             lane.push_all(&mut VecDeque::from([pending(position)]))
@@ -592,15 +598,7 @@ mod tests {
             spill_dir: Some(spill_dir.path().to_path_buf()),
             ..RuntimeConfig::default()
         };
-        let action = Arc::new(Gated::default());
-        let progress = Arc::new(Progress::new(Position(0)));
-        let lane = Arc::new(ActionLane::new(
-            Arc::clone(&action) as Arc<dyn Action>,
-            None,
-            ActionEvents::new("r", "0:gated".into()),
-            Arc::new(config),
-            Arc::from([Arc::clone(&progress)]),
-        ));
+        let (action, progress, lane) = gated_lane(config);
         // Four deliveries hang and four more fill the queue; the other 92 do not make the
         // reader wait: they go to the overflow file.
         tokio::time::timeout(Duration::from_secs(10), async {
