@@ -129,6 +129,20 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
+/// Connects to the cluster's NATS server with `options`.
+pub(crate) async fn connect(
+    config: &ClusterConfig,
+    options: async_nats::ConnectOptions,
+) -> Result<async_nats::Client, ClusterError> {
+    options
+        .connect(config.nats_url.as_str())
+        .await
+        .map_err(|e| ClusterError::Connect {
+            url: config.nats_url.clone(),
+            message: e.to_string(),
+        })
+}
+
 impl Cluster {
     /// Connects to NATS, starts routing messages between `router` and the other nodes, and
     /// starts the heartbeat.
@@ -136,15 +150,13 @@ impl Cluster {
         if !valid_node_id(&config.node_id) {
             return Err(ClusterError::InvalidNodeId(config.node_id));
         }
-        let client = async_nats::ConnectOptions::new()
-            .no_echo()
-            .name(format!("fleetcore {}", config.node_id))
-            .connect(config.nats_url.as_str())
-            .await
-            .map_err(|e| ClusterError::Connect {
-                url: config.nats_url.clone(),
-                message: e.to_string(),
-            })?;
+        let client = connect(
+            &config,
+            async_nats::ConnectOptions::new()
+                .no_echo()
+                .name(format!("fleetcore {}", config.node_id)),
+        )
+        .await?;
         forward::start(&config, &client, Arc::clone(&router)).await?;
         retained::start(&config, &client, Arc::clone(&router)).await?;
         takeover::start(&config, &client, Arc::clone(&router)).await?;

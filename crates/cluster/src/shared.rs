@@ -183,14 +183,11 @@ pub(crate) async fn start(
     client: &async_nats::Client,
     router: Arc<Router>,
 ) -> Result<(), ClusterError> {
-    let echo = async_nats::ConnectOptions::new()
-        .name(format!("fleetcore {} shared", config.node_id))
-        .connect(config.nats_url.as_str())
-        .await
-        .map_err(|e| ClusterError::Connect {
-            url: config.nats_url.clone(),
-            message: e.to_string(),
-        })?;
+    let echo = crate::connect(
+        config,
+        async_nats::ConnectOptions::new().name(format!("fleetcore {} shared", config.node_id)),
+    )
+    .await?;
     let groups = Arc::new(Groups {
         prefix: config.subject_prefix.clone(),
         forward_prefix: crate::forward::forward_prefix(&config.subject_prefix),
