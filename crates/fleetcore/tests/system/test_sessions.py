@@ -275,6 +275,51 @@ def test_a_reader_that_never_reads_costs_only_itself(broker_factory, raw, client
     assert got == [f"m{i}".encode() for i in range(n)], got
 
 
+@pytest.mark.fleetcore_only("how long a publisher's acknowledgements wait for a full reader is fleetcore's policy")
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_full_reader_holds_up_only_its_own_deliveries(broker_factory, raw, clients, uid, version):
+    """While a reader that does not read is not yet known to be stuck (its socket and queue are
+    full, the stuck-subscriber timeout has not passed), a publisher to its topic holds only its
+    acknowledgements, in order: the healthy subscriber gets every message at once, the PUBACKs
+    come once the reader counts as stuck, in the order of the publishes."""
+    stuck_ms = 8000
+    b = broker_factory("--slow-subscriber-timeout", "60", "--stuck-subscriber-timeout-ms", str(stuck_ms))
+    t, feed = f"h/{uid}", f"hfeed/{uid}"
+    _reader_that_never_reads(b, version, f"full-{uid}", [(t, 0), (feed, 0)])
+    healthy = clients(version, broker=b)
+    healthy.subscribe(t, qos=1)
+    # 16 KiB messages only the reader takes, until the broker no longer reads the feeder: the
+    # reader's socket, queue and the feeder's waiting messages are full then
+    feeder = raw(version, broker=b)
+    assert feeder.connect(f"hfeed-{uid}").rc == 0
+    feeder.sock.settimeout(2)
+    sent = 0
+    try:
+        while sent < 64 << 20:
+            feeder.publish(feed, b"f" * 16384)
+            sent += 16384
+    except TimeoutError:
+        pass
+    assert sent < 64 << 20, "the broker read 64 MiB for a reader that does not read"
+    started = time.monotonic()
+    pub = raw(version, broker=b)
+    assert pub.connect(f"hpub-{uid}").rc == 0
+    n = 10
+    for i in range(n):
+        pub.publish(t, f"m{i}".encode(), qos=1, pid=i + 1)
+    for i in range(n):
+        healthy.wait_payload(f"m{i}".encode(), timeout=max(0.1, started + stuck_ms / 2000 - time.monotonic()))
+    early = pub.quiet(0.2) if time.monotonic() - started < stuck_ms / 1000 - 1 else None
+    assert early is not None, "the check ran too late to tell held acknowledgements apart"
+    assert [p for p in early if p.type == w.PUBACK] == [], early
+    acks = []
+    deadline = time.monotonic() + 30
+    while len(acks) < n:
+        p = pub.expect(w.PUBACK, timeout=max(0.1, deadline - time.monotonic()))
+        acks.append(p.pid)
+    assert acks == list(range(1, n + 1)), acks
+
+
 @pytest.mark.parametrize("version", VERSIONS)
 def test_stuck_subscriber_does_not_stall_publishers_or_other_subscribers(broker_factory, raw, clients, uid, version):
     """One subscriber that never reads (a device on a dead link) must not slow the topic down for

@@ -19,7 +19,9 @@ pub struct BrokerConfig {
     /// Bytes (payloads and topics) queued for an online session before publishers to it wait
     /// (backpressure). Small, so that a saturated subscriber's messages wait in its publishers'
     /// sockets, not in a deep queue: latency stays low and publishers slow down at once. At
-    /// least one message is always queued, whatever its size.
+    /// least one message is always queued, whatever its size. A publisher's own messages
+    /// waiting for full receivers (their other receivers already have them) are bounded by the
+    /// same bytes, and 32 messages, before its socket is no longer read.
     pub max_queued_bytes: usize,
     /// Bytes of deliveries and acknowledgements a connection encodes before it writes them to
     /// its socket: one write call per batch.

@@ -231,13 +231,16 @@ impl Connection {
         }
     }
 
-    /// True while the socket is not read: a fan-out waits for room, or twice as many
+    /// True while the socket is not read: `fanout::MAX_WAITING` messages (or
+    /// `max_queued_bytes`) wait for full receivers, or twice as many
     /// acknowledgements wait for the ingest log as the client may have messages in flight.
     /// A client within its Receive Maximum never gets there (reading on at the limit lets one
     /// that breaks it be told so with DISCONNECT 0x93); the pause bounds what acknowledgements
     /// of resent QoS 2 duplicates hold.
     fn reading_paused(&self) -> bool {
-        self.pending.is_some()
+        self.pending
+            .as_ref()
+            .is_some_and(|p| p.full(self.router.config().max_queued_bytes))
             || self
                 .held_acks
                 .as_ref()

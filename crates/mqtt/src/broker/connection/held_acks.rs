@@ -173,6 +173,20 @@ impl Connection {
         tickets: Tickets,
         retained: Vec<Delivery>,
     ) {
+        if self.acks_wait() {
+            self.ack_behind_waiting(ack, tickets, retained);
+        } else {
+            self.acknowledge_now(ack, tickets, retained);
+        }
+    }
+
+    /// [`Connection::acknowledge_then`] for an acknowledgement no waiting message holds up.
+    pub(super) fn acknowledge_now(
+        &mut self,
+        ack: Packet,
+        tickets: Tickets,
+        retained: Vec<Delivery>,
+    ) {
         match self.held_acks.as_mut() {
             Some(held) => held.push(tickets, ack, retained),
             None => {

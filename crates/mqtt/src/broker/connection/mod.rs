@@ -2,9 +2,10 @@
 //! router, and writes acknowledgements and deliveries back, batching writes.
 //!
 //! The connection is a single task that owns its session state. It never blocks on another
-//! session: when a receiver's queue is full it stops reading its own socket (backpressure on the
-//! publisher) but keeps draining its own mailbox, so two clients publishing to each other cannot
-//! deadlock.
+//! session: a delivery to a full receiver waits with the publisher's acknowledgement while its
+//! other receivers get the message, and when too many wait it stops reading its own socket
+//! (backpressure on the publisher) but keeps draining its own mailbox, so two clients publishing
+//! to each other cannot deadlock.
 //!
 //! By concern: `handshake` (CONNECT to CONNACK), `event_loop` (socket, mailbox and timers),
 //! `packets` (one handler per inbound packet), `publish` (an inbound PUBLISH through aliases,
@@ -45,7 +46,7 @@ use crate::protocol::{self, Disconnect, DisconnectProperties, Packet, ProtocolVe
 use aliases::{InboundAliases, OutboundAliases};
 use event_loop::Served;
 use exit::Exit;
-use fanout::PendingFanout;
+use fanout::PendingFanouts;
 use handshake::Accepted;
 use held_acks::HeldAcks;
 use park::Parking;
@@ -120,7 +121,8 @@ struct Connection {
     client_max_packet: usize,
     inbound_aliases: InboundAliases,
     outbound_aliases: OutboundAliases,
-    pending: Option<Box<PendingFanout>>,
+    /// Messages waiting for full receivers, in order; boxed: rarely present.
+    pending: Option<Box<PendingFanouts>>,
     /// Boxed: only present while acknowledgements wait for the ingest log.
     held_acks: Option<Box<HeldAcks>>,
     principal: Arc<str>,
