@@ -285,7 +285,7 @@ def test_a_full_reader_holds_up_only_its_own_deliveries(broker_factory, raw, cli
     stuck_ms = 8000
     b = broker_factory("--slow-subscriber-timeout", "60", "--stuck-subscriber-timeout-ms", str(stuck_ms))
     t, feed = f"h/{uid}", f"hfeed/{uid}"
-    _reader_that_never_reads(b, version, f"full-{uid}", [(t, 0), (feed, 0)])
+    reader = _reader_that_never_reads(b, version, f"full-{uid}", [(t, 0), (feed, 0)])  # kept open
     healthy = clients(version, broker=b)
     healthy.subscribe(t, qos=1)
     # 16 KiB messages only the reader takes, until the broker no longer reads the feeder: the
@@ -318,6 +318,7 @@ def test_a_full_reader_holds_up_only_its_own_deliveries(broker_factory, raw, cli
         p = pub.expect(w.PUBACK, timeout=max(0.1, deadline - time.monotonic()))
         acks.append(p.pid)
     assert acks == list(range(1, n + 1)), acks
+    reader.close()
 
 
 @pytest.mark.parametrize("version", VERSIONS)
