@@ -468,6 +468,24 @@ mod tests {
     }
 
     #[test]
+    fn a_device_record_shares_the_connection_client_id() {
+        let meter = FleetMeter::default();
+        let ip: IpAddr = "10.1.2.3".parse().expect("ip");
+        let id: Arc<str> = Arc::from("dev-shared");
+        let _counters = meter.connecting(&id, ip);
+        // The meter's key is the connection's own string, not a copy of it.
+        assert_eq!(Arc::strong_count(&id), 2);
+        let devices = meter.devices.lock();
+        let (key, device) = devices.get_key_value("dev-shared").expect("metered");
+        assert!(Arc::ptr_eq(key, &id));
+        assert_eq!(
+            device.addresses.capacity(),
+            1,
+            "room for the one address seen"
+        );
+    }
+
+    #[test]
     fn a_period_becomes_one_datapoint_per_device() {
         let meter = FleetMeter::default();
         let ip: IpAddr = "10.1.2.3".parse().expect("ip");

@@ -647,6 +647,47 @@ mod tests {
     }
 
     #[test]
+    fn sessions_share_one_set_of_limits_and_stay_compact() {
+        let a = session(4, 150);
+        let b = SessionHandle::new(
+            Arc::from("b"),
+            &a.limits,
+            SessionState::new(0, ProtocolVersion::V5),
+        );
+        assert!(Arc::ptr_eq(&a.limits, &b.limits));
+        // Every parked connection holds one: bounds, patience and queues are not copied in.
+        let size = std::mem::size_of::<SessionHandle>();
+        eprintln!("SessionHandle {size} B");
+        assert!(size <= 256, "SessionHandle grew to {size} B");
+    }
+
+    #[test]
+    fn a_session_made_long_after_its_limits_is_not_stuck_from_the_start() {
+        let a = session(1, 1 << 20);
+        let Some(origin) = Instant::now().checked_sub(Duration::from_secs(3600)) else {
+            return; // a clock this young cannot be an hour old
+        };
+        let old = Arc::new(SessionLimits {
+            capacity: 1,
+            online_bytes: 1 << 20,
+            patience: a.limits.patience,
+            queues: Arc::clone(&a.limits.queues),
+            origin,
+        });
+        let s = SessionHandle::new(
+            Arc::from("late"),
+            &old,
+            SessionState::new(0, ProtocolVersion::V5),
+        );
+        assert!(s.idle() < Duration::from_secs(60), "idle {:?}", s.idle());
+        s.set_online(true);
+        s.set_awaiting_socket(true);
+        assert!(queued(s.push(delivery(10), None)));
+        // Full, but it made progress when it was made: a publisher waits for it.
+        assert!(matches!(s.push(delivery(10), None), PushOutcome::Full(_)));
+    }
+
+    #[test]
     fn a_server_message_is_bounded_by_the_message_count_only() {
         let s = session(4, 150);
         s.set_online(true);

@@ -178,6 +178,6 @@ mod tests {
         let connection = std::mem::size_of::<Connection>();
         eprintln!("parking spot {spot} B, busy loop future {busy} B, Connection {connection} B");
         assert!(spot <= 96, "the parking spot grew to {spot} B");
-        assert!(connection <= 640, "Connection grew to {connection} B");
+        assert!(connection <= 400, "Connection grew to {connection} B");
     }
 }
