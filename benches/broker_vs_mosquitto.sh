@@ -6,6 +6,7 @@
 #   benches/broker_vs_mosquitto.sh            # everything, 10 s per throughput run, 3 rounds
 #   DURATION=5 ROUNDS=1 benches/broker_vs_mosquitto.sh
 #   SCENARIOS=memory OUT=target/bench-results/X benches/broker_vs_mosquitto.sh   # one part, merged into X
+#   PORT=24100 benches/broker_vs_mosquitto.sh   # ports PORT..PORT+39 instead of 18900..18939
 #
 # Throughput runs alternate brokers round by round and report the median round, so slow drift of
 # a noisy machine hits both. Memory runs start each broker fresh and report the broker's RSS
@@ -16,6 +17,8 @@ DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-3}
 IDLE=${IDLE:-10000}
 SCENARIOS=${SCENARIOS:-throughput memory access}
+# PORT=first of the 40 loopback ports used (18900 unless given)
+P=${PORT:-18900}
 SHARED=${SHARED:-$(cd .. && pwd)/shared}
 OUT=${OUT:-target/bench-results/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
@@ -68,7 +71,7 @@ bench() { # name port args...
 
 # Certificates: fleetcore's first start creates the CA and the server certificate; a client
 # certificate for the TLS runs is signed with that CA by openssl.
-FC=$(start_fleetcore 18901 18902 18903)
+FC=$(start_fleetcore $((P + 1)) $((P + 2)) $((P + 3)))
 openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=bench \
   -keyout "$OUT/client.key" -out "$OUT/client.csr" 2>/dev/null
 printf 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n' >"$OUT/client.ext"
@@ -79,7 +82,7 @@ TLS_ARGS=(--tls --ca "$FC_DATA/ca/ca.pem" --cert "$OUT/client.pem" --key "$OUT/c
 # the connection: register the bench certificate with an allow-all policy, and create the
 # realistic device policy the authorization-cost runs evaluate for anonymous clients.
 [ -x .venv/bin/python ] || { python3 -m venv .venv && .venv/bin/pip install -q 'boto3==1.42.50' 'botocore==1.42.50'; }
-.venv/bin/python - "$FC_DATA" 18903 "$OUT/client.pem" <<'PY'
+.venv/bin/python - "$FC_DATA" $((P + 3)) "$OUT/client.pem" <<'PY'
 import configparser, json, sys, boto3
 data, port, cert = sys.argv[1], sys.argv[2], sys.argv[3]
 cp = configparser.ConfigParser(); cp.read(f"{data}/credentials")
@@ -103,11 +106,11 @@ stop "$FC"
 
 if [[ " $SCENARIOS " == *" throughput "* ]]; then
 echo "== throughput and latency ($ROUNDS rounds x ${DURATION}s)" >&2
-MQ=$(start_mosquitto 18910)
-FC=$(start_fleetcore 18911 18912 18913)
+MQ=$(start_mosquitto $((P + 10)))
+FC=$(start_fleetcore $((P + 11)) $((P + 12)) $((P + 13)))
 for round in $(seq 1 "$ROUNDS"); do
   for who in mosquitto fleetcore; do
-    port=18910; [ $who = fleetcore ] && port=18911
+    port=$((P + 10)); [ $who = fleetcore ] && port=$((P + 11))
     bench "fanin_qos0.$who.$round" $port --publishers 8 --subscribers 1 --qos 0 --duration "$DURATION"
     bench "fanin_qos1.$who.$round" $port --publishers 8 --subscribers 1 --qos 1 --duration "$DURATION"
     bench "latency_qos1_5k.$who.$round" $port --publishers 8 --subscribers 1 --qos 1 --rate 5000 --duration "$DURATION"
@@ -118,17 +121,17 @@ fi
 
 if [[ " $SCENARIOS " == *" memory "* ]]; then
 echo "== memory per idle connection ($IDLE connections, fresh brokers)" >&2
-MQ=$(start_mosquitto 18920)
-bench "idle_plain.mosquitto.1" 18920 --connections "$IDLE" --idle --broker-pid "$MQ" --duration 3
+MQ=$(start_mosquitto $((P + 20)))
+bench "idle_plain.mosquitto.1" $((P + 20)) --connections "$IDLE" --idle --broker-pid "$MQ" --duration 3
 stop "$MQ"
-FC=$(start_fleetcore 18921 18922 18923)
-bench "idle_plain.fleetcore.1" 18921 --connections "$IDLE" --idle --broker-pid "$FC" --duration 3
+FC=$(start_fleetcore $((P + 21)) $((P + 22)) $((P + 23)))
+bench "idle_plain.fleetcore.1" $((P + 21)) --connections "$IDLE" --idle --broker-pid "$FC" --duration 3
 stop "$FC"
-MQ=$(start_mosquitto 18924 tls)
-bench "idle_mtls.mosquitto.1" 18924 "${TLS_ARGS[@]}" --connections "$IDLE" --idle --broker-pid "$MQ" --duration 3
+MQ=$(start_mosquitto $((P + 24)) tls)
+bench "idle_mtls.mosquitto.1" $((P + 24)) "${TLS_ARGS[@]}" --connections "$IDLE" --idle --broker-pid "$MQ" --duration 3
 stop "$MQ"
-FC=$(start_fleetcore 18925 18926 18927)
-bench "idle_mtls.fleetcore.1" 18926 "${TLS_ARGS[@]}" --connections "$IDLE" --idle --broker-pid "$FC" --duration 3
+FC=$(start_fleetcore $((P + 25)) $((P + 26)) $((P + 27)))
+bench "idle_mtls.fleetcore.1" $((P + 26)) "${TLS_ARGS[@]}" --connections "$IDLE" --idle --broker-pid "$FC" --duration 3
 stop "$FC"
 fi
 
@@ -137,17 +140,17 @@ echo "== authorization cost and TLS handshakes ($ROUNDS rounds)" >&2
 # Same plain-TCP QoS 1 fan-in, once with anonymous clients allowed everything and once governed
 # by the device policy (every PUBLISH and every delivery asks the policy grant).
 for round in $(seq 1 "$ROUNDS"); do
-  FC=$(start_fleetcore 18931 18932 18933)
-  bench "authz_off.fleetcore.$round" 18931 --publishers 8 --subscribers 1 --qos 1 --duration "$DURATION"
+  FC=$(start_fleetcore $((P + 31)) $((P + 32)) $((P + 33)))
+  bench "authz_off.fleetcore.$round" $((P + 31)) --publishers 8 --subscribers 1 --qos 1 --duration "$DURATION"
   stop "$FC"
-  FC=$(start_fleetcore 18931 18932 18933 --anonymous-policy bench-device)
-  bench "authz_on.fleetcore.$round" 18931 --publishers 8 --subscribers 1 --qos 1 --duration "$DURATION"
+  FC=$(start_fleetcore $((P + 31)) $((P + 32)) $((P + 33)) --anonymous-policy bench-device)
+  bench "authz_on.fleetcore.$round" $((P + 31)) --publishers 8 --subscribers 1 --qos 1 --duration "$DURATION"
   stop "$FC"
-  MQ=$(start_mosquitto 18934 tls)
-  bench "handshakes.mosquitto.$round" 18934 "${TLS_ARGS[@]}" --connections 2000 --idle --duration 1
+  MQ=$(start_mosquitto $((P + 34)) tls)
+  bench "handshakes.mosquitto.$round" $((P + 34)) "${TLS_ARGS[@]}" --connections 2000 --idle --duration 1
   stop "$MQ"
-  FC=$(start_fleetcore 18935 18936 18937)
-  bench "handshakes.fleetcore.$round" 18936 "${TLS_ARGS[@]}" --connections 2000 --idle --duration 1
+  FC=$(start_fleetcore $((P + 35)) $((P + 36)) $((P + 37)))
+  bench "handshakes.fleetcore.$round" $((P + 36)) "${TLS_ARGS[@]}" --connections 2000 --idle --duration 1
   stop "$FC"
 done
 fi

@@ -52,7 +52,8 @@ echo "machine: $(nproc) cores; open files hard limit $hard; fs.nr_open $(cat /pr
   "ports $(cat /proc/sys/net/ipv4/ip_local_port_range | tr '\t' -)" >&2
 # Fresh ports for every count: the previous broker's closed connections leave its port in
 # TIME_WAIT, and Mosquitto cannot listen on it again at once.
-port=18960
+# PORT=base of the loopback ports (4 per count, then PORT+100.. for the mTLS part)
+port=${PORT:-18960}
 for n in $COUNTS; do
   port=$((port + 4))
   if [ "$hard" != unlimited ] && [ "$hard" -lt $((n + 256)) ]; then
@@ -101,5 +102,5 @@ PY
 
 if [ "$TLS_COUNT" != 0 ]; then
   echo "== mTLS: $TLS_COUNT idle connections (benches/broker_vs_mosquitto.sh, memory scenario)" >&2
-  SCENARIOS=memory IDLE="$TLS_COUNT" OUT="$OUT/mtls" benches/broker_vs_mosquitto.sh
+  PORT=$((${PORT:-18800} + 100)) SCENARIOS=memory IDLE="$TLS_COUNT" OUT="$OUT/mtls" benches/broker_vs_mosquitto.sh
 fi

@@ -143,16 +143,17 @@ struct SightingLog {
 }
 
 impl DeviceMeter for FleetMeter {
-    fn connecting(&self, client_id: &str, peer: IpAddr) -> Arc<DeviceCounters> {
+    fn connecting(&self, client_id: &Arc<str>, peer: IpAddr) -> Arc<DeviceCounters> {
         let mut devices = self.devices.lock();
-        if devices.len() >= MAX_DEVICES && !devices.contains_key(client_id) {
+        if devices.len() >= MAX_DEVICES && !devices.contains_key(&**client_id) {
             metrics::counter!("fleetcore_defender_devices_unmetered_total").increment(1);
             return Arc::default();
         }
-        let device = match devices.get_mut(client_id) {
+        let device = match devices.get_mut(&**client_id) {
             Some(d) => d,
+            // The key shares the connection's client id string: no copy per device.
             None => devices
-                .entry(Arc::from(client_id))
+                .entry(Arc::clone(client_id))
                 .or_insert_with(|| Device {
                     counters: Arc::default(),
                     attempts: 0,
@@ -163,6 +164,8 @@ impl DeviceMeter for FleetMeter {
         };
         device.attempts += 1;
         if device.addresses.len() < MAX_ADDRESSES && !device.addresses.contains(&peer) {
+            // Most devices connect from one address a period: room for one, not Vec's four.
+            device.addresses.reserve_exact(1);
             device.addresses.push(peer);
         }
         Arc::clone(&device.counters)
@@ -400,16 +403,16 @@ mod tests {
         let meter = FleetMeter::default();
         let ip: IpAddr = "10.1.2.3".parse().expect("ip");
         let cert = "ab".repeat(32);
-        let a = meter.connecting("a", ip);
+        let a = meter.connecting(&Arc::from("a"), ip);
         meter.admitted("a", &cert, ip);
         a.connected();
         assert!(meter.sightings_since(0.0).is_empty());
         // the same certificate as another client id while `a` is live
-        let b = meter.connecting("b", ip);
+        let b = meter.connecting(&Arc::from("b"), ip);
         meter.admitted("b", &cert, ip);
         b.connected();
         // the same client id while `a` is live; anonymous principals are no certificate
-        let _a2 = meter.connecting("a", ip);
+        let _a2 = meter.connecting(&Arc::from("a"), ip);
         meter.admitted("a", "anonymous", ip);
         let sightings = meter.sightings_since(0.0);
         assert_eq!(sightings.len(), 2, "{sightings:?}");
@@ -425,7 +428,7 @@ mod tests {
         // a certificate whose client ids are offline is not shared
         a.disconnected();
         b.disconnected();
-        let c = meter.connecting("c", ip);
+        let c = meter.connecting(&Arc::from("c"), ip);
         meter.admitted("c", &cert, ip);
         c.connected();
         assert_eq!(meter.sightings_since(0.0).len(), 2);
@@ -437,7 +440,7 @@ mod tests {
         let store = fleetcore_core::RedbStore::open(&dir.path().join("s.redb")).expect("store");
         let meter = FleetMeter::default();
         let ip: IpAddr = "10.1.2.3".parse().expect("ip");
-        let a = meter.connecting("a", ip);
+        let a = meter.connecting(&Arc::from("a"), ip);
         meter.admitted("a", "anonymous", ip);
         a.connected();
         meter.admitted("a", "anonymous", ip);
@@ -454,7 +457,7 @@ mod tests {
         assert_eq!(restarted.sightings_since(0.0), meter.sightings_since(0.0));
         assert_eq!(restarted.sightings_since(0.0).len(), 3);
         // new sightings after the restart take new sequence numbers
-        let b = restarted.connecting("b", ip);
+        let b = restarted.connecting(&Arc::from("b"), ip);
         restarted.admitted("b", "anonymous", ip);
         b.connected();
         restarted.admitted("b", "anonymous", ip);
@@ -465,10 +468,28 @@ mod tests {
     }
 
     #[test]
+    fn a_device_record_shares_the_connection_client_id() {
+        let meter = FleetMeter::default();
+        let ip: IpAddr = "10.1.2.3".parse().expect("ip");
+        let id: Arc<str> = Arc::from("dev-shared");
+        let _counters = meter.connecting(&id, ip);
+        // The meter's key is the connection's own string, not a copy of it.
+        assert_eq!(Arc::strong_count(&id), 2);
+        let devices = meter.devices.lock();
+        let (key, device) = devices.get_key_value("dev-shared").expect("metered");
+        assert!(Arc::ptr_eq(key, &id));
+        assert_eq!(
+            device.addresses.capacity(),
+            1,
+            "room for the one address seen"
+        );
+    }
+
+    #[test]
     fn a_period_becomes_one_datapoint_per_device() {
         let meter = FleetMeter::default();
         let ip: IpAddr = "10.1.2.3".parse().expect("ip");
-        let c = meter.connecting("dev1", ip);
+        let c = meter.connecting(&Arc::from("dev1"), ip);
         c.connected();
         c.published(100);
         c.published(7);

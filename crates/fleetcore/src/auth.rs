@@ -6,7 +6,7 @@
 //! `--allow-anonymous`): the policy named by `--anonymous-policy` decides, or, without that
 //! flag, everything is allowed.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 
 use fleetcore_api::iotdata::DeviceCaller;
 use fleetcore_core::access::{AllowAll, ConnectionGrant};
@@ -35,6 +35,13 @@ pub struct IdentityAuthenticator {
     /// Just-in-time provisioning and registration of unregistered certificates from
     /// registered CAs (set once the broker, which it announces through, is running).
     pub just_in_time: OnceLock<Arc<JustInTime>>,
+}
+
+/// The grant of anonymous clients when no policy governs them. It holds nothing per
+/// connection, so every such connection shares this one instead of allocating its own.
+fn allow_all() -> Arc<dyn ConnectionGrant> {
+    static ALLOW_ALL: LazyLock<Arc<AllowAll>> = LazyLock::new(|| Arc::new(AllowAll));
+    Arc::clone(&*ALLOW_ALL) as Arc<dyn ConnectionGrant>
 }
 
 fn refused(why: impl Into<String>) -> AuthOutcome {
@@ -175,7 +182,7 @@ impl IdentityAuthenticator {
         let Some(policy) = &self.anonymous_policy else {
             return AuthOutcome::Allowed {
                 principal: ANONYMOUS.to_string(),
-                grant: Arc::new(AllowAll),
+                grant: allow_all(),
             };
         };
         let subject = GrantSubject {

@@ -176,3 +176,43 @@ def test_parked_mtls_connection_wakes_for_a_qos1_publish_and_answers_pingreq(
         assert b.metrics().get("fleetcore_mqtt_protocol_errors_total", 0) == 0
     finally:
         c.close()
+
+
+def test_client_topic_alias_outlives_parking(fresh_broker, raw, clients, uid):
+    """A parked connection keeps a smaller state than a busy one and gets the busy one back when
+    it wakes: an alias the client set before parking still names its topic after."""
+    b = fresh_broker
+    t = f"pa/{uid}/one"
+    sub = clients(V5, broker=b)
+    sub.subscribe(f"pa/{uid}/+", qos=1)
+    c = raw(V5, broker=b)
+    assert c.connect(f"pa-{uid}", keepalive=60).rc == 0
+    c.publish(t, b"1", qos=1, pid=1, props={"TopicAlias": 1})
+    assert c.expect(w.PUBACK).pid == 1
+    _wait_parked(b, 2)  # the publisher and the subscriber
+    c.publish("", b"2", qos=1, pid=2, props={"TopicAlias": 1})
+    assert c.expect(w.PUBACK, timeout=5).pid == 2
+    msgs = sub.wait_messages(2, pred=lambda m: m.topic.startswith(f"pa/{uid}/"))
+    assert [(m.topic, m.payload) for m in msgs] == [(t, b"1"), (t, b"2")]
+
+
+def test_server_topic_alias_outlives_parking(fresh_broker, raw, clients, uid):
+    """An alias the broker taught a subscriber before it parked is still the broker's after
+    the wake: a delivery that uses it (or names the topic again) resolves to the right topic."""
+    b = fresh_broker
+    t = f"pa/{uid}/two"
+    c = raw(V5, broker=b)
+    assert c.connect(f"ps-{uid}", keepalive=60, props={"TopicAliasMaximum": 3}).rc == 0
+    c.subscribe([(t, 0)])
+    pub = clients(V5, broker=b)
+    pub.publish(t, b"1", qos=0)
+    first = c.expect(w.PUBLISH, timeout=5)
+    assert first.topic.decode() == t and first.payload == b"1", first
+    aliases = {}
+    if "TopicAlias" in first.props:
+        aliases[first.props["TopicAlias"]] = t
+    _wait_parked(b, 2)  # the subscriber and the publisher
+    pub.publish(t, b"2", qos=0)
+    second = c.expect(w.PUBLISH, timeout=5)
+    topic = second.topic.decode() or aliases.get(second.props.get("TopicAlias"))
+    assert (topic, second.payload) == (t, b"2"), (second, aliases)

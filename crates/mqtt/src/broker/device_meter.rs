@@ -91,8 +91,9 @@ impl DeviceCounters {
 /// message; must not block.
 pub trait DeviceMeter: Send + Sync + 'static {
     /// A client sent CONNECT as `client_id` from `peer` (before authentication): the
-    /// counters its connection keeps.
-    fn connecting(&self, client_id: &str, peer: IpAddr) -> Arc<DeviceCounters>;
+    /// counters its connection keeps. `client_id` is the connection's own string: a meter
+    /// that keeps it shares it rather than copying it.
+    fn connecting(&self, client_id: &Arc<str>, peer: IpAddr) -> Arc<DeviceCounters>;
 
     /// The connection of `client_id` from `peer` was authenticated as `principal` and is
     /// about to be attached (taking over a live connection of the same client id, if any).

@@ -102,22 +102,13 @@ async fn sweep(sweep: Weak<KeepAliveSweep>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::session::SessionState;
-    use crate::protocol::ProtocolVersion;
 
     fn session(id: &str) -> Arc<SessionHandle> {
-        SessionHandle::new(
-            Arc::from(id),
+        crate::broker::test_support::clean_session(
+            id,
             10,
             64 * 1024,
-            crate::broker::session::Patience {
-                stuck: std::time::Duration::from_secs(1),
-                give_up: std::time::Duration::from_secs(1),
-            },
-            SessionState::new(0, ProtocolVersion::V5),
-            crate::broker::queue_store::QueueStore::new(Arc::new(
-                crate::broker::test_support::NoStore,
-            )),
+            std::time::Duration::from_secs(1),
         )
     }
 

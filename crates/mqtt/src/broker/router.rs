@@ -21,7 +21,7 @@ use super::queue_store::{QueueStore, STAGE_AWAITING_ACK, STAGE_AWAITING_COMP, Se
 use super::retained::RetainedStore;
 use super::session::{
     Inflight, InflightStage, NEVER_EXPIRES, Patience, PendingWill, PushOutcome, SessionHandle,
-    SessionState, SubscriptionRecord,
+    SessionLimits, SessionState, SubscriptionRecord,
 };
 use super::shared::{SharedGroups, SharedInterest};
 use super::subscriptions::{Match, Subscriber, SubscriptionTree};
@@ -79,6 +79,8 @@ pub struct Router {
     persister: Arc<Persister>,
     /// The durable queues of persistent sessions.
     queues: Arc<QueueStore>,
+    /// Bounds and patience every session shares (with `queues`).
+    session_limits: Arc<SessionLimits>,
     metrics: BrokerMetrics,
     next_connection_id: AtomicU64,
     /// Set (under the sessions lock) when shutdown begins: no session is attached after it.
@@ -117,7 +119,17 @@ impl Router {
         queues: Arc<QueueStore>,
         metrics: BrokerMetrics,
     ) -> Arc<Router> {
+        let session_limits = SessionLimits::new(
+            config.max_queued_messages,
+            config.max_queued_bytes,
+            Patience {
+                stuck: config.stuck_subscriber_timeout,
+                give_up: config.slow_subscriber_timeout,
+            },
+            Arc::clone(&queues),
+        );
         Arc::new(Router {
+            session_limits,
             config,
             tree: RwLock::new(SubscriptionTree::new()),
             retained: RwLock::new(RetainedStore::new()),
@@ -300,17 +312,7 @@ impl Router {
     }
 
     fn new_session(&self, client_id: Arc<str>, state: SessionState) -> Arc<SessionHandle> {
-        SessionHandle::new(
-            client_id,
-            self.config.max_queued_messages,
-            self.config.max_queued_bytes,
-            Patience {
-                stuck: self.config.stuck_subscriber_timeout,
-                give_up: self.config.slow_subscriber_timeout,
-            },
-            state,
-            Arc::clone(&self.queues),
-        )
+        SessionHandle::new(client_id, &self.session_limits, state)
     }
 
     /// True once shutdown has begun.

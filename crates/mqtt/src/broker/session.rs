@@ -67,19 +67,53 @@ struct Mailbox {
     waiting: Vec<Arc<Notify>>,
 }
 
-/// The shared handle of a session: identity, mailbox and the lock on its state.
-pub struct SessionHandle {
-    client_id: Arc<str>,
+/// What every session of one broker shares (one allocation per broker, not per session): the
+/// queue bounds, the patience with stuck receivers, the durable queues and the clock origin of
+/// the sessions' progress stamps.
+pub struct SessionLimits {
+    /// Deliveries a session's queue may hold.
     capacity: usize,
     /// Bytes an online session's queue may hold before publishers wait: a short queue keeps
     /// latency low under saturation (the offline queue is bounded by `capacity` only).
     online_bytes: usize,
     /// How long publishers wait for a full, online receiver that makes no progress.
     patience: Patience,
-    /// The origin of `progress_ms`.
-    born: Instant,
-    /// Milliseconds after `born` when the connection last took deliveries or wrote to its
-    /// socket: a receiver that has done neither for a while is stuck.
+    /// The durable queues of persistent sessions.
+    queues: Arc<QueueStore>,
+    /// The origin of the sessions' `progress_ms`.
+    origin: Instant,
+}
+
+impl SessionLimits {
+    /// Limits for the sessions of one broker.
+    pub fn new(
+        capacity: usize,
+        online_bytes: usize,
+        patience: Patience,
+        queues: Arc<QueueStore>,
+    ) -> Arc<SessionLimits> {
+        Arc::new(SessionLimits {
+            capacity,
+            online_bytes,
+            patience,
+            queues,
+            origin: Instant::now(),
+        })
+    }
+
+    /// Milliseconds since `origin`.
+    fn now_ms(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
+    }
+}
+
+/// The shared handle of a session: identity, mailbox and the lock on its state.
+pub struct SessionHandle {
+    client_id: Arc<str>,
+    /// Bounds, patience and durable queues, shared with the broker's other sessions.
+    limits: Arc<SessionLimits>,
+    /// Milliseconds after the limits' origin when the connection last took deliveries or
+    /// wrote to its socket: a receiver that has done neither for a while is stuck.
     progress_ms: AtomicU64,
     /// True while the connection waits for its socket to take bytes (the client is not
     /// reading them): only then can it be stuck, so a connection that is merely slow to be
@@ -105,9 +139,9 @@ pub struct SessionHandle {
     epoch: AtomicU64,
     state: Arc<tokio::sync::Mutex<SessionState>>,
     /// True while the session outlives its connection (expiry interval > 0): its QoS 1/2
-    /// deliveries are written to `queues`. Clean sessions never touch the disk.
+    /// deliveries are written to the limits' durable queues. Clean sessions never touch the
+    /// disk.
     persistent: AtomicBool,
-    queues: Arc<QueueStore>,
 }
 
 impl std::fmt::Debug for SessionHandle {
@@ -119,23 +153,18 @@ impl std::fmt::Debug for SessionHandle {
 }
 
 impl SessionHandle {
-    /// A new, offline session with an empty state.
+    /// A new, offline session with `state`, bounded by the broker's `limits`.
     pub fn new(
         client_id: Arc<str>,
-        capacity: usize,
-        online_bytes: usize,
-        patience: Patience,
+        limits: &Arc<SessionLimits>,
         state: SessionState,
-        queues: Arc<QueueStore>,
     ) -> Arc<SessionHandle> {
         let persistent = AtomicBool::new(state.expiry_interval > 0);
         Arc::new(SessionHandle {
             client_id,
-            capacity,
-            online_bytes,
-            patience,
-            born: Instant::now(),
-            progress_ms: AtomicU64::new(0),
+            limits: Arc::clone(limits),
+            // Counted as progress: a new session is not stuck before it had a chance.
+            progress_ms: AtomicU64::new(limits.now_ms()),
             awaiting_socket: AtomicBool::new(false),
             mailbox: Mutex::new(Mailbox {
                 queue: VecDeque::new(),
@@ -152,7 +181,6 @@ impl SessionHandle {
             epoch: AtomicU64::new(0),
             state: Arc::new(tokio::sync::Mutex::new(state)),
             persistent,
-            queues,
         })
     }
 
@@ -167,8 +195,8 @@ impl SessionHandle {
 
     /// Records that the connection made progress (took deliveries, or wrote to its socket).
     pub fn made_progress(&self) {
-        let now = self.born.elapsed().as_millis() as u64;
-        self.progress_ms.store(now, Ordering::Relaxed);
+        self.progress_ms
+            .store(self.limits.now_ms(), Ordering::Relaxed);
     }
 
     /// Says whether the connection is waiting for its socket to take what it writes.
@@ -178,7 +206,7 @@ impl SessionHandle {
 
     /// How long the connection has made no progress.
     fn idle(&self) -> Duration {
-        let now = self.born.elapsed().as_millis() as u64;
+        let now = self.limits.now_ms();
         Duration::from_millis(now.saturating_sub(self.progress_ms.load(Ordering::Relaxed)))
     }
 
@@ -225,18 +253,19 @@ impl SessionHandle {
         if !mb.online && delivery.qos == QoS::AtMostOnce {
             return PushOutcome::Dropped(DropReason::Offline);
         }
-        let over_count = mb.queue.len() >= self.capacity;
+        let over_count = mb.queue.len() >= self.limits.capacity;
         let over_bytes =
-            byte_bound && mb.online && !mb.queue.is_empty() && mb.bytes >= self.online_bytes;
+            byte_bound && mb.online && !mb.queue.is_empty() && mb.bytes >= self.limits.online_bytes;
         if over_count || over_bytes {
             if !mb.online {
                 return PushOutcome::Dropped(DropReason::QueueFull);
             }
             let idle = self.idle();
-            if idle >= self.patience.give_up {
+            if idle >= self.limits.patience.give_up {
                 return PushOutcome::Dropped(DropReason::QueueFull);
             }
-            let stuck = idle >= self.patience.stuck && self.awaiting_socket.load(Ordering::Relaxed);
+            let stuck =
+                idle >= self.limits.patience.stuck && self.awaiting_socket.load(Ordering::Relaxed);
             if stuck && delivery.qos == QoS::AtMostOnce {
                 return PushOutcome::Dropped(DropReason::Stuck);
             }
@@ -250,9 +279,9 @@ impl SessionHandle {
         }
         let mut ticket = 0;
         if let Some(record) = record {
-            let seq = self.queues.next_seq();
+            let seq = self.limits.queues.next_seq();
             delivery.stored = Some(seq);
-            ticket = self.queues.put_message(&self.client_id, seq, record);
+            ticket = self.limits.queues.put_message(&self.client_id, seq, record);
         }
         if mb.queue.is_empty() {
             // The receiver's clock starts when it has something to do: an idle one is not stuck.
@@ -275,16 +304,17 @@ impl SessionHandle {
     /// group commit.
     pub fn sent(&self, d: &mut Delivery, packet_id: u16) {
         if self.wants_durable(d) {
-            let seq = self.queues.next_seq();
+            let seq = self.limits.queues.next_seq();
             d.stored = Some(seq);
-            self.queues.put_message(
+            self.limits.queues.put_message(
                 &self.client_id,
                 seq,
                 persist::encode_delivery(d, &Clock::now()),
             );
         }
         if let Some(seq) = d.stored {
-            self.queues
+            self.limits
+                .queues
                 .put_inflight(&self.client_id, seq, STAGE_AWAITING_ACK, packet_id);
         }
     }
@@ -293,7 +323,7 @@ impl SessionHandle {
     /// only its PUBREL is resent.
     pub fn released(&self, stored: Option<u64>, packet_id: u16) {
         if let Some(seq) = stored {
-            self.queues.released(&self.client_id, seq, packet_id);
+            self.limits.queues.released(&self.client_id, seq, packet_id);
         }
     }
 
@@ -301,7 +331,7 @@ impl SessionHandle {
     /// or dropped.
     pub fn settle(&self, stored: Option<u64>) {
         if let Some(seq) = stored {
-            self.queues.settle(&self.client_id, seq);
+            self.limits.queues.settle(&self.client_id, seq);
         }
     }
 
@@ -361,7 +391,7 @@ impl SessionHandle {
         mb.bytes = 0;
         if self.persistent.load(Ordering::Acquire) {
             // Under the mailbox lock, so it is ordered after every stored push before it.
-            self.queues.end_session(&self.client_id);
+            self.limits.queues.end_session(&self.client_id);
         }
         for w in mb.waiting.drain(..) {
             w.notify_one();
@@ -594,23 +624,67 @@ mod tests {
     }
 
     fn session(messages: usize, bytes: usize) -> Arc<SessionHandle> {
-        SessionHandle::new(
-            Arc::from("s"),
+        let limits = SessionLimits::new(
             messages,
             bytes,
             Patience {
                 stuck: Duration::from_secs(60),
                 give_up: Duration::from_secs(60),
             },
-            SessionState::new(0, ProtocolVersion::V5),
             super::super::queue_store::QueueStore::new(Arc::new(
                 super::super::test_support::NoStore,
             )),
+        );
+        SessionHandle::new(
+            Arc::from("s"),
+            &limits,
+            SessionState::new(0, ProtocolVersion::V5),
         )
     }
 
     fn queued(outcome: PushOutcome) -> bool {
         matches!(outcome, PushOutcome::Queued { .. })
+    }
+
+    #[test]
+    fn sessions_share_one_set_of_limits_and_stay_compact() {
+        let a = session(4, 150);
+        let b = SessionHandle::new(
+            Arc::from("b"),
+            &a.limits,
+            SessionState::new(0, ProtocolVersion::V5),
+        );
+        assert!(Arc::ptr_eq(&a.limits, &b.limits));
+        // Every parked connection holds one: bounds, patience and queues are not copied in.
+        let size = std::mem::size_of::<SessionHandle>();
+        eprintln!("SessionHandle {size} B");
+        assert!(size <= 256, "SessionHandle grew to {size} B");
+    }
+
+    #[test]
+    fn a_session_made_long_after_its_limits_is_not_stuck_from_the_start() {
+        let a = session(1, 1 << 20);
+        let Some(origin) = Instant::now().checked_sub(Duration::from_secs(3600)) else {
+            return; // a clock this young cannot be an hour old
+        };
+        let old = Arc::new(SessionLimits {
+            capacity: 1,
+            online_bytes: 1 << 20,
+            patience: a.limits.patience,
+            queues: Arc::clone(&a.limits.queues),
+            origin,
+        });
+        let s = SessionHandle::new(
+            Arc::from("late"),
+            &old,
+            SessionState::new(0, ProtocolVersion::V5),
+        );
+        assert!(s.idle() < Duration::from_secs(60), "idle {:?}", s.idle());
+        s.set_online(true);
+        s.set_awaiting_socket(true);
+        assert!(queued(s.push(delivery(10), None)));
+        // Full, but it made progress when it was made: a publisher waits for it.
+        assert!(matches!(s.push(delivery(10), None), PushOutcome::Full(_)));
     }
 
     #[test]

@@ -184,23 +184,14 @@ fn remove_member(list: &mut Vec<Subscriber>, client_id: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::session::SessionState;
-    use crate::protocol::ProtocolVersion;
 
     fn sub(id: &str) -> Subscriber {
         Subscriber {
-            session: SessionHandle::new(
-                id.into(),
+            session: crate::broker::test_support::clean_session(
+                id,
                 10,
                 1 << 20,
-                crate::broker::session::Patience {
-                    stuck: std::time::Duration::from_secs(1),
-                    give_up: std::time::Duration::from_secs(1),
-                },
-                SessionState::new(0, ProtocolVersion::V5),
-                crate::broker::queue_store::QueueStore::new(Arc::new(
-                    crate::broker::test_support::NoStore,
-                )),
+                std::time::Duration::from_secs(1),
             ),
             options: SubscriptionOptions::default(),
             id: None,

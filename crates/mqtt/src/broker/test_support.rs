@@ -19,3 +19,27 @@ impl KvStore for NoStore {
         Ok(())
     }
 }
+
+/// A clean, offline session of `capacity` deliveries and `bytes` bytes whose publishers wait
+/// `patience` for it when it is stuck, backed by no store.
+pub fn clean_session(
+    id: &str,
+    capacity: usize,
+    bytes: usize,
+    patience: std::time::Duration,
+) -> std::sync::Arc<super::session::SessionHandle> {
+    let limits = super::session::SessionLimits::new(
+        capacity,
+        bytes,
+        super::session::Patience {
+            stuck: patience,
+            give_up: patience,
+        },
+        super::queue_store::QueueStore::new(std::sync::Arc::new(NoStore)),
+    );
+    super::session::SessionHandle::new(
+        std::sync::Arc::from(id),
+        &limits,
+        super::session::SessionState::new(0, crate::protocol::ProtocolVersion::V5),
+    )
+}

@@ -252,9 +252,8 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::broker::queue_store::QueueStore;
-    use crate::broker::session::{Patience, PushOutcome, SessionState};
-    use crate::protocol::{ProtocolVersion, PubAck, PublishProperties, QoS, Utf8};
+    use crate::broker::session::PushOutcome;
+    use crate::protocol::{PubAck, PublishProperties, QoS, Utf8};
 
     fn delivery(payload: &'static [u8]) -> Delivery {
         Delivery {
@@ -276,17 +275,8 @@ mod tests {
 
     /// An online receiver whose queue holds one message and takes no more.
     fn full_receiver() -> Arc<SessionHandle> {
-        let session = SessionHandle::new(
-            Arc::from("slow"),
-            1,
-            1 << 20,
-            Patience {
-                stuck: Duration::from_secs(60),
-                give_up: Duration::from_secs(60),
-            },
-            SessionState::new(0, ProtocolVersion::V5),
-            QueueStore::new(Arc::new(crate::broker::test_support::NoStore)),
-        );
+        let session =
+            crate::broker::test_support::clean_session("slow", 1, 1 << 20, Duration::from_secs(60));
         session.set_online(true);
         assert!(matches!(
             session.push(delivery(b"first"), None),

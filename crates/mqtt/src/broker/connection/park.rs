@@ -7,15 +7,25 @@
 
 use std::future::Future;
 use std::pin::pin;
+use std::sync::Arc;
 use std::task::{Context, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
+use fleetcore_core::access::ConnectionGrant;
+use fleetcore_core::auth::TransportKind;
 use tokio::runtime::Handle;
+use tokio::sync::OwnedMutexGuard;
 
-use super::Connection;
+use super::aliases::{InboundAliases, OutboundAliases};
 use super::exit::Exit;
+use super::{ClientStream, Connection, event_loop};
+use crate::broker::DeviceCounters;
 use crate::broker::keep_alive::Filed;
 use crate::broker::parking::{ParkingSpot, Resume};
+use crate::broker::router::Router;
+use crate::broker::session::{PendingWill, SessionHandle, SessionState};
+use crate::protocol::ProtocolVersion;
 
 /// How parking went.
 pub(super) enum Parking<A> {
@@ -26,9 +36,154 @@ pub(super) enum Parking<A> {
     Busy(Box<Connection>, A, Option<Exit>),
 }
 
+/// A parked connection's state: a `Connection` without what only a busy one holds (read and
+/// write buffers, scratch vectors, a fan-out or acknowledgements in progress, the idle and
+/// partial-packet clocks), all of which are empty or reset whenever a connection may park.
+/// Parking turns the `Connection` into this smaller allocation, waking turns it back.
+pub(super) struct Quiet {
+    router: Arc<Router>,
+    io: Box<dyn ClientStream>,
+    version: ProtocolVersion,
+    transport: TransportKind,
+    connection_id: u64,
+    client_id: Arc<str>,
+    grant: Arc<dyn ConnectionGrant>,
+    revalidations_seen: u64,
+    session: Arc<SessionHandle>,
+    state: OwnedMutexGuard<SessionState>,
+    will: Option<Box<PendingWill>>,
+    keep_alive: Option<Duration>,
+    last_packet: Instant,
+    window: usize,
+    client_max_packet: usize,
+    inbound_aliases: InboundAliases,
+    outbound_aliases: OutboundAliases,
+    principal: Arc<str>,
+    meter: Option<Arc<DeviceCounters>>,
+}
+
+impl Connection {
+    /// The parked form of a connection that `parkable` said may park (its buffers are empty,
+    /// nothing is in progress, and its idle buffers were given back).
+    fn into_quiet(self) -> Quiet {
+        let Connection {
+            router,
+            io,
+            rbuf: _,
+            wbuf: _,
+            version,
+            transport,
+            connection_id,
+            client_id,
+            grant,
+            revalidations_seen,
+            session,
+            state,
+            will,
+            keep_alive,
+            last_packet,
+            read_size: _,
+            partial_since: _,
+            last_activity: _,
+            window,
+            client_max_packet,
+            inbound_aliases,
+            outbound_aliases,
+            pending: _,
+            held_acks: _,
+            principal,
+            space: _,
+            targets: _,
+            popped: _,
+            meter,
+            connack_unsent: _,
+        } = self;
+        Quiet {
+            router,
+            io,
+            version,
+            transport,
+            connection_id,
+            client_id,
+            grant,
+            revalidations_seen,
+            session,
+            state,
+            will,
+            keep_alive,
+            last_packet,
+            window,
+            client_max_packet,
+            inbound_aliases,
+            outbound_aliases,
+            principal,
+            meter,
+        }
+    }
+}
+
+impl Quiet {
+    /// The busy form again, with empty buffers, as the connection was when it parked.
+    fn into_busy(self) -> Box<Connection> {
+        let Quiet {
+            router,
+            io,
+            version,
+            transport,
+            connection_id,
+            client_id,
+            grant,
+            revalidations_seen,
+            session,
+            state,
+            will,
+            keep_alive,
+            last_packet,
+            window,
+            client_max_packet,
+            inbound_aliases,
+            outbound_aliases,
+            principal,
+            meter,
+        } = self;
+        Box::new(Connection {
+            router,
+            io,
+            rbuf: BytesMut::new(),
+            wbuf: BytesMut::new(),
+            version,
+            transport,
+            connection_id,
+            client_id,
+            grant,
+            revalidations_seen,
+            session,
+            state,
+            will,
+            keep_alive,
+            last_packet,
+            read_size: event_loop::MIN_READ,
+            partial_since: None,
+            last_activity: Instant::now(),
+            window,
+            client_max_packet,
+            inbound_aliases,
+            outbound_aliases,
+            pending: None,
+            held_acks: None,
+            principal,
+            space: None,
+            targets: Vec::new(),
+            popped: Vec::new(),
+            meter,
+            connack_unsent: 0,
+        })
+    }
+}
+
 /// What a parked connection leaves in its spot.
 pub(super) struct ParkedConnection<A> {
-    connection: Box<Connection>,
+    connection: Box<Quiet>,
     /// Held until the connection ends (the broker's shutdown waits for it).
     alive: A,
     /// The keep-alive deadline filed with the sweep.
@@ -38,10 +193,11 @@ pub(super) struct ParkedConnection<A> {
 impl<A: Send + 'static> Resume for ParkedConnection<A> {
     fn resume(self, runtime: &Handle) {
         let ParkedConnection {
-            mut connection,
+            connection,
             alive,
             filed,
         } = self;
+        let mut connection = connection.into_busy();
         // The socket rejoins tokio's reactor, which needs the runtime's context.
         let _runtime = runtime.enter();
         connection.unparked(filed);
@@ -113,18 +269,19 @@ impl Connection {
         });
         self.router.metrics().connections_parked.increment(1.0);
         let parked = ParkedConnection {
-            connection: self,
+            connection: Box::new(self.into_quiet()),
             alive,
             filed,
         };
         match spot.park(parked) {
             Ok(()) => Parking::Parked,
             Err(ParkedConnection {
-                mut connection,
+                connection,
                 alive,
                 filed,
             }) => {
                 // Woken while parking: nobody else will resume it, so it goes on here.
+                let mut connection = connection.into_busy();
                 connection.unparked(filed);
                 Parking::Busy(connection, alive, None)
             }
@@ -161,7 +318,7 @@ impl Connection {
 mod tests {
     use std::future::Future;
 
-    use super::{Connection, ParkedConnection, ParkingSpot};
+    use super::{Connection, ParkedConnection, ParkingSpot, Quiet};
 
     /// The size of the future `make` returns, without making one.
     fn future_size<A, F: Future>(_make: impl FnOnce(A) -> F) -> usize {
@@ -176,8 +333,15 @@ mod tests {
             std::mem::size_of::<ParkingSpot<ParkedConnection<tokio::sync::mpsc::Sender<()>>>>();
         let busy = future_size(|c: &'static mut Connection| c.serve_packets());
         let connection = std::mem::size_of::<Connection>();
-        eprintln!("parking spot {spot} B, busy loop future {busy} B, Connection {connection} B");
+        let quiet = std::mem::size_of::<Quiet>();
+        eprintln!(
+            "parking spot {spot} B, busy loop future {busy} B, Connection {connection} B, parked as {quiet} B"
+        );
         assert!(spot <= 96, "the parking spot grew to {spot} B");
-        assert!(connection <= 640, "Connection grew to {connection} B");
+        assert!(connection <= 400, "Connection grew to {connection} B");
+        assert!(
+            quiet <= 224,
+            "a parked connection's state grew to {quiet} B"
+        );
     }
 }
