@@ -27,7 +27,8 @@ nats-server (`[cluster] nats`). What a user of either node sees:
   its last member anywhere left (on one node, or on both at once), the group keeps no consumer
   and a later member gets nothing published meanwhile;
 - a persistent session with QoS 1 messages queued on A resumes on B (Session Present 1, every
-  PUBACKed message delivered, in order) after A was SIGKILLed, and while A runs (A releases it).
+  PUBACKed message delivered, in order) after A was SIGKILLed, and while A runs (A releases it);
+  a session still connected on A moves to B the same way (the old connection gets 0x8E).
 """
 
 from __future__ import annotations
@@ -898,4 +899,36 @@ def test_a_persistent_session_resumes_on_another_node_with_its_queued_messages(
         again.wait_payload(b"after")
     finally:
         for c in (dev, pub, again, late):
+            c.close()
+
+
+def test_a_persistent_session_connected_on_one_node_moves_to_another(cluster, uid):
+    """The device is still connected to A when it connects to B with clean start = false: A
+    sends its old connection away (DISCONNECT 0x8E, session taken over) and releases the
+    session, B answers Session Present 1, and messages published on A afterwards reach the
+    device on B (its subscription moved with it, nothing stays behind on A)."""
+    a, b = cluster.nodes
+    dev_id = f"{uid}-dev"
+    topic = f"{uid}/cmd"
+    dev = Client(a, V5, client_id=dev_id, clean=False, session_expiry=3600)
+    again = Client(b, V5, client_id=dev_id, clean=False, session_expiry=3600)
+    pub = Client(a, V5, client_id=f"{uid}-pub")
+    try:
+        dev.connect()
+        dev.subscribe(topic, qos=1)
+        wait_until(lambda: cluster.session_saved(dev_id, topic), 5,
+                   what="A saving the persistent session")
+        again.connect()
+        assert again.session_present, "the session moved to B"
+        dev.wait_disconnected()
+        assert dev.disconnects[0][0] == 0x8E, dev.disconnects
+        pub.connect()
+        sent = [f"moved {i}".encode() for i in range(10)]
+        for payload in sent:
+            pub.publish(topic, payload, qos=1)
+        again.wait_messages(len(sent), timeout=10, topic=topic)
+        assert _first_copies(again.matching(topic=topic)) == sent
+        assert not dev.matching(topic=topic), "nothing delivered to the old connection"
+    finally:
+        for c in (dev, again, pub):
             c.close()
