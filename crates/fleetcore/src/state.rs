@@ -13,12 +13,21 @@ use fleetcore_identity::policy::Policies;
 use fleetcore_mqtt::broker::SESSION_TABLES;
 use fleetcore_postgres::{Change, ChangeFeed, PgStore, PgStoreConfig};
 use fleetcore_rules::registry::RuleRegistry;
+use fleetcore_shadow::store::SHADOWS_TABLE;
 use serde::Deserialize;
 
 /// Tables whose changes other nodes must hear of: identity (registry, certificates, CAs,
 /// policies and attachments: checked on live connections) and the topic rules (compiled in
 /// memory). Every other table is read from the store when needed.
 const WATCHED: &[&str] = &["iot_", RULES_TABLE];
+/// Tables a cluster's nodes share beyond identity and rules: the persistent sessions (taken over
+/// by compare-and-set of their owner) and the shadows (written by compare-and-set).
+const CLUSTER_TABLES: &[&str] = &[
+    SESSION_TABLES[0],
+    SESSION_TABLES[1],
+    SESSION_TABLES[2],
+    SHADOWS_TABLE,
+];
 const RULES_TABLE: &str = "rules_topic_rule";
 const POLICY_TABLES: &str = "iot_policy";
 
@@ -103,10 +112,10 @@ pub struct State {
     pub node: Arc<dyn KvStore>,
     /// The other nodes' changes to the shared tables (PostgreSQL only).
     pub changes: Option<ChangeFeed>,
-    /// With PostgreSQL: the broker's store for a cluster whose persistent sessions resume on
-    /// any node ([`SESSION_TABLES`] shared by the nodes, the broker's other tables this node's
-    /// own).
-    pub sessions: Option<Arc<dyn KvStore>>,
+    /// With PostgreSQL: the store of the broker and the shadows for a cluster, in which
+    /// persistent sessions resume on any node and shadows are one per thing cluster-wide
+    /// ([`CLUSTER_TABLES`] shared by the nodes, the other tables this node's own).
+    pub clustered: Option<Arc<dyn KvStore>>,
 }
 
 /// Opens the state store; with PostgreSQL also the feed of the other nodes' changes.
@@ -116,18 +125,14 @@ pub async fn open(backend: &StateBackend, data_dir: &Path, node_id: &str) -> any
         Some(_) => Arc::new(NodeScoped::new(Arc::clone(&store), node_id, &[])),
         None => Arc::clone(&store),
     };
-    let sessions = changes.as_ref().map(|_| {
-        Arc::new(NodeScoped::new(
-            Arc::clone(&store),
-            node_id,
-            &SESSION_TABLES,
-        )) as Arc<dyn KvStore>
+    let clustered = changes.as_ref().map(|_| {
+        Arc::new(NodeScoped::new(Arc::clone(&store), node_id, CLUSTER_TABLES)) as Arc<dyn KvStore>
     });
     Ok(State {
         shared: store,
         node,
         changes,
-        sessions,
+        clustered,
     })
 }
 

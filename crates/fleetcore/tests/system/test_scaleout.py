@@ -28,7 +28,9 @@ nats-server (`[cluster] nats`). What a user of either node sees:
   and a later member gets nothing published meanwhile;
 - a persistent session with QoS 1 messages queued on A resumes on B (Session Present 1, every
   PUBACKed message delivered, in order) after A was SIGKILLed, and while A runs (A releases it);
-  a session still connected on A moves to B the same way (the old connection gets 0x8E).
+  a session still connected on A moves to B the same way (the old connection gets 0x8E);
+- a thing's shadow is one document across the nodes, and two updates racing on one version
+  through A and B leave exactly one accepted (the other gets 409).
 """
 
 from __future__ import annotations
@@ -78,6 +80,10 @@ class Cluster:
 
     def iot(self, i: int):
         return self._aws("iot", broker=self.nodes[i], access_key_id=KEY_ID,
+                         secret_access_key=SECRET)
+
+    def data(self, i: int):
+        return self._aws("iot-data", broker=self.nodes[i], access_key_id=KEY_ID,
                          secret_access_key=SECRET)
 
 
@@ -932,3 +938,48 @@ def test_a_persistent_session_connected_on_one_node_moves_to_another(cluster, ui
     finally:
         for c in (dev, again, pub):
             c.close()
+
+
+def test_a_shadow_is_one_document_across_nodes_and_racing_versions_let_one_win(cluster, uid):
+    """A shadow updated through A is the one B reads and updates (one document in PostgreSQL,
+    not one per node). Then, ten times, an update through A and one through B name the same
+    current version at the same moment: exactly one is accepted, the other is refused with 409
+    (ConflictException), and both nodes then read the winner's state at the next version."""
+    from botocore.exceptions import ClientError
+    data = [cluster.data(0), cluster.data(1)]
+    thing = uid
+    first = json.loads(data[0].update_thing_shadow(
+        thingName=thing, payload=json.dumps({"state": {"reported": {"n": 0}}}))["payload"].read())
+    assert first["version"] == 1
+    seen = json.loads(data[1].get_thing_shadow(thingName=thing)["payload"].read())
+    assert seen["version"] == 1 and seen["state"]["reported"] == {"n": 0}, seen
+    version = 1
+    for round_ in range(10):
+        barrier = threading.Barrier(2)
+        results: list = [None, None]
+
+        def update(i: int) -> None:
+            payload = json.dumps({"state": {"reported": {"n": round_, "by": i}},
+                                  "version": version})
+            barrier.wait()
+            try:
+                r = data[i].update_thing_shadow(thingName=thing, payload=payload)
+                results[i] = ("ok", json.loads(r["payload"].read())["version"])
+            except ClientError as e:
+                results[i] = (e.response["Error"]["Code"],
+                              e.response["ResponseMetadata"]["HTTPStatusCode"])
+        threads = [threading.Thread(target=update, args=(i,)) for i in (0, 1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        winners = [i for i in (0, 1) if results[i][0] == "ok"]
+        assert len(winners) == 1, f"round {round_}: {results}"
+        loser = 1 - winners[0]
+        assert results[loser] == ("ConflictException", 409), f"round {round_}: {results}"
+        version += 1
+        assert results[winners[0]][1] == version
+        for d in data:
+            doc = json.loads(d.get_thing_shadow(thingName=thing)["payload"].read())
+            assert doc["version"] == version
+            assert doc["state"]["reported"] == {"n": round_, "by": winners[0]}, doc
