@@ -33,6 +33,7 @@
 //! reaches the group twice; until then (the milliseconds after a group's first member joins
 //! here) the node delivers to its members itself, as a single node does.
 
+mod readers;
 mod record;
 
 use std::collections::{HashMap, HashSet};
@@ -41,24 +42,20 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::{
-    self, AckKind, ErrorCode, consumer,
-    consumer::pull::MessagesErrorKind,
-    context::ConsumerInfoErrorKind,
-    kv,
+    self, ErrorCode, consumer, kv,
     stream::{ConsumerError, ConsumerErrorKind},
 };
 use fleetcore_mqtt::broker::{Message, Router, SharedGroups};
-use fleetcore_mqtt::protocol::QoS;
-use futures_util::StreamExt;
 use parking_lot::RwLock;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::members::Members;
-use crate::route::{Deliverer, decode_any};
+use crate::route::Deliverer;
 use crate::subject::filter_subjects;
 use crate::{ClusterConfig, ClusterError};
+use readers::{Lost, Reader, read_qos0, read_stored};
 use record::{Liveness, Record};
 
 /// How long NATS keeps a group's consumer once no node pulls from it (a node that died
@@ -510,151 +507,6 @@ impl Coordinator {
 /// True when JetStream answered that the consumer does not exist.
 fn not_found(error: &ConsumerError) -> bool {
     matches!(error.kind(), ConsumerErrorKind::JetStream(e) if e.error_code() == ErrorCode::CONSUMER_NOT_FOUND)
-}
-
-/// One reader of a group on this node: what it reads and where it hands messages.
-struct Reader {
-    readiness: Arc<Readiness>,
-    group: String,
-    filter: String,
-    /// The group's consumer (QoS 1/2) or queue group (QoS 0) for this subject.
-    name: String,
-    subject: String,
-    /// The prefix of the subjects it reads (core or forward).
-    prefix: String,
-    deliverer: Deliverer,
-}
-
-/// How a reader of stored messages tells the coordinator its consumer is gone.
-struct Lost {
-    events: mpsc::UnboundedSender<Event>,
-    generation: u64,
-}
-
-/// Hands the QoS 0 messages NATS gives this node for the group to one of its members.
-async fn read_qos0(reader: Reader, client: async_nats::Client) {
-    let Reader {
-        readiness,
-        group,
-        filter,
-        name,
-        subject,
-        prefix,
-        mut deliverer,
-    } = reader;
-    let mut inbound = match client.queue_subscribe(subject.clone(), name).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, subject, "cannot subscribe to a shared group's messages");
-            return;
-        }
-    };
-    // Once the server has the subscription, messages published from now on reach it.
-    if client.flush().await.is_ok() {
-        readiness.set_up();
-    }
-    while let Some(nats) = inbound.next().await {
-        match decode_any(&prefix, &nats) {
-            Some(message) if message.qos == QoS::AtMostOnce => {
-                deliverer
-                    .deliver_shared(&group, &filter, Arc::new(message))
-                    .await;
-            }
-            _ => {}
-        }
-    }
-}
-
-/// Pulls the QoS 1/2 messages of the group from its consumer and hands each to one member
-/// here, acknowledging it once the member has it (on disk for a persistent session). When the
-/// consumer is gone (another node deleted this generation), tells the coordinator and ends.
-async fn read_stored(reader: Reader, js: jetstream::Context, stream: String, lost: Lost) {
-    let Reader {
-        readiness,
-        group,
-        filter,
-        name,
-        prefix,
-        mut deliverer,
-        ..
-    } = reader;
-    let mut watermark = deliverer.router().queue_watermark();
-    let mut set_up = false;
-    let gone = || {
-        tracing::debug!(
-            group,
-            filter,
-            name,
-            "a shared group's consumer is gone: joining again"
-        );
-        let _ = lost
-            .events
-            .send(Event::Lost(group.clone(), filter.clone(), lost.generation));
-    };
-    loop {
-        let consumer = match js.get_stream(&stream).await {
-            Ok(stream) => match stream.consumer_info(&name).await {
-                Err(e) if matches!(e.kind(), ConsumerInfoErrorKind::NotFound) => return gone(),
-                Err(e) => Err(e.to_string()),
-                Ok(_) => stream
-                    .get_consumer::<consumer::pull::Config>(&name)
-                    .await
-                    .map_err(|e| e.to_string()),
-            },
-            Err(e) => Err(e.to_string()),
-        };
-        let messages = match consumer {
-            Ok(c) => c.messages().await.map_err(|e| e.to_string()),
-            Err(e) => Err(e),
-        };
-        let mut messages = match messages {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, group, filter, "cannot read a shared group's messages: trying again");
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                continue;
-            }
-        };
-        // The consumer exists: every message stored from now on is the group's.
-        if !set_up {
-            set_up = true;
-            readiness.set_up();
-        }
-        while let Some(next) = messages.next().await {
-            let js_message = match next {
-                Ok(m) => m,
-                Err(e) if e.kind() == MessagesErrorKind::ConsumerDeleted => return gone(),
-                // Silence may mean the consumer is gone: look it up again.
-                Err(e) if e.kind() == MessagesErrorKind::MissingHeartbeat => break,
-                Err(e) => {
-                    tracing::debug!(error = %e, "reading a shared group's messages");
-                    continue;
-                }
-            };
-            let Some(message) = decode_any(&prefix, &js_message.message) else {
-                acknowledge(&js_message, AckKind::Ack).await;
-                continue;
-            };
-            match deliverer
-                .deliver_shared(&group, &filter, Arc::new(message))
-                .await
-            {
-                None => acknowledge(&js_message, AckKind::Nak(None)).await,
-                Some(ticket) => {
-                    if ticket > 0 {
-                        let _ = watermark.wait_for(|durable| *durable >= ticket).await;
-                    }
-                    acknowledge(&js_message, AckKind::Ack).await;
-                }
-            }
-        }
-    }
-}
-
-async fn acknowledge(message: &jetstream::Message, kind: AckKind) {
-    if let Err(e) = message.ack_with(kind).await {
-        tracing::warn!(error = %e, "a shared group's message could not be acknowledged (it comes again)");
-    }
 }
 
 #[cfg(test)]
