@@ -8,6 +8,7 @@
 #
 #   benches/durable_queue.sh                 # 3 rounds, 5 s of publishing per run
 #   DURATION=3 ROUNDS=1 benches/durable_queue.sh
+#   BIN=/path/to/fleetcore BASE_PORT=25100 benches/durable_queue.sh   # another build, other ports
 #
 # Per broker and round:
 #   baseline  `fleetcore bench --subscribers 0 --qos 1`: PUBACKed msg/s when no session wants
@@ -27,8 +28,13 @@ mkdir -p "$OUT"
 
 command -v mosquitto >/dev/null || { apt-get update -qq && apt-get install -y -qq mosquitto >/dev/null; }
 command -v mosquitto_sub >/dev/null || { apt-get update -qq && apt-get install -y -qq mosquitto-clients >/dev/null; }
-cargo build --release -p fleetcore -q
-BIN=$PWD/target/release/fleetcore
+# BIN: a fleetcore binary to measure instead of this tree's release build (e.g. a before/after pair).
+if [ -z "${BIN:-}" ]; then
+  cargo build --release -p fleetcore -q
+  BIN=$PWD/target/release/fleetcore
+fi
+# Round r uses ports BASE_PORT + 10 r and the one after it.
+BASE_PORT=${BASE_PORT:-19100}
 export RUST_BACKTRACE=0
 
 PIDS=()
@@ -81,7 +87,7 @@ acked() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["acked
 
 run() { # broker round
   local who=$1 round=$2 port pid
-  port=$((19100 + round * 10))
+  port=$((BASE_PORT + round * 10))
   if [ "$who" = fleetcore ]; then pid=$(start_fleetcore "$port"); else pid=$(start_mosquitto "$port"); fi
   bench "$who-baseline-$round" "$port"
   mosquitto_sub -h 127.0.0.1 -p "$port" -V mqttv311 -c -i "durable-sub-$round" -q 1 -t 'bench/#' -E

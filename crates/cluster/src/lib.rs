@@ -12,14 +12,16 @@
 //! hop). The QoS of a delivery is the smaller of the published and the subscribed one, and a QoS
 //! 1 delivery is acknowledged by the subscriber to its own node. Retained messages are shared
 //! through a JetStream key-value bucket (see `retained.rs`); a client id connecting on one node
-//! takes the session over from its connection on another (see `takeover.rs`). What does not
-//! hold yet: shared subscriptions, persistent sessions and MQTT 5 properties stay per node (see
-//! docs/SCALING.md).
+//! takes the session over from its connection on another (see `takeover.rs`); shared groups
+//! have one member cluster-wide (see `shared/`); with shared session tables, a persistent
+//! session resumes on any node, its owner asked to release it (see `sessions.rs`). What does
+//! not hold yet: MQTT 5 properties stay per node (see docs/SCALING.md).
 
 mod forward;
 mod members;
 mod retained;
 mod route;
+mod sessions;
 mod shared;
 pub mod subject;
 mod takeover;
@@ -160,9 +162,10 @@ impl Cluster {
         forward::start(&config, &client, Arc::clone(&router)).await?;
         retained::start(&config, &client, Arc::clone(&router)).await?;
         takeover::start(&config, &client, Arc::clone(&router)).await?;
-        shared::start(&config, &client, Arc::clone(&router)).await?;
-        route::start(&config, &client, router).await?;
         let members = members::start(&config, &client).await?;
+        shared::start(&config, &client, Arc::clone(&router), Arc::clone(&members)).await?;
+        sessions::start(&config, &client, Arc::clone(&router), Arc::clone(&members)).await?;
+        route::start(&config, &client, router).await?;
         tracing::info!(node = %config.node_id, nats = %config.nats_url, "joined the cluster");
         Ok(Cluster {
             node_id: config.node_id,

@@ -91,6 +91,20 @@ impl Members {
         out
     }
 
+    /// True while `node`, another node, is heard from (its heartbeats keep coming).
+    pub(crate) fn is_live(&self, node: &str) -> bool {
+        let gone = self.period * 3;
+        self.seen
+            .lock()
+            .get(node)
+            .is_some_and(|s| s.at.elapsed() < gone)
+    }
+
+    /// How long after its start a node has heard every live node at least once.
+    pub(crate) fn settling(&self) -> Duration {
+        self.period * 2
+    }
+
     /// Marks this node draining and announces it at once; the addresses of the other live
     /// nodes that do not drain, for its clients.
     pub(crate) fn start_draining(&self) -> Redirect {

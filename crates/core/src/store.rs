@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use redb::{ReadableDatabase, TableDefinition, TableError};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition, TableError};
 
 /// Errors from a storage backend.
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +121,21 @@ pub trait KvStore: Send + Sync + 'static {
     fn scan_prefix(&self, table: &'static str, prefix: &[u8]) -> Result<Entries, StoreError>;
     /// Applies all writes atomically; when it returns Ok they are on disk.
     fn apply(&self, batch: WriteBatch) -> Result<(), StoreError>;
+    /// Writes `new` under `key` only if its value is `expected` now (`None`: absent), atomically
+    /// with that check; returns whether it wrote. Stores that cannot do it refuse with an error.
+    fn compare_and_set(
+        &self,
+        table: &'static str,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        let _ = (table, key, expected, new);
+        Err(StoreError::Backend {
+            operation: "compare and set",
+            message: "this store cannot compare and set".into(),
+        })
+    }
 }
 
 /// The embedded store: one redb file in the data dir.
@@ -157,6 +172,35 @@ pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 }
 
 impl KvStore for RedbStore {
+    fn compare_and_set(
+        &self,
+        name: &'static str,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        let txn = self
+            .db
+            .begin_write()
+            .map_err(|e| StoreError::backend("begin write", e))?;
+        {
+            let mut t = txn
+                .open_table(table(name))
+                .map_err(|e| StoreError::backend("open table", e))?;
+            let current = t
+                .get(key)
+                .map_err(|e| StoreError::backend("get", e))?
+                .map(|v| v.value().to_vec());
+            if current.as_deref() != expected {
+                return Ok(false);
+            }
+            t.insert(key, new.as_slice())
+                .map_err(|e| StoreError::backend("insert", e))?;
+        }
+        txn.commit().map_err(|e| StoreError::backend("commit", e))?;
+        Ok(true)
+    }
+
     fn get(&self, name: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self
             .db

@@ -113,6 +113,25 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     // Identity, policies and topic rules are shared by every node of a cluster; the rest of the
     // state is this node's own (the same store when embedded).
     let (shared, store, state_changes) = (state.shared, state.node, state.changes);
+    // A cluster on PostgreSQL shares the persistent sessions' tables (a session resumes on any
+    // node: the other nodes are asked over NATS to release it) and the shadows (written by
+    // compare-and-set).
+    let (broker_store, placement, shared_shadows) = match (state.clustered, &settings.cluster.nats)
+    {
+        (Some(clustered), Some(_)) => (
+            clustered,
+            fleetcore_mqtt::broker::SessionPlacement::Shared {
+                node_id: node_id.clone(),
+            },
+            true,
+        ),
+        _ => (
+            Arc::clone(&store),
+            fleetcore_mqtt::broker::SessionPlacement::Local,
+            false,
+        ),
+    };
+
     tracing::info!(backend = ?settings.state, node = %node_id, "state store ready");
     let streams = crate::streams::open(&settings.stream, data_dir).await?;
     tracing::info!(backend = ?settings.stream, "stream store ready");
@@ -175,10 +194,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         anonymous_policy: settings.anonymous_policy.clone(),
         just_in_time: std::sync::OnceLock::new(),
     });
-    let (broker, loaded) = Broker::start(
+    let (broker, loaded) = Broker::start_with(
         settings.broker.clone(),
-        Arc::clone(&store),
+        Arc::clone(&broker_store),
         Arc::clone(&authenticator) as Arc<dyn fleetcore_core::auth::Authenticator>,
+        placement,
     )
     .context("restoring broker state")?;
     let shadows = ShadowService::start(
@@ -187,9 +207,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
                 max_state_bytes: settings.shadow_max_state_bytes,
                 ..Limits::default()
             },
+            shared: shared_shadows,
             ..ShadowConfig::default()
         },
-        Arc::clone(&store),
+        broker_store,
         Arc::clone(broker.router()),
     )
     .context("starting the shadow service")?;

@@ -10,14 +10,24 @@ use fleetcore_core::store::{Entries, StoreError, WriteOp};
 use fleetcore_core::{KvStore, RedbStore, WriteBatch};
 use fleetcore_identity::IdentityService;
 use fleetcore_identity::policy::Policies;
+use fleetcore_mqtt::broker::SESSION_TABLES;
 use fleetcore_postgres::{Change, ChangeFeed, PgStore, PgStoreConfig};
 use fleetcore_rules::registry::RuleRegistry;
+use fleetcore_shadow::store::SHADOWS_TABLE;
 use serde::Deserialize;
 
 /// Tables whose changes other nodes must hear of: identity (registry, certificates, CAs,
 /// policies and attachments: checked on live connections) and the topic rules (compiled in
 /// memory). Every other table is read from the store when needed.
 const WATCHED: &[&str] = &["iot_", RULES_TABLE];
+/// Tables a cluster's nodes share beyond identity and rules: the persistent sessions (taken over
+/// by compare-and-set of their owner) and the shadows (written by compare-and-set).
+const CLUSTER_TABLES: &[&str] = &[
+    SESSION_TABLES[0],
+    SESSION_TABLES[1],
+    SESSION_TABLES[2],
+    SHADOWS_TABLE,
+];
 const RULES_TABLE: &str = "rules_topic_rule";
 const POLICY_TABLES: &str = "iot_policy";
 
@@ -102,19 +112,27 @@ pub struct State {
     pub node: Arc<dyn KvStore>,
     /// The other nodes' changes to the shared tables (PostgreSQL only).
     pub changes: Option<ChangeFeed>,
+    /// With PostgreSQL: the store of the broker and the shadows for a cluster, in which
+    /// persistent sessions resume on any node and shadows are one per thing cluster-wide
+    /// ([`CLUSTER_TABLES`] shared by the nodes, the other tables this node's own).
+    pub clustered: Option<Arc<dyn KvStore>>,
 }
 
 /// Opens the state store; with PostgreSQL also the feed of the other nodes' changes.
 pub async fn open(backend: &StateBackend, data_dir: &Path, node_id: &str) -> anyhow::Result<State> {
     let (store, changes) = open_backend(backend, data_dir, node_id).await?;
     let node: Arc<dyn KvStore> = match changes {
-        Some(_) => Arc::new(NodeScoped::new(Arc::clone(&store), node_id)),
+        Some(_) => Arc::new(NodeScoped::new(Arc::clone(&store), node_id, &[])),
         None => Arc::clone(&store),
     };
+    let clustered = changes.as_ref().map(|_| {
+        Arc::new(NodeScoped::new(Arc::clone(&store), node_id, CLUSTER_TABLES)) as Arc<dyn KvStore>
+    });
     Ok(State {
         shared: store,
         node,
         changes,
+        clustered,
     })
 }
 
@@ -147,22 +165,38 @@ async fn open_backend(
 }
 
 /// A node's own part of a shared store: every key is stored behind `<node id>\0`, so nodes
-/// sharing one database never see or overwrite each other's keys in these tables.
+/// sharing one database never see or overwrite each other's keys in these tables; the
+/// `shared` tables excepted (their keys are the nodes' common ones).
 struct NodeScoped {
     inner: Arc<dyn KvStore>,
     prefix: Vec<u8>,
+    shared: &'static [&'static str],
 }
 
 impl NodeScoped {
-    fn new(inner: Arc<dyn KvStore>, node_id: &str) -> NodeScoped {
+    fn new(inner: Arc<dyn KvStore>, node_id: &str, shared: &'static [&'static str]) -> NodeScoped {
         let mut prefix = node_id.as_bytes().to_vec();
         prefix.push(0);
-        NodeScoped { inner, prefix }
+        NodeScoped {
+            inner,
+            prefix,
+            shared,
+        }
     }
 
-    fn scoped(&self, key: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.prefix.len() + key.len());
-        out.extend_from_slice(&self.prefix);
+    /// The prefix of `table`'s keys: this node's, or none for a shared table.
+    fn prefix_of(&self, table: &str) -> &[u8] {
+        if self.shared.contains(&table) {
+            &[]
+        } else {
+            &self.prefix
+        }
+    }
+
+    fn scoped(&self, table: &str, key: &[u8]) -> Vec<u8> {
+        let prefix = self.prefix_of(table);
+        let mut out = Vec::with_capacity(prefix.len() + key.len());
+        out.extend_from_slice(prefix);
         out.extend_from_slice(key);
         out
     }
@@ -170,14 +204,25 @@ impl NodeScoped {
 
 impl KvStore for NodeScoped {
     fn get(&self, table: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.get(table, &self.scoped(key))
+        self.inner.get(table, &self.scoped(table, key))
+    }
+
+    fn compare_and_set(
+        &self,
+        table: &'static str,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        self.inner
+            .compare_and_set(table, &self.scoped(table, key), expected, new)
     }
 
     fn scan_prefix(&self, table: &'static str, prefix: &[u8]) -> Result<Entries, StoreError> {
-        let skip = self.prefix.len();
+        let skip = self.prefix_of(table).len();
         Ok(self
             .inner
-            .scan_prefix(table, &self.scoped(prefix))?
+            .scan_prefix(table, &self.scoped(table, prefix))?
             .into_iter()
             .map(|(mut k, v)| {
                 k.drain(..skip);
@@ -190,10 +235,12 @@ impl KvStore for NodeScoped {
         let mut scoped = WriteBatch::new();
         for op in batch.into_ops() {
             match op {
-                WriteOp::Put { table, key, value } => scoped.put(table, self.scoped(&key), value),
-                WriteOp::Delete { table, key } => scoped.delete(table, self.scoped(&key)),
+                WriteOp::Put { table, key, value } => {
+                    scoped.put(table, self.scoped(table, &key), value)
+                }
+                WriteOp::Delete { table, key } => scoped.delete(table, self.scoped(table, &key)),
                 WriteOp::DeletePrefix { table, prefix } => {
-                    scoped.delete_prefix(table, self.scoped(&prefix))
+                    scoped.delete_prefix(table, self.scoped(table, &prefix))
                 }
             }
         }
@@ -267,8 +314,8 @@ mod tests {
         let store: Arc<dyn KvStore> =
             Arc::new(RedbStore::open(&dir.path().join("s.redb")).expect("store"));
         let (a, b) = (
-            NodeScoped::new(Arc::clone(&store), "a"),
-            NodeScoped::new(Arc::clone(&store), "b"),
+            NodeScoped::new(Arc::clone(&store), "a", &[]),
+            NodeScoped::new(Arc::clone(&store), "b", &[]),
         );
         let mut batch = WriteBatch::new();
         batch.put("mqtt_sessions", b"c1".to_vec(), b"on a".to_vec());

@@ -167,6 +167,42 @@ fn failed(operation: &'static str, e: tokio_postgres::Error) -> StoreError {
 }
 
 impl KvStore for PgStore {
+    fn compare_and_set(
+        &self,
+        table: &'static str,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        let key = key.to_vec();
+        let expected = expected.map(<[u8]>::to_vec);
+        self.run("compare and set", move |lease| async move {
+            let c = lease.conn();
+            // One statement each way: PostgreSQL checks and writes the row atomically.
+            let written = match &expected {
+                None => {
+                    c.client
+                        .execute(
+                            "INSERT INTO fleetcore_kv (tbl, key, value) VALUES ($1, $2, $3) \
+                             ON CONFLICT (tbl, key) DO NOTHING",
+                            &[&table, &key, &new],
+                        )
+                        .await?
+                }
+                Some(old) => {
+                    c.client
+                        .execute(
+                            "UPDATE fleetcore_kv SET value = $3 \
+                             WHERE tbl = $1 AND key = $2 AND value = $4",
+                            &[&table, &key, &new, old],
+                        )
+                        .await?
+                }
+            };
+            Ok(written == 1)
+        })
+    }
+
     fn get(&self, table: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let key = key.to_vec();
         self.run("get", move |lease| async move {

@@ -62,6 +62,50 @@ fn keeps_the_kv_store_contract() {
 }
 
 #[test]
+fn compare_and_set_lets_exactly_one_of_racing_nodes_win() {
+    let Some(pg) = Postgres::start() else { return };
+    let (a, _fa) = node(&pg, "a");
+    let (b, _fb) = node(&pg, "b");
+    assert!(
+        a.compare_and_set("owner", b"dev", None, b"a".to_vec())
+            .expect("cas")
+    );
+    assert!(
+        !b.compare_and_set("owner", b"dev", None, b"b".to_vec())
+            .expect("cas")
+    );
+    assert!(
+        !b.compare_and_set("owner", b"dev", Some(b"x"), b"b".to_vec())
+            .expect("cas")
+    );
+    // Both nodes swap from the same value at once: one wins, the other sees it lost.
+    let (a, b) = (std::sync::Arc::new(a), std::sync::Arc::new(b));
+    for round in 0..20u8 {
+        let current = a.get("owner", b"dev").expect("get").expect("owned");
+        let racers: Vec<_> = [(&a, b'a'), (&b, b'b')]
+            .into_iter()
+            .map(|(store, id)| {
+                let (store, current) = (std::sync::Arc::clone(store), current.clone());
+                std::thread::spawn(move || {
+                    store
+                        .compare_and_set("owner", b"dev", Some(&current), vec![id, round])
+                        .expect("cas")
+                })
+            })
+            .collect();
+        let won: Vec<bool> = racers
+            .into_iter()
+            .map(|t| t.join().expect("join"))
+            .collect();
+        assert_eq!(
+            won.iter().filter(|w| **w).count(),
+            1,
+            "round {round}: {won:?}"
+        );
+    }
+}
+
+#[test]
 fn nodes_starting_together_migrate_once_and_a_newer_schema_is_refused() {
     let Some(pg) = Postgres::start() else { return };
     let starts: Vec<_> = (0..3)

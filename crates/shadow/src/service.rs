@@ -10,6 +10,13 @@
 //! [`PIPELINE_DEPTH`] batches in flight). If a commit fails, that batch and every batch built
 //! on it are answered with 500, and the worker reloads from the store.
 //!
+//! Shared by several nodes ([`ShadowConfig::shared`], a cluster on PostgreSQL), the worker keeps
+//! no cache (each batch reads the store, after this node's earlier commits), and the committer
+//! writes each changed shadow by compare-and-set against the bytes the batch read: a shadow
+//! another node changed in between is not written, and its requests of the batch go back to the
+//! queue to run again on the new state (a stale `version` is then refused with 409, as on one
+//! node), up to [`MAX_ATTEMPTS`] times (then 503). So the optimistic version holds across nodes.
+//!
 //! Backpressure: the queue is bounded. When it is full the request is refused at once with
 //! code 429 (`/rejected` over MQTT, `ThrottlingException` over HTTP); the broker's connection
 //! task never waits and memory never grows without bound.
@@ -46,6 +53,9 @@ pub struct ShadowConfig {
     pub max_batch: usize,
     /// Committed shadows kept in memory (the store is read on a miss).
     pub cache_capacity: usize,
+    /// Other nodes write the same shadows (a cluster sharing them in PostgreSQL): no cache,
+    /// and each write is a compare-and-set.
+    pub shared: bool,
 }
 
 impl Default for ShadowConfig {
@@ -55,12 +65,16 @@ impl Default for ShadowConfig {
             queue_capacity: 16 * 1024,
             max_batch: 2048,
             cache_capacity: 100_000,
+            shared: false,
         }
     }
 }
 
 /// Batches applied in memory and waiting for (or in) their commit.
 const PIPELINE_DEPTH: usize = 1;
+
+/// Runs of a request whose shadow another node kept changing before it is refused (503).
+const MAX_ATTEMPTS: u8 = 8;
 
 /// Seconds since the Unix epoch (shadow timestamps are seconds).
 pub fn now_secs() -> u64 {
@@ -80,6 +94,8 @@ enum Reply {
 }
 
 struct Job {
+    /// Earlier runs lost to another node's write (shared shadows).
+    attempts: u8,
     id: ShadowId,
     operation: Operation,
     payload: Bytes,
@@ -201,6 +217,7 @@ impl ShadowService {
     ) -> Result<Bytes, ShadowError> {
         let (tx, rx) = oneshot::channel();
         self.inner.submit(Job {
+            attempts: 0,
             id,
             operation,
             payload,
@@ -335,6 +352,7 @@ impl ServiceTap for ShadowTap {
             }
         };
         let job = Job {
+            attempts: 0,
             id,
             operation: request.operation,
             payload: message.payload.clone(),
@@ -378,6 +396,9 @@ struct Pending {
     /// The epoch the batch was built in.
     epoch: u64,
     writes: WriteBatch,
+    /// Shared shadows: each changed shadow, the bytes the batch read (`None`: absent) and its
+    /// new record, written by compare-and-set instead of `writes`.
+    guarded: Vec<(ShadowId, Option<Vec<u8>>, ShadowRecord)>,
     outcomes: Vec<Outcome>,
 }
 
@@ -437,6 +458,7 @@ impl Worker {
     fn load(
         &self,
         working: &mut HashMap<ShadowId, Option<ShadowRecord>>,
+        read: &mut HashMap<ShadowId, Option<Vec<u8>>>,
         id: &ShadowId,
     ) -> Result<(), ShadowError> {
         if working.contains_key(id) {
@@ -444,6 +466,12 @@ impl Worker {
         }
         let record = match self.cache.get(id) {
             Some(cached) => cached.clone(),
+            None if self.config.shared => {
+                let stored = self.inner.store.load_stored(id)?;
+                let (record, bytes) = stored.unzip();
+                read.insert(id.clone(), bytes);
+                record
+            }
             None => self.inner.store.load(id)?,
         };
         working.insert(id.clone(), record);
@@ -457,7 +485,10 @@ impl Worker {
             self.in_flight = self.in_flight.saturating_sub(1);
         }
         let epoch = self.inner.epoch.load(Ordering::Acquire);
-        if epoch != self.epoch || self.cache.len() >= self.config.cache_capacity {
+        if self.config.shared
+            || epoch != self.epoch
+            || self.cache.len() >= self.config.cache_capacity
+        {
             // After a failed commit the cache holds state that never reached the disk; when
             // full it is emptied. Either way the store must be current before it is read.
             self.settle();
@@ -467,11 +498,12 @@ impl Worker {
         self.inner.metrics.batch_size.record(batch.len() as f64);
         let now = now_secs();
         let mut working: HashMap<ShadowId, Option<ShadowRecord>> = HashMap::new();
+        let mut read: HashMap<ShadowId, Option<Vec<u8>>> = HashMap::new();
         let mut dirty: Vec<ShadowId> = Vec::new();
         let mut outcomes = Vec::with_capacity(batch.len());
         for job in batch {
             let result = self
-                .load(&mut working, &job.id)
+                .load(&mut working, &mut read, &job.id)
                 .map_err(|e| (e, token_of(&job.payload)))
                 .and_then(|()| {
                     let slot = working
@@ -486,17 +518,26 @@ impl Worker {
             outcomes.push(Outcome { job, result });
         }
         let mut writes = WriteBatch::new();
+        let mut guarded = Vec::new();
         for id in &dirty {
             if let Some(Some(record)) = working.get(id) {
-                ShadowStore::put(&mut writes, id, record);
+                if self.config.shared {
+                    let expected = read.remove(id).flatten();
+                    guarded.push((id.clone(), expected, record.clone()));
+                } else {
+                    ShadowStore::put(&mut writes, id, record);
+                }
             }
         }
-        for (id, record) in working {
-            self.cache.insert(id, record);
+        if !self.config.shared {
+            for (id, record) in working {
+                self.cache.insert(id, record);
+            }
         }
         let pending = Pending {
             epoch: self.epoch,
             writes,
+            guarded,
             outcomes,
         };
         let Some(to_committer) = &self.to_committer else {
@@ -635,8 +676,12 @@ impl Committer {
         let Pending {
             epoch,
             writes,
+            guarded,
             mut outcomes,
         } = batch;
+        if !guarded.is_empty() {
+            outcomes = self.replace_guarded(guarded, outcomes);
+        }
         let failure = if epoch != self.inner.epoch.load(Ordering::Acquire) {
             Some("an earlier shadow commit failed".to_string())
         } else if writes.is_empty() {
@@ -677,6 +722,74 @@ impl Committer {
         for outcome in outcomes {
             self.answer(outcome);
         }
+    }
+
+    /// Writes each shared shadow by compare-and-set; returns the outcomes to answer. The
+    /// requests of a shadow another node changed since the batch read it run again (back in
+    /// the queue), or get 503 after [`MAX_ATTEMPTS`] runs; a store failure fails the shadow's
+    /// requests.
+    fn replace_guarded(
+        &self,
+        guarded: Vec<(ShadowId, Option<Vec<u8>>, ShadowRecord)>,
+        outcomes: Vec<Outcome>,
+    ) -> Vec<Outcome> {
+        let started = std::time::Instant::now();
+        let mut lost: Vec<ShadowId> = Vec::new();
+        let mut failed: Vec<(ShadowId, String)> = Vec::new();
+        for (id, expected, record) in &guarded {
+            match self.inner.store.replace(id, expected.as_deref(), record) {
+                Ok(true) => {}
+                Ok(false) => lost.push(id.clone()),
+                Err(e) => {
+                    tracing::error!(error = %e, "committing a shared shadow failed");
+                    failed.push((id.clone(), e.to_string()));
+                }
+            }
+        }
+        let metrics = &self.inner.metrics;
+        metrics
+            .commit_seconds
+            .record(started.elapsed().as_secs_f64());
+        metrics.commits.increment(1);
+        let mut answer = Vec::with_capacity(outcomes.len());
+        for mut outcome in outcomes {
+            if let Some((_, message)) = failed.iter().find(|(id, _)| *id == outcome.job.id) {
+                let token = token_of(&outcome.job.payload);
+                outcome.result = Err((
+                    ShadowError::Store(fleetcore_core::StoreError::Backend {
+                        operation: "commit",
+                        message: message.clone(),
+                    }),
+                    token,
+                ));
+                answer.push(outcome);
+            } else if lost.contains(&outcome.job.id) {
+                let mut job = outcome.job;
+                job.attempts += 1;
+                if job.attempts >= MAX_ATTEMPTS {
+                    let token = token_of(&job.payload);
+                    answer.push(Outcome {
+                        job,
+                        result: Err((ShadowError::Unavailable, token)),
+                    });
+                    continue;
+                }
+                tracing::debug!(shadow = %job.id.topic_prefix(), attempts = job.attempts, "another node changed the shadow: running the request again");
+                if let Err(
+                    TrySendError::Full(Work::Job(job)) | TrySendError::Disconnected(Work::Job(job)),
+                ) = self.inner.queue.try_send(Work::Job(job))
+                {
+                    let token = token_of(&job.payload);
+                    answer.push(Outcome {
+                        job,
+                        result: Err((ShadowError::Throttled, token)),
+                    });
+                }
+            } else {
+                answer.push(outcome);
+            }
+        }
+        answer
     }
 
     fn answer(&self, outcome: Outcome) {

@@ -62,11 +62,19 @@ impl ShadowStore {
 
     /// The record of `id` (live or tombstone).
     pub fn load(&self, id: &ShadowId) -> Result<Option<ShadowRecord>, StoreError> {
+        Ok(self.load_stored(id)?.map(|(record, _)| record))
+    }
+
+    /// The record of `id` and its stored bytes (what a compare-and-set expects).
+    pub fn load_stored(
+        &self,
+        id: &ShadowId,
+    ) -> Result<Option<(ShadowRecord, Vec<u8>)>, StoreError> {
         let Some(bytes) = self.store.get(SHADOWS_TABLE, &key(id))? else {
             return Ok(None);
         };
         match serde_json::from_slice(&bytes) {
-            Ok(record) => Ok(Some(record)),
+            Ok(record) => Ok(Some((record, bytes))),
             Err(e) => Err(StoreError::Backend {
                 operation: "decode shadow",
                 message: format!("{}: {e}", String::from_utf8_lossy(&key(id))),
@@ -74,11 +82,31 @@ impl ShadowStore {
         }
     }
 
+    /// The stored form of `record`.
+    pub fn encode(record: &ShadowRecord) -> Vec<u8> {
+        // Serializing plain JSON values cannot fail.
+        serde_json::to_vec(record).unwrap_or_default()
+    }
+
     /// Adds the write of `record` to `batch`.
     pub fn put(batch: &mut WriteBatch, id: &ShadowId, record: &ShadowRecord) {
-        // Serializing plain JSON values cannot fail.
-        let value = serde_json::to_vec(record).unwrap_or_default();
-        batch.put(SHADOWS_TABLE, key(id), value);
+        batch.put(SHADOWS_TABLE, key(id), ShadowStore::encode(record));
+    }
+
+    /// Writes `record` only if the stored bytes are still `expected` (`None`: absent); false
+    /// when another writer (another node) changed the shadow since it was read.
+    pub fn replace(
+        &self,
+        id: &ShadowId,
+        expected: Option<&[u8]>,
+        record: &ShadowRecord,
+    ) -> Result<bool, StoreError> {
+        self.store.compare_and_set(
+            SHADOWS_TABLE,
+            &key(id),
+            expected,
+            ShadowStore::encode(record),
+        )
     }
 
     /// Commits `batch` (one durable transaction).

@@ -4,8 +4,10 @@ package): without it these tests fail with a clear message, they are never skipp
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+import urllib.request
 from pathlib import Path
 
 from brokers import HOST, free_port, port_open, wait_until
@@ -21,6 +23,7 @@ class NatsServer:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
+        self.monitor_port = free_port()
         self.max_payload = max_payload
         self.log_path = self.workdir / "nats.log"
         self.proc: subprocess.Popen | None = None
@@ -35,7 +38,7 @@ class NatsServer:
                 "nats-server is not installed: the JetStream backend tests need it "
                 "(apt-get install nats-server; test.sh does this)")
         conf = self.workdir / "nats.conf"
-        lines = [f"listen: {HOST}:{self.port}",
+        lines = [f"listen: {HOST}:{self.port}", f"http: {HOST}:{self.monitor_port}",
                  f'jetstream {{ store_dir: "{self.workdir / "store"}" }}']
         if self.max_payload is not None:
             lines.append(f"max_payload: {self.max_payload}")
@@ -47,6 +50,21 @@ class NatsServer:
         if self.proc.poll() is not None:
             raise AssertionError(f"nats-server exited: {self.log_path.read_text()[-2000:]}")
         return self
+
+    def consumer_details(self, stream: str) -> list[dict]:
+        """`stream`'s consumers (name, num_waiting, ...), from the server's monitoring
+        endpoint."""
+        url = f"http://{HOST}:{self.monitor_port}/jsz?streams=true&consumers=true"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            jsz = json.loads(r.read())
+        return [c
+                for account in jsz.get("account_details", [])
+                for s in account.get("stream_detail", []) if s["name"] == stream
+                for c in s.get("consumer_detail", [])]
+
+    def consumers(self, stream: str) -> list[str]:
+        """The names of `stream`'s consumers."""
+        return [c["name"] for c in self.consumer_details(stream)]
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

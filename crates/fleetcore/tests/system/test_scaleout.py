@@ -23,7 +23,14 @@ nats-server (`[cluster] nats`). What a user of either node sees:
 - a drain of A (`POST /admin/drain`) sends its MQTT 5 clients to B with DISCONNECT 0x9C and B's
   address as Server Reference, closes its 3.1.1 clients, loses nothing it PUBACKed, and B lists
   A as draining; a node alone refuses to drain;
-- a shared group with members on both nodes gets each message once across the cluster.
+- a shared group with members on both nodes gets each message once across the cluster; once
+  its last member anywhere left (on one node, or on both at once), the group keeps no consumer
+  and a later member gets nothing published meanwhile;
+- a persistent session with QoS 1 messages queued on A resumes on B (Session Present 1, every
+  PUBACKed message delivered, in order) after A was SIGKILLed, and while A runs (A releases it);
+  a session still connected on A moves to B the same way (the old connection gets 0x8E);
+- a thing's shadow is one document across the nodes, and two updates racing on one version
+  through A and B leave exactly one accepted (the other gets 409).
 """
 
 from __future__ import annotations
@@ -73,6 +80,10 @@ class Cluster:
 
     def iot(self, i: int):
         return self._aws("iot", broker=self.nodes[i], access_key_id=KEY_ID,
+                         secret_access_key=SECRET)
+
+    def data(self, i: int):
+        return self._aws("iot-data", broker=self.nodes[i], access_key_id=KEY_ID,
                          secret_access_key=SECRET)
 
 
@@ -740,7 +751,9 @@ def test_a_shared_group_with_members_on_two_nodes_gets_each_message_once(cluster
             c.connect()
         for m in members:
             m.subscribe(group, qos=1)
-        # Both nodes read the group once a probe reached each member.
+        # Both nodes read the group once each pulls from its consumers, and a probe reached
+        # each member.
+        _group_read_by(cluster, 2)
         probes = []
 
         def both_reached() -> bool:
@@ -773,3 +786,200 @@ def test_a_shared_group_with_members_on_two_nodes_gets_each_message_once(cluster
     finally:
         for c in members + pubs:
             c.close()
+
+
+def _group_read_by(cluster, nodes: int) -> None:
+    """Waits until the shared group's consumers of the forward stream (the test's only group)
+    exist and each has a pull request waiting from `nodes` nodes: every node with members
+    reads the group from then on (a node marks the group read as it starts pulling)."""
+    def read() -> bool:
+        share = [c for c in cluster.nats.consumer_details("fleetcore_forward")
+                 if c["name"].startswith("share-")]
+        return bool(share) and all(c.get("num_waiting", 0) >= nodes for c in share)
+    wait_until(read, 15, what=f"the shared group read by {nodes} node(s)")
+
+
+def _poll(pred, timeout: float) -> bool:
+    """True once `pred()` holds, False when `timeout` seconds pass first."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.mark.parametrize("leavers", ["a", "both"])
+def test_a_shared_group_without_members_keeps_nothing_for_a_later_member(cluster, uid, leavers):
+    """MQTT drops what a shared group without members gets. The group's last members leave
+    (the one on A, or the ones on A and B at the same moment), 50 QoS 1 messages to the group's
+    topic are PUBACKed, then a new member joins on B: it gets the messages published after it
+    joined and none of the 50; and the forward stream keeps no consumer for the group once it
+    has no member (before the fix the consumer stayed an hour and handed the 50 over)."""
+    a, b = cluster.nodes
+    group = f"$share/g/{uid}/late"
+    topic = f"{uid}/late"
+    first = [Client(a, V5)] + ([Client(b, V5)] if leavers == "both" else [])
+    pub = Client(a, V5)
+    later = Client(b, V5)
+    clients = first + [pub, later]
+    try:
+        for c in first + [pub]:
+            c.connect()
+        for m in first:
+            m.subscribe(group, qos=1)
+        probes = iter(range(1_000_000))
+
+        def probe(members) -> bool:
+            pub.publish(topic, f"probe {next(probes)}".encode(), qos=1)
+            return all(m.matching(topic=topic) for m in members)
+        _group_read_by(cluster, len(first))
+        wait_until(lambda: probe(first), 15, what="the group read on the cluster")
+
+        leaving = [threading.Thread(target=m.unsubscribe, args=(group,)) for m in first]
+        for t in leaving:
+            t.start()
+        for t in leaving:
+            t.join()
+        stale = [f"stale {i}".encode() for i in range(50)]
+        for payload in stale:
+            pub.publish(topic, payload, qos=1, wait=True)
+        # The fix deletes the group's consumers once no member is left; the old code kept them
+        # (the assertion on what the later member gets is the one that shows it).
+        gone = _poll(lambda: not any(n.startswith("share-")
+                                     for n in cluster.nats.consumers("fleetcore_forward")), 10)
+
+        later.connect()
+        later.subscribe(group, qos=1)
+        _group_read_by(cluster, 1)
+        wait_until(lambda: probe([later]), 15, what="the later member reading the group")
+        pub.sync()
+        got = later.payloads()
+        assert not [p for p in got if p.startswith(b"stale")], \
+            f"{sum(p.startswith(b'stale') for p in got)} messages published while the group " \
+            "had no member reached the later member"
+        assert gone, "the group kept its consumer with no member left"
+    finally:
+        for c in clients:
+            c.close()
+
+
+@pytest.mark.parametrize("owner", ["killed", "alive"])
+def test_a_persistent_session_resumes_on_another_node_with_its_queued_messages(
+        cluster, uid, owner):
+    """A device with a persistent session on A (clean start = false, expiry 1 h) goes offline
+    and 30 QoS 1 messages for it are PUBACKed on A (so they are in its durable queue). It then
+    connects to B, after A was SIGKILLed and left B's members, or while A runs (A is asked to
+    release the session): CONNACK has Session Present 1, every one of the 30 arrives in order,
+    and its subscription works on B (a message published on B afterwards arrives). Before,
+    B answered Session Present 0 and the messages stayed on A."""
+    a, b = cluster.nodes
+    dev_id = f"{uid}-dev"
+    topic = f"{uid}/cmd"
+    dev = Client(a, V5, client_id=dev_id, clean=False, session_expiry=3600)
+    pub = Client(a, V5, client_id=f"{uid}-pub")
+    again = Client(b, V5, client_id=dev_id, clean=False, session_expiry=3600)
+    late = Client(b, V5, client_id=f"{uid}-late")
+    try:
+        dev.connect()
+        dev.subscribe(topic, qos=1)
+        wait_until(lambda: cluster.session_saved(dev_id, topic), 5,
+                   what="A saving the persistent session")
+        dev.disconnect()
+        pub.connect()
+        sent = [f"queued {i}".encode() for i in range(30)]
+        for payload in sent:
+            pub.publish(topic, payload, qos=1)  # returns once PUBACKed
+        pub.close()
+        if owner == "killed":
+            a.kill()
+            wait_until(lambda: all(m["node_id"] != "a" for m in health(b)["members"]), 10,
+                       what="A leaving B's members")
+        again.connect()
+        assert again.session_present, "the session resumed on B"
+        again.wait_messages(len(sent), timeout=10, topic=topic)
+        assert _first_copies(again.matching(topic=topic)) == sent, \
+            "every PUBACKed message, in order"
+        late.connect()
+        late.publish(topic, b"after", qos=1)
+        again.wait_payload(b"after")
+    finally:
+        for c in (dev, pub, again, late):
+            c.close()
+
+
+def test_a_persistent_session_connected_on_one_node_moves_to_another(cluster, uid):
+    """The device is still connected to A when it connects to B with clean start = false: A
+    sends its old connection away (DISCONNECT 0x8E, session taken over) and releases the
+    session, B answers Session Present 1, and messages published on A afterwards reach the
+    device on B (its subscription moved with it, nothing stays behind on A)."""
+    a, b = cluster.nodes
+    dev_id = f"{uid}-dev"
+    topic = f"{uid}/cmd"
+    dev = Client(a, V5, client_id=dev_id, clean=False, session_expiry=3600)
+    again = Client(b, V5, client_id=dev_id, clean=False, session_expiry=3600)
+    pub = Client(a, V5, client_id=f"{uid}-pub")
+    try:
+        dev.connect()
+        dev.subscribe(topic, qos=1)
+        wait_until(lambda: cluster.session_saved(dev_id, topic), 5,
+                   what="A saving the persistent session")
+        again.connect()
+        assert again.session_present, "the session moved to B"
+        dev.wait_disconnected()
+        assert dev.disconnects[0][0] == 0x8E, dev.disconnects
+        pub.connect()
+        sent = [f"moved {i}".encode() for i in range(10)]
+        for payload in sent:
+            pub.publish(topic, payload, qos=1)
+        again.wait_messages(len(sent), timeout=10, topic=topic)
+        assert _first_copies(again.matching(topic=topic)) == sent
+        assert not dev.matching(topic=topic), "nothing delivered to the old connection"
+    finally:
+        for c in (dev, again, pub):
+            c.close()
+
+
+def test_a_shadow_is_one_document_across_nodes_and_racing_versions_let_one_win(cluster, uid):
+    """A shadow updated through A is the one B reads and updates (one document in PostgreSQL,
+    not one per node). Then, ten times, an update through A and one through B name the same
+    current version at the same moment: exactly one is accepted, the other is refused with 409
+    (ConflictException), and both nodes then read the winner's state at the next version."""
+    from botocore.exceptions import ClientError
+    data = [cluster.data(0), cluster.data(1)]
+    thing = uid
+    first = json.loads(data[0].update_thing_shadow(
+        thingName=thing, payload=json.dumps({"state": {"reported": {"n": 0}}}))["payload"].read())
+    assert first["version"] == 1
+    seen = json.loads(data[1].get_thing_shadow(thingName=thing)["payload"].read())
+    assert seen["version"] == 1 and seen["state"]["reported"] == {"n": 0}, seen
+    version = 1
+    for round_ in range(10):
+        barrier = threading.Barrier(2)
+        results: list = [None, None]
+
+        def update(i: int) -> None:
+            payload = json.dumps({"state": {"reported": {"n": round_, "by": i}},
+                                  "version": version})
+            barrier.wait()
+            try:
+                r = data[i].update_thing_shadow(thingName=thing, payload=payload)
+                results[i] = ("ok", json.loads(r["payload"].read())["version"])
+            except ClientError as e:
+                results[i] = (e.response["Error"]["Code"],
+                              e.response["ResponseMetadata"]["HTTPStatusCode"])
+        threads = [threading.Thread(target=update, args=(i,)) for i in (0, 1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        winners = [i for i in (0, 1) if results[i][0] == "ok"]
+        assert len(winners) == 1, f"round {round_}: {results}"
+        loser = 1 - winners[0]
+        assert results[loser] == ("ConflictException", 409), f"round {round_}: {results}"
+        version += 1
+        assert results[winners[0]][1] == version
+        for d in data:
+            doc = json.loads(d.get_thing_shadow(thingName=thing)["payload"].read())
+            assert doc["version"] == version
+            assert doc["state"]["reported"] == {"n": round_, "by": winners[0]}, doc

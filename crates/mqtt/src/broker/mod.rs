@@ -4,6 +4,7 @@ mod config;
 mod connection;
 mod device_meter;
 mod drain;
+mod handover;
 mod idle_watch;
 mod ingest;
 mod keep_alive;
@@ -36,6 +37,9 @@ use tokio::sync::{mpsc, watch};
 pub use config::BrokerConfig;
 pub use device_meter::{CountersTaken, DeviceCounters, DeviceMeter};
 pub use drain::{Drainer, Redirect};
+pub use handover::{
+    HandoverError, OWNERS_TABLE, ReleaseFuture, SESSION_TABLES, SessionPlacement, SessionRelease,
+};
 pub use ingest::{IngestLog, Ingested, Publisher};
 pub use message::{Delivery, Message};
 pub use metrics::BrokerMetrics;
@@ -67,6 +71,18 @@ impl Broker {
         store: Arc<dyn KvStore>,
         authenticator: Arc<dyn Authenticator>,
     ) -> Result<(Broker, LoadReport), fleetcore_core::StoreError> {
+        Broker::start_with(config, store, authenticator, SessionPlacement::Local)
+    }
+
+    /// [`Broker::start`] with persistent sessions placed as `placement` says: with
+    /// [`SessionPlacement::Shared`], `store` must hold [`SESSION_TABLES`] shared by the nodes,
+    /// and only the sessions this node owns are loaded.
+    pub fn start_with(
+        config: BrokerConfig,
+        store: Arc<dyn KvStore>,
+        authenticator: Arc<dyn Authenticator>,
+        placement: SessionPlacement,
+    ) -> Result<(Broker, LoadReport), fleetcore_core::StoreError> {
         let queues = queue_store::QueueStore::new(Arc::clone(&store));
         tokio::spawn(Arc::clone(&queues).run());
         let persister = persist::Persister::new(store, config.session_commit_delay);
@@ -77,6 +93,7 @@ impl Broker {
             queues,
             BrokerMetrics::register(),
         );
+        router.set_placement(placement);
         let report = router.load()?;
         let (shutdown, _) = watch::channel(false);
         let (alive, all_done) = mpsc::channel(1);

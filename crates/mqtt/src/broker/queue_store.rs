@@ -101,9 +101,22 @@ impl QueueStore {
     /// Reads every stored record, grouped by client id, and makes new sequence numbers follow
     /// the highest one found. Records with an unreadable key are deleted.
     pub fn load(&self) -> Result<BTreeMap<String, SessionRecords>, StoreError> {
+        self.load_prefix(b"")
+    }
+
+    /// Reads the stored records of one session (taken over from another node), and makes new
+    /// sequence numbers follow its highest one.
+    pub fn load_session(&self, client_id: &str) -> Result<SessionRecords, StoreError> {
+        Ok(self
+            .load_prefix(&session_prefix(client_id))?
+            .remove(client_id)
+            .unwrap_or_default())
+    }
+
+    fn load_prefix(&self, prefix: &[u8]) -> Result<BTreeMap<String, SessionRecords>, StoreError> {
         let mut out: BTreeMap<String, SessionRecords> = BTreeMap::new();
         let mut max_seq = 0;
-        for (key, value) in self.store.scan_prefix(QUEUE_TABLE, b"")? {
+        for (key, value) in self.store.scan_prefix(QUEUE_TABLE, prefix)? {
             let Some((client_id, seq, kind)) = parse_key(&key) else {
                 tracing::warn!("deleting a queued-message record with an unreadable key");
                 self.delete(key);

@@ -12,6 +12,7 @@ use tokio::sync::{Notify, OwnedMutexGuard, watch};
 use super::config::BrokerConfig;
 use super::device_meter::DeviceMeter;
 use super::drain::Redirect;
+use super::handover::{Owners, Previous, SessionPlacement, SessionRelease};
 use super::ingest::{IngestLog, Ingested, Publisher};
 use super::keep_alive::KeepAliveSweep;
 use super::message::{Delivery, Message};
@@ -102,6 +103,8 @@ pub struct Router {
     redirect: OnceLock<Redirect>,
     /// The shared groups with members here, and the cluster that delivers to them.
     shared: SharedInterest,
+    /// The owner records of persistent sessions, when the session tables are shared.
+    owners: OnceLock<Owners>,
 }
 
 fn split_filter(filter: &str) -> Option<(Option<&str>, &str)> {
@@ -147,7 +150,24 @@ impl Router {
             keep_alive: Arc::new(KeepAliveSweep::default()),
             redirect: OnceLock::new(),
             shared: SharedInterest::default(),
+            owners: OnceLock::new(),
         })
+    }
+
+    /// Sets where persistent sessions live (before [`Router::load`]; once).
+    pub fn set_placement(&self, placement: SessionPlacement) {
+        if let SessionPlacement::Shared { node_id } = placement {
+            let store = Arc::clone(self.persister.store());
+            let _ = self.owners.set(Owners::new(node_id, store));
+        }
+    }
+
+    /// Installs how this node asks another to release a session (the cluster; once). Ignored
+    /// when the sessions are not shared.
+    pub fn set_session_release(&self, release: Arc<dyn SessionRelease>) {
+        if let Some(owners) = self.owners.get() {
+            owners.set_release(release);
+        }
     }
 
     /// The shared sweep that watches parked connections' keep-alive deadlines.
@@ -200,72 +220,203 @@ impl Router {
             }
         }
         let mut queues = self.queues.load()?;
+        // With shared session tables, only the sessions this node owns are its to load.
+        let owned = match self.owners.get() {
+            Some(owners) => Some(owners.owned()?),
+            None => None,
+        };
+        let ours = |client_id: &str| owned.as_ref().is_none_or(|o| o.contains(client_id));
         for (key, value) in store.scan_prefix(persist::SESSIONS_TABLE, b"")? {
             let Ok(client_id) = String::from_utf8(key.clone()) else {
                 report.skipped += 1;
                 continue;
             };
-            let stored = match persist::decode_session(&value) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, client_id, "skipping unreadable session");
-                    report.skipped += 1;
-                    continue;
-                }
-            };
-            let mut state = SessionState::new(stored.expiry_interval, stored.protocol);
-            let disconnected_at = clock
-                .instant_of(stored.disconnected_at_ms)
-                .unwrap_or_else(Instant::now);
-            state.disconnected_at = Some(disconnected_at);
-            let handle = self.new_session(Arc::from(client_id.as_str()), state);
-            let mut state =
-                handle
-                    .try_lock_state()
-                    .ok_or_else(|| fleetcore_core::StoreError::Backend {
-                        operation: "load",
-                        message: "fresh session state locked".into(),
-                    })?;
-            for (filter, record) in stored.subscriptions {
-                let Some((group, plain)) = split_filter(&filter) else {
-                    continue;
-                };
-                let replaced = self.tree.write().insert(
-                    plain,
-                    group,
-                    Subscriber {
-                        session: Arc::clone(&handle),
-                        options: record.options,
-                        id: record.id,
-                    },
-                );
-                if let (Some(g), false) = (group, replaced) {
-                    self.shared.added(g, plain);
-                }
-                state.subscriptions.insert(filter, record);
+            if !ours(&client_id) {
+                queues.remove(&client_id);
+                continue;
             }
-            if let Some(records) = queues.remove(&client_id) {
-                report.queued += self.restore_queue(&handle, &mut state, records, &clock);
-            }
-            let expiry = state.expiry_interval;
-            drop(state);
-            self.sessions
-                .lock()
-                .insert(Arc::clone(handle.client_id()), Arc::clone(&handle));
-            report.sessions += 1;
-            if expiry != NEVER_EXPIRES {
-                let elapsed = Instant::now().saturating_duration_since(disconnected_at);
-                let left = Duration::from_secs(u64::from(expiry)).saturating_sub(elapsed);
-                let epoch = handle.next_epoch();
-                self.schedule_expiry(handle, epoch, left);
-            }
+            let records = queues.remove(&client_id);
+            self.restore_session(&client_id, &value, records, &clock, &mut report);
         }
         // Records of sessions that are gone (ended between their last commits, or unreadable).
-        for client_id in queues.keys() {
+        for client_id in queues.keys().filter(|c| ours(c)) {
             self.queues.end_session(client_id);
         }
         self.update_gauges();
         Ok(report)
+    }
+
+    /// Restores one stored session (its record `value` and queued `records`) into the
+    /// registry, with its subscriptions and expiry timer.
+    fn restore_session(
+        self: &Arc<Self>,
+        client_id: &str,
+        value: &[u8],
+        records: Option<SessionRecords>,
+        clock: &Clock,
+        report: &mut LoadReport,
+    ) {
+        let stored = match persist::decode_session(value) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, client_id, "skipping unreadable session");
+                report.skipped += 1;
+                return;
+            }
+        };
+        let mut state = SessionState::new(stored.expiry_interval, stored.protocol);
+        let disconnected_at = clock
+            .instant_of(stored.disconnected_at_ms)
+            .unwrap_or_else(Instant::now);
+        state.disconnected_at = Some(disconnected_at);
+        let handle = self.new_session(Arc::from(client_id), state);
+        let Some(mut state) = handle.try_lock_state() else {
+            report.skipped += 1;
+            return;
+        };
+        for (filter, record) in stored.subscriptions {
+            let Some((group, plain)) = split_filter(&filter) else {
+                continue;
+            };
+            let replaced = self.tree.write().insert(
+                plain,
+                group,
+                Subscriber {
+                    session: Arc::clone(&handle),
+                    options: record.options,
+                    id: record.id,
+                },
+            );
+            if let (Some(g), false) = (group, replaced) {
+                self.shared.added(g, plain);
+            }
+            state.subscriptions.insert(filter, record);
+        }
+        if let Some(records) = records {
+            report.queued += self.restore_queue(&handle, &mut state, records, clock);
+        }
+        let expiry = state.expiry_interval;
+        drop(state);
+        self.sessions
+            .lock()
+            .insert(Arc::clone(handle.client_id()), Arc::clone(&handle));
+        report.sessions += 1;
+        if expiry != NEVER_EXPIRES {
+            let elapsed = Instant::now().saturating_duration_since(disconnected_at);
+            let left = Duration::from_secs(u64::from(expiry)).saturating_sub(elapsed);
+            let epoch = handle.next_epoch();
+            self.schedule_expiry(handle, epoch, left);
+        }
+    }
+
+    /// With shared session tables, before a connection attaches to a session this node does
+    /// not hold: makes this node its owner (see `handover.rs`) and loads what is durable of it
+    /// (or, on a clean start, discards what another node left). `false`: the session could
+    /// not be taken over, and the CONNECT is refused.
+    async fn take_ownership(
+        self: &Arc<Self>,
+        client_id: &Arc<str>,
+        clean_start: bool,
+        expiry_interval: u32,
+    ) -> bool {
+        let Some(owners) = self.owners.get() else {
+            return true;
+        };
+        if (clean_start && expiry_interval == 0) || self.sessions.lock().contains_key(client_id) {
+            return true;
+        }
+        let previous = match owners.acquire(client_id, self.config.connect_timeout).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, %client_id, "cannot take the session over: refusing the connection");
+                return false;
+            }
+        };
+        if clean_start {
+            if matches!(previous, Previous::Node(_)) {
+                self.persister
+                    .delete(persist::SESSIONS_TABLE, client_id.as_bytes().to_vec());
+                self.queues.end_session(client_id);
+            }
+            return true;
+        }
+        let store = Arc::clone(self.persister.store());
+        let queues = Arc::clone(&self.queues);
+        let id = Arc::clone(client_id);
+        let loaded = tokio::task::spawn_blocking(move || {
+            let record = store.get(persist::SESSIONS_TABLE, id.as_bytes())?;
+            Ok::<_, fleetcore_core::StoreError>((record, queues.load_session(&id)?))
+        })
+        .await;
+        let (record, records) = match loaded {
+            Ok(Ok(found)) => found,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, %client_id, "cannot load the session taken over: refusing the connection");
+                return false;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, %client_id, "loading the session taken over failed");
+                return false;
+            }
+        };
+        match record {
+            // Another connection of this client id may have made it meanwhile.
+            Some(value) if !self.sessions.lock().contains_key(client_id) => {
+                let mut report = LoadReport::default();
+                let records = (!records.is_empty()).then_some(records);
+                self.restore_session(client_id, &value, records, &Clock::now(), &mut report);
+                self.update_gauges();
+                tracing::info!(%client_id, ?previous, queued = report.queued, "resumed a persistent session taken over from its owner");
+            }
+            Some(_) => {}
+            None if !records.is_empty() => self.queues.end_session(client_id),
+            None => {}
+        }
+        true
+    }
+
+    /// Lets go of `client_id`'s session for another node that takes it over: sends its
+    /// connection away, takes its subscriptions out, forgets it here (its stored record and
+    /// queue stay) and returns once every write made for it is durable.
+    pub async fn release(&self, client_id: &str) -> Result<(), fleetcore_core::StoreError> {
+        let session = self.sessions.lock().get(client_id).cloned();
+        if let Some(session) = &session {
+            session.claim(0);
+            let mut state = session.lock_state().await;
+            // Cancels its expiry timer and a delayed will: the new owner runs them now.
+            session.next_epoch();
+            if !state.subscriptions.is_empty() {
+                let mut tree = self.tree.write();
+                for filter in state.subscriptions.keys() {
+                    if let Some((group, plain)) = split_filter(filter)
+                        && tree.remove(plain, group, session.client_id())
+                        && let Some(g) = group
+                    {
+                        self.shared.removed(g, plain);
+                    }
+                }
+            }
+            let mut sessions = self.sessions.lock();
+            if sessions
+                .get(client_id)
+                .is_some_and(|s| Arc::ptr_eq(s, session))
+            {
+                sessions.remove(client_id);
+            }
+            drop(sessions);
+            state.ended = true;
+            drop(state);
+        }
+        self.persister.flush().await?;
+        self.queues.flush().await?;
+        if let Some(session) = session {
+            // Its stored queue now belongs to the new owner: drop only the copy in memory.
+            session.set_persistent(false);
+            session.clear_queue();
+            self.update_gauges();
+            tracing::info!(client_id, "released a persistent session to another node");
+        }
+        Ok(())
     }
 
     /// Puts a session's stored messages back in its inflight window (those sent and not yet
@@ -379,6 +530,12 @@ impl Router {
         protocol: ProtocolVersion,
         connection_id: u64,
     ) -> Option<Attached> {
+        if !self
+            .take_ownership(&client_id, clean_start, expiry_interval)
+            .await
+        {
+            return None;
+        }
         loop {
             let stamp = takeover::attach_stamp();
             let (session, existed) = {
