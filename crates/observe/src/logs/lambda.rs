@@ -9,8 +9,11 @@
 //! and reading them would re-parse every file on every query; here the text is copied once, into
 //! the queue, and stored once, with retention and filter patterns working as for any group.
 //!
-//! The queue holds [`QUEUE_DEPTH`] invocations; when it is full the log is dropped and counted
-//! (`fleetcore_observe_function_logs_dropped_total`): an invocation never waits for the store.
+//! The queue holds [`QUEUE_DEPTH`] hand-offs (an invocation's log, or a batch's); when it is full
+//! the log is dropped and counted (`fleetcore_observe_function_logs_dropped_total`): an
+//! invocation never waits for the store. The writer commits at most once per [`PACE`], all it
+//! finds queued in one transaction: a commit is an fsync, and one per hand-off cost more CPU
+//! than storing the lines (logs show up at most that much later).
 
 use std::sync::Arc;
 
@@ -22,8 +25,10 @@ use crate::cloudwatch::now_secs;
 
 /// Invocation logs waiting for the writer before new ones are dropped.
 pub const QUEUE_DEPTH: usize = 4096;
-/// Invocations the writer takes from the queue at once.
-const DRAIN: usize = 256;
+/// Hand-offs the writer takes from the queue at once.
+const DRAIN: usize = 1024;
+/// Least time between two commits of the writer.
+pub const PACE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// One invocation's log (or a batch of invocations' logs), for one stream.
 struct Entry {
@@ -51,7 +56,16 @@ pub fn start(store: Arc<LogStore>) -> Arc<LambdaLogFeed> {
     let (queue, mut receiver) = mpsc::channel::<Entry>(QUEUE_DEPTH);
     tokio::spawn(async move {
         let mut taken = Vec::with_capacity(DRAIN);
+        let mut last = tokio::time::Instant::now();
         while receiver.recv_many(&mut taken, DRAIN).await > 0 {
+            // Let a burst gather: at most one commit per PACE.
+            tokio::time::sleep_until(last + PACE).await;
+            while taken.len() < DRAIN
+                && let Ok(entry) = receiver.try_recv()
+            {
+                taken.push(entry);
+            }
+            last = tokio::time::Instant::now();
             let entries = std::mem::take(&mut taken);
             let store = Arc::clone(&store);
             let written = tokio::task::spawn_blocking(move || write(&store, &entries)).await;
