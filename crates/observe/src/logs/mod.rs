@@ -172,6 +172,7 @@ impl LogStore {
 
     /// CreateLogGroup.
     pub fn create_group(&self, name: &str, retention: Option<i64>) -> Result<(), LogsError> {
+        check_group_name(name)?;
         let txn = self.db.begin_write()?;
         if !insert_group(&txn, name, retention)? {
             return Err(LogsError::Exists(
@@ -184,6 +185,7 @@ impl LogStore {
 
     /// CreateLogStream.
     pub fn create_stream(&self, group: &str, stream: &str) -> Result<(), LogsError> {
+        check_stream_name(stream)?;
         let txn = self.db.begin_write()?;
         if txn.open_table(GROUPS)?.get(group)?.is_none() {
             return Err(no_group());
@@ -720,9 +722,7 @@ fn insert_group(
     if groups.get(name)?.is_some() {
         return Ok(false);
     }
-    check_name(name, "log group", |c| {
-        c.is_ascii_alphanumeric() || "_-/.#".contains(c)
-    })?;
+    check_group_name(name)?;
     let record = json!({"created": now_ms(), "retention": retention});
     groups.insert(name, record.to_string().as_bytes())?;
     Ok(true)
@@ -735,7 +735,7 @@ fn insert_stream(txn: &WriteTransaction, group: &str, stream: &str) -> Result<bo
     if streams.get((group, stream))?.is_some() {
         return Ok(false);
     }
-    check_name(stream, "log stream", |c| c != ':' && c != '*')?;
+    check_stream_name(stream)?;
     let record = json!({"created": now_ms(), "bytes": 0});
     streams.insert((group, stream), record.to_string().as_bytes())?;
     Ok(true)
@@ -814,6 +814,16 @@ fn no_group() -> LogsError {
 
 fn missing(what: &str) -> LogsError {
     LogsError::Invalid(format!("{what} is required"))
+}
+
+fn check_group_name(name: &str) -> Result<(), LogsError> {
+    check_name(name, "log group", |c| {
+        c.is_ascii_alphanumeric() || "_-/.#".contains(c)
+    })
+}
+
+fn check_stream_name(name: &str) -> Result<(), LogsError> {
+    check_name(name, "log stream", |c| c != ':' && c != '*')
 }
 
 fn check_name(name: &str, what: &str, allowed: impl Fn(char) -> bool) -> Result<(), LogsError> {
