@@ -4,6 +4,10 @@
 #
 #   sql      anchor: the rule's SQL `encode(*, 'base64')` and a kinesis action (no function: the limit)
 #   wasm     rule -> lambda action -> the WebAssembly echo (the runtime's own cost)
+#   wasmout  rule -> lambda action -> a WebAssembly function whose output goes on to stream
+#            `wasm-out` (`crates/fleetcore/tests/system/functions/forward.wat`: it wraps the event
+#            and puts it with the host's `put_record`; the host appends a batch's records in one
+#            put); the script checks the record count of `wasm-out` at the end
 #   pyecho   rule -> lambda action -> a Python handler that returns its event (the Python
 #            runtime's own cost per invocation: Runtime API, worker, log frame)
 #   nodeecho the same with a Node.js handler (`exports.handler = async (e) => e`)
@@ -24,7 +28,7 @@
 #
 #   benches/functions_pipeline.sh
 #   DURATION=5 PUBLISHERS=8 benches/functions_pipeline.sh
-#   SCENARIOS="sql wasm" benches/functions_pipeline.sh       # without the Python pipelines
+#   SCENARIOS="sql wasm wasmout" benches/functions_pipeline.sh   # without the Python pipelines
 #   SCENARIOS="pybatch" BATCH_SIZE=100 benches/functions_pipeline.sh
 #   PERF="pyecho" benches/functions_pipeline.sh     # perf record of the server during those scenarios
 #   SCENARIOS="mosquitto sql wasm" benches/functions_pipeline.sh  # with the same load on Mosquitto,
@@ -39,7 +43,7 @@ PUBLISHERS=${PUBLISHERS:-8}
 INFLIGHT=${INFLIGHT:-64}
 BATCH_SIZE=${BATCH_SIZE:-500}
 MAX_WAIT=${MAX_WAIT:-300}
-SCENARIOS=${SCENARIOS:-sql wasm pyecho nodeecho py pybatch}
+SCENARIOS=${SCENARIOS:-sql wasm wasmout pyecho nodeecho py pybatch}
 TARGET=${CARGO_TARGET_DIR:-target}
 OUT=${OUT:-$TARGET/bench-results/functions-pipeline-$(date -u +%Y%m%dT%H%M%SZ)}
 PY=${PY:-.venv/bin/python}
@@ -75,7 +79,7 @@ s = boto3.session.Session(aws_access_key_id=cp["fleetcore"]["aws_access_key_id"]
                           aws_secret_access_key=cp["fleetcore"]["aws_secret_access_key"], region_name="us-east-1")
 url = f"http://127.0.0.1:{sys.argv[2]}"
 iot, lam, kin = (s.client(c, endpoint_url=url) for c in ("iot", "lambda", "kinesis"))
-for stream in ("bench", "in", "out"):
+for stream in ("bench", "in", "out", "wasm-out"):
     kin.create_stream(StreamName=stream, ShardCount=1)
 def zipped(name, body):
     out = io.BytesIO()
@@ -103,12 +107,14 @@ def handler(event, context):
     return {'records': len(out)}
 """
 wat = pathlib.Path("crates/fleetcore/tests/system/functions/echo.wat").read_text()
+forward = pathlib.Path("crates/fleetcore/tests/system/functions/forward.wat").read_text()
 role = "arn:aws:iam::000000000000:role/r"
 for name, runtime, handler, files in [("py", "python3.11", "app.handler", ("app.py", py)),
                                       ("pyecho", "python3.11", "app.handler", ("app.py", pyecho)),
                                       ("nodeecho", "nodejs20.x", "index.handler", ("index.js", nodeecho)),
                                       ("pybatch", "python3.11", "app.handler", ("app.py", pybatch)),
-                                      ("wasm", "provided.al2023", "echo.wat", ("echo.wat", wat))]:
+                                      ("wasm", "provided.al2023", "echo.wat", ("echo.wat", wat)),
+                                      ("wasmout", "provided.al2023", "forward.wat", ("forward.wat", forward))]:
     arn = lam.create_function(FunctionName=name, Runtime=runtime, Role=role, Handler=handler, Timeout=30,
                               Code={"ZipFile": zipped(*files)})["FunctionArn"]
     if name == "pybatch":
@@ -180,16 +186,19 @@ for name in $SCENARIOS; do
   DROPPED=$(curl -s "http://127.0.0.1:$HTTP/metrics" | awk 'index($0, "fleetcore_observe_function_logs_dropped_total") == 1 {s += $NF} END {print s + 0}')
   echo "{\"acked\": $ACKED, \"delivered\": $(delivered "$name"), \"cloudwatch_logs_dropped_so_far\": $DROPPED, \"seconds\": $(awk "BEGIN {printf \"%.3f\", $END - $START}"), \"cpu_seconds\": $(awk "BEGIN {printf \"%.3f\", $CPU1 - $CPU0}"), \"worker_cpu_seconds\": $(workers_cpu "$OUT/$name.workers0" "$OUT/$name.workers1"), \"workers\": $(wc -l < "$OUT/$name.workers1"), \"load\": \"$(cut -d' ' -f1-3 /proc/loadavg)\"}" | tee "$OUT/$name-end-to-end.json"
 done
-if [[ " $SCENARIOS " == *" pybatch "* ]]; then
-  # Every record the mapping delivered is in `out`, once per successful batch.
-  "$PY" - "$FC_DATA" "$HTTP" <<'PY' | tee "$OUT/pybatch-out.json"
+# Every record the pipeline delivered is in its output stream (pybatch: `out`, once per
+# successful batch; wasmout: `wasm-out`, once per successful invocation).
+for pair in "pybatch out" "wasmout wasm-out"; do
+  set -- $pair
+  [[ " $SCENARIOS " == *" $1 "* ]] || continue
+  "$PY" - "$FC_DATA" "$HTTP" "$2" <<'PY' | tee "$OUT/$1-out.json"
 import configparser, json, sys, boto3
 cp = configparser.ConfigParser(); cp.read(f"{sys.argv[1]}/credentials")
 k = boto3.client("kinesis", endpoint_url=f"http://127.0.0.1:{sys.argv[2]}", region_name="us-east-1",
                  aws_access_key_id=cp["fleetcore"]["aws_access_key_id"],
                  aws_secret_access_key=cp["fleetcore"]["aws_secret_access_key"])
-shard = k.describe_stream(StreamName="out")["StreamDescription"]["Shards"][0]["ShardId"]
-it = k.get_shard_iterator(StreamName="out", ShardId=shard, ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+shard = k.describe_stream(StreamName=sys.argv[3])["StreamDescription"]["Shards"][0]["ShardId"]
+it = k.get_shard_iterator(StreamName=sys.argv[3], ShardId=shard, ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
 n = 0
 while True:
     r = k.get_records(ShardIterator=it, Limit=10000)
@@ -197,13 +206,14 @@ while True:
     if not r["Records"] and r.get("MillisBehindLatest", 0) == 0:
         break
     it = r["NextShardIterator"]
-print(json.dumps({"records_in_out": n}))
+print(json.dumps({"stream": sys.argv[3], "records_in_out": n}))
 PY
-fi
+done
 "$PY" - "$OUT" <<'PY'
 import json, sys, pathlib
 out = pathlib.Path(sys.argv[1])
 for name, what in [("sql", "rule SQL -> kinesis action (anchor)"), ("wasm", "rule -> wasm lambda"),
+                   ("wasmout", "rule -> wasm lambda -> put_record -> stream"),
                    ("pyecho", "rule -> Python lambda returning its event (no SDK call)"),
                    ("nodeecho", "rule -> Node.js lambda returning its event (no SDK call)"),
                    ("py", "rule -> Python lambda -> stream (boto3 put_record per message)"),

@@ -139,6 +139,8 @@ pub struct Functions {
     log_sink: std::sync::OnceLock<Arc<dyn fleetcore_core::InvocationLogSink>>,
     /// Resolved targets of the seam's callers.
     targets: TargetCache,
+    /// The streams WebAssembly modules put records on (`env.put_record`).
+    streams: Arc<dyn fleetcore_stream::Stream>,
 }
 
 fn new_revision() -> String {
@@ -193,6 +195,7 @@ impl Functions {
             runtime_dir,
             log_sink: std::sync::OnceLock::new(),
             targets: TargetCache::default(),
+            streams: Arc::clone(&streams),
         });
         tokio::spawn(event_queue::run(Arc::downgrade(&functions), streams));
         tokio::spawn(reap_idle_workers(Arc::downgrade(&functions)));
@@ -843,9 +846,10 @@ impl Functions {
         when_busy: WhenBusy,
     ) -> Result<Invoked, FunctionsError> {
         let mut log = String::new();
-        let outcome = self
+        let mut outcome = self
             .execute(target, payload, client_context, when_busy, &mut log)
             .await?;
+        self.put_records(target, vec![&mut outcome]).await;
         self.write_log(&target.config, &log);
         Ok(Invoked {
             outcome,
@@ -885,8 +889,83 @@ impl Functions {
                 slice = std::time::Instant::now();
             }
         }
+        self.put_records(
+            target,
+            results.iter_mut().filter_map(|r| r.as_mut().ok()).collect(),
+        )
+        .await;
         self.write_log(&target.config, &log);
         results
+    }
+
+    /// Appends the records the invocations' module put (`env.put_record`) to their streams:
+    /// each stream's records of all `outcomes` in as few appends as Kinesis allows (one, for a
+    /// batch of up to 500). An invocation whose records are not all written fails
+    /// (`Runtime.PutRecordFailed`), so its caller tries it again.
+    async fn put_records(&self, target: &Target, mut outcomes: Vec<&mut Outcome>) {
+        use fleetcore_stream::{MAX_PUT_BYTES, MAX_PUT_RECORDS, NewRecord};
+        // By stream: (the outcome each record is of, the record).
+        let mut by_stream: BTreeMap<Arc<str>, Vec<(usize, NewRecord)>> = BTreeMap::new();
+        for (i, outcome) in outcomes.iter_mut().enumerate() {
+            for record in outcome.records.drain(..) {
+                by_stream.entry(record.stream).or_default().push((
+                    i,
+                    NewRecord {
+                        partition_key: record.partition_key,
+                        explicit_hash_key: None,
+                        data: record.data,
+                    },
+                ));
+            }
+        }
+        if by_stream.is_empty() {
+            return;
+        }
+        let mut failed: BTreeMap<usize, String> = BTreeMap::new();
+        for (stream, mut records) in by_stream {
+            while !records.is_empty() {
+                let mut bytes = 0;
+                let take = records
+                    .iter()
+                    .take(MAX_PUT_RECORDS)
+                    .take_while(|(_, r)| {
+                        bytes += r.data.len() + r.partition_key.len();
+                        bytes <= MAX_PUT_BYTES
+                    })
+                    .count()
+                    .max(1);
+                let rest = records.split_off(take);
+                let (owners, batch): (Vec<usize>, Vec<NewRecord>) = records.into_iter().unzip();
+                records = rest;
+                match self.streams.put_records(&stream, batch).await {
+                    Ok(results) => {
+                        for (owner, result) in owners.iter().zip(results) {
+                            if let Err(e) = result {
+                                failed.entry(*owner).or_insert_with(|| {
+                                    format!("a record for stream {stream} was refused: {e:?}")
+                                });
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        for owner in owners {
+                            failed.entry(owner).or_insert_with(|| {
+                                format!("the records for stream {stream} were not written: {e}")
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        for (i, outcome) in outcomes.into_iter().enumerate() {
+            if let Some(why) = failed.remove(&i) {
+                tracing::warn!(function = %target.config.name, error = %why, "put_record failed");
+                target.failures.increment(1);
+                let failure = Outcome::failed("Runtime.PutRecordFailed", why);
+                outcome.payload = failure.payload;
+                outcome.function_error = failure.function_error;
+            }
+        }
     }
 
     /// Runs one invocation of `target` and counts it; its framed log is appended to `log`.

@@ -604,6 +604,46 @@ def test_rule_lambda_action_enriches_into_a_stream(fb, aws, clients, uid):
     assert got[0]["attributes"] == {"site": "plant-7"} and got[1]["attributes"] == {}
 
 
+def test_rule_lambda_action_to_wasm_puts_each_result_on_a_stream(fb, aws, clients, uid):
+    """rule -> lambda action -> a WebAssembly function -> Kinesis stream: the module puts its
+    output on the stream through the host's `put_record` (forward.wat); every message arrives
+    once, its bytes the module's document; a record the host refuses (a missing stream) fails
+    the invocation, and the rule's errorAction gets the message."""
+    iot, lam, kinesis = aws("iot", broker=fb), aws("lambda", broker=fb), aws("kinesis", broker=fb)
+    name, out = fn_name(uid), f"wout-{uid}"
+    kinesis.create_stream(StreamName=out, ShardCount=2)
+    wat = (HERE / "functions" / "forward.wat").read_text().replace("wasm-out", out)
+    fn = create(lam, name, {"forward.wat": wat}, runtime="provided.al2023", handler="forward.wat")
+    create_rule(iot, rule_name(uid), f"SELECT n FROM 'fwd/{uid}'",
+                [{"lambda": {"functionArn": fn["FunctionArn"]}}])
+    dev = clients(V5, broker=fb)
+    sent = [dev.publish(f"fwd/{uid}", json.dumps({"n": i}), qos=1, wait=False) for i in range(50)]
+    for info in sent:
+        info.wait_for_publish(30)
+    records = wait_stream(kinesis, out, lambda rs: len(rs) >= 50, timeout=60)
+    assert sorted(json.loads(r["Data"])["wasm"]["n"] for r in records) == list(range(50))
+    assert all(r["PartitionKey"] == "k" for r in records)
+    # Invoked directly, the result comes back once the record is in the stream.
+    r, body = invoke(lam, name, {"n": "direct"})
+    assert body == {"wasm": {"n": "direct"}} and "FunctionError" not in r
+    assert len(stream_records(kinesis, out)) == 51
+    # A stream that does not exist: the invocation fails, the errorAction gets the message.
+    missing = fn_name(uid) + "-m"
+    fn2 = create(lam, missing, {"forward.wat": wat.replace(out, f"nope-{uid}")},
+                 runtime="provided.al2023", handler="forward.wat")
+    r, body = invoke(lam, missing, {"n": 1})
+    assert r["FunctionError"] == "Unhandled" and body["errorType"] == "Runtime.PutRecordFailed", body
+    create_rule(iot, rule_name(uid) + "_m", f"SELECT n FROM 'fwdm/{uid}'",
+                [{"lambda": {"functionArn": fn2["FunctionArn"]}}],
+                errorAction={"republish": {"roleArn": ROLE, "topic": f"fwdm-errors/{uid}"}})
+    sub = clients(V5, broker=fb)
+    sub.subscribe(f"fwdm-errors/{uid}", qos=1)
+    dev.publish(f"fwdm/{uid}", json.dumps({"n": 7}), qos=1)
+    failure = json.loads(sub.wait_message(timeout=60, topic=f"fwdm-errors/{uid}").payload)
+    [failed] = failure["failures"]
+    assert failed["failedAction"] == "LambdaAction" and "PutRecordFailed" in failed["errorMessage"]
+
+
 def test_rule_lambda_action_failure_fires_the_error_action(fb, aws, clients, uid):
     iot, lam = aws("iot", broker=fb), aws("lambda", broker=fb)
     name = fn_name(uid)

@@ -61,6 +61,20 @@ pub struct Outcome {
     pub duration: Duration,
     /// How long starting its worker took, for a cold start.
     pub init: Option<Duration>,
+    /// Records a WebAssembly module put (`env.put_record`) in a successful invocation, for the
+    /// caller to append to their streams.
+    pub records: Vec<OutRecord>,
+}
+
+/// A record a WebAssembly module asked to put on a Kinesis stream (`env.put_record`).
+#[derive(Debug, Clone)]
+pub struct OutRecord {
+    /// The stream's name.
+    pub stream: Arc<str>,
+    /// The partition key (1 to 256 characters).
+    pub partition_key: String,
+    /// The record's data.
+    pub data: Bytes,
 }
 
 impl Outcome {
@@ -73,6 +87,7 @@ impl Outcome {
             written: 0,
             duration: Duration::ZERO,
             init: None,
+            records: Vec::new(),
         }
     }
 

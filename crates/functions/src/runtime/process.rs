@@ -150,30 +150,29 @@ impl Pool {
         let (output, written) = worker.take_output();
         let mut outcome = match reply {
             Some(Reply::Response(body)) => Outcome {
-                payload: body,
-                function_error: None,
                 output,
                 written,
                 duration,
                 init,
+                ..Outcome::result(body)
             },
             Some(Reply::Error(body)) => Outcome {
-                payload: error_document(body, &request_id),
                 function_error: Some("Unhandled"),
                 output,
                 written,
                 duration,
                 init,
+                ..Outcome::result(error_document(body, &request_id))
             },
             Some(Reply::InitError(body)) => {
                 worker.kill();
                 Outcome {
-                    payload: error_document(body, &request_id),
                     function_error: Some("Unhandled"),
                     output,
                     written,
                     duration,
                     init,
+                    ..Outcome::result(error_document(body, &request_id))
                 }
             }
             Some(Reply::Exited(how)) => {

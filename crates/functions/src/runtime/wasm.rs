@@ -18,6 +18,17 @@
 //! - `fail(ptr: i32, len: i32)`: marks the invocation failed; the bytes are the error document
 //!   (a JSON object such as `{"errorType":"Invalid","errorMessage":"..."}`; other text becomes the
 //!   `errorMessage`). The value `handle` returns is then ignored.
+//! - `put_record(stream_ptr, stream_len, key_ptr, key_len, data_ptr, data_len: i32) -> i32`:
+//!   puts a record (the data bytes, with a partition key of 1 to 256 characters) on the Kinesis
+//!   stream named (its name or ARN); what `boto3.client("kinesis").put_record` is to a Python
+//!   handler. Returns 0, or 1 when the record is refused (then a line in the log says why):
+//!   data over 1 MiB, more than [`MAX_RECORDS`] records or [`MAX_RECORDS_BYTES`] bytes in one
+//!   invocation, a name or key that is not UTF-8 text. The records are written by the host
+//!   **after `handle` returned, and only if the invocation succeeded**, all the records of a
+//!   batch of invocations to a stream in one append; the invocation's result is given to its
+//!   caller only once they are durable, and if they cannot be written the invocation fails
+//!   (`Runtime.PutRecordFailed`), so a caller that retries (a rule action, an event source
+//!   mapping) writes them again: at least once, as with an SDK call and a retried Lambda.
 //!
 //! # Instances are reused, as Lambda reuses an execution environment
 //!
@@ -59,7 +70,7 @@ use wasmi::{
     TypedFunc, TypedResumableCall, TypedResumableCallOutOfFuel,
 };
 
-use super::{Concurrency, Invocation, Outcome, WhenBusy};
+use super::{Concurrency, Invocation, OutRecord, Outcome, WhenBusy};
 use crate::logs::MAX_INVOCATION_OUTPUT;
 
 /// Fuel units between two checks of the deadline (a few milliseconds of interpretation).
@@ -68,6 +79,11 @@ pub const FUEL_SLICE: u64 = 2_000_000;
 /// Fuel an invocation may use on the async worker that started it (a few tens of
 /// microseconds of interpretation) before it continues on a thread that may block.
 pub const INLINE_FUEL: u64 = 50_000;
+
+/// Most records one invocation may put (as one Kinesis PutRecords).
+pub const MAX_RECORDS: usize = 500;
+/// Most bytes of record data one invocation may put (as one Kinesis PutRecords).
+pub const MAX_RECORDS_BYTES: usize = 5 << 20;
 
 /// How a run ended without a result.
 enum RunError {
@@ -89,6 +105,48 @@ struct HostState {
     log: Vec<u8>,
     logged: u64,
     failure: Option<Vec<u8>>,
+    /// Records put in this invocation (`env.put_record`), and their data's bytes.
+    records: Vec<OutRecord>,
+    record_bytes: usize,
+}
+
+impl HostState {
+    /// Keeps a record `env.put_record` gave, or says why it is refused.
+    fn put_record(&mut self, stream: &[u8], key: &[u8], data: &[u8]) -> Result<(), String> {
+        let stream = std::str::from_utf8(stream)
+            .ok()
+            .map(|s| s.rsplit_once(":stream/").map_or(s, |(_, name)| name))
+            .filter(|s| !s.is_empty())
+            .ok_or("the stream name is not UTF-8 text")?;
+        let key = std::str::from_utf8(key)
+            .ok()
+            .filter(|k| (1..=256).contains(&k.chars().count()))
+            .ok_or("the partition key is not 1 to 256 characters of UTF-8 text")?;
+        if data.len() > fleetcore_stream::MAX_RECORD_BYTES {
+            return Err(format!(
+                "the data is {} bytes; at most {}",
+                data.len(),
+                fleetcore_stream::MAX_RECORD_BYTES
+            ));
+        }
+        if self.records.len() >= MAX_RECORDS || self.record_bytes + data.len() > MAX_RECORDS_BYTES {
+            return Err(format!(
+                "an invocation puts at most {MAX_RECORDS} records of {MAX_RECORDS_BYTES} bytes"
+            ));
+        }
+        // Most modules write to one stream: its name is shared, not copied per record.
+        let stream = match self.records.last() {
+            Some(last) if &*last.stream == stream => Arc::clone(&last.stream),
+            _ => Arc::from(stream),
+        };
+        self.record_bytes += data.len();
+        self.records.push(OutRecord {
+            stream,
+            partition_key: key.to_string(),
+            data: Bytes::copy_from_slice(data),
+        });
+        Ok(())
+    }
 }
 
 /// One instantiated module in its own store: the execution environment of an invocation.
@@ -125,7 +183,7 @@ fn guest_memory(caller: &Caller<'_, HostState>) -> Result<Memory, wasmi::Error> 
 fn guest_range(data: &[u8], ptr: i32, len: i32) -> Result<&[u8], wasmi::Error> {
     let (start, len) = (ptr as u32 as usize, len as u32 as usize);
     data.get(start..start.saturating_add(len))
-        .ok_or_else(|| wasmi::Error::new("log/fail: range outside the memory"))
+        .ok_or_else(|| wasmi::Error::new("a host call's range is outside the memory"))
 }
 
 /// Reads `len` bytes at `ptr` of the caller's exported memory.
@@ -180,6 +238,34 @@ impl WasmFunction {
                     let bytes = read_guest(&caller, ptr, len)?;
                     caller.data_mut().failure = Some(bytes);
                     Ok(())
+                },
+            )
+            .map_err(|e| e.to_string())?;
+        linker
+            .func_wrap(
+                "env",
+                "put_record",
+                |mut caller: Caller<'_, HostState>,
+                 stream_ptr: i32,
+                 stream_len: i32,
+                 key_ptr: i32,
+                 key_len: i32,
+                 data_ptr: i32,
+                 data_len: i32| {
+                    let memory = guest_memory(&caller)?;
+                    let (memory, state) = memory.data_and_store_mut(&mut caller);
+                    let stream = guest_range(memory, stream_ptr, stream_len)?;
+                    let key = guest_range(memory, key_ptr, key_len)?;
+                    let data = guest_range(memory, data_ptr, data_len)?;
+                    Ok(match state.put_record(stream, key, data) {
+                        Ok(()) => 0,
+                        Err(why) => {
+                            let line = format!("put_record refused: {why}\n");
+                            state.logged += line.len() as u64;
+                            state.log.extend_from_slice(line.as_bytes());
+                            1
+                        }
+                    })
                 },
             )
             .map_err(|e| e.to_string())?;
@@ -311,6 +397,8 @@ impl WasmFunction {
         let failure = state.failure.take();
         let output = std::mem::take(&mut state.log);
         let written = std::mem::replace(&mut state.logged, 0);
+        let records = std::mem::take(&mut state.records);
+        state.record_bytes = 0;
         let reusable = matches!(result, Ok((_, true)))
             && failure.is_none()
             && sandbox.memory.data_size(&sandbox.store) <= self.memory_bytes / 2;
@@ -328,7 +416,10 @@ impl WasmFunction {
                     ..Outcome::result(document)
                 }
             }
-            (Ok((result, _)), None) => Outcome::result(Bytes::from(result)),
+            (Ok((result, _)), None) => Outcome {
+                records,
+                ..Outcome::result(Bytes::from(result))
+            },
             (Err(error), None) => failure_outcome(invocation, error),
         };
         if reusable {
@@ -356,6 +447,8 @@ impl WasmFunction {
                 log: Vec::new(),
                 logged: 0,
                 failure: None,
+                records: Vec::new(),
+                record_bytes: 0,
             },
         );
         store.limiter(|state| &mut state.limits);
@@ -580,6 +673,65 @@ mod tests {
         assert_eq!(&failed.payload[..], br#"{"errorMessage":"bad"}"#);
         let looped = call(&f, "L");
         assert!(String::from_utf8_lossy(&looped.payload).contains("Task timed out"));
+    }
+
+    /// Puts the event on stream `out` (key `k`) and answers `ok`; an event starting with `!`
+    /// then fails, one starting with `E` puts with an empty key (refused) and answers the code.
+    const FORWARD: &str = r#"
+    (module
+      (import "env" "put_record" (func $put (param i32 i32 i32 i32 i32 i32) (result i32)))
+      (import "env" "fail" (func $fail (param i32 i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 0) "outkok")
+      (func (export "alloc") (param $len i32) (result i32) (i32.const 1024))
+      (func (export "dealloc") (param i32 i32))
+      (func (export "handle") (param $ptr i32) (param $len i32) (result i64)
+        (if (i32.eq (i32.load8_u (local.get $ptr)) (i32.const 69))
+          (then
+            (i32.store (i32.const 16)
+              (call $put (i32.const 0) (i32.const 3) (i32.const 3) (i32.const 0)
+                         (local.get $ptr) (local.get $len)))
+            (return (i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const 4)))))
+        (drop (call $put (i32.const 0) (i32.const 3) (i32.const 3) (i32.const 1)
+                         (local.get $ptr) (local.get $len)))
+        (if (i32.eq (i32.load8_u (local.get $ptr)) (i32.const 33))
+          (then (call $fail (i32.const 0) (i32.const 3))))
+        (i64.or (i64.shl (i64.const 4) (i64.const 32)) (i64.const 2))))
+    "#;
+
+    #[test]
+    fn put_records_come_with_a_successful_outcome_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("forward.wat");
+        std::fs::write(&path, FORWARD).expect("write");
+        let f = WasmFunction::load(&path, 128, 1, false).expect("load");
+        let ok = call(&f, r#"{"t":1}"#);
+        assert_eq!(ok.function_error, None);
+        assert_eq!(&ok.payload[..], b"ok");
+        assert_eq!(ok.records.len(), 1);
+        assert_eq!(&*ok.records[0].stream, "out");
+        assert_eq!(ok.records[0].partition_key, "k");
+        assert_eq!(&ok.records[0].data[..], br#"{"t":1}"#);
+        // The warm instance's next invocation has its own records only.
+        let next = call(&f, "{}");
+        assert_eq!(next.init, None);
+        assert_eq!(next.records.len(), 1);
+        assert_eq!(&next.records[0].data[..], b"{}");
+        // A failed invocation's records are not written.
+        let failed = call(&f, "!x");
+        assert_eq!(failed.function_error, Some("Unhandled"));
+        assert!(failed.records.is_empty());
+        // A refused record: code 1, the reason in the log, nothing put.
+        let refused = call(&f, "E");
+        assert_eq!(refused.function_error, None);
+        assert_eq!(&refused.payload[..], 1u32.to_le_bytes());
+        assert!(refused.records.is_empty());
+        assert!(
+            String::from_utf8_lossy(&refused.output)
+                .contains("put_record refused: the partition key"),
+            "{:?}",
+            String::from_utf8_lossy(&refused.output)
+        );
     }
 
     #[test]

@@ -9,27 +9,34 @@
 //! and reading them would re-parse every file on every query; here the text is copied once, into
 //! the queue, and stored once, with retention and filter patterns working as for any group.
 //!
-//! The queue holds [`QUEUE_DEPTH`] invocations; when it is full the log is dropped and counted
-//! (`fleetcore_observe_function_logs_dropped_total`): an invocation never waits for the store.
+//! The queue holds [`QUEUE_DEPTH`] hand-offs (an invocation's log, or a batch's); when it is full
+//! the log is dropped and counted (`fleetcore_observe_function_logs_dropped_total`): an
+//! invocation never waits for the store. The writer commits at most once per [`PACE`], all it
+//! finds queued in one transaction: a commit is an fsync, and one per hand-off cost more CPU
+//! than storing the lines (logs show up at most that much later).
 
 use std::sync::Arc;
 
 use fleetcore_core::InvocationLogSink;
 use tokio::sync::mpsc;
 
-use super::{InputEvent, LogStore, MAX_BATCH, MAX_BATCH_BYTES};
+use super::{Appended, LogStore};
 use crate::cloudwatch::now_secs;
 
 /// Invocation logs waiting for the writer before new ones are dropped.
 pub const QUEUE_DEPTH: usize = 4096;
-/// Invocations the writer takes from the queue at once.
-const DRAIN: usize = 256;
+/// Hand-offs the writer takes from the queue at once.
+const DRAIN: usize = 1024;
+/// Least time between two commits of the writer.
+pub const PACE: std::time::Duration = std::time::Duration::from_millis(50);
 
-/// One invocation's log, split into events, for one stream.
+/// One invocation's log (or a batch of invocations' logs), for one stream.
 struct Entry {
     group: String,
     stream: String,
-    events: Vec<InputEvent>,
+    timestamp: i64,
+    /// Framed lines; each line, its `\n` kept, is one event.
+    text: String,
 }
 
 /// The seam's implementation: a bounded queue drained into the log store by [`start`]'s task.
@@ -49,10 +56,19 @@ pub fn start(store: Arc<LogStore>) -> Arc<LambdaLogFeed> {
     let (queue, mut receiver) = mpsc::channel::<Entry>(QUEUE_DEPTH);
     tokio::spawn(async move {
         let mut taken = Vec::with_capacity(DRAIN);
+        let mut last = tokio::time::Instant::now();
         while receiver.recv_many(&mut taken, DRAIN).await > 0 {
+            // Let a burst gather: at most one commit per PACE.
+            tokio::time::sleep_until(last + PACE).await;
+            while taken.len() < DRAIN
+                && let Ok(entry) = receiver.try_recv()
+            {
+                taken.push(entry);
+            }
+            last = tokio::time::Instant::now();
             let entries = std::mem::take(&mut taken);
             let store = Arc::clone(&store);
-            let written = tokio::task::spawn_blocking(move || write(&store, entries)).await;
+            let written = tokio::task::spawn_blocking(move || write(&store, &entries)).await;
             if let Ok(Err(e)) = written {
                 tracing::warn!(error = %e, "function invocation logs not stored");
             }
@@ -64,49 +80,27 @@ pub fn start(store: Arc<LogStore>) -> Arc<LambdaLogFeed> {
     })
 }
 
-/// Appends the entries, consecutive ones of the same stream in one batch within AWS's limits.
-fn write(store: &LogStore, entries: Vec<Entry>) -> Result<(), super::LogsError> {
-    let mut batch: Vec<InputEvent> = Vec::new();
-    let mut bytes = 0;
-    let mut current: Option<(String, String)> = None;
+/// Stores the entries in one transaction: one line, one event; consecutive entries of the
+/// same stream together (the store cuts them into chunks).
+fn write(store: &LogStore, entries: &[Entry]) -> Result<(), super::LogsError> {
+    let mut parts: Vec<Appended<'_>> = Vec::new();
     for entry in entries {
-        let key = (entry.group, entry.stream);
-        if current.as_ref() != Some(&key) {
-            if let Some((group, stream)) = &current {
-                flush(store, group, stream, &mut batch, &mut bytes)?;
+        let lines = entry
+            .text
+            .split_inclusive('\n')
+            .map(|line| (entry.timestamp, line));
+        match parts.last_mut() {
+            Some(part) if part.group == entry.group && part.stream == entry.stream => {
+                part.events.extend(lines);
             }
-            current = Some(key);
-        }
-        for event in entry.events {
-            let size = event.message.len() + 26;
-            if (batch.len() == MAX_BATCH || bytes + size > MAX_BATCH_BYTES)
-                && let Some((group, stream)) = &current
-            {
-                flush(store, group, stream, &mut batch, &mut bytes)?;
-            }
-            bytes += size;
-            batch.push(event);
+            _ => parts.push(Appended {
+                group: &entry.group,
+                stream: &entry.stream,
+                events: lines.collect(),
+            }),
         }
     }
-    if let Some((group, stream)) = &current {
-        flush(store, group, stream, &mut batch, &mut bytes)?;
-    }
-    Ok(())
-}
-
-fn flush(
-    store: &LogStore,
-    group: &str,
-    stream: &str,
-    batch: &mut Vec<InputEvent>,
-    bytes: &mut usize,
-) -> Result<(), super::LogsError> {
-    if !batch.is_empty() {
-        store.append(group, stream, batch)?;
-    }
-    batch.clear();
-    *bytes = 0;
-    Ok(())
+    store.append_all(parts)
 }
 
 /// `2026/12/06`, the date part of a Lambda log stream name (UTC).
@@ -121,17 +115,11 @@ fn date_of(ms: i64) -> String {
 impl InvocationLogSink for LambdaLogFeed {
     fn invocation_log(&self, function: &str, version: &str, log: &str) {
         let timestamp = (now_secs() * 1000.0) as i64;
-        let events = log
-            .split_inclusive('\n')
-            .map(|line| InputEvent {
-                timestamp,
-                message: line.to_string(),
-            })
-            .collect();
         let entry = Entry {
             group: group_name(function),
             stream: format!("{}/[{version}]{}", date_of(timestamp), self.instance),
-            events,
+            timestamp,
+            text: log.to_string(),
         };
         if self.queue.try_send(entry).is_err() {
             metrics::counter!("fleetcore_observe_function_logs_dropped_total").increment(1);
@@ -177,7 +165,7 @@ mod tests {
         };
         assert!(name.contains("/[$LATEST]"), "{name}");
         assert_eq!(name.len(), "2026/12/06/[$LATEST]".len() + 32, "{name}");
-        let lines: Vec<&str> = events.iter().filter_map(|e| e.2["m"].as_str()).collect();
+        let lines: Vec<&str> = events.iter().map(|e| e.message.as_str()).collect();
         assert_eq!(lines.len(), 4);
         assert_eq!(lines[1], "hello\n");
         assert!(lines[3].starts_with("REPORT RequestId: r1"));

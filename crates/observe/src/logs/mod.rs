@@ -2,6 +2,7 @@
 //! groups and streams, PutLogEvents, GetLogEvents, FilterLogEvents, retention; stored in
 //! `<data>/logs/logs.redb`. The platform writes its own events here too ([`LogStore::append`]).
 
+mod chunk;
 pub mod filter;
 pub mod lambda;
 pub mod platform;
@@ -16,18 +17,24 @@ use axum::response::IntoResponse;
 use axum::routing::post;
 use fleetcore_api::extract::content_decoded;
 use fleetcore_api::{ApiError, RequestContext};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle, WriteTransaction,
+};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
 use crate::cloudwatch::now_secs;
+pub use chunk::StoredEvent;
 use filter::FilterPattern;
 
 /// Group name to `{"created": ms, "retention": days|null}`.
 const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
 /// `(group, stream)` to `{"created": ms, "first": ms, "last": ms, "ingested": ms, "bytes": n}`.
 const STREAMS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("streams");
-/// `(group, stream, timestamp ms, sequence)` to `{"m": message, "i": ingestion ms}`.
+/// `(group, stream, first timestamp ms, first sequence)` to a chunk of events ([`chunk`]).
+const CHUNKS: TableDefinition<(&str, &str, i64, u64), &[u8]> = TableDefinition::new("chunks");
+/// A store written before chunks: `(group, stream, timestamp ms, sequence)` to
+/// `{"m": message, "i": ingestion ms}`, one row per event; moved into chunks when opened.
 const EVENTS: TableDefinition<(&str, &str, i64, u64), &[u8]> = TableDefinition::new("events");
 
 /// Retention values AWS accepts, in days.
@@ -110,6 +117,20 @@ pub struct InputEvent {
     pub message: String,
 }
 
+/// Events of one log stream the platform appends ([`LogStore::append_all`]): borrowed
+/// `(timestamp ms, message)` pairs.
+pub struct Appended<'a> {
+    /// The log group (created if missing).
+    pub group: &'a str,
+    /// The log stream (created if missing).
+    pub stream: &'a str,
+    /// The events; any order (they are stored in timestamp order).
+    pub events: Vec<(i64, &'a str)>,
+}
+
+/// What [`LogStore::store_events`] refused, by PutLogEvents' `rejectedLogEventsInfo` keys.
+type Rejected = serde_json::Map<String, Json>;
+
 /// The log store.
 pub struct LogStore {
     db: Database,
@@ -119,7 +140,7 @@ pub struct LogStore {
 }
 
 impl LogStore {
-    /// Opens (or creates) the store in `dir`.
+    /// Opens (or creates) the store in `dir`; a store written before chunks is converted.
     pub fn open(
         dir: &std::path::Path,
         region: &str,
@@ -130,7 +151,8 @@ impl LogStore {
         let txn = db.begin_write()?;
         txn.open_table(GROUPS)?;
         txn.open_table(STREAMS)?;
-        txn.open_table(EVENTS)?;
+        txn.open_table(CHUNKS)?;
+        migrate_events(&txn)?;
         txn.commit()?;
         Ok(LogStore {
             db,
@@ -150,19 +172,12 @@ impl LogStore {
 
     /// CreateLogGroup.
     pub fn create_group(&self, name: &str, retention: Option<i64>) -> Result<(), LogsError> {
-        check_name(name, "log group", |c| {
-            c.is_ascii_alphanumeric() || "_-/.#".contains(c)
-        })?;
+        check_group_name(name)?;
         let txn = self.db.begin_write()?;
-        {
-            let mut groups = txn.open_table(GROUPS)?;
-            if groups.get(name)?.is_some() {
-                return Err(LogsError::Exists(
-                    "The specified log group already exists".into(),
-                ));
-            }
-            let record = json!({"created": now_ms(), "retention": retention});
-            groups.insert(name, record.to_string().as_bytes())?;
+        if !insert_group(&txn, name, retention)? {
+            return Err(LogsError::Exists(
+                "The specified log group already exists".into(),
+            ));
         }
         txn.commit()?;
         Ok(())
@@ -170,20 +185,15 @@ impl LogStore {
 
     /// CreateLogStream.
     pub fn create_stream(&self, group: &str, stream: &str) -> Result<(), LogsError> {
-        check_name(stream, "log stream", |c| c != ':' && c != '*')?;
+        check_stream_name(stream)?;
         let txn = self.db.begin_write()?;
-        {
-            if txn.open_table(GROUPS)?.get(group)?.is_none() {
-                return Err(no_group());
-            }
-            let mut streams = txn.open_table(STREAMS)?;
-            if streams.get((group, stream))?.is_some() {
-                return Err(LogsError::Exists(
-                    "The specified log stream already exists".into(),
-                ));
-            }
-            let record = json!({"created": now_ms(), "bytes": 0});
-            streams.insert((group, stream), record.to_string().as_bytes())?;
+        if txn.open_table(GROUPS)?.get(group)?.is_none() {
+            return Err(no_group());
+        }
+        if !insert_stream(&txn, group, stream)? {
+            return Err(LogsError::Exists(
+                "The specified log stream already exists".into(),
+            ));
         }
         txn.commit()?;
         Ok(())
@@ -196,15 +206,30 @@ impl LogStore {
         stream: &str,
         events: &[InputEvent],
     ) -> Result<(), LogsError> {
-        match self.create_group(group, None) {
-            Ok(()) | Err(LogsError::Exists(_)) => {}
-            Err(e) => return Err(e),
+        self.append_all(vec![Appended {
+            group,
+            stream,
+            events: events
+                .iter()
+                .map(|e| (e.timestamp, e.message.as_str()))
+                .collect(),
+        }])
+    }
+
+    /// Appends events of several streams in one transaction (one commit), creating groups and
+    /// streams as needed. Events outside the time window PutLogEvents accepts (or past their
+    /// group's retention) are left out, as PutLogEvents leaves them out.
+    pub fn append_all(&self, parts: Vec<Appended<'_>>) -> Result<(), LogsError> {
+        let txn = self.db.begin_write()?;
+        let now = now_ms();
+        for mut part in parts {
+            insert_group(&txn, part.group, None)?;
+            insert_stream(&txn, part.group, part.stream)?;
+            part.events.sort_by_key(|(timestamp, _)| *timestamp);
+            self.store_events(&txn, part.group, part.stream, &part.events, now)?;
         }
-        match self.create_stream(group, stream) {
-            Ok(()) | Err(LogsError::Exists(_)) => {}
-            Err(e) => return Err(e),
-        }
-        self.put(group, stream, events).map(|_| ())
+        txn.commit()?;
+        Ok(())
     }
 
     /// PutLogEvents: the accepted events are stored; too old / too new / expired ones are
@@ -238,60 +263,20 @@ impl LogStore {
                     .into(),
             ));
         }
-        let now = now_ms();
+        let events: Vec<(i64, &str)> = events
+            .iter()
+            .map(|e| (e.timestamp, e.message.as_str()))
+            .collect();
         let txn = self.db.begin_write()?;
-        let mut rejected = serde_json::Map::new();
-        {
-            let groups = txn.open_table(GROUPS)?;
-            let group_record = groups.get(group)?.ok_or_else(no_group)?;
-            let retention = json_of(group_record.value())["retention"].as_i64();
-            let mut streams = txn.open_table(STREAMS)?;
-            let mut record = match streams.get((group, stream))? {
-                Some(v) => json_of(v.value()),
-                None => {
-                    return Err(LogsError::NotFound(
-                        "The specified log stream does not exist.".into(),
-                    ));
-                }
-            };
-            let too_old = now - 14 * 86_400_000;
-            let expired = retention.map(|d| now - d * 86_400_000);
-            let too_new = now + 2 * 3_600_000;
-            let mut events_table = txn.open_table(EVENTS)?;
-            let mut stored = 0u64;
-            for (i, event) in events.iter().enumerate() {
-                if expired.is_some_and(|e| event.timestamp < e) {
-                    rejected.insert("expiredLogEventEndIndex".into(), json!(i + 1));
-                    continue;
-                }
-                if event.timestamp < too_old {
-                    rejected.insert("tooOldLogEventEndIndex".into(), json!(i + 1));
-                    continue;
-                }
-                if event.timestamp > too_new {
-                    rejected
-                        .entry("tooNewLogEventStartIndex")
-                        .or_insert(json!(i));
-                    continue;
-                }
-                let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-                let value = json!({"m": event.message, "i": now});
-                events_table.insert(
-                    (group, stream, event.timestamp, seq),
-                    value.to_string().as_bytes(),
-                )?;
-                stored += event.message.len() as u64;
-                if record["first"].as_i64().is_none_or(|f| event.timestamp < f) {
-                    record["first"] = json!(event.timestamp);
-                }
-                if record["last"].as_i64().is_none_or(|l| event.timestamp > l) {
-                    record["last"] = json!(event.timestamp);
-                }
-            }
-            record["ingested"] = json!(now);
-            record["bytes"] = json!(record["bytes"].as_u64().unwrap_or(0) + stored);
-            streams.insert((group, stream), record.to_string().as_bytes())?;
+        if txn.open_table(GROUPS)?.get(group)?.is_none() {
+            return Err(no_group());
         }
+        if txn.open_table(STREAMS)?.get((group, stream))?.is_none() {
+            return Err(LogsError::NotFound(
+                "The specified log stream does not exist.".into(),
+            ));
+        }
+        let rejected = self.store_events(&txn, group, stream, &events, now_ms())?;
         txn.commit()?;
         let mut out =
             json!({"nextSequenceToken": format!("{:056}", self.seq.load(Ordering::Relaxed))});
@@ -299,6 +284,73 @@ impl LogStore {
             out["rejectedLogEventsInfo"] = Json::Object(rejected);
         }
         Ok(out)
+    }
+
+    /// Stores `events` (timestamp order) of an existing stream in `txn` as chunks, with the
+    /// stream's figures; returns what it refused (too old, too new, past retention).
+    fn store_events(
+        &self,
+        txn: &WriteTransaction,
+        group: &str,
+        stream: &str,
+        events: &[(i64, &str)],
+        now: i64,
+    ) -> Result<Rejected, LogsError> {
+        let retention = match txn.open_table(GROUPS)?.get(group)? {
+            Some(v) => json_of(v.value())["retention"].as_i64(),
+            None => return Err(no_group()),
+        };
+        let mut streams = txn.open_table(STREAMS)?;
+        let mut record = match streams.get((group, stream))? {
+            Some(v) => json_of(v.value()),
+            None => {
+                return Err(LogsError::NotFound(
+                    "The specified log stream does not exist.".into(),
+                ));
+            }
+        };
+        let too_old = now - 14 * 86_400_000;
+        let expired = retention.map(|d| now - d * 86_400_000);
+        let too_new = now + 2 * 3_600_000;
+        let mut rejected = Rejected::new();
+        let mut accepted = Vec::with_capacity(events.len());
+        for (i, &(timestamp, message)) in events.iter().enumerate() {
+            if expired.is_some_and(|e| timestamp < e) {
+                rejected.insert("expiredLogEventEndIndex".into(), json!(i + 1));
+            } else if timestamp < too_old {
+                rejected.insert("tooOldLogEventEndIndex".into(), json!(i + 1));
+            } else if timestamp > too_new {
+                rejected
+                    .entry("tooNewLogEventStartIndex")
+                    .or_insert(json!(i));
+            } else {
+                accepted.push((timestamp, message));
+            }
+        }
+        let first_seq = self.seq.fetch_add(accepted.len() as u64, Ordering::Relaxed);
+        let mut chunks = txn.open_table(CHUNKS)?;
+        let mut value = Vec::new();
+        for run in chunk::runs(&accepted) {
+            let events = &accepted[run.clone()];
+            chunk::encode(now, events, &mut value);
+            chunks.insert(
+                (group, stream, events[0].0, first_seq + run.start as u64),
+                value.as_slice(),
+            )?;
+        }
+        if let (Some(first), Some(last)) = (accepted.first(), accepted.last()) {
+            if record["first"].as_i64().is_none_or(|f| first.0 < f) {
+                record["first"] = json!(first.0);
+            }
+            if record["last"].as_i64().is_none_or(|l| last.0 > l) {
+                record["last"] = json!(last.0);
+            }
+        }
+        let stored: u64 = accepted.iter().map(|(_, m)| m.len() as u64).sum();
+        record["ingested"] = json!(now);
+        record["bytes"] = json!(record["bytes"].as_u64().unwrap_or(0) + stored);
+        streams.insert((group, stream), record.to_string().as_bytes())?;
+        Ok(rejected)
     }
 
     /// DeleteLogGroup, with its streams and events.
@@ -317,10 +369,10 @@ impl LogStore {
                 .take_while(|(g, _)| g == group)
                 .map(|(_, s)| s)
                 .collect();
-            let mut events = txn.open_table(EVENTS)?;
+            let mut chunks = txn.open_table(CHUNKS)?;
             for stream in &names {
                 streams.remove((group, stream.as_str()))?;
-                events.retain_in(
+                chunks.retain_in(
                     (group, stream.as_str(), i64::MIN, 0)
                         ..=(group, stream.as_str(), i64::MAX, u64::MAX),
                     |_, _| false,
@@ -354,7 +406,8 @@ impl LogStore {
         Ok(())
     }
 
-    /// Deletes events older than their group's retention; returns how many.
+    /// Deletes events older than their group's retention; returns how many. A chunk holding
+    /// events on both sides of the cutoff is written again with the newer ones.
     pub fn expire(&self, now: i64) -> Result<usize, LogsError> {
         let txn = self.db.begin_write()?;
         let mut removed = 0;
@@ -369,7 +422,7 @@ impl LogStore {
                 })
                 .collect();
             let streams = txn.open_table(STREAMS)?;
-            let mut events = txn.open_table(EVENTS)?;
+            let mut chunks = txn.open_table(CHUNKS)?;
             for (group, days) in groups {
                 let cutoff = now - days * 86_400_000;
                 for entry in streams.range((group.as_str(), "")..)? {
@@ -378,10 +431,30 @@ impl LogStore {
                     if g != group {
                         break;
                     }
-                    events.retain_in((g, s, i64::MIN, 0)..(g, s, cutoff, 0), |_, _| {
-                        removed += 1;
-                        false
-                    })?;
+                    // Chunks that start before the cutoff, with the events they keep.
+                    let mut kept: Vec<(Vec<StoredEvent>, usize)> = Vec::new();
+                    for entry in chunks.range((g, s, i64::MIN, 0)..(g, s, cutoff, 0))? {
+                        let (k, v) = entry?;
+                        let mut events = Vec::new();
+                        chunk::read_into(k.value().3, v.value(), i64::MIN, i64::MAX, &mut events)?;
+                        let total = events.len();
+                        events.retain(|e| e.timestamp >= cutoff);
+                        kept.push((events, total));
+                    }
+                    chunks.retain_in((g, s, i64::MIN, 0)..(g, s, cutoff, 0), |_, _| false)?;
+                    let mut value = Vec::new();
+                    for (events, total) in kept {
+                        removed += total - events.len();
+                        let Some(first) = events.first() else {
+                            continue;
+                        };
+                        let pairs: Vec<(i64, &str)> = events
+                            .iter()
+                            .map(|e| (e.timestamp, e.message.as_str()))
+                            .collect();
+                        chunk::encode(first.ingestion, &pairs, &mut value);
+                        chunks.insert((g, s, first.timestamp, first.seq), value.as_slice())?;
+                    }
                 }
             }
         }
@@ -480,7 +553,7 @@ impl LogStore {
         stream: &str,
         start: i64,
         end: i64,
-    ) -> Result<Vec<(i64, u64, Json)>, LogsError> {
+    ) -> Result<Vec<StoredEvent>, LogsError> {
         let txn = self.db.begin_read()?;
         if txn.open_table(STREAMS)?.get((group, stream))?.is_none() {
             return Err(if txn.open_table(GROUPS)?.get(group)?.is_none() {
@@ -489,13 +562,17 @@ impl LogStore {
                 LogsError::NotFound("The specified log stream does not exist.".into())
             });
         }
-        let events = txn.open_table(EVENTS)?;
+        let chunks = txn.open_table(CHUNKS)?;
         let mut out = Vec::new();
-        for entry in events.range((group, stream, start, 0)..(group, stream, end, 0))? {
+        // A chunk spans at most CHUNK_SPAN_MS: one that starts that long before `start` may
+        // still hold events of the range.
+        let from = start.saturating_sub(chunk::CHUNK_SPAN_MS);
+        for entry in chunks.range((group, stream, from, 0)..(group, stream, end, 0))? {
             let (k, v) = entry?;
-            let (_, _, ts, seq) = k.value();
-            out.push((ts, seq, json_of(v.value())));
+            chunk::read_into(k.value().3, v.value(), start, end, &mut out)?;
         }
+        // Chunks whose times overlap (puts of older events) interleave.
+        out.sort_by_key(|e| (e.timestamp, e.seq));
         Ok(out)
     }
 
@@ -526,16 +603,17 @@ impl LogStore {
                 _ => Err(bad()),
             }
         };
-        let page: Vec<&(i64, u64, Json)> = match input.next_token.as_deref() {
+        let page: Vec<&StoredEvent> = match input.next_token.as_deref() {
             Some(token) => {
                 let (forward, pos) = position(token)?;
                 if forward {
                     all.iter()
-                        .filter(|e| (e.0, e.1) > pos)
+                        .filter(|e| (e.timestamp, e.seq) > pos)
                         .take(limit)
                         .collect()
                 } else {
-                    let before: Vec<_> = all.iter().filter(|e| (e.0, e.1) < pos).collect();
+                    let before: Vec<_> =
+                        all.iter().filter(|e| (e.timestamp, e.seq) < pos).collect();
                     before[before.len().saturating_sub(limit)..].to_vec()
                 }
             }
@@ -544,14 +622,14 @@ impl LogStore {
         };
         // With nothing further the token given comes back, as AWS does.
         let forward = match page.last() {
-            Some(e) => format!("f/{}:{}", e.0, e.1),
+            Some(e) => format!("f/{}:{}", e.timestamp, e.seq),
             None => match input.next_token.as_deref() {
                 Some(t) if t.starts_with("f/") => t.to_string(),
                 _ => format!("f/{}:{}", i64::MIN, 0),
             },
         };
         let backward = match page.first() {
-            Some(e) => format!("b/{}:{}", e.0, e.1),
+            Some(e) => format!("b/{}:{}", e.timestamp, e.seq),
             None => match input.next_token.as_deref() {
                 Some(t) if t.starts_with("b/") => t.to_string(),
                 _ => format!("b/{}:{}", i64::MAX, u64::MAX),
@@ -559,7 +637,7 @@ impl LogStore {
         };
         let events: Vec<Json> = page
             .iter()
-            .map(|(ts, _, v)| json!({"timestamp": ts, "message": v["m"], "ingestionTime": v["i"]}))
+            .map(|e| json!({"timestamp": e.timestamp, "message": e.message, "ingestionTime": e.ingestion}))
             .collect();
         Ok(json!({"events": events, "nextForwardToken": forward, "nextBackwardToken": backward}))
     }
@@ -599,39 +677,135 @@ impl LogStore {
         };
         let mut matched = Vec::new();
         for name in &names {
-            for (ts, seq, v) in self.stream_events(
+            for event in self.stream_events(
                 &group,
                 name,
                 input.start_time.unwrap_or(i64::MIN),
                 input.end_time.unwrap_or(i64::MAX),
             )? {
-                if after.is_some_and(|a| (ts, seq) <= a) {
+                if after.is_some_and(|a| (event.timestamp, event.seq) <= a) {
                     continue;
                 }
-                if pattern.matches(v["m"].as_str().unwrap_or("")) {
-                    matched.push((ts, seq, name.clone(), v));
+                if pattern.matches(&event.message) {
+                    matched.push((name.as_str(), event));
                 }
             }
         }
-        matched.sort_by_key(|(ts, seq, _, _)| (*ts, *seq));
+        matched.sort_by_key(|(_, e)| (e.timestamp, e.seq));
         let limit = input.limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE);
         let more = matched.len() > limit;
         matched.truncate(limit);
         let mut out = json!({
-            "events": matched.iter().map(|(ts, seq, stream, v)| json!({
+            "events": matched.iter().map(|(stream, e)| json!({
                 "logStreamName": stream,
-                "timestamp": ts,
-                "message": v["m"],
-                "ingestionTime": v["i"],
-                "eventId": format!("{ts}-{seq}"),
+                "timestamp": e.timestamp,
+                "message": e.message,
+                "ingestionTime": e.ingestion,
+                "eventId": format!("{}-{}", e.timestamp, e.seq),
             })).collect::<Vec<_>>(),
             "searchedLogStreams": names.iter().map(|n| json!({"logStreamName": n, "searchedCompletely": true})).collect::<Vec<_>>(),
         });
-        if more && let Some((ts, seq, _, _)) = matched.last() {
-            out["nextToken"] = json!(format!("{ts}:{seq}"));
+        if more && let Some((_, e)) = matched.last() {
+            out["nextToken"] = json!(format!("{}:{}", e.timestamp, e.seq));
         }
         Ok(out)
     }
+}
+
+/// Creates log group `name` in `txn` unless it exists; true if it was created.
+fn insert_group(
+    txn: &WriteTransaction,
+    name: &str,
+    retention: Option<i64>,
+) -> Result<bool, LogsError> {
+    let mut groups = txn.open_table(GROUPS)?;
+    if groups.get(name)?.is_some() {
+        return Ok(false);
+    }
+    check_group_name(name)?;
+    let record = json!({"created": now_ms(), "retention": retention});
+    groups.insert(name, record.to_string().as_bytes())?;
+    Ok(true)
+}
+
+/// Creates log stream `stream` of the existing `group` in `txn` unless it exists; true if it
+/// was created.
+fn insert_stream(txn: &WriteTransaction, group: &str, stream: &str) -> Result<bool, LogsError> {
+    let mut streams = txn.open_table(STREAMS)?;
+    if streams.get((group, stream))?.is_some() {
+        return Ok(false);
+    }
+    check_stream_name(stream)?;
+    let record = json!({"created": now_ms(), "bytes": 0});
+    streams.insert((group, stream), record.to_string().as_bytes())?;
+    Ok(true)
+}
+
+/// Moves the events of a store written before chunks (one row each, table `events`) into
+/// chunks, then drops that table. A chunk needs consecutive sequences and one ingestion time,
+/// so consecutive rows of one stream share a chunk while theirs continue (the rows of one old
+/// put did), within [`chunk::runs`]' limits.
+fn migrate_events(txn: &WriteTransaction) -> Result<(), LogsError> {
+    if !txn.list_tables()?.any(|t| t.name() == EVENTS.name()) {
+        return Ok(());
+    }
+    {
+        let events = txn.open_table(EVENTS)?;
+        let mut chunks = txn.open_table(CHUNKS)?;
+        let mut value = Vec::new();
+        let mut run: Vec<StoredEvent> = Vec::new();
+        let mut run_stream: Option<(String, String)> = None;
+        let mut run_bytes = 0;
+        let mut flush = |stream: &Option<(String, String)>,
+                         run: &mut Vec<StoredEvent>|
+         -> Result<(), LogsError> {
+            if let (Some((g, s)), Some(first)) = (stream, run.first()) {
+                let pairs: Vec<(i64, &str)> = run
+                    .iter()
+                    .map(|e| (e.timestamp, e.message.as_str()))
+                    .collect();
+                chunk::encode(first.ingestion, &pairs, &mut value);
+                chunks.insert(
+                    (g.as_str(), s.as_str(), first.timestamp, first.seq),
+                    value.as_slice(),
+                )?;
+            }
+            run.clear();
+            Ok(())
+        };
+        for entry in events.iter()? {
+            let (k, v) = entry?;
+            let (g, s, timestamp, seq) = k.value();
+            let doc = json_of(v.value());
+            let event = StoredEvent {
+                timestamp,
+                seq,
+                ingestion: doc["i"].as_i64().unwrap_or(0),
+                message: doc["m"].as_str().unwrap_or_default().to_string(),
+            };
+            let same_stream = run_stream
+                .as_ref()
+                .is_some_and(|(rg, rs)| rg == g && rs == s);
+            let continues = same_stream
+                && run.first().zip(run.last()).is_some_and(|(first, last)| {
+                    last.seq.checked_add(1) == Some(seq)
+                        && last.ingestion == event.ingestion
+                        && chunk::fits(first.timestamp, run.len(), run_bytes, timestamp)
+                });
+            if !continues {
+                flush(&run_stream, &mut run)?;
+                run_bytes = 0;
+                if !same_stream {
+                    run_stream = Some((g.to_string(), s.to_string()));
+                }
+            }
+            run_bytes += event.message.len();
+            run.push(event);
+        }
+        flush(&run_stream, &mut run)?;
+    }
+    txn.delete_table(EVENTS)?;
+    Ok(())
 }
 
 fn no_group() -> LogsError {
@@ -640,6 +814,16 @@ fn no_group() -> LogsError {
 
 fn missing(what: &str) -> LogsError {
     LogsError::Invalid(format!("{what} is required"))
+}
+
+fn check_group_name(name: &str) -> Result<(), LogsError> {
+    check_name(name, "log group", |c| {
+        c.is_ascii_alphanumeric() || "_-/.#".contains(c)
+    })
+}
+
+fn check_stream_name(name: &str) -> Result<(), LogsError> {
+    check_name(name, "log stream", |c| c != ':' && c != '*')
 }
 
 fn check_name(name: &str, what: &str, allowed: impl Fn(char) -> bool) -> Result<(), LogsError> {
@@ -838,3 +1022,6 @@ fn handle(store: &LogStore, op: &str, body: &[u8]) -> Result<Json, ApiError> {
         .json11()),
     }
 }
+
+#[cfg(test)]
+mod tests;
