@@ -407,6 +407,19 @@ mod tests {
         }
     }
 
+    /// Waits (up to 20 s) until the newest reprocessing of `pipeline` has succeeded; its id.
+    async fn finished(analytics: &crate::Analytics, pipeline: &str) -> String {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let newest = analytics.reprocessings(pipeline).unwrap().remove(0);
+            if newest.status == crate::reprocess::ReprocessingStatus::Succeeded {
+                return newest.id;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{newest:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     fn messages(seqs: std::ops::Range<i64>) -> Vec<fleetcore_core::ChannelMessage> {
         seqs.map(|i| fleetcore_core::ChannelMessage {
             message_id: i.to_string(),
@@ -483,10 +496,35 @@ mod tests {
         assert_eq!(sample, [json!({"seq": 3}), json!({"seq": 4})]);
 
         // A reprocessing reads the bucket again: every message lands a second time.
-        let id = analytics.start_reprocessing("p", None, None).unwrap();
+        let window = crate::reprocess::Input::Window {
+            start: None,
+            end: None,
+        };
+        let id = analytics.start_reprocessing("p", window).await.unwrap();
         assert_eq!(seqs_eventually(&analytics, "d", 10).await.len(), 10);
-        let done = analytics.reprocessings("p").unwrap();
-        assert_eq!(done[0].id, id);
+        assert_eq!(finished(&analytics, "p").await, id);
+
+        // channelMessages.s3Paths name the objects by their keys in the bucket: a key that is
+        // not one of the channel's objects fails the call; the named object lands once more.
+        for (bad, says) in [
+            ("c/00000000000000000001.jsonl", "its keys are raw/c/"),
+            ("raw/c/1.jsonl", "its keys are raw/c/"),
+            (
+                "raw/c/00000000000000000002.jsonl",
+                "is not stored in channel c",
+            ),
+        ] {
+            let paths = crate::reprocess::Input::Paths(vec![bad.into()]);
+            let err = analytics.start_reprocessing("p", paths).await.unwrap_err();
+            assert!(matches!(err, AnalyticsError::Invalid(_)), "{err:?}");
+            assert!(err.to_string().contains(says), "{bad}: {err}");
+        }
+        let paths = crate::reprocess::Input::Paths(vec![keys[0].clone(), keys[0].clone()]);
+        let id = analytics.start_reprocessing("p", paths).await.unwrap();
+        assert_eq!(finished(&analytics, "p").await, id);
+        let mut thrice: Vec<i64> = (0..5).flat_map(|i| [i, i, i]).collect();
+        thrice.sort_unstable();
+        assert_eq!(seqs(&analytics, "d").await, thrice);
 
         // Retention is ignored for the customer's bucket, and the objects outlive the channel.
         analytics

@@ -9,7 +9,7 @@
 //! writer puts every mark of a file before its messages, so the file itself records, atomically
 //! with the messages, how far into the stream it holds ([`ChannelFiles::last_mark`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -319,6 +319,51 @@ impl ChannelFiles {
             .filter(|s| *s > seq)
             .take(limit)
             .collect())
+    }
+
+    /// The object key prefix of `channel`'s files, as StartPipelineReprocessing's
+    /// `channelMessages.s3Paths` name them: `<keyPrefix><channel>/` in the customer's bucket,
+    /// or for a service-managed channel `channels/<channel>/` (its folder under the data
+    /// folder's `analytics/`).
+    pub(crate) fn key_prefix(&self, channel: &str) -> Result<String, AnalyticsError> {
+        Ok(match self.place(channel)? {
+            Place::Folder(_) => format!("channels/{channel}/"),
+            Place::Bucket(placed) => placed.prefix.clone(),
+        })
+    }
+
+    /// The numbers of the files of `channel` whose object keys are `keys` (see
+    /// [`ChannelFiles::key_prefix`]), ascending and without repeats; the error names the
+    /// first key that is not one of its files.
+    pub(crate) async fn files_of_keys(
+        &self,
+        channel: &str,
+        keys: &[String],
+    ) -> Result<Vec<u64>, AnalyticsError> {
+        let prefix = self.key_prefix(channel)?;
+        let stored: HashSet<u64> = self.place(channel)?.numbers().await?.into_iter().collect();
+        let mut files = Vec::with_capacity(keys.len());
+        for key in keys {
+            let seq = key
+                .strip_prefix(prefix.as_str())
+                .and_then(|name| seq_of(Path::new(name)).filter(|seq| file_name(*seq) == name));
+            match seq {
+                Some(seq) if stored.contains(&seq) => files.push(seq),
+                Some(_) => {
+                    return Err(AnalyticsError::Invalid(format!(
+                        "channelMessages.s3Paths: `{key}` is not stored in channel {channel} (no such object, or retention removed it)"
+                    )));
+                }
+                None => {
+                    return Err(AnalyticsError::Invalid(format!(
+                        "channelMessages.s3Paths: `{key}` is not a message object of channel {channel}: its keys are {prefix}<20-digit number>.jsonl"
+                    )));
+                }
+            }
+        }
+        files.sort_unstable();
+        files.dedup();
+        Ok(files)
     }
 
     /// The number of the last file of `channel` (0 when empty).

@@ -83,16 +83,20 @@ pub enum Source {
     },
 }
 
-/// A DataFusion session with identifiers kept as written. (Parquet filter pushdown stays off:
-/// measured, it made the filtered top-N slower, 52 -> 69-74 ms CPU; see BENCHMARKS.md.)
-pub(crate) fn session() -> SessionContext {
-    let mut config = SessionConfig::new();
+/// A DataFusion session with identifiers kept as written; its other settings are DataFusion's
+/// defaults, or what the engine's own `DATAFUSION_*` environment variables set (e.g.
+/// `DATAFUSION_EXECUTION_TARGET_PARTITIONS=1`); a variable with a value the setting does not
+/// take is an error. (Parquet filter pushdown stays off by default: measured, it made the
+/// filtered top-N slower, 52 -> 69-74 ms CPU; see BENCHMARKS.md.)
+pub(crate) fn session() -> Result<SessionContext, AnalyticsError> {
+    let mut config = SessionConfig::from_env()
+        .map_err(|e| engine(format!("a DATAFUSION_* environment variable: {e}")))?;
     config.options_mut().sql_parser.enable_ident_normalization = false;
     let ctx = SessionContext::new_with_config(config);
     for udf in crate::functions::udfs() {
         ctx.register_udf(udf);
     }
-    ctx
+    Ok(ctx)
 }
 
 /// The partition columns of a Hive folder: the `key=` names along its first branch.
@@ -221,7 +225,7 @@ pub async fn run_in(
     sql: &str,
     window: Option<&Window>,
 ) -> Result<Vec<RecordBatch>, AnalyticsError> {
-    let ctx = session();
+    let ctx = session()?;
     tracing::debug!("query session ready");
     let windowed = window.map(|_| referenced(&ctx, sql)).unwrap_or_default();
     for table in tables {

@@ -1,6 +1,7 @@
 //! StartPipelineReprocessing: runs the messages that arrived in a channel during
-//! [startTime, endTime) through the pipeline's current activities into its datastore again, in
-//! a background task beside the pipeline's own runner. Its progress (the last channel file
+//! [startTime, endTime), or those of the channel files named by `channelMessages.s3Paths`,
+//! through the pipeline's current activities into its datastore again, in a background task
+//! beside the pipeline's own runner. Its progress (the last channel file
 //! done) is stored after each batch and its output files are named after the reprocessing and
 //! the files they came from, so after a restart it resumes and each message lands once per
 //! reprocessing. One reprocessing runs per pipeline at a time; CancelPipelineReprocessing stops
@@ -34,6 +35,29 @@ pub enum ReprocessingStatus {
     Failed,
 }
 
+/// What a reprocessing runs through the pipeline again.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// The messages that arrived in [start, end) (epoch seconds; open when absent).
+    Window {
+        /// `startTime`.
+        start: Option<f64>,
+        /// `endTime`.
+        end: Option<f64>,
+    },
+    /// Every message of the channel files with these object keys (`channelMessages.s3Paths`).
+    Paths(Vec<String>),
+}
+
+/// The channel files a reprocessing of `channelMessages.s3Paths` takes, resolved at the call.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Chosen {
+    /// The pipeline's channel when the call was made.
+    pub channel: String,
+    /// The numbers of its files, ascending.
+    pub files: Vec<u64>,
+}
+
 /// One reprocessing of a pipeline.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Reprocessing {
@@ -45,6 +69,9 @@ pub struct Reprocessing {
     pub start_ms: Option<i64>,
     /// The window end (exclusive), epoch milliseconds.
     pub end_ms: Option<i64>,
+    /// The channel files named by `channelMessages.s3Paths` (`None`: the time window).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chosen: Option<Chosen>,
     /// The last channel file done.
     pub done: u64,
     /// Creation, epoch seconds.
@@ -56,21 +83,36 @@ fn key(pipeline: &str, id: &str) -> String {
 }
 
 impl Analytics {
-    /// StartPipelineReprocessing of the window [start, end) (epoch seconds); the id.
-    pub fn start_reprocessing(
+    /// StartPipelineReprocessing of `input`; the id. Every path of `channelMessages.s3Paths`
+    /// is checked to be a file of the pipeline's channel now, so a bad one fails the call.
+    pub async fn start_reprocessing(
         self: &Arc<Self>,
         pipeline: &str,
-        start: Option<f64>,
-        end: Option<f64>,
+        input: Input,
     ) -> Result<String, AnalyticsError> {
-        self.pipeline(pipeline)?;
-        if let (Some(s), Some(e)) = (start, end)
-            && s >= e
-        {
-            return Err(AnalyticsError::Invalid(
-                "startTime must be before endTime".into(),
-            ));
-        }
+        let record = self.pipeline(pipeline)?;
+        let (start, end, chosen) = match input {
+            Input::Window { start, end } => {
+                if let (Some(s), Some(e)) = (start, end)
+                    && s >= e
+                {
+                    return Err(AnalyticsError::Invalid(
+                        "startTime must be before endTime".into(),
+                    ));
+                }
+                (start, end, None)
+            }
+            Input::Paths(paths) => {
+                let plan = Plan::build(&record.activities, &self.services)
+                    .map_err(AnalyticsError::Invalid)?;
+                let files = self.channels.files_of_keys(&plan.channel, &paths).await?;
+                let chosen = Chosen {
+                    channel: plan.channel,
+                    files,
+                };
+                (None, None, Some(chosen))
+            }
+        };
         if let Some(running) = self
             .reprocessings(pipeline)?
             .into_iter()
@@ -87,6 +129,7 @@ impl Analytics {
             status: ReprocessingStatus::Running,
             start_ms: start.map(|s| (s * 1000.0) as i64),
             end_ms: end.map(|e| (e * 1000.0) as i64),
+            chosen,
             done: 0,
             created: now_seconds(),
         };
@@ -209,10 +252,26 @@ impl Analytics {
             else {
                 return Ok(());
             };
-            let files = self
-                .channels
-                .after(&plan.channel, progress.done, FILES_PER_BATCH)
-                .await?;
+            let files = match &progress.chosen {
+                Some(chosen) if chosen.channel != plan.channel => {
+                    return Err(AnalyticsError::Invalid(format!(
+                        "the pipeline now reads channel {} instead of {}, whose files were named",
+                        plan.channel, chosen.channel
+                    )));
+                }
+                Some(chosen) => chosen
+                    .files
+                    .iter()
+                    .copied()
+                    .filter(|seq| *seq > progress.done)
+                    .take(FILES_PER_BATCH)
+                    .collect(),
+                None => {
+                    self.channels
+                        .after(&plan.channel, progress.done, FILES_PER_BATCH)
+                        .await?
+                }
+            };
             let (Some(first), Some(last)) = (files.first(), files.last()) else {
                 return Ok(());
             };

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use super::{ListQuery, created, no_content, page};
 use crate::Analytics;
+use crate::reprocess::Input;
 use crate::resources::tag_list;
 
 #[derive(Debug, Default, Deserialize)]
@@ -114,13 +115,41 @@ pub(super) async fn start_reprocessing(
     Path(name): Path<String>,
     Json(request): Json<ReprocessingRequest>,
 ) -> Result<Response, ApiError> {
-    if request.channel_messages.is_some() {
-        return Err(ApiError::invalid_request(
-            "channelMessages.s3Paths are not supported by this server: reprocess a time window with startTime and endTime",
-        ));
-    }
-    let id = analytics.start_reprocessing(&name, request.start_time, request.end_time)?;
+    let input = match request.channel_messages {
+        None => Input::Window {
+            start: request.start_time,
+            end: request.end_time,
+        },
+        Some(_) if request.start_time.is_some() || request.end_time.is_some() => {
+            return Err(ApiError::invalid_request(
+                "channelMessages cannot be used with startTime or endTime",
+            ));
+        }
+        Some(messages) => Input::Paths(s3_paths(&messages).map_err(ApiError::invalid_request)?),
+    };
+    let id = analytics.start_reprocessing(&name, input).await?;
     Ok(axum::Json(json!({"reprocessingId": id})).into_response())
+}
+
+/// `channelMessages.s3Paths`, checked against AWS's limits: 1 to 100 keys of 1 to 1024
+/// characters.
+fn s3_paths(messages: &Value) -> Result<Vec<String>, String> {
+    let paths = messages
+        .get("s3Paths")
+        .and_then(Value::as_array)
+        .ok_or("channelMessages.s3Paths must be a list of object keys")?;
+    if !(1..=100).contains(&paths.len()) {
+        return Err("channelMessages.s3Paths must hold 1 to 100 object keys".into());
+    }
+    paths
+        .iter()
+        .map(|path| match path.as_str() {
+            Some(key) if (1..=1024).contains(&key.len()) => Ok(key.to_string()),
+            _ => Err(format!(
+                "channelMessages.s3Paths: {path} is not an object key of 1 to 1024 characters"
+            )),
+        })
+        .collect()
 }
 
 pub(super) async fn cancel_reprocessing(

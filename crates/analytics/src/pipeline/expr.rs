@@ -46,7 +46,7 @@ impl SqlExpr {
         Ok(SqlExpr {
             text: text.to_string(),
             attributes: attributes.into_iter().collect(),
-            ctx: crate::query::session(),
+            ctx: crate::query::session().map_err(|e| e.to_string())?,
         })
     }
 

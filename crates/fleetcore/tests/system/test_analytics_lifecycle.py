@@ -110,7 +110,7 @@ def test_pipeline_reprocessing_runs_a_window_again(ia, uid):
         ia.cancel_pipeline_reprocessing(pipelineName=n, reprocessingId="nosuchid")
     assert error_of(exc)[:2] == ("ResourceNotFoundException", 404)
     with pytest.raises(ClientError) as exc:
-        ia.start_pipeline_reprocessing(pipelineName=n, channelMessages={"s3Paths": ["a/b"]})
+        ia.start_pipeline_reprocessing(pipelineName=n, startTime=start, channelMessages={"s3Paths": ["a/b"]})
     code, status, message = error_of(exc)
     assert (code, status) == ("InvalidRequestException", 400) and "startTime" in message
     with pytest.raises(ClientError) as exc:
@@ -119,6 +119,54 @@ def test_pipeline_reprocessing_runs_a_window_again(ia, uid):
     with pytest.raises(ClientError) as exc:
         ia.start_pipeline_reprocessing(pipelineName=n + "_missing")
     assert error_of(exc)[:2] == ("ResourceNotFoundException", 404)
+
+
+def test_pipeline_reprocessing_of_channel_messages_s3_paths(broker, ia, uid):
+    """channelMessages.s3Paths: the keys of the channel's message files (for a service-managed
+    channel `channels/<channel>/<file>`, its folder under the data folder's `analytics/`); the
+    named files' messages go through the pipeline again, the others do not; a key that is not
+    one of the channel's files fails the call itself and starts nothing."""
+    n = ident(uid)
+    ia.create_channel(channelName=n)
+    ia.create_datastore(datastoreName=n)
+    ia.create_pipeline(pipelineName=n, pipelineActivities=pipeline(
+        n, n, n, {"math": {"attribute": "twice", "math": "seq * 2"}}))
+    ia.create_dataset(datasetName=n, actions=[{"actionName": "q", "queryAction": {
+        "sqlQuery": f"SELECT seq, count(*) AS n FROM {n} GROUP BY seq ORDER BY seq"}}])
+    # Three calls, three channel files (each put is answered once its file is durable).
+    for batch in range(3):
+        assert put(ia, n, *({"seq": 10 * batch + i} for i in range(3))) == []
+    once = [{"seq": str(10 * b + i), "n": "1"} for b in range(3) for i in range(3)]
+    count_rows(ia, n, once)
+
+    folder = broker.data_dir / "analytics" / "channels" / n
+    files = {}
+    for f in folder.glob("*.jsonl"):
+        seqs = [json.loads(line.split("\t", 1)[1])["seq"] for line in f.read_text().splitlines()]
+        files[seqs[0] // 10] = f"channels/{n}/{f.name}"
+    assert sorted(files) == [0, 1, 2], files
+
+    bad = [
+        ({"s3Paths": [f"channels/{n}/{99999:020}.jsonl"]}, "is not stored in channel"),
+        ({"s3Paths": [f"channels/other/{1:020}.jsonl"]}, f"its keys are channels/{n}/"),
+        ({"s3Paths": [files[0], "no/such/key.jsonl"]}, "no/such/key.jsonl"),
+        ({"s3Paths": [files[0]] * 101}, "1 to 100"),
+    ]
+    for messages, needle in bad:
+        with pytest.raises(ClientError) as exc:
+            ia.start_pipeline_reprocessing(pipelineName=n, channelMessages=messages)
+        code, status, message = error_of(exc)
+        assert (code, status) == ("InvalidRequestException", 400), message
+        assert needle in message, message
+    assert ia.describe_pipeline(pipelineName=n)["pipeline"]["reprocessingSummaries"] == []
+
+    rid = ia.start_pipeline_reprocessing(pipelineName=n, channelMessages={"s3Paths": [files[2], files[0]]})[
+        "reprocessingId"]
+    done = wait_until(lambda: (s := ia.describe_pipeline(pipelineName=n)["pipeline"]["reprocessingSummaries"])
+                      and s[0]["status"] != "RUNNING" and s, 30, what="reprocessing")
+    assert [(s["id"], s["status"]) for s in done] == [(rid, "SUCCEEDED")]
+    # The first and third files' messages landed a second time, the second file's did not.
+    count_rows(ia, n, [{"seq": str(10 * b + i), "n": "1" if b == 1 else "2"} for b in range(3) for i in range(3)])
 
 
 def test_scheduled_dataset_runs_by_itself_across_a_restart(broker_factory, aws, uid):

@@ -189,6 +189,30 @@ def test_channel_in_a_customer_bucket(broker_factory, aws, moto, uid):
     ia.start_pipeline_reprocessing(pipelineName=n)
     twice = sorted(kept + kept, key=lambda r: int(r["seq"]))
     assert rows_eventually(ia, n, len(twice)) == twice
+    wait_until(lambda: ia.describe_pipeline(pipelineName=n)["pipeline"]["reprocessingSummaries"][0]["status"]
+               == "SUCCEEDED", 30, what="the reprocessing done")
+
+    # channelMessages.s3Paths name the channel's objects by their keys in the customer's
+    # bucket: a second batch is its own object, and reprocessing only the first object's key
+    # lands only its messages once more. A key that is not one of the channel's objects fails
+    # the call.
+    more = [{"seq": i, "temp": 100 + i} for i in range(10, 13)]
+    assert put(ia, n, *more) == []
+    kept += [{"seq": str(m["seq"]), "temp": str(m["temp"])} for m in more]
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]]
+    assert len(keys) == 2, keys
+    assert rows_eventually(ia, n, len(twice) + len(more))[-len(more):] == kept[-len(more):]
+    for bad, needle in ((f"{prefix}{99:020}.jsonl", "is not stored in channel"),
+                        (f"channels/{n}/{1:020}.jsonl", f"its keys are {prefix}")):
+        with pytest.raises(ClientError) as exc:
+            ia.start_pipeline_reprocessing(pipelineName=n, channelMessages={"s3Paths": [bad]})
+        code, status, message = error_of(exc)
+        assert (code, status) == ("InvalidRequestException", 400) and needle in message, message
+    ia.start_pipeline_reprocessing(pipelineName=n, channelMessages={"s3Paths": [sorted(keys)[0]]})
+    first = [r for r in kept if int(r["seq"]) < 10]
+    thrice = sorted(first * 3 + kept[-len(more):], key=lambda r: int(r["seq"]))
+    assert rows_eventually(ia, n, len(thrice)) == thrice
+    messages += more
 
     # DeleteChannel leaves the customer's objects in the customer's bucket.
     ia.delete_pipeline(pipelineName=n)
