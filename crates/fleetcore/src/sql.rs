@@ -43,6 +43,10 @@ pub struct SqlArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
+    /// Also print, on standard error, how long the query took from finding the tables to the
+    /// formatted rows (the engine's time, without the process's start and exit).
+    #[arg(long)]
+    timing: bool,
 }
 
 impl SqlArgs {
@@ -115,6 +119,7 @@ impl SqlArgs {
     /// Runs the query and prints the rows.
     pub async fn run(self) -> anyhow::Result<()> {
         tracing::debug!("sql started");
+        let started = std::time::Instant::now();
         let tables = self.tables().await?;
         let batches = query::run(&tables, &self.query).await?;
         let out = match self.format {
@@ -130,6 +135,9 @@ impl SqlArgs {
                 json
             }
         };
+        if self.timing {
+            eprintln!("query time: {:.3} ms", started.elapsed().as_secs_f64() * 1e3);
+        }
         std::io::Write::write_all(&mut std::io::stdout().lock(), &out)?;
         tracing::debug!("sql printed");
         Ok(())

@@ -14,6 +14,7 @@ import base64
 import csv
 import io
 import json
+import re
 import subprocess
 import urllib.request
 
@@ -274,6 +275,13 @@ def test_mqtt_telemetry_to_dataset_csv_and_duckdb(broker, ia, aws, clients, uid,
                           "--format", "csv", sql], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert list(csv.DictReader(io.StringIO(out.stdout))) == expected
+    assert "query time" not in out.stderr, out.stderr
+    # --timing adds the engine's time on standard error and leaves the rows as they are
+    timed = subprocess.run([str(FLEETCORE_BIN), "sql", "--timing", "--data-dir", str(broker.data_dir),
+                            "--format", "csv", sql], capture_output=True, text=True, timeout=120)
+    assert timed.returncode == 0, timed.stderr
+    assert timed.stdout == out.stdout
+    assert re.search(r"^query time: [0-9]+\.[0-9]{3} ms$", timed.stderr, re.M), timed.stderr
 
 
 def test_kill_during_ingest_loses_nothing(broker_factory, aws, uid):
