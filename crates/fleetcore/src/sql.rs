@@ -136,7 +136,10 @@ impl SqlArgs {
             }
         };
         if self.timing {
-            eprintln!("query time: {:.3} ms", started.elapsed().as_secs_f64() * 1e3);
+            eprintln!(
+                "query time: {:.3} ms",
+                started.elapsed().as_secs_f64() * 1e3
+            );
         }
         std::io::Write::write_all(&mut std::io::stdout().lock(), &out)?;
         tracing::debug!("sql printed");
