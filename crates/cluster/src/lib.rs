@@ -18,6 +18,7 @@
 //! not hold yet: MQTT 5 properties stay per node (see docs/SCALING.md).
 
 mod forward;
+mod kv_bucket;
 mod members;
 mod retained;
 mod route;

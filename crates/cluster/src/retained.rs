@@ -18,7 +18,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, kv, stream};
+use async_nats::jetstream::{self, kv};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -62,7 +62,7 @@ pub(crate) async fn start(
 ) -> Result<(), ClusterError> {
     let js = jetstream::new(client.clone());
     let name = format!("{}_retained", config.subject_prefix);
-    let bucket = bucket(&js, &name)
+    let bucket = crate::kv_bucket::bucket(&js, &name, "fleetcore retained messages, one per topic")
         .await
         .map_err(|message| ClusterError::JetStream {
             stream: format!("KV_{name}"),
@@ -73,29 +73,6 @@ pub(crate) async fn start(
     tokio::spawn(write(bucket.clone(), writes));
     tokio::spawn(apply(bucket, router));
     Ok(())
-}
-
-/// The bucket `name`, made on nats-server 2.9's APIs when missing (history 1, file storage).
-async fn bucket(js: &jetstream::Context, name: &str) -> Result<kv::Store, String> {
-    if let Ok(store) = js.get_key_value(name).await {
-        return Ok(store);
-    }
-    js.get_or_create_stream(stream::Config {
-        name: format!("KV_{name}"),
-        description: Some("fleetcore retained messages, one per topic".into()),
-        subjects: vec![format!("$KV.{name}.>")],
-        max_messages_per_subject: 1,
-        storage: stream::StorageType::File,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        num_replicas: 1,
-        discard: stream::DiscardPolicy::New,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| e.to_string())?;
-    js.get_key_value(name).await.map_err(|e| e.to_string())
 }
 
 /// The bucket key of `topic`.

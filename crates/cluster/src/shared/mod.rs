@@ -182,12 +182,16 @@ pub(crate) async fn start(
     .await?;
     let js = jetstream::new(client.clone());
     let name = format!("{}_shared", config.subject_prefix);
-    let bucket = record::bucket(&js, &name)
-        .await
-        .map_err(|message| ClusterError::JetStream {
-            stream: format!("KV_{name}"),
-            message,
-        })?;
+    let bucket = crate::kv_bucket::bucket(
+        &js,
+        &name,
+        "fleetcore shared groups: their readers and consumer generation",
+    )
+    .await
+    .map_err(|message| ClusterError::JetStream {
+        stream: format!("KV_{name}"),
+        message,
+    })?;
     // One event per group gained or lost here, each following a subscription change the
     // router made already: unbounded, since dropping one would leave a group read, or unread,
     // for good; the coordinator handles each in milliseconds.

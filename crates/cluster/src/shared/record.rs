@@ -21,11 +21,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use async_nats::jetstream::{
-    self,
-    kv::{self, CreateErrorKind, Operation, UpdateErrorKind},
-    stream,
-};
+use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -98,29 +94,6 @@ impl Record {
             (last && self.generation > 0).then_some(self.generation),
         )
     }
-}
-
-/// The bucket `name`, made on nats-server 2.9's APIs when missing (history 1, file storage).
-pub(super) async fn bucket(js: &jetstream::Context, name: &str) -> Result<kv::Store, String> {
-    if let Ok(store) = js.get_key_value(name).await {
-        return Ok(store);
-    }
-    js.get_or_create_stream(stream::Config {
-        name: format!("KV_{name}"),
-        description: Some("fleetcore shared groups: their readers and consumer generation".into()),
-        subjects: vec![format!("$KV.{name}.>")],
-        max_messages_per_subject: 1,
-        storage: stream::StorageType::File,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        num_replicas: 1,
-        discard: stream::DiscardPolicy::New,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| e.to_string())?;
-    js.get_key_value(name).await.map_err(|e| e.to_string())
 }
 
 /// The longest pause between two attempts when NATS does not answer.
