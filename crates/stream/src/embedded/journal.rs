@@ -6,8 +6,8 @@
 //! acknowledged once the journal is synced. The segment files are synced later, all together, at
 //! a checkpoint: when the journal is full, before a layout change (delete, reshard, retention),
 //! after a failed batch and at a clean shutdown. A checkpoint then starts a new journal
-//! *generation* and the journal is overwritten from its start, in place (after the first pass
-//! the file no longer grows, so a sync writes no file metadata).
+//! *generation* and the journal is overwritten from its start, in place (the file is zero-filled
+//! when created, so a sync writes the data only, no file metadata).
 //!
 //! Opening replays the current generation: every record a shard's recovered segments do not
 //! hold (its sequence number is past the shard's tip) is appended to the shard's newest segment.
@@ -118,6 +118,7 @@ impl Journal {
                 let mut header = vec![0; FRAMES_START as usize];
                 header[..slot_len()].copy_from_slice(&slot(0));
                 file.write_all_at(&header, 0)?;
+                preallocate(&file, capacity, &path)?;
                 file.sync_all()?;
                 sync_dir(dir)?;
                 file
@@ -222,6 +223,23 @@ impl Journal {
     }
 }
 
+/// Fills the journal with zeros up to `capacity`, so that appends overwrite allocated blocks and
+/// their fdatasync writes no file metadata (size, extents). Where the disk has no room for that,
+/// the journal grows as it is written instead.
+fn preallocate(file: &File, capacity: u64, path: &Path) -> io::Result<()> {
+    let zeros = vec![0; 1 << 20];
+    let mut at = FRAMES_START;
+    while at < capacity {
+        let len = (capacity - at).min(zeros.len() as u64) as usize;
+        if let Err(error) = file.write_all_at(&zeros[..len], at) {
+            tracing::warn!(%error, journal = %path.display(), "could not preallocate the commit journal; it grows as it is written");
+            return file.set_len(FRAMES_START);
+        }
+        at += len as u64;
+    }
+    Ok(())
+}
+
 fn slot_len() -> usize {
     MAGIC.len() + 8 + 4
 }
@@ -309,6 +327,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut journal, replayed) = Journal::open(dir.path(), 1 << 20).expect("open");
         assert!(replayed.is_empty());
+        let file_len = || {
+            std::fs::metadata(dir.path().join(FILE_NAME))
+                .expect("meta")
+                .len()
+        };
+        assert_eq!(file_len(), 1 << 20, "preallocated");
         assert!(journal.make_room(10_000).expect("room"));
         let mut entries = journal.entries(1024);
         entries.push(5, 0, &segment_frame(1, b"one"));
@@ -320,6 +344,7 @@ mod tests {
         let half = &torn.bytes[..torn.bytes.len() / 2];
         journal.file.write_all_at(half, journal.end).expect("write");
         drop(journal);
+        assert_eq!(file_len(), 1 << 20, "written in place");
 
         let (mut journal, replayed) = Journal::open(dir.path(), 1 << 20).expect("reopen");
         let found: Vec<(u64, u32, u128, &[u8])> = replayed

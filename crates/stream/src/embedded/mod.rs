@@ -60,8 +60,8 @@ pub struct EmbeddedConfig {
     pub retention_interval: Duration,
     /// Payload bytes that may wait for the writer; further puts wait for room (back-pressure).
     pub queue_bytes: usize,
-    /// The commit journal is checkpointed (every segment it covers synced, then overwritten from
-    /// its start) once it would grow past this many bytes; it is also what a crash replays.
+    /// Size of the commit journal (zero-filled when created): it is checkpointed (every segment
+    /// it covers synced, then overwritten from its start) once a batch would not fit.
     pub journal_bytes: u64,
     /// The time source ([`SystemTime::now`] outside tests).
     pub clock: Clock,
@@ -73,7 +73,7 @@ impl Default for EmbeddedConfig {
             segment_bytes: 64 << 20,
             retention_interval: Duration::from_secs(60),
             queue_bytes: 64 << 20,
-            journal_bytes: 16 << 20,
+            journal_bytes: 8 << 20,
             clock: Arc::new(SystemTime::now),
         }
     }
