@@ -18,6 +18,8 @@
 #   PERF=1 BINS=target/release/fleetcore benches/rules_cpu.sh   # + perf record -g of the server
 #                                                               # in the measured window
 #   BARE=1 ...   # each server first takes the same load on a topic no rule wants (bare QoS 1)
+#   ACTIONS=4 ... # the rule has 4 kinesis actions, to 4 streams of 4 shards (rules.sh's `four`);
+#                 # "whole" then waits for every action to deliver every message
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BINS=${BINS:-target/release/fleetcore}
@@ -25,6 +27,7 @@ ROUNDS=${ROUNDS:-2}
 DURATION=${DURATION:-8}
 PUBLISHERS=${PUBLISHERS:-10}
 SIZE=${SIZE:-256}
+ACTIONS=${ACTIONS:-1}
 PERF=${PERF:-}
 BARE=${BARE:-}
 SHARED=${SHARED:-$(cd .. && pwd)/shared}
@@ -79,17 +82,19 @@ fleetcore() {
   PIDS+=("$pid")
   wait_port 127.0.0.1 "$mqtt"
   wait_port 127.0.0.1 "$http"
-  "$PY" - "$data" "$http" <<'PY'
+  "$PY" - "$data" "$http" "$ACTIONS" <<'PY'
 import configparser, sys, boto3
 cp = configparser.ConfigParser(); cp.read(f"{sys.argv[1]}/credentials")
 s = boto3.session.Session(aws_access_key_id=cp["fleetcore"]["aws_access_key_id"],
                           aws_secret_access_key=cp["fleetcore"]["aws_secret_access_key"], region_name="us-east-1")
 url = f"http://127.0.0.1:{sys.argv[2]}"
-s.client("kinesis", endpoint_url=url).create_stream(StreamName="s1", ShardCount=4)
+streams = [f"s{n}" for n in range(1, int(sys.argv[3]) + 1)]
+for stream in streams:
+    s.client("kinesis", endpoint_url=url).create_stream(StreamName=stream, ShardCount=4)
 s.client("iot", endpoint_url=url).create_topic_rule(ruleName="one", topicRulePayload={
     "sql": "SELECT * FROM 'one/#'", "awsIotSqlVersion": "2016-03-23",
-    "actions": [{"kinesis": {"roleArn": "arn:aws:iam::000000000000:role/r", "streamName": "s1",
-                             "partitionKey": "${topic()}"}}]})
+    "actions": [{"kinesis": {"roleArn": "arn:aws:iam::000000000000:role/r", "streamName": stream,
+                             "partitionKey": "${topic()}"}} for stream in streams]})
 PY
   if [ -n "$BARE" ]; then
     load "$name-bare" "$mqtt" bare/t "$pid"
@@ -103,7 +108,7 @@ PY
   ingested=$(( $(metric fleetcore_ingest_records_total "$http") - ingested0 ))
   for _ in $(seq 1 1200); do
     delivered=$(metric 'fleetcore_rules_action_succeeded_total{' "$http")
-    [ "$delivered" -ge "$ingested" ] && break
+    [ "$delivered" -ge $(( ingested * ACTIONS )) ] && break
     sleep 0.1
   done
   echo "$start $(cpu "$pid") $ingested $delivered $(( $(metric fleetcore_stream_commit_batches_total "$http") - commits0 ))" >"$OUT/$name-whole.cpu"
@@ -133,14 +138,14 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 
-"$PY" - "$OUT" "$BINS" "$ROUNDS" <<'PY'
+"$PY" - "$OUT" "$BINS" "$ROUNDS" "$ACTIONS" <<'PY'
 import json, sys, pathlib
 out, bins, rounds = pathlib.Path(sys.argv[1]), sys.argv[2].split(), int(sys.argv[3])
 def steady(name):
     a, b = map(float, (out / f"{name}-steady.cpu").read_text().split())
     r = json.loads((out / f"{name}.json").read_text())["results"]
     return r["throughput_avg"], (b - a) / max(r["received"], 1) * 1e6
-print("CPU per message (us) and msg/s, mqttv5 QoS 1, 1 rule x 1 kinesis (fleetcore) / bare (Mosquitto)")
+print(f"CPU per message (us) and msg/s, mqttv5 QoS 1, 1 rule x {sys.argv[4]} kinesis (fleetcore) / bare (Mosquitto)")
 print(" | ".join(["round", "Mosquitto msg/s, us/msg"] + [f"b{i} [with BARE=1: then bare msg/s, us/msg]: msg/s (x Mosquitto), steady us/msg, whole us/msg [messages per stream commit, ingest and action together]" for i in range(len(bins))]))
 sums = {}
 for r in range(1, rounds + 1):
