@@ -18,6 +18,8 @@
 #   PERF=1 BINS=target/release/fleetcore benches/rules_cpu.sh   # + perf record -g of the server
 #                                                               # in the measured window
 #   BARE=1 ...   # each server first takes the same load on a topic no rule wants (bare QoS 1)
+#   STAT=1 ...    # + `perf stat` of the server in the measured window: fdatasyncs, pwrites and
+#                 # context switches per message received
 #   ACTIONS=4 ... # the rule has 4 kinesis actions, to 4 streams of 4 shards (rules.sh's `four`);
 #                 # "whole" then waits for every action to deliver every message
 set -euo pipefail
@@ -29,6 +31,7 @@ PUBLISHERS=${PUBLISHERS:-10}
 SIZE=${SIZE:-256}
 ACTIONS=${ACTIONS:-1}
 PERF=${PERF:-}
+STAT=${STAT:-}
 BARE=${BARE:-}
 SHARED=${SHARED:-$(cd .. && pwd)/shared}
 [ -d "$SHARED" ] || SHARED=/work/shared
@@ -60,6 +63,13 @@ load() {
   sleep 2.2 # mqttv5's warm-up (2 s) is not counted in its figures
   local a b perf=""
   a=$(cpu "$pid")
+  local stat=""
+  if [ -n "$STAT" ]; then
+    perf stat -x, -o "$OUT/$name.stat" -p "$pid" \
+      -e syscalls:sys_enter_fdatasync,syscalls:sys_enter_pwrite64,context-switches \
+      -- sleep "$DURATION" >/dev/null 2>&1 &
+    stat=$!
+  fi
   if [ -n "$perf_data" ]; then
     perf record -e cpu-clock -g -p "$pid" -o "$perf_data" -- sleep "$DURATION" >/dev/null 2>&1 &
     perf=$!
@@ -68,6 +78,7 @@ load() {
   b=$(cpu "$pid")
   wait "$tool"
   [ -z "$perf" ] || wait "$perf" || true
+  [ -z "$stat" ] || wait "$stat" || true
   echo "$a $b" >"$OUT/$name-steady.cpu"
 }
 
@@ -159,6 +170,11 @@ for r in range(1, rounds + 1):
         whole = (float(b) - float(a)) / max(int(ingested), 1) * 1e6
         per_commit = int(ingested) / max(int(commits), 1)
         row.append(f"{rate:,.0f} ({rate / mq_rate:.2f}x), {us:.1f}, {whole:.1f} [{per_commit:.0f} msgs/commit]")
+        if (out / f"{name}.stat").exists():
+            received = json.loads((out / f"{name}.json").read_text())["results"]["received"]
+            counts = {l.split(",")[2].split(":")[-1]: float(l.split(",")[0]) for l in (out / f"{name}.stat").read_text().splitlines()
+                      if l.count(",") >= 2 and l.split(",")[0].replace(".", "").isdigit()}
+            row.append("per msg: " + ", ".join(f"{k} {v / max(received, 1):.3f}" for k, v in counts.items()))
         if (out / f"{name}-bare.json").exists():
             brate, bus = steady(f"{name}-bare")
             row.append(f"bare {brate:,.0f} ({brate / mq_rate:.2f}x), {bus:.1f}")

@@ -15,10 +15,13 @@
 //!
 //! ```text
 //! offset 0 and 512: header slots   magic "FCJRNL01" | u64 LE generation | u32 LE CRC32 of both
-//! offset 1024...:    frames         u32 LE body length | u32 LE CRC32 of the body
+//! offset 1024...:    frames         u32 LE body length | u32 LE CRC32 of the body's first 28 bytes
 //!                                    body: u64 LE generation | u64 LE stream epoch | u32 LE shard
 //!                                          | the record's segment frame (see `frame`)
 //! ```
+//!
+//! The journal CRC covers the generation, epoch, shard and the segment frame's header (its length
+//! and CRC); the segment frame's own CRC covers the rest, so a record is checksummed once.
 //!
 //! A new generation is written to the slot the current one is not in, so a torn header write
 //! leaves the previous generation readable (whose frames are all in synced segments by then).
@@ -45,6 +48,8 @@ const SLOT_BYTES: u64 = 512;
 pub const FRAMES_START: u64 = 2 * SLOT_BYTES;
 /// Bytes of a journal frame around the segment frame: length, CRC, generation, epoch, shard.
 const OVERHEAD: usize = 4 + 4 + 8 + 8 + 4;
+/// End of what the journal CRC covers, from a frame's start: up to the segment frame's CRC.
+const COVERED: usize = OVERHEAD + frame::HEADER_BYTES;
 
 /// Journal bytes of a record whose segment frame is `frame_len` bytes.
 pub fn frame_len(frame_len: usize) -> usize {
@@ -68,7 +73,7 @@ impl Entries {
         self.bytes.extend_from_slice(&epoch.to_le_bytes());
         self.bytes.extend_from_slice(&shard.to_le_bytes());
         self.bytes.extend_from_slice(frame);
-        let crc = crc32fast::hash(&self.bytes[start + 8..]);
+        let crc = crc32fast::hash(&self.bytes[start + 8..start + COVERED]);
         self.bytes[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
     }
 }
@@ -283,13 +288,13 @@ fn scan(bytes: &Bytes, generation: u64) -> (Vec<Replayed>, u64) {
         let body_len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
         let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
         let largest = OVERHEAD - 8 + frame::HEADER_BYTES + frame::MAX_BODY_BYTES;
-        if !(OVERHEAD - 8..=largest).contains(&body_len) {
+        if !(COVERED - 8..=largest).contains(&body_len) {
             break;
         }
         let Some(body) = bytes.get(at + 8..at + 8 + body_len) else {
             break;
         };
-        if crc32fast::hash(body) != crc {
+        if crc32fast::hash(&body[..COVERED - 8]) != crc {
             break;
         }
         let number = |range: std::ops::Range<usize>| {
@@ -363,6 +368,29 @@ mod tests {
         drop(journal);
         let (_, replayed) = Journal::open(dir.path(), 1 << 20).expect("reopen");
         assert!(replayed.is_empty());
+    }
+
+    #[test]
+    fn a_damaged_record_ends_the_replay() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut journal, _) = Journal::open(dir.path(), 1 << 20).expect("open");
+        assert!(journal.make_room(1000).expect("room"));
+        let mut entries = journal.entries(1024);
+        entries.push(1, 0, &segment_frame(1, b"kept"));
+        entries.push(1, 0, &segment_frame(2, b"damaged"));
+        entries.push(1, 0, &segment_frame(3, b"after"));
+        let second = FRAMES_START as usize + frame_len(segment_frame(1, b"kept").len());
+        journal.commit(&entries).expect("commit");
+        drop(journal);
+        let path = dir.path().join(FILE_NAME);
+        let mut bytes = std::fs::read(&path).expect("read");
+        // The last byte of the second record's data (covered by the segment frame's CRC only).
+        let at = second + frame_len(segment_frame(2, b"damaged").len()) - 1;
+        bytes[at] ^= 0x20;
+        std::fs::write(&path, bytes).expect("write");
+        let (_, replayed) = Journal::open(dir.path(), 1 << 20).expect("reopen");
+        let sequences: Vec<u128> = replayed.iter().map(|r| r.record.sequence).collect();
+        assert_eq!(sequences, [1]);
     }
 
     #[test]
