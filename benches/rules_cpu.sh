@@ -18,6 +18,10 @@
 #   PERF=1 BINS=target/release/fleetcore benches/rules_cpu.sh   # + perf record -g of the server
 #                                                               # in the measured window
 #   BARE=1 ...   # each server first takes the same load on a topic no rule wants (bare QoS 1)
+#   STAT=1 ...    # + `perf stat` of the server in the measured window: fdatasyncs, pwrites and
+#                 # context switches per message received
+#   ACTIONS=4 ... # the rule has 4 kinesis actions, to 4 streams of 4 shards (rules.sh's `four`);
+#                 # "whole" then waits for every action to deliver every message
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BINS=${BINS:-target/release/fleetcore}
@@ -25,7 +29,9 @@ ROUNDS=${ROUNDS:-2}
 DURATION=${DURATION:-8}
 PUBLISHERS=${PUBLISHERS:-10}
 SIZE=${SIZE:-256}
+ACTIONS=${ACTIONS:-1}
 PERF=${PERF:-}
+STAT=${STAT:-}
 BARE=${BARE:-}
 SHARED=${SHARED:-$(cd .. && pwd)/shared}
 [ -d "$SHARED" ] || SHARED=/work/shared
@@ -57,6 +63,13 @@ load() {
   sleep 2.2 # mqttv5's warm-up (2 s) is not counted in its figures
   local a b perf=""
   a=$(cpu "$pid")
+  local stat=""
+  if [ -n "$STAT" ]; then
+    perf stat -x, -o "$OUT/$name.stat" -p "$pid" \
+      -e syscalls:sys_enter_fdatasync,syscalls:sys_enter_pwrite64,context-switches \
+      -- sleep "$DURATION" >/dev/null 2>&1 &
+    stat=$!
+  fi
   if [ -n "$perf_data" ]; then
     perf record -e cpu-clock -g -p "$pid" -o "$perf_data" -- sleep "$DURATION" >/dev/null 2>&1 &
     perf=$!
@@ -65,6 +78,7 @@ load() {
   b=$(cpu "$pid")
   wait "$tool"
   [ -z "$perf" ] || wait "$perf" || true
+  [ -z "$stat" ] || wait "$stat" || true
   echo "$a $b" >"$OUT/$name-steady.cpu"
 }
 
@@ -79,17 +93,19 @@ fleetcore() {
   PIDS+=("$pid")
   wait_port 127.0.0.1 "$mqtt"
   wait_port 127.0.0.1 "$http"
-  "$PY" - "$data" "$http" <<'PY'
+  "$PY" - "$data" "$http" "$ACTIONS" <<'PY'
 import configparser, sys, boto3
 cp = configparser.ConfigParser(); cp.read(f"{sys.argv[1]}/credentials")
 s = boto3.session.Session(aws_access_key_id=cp["fleetcore"]["aws_access_key_id"],
                           aws_secret_access_key=cp["fleetcore"]["aws_secret_access_key"], region_name="us-east-1")
 url = f"http://127.0.0.1:{sys.argv[2]}"
-s.client("kinesis", endpoint_url=url).create_stream(StreamName="s1", ShardCount=4)
+streams = [f"s{n}" for n in range(1, int(sys.argv[3]) + 1)]
+for stream in streams:
+    s.client("kinesis", endpoint_url=url).create_stream(StreamName=stream, ShardCount=4)
 s.client("iot", endpoint_url=url).create_topic_rule(ruleName="one", topicRulePayload={
     "sql": "SELECT * FROM 'one/#'", "awsIotSqlVersion": "2016-03-23",
-    "actions": [{"kinesis": {"roleArn": "arn:aws:iam::000000000000:role/r", "streamName": "s1",
-                             "partitionKey": "${topic()}"}}]})
+    "actions": [{"kinesis": {"roleArn": "arn:aws:iam::000000000000:role/r", "streamName": stream,
+                             "partitionKey": "${topic()}"}} for stream in streams]})
 PY
   if [ -n "$BARE" ]; then
     load "$name-bare" "$mqtt" bare/t "$pid"
@@ -103,7 +119,7 @@ PY
   ingested=$(( $(metric fleetcore_ingest_records_total "$http") - ingested0 ))
   for _ in $(seq 1 1200); do
     delivered=$(metric 'fleetcore_rules_action_succeeded_total{' "$http")
-    [ "$delivered" -ge "$ingested" ] && break
+    [ "$delivered" -ge $(( ingested * ACTIONS )) ] && break
     sleep 0.1
   done
   echo "$start $(cpu "$pid") $ingested $delivered $(( $(metric fleetcore_stream_commit_batches_total "$http") - commits0 ))" >"$OUT/$name-whole.cpu"
@@ -133,14 +149,14 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 
-"$PY" - "$OUT" "$BINS" "$ROUNDS" <<'PY'
+"$PY" - "$OUT" "$BINS" "$ROUNDS" "$ACTIONS" <<'PY'
 import json, sys, pathlib
 out, bins, rounds = pathlib.Path(sys.argv[1]), sys.argv[2].split(), int(sys.argv[3])
 def steady(name):
     a, b = map(float, (out / f"{name}-steady.cpu").read_text().split())
     r = json.loads((out / f"{name}.json").read_text())["results"]
     return r["throughput_avg"], (b - a) / max(r["received"], 1) * 1e6
-print("CPU per message (us) and msg/s, mqttv5 QoS 1, 1 rule x 1 kinesis (fleetcore) / bare (Mosquitto)")
+print(f"CPU per message (us) and msg/s, mqttv5 QoS 1, 1 rule x {sys.argv[4]} kinesis (fleetcore) / bare (Mosquitto)")
 print(" | ".join(["round", "Mosquitto msg/s, us/msg"] + [f"b{i} [with BARE=1: then bare msg/s, us/msg]: msg/s (x Mosquitto), steady us/msg, whole us/msg [messages per stream commit, ingest and action together]" for i in range(len(bins))]))
 sums = {}
 for r in range(1, rounds + 1):
@@ -154,6 +170,11 @@ for r in range(1, rounds + 1):
         whole = (float(b) - float(a)) / max(int(ingested), 1) * 1e6
         per_commit = int(ingested) / max(int(commits), 1)
         row.append(f"{rate:,.0f} ({rate / mq_rate:.2f}x), {us:.1f}, {whole:.1f} [{per_commit:.0f} msgs/commit]")
+        if (out / f"{name}.stat").exists():
+            received = json.loads((out / f"{name}.json").read_text())["results"]["received"]
+            counts = {l.split(",")[2].split(":")[-1]: float(l.split(",")[0]) for l in (out / f"{name}.stat").read_text().splitlines()
+                      if l.count(",") >= 2 and l.split(",")[0].replace(".", "").isdigit()}
+            row.append("per msg: " + ", ".join(f"{k} {v / max(received, 1):.3f}" for k, v in counts.items()))
         if (out / f"{name}-bare.json").exists():
             brate, bus = steady(f"{name}-bare")
             row.append(f"bare {brate:,.0f} ({brate / mq_rate:.2f}x), {bus:.1f}")

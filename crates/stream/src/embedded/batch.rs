@@ -1,6 +1,6 @@
 //! One group-commit batch: routing records to shards and numbering them, encoding them into one
-//! buffer per touched segment, writing and syncing those, then publishing them to readers or
-//! rolling them back.
+//! buffer per touched segment (and once more into the commit journal), writing those and making
+//! the batch durable with one journal sync, then publishing them to readers or rolling them back.
 
 use std::collections::HashMap;
 use std::io;
@@ -9,9 +9,9 @@ use std::sync::Arc;
 use super::Shared;
 use super::catalog::{ShardMeta, StreamMeta, sync_dir};
 use super::frame;
+use super::journal::{self, Entries, Journal};
 use super::segment::{INDEX_INTERVAL, IndexEntry, Segment};
 use super::shard_log::ShardLog;
-use super::sync_pool::{SyncJob, SyncPool};
 use super::writer::{Cursor, Put};
 use crate::routing;
 use crate::{NewRecord, ShardId, StreamError};
@@ -53,8 +53,24 @@ pub struct Route {
 pub fn append(
     shared: &Shared,
     accepted: &[(Put, Vec<Route>)],
-    syncs: &mut SyncPool,
+    journal: &mut Journal,
 ) -> Result<Vec<ShardAppend>, (Vec<ShardAppend>, StreamError)> {
+    let journal_len: usize = accepted
+        .iter()
+        .flat_map(|(put, _)| &put.records)
+        .map(|record| {
+            journal::frame_len(frame::frame_len(&record.partition_key, record.data.len()))
+        })
+        .sum();
+    let mut entries = match journal.make_room(journal_len as u64) {
+        Ok(fits) => fits.then(|| journal.entries(journal_len)),
+        Err(error) => {
+            return Err((
+                Vec::new(),
+                storage("checkpointing the commit journal", error),
+            ));
+        }
+    };
     let mut appends: HashMap<(u64, u32), ShardAppend> = HashMap::new();
     let mut order = Vec::new();
     let segment_bytes = shared.config.segment_bytes;
@@ -81,11 +97,11 @@ pub fn append(
                 let touched = order.iter().filter_map(|k| appends.remove(k)).collect();
                 return Err((touched, storage("creating a segment", error)));
             }
-            append.push(route.sequence, route.arrival_ms, record);
+            append.push(route, record, entries.as_mut());
         }
     }
     let appends: Vec<ShardAppend> = order.iter().filter_map(|k| appends.remove(k)).collect();
-    match write_and_sync(&appends, syncs) {
+    match write_and_sync(&appends, journal, entries.as_ref()) {
         Ok(()) => Ok(appends),
         Err(error) => Err((appends, storage("appending records", error))),
     }
@@ -163,11 +179,13 @@ impl ShardAppend {
         Ok(())
     }
 
-    /// Encodes a record into the last chunk (after [`ShardAppend::reserve`]).
-    fn push(&mut self, sequence: u128, arrival_ms: u64, record: &NewRecord) {
+    /// Encodes a record into the last chunk (after [`ShardAppend::reserve`]) and into the
+    /// batch's journal entries, if it goes through the journal.
+    fn push(&mut self, route: &Route, record: &NewRecord, entries: Option<&mut Entries>) {
         let Some(chunk) = self.chunks.last_mut() else {
             return;
         };
+        let (sequence, arrival_ms) = (route.sequence, route.arrival_ms);
         let offset = chunk.start_len + chunk.bytes.len() as u64;
         if chunk
             .last_index_offset
@@ -180,6 +198,7 @@ impl ShardAppend {
             });
             chunk.last_index_offset = Some(offset);
         }
+        let start = chunk.bytes.len();
         frame::encode(
             &mut chunk.bytes,
             sequence,
@@ -187,31 +206,59 @@ impl ShardAppend {
             &record.partition_key,
             &record.data,
         );
+        if let Some(entries) = entries {
+            entries.push(route.log_key.0, route.log_key.1, &chunk.bytes[start..]);
+        }
         chunk.last_sequence = sequence;
         chunk.last_arrival_ms = arrival_ms;
     }
 }
 
-/// Writes every chunk, then makes them durable: one fdatasync per touched segment file (run in
-/// parallel on the pool's helpers when several files are touched, so shards do not queue behind
-/// each other), plus the directory of every shard that got a new segment.
-fn write_and_sync(appends: &[ShardAppend], syncs: &mut SyncPool) -> io::Result<()> {
-    let chunks = || appends.iter().flat_map(|append| &append.chunks);
-    for chunk in chunks() {
+/// Writes every chunk, then makes the batch durable with one fdatasync of the journal, whatever
+/// the number of shards it touched; the segments it wrote are synced at the journal's next
+/// checkpoint. A shard that rolled to a new segment in this batch syncs its previous and new
+/// segments and its directory before the journal (so a replay only ever appends to a shard's
+/// newest segment); a batch too large for the journal (`entries` is `None`) syncs its segments
+/// instead. Those syncs come first, so a batch that fails leaves no durable journal frame.
+fn write_and_sync(
+    appends: &[ShardAppend],
+    journal: &mut Journal,
+    entries: Option<&Entries>,
+) -> io::Result<()> {
+    for chunk in appends.iter().flat_map(|append| &append.chunks) {
         chunk.segment.write_at(chunk.start_len, &chunk.bytes)?;
     }
-    let mut jobs: Vec<SyncJob> = Vec::new();
-    for chunk in chunks() {
-        let segment = Arc::clone(&chunk.segment);
-        jobs.push(Box::new(move || segment.sync()));
-    }
     for append in appends {
-        if append.chunks.iter().any(|chunk| chunk.created) {
-            let log = Arc::clone(&append.log);
-            jobs.push(Box::new(move || sync_dir(log.dir())));
+        let rolled = append.chunks.iter().any(|chunk| chunk.created);
+        if entries.is_some() && !rolled {
+            continue;
+        }
+        if rolled
+            && let Some(previous) = append.log.active()
+            && !append
+                .chunks
+                .iter()
+                .any(|chunk| Arc::ptr_eq(&chunk.segment, &previous))
+        {
+            previous.sync()?;
+        }
+        for chunk in &append.chunks {
+            chunk.segment.sync()?;
+        }
+        if rolled {
+            sync_dir(append.log.dir())?;
         }
     }
-    syncs.run_all(jobs)
+    let Some(entries) = entries else {
+        return Ok(());
+    };
+    journal.commit(entries)?;
+    for append in appends {
+        for chunk in &append.chunks {
+            journal.dirty(&chunk.segment);
+        }
+    }
+    Ok(())
 }
 
 impl Chunk {

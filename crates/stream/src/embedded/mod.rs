@@ -1,10 +1,12 @@
 //! The embedded backend: every shard is a directory of append-only segment files under
 //! `<data dir>/streams/`, written by one writer thread with group commit, read straight from the
-//! files; the metadata lives in `catalog.json` beside them.
+//! files; the metadata lives in `catalog.json` beside them. A commit is made durable by one
+//! fdatasync of the commit journal, whatever the number of shards it touched (see `journal`).
 //!
 //! ```text
 //! streams/LOCK                               held while open (one process per directory)
 //! streams/catalog.json                       streams, shards, reservations, checkpoints, leases
+//! streams/journal                            commit journal: the frames not yet synced in segments
 //! streams/s<epoch>/shardId-000000000000/<first sequence, 32 hex digits>.seg   frames
 //!                                       .../<same>.idx                         sparse index of a sealed segment
 //! ```
@@ -16,11 +18,11 @@
 mod batch;
 mod catalog;
 mod frame;
+mod journal;
 mod metrics;
 mod recovery;
 mod segment;
 mod shard_log;
-mod sync_pool;
 mod writer;
 
 use std::collections::HashMap;
@@ -58,6 +60,9 @@ pub struct EmbeddedConfig {
     pub retention_interval: Duration,
     /// Payload bytes that may wait for the writer; further puts wait for room (back-pressure).
     pub queue_bytes: usize,
+    /// Size of the commit journal (zero-filled when created): it is checkpointed (every segment
+    /// it covers synced, then overwritten from its start) once a batch would not fit.
+    pub journal_bytes: u64,
     /// The time source ([`SystemTime::now`] outside tests).
     pub clock: Clock,
 }
@@ -68,6 +73,7 @@ impl Default for EmbeddedConfig {
             segment_bytes: 64 << 20,
             retention_interval: Duration::from_secs(60),
             queue_bytes: 64 << 20,
+            journal_bytes: 8 << 20,
             clock: Arc::new(SystemTime::now),
         }
     }
@@ -200,13 +206,13 @@ impl EmbeddedStreams {
         config: EmbeddedConfig,
     ) -> Result<EmbeddedStreams, StreamError> {
         let dir = dir.into();
-        let (shared, cursors, lock) =
+        let (shared, cursors, journal, lock) =
             tokio::task::spawn_blocking(move || recovery::recover(dir, config))
                 .await
                 .map_err(|error| storage("opening streams", error))??;
         let shared = Arc::new(shared);
         let (commands, receiver) = mpsc::channel(1024);
-        let writer = Writer::new(shared.clone(), receiver, cursors);
+        let writer = Writer::new(shared.clone(), receiver, cursors, journal);
         let writer = std::thread::Builder::new()
             .name("stream-writer".into())
             .spawn(move || writer.run())

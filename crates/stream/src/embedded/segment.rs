@@ -425,13 +425,13 @@ pub mod faults {
         DISK_FULL.lock().push(dir.to_path_buf());
     }
 
-    pub(super) fn disk_full(path: &Path) -> bool {
+    pub(in crate::embedded) fn disk_full(path: &Path) -> bool {
         let mut armed = DISK_FULL.lock();
         let hit = armed.iter().position(|dir| path.starts_with(dir));
         hit.map(|i| armed.remove(i)).is_some()
     }
 
-    pub(super) fn count_sync(path: &Path) {
+    pub(in crate::embedded) fn count_sync(path: &Path) {
         let mut syncs = SYNCS.lock();
         let syncs = syncs.get_or_insert_with(HashMap::new);
         for (dir, count) in syncs.iter_mut() {

@@ -1,10 +1,11 @@
 //! The writer thread: the one place that appends to segment files and changes the shard layout.
 //!
 //! Group commit: the thread takes every command waiting in its queue, appends the records of all
-//! waiting puts (one positional write per touched segment), makes them durable with one
-//! fdatasync per touched segment file, and only then publishes them to readers and answers the
-//! callers. While it syncs, new puts queue up and form the next batch. A failed write or sync
-//! cuts every touched segment back to where the batch began and fails the whole batch.
+//! waiting puts (one positional write per touched segment, one to the commit journal), makes them
+//! durable with one fdatasync of the journal (see `journal`), and only then publishes them to
+//! readers and answers the callers. While it syncs, new puts queue up and form the next batch. A
+//! failed write or sync cuts every touched segment back to where the batch began, fails the whole
+//! batch and checkpoints the journal (so none of the batch's frames is ever replayed).
 
 use std::collections::HashMap;
 use std::io;
@@ -15,10 +16,10 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use super::Shared;
 use super::batch::{self, Route};
 use super::catalog::{RESERVATION, ShardMeta, StreamMeta, sync_dir};
+use super::journal::Journal;
 use super::metrics::StreamMetrics;
 use super::segment::Segment;
 use super::shard_log::ShardLog;
-use super::sync_pool::SyncPool;
 use crate::routing::{self, uniform_ranges};
 use crate::{
     Appended, NewRecord, PutOutcome, SequenceNumber, ShardId, StreamError, StreamInfo, StreamSpec,
@@ -67,8 +68,8 @@ pub struct Writer {
     /// The catalog in memory reserves more sequence numbers than the file does.
     reservation_unsaved: bool,
     metrics: StreamMetrics,
-    /// Runs a batch's syncs in parallel.
-    syncs: SyncPool,
+    /// Makes each batch durable with one sync.
+    journal: Journal,
 }
 
 fn storage(context: &str, error: io::Error) -> StreamError {
@@ -80,6 +81,7 @@ impl Writer {
         shared: Arc<Shared>,
         commands: mpsc::Receiver<Command>,
         cursors: HashMap<u64, Cursor>,
+        journal: Journal,
     ) -> Writer {
         Writer {
             shared,
@@ -87,7 +89,7 @@ impl Writer {
             cursors,
             reservation_unsaved: false,
             metrics: StreamMetrics::register(),
-            syncs: SyncPool::default(),
+            journal,
         }
     }
 
@@ -109,6 +111,10 @@ impl Writer {
                 }
             }
             self.flush(puts);
+        }
+        // A clean shutdown leaves nothing to replay.
+        if let Err(error) = self.journal.checkpoint() {
+            tracing::error!(%error, "could not checkpoint the stream commit journal at shutdown; the next open replays it");
         }
     }
 
@@ -209,15 +215,12 @@ impl Writer {
             return;
         }
         let started = std::time::Instant::now();
-        let result =
-            batch::append(&self.shared, &accepted, &mut self.syncs).and_then(|appends| match self
-                .shared
-                .catalog
-                .persist(snapshot)
-            {
+        let result = batch::append(&self.shared, &accepted, &mut self.journal).and_then(
+            |appends| match self.shared.catalog.persist(snapshot) {
                 Ok(()) => Ok(appends),
                 Err(error) => Err((appends, error)),
-            });
+            },
+        );
         if result.is_ok() {
             self.reservation_unsaved = false;
         }
@@ -244,6 +247,9 @@ impl Writer {
                 tracing::error!(%error, "appending to streams failed; the batch was rolled back");
                 self.metrics.failed();
                 batch::roll_back(appends);
+                if let Err(error) = self.journal.checkpoint() {
+                    tracing::error!(%error, "could not checkpoint the stream commit journal after a failed batch; appends wait for it");
+                }
                 for (put, _) in accepted {
                     let _ = put.reply.send(Err(error.clone()));
                 }
@@ -421,6 +427,12 @@ impl Writer {
 
     /// Deletes segments past retention; forgets closed shards with nothing left.
     fn retain(&mut self) {
+        // Every segment synced first: rolling an active segment below must leave nothing the
+        // journal would replay into the segment after it.
+        if let Err(error) = self.journal.checkpoint() {
+            tracing::warn!(%error, "retention skipped: the stream commit journal could not checkpoint");
+            return;
+        }
         let now_ms = self.shared.now_ms();
         let streams = self.shared.catalog.read(|data| data.streams.clone());
         for (name, stream) in streams {
