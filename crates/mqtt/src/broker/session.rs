@@ -204,8 +204,8 @@ impl SessionHandle {
         self.awaiting_socket.store(awaiting, Ordering::Relaxed);
     }
 
-    /// How long the connection has made no progress.
-    fn idle(&self) -> Duration {
+    /// How long the connection has made no progress (taken no deliveries, written nothing).
+    pub(crate) fn idle(&self) -> Duration {
         let now = self.limits.now_ms();
         Duration::from_millis(now.saturating_sub(self.progress_ms.load(Ordering::Relaxed)))
     }

@@ -6,9 +6,13 @@
 //! its next messages are read and delivered meanwhile. Per receiver the publisher's order is
 //! kept: a delivery to a receiver that an earlier message still waits for queues behind it.
 //! Acknowledgements leave in the order of the packets they answer, so every acknowledgement
-//! (PUBACK, PUBREC, SUBACK, ...) made while messages wait queues behind them too. Reading stops
-//! once [`MAX_WAITING`] messages wait: a slow subscriber still pushes back on its publishers,
-//! only not at its first full queue.
+//! (PUBACK, PUBREC, SUBACK, ...) made while messages wait queues behind them too.
+//!
+//! Reading the publisher's socket stops at once while a receiver that holds a waiting message
+//! is still reading (it made progress within [`STALLED_AFTER`]): a subscriber that is merely
+//! saturated pushes back on its publishers at its first full queue, so the backlog in front of
+//! it stays short. Only for receivers that stopped reading does the publisher read on, until
+//! [`MAX_WAITING`] messages wait.
 //!
 //! The waiting deliveries are offered again whenever a receiver makes room, and every
 //! stuck-subscriber timeout: a receiver that made no progress for that long is not waited for
@@ -18,7 +22,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::Connection;
 use super::held_acks::Tickets;
@@ -33,6 +37,12 @@ use crate::protocol::Packet;
 /// reader that never reads does not stall a device; far below what would let a saturated
 /// subscriber's backlog grow (each waiting message holds one delivery per full receiver).
 pub(super) const MAX_WAITING: usize = 32;
+
+/// A full receiver that made no progress for this long has stopped reading, for now: its
+/// publishers read on past it. One that made progress more recently is saturated, and its
+/// publishers pause. Above the gaps between a busy subscriber's writes, below a device's
+/// tolerance for an extra delay.
+pub(super) const STALLED_AFTER: Duration = Duration::from_millis(2);
 
 /// An accepted message (or an acknowledgement) waiting, in the publisher's order, for full
 /// receivers before its acknowledgement is sent.
@@ -57,20 +67,41 @@ pub(super) struct PendingFanouts {
     bytes: usize,
     /// When the blocked deliveries are offered again even if no receiver made room.
     recheck: Instant,
+    /// Until when a blocked receiver counts as still reading (it made progress within
+    /// [`STALLED_AFTER`] before): reading pauses until then. `None` when every blocked
+    /// receiver has stopped reading.
+    reading_until: Option<Instant>,
 }
 
 impl PendingFanouts {
     /// When the connection must look at the waiting messages again without a wake-up.
     pub(super) fn next_look(&self) -> Instant {
-        self.waiting
+        let look = self
+            .waiting
             .front()
-            .map_or(self.recheck, |w| w.deadline.min(self.recheck))
+            .map_or(self.recheck, |w| w.deadline.min(self.recheck));
+        self.reading_until.map_or(look, |until| until.min(look))
     }
 
-    /// True when the publisher's socket must not be read: [`MAX_WAITING`] messages (and
-    /// acknowledgements behind them) wait, or `max_bytes` of messages.
+    /// True when the publisher's socket must not be read: a blocked receiver is still reading,
+    /// or [`MAX_WAITING`] messages (and acknowledgements behind them) wait, or `max_bytes` of
+    /// messages.
     pub(super) fn full(&self, max_bytes: usize) -> bool {
-        self.waiting.len() >= MAX_WAITING || self.bytes >= max_bytes
+        self.reading_until.is_some() || self.waiting.len() >= MAX_WAITING || self.bytes >= max_bytes
+    }
+
+    /// Looks at the receivers still blocked: until when does the last of them that is still
+    /// reading count as such ([`PendingFanouts::reading_until`])?
+    fn look_at_receivers(&mut self, now: Instant) {
+        self.reading_until = self
+            .waiting
+            .iter()
+            .flat_map(|w| &w.blocked)
+            .filter_map(|(session, _)| {
+                let idle = session.idle();
+                (idle < STALLED_AFTER).then(|| now + (STALLED_AFTER - idle))
+            })
+            .max();
     }
 
     /// True when a waiting message still has a delivery for `session`: a later one must queue
@@ -208,10 +239,12 @@ impl Connection {
                 waiting: VecDeque::new(),
                 bytes: 0,
                 recheck: Instant::now() + stuck,
+                reading_until: None,
             })
         });
         pending.bytes += waiting.size;
         pending.waiting.push_back(waiting);
+        pending.look_at_receivers(Instant::now());
     }
 
     /// Offers the blocked deliveries again (at a message's deadline, drops what still does
@@ -235,6 +268,7 @@ impl Connection {
         let done: Vec<Waiting> = pending.take_done().collect();
         if !pending.waiting.is_empty() {
             pending.recheck = now + self.router.config().stuck_subscriber_timeout;
+            pending.look_at_receivers(now);
             self.pending = Some(pending);
         }
         for w in done {
@@ -247,8 +281,6 @@ impl Connection {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use bytes::Bytes;
 
     use super::*;
@@ -316,6 +348,7 @@ mod tests {
             waiting: waiting.into(),
             bytes: 0,
             recheck: Instant::now(),
+            reading_until: None,
         }
     }
 
@@ -423,5 +456,23 @@ mod tests {
         assert_eq!(payloads(&fast), [b"f".to_vec()]);
         assert!(p.holds(&slow) && !p.holds(&fast));
         assert_eq!(acked(p.take_done().collect()), Vec::<u16>::new());
+    }
+
+    #[test]
+    fn a_receiver_still_reading_pauses_the_publisher_and_one_that_stopped_does_not() {
+        let slow = full_receiver();
+        let later = Instant::now() + Duration::from_secs(60);
+        let mut p = pending(vec![waiting(
+            vec![(Arc::clone(&slow), delivery(b"x"))],
+            puback(1),
+            later,
+        )]);
+        // It took a delivery just now: saturated, not stopped.
+        p.look_at_receivers(Instant::now());
+        assert!(p.full(usize::MAX));
+        assert!(p.next_look() <= Instant::now() + STALLED_AFTER);
+        std::thread::sleep(STALLED_AFTER * 3);
+        p.look_at_receivers(Instant::now());
+        assert!(!p.full(usize::MAX));
     }
 }
