@@ -108,7 +108,10 @@ fn enrich(event: &[u8]) -> Result<Map<String, Value>, String> {
             record.insert("fahrenheit".into(), fahrenheit.into());
         }
         None => {
-            let line = format!("no numeric temperature from {}: forwarded as is\n", thing(&record));
+            let line = format!(
+                "no numeric temperature from {}: forwarded as is\n",
+                thing(&record)
+            );
             // SAFETY: the host reads `line` during the call; it outlives it.
             unsafe { log(line.as_ptr(), line.len()) };
         }
@@ -141,7 +144,10 @@ fn forward(record: Map<String, Value>) -> Result<Vec<u8>, (&'static str, String)
     };
     if refused != 0 {
         // The host logged why; failing lets the caller (a rule action) retry the message.
-        return Err(("PutRecordRefused", format!("{STREAM} refused the record (see the log)")));
+        return Err((
+            "PutRecordRefused",
+            format!("{STREAM} refused the record (see the log)"),
+        ));
     }
     Ok(bytes)
 }
