@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from brokers import FLEETCORE_BIN, Broker, wait_until
+from brokers import FLEETCORE_BIN, REPO, Broker, wait_until
 from clients import V5
 from test_rules_engine import create_rule, rule_name, stream_records, wait_stream
 
@@ -669,7 +669,7 @@ def build_wasm_example(stream: str) -> bytes:
             "the Rust target wasm32-unknown-unknown is not installed for the pinned toolchain "
             "(test.sh runs `rustup target add wasm32-unknown-unknown`)")
     # The workspace's target dir: the example's artifacts (another target) sit beside its own.
-    target_dir = Path(os.environ.get("CARGO_TARGET_DIR", FLEETCORE_BIN.parents[1]))
+    target_dir = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
     done = subprocess.run([cargo, "build", "--release", "--target", "wasm32-unknown-unknown",
                            "--target-dir", str(target_dir)], cwd=source, capture_output=True,
                           text=True, timeout=900, env={**os.environ, "STREAM": stream})
