@@ -64,8 +64,9 @@ NODE = "exports.handler = async (event) => ({ ...event, fahrenheit: event.temper
 WAT = (REPO / "crates/fleetcore/tests/system/functions/echo.wat").read_text()
 
 
-def example_package(kind: str, work: Path) -> tuple[str, str, dict]:
-    """(runtime, handler, files) of an example as a user deploys it."""
+def example_package(kind: str, work: Path, stream: str = STREAM) -> tuple[str, str, dict]:
+    """(runtime, handler, files) of an example as a user deploys it, in `work`; the wasm one
+    writes to `stream` (named when it is built; the others read their STREAM variable)."""
     if kind == "python-enrich":
         body = (EXAMPLES / "python-enrich" / "lambda_function.py").read_text()
         return "python3.11", "lambda_function.lambda_handler", {"lambda_function.py": body}
@@ -81,7 +82,7 @@ def example_package(kind: str, work: Path) -> tuple[str, str, dict]:
         target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
         subprocess.run(["cargo", "build", "--release", "--target", "wasm32-unknown-unknown",
                         "--target-dir", str(target)], cwd=EXAMPLES / "rust-wasm-enrich", check=True,
-                       env={**os.environ, "STREAM": STREAM})
+                       env={**os.environ, "STREAM": stream})
         wasm = target / "wasm32-unknown-unknown" / "release" / "rust_wasm_enrich.wasm"
         return "provided.al2023", "enrich.wasm", {"enrich.wasm": wasm.read_bytes()}
     raise ValueError(f"unknown kind {kind}")
