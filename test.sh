@@ -63,7 +63,8 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 # nodejs* functions run on the machine's Node.js (Debian 12: 18.x)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 # the Node.js function example (examples/functions/node-enrich) is deployed after `npm ci`; its
-# AWS SDK for JavaScript v3 declares node >= 20 (Debian 12's 18.x only warns: EBADENGINE)
+# AWS SDK for JavaScript v3 declares node >= 20 (on Debian 12's 18.x npm only warns, EBADENGINE;
+# the SDK was not tried there: this machine has NodeSource's 20.x)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 # the web console's browser tests drive Debian's Chromium through chromedriver (Selenium)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
