@@ -62,6 +62,10 @@ command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missin
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 # nodejs* functions run on the machine's Node.js (Debian 12: 18.x)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
+# the Node.js function example (examples/functions/node-enrich) is deployed after `npm ci`; its
+# AWS SDK for JavaScript v3 declares node >= 20 (on Debian 12's 18.x npm only warns, EBADENGINE;
+# the SDK was not tried there: this machine has NodeSource's 20.x)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 # the web console's browser tests drive Debian's Chromium through chromedriver (Selenium)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
@@ -80,6 +84,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   as_root apt-get update -qq
   as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+# the Rust-to-wasm function example (examples/functions/rust-wasm-enrich) is built by its system
+# test for wasm32-unknown-unknown with the toolchain rust-toolchain.toml pins (run from here, so
+# rustup resolves that toolchain)
+if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  rustup target add wasm32-unknown-unknown
+  missing+=("wasm32-unknown-unknown (rustup)")
 fi
 # Debian puts mosquitto itself in /usr/sbin
 case ":$PATH:" in *:/usr/sbin:*) ;; *) export PATH="$PATH:/usr/sbin" ;; esac

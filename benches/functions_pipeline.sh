@@ -13,6 +13,12 @@
 #   nodeecho the same with a Node.js handler (`exports.handler = async (e) => e`)
 #   py       rule -> lambda action -> a Python handler calling boto3 `put_record` per message
 #            (rule -> lambda -> stream, one invocation and one SDK call per message)
+#   wasmenrich  rule -> lambda action -> examples/functions/rust-wasm-enrich (built from its
+#            source: a Fahrenheit field, `put_record` to stream `wasmenrich-out`)
+#   nodeenrich  rule -> lambda action -> examples/functions/node-enrich (`npm ci`, the AWS SDK for
+#            JavaScript v3: DescribeThing once per worker, one Kinesis PutRecord per message to
+#            stream `nodeenrich-out`). Both get `SELECT 21.5 AS temperature, topic(2) AS thing,
+#            encode(*, 'base64') AS data`; the script checks their output streams' record counts
 #   pybatch  the AWS-shaped high-rate pipeline: rule -> kinesis action (stream `in`) -> Lambda
 #            event source mapping (BatchSize $BATCH_SIZE, Kinesis event) -> a Python handler that
 #            decodes and enriches every record and writes them with one `put_records` per batch
@@ -30,6 +36,7 @@
 #   DURATION=5 PUBLISHERS=8 benches/functions_pipeline.sh
 #   SCENARIOS="sql wasm wasmout" benches/functions_pipeline.sh   # without the Python pipelines
 #   SCENARIOS="pybatch" BATCH_SIZE=100 benches/functions_pipeline.sh
+#   SCENARIOS="wasmenrich nodeenrich" benches/functions_pipeline.sh   # the examples (npm, cargo)
 #   PERF="pyecho" benches/functions_pipeline.sh     # perf record of the server during those scenarios
 #   SCENARIOS="mosquitto sql wasm" benches/functions_pipeline.sh  # with the same load on Mosquitto,
 #            bare QoS 1 (no rule, no subscriber): the broker anchor of the same run
@@ -72,7 +79,7 @@ workers_cpu() { awk 'FILENAME == ARGV[1] {before[$1] = $2; next} {s += $2 - befo
 wait_port 127.0.0.1 "$MQTT"
 wait_port 127.0.0.1 "$HTTP"
 
-"$PY" - "$FC_DATA" "$HTTP" "$BATCH_SIZE" <<'PY'
+"$PY" - "$FC_DATA" "$HTTP" "$BATCH_SIZE" "$SCENARIOS" <<'PY'
 import configparser, io, sys, zipfile, boto3, pathlib
 cp = configparser.ConfigParser(); cp.read(f"{sys.argv[1]}/credentials")
 s = boto3.session.Session(aws_access_key_id=cp["fleetcore"]["aws_access_key_id"],
@@ -131,6 +138,31 @@ with ThreadPoolExecutor(8) as pool:
     for name in ("py", "pyecho", "nodeecho"):
         calls = [pool.submit(lam.invoke, FunctionName=name, Payload=b'{"data": "d2FybQ=="}') for _ in range(8)]
         assert all("FunctionError" not in c.result() for c in calls)
+# The examples of examples/functions/, deployed as benches/functions.py deploys them.
+sys.path.insert(0, "benches")
+from functions import example_package
+examples = [n for n in ("wasmenrich", "nodeenrich") if n in sys.argv[4].split()]
+for name in examples:
+    out = f"{name}-out"
+    kin.create_stream(StreamName=out, ShardCount=1)
+    iot.create_thing(thingName=name, attributePayload={"attributes": {"site": "bench"}})
+    kind = {"wasmenrich": "wasm-enrich", "nodeenrich": "node-enrich"}[name]
+    runtime, handler, files = example_package(kind, pathlib.Path(sys.argv[1]), stream=out)
+    out_zip = io.BytesIO()
+    with zipfile.ZipFile(out_zip, "w") as z:
+        for path, body in files.items():
+            z.writestr(path, body)
+    arn = lam.create_function(FunctionName=name, Runtime=runtime, Role=role, Handler=handler, Timeout=30,
+                              Code={"ZipFile": out_zip.getvalue()},
+                              Environment={"Variables": {"STREAM": out}})["FunctionArn"]
+    iot.create_topic_rule(ruleName=name, topicRulePayload={
+        "sql": f"SELECT 21.5 AS temperature, topic(2) AS thing, encode(*, 'base64') AS data FROM 'bench/{name}/#'",
+        "awsIotSqlVersion": "2016-03-23", "actions": [{"lambda": {"functionArn": arn}}]})
+with ThreadPoolExecutor(8) as pool:
+    for name in examples:
+        calls = [pool.submit(lam.invoke, FunctionName=name, Payload=b'{"thing": "warm", "temperature": 1}')
+                 for _ in range(8)]
+        assert all("FunctionError" not in c.result() for c in calls)
 for name, stream in [("sql", "bench"), ("pybatch", "in")]:
     iot.create_topic_rule(ruleName=name, topicRulePayload={
         "sql": f"SELECT encode(*, 'base64') AS data, 1 AS enriched FROM 'bench/{name}/#'", "awsIotSqlVersion": "2016-03-23",
@@ -166,7 +198,7 @@ fi
 for name in $SCENARIOS; do
   [ "$name" = mosquitto ] && continue
   echo "== $name" >&2
-  case $name in py|pyecho|nodeecho) seconds=$PY_DURATION ;; *) seconds=$DURATION ;; esac
+  case $name in py|pyecho|nodeecho|nodeenrich) seconds=$PY_DURATION ;; *) seconds=$DURATION ;; esac
   START=$(date +%s.%N)
   CPU0=$(cpu); workers > "$OUT/$name.workers0"
   PERF_PID=
@@ -187,8 +219,8 @@ for name in $SCENARIOS; do
   echo "{\"acked\": $ACKED, \"delivered\": $(delivered "$name"), \"cloudwatch_logs_dropped_so_far\": $DROPPED, \"seconds\": $(awk "BEGIN {printf \"%.3f\", $END - $START}"), \"cpu_seconds\": $(awk "BEGIN {printf \"%.3f\", $CPU1 - $CPU0}"), \"worker_cpu_seconds\": $(workers_cpu "$OUT/$name.workers0" "$OUT/$name.workers1"), \"workers\": $(wc -l < "$OUT/$name.workers1"), \"load\": \"$(cut -d' ' -f1-3 /proc/loadavg)\"}" | tee "$OUT/$name-end-to-end.json"
 done
 # Every record the pipeline delivered is in its output stream (pybatch: `out`, once per
-# successful batch; wasmout: `wasm-out`, once per successful invocation).
-for pair in "pybatch out" "wasmout wasm-out"; do
+# successful batch; the others once per successful invocation).
+for pair in "pybatch out" "wasmout wasm-out" "wasmenrich wasmenrich-out" "nodeenrich nodeenrich-out"; do
   set -- $pair
   [[ " $SCENARIOS " == *" $1 "* ]] || continue
   "$PY" - "$FC_DATA" "$HTTP" "$2" <<'PY' | tee "$OUT/$1-out.json"
@@ -217,7 +249,9 @@ for name, what in [("sql", "rule SQL -> kinesis action (anchor)"), ("wasm", "rul
                    ("pyecho", "rule -> Python lambda returning its event (no SDK call)"),
                    ("nodeecho", "rule -> Node.js lambda returning its event (no SDK call)"),
                    ("py", "rule -> Python lambda -> stream (boto3 put_record per message)"),
-                   ("pybatch", "rule -> stream -> event source mapping -> Python -> put_records -> stream")]:
+                   ("pybatch", "rule -> stream -> event source mapping -> Python -> put_records -> stream"),
+                   ("wasmenrich", "rule -> examples/functions/rust-wasm-enrich -> stream"),
+                   ("nodeenrich", "rule -> examples/functions/node-enrich (AWS SDK for JavaScript v3) -> stream")]:
     if not (out / f"{name}-end-to-end.json").exists():
         continue
     e = json.loads((out / f"{name}-end-to-end.json").read_text())

@@ -17,7 +17,7 @@ use std::time::SystemTime;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::Request;
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -129,6 +129,12 @@ impl ControlPlane {
     /// path, the dispatcher.
     pub fn into_router(mut self, state: ApiState) -> Router {
         let public = std::mem::take(&mut self.public);
+        for service in self.services.values_mut() {
+            // `dispatch` read the body within the service's own limit; axum's default (2 MB)
+            // would refuse, in a service's extractor, a larger body the service allows (a
+            // Lambda zip, a Kinesis PutRecords).
+            service.router = std::mem::take(&mut service.router).layer(DefaultBodyLimit::disable());
+        }
         let control_plane = Arc::new(self);
         crate::router(state)
             .merge(public)
@@ -486,6 +492,12 @@ mod tests {
         let iotdata = Router::new().route("/echo/{name}", post(|| async { "iotdata" }));
         let kinesis =
             Router::new().route("/", post(|ctx: RequestContext| async move { ctx.service }));
+        let lambda = Router::new().route(
+            "/size",
+            post(
+                |body: Bytes| async move { axum::Json(serde_json::json!({ "bytes": body.len() })) },
+            ),
+        );
         let sns = crate::query::QueryService::new("urn:test", ())
             .action("Echo", |_, ctx: RequestContext, params| async move {
                 let mut xml = crate::query::Xml::new();
@@ -507,6 +519,7 @@ mod tests {
             .service_routes("iot", contributed)
             .service("iotdata", iotdata)
             .service_with_body_limit("kinesis", kinesis, 2048)
+            .service_with_body_limit("lambda", lambda, 8 << 20)
             .into_router(state)
     }
 
@@ -834,6 +847,31 @@ mod tests {
         )
         .await;
         assert_eq!((status, body["n"].as_u64()), (StatusCode::OK, Some(7)));
+    }
+
+    #[tokio::test]
+    async fn a_service_extractor_reads_a_body_up_to_the_services_limit_past_axums_default() {
+        let app = app();
+        static ZIP: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| vec![b'z'; 3 << 20]);
+        let mut req = request("POST", "/size", "lambda", b"", &[], &admin());
+        sign(
+            &admin(),
+            "us-east-1",
+            "lambda",
+            "POST",
+            "/size",
+            "localhost",
+            req.headers_mut(),
+            ZIP.as_slice(),
+            SystemTime::now(),
+        )
+        .expect("sign");
+        *req.body_mut() = Body::from(ZIP.as_slice());
+        let (status, _, body) = call(&app, req).await;
+        assert_eq!(
+            (status, body["bytes"].as_u64()),
+            (StatusCode::OK, Some(3 << 20))
+        );
     }
 
     #[tokio::test]

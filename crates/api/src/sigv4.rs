@@ -259,7 +259,12 @@ impl Verifier {
         if authorization.access_key_id != self.credentials.access_key_id {
             return Err(SigV4Error::UnknownAccessKey);
         }
-        if !authorization.signed_headers.iter().any(|h| h == "host") {
+        // Over HTTP/2 the host is the `:authority` pseudo-header, which AWS accepts signed instead.
+        if !authorization
+            .signed_headers
+            .iter()
+            .any(|h| h == "host" || h == fleetcore_core::sigv4::AUTHORITY)
+        {
             return Err(SigV4Error::Incomplete(
                 "'Host' must be a 'SignedHeader' in the AWS Authorization.".into(),
             ));
@@ -446,6 +451,7 @@ mod tests {
                 path: &self.path,
                 query: &self.query,
                 headers: &self.headers,
+                authority: None,
             }
         }
     }
@@ -777,6 +783,64 @@ mod tests {
             .expect("request");
         *request.headers_mut() = headers;
         request.into_parts().0
+    }
+
+    /// A Kinesis PutRecord as the AWS SDK for JavaScript v3 (client-kinesis 3.1142) sends it over
+    /// HTTP/2, its default for Kinesis: the host is the `:authority` pseudo-header (the URI's
+    /// authority to the server, no `Host` header), and the SDK signs it under that name.
+    #[test]
+    fn an_http2_request_signed_with_its_authority_verifies() {
+        let credentials = Credentials {
+            access_key_id: "FCKITESTTESTTESTTEST".into(),
+            secret_access_key: "test-secret".into(),
+        };
+        let verifier = Verifier::new(credentials).with_region("us-east-1");
+        let body = br#"{"Data":"eA==","StreamName":"s","PartitionKey":"k"}"#;
+        let headers = [
+            ("content-type", "application/x-amz-json-1.1"),
+            ("x-amz-target", "Kinesis_20131202.PutRecord"),
+            ("content-length", "51"),
+            ("x-amz-user-agent", "aws-sdk-js/3.1142.0"),
+            (
+                "amz-sdk-invocation-id",
+                "3f710d15-9425-44f3-9e90-77d8486939ec",
+            ),
+            ("amz-sdk-request", "attempt=1; max=1"),
+            ("x-amz-date", "20261207T125438Z"),
+            (
+                "x-amz-content-sha256",
+                "c369021b7747cbd39f188c21a09c81b8da917c4244b8cccd90d2043f28d5da60",
+            ),
+            (
+                "authorization",
+                "AWS4-HMAC-SHA256 Credential=FCKITESTTESTTESTTEST/20261207/us-east-1/kinesis/aws4_request, \
+                 SignedHeaders=:authority;amz-sdk-invocation-id;amz-sdk-request;content-length;\
+                 content-type;x-amz-content-sha256;x-amz-date;x-amz-target;x-amz-user-agent, \
+                 Signature=dba02c400befb774fc645e484e4503a38f33e95733d143d9b807914ad8b37a70",
+            ),
+        ];
+        let parts = |uri: &str| {
+            let mut request = axum::http::Request::builder()
+                .method("POST")
+                .version(axum::http::Version::HTTP_2)
+                .uri(uri);
+            for (name, value) in headers {
+                request = request.header(name, value);
+            }
+            request.body(()).expect("request").into_parts().0
+        };
+        let now = parse_amz_date("20261207T125440Z").expect("date");
+        let sent = parts("http://127.0.0.1:22080/");
+        let authorization = verifier
+            .verify(SignedRequest::from(&sent), body, now)
+            .expect("verified");
+        assert_eq!(authorization.scope.service, "kinesis");
+        // The same request for another authority is refused: the authority is signed.
+        let moved = parts("http://127.0.0.1:22081/");
+        assert!(matches!(
+            verifier.verify(SignedRequest::from(&moved), body, now),
+            Err(SigV4Error::SignatureMismatch { .. })
+        ));
     }
 
     #[test]

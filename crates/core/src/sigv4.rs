@@ -30,6 +30,10 @@ pub enum SigningError {
 /// The signing algorithm.
 pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 
+/// The HTTP/2 pseudo-header naming the request's authority, which a signature may cover in
+/// place of `host`.
+pub const AUTHORITY: &str = ":authority";
+
 /// The last component of every credential scope.
 pub const TERMINATOR: &str = "aws4_request";
 
@@ -102,6 +106,10 @@ pub struct SignedRequest<'a> {
     pub query: &'a str,
     /// The request headers.
     pub headers: &'a HeaderMap,
+    /// The request target's authority (`host:port`): over HTTP/2 it comes as the `:authority`
+    /// pseudo-header, not a `Host` header, and some SDKs (the JavaScript v3 Kinesis client)
+    /// sign it under that name.
+    pub authority: Option<&'a str>,
 }
 
 impl<'a> From<&'a http::request::Parts> for SignedRequest<'a> {
@@ -111,6 +119,7 @@ impl<'a> From<&'a http::request::Parts> for SignedRequest<'a> {
             path: parts.uri.path(),
             query: parts.uri.query().unwrap_or(""),
             headers: &parts.headers,
+            authority: parts.uri.authority().map(http::uri::Authority::as_str),
         }
     }
 }
@@ -181,6 +190,7 @@ pub fn sign_hashed(
         path,
         query,
         headers,
+        authority: None,
     };
     let scope = CredentialScope {
         date: timestamp[..8].to_string(),
@@ -216,6 +226,21 @@ pub fn canonical_request(
     out.push_str(&canonical_query(request.query));
     out.push('\n');
     for name in signed_headers {
+        if name == AUTHORITY {
+            // A pseudo-header is no `HeaderMap` entry; its value is the target's authority.
+            let authority = request
+                .authority
+                .or_else(|| {
+                    let host = request.headers.get(http::header::HOST)?;
+                    host.to_str().ok()
+                })
+                .ok_or_else(|| SigningError::MissingSignedHeader(name.clone()))?;
+            out.push_str(AUTHORITY);
+            out.push(':');
+            out.push_str(authority.trim());
+            out.push('\n');
+            continue;
+        }
         let mut values = request.headers.get_all(name.as_str()).iter().peekable();
         if values.peek().is_none() {
             return Err(SigningError::MissingSignedHeader(name.clone()));

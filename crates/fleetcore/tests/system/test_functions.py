@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from brokers import FLEETCORE_BIN, Broker, wait_until
+from brokers import FLEETCORE_BIN, REPO, Broker, wait_until
 from clients import V5
 from test_rules_engine import create_rule, rule_name, stream_records, wait_stream
 
@@ -580,28 +581,121 @@ def test_event_source_mapping_bisects_and_sends_the_failure_to_the_destination(f
 # ---------------------------------------------------------------------------------------------
 # the rules engine's lambda action
 
-ENRICH = (HERE.parents[3] / "examples" / "functions" / "python-enrich" / "lambda_function.py").read_text()
+EXAMPLES = HERE.parents[3] / "examples" / "functions"
+ENRICH = (EXAMPLES / "python-enrich" / "lambda_function.py").read_text()
 
 
-def test_rule_lambda_action_enriches_into_a_stream(fb, aws, clients, uid):
-    iot, lam, kinesis = aws("iot", broker=fb), aws("lambda", broker=fb), aws("kinesis", broker=fb)
-    name, out = fn_name(uid), f"out-{uid}"
-    kinesis.create_stream(StreamName=out, ShardCount=1)
-    fn = create(lam, name, {"lambda_function.py": ENRICH}, handler="lambda_function.lambda_handler",
-                Timeout=30, Environment={"Variables": {"STREAM": out}})
+def in_ci() -> bool:
+    """Whether this run is CI's (`.ci/run` sets CI), where a missing tool is a failure."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def require(ok: bool, reason: str) -> None:
+    """A tool a test needs: missing, it fails the test in CI (test.sh installs it) and skips it,
+    saying why, elsewhere."""
+    if not ok:
+        (pytest.fail if in_ci() else pytest.skip)(reason)
+
+
+def enrich_through_a_rule(fb, aws, clients, uid: str, function_arn: str, out: str) -> list[dict]:
+    """Thing d0 (attribute site=plant-7) and d1..d4 (none) publish a temperature each to
+    `devices/<thing>/telemetry`; a rule `SELECT *, topic(2) AS thing` invokes `function_arn`
+    (the enrichment example), which puts each enriched message on the stream `out`. Returns its
+    records, sorted by thing, once each thing's is there; each has its Fahrenheit field."""
+    iot, kinesis = aws("iot", broker=fb), aws("kinesis", broker=fb)
     iot.create_thing(thingName=f"d0-{uid}", attributePayload={"attributes": {"site": "plant-7"}})
     create_rule(iot, rule_name(uid),
                 f"SELECT *, topic(2) AS thing FROM 'devices/+/telemetry' WHERE run = '{uid}'",
-                [{"lambda": {"functionArn": fn["FunctionArn"]}}])
+                [{"lambda": {"functionArn": function_arn}}])
     dev = clients(V5, broker=fb)
     for i in range(5):
         dev.publish(f"devices/d{i}-{uid}/telemetry", json.dumps({"run": uid, "temperature": 20 + i}),
                     qos=1)
-    records = wait_stream(kinesis, out, lambda rs: len(rs) >= 5, timeout=60)
+    records = wait_stream(kinesis, out, lambda rs: len(rs) >= 5, timeout=90)
     got = sorted((json.loads(r["Data"]) for r in records), key=lambda r: r["thing"])
     assert [(g["thing"], g["fahrenheit"]) for g in got] == \
         [(f"d{i}-{uid}", round((20 + i) * 9 / 5 + 32, 2)) for i in range(5)]
+    assert sorted(r["PartitionKey"] for r in records) == [g["thing"] for g in got]
+    return got
+
+
+def test_rule_lambda_action_enriches_into_a_stream(fb, aws, clients, uid):
+    lam, kinesis = aws("lambda", broker=fb), aws("kinesis", broker=fb)
+    name, out = fn_name(uid), f"out-{uid}"
+    kinesis.create_stream(StreamName=out, ShardCount=1)
+    fn = create(lam, name, {"lambda_function.py": ENRICH}, handler="lambda_function.lambda_handler",
+                Timeout=30, Environment={"Variables": {"STREAM": out}})
+    got = enrich_through_a_rule(fb, aws, clients, uid, fn["FunctionArn"], out)
     assert got[0]["attributes"] == {"site": "plant-7"} and got[1]["attributes"] == {}
+
+
+def test_rule_lambda_action_to_the_node_example_enriches_into_a_stream(fb, aws, clients, uid,
+                                                                        tmp_path):
+    """examples/functions/node-enrich deployed as a user deploys it: `npm ci` of its lock file,
+    a zip with index.js and node_modules (the AWS SDK for JavaScript v3, pointed at fleetcore by
+    the runtime's AWS_ENDPOINT_URL: IoT DescribeThing over HTTP/1.1, Kinesis PutRecord over
+    HTTP/2), run by the nodejs20.x runtime behind a topic rule."""
+    npm = shutil.which("npm")
+    require(NODE is not None and npm is not None,
+            "node and npm are not installed (test.sh installs nodejs and npm)")
+    source = EXAMPLES / "node-enrich"
+    for f in ("index.js", "package.json", "package-lock.json"):
+        shutil.copy(source / f, tmp_path / f)
+    done = subprocess.run([npm, "ci", "--omit=dev", "--no-audit", "--no-fund"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"npm ci failed:\n{done.stdout}\n{done.stderr}"
+    files = {f: (tmp_path / f).read_bytes() for f in ("index.js", "package.json")}
+    for path in sorted((tmp_path / "node_modules").rglob("*")):
+        if path.is_file():
+            files[str(path.relative_to(tmp_path))] = path.read_bytes()
+    lam, kinesis = aws("lambda", broker=fb), aws("kinesis", broker=fb)
+    name, out = fn_name(uid), f"nout-{uid}"
+    kinesis.create_stream(StreamName=out, ShardCount=1)
+    fn = create(lam, name, files, runtime="nodejs20.x", handler="index.handler", Timeout=30,
+                Environment={"Variables": {"STREAM": out}})
+    got = enrich_through_a_rule(fb, aws, clients, uid, fn["FunctionArn"], out)
+    assert got[0]["attributes"] == {"site": "plant-7"} and got[1]["attributes"] == {}
+
+
+def build_wasm_example(stream: str) -> bytes:
+    """examples/functions/rust-wasm-enrich built from its source for wasm32-unknown-unknown with
+    the repository's pinned toolchain, writing to `stream`: the module's bytes."""
+    source = EXAMPLES / "rust-wasm-enrich"
+    cargo, rustup = shutil.which("cargo"), shutil.which("rustup")
+    require(cargo is not None and rustup is not None, "cargo and rustup are not installed")
+    installed = subprocess.run([rustup, "target", "list", "--installed"], cwd=source,
+                               capture_output=True, text=True, timeout=300)
+    require("wasm32-unknown-unknown" in installed.stdout.split(),
+            "the Rust target wasm32-unknown-unknown is not installed for the pinned toolchain "
+            "(test.sh runs `rustup target add wasm32-unknown-unknown`)")
+    # The workspace's target dir: the example's artifacts (another target) sit beside its own.
+    target_dir = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
+    done = subprocess.run([cargo, "build", "--release", "--target", "wasm32-unknown-unknown",
+                           "--target-dir", str(target_dir)], cwd=source, capture_output=True,
+                          text=True, timeout=900, env={**os.environ, "STREAM": stream})
+    assert done.returncode == 0, f"the wasm example did not build:\n{done.stderr}"
+    return (target_dir / "wasm32-unknown-unknown" / "release" / "rust_wasm_enrich.wasm").read_bytes()
+
+
+def test_rule_lambda_action_to_the_rust_wasm_example_enriches_into_a_stream(fb, aws, clients, uid):
+    """examples/functions/rust-wasm-enrich, built from its source by this test, behind the same
+    rule: the Fahrenheit field and the stream as the other runtimes; no thing attributes (the
+    wasm ABI has no registry import, as its README says). An event that is not an object fails
+    in AWS's shape."""
+    lam, kinesis = aws("lambda", broker=fb), aws("kinesis", broker=fb)
+    name, out = fn_name(uid), f"wenrich-{uid}"
+    kinesis.create_stream(StreamName=out, ShardCount=1)
+    fn = create(lam, name, {"enrich.wasm": build_wasm_example(out)}, runtime="provided.al2023",
+                handler="enrich.wasm")
+    got = enrich_through_a_rule(fb, aws, clients, uid, fn["FunctionArn"], out)
+    assert all("attributes" not in g for g in got)
+    r, body = invoke(lam, name, {"thing": "t"}, LogType="Tail")
+    assert body == {"thing": "t"} and "FunctionError" not in r
+    assert "no numeric temperature from t" in base64.b64decode(r["LogResult"]).decode()
+    r, body = invoke(lam, name, [1, 2])
+    assert r["FunctionError"] == "Unhandled"
+    assert body == {"errorType": "InvalidEvent", "errorMessage": "the event is not a JSON object"}
+    assert len(stream_records(kinesis, out)) == 6, "a failed invocation puts nothing"
 
 
 def test_rule_lambda_action_to_wasm_puts_each_result_on_a_stream(fb, aws, clients, uid):

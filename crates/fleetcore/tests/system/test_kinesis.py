@@ -246,6 +246,14 @@ def test_large_records_and_unicode_keys_round_trip(start, kinesis):
     records, _ = read_shard(k, "big", "shardId-000000000000")
     assert [(len(r["Data"]), r["PartitionKey"]) for r in records] == [(1 << 20, key), (1 << 20, "a"), (0, "b")]
     assert records[0]["Data"] == data
+    # 4 MiB in one PutRecords (5.3 MB of JSON in base64, past axum's 2 MB default body limit):
+    # Kinesis takes up to 5 MiB per request.
+    out = k.put_records(StreamName="big", Records=[{"Data": data, "PartitionKey": f"m{i}"}
+                                                   for i in range(4)])
+    assert out["FailedRecordCount"] == 0
+    records, _ = read_shard(k, "big", "shardId-000000000000")
+    assert [r["PartitionKey"] for r in records[3:]] == ["m0", "m1", "m2", "m3"]
+    assert all(r["Data"] == data for r in records[3:])
 
 
 def test_put_records_reports_partial_failure_per_record(nats_server, broker_factory, kinesis):
