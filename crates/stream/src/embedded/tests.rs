@@ -53,13 +53,18 @@ fn segment_bytes(dir: &Path) -> u64 {
     total
 }
 
+/// Opens the store at `path` with the default configuration.
+async fn open(path: &Path) -> EmbeddedStreams {
+    EmbeddedStreams::open(path, EmbeddedConfig::default())
+        .await
+        .expect("open")
+}
+
 #[tokio::test]
 async fn a_full_disk_fails_the_put_and_leaves_the_log_as_it_was() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("streams");
-    let streams = EmbeddedStreams::open(&path, EmbeddedConfig::default())
-        .await
-        .expect("open");
+    let streams = open(&path).await;
     streams.create_stream(spec(1)).await.expect("create");
     let first = streams
         .put_records("s", vec![record("k", "a"), record("k", "b")])
@@ -90,9 +95,7 @@ async fn a_full_disk_fails_the_put_and_leaves_the_log_as_it_was() {
         "numbers of the failed records are not reused"
     );
     drop(streams);
-    let streams = EmbeddedStreams::open(&path, EmbeddedConfig::default())
-        .await
-        .expect("reopen");
+    let streams = open(&path).await;
     assert_eq!(all(&streams).await, ["a", "b", "c"]);
 }
 
@@ -100,11 +103,7 @@ async fn a_full_disk_fails_the_put_and_leaves_the_log_as_it_was() {
 async fn concurrent_puts_share_fsyncs() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("streams");
-    let streams = Arc::new(
-        EmbeddedStreams::open(&path, EmbeddedConfig::default())
-            .await
-            .expect("open"),
-    );
+    let streams = Arc::new(open(&path).await);
     streams.create_stream(spec(1)).await.expect("create");
     faults::count_syncs_under(&path);
     let puts = 64;
@@ -133,9 +132,7 @@ async fn numbers_stay_unique_across_many_reservations_and_restarts() {
     let path = dir.path().join("streams");
     let mut seen = Vec::new();
     for _ in 0..3 {
-        let streams = EmbeddedStreams::open(&path, EmbeddedConfig::default())
-            .await
-            .expect("open");
+        let streams = open(&path).await;
         if streams.describe_stream("s").await.is_err() {
             streams.create_stream(spec(2)).await.expect("create");
         }
@@ -229,9 +226,7 @@ fn copy_dir(from: &Path, to: &Path) {
 async fn a_commit_touching_four_shards_costs_one_fsync() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("streams");
-    let streams = EmbeddedStreams::open(&path, EmbeddedConfig::default())
-        .await
-        .expect("open");
+    let streams = open(&path).await;
     streams.create_stream(spec(4)).await.expect("create");
     let put = |round: usize| {
         (0..4)
@@ -381,9 +376,7 @@ async fn a_data_folder_without_a_journal_opens_with_its_records() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("streams");
     {
-        let streams = EmbeddedStreams::open(&path, EmbeddedConfig::default())
-            .await
-            .expect("open");
+        let streams = open(&path).await;
         streams.create_stream(spec(1)).await.expect("create");
         streams
             .put_records("s", vec![record("k", "a"), record("k", "b")])
@@ -392,9 +385,7 @@ async fn a_data_folder_without_a_journal_opens_with_its_records() {
     }
     // Folders written before the journal existed have none.
     fs::remove_file(path.join(journal::FILE_NAME)).expect("remove");
-    let streams = EmbeddedStreams::open(&path, EmbeddedConfig::default())
-        .await
-        .expect("reopen");
+    let streams = open(&path).await;
     assert_eq!(all(&streams).await, ["a", "b"]);
     streams
         .put_records("s", vec![record("k", "c")])
