@@ -156,7 +156,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         ..HttpsConfig::default()
     })?;
     let topic_rule_destinations = Arc::new(
-        TopicRuleDestinations::open(Arc::clone(&store), https.clone())
+        TopicRuleDestinations::open(Arc::clone(&shared), https.clone())
             .context("loading the topic rule destinations")?,
     );
     identity.set_attachment_check(Arc::clone(&policies) as Arc<dyn AttachmentCheck>);
@@ -249,7 +249,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             token_ttl: settings.provisioning_token_ttl,
             ..ProvisioningConfig::default()
         },
-        Arc::clone(&store),
+        Arc::clone(&shared),
         Arc::clone(&identity),
         Arc::clone(&policies),
         Some(Arc::clone(&functions.functions) as Arc<dyn fleetcore_core::FunctionInvoker>),
@@ -365,6 +365,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
                 identity: Arc::clone(&identity),
                 policies: Arc::clone(&policies),
                 rules: Arc::clone(&rules),
+                destinations: Arc::clone(&topic_rule_destinations),
+                provisioning: Arc::clone(&provisioning),
             },
         );
     }

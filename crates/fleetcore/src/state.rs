@@ -12,14 +12,18 @@ use fleetcore_identity::IdentityService;
 use fleetcore_identity::policy::Policies;
 use fleetcore_mqtt::broker::SESSION_TABLES;
 use fleetcore_postgres::{Change, ChangeFeed, PgStore, PgStoreConfig};
+use fleetcore_provisioning::Provisioning;
+use fleetcore_provisioning::store::{TEMPLATES, VERSIONS as TEMPLATE_VERSIONS};
+use fleetcore_rules::destinations::{TABLE as DESTINATIONS_TABLE, TopicRuleDestinations};
 use fleetcore_rules::registry::RuleRegistry;
 use fleetcore_shadow::store::SHADOWS_TABLE;
 use serde::Deserialize;
 
-/// Tables whose changes other nodes must hear of: identity (registry, certificates, CAs,
-/// policies and attachments: checked on live connections) and the topic rules (compiled in
-/// memory). Every other table is read from the store when needed.
-const WATCHED: &[&str] = &["iot_", RULES_TABLE];
+/// Tables whose changes other nodes must hear of (prefixes): identity (registry, certificates,
+/// CAs, policies and attachments: checked on live connections), the topic rules (compiled in
+/// memory) and their destinations (`rules_topic_rule_destination`, cached), the provisioning
+/// templates (parsed and cached). Every other table is read from the store when needed.
+const WATCHED: &[&str] = &["iot_", RULES_TABLE, "provisioning_template"];
 /// Tables a cluster's nodes share beyond identity and rules: the persistent sessions (taken over
 /// by compare-and-set of their owner) and the shadows (written by compare-and-set).
 const CLUSTER_TABLES: &[&str] = &[
@@ -104,7 +108,8 @@ impl StateArgs {
 
 /// The state a node runs on.
 pub struct State {
-    /// Tables every node shares: identity (registry, certificates, policies) and topic rules.
+    /// Tables every node shares: identity (registry, certificates, policies), topic rules and
+    /// their destinations, provisioning templates.
     pub shared: Arc<dyn KvStore>,
     /// Every other capability's tables, kept apart per node (the same store as `shared` when
     /// embedded): those services keep caches or run single writers that are not yet safe to
@@ -249,10 +254,13 @@ impl KvStore for NodeScoped {
 }
 
 /// What a node refreshes when another node changes the shared state.
+#[derive(Clone)]
 pub struct Followers {
     pub identity: Arc<IdentityService>,
     pub policies: Arc<Policies>,
     pub rules: Arc<RuleRegistry>,
+    pub destinations: Arc<TopicRuleDestinations>,
+    pub provisioning: Arc<Provisioning>,
 }
 
 /// Applies the other nodes' changes as they come: identity changes re-check live connections
@@ -261,11 +269,7 @@ pub struct Followers {
 pub fn follow(mut feed: ChangeFeed, followers: Followers) {
     tokio::spawn(async move {
         while let Some(change) = feed.recv().await {
-            let followers = Followers {
-                identity: Arc::clone(&followers.identity),
-                policies: Arc::clone(&followers.policies),
-                rules: Arc::clone(&followers.rules),
-            };
+            let followers = followers.clone();
             // The handlers read the store and take locks: off the async workers.
             let applied = tokio::task::spawn_blocking(move || apply(&change, &followers)).await;
             if let Err(e) = applied {
@@ -279,6 +283,9 @@ fn apply(change: &Change, f: &Followers) {
     let rule_failed = |e: fleetcore_rules::registry::RuleError| {
         tracing::error!(error = %e, "could not reload a topic rule changed by another node");
     };
+    let destination_failed = |e: fleetcore_rules::destinations::DestinationError| {
+        tracing::error!(error = %e, "could not reload a topic rule destination changed by another node");
+    };
     match change {
         Change::Everything => {
             f.policies.changed_elsewhere();
@@ -286,6 +293,29 @@ fn apply(change: &Change, f: &Followers) {
             if let Err(e) = f.rules.reload_all() {
                 rule_failed(e);
             }
+            if let Err(e) = f.destinations.reload_all() {
+                destination_failed(e);
+            }
+            f.provisioning.templates().forget_all();
+        }
+        Change::Key { table, key } if table == DESTINATIONS_TABLE => {
+            if let Err(e) = f.destinations.reload(&String::from_utf8_lossy(key)) {
+                destination_failed(e);
+            }
+        }
+        Change::Prefix { table, .. } if table == DESTINATIONS_TABLE => {
+            if let Err(e) = f.destinations.reload_all() {
+                destination_failed(e);
+            }
+        }
+        Change::Key { table, key } if table == TEMPLATES || table == TEMPLATE_VERSIONS => {
+            // A version's key is `<template>/<version>`.
+            let key = String::from_utf8_lossy(key);
+            let name = key.split('/').next().unwrap_or_default();
+            f.provisioning.templates().forget(name);
+        }
+        Change::Prefix { table, .. } if table == TEMPLATES || table == TEMPLATE_VERSIONS => {
+            f.provisioning.templates().forget_all();
         }
         Change::Key { table, key } if table == RULES_TABLE => {
             if let Err(e) = f.rules.reload(&String::from_utf8_lossy(key)) {

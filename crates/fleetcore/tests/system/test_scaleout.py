@@ -983,3 +983,145 @@ def test_a_shadow_is_one_document_across_nodes_and_racing_versions_let_one_win(c
             doc = json.loads(d.get_thing_shadow(thingName=thing)["payload"].read())
             assert doc["version"] == version
             assert doc["state"]["reported"] == {"n": round_, "by": winners[0]}, doc
+
+
+# ---------------------------------------------------------------------------------------------
+# the other services' resources, shared through PostgreSQL
+
+def _seen_within_a_second(pred, what: str):
+    """Waits for `pred` (a change made through one node, seen through the other) and checks it
+    came within LIVE_CHANGE_DEADLINE of the call that made it."""
+    started = time.monotonic()
+    value = wait_until(pred, LIVE_CHANGE_DEADLINE + 2, what=what)
+    elapsed = time.monotonic() - started
+    assert elapsed <= LIVE_CHANGE_DEADLINE, f"{what}: {elapsed:.2f} s, not within a second"
+    return value
+
+
+def _gone(call, exceptions) -> bool:
+    try:
+        call()
+        return False
+    except exceptions.ResourceNotFoundException:
+        return True
+
+
+def test_a_topic_rule_destination_is_shared_and_its_http_action_runs_on_the_other_node(
+        broker_factory, nats_server, postgres_server, aws, uid, tmp_path):
+    """A destination created through A is the one B shows and confirms (with the token its
+    confirmation message brought to the endpoint); a rule made on A with an http action under
+    it delivers a message published on B; disabled through A, B shows it disabled; deleted
+    through B, A no longer has it. Each change is seen on the other node within a second."""
+    import pki
+    from test_rules_actions import Endpoint
+    ca = (tmp_path / "endpoint-ca.pem", tmp_path / "endpoint-ca.key")
+    pki.make_ca(*ca, cn="endpoint test CA")
+    (tmp_path / "endpoint").mkdir()
+    e = Endpoint(tmp_path / "endpoint", ca)
+    cluster = start_cluster(["a", "b"], broker_factory, nats_server, postgres_server, aws, uid,
+                            extra=("--rules-https-ca-file", str(ca[0])))
+    iot_a, iot_b = cluster.iot(0), cluster.iot(1)
+    try:
+        arn = iot_a.create_topic_rule_destination(destinationConfiguration={
+            "httpUrlConfiguration": {"confirmationUrl": e.url + "/"}})["topicRuleDestination"]["arn"]
+
+        def on(iot):
+            return lambda: iot.get_topic_rule_destination(arn=arn)["topicRuleDestination"]
+        wait_until(lambda: e.confirmations(), 20, what="the confirmation message")
+        token = json.loads(e.confirmations()[0][2])["confirmationToken"]
+        # B reads it (IN_PROGRESS) and confirms it; A sees it ENABLED.
+        _seen_within_a_second(lambda: not _gone(on(iot_b), iot_b.exceptions),
+                              "the destination made on A, on B")
+        assert on(iot_b)()["status"] == "IN_PROGRESS"
+        iot_b.confirm_topic_rule_destination(confirmationToken=token)
+        _seen_within_a_second(lambda: on(iot_a)()["status"] == "ENABLED",
+                              "the destination confirmed on B, ENABLED on A")
+        # A rule made on A delivers, under that destination, what a device publishes on B.
+        cluster.iot(0).create_topic_rule(ruleName=uid.replace("-", "_"), topicRulePayload={
+            "sql": f"SELECT v FROM '{uid}/in'",
+            "actions": [{"http": {"url": e.url + "/hook", "confirmationUrl": e.url + "/"}}]})
+        pub = Client(cluster.nodes[1], V5)
+        try:
+            pub.connect()
+            n = 0
+
+            def delivered() -> bool:
+                nonlocal n
+                n += 1
+                pub.publish(f"{uid}/in", json.dumps({"v": n}).encode(), qos=1)
+                return bool(wait_until_or_none(lambda: e.deliveries("/hook"), 0.3))
+            wait_until(delivered, 10, what="the http action run on B")
+        finally:
+            pub.close()
+        assert "v" in json.loads(e.deliveries("/hook")[0][2])
+        # Disabled through A: B shows it disabled. Deleted through B: gone from A.
+        iot_a.update_topic_rule_destination(arn=arn, status="DISABLED")
+        _seen_within_a_second(lambda: on(iot_b)()["status"] == "DISABLED",
+                              "the destination disabled on A, on B")
+        iot_b.delete_topic_rule_destination(arn=arn)
+        _seen_within_a_second(lambda: _gone(on(iot_a), iot_a.exceptions),
+                              "the destination deleted on B, gone from A")
+        assert iot_a.list_topic_rule_destinations()["destinationSummaries"] == []
+    finally:
+        e.close()
+
+
+def wait_until_or_none(pred, timeout: float):
+    """`pred`'s first truthy value within `timeout`, or None."""
+    try:
+        return wait_until(pred, timeout)
+    except AssertionError:
+        return None
+
+
+def _claim(node, setup, serial: str) -> tuple[str, dict]:
+    """Fleet provisioning by claim through `node` (JSON over MQTT with the claim certificate):
+    new keys, then the template; (accepted|rejected, the answer to the provision request)."""
+    from test_access import TlsRawClient
+    from test_provisioning import raw_answer
+    create = "$aws/certificates/create/json"
+    provision = f"$aws/provisioning-templates/{setup.name}/provision/json"
+    rc = TlsRawClient(node, setup.claim_cert, setup.claim_key, V5)
+    try:
+        assert rc.connect(f"claim-{serial}").rc == 0
+        rc.subscribe([(f"{t}/{k}", 1) for t in (create, provision) for k in ("accepted", "rejected")])
+        rc.publish(create, b"{}", qos=0)
+        kind, payload = raw_answer(rc, create)
+        assert kind == "accepted", payload
+        token = json.loads(payload)["certificateOwnershipToken"]
+        rc.publish(provision, json.dumps({"certificateOwnershipToken": token,
+                                          "parameters": {"SerialNumber": serial}}).encode(), qos=0)
+        kind, payload = raw_answer(rc, provision)
+        return kind, json.loads(payload)
+    finally:
+        rc.close()
+
+
+def test_a_provisioning_template_is_shared_and_provisions_on_the_other_node(cluster, uid, tmp_path):
+    """A template created through A is described by B and provisions a device claiming through
+    B; its description updated through B is what A shows; disabled through A, B refuses the
+    next claim (its parsed template dropped); deleted through B, A no longer has it. Each change
+    is seen on the other node within a second."""
+    from test_provisioning import Setup
+    iot_a, iot_b = cluster.iot(0), cluster.iot(1)
+    s = Setup(iot_a, tmp_path, uid)
+
+    def on(iot):
+        return lambda: iot.describe_provisioning_template(templateName=s.name)
+    _seen_within_a_second(lambda: not _gone(on(iot_b), iot_b.exceptions),
+                          "the template made on A, on B")
+    serial = "sc" + uid[-8:].replace("-", "")
+    kind, answer = _claim(cluster.nodes[1], s, serial)
+    assert (kind, answer["thingName"]) == ("accepted", f"sensor-{serial}"), answer
+    assert iot_a.describe_thing(thingName=f"sensor-{serial}")["attributes"]["serial"] == serial
+    iot_b.update_provisioning_template(templateName=s.name, description="updated on b")
+    _seen_within_a_second(lambda: on(iot_a)().get("description") == "updated on b",
+                          "the description set on B, on A")
+    iot_a.update_provisioning_template(templateName=s.name, enabled=False)
+    refused = _seen_within_a_second(
+        lambda: (lambda r: r if r[0] == "rejected" else None)(_claim(cluster.nodes[1], s, serial + "x")),
+        "the template disabled on A, refusing claims on B")
+    assert "disabled" in refused[1]["errorMessage"], refused
+    iot_b.delete_provisioning_template(templateName=s.name)
+    _seen_within_a_second(lambda: _gone(on(iot_a), iot_a.exceptions),
+                          "the template deleted on B, gone from A")
