@@ -167,7 +167,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     // Functions (Lambda): their SDK calls reach this server's HTTP API with the admin
     // credentials.
-    let functions = crate::functions::start(&settings, &credentials, &store, &streams).await?;
+    let functions = crate::functions::start(
+        &settings,
+        &credentials,
+        (&shared, state_changes.is_some()),
+        &store,
+        &streams,
+    )
+    .await?;
     // The archive (Firehose) delivers from the streams, through Lambda processors if any.
     let archive = Archive::start(
         Arc::clone(&store),
@@ -367,6 +374,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
                 rules: Arc::clone(&rules),
                 destinations: Arc::clone(&topic_rule_destinations),
                 provisioning: Arc::clone(&provisioning),
+                functions: Arc::clone(&functions.functions),
             },
         );
     }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use fleetcore_core::store::{Entries, StoreError, WriteOp};
 use fleetcore_core::{KvStore, RedbStore, WriteBatch};
+use fleetcore_functions::{FUNCTIONS_TABLE, Functions};
 use fleetcore_identity::IdentityService;
 use fleetcore_identity::policy::Policies;
 use fleetcore_mqtt::broker::SESSION_TABLES;
@@ -22,8 +23,14 @@ use serde::Deserialize;
 /// Tables whose changes other nodes must hear of (prefixes): identity (registry, certificates,
 /// CAs, policies and attachments: checked on live connections), the topic rules (compiled in
 /// memory) and their destinations (`rules_topic_rule_destination`, cached), the provisioning
-/// templates (parsed and cached). Every other table is read from the store when needed.
-const WATCHED: &[&str] = &["iot_", RULES_TABLE, "provisioning_template"];
+/// templates (parsed and cached), the Lambda functions (cached, with their runners; their
+/// packages, `lambda_code`, are read when first used). Every other table is read from the store when needed.
+const WATCHED: &[&str] = &[
+    "iot_",
+    RULES_TABLE,
+    "provisioning_template",
+    FUNCTIONS_TABLE,
+];
 /// Tables a cluster's nodes share beyond identity and rules: the persistent sessions (taken over
 /// by compare-and-set of their owner) and the shadows (written by compare-and-set).
 const CLUSTER_TABLES: &[&str] = &[
@@ -109,7 +116,7 @@ impl StateArgs {
 /// The state a node runs on.
 pub struct State {
     /// Tables every node shares: identity (registry, certificates, policies), topic rules and
-    /// their destinations, provisioning templates.
+    /// their destinations, provisioning templates, Lambda functions and their packages.
     pub shared: Arc<dyn KvStore>,
     /// Every other capability's tables, kept apart per node (the same store as `shared` when
     /// embedded): those services keep caches or run single writers that are not yet safe to
@@ -261,6 +268,7 @@ pub struct Followers {
     pub rules: Arc<RuleRegistry>,
     pub destinations: Arc<TopicRuleDestinations>,
     pub provisioning: Arc<Provisioning>,
+    pub functions: Arc<Functions>,
 }
 
 /// Applies the other nodes' changes as they come: identity changes re-check live connections
@@ -286,6 +294,9 @@ fn apply(change: &Change, f: &Followers) {
     let destination_failed = |e: fleetcore_rules::destinations::DestinationError| {
         tracing::error!(error = %e, "could not reload a topic rule destination changed by another node");
     };
+    let function_failed = |e: fleetcore_functions::FunctionsError| {
+        tracing::error!(error = %e, "could not reload a function changed by another node");
+    };
     match change {
         Change::Everything => {
             f.policies.changed_elsewhere();
@@ -297,6 +308,19 @@ fn apply(change: &Change, f: &Followers) {
                 destination_failed(e);
             }
             f.provisioning.templates().forget_all();
+            if let Err(e) = f.functions.reload_all() {
+                function_failed(e);
+            }
+        }
+        Change::Key { table, key } if table == FUNCTIONS_TABLE => {
+            if let Err(e) = f.functions.reload(&String::from_utf8_lossy(key)) {
+                function_failed(e);
+            }
+        }
+        Change::Prefix { table, .. } if table == FUNCTIONS_TABLE => {
+            if let Err(e) = f.functions.reload_all() {
+                function_failed(e);
+            }
         }
         Change::Key { table, key } if table == DESTINATIONS_TABLE => {
             if let Err(e) = f.destinations.reload(&String::from_utf8_lossy(key)) {

@@ -86,6 +86,11 @@ class Cluster:
         return self._aws("iot-data", broker=self.nodes[i], access_key_id=KEY_ID,
                          secret_access_key=SECRET)
 
+    def client(self, service: str, i: int):
+        """A boto3 client of `service` for node `i`."""
+        return self._aws(service, broker=self.nodes[i], access_key_id=KEY_ID,
+                         secret_access_key=SECRET)
+
 
 def start_cluster(names, broker_factory, nats_server, postgres_server, aws, uid,
                   extra=()) -> Cluster:
@@ -1125,3 +1130,143 @@ def test_a_provisioning_template_is_shared_and_provisions_on_the_other_node(clus
     iot_b.delete_provisioning_template(templateName=s.name)
     _seen_within_a_second(lambda: _gone(on(iot_a), iot_a.exceptions),
                           "the template deleted on B, gone from A")
+
+
+def test_a_function_is_shared_with_its_code_versions_and_aliases(cluster, uid):
+    """A function created through A (a WebAssembly module) is described and invoked through B,
+    which reads its package from PostgreSQL and unpacks it on first use; its configuration set
+    through B is A's; a version published through A gets an alias through B that A shows; new
+    code uploaded through A is what B runs next (a new CodeSha256); deleted through B, A no
+    longer has it. Each change is seen on the other node within a second."""
+    from test_functions import HERE, create, fn_name, invoke, package
+    lam_a, lam_b = cluster.client("lambda", 0), cluster.client("lambda", 1)
+    name = fn_name(uid)
+    wat = (HERE / "functions" / "echo.wat").read_text()
+    made = create(lam_a, name, {"echo.wat": wat}, runtime="provided.al2023", handler="echo.wat")
+
+    def on(lam):
+        return lambda: lam.get_function(FunctionName=name)
+    got = _seen_within_a_second(lambda: not _gone(on(lam_b), lam_b.exceptions) and on(lam_b)(),
+                                "the function made on A, on B")
+    assert got["Configuration"]["CodeSha256"] == made["CodeSha256"]
+    location = got["Code"]["Location"].removeprefix("file://")
+    assert location.startswith(str(cluster.nodes[1].data_dir)), location
+    r, body = invoke(lam_b, name, {"n": 1})
+    assert body == {"wasm": {"n": 1}} and "FunctionError" not in r, body
+    # Configuration through B, seen on A.
+    lam_b.update_function_configuration(FunctionName=name, Description="set on b")
+    _seen_within_a_second(
+        lambda: on(lam_a)()["Configuration"]["Description"] == "set on b",
+        "the description set on B, on A")
+    # A version published on A, an alias made on B for it, shown on A.
+    version = lam_a.publish_version(FunctionName=name)["Version"]
+    _seen_within_a_second(
+        lambda: [v["Version"] for v in lam_b.list_versions_by_function(
+            FunctionName=name)["Versions"]] == ["$LATEST", version],
+        "the version published on A, on B")
+    lam_b.create_alias(FunctionName=name, Name="live", FunctionVersion=version)
+    _seen_within_a_second(
+        lambda: not _gone(lambda: lam_a.get_alias(FunctionName=name, Name="live"),
+                          lam_a.exceptions),
+        "the alias made on B, on A")
+    # New code through A: B runs it (the same module answering under another key).
+    new = lam_a.update_function_code(FunctionName=name, ZipFile=package(
+        {"echo.wat": wat.replace('"{\\"wasm\\":"', '"{\\"wat2\\":"')}))
+    assert new["CodeSha256"] != made["CodeSha256"]
+    _seen_within_a_second(lambda: invoke(lam_b, name, {"n": 2})[1] == {"wat2": {"n": 2}},
+                          "the code uploaded on A, run on B")
+    # The alias still runs the published version's code, on both nodes.
+    assert invoke(lam_b, f"{name}:live", {"n": 3})[1] == {"wasm": {"n": 3}}
+    lam_b.delete_function(FunctionName=name)
+    _seen_within_a_second(lambda: _gone(on(lam_a), lam_a.exceptions),
+                          "the function deleted on B, gone from A")
+    with pytest.raises(lam_a.exceptions.ResourceNotFoundException):
+        invoke(lam_a, name, {"n": 4})
+
+
+def test_a_rule_made_on_one_node_runs_a_function_made_there_for_a_message_on_the_other(
+        cluster, uid):
+    """The user's case: a function and a rule with a lambda action are created through A; a
+    device publishes on B; the rule runs on B and calls the function there, which puts its
+    output on a stream of B (forward.wat through the host's put_record)."""
+    from test_functions import HERE, create, fn_name
+    from test_rules_engine import wait_stream
+    iot_a = cluster.iot(0)
+    lam_a, kinesis_b = cluster.client("lambda", 0), cluster.client("kinesis", 1)
+    name, out = fn_name(uid), f"wout-{uid}"
+    kinesis_b.create_stream(StreamName=out, ShardCount=1)
+    wat = (HERE / "functions" / "forward.wat").read_text().replace("wasm-out", out)
+    fn = create(lam_a, name, {"forward.wat": wat}, runtime="provided.al2023", handler="forward.wat")
+    iot_a.create_topic_rule(ruleName=uid.replace("-", "_"), topicRulePayload={
+        "sql": f"SELECT n FROM 'fwd/{uid}'",
+        "actions": [{"lambda": {"functionArn": fn["FunctionArn"]}}]})
+    dev = Client(cluster.nodes[1], V5)
+    try:
+        dev.connect()
+        n = 0
+
+        def ran() -> bool:
+            nonlocal n
+            n += 1
+            dev.publish(f"fwd/{uid}", json.dumps({"n": n}).encode(), qos=1)
+            return bool(wait_until_or_none(lambda: _records(kinesis_b, out), 0.5))
+        wait_until(ran, 15, what="the function run on B by the rule made on A")
+    finally:
+        dev.close()
+    records = _records(kinesis_b, out)
+    assert json.loads(records[0]["Data"])["wasm"]["n"] >= 1
+
+
+def _records(kinesis, stream: str) -> list:
+    from test_rules_engine import stream_records
+    return stream_records(kinesis, stream)
+
+
+def test_changes_to_one_function_racing_on_two_nodes_lose_nothing(cluster, uid):
+    """Ten times, a permission is added to one function through A and another through B at the
+    same moment: each call either succeeds or is refused with ResourceConflictException (409,
+    the record changed under it), never both lost or silently overwritten — the function's
+    policy then holds exactly the statements whose calls succeeded, on both nodes."""
+    from botocore.exceptions import ClientError
+    from test_functions import HERE, create, fn_name
+    lams = [cluster.client("lambda", 0), cluster.client("lambda", 1)]
+    name = fn_name(uid)
+    create(lams[0], name, {"echo.wat": (HERE / "functions" / "echo.wat").read_text()},
+           runtime="provided.al2023", handler="echo.wat")
+    _seen_within_a_second(lambda: not _gone(lambda: lams[1].get_function(FunctionName=name),
+                                            lams[1].exceptions), "the function on B")
+    added: set[str] = set()
+    refused = 0
+    for round_ in range(10):
+        barrier = threading.Barrier(2)
+        results: list = [None, None]
+
+        def add(i: int) -> None:
+            sid = f"{'ab'[i]}{round_}"
+            barrier.wait()
+            try:
+                lams[i].add_permission(FunctionName=name, StatementId=sid,
+                                       Action="lambda:InvokeFunction",
+                                       Principal="iot.amazonaws.com")
+                results[i] = ("ok", sid)
+            except ClientError as e:
+                results[i] = (e.response["Error"]["Code"],
+                              e.response["ResponseMetadata"]["HTTPStatusCode"])
+        threads = [threading.Thread(target=add, args=(i,)) for i in (0, 1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for result in results:
+            if result[0] == "ok":
+                added.add(result[1])
+            else:
+                assert result == ("ResourceConflictException", 409), results
+                refused += 1
+        assert any(r[0] == "ok" for r in results), f"round {round_}: {results}"
+
+    def statements(lam) -> set[str]:
+        return {s["Sid"] for s in json.loads(lam.get_policy(FunctionName=name)["Policy"])["Statement"]}
+    for lam in lams:
+        wait_until(lambda: statements(lam) == added, LIVE_CHANGE_DEADLINE + 2,
+                   what=f"the statements {sorted(added)} (refused: {refused})")
