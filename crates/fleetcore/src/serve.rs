@@ -177,7 +177,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     .await?;
     // The archive (Firehose) delivers from the streams, through Lambda processors if any.
     let archive = Archive::start(
-        Arc::clone(&store),
+        Arc::clone(&shared),
         Arc::clone(&streams),
         ArchiveSettings {
             lake: settings.lake.clone(),
@@ -228,6 +228,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let http_addr = http.local_addr()?;
     let notify = crate::notify::start(
         &settings,
+        &shared,
         &store,
         broker.router(),
         Arc::clone(&functions.functions) as Arc<dyn fleetcore_core::FunctionInvoker>,
@@ -375,6 +376,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
                 destinations: Arc::clone(&topic_rule_destinations),
                 provisioning: Arc::clone(&provisioning),
                 functions: Arc::clone(&functions.functions),
+                notify: Arc::clone(&notify),
+                archive: Arc::clone(&archive),
             },
         );
     }

@@ -6,12 +6,15 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use fleetcore_archive::{Archive, DELIVERY_STREAMS_TABLE};
 use fleetcore_core::store::{Entries, StoreError, WriteOp};
 use fleetcore_core::{KvStore, RedbStore, WriteBatch};
 use fleetcore_functions::{FUNCTIONS_TABLE, Functions};
 use fleetcore_identity::IdentityService;
 use fleetcore_identity::policy::Policies;
 use fleetcore_mqtt::broker::SESSION_TABLES;
+use fleetcore_notify::Notify;
+use fleetcore_notify::registry::{SUBSCRIPTIONS as SNS_SUBSCRIPTIONS, TOPICS as SNS_TOPICS};
 use fleetcore_postgres::{Change, ChangeFeed, PgStore, PgStoreConfig};
 use fleetcore_provisioning::Provisioning;
 use fleetcore_provisioning::store::{TEMPLATES, VERSIONS as TEMPLATE_VERSIONS};
@@ -19,17 +22,23 @@ use fleetcore_rules::destinations::{TABLE as DESTINATIONS_TABLE, TopicRuleDestin
 use fleetcore_rules::registry::RuleRegistry;
 use fleetcore_shadow::store::SHADOWS_TABLE;
 use serde::Deserialize;
+use tokio::runtime::Handle;
 
 /// Tables whose changes other nodes must hear of (prefixes): identity (registry, certificates,
 /// CAs, policies and attachments: checked on live connections), the topic rules (compiled in
 /// memory) and their destinations (`rules_topic_rule_destination`, cached), the provisioning
 /// templates (parsed and cached), the Lambda functions (cached, with their runners; their
-/// packages, `lambda_code`, are read when first used). Every other table is read from the store when needed.
+/// packages, `lambda_code`, are read when first used), the SNS topics and subscriptions
+/// (cached; a subscription gone closes its delivery lane), the Firehose delivery streams (each
+/// runs a delivery task on every node). Every other table is read from the store when needed.
 const WATCHED: &[&str] = &[
     "iot_",
     RULES_TABLE,
     "provisioning_template",
     FUNCTIONS_TABLE,
+    SNS_TOPICS,
+    SNS_SUBSCRIPTIONS,
+    DELIVERY_STREAMS_TABLE,
 ];
 /// Tables a cluster's nodes share beyond identity and rules: the persistent sessions (taken over
 /// by compare-and-set of their owner) and the shadows (written by compare-and-set).
@@ -116,7 +125,8 @@ impl StateArgs {
 /// The state a node runs on.
 pub struct State {
     /// Tables every node shares: identity (registry, certificates, policies), topic rules and
-    /// their destinations, provisioning templates, Lambda functions and their packages.
+    /// their destinations, provisioning templates, Lambda functions and their packages, SNS
+    /// topics and subscriptions, Firehose delivery streams.
     pub shared: Arc<dyn KvStore>,
     /// Every other capability's tables, kept apart per node (the same store as `shared` when
     /// embedded): those services keep caches or run single writers that are not yet safe to
@@ -269,6 +279,8 @@ pub struct Followers {
     pub destinations: Arc<TopicRuleDestinations>,
     pub provisioning: Arc<Provisioning>,
     pub functions: Arc<Functions>,
+    pub notify: Arc<Notify>,
+    pub archive: Arc<Archive>,
 }
 
 /// Applies the other nodes' changes as they come: identity changes re-check live connections
@@ -288,73 +300,73 @@ pub fn follow(mut feed: ChangeFeed, followers: Followers) {
 }
 
 fn apply(change: &Change, f: &Followers) {
-    let rule_failed = |e: fleetcore_rules::registry::RuleError| {
-        tracing::error!(error = %e, "could not reload a topic rule changed by another node");
-    };
-    let destination_failed = |e: fleetcore_rules::destinations::DestinationError| {
-        tracing::error!(error = %e, "could not reload a topic rule destination changed by another node");
-    };
-    let function_failed = |e: fleetcore_functions::FunctionsError| {
-        tracing::error!(error = %e, "could not reload a function changed by another node");
-    };
-    match change {
+    let (table, key) = match change {
         Change::Everything => {
             f.policies.changed_elsewhere();
             f.identity.notify_change();
-            if let Err(e) = f.rules.reload_all() {
-                rule_failed(e);
-            }
-            if let Err(e) = f.destinations.reload_all() {
-                destination_failed(e);
-            }
+            report("the topic rules", f.rules.reload_all());
+            report("the topic rule destinations", f.destinations.reload_all());
             f.provisioning.templates().forget_all();
-            if let Err(e) = f.functions.reload_all() {
-                function_failed(e);
-            }
+            report("the functions", f.functions.reload_all());
+            report("the SNS topics", f.notify.reload_all());
+            report(
+                "the delivery streams",
+                Handle::current().block_on(f.archive.reload_all()),
+            );
+            return;
         }
-        Change::Key { table, key } if table == FUNCTIONS_TABLE => {
-            if let Err(e) = f.functions.reload(&String::from_utf8_lossy(key)) {
-                function_failed(e);
-            }
-        }
-        Change::Prefix { table, .. } if table == FUNCTIONS_TABLE => {
-            if let Err(e) = f.functions.reload_all() {
-                function_failed(e);
-            }
-        }
-        Change::Key { table, key } if table == DESTINATIONS_TABLE => {
-            if let Err(e) = f.destinations.reload(&String::from_utf8_lossy(key)) {
-                destination_failed(e);
-            }
-        }
-        Change::Prefix { table, .. } if table == DESTINATIONS_TABLE => {
-            if let Err(e) = f.destinations.reload_all() {
-                destination_failed(e);
-            }
-        }
-        Change::Key { table, key } if table == TEMPLATES || table == TEMPLATE_VERSIONS => {
-            // A version's key is `<template>/<version>`.
-            let key = String::from_utf8_lossy(key);
-            let name = key.split('/').next().unwrap_or_default();
-            f.provisioning.templates().forget(name);
-        }
-        Change::Prefix { table, .. } if table == TEMPLATES || table == TEMPLATE_VERSIONS => {
-            f.provisioning.templates().forget_all();
-        }
-        Change::Key { table, key } if table == RULES_TABLE => {
-            if let Err(e) = f.rules.reload(&String::from_utf8_lossy(key)) {
-                rule_failed(e);
-            }
-        }
-        Change::Prefix { table, .. } if table == RULES_TABLE => {
-            if let Err(e) = f.rules.reload_all() {
-                rule_failed(e);
-            }
-        }
-        other if other.table().is_some_and(|t| t.starts_with(POLICY_TABLES)) => {
-            f.policies.changed_elsewhere();
-        }
+        Change::Key { table, key } => (table.as_str(), Some(String::from_utf8_lossy(key))),
+        // A prefix deleted: the whole table is read again.
+        Change::Prefix { table, .. } => (table.as_str(), None),
+    };
+    let key = key.as_deref();
+    match table {
+        RULES_TABLE => report(
+            "a topic rule",
+            key.map_or_else(|| f.rules.reload_all(), |k| f.rules.reload(k)),
+        ),
+        DESTINATIONS_TABLE => report(
+            "a topic rule destination",
+            key.map_or_else(|| f.destinations.reload_all(), |k| f.destinations.reload(k)),
+        ),
+        // A version's key is `<template>/<version>`.
+        TEMPLATES | TEMPLATE_VERSIONS => match key.and_then(|k| k.split('/').next()) {
+            Some(name) => f.provisioning.templates().forget(name),
+            None => f.provisioning.templates().forget_all(),
+        },
+        FUNCTIONS_TABLE => report(
+            "a function",
+            key.map_or_else(|| f.functions.reload_all(), |k| f.functions.reload(k)),
+        ),
+        SNS_TOPICS => report(
+            "an SNS topic",
+            key.map_or_else(|| f.notify.reload_all(), |k| f.notify.reload_topic(k)),
+        ),
+        SNS_SUBSCRIPTIONS => report(
+            "an SNS subscription",
+            key.map_or_else(
+                || f.notify.reload_all(),
+                |k| f.notify.reload_subscription(k),
+            ),
+        ),
+        DELIVERY_STREAMS_TABLE => report(
+            "a delivery stream",
+            Handle::current().block_on(async {
+                match key {
+                    Some(k) => f.archive.reload(k).await,
+                    None => f.archive.reload_all().await,
+                }
+            }),
+        ),
+        t if t.starts_with(POLICY_TABLES) => f.policies.changed_elsewhere(),
         _ => f.identity.notify_change(),
+    }
+}
+
+/// Logs a failure to follow another node's change of `what`.
+fn report<E: std::fmt::Display>(what: &str, result: Result<(), E>) {
+    if let Err(e) = result {
+        tracing::error!(error = %e, "could not follow {what} changed by another node");
     }
 }
 

@@ -1,6 +1,8 @@
 //! Topics and subscriptions: JSON records in tables `sns_topics` and `sns_subscriptions` (key:
 //! the ARN), mirrored in memory. Mutations are serialised and write the store before the
-//! memory, so a refused or failed write leaves nothing behind.
+//! memory, so a refused or failed write leaves nothing behind; a change reads the stored record
+//! (another node sharing the store may have changed it), and another node's change is read
+//! again with [`Registry::reload_topic`] / [`Registry::reload_subscription`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -11,8 +13,10 @@ use parking_lot::{Mutex, RwLock};
 use crate::error::NotifyServiceError;
 use crate::model::{Status, Subscription, Topic};
 
-const TOPICS: &str = "sns_topics";
-const SUBSCRIPTIONS: &str = "sns_subscriptions";
+/// The store table of the topics (key: ARN; value: the topic as JSON).
+pub const TOPICS: &str = "sns_topics";
+/// The store table of the subscriptions (key: ARN, `<topic ARN>:<id>`; value: JSON).
+pub const SUBSCRIPTIONS: &str = "sns_subscriptions";
 
 #[derive(Default)]
 struct State {
@@ -60,29 +64,72 @@ impl Registry {
         store: Arc<dyn KvStore>,
         account: AccountContext,
     ) -> Result<Registry, NotifyServiceError> {
-        let mut state = State::default();
-        for (_, value) in store.scan_prefix(TOPICS, b"")? {
-            match serde_json::from_slice::<Topic>(&value) {
-                Ok(topic) => {
-                    state.topics.insert(topic.arn.clone(), topic);
-                }
-                Err(error) => tracing::warn!(%error, "skipping an unreadable SNS topic record"),
-            }
-        }
-        for (_, value) in store.scan_prefix(SUBSCRIPTIONS, b"")? {
-            match serde_json::from_slice::<Subscription>(&value) {
-                Ok(subscription) => state.insert_subscription(Arc::new(subscription)),
-                Err(error) => {
-                    tracing::warn!(%error, "skipping an unreadable SNS subscription record")
-                }
-            }
-        }
+        let state = load(store.as_ref())?;
         Ok(Registry {
             store,
             account,
             state: RwLock::new(state),
             writer: Mutex::new(()),
         })
+    }
+
+    /// Reads topic `arn` again from the store (another node changed or deleted it).
+    pub fn reload_topic(&self, arn: &str) -> Result<(), NotifyServiceError> {
+        let topic = self.stored_topic(arn)?;
+        let mut state = self.state.write();
+        match topic {
+            Some(topic) => {
+                state.topics.insert(arn.to_string(), topic);
+            }
+            None => {
+                state.topics.remove(arn);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads subscription `arn` again from the store (another node changed or deleted it);
+    /// returns whether it is gone.
+    pub fn reload_subscription(&self, arn: &str) -> Result<bool, NotifyServiceError> {
+        let subscription = self.stored_subscription(arn)?;
+        let mut state = self.state.write();
+        state.remove_subscription(arn);
+        match subscription {
+            Some(subscription) => {
+                state.insert_subscription(Arc::new(subscription));
+                Ok(false)
+            }
+            None => Ok(true),
+        }
+    }
+
+    /// Reads everything again from the store (another node may have changed anything);
+    /// returns the subscriptions that are gone.
+    pub fn reload_all(&self) -> Result<Vec<String>, NotifyServiceError> {
+        let fresh = load(self.store.as_ref())?;
+        let mut state = self.state.write();
+        let gone = state
+            .subscriptions
+            .keys()
+            .filter(|arn| !fresh.subscriptions.contains_key(*arn))
+            .cloned()
+            .collect();
+        *state = fresh;
+        Ok(gone)
+    }
+
+    fn stored_topic(&self, arn: &str) -> Result<Option<Topic>, NotifyServiceError> {
+        self.store
+            .get(TOPICS, arn.as_bytes())?
+            .map(|bytes| decode(&bytes))
+            .transpose()
+    }
+
+    fn stored_subscription(&self, arn: &str) -> Result<Option<Subscription>, NotifyServiceError> {
+        self.store
+            .get(SUBSCRIPTIONS, arn.as_bytes())?
+            .map(|bytes| decode(&bytes))
+            .transpose()
     }
 
     /// The ARN of topic `name`.
@@ -156,13 +203,14 @@ impl Registry {
     /// returns the subscriptions removed.
     pub fn delete_topic(&self, arn: &str) -> Result<Vec<Arc<Subscription>>, NotifyServiceError> {
         let _writer = self.writer.lock();
+        // The stored subscriptions (keys `<topic ARN>:<id>`): some may have been made through
+        // another node sharing the store.
         let subscriptions: Vec<String> = self
-            .state
-            .read()
-            .by_topic
-            .get(arn)
-            .map(|set| set.iter().cloned().collect())
-            .unwrap_or_default();
+            .store
+            .scan_prefix(SUBSCRIPTIONS, format!("{arn}:").as_bytes())?
+            .into_iter()
+            .map(|(key, _)| String::from_utf8_lossy(&key).into_owned())
+            .collect();
         let mut batch = WriteBatch::new();
         batch.delete(TOPICS, arn.as_bytes());
         for subscription in &subscriptions {
@@ -225,7 +273,9 @@ impl Registry {
         change: impl FnOnce(&mut Topic),
     ) -> Result<(), NotifyServiceError> {
         let _writer = self.writer.lock();
-        let mut topic = self.topic(arn)?;
+        let mut topic = self
+            .stored_topic(arn)?
+            .ok_or_else(|| topic_not_found(arn))?;
         change(&mut topic);
         self.put_topic(&topic)?;
         self.state.write().topics.insert(arn.to_string(), topic);
@@ -306,6 +356,9 @@ impl Registry {
         if found.status == Status::Confirmed {
             return Ok(found);
         }
+        let found = self
+            .stored_subscription(&found.arn)?
+            .ok_or_else(|| NotifyServiceError::invalid("Token"))?;
         let mut confirmed = found.with_attributes(|_| {});
         confirmed.status = Status::Confirmed;
         self.put_subscription(&confirmed)?;
@@ -329,14 +382,17 @@ impl Registry {
     /// Removes a subscription.
     pub fn unsubscribe(&self, arn: &str) -> Result<Arc<Subscription>, NotifyServiceError> {
         let _writer = self.writer.lock();
-        self.subscription(arn)?;
+        let stored = self
+            .stored_subscription(arn)?
+            .ok_or_else(|| NotifyServiceError::NotFound("Subscription does not exist".into()))?;
         let mut batch = WriteBatch::new();
         batch.delete(SUBSCRIPTIONS, arn.as_bytes());
         self.store.apply(batch)?;
-        self.state
+        Ok(self
+            .state
             .write()
             .remove_subscription(arn)
-            .ok_or_else(|| NotifyServiceError::NotFound("Subscription does not exist".into()))
+            .unwrap_or_else(|| Arc::new(stored)))
     }
 
     /// Changes one attribute of a subscription.
@@ -347,7 +403,9 @@ impl Registry {
         value: &str,
     ) -> Result<Arc<Subscription>, NotifyServiceError> {
         let _writer = self.writer.lock();
-        let existing = self.subscription(arn)?;
+        let existing = self
+            .stored_subscription(arn)?
+            .ok_or_else(|| NotifyServiceError::NotFound("Subscription does not exist".into()))?;
         crate::model::check_subscription_attribute(&existing.protocol, name, value)?;
         let subscription = existing.with_attributes(|attributes| {
             if value.is_empty() && name == crate::model::FILTER_POLICY {
@@ -417,6 +475,33 @@ impl Registry {
 
 fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, NotifyServiceError> {
     serde_json::to_vec(value).map_err(|e| NotifyServiceError::Internal(e.to_string()))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, NotifyServiceError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| NotifyServiceError::Internal(format!("an unreadable SNS record: {e}")))
+}
+
+/// Every stored topic and subscription; unreadable records are skipped (and logged).
+fn load(store: &dyn KvStore) -> Result<State, NotifyServiceError> {
+    let mut state = State::default();
+    for (_, value) in store.scan_prefix(TOPICS, b"")? {
+        match decode::<Topic>(&value) {
+            Ok(topic) => {
+                state.topics.insert(topic.arn.clone(), topic);
+            }
+            Err(error) => tracing::warn!(%error, "skipping an unreadable SNS topic record"),
+        }
+    }
+    for (_, value) in store.scan_prefix(SUBSCRIPTIONS, b"")? {
+        match decode::<Subscription>(&value) {
+            Ok(subscription) => state.insert_subscription(Arc::new(subscription)),
+            Err(error) => {
+                tracing::warn!(%error, "skipping an unreadable SNS subscription record")
+            }
+        }
+    }
+    Ok(state)
 }
 
 fn topic_not_found(_arn: &str) -> NotifyServiceError {

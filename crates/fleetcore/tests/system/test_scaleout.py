@@ -1003,11 +1003,12 @@ def _seen_within_a_second(pred, what: str):
     return value
 
 
-def _gone(call, exceptions) -> bool:
+def _gone(call, exceptions, name: str = "ResourceNotFoundException") -> bool:
+    """Whether `call` raises the client's not-found exception (`name`)."""
     try:
         call()
         return False
-    except exceptions.ResourceNotFoundException:
+    except getattr(exceptions, name):
         return True
 
 
@@ -1045,19 +1046,8 @@ def test_a_topic_rule_destination_is_shared_and_its_http_action_runs_on_the_othe
         cluster.iot(0).create_topic_rule(ruleName=uid.replace("-", "_"), topicRulePayload={
             "sql": f"SELECT v FROM '{uid}/in'",
             "actions": [{"http": {"url": e.url + "/hook", "confirmationUrl": e.url + "/"}}]})
-        pub = Client(cluster.nodes[1], V5)
-        try:
-            pub.connect()
-            n = 0
-
-            def delivered() -> bool:
-                nonlocal n
-                n += 1
-                pub.publish(f"{uid}/in", json.dumps({"v": n}).encode(), qos=1)
-                return bool(wait_until_or_none(lambda: e.deliveries("/hook"), 0.3))
-            wait_until(delivered, 10, what="the http action run on B")
-        finally:
-            pub.close()
+        _publish_until(cluster.nodes[1], f"{uid}/in", lambda: e.deliveries("/hook"), 10,
+                       "the http action run on B")
         assert "v" in json.loads(e.deliveries("/hook")[0][2])
         # Disabled through A: B shows it disabled. Deleted through B: gone from A.
         iot_a.update_topic_rule_destination(arn=arn, status="DISABLED")
@@ -1077,6 +1067,25 @@ def wait_until_or_none(pred, timeout: float):
         return wait_until(pred, timeout)
     except AssertionError:
         return None
+
+
+def _publish_until(node, topic: str, seen, timeout: float, what: str, each: float = 0.5):
+    """Publishes `{"v": n}` (n = 1, 2, ...) at QoS 1 through `node` until `seen()` is truthy
+    within `each` seconds of a publish (a rule made on another node may take a moment to reach
+    this one); returns that value."""
+    dev = Client(node, V5)
+    n = 0
+    try:
+        dev.connect()
+
+        def attempt():
+            nonlocal n
+            n += 1
+            dev.publish(topic, json.dumps({"v": n}).encode(), qos=1)
+            return wait_until_or_none(seen, each)
+        return wait_until(attempt, timeout, interval=0, what=what)
+    finally:
+        dev.close()
 
 
 def _claim(node, setup, serial: str) -> tuple[str, dict]:
@@ -1198,23 +1207,11 @@ def test_a_rule_made_on_one_node_runs_a_function_made_there_for_a_message_on_the
     wat = (HERE / "functions" / "forward.wat").read_text().replace("wasm-out", out)
     fn = create(lam_a, name, {"forward.wat": wat}, runtime="provided.al2023", handler="forward.wat")
     iot_a.create_topic_rule(ruleName=uid.replace("-", "_"), topicRulePayload={
-        "sql": f"SELECT n FROM 'fwd/{uid}'",
+        "sql": f"SELECT v FROM 'fwd/{uid}'",
         "actions": [{"lambda": {"functionArn": fn["FunctionArn"]}}]})
-    dev = Client(cluster.nodes[1], V5)
-    try:
-        dev.connect()
-        n = 0
-
-        def ran() -> bool:
-            nonlocal n
-            n += 1
-            dev.publish(f"fwd/{uid}", json.dumps({"n": n}).encode(), qos=1)
-            return bool(wait_until_or_none(lambda: _records(kinesis_b, out), 0.5))
-        wait_until(ran, 15, what="the function run on B by the rule made on A")
-    finally:
-        dev.close()
-    records = _records(kinesis_b, out)
-    assert json.loads(records[0]["Data"])["wasm"]["n"] >= 1
+    records = _publish_until(cluster.nodes[1], f"fwd/{uid}", lambda: _records(kinesis_b, out), 15,
+                             "the function run on B by the rule made on A")
+    assert json.loads(records[0]["Data"])["wasm"]["v"] >= 1
 
 
 def _records(kinesis, stream: str) -> list:
@@ -1270,3 +1267,87 @@ def test_changes_to_one_function_racing_on_two_nodes_lose_nothing(cluster, uid):
     for lam in lams:
         wait_until(lambda: statements(lam) == added, LIVE_CHANGE_DEADLINE + 2,
                    what=f"the statements {sorted(added)} (refused: {refused})")
+
+
+def test_an_sns_topic_is_shared_and_a_rule_made_on_one_node_notifies_from_the_other(cluster, uid):
+    """A topic created through A is B's; its DisplayName set through B is A's; an mqtt
+    subscription made through A is listed by B; a rule with an sns action made on A runs for a
+    device's message on B, whose notification reaches the subscription's MQTT topic; the
+    subscription removed through B is gone from A, then the topic deleted through B. Each
+    change is seen on the other node within a second."""
+    sns_a, sns_b = cluster.client("sns", 0), cluster.client("sns", 1)
+    topic = sns_a.create_topic(Name=f"t-{uid}")["TopicArn"]
+
+    def attributes(sns):
+        return lambda: sns.get_topic_attributes(TopicArn=topic)["Attributes"]
+    _seen_within_a_second(lambda: not _gone(attributes(sns_b), sns_b.exceptions, "NotFoundException"),
+                          "the topic made on A, on B")
+    sns_b.set_topic_attributes(TopicArn=topic, AttributeName="DisplayName", AttributeValue="set on b")
+    _seen_within_a_second(lambda: attributes(sns_a)().get("DisplayName") == "set on b",
+                          "the DisplayName set on B, on A")
+    out = f"sns-out/{uid}"
+    subscription = sns_a.subscribe(TopicArn=topic, Protocol="mqtt", Endpoint=out)["SubscriptionArn"]
+
+    def listed(sns):
+        return [s["SubscriptionArn"] for s in sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]]
+    _seen_within_a_second(lambda: listed(sns_b) == [subscription], "the subscription made on A, on B")
+    cluster.iot(0).create_topic_rule(ruleName=uid.replace("-", "_"), topicRulePayload={
+        "sql": f"SELECT v FROM 'notify/{uid}'",
+        "actions": [{"sns": {"targetArn": topic,
+                             "roleArn": f"arn:aws:iam::{ACCOUNT}:role/sns"}}]})
+    sub = Client(cluster.nodes[1], V5)
+    try:
+        sub.connect()
+        sub.subscribe(out, qos=1)
+        _publish_until(cluster.nodes[1], f"notify/{uid}", lambda: sub.matching(topic=out), 15,
+                       "the notification of the rule made on A, from B")
+        envelope = json.loads(sub.matching(topic=out)[0].payload)
+        assert envelope["Type"] == "Notification" and envelope["TopicArn"] == topic, envelope
+        assert "v" in json.loads(envelope["Message"])
+    finally:
+        sub.close()
+    sns_b.unsubscribe(SubscriptionArn=subscription)
+    _seen_within_a_second(lambda: listed(sns_a) == [], "the subscription removed on B, gone from A")
+    sns_b.delete_topic(TopicArn=topic)
+    _seen_within_a_second(lambda: _gone(attributes(sns_a), sns_a.exceptions, "NotFoundException"),
+                          "the topic deleted on B, gone from A")
+
+
+def test_a_delivery_stream_is_shared_and_each_node_delivers_what_it_took(cluster, uid):
+    """A Firehose delivery stream created through A is B's: a record put through B lands in B's
+    lake (each node delivers what it took) and one put through A in A's; its destination updated
+    through B (version 2, a new prefix) is what A describes and delivers under; a rule made on A
+    with a firehose action runs for a device's message on B; deleted through A, B no longer has
+    it. Each change is seen on the other node within a second."""
+    from test_firehose import records_in, s3_destination
+    fh_a, fh_b = cluster.client("firehose", 0), cluster.client("firehose", 1)
+    a, b = cluster.nodes
+    name, bucket = f"fh-{uid}"[:64], "lake-shared"
+    fh_a.create_delivery_stream(DeliveryStreamName=name, DeliveryStreamType="DirectPut",
+                                ExtendedS3DestinationConfiguration=s3_destination(bucket, Prefix="one/"))
+
+    def described(fh):
+        return lambda: fh.describe_delivery_stream(DeliveryStreamName=name)["DeliveryStreamDescription"]
+    _seen_within_a_second(lambda: not _gone(described(fh_b), fh_b.exceptions), "the stream made on A, on B")
+    fh_b.put_record(DeliveryStreamName=name, Record={"Data": b'{"on":"b"}\n'})
+    fh_a.put_record(DeliveryStreamName=name, Record={"Data": b'{"on":"a"}\n'})
+    for node, on in ((b, b'{"on":"b"}'), (a, b'{"on":"a"}')):
+        wait_until(lambda: records_in(node, bucket, "one/") == [on], 20,
+                   what=f"the record put through {node.name} in its lake")
+    version = described(fh_b)()["VersionId"]
+    fh_b.update_destination(DeliveryStreamName=name, CurrentDeliveryStreamVersionId=version,
+                            DestinationId="destinationId-000000000001",
+                            ExtendedS3DestinationUpdate={"Prefix": "two/"})
+    _seen_within_a_second(lambda: described(fh_a)()["VersionId"] == "2", "the update made on B, on A")
+    fh_a.put_record(DeliveryStreamName=name, Record={"Data": b'{"on":"a2"}\n'})
+    wait_until(lambda: records_in(a, bucket, "two/") == [b'{"on":"a2"}'], 20,
+               what="A delivering under B's update")
+    cluster.iot(0).create_topic_rule(ruleName=uid.replace("-", "_"), topicRulePayload={
+        "sql": f"SELECT v FROM 'archive/{uid}'",
+        "actions": [{"firehose": {"deliveryStreamName": name, "separator": "\n",
+                                  "roleArn": f"arn:aws:iam::{ACCOUNT}:role/firehose"}}]})
+    archived = _publish_until(b, f"archive/{uid}", lambda: records_in(b, bucket, "two/"), 20,
+                              "the rule made on A archiving B's message", each=1.5)
+    assert json.loads(archived[0])["v"] >= 1
+    fh_a.delete_delivery_stream(DeliveryStreamName=name)
+    _seen_within_a_second(lambda: _gone(described(fh_b), fh_b.exceptions), "the stream deleted on A, gone from B")
