@@ -945,12 +945,32 @@ def test_a_persistent_session_connected_on_one_node_moves_to_another(cluster, ui
             c.close()
 
 
+def _race(call) -> list:
+    """Runs `call(0)` and `call(1)` at the same moment (one thread each, released together);
+    each result is ("ok", what the call returned) or (AWS error code, HTTP status)."""
+    from botocore.exceptions import ClientError
+    barrier = threading.Barrier(2)
+    results: list = [None, None]
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = ("ok", call(i))
+        except ClientError as e:
+            results[i] = (e.response["Error"]["Code"], e.response["ResponseMetadata"]["HTTPStatusCode"])
+    threads = [threading.Thread(target=run, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
 def test_a_shadow_is_one_document_across_nodes_and_racing_versions_let_one_win(cluster, uid):
     """A shadow updated through A is the one B reads and updates (one document in PostgreSQL,
     not one per node). Then, ten times, an update through A and one through B name the same
     current version at the same moment: exactly one is accepted, the other is refused with 409
     (ConflictException), and both nodes then read the winner's state at the next version."""
-    from botocore.exceptions import ClientError
     data = [cluster.data(0), cluster.data(1)]
     thing = uid
     first = json.loads(data[0].update_thing_shadow(
@@ -960,24 +980,12 @@ def test_a_shadow_is_one_document_across_nodes_and_racing_versions_let_one_win(c
     assert seen["version"] == 1 and seen["state"]["reported"] == {"n": 0}, seen
     version = 1
     for round_ in range(10):
-        barrier = threading.Barrier(2)
-        results: list = [None, None]
-
-        def update(i: int) -> None:
+        def update(i: int) -> int:
             payload = json.dumps({"state": {"reported": {"n": round_, "by": i}},
                                   "version": version})
-            barrier.wait()
-            try:
-                r = data[i].update_thing_shadow(thingName=thing, payload=payload)
-                results[i] = ("ok", json.loads(r["payload"].read())["version"])
-            except ClientError as e:
-                results[i] = (e.response["Error"]["Code"],
-                              e.response["ResponseMetadata"]["HTTPStatusCode"])
-        threads = [threading.Thread(target=update, args=(i,)) for i in (0, 1)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+            r = data[i].update_thing_shadow(thingName=thing, payload=payload)
+            return json.loads(r["payload"].read())["version"]
+        results = _race(update)
         winners = [i for i in (0, 1) if results[i][0] == "ok"]
         assert len(winners) == 1, f"round {round_}: {results}"
         loser = 1 - winners[0]
@@ -1224,7 +1232,6 @@ def test_changes_to_one_function_racing_on_two_nodes_lose_nothing(cluster, uid):
     same moment: each call either succeeds or is refused with ResourceConflictException (409,
     the record changed under it), never both lost or silently overwritten — the function's
     policy then holds exactly the statements whose calls succeeded, on both nodes."""
-    from botocore.exceptions import ClientError
     from test_functions import HERE, create, fn_name
     lams = [cluster.client("lambda", 0), cluster.client("lambda", 1)]
     name = fn_name(uid)
@@ -1235,25 +1242,12 @@ def test_changes_to_one_function_racing_on_two_nodes_lose_nothing(cluster, uid):
     added: set[str] = set()
     refused = 0
     for round_ in range(10):
-        barrier = threading.Barrier(2)
-        results: list = [None, None]
-
-        def add(i: int) -> None:
+        def add(i: int) -> str:
             sid = f"{'ab'[i]}{round_}"
-            barrier.wait()
-            try:
-                lams[i].add_permission(FunctionName=name, StatementId=sid,
-                                       Action="lambda:InvokeFunction",
-                                       Principal="iot.amazonaws.com")
-                results[i] = ("ok", sid)
-            except ClientError as e:
-                results[i] = (e.response["Error"]["Code"],
-                              e.response["ResponseMetadata"]["HTTPStatusCode"])
-        threads = [threading.Thread(target=add, args=(i,)) for i in (0, 1)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+            lams[i].add_permission(FunctionName=name, StatementId=sid,
+                                   Action="lambda:InvokeFunction", Principal="iot.amazonaws.com")
+            return sid
+        results = _race(add)
         for result in results:
             if result[0] == "ok":
                 added.add(result[1])
