@@ -197,7 +197,16 @@ impl Archive {
                 }
             };
             match stream.destination.plan(&stream.tags) {
-                Ok(plan) => archive.launch(stream, plan, None),
+                Ok(plan) => {
+                    // Made by another node sharing the store, this node has no internal
+                    // stream for it yet.
+                    if let Source::DirectPut { stream: internal } = &stream.source
+                        && let Err(e) = archive.ensure_internal_stream(internal).await
+                    {
+                        tracing::error!(delivery_stream = %stream.name, error = %e, "could not make the internal stream; its records cannot be put here");
+                    }
+                    archive.launch(stream, plan, None)
+                }
                 Err(e) => {
                     tracing::error!(delivery_stream = %stream.name, error = %e, "skipping a delivery stream whose configuration no longer validates");
                 }
@@ -413,15 +422,7 @@ impl Archive {
             Some(stream) => {
                 let plan = stream.destination.plan(&stream.tags)?;
                 if let Source::DirectPut { stream: internal } = &stream.source {
-                    match self.streams.describe_stream(internal).await {
-                        Ok(_) => {}
-                        Err(StreamError::NotFound(_)) => {
-                            self.streams
-                                .create_stream(internal_stream_spec(internal))
-                                .await?;
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
+                    self.ensure_internal_stream(internal).await?;
                 }
                 let previous = self.running.lock().remove(name);
                 if let Some(previous) = &previous {
@@ -449,6 +450,21 @@ impl Archive {
             self.reload(&name).await?;
         }
         Ok(())
+    }
+
+    /// Makes internal stream `internal` if this node has none (never replaces one: it holds
+    /// records this node took and has not delivered yet).
+    async fn ensure_internal_stream(&self, internal: &str) -> Result<(), ArchiveError> {
+        match self.streams.describe_stream(internal).await {
+            Ok(_) => Ok(()),
+            Err(StreamError::NotFound(_)) => {
+                self.streams
+                    .create_stream(internal_stream_spec(internal))
+                    .await?;
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Deletes the internal stream of a DirectPut delivery stream (its records not delivered).

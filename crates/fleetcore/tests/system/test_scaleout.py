@@ -93,10 +93,11 @@ class Cluster:
 
 
 def start_cluster(names, broker_factory, nats_server, postgres_server, aws, uid,
-                  extra=()) -> Cluster:
+                  extra=(), started: int | None = None) -> Cluster:
     """Nodes named `names` on one PostgreSQL database and one nats-server, started with the
-    flags `extra`. The others get the first node's CA (a cluster's nodes share their CA, as they
-    share their state) and all the same admin keys."""
+    flags `extra` (only the first `started` of them, when given: the test starts the others).
+    The others get the first node's CA (a cluster's nodes share their CA, as they share their
+    state) and all the same admin keys."""
     db_name = uid.lower().replace("-", "_")[:60]
     db = postgres_server.database(db_name)
     nats = nats_server()
@@ -112,7 +113,7 @@ def start_cluster(names, broker_factory, nats_server, postgres_server, aws, uid,
         other = node(name, False)
         shutil.copytree(first.data_dir / "ca", other.data_dir / "ca")
         nodes.append(other)
-    for other in nodes[1:]:
+    for other in nodes[1:started]:
         other.start()
     return Cluster(nodes, aws, nats, postgres_server, db_name)
 
@@ -1345,3 +1346,29 @@ def test_a_delivery_stream_is_shared_and_each_node_delivers_what_it_took(cluster
     assert json.loads(archived[0])["v"] >= 1
     fh_a.delete_delivery_stream(DeliveryStreamName=name)
     _seen_within_a_second(lambda: _gone(described(fh_b), fh_b.exceptions), "the stream deleted on A, gone from B")
+
+
+def test_a_node_started_later_serves_the_shared_resources_made_before(
+        broker_factory, nats_server, postgres_server, aws, uid):
+    """B starts after a function and a delivery stream were made through A: B invokes the
+    function (its package read from PostgreSQL) and takes a record for the delivery stream into
+    its own lake (its internal stream made at start)."""
+    from test_firehose import records_in, s3_destination
+    from test_functions import HERE, create, fn_name, invoke
+    cluster = start_cluster(["a", "b"], broker_factory, nats_server, postgres_server, aws, uid,
+                            started=1)
+    name = fn_name(uid)
+    create(cluster.client("lambda", 0), name,
+           {"echo.wat": (HERE / "functions" / "echo.wat").read_text()},
+           runtime="provided.al2023", handler="echo.wat")
+    stream, bucket = f"fh-{uid}"[:64], "lake-later"
+    cluster.client("firehose", 0).create_delivery_stream(
+        DeliveryStreamName=stream, DeliveryStreamType="DirectPut",
+        ExtendedS3DestinationConfiguration=s3_destination(bucket))
+    b = cluster.nodes[1]
+    b.start()
+    assert invoke(cluster.client("lambda", 1), name, {"n": 1})[1] == {"wasm": {"n": 1}}
+    cluster.client("firehose", 1).put_record(DeliveryStreamName=stream,
+                                             Record={"Data": b'{"on":"b"}\n'})
+    wait_until(lambda: records_in(b, bucket) == [b'{"on":"b"}'], 20,
+               what="the record put through B in its lake")
