@@ -1372,3 +1372,28 @@ def test_a_node_started_later_serves_the_shared_resources_made_before(
                                              Record={"Data": b'{"on":"b"}\n'})
     wait_until(lambda: records_in(b, bucket) == [b'{"on":"b"}'], 20,
                what="the record put through B in its lake")
+
+
+def test_a_package_at_lambdas_size_limit_made_on_one_node_runs_on_the_other(cluster, uid):
+    """A deployment package just under Lambda's 50 MB direct-upload limit (48 MiB that do not
+    compress, stored) is created through A and runs through B: the zip travels through
+    PostgreSQL as one value and B unpacks it on first use."""
+    import io
+    import os
+    import zipfile
+    from test_functions import HERE, fn_name, invoke
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("echo.wat", (HERE / "functions" / "echo.wat").read_text())
+        z.writestr("blob.bin", os.urandom(48 * 1024 * 1024))
+    package = out.getvalue()
+    assert 48 << 20 < len(package) <= 50 * 1024 * 1024
+    name = fn_name(uid)
+    made = cluster.client("lambda", 0).create_function(
+        FunctionName=name, Runtime="provided.al2023", Role=f"arn:aws:iam::{ACCOUNT}:role/l",
+        Handler="echo.wat", Code={"ZipFile": package})
+    assert made["CodeSize"] == len(package)
+    lam_b = cluster.client("lambda", 1)
+    _seen_within_a_second(lambda: not _gone(lambda: lam_b.get_function_configuration(
+        FunctionName=name), lam_b.exceptions), "the function made on A, on B")
+    assert invoke(lam_b, name, {"n": 1})[1] == {"wasm": {"n": 1}}
