@@ -813,7 +813,14 @@ impl Functions {
         {
             return Ok(runner.clone());
         }
-        self.ensure_code(&config.code_id)?;
+        // Reading and unpacking a package another node stored takes seconds for a large one:
+        // off the async worker where the runtime allows it.
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| self.ensure_code(&config.code_id))?
+            }
+            _ => self.ensure_code(&config.code_id)?,
+        }
         let (concurrency, strict) = match reserved {
             Some(n) => (n as usize, true),
             None => (self.config.default_concurrency, false),
