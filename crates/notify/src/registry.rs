@@ -601,6 +601,38 @@ mod tests {
     }
 
     #[test]
+    fn another_registry_on_the_store_follows_by_reloading() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store: Arc<dyn KvStore> =
+            Arc::new(RedbStore::open(&dir.path().join("s.redb")).expect("store"));
+        let account = AccountContext::new("us-east-1", "000000000000");
+        let (a, b) = (
+            Registry::open(Arc::clone(&store), account.clone()).expect("a"),
+            Registry::open(Arc::clone(&store), account).expect("b"),
+        );
+        let t = a
+            .create_topic("shared", BTreeMap::new(), BTreeMap::new())
+            .expect("create");
+        assert!(b.topic(&t.arn).is_err(), "not seen before the reload");
+        b.reload_topic(&t.arn).expect("reload");
+        assert_eq!(b.topic(&t.arn).expect("seen"), t);
+        let (s, _) = a.subscribe(subscription(&t.arn, 1)).expect("subscribe");
+        assert!(!b.reload_subscription(&s.arn).expect("reload"));
+        assert_eq!(b.subscription_counts(&t.arn), (0, 1));
+        // A change made through b reads the stored record, not b's copy.
+        b.confirm(&t.arn, &s.token).expect("confirm");
+        a.reload_subscription(&s.arn).expect("reload");
+        assert_eq!(a.deliver_to(&t.arn).expect("topic").len(), 1);
+        // Deleting the topic through a removes its stored subscriptions; b reloads: gone.
+        let removed = a.delete_topic(&t.arn).expect("delete");
+        assert_eq!(removed.len(), 1);
+        assert!(b.reload_subscription(&s.arn).expect("reload"), "gone");
+        assert_eq!(b.reload_all().expect("all"), Vec::<String>::new());
+        b.reload_topic(&t.arn).expect("reload");
+        assert!(b.topic(&t.arn).is_err());
+    }
+
+    #[test]
     fn listings_page() {
         let dir = tempfile::tempdir().expect("dir");
         let r = registry(dir.path());
