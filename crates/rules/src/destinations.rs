@@ -26,6 +26,9 @@ use crate::actions::https_url;
 /// The store table of the destinations (key: ARN; value: [`DestinationRecord`] as JSON).
 pub const TABLE: &str = "rules_topic_rule_destination";
 
+/// How often a change is made again on a destination another node changed meanwhile.
+const MAX_TRANSITION_ATTEMPTS: usize = 8;
+
 /// Longest confirmation URL (AWS: 2000).
 const MAX_URL_LEN: usize = 2000;
 
@@ -329,19 +332,38 @@ impl TopicRuleDestinations {
         });
     }
 
-    /// Applies `change` to the destination `arn` and stores it.
+    /// Applies `change` to the destination `arn` and stores it. The change is made to the
+    /// stored record and written by compare-and-set over it: when another node sharing the
+    /// store changed the destination in between, it is made again on that node's record.
     fn transition(
         &self,
         arn: &str,
-        change: impl FnOnce(&mut DestinationRecord) -> Result<(), DestinationError>,
+        change: impl Fn(&mut DestinationRecord) -> Result<(), DestinationError>,
     ) -> Result<DestinationRecord, DestinationError> {
         let _writer = self.writer.lock();
-        // The stored record, not the cached one: another node may have changed it since.
-        let mut record = read(self.store.as_ref(), arn)?.ok_or_else(|| not_found(arn))?;
-        change(&mut record)?;
-        record.last_updated_at_ms = now_ms();
-        self.write(&record)?;
-        Ok(record)
+        for _ in 0..MAX_TRANSITION_ATTEMPTS {
+            let stored = self.store.get(TABLE, arn.as_bytes())?;
+            let Some(old) = stored else {
+                return Err(not_found(arn));
+            };
+            let mut record = decode(arn, &old)?;
+            change(&mut record)?;
+            record.last_updated_at_ms = now_ms();
+            let json = serde_json::to_vec(&record).map_err(|e| DestinationError::Corrupt {
+                key: arn.to_string(),
+                message: e.to_string(),
+            })?;
+            if self
+                .store
+                .compare_and_set(TABLE, arn.as_bytes(), Some(&old), json)?
+            {
+                self.records.write().insert(arn.to_string(), record.clone());
+                return Ok(record);
+            }
+        }
+        Err(DestinationError::Conflict(format!(
+            "topic rule destination {arn} keeps being changed by other requests; try again"
+        )))
     }
 
     /// GetTopicRuleDestination.
