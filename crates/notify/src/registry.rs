@@ -13,6 +13,9 @@ use parking_lot::{Mutex, RwLock};
 use crate::error::NotifyServiceError;
 use crate::model::{Status, Subscription, Topic};
 
+/// How often a change is made again on a record another node changed meanwhile.
+const MAX_UPDATE_ATTEMPTS: usize = 8;
+
 /// The store table of the topics (key: ARN; value: the topic as JSON).
 pub const TOPICS: &str = "sns_topics";
 /// The store table of the subscriptions (key: ARN, `<topic ARN>:<id>`; value: JSON).
@@ -255,7 +258,7 @@ impl Registry {
         if keys.len() > 50 {
             return Err(NotifyServiceError::invalid("Tags: at most 50 per topic"));
         }
-        self.update_topic(arn, |topic| topic.tags.extend(tags))
+        self.update_topic(arn, |topic| topic.tags.extend(tags.clone()))
     }
 
     /// Removes tags of a topic.
@@ -270,16 +273,44 @@ impl Registry {
     fn update_topic(
         &self,
         arn: &str,
-        change: impl FnOnce(&mut Topic),
+        change: impl Fn(&mut Topic),
     ) -> Result<(), NotifyServiceError> {
         let _writer = self.writer.lock();
-        let mut topic = self
-            .stored_topic(arn)?
+        let topic = self
+            .update_stored(TOPICS, arn, |topic: &mut Topic| {
+                change(topic);
+                Ok(())
+            })?
             .ok_or_else(|| topic_not_found(arn))?;
-        change(&mut topic);
-        self.put_topic(&topic)?;
         self.state.write().topics.insert(arn.to_string(), topic);
         Ok(())
+    }
+
+    /// Applies `change` to the stored record `key` of `table` and writes it by compare-and-set
+    /// over what was read, again on a newer record when another node sharing the store changed
+    /// it in between (so no change is lost); `None` when there is no such record.
+    fn update_stored<T: serde::Serialize + serde::de::DeserializeOwned>(
+        &self,
+        table: &'static str,
+        key: &str,
+        change: impl Fn(&mut T) -> Result<(), NotifyServiceError>,
+    ) -> Result<Option<T>, NotifyServiceError> {
+        for _ in 0..MAX_UPDATE_ATTEMPTS {
+            let Some(old) = self.store.get(table, key.as_bytes())? else {
+                return Ok(None);
+            };
+            let mut record: T = decode(&old)?;
+            change(&mut record)?;
+            if self
+                .store
+                .compare_and_set(table, key.as_bytes(), Some(&old), encode(&record)?)?
+            {
+                return Ok(Some(record));
+            }
+        }
+        Err(NotifyServiceError::Internal(format!(
+            "{key} keeps being changed by other requests; try again"
+        )))
     }
 
     /// Confirmed and pending subscription counts of a topic.
@@ -356,12 +387,12 @@ impl Registry {
         if found.status == Status::Confirmed {
             return Ok(found);
         }
-        let found = self
-            .stored_subscription(&found.arn)?
+        let confirmed = self
+            .update_stored(SUBSCRIPTIONS, &found.arn, |s: &mut Subscription| {
+                s.status = Status::Confirmed;
+                Ok(())
+            })?
             .ok_or_else(|| NotifyServiceError::invalid("Token"))?;
-        let mut confirmed = found.with_attributes(|_| {});
-        confirmed.status = Status::Confirmed;
-        self.put_subscription(&confirmed)?;
         let confirmed = Arc::new(confirmed);
         self.state
             .write()
@@ -403,18 +434,19 @@ impl Registry {
         value: &str,
     ) -> Result<Arc<Subscription>, NotifyServiceError> {
         let _writer = self.writer.lock();
-        let existing = self
-            .stored_subscription(arn)?
+        let subscription = self
+            .update_stored(SUBSCRIPTIONS, arn, |existing: &mut Subscription| {
+                crate::model::check_subscription_attribute(&existing.protocol, name, value)?;
+                *existing = existing.with_attributes(|attributes| {
+                    if value.is_empty() && name == crate::model::FILTER_POLICY {
+                        attributes.remove(name);
+                    } else {
+                        attributes.insert(name.to_string(), value.to_string());
+                    }
+                });
+                Ok(())
+            })?
             .ok_or_else(|| NotifyServiceError::NotFound("Subscription does not exist".into()))?;
-        crate::model::check_subscription_attribute(&existing.protocol, name, value)?;
-        let subscription = existing.with_attributes(|attributes| {
-            if value.is_empty() && name == crate::model::FILTER_POLICY {
-                attributes.remove(name);
-            } else {
-                attributes.insert(name.to_string(), value.to_string());
-            }
-        });
-        self.put_subscription(&subscription)?;
         let subscription = Arc::new(subscription);
         self.state
             .write()
