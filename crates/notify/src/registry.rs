@@ -1,8 +1,9 @@
 //! Topics and subscriptions: JSON records in tables `sns_topics` and `sns_subscriptions` (key:
 //! the ARN), mirrored in memory. Mutations are serialised and write the store before the
-//! memory, so a refused or failed write leaves nothing behind; a change reads the stored record
-//! (another node sharing the store may have changed it), and another node's change is read
-//! again with [`Registry::reload_topic`] / [`Registry::reload_subscription`].
+//! memory, so a refused or failed write leaves nothing behind; a change is made on the stored
+//! record by compare-and-set (another node sharing the store may have changed it), and another
+//! node's change is read again with [`Registry::reload_topic`] /
+//! [`Registry::reload_subscription`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
