@@ -18,6 +18,6 @@ pub mod transform;
 pub use error::ArchiveError;
 pub use service::{
     Archive, ArchiveSettings, CreateDeliveryStream, DESTINATION_ID, DeliveryStream,
-    MAX_BATCH_BYTES, MAX_BATCH_RECORDS, MAX_RECORD_BYTES, RecordRefusal, Source, UpdateDestination,
-    internal_stream_name,
+    MAX_BATCH_BYTES, MAX_BATCH_RECORDS, MAX_RECORD_BYTES, RecordRefusal, Source,
+    TABLE as DELIVERY_STREAMS_TABLE, UpdateDestination, internal_stream_name,
 };

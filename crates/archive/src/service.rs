@@ -1,6 +1,7 @@
 //! [`Archive`]: the delivery streams of one server. Configurations live in the store (table
 //! `firehose_delivery_streams`, JSON values) and survive restarts; each delivery stream runs one
-//! delivery task.
+//! delivery task. Nodes sharing the store share the configurations ([`Archive::reload`] follows
+//! another node's change); each node delivers the records it took, from its own streams.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,7 +25,8 @@ use crate::error::ArchiveError;
 use crate::lake::{Lake, LakeConfig};
 use crate::metrics;
 
-const TABLE: &str = "firehose_delivery_streams";
+/// The store table of the delivery streams (key: name; value: [`DeliveryStream`] as JSON).
+pub const TABLE: &str = "firehose_delivery_streams";
 
 /// Largest record Firehose accepts (1,000 KiB).
 pub const MAX_RECORD_BYTES: usize = 1000 * 1024;
@@ -195,7 +197,16 @@ impl Archive {
                 }
             };
             match stream.destination.plan(&stream.tags) {
-                Ok(plan) => archive.launch(stream, plan, None),
+                Ok(plan) => {
+                    // Made by another node sharing the store, this node has no internal
+                    // stream for it yet.
+                    if let Source::DirectPut { stream: internal } = &stream.source
+                        && let Err(e) = archive.ensure_internal_stream(internal).await
+                    {
+                        tracing::error!(delivery_stream = %stream.name, error = %e, "could not make the internal stream; its records cannot be put here");
+                    }
+                    archive.launch(stream, plan, None)
+                }
                 Err(e) => {
                     tracing::error!(delivery_stream = %stream.name, error = %e, "skipping a delivery stream whose configuration no longer validates");
                 }
@@ -271,11 +282,15 @@ impl Archive {
             destination: request.destination,
             tags: request.tags,
         };
-        let mut batch = WriteBatch::new();
         let value =
             serde_json::to_vec(&stream).map_err(|e| ArchiveError::Internal(e.to_string()))?;
-        batch.put(TABLE, stream.name.as_bytes().to_vec(), value);
-        self.apply(batch).await?;
+        // By compare-and-set: another node sharing the store may have created the name.
+        if !self.compare_and_set(&stream.name, None, value).await? {
+            return Err(ArchiveError::InUse(format!(
+                "Firehose {} under accountId {} already exists",
+                stream.name, self.settings.account_id
+            )));
+        }
         self.launch(stream.clone(), plan, None);
         tracing::info!(delivery_stream = %stream.name, source = stream.source.type_name(), "delivery stream created");
         Ok(stream)
@@ -290,7 +305,11 @@ impl Archive {
         request: UpdateDestination,
     ) -> Result<DeliveryStream, ArchiveError> {
         let _guard = self.changes.lock().await;
-        let current = self.describe(&request.name)?;
+        // The stored configuration: another node sharing the store may have updated it.
+        let (old, current) = self
+            .stored(&request.name)
+            .await?
+            .ok_or_else(|| self.not_found(&request.name))?;
         if request.current_version_id != current.version.to_string() {
             return Err(ArchiveError::ConcurrentModification(format!(
                 "Cannot update delivery stream {}: CurrentDeliveryStreamVersionId {} is not the current version {}",
@@ -314,13 +333,16 @@ impl Archive {
         let stream = DeliveryStream {
             version: current.version + 1,
             destination,
-            ..DeliveryStream::clone(&current)
+            ..current
         };
-        let mut batch = WriteBatch::new();
         let value =
             serde_json::to_vec(&stream).map_err(|e| ArchiveError::Internal(e.to_string()))?;
-        batch.put(TABLE, stream.name.as_bytes().to_vec(), value);
-        self.apply(batch).await?;
+        if !self.compare_and_set(&stream.name, Some(old), value).await? {
+            return Err(ArchiveError::ConcurrentModification(format!(
+                "Cannot update delivery stream {}: it was changed by another request meanwhile",
+                stream.name
+            )));
+        }
         let previous = self.running.lock().remove(&stream.name);
         if let Some(previous) = &previous {
             let _ = previous.stop.send(Stop::Replaced);
@@ -369,16 +391,92 @@ impl Archive {
         let mut batch = WriteBatch::new();
         batch.delete(TABLE, name.as_bytes().to_vec());
         self.apply(batch).await?;
-        if let Source::DirectPut { stream } = &running.stream.source {
-            match self.streams.delete_stream(stream).await {
+        self.delete_internal_stream(&running.stream).await;
+        tracing::info!(delivery_stream = %name, "delivery stream deleted");
+        Ok(())
+    }
+
+    /// Follows another node's change of delivery stream `name`: a new or updated configuration
+    /// gets its delivery task here (reading this node's own records: the internal stream of a
+    /// DirectPut stream is made here if missing), a deleted one has its task stopped and its
+    /// records not yet delivered here discarded, as DeleteDeliveryStream does.
+    pub async fn reload(&self, name: &str) -> Result<(), ArchiveError> {
+        let _guard = self.changes.lock().await;
+        let stored = self.stored(name).await?.map(|(_, stream)| stream);
+        let running = self
+            .running
+            .lock()
+            .get(name)
+            .map(|r| (r.stream.created_millis, r.stream.version));
+        match stored {
+            None => {
+                let Some(running) = self.running.lock().remove(name) else {
+                    return Ok(());
+                };
+                let _ = running.stop.send(Stop::Shutdown);
+                running.task.abort();
+                self.delete_internal_stream(&running.stream).await;
+                tracing::info!(delivery_stream = %name, "delivery stream deleted by another node");
+            }
+            Some(stream) if running == Some((stream.created_millis, stream.version)) => {}
+            Some(stream) => {
+                let plan = stream.destination.plan(&stream.tags)?;
+                if let Source::DirectPut { stream: internal } = &stream.source {
+                    self.ensure_internal_stream(internal).await?;
+                }
+                let previous = self.running.lock().remove(name);
+                if let Some(previous) = &previous {
+                    let _ = previous.stop.send(Stop::Replaced);
+                }
+                tracing::info!(delivery_stream = %name, version = stream.version, "delivery stream changed by another node");
+                self.launch(stream, plan, previous);
+            }
+        }
+        Ok(())
+    }
+
+    /// Follows every delivery stream again (another node may have changed any).
+    pub async fn reload_all(&self) -> Result<(), ArchiveError> {
+        let store = Arc::clone(&self.store);
+        let mut names: std::collections::BTreeSet<String> =
+            tokio::task::spawn_blocking(move || store.scan_prefix(TABLE, b""))
+                .await
+                .map_err(|e| ArchiveError::Internal(e.to_string()))??
+                .into_iter()
+                .map(|(key, _)| String::from_utf8_lossy(&key).into_owned())
+                .collect();
+        names.extend(self.running.lock().keys().cloned());
+        for name in names {
+            self.reload(&name).await?;
+        }
+        Ok(())
+    }
+
+    /// Makes internal stream `internal` if this node has none (never replaces one: it holds
+    /// records this node took and has not delivered yet).
+    async fn ensure_internal_stream(&self, internal: &str) -> Result<(), ArchiveError> {
+        match self.streams.describe_stream(internal).await {
+            Ok(_) => Ok(()),
+            Err(StreamError::NotFound(_)) => {
+                self.streams
+                    .create_stream(internal_stream_spec(internal))
+                    .await?;
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes the internal stream of a DirectPut delivery stream (its records not delivered).
+    async fn delete_internal_stream(&self, stream: &DeliveryStream) {
+        if let Source::DirectPut { stream: internal } = &stream.source {
+            match self.streams.delete_stream(internal).await {
                 Ok(()) | Err(StreamError::NotFound(_)) => {}
                 Err(e) => {
-                    tracing::warn!(delivery_stream = %name, error = %e, "could not delete the internal stream (it is replaced on the next create)");
+                    tracing::warn!(delivery_stream = %stream.name, error = %e, "could not delete the internal stream (it is replaced on the next create)");
                 }
             }
         }
-        tracing::info!(delivery_stream = %name, "delivery stream deleted");
-        Ok(())
     }
 
     /// PutRecord / PutRecordBatch on a DirectPut delivery stream: durable on return. Returns a
@@ -538,12 +636,7 @@ impl Archive {
     }
 
     async fn create_internal_stream(&self, stream: &str) -> Result<(), ArchiveError> {
-        let spec = StreamSpec {
-            name: stream.to_string(),
-            mode: StreamMode::Provisioned,
-            shard_count: 1,
-            retention_hours: 24 * 7,
-        };
+        let spec = internal_stream_spec(stream);
         match self.streams.create_stream(spec.clone()).await {
             Ok(_) => Ok(()),
             // Left over from a delivery stream of the same name whose deletion did not finish.
@@ -554,6 +647,40 @@ impl Archive {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Delivery stream `name` as stored, with its bytes.
+    async fn stored(&self, name: &str) -> Result<Option<(Vec<u8>, DeliveryStream)>, ArchiveError> {
+        let store = Arc::clone(&self.store);
+        let key = name.as_bytes().to_vec();
+        let bytes = tokio::task::spawn_blocking(move || store.get(TABLE, &key))
+            .await
+            .map_err(|e| ArchiveError::Internal(e.to_string()))??;
+        bytes
+            .map(|bytes| {
+                serde_json::from_slice(&bytes)
+                    .map(|stream| (bytes, stream))
+                    .map_err(|e| {
+                        ArchiveError::Internal(format!("unreadable delivery stream {name}: {e}"))
+                    })
+            })
+            .transpose()
+    }
+
+    /// Writes delivery stream `name` only if its stored bytes are `expected` (`None`: absent).
+    async fn compare_and_set(
+        &self,
+        name: &str,
+        expected: Option<Vec<u8>>,
+        value: Vec<u8>,
+    ) -> Result<bool, ArchiveError> {
+        let store = Arc::clone(&self.store);
+        let key = name.as_bytes().to_vec();
+        Ok(tokio::task::spawn_blocking(move || {
+            store.compare_and_set(TABLE, &key, expected.as_deref(), value)
+        })
+        .await
+        .map_err(|e| ArchiveError::Internal(e.to_string()))??)
     }
 
     async fn apply(&self, batch: WriteBatch) -> Result<(), ArchiveError> {
@@ -569,6 +696,16 @@ impl Archive {
             "Firehose {name} under account {} not found.",
             self.settings.account_id
         ))
+    }
+}
+
+/// The internal stream `name` of a DirectPut delivery stream: one shard, kept a week.
+fn internal_stream_spec(name: &str) -> StreamSpec {
+    StreamSpec {
+        name: name.to_string(),
+        mode: StreamMode::Provisioned,
+        shard_count: 1,
+        retention_hours: 24 * 7,
     }
 }
 

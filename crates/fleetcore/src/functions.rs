@@ -14,9 +14,12 @@ use fleetcore_stream::Stream;
 use crate::config::Settings;
 
 /// Starts the functions service and the event source mappings.
+/// Functions live in `shared` (the nodes' common tables with PostgreSQL; `code_in_store`
+/// then keeps their packages there too), event source mappings in this node's `store`.
 pub async fn start(
     settings: &Settings,
     credentials: &AdminCredentials,
+    (shared, code_in_store): (&Arc<dyn KvStore>, bool),
     store: &Arc<dyn KvStore>,
     streams: &Arc<dyn Stream>,
 ) -> anyhow::Result<LambdaState> {
@@ -36,8 +39,9 @@ pub async fn start(
             secret_access_key: credentials.secret_access_key.clone(),
             default_concurrency: 8,
             event_queue: settings.functions_event_queue,
+            code_in_store,
         },
-        Arc::clone(store),
+        Arc::clone(shared),
         Arc::clone(streams),
     )
     .await

@@ -13,9 +13,12 @@ use fleetcore_notify::{LaneConfig, Notify, NotifyConfig, Targets};
 
 use crate::config::Settings;
 
-/// Starts the notification service; `http` is the bound HTTP listener's address.
+/// Starts the notification service, its topics and subscriptions in `shared` (the nodes'
+/// common tables with PostgreSQL), its outbox in this node's `store`; `http` is the bound HTTP
+/// listener's address.
 pub fn start(
     settings: &Settings,
+    shared: &Arc<dyn KvStore>,
     store: &Arc<dyn KvStore>,
     router: &Arc<Router>,
     functions: Arc<dyn FunctionInvoker>,
@@ -47,6 +50,7 @@ pub fn start(
             },
             lanes: LaneConfig::default(),
         },
+        Arc::clone(shared),
         Arc::clone(store),
     )
     .context("starting the notification service (SNS)")?;

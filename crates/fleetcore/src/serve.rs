@@ -156,7 +156,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         ..HttpsConfig::default()
     })?;
     let topic_rule_destinations = Arc::new(
-        TopicRuleDestinations::open(Arc::clone(&store), https.clone())
+        TopicRuleDestinations::open(Arc::clone(&shared), https.clone())
             .context("loading the topic rule destinations")?,
     );
     identity.set_attachment_check(Arc::clone(&policies) as Arc<dyn AttachmentCheck>);
@@ -167,10 +167,17 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     // Functions (Lambda): their SDK calls reach this server's HTTP API with the admin
     // credentials.
-    let functions = crate::functions::start(&settings, &credentials, &store, &streams).await?;
+    let functions = crate::functions::start(
+        &settings,
+        &credentials,
+        (&shared, state_changes.is_some()),
+        &store,
+        &streams,
+    )
+    .await?;
     // The archive (Firehose) delivers from the streams, through Lambda processors if any.
     let archive = Archive::start(
-        Arc::clone(&store),
+        Arc::clone(&shared),
         Arc::clone(&streams),
         ArchiveSettings {
             lake: settings.lake.clone(),
@@ -221,6 +228,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let http_addr = http.local_addr()?;
     let notify = crate::notify::start(
         &settings,
+        &shared,
         &store,
         broker.router(),
         Arc::clone(&functions.functions) as Arc<dyn fleetcore_core::FunctionInvoker>,
@@ -249,7 +257,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             token_ttl: settings.provisioning_token_ttl,
             ..ProvisioningConfig::default()
         },
-        Arc::clone(&store),
+        Arc::clone(&shared),
         Arc::clone(&identity),
         Arc::clone(&policies),
         Some(Arc::clone(&functions.functions) as Arc<dyn fleetcore_core::FunctionInvoker>),
@@ -365,6 +373,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
                 identity: Arc::clone(&identity),
                 policies: Arc::clone(&policies),
                 rules: Arc::clone(&rules),
+                destinations: Arc::clone(&topic_rule_destinations),
+                provisioning: Arc::clone(&provisioning),
+                functions: Arc::clone(&functions.functions),
+                notify: Arc::clone(&notify),
+                archive: Arc::clone(&archive),
             },
         );
     }

@@ -6,20 +6,40 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use fleetcore_archive::{Archive, DELIVERY_STREAMS_TABLE};
 use fleetcore_core::store::{Entries, StoreError, WriteOp};
 use fleetcore_core::{KvStore, RedbStore, WriteBatch};
+use fleetcore_functions::{FUNCTIONS_TABLE, Functions};
 use fleetcore_identity::IdentityService;
 use fleetcore_identity::policy::Policies;
 use fleetcore_mqtt::broker::SESSION_TABLES;
+use fleetcore_notify::Notify;
+use fleetcore_notify::registry::{SUBSCRIPTIONS as SNS_SUBSCRIPTIONS, TOPICS as SNS_TOPICS};
 use fleetcore_postgres::{Change, ChangeFeed, PgStore, PgStoreConfig};
+use fleetcore_provisioning::Provisioning;
+use fleetcore_provisioning::store::{TEMPLATES, VERSIONS as TEMPLATE_VERSIONS};
+use fleetcore_rules::destinations::{TABLE as DESTINATIONS_TABLE, TopicRuleDestinations};
 use fleetcore_rules::registry::RuleRegistry;
 use fleetcore_shadow::store::SHADOWS_TABLE;
 use serde::Deserialize;
+use tokio::runtime::Handle;
 
-/// Tables whose changes other nodes must hear of: identity (registry, certificates, CAs,
-/// policies and attachments: checked on live connections) and the topic rules (compiled in
-/// memory). Every other table is read from the store when needed.
-const WATCHED: &[&str] = &["iot_", RULES_TABLE];
+/// Tables whose changes other nodes must hear of (prefixes): identity (registry, certificates,
+/// CAs, policies and attachments: checked on live connections), the topic rules (compiled in
+/// memory) and their destinations (`rules_topic_rule_destination`, cached), the provisioning
+/// templates (parsed and cached), the Lambda functions (cached, with their runners; their
+/// packages, `lambda_code`, are read when first used), the SNS topics and subscriptions
+/// (cached; a subscription gone closes its delivery lane), the Firehose delivery streams (each
+/// runs a delivery task on every node). Every other table is read from the store when needed.
+const WATCHED: &[&str] = &[
+    "iot_",
+    RULES_TABLE,
+    "provisioning_template",
+    FUNCTIONS_TABLE,
+    SNS_TOPICS,
+    SNS_SUBSCRIPTIONS,
+    DELIVERY_STREAMS_TABLE,
+];
 /// Tables a cluster's nodes share beyond identity and rules: the persistent sessions (taken over
 /// by compare-and-set of their owner) and the shadows (written by compare-and-set).
 const CLUSTER_TABLES: &[&str] = &[
@@ -104,7 +124,9 @@ impl StateArgs {
 
 /// The state a node runs on.
 pub struct State {
-    /// Tables every node shares: identity (registry, certificates, policies) and topic rules.
+    /// Tables every node shares: identity (registry, certificates, policies), topic rules and
+    /// their destinations, provisioning templates, Lambda functions and their packages, SNS
+    /// topics and subscriptions, Firehose delivery streams.
     pub shared: Arc<dyn KvStore>,
     /// Every other capability's tables, kept apart per node (the same store as `shared` when
     /// embedded): those services keep caches or run single writers that are not yet safe to
@@ -249,10 +271,16 @@ impl KvStore for NodeScoped {
 }
 
 /// What a node refreshes when another node changes the shared state.
+#[derive(Clone)]
 pub struct Followers {
     pub identity: Arc<IdentityService>,
     pub policies: Arc<Policies>,
     pub rules: Arc<RuleRegistry>,
+    pub destinations: Arc<TopicRuleDestinations>,
+    pub provisioning: Arc<Provisioning>,
+    pub functions: Arc<Functions>,
+    pub notify: Arc<Notify>,
+    pub archive: Arc<Archive>,
 }
 
 /// Applies the other nodes' changes as they come: identity changes re-check live connections
@@ -261,11 +289,7 @@ pub struct Followers {
 pub fn follow(mut feed: ChangeFeed, followers: Followers) {
     tokio::spawn(async move {
         while let Some(change) = feed.recv().await {
-            let followers = Followers {
-                identity: Arc::clone(&followers.identity),
-                policies: Arc::clone(&followers.policies),
-                rules: Arc::clone(&followers.rules),
-            };
+            let followers = followers.clone();
             // The handlers read the store and take locks: off the async workers.
             let applied = tokio::task::spawn_blocking(move || apply(&change, &followers)).await;
             if let Err(e) = applied {
@@ -276,31 +300,73 @@ pub fn follow(mut feed: ChangeFeed, followers: Followers) {
 }
 
 fn apply(change: &Change, f: &Followers) {
-    let rule_failed = |e: fleetcore_rules::registry::RuleError| {
-        tracing::error!(error = %e, "could not reload a topic rule changed by another node");
-    };
-    match change {
+    let (table, key) = match change {
         Change::Everything => {
             f.policies.changed_elsewhere();
             f.identity.notify_change();
-            if let Err(e) = f.rules.reload_all() {
-                rule_failed(e);
-            }
+            report("the topic rules", f.rules.reload_all());
+            report("the topic rule destinations", f.destinations.reload_all());
+            f.provisioning.templates().forget_all();
+            report("the functions", f.functions.reload_all());
+            report("the SNS topics", f.notify.reload_all());
+            report(
+                "the delivery streams",
+                Handle::current().block_on(f.archive.reload_all()),
+            );
+            return;
         }
-        Change::Key { table, key } if table == RULES_TABLE => {
-            if let Err(e) = f.rules.reload(&String::from_utf8_lossy(key)) {
-                rule_failed(e);
-            }
-        }
-        Change::Prefix { table, .. } if table == RULES_TABLE => {
-            if let Err(e) = f.rules.reload_all() {
-                rule_failed(e);
-            }
-        }
-        other if other.table().is_some_and(|t| t.starts_with(POLICY_TABLES)) => {
-            f.policies.changed_elsewhere();
-        }
+        Change::Key { table, key } => (table.as_str(), Some(String::from_utf8_lossy(key))),
+        // A prefix deleted: the whole table is read again.
+        Change::Prefix { table, .. } => (table.as_str(), None),
+    };
+    let key = key.as_deref();
+    match table {
+        RULES_TABLE => report(
+            "a topic rule",
+            key.map_or_else(|| f.rules.reload_all(), |k| f.rules.reload(k)),
+        ),
+        DESTINATIONS_TABLE => report(
+            "a topic rule destination",
+            key.map_or_else(|| f.destinations.reload_all(), |k| f.destinations.reload(k)),
+        ),
+        // A version's key is `<template>/<version>`.
+        TEMPLATES | TEMPLATE_VERSIONS => match key.and_then(|k| k.split('/').next()) {
+            Some(name) => f.provisioning.templates().forget(name),
+            None => f.provisioning.templates().forget_all(),
+        },
+        FUNCTIONS_TABLE => report(
+            "a function",
+            key.map_or_else(|| f.functions.reload_all(), |k| f.functions.reload(k)),
+        ),
+        SNS_TOPICS => report(
+            "an SNS topic",
+            key.map_or_else(|| f.notify.reload_all(), |k| f.notify.reload_topic(k)),
+        ),
+        SNS_SUBSCRIPTIONS => report(
+            "an SNS subscription",
+            key.map_or_else(
+                || f.notify.reload_all(),
+                |k| f.notify.reload_subscription(k),
+            ),
+        ),
+        DELIVERY_STREAMS_TABLE => report(
+            "a delivery stream",
+            Handle::current().block_on(async {
+                match key {
+                    Some(k) => f.archive.reload(k).await,
+                    None => f.archive.reload_all().await,
+                }
+            }),
+        ),
+        t if t.starts_with(POLICY_TABLES) => f.policies.changed_elsewhere(),
         _ => f.identity.notify_change(),
+    }
+}
+
+/// Logs a failure to follow another node's change of `what`.
+fn report<E: std::fmt::Display>(what: &str, result: Result<(), E>) {
+    if let Err(e) = result {
+        tracing::error!(error = %e, "could not follow {what} changed by another node");
     }
 }
 

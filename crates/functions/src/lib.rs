@@ -22,4 +22,4 @@ mod targets;
 
 pub use error::FunctionsError;
 pub use esm::Mappings;
-pub use service::{Functions, FunctionsConfig, Invoked};
+pub use service::{Functions, FunctionsConfig, Invoked, TABLE as FUNCTIONS_TABLE};

@@ -27,7 +27,10 @@ use crate::runtime::{Invocation, Outcome, Runner, WhenBusy};
 use crate::targets::{Target, TargetCache};
 
 /// The store table of function records (key: name; value: [`FunctionRecord`] as JSON).
-const TABLE: &str = "lambda_functions";
+pub const TABLE: &str = "lambda_functions";
+/// The store table of deployment packages when they are kept in the store (key: hex SHA-256;
+/// value: the zip), so every node sharing the store can unpack them.
+const CODE_TABLE: &str = "lambda_code";
 /// Largest event of a synchronous invocation (Lambda: 6 MB); `Event` invocations: 256 KB.
 pub const MAX_SYNC_PAYLOAD: usize = 6 * 1024 * 1024;
 /// Largest event of an asynchronous invocation.
@@ -56,6 +59,10 @@ pub struct FunctionsConfig {
     /// Most `Event` invocations waiting or running; more are refused with
     /// `TooManyRequestsException`.
     pub event_queue: usize,
+    /// Keep each deployment package in the store too (table `lambda_code`), for the other
+    /// nodes sharing it: they unpack it on first use. Off on a node alone (the code folder
+    /// holds every package).
+    pub code_in_store: bool,
 }
 
 /// Fields of CreateFunction.
@@ -143,6 +150,28 @@ pub struct Functions {
     streams: Arc<dyn fleetcore_stream::Stream>,
 }
 
+fn decode(bytes: &[u8]) -> Result<FunctionRecord, FunctionsError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| FunctionsError::Io(format!("a stored function record cannot be read: {e}")))
+}
+
+/// Every stored function by name; a record that cannot be read is skipped (and logged).
+fn load_records(store: &dyn KvStore) -> Result<BTreeMap<String, FunctionRecord>, FunctionsError> {
+    let mut records = BTreeMap::new();
+    for (key, value) in store.scan_prefix(TABLE, b"")? {
+        match decode(&value) {
+            Ok(record) => {
+                records.insert(record.latest.name.clone(), record);
+            }
+            Err(error) => tracing::error!(
+                key = %String::from_utf8_lossy(&key), %error,
+                "skipping a function record that cannot be read"
+            ),
+        }
+    }
+    Ok(records)
+}
+
 fn new_revision() -> String {
     uuid::Uuid::new_v4().to_string()
 }
@@ -170,18 +199,7 @@ impl Functions {
             let path = runtime_dir.join(file);
             std::fs::write(&path, text).map_err(|e| FunctionsError::io(path.display(), e))?;
         }
-        let mut records = BTreeMap::new();
-        for (key, value) in store.scan_prefix(TABLE, b"")? {
-            match serde_json::from_slice::<FunctionRecord>(&value) {
-                Ok(record) => {
-                    records.insert(record.latest.name.clone(), record);
-                }
-                Err(error) => tracing::error!(
-                    key = %String::from_utf8_lossy(&key), %error,
-                    "skipping a function record that cannot be read"
-                ),
-            }
-        }
+        let records = load_records(store.as_ref())?;
         let events = EventQueue::open(Arc::clone(&streams), config.event_queue).await?;
         let functions = Arc::new(Functions {
             config,
@@ -230,9 +248,10 @@ impl Functions {
         self.logs.path(name)
     }
 
-    /// Where the zip of a version's code is.
-    pub fn code_location(&self, config: &VersionConfig) -> PathBuf {
-        self.code.zip_path(&config.code_id)
+    /// Where the zip of a version's code is (unpacked here first if another node stored it).
+    pub fn code_location(&self, config: &VersionConfig) -> Result<PathBuf, FunctionsError> {
+        self.ensure_code(&config.code_id)?;
+        Ok(self.code.zip_path(&config.code_id))
     }
 
     fn record(&self, name: &str) -> Result<FunctionRecord, FunctionsError> {
@@ -275,13 +294,35 @@ impl Functions {
             .collect()
     }
 
-    /// Writes `record` to the store, then to memory.
-    fn save(&self, record: FunctionRecord) -> Result<(), FunctionsError> {
-        let mut batch = WriteBatch::new();
+    /// The record of `name` as stored, with its bytes (a change is written only over them):
+    /// another node sharing the store may have changed it since this node's copy.
+    fn stored(&self, name: &str) -> Result<(Vec<u8>, FunctionRecord), FunctionsError> {
+        let bytes = self
+            .store
+            .get(TABLE, name.as_bytes())?
+            .ok_or_else(|| FunctionsError::function_not_found(&self.arn(name, None)))?;
+        let record = decode(&bytes)?;
+        Ok((bytes, record))
+    }
+
+    /// Writes `record` to the store over the bytes `expected` (`None`: a new function), then
+    /// to memory. A record changed meanwhile (by another node) is not overwritten: the change
+    /// is refused with ResourceConflictException, to be made again.
+    fn save(&self, expected: Option<&[u8]>, record: FunctionRecord) -> Result<(), FunctionsError> {
         let value = serde_json::to_vec(&record)
             .map_err(|e| FunctionsError::Io(format!("encoding a function record: {e}")))?;
-        batch.put(TABLE, record.latest.name.as_bytes().to_vec(), value);
-        self.store.apply(batch)?;
+        let written =
+            self.store
+                .compare_and_set(TABLE, record.latest.name.as_bytes(), expected, value)?;
+        if !written {
+            return Err(FunctionsError::Conflict(match expected {
+                None => format!("Function already exist: {}", record.latest.name),
+                Some(_) => format!(
+                    "The function {} was changed by another request meanwhile; make the change again.",
+                    record.latest.name
+                ),
+            }));
+        }
         let name = record.latest.name.clone();
         self.records.write().insert(name.clone(), record);
         self.runners.lock().retain(|(n, _), _| n != &name);
@@ -352,15 +393,44 @@ impl Functions {
         if new.publish {
             publish(&mut record, String::new());
         }
-        self.save(record)?;
+        if let Err(e) = self.save(None, record) {
+            self.collect_stored_code(&[latest.code_id.clone()]);
+            return Err(e);
+        }
         Ok(latest)
     }
 
+    /// Unpacks `zip` into the code folder and, with `code_in_store`, keeps it in the store.
     async fn store_code(&self, zip: Vec<u8>) -> Result<crate::code::StoredCode, FunctionsError> {
         let code = self.code.clone();
-        tokio::task::spawn_blocking(move || code.store(&zip))
+        let (stored, zip) = tokio::task::spawn_blocking(move || code.store(&zip).map(|c| (c, zip)))
             .await
-            .map_err(|e| FunctionsError::Io(format!("unpacking the code failed: {e}")))?
+            .map_err(|e| FunctionsError::Io(format!("unpacking the code failed: {e}")))??;
+        if self.config.code_in_store {
+            let mut batch = WriteBatch::new();
+            batch.put(CODE_TABLE, stored.id.as_bytes().to_vec(), zip);
+            self.store.apply(batch)?;
+        }
+        Ok(stored)
+    }
+
+    /// Makes sure package `id` is unpacked here: a package another node stored is read from
+    /// the store and unpacked on first use (and again for new code, which has a new id).
+    fn ensure_code(&self, id: &str) -> Result<(), FunctionsError> {
+        if !self.config.code_in_store || self.code.dir(id).is_dir() {
+            return Ok(());
+        }
+        let zip = self.store.get(CODE_TABLE, id.as_bytes())?.ok_or_else(|| {
+            FunctionsError::Io(format!("the deployment package {id} is not in the store"))
+        })?;
+        let stored = self.code.store(&zip)?;
+        if stored.id != id {
+            return Err(FunctionsError::Io(format!(
+                "the deployment package {id} in the store has the SHA-256 {}",
+                stored.id
+            )));
+        }
+        Ok(())
     }
 
     /// A wasm function's module must be there and valid (refused at upload, not at first use).
@@ -397,8 +467,9 @@ impl Functions {
         revision_id: Option<String>,
     ) -> Result<VersionConfig, FunctionsError> {
         let _writer = self.writer.lock().await;
-        let mut record = self.record(name)?;
+        let (old, mut record) = self.stored(name)?;
         check_revision(&record.latest, revision_id.as_deref())?;
+        let replaced = record.latest.code_id.clone();
         let code = self.store_code(zip).await?;
         let latest = &mut record.latest;
         latest.code_sha256 = code.sha256;
@@ -412,7 +483,11 @@ impl Functions {
         } else {
             record.latest.clone()
         };
-        self.save(record)?;
+        let saved = self.save(Some(&old), record);
+        // The package replaced (or, when the change was refused, the one just stored) may be
+        // used by nothing any more.
+        self.collect_stored_code(&[replaced, config.code_id.clone()]);
+        saved?;
         Ok(config)
     }
 
@@ -423,7 +498,7 @@ impl Functions {
         change: ConfigurationChange,
     ) -> Result<VersionConfig, FunctionsError> {
         let _writer = self.writer.lock().await;
-        let mut record = self.record(name)?;
+        let (old, mut record) = self.stored(name)?;
         check_revision(&record.latest, change.revision_id.as_deref())?;
         let latest = &mut record.latest;
         change.apply(latest);
@@ -432,14 +507,18 @@ impl Functions {
         self.check(&record.latest)?;
         self.check_wasm(&record.latest)?;
         let latest = record.latest.clone();
-        self.save(record)?;
+        self.save(Some(&old), record)?;
         Ok(latest)
     }
 
     /// DeleteFunction: the whole function, or one published version (`qualifier`).
     pub async fn delete(&self, name: &str, qualifier: Option<&str>) -> Result<(), FunctionsError> {
         let _writer = self.writer.lock().await;
-        let mut record = self.record(name)?;
+        let (old, mut record) = self.stored(name)?;
+        let used: Vec<String> = std::iter::once(&record.latest)
+            .chain(record.versions.values())
+            .map(|c| c.code_id.clone())
+            .collect();
         match qualifier {
             None => {
                 let mut batch = WriteBatch::new();
@@ -474,10 +553,11 @@ impl Functions {
                 if record.versions.remove(&number).is_none() {
                     return Err(FunctionsError::function_not_found(&self.arn(name, Some(q))));
                 }
-                self.save(record)?;
+                self.save(Some(&old), record)?;
             }
         }
         self.collect_code();
+        self.collect_stored_code(&used);
         Ok(())
     }
 
@@ -502,6 +582,69 @@ impl Functions {
         }
     }
 
+    /// Removes from the store the packages among `candidates` no stored function uses any
+    /// more (with `code_in_store`; the stored records decide, as other nodes' functions may
+    /// share a package). Best effort: a failure leaves the package in the store.
+    fn collect_stored_code(&self, candidates: &[String]) {
+        if !self.config.code_in_store || candidates.is_empty() {
+            return;
+        }
+        let used: std::collections::HashSet<String> = match self.store.scan_prefix(TABLE, b"") {
+            Ok(entries) => entries
+                .iter()
+                .filter_map(|(_, v)| decode(v).ok())
+                .flat_map(|r| {
+                    std::iter::once(r.latest.code_id)
+                        .chain(r.versions.into_values().map(|c| c.code_id))
+                        .collect::<Vec<_>>()
+                })
+                .collect(),
+            Err(error) => {
+                tracing::warn!(%error, "could not read the functions to collect their code");
+                return;
+            }
+        };
+        let mut batch = WriteBatch::new();
+        for id in candidates.iter().filter(|id| !used.contains(*id)) {
+            batch.delete(CODE_TABLE, id.as_bytes().to_vec());
+        }
+        if let Err(error) = self.store.apply(batch) {
+            tracing::warn!(%error, "could not remove unused deployment packages from the store");
+        }
+    }
+
+    /// Reads function `name` again from the store (another node changed or deleted it): its
+    /// runners and resolved targets are dropped, so the next invocation runs what is stored.
+    pub fn reload(&self, name: &str) -> Result<(), FunctionsError> {
+        let record = self
+            .store
+            .get(TABLE, name.as_bytes())?
+            .map(|bytes| decode(&bytes))
+            .transpose()?;
+        match record {
+            Some(record) => {
+                self.records.write().insert(name.to_string(), record);
+            }
+            None => {
+                if self.records.write().remove(name).is_some() {
+                    self.logs.remove(name);
+                }
+            }
+        }
+        self.runners.lock().retain(|(n, _), _| n != name);
+        self.targets.invalidate();
+        Ok(())
+    }
+
+    /// Reads every function again from the store (another node may have changed any).
+    pub fn reload_all(&self) -> Result<(), FunctionsError> {
+        let records = load_records(self.store.as_ref())?;
+        *self.records.write() = records;
+        self.runners.lock().clear();
+        self.targets.invalidate();
+        Ok(())
+    }
+
     /// PublishVersion.
     pub async fn publish_version(
         &self,
@@ -509,7 +652,7 @@ impl Functions {
         description: Option<String>,
     ) -> Result<VersionConfig, FunctionsError> {
         let _writer = self.writer.lock().await;
-        let mut record = self.record(name)?;
+        let (old, mut record) = self.stored(name)?;
         // Publishing unchanged code and configuration again returns the newest version.
         if let Some((_, newest)) = record.versions.iter().next_back()
             && same_content(newest, &record.latest)
@@ -517,7 +660,7 @@ impl Functions {
             return Ok(newest.clone());
         }
         let config = publish(&mut record, description.unwrap_or_default());
-        self.save(record)?;
+        self.save(Some(&old), record)?;
         Ok(config)
     }
 
@@ -540,7 +683,7 @@ impl Functions {
     ) -> Result<AliasRecord, FunctionsError> {
         check_alias_name(alias)?;
         let _writer = self.writer.lock().await;
-        let mut record = self.record(name)?;
+        let (old, mut record) = self.stored(name)?;
         let existing = record.aliases.get(alias).cloned();
         let target = match (create, existing) {
             (true, Some(_)) => {
@@ -582,7 +725,7 @@ impl Functions {
             )));
         }
         record.aliases.insert(alias.to_string(), target.clone());
-        self.save(record)?;
+        self.save(Some(&old), record)?;
         Ok(target)
     }
 
@@ -603,9 +746,9 @@ impl Functions {
     /// DeleteAlias (absent is fine, as Lambda).
     pub async fn delete_alias(&self, name: &str, alias: &str) -> Result<(), FunctionsError> {
         let _writer = self.writer.lock().await;
-        let mut record = self.record(name)?;
+        let (old, mut record) = self.stored(name)?;
         if record.aliases.remove(alias).is_some() {
-            self.save(record)?;
+            self.save(Some(&old), record)?;
         }
         Ok(())
     }
@@ -619,7 +762,7 @@ impl Functions {
         statement: String,
     ) -> Result<(), FunctionsError> {
         let _writer = self.writer.lock().await;
-        let mut record = self.record(name)?;
+        let (old, mut record) = self.stored(name)?;
         if record.policy.contains_key(statement_id) {
             return Err(FunctionsError::Conflict(format!(
                 "The statement id ({statement_id}) provided already exists. Please provide a new \
@@ -627,7 +770,7 @@ impl Functions {
             )));
         }
         record.policy.insert(statement_id.to_string(), statement);
-        self.save(record)
+        self.save(Some(&old), record)
     }
 
     /// RemovePermission.
@@ -637,13 +780,13 @@ impl Functions {
         statement_id: &str,
     ) -> Result<(), FunctionsError> {
         let _writer = self.writer.lock().await;
-        let mut record = self.record(name)?;
+        let (old, mut record) = self.stored(name)?;
         if record.policy.remove(statement_id).is_none() {
             return Err(FunctionsError::NotFound(format!(
                 "Statement {statement_id} is not found in resource policy."
             )));
         }
-        self.save(record)
+        self.save(Some(&old), record)
     }
 
     /// PutFunctionConcurrency / DeleteFunctionConcurrency.
@@ -653,9 +796,9 @@ impl Functions {
         reserved: Option<u32>,
     ) -> Result<(), FunctionsError> {
         let _writer = self.writer.lock().await;
-        let mut record = self.record(name)?;
+        let (old, mut record) = self.stored(name)?;
         record.reserved_concurrency = reserved;
-        self.save(record)
+        self.save(Some(&old), record)
     }
 
     /// The runner of `config`, built on first use and kept while its revision is current.
@@ -669,6 +812,14 @@ impl Functions {
             && revision == &config.revision_id
         {
             return Ok(runner.clone());
+        }
+        // Reading and unpacking a package another node stored takes seconds for a large one:
+        // off the async worker where the runtime allows it.
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| self.ensure_code(&config.code_id))?
+            }
+            _ => self.ensure_code(&config.code_id)?,
         }
         let (concurrency, strict) = match reserved {
             Some(n) => (n as usize, true),

@@ -1,6 +1,9 @@
 //! Topics and subscriptions: JSON records in tables `sns_topics` and `sns_subscriptions` (key:
 //! the ARN), mirrored in memory. Mutations are serialised and write the store before the
-//! memory, so a refused or failed write leaves nothing behind.
+//! memory, so a refused or failed write leaves nothing behind; a change is made on the stored
+//! record by compare-and-set (another node sharing the store may have changed it), and another
+//! node's change is read again with [`Registry::reload_topic`] /
+//! [`Registry::reload_subscription`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -11,8 +14,13 @@ use parking_lot::{Mutex, RwLock};
 use crate::error::NotifyServiceError;
 use crate::model::{Status, Subscription, Topic};
 
-const TOPICS: &str = "sns_topics";
-const SUBSCRIPTIONS: &str = "sns_subscriptions";
+/// How often a change is made again on a record another node changed meanwhile.
+const MAX_UPDATE_ATTEMPTS: usize = 8;
+
+/// The store table of the topics (key: ARN; value: the topic as JSON).
+pub const TOPICS: &str = "sns_topics";
+/// The store table of the subscriptions (key: ARN, `<topic ARN>:<id>`; value: JSON).
+pub const SUBSCRIPTIONS: &str = "sns_subscriptions";
 
 #[derive(Default)]
 struct State {
@@ -60,29 +68,72 @@ impl Registry {
         store: Arc<dyn KvStore>,
         account: AccountContext,
     ) -> Result<Registry, NotifyServiceError> {
-        let mut state = State::default();
-        for (_, value) in store.scan_prefix(TOPICS, b"")? {
-            match serde_json::from_slice::<Topic>(&value) {
-                Ok(topic) => {
-                    state.topics.insert(topic.arn.clone(), topic);
-                }
-                Err(error) => tracing::warn!(%error, "skipping an unreadable SNS topic record"),
-            }
-        }
-        for (_, value) in store.scan_prefix(SUBSCRIPTIONS, b"")? {
-            match serde_json::from_slice::<Subscription>(&value) {
-                Ok(subscription) => state.insert_subscription(Arc::new(subscription)),
-                Err(error) => {
-                    tracing::warn!(%error, "skipping an unreadable SNS subscription record")
-                }
-            }
-        }
+        let state = load(store.as_ref())?;
         Ok(Registry {
             store,
             account,
             state: RwLock::new(state),
             writer: Mutex::new(()),
         })
+    }
+
+    /// Reads topic `arn` again from the store (another node changed or deleted it).
+    pub fn reload_topic(&self, arn: &str) -> Result<(), NotifyServiceError> {
+        let topic = self.stored_topic(arn)?;
+        let mut state = self.state.write();
+        match topic {
+            Some(topic) => {
+                state.topics.insert(arn.to_string(), topic);
+            }
+            None => {
+                state.topics.remove(arn);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads subscription `arn` again from the store (another node changed or deleted it);
+    /// returns whether it is gone.
+    pub fn reload_subscription(&self, arn: &str) -> Result<bool, NotifyServiceError> {
+        let subscription = self.stored_subscription(arn)?;
+        let mut state = self.state.write();
+        state.remove_subscription(arn);
+        match subscription {
+            Some(subscription) => {
+                state.insert_subscription(Arc::new(subscription));
+                Ok(false)
+            }
+            None => Ok(true),
+        }
+    }
+
+    /// Reads everything again from the store (another node may have changed anything);
+    /// returns the subscriptions that are gone.
+    pub fn reload_all(&self) -> Result<Vec<String>, NotifyServiceError> {
+        let fresh = load(self.store.as_ref())?;
+        let mut state = self.state.write();
+        let gone = state
+            .subscriptions
+            .keys()
+            .filter(|arn| !fresh.subscriptions.contains_key(*arn))
+            .cloned()
+            .collect();
+        *state = fresh;
+        Ok(gone)
+    }
+
+    fn stored_topic(&self, arn: &str) -> Result<Option<Topic>, NotifyServiceError> {
+        self.store
+            .get(TOPICS, arn.as_bytes())?
+            .map(|bytes| decode(&bytes))
+            .transpose()
+    }
+
+    fn stored_subscription(&self, arn: &str) -> Result<Option<Subscription>, NotifyServiceError> {
+        self.store
+            .get(SUBSCRIPTIONS, arn.as_bytes())?
+            .map(|bytes| decode(&bytes))
+            .transpose()
     }
 
     /// The ARN of topic `name`.
@@ -156,13 +207,14 @@ impl Registry {
     /// returns the subscriptions removed.
     pub fn delete_topic(&self, arn: &str) -> Result<Vec<Arc<Subscription>>, NotifyServiceError> {
         let _writer = self.writer.lock();
+        // The stored subscriptions (keys `<topic ARN>:<id>`): some may have been made through
+        // another node sharing the store.
         let subscriptions: Vec<String> = self
-            .state
-            .read()
-            .by_topic
-            .get(arn)
-            .map(|set| set.iter().cloned().collect())
-            .unwrap_or_default();
+            .store
+            .scan_prefix(SUBSCRIPTIONS, format!("{arn}:").as_bytes())?
+            .into_iter()
+            .map(|(key, _)| String::from_utf8_lossy(&key).into_owned())
+            .collect();
         let mut batch = WriteBatch::new();
         batch.delete(TOPICS, arn.as_bytes());
         for subscription in &subscriptions {
@@ -207,7 +259,7 @@ impl Registry {
         if keys.len() > 50 {
             return Err(NotifyServiceError::invalid("Tags: at most 50 per topic"));
         }
-        self.update_topic(arn, |topic| topic.tags.extend(tags))
+        self.update_topic(arn, |topic| topic.tags.extend(tags.clone()))
     }
 
     /// Removes tags of a topic.
@@ -222,14 +274,44 @@ impl Registry {
     fn update_topic(
         &self,
         arn: &str,
-        change: impl FnOnce(&mut Topic),
+        change: impl Fn(&mut Topic),
     ) -> Result<(), NotifyServiceError> {
         let _writer = self.writer.lock();
-        let mut topic = self.topic(arn)?;
-        change(&mut topic);
-        self.put_topic(&topic)?;
+        let topic = self
+            .update_stored(TOPICS, arn, |topic: &mut Topic| {
+                change(topic);
+                Ok(())
+            })?
+            .ok_or_else(|| topic_not_found(arn))?;
         self.state.write().topics.insert(arn.to_string(), topic);
         Ok(())
+    }
+
+    /// Applies `change` to the stored record `key` of `table` and writes it by compare-and-set
+    /// over what was read, again on a newer record when another node sharing the store changed
+    /// it in between (so no change is lost); `None` when there is no such record.
+    fn update_stored<T: serde::Serialize + serde::de::DeserializeOwned>(
+        &self,
+        table: &'static str,
+        key: &str,
+        change: impl Fn(&mut T) -> Result<(), NotifyServiceError>,
+    ) -> Result<Option<T>, NotifyServiceError> {
+        for _ in 0..MAX_UPDATE_ATTEMPTS {
+            let Some(old) = self.store.get(table, key.as_bytes())? else {
+                return Ok(None);
+            };
+            let mut record: T = decode(&old)?;
+            change(&mut record)?;
+            if self
+                .store
+                .compare_and_set(table, key.as_bytes(), Some(&old), encode(&record)?)?
+            {
+                return Ok(Some(record));
+            }
+        }
+        Err(NotifyServiceError::Internal(format!(
+            "{key} keeps being changed by other requests; try again"
+        )))
     }
 
     /// Confirmed and pending subscription counts of a topic.
@@ -306,9 +388,12 @@ impl Registry {
         if found.status == Status::Confirmed {
             return Ok(found);
         }
-        let mut confirmed = found.with_attributes(|_| {});
-        confirmed.status = Status::Confirmed;
-        self.put_subscription(&confirmed)?;
+        let confirmed = self
+            .update_stored(SUBSCRIPTIONS, &found.arn, |s: &mut Subscription| {
+                s.status = Status::Confirmed;
+                Ok(())
+            })?
+            .ok_or_else(|| NotifyServiceError::invalid("Token"))?;
         let confirmed = Arc::new(confirmed);
         self.state
             .write()
@@ -329,14 +414,17 @@ impl Registry {
     /// Removes a subscription.
     pub fn unsubscribe(&self, arn: &str) -> Result<Arc<Subscription>, NotifyServiceError> {
         let _writer = self.writer.lock();
-        self.subscription(arn)?;
+        let stored = self
+            .stored_subscription(arn)?
+            .ok_or_else(|| NotifyServiceError::NotFound("Subscription does not exist".into()))?;
         let mut batch = WriteBatch::new();
         batch.delete(SUBSCRIPTIONS, arn.as_bytes());
         self.store.apply(batch)?;
-        self.state
+        Ok(self
+            .state
             .write()
             .remove_subscription(arn)
-            .ok_or_else(|| NotifyServiceError::NotFound("Subscription does not exist".into()))
+            .unwrap_or_else(|| Arc::new(stored)))
     }
 
     /// Changes one attribute of a subscription.
@@ -347,16 +435,19 @@ impl Registry {
         value: &str,
     ) -> Result<Arc<Subscription>, NotifyServiceError> {
         let _writer = self.writer.lock();
-        let existing = self.subscription(arn)?;
-        crate::model::check_subscription_attribute(&existing.protocol, name, value)?;
-        let subscription = existing.with_attributes(|attributes| {
-            if value.is_empty() && name == crate::model::FILTER_POLICY {
-                attributes.remove(name);
-            } else {
-                attributes.insert(name.to_string(), value.to_string());
-            }
-        });
-        self.put_subscription(&subscription)?;
+        let subscription = self
+            .update_stored(SUBSCRIPTIONS, arn, |existing: &mut Subscription| {
+                crate::model::check_subscription_attribute(&existing.protocol, name, value)?;
+                *existing = existing.with_attributes(|attributes| {
+                    if value.is_empty() && name == crate::model::FILTER_POLICY {
+                        attributes.remove(name);
+                    } else {
+                        attributes.insert(name.to_string(), value.to_string());
+                    }
+                });
+                Ok(())
+            })?
+            .ok_or_else(|| NotifyServiceError::NotFound("Subscription does not exist".into()))?;
         let subscription = Arc::new(subscription);
         self.state
             .write()
@@ -417,6 +508,33 @@ impl Registry {
 
 fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, NotifyServiceError> {
     serde_json::to_vec(value).map_err(|e| NotifyServiceError::Internal(e.to_string()))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, NotifyServiceError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| NotifyServiceError::Internal(format!("an unreadable SNS record: {e}")))
+}
+
+/// Every stored topic and subscription; unreadable records are skipped (and logged).
+fn load(store: &dyn KvStore) -> Result<State, NotifyServiceError> {
+    let mut state = State::default();
+    for (_, value) in store.scan_prefix(TOPICS, b"")? {
+        match decode::<Topic>(&value) {
+            Ok(topic) => {
+                state.topics.insert(topic.arn.clone(), topic);
+            }
+            Err(error) => tracing::warn!(%error, "skipping an unreadable SNS topic record"),
+        }
+    }
+    for (_, value) in store.scan_prefix(SUBSCRIPTIONS, b"")? {
+        match decode::<Subscription>(&value) {
+            Ok(subscription) => state.insert_subscription(Arc::new(subscription)),
+            Err(error) => {
+                tracing::warn!(%error, "skipping an unreadable SNS subscription record")
+            }
+        }
+    }
+    Ok(state)
 }
 
 fn topic_not_found(_arn: &str) -> NotifyServiceError {
@@ -513,6 +631,38 @@ mod tests {
         assert!(r.topic(&arn).is_err());
         assert!(r.delete_topic(&arn).expect("again").is_empty());
         assert!(r.all_subscriptions().is_empty());
+    }
+
+    #[test]
+    fn another_registry_on_the_store_follows_by_reloading() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store: Arc<dyn KvStore> =
+            Arc::new(RedbStore::open(&dir.path().join("s.redb")).expect("store"));
+        let account = AccountContext::new("us-east-1", "000000000000");
+        let (a, b) = (
+            Registry::open(Arc::clone(&store), account.clone()).expect("a"),
+            Registry::open(Arc::clone(&store), account).expect("b"),
+        );
+        let t = a
+            .create_topic("shared", BTreeMap::new(), BTreeMap::new())
+            .expect("create");
+        assert!(b.topic(&t.arn).is_err(), "not seen before the reload");
+        b.reload_topic(&t.arn).expect("reload");
+        assert_eq!(b.topic(&t.arn).expect("seen"), t);
+        let (s, _) = a.subscribe(subscription(&t.arn, 1)).expect("subscribe");
+        assert!(!b.reload_subscription(&s.arn).expect("reload"));
+        assert_eq!(b.subscription_counts(&t.arn), (0, 1));
+        // A change made through b reads the stored record, not b's copy.
+        b.confirm(&t.arn, &s.token).expect("confirm");
+        a.reload_subscription(&s.arn).expect("reload");
+        assert_eq!(a.deliver_to(&t.arn).expect("topic").len(), 1);
+        // Deleting the topic through a removes its stored subscriptions; b reloads: gone.
+        let removed = a.delete_topic(&t.arn).expect("delete");
+        assert_eq!(removed.len(), 1);
+        assert!(b.reload_subscription(&s.arn).expect("reload"), "gone");
+        assert_eq!(b.reload_all().expect("all"), Vec::<String>::new());
+        b.reload_topic(&t.arn).expect("reload");
+        assert!(b.topic(&t.arn).is_err());
     }
 
     #[test]

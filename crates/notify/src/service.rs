@@ -60,13 +60,18 @@ pub struct Notify {
 }
 
 impl Notify {
-    /// Loads the topics and subscriptions and builds the transports. Must run inside a tokio
-    /// runtime (lanes are tasks).
-    pub fn start(config: NotifyConfig, store: Arc<dyn KvStore>) -> Result<Arc<Notify>, StartError> {
+    /// Loads the topics and subscriptions from `registry` (shared by the nodes of a cluster)
+    /// and the deliveries still to make from `outbox` (this node's own: a publish is delivered
+    /// by the node that took it), and builds the transports. Must run inside a tokio runtime
+    /// (lanes are tasks).
+    pub fn start(
+        config: NotifyConfig,
+        registry: Arc<dyn KvStore>,
+        outbox: Arc<dyn KvStore>,
+    ) -> Result<Arc<Notify>, StartError> {
         let signer = Arc::new(Signer::load_or_create(&config.dir)?);
-        let (outbox, pending) =
-            Outbox::open(Arc::clone(&store)).map_err(NotifyServiceError::from)?;
-        let registry = Registry::open(store, config.account)?;
+        let (outbox, pending) = Outbox::open(outbox).map_err(NotifyServiceError::from)?;
+        let registry = Registry::open(registry, config.account)?;
         let transports =
             Arc::new(Transports::build(&config.targets).map_err(StartError::Transport)?);
         let context = Arc::new(Context {
@@ -95,6 +100,28 @@ impl Notify {
     /// The topics and subscriptions.
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// Reads topic `arn` again (another node changed or deleted it).
+    pub fn reload_topic(&self, arn: &str) -> Result<(), NotifyServiceError> {
+        self.registry.reload_topic(arn)
+    }
+
+    /// Reads subscription `arn` again (another node changed or deleted it); a subscription
+    /// gone has its lane closed, as after a local Unsubscribe.
+    pub fn reload_subscription(&self, arn: &str) -> Result<(), NotifyServiceError> {
+        if self.registry.reload_subscription(arn)? {
+            self.lanes.close(arn);
+        }
+        Ok(())
+    }
+
+    /// Reads every topic and subscription again (another node may have changed any).
+    pub fn reload_all(&self) -> Result<(), NotifyServiceError> {
+        for arn in self.registry.reload_all()? {
+            self.lanes.close(&arn);
+        }
+        Ok(())
     }
 
     /// Sends alarm notifications straight to the people of the recipient directory.

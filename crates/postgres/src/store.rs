@@ -176,8 +176,17 @@ impl KvStore for PgStore {
     ) -> Result<bool, StoreError> {
         let key = key.to_vec();
         let expected = expected.map(<[u8]>::to_vec);
+        // A write to a watched table is announced in the same transaction, as `apply` does.
+        let notifications = if self.watches(table) {
+            encode_notifications(&self.node_id, &[(table, ChangeKind::Key, key.clone())])
+        } else {
+            Vec::new()
+        };
         self.run("compare and set", move |lease| async move {
             let c = lease.conn();
+            if !notifications.is_empty() {
+                c.client.batch_execute("BEGIN").await?;
+            }
             // One statement each way: PostgreSQL checks and writes the row atomically.
             let written = match &expected {
                 None => {
@@ -199,6 +208,16 @@ impl KvStore for PgStore {
                         .await?
                 }
             };
+            if !notifications.is_empty() {
+                if written == 1 {
+                    for payload in &notifications {
+                        c.client
+                            .execute(&c.notify, &[&changes::CHANNEL, payload])
+                            .await?;
+                    }
+                }
+                c.client.batch_execute("COMMIT").await?;
+            }
             Ok(written == 1)
         })
     }

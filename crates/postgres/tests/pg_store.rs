@@ -204,6 +204,42 @@ async fn other_nodes_hear_of_watched_changes_within_a_second() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compare_and_set_that_writes_a_watched_table_is_announced() {
+    let Some(pg) = Postgres::start() else { return };
+    let (a, _feed_a) = tokio::task::block_in_place(|| node(&pg, "a"));
+    let (_b, mut feed_b) = tokio::task::block_in_place(|| node(&pg, "b"));
+    assert_eq!(next_change(&mut feed_b).await, Change::Everything);
+    let cas = |expected: Option<&'static [u8]>, new: &[u8]| {
+        tokio::task::block_in_place(|| a.compare_and_set("iot_x", b"k", expected, new.to_vec()))
+            .expect("compare and set")
+    };
+    assert!(cas(None, b"1"));
+    let written = Change::Key {
+        table: "iot_x".into(),
+        key: b"k".to_vec(),
+    };
+    assert_eq!(next_change(&mut feed_b).await, written);
+    // A lost compare-and-set wrote nothing and announces nothing; a won one is announced.
+    assert!(!cas(Some(b"0"), b"2"));
+    assert!(cas(Some(b"1"), b"2"));
+    assert_eq!(next_change(&mut feed_b).await, written);
+    assert!(
+        tokio::task::block_in_place(|| a.compare_and_set("unwatched", b"k", None, b"v".to_vec()))
+            .expect("compare and set")
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), feed_b.recv())
+            .await
+            .is_err(),
+        "nothing more: the lost one and the unwatched table are not announced"
+    );
+    assert_eq!(
+        tokio::task::block_in_place(|| a.get("iot_x", b"k")).expect("get"),
+        Some(b"2".to_vec())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_fail_clearly_while_postgres_is_down_and_recover_with_a_full_refresh() {
     let Some(mut pg) = Postgres::start() else {
         return;

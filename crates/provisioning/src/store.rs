@@ -1,5 +1,6 @@
 //! Provisioning templates and their versions in the shared store, with the parsed default
-//! version of each template cached in memory (the claim flow reads it per device).
+//! version of each template cached in memory (the claim flow reads it per device); in a
+//! cluster, a change made by another node drops the cached template ([`TemplateStore::forget`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,8 +12,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::ProvisioningError;
 use crate::template::Template;
 
-const TEMPLATES: &str = "provisioning_templates";
-const VERSIONS: &str = "provisioning_template_versions";
+/// The store table of the templates (key: name; value: [`TemplateRecord`] as JSON).
+pub const TEMPLATES: &str = "provisioning_templates";
+/// The store table of their versions (key: `<name>/<version, 10 digits>`).
+pub const VERSIONS: &str = "provisioning_template_versions";
 
 /// Most versions a template keeps (AWS: 5).
 pub const MAX_VERSIONS: usize = 5;
@@ -159,6 +162,17 @@ impl TemplateStore {
         }
     }
 
+    /// Drops the parsed template `name` (another node changed it or its versions): the next
+    /// use reads it again.
+    pub fn forget(&self, name: &str) {
+        self.cache.write().remove(name);
+    }
+
+    /// Drops every parsed template (another node may have changed any).
+    pub fn forget_all(&self) {
+        self.cache.write().clear();
+    }
+
     fn not_found(name: &str) -> ProvisioningError {
         ProvisioningError::NotFound(format!("The provisioning template {name} does not exist"))
     }
@@ -233,17 +247,26 @@ impl TemplateStore {
             body,
             creation_date: record.creation_date,
         };
+        // The name is claimed by compare-and-set, so of two nodes creating it at once exactly
+        // one wins; then version 1 and the record again in one batch (which, in a cluster,
+        // announces the change to the other nodes).
+        let encoded = encode(&record)?;
+        if !self
+            .store
+            .compare_and_set(TEMPLATES, record.name.as_bytes(), None, encoded.clone())?
+        {
+            return Err(ProvisioningError::AlreadyExists(format!(
+                "The provisioning template {} already exists",
+                record.name
+            )));
+        }
         let mut batch = WriteBatch::new();
         batch.put(
             VERSIONS,
             version_key(&record.name, 1).into_bytes(),
             encode(&version)?,
         );
-        batch.put(
-            TEMPLATES,
-            record.name.clone().into_bytes(),
-            encode(&record)?,
-        );
+        batch.put(TEMPLATES, record.name.clone().into_bytes(), encoded);
         self.store.apply(batch)?;
         Ok(())
     }

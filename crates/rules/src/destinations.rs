@@ -23,7 +23,11 @@ use serde_json::json;
 use crate::actions::HttpsClient;
 use crate::actions::https_url;
 
-const TABLE: &str = "rules_topic_rule_destination";
+/// The store table of the destinations (key: ARN; value: [`DestinationRecord`] as JSON).
+pub const TABLE: &str = "rules_topic_rule_destination";
+
+/// How often a change is made again on a destination another node changed meanwhile.
+const MAX_TRANSITION_ATTEMPTS: usize = 8;
 
 /// Longest confirmation URL (AWS: 2000).
 const MAX_URL_LEN: usize = 2000;
@@ -121,6 +125,36 @@ fn random_hex(bytes: usize) -> Result<String, DestinationError> {
     Ok(fleetcore_core::sigv4::hex(&b))
 }
 
+fn not_found(arn: &str) -> DestinationError {
+    DestinationError::NotFound(format!("topic rule destination {arn} does not exist"))
+}
+
+fn decode(key: &str, value: &[u8]) -> Result<DestinationRecord, DestinationError> {
+    serde_json::from_slice(value).map_err(|e| DestinationError::Corrupt {
+        key: key.to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// Destination `arn` as stored.
+fn read(store: &dyn KvStore, arn: &str) -> Result<Option<DestinationRecord>, DestinationError> {
+    store
+        .get(TABLE, arn.as_bytes())?
+        .map(|value| decode(arn, &value))
+        .transpose()
+}
+
+/// Every stored destination, by ARN.
+fn load_all(store: &dyn KvStore) -> Result<BTreeMap<String, DestinationRecord>, DestinationError> {
+    let mut records = BTreeMap::new();
+    for (key, value) in store.scan_prefix(TABLE, b"")? {
+        let key = String::from_utf8_lossy(&key).into_owned();
+        let record = decode(&key, &value)?;
+        records.insert(key, record);
+    }
+    Ok(records)
+}
+
 /// The topic rule destinations.
 pub struct TopicRuleDestinations {
     store: Arc<dyn KvStore>,
@@ -143,22 +177,29 @@ impl TopicRuleDestinations {
         store: Arc<dyn KvStore>,
         https: HttpsClient,
     ) -> Result<TopicRuleDestinations, DestinationError> {
-        let mut records = BTreeMap::new();
-        for (key, value) in store.scan_prefix(TABLE, b"")? {
-            let key = String::from_utf8_lossy(&key).into_owned();
-            let record: DestinationRecord =
-                serde_json::from_slice(&value).map_err(|e| DestinationError::Corrupt {
-                    key: key.clone(),
-                    message: e.to_string(),
-                })?;
-            records.insert(key, record);
-        }
+        let records = load_all(store.as_ref())?;
         Ok(TopicRuleDestinations {
             store,
             records: RwLock::new(records),
             writer: Mutex::new(()),
             https,
         })
+    }
+
+    /// Reads destination `arn` again from the store (another node changed or deleted it).
+    pub fn reload(&self, arn: &str) -> Result<(), DestinationError> {
+        match read(self.store.as_ref(), arn)? {
+            Some(record) => self.records.write().insert(arn.to_string(), record),
+            None => self.records.write().remove(arn),
+        };
+        Ok(())
+    }
+
+    /// Reads every destination again from the store (another node may have changed any).
+    pub fn reload_all(&self) -> Result<(), DestinationError> {
+        let records = load_all(self.store.as_ref())?;
+        *self.records.write() = records;
+        Ok(())
     }
 
     /// The HTTPS client confirmation messages (and the http actions) go out through.
@@ -291,25 +332,47 @@ impl TopicRuleDestinations {
         });
     }
 
-    /// Applies `change` to the destination `arn` and stores it.
+    /// Applies `change` to the destination `arn` and stores it. The change is made to the
+    /// stored record and written by compare-and-set over it: when another node sharing the
+    /// store changed the destination in between, it is made again on that node's record.
     fn transition(
         &self,
         arn: &str,
-        change: impl FnOnce(&mut DestinationRecord) -> Result<(), DestinationError>,
+        change: impl Fn(&mut DestinationRecord) -> Result<(), DestinationError>,
     ) -> Result<DestinationRecord, DestinationError> {
         let _writer = self.writer.lock();
-        let mut record = self.get(arn)?;
-        change(&mut record)?;
-        record.last_updated_at_ms = now_ms();
-        self.write(&record)?;
-        Ok(record)
+        for _ in 0..MAX_TRANSITION_ATTEMPTS {
+            let stored = self.store.get(TABLE, arn.as_bytes())?;
+            let Some(old) = stored else {
+                return Err(not_found(arn));
+            };
+            let mut record = decode(arn, &old)?;
+            change(&mut record)?;
+            record.last_updated_at_ms = now_ms();
+            let json = serde_json::to_vec(&record).map_err(|e| DestinationError::Corrupt {
+                key: arn.to_string(),
+                message: e.to_string(),
+            })?;
+            if self
+                .store
+                .compare_and_set(TABLE, arn.as_bytes(), Some(&old), json)?
+            {
+                self.records.write().insert(arn.to_string(), record.clone());
+                return Ok(record);
+            }
+        }
+        Err(DestinationError::Conflict(format!(
+            "topic rule destination {arn} keeps being changed by other requests; try again"
+        )))
     }
 
     /// GetTopicRuleDestination.
     pub fn get(&self, arn: &str) -> Result<DestinationRecord, DestinationError> {
-        self.records.read().get(arn).cloned().ok_or_else(|| {
-            DestinationError::NotFound(format!("topic rule destination {arn} does not exist"))
-        })
+        self.records
+            .read()
+            .get(arn)
+            .cloned()
+            .ok_or_else(|| not_found(arn))
     }
 
     /// ListTopicRuleDestinations: every destination, by ARN.
@@ -387,7 +450,7 @@ impl TopicRuleDestinations {
     /// DeleteTopicRuleDestination.
     pub fn delete(&self, arn: &str) -> Result<(), DestinationError> {
         let _writer = self.writer.lock();
-        self.get(arn)?;
+        read(self.store.as_ref(), arn)?.ok_or_else(|| not_found(arn))?;
         let mut batch = WriteBatch::new();
         batch.delete(TABLE, arn.as_bytes());
         self.store.apply(batch)?;

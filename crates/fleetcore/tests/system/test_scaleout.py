@@ -86,12 +86,18 @@ class Cluster:
         return self._aws("iot-data", broker=self.nodes[i], access_key_id=KEY_ID,
                          secret_access_key=SECRET)
 
+    def client(self, service: str, i: int):
+        """A boto3 client of `service` for node `i`."""
+        return self._aws(service, broker=self.nodes[i], access_key_id=KEY_ID,
+                         secret_access_key=SECRET)
+
 
 def start_cluster(names, broker_factory, nats_server, postgres_server, aws, uid,
-                  extra=()) -> Cluster:
+                  extra=(), started: int | None = None) -> Cluster:
     """Nodes named `names` on one PostgreSQL database and one nats-server, started with the
-    flags `extra`. The others get the first node's CA (a cluster's nodes share their CA, as they
-    share their state) and all the same admin keys."""
+    flags `extra` (only the first `started` of them, when given: the test starts the others).
+    The others get the first node's CA (a cluster's nodes share their CA, as they share their
+    state) and all the same admin keys."""
     db_name = uid.lower().replace("-", "_")[:60]
     db = postgres_server.database(db_name)
     nats = nats_server()
@@ -107,7 +113,7 @@ def start_cluster(names, broker_factory, nats_server, postgres_server, aws, uid,
         other = node(name, False)
         shutil.copytree(first.data_dir / "ca", other.data_dir / "ca")
         nodes.append(other)
-    for other in nodes[1:]:
+    for other in nodes[1:started]:
         other.start()
     return Cluster(nodes, aws, nats, postgres_server, db_name)
 
@@ -940,12 +946,32 @@ def test_a_persistent_session_connected_on_one_node_moves_to_another(cluster, ui
             c.close()
 
 
+def _race(call) -> list:
+    """Runs `call(0)` and `call(1)` at the same moment (one thread each, released together);
+    each result is ("ok", what the call returned) or (AWS error code, HTTP status)."""
+    from botocore.exceptions import ClientError
+    barrier = threading.Barrier(2)
+    results: list = [None, None]
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = ("ok", call(i))
+        except ClientError as e:
+            results[i] = (e.response["Error"]["Code"], e.response["ResponseMetadata"]["HTTPStatusCode"])
+    threads = [threading.Thread(target=run, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
 def test_a_shadow_is_one_document_across_nodes_and_racing_versions_let_one_win(cluster, uid):
     """A shadow updated through A is the one B reads and updates (one document in PostgreSQL,
     not one per node). Then, ten times, an update through A and one through B name the same
     current version at the same moment: exactly one is accepted, the other is refused with 409
     (ConflictException), and both nodes then read the winner's state at the next version."""
-    from botocore.exceptions import ClientError
     data = [cluster.data(0), cluster.data(1)]
     thing = uid
     first = json.loads(data[0].update_thing_shadow(
@@ -955,24 +981,12 @@ def test_a_shadow_is_one_document_across_nodes_and_racing_versions_let_one_win(c
     assert seen["version"] == 1 and seen["state"]["reported"] == {"n": 0}, seen
     version = 1
     for round_ in range(10):
-        barrier = threading.Barrier(2)
-        results: list = [None, None]
-
-        def update(i: int) -> None:
+        def update(i: int) -> int:
             payload = json.dumps({"state": {"reported": {"n": round_, "by": i}},
                                   "version": version})
-            barrier.wait()
-            try:
-                r = data[i].update_thing_shadow(thingName=thing, payload=payload)
-                results[i] = ("ok", json.loads(r["payload"].read())["version"])
-            except ClientError as e:
-                results[i] = (e.response["Error"]["Code"],
-                              e.response["ResponseMetadata"]["HTTPStatusCode"])
-        threads = [threading.Thread(target=update, args=(i,)) for i in (0, 1)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+            r = data[i].update_thing_shadow(thingName=thing, payload=payload)
+            return json.loads(r["payload"].read())["version"]
+        results = _race(update)
         winners = [i for i in (0, 1) if results[i][0] == "ok"]
         assert len(winners) == 1, f"round {round_}: {results}"
         loser = 1 - winners[0]
@@ -983,3 +997,403 @@ def test_a_shadow_is_one_document_across_nodes_and_racing_versions_let_one_win(c
             doc = json.loads(d.get_thing_shadow(thingName=thing)["payload"].read())
             assert doc["version"] == version
             assert doc["state"]["reported"] == {"n": round_, "by": winners[0]}, doc
+
+
+# ---------------------------------------------------------------------------------------------
+# the other services' resources, shared through PostgreSQL
+
+def _seen_within_a_second(pred, what: str):
+    """Waits for `pred` (a change made through one node, seen through the other) and checks it
+    came within LIVE_CHANGE_DEADLINE of the call that made it."""
+    started = time.monotonic()
+    value = wait_until(pred, LIVE_CHANGE_DEADLINE + 2, what=what)
+    elapsed = time.monotonic() - started
+    assert elapsed <= LIVE_CHANGE_DEADLINE, f"{what}: {elapsed:.2f} s, not within a second"
+    return value
+
+
+def _gone(call, exceptions, name: str = "ResourceNotFoundException") -> bool:
+    """Whether `call` raises the client's not-found exception (`name`)."""
+    try:
+        call()
+        return False
+    except getattr(exceptions, name):
+        return True
+
+
+def test_a_topic_rule_destination_is_shared_and_its_http_action_runs_on_the_other_node(
+        broker_factory, nats_server, postgres_server, aws, uid, tmp_path):
+    """A destination created through A is the one B shows and confirms (with the token its
+    confirmation message brought to the endpoint); a rule made on A with an http action under
+    it delivers a message published on B; disabled through A, B shows it disabled; deleted
+    through B, A no longer has it. Each change is seen on the other node within a second."""
+    import pki
+    from test_rules_actions import Endpoint
+    ca = (tmp_path / "endpoint-ca.pem", tmp_path / "endpoint-ca.key")
+    pki.make_ca(*ca, cn="endpoint test CA")
+    (tmp_path / "endpoint").mkdir()
+    e = Endpoint(tmp_path / "endpoint", ca)
+    cluster = start_cluster(["a", "b"], broker_factory, nats_server, postgres_server, aws, uid,
+                            extra=("--rules-https-ca-file", str(ca[0])))
+    iot_a, iot_b = cluster.iot(0), cluster.iot(1)
+    try:
+        arn = iot_a.create_topic_rule_destination(destinationConfiguration={
+            "httpUrlConfiguration": {"confirmationUrl": e.url + "/"}})["topicRuleDestination"]["arn"]
+
+        def on(iot):
+            return lambda: iot.get_topic_rule_destination(arn=arn)["topicRuleDestination"]
+        wait_until(lambda: e.confirmations(), 20, what="the confirmation message")
+        token = json.loads(e.confirmations()[0][2])["confirmationToken"]
+        # B reads it (IN_PROGRESS) and confirms it; A sees it ENABLED.
+        _seen_within_a_second(lambda: not _gone(on(iot_b), iot_b.exceptions),
+                              "the destination made on A, on B")
+        assert on(iot_b)()["status"] == "IN_PROGRESS"
+        iot_b.confirm_topic_rule_destination(confirmationToken=token)
+        _seen_within_a_second(lambda: on(iot_a)()["status"] == "ENABLED",
+                              "the destination confirmed on B, ENABLED on A")
+        # A rule made on A delivers, under that destination, what a device publishes on B.
+        cluster.iot(0).create_topic_rule(ruleName=uid.replace("-", "_"), topicRulePayload={
+            "sql": f"SELECT v FROM '{uid}/in'",
+            "actions": [{"http": {"url": e.url + "/hook", "confirmationUrl": e.url + "/"}}]})
+        _publish_until(cluster.nodes[1], f"{uid}/in", lambda: e.deliveries("/hook"), 10,
+                       "the http action run on B")
+        assert "v" in json.loads(e.deliveries("/hook")[0][2])
+        # Disabled through A: B shows it disabled. Deleted through B: gone from A.
+        iot_a.update_topic_rule_destination(arn=arn, status="DISABLED")
+        _seen_within_a_second(lambda: on(iot_b)()["status"] == "DISABLED",
+                              "the destination disabled on A, on B")
+        iot_b.delete_topic_rule_destination(arn=arn)
+        _seen_within_a_second(lambda: _gone(on(iot_a), iot_a.exceptions),
+                              "the destination deleted on B, gone from A")
+        assert iot_a.list_topic_rule_destinations()["destinationSummaries"] == []
+    finally:
+        e.close()
+
+
+def wait_until_or_none(pred, timeout: float):
+    """`pred`'s first truthy value within `timeout`, or None."""
+    try:
+        return wait_until(pred, timeout)
+    except AssertionError:
+        return None
+
+
+def _publish_until(node, topic: str, seen, timeout: float, what: str, each: float = 0.5):
+    """Publishes `{"v": n}` (n = 1, 2, ...) at QoS 1 through `node` until `seen()` is truthy
+    within `each` seconds of a publish (a rule made on another node may take a moment to reach
+    this one); returns that value."""
+    dev = Client(node, V5)
+    n = 0
+    try:
+        dev.connect()
+
+        def attempt():
+            nonlocal n
+            n += 1
+            dev.publish(topic, json.dumps({"v": n}).encode(), qos=1)
+            return wait_until_or_none(seen, each)
+        return wait_until(attempt, timeout, interval=0, what=what)
+    finally:
+        dev.close()
+
+
+def _claim(node, setup, serial: str) -> tuple[str, dict]:
+    """Fleet provisioning by claim through `node` (JSON over MQTT with the claim certificate):
+    new keys, then the template; (accepted|rejected, the answer to the provision request)."""
+    from test_access import TlsRawClient
+    from test_provisioning import raw_answer
+    create = "$aws/certificates/create/json"
+    provision = f"$aws/provisioning-templates/{setup.name}/provision/json"
+    rc = TlsRawClient(node, setup.claim_cert, setup.claim_key, V5)
+    try:
+        assert rc.connect(f"claim-{serial}").rc == 0
+        rc.subscribe([(f"{t}/{k}", 1) for t in (create, provision) for k in ("accepted", "rejected")])
+        rc.publish(create, b"{}", qos=0)
+        kind, payload = raw_answer(rc, create)
+        assert kind == "accepted", payload
+        token = json.loads(payload)["certificateOwnershipToken"]
+        rc.publish(provision, json.dumps({"certificateOwnershipToken": token,
+                                          "parameters": {"SerialNumber": serial}}).encode(), qos=0)
+        kind, payload = raw_answer(rc, provision)
+        return kind, json.loads(payload)
+    finally:
+        rc.close()
+
+
+def test_a_provisioning_template_is_shared_and_provisions_on_the_other_node(cluster, uid, tmp_path):
+    """A template created through A is described by B and provisions a device claiming through
+    B; its description updated through B is what A shows; disabled through A, B refuses the
+    next claim (its parsed template dropped); deleted through B, A no longer has it. Each change
+    is seen on the other node within a second."""
+    from test_provisioning import Setup
+    iot_a, iot_b = cluster.iot(0), cluster.iot(1)
+    s = Setup(iot_a, tmp_path, uid)
+
+    def on(iot):
+        return lambda: iot.describe_provisioning_template(templateName=s.name)
+    _seen_within_a_second(lambda: not _gone(on(iot_b), iot_b.exceptions),
+                          "the template made on A, on B")
+    serial = "sc" + uid[-8:].replace("-", "")
+    kind, answer = _claim(cluster.nodes[1], s, serial)
+    assert (kind, answer["thingName"]) == ("accepted", f"sensor-{serial}"), answer
+    assert iot_a.describe_thing(thingName=f"sensor-{serial}")["attributes"]["serial"] == serial
+    iot_b.update_provisioning_template(templateName=s.name, description="updated on b")
+    _seen_within_a_second(lambda: on(iot_a)().get("description") == "updated on b",
+                          "the description set on B, on A")
+    iot_a.update_provisioning_template(templateName=s.name, enabled=False)
+    refused = _seen_within_a_second(
+        lambda: (lambda r: r if r[0] == "rejected" else None)(_claim(cluster.nodes[1], s, serial + "x")),
+        "the template disabled on A, refusing claims on B")
+    assert "disabled" in refused[1]["errorMessage"], refused
+    iot_b.delete_provisioning_template(templateName=s.name)
+    _seen_within_a_second(lambda: _gone(on(iot_a), iot_a.exceptions),
+                          "the template deleted on B, gone from A")
+
+
+def test_a_function_is_shared_with_its_code_versions_and_aliases(cluster, uid):
+    """A function created through A (a WebAssembly module) is described and invoked through B,
+    which reads its package from PostgreSQL and unpacks it on first use; its configuration set
+    through B is A's; a version published through A gets an alias through B that A shows; new
+    code uploaded through A is what B runs next (a new CodeSha256); deleted through B, A no
+    longer has it. Each change is seen on the other node within a second."""
+    from test_functions import HERE, create, fn_name, invoke, package
+    lam_a, lam_b = cluster.client("lambda", 0), cluster.client("lambda", 1)
+    name = fn_name(uid)
+    wat = (HERE / "functions" / "echo.wat").read_text()
+    made = create(lam_a, name, {"echo.wat": wat}, runtime="provided.al2023", handler="echo.wat")
+
+    def on(lam):
+        return lambda: lam.get_function(FunctionName=name)
+    got = _seen_within_a_second(lambda: not _gone(on(lam_b), lam_b.exceptions) and on(lam_b)(),
+                                "the function made on A, on B")
+    assert got["Configuration"]["CodeSha256"] == made["CodeSha256"]
+    location = got["Code"]["Location"].removeprefix("file://")
+    assert location.startswith(str(cluster.nodes[1].data_dir)), location
+    r, body = invoke(lam_b, name, {"n": 1})
+    assert body == {"wasm": {"n": 1}} and "FunctionError" not in r, body
+    # Configuration through B, seen on A.
+    lam_b.update_function_configuration(FunctionName=name, Description="set on b")
+    _seen_within_a_second(
+        lambda: on(lam_a)()["Configuration"]["Description"] == "set on b",
+        "the description set on B, on A")
+    # A version published on A, an alias made on B for it, shown on A.
+    version = lam_a.publish_version(FunctionName=name)["Version"]
+    _seen_within_a_second(
+        lambda: [v["Version"] for v in lam_b.list_versions_by_function(
+            FunctionName=name)["Versions"]] == ["$LATEST", version],
+        "the version published on A, on B")
+    lam_b.create_alias(FunctionName=name, Name="live", FunctionVersion=version)
+    _seen_within_a_second(
+        lambda: not _gone(lambda: lam_a.get_alias(FunctionName=name, Name="live"),
+                          lam_a.exceptions),
+        "the alias made on B, on A")
+    # New code through A: B runs it (the same module answering under another key).
+    new = lam_a.update_function_code(FunctionName=name, ZipFile=package(
+        {"echo.wat": wat.replace('"{\\"wasm\\":"', '"{\\"wat2\\":"')}))
+    assert new["CodeSha256"] != made["CodeSha256"]
+    _seen_within_a_second(lambda: invoke(lam_b, name, {"n": 2})[1] == {"wat2": {"n": 2}},
+                          "the code uploaded on A, run on B")
+    # The alias still runs the published version's code, on both nodes.
+    assert invoke(lam_b, f"{name}:live", {"n": 3})[1] == {"wasm": {"n": 3}}
+    lam_b.delete_function(FunctionName=name)
+    _seen_within_a_second(lambda: _gone(on(lam_a), lam_a.exceptions),
+                          "the function deleted on B, gone from A")
+    with pytest.raises(lam_a.exceptions.ResourceNotFoundException):
+        invoke(lam_a, name, {"n": 4})
+
+
+def test_a_rule_made_on_one_node_runs_a_function_made_there_for_a_message_on_the_other(
+        cluster, uid):
+    """The user's case: a function and a rule with a lambda action are created through A; a
+    device publishes on B; the rule runs on B and calls the function there, which puts its
+    output on a stream of B (forward.wat through the host's put_record)."""
+    from test_functions import HERE, create, fn_name
+    from test_rules_engine import wait_stream
+    iot_a = cluster.iot(0)
+    lam_a, kinesis_b = cluster.client("lambda", 0), cluster.client("kinesis", 1)
+    name, out = fn_name(uid), f"wout-{uid}"
+    kinesis_b.create_stream(StreamName=out, ShardCount=1)
+    wat = (HERE / "functions" / "forward.wat").read_text().replace("wasm-out", out)
+    fn = create(lam_a, name, {"forward.wat": wat}, runtime="provided.al2023", handler="forward.wat")
+    iot_a.create_topic_rule(ruleName=uid.replace("-", "_"), topicRulePayload={
+        "sql": f"SELECT v FROM 'fwd/{uid}'",
+        "actions": [{"lambda": {"functionArn": fn["FunctionArn"]}}]})
+    records = _publish_until(cluster.nodes[1], f"fwd/{uid}", lambda: _records(kinesis_b, out), 15,
+                             "the function run on B by the rule made on A")
+    assert json.loads(records[0]["Data"])["wasm"]["v"] >= 1
+
+
+def _records(kinesis, stream: str) -> list:
+    from test_rules_engine import stream_records
+    return stream_records(kinesis, stream)
+
+
+def test_changes_to_one_function_racing_on_two_nodes_lose_nothing(cluster, uid):
+    """Ten times, a permission is added to one function through A and another through B at the
+    same moment: each call either succeeds or is refused with ResourceConflictException (409,
+    the record changed under it), never both lost or silently overwritten — the function's
+    policy then holds exactly the statements whose calls succeeded, on both nodes."""
+    from test_functions import HERE, create, fn_name
+    lams = [cluster.client("lambda", 0), cluster.client("lambda", 1)]
+    name = fn_name(uid)
+    create(lams[0], name, {"echo.wat": (HERE / "functions" / "echo.wat").read_text()},
+           runtime="provided.al2023", handler="echo.wat")
+    _seen_within_a_second(lambda: not _gone(lambda: lams[1].get_function(FunctionName=name),
+                                            lams[1].exceptions), "the function on B")
+    added: set[str] = set()
+    refused = 0
+    for round_ in range(10):
+        def add(i: int) -> str:
+            sid = f"{'ab'[i]}{round_}"
+            lams[i].add_permission(FunctionName=name, StatementId=sid,
+                                   Action="lambda:InvokeFunction", Principal="iot.amazonaws.com")
+            return sid
+        results = _race(add)
+        for result in results:
+            if result[0] == "ok":
+                added.add(result[1])
+            else:
+                assert result == ("ResourceConflictException", 409), results
+                refused += 1
+        assert any(r[0] == "ok" for r in results), f"round {round_}: {results}"
+
+    def statements(lam) -> set[str]:
+        return {s["Sid"] for s in json.loads(lam.get_policy(FunctionName=name)["Policy"])["Statement"]}
+    for lam in lams:
+        wait_until(lambda: statements(lam) == added, LIVE_CHANGE_DEADLINE + 2,
+                   what=f"the statements {sorted(added)} (refused: {refused})")
+
+
+def test_an_sns_topic_is_shared_and_a_rule_made_on_one_node_notifies_from_the_other(cluster, uid):
+    """A topic created through A is B's; its DisplayName set through B is A's; an mqtt
+    subscription made through A is listed by B; a rule with an sns action made on A runs for a
+    device's message on B, whose notification reaches the subscription's MQTT topic; the
+    subscription removed through B is gone from A, then the topic deleted through B. Each
+    change is seen on the other node within a second."""
+    sns_a, sns_b = cluster.client("sns", 0), cluster.client("sns", 1)
+    topic = sns_a.create_topic(Name=f"t-{uid}")["TopicArn"]
+
+    def attributes(sns):
+        return lambda: sns.get_topic_attributes(TopicArn=topic)["Attributes"]
+    _seen_within_a_second(lambda: not _gone(attributes(sns_b), sns_b.exceptions, "NotFoundException"),
+                          "the topic made on A, on B")
+    sns_b.set_topic_attributes(TopicArn=topic, AttributeName="DisplayName", AttributeValue="set on b")
+    _seen_within_a_second(lambda: attributes(sns_a)().get("DisplayName") == "set on b",
+                          "the DisplayName set on B, on A")
+    out = f"sns-out/{uid}"
+    subscription = sns_a.subscribe(TopicArn=topic, Protocol="mqtt", Endpoint=out)["SubscriptionArn"]
+
+    def listed(sns):
+        return [s["SubscriptionArn"] for s in sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]]
+    _seen_within_a_second(lambda: listed(sns_b) == [subscription], "the subscription made on A, on B")
+    cluster.iot(0).create_topic_rule(ruleName=uid.replace("-", "_"), topicRulePayload={
+        "sql": f"SELECT v FROM 'notify/{uid}'",
+        "actions": [{"sns": {"targetArn": topic,
+                             "roleArn": f"arn:aws:iam::{ACCOUNT}:role/sns"}}]})
+    sub = Client(cluster.nodes[1], V5)
+    try:
+        sub.connect()
+        sub.subscribe(out, qos=1)
+        _publish_until(cluster.nodes[1], f"notify/{uid}", lambda: sub.matching(topic=out), 15,
+                       "the notification of the rule made on A, from B")
+        envelope = json.loads(sub.matching(topic=out)[0].payload)
+        assert envelope["Type"] == "Notification" and envelope["TopicArn"] == topic, envelope
+        assert "v" in json.loads(envelope["Message"])
+    finally:
+        sub.close()
+    sns_b.unsubscribe(SubscriptionArn=subscription)
+    _seen_within_a_second(lambda: listed(sns_a) == [], "the subscription removed on B, gone from A")
+    sns_b.delete_topic(TopicArn=topic)
+    _seen_within_a_second(lambda: _gone(attributes(sns_a), sns_a.exceptions, "NotFoundException"),
+                          "the topic deleted on B, gone from A")
+
+
+def test_a_delivery_stream_is_shared_and_each_node_delivers_what_it_took(cluster, uid):
+    """A Firehose delivery stream created through A is B's: a record put through B lands in B's
+    lake (each node delivers what it took) and one put through A in A's; its destination updated
+    through B (version 2, a new prefix) is what A describes and delivers under; a rule made on A
+    with a firehose action runs for a device's message on B; deleted through A, B no longer has
+    it. Each change is seen on the other node within a second."""
+    from test_firehose import records_in, s3_destination
+    fh_a, fh_b = cluster.client("firehose", 0), cluster.client("firehose", 1)
+    a, b = cluster.nodes
+    name, bucket = f"fh-{uid}"[:64], "lake-shared"
+    fh_a.create_delivery_stream(DeliveryStreamName=name, DeliveryStreamType="DirectPut",
+                                ExtendedS3DestinationConfiguration=s3_destination(bucket, Prefix="one/"))
+
+    def described(fh):
+        return lambda: fh.describe_delivery_stream(DeliveryStreamName=name)["DeliveryStreamDescription"]
+    _seen_within_a_second(lambda: not _gone(described(fh_b), fh_b.exceptions), "the stream made on A, on B")
+    fh_b.put_record(DeliveryStreamName=name, Record={"Data": b'{"on":"b"}\n'})
+    fh_a.put_record(DeliveryStreamName=name, Record={"Data": b'{"on":"a"}\n'})
+    for node, on in ((b, b'{"on":"b"}'), (a, b'{"on":"a"}')):
+        wait_until(lambda: records_in(node, bucket, "one/") == [on], 20,
+                   what=f"the record put through {node.name} in its lake")
+    version = described(fh_b)()["VersionId"]
+    fh_b.update_destination(DeliveryStreamName=name, CurrentDeliveryStreamVersionId=version,
+                            DestinationId="destinationId-000000000001",
+                            ExtendedS3DestinationUpdate={"Prefix": "two/"})
+    _seen_within_a_second(lambda: described(fh_a)()["VersionId"] == "2", "the update made on B, on A")
+    fh_a.put_record(DeliveryStreamName=name, Record={"Data": b'{"on":"a2"}\n'})
+    wait_until(lambda: records_in(a, bucket, "two/") == [b'{"on":"a2"}'], 20,
+               what="A delivering under B's update")
+    cluster.iot(0).create_topic_rule(ruleName=uid.replace("-", "_"), topicRulePayload={
+        "sql": f"SELECT v FROM 'archive/{uid}'",
+        "actions": [{"firehose": {"deliveryStreamName": name, "separator": "\n",
+                                  "roleArn": f"arn:aws:iam::{ACCOUNT}:role/firehose"}}]})
+    archived = _publish_until(b, f"archive/{uid}", lambda: records_in(b, bucket, "two/"), 20,
+                              "the rule made on A archiving B's message", each=1.5)
+    assert json.loads(archived[0])["v"] >= 1
+    fh_a.delete_delivery_stream(DeliveryStreamName=name)
+    _seen_within_a_second(lambda: _gone(described(fh_b), fh_b.exceptions), "the stream deleted on A, gone from B")
+
+
+def test_a_node_started_later_serves_the_shared_resources_made_before(
+        broker_factory, nats_server, postgres_server, aws, uid):
+    """B starts after a function and a delivery stream were made through A: B invokes the
+    function (its package read from PostgreSQL) and takes a record for the delivery stream into
+    its own lake (its internal stream made at start)."""
+    from test_firehose import records_in, s3_destination
+    from test_functions import HERE, create, fn_name, invoke
+    cluster = start_cluster(["a", "b"], broker_factory, nats_server, postgres_server, aws, uid,
+                            started=1)
+    name = fn_name(uid)
+    create(cluster.client("lambda", 0), name,
+           {"echo.wat": (HERE / "functions" / "echo.wat").read_text()},
+           runtime="provided.al2023", handler="echo.wat")
+    stream, bucket = f"fh-{uid}"[:64], "lake-later"
+    cluster.client("firehose", 0).create_delivery_stream(
+        DeliveryStreamName=stream, DeliveryStreamType="DirectPut",
+        ExtendedS3DestinationConfiguration=s3_destination(bucket))
+    b = cluster.nodes[1]
+    b.start()
+    assert invoke(cluster.client("lambda", 1), name, {"n": 1})[1] == {"wasm": {"n": 1}}
+    cluster.client("firehose", 1).put_record(DeliveryStreamName=stream,
+                                             Record={"Data": b'{"on":"b"}\n'})
+    wait_until(lambda: records_in(b, bucket) == [b'{"on":"b"}'], 20,
+               what="the record put through B in its lake")
+
+
+def test_a_package_at_lambdas_size_limit_made_on_one_node_runs_on_the_other(cluster, uid):
+    """A deployment package just under Lambda's 50 MB direct-upload limit (48 MiB that do not
+    compress, stored) is created through A and runs through B: the zip travels through
+    PostgreSQL as one value and B unpacks it on first use."""
+    import io
+    import os
+    import zipfile
+    from test_functions import HERE, fn_name, invoke
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("echo.wat", (HERE / "functions" / "echo.wat").read_text())
+        z.writestr("blob.bin", os.urandom(48 * 1024 * 1024))
+    package = out.getvalue()
+    assert 48 << 20 < len(package) <= 50 * 1024 * 1024
+    name = fn_name(uid)
+    made = cluster.client("lambda", 0).create_function(
+        FunctionName=name, Runtime="provided.al2023", Role=f"arn:aws:iam::{ACCOUNT}:role/l",
+        Handler="echo.wat", Code={"ZipFile": package})
+    assert made["CodeSize"] == len(package)
+    lam_b = cluster.client("lambda", 1)
+    _seen_within_a_second(lambda: not _gone(lambda: lam_b.get_function_configuration(
+        FunctionName=name), lam_b.exceptions), "the function made on A, on B")
+    assert invoke(lam_b, name, {"n": 1})[1] == {"wasm": {"n": 1}}

@@ -137,11 +137,12 @@ pub(super) async fn get(
     let reference = reference(&name, query.qualifier())?;
     let config = state.functions.resolve(&reference)?;
     let record = state.functions.get_record(&reference.name)?;
+    let location = state.functions.code_location(&config)?;
     let mut body = json!({
         "Configuration": configuration(&state.functions, &config),
         "Code": {
             "RepositoryType": "S3",
-            "Location": format!("file://{}", state.functions.code_location(&config).display()),
+            "Location": format!("file://{}", location.display()),
         },
         "Tags": {},
     });
