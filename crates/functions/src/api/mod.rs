@@ -95,8 +95,5 @@ pub fn routes(state: LambdaState) -> Router {
                 .put(mappings::update)
                 .delete(mappings::delete),
         )
-        // The dispatcher has read the body within BODY_LIMIT already; axum's own default of
-        // 2 MB would refuse any package over about 1.5 MB (base64 in JSON).
-        .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
 }
