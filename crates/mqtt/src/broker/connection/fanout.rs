@@ -93,15 +93,7 @@ impl PendingFanouts {
     /// Looks at the receivers still blocked: until when does the last of them that is still
     /// reading count as such ([`PendingFanouts::reading_until`])?
     fn look_at_receivers(&mut self, now: Instant) {
-        self.reading_until = self
-            .waiting
-            .iter()
-            .flat_map(|w| &w.blocked)
-            .filter_map(|(session, _)| {
-                let idle = session.idle();
-                (idle < STALLED_AFTER).then(|| now + (STALLED_AFTER - idle))
-            })
-            .max();
+        self.reading_until = still_reading_until(self.waiting.iter().flat_map(|w| &w.blocked), now);
     }
 
     /// True when a waiting message still has a delivery for `session`: a later one must queue
@@ -163,6 +155,21 @@ impl PendingFanouts {
             Some(done)
         })
     }
+}
+
+/// Until when the last of `blocked`'s receivers that made progress within [`STALLED_AFTER`]
+/// counts as still reading; `None` when every one of them has stopped.
+fn still_reading_until<'a>(
+    blocked: impl IntoIterator<Item = &'a Blocked>,
+    now: Instant,
+) -> Option<Instant> {
+    blocked
+        .into_iter()
+        .filter_map(|(session, _)| {
+            let idle = session.idle();
+            (idle < STALLED_AFTER).then(|| now + (STALLED_AFTER - idle))
+        })
+        .max()
 }
 
 impl Connection {
@@ -242,9 +249,12 @@ impl Connection {
                 reading_until: None,
             })
         });
+        // Only the new message's receivers are looked at: the others were when they blocked,
+        // and are again at `reading_until` (a retry), so a mark already set stands until then.
+        let newest = still_reading_until(&waiting.blocked, Instant::now());
+        pending.reading_until = pending.reading_until.max(newest);
         pending.bytes += waiting.size;
         pending.waiting.push_back(waiting);
-        pending.look_at_receivers(Instant::now());
     }
 
     /// Offers the blocked deliveries again (at a message's deadline, drops what still does
