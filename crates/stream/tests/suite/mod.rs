@@ -85,13 +85,24 @@ pub async fn members_share_shards_and_see_every_record(backend: impl Backend) {
     create(&*stream, "share", 4).await;
     let seen: Arc<Mutex<BTreeMap<&'static str, HashSet<usize>>>> = Arc::default();
     let total = 2000;
+    let errors: Arc<Mutex<Vec<String>>> = Arc::default();
     let mut members = Vec::new();
     for owner in ["a", "b"] {
         let mut consumer = ConsumerGroup::new(stream.clone(), "share", "g", owner, config());
         let seen = seen.clone();
+        let errors = errors.clone();
         members.push(tokio::spawn(async move {
             // Ends when the test ends (the runtime shuts down under it).
-            while let Ok(batch) = consumer.next().await {
+            loop {
+                let batch = match consumer.next().await {
+                    Ok(batch) => batch,
+                    Err(error) => {
+                        eprintln!("member {owner}: {error}");
+                        errors.lock().push(format!("{owner}: {error}"));
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
                 seen.lock()
                     .entry(owner)
                     .or_default()
@@ -123,11 +134,12 @@ pub async fn members_share_shards_and_see_every_record(backend: impl Backend) {
         }
         assert!(
             Instant::now() < deadline,
-            "members did not share the work in time: {:?}",
+            "members did not share the work in time: {:?}; errors: {:?}",
             seen.lock()
                 .iter()
                 .map(|(k, v)| (*k, v.len()))
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>(),
+            errors.lock()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
