@@ -30,6 +30,7 @@ OUT=${OUT:-target/bench-results/paced-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
 [ -x "$MQTTV5" ] || { echo "mqttv5 not found: cargo install mqttv5-cli --version 0.29.10" >&2; exit 1; }
 command -v mosquitto >/dev/null || { apt-get update -qq && apt-get install -y -qq mosquitto >/dev/null; }
+[ -x /usr/bin/time ] || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
 if [ -z "${BIN:-}" ]; then
   cargo build --release -p fleetcore -q
   BIN=$PWD/target/release/fleetcore
@@ -45,10 +46,12 @@ trap cleanup EXIT INT TERM
 wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 
 mosq_port=$PORT fc_port=$((PORT + 10))
-PIDS+=("$("$SHARED/tools/mosquitto-anchor.sh" "$mosq_port")")
+mosq_pid=$("$SHARED/tools/mosquitto-anchor.sh" "$mosq_port")
+PIDS+=("$mosq_pid")
 "$BIN" serve --data-dir "$DATA" --mqtt "127.0.0.1:$fc_port" --mqtts off --http "127.0.0.1:$((fc_port + 1))" \
   --allow-anonymous --log warn >>"$OUT/fleetcore.log" 2>&1 &
-PIDS+=("$!")
+fc_pid=$!
+PIDS+=("$fc_pid")
 wait_port "$mosq_port"
 wait_port "$fc_port"
 
@@ -68,25 +71,31 @@ run() { # broker port qos rate -> $OUT/<broker>.q<qos>.r<rate>.json and .rss (pe
   echo "$peak" >"$name.rss"
 }
 
-run_split() { # broker port qos -> $OUT/<broker>.q<qos>.split.{json,pub.json,rss}
-  local who=$1 port=$2 qos=$3 name sub pub peak=0 rss
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+run_split() { # broker port broker-pid qos -> $OUT/<broker>.q<qos>.split.{json,pub.json,rss,cpu}
+  local who=$1 port=$2 bpid=$3 qos=$4 name sub pub peak=0 rss t0 c0
   name="$OUT/$who.q$qos.split"
-  "$MQTTV5" bench --mode throughput --host 127.0.0.1 --port "$port" --payload-size "$SIZE" \
+  t0=$(date +%s.%N) c0=$(cpu_ticks "$bpid")
+  /usr/bin/time -f "%e %U %S" -o "$name.pub.time" "$MQTTV5" bench --mode throughput --host 127.0.0.1 --port "$port" --payload-size "$SIZE" \
     --duration "$((DURATION + 4))" --warmup 1 --publishers 10 --subscribers 0 --qos "$qos" \
     >"$name.pub.json" 2>>"$OUT/mqttv5.log" &
   pub=$!
-  "$MQTTV5" bench --mode throughput --host 127.0.0.1 --port "$port" --payload-size "$SIZE" \
+  /usr/bin/time -f "%e %U %S" -o "$name.sub.time" "$MQTTV5" bench --mode throughput --host 127.0.0.1 --port "$port" --payload-size "$SIZE" \
     --duration "$DURATION" --warmup 3 --publishers 0 --subscribers 1 --qos "$qos" \
     >"$name.json" 2>>"$OUT/mqttv5.log" &
   sub=$!
+  local tool=""
   while kill -0 "$sub" 2>/dev/null; do
-    rss=$(awk '/VmRSS/{print $2}' "/proc/$sub/status" 2>/dev/null || echo 0)
+    # the measured process is the child of /usr/bin/time
+    [ -n "$tool" ] || tool=$(pgrep -P "$sub" | head -1 || true)
+    rss=$(awk '/VmRSS/{print $2}' "/proc/${tool:-$sub}/status" 2>/dev/null || echo 0)
     [ "${rss:-0}" -gt "$peak" ] && peak=$rss
     sleep 0.25
   done
   wait "$sub" || true
   wait "$pub" || true
   echo "$peak" >"$name.rss"
+  echo "$(date +%s.%N) $t0 $(cpu_ticks "$bpid") $c0" >"$name.broker.cpu"
 }
 
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)" | tee "$OUT/load"
@@ -98,18 +107,18 @@ for qos in $QOS; do
   done
   if [ "${SPLIT:-1}" = 1 ]; then
     echo "== qos $qos split" >&2
-    run_split mosquitto "$mosq_port" "$qos"
-    run_split fleetcore "$fc_port" "$qos"
+    run_split mosquitto "$mosq_port" "$mosq_pid" "$qos"
+    run_split fleetcore "$fc_port" "$fc_pid" "$qos"
   fi
 done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/load"
 
 python3 - "$OUT" "$QOS" "$RATES" <<'EOF' | tee "$OUT/table.md"
-import json, sys
+import json, os, sys
 out, qoses, rates = sys.argv[1], sys.argv[2].split(), [int(r) for r in sys.argv[3].split()]
 print("| QoS | paced rate | broker | offered/s | delivered/s (steady) | received / published | tool peak RSS | kept up |")
 print("|---|---|---|---|---|---|---|---|")
-best, split = {}, {}
+best, split, cpus = {}, {}, {}
 for qos in qoses:
     for rate in rates:
         for who in ("mosquitto", "fleetcore"):
@@ -137,6 +146,13 @@ for qos in qoses:
             continue
         rss = int(open(base + ".rss").read() or 0) / 1024
         split[(qos, who)] = r["throughput_steady"]
+        cpu = {}
+        for tool in ("pub", "sub"):
+            wall, user, system = (float(x) for x in open(f"{base}.{tool}.time").read().split()[-3:])
+            cpu[tool] = (user + system) / wall
+        t1, t0, c1, c0 = (float(x) for x in open(base + ".broker.cpu").read().split())
+        cpu["broker"] = (c1 - c0) / os.sysconf("SC_CLK_TCK") / (t1 - t0)
+        cpus[(qos, who)] = cpu
         print(f"| {qos} | split (own process) | {who} | {p['offered_rate']:,.0f} | "
               f"{r['throughput_steady']:,.0f} | | {rss:,.0f} MB (subscriber) | |")
 print()
@@ -144,6 +160,11 @@ for qos in qoses:
     m, f = split.get((qos, "mosquitto"), 0), split.get((qos, "fleetcore"), 0)
     if m:
         print(f"- QoS {qos}: subscriber in its own process, delivered/s: fleetcore {f:,.0f}, Mosquitto {m:,.0f} ({f / m:.2f}x)")
+    for who in ("mosquitto", "fleetcore"):
+        c = cpus.get((qos, who))
+        if c:
+            print(f"  - {who}, CPUs busy over the split run: broker {c['broker']:.2f}, "
+                  f"publishers' process {c['pub']:.2f}, subscriber's process {c['sub']:.2f}")
 for qos in qoses:
     m, f = best.get((qos, "mosquitto"), 0), best.get((qos, "fleetcore"), 0)
     ratio = f"{f / m:.2f}x" if m else "n/a"
