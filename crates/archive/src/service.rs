@@ -40,9 +40,6 @@ pub const MAX_DELIVERY_STREAMS: usize = 500;
 /// The id of a delivery stream's one destination (`DestinationId` in describe and update).
 pub const DESTINATION_ID: &str = "destinationId-000000000001";
 
-/// The consumer group (and lease owner) every delivery task reads its source with.
-const CONSUMER_OWNER: &str = "fleetcore-archive";
-
 /// Settings of the archive from the server's configuration.
 #[derive(Debug, Clone)]
 pub struct ArchiveSettings {
@@ -57,6 +54,10 @@ pub struct ArchiveSettings {
     pub backlog_limit_bytes: usize,
     /// How long a graceful shutdown waits for each delivery task's final flush.
     pub shutdown_grace: Duration,
+    /// This node's member name in the delivery streams' consumer groups: unique per node and
+    /// stable across its restarts (the node id), so nodes reading one shared source stream
+    /// split its shards and a restarted node takes its leases back at once.
+    pub consumer_owner: String,
 }
 
 /// Where a delivery stream's records come from.
@@ -586,7 +587,7 @@ impl Archive {
             Arc::clone(&self.streams),
             stream.source.stream(),
             group_name.clone(),
-            CONSUMER_OWNER,
+            self.settings.consumer_owner.clone(),
             ConsumerConfig {
                 lease_ttl: Duration::from_secs(60),
                 batch_limit: 1000,
@@ -603,7 +604,7 @@ impl Archive {
             streams: Arc::clone(&self.streams),
             stream_name: stream.source.stream().to_string(),
             group_name,
-            owner: CONSUMER_OWNER.to_string(),
+            owner: self.settings.consumer_owner.clone(),
             backlog: backlog.clone(),
             stop: stop_rx,
             functions: self.functions.clone(),

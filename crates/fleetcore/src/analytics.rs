@@ -84,6 +84,7 @@ pub fn start(
     functions: Arc<dyn FunctionInvoker>,
     streams: &Arc<dyn fleetcore_stream::Stream>,
     http_addr: SocketAddr,
+    node_id: &str,
 ) -> anyhow::Result<Arc<Analytics>> {
     Analytics::start(
         Arc::clone(store),
@@ -91,6 +92,7 @@ pub fn start(
             root: root(&settings.data_dir),
             account: AccountContext::new(&settings.region, &settings.account_id),
             content_base_url: format!("http://{http_addr}"),
+            consumer_owner: node_id.to_owned(),
         },
         Services {
             functions: Some(functions),

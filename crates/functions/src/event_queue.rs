@@ -30,8 +30,6 @@ use crate::service::Functions;
 pub const EVENTS_STREAM: &str = "__lambda.events";
 /// The consumer group whose checkpoint is the first event not yet finished.
 const GROUP: &str = "lambda-events";
-/// Stable across restarts, so a restarted server takes its lease back at once.
-const OWNER: &str = "fleetcore-lambda-events";
 /// Most events running at once.
 const MAX_RUNNING: usize = 64;
 /// Attempts per event (the first and Lambda's two retries).
@@ -144,13 +142,14 @@ fn decode(data: &Bytes) -> Option<(FunctionRef, Bytes)> {
     Some((reference, data.slice(2 + len..)))
 }
 
-/// Reads the queue and runs its events until the service is dropped.
-pub(crate) async fn run(functions: Weak<Functions>, streams: Arc<dyn Stream>) {
+/// Reads the queue and runs its events until the service is dropped, as member `owner` of the
+/// group (the node id: nodes sharing the stream split its shards).
+pub(crate) async fn run(functions: Weak<Functions>, streams: Arc<dyn Stream>, owner: String) {
     let mut group = ConsumerGroup::new(
         streams,
         EVENTS_STREAM,
         GROUP,
-        OWNER,
+        owner,
         ConsumerConfig {
             batch_limit: MAX_RUNNING / 4,
             ..ConsumerConfig::default()
