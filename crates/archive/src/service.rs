@@ -11,7 +11,7 @@ use bytes::Bytes;
 use fleetcore_core::{FunctionInvoker, KvStore, WriteBatch};
 use fleetcore_stream::{
     ConsumerConfig, ConsumerGroup, NewRecord, StartingPosition, Stream, StreamError, StreamMode,
-    StreamSpec,
+    StreamSpec, unconsumed,
 };
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -480,6 +480,37 @@ impl Archive {
         }
     }
 
+    /// Counts the delivery stream's undelivered bytes in its internal stream (what its
+    /// consumer group has not checkpointed, whichever node delivers it; not within a second of
+    /// a count that found it full); true when they are under the limit after all (the count is
+    /// then reset to them).
+    async fn room_after_recount(
+        &self,
+        stream: &DeliveryStream,
+        internal: &str,
+        backlog: &Backlog,
+    ) -> bool {
+        if !backlog.may_recount() {
+            return false;
+        }
+        let group = stream.consumer_group();
+        match unconsumed(
+            self.streams.as_ref(),
+            internal,
+            &group,
+            usize::MAX,
+            backlog.limit(),
+        )
+        .await
+        {
+            Ok(stored) => backlog.recounted(stored.bytes),
+            Err(error) => {
+                tracing::warn!(delivery_stream = %stream.name, %error, "could not count the undelivered records");
+                false
+            }
+        }
+    }
+
     /// PutRecord / PutRecordBatch on a DirectPut delivery stream: durable on return. Returns a
     /// record id or a refusal per record, in order.
     pub async fn put_records(
@@ -499,7 +530,7 @@ impl Archive {
                     .into(),
             ));
         };
-        if backlog.is_full() {
+        if backlog.is_full() && !self.room_after_recount(&stream, internal, &backlog).await {
             metrics::throttled(name, records.len());
             return Err(ArchiveError::Unavailable(format!(
                 "Slow down: delivery stream {name} has {} MiB of records not yet delivered (its destination is slow or unreachable).",

@@ -162,3 +162,126 @@ def test_a_killed_nodes_shards_are_taken_over_and_every_record_reaches_the_funct
     put(kin_a, src, data)
     found = delivered(kin_a, out, data, 90)
     assert {o["node"] for o in found} == {a.http_base}
+
+
+def test_a_kinesis_source_delivery_stream_delivers_each_record_once_across_the_nodes(
+        cluster, uid):
+    """A delivery stream reading a Kinesis stream of SHARDS shards, made through A, runs a
+    delivery task on each node (seen through B within a second); once both nodes' lakes hold
+    warm-up records (each task holds shards), 200 records put through A and B land exactly once
+    across the two lakes, some in each."""
+    from test_firehose import ROLE, records_in, s3_destination
+    a, b = cluster.nodes
+    kinesis = [cluster.client("kinesis", 0), cluster.client("kinesis", 1)]
+    fh_a, fh_b = cluster.client("firehose", 0), cluster.client("firehose", 1)
+    src, name, bucket = f"fsrc-{uid}", f"fhk-{uid}"[:64], "lake-kinesis"
+    kinesis[0].create_stream(StreamName=src, ShardCount=SHARDS)
+    fh_a.create_delivery_stream(
+        DeliveryStreamName=name, DeliveryStreamType="KinesisStreamAsSource",
+        KinesisStreamSourceConfiguration={"KinesisStreamARN": stream_arn(src), "RoleARN": ROLE},
+        ExtendedS3DestinationConfiguration=s3_destination(bucket))
+    _seen_within_a_second(
+        lambda: not _gone(lambda: fh_b.describe_delivery_stream(DeliveryStreamName=name),
+                          fh_b.exceptions),
+        "the delivery stream made on A, on B")
+
+    def lines(node) -> list[str]:
+        return [line.decode() for line in records_in(node, bucket)]
+    rounds = [0]
+
+    def both() -> bool:
+        n = rounds[0]
+        put(kinesis[n % 2], src, [f"warm-{n}-{k}\n" for k in range(2 * SHARDS)])
+        rounds[0] += 1
+        return bool(lines(a)) and bool(lines(b))
+    wait_until(both, 120, interval=1.0, what="warm-up records in both nodes' lakes")
+
+    data = [f"r{i}" for i in range(200)]
+    put(kinesis[0], src, [d + "\n" for d in data[:100]])
+    put(kinesis[1], src, [d + "\n" for d in data[100:]])
+    wanted = set(data)
+
+    def all_there() -> bool:
+        return {line for line in lines(a) + lines(b) if line in wanted} == wanted
+    wait_until(all_there, 90, interval=0.5, what="the 200 records in the lakes")
+    counts = Counter(line for line in lines(a) + lines(b) if line in wanted)
+    twice = {d: n for d, n in counts.items() if n > 1}
+    assert not twice, f"records delivered more than once: {twice}"
+    assert wanted & set(lines(a)) and wanted & set(lines(b)), "both nodes delivered some"
+
+
+def test_asynchronous_invocations_through_either_node_run_once_past_the_nodes_queue_limit(
+        broker_factory, nats_server, postgres_server, aws, uid):
+    """The event queue (`__lambda.events`) is one stream for both nodes, with a limit of 3
+    queued events: 24 `Event` invocations, through A and B in turn, each once the one before
+    ran, are all accepted (202; the node not running the queue counts its stream, not what it
+    saw finish) and each runs exactly once (its output record in the shared stream)."""
+    from test_functions import HERE, create, fn_name
+    cluster = start_cluster(["a", "b"], broker_factory, nats_server, postgres_server, aws, uid,
+                            jetstream_streams=True,
+                            env={"FLEETCORE_FUNCTIONS_EVENT_QUEUE": "3"})
+    lams = [cluster.client("lambda", 0), cluster.client("lambda", 1)]
+    kinesis = cluster.client("kinesis", 0)
+    name, out = fn_name(uid), f"evout-{uid}"
+    kinesis.create_stream(StreamName=out, ShardCount=1)
+    wat = (HERE / "functions" / "forward.wat").read_text().replace("wasm-out", out)
+    create(lams[0], name, {"forward.wat": wat}, runtime="provided.al2023", handler="forward.wat")
+    _seen_within_a_second(lambda: not _gone(lambda: lams[1].get_function(FunctionName=name),
+                                            lams[1].exceptions), "the function made on A, on B")
+    ran: list[int] = []
+    for i in range(24):
+        r = lams[i % 2].invoke(FunctionName=name, InvocationType="Event",
+                               Payload=json.dumps({"i": i}).encode())
+        assert r["StatusCode"] == 202, (i, r)
+
+        def done() -> bool:
+            from test_rules_engine import stream_records
+            ran[:] = [json.loads(rec["Data"])["wasm"]["i"]
+                      for rec in stream_records(kinesis, out)]
+            return i in ran
+        wait_until(done, 30, interval=0.1, what=f"event {i} run")
+    assert sorted(ran) == list(range(24)), f"each event once: {sorted(ran)}"
+
+
+def test_a_direct_put_delivery_stream_takes_records_through_either_node_past_its_backlog_limit(
+        broker_factory, nats_server, postgres_server, aws, uid):
+    """A DirectPut delivery stream's internal stream is one for both nodes and one node
+    delivers it; with a 1 MiB backlog limit, 3 MiB put through A and B in turn are all
+    accepted (a batch refused while the true backlog is full is accepted again within 15 s:
+    the node not delivering counts the stream, not what it saw delivered) and each record lands
+    exactly once across the two lakes."""
+    from test_firehose import records_in, s3_destination
+    cluster = start_cluster(["a", "b"], broker_factory, nats_server, postgres_server, aws, uid,
+                            jetstream_streams=True,
+                            env={"FLEETCORE_LAKE_BACKLOG_LIMIT_MB": "1"})
+    a, b = cluster.nodes
+    fhs = [cluster.client("firehose", 0), cluster.client("firehose", 1)]
+    name, bucket = f"fhd-{uid}"[:64], "lake-direct"
+    fhs[0].create_delivery_stream(DeliveryStreamName=name, DeliveryStreamType="DirectPut",
+                                  ExtendedS3DestinationConfiguration=s3_destination(bucket))
+    _seen_within_a_second(
+        lambda: not _gone(lambda: fhs[1].describe_delivery_stream(DeliveryStreamName=name),
+                          fhs[1].exceptions), "the delivery stream made on A, on B")
+    sent: list[bytes] = []
+    for batch in range(60):
+        records = [json.dumps({"n": batch * 50 + i, "pad": "p" * 1000}).encode() + b"\n"
+                   for i in range(50)]
+        fh = fhs[batch % 2]
+
+        def accepted() -> bool:
+            try:
+                r = fh.put_record_batch(DeliveryStreamName=name,
+                                        Records=[{"Data": d} for d in records])
+            except fh.exceptions.ServiceUnavailableException:
+                return False
+            assert r["FailedPutCount"] == 0, r
+            return True
+        wait_until(accepted, 15, interval=0.2, what=f"batch {batch} accepted")
+        sent += [d.rstrip(b"\n") for d in records]
+
+    def landed() -> list[bytes]:
+        return records_in(a, bucket) + records_in(b, bucket)
+    wait_until(lambda: set(landed()) >= set(sent), 60, interval=0.5,
+               what="every record in the lakes")
+    twice = [line for line, n in Counter(landed()).items() if n > 1]
+    assert not twice, f"{len(twice)} records delivered more than once"
