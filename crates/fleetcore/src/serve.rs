@@ -243,8 +243,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         &shadows,
         Arc::clone(&functions.functions) as Arc<dyn fleetcore_core::FunctionInvoker>,
         &streams,
-        http_addr,
-        &node_id,
+        (http_addr, &node_id),
     )?;
     #[cfg(feature = "analytics")]
     let channels = Some(Arc::clone(&analytics) as Arc<dyn fleetcore_core::ChannelSink>);
