@@ -394,7 +394,8 @@ const COUNT_BATCH: usize = 1000;
 
 /// What consumer group `group` has not checkpointed on stream `stream_name`, whichever member
 /// reads it: the records after each shard's checkpoint (from the trim horizon without one),
-/// counted until `max_records` records or `max_bytes` bytes of data are found. A producer that
+/// counted until `max_records` records or `max_bytes` bytes of data are found (the byte limit
+/// is checked after each read of up to [`COUNT_BATCH`] records). A producer that
 /// admits work against a limit uses it to learn the true backlog of a stream that other nodes
 /// also write and read, where its own count of what it added and saw done drifts.
 pub async fn unconsumed(
