@@ -29,7 +29,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import boto3
@@ -39,34 +38,16 @@ ROOT = Path(__file__).resolve().parent.parent
 SYSTEM = ROOT / "crates/fleetcore/tests/system"
 sys.path.insert(0, str(SYSTEM))
 
-from brokers import HOST, wait_until  # noqa: E402
+from brokers import wait_until  # noqa: E402
+from fleet_nodes import start_node, start_postgres  # noqa: E402
 from natsserver import NatsServer  # noqa: E402
-from pgserver import PostgresServer, find_bin_dir  # noqa: E402
 
 BIN = os.environ.get("BIN", str(ROOT / "target/release/fleetcore"))
 RECORDS = int(os.environ.get("RECORDS", "4000"))
 SHARDS = int(os.environ.get("SHARDS", "4"))
 PORT = int(os.environ.get("PORT", "25100"))
-KEY_ID, SECRET = "AKIDESMNODESBENCH001", "esm-nodes-bench-secret-key-0000000000000"
+KEYS = KEY_ID, SECRET = "AKIDESMNODESBENCH001", "esm-nodes-bench-secret-key-0000000000000"
 WAT = (SYSTEM / "functions" / "forward.wat").read_text()
-
-
-def start_node(name: str, port: int, flags: list[str]) -> tuple[subprocess.Popen, str]:
-    data = Path(tempfile.mkdtemp(prefix=f"fleetcore-esmbench-{name}-"))
-    env = dict(os.environ, FLEETCORE_ACCESS_KEY_ID=KEY_ID, FLEETCORE_SECRET_ACCESS_KEY=SECRET)
-    node = subprocess.Popen([BIN, "serve", "--data-dir", str(data), "--http", f"{HOST}:{port}",
-                             "--mqtts", "off", *flags], env=env, stdout=subprocess.DEVNULL,
-                            stderr=open(data / "log", "wb"))
-    url = f"http://{HOST}:{port}"
-
-    def up() -> bool:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=1) as r:
-                return r.status == 200
-        except OSError:
-            return False
-    wait_until(up, 60, what=f"node {name}")
-    return node, url
 
 
 def client(service: str, url: str):
@@ -128,22 +109,19 @@ def case(label: str, url: str) -> float:
 
 
 def main() -> None:
-    bin_dir = find_bin_dir()
-    if bin_dir is None:
-        sys.exit("PostgreSQL is not installed (test.sh installs it)")
-    pg = PostgresServer(bin_dir).start()
+    pg = start_postgres()
     nats = NatsServer(Path(tempfile.mkdtemp(prefix="esmbench-nats-"))).start()
     nodes: list[subprocess.Popen] = []
     try:
         db = pg.database("esmbench")
         shared = ["--state-backend", "postgres", "--state-url", db, "--cluster-nats", nats.url,
                   "--stream-backend", "jetstream", "--stream-servers", nats.url]
-        e, e_url = start_node("e", PORT, [])
-        a, a_url = start_node("a", PORT + 1, [*shared, "--cluster-node-id", "a"])
+        e, e_url = start_node(BIN, "e", PORT, [], KEYS)
+        a, a_url = start_node(BIN, "a", PORT + 1, [*shared, "--cluster-node-id", "a"], KEYS)
         nodes += [e, a]
         rows = [("embedded, 1 node", case("embedded 1 node", e_url)),
                 ("jetstream, 1 node", case("jetstream 1 node", a_url))]
-        b, _ = start_node("b", PORT + 2, [*shared, "--cluster-node-id", "b"])
+        b, _ = start_node(BIN, "b", PORT + 2, [*shared, "--cluster-node-id", "b"], KEYS)
         nodes.append(b)
         rows.append(("jetstream, 2 nodes", case("jetstream 2 nodes", a_url)))
         base = rows[0][1]

@@ -347,12 +347,7 @@ fn apply(change: &Change, f: &Followers) {
         ),
         EVENT_SOURCE_MAPPINGS_TABLE => report(
             "an event source mapping",
-            Handle::current().block_on(async {
-                match key {
-                    Some(k) => f.mappings.reload(k).await,
-                    None => f.mappings.reload_all().await,
-                }
-            }),
+            reload_blocking(key, |k| f.mappings.reload(k), || f.mappings.reload_all()),
         ),
         SNS_TOPICS => report(
             "an SNS topic",
@@ -367,15 +362,27 @@ fn apply(change: &Change, f: &Followers) {
         ),
         DELIVERY_STREAMS_TABLE => report(
             "a delivery stream",
-            Handle::current().block_on(async {
-                match key {
-                    Some(k) => f.archive.reload(k).await,
-                    None => f.archive.reload_all().await,
-                }
-            }),
+            reload_blocking(key, |k| f.archive.reload(k), || f.archive.reload_all()),
         ),
         t if t.starts_with(POLICY_TABLES) => f.policies.changed_elsewhere(),
         _ => f.identity.notify_change(),
+    }
+}
+
+/// Runs an asynchronous reload of the changed `key` (`one`), or of the whole table when the key
+/// is not known (`all`), on this blocking thread.
+fn reload_blocking<'a, E, One, All>(
+    key: Option<&'a str>,
+    one: impl FnOnce(&'a str) -> One,
+    all: impl FnOnce() -> All,
+) -> Result<(), E>
+where
+    One: Future<Output = Result<(), E>>,
+    All: Future<Output = Result<(), E>>,
+{
+    match key {
+        Some(k) => Handle::current().block_on(one(k)),
+        None => Handle::current().block_on(all()),
     }
 }
 
