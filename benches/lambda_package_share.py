@@ -24,9 +24,7 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -36,33 +34,14 @@ from botocore.config import Config
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "crates/fleetcore/tests/system"))
 
-from brokers import HOST, free_port, wait_until  # noqa: E402
-from pgserver import PostgresServer, find_bin_dir  # noqa: E402
+from brokers import free_port, wait_until  # noqa: E402
+from fleet_nodes import start_node, start_postgres  # noqa: E402
 
 BIN = os.environ.get("BIN", str(ROOT / "target/release/fleetcore"))
 SIZE_MIB = int(os.environ.get("SIZE_MIB", "48"))
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 KEY_ID, SECRET = "AKIDPACKAGEBENCH0001", "package-bench-secret-key-000000000000000"
 WAT = (ROOT / "crates/fleetcore/tests/system/functions/echo.wat").read_text()
-
-
-def start_node(name: str, state: list[str]) -> tuple[subprocess.Popen, str]:
-    data = Path(tempfile.mkdtemp(prefix=f"fleetcore-pkgbench-{name}-"))
-    http = free_port()
-    env = dict(os.environ, FLEETCORE_ACCESS_KEY_ID=KEY_ID, FLEETCORE_SECRET_ACCESS_KEY=SECRET)
-    node = subprocess.Popen([BIN, "serve", "--data-dir", str(data), "--http", f"{HOST}:{http}",
-                             "--mqtts", "off", *state], env=env, stdout=subprocess.DEVNULL,
-                            stderr=open(data / "log", "wb"))
-    url = f"http://{HOST}:{http}"
-
-    def up() -> bool:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=1) as r:
-                return r.status == 200
-        except OSError:
-            return False
-    wait_until(up, 60, what=f"node {name}")
-    return node, url
 
 
 def lambda_client(url: str):
@@ -86,17 +65,14 @@ def timed(call) -> float:
 
 
 def main() -> None:
-    bin_dir = find_bin_dir()
-    if bin_dir is None:
-        sys.exit("PostgreSQL is not installed (test.sh installs it)")
-    pg = PostgresServer(bin_dir).start()
+    pg = start_postgres()
     nodes: list[subprocess.Popen] = []
     try:
         db = pg.database("packages")
         shared = ["--state-backend", "postgres", "--state-url", db]
         urls = {}
         for name, state in (("a", shared), ("b", shared), ("e", [])):
-            node, urls[name] = start_node(name, state)
+            node, urls[name] = start_node(BIN, name, free_port(), state, (KEY_ID, SECRET))
             nodes.append(node)
         lam = {name: lambda_client(url) for name, url in urls.items()}
         rows: dict[str, list[float]] = {k: [] for k in

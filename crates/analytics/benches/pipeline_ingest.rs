@@ -26,6 +26,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             root: dir.path().join("analytics"),
             account: AccountContext::new("us-east-1", "000000000000"),
             content_base_url: "http://127.0.0.1:0".into(),
+            consumer_owner: "test-node".into(),
         },
         Services::default(),
     )?;

@@ -53,6 +53,10 @@ pub struct AnalyticsConfig {
     pub account: AccountContext,
     /// The HTTP base URL dataset contents are downloaded from (`http://host:port`).
     pub content_base_url: String,
+    /// This node's member name in the channel sources' consumer groups: unique per node and
+    /// stable across its restarts (the node id), so a restarted node takes its leases back at
+    /// once.
+    pub consumer_owner: String,
 }
 
 /// The running analytics capability.
@@ -278,6 +282,7 @@ pub(crate) mod test_support {
             root: dir.path().join("analytics"),
             account: fleetcore_core::AccountContext::new("us-east-1", "000000000000"),
             content_base_url: "http://127.0.0.1:0".into(),
+            consumer_owner: "test-node".into(),
         };
         (Analytics::start(store, config, services).unwrap(), dir)
     }

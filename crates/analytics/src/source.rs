@@ -29,8 +29,6 @@ use crate::resources::Tags;
 /// The channel tag that names the stream a channel is fed from.
 pub const SOURCE_TAG: &str = "fleetcore:sourceStreamArn";
 
-/// The consumer group member name: stable, so after a restart the lease is taken back at once.
-const OWNER: &str = "fleetcore-analytics";
 /// First wait before retrying after a failure (doubling up to [`MAX_BACKOFF`]).
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -169,7 +167,7 @@ async fn consume(
         Arc::clone(streams),
         source.stream.clone(),
         source.group.clone(),
-        OWNER,
+        analytics.config.consumer_owner.clone(),
         ConsumerConfig {
             start: StartingPosition::AtTimestamp(since),
             ..ConsumerConfig::default()
@@ -253,6 +251,7 @@ mod tests {
             root: dir.path().join("analytics"),
             account: AccountContext::new("us-east-1", "000000000000"),
             content_base_url: "http://127.0.0.1:0".into(),
+            consumer_owner: "test-node".into(),
         };
         let services = Services {
             streams: Some(Arc::clone(&streams)),

@@ -84,6 +84,7 @@ async fn run(format: &str, input: &[Bytes]) -> serde_json::Value {
             account_id: "000000000000".into(),
             backlog_limit_bytes: 1 << 30,
             shutdown_grace: Duration::from_secs(600),
+            consumer_owner: "test-node".into(),
         },
         None,
     )

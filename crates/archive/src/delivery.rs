@@ -30,6 +30,9 @@ use fleetcore_core::FunctionInvoker;
 /// [`ConsumerGroup::next`] is cancel-safe: a read is handed out in the same poll it completes.
 const DRAIN_WAIT: Duration = Duration::from_millis(100);
 
+/// Least time after a count of a backlog in its stream that found it full before the next.
+const RECOUNT_EVERY: Duration = Duration::from_secs(1);
+
 /// Bytes accepted by DirectPut and not yet delivered. PutRecord refuses new records
 /// (`ServiceUnavailableException`) while it is over the limit.
 #[derive(Debug)]
@@ -37,6 +40,8 @@ pub struct Backlog {
     stream: String,
     bytes: AtomicUsize,
     limit: usize,
+    /// When a count taken from the stream last found it full (see [`Backlog::may_recount`]).
+    found_full: parking_lot::Mutex<Option<Instant>>,
 }
 
 impl Backlog {
@@ -46,7 +51,36 @@ impl Backlog {
             stream: stream.to_string(),
             bytes: AtomicUsize::new(0),
             limit,
+            found_full: parking_lot::Mutex::new(None),
         }
+    }
+
+    /// The limit in bytes.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// True when the count may be taken from the stream (not within [`RECOUNT_EVERY`] of a
+    /// count that found it full): this node counts what it accepted and delivered, which
+    /// drifts when nodes share the internal stream (JetStream backend: the node holding its
+    /// lease delivers the records every node accepted).
+    pub fn may_recount(&self) -> bool {
+        !self
+            .found_full
+            .lock()
+            .is_some_and(|at| at.elapsed() < RECOUNT_EVERY)
+    }
+
+    /// Takes `bytes` counted in the stream: the new count when under the limit (true), else
+    /// remembered as a count that found the backlog full (false).
+    pub fn recounted(&self, bytes: usize) -> bool {
+        if bytes >= self.limit {
+            *self.found_full.lock() = Some(Instant::now());
+            return false;
+        }
+        self.bytes.store(bytes, Ordering::Release);
+        metrics::backlog(&self.stream, bytes);
+        true
     }
 
     /// True when new records must be refused.

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use fleetcore_core::{FunctionInvoker, KvStore, WriteBatch};
 use fleetcore_stream::{
     ConsumerConfig, ConsumerGroup, NewRecord, StartingPosition, Stream, StreamError, StreamMode,
-    StreamSpec,
+    StreamSpec, unconsumed,
 };
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -40,9 +40,6 @@ pub const MAX_DELIVERY_STREAMS: usize = 500;
 /// The id of a delivery stream's one destination (`DestinationId` in describe and update).
 pub const DESTINATION_ID: &str = "destinationId-000000000001";
 
-/// The consumer group (and lease owner) every delivery task reads its source with.
-const CONSUMER_OWNER: &str = "fleetcore-archive";
-
 /// Settings of the archive from the server's configuration.
 #[derive(Debug, Clone)]
 pub struct ArchiveSettings {
@@ -57,6 +54,10 @@ pub struct ArchiveSettings {
     pub backlog_limit_bytes: usize,
     /// How long a graceful shutdown waits for each delivery task's final flush.
     pub shutdown_grace: Duration,
+    /// This node's member name in the delivery streams' consumer groups: unique per node and
+    /// stable across its restarts (the node id), so nodes reading one shared source stream
+    /// split its shards and a restarted node takes its leases back at once.
+    pub consumer_owner: String,
 }
 
 /// Where a delivery stream's records come from.
@@ -479,6 +480,37 @@ impl Archive {
         }
     }
 
+    /// Counts the delivery stream's undelivered bytes in its internal stream (what its
+    /// consumer group has not checkpointed, whichever node delivers it; not within a second of
+    /// a count that found it full); true when they are under the limit after all (the count is
+    /// then reset to them).
+    async fn room_after_recount(
+        &self,
+        stream: &DeliveryStream,
+        internal: &str,
+        backlog: &Backlog,
+    ) -> bool {
+        if !backlog.may_recount() {
+            return false;
+        }
+        let group = stream.consumer_group();
+        match unconsumed(
+            self.streams.as_ref(),
+            internal,
+            &group,
+            usize::MAX,
+            backlog.limit(),
+        )
+        .await
+        {
+            Ok(stored) => backlog.recounted(stored.bytes),
+            Err(error) => {
+                tracing::warn!(delivery_stream = %stream.name, %error, "could not count the undelivered records");
+                false
+            }
+        }
+    }
+
     /// PutRecord / PutRecordBatch on a DirectPut delivery stream: durable on return. Returns a
     /// record id or a refusal per record, in order.
     pub async fn put_records(
@@ -498,7 +530,7 @@ impl Archive {
                     .into(),
             ));
         };
-        if backlog.is_full() {
+        if backlog.is_full() && !self.room_after_recount(&stream, internal, &backlog).await {
             metrics::throttled(name, records.len());
             return Err(ArchiveError::Unavailable(format!(
                 "Slow down: delivery stream {name} has {} MiB of records not yet delivered (its destination is slow or unreachable).",
@@ -586,7 +618,7 @@ impl Archive {
             Arc::clone(&self.streams),
             stream.source.stream(),
             group_name.clone(),
-            CONSUMER_OWNER,
+            self.settings.consumer_owner.clone(),
             ConsumerConfig {
                 lease_ttl: Duration::from_secs(60),
                 batch_limit: 1000,
@@ -603,7 +635,7 @@ impl Archive {
             streams: Arc::clone(&self.streams),
             stream_name: stream.source.stream().to_string(),
             group_name,
-            owner: CONSUMER_OWNER.to_string(),
+            owner: self.settings.consumer_owner.clone(),
             backlog: backlog.clone(),
             stop: stop_rx,
             functions: self.functions.clone(),

@@ -37,6 +37,7 @@ async fn start(dir: &Path, backlog_limit_bytes: usize) -> Server {
             account_id: "000000000000".into(),
             backlog_limit_bytes,
             shutdown_grace: Duration::from_secs(10),
+            consumer_owner: "test-node".into(),
         },
         None,
     )

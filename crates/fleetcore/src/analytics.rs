@@ -75,7 +75,9 @@ pub fn root(data_dir: &std::path::Path) -> std::path::PathBuf {
     data_dir.join("analytics")
 }
 
-/// Starts analytics (pipelines resume from their checkpoints).
+/// Starts analytics (pipelines resume from their checkpoints). `(http_addr, node_id)` is where
+/// this node is: the HTTP listener dataset contents download from, and its id (its member name
+/// in the channel sources' consumer groups).
 pub fn start(
     settings: &Settings,
     store: &Arc<dyn KvStore>,
@@ -83,7 +85,7 @@ pub fn start(
     shadows: &ShadowService,
     functions: Arc<dyn FunctionInvoker>,
     streams: &Arc<dyn fleetcore_stream::Stream>,
-    http_addr: SocketAddr,
+    (http_addr, node_id): (SocketAddr, &str),
 ) -> anyhow::Result<Arc<Analytics>> {
     Analytics::start(
         Arc::clone(store),
@@ -91,6 +93,7 @@ pub fn start(
             root: root(&settings.data_dir),
             account: AccountContext::new(&settings.region, &settings.account_id),
             content_base_url: format!("http://{http_addr}"),
+            consumer_owner: node_id.to_owned(),
         },
         Services {
             functions: Some(functions),

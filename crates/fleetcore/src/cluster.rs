@@ -127,17 +127,15 @@ fn check(id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The node id in use: the configured one, else — for a node that shares state or messages
-/// (`keep`) — the one kept in `<data_dir>/node-id`, made `node-<random>` and kept there at the
-/// first start (a node keeps its id, and with it its per-node state, across restarts); a node
-/// alone gets a fresh `node-<random>`.
-pub fn node_id(configured: Option<&str>, data_dir: &Path, keep: bool) -> anyhow::Result<String> {
+/// The node id in use: the configured one, else the one kept in `<data_dir>/node-id`, made
+/// `node-<random>` and kept there at the first start. A node keeps its id across restarts, and
+/// with it its per-node state and its consumer-group leases (it is the node's member name in
+/// every consumer group, so a restarted node takes its own leases back at once; a node alone
+/// too, whose stream leases outlive a restart in the embedded segment log).
+pub fn node_id(configured: Option<&str>, data_dir: &Path) -> anyhow::Result<String> {
     let fresh = || format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
     if let Some(id) = configured {
         return Ok(id.to_owned());
-    }
-    if !keep {
-        return Ok(fresh());
     }
     let path = data_dir.join("node-id");
     match std::fs::read_to_string(&path) {
@@ -242,15 +240,11 @@ mod tests {
         let s = ClusterArgs::default().resolve().expect("default");
         assert_eq!((s.node_id, s.nats), (None, None));
         let dir = tempfile::tempdir().expect("tempdir");
-        let alone = node_id(None, dir.path(), false).expect("alone");
-        assert!(alone.starts_with("node-") && alone.len() == 17, "{alone}");
-        assert!(!dir.path().join("node-id").exists());
-        let made = node_id(None, dir.path(), true).expect("made");
-        assert_eq!(node_id(None, dir.path(), true).expect("kept"), made);
-        assert_eq!(
-            node_id(Some("x"), dir.path(), true).expect("configured"),
-            "x"
-        );
+        let made = node_id(None, dir.path()).expect("made");
+        assert!(made.starts_with("node-") && made.len() == 17, "{made}");
+        assert!(dir.path().join("node-id").exists());
+        assert_eq!(node_id(None, dir.path()).expect("kept"), made);
+        assert_eq!(node_id(Some("x"), dir.path()).expect("configured"), "x");
         let s = ClusterArgs {
             nats: Some("nats://10.0.0.1:4222".into()),
             node_id: Some("edge-1".into()),

@@ -14,13 +14,14 @@ use fleetcore_stream::Stream;
 use crate::config::Settings;
 
 /// Starts the functions service and the event source mappings.
-/// Functions live in `shared` (the nodes' common tables with PostgreSQL; `code_in_store`
-/// then keeps their packages there too), event source mappings in this node's `store`.
+/// Functions and event source mappings live in `shared` (the nodes' common tables with
+/// PostgreSQL; `code_in_store` then keeps the packages there too); `node_id` is this node's
+/// member name in the consumer groups of the event queue and the mappings.
 pub async fn start(
     settings: &Settings,
     credentials: &AdminCredentials,
     (shared, code_in_store): (&Arc<dyn KvStore>, bool),
-    store: &Arc<dyn KvStore>,
+    node_id: &str,
     streams: &Arc<dyn Stream>,
 ) -> anyhow::Result<LambdaState> {
     // Functions call the API on loopback when it listens on every interface.
@@ -40,6 +41,7 @@ pub async fn start(
             default_concurrency: 8,
             event_queue: settings.functions_event_queue,
             code_in_store,
+            consumer_owner: node_id.to_owned(),
         },
         Arc::clone(shared),
         Arc::clone(streams),
@@ -49,7 +51,7 @@ pub async fn start(
     let mappings = Mappings::start(
         Arc::clone(&functions),
         Arc::clone(streams),
-        Arc::clone(store),
+        Arc::clone(shared),
     )
     .context("starting the event source mappings")?;
     tracing::info!("functions started");

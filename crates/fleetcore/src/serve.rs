@@ -106,9 +106,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let prometheus = PrometheusBuilder::new()
         .install_recorder()
         .context("installing the metrics recorder")?;
-    let shares = settings.cluster.nats.is_some()
-        || matches!(settings.state, crate::state::StateBackend::Postgres { .. });
-    let node_id = crate::cluster::node_id(settings.cluster.node_id.as_deref(), data_dir, shares)?;
+    // Kept across restarts: it names this node's per-node state and its consumer-group leases.
+    let node_id = crate::cluster::node_id(settings.cluster.node_id.as_deref(), data_dir)?;
     let state = crate::state::open(&settings.state, data_dir, &node_id).await?;
     // Identity, policies and topic rules are shared by every node of a cluster; the rest of the
     // state is this node's own (the same store when embedded).
@@ -171,7 +170,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         &settings,
         &credentials,
         (&shared, state_changes.is_some()),
-        &store,
+        &node_id,
         &streams,
     )
     .await?;
@@ -185,6 +184,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             account_id: settings.account_id.clone(),
             backlog_limit_bytes: settings.lake_backlog_limit_bytes,
             shutdown_grace: Duration::from_secs(20),
+            consumer_owner: node_id.clone(),
         },
         Some(Arc::clone(&functions.functions) as Arc<dyn fleetcore_core::FunctionInvoker>),
     )
@@ -243,7 +243,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         &shadows,
         Arc::clone(&functions.functions) as Arc<dyn fleetcore_core::FunctionInvoker>,
         &streams,
-        http_addr,
+        (http_addr, &node_id),
     )?;
     #[cfg(feature = "analytics")]
     let channels = Some(Arc::clone(&analytics) as Arc<dyn fleetcore_core::ChannelSink>);
@@ -376,6 +376,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
                 destinations: Arc::clone(&topic_rule_destinations),
                 provisioning: Arc::clone(&provisioning),
                 functions: Arc::clone(&functions.functions),
+                mappings: Arc::clone(&functions.mappings),
                 notify: Arc::clone(&notify),
                 archive: Arc::clone(&archive),
             },

@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use fleetcore_archive::{Archive, DELIVERY_STREAMS_TABLE};
 use fleetcore_core::store::{Entries, StoreError, WriteOp};
 use fleetcore_core::{KvStore, RedbStore, WriteBatch};
-use fleetcore_functions::{FUNCTIONS_TABLE, Functions};
+use fleetcore_functions::{EVENT_SOURCE_MAPPINGS_TABLE, FUNCTIONS_TABLE, Functions, Mappings};
 use fleetcore_identity::IdentityService;
 use fleetcore_identity::policy::Policies;
 use fleetcore_mqtt::broker::SESSION_TABLES;
@@ -28,7 +28,8 @@ use tokio::runtime::Handle;
 /// CAs, policies and attachments: checked on live connections), the topic rules (compiled in
 /// memory) and their destinations (`rules_topic_rule_destination`, cached), the provisioning
 /// templates (parsed and cached), the Lambda functions (cached, with their runners; their
-/// packages, `lambda_code`, are read when first used), the SNS topics and subscriptions
+/// packages, `lambda_code`, are read when first used) and event source mappings (each runs a
+/// poller on every node), the SNS topics and subscriptions
 /// (cached; a subscription gone closes its delivery lane), the Firehose delivery streams (each
 /// runs a delivery task on every node). Every other table is read from the store when needed.
 const WATCHED: &[&str] = &[
@@ -36,6 +37,7 @@ const WATCHED: &[&str] = &[
     RULES_TABLE,
     "provisioning_template",
     FUNCTIONS_TABLE,
+    EVENT_SOURCE_MAPPINGS_TABLE,
     SNS_TOPICS,
     SNS_SUBSCRIPTIONS,
     DELIVERY_STREAMS_TABLE,
@@ -125,8 +127,8 @@ impl StateArgs {
 /// The state a node runs on.
 pub struct State {
     /// Tables every node shares: identity (registry, certificates, policies), topic rules and
-    /// their destinations, provisioning templates, Lambda functions and their packages, SNS
-    /// topics and subscriptions, Firehose delivery streams.
+    /// their destinations, provisioning templates, Lambda functions and their packages, event
+    /// source mappings, SNS topics and subscriptions, Firehose delivery streams.
     pub shared: Arc<dyn KvStore>,
     /// Every other capability's tables, kept apart per node (the same store as `shared` when
     /// embedded): those services keep caches or run single writers that are not yet safe to
@@ -279,6 +281,7 @@ pub struct Followers {
     pub destinations: Arc<TopicRuleDestinations>,
     pub provisioning: Arc<Provisioning>,
     pub functions: Arc<Functions>,
+    pub mappings: Arc<Mappings>,
     pub notify: Arc<Notify>,
     pub archive: Arc<Archive>,
 }
@@ -308,6 +311,10 @@ fn apply(change: &Change, f: &Followers) {
             report("the topic rule destinations", f.destinations.reload_all());
             f.provisioning.templates().forget_all();
             report("the functions", f.functions.reload_all());
+            report(
+                "the event source mappings",
+                Handle::current().block_on(f.mappings.reload_all()),
+            );
             report("the SNS topics", f.notify.reload_all());
             report(
                 "the delivery streams",
@@ -338,6 +345,10 @@ fn apply(change: &Change, f: &Followers) {
             "a function",
             key.map_or_else(|| f.functions.reload_all(), |k| f.functions.reload(k)),
         ),
+        EVENT_SOURCE_MAPPINGS_TABLE => report(
+            "an event source mapping",
+            reload_blocking(key, |k| f.mappings.reload(k), || f.mappings.reload_all()),
+        ),
         SNS_TOPICS => report(
             "an SNS topic",
             key.map_or_else(|| f.notify.reload_all(), |k| f.notify.reload_topic(k)),
@@ -351,15 +362,27 @@ fn apply(change: &Change, f: &Followers) {
         ),
         DELIVERY_STREAMS_TABLE => report(
             "a delivery stream",
-            Handle::current().block_on(async {
-                match key {
-                    Some(k) => f.archive.reload(k).await,
-                    None => f.archive.reload_all().await,
-                }
-            }),
+            reload_blocking(key, |k| f.archive.reload(k), || f.archive.reload_all()),
         ),
         t if t.starts_with(POLICY_TABLES) => f.policies.changed_elsewhere(),
         _ => f.identity.notify_change(),
+    }
+}
+
+/// Runs an asynchronous reload of the changed `key` (`one`), or of the whole table when the key
+/// is not known (`all`), on this blocking thread.
+fn reload_blocking<'a, E, One, All>(
+    key: Option<&'a str>,
+    one: impl FnOnce(&'a str) -> One,
+    all: impl FnOnce() -> All,
+) -> Result<(), E>
+where
+    One: Future<Output = Result<(), E>>,
+    All: Future<Output = Result<(), E>>,
+{
+    match key {
+        Some(k) => Handle::current().block_on(one(k)),
+        None => Handle::current().block_on(all()),
     }
 }
 

@@ -1,6 +1,11 @@
 //! Event source mappings: a Kinesis-API stream feeding a function in batches, as Lambda's
-//! Kinesis poller does. Each mapping is one member of the consumer group
-//! `lambda-esm:<uuid>` (stream crate: leases and checkpoints): it reads up to `BatchSize`
+//! Kinesis poller does. The mappings are records of a shared table (with PostgreSQL, one set
+//! for every node: created by compare-and-set, updated by compare-and-set on the stored
+//! record, and followed on the other nodes through [`Mappings::reload`]). Each node runs a
+//! poller per enabled mapping, one member (named after the node) of the consumer group
+//! `lambda-esm:<uuid>` (stream crate: leases and checkpoints), so nodes reading one shared
+//! stream (the JetStream backend) split its shards and each record reaches the function once
+//! (at least once across a lease move). A poller reads up to `BatchSize`
 //! records of a shard, invokes the function synchronously with Lambda's Kinesis event, and
 //! checkpoints only after the batch succeeded or was given up to the on-failure destination,
 //! so a crash resumes where the last checkpoint was and no record is skipped (a batch may be
@@ -10,6 +15,7 @@
 //! `DestinationConfig.OnFailure` stream and reading goes on.
 
 mod kinesis_event;
+mod results;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -30,11 +36,12 @@ use crate::model::FunctionRef;
 use crate::runtime::WhenBusy;
 use crate::service::Functions;
 use kinesis_event::KinesisEvent;
+use results::Results;
 
 /// The store table of mappings (key: UUID; value: [`MappingRecord`] as JSON).
-const TABLE: &str = "lambda_event_source_mappings";
-/// The consumer group's owner name: stable, so after a restart the lease is taken back at once.
-const OWNER: &str = "fleetcore-lambda-poller";
+pub const TABLE: &str = "lambda_event_source_mappings";
+/// Compare-and-set attempts of an update racing other nodes' changes of the mapping.
+const ATTEMPTS: usize = 8;
 /// First wait before retrying a failed batch (doubling up to [`MAX_BACKOFF`]).
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -83,7 +90,8 @@ pub struct Mappings {
     store: Arc<dyn KvStore>,
     records: Mutex<BTreeMap<String, MappingRecord>>,
     pollers: Mutex<HashMap<String, Poller>>,
-    results: Arc<Mutex<HashMap<String, String>>>,
+    results: Arc<Results>,
+    /// Serializes this node's changes and its following of other nodes' changes.
     writer: tokio::sync::Mutex<()>,
 }
 
@@ -134,31 +142,76 @@ fn stream_of(arn: &str) -> Result<String, FunctionsError> {
     }
 }
 
+/// Every readable stored mapping.
+fn load(store: &dyn KvStore) -> Result<BTreeMap<String, MappingRecord>, FunctionsError> {
+    let mut records = BTreeMap::new();
+    for (_, value) in store.scan_prefix(TABLE, b"")? {
+        match serde_json::from_slice::<MappingRecord>(&value) {
+            Ok(record) => {
+                records.insert(record.uuid.clone(), record);
+            }
+            Err(error) => {
+                tracing::error!(%error, "skipping an unreadable event source mapping")
+            }
+        }
+    }
+    Ok(records)
+}
+
+fn encode(record: &MappingRecord) -> Result<Vec<u8>, FunctionsError> {
+    serde_json::to_vec(record).map_err(|e| FunctionsError::Io(format!("encoding a mapping: {e}")))
+}
+
+fn not_found(uuid: &str) -> FunctionsError {
+    FunctionsError::NotFound(format!(
+        "The resource you requested does not exist. (Service: Lambda, Status Code: 404) \
+         UUID: {uuid}"
+    ))
+}
+
+impl MappingChange {
+    /// Applies the fields of an update to `record`.
+    fn apply_to(&self, record: &mut MappingRecord) {
+        if let Some(f) = &self.function {
+            record.function.clone_from(f);
+        }
+        if let Some(n) = self.batch_size {
+            record.batch_size = n;
+        }
+        if let Some(e) = self.enabled {
+            record.enabled = e;
+        }
+        if let Some(b) = self.bisect {
+            record.bisect = b;
+        }
+        if let Some(n) = self.maximum_retry_attempts {
+            record.maximum_retry_attempts = n;
+        }
+        if let Some(n) = self.maximum_batching_window {
+            record.maximum_batching_window = n;
+        }
+        if let Some(d) = &self.on_failure {
+            record.on_failure = (!d.is_empty()).then(|| d.clone());
+        }
+    }
+}
+
 impl Mappings {
-    /// Loads the stored mappings and starts the enabled ones.
+    /// Loads the stored mappings and starts a poller of each enabled one.
     pub fn start(
         functions: Arc<Functions>,
         streams: Arc<dyn Stream>,
         store: Arc<dyn KvStore>,
     ) -> Result<Arc<Mappings>, FunctionsError> {
-        let mut records = BTreeMap::new();
-        for (_, value) in store.scan_prefix(TABLE, b"")? {
-            match serde_json::from_slice::<MappingRecord>(&value) {
-                Ok(record) => {
-                    records.insert(record.uuid.clone(), record);
-                }
-                Err(error) => {
-                    tracing::error!(%error, "skipping an unreadable event source mapping")
-                }
-            }
-        }
+        let records = load(store.as_ref())?;
+        let results = Arc::new(Results::new(Arc::clone(&store), functions.consumer_owner()));
         let mappings = Arc::new(Mappings {
             functions,
             streams,
             store,
             records: Mutex::new(records.clone()),
             pollers: Mutex::new(HashMap::new()),
-            results: Arc::new(Mutex::new(HashMap::new())),
+            results,
             writer: tokio::sync::Mutex::new(()),
         });
         for record in records.values().filter(|r| r.enabled) {
@@ -183,8 +236,7 @@ impl Mappings {
             "MaximumBatchingWindowInSeconds": record.maximum_batching_window,
             "ParallelizationFactor": 1,
             "LastModified": record.last_modified,
-            "LastProcessingResult": self.results.lock().get(&record.uuid).cloned()
-                .unwrap_or_else(|| "No records processed".into()),
+            "LastProcessingResult": self.results.of(&record.uuid),
             "State": state,
             "StateTransitionReason": "User action",
             "BisectBatchOnFunctionError": record.bisect,
@@ -217,12 +269,22 @@ impl Mappings {
 
     /// One mapping.
     pub fn get(&self, uuid: &str) -> Result<MappingRecord, FunctionsError> {
-        self.records.lock().get(uuid).cloned().ok_or_else(|| {
-            FunctionsError::NotFound(format!(
-                "The resource you requested does not exist. (Service: Lambda, Status Code: 404) \
-                 UUID: {uuid}"
-            ))
-        })
+        self.records
+            .lock()
+            .get(uuid)
+            .cloned()
+            .ok_or_else(|| not_found(uuid))
+    }
+
+    /// The stored mapping `uuid` and its bytes (what a compare-and-set expects).
+    fn stored(&self, uuid: &str) -> Result<(Vec<u8>, MappingRecord), FunctionsError> {
+        let bytes = self
+            .store
+            .get(TABLE, uuid.as_bytes())?
+            .ok_or_else(|| not_found(uuid))?;
+        let record = serde_json::from_slice(&bytes)
+            .map_err(|e| FunctionsError::Io(format!("reading mapping {uuid}: {e}")))?;
+        Ok((bytes, record))
     }
 
     /// The mappings of a function and/or a source.
@@ -241,16 +303,22 @@ impl Mappings {
             .collect()
     }
 
-    fn save(&self, record: &MappingRecord) -> Result<(), FunctionsError> {
-        let mut batch = WriteBatch::new();
-        let value = serde_json::to_vec(record)
-            .map_err(|e| FunctionsError::Io(format!("encoding a mapping: {e}")))?;
-        batch.put(TABLE, record.uuid.as_bytes().to_vec(), value);
-        self.store.apply(batch)?;
-        self.records
-            .lock()
-            .insert(record.uuid.clone(), record.clone());
-        Ok(())
+    /// Writes `record` over the stored bytes `expected` (none: a new mapping); false when
+    /// another node changed or deleted it meanwhile.
+    fn save(
+        &self,
+        expected: Option<&[u8]>,
+        record: &MappingRecord,
+    ) -> Result<bool, FunctionsError> {
+        let saved =
+            self.store
+                .compare_and_set(TABLE, record.uuid.as_bytes(), expected, encode(record)?)?;
+        if saved {
+            self.records
+                .lock()
+                .insert(record.uuid.clone(), record.clone());
+        }
+        Ok(saved)
     }
 
     fn check(&self, record: &MappingRecord) -> Result<(), FunctionsError> {
@@ -332,64 +400,102 @@ impl Mappings {
         };
         self.check(&record)?;
         let _writer = self.writer.lock().await;
-        self.save(&record)?;
+        if !self.save(None, &record)? {
+            return Err(FunctionsError::Conflict(format!(
+                "The event source mapping {} exists already.",
+                record.uuid
+            )));
+        }
         if record.enabled {
             self.start_poller(&record);
         }
         Ok(record)
     }
 
-    /// UpdateEventSourceMapping: the poller restarts with the new settings (from the
-    /// checkpoint).
+    /// UpdateEventSourceMapping: made on the stored record (again on a newer one when another
+    /// node changed it meanwhile, so no change is lost); the poller restarts with the new
+    /// settings (from the checkpoint).
     pub async fn update(
         &self,
         uuid: &str,
         change: MappingChange,
     ) -> Result<MappingRecord, FunctionsError> {
         let _writer = self.writer.lock().await;
-        let mut record = self.get(uuid)?;
-        if let Some(f) = change.function {
-            record.function = f;
+        for _ in 0..ATTEMPTS {
+            let (old, mut record) = self.stored(uuid)?;
+            change.apply_to(&mut record);
+            record.last_modified = now_seconds();
+            self.check(&record)?;
+            if self.save(Some(&old), &record)? {
+                self.stop_poller(uuid).await;
+                if record.enabled {
+                    self.start_poller(&record);
+                }
+                return Ok(record);
+            }
         }
-        if let Some(n) = change.batch_size {
-            record.batch_size = n;
+        Err(FunctionsError::Conflict(format!(
+            "The event source mapping {uuid} is being changed on another node; try again."
+        )))
+    }
+
+    /// DeleteEventSourceMapping (with every node's result of it).
+    pub async fn delete(&self, uuid: &str) -> Result<MappingRecord, FunctionsError> {
+        let _writer = self.writer.lock().await;
+        let (_, record) = self.stored(uuid)?;
+        let mut batch = WriteBatch::new();
+        batch.delete(TABLE, uuid.as_bytes().to_vec());
+        batch.delete_prefix(results::TABLE, results::prefix(uuid));
+        self.store.apply(batch)?;
+        self.follow(uuid, None).await;
+        Ok(record)
+    }
+
+    /// Reads mapping `uuid` again from the store (another node created, changed or deleted
+    /// it): this node's poller of it starts, restarts with the new settings, or stops.
+    pub async fn reload(&self, uuid: &str) -> Result<(), FunctionsError> {
+        let _writer = self.writer.lock().await;
+        let stored = match self.stored(uuid) {
+            Ok((_, record)) => Some(record),
+            Err(FunctionsError::NotFound(_)) => None,
+            Err(error) => return Err(error),
+        };
+        self.follow(uuid, stored).await;
+        Ok(())
+    }
+
+    /// Reads every mapping again from the store (another node may have changed any).
+    pub async fn reload_all(&self) -> Result<(), FunctionsError> {
+        let _writer = self.writer.lock().await;
+        let stored = load(self.store.as_ref())?;
+        let known: Vec<String> = self.records.lock().keys().cloned().collect();
+        for uuid in known.iter().filter(|uuid| !stored.contains_key(*uuid)) {
+            self.follow(uuid, None).await;
         }
-        if let Some(e) = change.enabled {
-            record.enabled = e;
+        for (uuid, record) in stored {
+            self.follow(&uuid, Some(record)).await;
         }
-        if let Some(b) = change.bisect {
-            record.bisect = b;
+        Ok(())
+    }
+
+    /// Brings this node's copy and poller of mapping `uuid` to `stored` (none: deleted).
+    async fn follow(&self, uuid: &str, stored: Option<MappingRecord>) {
+        let Some(record) = stored else {
+            self.records.lock().remove(uuid);
+            self.stop_poller(uuid).await;
+            self.results.forget(uuid);
+            return;
+        };
+        let same = self.records.lock().get(uuid) == Some(&record);
+        let running = self.pollers.lock().contains_key(uuid);
+        if same && running == record.enabled {
+            return;
         }
-        if let Some(n) = change.maximum_retry_attempts {
-            record.maximum_retry_attempts = n;
-        }
-        if let Some(n) = change.maximum_batching_window {
-            record.maximum_batching_window = n;
-        }
-        if let Some(d) = change.on_failure {
-            record.on_failure = (!d.is_empty()).then_some(d);
-        }
-        record.last_modified = now_seconds();
-        self.check(&record)?;
-        self.save(&record)?;
+        self.records.lock().insert(uuid.to_string(), record.clone());
         self.stop_poller(uuid).await;
         if record.enabled {
             self.start_poller(&record);
         }
-        Ok(record)
-    }
-
-    /// DeleteEventSourceMapping.
-    pub async fn delete(&self, uuid: &str) -> Result<MappingRecord, FunctionsError> {
-        let _writer = self.writer.lock().await;
-        let record = self.get(uuid)?;
-        let mut batch = WriteBatch::new();
-        batch.delete(TABLE, uuid.as_bytes().to_vec());
-        self.store.apply(batch)?;
-        self.records.lock().remove(uuid);
-        self.stop_poller(uuid).await;
-        self.results.lock().remove(uuid);
-        Ok(record)
     }
 
     /// Deletes the mappings of a deleted function.
@@ -454,7 +560,7 @@ struct BatchPoller {
     record: MappingRecord,
     functions: Arc<Functions>,
     streams: Arc<dyn Stream>,
-    results: Arc<Mutex<HashMap<String, String>>>,
+    results: Arc<Results>,
     stopped: watch::Receiver<bool>,
     /// The event's `invokeIdentityArn`.
     identity_arn: String,
@@ -475,7 +581,7 @@ impl BatchPoller {
             Arc::clone(&self.streams),
             self.record.stream.clone(),
             format!("lambda-esm:{}", self.record.uuid),
-            OWNER,
+            self.functions.consumer_owner().to_string(),
             ConsumerConfig {
                 batch_limit: self.record.batch_size as usize,
                 start,
@@ -495,7 +601,7 @@ impl BatchPoller {
                 }
                 Err(error) => {
                     tracing::warn!(uuid = %self.record.uuid, %error, "event source mapping cannot read its stream");
-                    self.set_result(format!("PROBLEM: cannot read the stream: {error}"));
+                    self.set_result(&format!("PROBLEM: cannot read the stream: {error}"));
                     if self.pause(&mut backoff).await.is_err() {
                         return;
                     }
@@ -511,8 +617,8 @@ impl BatchPoller {
         }
     }
 
-    fn set_result(&self, text: String) {
-        self.results.lock().insert(self.record.uuid.clone(), text);
+    fn set_result(&self, text: &str) {
+        self.results.set(&self.record.uuid, text);
     }
 
     /// Waits `backoff` (doubling it), or returns `Stopped`.
@@ -532,11 +638,11 @@ impl BatchPoller {
         loop {
             match self.invoke(records, shard).await {
                 Ok(()) => {
-                    self.set_result("OK".into());
+                    self.set_result(results::OK);
                     return Ok(());
                 }
                 Err(reason) => {
-                    self.set_result("PROBLEM: Function call failed".into());
+                    self.set_result("PROBLEM: Function call failed");
                     tracing::info!(uuid = %self.record.uuid, records = records.len(), %reason, "event source mapping batch failed");
                     if self.record.bisect && records.len() > 1 {
                         let (left, right) = records.split_at(records.len() / 2);

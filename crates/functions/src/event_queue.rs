@@ -7,17 +7,22 @@
 //! least once), none is lost.
 //!
 //! Full-policy: at most `FunctionsConfig::event_queue` events may wait or run; past that
-//! `Invoke` is refused with `TooManyRequestsException` and nothing is stored.
+//! `Invoke` is refused with `TooManyRequestsException` and nothing is stored. The node counts
+//! the events it accepted and saw finish; when that count says full it counts the stream's
+//! events after the group's checkpoint instead (after a count that found the queue full, not
+//! again for [`RECOUNT_EVERY`]), which is
+//! the true queue when nodes share the stream (JetStream backend: the node holding the lease
+//! runs every node's events, so the others never see theirs finish).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use fleetcore_stream::{
     ConsumerBatch, ConsumerConfig, ConsumerGroup, NewRecord, Position, ShardId, Stream,
-    StreamError, StreamMode, StreamSpec,
+    StreamError, StreamMode, StreamSpec, unconsumed,
 };
 use tokio::sync::mpsc;
 
@@ -30,14 +35,14 @@ use crate::service::Functions;
 pub const EVENTS_STREAM: &str = "__lambda.events";
 /// The consumer group whose checkpoint is the first event not yet finished.
 const GROUP: &str = "lambda-events";
-/// Stable across restarts, so a restarted server takes its lease back at once.
-const OWNER: &str = "fleetcore-lambda-events";
 /// Most events running at once.
 const MAX_RUNNING: usize = 64;
 /// Attempts per event (the first and Lambda's two retries).
 const ATTEMPTS: u32 = 3;
 /// Wait before the first retry; doubled for the second.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
+/// Least time after a count of the stream's backlog that found the queue full before the next.
+const RECOUNT_EVERY: Duration = Duration::from_secs(1);
 
 /// The producer side: accepts events while there is room.
 pub(crate) struct EventQueue {
@@ -45,6 +50,8 @@ pub(crate) struct EventQueue {
     /// Events accepted (or found after a restart) and not finished.
     waiting: AtomicUsize,
     limit: usize,
+    /// When a count of the stream's backlog last found the queue full.
+    found_full: parking_lot::Mutex<Option<Instant>>,
 }
 
 impl EventQueue {
@@ -68,6 +75,7 @@ impl EventQueue {
             streams,
             waiting: AtomicUsize::new(0),
             limit: limit.max(1),
+            found_full: parking_lot::Mutex::new(None),
         })
     }
 
@@ -82,7 +90,7 @@ impl EventQueue {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < self.limit).then_some(n + 1)
             });
-        if taken.is_err() {
+        if taken.is_err() && !self.recount().await {
             metrics::counter!("fleetcore_functions_async_refused_total").increment(1);
             return Err(FunctionsError::TooManyRequests(
                 "Rate Exceeded. (the queue of asynchronous invocations is full)".into(),
@@ -107,6 +115,41 @@ impl EventQueue {
             self.finished();
         }
         stored
+    }
+
+    /// Counts the events in the stream after the group's checkpoint (not within
+    /// [`RECOUNT_EVERY`] of a count that found the queue full); true, with this event counted,
+    /// when there is room after all.
+    async fn recount(&self) -> bool {
+        if self
+            .found_full
+            .lock()
+            .is_some_and(|at| at.elapsed() < RECOUNT_EVERY)
+        {
+            return false;
+        }
+        match unconsumed(
+            self.streams.as_ref(),
+            EVENTS_STREAM,
+            GROUP,
+            self.limit,
+            usize::MAX,
+        )
+        .await
+        {
+            Ok(stored) if stored.records < self.limit => {
+                self.waiting.store(stored.records + 1, Ordering::Release);
+                true
+            }
+            Ok(_) => {
+                *self.found_full.lock() = Some(Instant::now());
+                false
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not count the queued events");
+                false
+            }
+        }
     }
 
     /// One event finished (or was found again after a restart, not counted: saturates).
@@ -144,13 +187,14 @@ fn decode(data: &Bytes) -> Option<(FunctionRef, Bytes)> {
     Some((reference, data.slice(2 + len..)))
 }
 
-/// Reads the queue and runs its events until the service is dropped.
-pub(crate) async fn run(functions: Weak<Functions>, streams: Arc<dyn Stream>) {
+/// Reads the queue and runs its events until the service is dropped, as member `owner` of the
+/// group (the node id: nodes sharing the stream split its shards).
+pub(crate) async fn run(functions: Weak<Functions>, streams: Arc<dyn Stream>, owner: String) {
     let mut group = ConsumerGroup::new(
         streams,
         EVENTS_STREAM,
         GROUP,
-        OWNER,
+        owner,
         ConsumerConfig {
             batch_limit: MAX_RUNNING / 4,
             ..ConsumerConfig::default()

@@ -21,5 +21,5 @@ mod service;
 mod targets;
 
 pub use error::FunctionsError;
-pub use esm::Mappings;
+pub use esm::{Mappings, TABLE as EVENT_SOURCE_MAPPINGS_TABLE};
 pub use service::{Functions, FunctionsConfig, Invoked, TABLE as FUNCTIONS_TABLE};

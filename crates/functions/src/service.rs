@@ -63,6 +63,11 @@ pub struct FunctionsConfig {
     /// nodes sharing it: they unpack it on first use. Off on a node alone (the code folder
     /// holds every package).
     pub code_in_store: bool,
+    /// This node's member name in the consumer groups it joins (the event queue, event source
+    /// mappings): unique per node and stable across its restarts (the node id), so nodes
+    /// reading one shared stream split its shards and a restarted node takes its leases back
+    /// at once.
+    pub consumer_owner: String,
 }
 
 /// Fields of CreateFunction.
@@ -215,9 +220,18 @@ impl Functions {
             targets: TargetCache::default(),
             streams: Arc::clone(&streams),
         });
-        tokio::spawn(event_queue::run(Arc::downgrade(&functions), streams));
+        tokio::spawn(event_queue::run(
+            Arc::downgrade(&functions),
+            streams,
+            functions.config.consumer_owner.clone(),
+        ));
         tokio::spawn(reap_idle_workers(Arc::downgrade(&functions)));
         Ok(functions)
+    }
+
+    /// This node's member name in consumer groups (see [`FunctionsConfig::consumer_owner`]).
+    pub fn consumer_owner(&self) -> &str {
+        &self.config.consumer_owner
     }
 
     /// Region and account of this service's ARNs.

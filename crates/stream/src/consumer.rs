@@ -388,3 +388,53 @@ fn predecessors<'a>(
             && shard.hash_range.start <= other.hash_range.end
     })
 }
+
+/// Most records [`unconsumed`] reads at once.
+const COUNT_BATCH: usize = 1000;
+
+/// What consumer group `group` has not checkpointed on stream `stream_name`, whichever member
+/// reads it: the records after each shard's checkpoint (from the trim horizon without one),
+/// counted until `max_records` records or `max_bytes` bytes of data are found (the byte limit
+/// is checked after each read of up to [`COUNT_BATCH`] records). A producer that
+/// admits work against a limit uses it to learn the true backlog of a stream that other nodes
+/// also write and read, where its own count of what it added and saw done drifts.
+pub async fn unconsumed(
+    stream: &dyn Stream,
+    stream_name: &str,
+    group: &str,
+    max_records: usize,
+    max_bytes: usize,
+) -> Result<Unconsumed, StreamError> {
+    let mut found = Unconsumed::default();
+    for shard in stream.describe_stream(stream_name).await?.shards {
+        let mut position = match stream.checkpoint_of(stream_name, group, shard.id).await? {
+            Some(Position::SHARD_END) => continue,
+            Some(position) => position,
+            None => {
+                stream
+                    .resolve(stream_name, shard.id, StartingPosition::TrimHorizon)
+                    .await?
+            }
+        };
+        while found.records < max_records && found.bytes < max_bytes {
+            let limit = (max_records - found.records).min(COUNT_BATCH);
+            let batch = stream.read(stream_name, shard.id, position, limit).await?;
+            found.records += batch.records.len();
+            found.bytes += batch.records.iter().map(|r| r.data.len()).sum::<usize>();
+            position = batch.next;
+            if batch.records.is_empty() || batch.end_of_shard {
+                break;
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Records a consumer group has not checkpointed (see [`unconsumed`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Unconsumed {
+    /// How many.
+    pub records: usize,
+    /// Their data's bytes.
+    pub bytes: usize,
+}

@@ -18,7 +18,7 @@ mod jetstream;
 pub mod routing;
 mod types;
 
-pub use consumer::{ConsumerBatch, ConsumerConfig, ConsumerGroup};
+pub use consumer::{ConsumerBatch, ConsumerConfig, ConsumerGroup, Unconsumed, unconsumed};
 pub use embedded::{EmbeddedConfig, EmbeddedStreams};
 pub use types::{
     Appended, HashKeyRange, Lease, NewRecord, Position, PutOutcome, ReadBatch, Record,

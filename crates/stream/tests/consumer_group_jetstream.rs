@@ -55,3 +55,8 @@ async fn order_per_key_survives_resharding() {
 async fn a_latest_group_sees_only_new_records() {
     suite::a_latest_group_sees_only_new_records(JetStream::new()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unconsumed_counts_what_the_group_has_not_checkpointed() {
+    suite::unconsumed_counts_what_the_group_has_not_checkpointed(JetStream::new()).await;
+}

@@ -554,6 +554,34 @@ def test_event_source_mapping_delivers_batches_and_resumes_after_sigkill(broker_
         lam.get_event_source_mapping(UUID=m["UUID"])
 
 
+def test_a_restarted_server_takes_its_mapping_leases_back_at_once(broker_factory, aws, uid):
+    """A poller's leases are named after the node (its id kept in the data folder), so after a
+    SIGKILL the restarted server reads its shards at once: a record put after the restart runs
+    well within the lease TTL (10 s) of the leases the killed process held, on every shard."""
+    b = broker_factory(env={"FLEETCORE_FUNCTIONS_PYTHON": sys.executable})
+    lam, kinesis = aws("lambda", broker=b), aws("kinesis", broker=b)
+    name, src, out = fn_name(uid), f"in-{uid}", f"out-{uid}"
+    kinesis.create_stream(StreamName=src, ShardCount=2)
+    kinesis.create_stream(StreamName=out, ShardCount=1)
+    create(lam, name, {"app.py": COPY_TO_STREAM}, Timeout=30, Environment={"Variables": {"OUT": out}})
+    lam.create_event_source_mapping(EventSourceArn=stream_arn(src), FunctionName=name,
+                                    BatchSize=10, StartingPosition="TRIM_HORIZON")
+    before = [f"before-{i}" for i in range(8)]
+    kinesis.put_records(StreamName=src, Records=[{"Data": d.encode(), "PartitionKey": d} for d in before])
+    wait_stream(kinesis, out, lambda rs: len(rs) >= len(before), timeout=60)
+    node_id = (b.data_dir / "node-id").read_text()
+    b.kill()
+    b.start()
+    assert (b.data_dir / "node-id").read_text() == node_id
+    kinesis = aws("kinesis", broker=b)
+    after = [f"after-{i}" for i in range(8)]
+    kinesis.put_records(StreamName=src, Records=[{"Data": d.encode(), "PartitionKey": d} for d in after])
+    # 5 s: half the lease TTL, which a new member name would have to wait out.
+    records = wait_stream(kinesis, out, lambda rs: {json.loads(r["Data"])["data"] for r in rs} >= set(after),
+                          timeout=5)
+    assert {json.loads(r["Data"])["data"] for r in records} >= set(before) | set(after)
+
+
 def test_event_source_mapping_bisects_and_sends_the_failure_to_the_destination(fb, aws, uid):
     lam, kinesis = aws("lambda", broker=fb), aws("kinesis", broker=fb)
     name, src, out, dlq = fn_name(uid), f"in-{uid}", f"out-{uid}", f"dlq-{uid}"

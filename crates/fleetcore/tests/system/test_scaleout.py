@@ -93,15 +93,20 @@ class Cluster:
 
 
 def start_cluster(names, broker_factory, nats_server, postgres_server, aws, uid,
-                  extra=(), started: int | None = None) -> Cluster:
+                  extra=(), started: int | None = None, jetstream_streams: bool = False,
+                  env: dict | None = None) -> Cluster:
     """Nodes named `names` on one PostgreSQL database and one nats-server, started with the
-    flags `extra` (only the first `started` of them, when given: the test starts the others).
-    The others get the first node's CA (a cluster's nodes share their CA, as they share their
-    state) and all the same admin keys."""
+    flags `extra` and the variables `env` (only the first `started` of them, when given: the
+    test starts the others); with `jetstream_streams` their Kinesis streams live in that
+    nats-server's JetStream (`[stream] backend = "jetstream"`: one set of streams for all
+    nodes). The others get the first node's CA (a cluster's nodes share their CA, as they share
+    their state) and all the same admin keys."""
     db_name = uid.lower().replace("-", "_")[:60]
     db = postgres_server.database(db_name)
     nats = nats_server()
-    env = {"FLEETCORE_ACCESS_KEY_ID": KEY_ID, "FLEETCORE_SECRET_ACCESS_KEY": SECRET}
+    env = {"FLEETCORE_ACCESS_KEY_ID": KEY_ID, "FLEETCORE_SECRET_ACCESS_KEY": SECRET, **(env or {})}
+    if jetstream_streams:
+        extra = ("--stream-backend", "jetstream", "--stream-servers", nats.url, *extra)
 
     def node(name: str, start: bool):
         return broker_factory("--state-backend", "postgres", "--state-url", db,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use fleetcore_stream::{
     ConsumerBatch, ConsumerConfig, ConsumerGroup, NewRecord, StartingPosition, Stream, StreamMode,
-    StreamSpec,
+    StreamSpec, Unconsumed, unconsumed,
 };
 use parking_lot::Mutex;
 use tokio::time::Instant;
@@ -298,4 +298,39 @@ pub async fn a_latest_group_sees_only_new_records(backend: impl Backend) {
         }
         consumer.commit(&batch).await.expect("commit");
     }
+}
+
+/// `unconsumed` counts what a group has not checkpointed on every shard, whoever reads it, and
+/// stops at its record limit.
+pub async fn unconsumed_counts_what_the_group_has_not_checkpointed(backend: impl Backend) {
+    let stream = backend.open().await;
+    create(&*stream, "backlog", 2).await;
+    // Records 0..10 and 10..100: two data bytes each from 10 on.
+    put(&*stream, "backlog", 0, 100, 7).await;
+    let count = |records, bytes| unconsumed(&*stream, "backlog", "g", records, bytes);
+    let all = count(usize::MAX, usize::MAX).await.expect("count");
+    assert_eq!(
+        all,
+        Unconsumed {
+            records: 100,
+            bytes: 10 + 90 * 2
+        }
+    );
+    let few = count(5, usize::MAX).await.expect("count");
+    assert_eq!(few.records, 5, "stops at the record limit");
+
+    let mut member = ConsumerGroup::new(stream.clone(), "backlog", "g", "a", config());
+    let deadline = Instant::now() + DEADLINE;
+    let batch = next(&mut member, deadline).await;
+    let taken = batch.records.len();
+    assert_eq!(
+        count(usize::MAX, usize::MAX).await.expect("count").records,
+        100,
+        "read but not checkpointed still counts"
+    );
+    member.commit(&batch).await.expect("commit");
+    assert_eq!(
+        count(usize::MAX, usize::MAX).await.expect("count").records,
+        100 - taken
+    );
 }
