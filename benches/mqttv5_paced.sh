@@ -46,6 +46,9 @@ trap cleanup EXIT INT TERM
 wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 
 mosq_port=$PORT fc_port=$((PORT + 10))
+for p in "$mosq_port" "$fc_port" "$((fc_port + 1))"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "port $p is taken: set PORT" >&2; exit 1; fi
+done
 mosq_pid=$("$SHARED/tools/mosquitto-anchor.sh" "$mosq_port")
 PIDS+=("$mosq_pid")
 "$BIN" serve --data-dir "$DATA" --mqtt "127.0.0.1:$fc_port" --mqtts off --http "127.0.0.1:$((fc_port + 1))" \
