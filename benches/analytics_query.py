@@ -54,7 +54,10 @@ def generate(folder: Path, rows: int, days: int = 10, devices: int = 1000, per_f
         day = time.strftime("%Y-%m-%d", time.gmtime(ts[0] / 1000))
         out = folder / f"__dt={day}"
         out.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, out / f"gen-{n:04}.parquet", compression="snappy")
+        # As the datastore writer (the parquet crate's defaults, Snappy) writes them: pages of
+        # at most 20,000 rows and a page index (column and offset index).
+        pq.write_table(table, out / f"gen-{n:04}.parquet", compression="snappy",
+                       max_rows_per_page=20_000, write_page_index=True)
         written += count
         n += 1
 

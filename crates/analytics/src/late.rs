@@ -130,10 +130,11 @@ struct TopN<'a> {
     predicates: Vec<Expr>,
 }
 
-/// The columns a projection selects, if it selects only columns, and its input.
-fn column_projection(plan: &LogicalPlan) -> Option<(Vec<Column>, &LogicalPlan)> {
+/// `plan` seen through a projection of columns only: those columns (`None`: no projection)
+/// and its input (`None` overall: a projection of anything else).
+fn through_columns(plan: &LogicalPlan) -> Option<(Option<Vec<Column>>, &LogicalPlan)> {
     let LogicalPlan::Projection(projection) = plan else {
-        return None;
+        return Some((None, plan));
     };
     let columns = projection
         .expr
@@ -143,30 +144,18 @@ fn column_projection(plan: &LogicalPlan) -> Option<(Vec<Column>, &LogicalPlan)> 
             _ => None,
         })
         .collect::<Option<Vec<_>>>()?;
-    Some((columns, projection.input.as_ref()))
+    Some((Some(columns), projection.input.as_ref()))
 }
 
 /// The top-N of `plan`: `[columns] <- Sort with fetch <- [columns] <- [Filter] <- TableScan`
 /// (`[columns]`: a projection of columns only).
 fn top_n(plan: &LogicalPlan) -> Option<TopN<'_>> {
-    let (outer, below) = match plan {
-        LogicalPlan::Projection(_) => {
-            let (columns, input) = column_projection(plan)?;
-            (Some(columns), input)
-        }
-        other => (None, other),
-    };
+    let (outer, below) = through_columns(plan)?;
     let LogicalPlan::Sort(sort) = below else {
         return None;
     };
     let fetch = sort.fetch.filter(|n| *n <= MAX_ROWS)?;
-    let (inner, below) = match sort.input.as_ref() {
-        LogicalPlan::Projection(_) => {
-            let (columns, input) = column_projection(sort.input.as_ref())?;
-            (Some(columns), input)
-        }
-        other => (None, other),
-    };
+    let (inner, below) = through_columns(sort.input.as_ref())?;
     let (filter, scan) = match below {
         LogicalPlan::Filter(filter) => (Some(&filter.predicate), filter.input.as_ref()),
         other => (None, other),
@@ -378,7 +367,9 @@ async fn read_rows(
             Some(FOOTER_READ),
             &ExecutionPlanMetricsSet::new(),
         )?;
-    let options = ArrowReaderOptions::new().with_offset_index_policy(PageIndexPolicy::Optional);
+    // The offset index, where the file has one, lets the reader fetch only the winners' pages
+    // (the engine's reader loads the page index by the column index's policy: both are asked).
+    let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
     let builder = ParquetRecordBatchStreamBuilder::new_with_options(reader, options).await?;
     let roots: Vec<usize> = columns
         .iter()
