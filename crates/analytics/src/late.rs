@@ -289,6 +289,33 @@ pub(crate) async fn run(
             Ok((c.name.clone(), field.data_type().clone()))
         })
         .collect::<Result<_>>()?;
+    let late_columns = read_late(&table.store, &winners, &late_types).await?;
+    let late_columns: HashMap<&str, &ArrayRef> = late_types
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .zip(&late_columns)
+        .collect();
+
+    let columns = top
+        .outputs
+        .iter()
+        .map(|c| match late_columns.get(c.name.as_str()) {
+            Some(array) => Ok(Arc::clone(*array)),
+            None => winners.column_by_name(&c.name).cloned().ok_or_else(|| {
+                DataFusionError::Internal(format!("late top-N: no column {}", c.name))
+            }),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(vec![RecordBatch::try_new(output_schema, columns)?]))
+}
+
+/// The `columns` of the `winners` (their file and row in [`FILE_COLUMN`] and [`ROW_COLUMN`]),
+/// in the winners' order: each file's rows read at once, the files concurrently.
+async fn read_late(
+    store: &Arc<dyn ObjectStore>,
+    winners: &RecordBatch,
+    columns: &[(String, DataType)],
+) -> Result<Vec<ArrayRef>> {
     let files = winners
         .column_by_name(FILE_COLUMN)
         .map(|keys| cast(keys, &DataType::Utf8))
@@ -298,55 +325,49 @@ pub(crate) async fn run(
         .and_then(|a| a.as_any().downcast_ref::<StringArray>())
         .filter(|a| a.null_count() == 0)
         .ok_or_else(|| DataFusionError::Internal(format!("late top-N: no {FILE_COLUMN}")))?;
-    let rows = row_column(&winners)?;
+    let rows = winners
+        .column_by_name(ROW_COLUMN)
+        .and_then(|a| a.as_any().downcast_ref::<Int64Array>())
+        .filter(|a| a.null_count() == 0)
+        .ok_or_else(|| DataFusionError::Internal(format!("late top-N: no {ROW_COLUMN}")))?;
+    let row = |i: usize| {
+        usize::try_from(rows.value(i))
+            .map_err(|_| DataFusionError::Internal("late top-N: a negative row".into()))
+    };
     let mut by_file: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for i in 0..winners.num_rows() {
-        by_file
-            .entry(files.value(i))
-            .or_default()
-            .push(row_index(rows, i)?);
+        by_file.entry(files.value(i)).or_default().push(row(i)?);
     }
-    let mut position: HashMap<(&str, usize), u32> = HashMap::new();
-    let mut parts: Vec<Vec<ArrayRef>> = vec![Vec::new(); late_types.len()];
-    for (file, file_rows) in &mut by_file {
+    for file_rows in by_file.values_mut() {
         file_rows.sort_unstable();
         file_rows.dedup();
-        let arrays = read_rows(&table.store, file, file_rows, &late_types).await?;
-        for (part, array) in parts.iter_mut().zip(arrays) {
-            part.push(array);
-        }
-        for &row in file_rows.iter() {
-            let next = u32::try_from(position.len())
-                .map_err(|_| DataFusionError::Internal("too many late rows".into()))?;
-            position.insert((*file, row), next);
-        }
     }
+    let read = futures_util::future::try_join_all(
+        by_file
+            .iter()
+            .map(|(file, file_rows)| read_rows(store, file, file_rows, columns)),
+    )
+    .await?;
+    // Where each (file, row) is once the files' rows are put one after the other.
+    let position: HashMap<(&str, usize), u32> = by_file
+        .iter()
+        .flat_map(|(file, file_rows)| file_rows.iter().map(move |r| (*file, *r)))
+        .zip(0..)
+        .collect();
     let order = (0..winners.num_rows())
         .map(|i| {
-            let key = (files.value(i), row_index(rows, i)?);
             position
-                .get(&key)
+                .get(&(files.value(i), row(i)?))
                 .copied()
                 .ok_or_else(|| DataFusionError::Internal("late top-N: a winner not read".into()))
         })
         .collect::<Result<UInt32Array>>()?;
-    let mut late_columns: HashMap<&str, ArrayRef> = HashMap::new();
-    for ((name, _), part) in late_types.iter().zip(&parts) {
-        let refs: Vec<&dyn Array> = part.iter().map(|a| a.as_ref()).collect();
-        late_columns.insert(name.as_str(), take(concat(&refs)?.as_ref(), &order, None)?);
-    }
-
-    let columns = top
-        .outputs
-        .iter()
-        .map(|c| match late_columns.get(c.name.as_str()) {
-            Some(array) => Ok(Arc::clone(array)),
-            None => winners.column_by_name(&c.name).cloned().ok_or_else(|| {
-                DataFusionError::Internal(format!("late top-N: no column {}", c.name))
-            }),
+    (0..columns.len())
+        .map(|c| {
+            let parts: Vec<&dyn Array> = read.iter().map(|arrays| arrays[c].as_ref()).collect();
+            Ok(take(concat(&parts)?.as_ref(), &order, None)?)
         })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Some(vec![RecordBatch::try_new(output_schema, columns)?]))
+        .collect()
 }
 
 /// `file`'s `columns` (cast to the given types; all null where the file lacks one) at `rows`
@@ -412,19 +433,6 @@ fn selection(rows: &[usize]) -> RowSelection {
         next = row + 1;
     }
     RowSelection::from(selectors)
-}
-
-fn row_column(batch: &RecordBatch) -> Result<&Int64Array> {
-    batch
-        .column_by_name(ROW_COLUMN)
-        .and_then(|a| a.as_any().downcast_ref::<Int64Array>())
-        .filter(|a| a.null_count() == 0)
-        .ok_or_else(|| DataFusionError::Internal(format!("late top-N: no {ROW_COLUMN}")))
-}
-
-fn row_index(rows: &Int64Array, i: usize) -> Result<usize> {
-    usize::try_from(rows.value(i))
-        .map_err(|_| DataFusionError::Internal("late top-N: a negative row".into()))
 }
 
 #[cfg(test)]
