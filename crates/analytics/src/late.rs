@@ -608,6 +608,38 @@ mod tests {
         assert!(late.is_empty() && engine.is_empty());
     }
 
+    /// A dataset's delta-time window makes the table a view: such a top-N runs as one engine
+    /// query (it is not read late), and keeps to the window.
+    #[tokio::test]
+    async fn a_top_n_through_a_delta_time_window_keeps_to_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        write_table(dir.path());
+        let tables = vec![Table {
+            name: "t".into(),
+            source: Source::Folder(dir.path().to_path_buf()),
+            format: FileFormat::Parquet,
+            schema: None,
+            partitions: None,
+        }];
+        let window = query::Window {
+            expression: "to_timestamp_millis(ts)".into(),
+            start_ms: Some(1_764_547_201_000),
+            end_ms: 1_764_547_203_000,
+        };
+        let sql = "SELECT deviceId, ts, temp FROM t WHERE temp > 10 ORDER BY temp DESC LIMIT 6";
+        let windowed = query::run_in(&tables, sql, Some(&window)).await.unwrap();
+        let explicit = query::run(
+            &tables,
+            "SELECT deviceId, ts, temp FROM t WHERE temp > 10 \
+             AND ts >= 1764547201000 AND ts < 1764547203000 ORDER BY temp DESC LIMIT 6",
+        )
+        .await
+        .unwrap();
+        let rows = lines(&windowed);
+        assert_eq!(rows.len(), 6);
+        assert_eq!(rows, lines(&explicit));
+    }
+
     #[tokio::test]
     async fn only_a_top_n_with_a_column_to_read_late_is_one() {
         let dir = tempfile::tempdir().unwrap();
