@@ -4,7 +4,8 @@ same run: a generated telemetry datastore (`--rows`, default 10M) laid out as fl
 it (`__dt=YYYY-MM-DD/` folders, Snappy Parquet), then a time-bucketed GROUP BY and a filtered
 top-N, each run `--repeat` times per engine; the best wall time of each and the ratio
 fleetcore / DuckDB (target: within 1.5x). fleetcore's time is the whole `fleetcore sql`
-process (start, plan, read, print); DuckDB's is `execute().fetchall()` in this process. Beside
+process (start, plan, read, print); DuckDB's is `execute().fetchall()` in this process. Each
+query's rows must equal DuckDB's (value by value). Beside
 it, the best CPU time (user + system, all threads) of each: on a shared machine the wall time
 mostly measures the wait for a core, the CPU time much less. And, since DuckDB runs in this
 process, the engines alone: `fleetcore sql --timing`'s own query time (tables found, query
@@ -16,6 +17,9 @@ planned and run, rows formatted) beside DuckDB's `execute().fetchall()`.
 from __future__ import annotations
 
 import argparse
+import csv
+import io
+import math
 import os
 import re
 import resource
@@ -50,7 +54,10 @@ def generate(folder: Path, rows: int, days: int = 10, devices: int = 1000, per_f
         day = time.strftime("%Y-%m-%d", time.gmtime(ts[0] / 1000))
         out = folder / f"__dt={day}"
         out.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, out / f"gen-{n:04}.parquet", compression="snappy")
+        # As the datastore writer (the parquet crate's defaults, Snappy) writes them: pages of
+        # at most 20,000 rows and a page index (column and offset index).
+        pq.write_table(table, out / f"gen-{n:04}.parquet", compression="snappy",
+                       max_rows_per_page=20_000, write_page_index=True)
         written += count
         n += 1
 
@@ -71,6 +78,16 @@ QUERIES = {
         "ORDER BY temp DESC LIMIT 10",
     ),
 }
+
+
+def same_row(ours: list[str], theirs: tuple) -> bool:
+    """A row of fleetcore's CSV equals DuckDB's: integers and text exactly, floats to 1e-9
+    (an average's last bits depend on the order of the sum)."""
+    def same(a: str, b) -> bool:
+        if isinstance(b, float):
+            return math.isclose(float(a), b, rel_tol=1e-9)
+        return a == str(b)
+    return len(ours) == len(theirs) and all(map(same, ours, theirs))
 
 
 def main() -> int:
@@ -107,7 +124,8 @@ def main() -> int:
             rows = con.execute(theirs).fetchall()
             best_d = min(best_d, time.monotonic() - t)
             cpu_d = min(cpu_d, time.process_time() - c)
-        assert len(out.stdout.strip().splitlines()) - 1 == len(rows), (out.stdout, rows)
+        ours_rows = list(csv.reader(io.StringIO(out.stdout)))[1:]
+        assert len(ours_rows) == len(rows) and all(map(same_row, ours_rows, rows)), (out.stdout, rows)
         print(f"{name}: fleetcore {best_f * 1000:.0f} ms, DuckDB {best_d * 1000:.0f} ms, "
               f"ratio {best_f / best_d:.2f}; CPU fleetcore {cpu_f * 1000:.0f} ms, "
               f"DuckDB {cpu_d * 1000:.0f} ms, ratio {cpu_f / cpu_d:.2f}; engine only (both in-process, "

@@ -13,6 +13,7 @@ mod dataset;
 pub mod datastore;
 mod error;
 mod functions;
+mod late;
 pub mod model;
 pub mod pipeline;
 pub mod query;

@@ -5,6 +5,7 @@
 //! functions of [`crate::functions`] are registered. A table's files are a local folder or
 //! objects of a bucket (its object store registered with the session).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ use object_store::ObjectStore;
 use object_store::path::Path as ObjectPath;
 
 use crate::error::AnalyticsError;
+use crate::late::{self, ParquetTable};
 
 /// The bytes read from the end of a local Parquet file to get its footer (a larger footer takes
 /// a second read).
@@ -228,6 +230,30 @@ pub async fn run_in(
     let ctx = session()?;
     tracing::debug!("query session ready");
     let windowed = window.map(|_| referenced(&ctx, sql)).unwrap_or_default();
+    let parquet_tables = register(&ctx, tables, window, &windowed).await?;
+    let frame = ctx.sql(sql).await.map_err(engine)?;
+    tracing::debug!("query planned");
+    if let Some(batches) = late::run(&ctx, &frame, &parquet_tables)
+        .await
+        .map_err(engine)?
+    {
+        tracing::debug!("query ran, its top-N's other columns read late");
+        return Ok(batches);
+    }
+    let batches = frame.collect().await.map_err(engine)?;
+    tracing::debug!("query ran");
+    Ok(batches)
+}
+
+/// Registers `tables` with `ctx` (those named in `windowed` read through `window`); the
+/// Parquet ones are returned by the name they are registered under.
+pub(crate) async fn register(
+    ctx: &SessionContext,
+    tables: &[Table],
+    window: Option<&Window>,
+    windowed: &[String],
+) -> Result<HashMap<String, ParquetTable>, AnalyticsError> {
+    let mut parquet_tables = HashMap::new();
     for table in tables {
         let (mut location, partitions) = match &table.source {
             Source::Folder(dir) => (
@@ -271,12 +297,27 @@ pub async fn run_in(
                     .map(|p| (p, DataType::Utf8))
                     .collect(),
             );
+        let store_url = url.object_store();
         let config = ListingTableConfig::new(url).with_listing_options(options);
         let config = match &table.schema {
             Some(schema) => config.with_schema(Arc::new(schema.clone())),
             None => config.infer_schema(&ctx.state()).await.map_err(engine)?,
         };
         let listing = ListingTable::try_new(config).map_err(engine)?;
+        let registered = match window {
+            Some(_) if windowed.contains(&table.name) => format!("__all_{}", table.name),
+            _ => table.name.clone(),
+        };
+        if table.format == FileFormat::Parquet {
+            let store = ctx.runtime_env().object_store(&store_url).map_err(engine)?;
+            let partitions = listing
+                .options()
+                .table_partition_cols
+                .iter()
+                .map(|(name, _)| name.clone())
+                .collect();
+            parquet_tables.insert(registered, ParquetTable { store, partitions });
+        }
         // A bare reference keeps the name's case (a &str would be lowercased).
         match window {
             Some(window) if windowed.contains(&table.name) => {
@@ -305,11 +346,7 @@ pub async fn run_in(
         }
         tracing::debug!(table = %table.name, "query table registered");
     }
-    let frame = ctx.sql(sql).await.map_err(engine)?;
-    tracing::debug!("query planned");
-    let batches = frame.collect().await.map_err(engine)?;
-    tracing::debug!("query ran");
-    Ok(batches)
+    Ok(parquet_tables)
 }
 
 /// The rows as CSV with a header line.

@@ -101,6 +101,15 @@ def test_datastore_in_a_customer_bucket(broker_factory, aws, moto, uid):
                          env={**os.environ, **moto.lake_env}, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert list(csv.DictReader(io.StringIO(out.stdout))) == expected
+    # A top-N, whose other selected columns are read late (for its winners only) from the objects.
+    out = subprocess.run([str(FLEETCORE_BIN), "sql", "--data-dir", str(b.data_dir), "--table",
+                          f"t=s3://{BUCKET}/{prefix}", "--format", "csv",
+                          "SELECT seq, site, twice FROM t WHERE temp > 2 ORDER BY temp DESC LIMIT 3"],
+                         env={**os.environ, **moto.lake_env}, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    hottest = sorted((m for m in kept if m["temp"] > 2), key=lambda m: -m["temp"])[:3]
+    assert list(csv.DictReader(io.StringIO(out.stdout))) == [
+        {"seq": str(m["seq"]), "site": m["site"], "twice": str(m["temp"] * 2)} for m in hottest]
 
     # Retention is ignored for customer-managed storage, as on AWS: rows that arrived in 2020 (a
     # channel file as the channel writes them, dated 2020) land under __dt=2020-01-01 and stay.
