@@ -529,15 +529,20 @@ mod tests {
         v.map(|t| format!("{t:?}")).unwrap_or_default()
     }
 
-    /// Runs `sql` late (it must be a late top-N) and as the engine plans it; both answers.
-    async fn both(dir: &std::path::Path, sql: &str) -> (Vec<String>, Vec<String>) {
-        let tables = vec![Table {
+    /// The Parquet folder `dir` as table `t`.
+    fn parquet_table(dir: &std::path::Path) -> Vec<Table> {
+        vec![Table {
             name: "t".into(),
             source: Source::Folder(dir.to_path_buf()),
             format: FileFormat::Parquet,
             schema: None,
             partitions: None,
-        }];
+        }]
+    }
+
+    /// Runs `sql` late (it must be a late top-N) and as the engine plans it; both answers.
+    async fn both(dir: &std::path::Path, sql: &str) -> (Vec<String>, Vec<String>) {
+        let tables = parquet_table(dir);
         let ctx = query::session().unwrap();
         let parquet = query::register(&ctx, &tables, None, &[]).await.unwrap();
         let frame = ctx.sql(sql).await.unwrap();
@@ -614,13 +619,7 @@ mod tests {
     async fn a_top_n_through_a_delta_time_window_keeps_to_the_window() {
         let dir = tempfile::tempdir().unwrap();
         write_table(dir.path());
-        let tables = vec![Table {
-            name: "t".into(),
-            source: Source::Folder(dir.path().to_path_buf()),
-            format: FileFormat::Parquet,
-            schema: None,
-            partitions: None,
-        }];
+        let tables = parquet_table(dir.path());
         let window = query::Window {
             expression: "to_timestamp_millis(ts)".into(),
             start_ms: Some(1_764_547_201_000),
@@ -644,13 +643,7 @@ mod tests {
     async fn only_a_top_n_with_a_column_to_read_late_is_one() {
         let dir = tempfile::tempdir().unwrap();
         write_table(dir.path());
-        let tables = vec![Table {
-            name: "t".into(),
-            source: Source::Folder(dir.path().to_path_buf()),
-            format: FileFormat::Parquet,
-            schema: None,
-            partitions: None,
-        }];
+        let tables = parquet_table(dir.path());
         let ctx = query::session().unwrap();
         let parquet = query::register(&ctx, &tables, None, &[]).await.unwrap();
         for sql in [
